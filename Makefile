@@ -1,0 +1,66 @@
+# nnserve front door. `make serve` and `make test` work on a fresh clone with nothing installed by hand.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 3000
+HOST ?= 127.0.0.1
+DATA ?= ../shared/data
+ART ?= artifacts
+RUNS ?= runs
+THREADS ?= 2
+export BENTOML_DO_NOT_TRACK := True
+
+.PHONY: help install install-dev serve test test-fast lint format models clean
+
+help:
+	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
+	@echo "make test     install everything (torch CPU, dev tools) and run the test suite"
+	@echo "make models   retrain and re-export every shipped model from DATA=$(DATA)"
+	@echo "make lint     ruff + mypy"
+
+$(VENV)/.serve: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.serve
+	$(PY) -m pip install -q -e '.[train,dev]'
+	touch $@
+
+install: $(VENV)/.serve
+install-dev: $(VENV)/.dev
+
+serve: $(VENV)/.serve
+	NNSERVE_MODEL_DIR=$(abspath $(ART)) $(VENV)/bin/bentoml serve service.service:NNServe --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# ---- shipped models: train (checkpoint, metrics, curves) -> export (ONNX + metadata, parity) ----
+TRAIN := $(PY) -m training
+EXPORT := $(PY) -m export
+
+models: $(VENV)/.dev
+	$(TRAIN) cnn --data $(DATA)/mnist --epochs 15 --threads $(THREADS) --out $(RUNS)/mnist-cnn
+	$(EXPORT) $(RUNS)/mnist-cnn/checkpoint.pt --out $(ART)/mnist-cnn
+	$(TRAIN) lenet5 --data $(DATA)/mnist --epochs 20 --threads $(THREADS) --out $(RUNS)/mnist-lenet5
+	$(EXPORT) $(RUNS)/mnist-lenet5/checkpoint.pt --out $(ART)/mnist-lenet5
+	$(TRAIN) cnn --data $(DATA)/fashion-mnist --epochs 20 --label-smoothing 0.1 --threads $(THREADS) --out $(RUNS)/fashion-cnn
+	$(EXPORT) $(RUNS)/fashion-cnn/checkpoint.pt --out $(ART)/fashion-cnn
+	for m in mnist-cnn mnist-lenet5 fashion-cnn; do cp $(RUNS)/$$m/curves.png $(ART)/$$m/curves.png; done
+
+clean:
+	rm -rf $(RUNS) .pytest_cache .mypy_cache .ruff_cache

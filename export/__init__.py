@@ -1,0 +1,1 @@
+"""Checkpoint -> ONNX + metadata. ``export.contract`` is torch-free and shared with the service."""

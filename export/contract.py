@@ -1,0 +1,242 @@
+"""The artifact contract shared by training, export and service (torch-free).
+
+An exported model is a directory::
+
+    <name>/model.onnx     graph with a dynamic batch axis
+    <name>/model.json     ModelMetadata below: labels, preprocessing, tensor schema, metrics, hashes
+
+Everything the service needs to preprocess exactly as training did lives in ``model.json``, and the
+functions here are the single implementation of that preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+ONNX_FILE = "model.onnx"
+METADATA_FILE = "model.json"
+
+Fit = Literal["resize", "contain", "digit"]
+
+
+class ImagePreprocessing(BaseModel):
+    """How raw images become the model's input tensor (see ``prepare_image`` and ``normalize``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_size: tuple[int, int] = Field(description="(height, width) of the model input")
+    channels: Literal[1, 3]
+    mean: list[float] = Field(description="per-channel mean of pixels scaled to [0, 1]")
+    std: list[float] = Field(description="per-channel std of pixels scaled to [0, 1]")
+    white_on_black: bool = Field(
+        description="trained on bright ink on a dark background (MNIST); light-background inputs are inverted"
+    )
+    fit: Fit = Field(
+        description="how an image of another size is fitted: 'resize' stretches, 'contain' keeps the aspect "
+        "ratio and pads, 'digit' scales the ink's bounding box into a 20/28 box centred by mass (MNIST)"
+    )
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: Literal["float32", "int64"]
+    shape: list[int] = Field(description="-1 marks a dynamic axis")
+
+
+class DatasetInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str
+    sha256: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 of the source files")
+    n_train: int
+    n_val: int
+    split_seed: int
+    val_fraction: float
+
+
+class Parity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_sizes: list[int]
+    max_abs_diff: float
+    rtol: float
+    atol: float
+
+
+class ModelMetadata(BaseModel):
+    """``model.json``: everything needed to serve, describe and audit one exported model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    task: Literal["image-classification"]
+    architecture: str = Field(description="registry name of the nn.Module")
+    architecture_config: dict[str, int | float | str | list[int]]
+    labels: list[str]
+    preprocessing: ImagePreprocessing
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+    metrics: dict[str, float] = Field(description="validation metrics measured at training time")
+    class_metrics: dict[str, float] = Field(default_factory=dict, description="validation accuracy per label")
+    dataset: DatasetInfo
+    created: str
+    onnx_sha256: str
+    checkpoint_sha256: str
+    source_commit: str
+    torch_version: str
+    parity: Parity
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_metadata(model_dir: str | Path) -> ModelMetadata:
+    return ModelMetadata.model_validate_json(Path(model_dir, METADATA_FILE).read_bytes())
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------
+
+ACCEPTED_FORMATS = frozenset({"PNG", "JPEG"})
+
+
+class ImageError(ValueError):
+    """An image the service must refuse; ``code`` maps to the HTTP error envelope."""
+
+    def __init__(self, code: Literal["invalid_image", "image_too_large", "unsupported_media_type"], message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode PNG/JPEG bytes, refusing non-images, other formats and decompression bombs.
+
+    The pixel count is checked from the header before any pixel is decoded.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=None)
+            fmt = img.format
+            if fmt not in ACCEPTED_FORMATS:
+                raise ImageError("unsupported_media_type", f"image format {fmt} is not supported; send PNG or JPEG")
+            w, h = img.size
+            if w < 1 or h < 1:
+                raise ImageError("invalid_image", "image has no pixels")
+            if w * h > max_pixels:
+                raise ImageError("image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError("image_too_large", f"image refused as a decompression bomb: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # PIL's ways of saying "not a valid image"
+        raise ImageError("invalid_image", f"cannot decode image: {e}") from None
+    return img
+
+
+def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+    """Any PIL mode -> 'L' or 'RGB'; transparency is composited over white (a canvas drawing's paper)."""
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        img = Image.fromarray(a.round().astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _border_mean(a: np.ndarray) -> float:
+    return float(np.concatenate([a[0].ravel(), a[-1].ravel(), a[:, 0].ravel(), a[:, -1].ravel()]).mean())
+
+
+def _fit_digit(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """MNIST's preparation: the ink's bounding box, scaled to fit 20x20 (for 28x28) keeping its aspect,
+    pasted so its centre of mass is at the centre of the field (LeCun et al. 1998, Section III.A)."""
+    h, w = size
+    ink = a > 0.25 * a.max() if a.max() > 0 else np.zeros_like(a, dtype=bool)
+    if not ink.any():
+        return np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.BILINEAR))
+    rows, cols = np.nonzero(ink)
+    crop = a[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    box = max(1, round(min(h, w) * 20 / 28))
+    scale = box / max(crop.shape)
+    nh, nw = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
+    small = np.asarray(Image.fromarray(crop).resize((nw, nh), Image.Resampling.LANCZOS), dtype=np.float64)
+    total = small.sum()
+    cy, cx = ((np.indices(small.shape) * small).reshape(2, -1).sum(1) / total) if total > 0 else (nh / 2, nw / 2)
+    top = int(np.clip(round(h / 2 - cy), 0, h - nh))
+    left = int(np.clip(round(w / 2 - cx), 0, w - nw))
+    out = np.zeros((h, w), dtype=np.uint8)
+    out[top : top + nh, left : left + nw] = np.clip(small.round(), 0, 255).astype(np.uint8)
+    return out
+
+
+def _fit_contain(img: Image.Image, size: tuple[int, int], fill: int | tuple[int, int, int]) -> Image.Image:
+    h, w = size
+    scale = min(h / img.height, w / img.width)
+    nw, nh = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    canvas = Image.new(img.mode, (w, h), fill)
+    canvas.paste(img.resize((nw, nh), Image.Resampling.LANCZOS), ((w - nw) // 2, (h - nh) // 2))
+    return canvas
+
+
+def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
+    """A decoded image of any size and mode -> uint8 array (C, H, W) in the model's pixel convention.
+
+    An image already at the model's input size is taken pixel for pixel (after mode conversion and
+    polarity), so the training set's own images pass through unchanged.
+    """
+    size = (pre.input_size[0], pre.input_size[1])
+    img = _to_channels(img, pre.channels)
+    if pre.channels == 1:
+        a = np.asarray(img, dtype=np.uint8)
+        if pre.white_on_black and _border_mean(a) > 127.5:  # dark ink on light paper: flip to MNIST's polarity
+            a = 255 - a
+        if a.shape != size:
+            if pre.fit == "digit":
+                a = _fit_digit(a, size)
+            elif pre.fit == "contain":
+                a = np.asarray(_fit_contain(Image.fromarray(a), size, 0))
+            else:
+                a = np.asarray(Image.fromarray(a).resize(size[::-1], Image.Resampling.BILINEAR))
+        return a[None].copy()
+    if img.size != size[::-1]:
+        img = _fit_contain(img, size, (0, 0, 0)) if pre.fit == "contain" else img.resize(
+            size[::-1], Image.Resampling.BILINEAR
+        )
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def normalize(pixels: np.ndarray, pre: ImagePreprocessing) -> np.ndarray:
+    """uint8 (..., C, H, W) -> float32 standardised with the training set's per-channel mean/std."""
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(-1, 1, 1)
+    return ((pixels.astype(np.float32) * np.float32(1 / 255.0)) - mean) / std

@@ -1,0 +1,55 @@
+"""The one error envelope of /v1: ``{"error": {"code", "message", "details"}}`` with its HTTP status."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+# code -> HTTP status; every /v1 failure is one of these
+STATUS = {
+    "invalid_request": 400,
+    "invalid_image": 400,
+    "not_found": 404,
+    "model_not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "image_too_large": 413,
+    "unsupported_media_type": 415,
+    "too_many_requests": 429,
+    "internal_error": 500,
+    "overloaded": 503,
+    "not_ready": 503,
+    "timeout": 504,
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable error code")
+    message: str
+    details: list[dict[str, str | int | float | list[str | int]]] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """Raised anywhere in request handling; rendered as the envelope with ``STATUS[code]``."""
+
+    def __init__(self, code: str, message: str, details: list[dict] | None = None,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.details, self.retry_after = code, message, details or [], retry_after
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+    def body(self) -> bytes:
+        return ErrorResponse(error=ErrorDetail(code=self.code, message=self.message, details=self.details)
+                             ).model_dump_json().encode()
+
+    def headers(self) -> dict[str, str]:
+        h = {"content-type": "application/json"}
+        if self.retry_after is not None:
+            h["retry-after"] = str(self.retry_after)
+        return h

@@ -1,0 +1,39 @@
+"""Request images -> model input tensors, with the contract's preprocessing and the service's limits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+
+import numpy as np
+
+from export.contract import ImageError, ModelMetadata, decode_image, normalize, prepare_image
+from service.errors import ApiError
+from service.metrics import PREPROCESS_SECONDS
+
+
+def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
+    if "," in data[:100] and data.startswith("data:"):  # tolerate data URLs: data:image/png;base64,...
+        data = data.split(",", 1)[1]
+    if len(data) > (max_bytes * 4) // 3 + 4:
+        raise ApiError("image_too_large", f"images[{index}] is over {max_bytes} bytes", [{"index": index}])
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError("invalid_image", f"images[{index}] is not valid base64", [{"index": index}]) from None
+
+
+def to_input(data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained."""
+    t0 = time.perf_counter()
+    if len(data) > max_bytes:
+        raise ApiError("image_too_large", f"images[{index}] is {len(data)} bytes; the limit is {max_bytes}",
+                       [{"index": index}])
+    try:
+        img = decode_image(data, max_pixels=max_pixels)
+        x = normalize(prepare_image(img, meta.preprocessing), meta.preprocessing)
+    except ImageError as e:
+        raise ApiError(e.code, f"images[{index}]: {e}", [{"index": index}]) from None
+    PREPROCESS_SECONDS.labels(meta.name).observe(time.perf_counter() - t0)
+    return x

@@ -1,0 +1,73 @@
+"""Typed request/response models of the /v1 API (pydantic, with Field limits)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from export.contract import ImagePreprocessing, TensorSpec
+
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ClassifyImagesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
+    images: list[str] = Field(
+        min_length=1, max_length=64, description="base64-encoded PNG or JPEG images (data: URLs accepted)"
+    )
+    top_k: int = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float = Field(ge=0, le=1)
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int = Field(ge=0)
+    score: float = Field(ge=0, le=1, description="softmax probability of the top label")
+    top_k: list[LabelScore]
+
+
+class ClassifyImagesResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    version: str
+    predictions: list[Prediction] = Field(description="one per input image, in input order")
+
+
+class BatchingInfo(BaseModel):
+    max_batch_size: int
+    max_latency_ms: int
+
+
+class ModelCard(BaseModel):
+    """GET /v1/models/{name}: the artifact's metadata plus its runtime state."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    task: str
+    architecture: str
+    labels: list[str]
+    preprocessing: ImagePreprocessing
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+    metrics: dict[str, float]
+    class_metrics: dict[str, float]
+    dataset: str
+    created: str
+    onnx_sha256: str
+    source_commit: str
+    ready: bool
+    providers: list[str]
+    batching: BatchingInfo
+
+
+class ListModelsResponse(BaseModel):
+    models: list[ModelCard]

@@ -1,0 +1,38 @@
+"""All service settings: one pydantic-settings class, environment prefix ``NNSERVE_``, built lazily."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore")
+
+    model_dir: Path = Field(REPO_ROOT / "artifacts", description="folder of <name>/model.onnx + model.json")
+    models: list[str] = Field(default_factory=list, description="names to serve; empty: every model in model_dir")
+
+    # adaptive batching in the model service (BentoML's defaults, 100 / 60000 ms, are never relied on)
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_latency_ms: int = Field(200, ge=1, description="the batcher's latency budget before it answers 503")
+    model_workers: int = Field(1, ge=1)
+    api_workers: int = Field(1, ge=1)
+    ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")
+
+    # request limits
+    max_images: int = Field(64, ge=1, description="images per classification request")
+    max_image_bytes: int = Field(8 << 20, ge=1, description="encoded bytes per image")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="width x height per image, read from the header")
+    max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
+    request_timeout_s: int = Field(30, ge=1)
+    max_concurrency: int = Field(256, ge=1, description="in-flight requests per API worker before 429")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,95 @@
+"""The torch-free preprocessing contract: modes, sizes, polarity, and refusal of bad images."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.contract import ImageError, ImagePreprocessing, decode_image, normalize, prepare_image
+from tests.conftest import png_bytes
+
+DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
+
+
+def _digit_canvas(size=280, ink=0, paper=255):
+    """A dark '1'-like stroke on white paper, the way a canvas drawing or phone photo arrives."""
+    a = np.full((size, size), paper, dtype=np.uint8)
+    a[size // 5 : 4 * size // 5, size // 2 - size // 30 : size // 2 + size // 30] = ink
+    return a
+
+
+def test_black_on_white_is_inverted_and_centred():
+    out = prepare_image(Image.fromarray(_digit_canvas()), DIGIT)
+    assert out.shape == (1, 28, 28) and out.dtype == np.uint8
+    assert out[0, 0, 0] == 0 and out.max() == 255  # background black, ink white
+    rows, cols = np.nonzero(out[0] > 64)
+    assert rows.max() - rows.min() + 1 == 20  # the ink's box scaled into 20x20, as MNIST
+    assert abs(np.average(np.indices((28, 28))[0], weights=out[0]) - 14) < 1.0
+
+
+def test_white_on_black_is_not_inverted():
+    a = 255 - _digit_canvas()
+    assert prepare_image(Image.fromarray(a), DIGIT)[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "I;16", "L", "1", "CMYK"])
+def test_any_mode_becomes_the_model_input(mode):
+    img = Image.fromarray(_digit_canvas(64)).convert(mode)
+    out = prepare_image(img, DIGIT)
+    assert out.shape == (1, 28, 28) and out[0, 0, 0] == 0 and out.max() > 200
+
+
+def test_transparent_canvas_drawing_is_composited_over_white():
+    rgba = np.zeros((100, 100, 4), dtype=np.uint8)  # transparent black paper
+    rgba[20:80, 45:55] = (0, 0, 0, 255)  # opaque black stroke
+    out = prepare_image(Image.fromarray(rgba, "RGBA"), DIGIT)
+    assert out[0, 0, 0] == 0 and out.max() > 200
+
+
+def test_rgb_model_contain_keeps_aspect():
+    pre = ImagePreprocessing(input_size=(32, 32), channels=3, mean=[0, 0, 0], std=[1, 1, 1], white_on_black=False,
+                             fit="contain")
+    out = prepare_image(Image.fromarray(np.full((20, 80, 3), 200, dtype=np.uint8)), pre)
+    assert out.shape == (3, 32, 32)
+    assert out[:, 0, 0].tolist() == [0, 0, 0] and out[:, 16, 16].tolist() == [200, 200, 200]
+
+
+def test_normalize_matches_training_formula():
+    px = np.array([[[0, 255]]], dtype=np.uint8)
+    x = normalize(px, DIGIT)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, [[[(0 - 0.13) / 0.31, (1 - 0.13) / 0.31]]], rtol=1e-6)
+
+
+def test_decode_rejects_garbage_truncation_and_bombs():
+    with pytest.raises(ImageError) as e:
+        decode_image(b"definitely not an image", max_pixels=10**6)
+    assert e.value.code == "invalid_image"
+    good = png_bytes(_digit_canvas(64))
+    with pytest.raises(ImageError) as e:
+        decode_image(good[: len(good) // 2], max_pixels=10**6)
+    assert e.value.code == "invalid_image"
+    with pytest.raises(ImageError) as e:
+        decode_image(huge_png_header(20000, 20000), max_pixels=25_000_000)
+    assert e.value.code == "image_too_large"
+    buf = io.BytesIO()
+    Image.fromarray(_digit_canvas(32)).save(buf, format="GIF")
+    with pytest.raises(ImageError) as e:
+        decode_image(buf.getvalue(), max_pixels=10**6)
+    assert e.value.code == "unsupported_media_type"
+    assert decode_image(good, max_pixels=10**6).size == (64, 64)
+
+
+def huge_png_header(w: int, h: int) -> bytes:
+    """A valid PNG that claims w x h pixels: a 1-bit image whose IDAT is tiny zlib of zero rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
+    row = b"\x00" + b"\x00" * ((w + 7) // 8)
+    idat = zlib.compress(row * 64, 9)  # truncated data: the header alone must be enough to refuse it
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

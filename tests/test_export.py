@@ -1,0 +1,83 @@
+"""Export: ONNX with a dynamic batch axis, strict parity, self-describing metadata, failure on mismatch."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.__main__ import main as export_main
+from export.contract import ModelMetadata, normalize, prepare_image, sha256_file
+from export.onnx_export import ParityError, load_checkpoint
+from training.__main__ import main as train_main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    assert train_main(["cnn", "--dry-run", "--out", str(out), "--no-progress"]) == 0
+    return out / "checkpoint.pt"
+
+
+def test_export_writes_checked_onnx_and_metadata(tmp_path, checkpoint):
+    assert export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"]) == 0
+    meta = ModelMetadata.model_validate_json((tmp_path / "m" / "model.json").read_text())
+    assert meta.name == "m" and meta.task == "image-classification" and meta.architecture == "cnn"
+    assert meta.labels == [str(i) for i in range(10)]
+    assert meta.preprocessing.input_size == (28, 28) and meta.preprocessing.white_on_black
+    assert meta.inputs[0].shape == [-1, 1, 28, 28] and meta.outputs[0].shape == [-1, 10]
+    assert meta.onnx_sha256 == sha256_file(tmp_path / "m" / "model.onnx")
+    assert meta.checkpoint_sha256 == sha256_file(checkpoint)
+    assert meta.parity.max_abs_diff <= 1e-5 and meta.parity.batch_sizes == [1, 8]
+    assert "accuracy" in meta.metrics and meta.dataset.name == "sklearn-digits"
+    onnx.checker.check_model(onnx.load(str(tmp_path / "m" / "model.onnx")))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_onnx_matches_torch_at_any_batch(tmp_path, checkpoint, digits, batch):
+    export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"])
+    meta = ModelMetadata.model_validate_json((tmp_path / "m" / "model.json").read_text())
+    _, model = load_checkpoint(checkpoint)
+    x = normalize(np.stack([prepare_image_from_array(a) for a in digits.images[:batch]]), meta.preprocessing)
+    sess = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(sess.run(None, {"input": x})[0], model(torch.from_numpy(x)).numpy(),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def prepare_image_from_array(a):
+    from PIL import Image
+
+    from export.contract import ImagePreprocessing
+
+    pre = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0], std=[1], white_on_black=True, fit="digit")
+    out = prepare_image(Image.fromarray(a[0]), pre)
+    assert np.array_equal(out, a)  # images at the model size pass through untouched
+    return out
+
+
+def test_parity_failure_is_detected(tmp_path, checkpoint, monkeypatch):
+    """A graph that disagrees with torch fails the export with exit 1 and writes nothing."""
+    import export.onnx_export as ex
+
+    real = ex.check_parity
+
+    def drifted(model, session, pre):  # the torch side drifts after the graph was exported
+        with torch.no_grad():
+            model.head[-1].bias.add_(1e-3)
+        return real(model, session, pre)
+
+    with pytest.raises(ParityError, match="batch 1"):
+        monkeypatch.setattr(ex, "check_parity", drifted)
+        ex.export_checkpoint(checkpoint, tmp_path / "raised", name="x")
+    assert export_main([str(checkpoint), "--out", str(tmp_path / "out"), "--dry-run"]) == 1
+    assert not (tmp_path / "out" / "model.onnx").exists()
+    assert not (tmp_path / "raised" / "model.onnx").exists()
+
+
+def test_metadata_is_plain_json(tmp_path, checkpoint):
+    export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--name", "custom", "--version", "7", "--dry-run"])
+    raw = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert raw["name"] == "custom" and raw["version"] == "7" and raw["schema_version"] == 1

@@ -1,0 +1,66 @@
+"""Every registered model: builds from defaults, maps (B, C, H, W) to (B, K), trains a step, is deterministic."""
+
+import pytest
+import torch
+
+import models
+
+IMAGE_MODELS = models.list_models("image-classification")
+
+
+def test_registry_lists_the_image_classifiers():
+    assert {"lenet5", "cnn"} <= set(IMAGE_MODELS)
+    with pytest.raises(KeyError, match="unknown model"):
+        models.create_model("no-such-model")
+    with pytest.raises(TypeError, match="unknown config field"):
+        models.create_model("cnn", not_a_field=1)
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_forward_shape(name, batch):
+    m = models.create_model(name, num_classes=7).eval()
+    assert m(torch.randn(batch, 1, 28, 28)).shape == (batch, 7)
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_one_training_step_reduces_loss_on_a_fixed_batch(name):
+    torch.manual_seed(0)
+    m = models.create_model(name)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_same_seed_same_weights(name):
+    torch.manual_seed(3)
+    a = models.create_model(name).state_dict()
+    torch.manual_seed(3)
+    b = models.create_model(name).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cnn_takes_rgb_of_any_size():
+    m = models.create_model("cnn", in_channels=3, num_classes=4, input_size=64).eval()
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 4)
+    assert m(torch.randn(2, 3, 37, 53)).shape == (2, 4)
+
+
+def test_lenet5_is_faithful():
+    m = models.create_model("lenet5")
+    c3 = m.features[4]
+    # Table I of LeCun et al. 1998: 60 of the 96 S2->C3 connections exist
+    assert int(c3.mask.sum()) == 60
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [6, 16, 120]
+    assert m.classifier[1].out_features == 84
+    with pytest.raises(ValueError):
+        models.create_model("lenet5", input_size=64)

@@ -1,0 +1,95 @@
+"""Data readers, the deterministic split, augmentation and the training CLI's --dry-run."""
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from training.__main__ import main as train_main
+from training.augment import PRESETS, random_affine
+from training.data import load_idx_dataset, load_image_folder, read_idx, stratified_split
+from tests.conftest import png_bytes
+
+
+def _write_idx(path, arr):
+    header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_idx_roundtrip_and_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    labels = np.arange(30) % 10
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", imgs)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+    assert np.array_equal(read_idx(tmp_path / "train-images-idx3-ubyte.gz"), imgs)
+    ds = load_idx_dataset(tmp_path, "mnist")
+    assert ds.images.shape == (30, 1, 28, 28) and ds.labels.tolist() == labels.tolist()
+    assert set(ds.sha256) == {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"}
+
+
+def test_idx_rejects_truncated_files(tmp_path):
+    arr = np.zeros((4, 28, 28), dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 8, 3) + struct.pack(">3I", 4, 28, 28)
+    (tmp_path / "x.idx").write_bytes(header + arr.tobytes()[:-10])
+    with pytest.raises(ValueError, match="header says"):
+        read_idx(tmp_path / "x.idx")
+
+
+def test_stratified_split_is_deterministic_and_disjoint():
+    labels = np.repeat(np.arange(10), 50)
+    a_tr, a_va = stratified_split(labels, 0.2, seed=1)
+    b_tr, b_va = stratified_split(labels, 0.2, seed=1)
+    assert np.array_equal(a_va, b_va) and np.array_equal(a_tr, b_tr)
+    assert not set(a_tr) & set(a_va) and len(a_tr) + len(a_va) == 500
+    assert np.bincount(labels[a_va]).tolist() == [10] * 10
+    assert not np.array_equal(stratified_split(labels, 0.2, seed=2)[1], a_va)
+
+
+def test_image_folder_reader_prepares_like_the_service(tmp_path):
+    from export.contract import ImagePreprocessing
+
+    for cls, value in (("cat", 40), ("dog", 200)):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            (tmp_path / cls / f"{i}.png").write_bytes(png_bytes(np.full((40, 30, 3), value, dtype=np.uint8)))
+    (tmp_path / "dog" / "notes.txt").write_text("ignored")
+    pre = ImagePreprocessing(input_size=(16, 16), channels=3, mean=[0, 0, 0], std=[1, 1, 1],
+                             white_on_black=False, fit="resize")
+    ds = load_image_folder(tmp_path, pre)
+    assert ds.label_names == ["cat", "dog"]
+    assert ds.images.shape == (6, 3, 16, 16)
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_augmentation_keeps_shape_and_changes_pixels():
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 255
+    g = torch.Generator().manual_seed(0)
+    y = random_affine(x, PRESETS["digits"], g)
+    assert y.shape == x.shape and not torch.equal(x, y)
+    assert torch.equal(random_affine(x, PRESETS["none"], g), x)
+
+
+@pytest.mark.parametrize("model", ["cnn", "lenet5"])
+def test_dry_run_writes_checkpoint_metrics_and_curves(tmp_path, model):
+    assert train_main([model, "--dry-run", "--out", str(tmp_path), "--no-progress"]) == 0
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["model_name"] == model and "state_dict" in ckpt
+    assert not any(isinstance(v, torch.nn.Module) for v in ckpt.values())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_result(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert train_main(["lenet5", "--dry-run", "--seed", "5", "--out", str(out), "--no-progress"]) == 0
+    sa = torch.load(a / "checkpoint.pt", weights_only=True)["state_dict"]
+    sb = torch.load(b / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

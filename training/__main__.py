@@ -1,0 +1,128 @@
+"""python -m training <model> --data PATH [...]: train a registered model into a checkpoint.
+
+Examples:
+    python -m training cnn --data ../shared/data/mnist --out runs/mnist-cnn
+    python -m training cnn --data ../shared/data/fashion-mnist --epochs 30 --out runs/fashion-cnn
+    python -m training cnn --data my_photos/ --fit contain --out runs/my-cnn   # one sub-folder per class
+    python -m training lenet5 --dry-run                                          # tiny data, one batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+import models
+from training.augment import PRESETS as AUGMENT_PRESETS
+from training.data import PRESETS, load_idx_dataset, load_image_folder, load_sklearn_digits
+from training.loop import TrainConfig, train
+from training.plots import plot_curves
+
+log = logging.getLogger("training")
+
+
+def _parse_model_args(pairs: list[str]) -> dict:
+    out: dict = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        out[key] = json.loads(raw)  # e.g. channels=[16,32,64] dropout=0.2
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", choices=models.list_models(), help="registered architecture")
+    p.add_argument("--data", help="an MNIST-format folder (train-*-idx*-ubyte[.gz]), an image folder "
+                   "(one sub-folder per class), or 'sklearn-digits'; default with --dry-run: sklearn-digits")
+    p.add_argument("--dataset", choices=sorted(PRESETS), help="dataset preset (default: inferred from --data)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
+    d = TrainConfig()
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=d.optimizer)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 SGD / 3e-3 Adam)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "none"], default=d.schedule)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
+    p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default=None, help="default: the dataset's")
+    p.add_argument("--fit", choices=["resize", "contain", "digit"], default=None,
+                   help="how images of another size are fitted (default: the dataset's)")
+    p.add_argument("--size", type=int, default=None, help="input size for image folders (default 28)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image-folder channels (default 1)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--split-seed", type=int, default=d.split_seed)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=JSON",
+                   help="architecture override, e.g. --model-arg 'channels=[16,32,64]'")
+    p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    data = args.data or ("sklearn-digits" if args.dry_run else None)
+    if data is None:
+        log.error("--data is required (or --dry-run)")
+        return 2
+    if data == "sklearn-digits":
+        name = "sklearn-digits"
+    elif Path(data, "train-images-idx3-ubyte.gz").exists() or Path(data, "train-images-idx3-ubyte").exists():
+        name = args.dataset or ("fashion-mnist" if "fashion" in Path(data).resolve().name.lower() else "mnist")
+    else:
+        name = "image-folder"
+    preset = PRESETS[args.dataset or name]
+    size = args.size or 28
+    pre = {
+        "input_size": [size, size], "channels": args.channels or 1, "white_on_black": preset.white_on_black,
+        "fit": args.fit or preset.fit, "mean": [0.0], "std": [1.0],
+    }
+    if name == "sklearn-digits":
+        ds = load_sklearn_digits(size)
+    elif name == "image-folder":
+        from export.contract import ImagePreprocessing
+
+        pre["mean"], pre["std"] = [0.0] * pre["channels"], [1.0] * pre["channels"]
+        ds = load_image_folder(data, ImagePreprocessing.model_validate(pre))
+    else:
+        ds = load_idx_dataset(data, name)
+        ds.name = args.dataset or name
+    if preset.labels is not None and args.dataset and len(preset.labels) == len(set(ds.labels.tolist())):
+        ds.label_names = list(preset.labels)
+    pre["input_size"] = list(ds.images.shape[2:])
+    pre["channels"] = int(ds.images.shape[1])
+
+    cfg = TrainConfig(
+        model=args.model, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
+        patience=args.patience, augment=args.augment or preset.augment, val_fraction=args.val_fraction,
+        split_seed=args.split_seed, seed=args.seed, threads=args.threads, dry_run=args.dry_run,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    log.info("training %s on %s (%d images, %d classes) with %s", args.model, ds.name, len(ds.labels),
+             len(ds.label_names), cfg)
+    ckpt = train(ds, cfg, _parse_model_args(args.model_arg), pre)
+
+    out: Path = args.out or Path("runs") / args.model
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out / "checkpoint.pt")
+    metrics = {k: ckpt[k] for k in ("model_name", "model_config", "train_config", "dataset", "metrics", "history")}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_curves(ckpt["history"], f"{args.model} on {ds.name}", out / "curves.png")
+    m = ckpt["metrics"]
+    log.info("validation accuracy %.4f (error %.2f%%) at epoch %d; wrote %s", m["accuracy"], 100 * m["error_rate"],
+             m["best_epoch"], out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Datasets as in-memory uint8 tensors: MNIST-format IDX files, image folders, scikit-learn's digits.
+
+Every reader returns a ``Dataset`` whose images are already in the model's pixel convention
+(uint8, (N, C, H, W)), produced by the same ``export.contract.prepare_image`` the service uses.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from export.contract import ImagePreprocessing, prepare_image, sha256_file
+
+log = logging.getLogger(__name__)
+
+FASHION_LABELS = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+DIGIT_LABELS = [str(i) for i in range(10)]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """What a known dataset implies for labels, preprocessing and augmentation."""
+
+    labels: list[str] | None  # None: taken from the data (image folders)
+    white_on_black: bool
+    fit: str
+    augment: str  # see training.augment.PRESETS
+
+
+PRESETS: dict[str, DatasetPreset] = {
+    "mnist": DatasetPreset(DIGIT_LABELS, True, "digit", "digits"),
+    "fashion-mnist": DatasetPreset(FASHION_LABELS, True, "contain", "objects"),
+    "sklearn-digits": DatasetPreset(DIGIT_LABELS, True, "digit", "digits"),
+    "image-folder": DatasetPreset(None, False, "resize", "objects"),
+}
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray  # (N, C, H, W) uint8
+    labels: np.ndarray  # (N,) int64
+    label_names: list[str]
+    name: str
+    source: str
+    sha256: dict[str, str] = field(default_factory=dict)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): big-endian magic (0, 0, dtype, ndim), ndim uint32 sizes, data."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} but holds {data.size} bytes")
+    return data.reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for cand in (root / f"{stem}.gz", root / stem):
+        if cand.exists():
+            return cand
+    raise FileNotFoundError(f"{root}: no {stem}[.gz]")
+
+
+def load_idx_dataset(root: str | Path, name: str) -> Dataset:
+    root = Path(root)
+    img_path, lbl_path = _find(root, "train-images-idx3-ubyte"), _find(root, "train-labels-idx1-ubyte")
+    images, labels = read_idx(img_path), read_idx(lbl_path).astype(np.int64)
+    if len(images) != len(labels):
+        raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels")
+    preset = PRESETS[name]
+    assert preset.labels is not None
+    return Dataset(
+        images[:, None].copy(), labels, list(preset.labels), name, str(root),
+        {p.name: sha256_file(p) for p in (img_path, lbl_path)},
+    )
+
+
+def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
+    """``root/<class name>/*.png|jpg``: one sub-folder per class, classes in sorted order."""
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root}: expected one sub-folder per class")
+    images, labels = [], []
+    for idx, cls in enumerate(classes):
+        for p in sorted((root / cls).iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(p) as im:
+                    images.append(prepare_image(im, pre))
+                labels.append(idx)
+    if not images:
+        raise ValueError(f"{root}: no PNG or JPEG images found")
+    return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes, "image-folder", str(root))
+
+
+def load_sklearn_digits(size: int = 28) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, 0..16), upscaled to ``size`` and scaled to 0..255.
+
+    The tiny dataset for ``--dry-run`` and tests: it ships inside scikit-learn, nothing is downloaded.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    small = (d.images * (255.0 / 16.0)).astype(np.uint8)
+    # 8x8 -> a 20x20 digit in a size x size field, as MNIST frames its digits
+    box = round(size * 20 / 28)
+    off = (size - box) // 2
+    out = np.zeros((len(small), 1, size, size), dtype=np.uint8)
+    for i, im in enumerate(small):
+        out[i, 0, off : off + box, off : off + box] = np.asarray(
+            Image.fromarray(im).resize((box, box), Image.Resampling.BILINEAR)
+        )
+    return Dataset(out, d.target.astype(np.int64), list(DIGIT_LABELS), "sklearn-digits", "sklearn.datasets.load_digits")
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/validation indices: the same labels and seed give the same split."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(len(idx) * val_fraction))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
+    x = images.astype(np.float64) / 255.0
+    axes = (0, 2, 3)
+    return [float(v) for v in x.mean(axis=axes)], [float(v) for v in x.std(axis=axes)]
