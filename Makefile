@@ -56,7 +56,7 @@ EXPORT := $(PY) -m export
 models: $(VENV)/.dev
 	$(TRAIN) cnn --data $(DATA)/mnist --epochs 15 --threads $(THREADS) --out $(RUNS)/mnist-cnn
 	$(EXPORT) $(RUNS)/mnist-cnn/checkpoint.pt --out $(ART)/mnist-cnn
-	$(TRAIN) lenet5 --data $(DATA)/mnist --epochs 20 --threads $(THREADS) --out $(RUNS)/mnist-lenet5
+	$(TRAIN) lenet5 --data $(DATA)/mnist --epochs 20 --patience 10 --threads $(THREADS) --out $(RUNS)/mnist-lenet5
 	$(EXPORT) $(RUNS)/mnist-lenet5/checkpoint.pt --out $(ART)/mnist-lenet5
 	$(TRAIN) cnn --data $(DATA)/fashion-mnist --epochs 20 --label-smoothing 0.1 --threads $(THREADS) --out $(RUNS)/fashion-cnn
 	$(EXPORT) $(RUNS)/fashion-cnn/checkpoint.pt --out $(ART)/fashion-cnn

@@ -15,8 +15,9 @@ from export.onnx_export import ParityError, export_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, required=True, help="artifact folder, e.g. artifacts/mnist-cnn")
     p.add_argument("--name", help="served model name (default: the --out folder's name)")
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        export_checkpoint(args.checkpoint, args.out, name=args.name or args.out.name, version=args.version,
-                          opset=args.opset)
+        export_checkpoint(
+            args.checkpoint, args.out, name=args.name or args.out.name, version=args.version, opset=args.opset
+        )
     except ParityError as e:
         logging.getLogger("export").error("parity check failed: %s", e)
         return 1

@@ -151,6 +151,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("image_too_large", f"image refused as a decompression bomb: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("invalid_image", "not a PNG or JPEG image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # PIL's ways of saying "not a valid image"
         raise ImageError("invalid_image", f"cannot decode image: {e}") from None
     return img
@@ -229,8 +231,10 @@ def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
                 a = np.asarray(Image.fromarray(a).resize(size[::-1], Image.Resampling.BILINEAR))
         return a[None].copy()
     if img.size != size[::-1]:
-        img = _fit_contain(img, size, (0, 0, 0)) if pre.fit == "contain" else img.resize(
-            size[::-1], Image.Resampling.BILINEAR
+        img = (
+            _fit_contain(img, size, (0, 0, 0))
+            if pre.fit == "contain"
+            else img.resize(size[::-1], Image.Resampling.BILINEAR)
         )
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 import subprocess
 from pathlib import Path
@@ -52,8 +51,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
 def _source_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -61,15 +61,20 @@ def _source_commit() -> str:
 
 def to_onnx(model: torch.nn.Module, example: torch.Tensor, opset: int) -> bytes:
     """Export with a dynamic batch axis; input 'input' (B, C, H, W) -> output 'logits' (B, K)."""
-    buf = io.BytesIO()
     batch = torch.export.Dim("batch", min=1, max=4096)
     prog = torch.onnx.export(
-        model, (example,), input_names=["input"], output_names=["logits"], opset_version=opset,
-        dynamic_shapes={"x": {0: batch}}, dynamo=True, optimize=True, verbose=False,
+        model,
+        (example,),
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=opset,
+        dynamic_shapes={"x": {0: batch}},
+        dynamo=True,
+        optimize=True,
+        verbose=False,
     )
     assert prog is not None
-    prog.save(buf)
-    return buf.getvalue()
+    return prog.model_proto.SerializeToString()
 
 
 def parity_inputs(pre: ImagePreprocessing, n: int, seed: int = 0) -> np.ndarray:
@@ -97,8 +102,9 @@ def check_parity(model: torch.nn.Module, session: ort.InferenceSession, pre: Ima
     return worst
 
 
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, name: str, version: str = "1",
-                      opset: int = 18) -> ModelMetadata:
+def export_checkpoint(
+    ckpt_path: str | Path, out_dir: str | Path, *, name: str, version: str = "1", opset: int = 18
+) -> ModelMetadata:
     ckpt, model = load_checkpoint(ckpt_path)
     pre = ImagePreprocessing.model_validate(ckpt["preprocessing"])
     out = Path(out_dir)
@@ -118,19 +124,36 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, *, name: str, 
     m = ckpt["metrics"]
     c, (h, w), k = pre.channels, pre.input_size, len(ckpt["labels"])
     meta = ModelMetadata(
-        name=name, version=version, task="image-classification", architecture=ckpt["model_name"],
+        name=name,
+        version=version,
+        task="image-classification",
+        architecture=ckpt["model_name"],
         architecture_config={k_: (list(v) if isinstance(v, tuple) else v) for k_, v in ckpt["model_config"].items()},
-        labels=ckpt["labels"], preprocessing=pre,
+        labels=ckpt["labels"],
+        preprocessing=pre,
         inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, c, h, w])],
         outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, k])],
         opset=max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
-        metrics={key: float(m[key]) for key in ("accuracy", "error_rate", "val_loss", "best_epoch", "epochs_run",
-                                               "train_seconds", "n_train", "n_val")},
+        metrics={
+            key: float(m[key])
+            for key in (
+                "accuracy",
+                "error_rate",
+                "val_loss",
+                "best_epoch",
+                "epochs_run",
+                "train_seconds",
+                "n_train",
+                "n_val",
+            )
+        },
         class_metrics={str(lbl): float(v) for lbl, v in m["per_class_accuracy"].items()},
         dataset=DatasetInfo.model_validate(ckpt["dataset"]),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        onnx_sha256=sha256_file(onnx_path), checkpoint_sha256=sha256_file(ckpt_path),
-        source_commit=_source_commit(), torch_version=str(ckpt["torch_version"]),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        onnx_sha256=sha256_file(onnx_path),
+        checkpoint_sha256=sha256_file(ckpt_path),
+        source_commit=_source_commit(),
+        torch_version=str(ckpt["torch_version"]),
         parity=Parity(batch_sizes=list(PARITY_BATCHES), max_abs_diff=worst, rtol=RTOL, atol=ATOL),
     )
     (out / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")

@@ -64,6 +64,7 @@ class SparseConv2d(nn.Conv2d):
         mask = torch.zeros(len(table), in_channels, 1, 1)
         for out_map, in_maps in enumerate(table):
             mask[out_map, list(in_maps)] = 1.0
+        self.mask: torch.Tensor
         self.register_buffer("mask", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

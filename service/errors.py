@@ -35,18 +35,24 @@ class ErrorResponse(BaseModel):
 class ApiError(Exception):
     """Raised anywhere in request handling; rendered as the envelope with ``STATUS[code]``."""
 
-    def __init__(self, code: str, message: str, details: list[dict] | None = None,
-                 retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: list[dict] | None = None,
+        retry_after: int | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.details, self.retry_after = code, message, details or [], retry_after
-
-    @property
-    def status(self) -> int:
-        return STATUS[self.code]
+        self.status = status or STATUS[code]
 
     def body(self) -> bytes:
-        return ErrorResponse(error=ErrorDetail(code=self.code, message=self.message, details=self.details)
-                             ).model_dump_json().encode()
+        return (
+            ErrorResponse(error=ErrorDetail(code=self.code, message=self.message, details=self.details))
+            .model_dump_json()
+            .encode()
+        )
 
     def headers(self) -> dict[str, str]:
         h = {"content-type": "application/json"}

@@ -28,8 +28,9 @@ def to_input(data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, ma
     """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained."""
     t0 = time.perf_counter()
     if len(data) > max_bytes:
-        raise ApiError("image_too_large", f"images[{index}] is {len(data)} bytes; the limit is {max_bytes}",
-                       [{"index": index}])
+        raise ApiError(
+            "image_too_large", f"images[{index}] is {len(data)} bytes; the limit is {max_bytes}", [{"index": index}]
+        )
     try:
         img = decode_image(data, max_pixels=max_pixels)
         x = normalize(prepare_image(img, meta.preprocessing), meta.preprocessing)

@@ -6,12 +6,15 @@ from prometheus_client import Counter, Histogram
 
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
-INFERENCE_SECONDS = Histogram(
-    "nnserve_inference_seconds", "onnxruntime run time per batch", ["model"], buckets=_FAST)
+INFERENCE_SECONDS = Histogram("nnserve_inference_seconds", "onnxruntime run time per batch", ["model"], buckets=_FAST)
 PREPROCESS_SECONDS = Histogram(
-    "nnserve_preprocess_seconds", "decode + resize + normalise time per image", ["model"], buckets=_FAST)
+    "nnserve_preprocess_seconds", "decode + resize + normalise time per image", ["model"], buckets=_FAST
+)
 BATCH_SIZE = Histogram(
-    "nnserve_batch_size", "items per onnxruntime run (after adaptive batching)", ["model"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+    "nnserve_batch_size",
+    "items per onnxruntime run (after adaptive batching)",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
 PREDICTIONS = Counter("nnserve_predictions_total", "top-1 predictions per label", ["model", "label"])
 ERRORS = Counter("nnserve_errors_total", "/v1 failures by endpoint and error code", ["endpoint", "code"])

@@ -52,8 +52,10 @@ def _check_schema(meta: ModelMetadata, session: ort.InferenceSession, onnx_path:
     want_in = [(t.name, t.shape[1:]) for t in meta.inputs]
     want_out = [(t.name, t.shape[1:]) for t in meta.outputs]
     if got_in != want_in or got_out != want_out:
-        raise ArtifactError(f"{onnx_path}: graph inputs/outputs {got_in} -> {got_out} do not match "
-                            f"{METADATA_FILE} {want_in} -> {want_out}")
+        raise ArtifactError(
+            f"{onnx_path}: graph inputs/outputs {got_in} -> {got_out} do not match "
+            f"{METADATA_FILE} {want_in} -> {want_out}"
+        )
 
 
 def load_model(model_dir: Path, settings: Settings) -> OnnxModel:

@@ -23,7 +23,7 @@ def test_black_on_white_is_inverted_and_centred():
     out = prepare_image(Image.fromarray(_digit_canvas()), DIGIT)
     assert out.shape == (1, 28, 28) and out.dtype == np.uint8
     assert out[0, 0, 0] == 0 and out.max() == 255  # background black, ink white
-    rows, cols = np.nonzero(out[0] > 64)
+    rows, _ = np.nonzero(out[0] > 64)
     assert rows.max() - rows.min() + 1 == 20  # the ink's box scaled into 20x20, as MNIST
     assert abs(np.average(np.indices((28, 28))[0], weights=out[0]) - 14) < 1.0
 
@@ -48,8 +48,9 @@ def test_transparent_canvas_drawing_is_composited_over_white():
 
 
 def test_rgb_model_contain_keeps_aspect():
-    pre = ImagePreprocessing(input_size=(32, 32), channels=3, mean=[0, 0, 0], std=[1, 1, 1], white_on_black=False,
-                             fit="contain")
+    pre = ImagePreprocessing(
+        input_size=(32, 32), channels=3, mean=[0, 0, 0], std=[1, 1, 1], white_on_black=False, fit="contain"
+    )
     out = prepare_image(Image.fromarray(np.full((20, 80, 3), 200, dtype=np.uint8)), pre)
     assert out.shape == (3, 32, 32)
     assert out[:, 0, 0].tolist() == [0, 0, 0] and out[:, 16, 16].tolist() == [200, 200, 200]

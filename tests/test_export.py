@@ -43,8 +43,9 @@ def test_onnx_matches_torch_at_any_batch(tmp_path, checkpoint, digits, batch):
     x = normalize(np.stack([prepare_image_from_array(a) for a in digits.images[:batch]]), meta.preprocessing)
     sess = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        np.testing.assert_allclose(sess.run(None, {"input": x})[0], model(torch.from_numpy(x)).numpy(),
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            sess.run(None, {"input": x})[0], model(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5
+        )
 
 
 def prepare_image_from_array(a):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import png_bytes
 from training.__main__ import main as train_main
 from training.augment import PRESETS, random_affine
 from training.data import load_idx_dataset, load_image_folder, read_idx, stratified_split
-from tests.conftest import png_bytes
 
 
 def _write_idx(path, arr):
@@ -58,8 +58,9 @@ def test_image_folder_reader_prepares_like_the_service(tmp_path):
         for i in range(3):
             (tmp_path / cls / f"{i}.png").write_bytes(png_bytes(np.full((40, 30, 3), value, dtype=np.uint8)))
     (tmp_path / "dog" / "notes.txt").write_text("ignored")
-    pre = ImagePreprocessing(input_size=(16, 16), channels=3, mean=[0, 0, 0], std=[1, 1, 1],
-                             white_on_black=False, fit="resize")
+    pre = ImagePreprocessing(
+        input_size=(16, 16), channels=3, mean=[0, 0, 0], std=[1, 1, 1], white_on_black=False, fit="resize"
+    )
     ds = load_image_folder(tmp_path, pre)
     assert ds.label_names == ["cat", "dog"]
     assert ds.images.shape == (6, 3, 16, 16)

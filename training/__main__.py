@@ -35,11 +35,15 @@ def _parse_model_args(pairs: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("model", choices=models.list_models(), help="registered architecture")
-    p.add_argument("--data", help="an MNIST-format folder (train-*-idx*-ubyte[.gz]), an image folder "
-                   "(one sub-folder per class), or 'sklearn-digits'; default with --dry-run: sklearn-digits")
+    p.add_argument(
+        "--data",
+        help="an MNIST-format folder (train-*-idx*-ubyte[.gz]), an image folder "
+        "(one sub-folder per class), or 'sklearn-digits'; default with --dry-run: sklearn-digits",
+    )
     p.add_argument("--dataset", choices=sorted(PRESETS), help="dataset preset (default: inferred from --data)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
     d = TrainConfig()
@@ -52,16 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default=None, help="default: the dataset's")
-    p.add_argument("--fit", choices=["resize", "contain", "digit"], default=None,
-                   help="how images of another size are fitted (default: the dataset's)")
+    p.add_argument(
+        "--fit",
+        choices=["resize", "contain", "digit"],
+        default=None,
+        help="how images of another size are fitted (default: the dataset's)",
+    )
     p.add_argument("--size", type=int, default=None, help="input size for image folders (default 28)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image-folder channels (default 1)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--split-seed", type=int, default=d.split_seed)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=JSON",
-                   help="architecture override, e.g. --model-arg 'channels=[16,32,64]'")
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="architecture override, e.g. --model-arg 'channels=[16,32,64]'",
+    )
     p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -83,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.dataset or name]
     size = args.size or 28
     pre = {
-        "input_size": [size, size], "channels": args.channels or 1, "white_on_black": preset.white_on_black,
-        "fit": args.fit or preset.fit, "mean": [0.0], "std": [1.0],
+        "input_size": [size, size],
+        "channels": args.channels or 1,
+        "white_on_black": preset.white_on_black,
+        "fit": args.fit or preset.fit,
+        "mean": [0.0],
+        "std": [1.0],
     }
     if name == "sklearn-digits":
         ds = load_sklearn_digits(size)
@@ -102,14 +119,31 @@ def main(argv: list[str] | None = None) -> int:
     pre["channels"] = int(ds.images.shape[1])
 
     cfg = TrainConfig(
-        model=args.model, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
-        patience=args.patience, augment=args.augment or preset.augment, val_fraction=args.val_fraction,
-        split_seed=args.split_seed, seed=args.seed, threads=args.threads, dry_run=args.dry_run,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        label_smoothing=args.label_smoothing,
+        patience=args.patience,
+        augment=args.augment or preset.augment,
+        val_fraction=args.val_fraction,
+        split_seed=args.split_seed,
+        seed=args.seed,
+        threads=args.threads,
+        dry_run=args.dry_run,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    log.info("training %s on %s (%d images, %d classes) with %s", args.model, ds.name, len(ds.labels),
-             len(ds.label_names), cfg)
+    log.info(
+        "training %s on %s (%d images, %d classes) with %s",
+        args.model,
+        ds.name,
+        len(ds.labels),
+        len(ds.label_names),
+        cfg,
+    )
     ckpt = train(ds, cfg, _parse_model_args(args.model_arg), pre)
 
     out: Path = args.out or Path("runs") / args.model
@@ -119,8 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plot_curves(ckpt["history"], f"{args.model} on {ds.name}", out / "curves.png")
     m = ckpt["metrics"]
-    log.info("validation accuracy %.4f (error %.2f%%) at epoch %d; wrote %s", m["accuracy"], 100 * m["error_rate"],
-             m["best_epoch"], out)
+    log.info(
+        "validation accuracy %.4f (error %.2f%%) at epoch %d; wrote %s",
+        m["accuracy"],
+        100 * m["error_rate"],
+        m["best_epoch"],
+        out,
+    )
     return 0
 
 

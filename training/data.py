@@ -20,7 +20,16 @@ from export.contract import ImagePreprocessing, prepare_image, sha256_file
 log = logging.getLogger(__name__)
 
 FASHION_LABELS = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 DIGIT_LABELS = [str(i) for i in range(10)]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -85,7 +94,11 @@ def load_idx_dataset(root: str | Path, name: str) -> Dataset:
     preset = PRESETS[name]
     assert preset.labels is not None
     return Dataset(
-        images[:, None].copy(), labels, list(preset.labels), name, str(root),
+        images[:, None].copy(),
+        labels,
+        list(preset.labels),
+        name,
+        str(root),
         {p.name: sha256_file(p) for p in (img_path, lbl_path)},
     )
 
@@ -134,7 +147,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     train, val = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(len(idx) * val_fraction))
+        n_val = round(len(idx) * val_fraction)
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))

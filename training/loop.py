@@ -53,8 +53,14 @@ def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
-             std: torch.Tensor, batch_size: int = 1000) -> tuple[float, np.ndarray]:
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    batch_size: int = 1000,
+) -> tuple[float, np.ndarray]:
     """Mean cross-entropy and the (N, K) probabilities on uint8 images."""
     model.eval()
     losses, probs = [], []
@@ -93,7 +99,7 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
     mean_l, std_l = channel_stats(ds.images[train_idx])
     pre = {**preprocessing, "mean": mean_l, "std": std_l}
-    c, h, w = ds.images.shape[1:]
+    c, h, _ = ds.images.shape[1:]
     overrides = {"in_channels": c, "num_classes": len(ds.label_names), "input_size": h, **model_overrides}
     model_cfg = models.make_config(cfg.model, **overrides)
     model = models.create_model(cfg.model, model_cfg).to(memory_format=torch.channels_last)
@@ -106,7 +112,7 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
 
     lr = cfg.resolved_lr()
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on biases and norm scales
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
@@ -156,16 +162,30 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
         val_acc = float((val_probs.argmax(1) == y_va.numpy()).mean())
         row = {
-            "epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-            "val_loss": val_loss, "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"],
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": opt.param_groups[0]["lr"],
             "elapsed_s": time.perf_counter() - t0,
         }
         history.append(row)
-        log.info("epoch %d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f",
-                 epoch, epochs, row["train_loss"], row["train_accuracy"], val_loss, val_acc)
+        log.info(
+            "epoch %d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f",
+            epoch,
+            epochs,
+            row["train_loss"],
+            row["train_accuracy"],
+            val_loss,
+            val_acc,
+        )
         if val_loss < best["val_loss"]:
-            best = {"val_loss": val_loss, "epoch": epoch,
-                    "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            best = {
+                "val_loss": val_loss,
+                "epoch": epoch,
+                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            }
             since_best = 0
         else:
             since_best += 1
@@ -176,8 +196,14 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     model.load_state_dict(best["state_dict"])
     val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
     metrics = classification_metrics(val_probs, y_va.numpy(), ds.label_names)
-    metrics.update(val_loss=val_loss, best_epoch=best["epoch"], epochs_run=len(history),
-                   train_seconds=time.perf_counter() - t0, n_train=len(train_idx), n_val=len(val_idx))
+    metrics.update(
+        val_loss=val_loss,
+        best_epoch=best["epoch"],
+        epochs_run=len(history),
+        train_seconds=time.perf_counter() - t0,
+        n_train=len(train_idx),
+        n_val=len(val_idx),
+    )
     return {
         "format": "nnserve-checkpoint/1",
         "model_name": cfg.model,
@@ -187,8 +213,13 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         "labels": list(ds.label_names),
         "preprocessing": pre,
         "dataset": {
-            "name": ds.name, "source": ds.source, "sha256": ds.sha256, "n_train": len(train_idx),
-            "n_val": len(val_idx), "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
+            "name": ds.name,
+            "source": ds.source,
+            "sha256": ds.sha256,
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "split_seed": cfg.split_seed,
+            "val_fraction": cfg.val_fraction,
         },
         "train_config": dataclasses.asdict(cfg),
         "metrics": metrics,

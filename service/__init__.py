@@ -1,0 +1,1 @@
+"""The serving side: BentoML services over ONNX artifacts. Never imports torch."""

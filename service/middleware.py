@@ -1,0 +1,194 @@
+"""ASGI middleware for /v1: body-size and media-type gates, and one error envelope for every failure.
+
+BentoML answers its own failures (request validation, overload, timeouts) in its own shapes; this layer
+rewrites every /v1 error response that is not already an envelope into ``{"error": {...}}``, adds
+``Retry-After`` to 429/503, and counts each failure in ``nnserve_errors_total``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+
+from service.errors import ApiError
+from service.metrics import ERRORS
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_ROUTES = frozenset({"/v1/classify"})
+MULTIPART_ROUTES = frozenset({"/v1/classify/upload"})
+_DEFAULT_CODE = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "overloaded",
+    504: "timeout",
+}
+_RETRY_AFTER_S = "1"
+
+
+def endpoint_label(path: str) -> str:
+    """A bounded label: the route template, never the raw path."""
+    if path in JSON_ROUTES or path in MULTIPART_ROUTES or path == "/v1/models":
+        return path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{name}"
+    return "other"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _envelope_from(status: int, raw: bytes) -> ApiError:
+    """BentoML's error bodies -> ApiError (validation details kept, internals not leaked)."""
+    try:
+        data: Any = json.loads(raw) if raw else None
+    except ValueError:
+        data = raw.decode("utf-8", "replace")
+    code = _DEFAULT_CODE.get(status, "internal_error" if status >= 500 else "invalid_request")
+    details: list[dict] = []
+    if isinstance(data, dict) and isinstance(data.get("detail"), list):  # pydantic ValidationError
+        details = [
+            {
+                "loc": ".".join(str(p) for p in d.get("loc", ())),
+                "msg": str(d.get("msg", "")),
+                "type": str(d.get("type", "")),
+            }
+            for d in data["detail"]
+            if isinstance(d, dict)
+        ]
+        message = (
+            "invalid JSON body" if any(d["type"] == "json_invalid" for d in details) else "request validation failed"
+        )
+    elif isinstance(data, list) and data and isinstance(data[0], dict) and "error" in data[0]:
+        message = str(data[0]["error"])
+    elif isinstance(data, dict) and isinstance(data.get("error"), str):
+        message = data["error"]
+    elif isinstance(data, dict) and isinstance(data.get("detail"), str):
+        message = data["detail"]
+    else:
+        message = str(data) if data else code
+    if status >= 500:  # never leak tracebacks or internals
+        message = {503: "service overloaded, retry later", 504: "request timed out"}.get(status, "internal error")
+    return ApiError(code, message, details, status=status)
+
+
+class V1Middleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        endpoint = endpoint_label(path)
+        headers = Headers(scope=scope)
+        early = self._gate(scope["method"], path, headers)
+        if early is not None:
+            await self._send_error(send, early, endpoint)
+            return
+
+        received = 0
+        too_big = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_big
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    too_big = True
+                    raise _BodyTooLarge
+            return message
+
+        start: Message | None = None
+        chunks: list[bytes] = []
+        started = False
+
+        async def wrapped_send(message: Message) -> None:
+            nonlocal start, started
+            if message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    started = True
+                    await send(message)
+                else:
+                    start = message  # hold error responses until the body is complete
+                return
+            if message["type"] == "http.response.body" and start is not None:
+                chunks.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                if too_big:  # the app saw our receive() refuse the body and failed: answer what happened
+                    await self._send_error(send, self._too_large(), endpoint)
+                else:
+                    await self._finish_error(send, start, b"".join(chunks), endpoint)
+                started = True
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, wrapped_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._send_error(send, self._too_large(), endpoint)
+        if too_big and not started:
+            await self._send_error(send, self._too_large(), endpoint)
+
+    def _too_large(self) -> ApiError:
+        return ApiError("payload_too_large", f"request body is over {self.max_body} bytes")
+
+    def _gate(self, method: str, path: str, headers: Headers) -> ApiError | None:
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return self._too_large()
+        if method != "POST":
+            return None
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if path in JSON_ROUTES and ctype != "application/json":
+            return ApiError("unsupported_media_type", f"{path} takes application/json, not {ctype or 'nothing'}")
+        if path in MULTIPART_ROUTES and ctype != "multipart/form-data":
+            return ApiError("unsupported_media_type", f"{path} takes multipart/form-data, not {ctype or 'nothing'}")
+        return None
+
+    async def _finish_error(self, send: Send, start: Message, raw: bytes, endpoint: str) -> None:
+        status = start["status"]
+        try:
+            data = json.loads(raw)
+            is_envelope = isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]
+        except ValueError:
+            is_envelope = False
+        if not is_envelope:
+            await self._send_error(send, _envelope_from(status, raw), endpoint)
+            return
+        ERRORS.labels(endpoint, str(data["error"]["code"])).inc()
+        hdrs = MutableHeaders(raw=list(start["headers"]))
+        if status in (429, 503) and "retry-after" not in hdrs:
+            hdrs["retry-after"] = _RETRY_AFTER_S
+        await send({"type": "http.response.start", "status": status, "headers": hdrs.raw})
+        await send({"type": "http.response.body", "body": raw, "more_body": False})
+
+    async def _send_error(self, send: Send, err: ApiError, endpoint: str) -> None:
+        status = err.status
+        if status in (429, 503) and err.retry_after is None:
+            err.retry_after = int(_RETRY_AFTER_S)
+        ERRORS.labels(endpoint, err.code).inc()
+        body = err.body()
+        headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,304 @@
+"""BentoML 1.4 services: ``ImageModels`` (onnxruntime, adaptive batching) behind ``NNServe`` (the /v1 API).
+
+    client ─HTTP─► NNServe (API worker)                         ImageModels (model worker)
+                   decode + preprocess (export.contract)  ──►   @bentoml.api(batchable=True) infer()
+                   softmax, top-k, envelope, metrics      ◄──   one onnxruntime run per model per batch
+
+Serve with ``bentoml serve service.service:NNServe``. Settings come from ``NNSERVE_*`` variables
+(service/settings.py); they are read when this module is imported because BentoML takes its service
+configuration (workers, batching, timeouts) at class definition.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, ParamSpec, TypeVar
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from bentoml.validators import TensorSchema
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from export.contract import ModelMetadata, load_metadata
+from service.errors import ApiError
+from service.images import b64_to_bytes, to_input
+from service.metrics import PREDICTIONS
+from service.middleware import V1Middleware
+from service.runtime import OnnxModel, discover, load_model, providers, warm_up
+from service.schemas import (
+    BatchingInfo,
+    ClassifyImagesRequest,
+    ClassifyImagesResponse,
+    LabelScore,
+    ListModelsResponse,
+    ModelCard,
+    Prediction,
+)
+from service.settings import get_settings
+
+log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
+S = get_settings()
+_NO_ACCESS_LOG = {"access": {"enabled": False}}  # a log line per request costs ~16 % of CPU (PERF-NOTES)
+
+Float32 = Annotated[np.ndarray, TensorSchema("numpy-array", dtype="float32")]
+
+
+class InferItem(BaseModel):
+    """One input row for the model service: which model, and its preprocessed tensor (C, H, W)."""
+
+    model: str
+    x: Float32
+
+
+class InferResult(BaseModel):
+    logits: Float32
+
+
+class ModelState(BaseModel):
+    name: str
+    providers: list[str]
+
+
+class ModelServiceState(BaseModel):
+    models: list[ModelState]
+
+
+@bentoml.service(
+    name="nnserve-image-models",
+    workers=S.model_workers,
+    logging=_NO_ACCESS_LOG,
+    traffic={"timeout": S.request_timeout_s},
+)
+class ImageModels:
+    """Holds one onnxruntime session per image-classification artifact; batches across requests."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, OnnxModel] = {}
+        for path in discover(S):
+            model = load_model(path, S)  # ArtifactError names the bad file and stops start-up
+            if model.meta.task != "image-classification":
+                continue
+            warm_up(model)
+            self.models[model.name] = model
+            log.info("loaded %s (%s) from %s", model.name, model.meta.architecture, path)
+        self.ready = True
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def infer(self, items: list[InferItem]) -> list[InferResult]:
+        """A batch of rows, possibly for several models: one onnxruntime run per model, rows in order."""
+        out: list[InferResult | None] = [None] * len(items)
+        by_model: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_model.setdefault(item.model, []).append(i)
+        for name, rows in by_model.items():
+            logits = self.models[name].run(np.stack([items[i].x for i in rows]))
+            for i, row in zip(rows, logits, strict=True):
+                out[i] = InferResult(logits=row)
+        return [r for r in out if r is not None]
+
+    @bentoml.api
+    def state(self) -> ModelServiceState:
+        return ModelServiceState(
+            models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in self.models.items()]
+        )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def enveloped(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Response]]:
+    """Render an ``ApiError`` raised by an endpoint as the envelope (a Response passes BentoML untouched)."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        try:
+            return await func(*args, **kwargs)
+        except ApiError as e:
+            return Response(e.body(), status_code=e.status, headers=e.headers())
+
+    return wrapper
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# ---- GET routes (and the upload form) live in a Starlette app mounted at /v1 -----------------------
+
+
+async def _list_models(request: Request) -> Response:
+    svc: NNServe = bentoml.get_current_service()
+    return _json(ListModelsResponse(models=await svc.model_cards()))
+
+
+async def _get_model(request: Request) -> Response:
+    svc: NNServe = bentoml.get_current_service()
+    name = request.path_params["name"]
+    try:
+        svc.metadata(name)
+        cards = await svc.model_cards()
+    except ApiError as e:
+        return Response(e.body(), status_code=e.status, headers=e.headers())
+    return _json(next(c for c in cards if c.name == name))
+
+
+async def _classify_upload(request: Request) -> Response:
+    """multipart/form-data: ``image`` (a file part), optional ``model`` and ``top_k``.
+
+    Parsed here with Starlette rather than by BentoML's multipart input, which would download a URL given
+    as the value of a file field: uploads are the only way an image gets in.
+    """
+    svc: NNServe = bentoml.get_current_service()
+    try:
+        async with request.form(max_files=1, max_fields=8, max_part_size=S.max_image_bytes) as form:
+            image = form.get("image")
+            if image is None or isinstance(image, str):
+                raise ApiError(
+                    "invalid_request",
+                    "form field 'image' must be an uploaded file",
+                    [{"loc": "image", "msg": "missing file part"}],
+                )
+            data = await image.read(S.max_image_bytes + 1)
+            req = ClassifyImagesRequest.model_validate(
+                {"model": form.get("model") or "mnist-cnn", "images": ["-"], "top_k": form.get("top_k") or 3}
+            )
+        return _json(await svc.classify_blobs(req.model, [data], req.top_k))
+    except ApiError as e:
+        return Response(e.body(), status_code=e.status, headers=e.headers())
+    except ValueError as e:  # pydantic ValidationError and Starlette's MultiPartException subclass ValueError
+        err = ApiError("invalid_request", f"invalid form: {e}".splitlines()[0])
+        return Response(err.body(), status_code=err.status, headers=err.headers())
+
+
+v1_app = Starlette(
+    routes=[
+        Route("/models", _list_models, methods=["GET"]),
+        Route("/models/{name}", _get_model, methods=["GET"]),
+        Route("/classify/upload", _classify_upload, methods=["POST"]),
+    ]
+)
+
+
+@bentoml.asgi_app(v1_app, path="/v1")
+@bentoml.service(
+    name="nnserve",
+    workers=S.api_workers,
+    logging=_NO_ACCESS_LOG,
+    traffic={"timeout": S.request_timeout_s, "max_concurrency": S.max_concurrency},
+)
+class NNServe:
+    """The public API: typed /v1 endpoints, model cards, BentoML's /livez, /readyz and /metrics."""
+
+    image_models = bentoml.depends(ImageModels)
+
+    def __init__(self) -> None:
+        self.catalog: dict[str, ModelMetadata] = {}
+        for path in discover(S):
+            meta = load_metadata(path)
+            if meta.task == "image-classification":
+                self.catalog[meta.name] = meta
+        log.info("serving %s", ", ".join(sorted(self.catalog)) or "no models")
+
+    def metadata(self, name: str) -> ModelMetadata:
+        try:
+            return self.catalog[name]
+        except KeyError:
+            raise ApiError(
+                "model_not_found", f"model {name!r} is not served", [{"available": sorted(self.catalog)}]
+            ) from None
+
+    async def model_cards(self) -> list[ModelCard]:
+        try:
+            state = await self.image_models.to_async.state()
+            runtime = {m.name: m.providers for m in state.models}
+        except BentoMLException:
+            runtime = {}
+        batching = BatchingInfo(max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+        return [
+            ModelCard(
+                name=m.name,
+                version=m.version,
+                task=m.task,
+                architecture=m.architecture,
+                labels=m.labels,
+                preprocessing=m.preprocessing,
+                inputs=m.inputs,
+                outputs=m.outputs,
+                opset=m.opset,
+                metrics=m.metrics,
+                class_metrics=m.class_metrics,
+                dataset=m.dataset.name,
+                created=m.created,
+                onnx_sha256=m.onnx_sha256,
+                source_commit=m.source_commit,
+                ready=m.name in runtime,
+                providers=runtime.get(m.name, providers()),
+                batching=batching,
+            )
+            for m in self.catalog.values()
+        ]
+
+    async def classify_blobs(self, model: str, blobs: list[bytes], top_k: int) -> ClassifyImagesResponse:
+        meta = self.metadata(model)
+        if len(blobs) > S.max_images:
+            raise ApiError("invalid_request", f"at most {S.max_images} images per request")
+        items = [
+            InferItem(
+                model=model, x=to_input(b, meta, index=i, max_bytes=S.max_image_bytes, max_pixels=S.max_image_pixels)
+            )
+            for i, b in enumerate(blobs)
+        ]
+        try:
+            results = await self.image_models.to_async.infer(items)
+        except BentoMLException as e:
+            status = int(getattr(e, "error_code", 500))
+            if status in (429, 503):
+                raise ApiError("overloaded", "the model service is overloaded; retry later", retry_after=1) from None
+            log.exception("inference failed for %s", model)
+            raise ApiError("internal_error", "inference failed") from None
+        probs = _softmax(np.stack([r.logits for r in results]))
+        k = min(top_k, len(meta.labels))
+        predictions = []
+        for p in probs:
+            order = np.argsort(-p, kind="stable")[:k]
+            best = int(order[0])
+            PREDICTIONS.labels(model, meta.labels[best]).inc()
+            predictions.append(
+                Prediction(
+                    label=meta.labels[best],
+                    index=best,
+                    score=float(p[best]),
+                    top_k=[LabelScore(label=meta.labels[j], score=float(p[j])) for j in order],
+                )
+            )
+        return ClassifyImagesResponse(model=model, version=meta.version, predictions=predictions)
+
+    @bentoml.api(route="/v1/classify", input_spec=ClassifyImagesRequest, output_spec=ClassifyImagesResponse)
+    @enveloped
+    async def classify(self, model: str, images: list[str], top_k: int) -> Response:
+        """Classify base64 PNG/JPEG images; predictions come back in input order."""
+        if len(images) > S.max_images:
+            raise ApiError("invalid_request", f"at most {S.max_images} images per request")
+        blobs = [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]
+        return _json(await self.classify_blobs(model, blobs, top_k))
+
+
+NNServe.add_asgi_middleware(V1Middleware, max_body_bytes=S.max_body_bytes)  # type: ignore[attr-defined]

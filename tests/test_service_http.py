@@ -1,0 +1,308 @@
+"""The /v1 image API over real HTTP against a real ``bentoml serve`` with real ONNX artifacts."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import io
+import re
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from export.contract import load_metadata, normalize, prepare_image
+from tests.conftest import png_bytes
+from tests.server import Server
+from tests.test_contract import huge_png_header
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+MAX_BODY = 3 << 20
+
+
+@pytest.fixture(scope="module")
+def server(artifact_root, tmp_path_factory):
+    srv = Server(
+        artifact_root,
+        tmp_path_factory.mktemp("srv") / "serve.log",
+        NNSERVE_MAX_BODY_BYTES=str(MAX_BODY),
+        NNSERVE_MAX_LATENCY_MS="500",
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def held_out(digits):
+    """Validation digits (the split training never saw) as (uint8 28x28, label)."""
+    from training.data import stratified_split
+
+    _, val = stratified_split(digits.labels, 0.1, 0)
+    return [(digits.images[i, 0], int(digits.labels[i])) for i in val[:64]]
+
+
+def classify(client, images, model="digits-cnn", top_k=3):
+    return client.post("/v1/classify", json={"model": model, "images": images, "top_k": top_k})
+
+
+def assert_envelope(r, status, code):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+# ---- health, cards, docs ------------------------------------------------------------------------
+
+
+def test_health_and_readiness(client):
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_model_cards(client):
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    cards = {c["name"]: c for c in r.json()["models"]}
+    assert set(cards) == {"digits-cnn", "digits-lenet5"}
+    card = client.get("/v1/models/digits-cnn").json()
+    assert card["ready"] is True and card["labels"] == [str(i) for i in range(10)]
+    assert card["batching"] == {"max_batch_size": 64, "max_latency_ms": 500}
+    assert "CPUExecutionProvider" in card["providers"]
+    assert card["preprocessing"]["white_on_black"] is True and 0 < card["metrics"]["accuracy"] <= 1
+    assert re.fullmatch(r"[0-9a-f]{64}", card["onnx_sha256"])
+    assert_envelope(client.get("/v1/models/nope"), 404, "model_not_found")
+
+
+def test_openapi_documents_classify(client):
+    doc = client.get("/docs.json").json()
+    assert "/v1/classify" in doc["paths"]
+
+
+# ---- predictions ------------------------------------------------------------------------------------
+
+
+def test_classify_png_and_jpeg_matches_in_process_onnxruntime(client, artifact_root, held_out):
+    imgs = [png_bytes(a, fmt="PNG" if i % 2 else "JPEG") for i, (a, _) in enumerate(held_out[:16])]
+    r = classify(client, [b64(b) for b in imgs], top_k=3)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "digits-cnn" and body["version"] == "1" and len(body["predictions"]) == 16
+    meta = load_metadata(artifact_root / "digits-cnn")
+    sess = ort.InferenceSession(str(artifact_root / "digits-cnn" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.stack(
+        [normalize(prepare_image(Image.open(io.BytesIO(b)), meta.preprocessing), meta.preprocessing) for b in imgs]
+    )
+    logits = sess.run(None, {"input": x})[0]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    for p, pred in zip(probs, body["predictions"], strict=True):
+        assert pred["index"] == int(p.argmax()) and pred["label"] == str(pred["index"])
+        assert pred["score"] == pytest.approx(float(p.max()), abs=1e-5)
+        assert len(pred["top_k"]) == 3 and pred["top_k"][0]["label"] == pred["label"]
+        assert [s["score"] for s in pred["top_k"]] == sorted((s["score"] for s in pred["top_k"]), reverse=True)
+
+
+def test_held_out_digits_are_mostly_right(client, held_out):
+    r = classify(client, [b64(png_bytes(a)) for a, _ in held_out])
+    assert r.status_code == 200
+    acc = np.mean([p["index"] == y for p, (_, y) in zip(r.json()["predictions"], held_out, strict=True)])
+    assert acc >= 0.8  # 6 epochs on 1.6k digits; the point is real answers, not the score
+
+
+def test_black_on_white_photo_style_digits_are_recognised(client, held_out):
+    """A dark digit on white paper at another size gives the same answer as MNIST's white-on-black."""
+    normal = [b64(png_bytes(a)) for a, _ in held_out[:32]]
+    paper = [
+        b64(png_bytes(255 - np.asarray(Image.fromarray(a).resize((140, 140), Image.Resampling.BILINEAR))))
+        for a, _ in held_out[:32]
+    ]
+    rgba = []
+    for a, _ in held_out[:32]:
+        big = np.asarray(Image.fromarray(a).resize((96, 96)))
+        px = np.zeros((96, 96, 4), dtype=np.uint8)
+        px[..., 3] = big  # black ink on a transparent canvas
+        rgba.append(b64(png_bytes(px, "RGBA")))
+    labels = [[p["index"] for p in classify(client, imgs).json()["predictions"]] for imgs in (normal, paper, rgba)]
+    assert np.mean(np.equal(labels[0], labels[1])) >= 0.9
+    assert np.mean(np.equal(labels[0], labels[2])) >= 0.9
+
+
+def test_top_k_is_capped_at_the_number_of_labels(client, held_out):
+    r = classify(client, [b64(png_bytes(held_out[0][0]))], top_k=50)
+    assert r.status_code == 200 and len(r.json()["predictions"][0]["top_k"]) == 10
+    scores = [s["score"] for s in r.json()["predictions"][0]["top_k"]]
+    assert sum(scores) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_prediction_does_not_depend_on_the_batch(client, held_out):
+    """Alone, inside a batch of 64, and among concurrent requests: the same scores."""
+    target = b64(png_bytes(held_out[5][0]))
+    alone = classify(client, [target], top_k=10).json()["predictions"][0]
+    others = [b64(png_bytes(a)) for a, _ in held_out[:63]]
+    in_batch = classify(client, [*others[:31], target, *others[31:]], top_k=10).json()["predictions"][31]
+
+    def one(img):
+        return classify(client, [img], top_k=10).json()["predictions"][0]
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(one, img) for img in others[:24]] + [pool.submit(one, target)]
+        concurrent = futures[-1].result()
+    for other in (in_batch, concurrent):
+        assert other["label"] == alone["label"]
+        for a, b in zip(alone["top_k"], other["top_k"], strict=True):
+            assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_concurrent_requests_are_batched(client, server, held_out):
+    def batch_hist():
+        text = client.get("/metrics").text
+        count = sum(
+            float(m) for m in re.findall(r'^nnserve_batch_size_count\{model="digits-lenet5"\} (\S+)$', text, re.M)
+        )
+        total = sum(
+            float(m) for m in re.findall(r'^nnserve_batch_size_sum\{model="digits-lenet5"\} (\S+)$', text, re.M)
+        )
+        return count, total
+
+    c0, s0 = batch_hist()
+    imgs = [b64(png_bytes(a)) for a, _ in held_out[:48]]
+    with cf.ThreadPoolExecutor(48) as pool:
+        codes = list(pool.map(lambda i: classify(client, [i], model="digits-lenet5").status_code, imgs))
+    assert codes == [200] * 48
+    c1, s1 = batch_hist()
+    assert s1 - s0 == 48  # every image went through the model service
+    assert c1 - c0 < 48, "no two requests were ever batched together"
+
+
+def test_multipart_upload(client, held_out):
+    a, _ = held_out[3]
+    want = classify(client, [b64(png_bytes(a))], top_k=2).json()["predictions"][0]
+    for fmt, mime in (("PNG", "image/png"), ("JPEG", "image/jpeg")):
+        files = {"image": (f"digit.{fmt.lower()}", png_bytes(a, fmt=fmt), mime)}
+        r = client.post("/v1/classify/upload", files=files, data={"model": "digits-cnn", "top_k": "2"})
+        assert r.status_code == 200, r.text
+        pred = r.json()["predictions"][0]
+        assert len(pred["top_k"]) == 2
+        if fmt == "PNG":
+            assert pred == want
+    r = client.post(
+        "/v1/classify/upload", files={"image": ("d.png", png_bytes(a), "image/png")}, data={"model": "digits-lenet5"}
+    )
+    assert r.status_code == 200 and r.json()["model"] == "digits-lenet5"
+
+
+# ---- errors: every one an envelope with the right status, never a 500 ------------------------------
+
+GOOD = b64(png_bytes(np.zeros((28, 28), dtype=np.uint8)))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "digits-cnn", "images": [b64(b"garbage bytes, not an image")]}, 400, "invalid_image"),
+        ({"model": "digits-cnn", "images": ["!!!not base64!!!"]}, 400, "invalid_image"),
+        ({"model": "digits-cnn", "images": [b64(png_bytes(np.ones((64, 64), np.uint8))[:60])]}, 400, "invalid_image"),
+        ({"model": "digits-cnn", "images": [b64(huge_png_header(20000, 20000))]}, 413, "image_too_large"),
+        ({"model": "no-such-model", "images": [GOOD]}, 404, "model_not_found"),
+        ({"model": "digits-cnn", "images": []}, 400, "invalid_request"),
+        ({"model": "digits-cnn", "images": [GOOD] * 65}, 400, "invalid_request"),
+        ({"model": "digits-cnn", "images": [GOOD], "top_k": 0}, 400, "invalid_request"),
+        ({"model": "digits-cnn", "images": "not a list"}, 400, "invalid_request"),
+        ({"model": "digits-cnn"}, 400, "invalid_request"),
+        ({"model": "../../etc/passwd", "images": [GOOD]}, 400, "invalid_request"),
+        ({"model": "digits-cnn", "images": [GOOD], "unexpected": 1}, 400, "invalid_request"),
+    ],
+)
+def test_bad_requests_get_the_envelope(client, body, status, code):
+    assert_envelope(client.post("/v1/classify", json=body), status, code)
+
+
+def test_gif_is_unsupported_media(client):
+    buf = io.BytesIO()
+    Image.new("L", (28, 28)).save(buf, format="GIF")
+    err = assert_envelope(classify(client, [b64(buf.getvalue())]), 415, "unsupported_media_type")
+    assert err["details"] == [{"index": 0}]
+
+
+def test_malformed_json_and_wrong_media_types(client):
+    r = client.post("/v1/classify", content=b'{"images": [', headers={"content-type": "application/json"})
+    assert_envelope(r, 400, "invalid_request")
+    r = client.post("/v1/classify", content=b"hello", headers={"content-type": "text/plain"})
+    assert_envelope(r, 415, "unsupported_media_type")
+    r = client.post("/v1/classify/upload", json={"image": GOOD})
+    assert_envelope(r, 415, "unsupported_media_type")
+
+
+def test_body_over_the_limit_is_413(client):
+    big = "A" * (MAX_BODY + 10)
+    assert_envelope(classify(client, [big]), 413, "payload_too_large")
+
+    def chunks():  # no content-length: the limit is enforced while reading
+        for _ in range(8):
+            yield b"x" * (MAX_BODY // 4)
+
+    r = client.post("/v1/classify", content=chunks(), headers={"content-type": "application/json"})
+    assert_envelope(r, 413, "payload_too_large")
+
+
+def test_upload_errors(client):
+    assert_envelope(
+        client.post("/v1/classify/upload", data={"model": "digits-cnn"}, files={"other": ("x", b"y", "text/plain")}),
+        400,
+        "invalid_request",
+    )
+    # a URL given as the image field is refused, never fetched
+    r = client.post("/v1/classify/upload", files={"image": (None, "http://127.0.0.1:1/x.png")})
+    assert_envelope(r, 400, "invalid_request")
+    r = client.post(
+        "/v1/classify/upload", files={"image": ("x.png", b"not an image", "image/png")}, data={"model": "digits-cnn"}
+    )
+    assert_envelope(r, 400, "invalid_image")
+    r = client.post(
+        "/v1/classify/upload",
+        files={"image": ("x.png", png_bytes(np.zeros((8, 8), np.uint8)), "image/png")},
+        data={"model": "nope"},
+    )
+    assert_envelope(r, 404, "model_not_found")
+    small = ("x.png", png_bytes(np.zeros((8, 8), np.uint8)), "image/png")
+    r = client.post("/v1/classify/upload", files={"image": small}, data={"model": "digits-cnn", "top_k": "many"})
+    assert_envelope(r, 400, "invalid_request")
+
+
+def test_unknown_route_and_method_get_the_envelope(client):
+    assert_envelope(client.get("/v1/nothing-here"), 404, "not_found")
+    assert client.get("/v1/classify").status_code in (404, 405)
+    assert "error" in client.get("/v1/classify").json()
+
+
+def test_server_survived_and_metrics_are_exported(client):
+    assert client.get("/readyz").status_code == 200
+    text = client.get("/metrics").text
+    for series in (
+        "nnserve_inference_seconds_count",
+        "nnserve_preprocess_seconds_count",
+        "nnserve_batch_size_count",
+        "nnserve_predictions_total",
+        "nnserve_errors_total",
+    ):
+        assert re.search(rf'^{series}\{{.*model="digits-cnn"|^{series}\{{.*code=', text, re.M), series
+    assert re.search(r'^nnserve_errors_total\{code="invalid_image",endpoint="/v1/classify"\} [1-9]', text, re.M)
+    name_route = r'^nnserve_errors_total\{code="model_not_found",endpoint="/v1/models/\{name\}"\}'
+    assert re.search(name_route, text, re.M)
+    assert "bentoml_service_request_total" in text or "bentoml_api_server_request_total" in text
+    assert not re.search(r'code="internal_error"', text)
