@@ -1,12 +1,17 @@
-"""ASGI middleware for /v1: body-size and media-type gates, and one error envelope for every failure.
+"""ASGI middleware for /v1: admission (concurrency, timeout, body size, media type) and one error envelope.
 
-BentoML answers its own failures (request validation, overload, timeouts) in its own shapes; this layer
+BentoML answers its own failures (request validation, batcher overload) in its own shapes; this layer
 rewrites every /v1 error response that is not already an envelope into ``{"error": {...}}``, adds
 ``Retry-After`` to 429/503, and counts each failure in ``nnserve_errors_total``.
+
+The concurrency limit and the request timeout live here rather than in BentoML's ``traffic`` settings
+because BentoML's own limiter and timeout sit outside every user middleware (its ``middlewares`` list puts
+them first), so their bare ``{"error": "Too many requests"}`` could never carry the envelope or Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -87,9 +92,12 @@ def _envelope_from(status: int, raw: bytes) -> ApiError:
 
 
 class V1Middleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_concurrency: int, timeout_s: float) -> None:
         self.app = app
         self.max_body = max_body_bytes
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.in_flight = 0  # one event loop per worker: a plain counter is enough
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1"):
@@ -99,9 +107,22 @@ class V1Middleware:
         endpoint = endpoint_label(path)
         headers = Headers(scope=scope)
         early = self._gate(scope["method"], path, headers)
+        if early is None and self.in_flight >= self.max_concurrency:
+            early = ApiError(
+                "too_many_requests",
+                f"more than {self.max_concurrency} requests in flight; retry later",
+                retry_after=int(_RETRY_AFTER_S),
+            )
         if early is not None:
             await self._send_error(send, early, endpoint)
             return
+        self.in_flight += 1
+        try:
+            await self._admitted(scope, receive, send, endpoint)
+        finally:
+            self.in_flight -= 1
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
 
         received = 0
         too_big = False
@@ -142,10 +163,14 @@ class V1Middleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, wrapped_send)
+            async with asyncio.timeout(self.timeout_s):
+                await self.app(scope, limited_receive, wrapped_send)
         except _BodyTooLarge:
             if not started:
                 await self._send_error(send, self._too_large(), endpoint)
+        except TimeoutError:
+            if not started:
+                await self._send_error(send, ApiError("timeout", f"no answer within {self.timeout_s:g} s"), endpoint)
         if too_big and not started:
             await self._send_error(send, self._too_large(), endpoint)
 

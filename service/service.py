@@ -75,6 +75,9 @@ class ModelServiceState(BaseModel):
     workers=S.model_workers,
     logging=_NO_ACCESS_LOG,
     traffic={"timeout": S.request_timeout_s},
+    # BentoML's client to this service recycles its connection every 100 requests by default and fails
+    # the calls in flight on it (sporadic 500s under load); keep one connection for the worker's life.
+    runner_connection={"max_requests": 1_000_000_000, "max_age": 1e9},
 )
 class ImageModels:
     """Holds one onnxruntime session per image-classification artifact; batches across requests."""
@@ -202,7 +205,8 @@ v1_app = Starlette(
     name="nnserve",
     workers=S.api_workers,
     logging=_NO_ACCESS_LOG,
-    traffic={"timeout": S.request_timeout_s, "max_concurrency": S.max_concurrency},
+    # a backstop only: V1Middleware enforces the real timeout and concurrency limit with the envelope
+    traffic={"timeout": S.request_timeout_s + 5},
 )
 class NNServe:
     """The public API: typed /v1 endpoints, model cards, BentoML's /livez, /readyz and /metrics."""
@@ -301,4 +305,9 @@ class NNServe:
         return _json(await self.classify_blobs(model, blobs, top_k))
 
 
-NNServe.add_asgi_middleware(V1Middleware, max_body_bytes=S.max_body_bytes)  # type: ignore[attr-defined]
+NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
+    V1Middleware,
+    max_body_bytes=S.max_body_bytes,
+    max_concurrency=max(1, S.max_concurrency // S.api_workers),
+    timeout_s=S.request_timeout_s,
+)

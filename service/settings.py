@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(25_000_000, ge=1, description="width x height per image, read from the header")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
     request_timeout_s: int = Field(30, ge=1)
-    max_concurrency: int = Field(256, ge=1, description="in-flight requests per API worker before 429")
+    max_concurrency: int = Field(256, ge=1, description="in-flight API requests (split among API workers) before 429")
 
 
 @lru_cache(maxsize=1)

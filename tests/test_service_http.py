@@ -306,3 +306,15 @@ def test_server_survived_and_metrics_are_exported(client):
     assert re.search(name_route, text, re.M)
     assert "bentoml_service_request_total" in text or "bentoml_api_server_request_total" in text
     assert not re.search(r'code="internal_error"', text)
+
+
+def test_sustained_concurrency_has_no_failures(client, held_out):
+    """Well past BentoML's default of recycling the inter-service connection every 100 requests."""
+    imgs = [b64(png_bytes(a)) for a, _ in held_out[:8]]
+
+    def one(i):
+        return classify(client, [imgs[i % 8]], model="digits-lenet5").status_code
+
+    with cf.ThreadPoolExecutor(24) as pool:
+        codes = list(pool.map(one, range(240)))
+    assert codes.count(200) == 240, {c: codes.count(c) for c in set(codes)}

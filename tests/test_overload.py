@@ -1,0 +1,64 @@
+"""Overload: a burst far beyond a deliberately small server's capacity gets fast 429/503 envelopes with
+Retry-After, never a 500, and the server answers normally again right after."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import png_bytes
+from tests.server import Server
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tight_server(artifact_root, tmp_path_factory):
+    srv = Server(
+        artifact_root,
+        tmp_path_factory.mktemp("tight") / "serve.log",
+        NNSERVE_MAX_CONCURRENCY="4",
+        NNSERVE_MAX_LATENCY_MS="5",
+        NNSERVE_MAX_BATCH_SIZE="64",
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_burst_is_shed_with_envelopes_and_the_server_recovers(tight_server, digits):
+    images = [base64.b64encode(png_bytes(np.asarray(a[0]))).decode() for a in digits.images[:64]]
+    body = {"model": "digits-cnn", "images": images}
+
+    def post(_):
+        with httpx.Client(base_url=tight_server.url, timeout=60) as c:
+            r = c.post("/v1/classify", json=body)
+            return r.status_code, r.headers.get("retry-after"), r.json()
+
+    with cf.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(post, range(64)))
+    statuses = [s for s, _, _ in results]
+    assert set(statuses) <= {200, 429, 503}, statuses
+    shed = [(s, ra, b) for s, ra, b in results if s != 200]
+    assert shed, "a burst of 64 x 64 images against max_concurrency=4 was never shed"
+    for status, retry_after, body_ in shed:
+        assert retry_after is not None and int(retry_after) >= 1
+        assert body_["error"]["code"] in ("too_many_requests", "overloaded"), body_
+    assert any(s == 200 for s in statuses), "nothing was served during the burst"
+
+    deadline = time.monotonic() + 10
+    one = {"model": "digits-cnn", "images": images[:1]}
+    with httpx.Client(base_url=tight_server.url, timeout=10) as c:
+        while True:
+            r = c.post("/v1/classify", json=one)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+        assert c.get("/readyz").status_code == 200
+        assert 'code="internal_error"' not in c.get("/metrics").text
