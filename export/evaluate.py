@@ -44,7 +44,7 @@ def predict(model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int
 def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | int | dict[str, float]]:
     per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in range(len(names)) if (labels == c).any()}
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "accuracy": float((pred == labels).mean()),
         "error_rate": float((pred != labels).mean()),
         "per_class_accuracy": per_class,
