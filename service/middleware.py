@@ -88,7 +88,7 @@ def _envelope_from(status: int, raw: bytes) -> ApiError:
         message = str(data) if data else code
     if status >= 500:  # never leak tracebacks or internals
         message = {503: "service overloaded, retry later", 504: "request timed out"}.get(status, "internal error")
-    return ApiError(code, message, details, status=status)
+    return ApiError(code, message, details, status=400 if status == 422 else status)  # FastAPI says 422
 
 
 class V1Middleware:

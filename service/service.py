@@ -14,25 +14,26 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from bentoml.validators import TensorSchema
+from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import Path as PathParam
 from pydantic import BaseModel
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from export.contract import ModelMetadata, load_metadata
-from service.errors import ApiError
+from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
 from service.metrics import PREDICTIONS
 from service.middleware import V1Middleware
 from service.runtime import OnnxModel, discover, load_model, providers, warm_up
 from service.schemas import (
+    MODEL_NAME,
     BatchingInfo,
     ClassifyImagesRequest,
     ClassifyImagesResponse,
@@ -144,60 +145,54 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-# ---- GET routes (and the upload form) live in a Starlette app mounted at /v1 -----------------------
+# ---- GET routes and the upload form live in a FastAPI app mounted at /v1 ----------------------------
+# (@bentoml.api routes are POST-only with JSON or BentoML's multipart parsing; BentoML merges a mounted
+# FastAPI app's routes into its OpenAPI document, so these are documented like the others.)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 429, 503, 504)
+}
 
 
-async def _list_models(request: Request) -> Response:
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return Response(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+v1_app = FastAPI(
+    title="nnserve /v1", docs_url=None, redoc_url=None, openapi_url=None, exception_handlers={ApiError: _api_error}
+)
+
+
+@v1_app.get("/models", response_model=ListModelsResponse, responses=_ERRORS)
+async def list_models() -> Response:
+    """Model cards of every served model: metadata plus runtime state."""
     svc: NNServe = bentoml.get_current_service()
     return _json(ListModelsResponse(models=await svc.model_cards()))
 
 
-async def _get_model(request: Request) -> Response:
+@v1_app.get("/models/{name}", response_model=ModelCard, responses=_ERRORS)
+async def get_model(name: Annotated[str, PathParam(max_length=64)]) -> Response:
+    """One model's card."""
     svc: NNServe = bentoml.get_current_service()
-    name = request.path_params["name"]
-    try:
-        svc.metadata(name)
-        cards = await svc.model_cards()
-    except ApiError as e:
-        return Response(e.body(), status_code=e.status, headers=e.headers())
-    return _json(next(c for c in cards if c.name == name))
+    svc.metadata(name)  # 404 envelope for an unknown name
+    return _json(next(c for c in await svc.model_cards() if c.name == name))
 
 
-async def _classify_upload(request: Request) -> Response:
-    """multipart/form-data: ``image`` (a file part), optional ``model`` and ``top_k``.
+@v1_app.post("/classify/upload", response_model=ClassifyImagesResponse, responses=_ERRORS)
+async def classify_upload(
+    image: Annotated[UploadFile, File(description="a PNG or JPEG file part")],
+    model: Annotated[str, Form(pattern=MODEL_NAME)] = "mnist-cnn",
+    top_k: Annotated[int, Form(ge=1, le=100)] = 3,
+) -> Response:
+    """Classify one uploaded image (multipart/form-data).
 
-    Parsed here with Starlette rather than by BentoML's multipart input, which would download a URL given
-    as the value of a file field: uploads are the only way an image gets in.
+    Only real file parts are accepted: this route is parsed by FastAPI, not by BentoML's multipart input,
+    which would download a URL given as the value of a file field.
     """
     svc: NNServe = bentoml.get_current_service()
-    try:
-        async with request.form(max_files=1, max_fields=8, max_part_size=S.max_image_bytes) as form:
-            image = form.get("image")
-            if image is None or isinstance(image, str):
-                raise ApiError(
-                    "invalid_request",
-                    "form field 'image' must be an uploaded file",
-                    [{"loc": "image", "msg": "missing file part"}],
-                )
-            data = await image.read(S.max_image_bytes + 1)
-            req = ClassifyImagesRequest.model_validate(
-                {"model": form.get("model") or "mnist-cnn", "images": ["-"], "top_k": form.get("top_k") or 3}
-            )
-        return _json(await svc.classify_blobs(req.model, [data], req.top_k))
-    except ApiError as e:
-        return Response(e.body(), status_code=e.status, headers=e.headers())
-    except ValueError as e:  # pydantic ValidationError and Starlette's MultiPartException subclass ValueError
-        err = ApiError("invalid_request", f"invalid form: {e}".splitlines()[0])
-        return Response(err.body(), status_code=err.status, headers=err.headers())
-
-
-v1_app = Starlette(
-    routes=[
-        Route("/models", _list_models, methods=["GET"]),
-        Route("/models/{name}", _get_model, methods=["GET"]),
-        Route("/classify/upload", _classify_upload, methods=["POST"]),
-    ]
-)
+    data = await image.read(S.max_image_bytes + 1)
+    return _json(await svc.classify_blobs(model, [data], top_k))
 
 
 @bentoml.asgi_app(v1_app, path="/v1")

@@ -88,9 +88,12 @@ def test_model_cards(client):
     assert_envelope(client.get("/v1/models/nope"), 404, "model_not_found")
 
 
-def test_openapi_documents_classify(client):
+def test_openapi_documents_every_v1_route(client):
     doc = client.get("/docs.json").json()
-    assert "/v1/classify" in doc["paths"]
+    for path in ("/v1/classify", "/v1/classify/upload", "/v1/models", "/v1/models/{name}"):
+        assert path in doc["paths"], sorted(doc["paths"])
+    upload = doc["paths"]["/v1/classify/upload"]["post"]
+    assert "multipart/form-data" in upload["requestBody"]["content"]
 
 
 # ---- predictions ------------------------------------------------------------------------------------
