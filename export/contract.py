@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
+from export.text import PAD_ID, UNK_ID, VOCAB_FILE, TokenizerConfig
+
 SCHEMA_VERSION = 1
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "model.json"
@@ -44,6 +46,19 @@ class ImagePreprocessing(BaseModel):
         description="how an image of another size is fitted: 'resize' stretches, 'contain' keeps the aspect "
         "ratio and pads, 'digit' scales the ink's bounding box into a 20/28 box centred by mass (MNIST)"
     )
+
+
+class TextPreprocessing(BaseModel):
+    """How raw text becomes token ids (see ``export.text``); the vocabulary is a file beside the graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: TokenizerConfig
+    vocab_file: str = VOCAB_FILE
+    vocab_sha256: str
+    vocab_size: int
+    pad_id: int = PAD_ID
+    unk_id: int = UNK_ID
 
 
 class TensorSpec(BaseModel):
@@ -70,6 +85,7 @@ class Parity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_sizes: list[int]
+    seq_lens: list[int] = Field(default_factory=list, description="text models: sequence lengths checked")
     max_abs_diff: float
     rtol: float
     atol: float
@@ -83,11 +99,11 @@ class ModelMetadata(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str
     version: str
-    task: Literal["image-classification"]
+    task: Literal["image-classification", "text-classification"]
     architecture: str = Field(description="registry name of the nn.Module")
-    architecture_config: dict[str, int | float | str | list[int]]
+    architecture_config: dict[str, bool | int | float | str | list[int]]
     labels: list[str]
-    preprocessing: ImagePreprocessing
+    preprocessing: ImagePreprocessing | TextPreprocessing
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     opset: int
@@ -100,6 +116,16 @@ class ModelMetadata(BaseModel):
     source_commit: str
     torch_version: str
     parity: Parity
+
+    def image_preprocessing(self) -> ImagePreprocessing:
+        if not isinstance(self.preprocessing, ImagePreprocessing):
+            raise TypeError(f"{self.name} is a {self.task} model, not an image model")
+        return self.preprocessing
+
+    def text_preprocessing(self) -> TextPreprocessing:
+        if not isinstance(self.preprocessing, TextPreprocessing):
+            raise TypeError(f"{self.name} is a {self.task} model, not a text model")
+        return self.preprocessing
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

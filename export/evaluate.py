@@ -27,7 +27,7 @@ from training.data import read_idx, stratified_split
 def predict(model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int = 500) -> np.ndarray:
     """uint8 images (N, H, W) or (N, C, H, W) -> predicted label indices, preprocessed as the service does."""
     sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-    pre = meta.preprocessing
+    pre = meta.image_preprocessing()
     preds = []
     for i in range(0, len(images), batch):
         chunk = images[i : i + batch]

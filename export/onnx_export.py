@@ -1,10 +1,18 @@
-"""Checkpoint -> model.onnx + model.json, with strict torch/onnxruntime parity."""
+"""Checkpoint -> model.onnx + model.json (+ vocab.json for text), with strict torch/onnxruntime parity.
+
+Each task family contributes an ``ExportSpec``: example inputs, dynamic axes, the parity cases and the
+preprocessing record. Everything else (export, checker, parity, metadata, hashes) is shared.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +30,33 @@ from export.contract import (
     ModelMetadata,
     Parity,
     TensorSpec,
+    TextPreprocessing,
     normalize,
     sha256_file,
 )
+from export.text import VOCAB_FILE, TokenizerConfig, Vocab
 
 log = logging.getLogger(__name__)
 
 RTOL, ATOL = 1e-4, 1e-5
 PARITY_BATCHES = (1, 8)
+PARITY_SEQ_LENS = (7, 64)
+MAX_BATCH, MAX_SEQ = 4096, 100_000
 
 
 class ParityError(AssertionError):
     pass
+
+
+@dataclass
+class ExportSpec:
+    example: tuple[torch.Tensor, ...]
+    inputs: list[TensorSpec]
+    dynamic_shapes: dict[str, dict[int, Any]]
+    parity_cases: list[tuple[np.ndarray, ...]]
+    preprocessing: ImagePreprocessing | TextPreprocessing
+    seq_lens: list[int] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # written beside model.onnx
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -48,6 +71,122 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
     return ckpt, model.eval()
 
 
+def parity_inputs(pre: ImagePreprocessing, n: int, seed: int = 0) -> np.ndarray:
+    """Deterministic pseudo-images in the model's input convention: blobs of ink on a dark field."""
+    rng = np.random.default_rng(seed)
+    h, w = pre.input_size
+    pixels = rng.integers(0, 256, size=(n, pre.channels, h, w), dtype=np.uint8)
+    pixels[rng.random(pixels.shape) < 0.7] = 0  # mostly background, like real digits and garments
+    return normalize(pixels, pre)
+
+
+def token_inputs(vocab_size: int, batch: int, seq_len: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic right-padded id batches; the first row always fills ``seq_len``."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, seq_len + 1, size=batch).astype(np.int64)
+    lengths[0] = seq_len
+    ids = rng.integers(2, vocab_size, size=(batch, seq_len)).astype(np.int64)
+    ids[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
+    return ids, lengths
+
+
+def image_spec(ckpt: dict[str, Any]) -> ExportSpec:
+    pre = ImagePreprocessing.model_validate(ckpt["preprocessing"])
+    c, (h, w) = pre.channels, pre.input_size
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    return ExportSpec(
+        example=(torch.from_numpy(parity_inputs(pre, 2)),),
+        inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, c, h, w])],
+        dynamic_shapes={"x": {0: batch}},
+        parity_cases=[(parity_inputs(pre, n, seed=n),) for n in PARITY_BATCHES],
+        preprocessing=pre,
+    )
+
+
+def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
+    vocab = Vocab(ckpt["vocab"])
+    vocab_bytes = (json.dumps(vocab.itos, ensure_ascii=False) + "\n").encode("utf-8")
+    pre = TextPreprocessing(
+        tokenizer=TokenizerConfig.model_validate(ckpt["tokenizer"]),
+        vocab_sha256=hashlib.sha256(vocab_bytes).hexdigest(),
+        vocab_size=len(vocab),
+    )
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    seq = torch.export.Dim("seq", min=1, max=MAX_SEQ)
+    ids, lengths = token_inputs(len(vocab), 2, 16)
+    cases: list[tuple[np.ndarray, ...]] = [
+        token_inputs(len(vocab), b, t, seed=b * 100 + t) for b in PARITY_BATCHES for t in PARITY_SEQ_LENS
+    ]
+    return ExportSpec(
+        example=(torch.from_numpy(ids), torch.from_numpy(lengths)),
+        inputs=[
+            TensorSpec(name="ids", dtype="int64", shape=[-1, -1]),
+            TensorSpec(name="lengths", dtype="int64", shape=[-1]),
+        ],
+        dynamic_shapes={"ids": {0: batch, 1: seq}, "lengths": {0: batch}},
+        parity_cases=cases,
+        preprocessing=pre,
+        seq_lens=list(PARITY_SEQ_LENS),
+        files={VOCAB_FILE: vocab_bytes},
+    )
+
+
+SPECS: dict[str, Callable[[dict[str, Any]], ExportSpec]] = {
+    "image-classification": image_spec,
+    "text-classification": text_spec,
+}
+
+
+def _clear_recurrent_dispatch_caches() -> None:
+    """Make every export in a process trace aten.lstm / gru / rnn_* as single ops, like the first one.
+
+    Tracing the first recurrent model fills these ops' dispatch caches with the Python decompositions
+    (``torch._decomp``) that unroll the recurrence over time; a later trace in the same process then
+    specialises the dynamic sequence axis to the example's length. Emptying the caches before each
+    export restores the first export's behaviour (ONNX LSTM/GRU/RNN nodes over a dynamic axis).
+    """
+    for name in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        for overload in ("input", "data"):
+            op = getattr(getattr(torch.ops.aten, name), overload, None)
+            if op is not None:
+                op._dispatch_cache.clear()
+
+
+def to_onnx(model: torch.nn.Module, spec: ExportSpec, opset: int) -> bytes:
+    """Export with dynamic axes; output 'logits' (B, K)."""
+    _clear_recurrent_dispatch_caches()
+    prog = torch.onnx.export(
+        model,
+        spec.example,
+        input_names=[t.name for t in spec.inputs],
+        output_names=["logits"],
+        opset_version=opset,
+        dynamic_shapes=spec.dynamic_shapes,
+        dynamo=True,
+        optimize=True,
+        verbose=False,
+    )
+    assert prog is not None
+    return prog.model_proto.SerializeToString()
+
+
+def check_parity(model: torch.nn.Module, session: ort.InferenceSession, spec: ExportSpec) -> float:
+    """Compare torch and onnxruntime on every parity case; raise ParityError beyond rtol/atol."""
+    worst = 0.0
+    names = [t.name for t in spec.inputs]
+    for case in spec.parity_cases:
+        with torch.no_grad():
+            expected = model(*(torch.from_numpy(a) for a in case)).numpy()
+        (got,) = session.run(["logits"], dict(zip(names, case, strict=True)))
+        worst = max(worst, float(np.abs(got - expected).max()))
+        try:
+            np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+        except AssertionError as e:
+            shape = "x".join(str(d) for d in case[0].shape)
+            raise ParityError(f"onnxruntime differs from torch at batch {case[0].shape[0]} ({shape}): {e}") from None
+    return worst
+
+
 def _source_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -59,94 +198,39 @@ def _source_commit() -> str:
         return "unknown"
 
 
-def to_onnx(model: torch.nn.Module, example: torch.Tensor, opset: int) -> bytes:
-    """Export with a dynamic batch axis; input 'input' (B, C, H, W) -> output 'logits' (B, K)."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    prog = torch.onnx.export(
-        model,
-        (example,),
-        input_names=["input"],
-        output_names=["logits"],
-        opset_version=opset,
-        dynamic_shapes={"x": {0: batch}},
-        dynamo=True,
-        optimize=True,
-        verbose=False,
-    )
-    assert prog is not None
-    return prog.model_proto.SerializeToString()
-
-
-def parity_inputs(pre: ImagePreprocessing, n: int, seed: int = 0) -> np.ndarray:
-    """Deterministic pseudo-images in the model's input convention: blobs of ink on a dark field."""
-    rng = np.random.default_rng(seed)
-    h, w = pre.input_size
-    pixels = rng.integers(0, 256, size=(n, pre.channels, h, w), dtype=np.uint8)
-    pixels[rng.random(pixels.shape) < 0.7] = 0  # mostly background, like real digits and garments
-    return normalize(pixels, pre)
-
-
-def check_parity(model: torch.nn.Module, session: ort.InferenceSession, pre: ImagePreprocessing) -> float:
-    """Compare torch and onnxruntime at batch 1 and batch 8; raise ParityError beyond rtol/atol."""
-    worst = 0.0
-    for n in PARITY_BATCHES:
-        x = parity_inputs(pre, n, seed=n)
-        with torch.no_grad():
-            expected = model(torch.from_numpy(x)).numpy()
-        (got,) = session.run(["logits"], {"input": x})
-        worst = max(worst, float(np.abs(got - expected).max()))
-        try:
-            np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-        except AssertionError as e:
-            raise ParityError(f"onnxruntime differs from torch at batch {n}: {e}") from None
-    return worst
-
-
 def export_checkpoint(
     ckpt_path: str | Path, out_dir: str | Path, *, name: str, version: str = "1", opset: int = 18
 ) -> ModelMetadata:
     ckpt, model = load_checkpoint(ckpt_path)
-    pre = ImagePreprocessing.model_validate(ckpt["preprocessing"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    example = torch.from_numpy(parity_inputs(pre, 2))
-    onnx_bytes = to_onnx(model, example, opset)
+    family = ckpt.get("family", "image-classification")
+    spec = SPECS[family](ckpt)
+    onnx_bytes = to_onnx(model, spec, opset)
     graph = onnx.load_from_string(onnx_bytes)
     onnx.checker.check_model(graph, full_check=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-    worst = check_parity(model, session, pre)  # raises before anything is written
+    worst = check_parity(model, session, spec)  # raises before anything is written
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / ONNX_FILE
     onnx_path.write_bytes(onnx_bytes)
+    for fname, data in spec.files.items():
+        (out / fname).write_bytes(data)
     m = ckpt["metrics"]
-    c, (h, w), k = pre.channels, pre.input_size, len(ckpt["labels"])
     meta = ModelMetadata(
         name=name,
         version=version,
-        task="image-classification",
+        task=family,
         architecture=ckpt["model_name"],
-        architecture_config={k_: (list(v) if isinstance(v, tuple) else v) for k_, v in ckpt["model_config"].items()},
+        architecture_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["model_config"].items()},
         labels=ckpt["labels"],
-        preprocessing=pre,
-        inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, c, h, w])],
-        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, k])],
+        preprocessing=spec.preprocessing,
+        inputs=spec.inputs,
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
         opset=max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
-        metrics={
-            key: float(m[key])
-            for key in (
-                "accuracy",
-                "error_rate",
-                "val_loss",
-                "best_epoch",
-                "epochs_run",
-                "train_seconds",
-                "n_train",
-                "n_val",
-            )
-        },
+        metrics={k: float(v) for k, v in m.items() if isinstance(v, int | float)},
         class_metrics={str(lbl): float(v) for lbl, v in m["per_class_accuracy"].items()},
         dataset=DatasetInfo.model_validate(ckpt["dataset"]),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -154,7 +238,9 @@ def export_checkpoint(
         checkpoint_sha256=sha256_file(ckpt_path),
         source_commit=_source_commit(),
         torch_version=str(ckpt["torch_version"]),
-        parity=Parity(batch_sizes=list(PARITY_BATCHES), max_abs_diff=worst, rtol=RTOL, atol=ATOL),
+        parity=Parity(
+            batch_sizes=list(PARITY_BATCHES), seq_lens=spec.seq_lens, max_abs_diff=worst, rtol=RTOL, atol=ATOL
+        ),
     )
     (out / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
     log.info("exported %s (%d bytes, opset %d), parity max |diff| %.2e", out, len(onnx_bytes), meta.opset, worst)

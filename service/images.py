@@ -33,7 +33,8 @@ def to_input(data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, ma
         )
     try:
         img = decode_image(data, max_pixels=max_pixels)
-        x = normalize(prepare_image(img, meta.preprocessing), meta.preprocessing)
+        pre = meta.image_preprocessing()
+        x = normalize(prepare_image(img, pre), pre)
     except ImageError as e:
         raise ApiError(e.code, f"images[{index}]: {e}", [{"index": index}]) from None
     PREPROCESS_SECONDS.labels(meta.name).observe(time.perf_counter() - t0)

@@ -18,3 +18,9 @@ BATCH_SIZE = Histogram(
 )
 PREDICTIONS = Counter("nnserve_predictions_total", "top-1 predictions per label", ["model", "label"])
 ERRORS = Counter("nnserve_errors_total", "/v1 failures by endpoint and error code", ["endpoint", "code"])
+TOKENS = Histogram(
+    "nnserve_text_tokens",
+    "tokens per text after tokenisation (before truncation)",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+)

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from export.contract import METADATA_FILE, ONNX_FILE, ModelMetadata, load_metadata, sha256_file
+from export.text import Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS
 from service.settings import Settings
 
@@ -37,25 +38,29 @@ class OnnxModel:
     def name(self) -> str:
         return self.meta.name
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """(B, ...) float32 -> (B, K) logits."""
+    def run(self, *inputs: np.ndarray) -> np.ndarray:
+        """Input arrays in the order of ``meta.inputs``, batch first -> (B, K) logits."""
         t0 = time.perf_counter()
-        (out,) = self.session.run([self.meta.outputs[0].name], {self.meta.inputs[0].name: x})
+        feed = {spec.name: x for spec, x in zip(self.meta.inputs, inputs, strict=True)}
+        (out,) = self.session.run([self.meta.outputs[0].name], feed)
         INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
-        BATCH_SIZE.labels(self.name).observe(len(x))
+        BATCH_SIZE.labels(self.name).observe(len(inputs[0]))
         return out
 
 
+def _dims(shape: list) -> list[int]:
+    """onnxruntime reports dynamic axes by name (or None): -1, as model.json writes them."""
+    return [d if isinstance(d, int) else -1 for d in shape]
+
+
 def _check_schema(meta: ModelMetadata, session: ort.InferenceSession, onnx_path: Path) -> None:
-    got_in = [(i.name, i.shape[1:]) for i in session.get_inputs()]
-    got_out = [(o.name, o.shape[1:]) for o in session.get_outputs()]
-    want_in = [(t.name, t.shape[1:]) for t in meta.inputs]
-    want_out = [(t.name, t.shape[1:]) for t in meta.outputs]
-    if got_in != want_in or got_out != want_out:
-        raise ArtifactError(
-            f"{onnx_path}: graph inputs/outputs {got_in} -> {got_out} do not match "
-            f"{METADATA_FILE} {want_in} -> {want_out}"
-        )
+    got = (
+        [(i.name, _dims(i.shape)) for i in session.get_inputs()],
+        [(o.name, _dims(o.shape)) for o in session.get_outputs()],
+    )
+    want = ([(t.name, t.shape) for t in meta.inputs], [(t.name, t.shape) for t in meta.outputs])
+    if got != want:
+        raise ArtifactError(f"{onnx_path}: graph inputs/outputs {got} do not match {METADATA_FILE} {want}")
 
 
 def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
@@ -90,7 +95,33 @@ def discover(settings: Settings) -> list[Path]:
 
 
 def warm_up(model: OnnxModel) -> None:
-    shape = [1 if d == -1 else d for d in model.meta.inputs[0].shape]
-    out = model.session.run(None, {model.meta.inputs[0].name: np.zeros(shape, dtype=np.float32)})[0]
+    """One inference on a minimal input of the right dtypes; non-finite outputs mean a broken artifact."""
+    feed = {}
+    for spec in model.meta.inputs:
+        shape = [1 if d == -1 else d for d in spec.shape]
+        feed[spec.name] = np.zeros(shape, np.float32) if spec.dtype == "float32" else np.ones(shape, np.int64)
+    out = model.session.run(None, feed)[0]
     if not np.isfinite(out).all():
         raise ArtifactError(f"{model.path}: warm-up inference produced non-finite outputs")
+
+
+def load_family(task: str, settings: Settings) -> dict[str, OnnxModel]:
+    """Load and warm up every artifact of one task family; a bad artifact raises ArtifactError."""
+    loaded: dict[str, OnnxModel] = {}
+    for path in discover(settings):
+        if load_metadata(path).task != task:
+            continue
+        model = load_model(path, settings)
+        warm_up(model)
+        loaded[model.name] = model
+        log.info("loaded %s (%s) from %s", model.name, model.meta.architecture, path)
+    return loaded
+
+
+def load_vocab(model_dir: Path, meta: ModelMetadata) -> Vocab:
+    """A text model's vocabulary, checked against the sha256 its metadata records."""
+    pre = meta.text_preprocessing()
+    path = model_dir / pre.vocab_file
+    if not path.is_file() or sha256_file(path) != pre.vocab_sha256:
+        raise ArtifactError(f"{path}: missing, or its sha256 does not match vocab_sha256 in {METADATA_FILE}")
+    return Vocab.load(path)

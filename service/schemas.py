@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from export.contract import ImagePreprocessing, TensorSpec
+from export.contract import ImagePreprocessing, TensorSpec, TextPreprocessing
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -54,7 +56,7 @@ class ModelCard(BaseModel):
     task: str
     architecture: str
     labels: list[str]
-    preprocessing: ImagePreprocessing
+    preprocessing: ImagePreprocessing | TextPreprocessing
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     opset: int
@@ -71,3 +73,28 @@ class ModelCard(BaseModel):
 
 class ListModelsResponse(BaseModel):
     models: list[ModelCard]
+
+
+class AnalyzeSentimentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("sst2-lstm", pattern=MODEL_NAME, description="a served text-classification model")
+    texts: list[Annotated[str, Field(max_length=10_000)]] = Field(
+        min_length=1, max_length=64, description="1-64 texts of at most 10,000 characters each"
+    )
+
+
+class SentimentPrediction(BaseModel):
+    label: str
+    score: float = Field(ge=0, le=1, description="probability of the predicted label")
+    probs: dict[str, float] = Field(description="probability of every label")
+    tokens: int = Field(ge=1, description="tokens the model read (after truncation)")
+    truncated: bool = Field(description="the text was longer than the model's max_len tokens")
+
+
+class AnalyzeSentimentResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    version: str
+    predictions: list[SentimentPrediction] = Field(description="one per input text, in input order")

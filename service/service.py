@@ -1,8 +1,8 @@
-"""BentoML 1.4 services: ``ImageModels`` (onnxruntime, adaptive batching) behind ``NNServe`` (the /v1 API).
+"""The public API service ``NNServe``: typed /v1 endpoints over the per-family model services.
 
-    client ─HTTP─► NNServe (API worker)                         ImageModels (model worker)
-                   decode + preprocess (export.contract)  ──►   @bentoml.api(batchable=True) infer()
-                   softmax, top-k, envelope, metrics      ◄──   one onnxruntime run per model per batch
+    client ─HTTP─► NNServe (API worker)                         ImageModels / TextModels (model workers)
+                   decode, tokenize, validate (export/)   ──►   @bentoml.api(batchable=True) infer()
+                   softmax, top-k, envelope, metrics      ◄──   one onnxruntime run per model (per bucket)
 
 Serve with ``bentoml serve service.service:NNServe``. Settings come from ``NNSERVE_*`` variables
 (service/settings.py); they are read when this module is imported because BentoML takes its service
@@ -19,7 +19,6 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
-from bentoml.validators import TensorSchema
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi import Path as PathParam
 from pydantic import BaseModel
@@ -27,13 +26,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from export.contract import ModelMetadata, load_metadata
+from export.text import Vocab, encode_text
 from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
-from service.metrics import PREDICTIONS
+from service.metrics import PREDICTIONS, TOKENS
 from service.middleware import V1Middleware
-from service.runtime import OnnxModel, discover, load_model, providers, warm_up
+from service.model_services import ImageItem, ImageModels, TextItem, TextModels
+from service.runtime import discover, load_vocab, providers
 from service.schemas import (
     MODEL_NAME,
+    AnalyzeSentimentRequest,
+    AnalyzeSentimentResponse,
     BatchingInfo,
     ClassifyImagesRequest,
     ClassifyImagesResponse,
@@ -41,81 +44,12 @@ from service.schemas import (
     ListModelsResponse,
     ModelCard,
     Prediction,
+    SentimentPrediction,
 )
 from service.settings import get_settings
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 S = get_settings()
-_NO_ACCESS_LOG = {"access": {"enabled": False}}  # a log line per request costs ~16 % of CPU (PERF-NOTES)
-
-Float32 = Annotated[np.ndarray, TensorSchema("numpy-array", dtype="float32")]
-
-
-class InferItem(BaseModel):
-    """One input row for the model service: which model, and its preprocessed tensor (C, H, W)."""
-
-    model: str
-    x: Float32
-
-
-class InferResult(BaseModel):
-    logits: Float32
-
-
-class ModelState(BaseModel):
-    name: str
-    providers: list[str]
-
-
-class ModelServiceState(BaseModel):
-    models: list[ModelState]
-
-
-@bentoml.service(
-    name="nnserve-image-models",
-    workers=S.model_workers,
-    logging=_NO_ACCESS_LOG,
-    traffic={"timeout": S.request_timeout_s},
-    # BentoML's client to this service recycles its connection every 100 requests by default and fails
-    # the calls in flight on it (sporadic 500s under load); keep one connection for the worker's life.
-    runner_connection={"max_requests": 1_000_000_000, "max_age": 1e9},
-)
-class ImageModels:
-    """Holds one onnxruntime session per image-classification artifact; batches across requests."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, OnnxModel] = {}
-        for path in discover(S):
-            model = load_model(path, S)  # ArtifactError names the bad file and stops start-up
-            if model.meta.task != "image-classification":
-                continue
-            warm_up(model)
-            self.models[model.name] = model
-            log.info("loaded %s (%s) from %s", model.name, model.meta.architecture, path)
-        self.ready = True
-
-    def __is_ready__(self) -> bool:
-        return self.ready
-
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
-    def infer(self, items: list[InferItem]) -> list[InferResult]:
-        """A batch of rows, possibly for several models: one onnxruntime run per model, rows in order."""
-        out: list[InferResult | None] = [None] * len(items)
-        by_model: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            by_model.setdefault(item.model, []).append(i)
-        for name, rows in by_model.items():
-            logits = self.models[name].run(np.stack([items[i].x for i in rows]))
-            for i, row in zip(rows, logits, strict=True):
-                out[i] = InferResult(logits=row)
-        return [r for r in out if r is not None]
-
-    @bentoml.api
-    def state(self) -> ModelServiceState:
-        return ModelServiceState(
-            models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in self.models.items()]
-        )
-
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -199,7 +133,7 @@ async def classify_upload(
 @bentoml.service(
     name="nnserve",
     workers=S.api_workers,
-    logging=_NO_ACCESS_LOG,
+    logging={"access": {"enabled": False}},  # a log line per request costs ~16 % of CPU (PERF-NOTES)
     # a backstop only: V1Middleware enforces the real timeout and concurrency limit with the envelope
     traffic={"timeout": S.request_timeout_s + 5},
 )
@@ -207,30 +141,35 @@ class NNServe:
     """The public API: typed /v1 endpoints, model cards, BentoML's /livez, /readyz and /metrics."""
 
     image_models = bentoml.depends(ImageModels)
+    text_models = bentoml.depends(TextModels)
 
     def __init__(self) -> None:
         self.catalog: dict[str, ModelMetadata] = {}
+        self.vocabs: dict[str, Vocab] = {}
         for path in discover(S):
             meta = load_metadata(path)
-            if meta.task == "image-classification":
-                self.catalog[meta.name] = meta
+            self.catalog[meta.name] = meta
+            if meta.task == "text-classification":
+                self.vocabs[meta.name] = load_vocab(path, meta)
         log.info("serving %s", ", ".join(sorted(self.catalog)) or "no models")
 
-    def metadata(self, name: str) -> ModelMetadata:
-        try:
-            return self.catalog[name]
-        except KeyError:
-            raise ApiError(
-                "model_not_found", f"model {name!r} is not served", [{"available": sorted(self.catalog)}]
-            ) from None
+    def metadata(self, name: str, task: str | None = None) -> ModelMetadata:
+        meta = self.catalog.get(name)
+        if meta is None or (task is not None and meta.task != task):
+            available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
+            kind = f"{task} model" if task else "model"
+            raise ApiError("model_not_found", f"no {kind} named {name!r} is served", [{"available": available}])
+        return meta
 
     async def model_cards(self) -> list[ModelCard]:
-        try:
-            state = await self.image_models.to_async.state()
-            runtime = {m.name: m.providers for m in state.models}
-        except BentoMLException:
-            runtime = {}
-        batching = BatchingInfo(max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+        runtime: dict[str, list[str]] = {}
+        for family in (self.image_models, self.text_models):
+            try:
+                state = await family.to_async.state()
+            except BentoMLException:
+                continue
+            runtime.update({m.name: m.providers for m in state.models})
+        batch = {"image-classification": S.max_batch_size, "text-classification": S.text_max_batch_size}
         return [
             ModelCard(
                 name=m.name,
@@ -250,30 +189,34 @@ class NNServe:
                 source_commit=m.source_commit,
                 ready=m.name in runtime,
                 providers=runtime.get(m.name, providers()),
-                batching=batching,
+                batching=BatchingInfo(max_batch_size=batch[m.task], max_latency_ms=S.max_latency_ms),
             )
             for m in self.catalog.values()
         ]
 
+    @staticmethod
+    async def _infer(family: Any, items: list[Any], model: str) -> np.ndarray:
+        """Rows to a model service (batched there with other requests') -> softmax probabilities (N, K)."""
+        try:
+            results = await family.to_async.infer(items)
+        except BentoMLException as e:
+            if int(getattr(e, "error_code", 500)) in (429, 503):
+                raise ApiError("overloaded", "the model service is overloaded; retry later", retry_after=1) from None
+            log.exception("inference failed for %s", model)
+            raise ApiError("internal_error", "inference failed") from None
+        return _softmax(np.stack([r.logits for r in results]))
+
     async def classify_blobs(self, model: str, blobs: list[bytes], top_k: int) -> ClassifyImagesResponse:
-        meta = self.metadata(model)
+        meta = self.metadata(model, "image-classification")
         if len(blobs) > S.max_images:
             raise ApiError("invalid_request", f"at most {S.max_images} images per request")
         items = [
-            InferItem(
+            ImageItem(
                 model=model, x=to_input(b, meta, index=i, max_bytes=S.max_image_bytes, max_pixels=S.max_image_pixels)
             )
             for i, b in enumerate(blobs)
         ]
-        try:
-            results = await self.image_models.to_async.infer(items)
-        except BentoMLException as e:
-            status = int(getattr(e, "error_code", 500))
-            if status in (429, 503):
-                raise ApiError("overloaded", "the model service is overloaded; retry later", retry_after=1) from None
-            log.exception("inference failed for %s", model)
-            raise ApiError("internal_error", "inference failed") from None
-        probs = _softmax(np.stack([r.logits for r in results]))
+        probs = await self._infer(self.image_models, items, model)
         k = min(top_k, len(meta.labels))
         predictions = []
         for p in probs:
@@ -298,6 +241,42 @@ class NNServe:
             raise ApiError("invalid_request", f"at most {S.max_images} images per request")
         blobs = [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]
         return _json(await self.classify_blobs(model, blobs, top_k))
+
+    @bentoml.api(route="/v1/sentiment", input_spec=AnalyzeSentimentRequest, output_spec=AnalyzeSentimentResponse)
+    @enveloped
+    async def sentiment(self, model: str, texts: list[str]) -> Response:
+        """Sentiment of 1-64 texts; texts over the model's max_len tokens are truncated and say so."""
+        meta = self.metadata(model, "text-classification")
+        pre = meta.text_preprocessing()
+        if len(texts) > S.max_texts:
+            raise ApiError("invalid_request", f"at most {S.max_texts} texts per request")
+        items, encoded = [], []
+        for i, text in enumerate(texts):
+            if len(text) > S.max_text_chars:
+                raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
+            if not text.strip():
+                raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
+            ids, n_tokens, truncated = encode_text(text, pre.tokenizer, self.vocabs[model])
+            if not ids:
+                raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
+            TOKENS.labels(model).observe(n_tokens)
+            items.append(TextItem(model=model, ids=np.asarray(ids, dtype=np.int64)))
+            encoded.append((len(ids), truncated))
+        probs = await self._infer(self.text_models, items, model)
+        predictions = []
+        for p, (n, truncated) in zip(probs, encoded, strict=True):
+            best = int(p.argmax())
+            PREDICTIONS.labels(model, meta.labels[best]).inc()
+            predictions.append(
+                SentimentPrediction(
+                    label=meta.labels[best],
+                    score=float(p[best]),
+                    probs={lbl: float(v) for lbl, v in zip(meta.labels, p, strict=True)},
+                    tokens=n,
+                    truncated=truncated,
+                )
+            )
+        return _json(AnalyzeSentimentResponse(model=model, version=meta.version, predictions=predictions))
 
 
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]

@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     models: list[str] = Field(default_factory=list, description="names to serve; empty: every model in model_dir")
 
     # adaptive batching in the model service (BentoML's defaults, 100 / 60000 ms, are never relied on)
-    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_batch_size: int = Field(64, ge=2, le=4096, description="image rows per batch")
+    text_max_batch_size: int = Field(128, ge=2, le=4096, description="texts per batch (the LSTM gains most)")
     max_latency_ms: int = Field(200, ge=1, description="the batcher's latency budget before it answers 503")
     model_workers: int = Field(1, ge=1)
     api_workers: int = Field(1, ge=1)
@@ -28,6 +29,8 @@ class Settings(BaseSettings):
     max_images: int = Field(64, ge=1, description="images per classification request")
     max_image_bytes: int = Field(8 << 20, ge=1, description="encoded bytes per image")
     max_image_pixels: int = Field(25_000_000, ge=1, description="width x height per image, read from the header")
+    max_texts: int = Field(64, ge=1, description="texts per sentiment request")
+    max_text_chars: int = Field(10_000, ge=1, description="characters per text")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
     request_timeout_s: int = Field(30, ge=1)
     max_concurrency: int = Field(256, ge=1, description="in-flight API requests (split among API workers) before 429")

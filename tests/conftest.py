@@ -29,12 +29,14 @@ def digits():
 
 @pytest.fixture(scope="session")
 def artifact_root(tmp_path_factory, digits) -> Path:
-    """Train two small classifiers on the digits for a few epochs and export them: a real model dir.
+    """Train small real models and export them into one model dir: two digit classifiers (scikit-learn's
+    digits) and a sentiment LSTM (the synthetic review corpus, max_len 24 so truncation is reachable).
 
-    ``digits-cnn`` reaches >90 % on held-out digits, so HTTP tests can check answers, not just shapes.
+    They learn their tasks, so HTTP tests can check answers, not just shapes.
     """
     from export.onnx_export import export_checkpoint
-    from training.loop import TrainConfig, train
+    from training.common import TrainConfig
+    from training.loop import train
 
     root = tmp_path_factory.mktemp("artifacts")
     runs = tmp_path_factory.mktemp("runs")
@@ -50,4 +52,48 @@ def artifact_root(tmp_path_factory, digits) -> Path:
         path = runs / f"{name}.pt"
         torch.save(ckpt, path)
         export_checkpoint(path, root / name, name=name)
+
+    from training.text_data import synthetic_sentiment
+    from training.text_loop import TextTrainConfig, train_text
+
+    cfg = TextTrainConfig(epochs=4, progress=False, threads=2, max_len=24, min_freq=1)
+    ckpt = train_text(synthetic_sentiment(), cfg, {"hidden_size": 32, "embed_dim": 32})
+    torch.save(ckpt, runs / "synthetic-lstm.pt")
+    export_checkpoint(runs / "synthetic-lstm.pt", root / "synthetic-lstm", name="synthetic-lstm")
     return root
+
+
+MAX_BODY = 3 << 20  # the shared server's body limit, small enough to test cheaply
+
+
+@pytest.fixture(scope="session")
+def server(artifact_root, tmp_path_factory):
+    """One real ``bentoml serve`` over the shared artifacts for every HTTP test module."""
+    from tests.server import Server
+
+    srv = Server(
+        artifact_root,
+        tmp_path_factory.mktemp("srv") / "serve.log",
+        NNSERVE_MAX_BODY_BYTES=str(MAX_BODY),
+        NNSERVE_MAX_LATENCY_MS="500",
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def assert_envelope(r, status: int, code: str) -> dict:
+    """The response is the /v1 error envelope with this status and code; returns its ``error``."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code, body
+    return body["error"]

@@ -7,38 +7,16 @@ import concurrent.futures as cf
 import io
 import re
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
 
 from export.contract import load_metadata, normalize, prepare_image
-from tests.conftest import png_bytes
-from tests.server import Server
+from tests.conftest import MAX_BODY, assert_envelope, png_bytes
 from tests.test_contract import huge_png_header
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-MAX_BODY = 3 << 20
-
-
-@pytest.fixture(scope="module")
-def server(artifact_root, tmp_path_factory):
-    srv = Server(
-        artifact_root,
-        tmp_path_factory.mktemp("srv") / "serve.log",
-        NNSERVE_MAX_BODY_BYTES=str(MAX_BODY),
-        NNSERVE_MAX_LATENCY_MS="500",
-    )
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
 
 
 def b64(data: bytes) -> str:
@@ -58,14 +36,6 @@ def classify(client, images, model="digits-cnn", top_k=3):
     return client.post("/v1/classify", json={"model": model, "images": images, "top_k": top_k})
 
 
-def assert_envelope(r, status, code):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == code, body
-    return body["error"]
-
-
 # ---- health, cards, docs ------------------------------------------------------------------------
 
 
@@ -78,7 +48,9 @@ def test_model_cards(client):
     r = client.get("/v1/models")
     assert r.status_code == 200
     cards = {c["name"]: c for c in r.json()["models"]}
-    assert set(cards) == {"digits-cnn", "digits-lenet5"}
+    assert set(cards) == {"digits-cnn", "digits-lenet5", "synthetic-lstm"}
+    assert cards["synthetic-lstm"]["task"] == "text-classification"
+    assert cards["synthetic-lstm"]["batching"]["max_batch_size"] == 128
     card = client.get("/v1/models/digits-cnn").json()
     assert card["ready"] is True and card["labels"] == [str(i) for i in range(10)]
     assert card["batching"] == {"max_batch_size": 64, "max_latency_ms": 500}

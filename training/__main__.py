@@ -4,6 +4,8 @@ Examples:
     python -m training cnn --data ../shared/data/mnist --out runs/mnist-cnn
     python -m training cnn --data ../shared/data/fashion-mnist --epochs 30 --out runs/fashion-cnn
     python -m training cnn --data my_photos/ --fit contain --out runs/my-cnn   # one sub-folder per class
+    python -m training rnn-classifier --data ../shared/data/sentiment/sst2/train.tsv --out runs/sst2-lstm
+    python -m training rnn-classifier --data reviews.csv --text-column review --label-column stars
     python -m training lenet5 --dry-run                                          # tiny data, one batch
 """
 
@@ -19,9 +21,13 @@ import torch
 
 import models
 from training.augment import PRESETS as AUGMENT_PRESETS
+from training.common import TrainConfig
 from training.data import PRESETS, load_idx_dataset, load_image_folder, load_sklearn_digits
-from training.loop import TrainConfig, train
+from training.loop import train
 from training.plots import plot_curves
+from training.text_data import PRESETS as TEXT_PRESETS
+from training.text_data import load_table, preset_for, synthetic_sentiment
+from training.text_loop import TextTrainConfig, train_text
 
 log = logging.getLogger("training")
 
@@ -46,15 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", choices=sorted(PRESETS), help="dataset preset (default: inferred from --data)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
-    d = TrainConfig()
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default=d.optimizer)
+    # shared flags default to None: the task's config (TrainConfig / TextTrainConfig) supplies the default
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 SGD / 3e-3 Adam)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=["onecycle", "cosine", "none"], default=d.schedule)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "none"], default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
     p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default=None, help="default: the dataset's")
     p.add_argument(
         "--fit",
@@ -64,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, default=None, help="input size for image folders (default 28)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image-folder channels (default 1)")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--split-seed", type=int, default=d.split_seed)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument(
         "--model-arg",
         action="append",
@@ -75,18 +81,80 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=JSON",
         help="architecture override, e.g. --model-arg 'channels=[16,32,64]'",
     )
+    t = TextTrainConfig()
+    text = p.add_argument_group("text models")
+    text.add_argument("--text-column", help="CSV/TSV column holding the text (default: the preset's)")
+    text.add_argument("--label-column", help="CSV/TSV column holding the label (default: the preset's)")
+    text.add_argument("--max-len", type=int, help="tokens kept per text (default: the preset's)")
+    text.add_argument("--min-freq", type=int, default=t.min_freq, help="vocabulary: minimum token count")
+    text.add_argument("--max-vocab", type=int, default=t.max_vocab, help="vocabulary: maximum size")
+    text.add_argument("--split", choices=["random", "sentences"], help="validation split (default: preset's)")
+    text.add_argument("--clip-grad", type=float, default=t.clip_grad, help="gradient-norm clipping")
     p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
+def _common(args: argparse.Namespace, defaults: TrainConfig) -> dict:
+    """CLI values for the fields every task shares; None means the task's default."""
+    given = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "schedule": args.schedule,
+        "label_smoothing": args.label_smoothing,
+        "patience": args.patience,
+        "val_fraction": args.val_fraction,
+        "split_seed": args.split_seed,
+        "seed": args.seed,
+        "threads": args.threads,
+        "dry_run": args.dry_run,
+        "progress": not args.no_progress and sys.stderr.isatty(),
+    }
+    return {k: (getattr(defaults, k) if v is None else v) for k, v in given.items()}
+
+
+def _train_text(args: argparse.Namespace) -> dict:
+    if (args.data in (None, "synthetic") and args.dry_run) or args.data == "synthetic":
+        ds = synthetic_sentiment()
+        preset = TEXT_PRESETS["csv"]
+    else:
+        name = preset_for(Path(args.data))
+        preset = TEXT_PRESETS[name]
+        ds = load_table(args.data, name=name, text_column=args.text_column, label_column=args.label_column)
+    cfg = TextTrainConfig(
+        **_common(args, TextTrainConfig()),
+        split=args.split or preset.split,
+        max_len=args.max_len or preset.max_len,
+        min_freq=args.min_freq,
+        max_vocab=args.max_vocab,
+        clip_grad=args.clip_grad,
+    )
+    log.info(
+        "training %s on %s (%d texts, %d classes) with %s",
+        args.model,
+        ds.name,
+        len(ds.labels),
+        len(ds.label_names),
+        cfg,
+    )
+    return train_text(ds, cfg, _parse_model_args(args.model_arg))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    text = models.get_entry(args.model).family == "text-classification"
+    return _write(_train_text(args) if text else _train_images(args), args)
+
+
+def _train_images(args: argparse.Namespace) -> dict:
     data = args.data or ("sklearn-digits" if args.dry_run else None)
     if data is None:
-        log.error("--data is required (or --dry-run)")
-        return 2
+        raise SystemExit("--data is required (or --dry-run)")
     if data == "sklearn-digits":
         name = "sklearn-digits"
     elif Path(data, "train-images-idx3-ubyte.gz").exists() or Path(data, "train-images-idx3-ubyte").exists():
@@ -118,24 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     pre["input_size"] = list(ds.images.shape[2:])
     pre["channels"] = int(ds.images.shape[1])
 
-    cfg = TrainConfig(
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        label_smoothing=args.label_smoothing,
-        patience=args.patience,
-        augment=args.augment or preset.augment,
-        val_fraction=args.val_fraction,
-        split_seed=args.split_seed,
-        seed=args.seed,
-        threads=args.threads,
-        dry_run=args.dry_run,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    cfg = TrainConfig(**_common(args, TrainConfig()), augment=args.augment or preset.augment)
     log.info(
         "training %s on %s (%d images, %d classes) with %s",
         args.model,
@@ -144,14 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         len(ds.label_names),
         cfg,
     )
-    ckpt = train(ds, cfg, _parse_model_args(args.model_arg), pre)
+    return train(ds, cfg, _parse_model_args(args.model_arg), pre)
 
+
+def _write(ckpt: dict, args: argparse.Namespace) -> int:
     out: Path = args.out or Path("runs") / args.model
     out.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out / "checkpoint.pt")
     metrics = {k: ckpt[k] for k in ("model_name", "model_config", "train_config", "dataset", "metrics", "history")}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(ckpt["history"], f"{args.model} on {ds.name}", out / "curves.png")
+    plot_curves(ckpt["history"], f"{args.model} on {ckpt['dataset']['name']}", out / "curves.png")
     m = ckpt["metrics"]
     log.info(
         "validation accuracy %.4f (error %.2f%%) at epoch %d; wrote %s",

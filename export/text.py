@@ -1,0 +1,90 @@
+"""Text contract (torch-free): the tokenizer and vocabulary shared by training, export and the service.
+
+Tokenisation follows the Penn Treebank conventions the SST-2 corpus was written in, so that users' raw
+text ("don't", "it's", “quotes”) produces the same tokens as the training phrases ("do n't", "it 's"):
+
+    "I didn't love it—it's <b>GREAT</b>!!"  ->  i did n't love it — it 's great ! !
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+VOCAB_FILE = "vocab.json"
+
+_HTML = re.compile(r"<[^>]{0,200}>")
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "‚": "'", "`": "'"})
+_NEGATION = re.compile(r"(?<=[^\W_])n't\b")  # don't -> do n't, can't -> ca n't (PTB)
+_CLITIC = re.compile(r"(?<=[^\W_])'(s|re|ve|ll|d|m)\b")  # it's -> it 's
+# a token: a clitic, a word (letters/digits, inner hyphens or apostrophes kept), or one other visible char
+_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[^\W_]+(?:[-'][^\W_]+)*|[^\w\s]|_", re.UNICODE)
+
+
+class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lowercase: bool = True
+    normalization: Literal["NFC", "NFD", "NFKC", "NFKD"] = Field("NFKC", description="Unicode normalisation first")
+    strip_html: bool = True
+    max_len: int = Field(64, ge=1, description="tokens kept per text; longer texts are truncated")
+
+
+def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
+    """Raw text of any Unicode -> PTB-style tokens (never raises; control characters are dropped)."""
+    text = unicodedata.normalize(cfg.normalization, text)
+    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)  # NUL, controls, NEL
+    if cfg.strip_html:
+        text = _HTML.sub(" ", text)
+    text = text.replace("``", '"').replace("''", '"').translate(_QUOTES)
+    if cfg.lowercase:
+        text = text.lower()
+    text = _NEGATION.sub(" n't", text)
+    text = _CLITIC.sub(r" '\1", text)
+    return _TOKEN.findall(text)
+
+
+class Vocab:
+    """Token <-> id with ``<pad>`` = 0 and ``<unk>`` = 1; built from training texts only."""
+
+    def __init__(self, itos: list[str]) -> None:
+        if itos[:2] != [PAD, UNK]:
+            raise ValueError("a vocabulary starts with <pad>, <unk>")
+        self.itos = itos
+        self.stoi = {t: i for i, t in enumerate(itos)}
+        if len(self.stoi) != len(itos):
+            raise ValueError("duplicate tokens in vocabulary")
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    @classmethod
+    def build(cls, token_lists: Iterable[list[str]], *, min_freq: int = 2, max_size: int = 30_000) -> Vocab:
+        counts = Counter(t for tokens in token_lists for t in tokens)
+        kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        return cls([PAD, UNK, *kept[: max_size - 2]])
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return [self.stoi.get(t, UNK_ID) for t in tokens]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.itos, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def encode_text(text: str, cfg: TokenizerConfig, vocab: Vocab) -> tuple[list[int], int, bool]:
+    """-> (ids of at most max_len tokens, tokens before truncation, truncated); no tokens gives no ids."""
+    tokens = tokenize(text, cfg)
+    return vocab.encode(tokens[: cfg.max_len]), len(tokens), len(tokens) > cfg.max_len

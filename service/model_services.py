@@ -1,0 +1,145 @@
+"""Model services: one BentoML service per task family, each holding its onnxruntime sessions.
+
+Only here does batching happen. Each family's ``infer`` is batchable: BentoML's adaptive batcher merges
+rows from concurrent requests (possibly for several models of the family); ``infer`` groups them by model
+and runs each group, returning one row per input row in input order. Pre/post-processing stays in the
+API service.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from bentoml.validators import TensorSchema
+from pydantic import BaseModel
+
+from export.text import PAD_ID
+from service.runtime import OnnxModel, load_family
+from service.settings import get_settings
+
+log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
+S = get_settings()  # BentoML takes service configuration at class definition
+
+Float32 = Annotated[np.ndarray, TensorSchema("numpy-array", dtype="float32")]
+Int64 = Annotated[np.ndarray, TensorSchema("numpy-array", dtype="int64")]
+
+SERVICE_CONFIG = {
+    "workers": S.model_workers,
+    "logging": {"access": {"enabled": False}},  # a log line per request costs ~16 % of CPU (PERF-NOTES)
+    "traffic": {"timeout": S.request_timeout_s},
+    # BentoML's client to a dependency recycles its connection every 100 requests by default and fails the
+    # calls in flight on it (sporadic 500s under load); keep one connection for the worker's life.
+    "runner_connection": {"max_requests": 1_000_000_000, "max_age": 1e9},
+}
+
+
+class ImageItem(BaseModel):
+    """One image row: which model, and its preprocessed tensor (C, H, W)."""
+
+    model: str
+    x: Float32
+
+
+class TextItem(BaseModel):
+    """One text row: which model, and its token ids (T,) (unpadded)."""
+
+    model: str
+    ids: Int64
+
+
+class InferResult(BaseModel):
+    logits: Float32
+
+
+class ModelState(BaseModel):
+    name: str
+    providers: list[str]
+
+
+class FamilyState(BaseModel):
+    models: list[ModelState]
+
+
+def group_by_model(names: list[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    return groups
+
+
+def length_buckets(lengths: list[int], max_ratio: float = 2.0) -> list[list[int]]:
+    """Row indices sorted by length and cut wherever the longest row would exceed ``max_ratio`` times the
+    shortest: padding stays under half of each run's work, and one run serves similar lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets and lengths[i] <= max_ratio * lengths[buckets[-1][0]]:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
+
+
+def _state(models: dict[str, OnnxModel]) -> FamilyState:
+    return FamilyState(models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in models.items()])
+
+
+@bentoml.service(name="nnserve-image-models", **SERVICE_CONFIG)
+class ImageModels:
+    """Image classifiers: float32 (B, C, H, W) -> logits (B, K)."""
+
+    def __init__(self) -> None:
+        self.models = load_family("image-classification", S)  # ArtifactError names the bad file
+
+    def __is_ready__(self) -> bool:
+        return True  # __init__ loaded and warmed up every model, or start-up failed
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def infer(self, items: list[ImageItem]) -> list[InferResult]:
+        out: list[InferResult] = [InferResult(logits=np.empty(0, np.float32))] * len(items)
+        for name, rows in group_by_model([it.model for it in items]).items():
+            logits = self.models[name].run(np.stack([items[i].x for i in rows]))
+            for i, row in zip(rows, logits, strict=True):
+                out[i] = InferResult(logits=row)
+        return out
+
+    @bentoml.api
+    def state(self) -> FamilyState:
+        return _state(self.models)
+
+
+@bentoml.service(name="nnserve-text-models", **SERVICE_CONFIG)
+class TextModels:
+    """Text classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K).
+
+    The recurrent models are padding-invariant (models/rnn.py), so a text's logits do not depend on the
+    bucket it is padded into or on the other texts of its batch.
+    """
+
+    def __init__(self) -> None:
+        self.models = load_family("text-classification", S)
+
+    def __is_ready__(self) -> bool:
+        return True
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.text_max_batch_size, max_latency_ms=S.max_latency_ms)
+    def infer(self, items: list[TextItem]) -> list[InferResult]:
+        out: list[InferResult] = [InferResult(logits=np.empty(0, np.float32))] * len(items)
+        for name, rows in group_by_model([it.model for it in items]).items():
+            lengths = [len(items[i].ids) for i in rows]
+            for bucket in length_buckets(lengths):
+                idx = [rows[j] for j in bucket]
+                lens = np.asarray([len(items[i].ids) for i in idx], dtype=np.int64)
+                ids = np.full((len(idx), int(lens.max())), PAD_ID, dtype=np.int64)
+                for r, i in enumerate(idx):
+                    ids[r, : lens[r]] = items[i].ids
+                for i, row in zip(idx, self.models[name].run(ids, lens), strict=True):
+                    out[i] = InferResult(logits=row)
+        return out
+
+    @bentoml.api
+    def state(self) -> FamilyState:
+        return _state(self.models)

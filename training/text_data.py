@@ -1,0 +1,148 @@
+"""Text datasets: SST-2 (GLUE TSV), IMDB (CSV) and users' own CSV/TSV files, with deterministic splits."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export.contract import sha256_file
+from export.text import TokenizerConfig, tokenize
+from training.data import stratified_split
+
+log = logging.getLogger(__name__)
+SENTIMENT_LABELS = ["negative", "positive"]
+
+
+@dataclass(frozen=True)
+class TextPreset:
+    text_column: str
+    label_column: str
+    labels: list[str] | None  # None: the sorted distinct values of the label column
+    split: str  # "random" | "sentences"
+    max_len: int
+
+
+PRESETS: dict[str, TextPreset] = {
+    "sst2": TextPreset("sentence", "label", SENTIMENT_LABELS, "sentences", 64),
+    "imdb": TextPreset("text", "label", SENTIMENT_LABELS, "random", 400),
+    "csv": TextPreset("text", "label", None, "random", 128),
+}
+
+
+@dataclass
+class TextDataset:
+    texts: list[str]
+    labels: np.ndarray  # (N,) int64
+    label_names: list[str]
+    name: str
+    source: str
+    sha256: dict[str, str] = field(default_factory=dict)
+
+
+def preset_for(path: Path) -> str:
+    lowered = str(path).lower()
+    return "sst2" if "sst" in lowered else "imdb" if "imdb" in lowered else "csv"
+
+
+def load_table(
+    path: str | Path, *, name: str, text_column: str | None = None, label_column: str | None = None
+) -> TextDataset:
+    """A CSV (RFC 4180) or TSV file with a header row; the delimiter follows the file suffix."""
+    path = Path(path)
+    preset = PRESETS[name]
+    text_col, label_col = text_column or preset.text_column, label_column or preset.label_column
+    csv.field_size_limit(sys.maxsize)
+    with open(path, encoding="utf-8", newline="") as f:
+        # SST-2's TSV is unquoted (no '"' anywhere); QUOTE_NONE keeps its apostrophes and backticks intact
+        reader = (
+            csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else csv.DictReader(f)
+        )
+        if reader.fieldnames is None or text_col not in reader.fieldnames or label_col not in reader.fieldnames:
+            raise ValueError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
+        rows = [(r[text_col], r[label_col].strip()) for r in reader]
+    raw_labels = sorted({lbl for _, lbl in rows})
+    names = preset.labels if preset.labels is not None else raw_labels
+    if preset.labels is not None:  # numeric labels index the preset's names
+        index = {str(i): i for i in range(len(names))}
+    else:
+        index = {lbl: i for i, lbl in enumerate(raw_labels)}
+    unknown = set(raw_labels) - set(index)
+    if unknown:
+        raise ValueError(f"{path}: label values {sorted(unknown)} are not in {sorted(index)}")
+    return TextDataset(
+        [t for t, _ in rows],
+        np.asarray([index[lbl] for _, lbl in rows], dtype=np.int64),
+        list(names),
+        name,
+        str(path),
+        {path.name: sha256_file(path)},
+    )
+
+
+def sentence_split(
+    texts: list[str], labels: np.ndarray, val_fraction: float, seed: int, tok: TokenizerConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """A leak-free validation set of whole sentences for phrase-level corpora such as SST-2.
+
+    SST-2's rows are phrases cut from the parse trees of its sentences, so a random split puts the pieces
+    of a validation sentence into training. Here validation takes ``val_fraction`` of the sentence-like rows
+    (ending in . ! or ?, at least 6 tokens), and every row that is a contiguous span of a validation
+    sentence is dropped from training.
+    """
+    tokens = [tokenize(t, tok) for t in texts]
+    sentence = np.array([len(ts) >= 6 and ts[-1] in (".", "!", "?") for ts in tokens])
+    cand = np.flatnonzero(sentence)
+    rng = np.random.default_rng(seed)
+    n_val = round(len(cand) * val_fraction)
+    val = np.sort(rng.permutation(cand)[:n_val])
+    spans: set[tuple[str, ...]] = set()
+    for i in val:
+        ts = tokens[i]
+        spans.update(tuple(ts[a:b]) for a in range(len(ts)) for b in range(a + 1, len(ts) + 1))
+    val_set = set(val.tolist())
+    train = np.asarray([i for i, ts in enumerate(tokens) if i not in val_set and tuple(ts) not in spans])
+    log.info(
+        "sentence split: %d validation sentences; %d training rows (%d phrases of them dropped)",
+        len(val),
+        len(train),
+        len(texts) - len(val) - len(train),
+    )
+    return train, val
+
+
+def split(
+    ds: TextDataset, how: str, val_fraction: float, seed: int, tok: TokenizerConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    if how == "sentences":
+        return sentence_split(ds.texts, ds.labels, val_fraction, seed, tok)
+    return stratified_split(ds.labels, val_fraction, seed)
+
+
+def synthetic_sentiment(n: int = 600, seed: int = 0) -> TextDataset:
+    """A tiny generated review corpus for ``--dry-run`` and tests: learnable, varied in length, offline."""
+    rng = np.random.default_rng(seed)
+    pos = ["great", "wonderful", "moving", "brilliant", "charming", "funny", "delightful", "superb"]
+    neg = ["awful", "boring", "dull", "terrible", "clumsy", "tedious", "painful", "lifeless"]
+    nouns = ["movie", "film", "story", "cast", "script", "plot", "ending", "soundtrack"]
+    fillers = ["honestly", "i think", "all in all", "to be fair", "after the first hour", "frankly"]
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        words = pos if label else neg
+        parts = [f"the {rng.choice(nouns)} is {rng.choice(words)}"]
+        for _ in range(int(rng.integers(0, 4))):
+            parts.append(f"{rng.choice(fillers)} the {rng.choice(nouns)} was {rng.choice(words)}")
+        texts.append(" , ".join(parts) + " .")
+        labels.append(label)
+    return TextDataset(
+        texts,
+        np.asarray(labels, dtype=np.int64),
+        list(SENTIMENT_LABELS),
+        "synthetic-sentiment",
+        "training.text_data.synthetic_sentiment",
+    )

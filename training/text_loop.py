@@ -1,0 +1,151 @@
+"""The text-classification training task: a registered recurrent model + a TextDataset -> checkpoint dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import models
+from export.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, tokenize
+from training.common import Batch, TrainConfig, classification_metrics, fit, seed_everything
+from training.text_data import TextDataset, split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextTrainConfig(TrainConfig):
+    model: str = "rnn-classifier"
+    epochs: int = 8
+    batch_size: int = 64
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    patience: int = 3
+    augment: str = "none"
+    split: str = "random"  # random | sentences (see training.text_data.sentence_split)
+    max_len: int = 64
+    min_freq: int = 2
+    max_vocab: int = 30_000
+    clip_grad: float = 1.0
+
+
+def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence: -> ids (B, T) int64, lengths (B,) int64 (empty rows get one <unk>)."""
+    seqs = [s or [UNK_ID] for s in seqs]
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
+    ids = torch.full((len(seqs), int(lengths.max())), PAD_ID, dtype=torch.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.int64)
+    return ids, lengths
+
+
+def length_bucketed(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
+    """Shuffled batches of similar length (sorted within windows of 50 batches) so little is padding."""
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, seqs: list[list[int]], labels: np.ndarray) -> tuple[float, np.ndarray]:
+    model.eval()
+    losses, probs = [], []
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    for i in range(0, len(order), 256):
+        idx = order[i : i + 256]
+        ids, lengths = pad_batch([seqs[j] for j in idx])
+        logits = model(ids, lengths)
+        losses.append(F.cross_entropy(logits, torch.from_numpy(labels[idx]), reduction="sum").item())
+        probs.append((idx, logits.softmax(1).numpy()))
+    out = np.zeros((len(seqs), probs[0][1].shape[1]), dtype=np.float32)
+    for idx, p in probs:
+        out[idx] = p
+    return sum(losses) / len(seqs), out
+
+
+def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str, Any]) -> dict:
+    seed_everything(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    tok = TokenizerConfig(max_len=cfg.max_len)
+    train_idx, val_idx = split(ds, cfg.split, cfg.val_fraction, cfg.split_seed, tok)
+    if cfg.dry_run:
+        train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
+    tokens = {i: tokenize(ds.texts[i], tok)[: cfg.max_len] for i in np.concatenate([train_idx, val_idx])}
+    vocab = Vocab.build((tokens[i] for i in train_idx), min_freq=cfg.min_freq, max_size=cfg.max_vocab)
+    seqs_tr = [vocab.encode(tokens[i]) for i in train_idx]
+    seqs_va = [vocab.encode(tokens[i]) for i in val_idx]
+    y_tr, y_va = ds.labels[train_idx], ds.labels[val_idx]
+    log.info(
+        "vocabulary: %d tokens (min_freq %d); %d train / %d validation texts",
+        len(vocab),
+        cfg.min_freq,
+        len(seqs_tr),
+        len(seqs_va),
+    )
+
+    overrides = {"vocab_size": len(vocab), "num_classes": len(ds.label_names), "pad_id": PAD_ID, **model_overrides}
+    model_cfg = models.make_config(cfg.model, **overrides)
+    model = models.create_model(cfg.model, model_cfg)
+    lengths_tr = np.asarray([len(s) for s in seqs_tr])
+    steps_per_epoch = math.ceil(len(seqs_tr) / cfg.batch_size)
+    epochs = 1 if cfg.dry_run else cfg.epochs
+
+    def batches() -> Iterator[Batch]:
+        order = rng.permutation(len(seqs_tr))
+        for idx in length_bucketed(order, lengths_tr, cfg.batch_size, rng):
+            yield pad_batch([seqs_tr[j] for j in idx]), torch.from_numpy(y_tr[idx])
+
+    def validate() -> tuple[float, float]:
+        loss, probs = evaluate(model, seqs_va, y_va)
+        return loss, float((probs.argmax(1) == y_va).mean())
+
+    t0 = time.perf_counter()
+    history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad)
+    val_loss, val_probs = evaluate(model, seqs_va, y_va)
+    metrics = classification_metrics(val_probs, y_va, ds.label_names)
+    metrics.update(
+        val_loss=val_loss,
+        best_epoch=stopper.best_epoch,
+        epochs_run=len(history),
+        train_seconds=time.perf_counter() - t0,
+        n_train=len(train_idx),
+        n_val=len(val_idx),
+        val_unk_rate=float(np.mean([t == UNK_ID for s in seqs_va for t in s] or [0.0])),
+    )
+    return {
+        "format": "nnserve-checkpoint/1",
+        "model_name": cfg.model,
+        "family": models.get_entry(cfg.model).family,
+        "model_config": dataclasses.asdict(model_cfg),
+        "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
+        "labels": list(ds.label_names),
+        "tokenizer": tok.model_dump(),
+        "vocab": vocab.itos,
+        "dataset": {
+            "name": ds.name,
+            "source": ds.source,
+            "sha256": ds.sha256,
+            "n_train": len(train_idx),
+            "n_val": len(val_idx),
+            "split_seed": cfg.split_seed,
+            "val_fraction": cfg.val_fraction,
+        },
+        "train_config": dataclasses.asdict(cfg),
+        "metrics": metrics,
+        "history": history,
+        "torch_version": str(torch.__version__),
+    }
