@@ -79,6 +79,9 @@ class DatasetInfo(BaseModel):
     n_val: int
     split_seed: int
     val_fraction: float
+    split: Literal["stratified", "sentences"] = Field(
+        "stratified", description="how validation was carved: per-class random, or whole sentences (SST-2)"
+    )
 
 
 class Parity(BaseModel):

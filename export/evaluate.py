@@ -1,17 +1,21 @@
 """Measure an exported artifact with onnxruntime, through the service's own preprocessing.
 
-    python -m export.evaluate artifacts/mnist-cnn --data ../shared/data/mnist            # validation split
+    python -m export.evaluate artifacts/mnist-cnn --data ../shared/data/mnist             # validation split
     python -m export.evaluate artifacts/mnist-cnn --images t10k-images-idx3-ubyte.gz \\
-        --labels t10k-labels-idx1-ubyte.gz                                                 # any IDX pair
+        --labels t10k-labels-idx1-ubyte.gz                                                  # any IDX pair
+    python -m export.evaluate artifacts/sst2-lstm --data ../shared/data/sentiment/sst2/train.tsv
+    python -m export.evaluate artifacts/sst2-lstm --texts dev.tsv [--text-column sentence --label-column label]
 
-With ``--data``, the validation split is rebuilt from the seed and fraction recorded in model.json and the
-data files must hash to the sha256 recorded there, so the figure is the one training reported, re-measured
-on the exported graph.
+With ``--data``, the validation split is rebuilt from the seed, fraction and kind recorded in model.json and
+the data file must hash to the sha256 recorded there, so the figure is the one training reported,
+re-measured on the exported graph. ``--texts`` takes any CSV/TSV with a header; labels may be indices
+(0, 1) or label names (negative, positive).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -21,12 +25,17 @@ import onnxruntime as ort
 from PIL import Image
 
 from export.contract import ONNX_FILE, ModelMetadata, load_metadata, normalize, prepare_image, sha256_file
+from export.text import PAD_ID, Vocab, encode_text
 from training.data import read_idx, stratified_split
 
 
-def predict(model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int = 500) -> np.ndarray:
+def _session(model_dir: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+
+
+def predict_images(model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int = 500) -> np.ndarray:
     """uint8 images (N, H, W) or (N, C, H, W) -> predicted label indices, preprocessed as the service does."""
-    sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+    sess = _session(model_dir)
     pre = meta.image_preprocessing()
     preds = []
     for i in range(0, len(images), batch):
@@ -41,6 +50,24 @@ def predict(model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int
     return np.concatenate(preds)
 
 
+def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, batch: int = 256) -> np.ndarray:
+    """Raw texts -> predicted label indices, tokenised and padded as the service does."""
+    sess = _session(model_dir)
+    pre = meta.text_preprocessing()
+    vocab = Vocab.load(model_dir / pre.vocab_file)
+    seqs = [encode_text(t, pre.tokenizer, vocab)[0] or [pre.unk_id] for t in texts]
+    preds = np.zeros(len(seqs), dtype=np.int64)
+    for i in range(0, len(seqs), batch):
+        chunk = seqs[i : i + batch]
+        lengths = np.asarray([len(s) for s in chunk], dtype=np.int64)
+        ids = np.full((len(chunk), int(lengths.max())), PAD_ID, dtype=np.int64)
+        for r, s in enumerate(chunk):
+            ids[r, : len(s)] = s
+        (logits,) = sess.run(["logits"], {"ids": ids, "lengths": lengths})
+        preds[i : i + batch] = logits.argmax(1)
+    return preds
+
+
 def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | int | dict[str, float]]:
     per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in range(len(names)) if (labels == c).any()}
     return {
@@ -51,32 +78,70 @@ def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, 
     }
 
 
+def _check_hash(p: argparse.ArgumentParser, meta: ModelMetadata, path: Path) -> None:
+    want = meta.dataset.sha256.get(path.name)
+    if want is not None and sha256_file(path) != want:
+        p.error(f"{path} is not the file {meta.name} was trained on (sha256 differs)")
+
+
+def _image_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata):
+    if args.data is not None:
+        img_path = next(args.data.glob("train-images-idx3-ubyte*"))
+        lbl_path = next(args.data.glob("train-labels-idx1-ubyte*"))
+        for path in (img_path, lbl_path):
+            _check_hash(p, meta, path)
+        labels = read_idx(lbl_path).astype(np.int64)
+        _, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+        return predict_images(args.model_dir, read_idx(img_path)[val], meta), labels[val], "validation"
+    if args.images is not None and args.labels is not None:
+        images, labels = read_idx(args.images), read_idx(args.labels).astype(np.int64)
+        return predict_images(args.model_dir, images, meta), labels, str(args.images)
+    p.error("give --data, or --images and --labels")
+
+
+def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata):
+    from training.text_data import load_table, preset_for, split
+
+    if args.data is not None:
+        _check_hash(p, meta, args.data)
+        ds = load_table(args.data, name=preset_for(args.data))
+        how = "sentences" if meta.dataset.split == "sentences" else "random"
+        pre = meta.text_preprocessing()
+        _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, pre.tokenizer)
+        texts, labels, name = [ds.texts[i] for i in val], ds.labels[val], f"validation ({meta.dataset.split})"
+    elif args.texts is not None:
+        delimiter = "\t" if args.texts.suffix == ".tsv" else ","
+        with open(args.texts, encoding="utf-8", newline="") as f:
+            rows = list(
+                csv.DictReader(
+                    f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+                )
+            )
+        index = {**{str(i): i for i in range(len(meta.labels))}, **{n: i for i, n in enumerate(meta.labels)}}
+        texts = [r[args.text_column] for r in rows]
+        labels = np.asarray([index[r[args.label_column].strip()] for r in rows], dtype=np.int64)
+        name = str(args.texts)
+    else:
+        p.error("give --data (the training file) or --texts")
+    return predict_texts(args.model_dir, texts, meta), labels, name
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m export.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--data", type=Path, help="the training folder: evaluate on the recorded validation split")
+    p.add_argument("--data", type=Path, help="the training folder or file: evaluate on the recorded validation split")
     p.add_argument("--images", type=Path, help="an IDX images file (e.g. the official t10k set)")
     p.add_argument("--labels", type=Path, help="the matching IDX labels file")
+    p.add_argument("--texts", type=Path, help="a CSV/TSV of labelled texts")
+    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--label-column", default="label")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     meta = load_metadata(args.model_dir)
-    if args.data is not None:
-        img_path = next(args.data.glob("train-images-idx3-ubyte*"))
-        lbl_path = next(args.data.glob("train-labels-idx1-ubyte*"))
-        for path in (img_path, lbl_path):
-            want = meta.dataset.sha256.get(path.name)
-            if want is not None and sha256_file(path) != want:
-                p.error(f"{path} is not the file {meta.name} was trained on (sha256 differs)")
-        labels = read_idx(lbl_path).astype(np.int64)
-        _, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
-        images, labels, split = read_idx(img_path)[val], labels[val], "validation"
-    elif args.images is not None and args.labels is not None:
-        images, labels, split = read_idx(args.images), read_idx(args.labels).astype(np.int64), str(args.images)
-    else:
-        p.error("give --data, or --images and --labels")
-    result = {"model": meta.name, "split": split, **report(predict(args.model_dir, images, meta), labels, meta.labels)}
+    pred, labels, split_name = (_text_data if meta.task == "text-classification" else _image_data)(p, args, meta)
+    result = {"model": meta.name, "split": split_name, **report(pred, labels, meta.labels)}
     out = json.dumps(result, indent=2)
     if args.json:
         args.json.write_text(out + "\n")

@@ -232,7 +232,12 @@ def export_checkpoint(
         opset=max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
         metrics={k: float(v) for k, v in m.items() if isinstance(v, int | float)},
         class_metrics={str(lbl): float(v) for lbl, v in m["per_class_accuracy"].items()},
-        dataset=DatasetInfo.model_validate(ckpt["dataset"]),
+        dataset=DatasetInfo.model_validate(
+            {
+                **ckpt["dataset"],
+                "split": "sentences" if ckpt["train_config"].get("split") == "sentences" else "stratified",
+            }
+        ),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         onnx_sha256=sha256_file(onnx_path),
         checkpoint_sha256=sha256_file(ckpt_path),
