@@ -187,12 +187,17 @@ def check_parity(model: torch.nn.Module, session: ort.InferenceSession, spec: Ex
     return worst
 
 
+SOURCE_DIRS = ("models", "training", "export", "service", "pyproject.toml")
+
+
 def _source_commit() -> str:
+    """HEAD, marked -dirty when the code that shapes a model (not the artifacts) has uncommitted changes."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        run = {"capture_output": True, "text": True, "check": True}
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()  # type: ignore[call-overload]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCE_DIRS], **run
+        ).stdout.strip()  # type: ignore[call-overload]
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
