@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 # code -> HTTP status; every /v1 failure is one of these
 STATUS = {
@@ -53,6 +54,9 @@ class ApiError(Exception):
             .model_dump_json()
             .encode()
         )
+
+    def response(self) -> Response:
+        return Response(self.body(), status_code=self.status, headers=self.headers())
 
     def headers(self) -> dict[str, str]:
         h = {"content-type": "application/json"}

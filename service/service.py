@@ -63,7 +63,7 @@ def enveloped(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Resp
         try:
             return await func(*args, **kwargs)
         except ApiError as e:
-            return Response(e.body(), status_code=e.status, headers=e.headers())
+            return e.response()
 
     return wrapper
 
@@ -90,7 +90,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return Response(exc.body(), status_code=exc.status, headers=exc.headers())
+    return exc.response()
 
 
 v1_app = FastAPI(
