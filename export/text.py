@@ -76,6 +76,9 @@ class Vocab:
     def encode(self, tokens: list[str]) -> list[int]:
         return [self.stoi.get(t, UNK_ID) for t in tokens]
 
+    def decode(self, ids: list[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.itos, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -55,6 +55,17 @@ def test_vocab_roundtrip_and_unknowns(tmp_path):
         Vocab(["a", PAD, UNK])
 
 
+def test_tokenizer_and_vocab_round_trip():
+    """Text -> tokens -> ids -> tokens is lossless for known tokens, and re-tokenising the tokens is stable."""
+    texts = ["It's a GREAT film, isn't it?", "“Dull” — and 2 hours long...", "do n't miss it !"]
+    token_lists = [tokenize(t, TokenizerConfig()) for t in texts]
+    v = Vocab.build(token_lists, min_freq=1)
+    for tokens in token_lists:
+        assert v.decode(v.encode(tokens)) == tokens
+        assert tokenize(" ".join(tokens), TokenizerConfig()) == tokens  # PTB output is a fixed point
+    assert v.decode(v.encode(["never-seen"])) == [UNK]
+
+
 def test_encode_truncates_and_says_so():
     v = Vocab.build([["w"]], min_freq=1)
     ids, n, truncated = encode_text(" ".join(["w"] * 20), TOK, v)
