@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+import models
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +183,64 @@ def fit(
             break
     stopper.restore(model)
     return history, stopper
+
+
+def final_metrics(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    val_loss: float,
+    stopper: EarlyStopping,
+    history: list[dict[str, float]],
+    started: float,
+    n_train: int,
+    n_val: int,
+) -> dict[str, Any]:
+    """Validation metrics of the restored best epoch, plus how training went."""
+    metrics = classification_metrics(probs, labels, names)
+    metrics.update(
+        val_loss=val_loss,
+        best_epoch=stopper.best_epoch,
+        epochs_run=len(history),
+        train_seconds=time.perf_counter() - started,
+        n_train=n_train,
+        n_val=n_val,
+    )
+    return metrics
+
+
+def checkpoint_dict(
+    *,
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    model_cfg: Any,
+    labels: list[str],
+    dataset: dict[str, Any],
+    n_train: int,
+    n_val: int,
+    metrics: dict[str, Any],
+    history: list[dict[str, float]],
+    **task: Any,
+) -> dict[str, Any]:
+    """The checkpoint: plain data and a state_dict (never a pickled module); ``task`` adds what the
+    task's export needs (image preprocessing, or tokenizer settings and vocabulary)."""
+    return {
+        "format": "nnserve-checkpoint/1",
+        "model_name": cfg.model,
+        "family": models.get_entry(cfg.model).family,
+        "model_config": dataclasses.asdict(model_cfg),
+        "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
+        "labels": list(labels),
+        **task,
+        "dataset": {
+            **dataset,
+            "n_train": n_train,
+            "n_val": n_val,
+            "split_seed": cfg.split_seed,
+            "val_fraction": cfg.val_fraction,
+        },
+        "train_config": dataclasses.asdict(cfg),
+        "metrics": metrics,
+        "history": history,
+        "torch_version": str(torch.__version__),
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 import models
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
-from training.common import Batch, TrainConfig, classification_metrics, fit, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
 from training.data import Dataset, channel_stats, stratified_split
 
 log = logging.getLogger(__name__)
@@ -84,34 +83,18 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     t0 = time.perf_counter()
     history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate)
     val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
-    metrics = classification_metrics(val_probs, y_va.numpy(), ds.label_names)
-    metrics.update(
-        val_loss=val_loss,
-        best_epoch=stopper.best_epoch,
-        epochs_run=len(history),
-        train_seconds=time.perf_counter() - t0,
+    metrics = final_metrics(
+        val_probs, y_va.numpy(), ds.label_names, val_loss, stopper, history, t0, len(train_idx), len(val_idx)
+    )
+    return checkpoint_dict(
+        cfg=cfg,
+        model=model,
+        model_cfg=model_cfg,
+        labels=ds.label_names,
         n_train=len(train_idx),
         n_val=len(val_idx),
+        metrics=metrics,
+        history=history,
+        preprocessing=pre,
+        dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256},
     )
-    return {
-        "format": "nnserve-checkpoint/1",
-        "model_name": cfg.model,
-        "family": models.get_entry(cfg.model).family,
-        "model_config": dataclasses.asdict(model_cfg),
-        "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
-        "labels": list(ds.label_names),
-        "preprocessing": pre,
-        "dataset": {
-            "name": ds.name,
-            "source": ds.source,
-            "sha256": ds.sha256,
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
-            "split_seed": cfg.split_seed,
-            "val_fraction": cfg.val_fraction,
-        },
-        "train_config": dataclasses.asdict(cfg),
-        "metrics": metrics,
-        "history": history,
-        "torch_version": str(torch.__version__),
-    }

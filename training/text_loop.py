@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 
 import models
 from export.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, tokenize
-from training.common import Batch, TrainConfig, classification_metrics, fit, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
 from training.text_data import TextDataset, split
 
 log = logging.getLogger(__name__)
@@ -116,36 +115,20 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     t0 = time.perf_counter()
     history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad)
     val_loss, val_probs = evaluate(model, seqs_va, y_va)
-    metrics = classification_metrics(val_probs, y_va, ds.label_names)
-    metrics.update(
-        val_loss=val_loss,
-        best_epoch=stopper.best_epoch,
-        epochs_run=len(history),
-        train_seconds=time.perf_counter() - t0,
+    metrics = final_metrics(
+        val_probs, y_va, ds.label_names, val_loss, stopper, history, t0, len(train_idx), len(val_idx)
+    )
+    metrics["val_unk_rate"] = float(np.mean([t == UNK_ID for s in seqs_va for t in s] or [0.0]))
+    return checkpoint_dict(
+        cfg=cfg,
+        model=model,
+        model_cfg=model_cfg,
+        labels=ds.label_names,
         n_train=len(train_idx),
         n_val=len(val_idx),
-        val_unk_rate=float(np.mean([t == UNK_ID for s in seqs_va for t in s] or [0.0])),
+        metrics=metrics,
+        history=history,
+        tokenizer=tok.model_dump(),
+        vocab=vocab.itos,
+        dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256},
     )
-    return {
-        "format": "nnserve-checkpoint/1",
-        "model_name": cfg.model,
-        "family": models.get_entry(cfg.model).family,
-        "model_config": dataclasses.asdict(model_cfg),
-        "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
-        "labels": list(ds.label_names),
-        "tokenizer": tok.model_dump(),
-        "vocab": vocab.itos,
-        "dataset": {
-            "name": ds.name,
-            "source": ds.source,
-            "sha256": ds.sha256,
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
-            "split_seed": cfg.split_seed,
-            "val_fraction": cfg.val_fraction,
-        },
-        "train_config": dataclasses.asdict(cfg),
-        "metrics": metrics,
-        "history": history,
-        "torch_version": str(torch.__version__),
-    }
