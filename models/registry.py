@@ -21,18 +21,23 @@ class ModelEntry:
     config_cls: type
     build: Callable[[Any], nn.Module]
     description: str
+    defaults: dict[str, Any]  # this entry's config values over the dataclass defaults
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str, config: type, description: str = "") -> Callable:
-    """Register ``fn(config) -> nn.Module`` under ``name`` with its config dataclass."""
+def register_model(
+    name: str, *, family: str, config: type, description: str = "", defaults: dict[str, Any] | None = None
+) -> Callable:
+    """Register ``fn(config) -> nn.Module`` under ``name`` with its config dataclass; ``defaults`` are this
+    entry's values over the dataclass defaults (a variant of an architecture is a set of defaults)."""
 
     def wrap(fn: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, family, config, fn, description or (fn.__doc__ or "").strip())
+        desc = description or (fn.__doc__ or "").strip()
+        _REGISTRY[name] = ModelEntry(name, family, config, fn, desc, dict(defaults or {}))
         return fn
 
     return wrap
@@ -50,13 +55,14 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def make_config(name: str, **overrides: Any) -> Any:
-    """Config dataclass for ``name``: its defaults, updated by ``overrides`` (unknown keys are an error)."""
-    cls = get_entry(name).config_cls
-    known = {f.name for f in dataclasses.fields(cls)}
+    """Config dataclass for ``name``: dataclass defaults < the entry's defaults < ``overrides``."""
+    entry = get_entry(name)
+    known = {f.name for f in dataclasses.fields(entry.config_cls)}
     unknown = set(overrides) - known
     if unknown:
         raise TypeError(f"{name}: unknown config field(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    values = {**entry.defaults, **overrides}
+    return entry.config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def create_model(name: str, config: Any = None, **overrides: Any) -> nn.Module:

@@ -64,3 +64,32 @@ def test_lenet5_is_faithful():
     assert m.classifier[1].out_features == 84
     with pytest.raises(ValueError):
         models.create_model("lenet5", input_size=64)
+
+
+AUTOENCODERS = models.list_models("autoencoder")
+
+
+def test_autoencoder_registry_and_variants():
+    assert set(AUTOENCODERS) == {"autoencoder", "conv-autoencoder", "denoising-autoencoder", "sparse-autoencoder"}
+    assert models.make_config("denoising-autoencoder").noise == "masking"
+    assert models.make_config("sparse-autoencoder").sparsity == "l1"
+    assert models.make_config("sparse-autoencoder", sparsity="kl").sparsity == "kl"  # CLI beats entry defaults
+    assert models.make_config("autoencoder").noise == "none"
+
+
+@pytest.mark.parametrize("name", AUTOENCODERS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_autoencoder_shapes(name, batch):
+    m = models.create_model(name).eval()
+    x = torch.rand(batch, 1, 28, 28)
+    code, recon = m(x)
+    assert code.shape == (batch, 30) and recon.shape == x.shape
+    assert float(recon.min()) >= 0 and float(recon.max()) <= 1
+
+
+def test_paper_topology():
+    m = models.create_model("autoencoder")
+    widths = [layer.out_features for layer in m.encoder if isinstance(layer, torch.nn.Linear)]
+    assert widths == [1000, 500, 250, 30]
+    widths = [layer.out_features for layer in m.decoder if isinstance(layer, torch.nn.Linear)]
+    assert widths == [250, 500, 1000, 784]
