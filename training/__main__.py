@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 import models
+from training.ae_loop import AETrainConfig, train_autoencoder
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
-from training.data import PRESETS, load_idx_dataset, load_image_folder, load_sklearn_digits
+from training.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, load_image_folder, load_sklearn_digits
 from training.loop import train
 from training.plots import plot_curves
 from training.text_data import PRESETS as TEXT_PRESETS
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--max-vocab", type=int, default=t.max_vocab, help="vocabulary: maximum size")
     text.add_argument("--split", choices=["random", "sentences"], help="validation split (default: preset's)")
     text.add_argument("--clip-grad", type=float, default=t.clip_grad, help="gradient-norm clipping")
+    ae = p.add_argument_group("autoencoders")
+    ae.add_argument("--loss", choices=["bce", "mse"], default=AETrainConfig().loss, help="reconstruction loss")
     p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -147,11 +150,13 @@ def _train_text(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    text = models.get_entry(args.model).family == "text-classification"
-    return _write(_train_text(args) if text else _train_images(args), args)
+    task = {"text-classification": _train_text, "autoencoder": _train_autoencoder}
+    ckpt = task.get(models.get_entry(args.model).family, _train_images)(args)
+    return _write(ckpt, args)
 
 
-def _train_images(args: argparse.Namespace) -> dict:
+def _load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset]:
+    """The image dataset named by --data, and the preprocessing record the checkpoint will carry."""
     data = args.data or ("sklearn-digits" if args.dry_run else None)
     if data is None:
         raise SystemExit("--data is required (or --dry-run)")
@@ -185,7 +190,18 @@ def _train_images(args: argparse.Namespace) -> dict:
         ds.label_names = list(preset.labels)
     pre["input_size"] = list(ds.images.shape[2:])
     pre["channels"] = int(ds.images.shape[1])
+    return ds, pre, preset
 
+
+def _train_autoencoder(args: argparse.Namespace) -> dict:
+    ds, pre, _ = _load_images(args)
+    cfg = AETrainConfig(**_common(args, AETrainConfig()), loss=args.loss)
+    log.info("training %s on %s (%d images) with %s", args.model, ds.name, len(ds.labels), cfg)
+    return train_autoencoder(ds, cfg, _parse_model_args(args.model_arg), pre)
+
+
+def _train_images(args: argparse.Namespace) -> dict:
+    ds, pre, preset = _load_images(args)
     cfg = TrainConfig(**_common(args, TrainConfig()), augment=args.augment or preset.augment)
     log.info(
         "training %s on %s (%d images, %d classes) with %s",
@@ -204,15 +220,19 @@ def _write(ckpt: dict, args: argparse.Namespace) -> int:
     torch.save(ckpt, out / "checkpoint.pt")
     metrics = {k: ckpt[k] for k in ("model_name", "model_config", "train_config", "dataset", "metrics", "history")}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(ckpt["history"], f"{args.model} on {ckpt['dataset']['name']}", out / "curves.png")
+    metric = "sse" if ckpt["family"] == "autoencoder" else "accuracy"
+    plot_curves(ckpt["history"], f"{args.model} on {ckpt['dataset']['name']}", out / "curves.png", metric)
     m = ckpt["metrics"]
-    log.info(
-        "validation accuracy %.4f (error %.2f%%) at epoch %d; wrote %s",
-        m["accuracy"],
-        100 * m["error_rate"],
-        m["best_epoch"],
-        out,
-    )
+    if "accuracy" in m:
+        log.info(
+            "validation accuracy %.4f (error %.2f%%) at epoch %d; wrote %s",
+            m["accuracy"],
+            100 * m["error_rate"],
+            m["best_epoch"],
+            out,
+        )
+    else:
+        log.info("validation squared error per image %.3f at epoch %d; wrote %s", m["val_sse"], m["best_epoch"], out)
     return 0
 
 

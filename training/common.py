@@ -118,7 +118,19 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, names: list[st
     }
 
 
-Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]  # (model inputs, labels)
+Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]  # (model inputs, targets)
+# (model output, targets) -> (mean loss to minimise, sum of the epoch metric over the batch's rows)
+LossFn = Callable[[Any, torch.Tensor], tuple[torch.Tensor, float]]
+
+
+def classification_loss(label_smoothing: float = 0.0) -> LossFn:
+    """Cross-entropy on logits; the metric is the number of correct top-1 predictions (-> accuracy)."""
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        return loss, float((logits.argmax(1) == y).sum())
+
+    return loss_fn
 
 
 def fit(
@@ -129,11 +141,15 @@ def fit(
     steps_per_epoch: int,
     evaluate: Callable[[], tuple[float, float]],
     clip_grad: float | None = None,
+    loss_fn: LossFn | None = None,
+    metric: str = "accuracy",
 ) -> tuple[list[dict[str, float]], EarlyStopping]:
-    """The epoch loop every task shares; ``batches()`` yields one epoch, ``evaluate()`` -> (val loss, acc).
+    """The epoch loop every task shares; ``batches()`` yields one epoch, ``evaluate()`` -> (val loss, val
+    metric). ``loss_fn`` defaults to classification; ``metric`` names the per-row average it reports.
 
     Ends with the best epoch's weights loaded into ``model``.
     """
+    loss_fn = loss_fn or classification_loss(cfg.label_smoothing)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch * epochs)
     history: list[dict[str, float]] = []
@@ -141,13 +157,12 @@ def fit(
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen, loss_sum, metric_sum = 0, 0.0, 0.0
         bar = tqdm(
             batches(), total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not cfg.progress, leave=False
         )
         for inputs, y in bar:
-            logits = model(*inputs)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss, batch_metric = loss_fn(model(*inputs), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad:
@@ -157,27 +172,29 @@ def fit(
                 sched.step()
             seen += len(y)
             loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        val_loss, val_acc = evaluate()
+            metric_sum += batch_metric
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", **{metric: f"{metric_sum / seen:.4f}"})
+        val_loss, val_metric = evaluate()
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
+            f"train_{metric}": metric_sum / max(seen, 1),
             "val_loss": val_loss,
-            "val_accuracy": val_acc,
+            f"val_{metric}": val_metric,
             "lr": opt.param_groups[0]["lr"],
             "elapsed_s": time.perf_counter() - t0,
         }
         history.append(row)
         log.info(
-            "epoch %d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f",
+            "epoch %d/%d train_loss %.4f train_%s %.4f val_loss %.4f val_%s %.4f",
             epoch,
             epochs,
             row["train_loss"],
-            row["train_accuracy"],
+            metric,
+            row[f"train_{metric}"],
             val_loss,
-            val_acc,
+            metric,
+            val_metric,
         )
         if stopper.step(epoch, val_loss, model):
             break

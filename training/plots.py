@@ -10,17 +10,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def plot_curves(history: list[dict[str, float]], title: str, out: Path) -> None:
+def plot_curves(history: list[dict[str, float]], title: str, out: Path, metric: str = "accuracy") -> None:
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.set_yscale("log")
-    ax_acc.plot(epochs, [r["train_accuracy"] for r in history], "o-", label="train (augmented)")
-    ax_acc.plot(epochs, [r["val_accuracy"] for r in history], "o-", label="validation")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    ax_metric.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train (augmented/corrupted)")
+    ax_metric.plot(epochs, [r[f"val_{metric}"] for r in history], "o-", label="validation")
+    ax_metric.set(xlabel="epoch", ylabel=metric, title=metric)
+    for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
