@@ -94,6 +94,16 @@ class Parity(BaseModel):
     atol: float
 
 
+class AnomalyThreshold(BaseModel):
+    """Autoencoders: an input whose reconstruction error exceeds ``threshold`` is flagged as anomalous."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(description="squared error summed over pixels, per image")
+    percentile: float = Field(description="of the validation errors the threshold was calibrated at")
+    metric: Literal["sse"] = "sse"
+
+
 class ModelMetadata(BaseModel):
     """``model.json``: everything needed to serve, describe and audit one exported model."""
 
@@ -102,7 +112,7 @@ class ModelMetadata(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str
     version: str
-    task: Literal["image-classification", "text-classification"]
+    task: Literal["image-classification", "text-classification", "autoencoder"]
     architecture: str = Field(description="registry name of the nn.Module")
     architecture_config: dict[str, bool | int | float | str | list[int]]
     labels: list[str]
@@ -119,6 +129,7 @@ class ModelMetadata(BaseModel):
     source_commit: str
     torch_version: str
     parity: Parity
+    anomaly: AnomalyThreshold | None = None
 
     def image_preprocessing(self) -> ImagePreprocessing:
         if not isinstance(self.preprocessing, ImagePreprocessing):

@@ -24,6 +24,7 @@ import torch
 import models
 from export.contract import (
     METADATA_FILE,
+    AnomalyThreshold,
     ONNX_FILE,
     DatasetInfo,
     ImagePreprocessing,
@@ -55,6 +56,7 @@ class ExportSpec:
     dynamic_shapes: dict[str, dict[int, Any]]
     parity_cases: list[tuple[np.ndarray, ...]]
     preprocessing: ImagePreprocessing | TextPreprocessing
+    outputs: list[TensorSpec]
     seq_lens: list[int] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # written beside model.onnx
 
@@ -100,7 +102,19 @@ def image_spec(ckpt: dict[str, Any]) -> ExportSpec:
         dynamic_shapes={"x": {0: batch}},
         parity_cases=[(parity_inputs(pre, n, seed=n),) for n in PARITY_BATCHES],
         preprocessing=pre,
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
     )
+
+
+def autoencoder_spec(ckpt: dict[str, Any]) -> ExportSpec:
+    """Pixels in [0, 1] (mean 0, std 1) -> code (B, k) and reconstruction (B, C, H, W)."""
+    spec = image_spec(ckpt)
+    c, (h, w) = spec.inputs[0].shape[1], spec.inputs[0].shape[2:]
+    spec.outputs = [
+        TensorSpec(name="code", dtype="float32", shape=[-1, ckpt["model_config"]["code_size"]]),
+        TensorSpec(name="reconstruction", dtype="float32", shape=[-1, c, h, w]),
+    ]
+    return spec
 
 
 def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
@@ -126,6 +140,7 @@ def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
         dynamic_shapes={"ids": {0: batch, 1: seq}, "lengths": {0: batch}},
         parity_cases=cases,
         preprocessing=pre,
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
         seq_lens=list(PARITY_SEQ_LENS),
         files={VOCAB_FILE: vocab_bytes},
     )
@@ -134,6 +149,7 @@ def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
 SPECS: dict[str, Callable[[dict[str, Any]], ExportSpec]] = {
     "image-classification": image_spec,
     "text-classification": text_spec,
+    "autoencoder": autoencoder_spec,
 }
 
 
@@ -159,7 +175,7 @@ def to_onnx(model: torch.nn.Module, spec: ExportSpec, opset: int) -> bytes:
         model,
         spec.example,
         input_names=[t.name for t in spec.inputs],
-        output_names=["logits"],
+        output_names=[t.name for t in spec.outputs],
         opset_version=opset,
         dynamic_shapes=spec.dynamic_shapes,
         dynamo=True,
@@ -176,14 +192,18 @@ def check_parity(model: torch.nn.Module, session: ort.InferenceSession, spec: Ex
     names = [t.name for t in spec.inputs]
     for case in spec.parity_cases:
         with torch.no_grad():
-            expected = model(*(torch.from_numpy(a) for a in case)).numpy()
-        (got,) = session.run(["logits"], dict(zip(names, case, strict=True)))
-        worst = max(worst, float(np.abs(got - expected).max()))
-        try:
-            np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-        except AssertionError as e:
-            shape = "x".join(str(d) for d in case[0].shape)
-            raise ParityError(f"onnxruntime differs from torch at batch {case[0].shape[0]} ({shape}): {e}") from None
+            out = model(*(torch.from_numpy(a) for a in case))
+        expected = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+        got = session.run([t.name for t in spec.outputs], dict(zip(names, case, strict=True)))
+        for spec_out, g, e in zip(spec.outputs, got, expected, strict=True):
+            worst = max(worst, float(np.abs(g - e).max()))
+            try:
+                np.testing.assert_allclose(g, e, rtol=RTOL, atol=ATOL)
+            except AssertionError as err:
+                shape = "x".join(str(d) for d in case[0].shape)
+                raise ParityError(
+                    f"onnxruntime differs from torch on {spec_out.name} at batch {case[0].shape[0]} ({shape}): {err}"
+                ) from None
     return worst
 
 
@@ -233,10 +253,11 @@ def export_checkpoint(
         labels=ckpt["labels"],
         preprocessing=spec.preprocessing,
         inputs=spec.inputs,
-        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
+        outputs=spec.outputs,
         opset=max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
         metrics={k: float(v) for k, v in m.items() if isinstance(v, int | float)},
-        class_metrics={str(lbl): float(v) for lbl, v in m["per_class_accuracy"].items()},
+        class_metrics={str(lbl): float(v) for lbl, v in m.get("per_class_accuracy", {}).items()},
+        anomaly=AnomalyThreshold(threshold=m["val_sse_p99"], percentile=99.0) if family == "autoencoder" else None,
         dataset=DatasetInfo.model_validate(
             {
                 **ckpt["dataset"],

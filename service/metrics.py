@@ -24,3 +24,4 @@ TOKENS = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
+ANOMALIES = Counter("nnserve_anomalies_total", "autoencoder inputs over their anomaly threshold", ["model"])

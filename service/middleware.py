@@ -27,7 +27,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-JSON_ROUTES = frozenset({"/v1/classify", "/v1/sentiment"})
+JSON_ROUTES = frozenset({"/v1/classify", "/v1/sentiment", "/v1/reconstruct", "/v1/encode"})
 MULTIPART_ROUTES = frozenset({"/v1/classify/upload"})
 _DEFAULT_CODE = {
     400: "invalid_request",

@@ -54,6 +54,11 @@ class InferResult(BaseModel):
     logits: Float32
 
 
+class AutoencoderResult(BaseModel):
+    code: Float32
+    reconstruction: Float32
+
+
 class ModelState(BaseModel):
     name: str
     providers: list[str]
@@ -138,6 +143,31 @@ class TextModels:
                     ids[r, : lens[r]] = items[i].ids
                 for i, row in zip(idx, self.models[name].run(ids, lens), strict=True):
                     out[i] = InferResult(logits=row)
+        return out
+
+    @bentoml.api
+    def state(self) -> FamilyState:
+        return _state(self.models)
+
+
+@bentoml.service(name="nnserve-autoencoders", **SERVICE_CONFIG)
+class AutoencoderModels:
+    """Autoencoders: pixels in [0, 1] (B, C, H, W) -> code (B, k) and reconstruction (B, C, H, W)."""
+
+    def __init__(self) -> None:
+        self.models = load_family("autoencoder", S)
+
+    def __is_ready__(self) -> bool:
+        return True
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def infer(self, items: list[ImageItem]) -> list[AutoencoderResult]:
+        empty = np.empty(0, np.float32)
+        out = [AutoencoderResult(code=empty, reconstruction=empty)] * len(items)
+        for name, rows in group_by_model([it.model for it in items]).items():
+            codes, recons = self.models[name].run_all(np.stack([items[i].x for i in rows]))
+            for i, code, recon in zip(rows, codes, recons, strict=True):
+                out[i] = AutoencoderResult(code=code, reconstruction=recon)
         return out
 
     @bentoml.api

@@ -38,14 +38,18 @@ class OnnxModel:
     def name(self) -> str:
         return self.meta.name
 
-    def run(self, *inputs: np.ndarray) -> np.ndarray:
-        """Input arrays in the order of ``meta.inputs``, batch first -> (B, K) logits."""
+    def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Input arrays in the order of ``meta.inputs``, batch first -> every output, batch first."""
         t0 = time.perf_counter()
         feed = {spec.name: x for spec, x in zip(self.meta.inputs, inputs, strict=True)}
-        (out,) = self.session.run([self.meta.outputs[0].name], feed)
+        outs = self.session.run([o.name for o in self.meta.outputs], feed)
         INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
         BATCH_SIZE.labels(self.name).observe(len(inputs[0]))
-        return out
+        return outs
+
+    def run(self, *inputs: np.ndarray) -> np.ndarray:
+        """-> the first output: (B, K) logits for classifiers."""
+        return self.run_all(*inputs)[0]
 
 
 def _dims(shape: list) -> list[int]:

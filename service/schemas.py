@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from export.contract import ImagePreprocessing, TensorSpec, TextPreprocessing
+from export.contract import AnomalyThreshold, ImagePreprocessing, TensorSpec, TextPreprocessing
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -69,6 +69,7 @@ class ModelCard(BaseModel):
     ready: bool
     providers: list[str]
     batching: BatchingInfo
+    anomaly: AnomalyThreshold | None = Field(None, description="autoencoders: the anomaly threshold")
 
 
 class ListModelsResponse(BaseModel):
@@ -98,3 +99,39 @@ class AnalyzeSentimentResponse(BaseModel):
     model: str
     version: str
     predictions: list[SentimentPrediction] = Field(description="one per input text, in input order")
+
+
+class ReconstructImagesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("mnist-ae", pattern=MODEL_NAME, description="a served autoencoder")
+    images: list[str] = Field(
+        min_length=1, max_length=64, description="base64-encoded PNG or JPEG images (data: URLs accepted)"
+    )
+
+
+class Reconstruction(BaseModel):
+    reconstruction: str = Field(description="base64 PNG in the model's pixel convention (MNIST: white on black)")
+    error: float = Field(ge=0, description="squared error summed over pixels in [0, 1]")
+    anomaly: bool = Field(description="error is above the model's calibrated threshold")
+
+
+class ReconstructImagesResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    version: str
+    threshold: float = Field(description="99th percentile of validation reconstruction errors")
+    results: list[Reconstruction] = Field(description="one per input image, in input order")
+
+
+class EncodeImagesRequest(ReconstructImagesRequest):
+    """Same input as reconstruction."""
+
+
+class EncodeImagesResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    version: str
+    codes: list[list[float]] = Field(description="one code vector per input image, in input order")

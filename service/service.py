@@ -11,7 +11,9 @@ configuration (workers, batching, timeouts) at class definition.
 
 from __future__ import annotations
 
+import base64
 import functools
+import io
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -21,6 +23,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi import Path as PathParam
+from PIL import Image
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,9 +32,9 @@ from export.contract import ModelMetadata, load_metadata
 from export.text import Vocab, encode_text
 from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
-from service.metrics import PREDICTIONS, TOKENS
+from service.metrics import ANOMALIES, PREDICTIONS, TOKENS
 from service.middleware import V1Middleware
-from service.model_services import ImageItem, ImageModels, TextItem, TextModels
+from service.model_services import AutoencoderModels, ImageItem, ImageModels, TextItem, TextModels
 from service.runtime import discover, load_vocab, providers
 from service.schemas import (
     MODEL_NAME,
@@ -40,10 +43,15 @@ from service.schemas import (
     BatchingInfo,
     ClassifyImagesRequest,
     ClassifyImagesResponse,
+    EncodeImagesRequest,
+    EncodeImagesResponse,
     LabelScore,
     ListModelsResponse,
     ModelCard,
     Prediction,
+    ReconstructImagesRequest,
+    ReconstructImagesResponse,
+    Reconstruction,
     SentimentPrediction,
 )
 from service.settings import get_settings
@@ -142,6 +150,7 @@ class NNServe:
 
     image_models = bentoml.depends(ImageModels)
     text_models = bentoml.depends(TextModels)
+    autoencoders = bentoml.depends(AutoencoderModels)
 
     def __init__(self) -> None:
         self.catalog: dict[str, ModelMetadata] = {}
@@ -163,13 +172,17 @@ class NNServe:
 
     async def model_cards(self) -> list[ModelCard]:
         runtime: dict[str, list[str]] = {}
-        for family in (self.image_models, self.text_models):
+        for family in (self.image_models, self.text_models, self.autoencoders):
             try:
                 state = await family.to_async.state()
             except BentoMLException:
                 continue
             runtime.update({m.name: m.providers for m in state.models})
-        batch = {"image-classification": S.max_batch_size, "text-classification": S.text_max_batch_size}
+        batch = {
+            "image-classification": S.max_batch_size,
+            "text-classification": S.text_max_batch_size,
+            "autoencoder": S.max_batch_size,
+        }
         return [
             ModelCard(
                 name=m.name,
@@ -190,33 +203,33 @@ class NNServe:
                 ready=m.name in runtime,
                 providers=runtime.get(m.name, providers()),
                 batching=BatchingInfo(max_batch_size=batch[m.task], max_latency_ms=S.max_latency_ms),
+                anomaly=m.anomaly,
             )
             for m in self.catalog.values()
         ]
 
     @staticmethod
-    async def _infer(family: Any, items: list[Any], model: str) -> np.ndarray:
-        """Rows to a model service (batched there with other requests') -> softmax probabilities (N, K)."""
+    async def _call(family: Any, items: list[Any], model: str) -> list[Any]:
+        """Rows to a model service, batched there with other requests' rows; one result per row."""
         try:
-            results = await family.to_async.infer(items)
+            return await family.to_async.infer(items)
         except BentoMLException as e:
             if int(getattr(e, "error_code", 500)) in (429, 503):
                 raise ApiError("overloaded", "the model service is overloaded; retry later", retry_after=1) from None
             log.exception("inference failed for %s", model)
             raise ApiError("internal_error", "inference failed") from None
-        return _softmax(np.stack([r.logits for r in results]))
 
-    async def classify_blobs(self, model: str, blobs: list[bytes], top_k: int) -> ClassifyImagesResponse:
-        meta = self.metadata(model, "image-classification")
+    def _image_rows(self, model: str, task: str, blobs: list[bytes]) -> tuple[ModelMetadata, list[ImageItem]]:
+        """Encoded images -> the model's input rows, preprocessed exactly as in training."""
+        meta = self.metadata(model, task)
         if len(blobs) > S.max_images:
             raise ApiError("invalid_request", f"at most {S.max_images} images per request")
-        items = [
-            ImageItem(
-                model=model, x=to_input(b, meta, index=i, max_bytes=S.max_image_bytes, max_pixels=S.max_image_pixels)
-            )
-            for i, b in enumerate(blobs)
-        ]
-        probs = await self._infer(self.image_models, items, model)
+        limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels}
+        return meta, [ImageItem(model=model, x=to_input(b, meta, index=i, **limits)) for i, b in enumerate(blobs)]
+
+    async def classify_blobs(self, model: str, blobs: list[bytes], top_k: int) -> ClassifyImagesResponse:
+        meta, items = self._image_rows(model, "image-classification", blobs)
+        probs = _softmax(np.stack([r.logits for r in await self._call(self.image_models, items, model)]))
         k = min(top_k, len(meta.labels))
         predictions = []
         for p in probs:
@@ -262,7 +275,7 @@ class NNServe:
             TOKENS.labels(model).observe(n_tokens)
             items.append(TextItem(model=model, ids=np.asarray(ids, dtype=np.int64)))
             encoded.append((len(ids), truncated))
-        probs = await self._infer(self.text_models, items, model)
+        probs = _softmax(np.stack([r.logits for r in await self._call(self.text_models, items, model)]))
         predictions = []
         for p, (n, truncated) in zip(probs, encoded, strict=True):
             best = int(p.argmax())
@@ -277,6 +290,45 @@ class NNServe:
                 )
             )
         return _json(AnalyzeSentimentResponse(model=model, version=meta.version, predictions=predictions))
+
+    async def _autoencode(self, model: str, images: list[str]) -> tuple[ModelMetadata, list[ImageItem], list[Any]]:
+        blobs = [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]
+        meta, items = self._image_rows(model, "autoencoder", blobs)
+        return meta, items, await self._call(self.autoencoders, items, model)
+
+    @bentoml.api(route="/v1/reconstruct", input_spec=ReconstructImagesRequest, output_spec=ReconstructImagesResponse)
+    @enveloped
+    async def reconstruct(self, model: str, images: list[str]) -> Response:
+        """Reconstruct images through an autoencoder (with a denoising one, this denoises) and flag anomalies."""
+        meta, items, results = await self._autoencode(model, images)
+        assert meta.anomaly is not None
+        out = []
+        for item, r in zip(items, results, strict=True):
+            error = float(((r.reconstruction - item.x) ** 2).sum())
+            anomaly = error > meta.anomaly.threshold
+            if anomaly:
+                ANOMALIES.labels(model).inc()
+            out.append(Reconstruction(reconstruction=_png_b64(r.reconstruction), error=error, anomaly=anomaly))
+        return _json(
+            ReconstructImagesResponse(model=model, version=meta.version, threshold=meta.anomaly.threshold, results=out)
+        )
+
+    @bentoml.api(route="/v1/encode", input_spec=EncodeImagesRequest, output_spec=EncodeImagesResponse)
+    @enveloped
+    async def encode(self, model: str, images: list[str]) -> Response:
+        """An autoencoder's code for each image (its compressed representation)."""
+        meta, _, results = await self._autoencode(model, images)
+        codes = [[float(v) for v in r.code] for r in results]
+        return _json(EncodeImagesResponse(model=model, version=meta.version, codes=codes))
+
+
+def _png_b64(pixels: np.ndarray) -> str:
+    """(C, H, W) floats in [0, 1] -> base64 PNG."""
+    a = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
+    img = Image.fromarray(a[0]) if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]

@@ -30,7 +30,8 @@ def digits():
 @pytest.fixture(scope="session")
 def artifact_root(tmp_path_factory, digits) -> Path:
     """Train small real models and export them into one model dir: two digit classifiers (scikit-learn's
-    digits) and a sentiment LSTM (the synthetic review corpus, max_len 24 so truncation is reachable).
+    digits), a sentiment LSTM (the synthetic review corpus, max_len 24 so truncation is reachable) and a
+    digits autoencoder.
 
     They learn their tasks, so HTTP tests can check answers, not just shapes.
     """
@@ -60,6 +61,13 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     ckpt = train_text(synthetic_sentiment(), cfg, {"hidden_size": 32, "embed_dim": 32})
     torch.save(ckpt, runs / "synthetic-lstm.pt")
     export_checkpoint(runs / "synthetic-lstm.pt", root / "synthetic-lstm", name="synthetic-lstm")
+
+    from training.ae_loop import AETrainConfig, train_autoencoder
+
+    cfg = AETrainConfig(epochs=4, progress=False, threads=2)
+    ckpt = train_autoencoder(digits, cfg, {"hidden": [128, 64], "code_size": 10}, pre)
+    torch.save(ckpt, runs / "digits-ae.pt")
+    export_checkpoint(runs / "digits-ae.pt", root / "digits-ae", name="digits-ae")
     return root
 
 

@@ -48,7 +48,8 @@ def test_model_cards(client):
     r = client.get("/v1/models")
     assert r.status_code == 200
     cards = {c["name"]: c for c in r.json()["models"]}
-    assert set(cards) == {"digits-cnn", "digits-lenet5", "synthetic-lstm"}
+    assert set(cards) == {"digits-cnn", "digits-lenet5", "synthetic-lstm", "digits-ae"}
+    assert cards["digits-ae"]["anomaly"]["percentile"] == 99.0 and cards["digits-cnn"]["anomaly"] is None
     assert cards["synthetic-lstm"]["task"] == "text-classification"
     assert cards["synthetic-lstm"]["batching"]["max_batch_size"] == 128
     card = client.get("/v1/models/digits-cnn").json()
@@ -62,7 +63,15 @@ def test_model_cards(client):
 
 def test_openapi_documents_every_v1_route(client):
     doc = client.get("/docs.json").json()
-    for path in ("/v1/classify", "/v1/classify/upload", "/v1/models", "/v1/models/{name}"):
+    for path in (
+        "/v1/classify",
+        "/v1/classify/upload",
+        "/v1/models",
+        "/v1/models/{name}",
+        "/v1/sentiment",
+        "/v1/reconstruct",
+        "/v1/encode",
+    ):
         assert path in doc["paths"], sorted(doc["paths"])
     upload = doc["paths"]["/v1/classify/upload"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"]

@@ -1,0 +1,75 @@
+"""/v1/reconstruct and /v1/encode over real HTTP against a real ``bentoml serve`` with a real ONNX autoencoder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.contract import load_metadata
+from tests.conftest import assert_envelope, png_bytes
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+MODEL = "digits-ae"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def digit_pngs(digits):
+    return [b64(png_bytes(a[0])) for a in digits.images[-16:]]
+
+
+def test_reconstruct(client, artifact_root, digit_pngs):
+    r = client.post("/v1/reconstruct", json={"model": MODEL, "images": digit_pngs[:4]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    meta = load_metadata(artifact_root / MODEL)
+    assert body["threshold"] == pytest.approx(meta.anomaly.threshold) and len(body["results"]) == 4
+    for res in body["results"]:
+        img = Image.open(io.BytesIO(base64.b64decode(res["reconstruction"])))
+        assert img.format == "PNG" and img.size == (28, 28) and img.mode == "L"
+        assert res["error"] >= 0 and res["anomaly"] == (res["error"] > body["threshold"])
+
+
+def test_noise_is_an_anomaly_and_digits_mostly_are_not(client, digit_pngs):
+    noise = b64(png_bytes(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)))
+    results = client.post("/v1/reconstruct", json={"model": MODEL, "images": [noise, *digit_pngs]}).json()["results"]
+    assert results[0]["anomaly"] is True
+    assert results[0]["error"] > max(r["error"] for r in results[1:])
+    assert sum(r["anomaly"] for r in results[1:]) <= 2
+
+
+def test_encode(client, digit_pngs):
+    r = client.post("/v1/encode", json={"model": MODEL, "images": digit_pngs[:3]})
+    assert r.status_code == 200, r.text
+    codes = r.json()["codes"]
+    assert len(codes) == 3 and all(len(c) == 10 for c in codes)
+    again = client.post("/v1/encode", json={"model": MODEL, "images": digit_pngs[2:3]}).json()["codes"][0]
+    assert np.allclose(again, codes[2], atol=1e-5)  # the code does not depend on the batch
+
+
+@pytest.mark.parametrize("route", ["/v1/reconstruct", "/v1/encode"])
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "nope", "images": ["aGk="]}, 404, "model_not_found"),
+        ({"model": "digits-cnn", "images": ["aGk="]}, 404, "model_not_found"),
+        ({"model": MODEL, "images": []}, 400, "invalid_request"),
+        ({"model": MODEL, "images": [b64(b"not an image")]}, 400, "invalid_image"),
+        ({"model": MODEL, "images": ["x"] * 65}, 400, "invalid_request"),
+    ],
+)
+def test_errors(client, route, body, status, code):
+    assert_envelope(client.post(route, json=body), status, code)
+
+
+def test_anomaly_counter(client):
+    text = client.get("/metrics").text
+    assert re.search(r'^nnserve_anomalies_total\{model="digits-ae"\} [1-9]', text, re.M)
