@@ -68,6 +68,66 @@ def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, batch:
     return preds
 
 
+def reconstruction_errors(model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int = 500) -> np.ndarray:
+    """uint8 images (N, H, W) -> per-image squared error summed over pixels in [0, 1], as the service computes."""
+    sess = _session(model_dir)
+    pre = meta.image_preprocessing()
+    errors = []
+    for i in range(0, len(images), batch):
+        pixels = np.stack([prepare_image(Image.fromarray(a), pre) for a in images[i : i + batch]])
+        x = normalize(pixels, pre)
+        (recon,) = sess.run(["reconstruction"], {meta.inputs[0].name: x})
+        errors.append(((recon - x) ** 2).reshape(len(x), -1).sum(1))
+    return np.concatenate(errors)
+
+
+def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve of a score that should be higher for positives (Mann-Whitney U / n1 n0)."""
+    from scipy.stats import rankdata  # ties share their mean rank
+
+    ranks = rankdata(np.concatenate([negatives, positives]))
+    n0, n1 = len(negatives), len(positives)
+    return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _validation_images(p: argparse.ArgumentParser, meta: ModelMetadata, root: Path, check: bool = True):
+    img_path = next(root.glob("train-images-idx3-ubyte*"))
+    lbl_path = next(root.glob("train-labels-idx1-ubyte*"))
+    if check:
+        for path in (img_path, lbl_path):
+            _check_hash(p, meta, path)
+    labels = read_idx(lbl_path).astype(np.int64)
+    _, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+    return read_idx(img_path)[val], labels[val]
+
+
+def _autoencoder_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> dict:
+    if args.data is None:
+        p.error("give --data (the training folder), optionally --anomalies (another IDX folder)")
+    images, _ = _validation_images(p, meta, args.data)
+    errors = reconstruction_errors(args.model_dir, images, meta)
+    assert meta.anomaly is not None
+    result: dict = {
+        "model": meta.name,
+        "split": "validation",
+        "n": len(errors),
+        "mean_sse": float(errors.mean()),
+        "flagged": float((errors > meta.anomaly.threshold).mean()),
+    }
+    if args.anomalies is not None:
+        # the other dataset's validation images (same seed and fraction), as the out-of-distribution class
+        others, _ = _validation_images(p, meta, args.anomalies, check=False)
+        other_errors = reconstruction_errors(args.model_dir, others, meta)
+        result.update(
+            anomalies=str(args.anomalies),
+            anomalies_n=len(other_errors),
+            anomalies_mean_sse=float(other_errors.mean()),
+            anomalies_flagged=float((other_errors > meta.anomaly.threshold).mean()),
+            auroc=auroc(errors, other_errors),
+        )
+    return result
+
+
 def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | int | dict[str, float]]:
     per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in range(len(names)) if (labels == c).any()}
     return {
@@ -86,13 +146,8 @@ def _check_hash(p: argparse.ArgumentParser, meta: ModelMetadata, path: Path) -> 
 
 def _image_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata):
     if args.data is not None:
-        img_path = next(args.data.glob("train-images-idx3-ubyte*"))
-        lbl_path = next(args.data.glob("train-labels-idx1-ubyte*"))
-        for path in (img_path, lbl_path):
-            _check_hash(p, meta, path)
-        labels = read_idx(lbl_path).astype(np.int64)
-        _, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
-        return predict_images(args.model_dir, read_idx(img_path)[val], meta), labels[val], "validation"
+        images, labels = _validation_images(p, meta, args.data)
+        return predict_images(args.model_dir, images, meta), labels, "validation"
     if args.images is not None and args.labels is not None:
         images, labels = read_idx(args.images), read_idx(args.labels).astype(np.int64)
         return predict_images(args.model_dir, images, meta), labels, str(args.images)
@@ -137,11 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--texts", type=Path, help="a CSV/TSV of labelled texts")
     p.add_argument("--text-column", default="sentence")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     meta = load_metadata(args.model_dir)
-    pred, labels, split_name = (_text_data if meta.task == "text-classification" else _image_data)(p, args, meta)
-    result = {"model": meta.name, "split": split_name, **report(pred, labels, meta.labels)}
+    if meta.task == "autoencoder":
+        result = _autoencoder_report(p, args, meta)
+    else:
+        pred, labels, split_name = (_text_data if meta.task == "text-classification" else _image_data)(p, args, meta)
+        result = {"model": meta.name, "split": split_name, **report(pred, labels, meta.labels)}
     out = json.dumps(result, indent=2)
     if args.json:
         args.json.write_text(out + "\n")

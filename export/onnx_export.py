@@ -24,8 +24,8 @@ import torch
 import models
 from export.contract import (
     METADATA_FILE,
-    AnomalyThreshold,
     ONNX_FILE,
+    AnomalyThreshold,
     DatasetInfo,
     ImagePreprocessing,
     ModelMetadata,
