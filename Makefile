@@ -52,7 +52,7 @@ format: $(VENV)/.dev
 
 # ---- shipped models: train (checkpoint, metrics, curves) -> export (ONNX + metadata, parity) ----
 # Thread counts are part of the recipe: the same seed, data and thread count give the same weights.
-SHIPPED := mnist-cnn mnist-lenet5 fashion-cnn sst2-lstm imdb-lstm
+SHIPPED := mnist-cnn mnist-lenet5 fashion-cnn sst2-lstm imdb-lstm mnist-ae mnist-dae fashion-ae
 TRAIN := $(PY) -m training
 EXPORT := $(PY) -m export
 
@@ -67,6 +67,12 @@ models: $(VENV)/.dev
 	$(EXPORT) $(RUNS)/sst2-lstm/checkpoint.pt --out $(ART)/sst2-lstm
 	$(TRAIN) rnn-classifier --data $(DATA)/sentiment/imdb/train.csv --epochs 6 --threads 1 --out $(RUNS)/imdb-lstm
 	$(EXPORT) $(RUNS)/imdb-lstm/checkpoint.pt --out $(ART)/imdb-lstm
+	$(TRAIN) autoencoder --data $(DATA)/mnist --epochs 30 --threads 2 --out $(RUNS)/mnist-ae
+	$(EXPORT) $(RUNS)/mnist-ae/checkpoint.pt --out $(ART)/mnist-ae
+	$(TRAIN) denoising-autoencoder --data $(DATA)/mnist --epochs 30 --threads 1 --out $(RUNS)/mnist-dae
+	$(EXPORT) $(RUNS)/mnist-dae/checkpoint.pt --out $(ART)/mnist-dae
+	$(TRAIN) autoencoder --data $(DATA)/fashion-mnist --epochs 30 --threads 1 --out $(RUNS)/fashion-ae
+	$(EXPORT) $(RUNS)/fashion-ae/checkpoint.pt --out $(ART)/fashion-ae
 	for m in $(SHIPPED); do cp $(RUNS)/$$m/curves.png $(ART)/$$m/curves.png; done
 
 # re-measure every shipped artifact with onnxruntime on its recorded validation split
@@ -76,6 +82,9 @@ evaluate: $(VENV)/.dev
 	$(PY) -m export.evaluate $(ART)/fashion-cnn --data $(DATA)/fashion-mnist
 	$(PY) -m export.evaluate $(ART)/sst2-lstm --data $(DATA)/sentiment/sst2/train.tsv
 	$(PY) -m export.evaluate $(ART)/imdb-lstm --data $(DATA)/sentiment/imdb/train.csv
+	$(PY) -m export.evaluate $(ART)/mnist-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
+	$(PY) -m export.evaluate $(ART)/mnist-dae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
+	$(PY) -m export.evaluate $(ART)/fashion-ae --data $(DATA)/fashion-mnist --anomalies $(DATA)/mnist
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .mypy_cache .ruff_cache
