@@ -254,6 +254,7 @@ def export_checkpoint(
         preprocessing=spec.preprocessing,
         inputs=spec.inputs,
         outputs=spec.outputs,
+        training=dict(ckpt["train_config"]),
         opset=max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
         metrics={k: float(v) for k, v in m.items() if isinstance(v, int | float)},
         class_metrics={str(lbl): float(v) for lbl, v in m.get("per_class_accuracy", {}).items()},

@@ -82,3 +82,33 @@ def test_metadata_is_plain_json(tmp_path, checkpoint):
     export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--name", "custom", "--version", "7", "--dry-run"])
     raw = json.loads((tmp_path / "m" / "model.json").read_text())
     assert raw["name"] == "custom" and raw["version"] == "7" and raw["schema_version"] == 1
+
+
+def test_autoencoder_export(tmp_path):
+    """One graph, two outputs (code, reconstruction), parity on both, a threshold and the loss recorded."""
+    assert (
+        train_main(
+            [
+                "autoencoder",
+                "--dry-run",
+                "--out",
+                str(tmp_path / "ck"),
+                "--no-progress",
+                "--model-arg",
+                "hidden=[64]",
+                "--model-arg",
+                "code_size=8",
+            ]
+        )
+        == 0
+    )
+    assert export_main([str(tmp_path / "ck" / "checkpoint.pt"), "--out", str(tmp_path / "m"), "--dry-run"]) == 0
+    meta = ModelMetadata.model_validate_json((tmp_path / "m" / "model.json").read_text())
+    assert meta.task == "autoencoder" and [o.name for o in meta.outputs] == ["code", "reconstruction"]
+    assert meta.outputs[0].shape == [-1, 8] and meta.outputs[1].shape == [-1, 1, 28, 28]
+    assert meta.anomaly is not None and meta.anomaly.threshold == pytest.approx(meta.metrics["val_sse_p99"])
+    assert meta.training["loss"] == "bce" and meta.parity.max_abs_diff <= 1e-5
+    sess = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    code, recon = sess.run(None, {"input": x})
+    assert code.shape == (3, 8) and recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
