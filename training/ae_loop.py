@@ -150,5 +150,5 @@ def train_autoencoder(
         metrics=metrics,
         history=history,
         preprocessing=preprocessing,
-        dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256},
+        dataset=ds,
     )

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +15,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import models
+
+if TYPE_CHECKING:
+    from training.data import Dataset
+    from training.text_data import TextDataset
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +236,7 @@ def checkpoint_dict(
     model: torch.nn.Module,
     model_cfg: Any,
     labels: list[str],
-    dataset: dict[str, Any],
+    dataset: Dataset | TextDataset,
     n_train: int,
     n_val: int,
     metrics: dict[str, Any],
@@ -250,7 +254,9 @@ def checkpoint_dict(
         "labels": list(labels),
         **task,
         "dataset": {
-            **dataset,
+            "name": dataset.name,
+            "source": dataset.source,
+            "sha256": dataset.sha256,
             "n_train": n_train,
             "n_val": n_val,
             "split_seed": cfg.split_seed,

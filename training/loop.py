@@ -96,5 +96,5 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         metrics=metrics,
         history=history,
         preprocessing=pre,
-        dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256},
+        dataset=ds,
     )

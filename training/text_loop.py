@@ -130,5 +130,5 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         history=history,
         tokenizer=tok.model_dump(),
         vocab=vocab.itos,
-        dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256},
+        dataset=ds,
     )
