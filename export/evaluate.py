@@ -68,15 +68,30 @@ def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, batch:
     return preds
 
 
-def reconstruction_errors(model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int = 500) -> np.ndarray:
-    """uint8 images (N, H, W) -> per-image squared error summed over pixels in [0, 1], as the service computes."""
+def reconstruction_errors(
+    model_dir: Path, images: np.ndarray, meta: ModelMetadata, batch: int = 500, corrupt: bool = False
+) -> np.ndarray:
+    """uint8 images (N, H, W) -> per-image squared error summed over pixels in [0, 1], as the service computes.
+
+    With ``corrupt``, inputs get the model's own training corruption (its recorded noise kind and level,
+    seeded) and are scored against the clean images: the denoising error.
+    """
     sess = _session(model_dir)
     pre = meta.image_preprocessing()
+    cfg = meta.architecture_config
+    level = cfg.get("noise_level", 0.0)
+    assert isinstance(level, float | int)
+    rng = np.random.default_rng(0)
     errors = []
     for i in range(0, len(images), batch):
         pixels = np.stack([prepare_image(Image.fromarray(a), pre) for a in images[i : i + batch]])
         x = normalize(pixels, pre)
-        (recon,) = sess.run(["reconstruction"], {meta.inputs[0].name: x})
+        noisy = x
+        if corrupt and cfg.get("noise") == "masking":
+            noisy = (x * (rng.random(x.shape) >= level)).astype(np.float32)
+        elif corrupt and cfg.get("noise") == "gaussian":
+            noisy = np.clip(x + rng.normal(0, level, x.shape), 0, 1).astype(np.float32)
+        (recon,) = sess.run(["reconstruction"], {meta.inputs[0].name: noisy})
         errors.append(((recon - x) ** 2).reshape(len(x), -1).sum(1))
     return np.concatenate(errors)
 
@@ -114,6 +129,8 @@ def _autoencoder_report(p: argparse.ArgumentParser, args: argparse.Namespace, me
         "mean_sse": float(errors.mean()),
         "flagged": float((errors > meta.anomaly.threshold).mean()),
     }
+    if meta.architecture_config.get("noise", "none") != "none":
+        result["denoising_mean_sse"] = float(reconstruction_errors(args.model_dir, images, meta, corrupt=True).mean())
     if args.anomalies is not None:
         # the other dataset's validation images (same seed and fraction), as the out-of-distribution class
         others, _ = _validation_images(p, meta, args.anomalies, check=False)
