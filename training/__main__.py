@@ -195,7 +195,7 @@ def _load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset
 
 def _train_autoencoder(args: argparse.Namespace) -> dict:
     ds, pre, _ = _load_images(args)
-    cfg = AETrainConfig(**_common(args, AETrainConfig()), loss=args.loss)
+    cfg = AETrainConfig(**_common(args, AETrainConfig()), loss=args.loss, augment=args.augment or "none")
     log.info("training %s on %s (%d images) with %s", args.model, ds.name, len(ds.labels), cfg)
     return train_autoencoder(ds, cfg, _parse_model_args(args.model_arg), pre)
 

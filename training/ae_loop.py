@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import models
+from training.augment import PRESETS as AUGMENT_PRESETS
+from training.augment import random_affine
 from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
 from training.data import Dataset, stratified_split
 
@@ -107,6 +109,7 @@ def train_autoencoder(
         perm = torch.randperm(len(x_tr), generator=gen)
         for step in range(steps_per_epoch):
             x = x_tr[perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
+            x = random_affine(x, AUGMENT_PRESETS[cfg.augment], gen)  # input and target warped alike
             yield (corrupt(x, model_cfg, gen),), x
 
     @torch.no_grad()
