@@ -9,7 +9,7 @@ API service.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import bentoml
 import numpy as np
@@ -23,6 +23,7 @@ from service.settings import get_settings
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 S = get_settings()  # BentoML takes service configuration at class definition
 
+T = TypeVar("T")
 Float32 = Annotated[np.ndarray, TensorSchema("numpy-array", dtype="float32")]
 Int64 = Annotated[np.ndarray, TensorSchema("numpy-array", dtype="int64")]
 
@@ -75,6 +76,16 @@ def group_by_model(names: list[str]) -> dict[str, list[int]]:
     return groups
 
 
+def in_input_order(n: int, chunks: list[tuple[list[int], list[T]]]) -> list[T]:
+    """Results computed per model (and per bucket) -> one list in the rows' original order."""
+    out: list[T | None] = [None] * n
+    for rows, results in chunks:
+        for i, result in zip(rows, results, strict=True):
+            out[i] = result
+    assert all(r is not None for r in out), "a row got no result"
+    return out  # type: ignore[return-value]
+
+
 def length_buckets(lengths: list[int], max_ratio: float = 2.0) -> list[list[int]]:
     """Row indices sorted by length and cut wherever the longest row would exceed ``max_ratio`` times the
     shortest: padding stays under half of each run's work, and one run serves similar lengths."""
@@ -104,12 +115,11 @@ class ImageModels:
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
     def infer(self, items: list[ImageItem]) -> list[InferResult]:
-        out: list[InferResult] = [InferResult(logits=np.empty(0, np.float32))] * len(items)
+        chunks = []
         for name, rows in group_by_model([it.model for it in items]).items():
             logits = self.models[name].run(np.stack([items[i].x for i in rows]))
-            for i, row in zip(rows, logits, strict=True):
-                out[i] = InferResult(logits=row)
-        return out
+            chunks.append((rows, [InferResult(logits=row) for row in logits]))
+        return in_input_order(len(items), chunks)
 
     @bentoml.api
     def state(self) -> FamilyState:
@@ -132,18 +142,16 @@ class TextModels:
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.text_max_batch_size, max_latency_ms=S.max_latency_ms)
     def infer(self, items: list[TextItem]) -> list[InferResult]:
-        out: list[InferResult] = [InferResult(logits=np.empty(0, np.float32))] * len(items)
+        chunks = []
         for name, rows in group_by_model([it.model for it in items]).items():
-            lengths = [len(items[i].ids) for i in rows]
-            for bucket in length_buckets(lengths):
+            for bucket in length_buckets([len(items[i].ids) for i in rows]):
                 idx = [rows[j] for j in bucket]
                 lens = np.asarray([len(items[i].ids) for i in idx], dtype=np.int64)
-                ids = np.full((len(idx), int(lens.max())), PAD_ID, dtype=np.int64)
+                ids = np.full((len(idx), int(lens.max())), PAD_ID, dtype=np.int64)  # (B, T) right-padded
                 for r, i in enumerate(idx):
                     ids[r, : lens[r]] = items[i].ids
-                for i, row in zip(idx, self.models[name].run(ids, lens), strict=True):
-                    out[i] = InferResult(logits=row)
-        return out
+                chunks.append((idx, [InferResult(logits=row) for row in self.models[name].run(ids, lens)]))
+        return in_input_order(len(items), chunks)
 
     @bentoml.api
     def state(self) -> FamilyState:
@@ -162,13 +170,12 @@ class AutoencoderModels:
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
     def infer(self, items: list[ImageItem]) -> list[AutoencoderResult]:
-        empty = np.empty(0, np.float32)
-        out = [AutoencoderResult(code=empty, reconstruction=empty)] * len(items)
+        chunks = []
         for name, rows in group_by_model([it.model for it in items]).items():
             codes, recons = self.models[name].run_all(np.stack([items[i].x for i in rows]))
-            for i, code, recon in zip(rows, codes, recons, strict=True):
-                out[i] = AutoencoderResult(code=code, reconstruction=recon)
-        return out
+            results = [AutoencoderResult(code=c, reconstruction=r) for c, r in zip(codes, recons, strict=True)]
+            chunks.append((rows, results))
+        return in_input_order(len(items), chunks)
 
     @bentoml.api
     def state(self) -> FamilyState:

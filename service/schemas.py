@@ -11,13 +11,19 @@ from export.contract import AnomalyThreshold, ImagePreprocessing, TensorSpec, Te
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
-class ClassifyImagesRequest(BaseModel):
+class ImagesInput(BaseModel):
+    """What every image endpoint takes: a model name and 1-64 encoded images."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
+    model: str
     images: list[str] = Field(
         min_length=1, max_length=64, description="base64-encoded PNG or JPEG images (data: URLs accepted)"
     )
+
+
+class ClassifyImagesRequest(ImagesInput):
+    model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
     top_k: int = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
 
 
@@ -101,13 +107,8 @@ class AnalyzeSentimentResponse(BaseModel):
     predictions: list[SentimentPrediction] = Field(description="one per input text, in input order")
 
 
-class ReconstructImagesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
+class ReconstructImagesRequest(ImagesInput):
     model: str = Field("mnist-ae", pattern=MODEL_NAME, description="a served autoencoder")
-    images: list[str] = Field(
-        min_length=1, max_length=64, description="base64-encoded PNG or JPEG images (data: URLs accepted)"
-    )
 
 
 class Reconstruction(BaseModel):
