@@ -67,7 +67,7 @@ models: $(VENV)/.dev
 	$(EXPORT) $(RUNS)/sst2-lstm/checkpoint.pt --out $(ART)/sst2-lstm
 	$(TRAIN) rnn-classifier --data $(DATA)/sentiment/imdb/train.csv --epochs 6 --threads 1 --out $(RUNS)/imdb-lstm
 	$(EXPORT) $(RUNS)/imdb-lstm/checkpoint.pt --out $(ART)/imdb-lstm
-	$(TRAIN) autoencoder --data $(DATA)/mnist --epochs 40 --augment digits --threads 2 --out $(RUNS)/mnist-ae
+	$(TRAIN) autoencoder --data $(DATA)/mnist --epochs 100 --augment digits --threads 2 --out $(RUNS)/mnist-ae
 	$(EXPORT) $(RUNS)/mnist-ae/checkpoint.pt --out $(ART)/mnist-ae
 	$(TRAIN) denoising-autoencoder --data $(DATA)/mnist --epochs 30 --threads 1 --out $(RUNS)/mnist-dae
 	$(EXPORT) $(RUNS)/mnist-dae/checkpoint.pt --out $(ART)/mnist-dae
