@@ -25,7 +25,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from export.contract import ONNX_FILE, ModelMetadata, load_metadata, normalize, prepare_image, sha256_file
-from export.text import PAD_ID, Vocab, encode_text
+from export.text import Vocab, encode_text, pad_right
 from training.data import read_idx, stratified_split
 
 
@@ -59,10 +59,7 @@ def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, batch:
     preds = np.zeros(len(seqs), dtype=np.int64)
     for i in range(0, len(seqs), batch):
         chunk = seqs[i : i + batch]
-        lengths = np.asarray([len(s) for s in chunk], dtype=np.int64)
-        ids = np.full((len(chunk), int(lengths.max())), PAD_ID, dtype=np.int64)
-        for r, s in enumerate(chunk):
-            ids[r, : len(s)] = s
+        ids, lengths = pad_right(chunk)
         (logits,) = sess.run(["logits"], {"ids": ids, "lengths": lengths})
         preds[i : i + batch] = logits.argmax(1)
     return preds

@@ -12,10 +12,11 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 PAD, UNK = "<pad>", "<unk>"
@@ -91,3 +92,15 @@ def encode_text(text: str, cfg: TokenizerConfig, vocab: Vocab) -> tuple[list[int
     """-> (ids of at most max_len tokens, tokens before truncation, truncated); no tokens gives no ids."""
     tokens = tokenize(text, cfg)
     return vocab.encode(tokens[: cfg.max_len]), len(tokens), len(tokens) > cfg.max_len
+
+
+def pad_right(seqs: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Token-id sequences -> ids (B, T) int64 right-padded with <pad> to the longest, lengths (B,) int64.
+
+    The one layout training, evaluation and the service feed the recurrent graphs.
+    """
+    lengths = np.asarray([len(s) for s in seqs], dtype=np.int64)
+    ids = np.full((len(seqs), int(lengths.max())), PAD_ID, dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = seq
+    return ids, lengths

@@ -16,7 +16,7 @@ import numpy as np
 from bentoml.validators import TensorSchema
 from pydantic import BaseModel
 
-from export.text import PAD_ID
+from export.text import pad_right
 from service.runtime import OnnxModel, load_family
 from service.settings import get_settings
 
@@ -146,10 +146,7 @@ class TextModels:
         for name, rows in group_by_model([it.model for it in items]).items():
             for bucket in length_buckets([len(items[i].ids) for i in rows]):
                 idx = [rows[j] for j in bucket]
-                lens = np.asarray([len(items[i].ids) for i in idx], dtype=np.int64)
-                ids = np.full((len(idx), int(lens.max())), PAD_ID, dtype=np.int64)  # (B, T) right-padded
-                for r, i in enumerate(idx):
-                    ids[r, : lens[r]] = items[i].ids
+                ids, lens = pad_right([items[i].ids for i in idx])
                 chunks.append((idx, [InferResult(logits=row) for row in self.models[name].run(ids, lens)]))
         return in_input_order(len(items), chunks)
 

@@ -222,8 +222,6 @@ class NNServe:
     def _image_rows(self, model: str, task: str, blobs: list[bytes]) -> tuple[ModelMetadata, list[ImageItem]]:
         """Encoded images -> the model's input rows, preprocessed exactly as in training."""
         meta = self.metadata(model, task)
-        if len(blobs) > S.max_images:
-            raise ApiError("invalid_request", f"at most {S.max_images} images per request")
         limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels}
         return meta, [ImageItem(model=model, x=to_input(b, meta, index=i, **limits)) for i, b in enumerate(blobs)]
 
@@ -250,10 +248,7 @@ class NNServe:
     @enveloped
     async def classify(self, model: str, images: list[str], top_k: int) -> Response:
         """Classify base64 PNG/JPEG images; predictions come back in input order."""
-        if len(images) > S.max_images:
-            raise ApiError("invalid_request", f"at most {S.max_images} images per request")
-        blobs = [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]
-        return _json(await self.classify_blobs(model, blobs, top_k))
+        return _json(await self.classify_blobs(model, _decode_images(images), top_k))
 
     @bentoml.api(route="/v1/sentiment", input_spec=AnalyzeSentimentRequest, output_spec=AnalyzeSentimentResponse)
     @enveloped
@@ -292,8 +287,7 @@ class NNServe:
         return _json(AnalyzeSentimentResponse(model=model, version=meta.version, predictions=predictions))
 
     async def _autoencode(self, model: str, images: list[str]) -> tuple[ModelMetadata, list[ImageItem], list[Any]]:
-        blobs = [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]
-        meta, items = self._image_rows(model, "autoencoder", blobs)
+        meta, items = self._image_rows(model, "autoencoder", _decode_images(images))
         return meta, items, await self._call(self.autoencoders, items, model)
 
     @bentoml.api(route="/v1/reconstruct", input_spec=ReconstructImagesRequest, output_spec=ReconstructImagesResponse)
@@ -320,6 +314,14 @@ class NNServe:
         meta, _, results = await self._autoencode(model, images)
         codes = [[float(v) for v in r.code] for r in results]
         return _json(EncodeImagesResponse(model=model, version=meta.version, codes=codes))
+
+
+def _decode_images(images: list[str]) -> list[bytes]:
+    """Base64 images of a JSON request -> bytes; the count limit is checked before any decoding.
+    (An upload carries one image, always within the limit.)"""
+    if len(images) > S.max_images:
+        raise ApiError("invalid_request", f"at most {S.max_images} images per request")
+    return [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]
 
 
 def _png_b64(pixels: np.ndarray) -> str:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from export.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, tokenize
+from export.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
 from training.text_data import TextDataset, split
 
@@ -39,12 +39,8 @@ class TextTrainConfig(TrainConfig):
 
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest sequence: -> ids (B, T) int64, lengths (B,) int64 (empty rows get one <unk>)."""
-    seqs = [s or [UNK_ID] for s in seqs]
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
-    ids = torch.full((len(seqs), int(lengths.max())), PAD_ID, dtype=torch.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.int64)
-    return ids, lengths
+    ids, lengths = pad_right([s or [UNK_ID] for s in seqs])
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
 def length_bucketed(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
