@@ -104,6 +104,30 @@ class AnomalyThreshold(BaseModel):
     metric: Literal["sse"] = "sse"
 
 
+class GraphInfo(BaseModel):
+    """A second graph shipped beside model.onnx (a VAE's encoder)."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class GeneratorInfo(BaseModel):
+    """Generators: how to drive model.onnx (latent z [+ labels] -> images)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["gan", "vae"]
+    latent_dim: int
+    conditional: bool = Field(description="the graph takes an int64 'labels' input; labels lists the classes")
+    noise: Literal["standard-normal"] = Field(
+        "standard-normal", description="z ~ N(0, I); the service draws it with numpy's default_rng(seed)"
+    )
+    value_range: tuple[float, float] = Field((0.0, 1.0), description="pixel range of the output images")
+    encoder: GraphInfo | None = Field(None, description="VAE: image [+ labels] -> posterior mu, logvar")
+
+
 class ModelMetadata(BaseModel):
     """``model.json``: everything needed to serve, describe and audit one exported model."""
 
@@ -112,7 +136,7 @@ class ModelMetadata(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str
     version: str
-    task: Literal["image-classification", "text-classification", "autoencoder"]
+    task: Literal["image-classification", "text-classification", "autoencoder", "generator"]
     architecture: str = Field(description="registry name of the nn.Module")
     architecture_config: dict[str, bool | int | float | str | list[int]]
     labels: list[str]
@@ -133,6 +157,7 @@ class ModelMetadata(BaseModel):
     torch_version: str
     parity: Parity
     anomaly: AnomalyThreshold | None = None
+    generator: GeneratorInfo | None = None
 
     def image_preprocessing(self) -> ImagePreprocessing:
         if not isinstance(self.preprocessing, ImagePreprocessing):
@@ -287,3 +312,27 @@ def normalize(pixels: np.ndarray, pre: ImagePreprocessing) -> np.ndarray:
     mean = np.asarray(pre.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(pre.std, dtype=np.float32).reshape(-1, 1, 1)
     return ((pixels.astype(np.float32) * np.float32(1 / 255.0)) - mean) / std
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] (any shape) -> uint8, rounded."""
+    return (np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def to_pil(pixels: np.ndarray) -> Image.Image:
+    """(C, H, W) floats in [0, 1] -> an 'L' or 'RGB' image."""
+    a = to_uint8(pixels)
+    return Image.fromarray(a[0]) if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0))
+
+
+def image_grid(images: np.ndarray, cols: int, pad: int = 2) -> Image.Image:
+    """(N, C, H, W) floats in [0, 1] -> one image, ``cols`` per row, ``pad`` dark pixels between cells."""
+    n, c, h, w = images.shape
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    canvas = np.zeros((c, rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        canvas[:, top : top + h, left : left + w] = img
+    return to_pil(canvas)

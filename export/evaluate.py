@@ -5,11 +5,17 @@
         --labels t10k-labels-idx1-ubyte.gz                                                  # any IDX pair
     python -m export.evaluate artifacts/sst2-lstm --data ../shared/data/sentiment/sst2/train.tsv
     python -m export.evaluate artifacts/sst2-lstm --texts dev.tsv [--text-column sentence --label-column label]
+    python -m export.evaluate artifacts/mnist-gan --data ../shared/data/mnist --classifier artifacts/mnist-cnn
 
 With ``--data``, the validation split is rebuilt from the seed, fraction and kind recorded in model.json and
 the data file must hash to the sha256 recorded there, so the figure is the one training reported,
 re-measured on the exported graph. ``--texts`` takes any CSV/TSV with a header; labels may be indices
 (0, 1) or label names (negative, positive).
+
+Generators are measured against the validation split with a shipped classifier of the same dataset:
+Fréchet distance on its penultimate features (export/frechet.py) with the real-vs-real floor, the fraction
+of conditional samples it classifies as the requested class, and for VAEs the validation ELBO and
+reconstruction error through the exported encoder and decoder.
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from export.contract import ONNX_FILE, ModelMetadata, load_metadata, normalize, prepare_image, sha256_file
+from export.contract import (
+    ONNX_FILE,
+    ModelMetadata,
+    load_metadata,
+    normalize,
+    prepare_image,
+    sha256_file,
+    to_uint8,
+)
 from export.text import Vocab, encode_text, pad_right
 from training.data import read_idx, stratified_split
 
@@ -142,6 +156,85 @@ def _autoencoder_report(p: argparse.ArgumentParser, args: argparse.Namespace, me
     return result
 
 
+def generate_images(
+    model_dir: Path, meta: ModelMetadata, n: int, seed: int = 0, batch: int = 500
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """n samples as the service draws them (numpy default_rng(seed) normal z; conditional labels cycling
+    through the classes), quantised to uint8 as in the served PNGs -> (pixels (N, C, H, W), labels)."""
+    assert meta.generator is not None
+    sess = _session(model_dir)
+    z = np.random.default_rng(seed).standard_normal((n, meta.generator.latent_dim), dtype=np.float32)
+    labels = np.arange(n, dtype=np.int64) % len(meta.labels) if meta.generator.conditional else None
+    out = []
+    for i in range(0, n, batch):
+        feed = {"z": z[i : i + batch], **({"labels": labels[i : i + batch]} if labels is not None else {})}
+        out.append(to_uint8(sess.run(["image"], feed)[0]))
+    return np.concatenate(out), labels
+
+
+def vae_metrics(model_dir: Path, meta: ModelMetadata, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Validation -ELBO (nats per image, one seeded sample each) and squared error of the posterior-mean
+    reconstruction, through the exported encoder and decoder."""
+    assert meta.generator is not None and meta.generator.encoder is not None
+    enc = ort.InferenceSession(str(model_dir / meta.generator.encoder.file), providers=["CPUExecutionProvider"])
+    dec = _session(model_dir)
+    rng = np.random.default_rng(0)
+    cond = meta.generator.conditional
+    rec = kl = sse = 0.0
+    for i in range(0, len(images), 500):
+        x = images[i : i + 500].reshape(-1, 1, *images.shape[-2:]).astype(np.float32) / 255.0
+        y = {"labels": labels[i : i + 500]} if cond else {}
+        mu, logvar = enc.run(["mu", "logvar"], {"image": x, **y})
+        z = (mu + rng.standard_normal(mu.shape) * np.exp(0.5 * logvar)).astype(np.float32)
+        p = np.clip(dec.run(["image"], {"z": z, **y})[0].astype(np.float64), 1e-7, 1 - 1e-7)
+        rec += float(-(x * np.log(p) + (1 - x) * np.log1p(-p)).sum())
+        kl += float(0.5 * (mu.astype(np.float64) ** 2 + np.exp(logvar) - 1 - logvar).sum())
+        sse += float(((dec.run(["image"], {"z": mu, **y})[0] - x) ** 2).sum())
+    n = len(images)
+    return {"val_neg_elbo": (rec + kl) / n, "val_rec_nats": rec / n, "val_kl_nats": kl / n, "val_sse": sse / n}
+
+
+def _generator_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> dict:
+    from export.frechet import classifier_outputs, frechet_distance
+
+    if args.data is None or args.classifier is None:
+        p.error("give --data (the training folder) and --classifier (a classifier artifact of the same data)")
+    assert meta.generator is not None
+    images, labels = _validation_images(p, meta, args.data)
+    n = min(args.samples or len(images), len(images))
+    cls_meta = load_metadata(args.classifier)
+    pre = cls_meta.image_preprocessing()
+    if list(pre.input_size) != list(images.shape[-2:]):
+        p.error(f"{cls_meta.name} takes {pre.input_size} images; the generator makes {images.shape[-2:]}")
+    # the floor: a disjoint real set of the same size, drawn from the training split
+    root = args.data
+    all_images = read_idx(next(root.glob("train-images-idx3-ubyte*")))
+    all_labels = read_idx(next(root.glob("train-labels-idx1-ubyte*"))).astype(np.int64)
+    train_idx, _ = stratified_split(all_labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+    other = all_images[np.random.default_rng(1).choice(train_idx, size=n, replace=False)]
+    gen, gen_labels = generate_images(args.model_dir, meta, n)
+    f_val, pred_val = classifier_outputs(args.classifier, cls_meta, images[:n, None])
+    f_other, _ = classifier_outputs(args.classifier, cls_meta, other[:, None])
+    f_gen, pred_gen = classifier_outputs(args.classifier, cls_meta, gen)
+    result: dict = {
+        "model": meta.name,
+        "split": "validation",
+        "n": n,
+        "classifier": cls_meta.name,
+        "classifier_accuracy_real": float((pred_val == labels[:n]).mean()),
+        "frechet_distance": frechet_distance(f_gen, f_val),
+        "frechet_floor_real_vs_real": frechet_distance(f_other, f_val),
+    }
+    if gen_labels is not None:
+        result["class_fidelity"] = float((pred_gen == gen_labels).mean())
+        result["class_fidelity_per_class"] = {
+            meta.labels[c]: float((pred_gen[gen_labels == c] == c).mean()) for c in range(len(meta.labels))
+        }
+    if meta.generator.encoder is not None:
+        result.update(vae_metrics(args.model_dir, meta, images, labels))
+    return result
+
+
 def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | int | dict[str, float]]:
     per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in range(len(names)) if (labels == c).any()}
     return {
@@ -207,11 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-column", default="sentence")
     p.add_argument("--label-column", default="label")
     p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
+    p.add_argument("--classifier", type=Path, help="generators: a classifier artifact of the same dataset")
+    p.add_argument("--samples", type=int, help="generators: images per set (default: the validation split's size)")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     meta = load_metadata(args.model_dir)
     if meta.task == "autoencoder":
         result = _autoencoder_report(p, args, meta)
+    elif meta.task == "generator":
+        result = _generator_report(p, args, meta)
     else:
         pred, labels, split_name = (_text_data if meta.task == "text-classification" else _image_data)(p, args, meta)
         result = {"model": meta.name, "split": split_name, **report(pred, labels, meta.labels)}

@@ -27,6 +27,8 @@ from export.contract import (
     ONNX_FILE,
     AnomalyThreshold,
     DatasetInfo,
+    GeneratorInfo,
+    GraphInfo,
     ImagePreprocessing,
     ModelMetadata,
     Parity,
@@ -40,6 +42,7 @@ from export.text import VOCAB_FILE, TokenizerConfig, Vocab
 log = logging.getLogger(__name__)
 
 RTOL, ATOL = 1e-4, 1e-5
+ENCODER_FILE = "encoder.onnx"
 PARITY_BATCHES = (1, 8)
 PARITY_SEQ_LENS = (7, 64)
 MAX_BATCH, MAX_SEQ = 4096, 100_000
@@ -59,6 +62,9 @@ class ExportSpec:
     outputs: list[TensorSpec]
     seq_lens: list[int] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # written beside model.onnx
+    task: str | None = None  # model.json's task; default: the checkpoint's family
+    wrap: Callable[[Any], torch.nn.Module] | None = None  # the part of the model to export
+    encoder: ExportSpec | None = None  # a second graph, written to ENCODER_FILE (VAE)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -146,10 +152,67 @@ def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
     )
 
 
+def latent_inputs(latent_dim: int, num_classes: int, n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Deterministic z ~ N(0, I) rows, plus labels cycling through the classes for conditional models."""
+    z = np.random.default_rng(seed).standard_normal((n, latent_dim), dtype=np.float32)
+    return (z, np.arange(n, dtype=np.int64) % num_classes) if num_classes else (z,)
+
+
+def _label_input(num_classes: int) -> list[TensorSpec]:
+    return [TensorSpec(name="labels", dtype="int64", shape=[-1])] if num_classes else []
+
+
+def generator_spec(ckpt: dict[str, Any]) -> ExportSpec:
+    """GAN generator or VAE decoder: z (B, k) [+ labels (B,)] -> image (B, C, H, W) in [0, 1]; a VAE also
+    gets its encoder exported: image [+ labels] -> mu, logvar (B, k)."""
+    from models.generative import VAEDecoder, VAEEncoder
+
+    cfg = ckpt["model_config"]
+    k, n_cls = cfg["latent_dim"], cfg["num_classes"]
+    pre = ImagePreprocessing.model_validate(ckpt["preprocessing"])
+    c, (h, w) = pre.channels, pre.input_size
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    labels = _label_input(n_cls)
+    dyn = {"z": {0: batch}, **({"labels": {0: batch}} if n_cls else {})}
+    image = TensorSpec(name="image", dtype="float32", shape=[-1, c, h, w])
+    spec = ExportSpec(
+        example=tuple(torch.from_numpy(a) for a in latent_inputs(k, n_cls, 2)),
+        inputs=[TensorSpec(name="z", dtype="float32", shape=[-1, k]), *labels],
+        dynamic_shapes=dyn,
+        parity_cases=[latent_inputs(k, n_cls, n, seed=n) for n in PARITY_BATCHES],
+        preprocessing=pre,
+        outputs=[image],
+        task="generator",
+    )
+    if ckpt["family"] != "vae":
+        return spec
+    spec.wrap = VAEDecoder
+
+    def images(n: int, seed: int) -> tuple[np.ndarray, ...]:
+        x = parity_inputs(pre, n, seed)
+        return (x, latent_inputs(k, n_cls, n)[1]) if n_cls else (x,)
+
+    spec.encoder = ExportSpec(
+        example=tuple(torch.from_numpy(a) for a in images(2, 0)),
+        inputs=[TensorSpec(name="image", dtype="float32", shape=[-1, c, h, w]), *labels],
+        dynamic_shapes={"x": {0: batch}, **({"labels": {0: batch}} if n_cls else {})},
+        parity_cases=[images(n, seed=n) for n in PARITY_BATCHES],
+        preprocessing=pre,
+        outputs=[
+            TensorSpec(name="mu", dtype="float32", shape=[-1, k]),
+            TensorSpec(name="logvar", dtype="float32", shape=[-1, k]),
+        ],
+        wrap=VAEEncoder,
+    )
+    return spec
+
+
 SPECS: dict[str, Callable[[dict[str, Any]], ExportSpec]] = {
     "image-classification": image_spec,
     "text-classification": text_spec,
     "autoencoder": autoencoder_spec,
+    "gan": generator_spec,
+    "vae": generator_spec,
 }
 
 
@@ -223,34 +286,58 @@ def _source_commit() -> str:
         return "unknown"
 
 
+def _export_graph(model: torch.nn.Module, spec: ExportSpec, opset: int) -> tuple[bytes, onnx.ModelProto, float]:
+    """One graph: export, check, and prove parity (ParityError before anything is written)."""
+    module = spec.wrap(model).eval() if spec.wrap else model
+    onnx_bytes = to_onnx(module, spec, opset)
+    graph = onnx.load_from_string(onnx_bytes)
+    onnx.checker.check_model(graph, full_check=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    return onnx_bytes, graph, check_parity(module, session, spec)
+
+
+def _generator_info(ckpt: dict[str, Any], encoder: GraphInfo | None) -> GeneratorInfo:
+    cfg = ckpt["model_config"]
+    kind = "vae" if ckpt["family"] == "vae" else "gan"
+    return GeneratorInfo(kind=kind, latent_dim=cfg["latent_dim"], conditional=cfg["num_classes"] > 0, encoder=encoder)
+
+
 def export_checkpoint(
     ckpt_path: str | Path, out_dir: str | Path, *, name: str, version: str = "1", opset: int = 18
 ) -> ModelMetadata:
     ckpt, model = load_checkpoint(ckpt_path)
     family = ckpt.get("family", "image-classification")
     spec = SPECS[family](ckpt)
-    onnx_bytes = to_onnx(model, spec, opset)
-    graph = onnx.load_from_string(onnx_bytes)
-    onnx.checker.check_model(graph, full_check=True)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-    worst = check_parity(model, session, spec)  # raises before anything is written
+    onnx_bytes, graph, worst = _export_graph(model, spec, opset)
+    encoder = _export_graph(model, spec.encoder, opset) if spec.encoder else None
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / ONNX_FILE
     onnx_path.write_bytes(onnx_bytes)
+    encoder_info = None
+    if encoder is not None and spec.encoder is not None:
+        (out / ENCODER_FILE).write_bytes(encoder[0])
+        worst = max(worst, encoder[2])
+        encoder_info = GraphInfo(
+            file=ENCODER_FILE,
+            sha256=sha256_file(out / ENCODER_FILE),
+            inputs=spec.encoder.inputs,
+            outputs=spec.encoder.outputs,
+        )
     for fname, data in spec.files.items():
         (out / fname).write_bytes(data)
     m = ckpt["metrics"]
+    generative = spec.task == "generator"
     meta = ModelMetadata(
         name=name,
         version=version,
-        task=family,
+        task=spec.task or family,
         architecture=ckpt["model_name"],
         architecture_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["model_config"].items()},
-        labels=ckpt["labels"],
+        labels=ckpt["labels"] if not generative or ckpt["model_config"]["num_classes"] else [],
         preprocessing=spec.preprocessing,
         inputs=spec.inputs,
         outputs=spec.outputs,
@@ -259,6 +346,7 @@ def export_checkpoint(
         metrics={k: float(v) for k, v in m.items() if isinstance(v, int | float)},
         class_metrics={str(lbl): float(v) for lbl, v in m.get("per_class_accuracy", {}).items()},
         anomaly=AnomalyThreshold(threshold=m["val_sse_p99"], percentile=99.0) if family == "autoencoder" else None,
+        generator=_generator_info(ckpt, encoder_info) if generative else None,
         dataset=DatasetInfo.model_validate(
             {
                 **ckpt["dataset"],

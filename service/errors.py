@@ -9,6 +9,7 @@ from starlette.responses import Response
 STATUS = {
     "invalid_request": 400,
     "invalid_image": 400,
+    "invalid_label": 400,
     "not_found": 404,
     "model_not_found": 404,
     "method_not_allowed": 405,

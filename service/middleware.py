@@ -27,7 +27,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-JSON_ROUTES = frozenset({"/v1/classify", "/v1/sentiment", "/v1/reconstruct", "/v1/encode"})
+JSON_ROUTES = frozenset(
+    {
+        "/v1/classify",
+        "/v1/sentiment",
+        "/v1/reconstruct",
+        "/v1/encode",
+        "/v1/generate",
+        "/v1/generate/png",
+        "/v1/interpolate",
+    }
+)
 MULTIPART_ROUTES = frozenset({"/v1/classify/upload"})
 _DEFAULT_CODE = {
     400: "invalid_request",

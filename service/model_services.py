@@ -51,6 +51,20 @@ class TextItem(BaseModel):
     ids: Int64
 
 
+class LatentItem(BaseModel):
+    """One generator row: which model, a latent vector (k,), and a class index (conditional models only)."""
+
+    model: str
+    z: Float32
+    label: int = 0
+
+
+class LabeledImageItem(ImageItem):
+    """An image row for a VAE's encoder; ``label`` is read by conditional models only."""
+
+    label: int = 0
+
+
 class InferResult(BaseModel):
     logits: Float32
 
@@ -58,6 +72,15 @@ class InferResult(BaseModel):
 class AutoencoderResult(BaseModel):
     code: Float32
     reconstruction: Float32
+
+
+class ImageResult(BaseModel):
+    image: Float32
+
+
+class PosteriorResult(BaseModel):
+    mu: Float32
+    logvar: Float32
 
 
 class ModelState(BaseModel):
@@ -172,6 +195,52 @@ class AutoencoderModels:
             codes, recons = self.models[name].run_all(np.stack([items[i].x for i in rows]))
             results = [AutoencoderResult(code=c, reconstruction=r) for c, r in zip(codes, recons, strict=True)]
             chunks.append((rows, results))
+        return in_input_order(len(items), chunks)
+
+    @bentoml.api
+    def state(self) -> FamilyState:
+        return _state(self.models)
+
+
+def _with_labels(model: OnnxModel, x: np.ndarray, labels: list[int]) -> tuple[np.ndarray, ...]:
+    """A generator graph's inputs: a conditional one also takes int64 labels (B,)."""
+    assert model.meta.generator is not None
+    return (x, np.asarray(labels, dtype=np.int64)) if model.meta.generator.conditional else (x,)
+
+
+@bentoml.service(name="nnserve-generators", **SERVICE_CONFIG)
+class GeneratorModels:
+    """Generators: z (B, k) [+ labels] -> images (B, C, H, W) in [0, 1]; a VAE's encoder: image -> mu, logvar.
+
+    Rows are independent (batch norm runs on its recorded statistics), so a sample depends on its own z and
+    label only, never on the requests it was batched with.
+    """
+
+    def __init__(self) -> None:
+        self.models = load_family("generator", S)
+
+    def __is_ready__(self) -> bool:
+        return True
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def generate(self, items: list[LatentItem]) -> list[ImageResult]:
+        chunks = []
+        for name, rows in group_by_model([it.model for it in items]).items():
+            model = self.models[name]
+            z = np.stack([items[i].z for i in rows])
+            images = model.run(*_with_labels(model, z, [items[i].label for i in rows]))
+            chunks.append((rows, [ImageResult(image=img) for img in images]))
+        return in_input_order(len(items), chunks)
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def encode(self, items: list[LabeledImageItem]) -> list[PosteriorResult]:
+        chunks = []
+        for name, rows in group_by_model([it.model for it in items]).items():
+            encoder = self.models[name].encoder
+            assert encoder is not None, f"{name} has no encoder"  # the API service checks before calling
+            x = np.stack([items[i].x for i in rows])
+            mu, logvar = encoder.run_all(*_with_labels(self.models[name], x, [items[i].label for i in rows]))
+            chunks.append((rows, [PosteriorResult(mu=m, logvar=v) for m, v in zip(mu, logvar, strict=True)]))
         return in_input_order(len(items), chunks)
 
     @bentoml.api

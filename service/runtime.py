@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.contract import METADATA_FILE, ONNX_FILE, ModelMetadata, load_metadata, sha256_file
+from export.contract import METADATA_FILE, ONNX_FILE, ModelMetadata, TensorSpec, load_metadata, sha256_file
 from export.text import Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS
 from service.settings import Settings
@@ -30,21 +30,31 @@ def providers() -> list[str]:
 
 @dataclass
 class OnnxModel:
+    """One served graph: model.onnx (inputs/outputs as model.json lists them) or a second graph beside it."""
+
     meta: ModelMetadata
     session: ort.InferenceSession
     path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    encoder: OnnxModel | None = None  # VAE: encoder.onnx
 
     @property
     def name(self) -> str:
         return self.meta.name
 
+    @property
+    def series(self) -> str:
+        """The ``model`` label of this graph's metrics: the model's name, '/encoder' for a second graph."""
+        return self.name if self.path.name == ONNX_FILE else f"{self.name}/{self.path.stem}"
+
     def run_all(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        """Input arrays in the order of ``meta.inputs``, batch first -> every output, batch first."""
+        """Input arrays in the order of ``inputs``, batch first -> every output, batch first."""
         t0 = time.perf_counter()
-        feed = {spec.name: x for spec, x in zip(self.meta.inputs, inputs, strict=True)}
-        outs = self.session.run([o.name for o in self.meta.outputs], feed)
-        INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
-        BATCH_SIZE.labels(self.name).observe(len(inputs[0]))
+        feed = {spec.name: x for spec, x in zip(self.inputs, inputs, strict=True)}
+        outs = self.session.run([o.name for o in self.outputs], feed)
+        INFERENCE_SECONDS.labels(self.series).observe(time.perf_counter() - t0)
+        BATCH_SIZE.labels(self.series).observe(len(inputs[0]))
         return outs
 
     def run(self, *inputs: np.ndarray) -> np.ndarray:
@@ -57,26 +67,43 @@ def _dims(shape: list) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in shape]
 
 
-def _check_schema(meta: ModelMetadata, session: ort.InferenceSession, onnx_path: Path) -> None:
+def _check_schema(
+    session: ort.InferenceSession, onnx_path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]
+) -> None:
     got = (
         [(i.name, _dims(i.shape)) for i in session.get_inputs()],
         [(o.name, _dims(o.shape)) for o in session.get_outputs()],
     )
-    want = ([(t.name, t.shape) for t in meta.inputs], [(t.name, t.shape) for t in meta.outputs])
+    want = ([(t.name, t.shape) for t in inputs], [(t.name, t.shape) for t in outputs])
     if got != want:
         raise ArtifactError(f"{onnx_path}: graph inputs/outputs {got} do not match {METADATA_FILE} {want}")
 
 
 def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
-    onnx_path = model_dir / ONNX_FILE
     try:
         meta = load_metadata(model_dir)
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{model_dir / METADATA_FILE}: unreadable metadata: {e}") from None
+    model = _open_graph(meta, model_dir / ONNX_FILE, meta.onnx_sha256, meta.inputs, meta.outputs, settings)
+    enc = meta.generator.encoder if meta.generator else None
+    if enc is not None:
+        model.encoder = _open_graph(meta, model_dir / enc.file, enc.sha256, enc.inputs, enc.outputs, settings)
+    return model
+
+
+def _open_graph(
+    meta: ModelMetadata,
+    onnx_path: Path,
+    sha256: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    settings: Settings,
+) -> OnnxModel:
+    """An onnxruntime session for one graph whose bytes and tensor schema match what model.json records."""
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path}: missing")
-    if sha256_file(onnx_path) != meta.onnx_sha256:
-        raise ArtifactError(f"{onnx_path}: sha256 does not match onnx_sha256 in {METADATA_FILE} (corrupt or replaced)")
+    if sha256_file(onnx_path) != sha256:
+        raise ArtifactError(f"{onnx_path}: sha256 does not match the one in {METADATA_FILE} (corrupt or replaced)")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.ort_intra_op_threads
     opts.inter_op_num_threads = 1
@@ -86,8 +113,8 @@ def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
         session = ort.InferenceSession(str(onnx_path), opts, providers=providers())
     except Exception as e:  # onnxruntime raises its own exception types for invalid graphs
         raise ArtifactError(f"{onnx_path}: onnxruntime cannot load it: {e}") from None
-    _check_schema(meta, session, onnx_path)
-    return OnnxModel(meta, session, onnx_path)
+    _check_schema(session, onnx_path, inputs, outputs)
+    return OnnxModel(meta, session, onnx_path, inputs, outputs)
 
 
 def discover(settings: Settings) -> list[Path]:
@@ -100,13 +127,15 @@ def discover(settings: Settings) -> list[Path]:
 
 def warm_up(model: OnnxModel) -> None:
     """One inference on a minimal input of the right dtypes; non-finite outputs mean a broken artifact."""
-    feed = {}
-    for spec in model.meta.inputs:
-        shape = [1 if d == -1 else d for d in spec.shape]
-        feed[spec.name] = np.zeros(shape, np.float32) if spec.dtype == "float32" else np.ones(shape, np.int64)
-    out = model.session.run(None, feed)[0]
-    if not np.isfinite(out).all():
-        raise ArtifactError(f"{model.path}: warm-up inference produced non-finite outputs")
+    for graph in (model, model.encoder):
+        if graph is None:
+            continue
+        feed = {}
+        for spec in graph.inputs:
+            shape = [1 if d == -1 else d for d in spec.shape]
+            feed[spec.name] = np.zeros(shape, np.float32) if spec.dtype == "float32" else np.ones(shape, np.int64)
+        if not all(np.isfinite(out).all() for out in graph.session.run(None, feed)):
+            raise ArtifactError(f"{graph.path}: warm-up inference produced non-finite outputs")
 
 
 def load_family(task: str, settings: Settings) -> dict[str, OnnxModel]:

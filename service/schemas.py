@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from export.contract import AnomalyThreshold, ImagePreprocessing, TensorSpec, TextPreprocessing
+from export.contract import AnomalyThreshold, GeneratorInfo, ImagePreprocessing, TensorSpec, TextPreprocessing
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -76,6 +76,7 @@ class ModelCard(BaseModel):
     providers: list[str]
     batching: BatchingInfo
     anomaly: AnomalyThreshold | None = Field(None, description="autoencoders: the anomaly threshold")
+    generator: GeneratorInfo | None = Field(None, description="generators: latent size, conditioning, encoder")
 
 
 class ListModelsResponse(BaseModel):
@@ -136,3 +137,68 @@ class EncodeImagesResponse(BaseModel):
     model: str
     version: str
     codes: list[list[float]] = Field(description="one code vector per input image, in input order")
+
+
+SEED = Field(
+    None, ge=0, le=2**63 - 1, description="seeds numpy's default_rng for z; omitted: the server draws one and echoes it"
+)
+LABEL = Field(
+    None,
+    description="conditional models only: a class index or label name. /v1/generate without it cycles "
+    "through the classes (sample i gets class i mod K)",
+)
+Format = Literal["png", "grid"]
+FORMAT_DOC = "'png': one base64 PNG per image; 'grid': a single base64 PNG of them all"
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("mnist-gan", pattern=MODEL_NAME, description="a served generator")
+    n: int = Field(16, ge=1, le=64, description="samples to draw")
+    seed: int | None = SEED
+    label: StrictInt | str | None = LABEL
+    format: Format = Field("png", description=FORMAT_DOC)
+
+
+class GenerateResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    version: str
+    seed: int = Field(description="the seed used: the same request with it gives the same images")
+    labels: list[str] | None = Field(description="conditional models: each sample's class, in order")
+    samples: list[str] = Field(description="base64 PNGs in the model's pixel convention; empty for 'grid'")
+    grid: str | None = Field(description="format 'grid': one base64 PNG, samples row by row")
+
+
+class InterpolateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("mnist-vae", pattern=MODEL_NAME, description="a served generator")
+    steps: int = Field(8, ge=2, le=64, description="frames, both end points included")
+    seed_a: int | None = SEED
+    seed_b: int | None = SEED
+    images: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="VAE only, instead of seeds: two base64 PNG/JPEG images whose posterior means are the ends",
+    )
+    label: StrictInt | str | None = Field(None, description="conditional models: the class of every frame")
+    method: Literal["slerp", "linear"] = Field(
+        "slerp", description="spherical (keeps Gaussian samples at a typical norm; White 2016) or straight"
+    )
+    format: Format = Field("png", description=FORMAT_DOC)
+
+
+class InterpolateResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    version: str
+    seed_a: int | None = Field(description="z of end a is the first sample /v1/generate draws with this seed")
+    seed_b: int | None
+    label: str | None
+    frames: list[str] = Field(description="base64 PNGs from end a to end b; empty for 'grid'")
+    grid: str | None = Field(description="format 'grid': one base64 PNG of the frames in one row")

@@ -15,6 +15,8 @@ import base64
 import functools
 import io
 import logging
+import math
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -28,13 +30,22 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from export.contract import ModelMetadata, load_metadata
+from export.contract import ModelMetadata, image_grid, load_metadata, to_pil
 from export.text import Vocab, encode_text
 from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
-from service.metrics import ANOMALIES, PREDICTIONS, TOKENS
+from service.metrics import ANOMALIES, GENERATED, PREDICTIONS, TOKENS
 from service.middleware import V1Middleware
-from service.model_services import AutoencoderModels, ImageItem, ImageModels, TextItem, TextModels
+from service.model_services import (
+    AutoencoderModels,
+    GeneratorModels,
+    ImageItem,
+    ImageModels,
+    LabeledImageItem,
+    LatentItem,
+    TextItem,
+    TextModels,
+)
 from service.runtime import discover, load_vocab, providers
 from service.schemas import (
     MODEL_NAME,
@@ -45,6 +56,10 @@ from service.schemas import (
     ClassifyImagesResponse,
     EncodeImagesRequest,
     EncodeImagesResponse,
+    GenerateRequest,
+    GenerateResponse,
+    InterpolateRequest,
+    InterpolateResponse,
     LabelScore,
     ListModelsResponse,
     ModelCard,
@@ -137,6 +152,19 @@ async def classify_upload(
     return _json(await svc.classify_blobs(model, [data], top_k))
 
 
+@v1_app.post(
+    "/generate/png",
+    response_class=Response,
+    responses={**_ERRORS, 200: {"content": {"image/png": {}}, "description": "a PNG grid of the samples"}},
+)
+async def generate_png(request: GenerateRequest) -> Response:
+    """Samples as one PNG grid (image/png), for a browser or ``curl -o``; the seed is in ``X-Seed``."""
+    svc: NNServe = bentoml.get_current_service()
+    meta, seed, _, images = await svc.sample(request.model, request.n, request.seed, request.label)
+    headers = {"X-Seed": str(seed), "X-Model-Version": meta.version}
+    return Response(_png(image_grid(images, cols=_grid_cols(len(images)))), media_type="image/png", headers=headers)
+
+
 @bentoml.asgi_app(v1_app, path="/v1")
 @bentoml.service(
     name="nnserve",
@@ -151,6 +179,7 @@ class NNServe:
     image_models = bentoml.depends(ImageModels)
     text_models = bentoml.depends(TextModels)
     autoencoders = bentoml.depends(AutoencoderModels)
+    generators = bentoml.depends(GeneratorModels)
 
     def __init__(self) -> None:
         self.catalog: dict[str, ModelMetadata] = {}
@@ -172,7 +201,7 @@ class NNServe:
 
     async def model_cards(self) -> list[ModelCard]:
         runtime: dict[str, list[str]] = {}
-        for family in (self.image_models, self.text_models, self.autoencoders):
+        for family in (self.image_models, self.text_models, self.autoencoders, self.generators):
             try:
                 state = await family.to_async.state()
             except BentoMLException:
@@ -182,6 +211,7 @@ class NNServe:
             "image-classification": S.max_batch_size,
             "text-classification": S.text_max_batch_size,
             "autoencoder": S.max_batch_size,
+            "generator": S.max_batch_size,
         }
         return [
             ModelCard(
@@ -204,15 +234,16 @@ class NNServe:
                 providers=runtime.get(m.name, providers()),
                 batching=BatchingInfo(max_batch_size=batch[m.task], max_latency_ms=S.max_latency_ms),
                 anomaly=m.anomaly,
+                generator=m.generator,
             )
             for m in self.catalog.values()
         ]
 
     @staticmethod
-    async def _call(family: Any, items: list[Any], model: str) -> list[Any]:
+    async def _call(family: Any, items: list[Any], model: str, method: str = "infer") -> list[Any]:
         """Rows to a model service, batched there with other requests' rows; one result per row."""
         try:
-            return await family.to_async.infer(items)
+            return await getattr(family.to_async, method)(items)
         except BentoMLException as e:
             if int(getattr(e, "error_code", 500)) in (429, 503):
                 raise ApiError("overloaded", "the model service is overloaded; retry later", retry_after=1) from None
@@ -315,6 +346,154 @@ class NNServe:
         codes = [[float(v) for v in r.code] for r in results]
         return _json(EncodeImagesResponse(model=model, version=meta.version, codes=codes))
 
+    # ---- generators ---------------------------------------------------------------------------------
+
+    def _label_index(self, meta: ModelMetadata, label: int | str | None, required: bool) -> int | None:
+        """A request's label -> class index, validated against the model (400 on any mismatch)."""
+        assert meta.generator is not None
+        if label is None:
+            if required and meta.generator.conditional:
+                raise ApiError(
+                    "invalid_request", f"{meta.name} is conditional: give a label", [{"labels": meta.labels}]
+                )
+            return None
+        if not meta.generator.conditional:
+            raise ApiError("invalid_request", f"{meta.name} is not conditional: it takes no label")
+        if isinstance(label, str) and label in meta.labels:
+            return meta.labels.index(label)
+        if isinstance(label, int) and 0 <= label < len(meta.labels):
+            return label
+        raise ApiError(
+            "invalid_label",
+            f"label {label!r} is not one of {meta.name}'s classes: an index 0-{len(meta.labels) - 1} or a name",
+            [{"labels": meta.labels}],
+        )
+
+    async def _decode(self, meta: ModelMetadata, z: np.ndarray, labels: list[int]) -> np.ndarray:
+        """Latent rows -> images (B, C, H, W) in [0, 1], batched in the generator service."""
+        items = [LatentItem(model=meta.name, z=row, label=y) for row, y in zip(z, labels, strict=True)]
+        results = await self._call(self.generators, items, meta.name, "generate")
+        GENERATED.labels(meta.name).inc(len(results))
+        return np.stack([r.image for r in results])
+
+    async def sample(
+        self, model: str, n: int, seed: int | None, label: int | str | None
+    ) -> tuple[ModelMetadata, int, list[int] | None, np.ndarray]:
+        """n samples: z ~ N(0, I) from numpy's default_rng(seed) (row i is the same for any n >= i + 1)."""
+        meta = self.metadata(model, "generator")
+        assert meta.generator is not None
+        if n > S.max_samples:
+            raise ApiError("invalid_request", f"at most {S.max_samples} samples per request")
+        index = self._label_index(meta, label, required=False)
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        z = _latents(seed, n, meta.generator.latent_dim)
+        labels = None
+        if meta.generator.conditional:
+            labels = [index] * n if index is not None else [i % len(meta.labels) for i in range(n)]
+        return meta, seed, labels, await self._decode(meta, z, labels or [0] * n)
+
+    @bentoml.api(route="/v1/generate", input_spec=GenerateRequest, output_spec=GenerateResponse)
+    @enveloped
+    async def generate(self, model: str, n: int, seed: int | None, label: int | str | None, format: str) -> Response:
+        """Draw n samples from a generator (GAN or VAE decoder); the same seed gives the same images."""
+        meta, seed, labels, images = await self.sample(model, n, seed, label)
+        grid = format == "grid"
+        return _json(
+            GenerateResponse(
+                model=model,
+                version=meta.version,
+                seed=seed,
+                labels=[meta.labels[i] for i in labels] if labels is not None else None,
+                samples=[] if grid else [_png_b64(img) for img in images],
+                grid=_b64(_png(image_grid(images, cols=_grid_cols(len(images))))) if grid else None,
+            )
+        )
+
+    @bentoml.api(route="/v1/interpolate", input_spec=InterpolateRequest, output_spec=InterpolateResponse)
+    @enveloped
+    async def interpolate(
+        self,
+        model: str,
+        steps: int,
+        seed_a: int | None,
+        seed_b: int | None,
+        images: list[str] | None,
+        label: int | str | None,
+        method: str,
+        format: str,
+    ) -> Response:
+        """Frames walking the latent space from end a to end b: two seeds, or (VAE) two encoded images."""
+        meta = self.metadata(model, "generator")
+        assert meta.generator is not None
+        if steps > S.max_samples:
+            raise ApiError("invalid_request", f"at most {S.max_samples} steps per request")
+        index = self._label_index(meta, label, required=True)
+        y = index or 0
+        k = meta.generator.latent_dim
+        if images is not None:
+            if seed_a is not None or seed_b is not None:
+                raise ApiError("invalid_request", "give either two images or seeds, not both")
+            if meta.generator.encoder is None:
+                raise ApiError("invalid_request", f"{model} has no encoder: interpolate between seeds instead")
+            blobs = _decode_images(images)
+            limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels}
+            items = [
+                LabeledImageItem(model=model, x=to_input(b, meta, index=i, **limits), label=y)
+                for i, b in enumerate(blobs)
+            ]
+            posts = await self._call(self.generators, items, model, "encode")
+            a, b = posts[0].mu, posts[1].mu
+        else:
+            seed_a = secrets.randbelow(2**31) if seed_a is None else seed_a
+            seed_b = secrets.randbelow(2**31) if seed_b is None else seed_b
+            a, b = _latents(seed_a, 1, k)[0], _latents(seed_b, 1, k)[0]
+        z = interpolate_latents(a, b, steps, method)
+        frames = await self._decode(meta, z, [y] * steps)
+        grid = format == "grid"
+        return _json(
+            InterpolateResponse(
+                model=model,
+                version=meta.version,
+                seed_a=seed_a,
+                seed_b=seed_b,
+                label=meta.labels[index] if index is not None else None,
+                frames=[] if grid else [_png_b64(f) for f in frames],
+                grid=_b64(_png(image_grid(frames, cols=steps))) if grid else None,
+            )
+        )
+
+
+def _latents(seed: int, n: int, k: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, k), dtype=np.float32)
+
+
+def interpolate_latents(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
+    """``steps`` points from a to b inclusive: straight, or along the great circle (slerp, White 2016),
+    which for Gaussian latents keeps every frame at a typical norm; nearly parallel ends fall back to straight."""
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = float(a64 @ b64) / max(float(np.linalg.norm(a64) * np.linalg.norm(b64)), 1e-12)
+    omega = math.acos(min(1.0, max(-1.0, cos)))
+    if method == "linear" or math.sin(omega) < 1e-6:
+        out = (1 - t) * a64 + t * b64
+    else:
+        out = (np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64) / math.sin(omega)
+    return out.astype(np.float32)
+
+
+def _grid_cols(n: int) -> int:
+    return math.ceil(math.sqrt(n))
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
 
 def _decode_images(images: list[str]) -> list[bytes]:
     """Base64 images of a JSON request -> bytes; the count limit is checked before any decoding.
@@ -326,11 +505,7 @@ def _decode_images(images: list[str]) -> list[bytes]:
 
 def _png_b64(pixels: np.ndarray) -> str:
     """(C, H, W) floats in [0, 1] -> base64 PNG."""
-    a = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
-    img = Image.fromarray(a[0]) if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    return _b64(_png(to_pil(pixels)))
 
 
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]

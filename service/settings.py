@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(25_000_000, ge=1, description="width x height per image, read from the header")
     max_texts: int = Field(64, ge=1, description="texts per sentiment request")
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
+    max_samples: int = Field(64, ge=1, le=64, description="generated samples or interpolation frames per request")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
     request_timeout_s: int = Field(30, ge=1)
     max_concurrency: int = Field(256, ge=1, description="in-flight API requests (split among API workers) before 429")

@@ -30,8 +30,8 @@ def digits():
 @pytest.fixture(scope="session")
 def artifact_root(tmp_path_factory, digits) -> Path:
     """Train small real models and export them into one model dir: two digit classifiers (scikit-learn's
-    digits), a sentiment LSTM (the synthetic review corpus, max_len 24 so truncation is reachable) and a
-    digits autoencoder.
+    digits), a sentiment LSTM (the synthetic review corpus, max_len 24 so truncation is reachable), a
+    digits autoencoder, a conditional GAN and a VAE.
 
     They learn their tasks, so HTTP tests can check answers, not just shapes.
     """
@@ -68,6 +68,18 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     ckpt = train_autoencoder(digits, cfg, {"hidden": [128, 64], "code_size": 10}, pre)
     torch.save(ckpt, runs / "digits-ae.pt")
     export_checkpoint(runs / "digits-ae.pt", root / "digits-ae", name="digits-ae")
+
+    from training.gan_loop import GANTrainConfig, train_gan
+    from training.vae_loop import VAETrainConfig, train_vae
+
+    cfg = GANTrainConfig(model="cgan", epochs=3, progress=False, threads=2)
+    ckpt = train_gan(digits, cfg, {"width": 16, "latent_dim": 16}, pre)
+    torch.save(ckpt, runs / "digits-cgan.pt")
+    export_checkpoint(runs / "digits-cgan.pt", root / "digits-cgan", name="digits-cgan")
+    cfg = VAETrainConfig(epochs=6, progress=False, threads=2)
+    ckpt = train_vae(digits, cfg, {"latent_dim": 8, "channels": [16, 32], "hidden": 128}, pre)
+    torch.save(ckpt, runs / "digits-vae.pt")
+    export_checkpoint(runs / "digits-vae.pt", root / "digits-vae", name="digits-vae")
     return root
 
 

@@ -48,7 +48,7 @@ def test_model_cards(client):
     r = client.get("/v1/models")
     assert r.status_code == 200
     cards = {c["name"]: c for c in r.json()["models"]}
-    assert set(cards) == {"digits-cnn", "digits-lenet5", "synthetic-lstm", "digits-ae"}
+    assert set(cards) == {"digits-cnn", "digits-lenet5", "synthetic-lstm", "digits-ae", "digits-cgan", "digits-vae"}
     assert cards["digits-ae"]["anomaly"]["percentile"] == 99.0 and cards["digits-cnn"]["anomaly"] is None
     assert cards["synthetic-lstm"]["task"] == "text-classification"
     assert cards["synthetic-lstm"]["batching"]["max_batch_size"] == 128
@@ -71,8 +71,13 @@ def test_openapi_documents_every_v1_route(client):
         "/v1/sentiment",
         "/v1/reconstruct",
         "/v1/encode",
+        "/v1/generate",
+        "/v1/generate/png",
+        "/v1/interpolate",
     ):
         assert path in doc["paths"], sorted(doc["paths"])
+    png = doc["paths"]["/v1/generate/png"]["post"]["responses"]["200"]["content"]
+    assert list(png) == ["image/png"]
     upload = doc["paths"]["/v1/classify/upload"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"]
 

@@ -24,11 +24,13 @@ from training.ae_loop import AETrainConfig, train_autoencoder
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
 from training.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, load_image_folder, load_sklearn_digits
+from training.gan_loop import GANTrainConfig, train_gan
 from training.loop import train
-from training.plots import plot_curves
+from training.plots import plot_curves, plot_series
 from training.text_data import PRESETS as TEXT_PRESETS
 from training.text_data import load_table, preset_for, synthetic_sentiment
 from training.text_loop import TextTrainConfig, train_text
+from training.vae_loop import VAETrainConfig, train_vae
 
 log = logging.getLogger("training")
 
@@ -93,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--clip-grad", type=float, default=t.clip_grad, help="gradient-norm clipping")
     ae = p.add_argument_group("autoencoders")
     ae.add_argument("--loss", choices=["bce", "mse"], default=AETrainConfig().loss, help="reconstruction loss")
+    g = GANTrainConfig()
+    gan = p.add_argument_group("GANs")
+    gan.add_argument("--gan-loss", choices=["bce", "wgan-gp"], default=g.gan_loss, help="adversarial objective")
+    gan.add_argument("--n-critic", type=int, default=g.n_critic, help="critic steps per generator step (0: auto)")
+    gan.add_argument("--gp-weight", type=float, default=g.gp_weight, help="WGAN-GP gradient-penalty weight")
+    gan.add_argument("--ema-decay", type=float, default=g.ema_decay, help="generator weight averaging")
     p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -150,7 +158,7 @@ def _train_text(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    task = {"text-classification": _train_text, "autoencoder": _train_autoencoder}
+    task = {"text-classification": _train_text, "autoencoder": _train_autoencoder, "gan": _train_gan, "vae": _train_vae}
     ckpt = task.get(models.get_entry(args.model).family, _train_images)(args)
     return _write(ckpt, args)
 
@@ -200,6 +208,30 @@ def _train_autoencoder(args: argparse.Namespace) -> dict:
     return train_autoencoder(ds, cfg, _parse_model_args(args.model_arg), pre)
 
 
+def _out_dir(args: argparse.Namespace) -> Path:
+    return args.out or Path("runs") / args.model
+
+
+def _train_gan(args: argparse.Namespace) -> dict:
+    ds, pre, _ = _load_images(args)
+    cfg = GANTrainConfig(
+        **_common(args, GANTrainConfig()),
+        gan_loss=args.gan_loss,
+        n_critic=args.n_critic,
+        gp_weight=args.gp_weight,
+        ema_decay=args.ema_decay,
+    )
+    log.info("training %s on %s (%d images) with %s", args.model, ds.name, len(ds.labels), cfg)
+    return train_gan(ds, cfg, _parse_model_args(args.model_arg), pre, sample_dir=_out_dir(args) / "samples")
+
+
+def _train_vae(args: argparse.Namespace) -> dict:
+    ds, pre, _ = _load_images(args)
+    cfg = VAETrainConfig(**_common(args, VAETrainConfig()))
+    log.info("training %s on %s (%d images) with %s", args.model, ds.name, len(ds.labels), cfg)
+    return train_vae(ds, cfg, _parse_model_args(args.model_arg), pre, sample_dir=_out_dir(args) / "samples")
+
+
 def _train_images(args: argparse.Namespace) -> dict:
     ds, pre, preset = _load_images(args)
     cfg = TrainConfig(**_common(args, TrainConfig()), augment=args.augment or preset.augment)
@@ -214,16 +246,29 @@ def _train_images(args: argparse.Namespace) -> dict:
     return train(ds, cfg, _parse_model_args(args.model_arg), pre)
 
 
+GAN_PANELS = {"loss": ["d_loss", "g_loss"], "discriminator output": ["d_real", "d_fake"]}
+VAE_PANELS = {"-ELBO (nats per image)": ["train_neg_elbo", "val_neg_elbo"], "squared error": ["val_sse"]}
+
+
 def _write(ckpt: dict, args: argparse.Namespace) -> int:
-    out: Path = args.out or Path("runs") / args.model
+    out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out / "checkpoint.pt")
     metrics = {k: ckpt[k] for k in ("model_name", "model_config", "train_config", "dataset", "metrics", "history")}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    metric = "sse" if ckpt["family"] == "autoencoder" else "accuracy"
-    plot_curves(ckpt["history"], f"{args.model} on {ckpt['dataset']['name']}", out / "curves.png", metric)
+    title, family = f"{args.model} on {ckpt['dataset']['name']}", ckpt["family"]
+    if family == "gan":
+        plot_series(ckpt["history"], title, out / "curves.png", GAN_PANELS)
+    elif family == "vae":
+        plot_series(ckpt["history"], title, out / "curves.png", VAE_PANELS)
+    else:
+        plot_curves(ckpt["history"], title, out / "curves.png", "sse" if family == "autoencoder" else "accuracy")
     m = ckpt["metrics"]
-    if "accuracy" in m:
+    if family == "gan":
+        log.info("trained %d epochs; samples per epoch in %s; wrote %s", m["epochs_run"], out / "samples", out)
+    elif family == "vae":
+        log.info("validation -ELBO %.2f nats/image at epoch %d; wrote %s", m["val_neg_elbo"], m["best_epoch"], out)
+    elif "accuracy" in m:
         log.info(
             "validation accuracy %.4f (error %.2f%%) at epoch %d; wrote %s",
             m["accuracy"],

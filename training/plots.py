@@ -9,21 +9,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+LABELS = {"train": "train (augmented/corrupted)", "val": "validation"}
 
-def plot_curves(history: list[dict[str, float]], title: str, out: Path, metric: str = "accuracy") -> None:
+
+def plot_series(
+    history: list[dict[str, float]], title: str, out: Path, panels: dict[str, list[str]], log_panels: tuple = ()
+) -> None:
+    """One panel per entry of ``panels``: its history keys against the epoch."""
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_loss.set_yscale("log")
-    ax_metric.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train (augmented/corrupted)")
-    ax_metric.plot(epochs, [r[f"val_{metric}"] for r in history], "o-", label="validation")
-    ax_metric.set(xlabel="epoch", ylabel=metric, title=metric)
-    for ax in (ax_loss, ax_metric):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels.items(), strict=True):
+        for key in keys:
+            ax.plot(epochs, [r[key] for r in history], "o-", label=key)
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        if name in log_panels:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
+
+
+def plot_curves(history: list[dict[str, float]], title: str, out: Path, metric: str = "accuracy") -> None:
+    """Supervised tasks: train/validation loss and metric."""
+    panels = {"loss": ["train_loss", "val_loss"], metric: [f"train_{metric}", f"val_{metric}"]}
+    plot_series(history, title, out, panels, log_panels=("loss",))
