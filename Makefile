@@ -10,13 +10,18 @@ RUNS ?= runs
 THREADS ?= 2
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help install install-dev serve test test-fast lint format models evaluate clean
+USERS ?= 8
+DURATION ?= 60s
+
+.PHONY: help install install-dev serve test test-fast lint format models evaluate loadtest bench clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
 	@echo "make test     install everything (torch CPU, dev tools) and run the test suite"
 	@echo "make models   retrain and re-export every shipped model from DATA=$(DATA)"
 	@echo "make evaluate re-measure every shipped model on its validation split"
+	@echo "make loadtest Locust against a running server (HOST, PORT, USERS, DURATION)"
+	@echo "make bench    nnserve vs the in-process limit and a plain reference server (wrk)"
 	@echo "make lint     ruff + mypy"
 
 $(VENV)/.serve: pyproject.toml
@@ -27,6 +32,10 @@ $(VENV)/.serve: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.serve
 	$(PY) -m pip install -q -e '.[train,dev]'
+	touch $@
+
+$(VENV)/.loadtest: $(VENV)/.serve
+	$(PY) -m pip install -q -e '.[loadtest]'
 	touch $@
 
 install: $(VENV)/.serve
@@ -41,6 +50,14 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow"
 
+# Locust against a running server (HOST, PORT, USERS, DURATION): CSV, HTML, summary JSON and a chart in loadtest/results/
+loadtest: $(VENV)/.loadtest
+	$(PY) loadtest/run.py --host http://$(HOST):$(PORT) --users $(USERS) --duration $(DURATION)
+
+# nnserve vs in-process onnxruntime vs a plain uvicorn server, one run, ratios (docs/BENCHMARKS.md)
+bench: $(VENV)/.dev
+	$(PY) -m bench.run --json docs/bench.json
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -52,7 +69,8 @@ format: $(VENV)/.dev
 
 # ---- shipped models: train (checkpoint, metrics, curves) -> export (ONNX + metadata, parity) ----
 # Thread counts are part of the recipe: the same seed, data and thread count give the same weights.
-SHIPPED := mnist-cnn mnist-lenet5 fashion-cnn sst2-lstm imdb-lstm mnist-ae mnist-dae fashion-ae
+SHIPPED := mnist-cnn mnist-lenet5 fashion-cnn sst2-lstm imdb-lstm mnist-ae mnist-dae fashion-ae mnist-gan mnist-vae fashion-vae
+GENERATORS := mnist-gan mnist-vae fashion-vae
 TRAIN := $(PY) -m training
 EXPORT := $(PY) -m export
 
@@ -73,7 +91,14 @@ models: $(VENV)/.dev
 	$(EXPORT) $(RUNS)/mnist-dae/checkpoint.pt --out $(ART)/mnist-dae
 	$(TRAIN) autoencoder --data $(DATA)/fashion-mnist --epochs 30 --threads 1 --out $(RUNS)/fashion-ae
 	$(EXPORT) $(RUNS)/fashion-ae/checkpoint.pt --out $(ART)/fashion-ae
+	$(TRAIN) cgan --data $(DATA)/mnist --epochs 15 --threads 2 --out $(RUNS)/mnist-gan
+	$(EXPORT) $(RUNS)/mnist-gan/checkpoint.pt --out $(ART)/mnist-gan
+	$(TRAIN) vae --data $(DATA)/mnist --epochs 30 --threads 1 --out $(RUNS)/mnist-vae
+	$(EXPORT) $(RUNS)/mnist-vae/checkpoint.pt --out $(ART)/mnist-vae
+	$(TRAIN) vae --data $(DATA)/fashion-mnist --epochs 30 --threads 1 --out $(RUNS)/fashion-vae
+	$(EXPORT) $(RUNS)/fashion-vae/checkpoint.pt --out $(ART)/fashion-vae
 	for m in $(SHIPPED); do cp $(RUNS)/$$m/curves.png $(ART)/$$m/curves.png; done
+	for m in $(GENERATORS); do cp "$$(ls $(RUNS)/$$m/samples/epoch_*.png | tail -1)" $(ART)/$$m/samples.png; done
 
 # re-measure every shipped artifact with onnxruntime on its recorded validation split
 evaluate: $(VENV)/.dev
@@ -85,6 +110,9 @@ evaluate: $(VENV)/.dev
 	$(PY) -m export.evaluate $(ART)/mnist-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
 	$(PY) -m export.evaluate $(ART)/mnist-dae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
 	$(PY) -m export.evaluate $(ART)/fashion-ae --data $(DATA)/fashion-mnist --anomalies $(DATA)/mnist
+	$(PY) -m export.evaluate $(ART)/mnist-gan --data $(DATA)/mnist --classifier $(ART)/mnist-cnn
+	$(PY) -m export.evaluate $(ART)/mnist-vae --data $(DATA)/mnist --classifier $(ART)/mnist-cnn
+	$(PY) -m export.evaluate $(ART)/fashion-vae --data $(DATA)/fashion-mnist --classifier $(ART)/fashion-cnn
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .mypy_cache .ruff_cache
