@@ -13,11 +13,12 @@ export BENTOML_DO_NOT_TRACK := True
 USERS ?= 8
 DURATION ?= 60s
 
-.PHONY: help install install-dev serve test test-fast lint format models evaluate loadtest bench clean
+.PHONY: help install install-dev serve test test-fast test-deploy lint format models evaluate loadtest bench clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
 	@echo "make test     install everything (torch CPU, dev tools) and run the test suite"
+	@echo "make test-deploy  build the image and run the docker-compose stack for real (root)"
 	@echo "make models   retrain and re-export every shipped model from DATA=$(DATA)"
 	@echo "make evaluate re-measure every shipped model on its validation split"
 	@echo "make loadtest Locust against a running server (HOST, PORT, USERS, DURATION)"
@@ -49,6 +50,11 @@ test: $(VENV)/.dev
 
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow"
+
+# the docker-compose deployment for real: a private Docker engine, stand-ins for the public base images,
+# nnserve's image, compose up api + prometheus, checks from outside, teardown (root; deploy/test-deploy.sh)
+test-deploy:
+	bash deploy/test-deploy.sh
 
 # Locust against a running server (HOST, PORT, USERS, DURATION): CSV, HTML, summary JSON and a chart in loadtest/results/
 loadtest: $(VENV)/.loadtest

@@ -1,9 +1,13 @@
-"""Model services: one BentoML service per task family, each holding its onnxruntime sessions.
+"""Model families: one BentoML service class per task family, each holding its onnxruntime sessions.
 
-Only here does batching happen. Each family's ``infer`` is batchable: BentoML's adaptive batcher merges
-rows from concurrent requests (possibly for several models of the family); ``infer`` groups them by model
-and runs each group, returning one row per input row in input order. Pre/post-processing stays in the
-API service.
+Each family's batch function (``infer``; a generator's ``generate`` and ``encode``) takes rows from any
+number of requests (possibly for several models of the family), groups them by model, runs each group and
+returns one result per row in input order. Pre/post-processing stays in the API service.
+
+The classes are BentoML services, and they run either as model services (``NNSERVE_BATCHING=services``:
+BentoML's adaptive batcher merges rows from concurrent requests, one internal HTTP hop per request) or
+inside each API worker (``NNSERVE_BATCHING=api``, the default: service/batching.py calls the same batch
+functions on their own thread).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from bentoml.validators import TensorSchema
 from pydantic import BaseModel
 
 from export.text import pad_right
-from service.runtime import OnnxModel, load_family
+from service.runtime import OnnxModel, load_family, settle_heap
 from service.settings import get_settings
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
@@ -122,7 +126,7 @@ def length_buckets(lengths: list[int], max_ratio: float = 2.0) -> list[list[int]
     return buckets
 
 
-def _state(models: dict[str, OnnxModel]) -> FamilyState:
+def family_state(models: dict[str, OnnxModel]) -> FamilyState:
     return FamilyState(models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in models.items()])
 
 
@@ -132,6 +136,7 @@ class ImageModels:
 
     def __init__(self) -> None:
         self.models = load_family("image-classification", S)  # ArtifactError names the bad file
+        settle_heap(S)
 
     def __is_ready__(self) -> bool:
         return True  # __init__ loaded and warmed up every model, or start-up failed
@@ -146,7 +151,7 @@ class ImageModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return _state(self.models)
+        return family_state(self.models)
 
 
 @bentoml.service(name="nnserve-text-models", **SERVICE_CONFIG)
@@ -159,6 +164,7 @@ class TextModels:
 
     def __init__(self) -> None:
         self.models = load_family("text-classification", S)
+        settle_heap(S)
 
     def __is_ready__(self) -> bool:
         return True
@@ -175,7 +181,7 @@ class TextModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return _state(self.models)
+        return family_state(self.models)
 
 
 @bentoml.service(name="nnserve-autoencoders", **SERVICE_CONFIG)
@@ -184,6 +190,7 @@ class AutoencoderModels:
 
     def __init__(self) -> None:
         self.models = load_family("autoencoder", S)
+        settle_heap(S)
 
     def __is_ready__(self) -> bool:
         return True
@@ -199,7 +206,7 @@ class AutoencoderModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return _state(self.models)
+        return family_state(self.models)
 
 
 def _with_labels(model: OnnxModel, x: np.ndarray, labels: list[int]) -> tuple[np.ndarray, ...]:
@@ -218,6 +225,7 @@ class GeneratorModels:
 
     def __init__(self) -> None:
         self.models = load_family("generator", S)
+        settle_heap(S)
 
     def __is_ready__(self) -> bool:
         return True
@@ -245,4 +253,4 @@ class GeneratorModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return _state(self.models)
+        return family_state(self.models)

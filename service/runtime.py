@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -158,3 +159,11 @@ def load_vocab(model_dir: Path, meta: ModelMetadata) -> Vocab:
     if not path.is_file() or sha256_file(path) != pre.vocab_sha256:
         raise ArtifactError(f"{path}: missing, or its sha256 does not match vocab_sha256 in {METADATA_FILE}")
     return Vocab.load(path)
+
+
+def settle_heap(settings: Settings) -> None:
+    """After start-up: one full collection, then (``gc_freeze``) freeze the survivors, so later collections
+    only look at objects created while serving."""
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()

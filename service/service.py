@@ -1,8 +1,18 @@
-"""The public API service ``NNServe``: typed /v1 endpoints over the per-family model services.
+"""The public API service ``NNServe``: typed /v1 endpoints over the per-family model code.
 
-    client ─HTTP─► NNServe (API worker)                         ImageModels / TextModels (model workers)
-                   decode, tokenize, validate (export/)   ──►   @bentoml.api(batchable=True) infer()
-                   softmax, top-k, envelope, metrics      ◄──   one onnxruntime run per model (per bucket)
+    client ─HTTP─► NNServe (API worker, async)                    the family's batch function
+                   /v1 routes (FastAPI app mounted by BentoML)    ImageModels / TextModels /
+                   decode, tokenize, validate (export/)    ──►    AutoencoderModels / GeneratorModels
+                   softmax, top-k, envelope, metrics       ◄──    one onnxruntime run per model per batch
+
+Where the batch functions run is a setting (``NNSERVE_BATCHING``): ``api`` (default) runs them in each API
+worker behind service/batching.py's greedy batcher, with no hop between processes; ``services`` runs them
+in BentoML model services, batched by BentoML's adaptive batcher, one internal HTTP hop per request.
+docs/BENCHMARKS.md has the measurements behind the default.
+
+The /v1 routes live in a FastAPI app that BentoML mounts (and documents in its OpenAPI document) rather
+than in ``@bentoml.api`` methods: BentoML's own request/response handling per call cost more than the
+whole inference of the small models (docs/BENCHMARKS.md).
 
 Serve with ``bentoml serve service.service:NNServe``. Settings come from ``NNSERVE_*`` variables
 (service/settings.py); they are read when this module is imported because BentoML takes its service
@@ -17,8 +27,7 @@ import io
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
@@ -32,6 +41,7 @@ from starlette.responses import Response
 
 from export.contract import ModelMetadata, image_grid, load_metadata, to_pil
 from export.text import Vocab, encode_text
+from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
 from service.metrics import ANOMALIES, GENERATED, PREDICTIONS, TOKENS
@@ -45,8 +55,9 @@ from service.model_services import (
     LatentItem,
     TextItem,
     TextModels,
+    family_state,
 )
-from service.runtime import discover, load_vocab, providers
+from service.runtime import discover, load_vocab, providers, settle_heap
 from service.schemas import (
     MODEL_NAME,
     AnalyzeSentimentRequest,
@@ -73,22 +84,6 @@ from service.settings import get_settings
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 S = get_settings()
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def enveloped(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | Response]]:
-    """Render an ``ApiError`` raised by an endpoint as the envelope (a Response passes BentoML untouched)."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
-        try:
-            return await func(*args, **kwargs)
-        except ApiError as e:
-            return e.response()
-
-    return wrapper
 
 
 def _json(model: BaseModel) -> Response:
@@ -165,6 +160,62 @@ async def generate_png(request: GenerateRequest) -> Response:
     return Response(_png(image_grid(images, cols=_grid_cols(len(images)))), media_type="image/png", headers=headers)
 
 
+def _svc() -> NNServe:
+    return bentoml.get_current_service()
+
+
+@v1_app.post("/classify", response_model=ClassifyImagesResponse, responses=_ERRORS)
+async def classify(request: ClassifyImagesRequest) -> Response:
+    """Classify base64 PNG/JPEG images; predictions come back in input order."""
+    return _json(await _svc().classify_blobs(request.model, _decode_images(request.images), request.top_k))
+
+
+@v1_app.post("/sentiment", response_model=AnalyzeSentimentResponse, responses=_ERRORS)
+async def sentiment(request: AnalyzeSentimentRequest) -> Response:
+    """Sentiment of 1-64 texts; texts over the model's max_len tokens are truncated and say so."""
+    return await _svc().sentiment(request.model, request.texts)
+
+
+@v1_app.post("/reconstruct", response_model=ReconstructImagesResponse, responses=_ERRORS)
+async def reconstruct(request: ReconstructImagesRequest) -> Response:
+    """Reconstruct images through an autoencoder (with a denoising one, this denoises) and flag anomalies."""
+    return await _svc().reconstruct(request.model, request.images)
+
+
+@v1_app.post("/encode", response_model=EncodeImagesResponse, responses=_ERRORS)
+async def encode(request: EncodeImagesRequest) -> Response:
+    """An autoencoder's code for each image (its compressed representation)."""
+    return await _svc().encode(request.model, request.images)
+
+
+@v1_app.post("/generate", response_model=GenerateResponse, responses=_ERRORS)
+async def generate(request: GenerateRequest) -> Response:
+    """Draw n samples from a generator (GAN or VAE decoder); the same seed gives the same images."""
+    return await _svc().generate(request.model, request.n, request.seed, request.label, request.format)
+
+
+@v1_app.post("/interpolate", response_model=InterpolateResponse, responses=_ERRORS)
+async def interpolate(request: InterpolateRequest) -> Response:
+    """Frames walking the latent space from end a to end b: two seeds, or (VAE) two encoded images."""
+    r = request
+    return await _svc().interpolate(r.model, r.steps, r.seed_a, r.seed_b, r.images, r.label, r.method, r.format)
+
+
+# task -> (its model service, the service's batchable methods, rows per batch)
+FAMILIES: dict[str, tuple[Any, tuple[str, ...], int]] = {
+    "image-classification": (ImageModels, ("infer",), S.max_batch_size),
+    "text-classification": (TextModels, ("infer",), S.text_max_batch_size),
+    "autoencoder": (AutoencoderModels, ("infer",), S.max_batch_size),
+    "generator": (GeneratorModels, ("generate", "encode"), S.max_batch_size),
+}
+SERVICE_ATTR = {
+    "image-classification": "image_models",
+    "text-classification": "text_models",
+    "autoencoder": "autoencoders",
+    "generator": "generators",
+}
+
+
 @bentoml.asgi_app(v1_app, path="/v1")
 @bentoml.service(
     name="nnserve",
@@ -176,12 +227,24 @@ async def generate_png(request: GenerateRequest) -> Response:
 class NNServe:
     """The public API: typed /v1 endpoints, model cards, BentoML's /livez, /readyz and /metrics."""
 
-    image_models = bentoml.depends(ImageModels)
-    text_models = bentoml.depends(TextModels)
-    autoencoders = bentoml.depends(AutoencoderModels)
-    generators = bentoml.depends(GeneratorModels)
+    if S.batching == "services":  # otherwise the families run in this worker (service/batching.py)
+        image_models = bentoml.depends(ImageModels)
+        text_models = bentoml.depends(TextModels)
+        autoencoders = bentoml.depends(AutoencoderModels)
+        generators = bentoml.depends(GeneratorModels)
 
     def __init__(self) -> None:
+        self.local: dict[str, Any] = {}
+        self.batchers: dict[tuple[str, str], GreedyBatcher] = {}
+        if S.batching == "api":
+            for task, (service, methods, max_batch) in FAMILIES.items():
+                family = service.inner()  # the model service's class, loaded in this process
+                self.local[task] = family
+                for method in methods:
+                    fn = functools.partial(getattr(service.inner, method).func, family)
+                    self.batchers[task, method] = GreedyBatcher(
+                        fn, max_batch=max_batch, max_queue=S.max_queue_rows, name=f"{task}.{method}"
+                    )
         self.catalog: dict[str, ModelMetadata] = {}
         self.vocabs: dict[str, Vocab] = {}
         for path in discover(S):
@@ -190,6 +253,7 @@ class NNServe:
             if meta.task == "text-classification":
                 self.vocabs[meta.name] = load_vocab(path, meta)
         log.info("serving %s", ", ".join(sorted(self.catalog)) or "no models")
+        settle_heap(S)
 
     def metadata(self, name: str, task: str | None = None) -> ModelMetadata:
         meta = self.catalog.get(name)
@@ -201,11 +265,14 @@ class NNServe:
 
     async def model_cards(self) -> list[ModelCard]:
         runtime: dict[str, list[str]] = {}
-        for family in (self.image_models, self.text_models, self.autoencoders, self.generators):
-            try:
-                state = await family.to_async.state()
-            except BentoMLException:
-                continue
+        for task in FAMILIES:
+            if S.batching == "api":
+                state = family_state(self.local[task].models)
+            else:
+                try:
+                    state = await getattr(self, SERVICE_ATTR[task]).to_async.state()
+                except BentoMLException:
+                    continue
             runtime.update({m.name: m.providers for m in state.models})
         batch = {
             "image-classification": S.max_batch_size,
@@ -239,14 +306,21 @@ class NNServe:
             for m in self.catalog.values()
         ]
 
-    @staticmethod
-    async def _call(family: Any, items: list[Any], model: str, method: str = "infer") -> list[Any]:
-        """Rows to a model service, batched there with other requests' rows; one result per row."""
+    async def _call(self, task: str, items: list[Any], model: str, method: str = "infer") -> list[Any]:
+        """Rows to the task's family, batched with other requests' rows (in this worker, or in the model
+        service); one result per row."""
         try:
-            return await getattr(family.to_async, method)(items)
+            if S.batching == "api":
+                return await self.batchers[task, method].submit(items)
+            return await getattr(getattr(self, SERVICE_ATTR[task]).to_async, method)(items)
+        except QueueFull:
+            raise ApiError("overloaded", "the model queue is full; retry later", retry_after=1) from None
         except BentoMLException as e:
             if int(getattr(e, "error_code", 500)) in (429, 503):
                 raise ApiError("overloaded", "the model service is overloaded; retry later", retry_after=1) from None
+            log.exception("inference failed for %s", model)
+            raise ApiError("internal_error", "inference failed") from None
+        except Exception:  # in-worker batching: the batch function itself failed
             log.exception("inference failed for %s", model)
             raise ApiError("internal_error", "inference failed") from None
 
@@ -258,7 +332,7 @@ class NNServe:
 
     async def classify_blobs(self, model: str, blobs: list[bytes], top_k: int) -> ClassifyImagesResponse:
         meta, items = self._image_rows(model, "image-classification", blobs)
-        probs = _softmax(np.stack([r.logits for r in await self._call(self.image_models, items, model)]))
+        probs = _softmax(np.stack([r.logits for r in await self._call("image-classification", items, model)]))
         k = min(top_k, len(meta.labels))
         predictions = []
         for p in probs:
@@ -275,14 +349,6 @@ class NNServe:
             )
         return ClassifyImagesResponse(model=model, version=meta.version, predictions=predictions)
 
-    @bentoml.api(route="/v1/classify", input_spec=ClassifyImagesRequest, output_spec=ClassifyImagesResponse)
-    @enveloped
-    async def classify(self, model: str, images: list[str], top_k: int) -> Response:
-        """Classify base64 PNG/JPEG images; predictions come back in input order."""
-        return _json(await self.classify_blobs(model, _decode_images(images), top_k))
-
-    @bentoml.api(route="/v1/sentiment", input_spec=AnalyzeSentimentRequest, output_spec=AnalyzeSentimentResponse)
-    @enveloped
     async def sentiment(self, model: str, texts: list[str]) -> Response:
         """Sentiment of 1-64 texts; texts over the model's max_len tokens are truncated and say so."""
         meta = self.metadata(model, "text-classification")
@@ -301,7 +367,7 @@ class NNServe:
             TOKENS.labels(model).observe(n_tokens)
             items.append(TextItem(model=model, ids=np.asarray(ids, dtype=np.int64)))
             encoded.append((len(ids), truncated))
-        probs = _softmax(np.stack([r.logits for r in await self._call(self.text_models, items, model)]))
+        probs = _softmax(np.stack([r.logits for r in await self._call("text-classification", items, model)]))
         predictions = []
         for p, (n, truncated) in zip(probs, encoded, strict=True):
             best = int(p.argmax())
@@ -319,10 +385,8 @@ class NNServe:
 
     async def _autoencode(self, model: str, images: list[str]) -> tuple[ModelMetadata, list[ImageItem], list[Any]]:
         meta, items = self._image_rows(model, "autoencoder", _decode_images(images))
-        return meta, items, await self._call(self.autoencoders, items, model)
+        return meta, items, await self._call("autoencoder", items, model)
 
-    @bentoml.api(route="/v1/reconstruct", input_spec=ReconstructImagesRequest, output_spec=ReconstructImagesResponse)
-    @enveloped
     async def reconstruct(self, model: str, images: list[str]) -> Response:
         """Reconstruct images through an autoencoder (with a denoising one, this denoises) and flag anomalies."""
         meta, items, results = await self._autoencode(model, images)
@@ -338,8 +402,6 @@ class NNServe:
             ReconstructImagesResponse(model=model, version=meta.version, threshold=meta.anomaly.threshold, results=out)
         )
 
-    @bentoml.api(route="/v1/encode", input_spec=EncodeImagesRequest, output_spec=EncodeImagesResponse)
-    @enveloped
     async def encode(self, model: str, images: list[str]) -> Response:
         """An autoencoder's code for each image (its compressed representation)."""
         meta, _, results = await self._autoencode(model, images)
@@ -372,7 +434,7 @@ class NNServe:
     async def _decode(self, meta: ModelMetadata, z: np.ndarray, labels: list[int]) -> np.ndarray:
         """Latent rows -> images (B, C, H, W) in [0, 1], batched in the generator service."""
         items = [LatentItem(model=meta.name, z=row, label=y) for row, y in zip(z, labels, strict=True)]
-        results = await self._call(self.generators, items, meta.name, "generate")
+        results = await self._call("generator", items, meta.name, "generate")
         GENERATED.labels(meta.name).inc(len(results))
         return np.stack([r.image for r in results])
 
@@ -392,8 +454,6 @@ class NNServe:
             labels = [index] * n if index is not None else [i % len(meta.labels) for i in range(n)]
         return meta, seed, labels, await self._decode(meta, z, labels or [0] * n)
 
-    @bentoml.api(route="/v1/generate", input_spec=GenerateRequest, output_spec=GenerateResponse)
-    @enveloped
     async def generate(self, model: str, n: int, seed: int | None, label: int | str | None, format: str) -> Response:
         """Draw n samples from a generator (GAN or VAE decoder); the same seed gives the same images."""
         meta, seed, labels, images = await self.sample(model, n, seed, label)
@@ -409,8 +469,6 @@ class NNServe:
             )
         )
 
-    @bentoml.api(route="/v1/interpolate", input_spec=InterpolateRequest, output_spec=InterpolateResponse)
-    @enveloped
     async def interpolate(
         self,
         model: str,
@@ -441,7 +499,7 @@ class NNServe:
                 LabeledImageItem(model=model, x=to_input(b, meta, index=i, **limits), label=y)
                 for i, b in enumerate(blobs)
             ]
-            posts = await self._call(self.generators, items, model, "encode")
+            posts = await self._call("generator", items, model, "encode")
             a, b = posts[0].mu, posts[1].mu
         else:
             seed_a = secrets.randbelow(2**31) if seed_a is None else seed_a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,17 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=2, le=4096, description="image rows per batch")
     text_max_batch_size: int = Field(128, ge=2, le=4096, description="texts per batch (the LSTM gains most)")
     max_latency_ms: int = Field(200, ge=1, description="the batcher's latency budget before it answers 503")
+    batching: Literal["api", "services"] = Field(
+        "api",
+        description="where adaptive batching runs: 'api' in each API worker (service/batching.py, no hop between "
+        "processes) or 'services' in BentoML model services (one internal HTTP hop per request)",
+    )
+    max_queue_rows: int = Field(4096, ge=1, description="'api' batching: rows waiting per family before 503")
+    gc_freeze: bool = Field(
+        True,
+        description="move everything allocated at start-up out of the garbage collector's view (gc.freeze), "
+        "so its full collections stop scanning BentoML's and the models' objects (PERF-NOTES: 100-170 ms pauses)",
+    )
     model_workers: int = Field(1, ge=1)
     api_workers: int = Field(1, ge=1)
     ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")

@@ -1,0 +1,75 @@
+"""Adaptive batching inside the API worker: no hop to another process.
+
+``GreedyBatcher`` runs one model family's batch function on its own thread. Rows that arrive while a batch
+is running queue up, and the next batch takes everything queued (up to ``max_batch`` rows), so a lone
+request runs at once, with no batching window to wait out, and batches grow with the load by themselves.
+onnxruntime releases the GIL while it computes, so the event loop keeps parsing and preprocessing the next
+requests meanwhile.
+
+Used when ``NNSERVE_BATCHING=api`` (the default; docs/BENCHMARKS.md has the measurements behind the choice).
+With ``NNSERVE_BATCHING=services`` the same batch functions run in BentoML model services instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+class QueueFull(RuntimeError):
+    """More rows are waiting than the batcher accepts: the caller answers 503 with Retry-After."""
+
+
+class GreedyBatcher:
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_batch: int, max_queue: int, name: str) -> None:
+        self.fn = fn
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.name = name
+        self._pending: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
+        self._queued = 0
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
+
+    async def submit(self, rows: list[Any]) -> list[Any]:
+        """Queue one request's rows; -> one result per row, in order, once their batch has run."""
+        if self._queued + len(rows) > self.max_queue:
+            raise QueueFull(f"{self.name}: {self._queued} rows already waiting")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append((rows, future))
+        self._queued += len(rows)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch: list[Any] = []
+            owners: list[tuple[asyncio.Future[list[Any]], int]] = []
+            # whole requests only; a request larger than max_batch runs as its own batch
+            while self._pending and (not batch or len(batch) + len(self._pending[0][0]) <= self.max_batch):
+                rows, future = self._pending.popleft()
+                self._queued -= len(rows)
+                if future.cancelled():  # its client went away (timeout): skip the work
+                    continue
+                owners.append((future, len(rows)))
+                batch.extend(rows)
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self.fn, batch)
+            except Exception as e:  # the batch failed: every request in it fails the same way
+                for future, _ in owners:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            start = 0
+            for future, n in owners:
+                if not future.done():
+                    future.set_result(results[start : start + n])
+                start += n
