@@ -221,6 +221,9 @@ SERVICE_ATTR = {
     name="nnserve",
     workers=S.api_workers,
     logging={"access": {"enabled": False}},  # a log line per request costs ~16 % of CPU (PERF-NOTES)
+    # BentoML wraps every request in an OpenTelemetry span; on /v1 that cost ~20 % of the worker's CPU in a
+    # py-spy profile (docs/BENCHMARKS.md), so /v1 is excluded unless NNSERVE_TRACE_V1 is set
+    tracing={"excluded_urls": [] if S.trace_v1 else ["/v1/"]},
     # a backstop only: V1Middleware enforces the real timeout and concurrency limit with the envelope
     traffic={"timeout": S.request_timeout_s + 5},
 )
