@@ -63,6 +63,7 @@ loadtest: $(VENV)/.loadtest
 # nnserve vs in-process onnxruntime vs a plain uvicorn server, one run, ratios (docs/BENCHMARKS.md)
 bench: $(VENV)/.dev
 	$(PY) -m bench.run --json docs/bench.json
+	$(PY) -m bench.chart docs/bench.json docs/bench.png
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
