@@ -329,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bento.stop()
     results["nnserve"] = next(iter(results["variants"].values()))  # the goals are judged on the first variant
+    results["ratios"] = ratios(results)
+    print("ratios: nnserve / reference at the same concurrency, nnserve / in-process limit (1 thread)")
+    for label, rows in results["ratios"].items():
+        for r in rows:
+            ref = f"{r['vs_reference']:.2f}x reference" if r["vs_reference"] is not None else "(no reference point)"
+            print(f"    {label:12s} {r['run']:11s} c={r['concurrency']:<3d} {ref:22s} {r['vs_limit']:.2f}x limit")
     results["goals"] = goals(results)
     print("goals (ratios within this run):")
     for name, g in results["goals"].items():
@@ -343,6 +349,31 @@ def _variant(text: str) -> tuple[str, dict[str, str]]:
     label, _, pairs = text.partition(":")
     env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
     return label, env
+
+
+LIMITS = {  # the in-process figure each HTTP run is compared with, and rows per request
+    "classify": ("mnist-cnn", "decode_infer_b1", 1),
+    "sentiment": ("sst2-lstm", "infer_b1", 1),
+    "classify_64": ("mnist-cnn", "decode_infer_b64", 64),
+}
+
+
+def ratios(r: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for label, variant in r["variants"].items():
+        for run, (model, key, rows_per_request) in LIMITS.items():
+            limit = r["in_process"][model][key]
+            for row in variant[run]:
+                ref = next((x for x in r["reference"][run] if x["concurrency"] == row["concurrency"]), None)
+                out.setdefault(label, []).append(
+                    {
+                        "run": run,
+                        "concurrency": row["concurrency"],
+                        "vs_reference": row["ok_per_s"] / ref["ok_per_s"] if ref and ref["ok_per_s"] else None,
+                        "vs_limit": row["ok_per_s"] * rows_per_request / limit,
+                    }
+                )
+    return out
 
 
 def _at(rows: list[dict], c: int) -> dict:
