@@ -164,10 +164,14 @@ done
 echo "prometheus up{job=\"nnserve\"}: $up" | cut -c1-240
 python3 -c 'import json, sys; r = json.loads(sys.argv[1])["data"]["result"]; sys.exit(not r or any(x["value"][1] != "1" for x in r))' \
     "$up" || die "Prometheus does not report the api target up"
-series="$(prom 'query?query=nnserve_inference_seconds_count')"
+has_series='import json, sys; r = json.loads(sys.argv[1])["data"]["result"]; sys.exit(not any(float(x["value"][1]) > 0 for x in r))'
+for _ in $(seq 1 30); do  # the classification above shows up at the next scrape (every 5 s)
+    series="$(prom 'query?query=nnserve_inference_seconds_count' 2>/dev/null || true)"
+    python3 -c "$has_series" "$series" 2>/dev/null && break
+    sleep 2
+done
 echo "prometheus nnserve_inference_seconds_count: $series" | cut -c1-240
-python3 -c 'import json, sys; r = json.loads(sys.argv[1])["data"]["result"]; sys.exit(not any(float(x["value"][1]) > 0 for x in r))' \
-    "$series" || die "Prometheus has no nnserve series from the api"
+python3 -c "$has_series" "$series" || die "Prometheus has no nnserve series from the api"
 rules="$(prom rules)"
 python3 -c 'import json, sys; g = json.loads(sys.argv[1])["data"]["groups"]; sys.exit(not g)' "$rules" \
     || die "Prometheus loaded no alert rules"
