@@ -376,35 +376,39 @@ def ratios(r: dict) -> dict[str, list[dict]]:
     return out
 
 
-def _at(rows: list[dict], c: int) -> dict:
-    return next(r for r in rows if r["concurrency"] == c)
+def _point(rows: list[dict], c: int) -> dict | None:
+    return next((r for r in rows if r["concurrency"] == c), None)
 
 
 def goals(r: dict) -> dict:
+    """The issue's performance goals, each judged only when this run measured its points."""
     nn, ref, inproc = r["nnserve"], r["reference"], r["in_process"]
-    c32, ref32 = _at(nn["classify"], 32), _at(ref["classify"], 32)
-    s32, sref = _at(nn["sentiment"], 32), _at(ref["sentiment"], 32)
-    bulk = _at(nn["classify_64"], 8)
-    limit64 = inproc["mnist-cnn"]["decode_infer_b64"]
-    c1, ref1 = _at(nn["classify"], 1), _at(ref["classify"], 1)
-    return {
-        "classify c=32 >= 1.0x reference, 0 errors, p99 <= 100 ms": {
+    out: dict[str, dict] = {}
+    c32, ref32 = _point(nn["classify"], 32), _point(ref["classify"], 32)
+    if c32 and ref32:
+        out["classify c=32 >= 1.0x reference, 0 errors, p99 <= 100 ms"] = {
             "value": f"{c32['ok_per_s'] / ref32['ok_per_s']:.2f}x, {c32['errors']} errors, p99 {c32['p99_ms']:.1f} ms",
             "met": c32["ok_per_s"] >= ref32["ok_per_s"] and c32["errors"] == 0 and c32["p99_ms"] <= 100,
-        },
-        "sentiment c=32 >= 3x reference": {
+        }
+    s32, sref = _point(nn["sentiment"], 32), _point(ref["sentiment"], 32)
+    if s32 and sref:
+        out["sentiment c=32 >= 3x reference"] = {
             "value": f"{s32['ok_per_s'] / sref['ok_per_s']:.2f}x ({s32['errors']} errors)",
             "met": s32["ok_per_s"] >= 3 * sref["ok_per_s"] and s32["errors"] == 0,
-        },
-        "64-image requests >= 50% of in-process decode + inference": {
+        }
+    bulk, limit64 = _point(nn["classify_64"], 8), inproc["mnist-cnn"]["decode_infer_b64"]
+    if bulk:
+        out["64-image requests >= 50% of in-process decode + inference"] = {
             "value": f"{64 * bulk['ok_per_s']:,.0f} images/s = {64 * bulk['ok_per_s'] / limit64:.0%} of {limit64:,.0f}",
             "met": 64 * bulk["ok_per_s"] >= 0.5 * limit64,
-        },
-        "latency at c=1 within 2 ms of the reference": {
+        }
+    c1, ref1 = _point(nn["classify"], 1), _point(ref["classify"], 1)
+    if c1 and ref1:
+        out["latency at c=1 within 2 ms of the reference"] = {
             "value": f"p50 {c1['p50_ms']:.2f} vs {ref1['p50_ms']:.2f} ms (+{c1['p50_ms'] - ref1['p50_ms']:.2f} ms)",
             "met": c1["p50_ms"] - ref1["p50_ms"] <= 2.0,
-        },
-    }
+        }
+    return out
 
 
 if __name__ == "__main__":
