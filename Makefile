@@ -56,9 +56,9 @@ test-fast: $(VENV)/.dev
 test-deploy:
 	bash deploy/test-deploy.sh
 
-# Locust against a running server (HOST, PORT, USERS, DURATION): CSV, HTML, summary JSON and a chart in loadtest/results/
+# Locust against a running server (HOST as a name with PORT, or a URL; USERS, DURATION): CSV, HTML, summary JSON and a chart in loadtest/results/
 loadtest: $(VENV)/.loadtest
-	$(PY) loadtest/run.py --host http://$(HOST):$(PORT) --users $(USERS) --duration $(DURATION)
+	$(PY) loadtest/run.py --host $(if $(findstring ://,$(HOST)),$(HOST),http://$(HOST):$(PORT)) --users $(USERS) --duration $(DURATION)
 
 # nnserve vs in-process onnxruntime vs a plain uvicorn server, one run, ratios (docs/BENCHMARKS.md)
 bench: $(VENV)/.dev
