@@ -57,6 +57,7 @@ from service.model_services import (
     TextModels,
     family_state,
 )
+from service.request_id import RequestIdFilter, RequestIdMiddleware
 from service.runtime import discover, load_vocab, providers, settle_heap
 from service.schemas import (
     MODEL_NAME,
@@ -83,6 +84,7 @@ from service.schemas import (
 from service.settings import get_settings
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
+log.addFilter(RequestIdFilter())
 S = get_settings()
 
 
@@ -569,6 +571,7 @@ def _png_b64(pixels: np.ndarray) -> str:
     return _b64(_png(to_pil(pixels)))
 
 
+NNServe.add_asgi_middleware(RequestIdMiddleware)  # type: ignore[attr-defined]  # first: outermost of ours
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
     V1Middleware,
     max_body_bytes=S.max_body_bytes,

@@ -1,0 +1,58 @@
+"""X-Request-ID: on every response (success, error, health, metrics), echoed when the client sent a plausible
+one, replaced otherwise; and prefixed to nnserve's log lines while a request is handled."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from service.request_id import REQUEST_ID, RequestIdFilter, request_id_for
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def test_ids_are_echoed_only_when_plausible():
+    assert request_id_for([(b"x-request-id", b"client-42.a:b_c")]) == "client-42.a:b_c"
+    assert request_id_for([(b"X-Request-ID", b"abc")]) == "abc"
+    for bad in (b"", b"x" * 129, b"has space", b"new\nline", "é".encode()):
+        assert HEX32.fullmatch(request_id_for([(b"x-request-id", bad)])), bad
+    a, b = request_id_for([]), request_id_for([])
+    assert HEX32.fullmatch(a) and a != b
+
+
+def test_log_records_carry_the_id_inside_a_request():
+    record = logging.LogRecord("bentoml.nnserve", logging.ERROR, __file__, 1, "inference failed for %s", ("m",), None)
+    RequestIdFilter().filter(record)
+    assert record.getMessage() == "inference failed for m"  # outside a request: unchanged
+    token = REQUEST_ID.set("abc123")
+    try:
+        record = logging.LogRecord("bentoml.nnserve", logging.ERROR, __file__, 1, "failed for %s", ("m",), None)
+        RequestIdFilter().filter(record)
+        assert record.getMessage() == "[request abc123] failed for m" and record.request_id == "abc123"
+    finally:
+        REQUEST_ID.reset(token)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/v1/sentiment", {"model": "synthetic-lstm", "texts": ["great"]}, 200),
+        ("POST", "/v1/sentiment", {"model": "nope", "texts": ["great"]}, 404),
+        ("POST", "/v1/sentiment", {"texts": []}, 400),
+        ("GET", "/v1/models", None, 200),
+        ("GET", "/livez", None, 200),
+        ("GET", "/readyz", None, 200),
+        ("GET", "/metrics", None, 200),
+    ],
+)
+def test_every_response_carries_an_id(client, method, path, body, status):
+    r = client.request(method, path, json=body)
+    assert r.status_code == status, r.text
+    assert HEX32.fullmatch(r.headers["x-request-id"])
+    mine = client.request(method, path, json=body, headers={"X-Request-ID": "trace-7f3a"})
+    assert mine.headers["x-request-id"] == "trace-7f3a"
+    assert len(mine.headers.get_list("x-request-id")) == 1
