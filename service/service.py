@@ -41,6 +41,7 @@ from starlette.responses import Response
 
 from export.contract import ModelMetadata, image_grid, load_metadata, to_pil
 from export.text import Vocab, encode_text
+from service.auth import ApiKeyMiddleware
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
@@ -572,6 +573,10 @@ def _png_b64(pixels: np.ndarray) -> str:
 
 
 NNServe.add_asgi_middleware(RequestIdMiddleware)  # type: ignore[attr-defined]  # first: outermost of ours
+if S.api_key is not None:  # off by default
+    NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
+        ApiKeyMiddleware, api_key=S.api_key.get_secret_value(), protect_metrics=S.metrics_require_key
+    )
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
     V1Middleware,
     max_body_bytes=S.max_body_bytes,

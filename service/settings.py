@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     model_workers: int = Field(1, ge=1)
     api_workers: int = Field(2, ge=1, description="API worker processes (2 measured best on 2 cores)")
     ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")
+
+    # access
+    api_key: SecretStr | None = Field(
+        None, description="when set, /v1 and /v2 need it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+    )
+    metrics_require_key: bool = Field(False, description="with an API key set, /metrics needs it too")
 
     # request limits
     max_images: int = Field(64, ge=1, description="images per classification request")

@@ -1,0 +1,57 @@
+"""Optional API key for /v1 (and /v2), off by default.
+
+With ``NNSERVE_API_KEY`` set, requests to /v1 and /v2 (and to /metrics with
+``NNSERVE_METRICS_REQUIRE_KEY=true``) must carry the key as ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>``; anything else gets 401 with the error envelope and ``WWW-Authenticate: Bearer``.
+/livez and /readyz never need it: orchestrators probe them without credentials.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.datastructures import Headers
+
+from service.errors import ApiError
+from service.metrics import ERRORS
+from service.middleware import ASGIApp, Receive, Scope, Send, endpoint_label
+
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+
+
+def requires_key(path: str, protect_metrics: bool) -> bool:
+    if path in OPEN_PATHS:
+        return False
+    if path == "/metrics":
+        return protect_metrics
+    return path.startswith(("/v1/", "/v2/")) or path in ("/v1", "/v2")
+
+
+def presented_key(headers: Headers) -> str | None:
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key")
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, *, api_key: str, protect_metrics: bool) -> None:
+        self.app = app
+        self.key = api_key.encode()
+        self.protect_metrics = protect_metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not requires_key(scope["path"], self.protect_metrics):
+            await self.app(scope, receive, send)
+            return
+        given = presented_key(Headers(scope=scope))
+        if given is not None and hmac.compare_digest(given.encode(), self.key):
+            await self.app(scope, receive, send)
+            return
+        err = ApiError("unauthorized", "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key")
+        ERRORS.labels(endpoint_label(scope["path"]), err.code).inc()
+        headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
+        headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": err.body()})

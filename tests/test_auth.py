@@ -1,0 +1,61 @@
+"""Optional API key: required on /v1 when NNSERVE_API_KEY is set (Bearer or X-API-Key, 401 with the
+envelope otherwise), never on /livez or /readyz, on /metrics only when configured."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from service.auth import requires_key
+from tests.conftest import assert_envelope
+from tests.server import Server
+
+KEY = "s3cret-key-for-tests"
+
+
+def test_which_paths_need_the_key():
+    for path in ("/v1/classify", "/v1/models", "/v1/models/x", "/v2/models/x/infer", "/v1"):
+        assert requires_key(path, protect_metrics=False)
+    for path in ("/livez", "/readyz", "/docs.json", "/v1x", "/v10"):
+        assert not requires_key(path, protect_metrics=True)
+    assert requires_key("/metrics", protect_metrics=True) and not requires_key("/metrics", protect_metrics=False)
+
+
+@pytest.fixture(scope="module")
+def keyed(artifact_root, tmp_path_factory):
+    srv = Server(
+        artifact_root,
+        tmp_path_factory.mktemp("auth") / "serve.log",
+        NNSERVE_API_KEY=KEY,
+        NNSERVE_METRICS_REQUIRE_KEY="true",
+        NNSERVE_MODELS='["synthetic-lstm"]',
+    )
+    srv.start()
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        yield c
+    srv.stop()
+
+
+BODY = {"model": "synthetic-lstm", "texts": ["a great film"]}
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_v1_needs_the_key(keyed):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": KEY[:-1]}, {"Authorization": KEY}):
+        r = keyed.post("/v1/sentiment", json=BODY, headers=headers)
+        assert_envelope(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer" and r.headers["x-request-id"]
+        assert_envelope(keyed.get("/v1/models", headers=headers), 401, "unauthorized")
+    assert keyed.post("/v1/sentiment", json=BODY, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert keyed.post("/v1/sentiment", json=BODY, headers={"X-API-Key": KEY}).status_code == 200
+    assert keyed.get("/v1/models", headers={"X-API-Key": KEY}).status_code == 200
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_probes_stay_open_and_metrics_follow_the_setting(keyed):
+    assert keyed.get("/livez").status_code == 200 and keyed.get("/readyz").status_code == 200
+    assert_envelope(keyed.get("/metrics"), 401, "unauthorized")
+    metrics = keyed.get("/metrics", headers={"X-API-Key": KEY})
+    assert metrics.status_code == 200 and 'code="unauthorized"' in metrics.text
