@@ -94,6 +94,7 @@ class ModelState(BaseModel):
 
 class FamilyState(BaseModel):
     models: list[ModelState]
+    failed: dict[str, str] = {}  # artifacts left out (skip_bad_artifacts): folder name -> why
 
 
 def group_by_model(names: list[str]) -> dict[str, list[int]]:
@@ -126,8 +127,11 @@ def length_buckets(lengths: list[int], max_ratio: float = 2.0) -> list[list[int]
     return buckets
 
 
-def family_state(models: dict[str, OnnxModel]) -> FamilyState:
-    return FamilyState(models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in models.items()])
+def family_state(models: dict[str, OnnxModel], failed: dict[str, str] | None = None) -> FamilyState:
+    return FamilyState(
+        models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in models.items()],
+        failed=dict(failed or {}),
+    )
 
 
 @bentoml.service(name="nnserve-image-models", **SERVICE_CONFIG)
@@ -135,7 +139,8 @@ class ImageModels:
     """Image classifiers: float32 (B, C, H, W) -> logits (B, K)."""
 
     def __init__(self) -> None:
-        self.models = load_family("image-classification", S)  # ArtifactError names the bad file
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.models = load_family("image-classification", S, self.failed)  # ArtifactError names the bad file
         settle_heap(S)
 
     def __is_ready__(self) -> bool:
@@ -151,7 +156,7 @@ class ImageModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return family_state(self.models)
+        return family_state(self.models, self.failed)
 
 
 @bentoml.service(name="nnserve-text-models", **SERVICE_CONFIG)
@@ -163,7 +168,8 @@ class TextModels:
     """
 
     def __init__(self) -> None:
-        self.models = load_family("text-classification", S)
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.models = load_family("text-classification", S, self.failed)
         settle_heap(S)
 
     def __is_ready__(self) -> bool:
@@ -181,7 +187,7 @@ class TextModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return family_state(self.models)
+        return family_state(self.models, self.failed)
 
 
 @bentoml.service(name="nnserve-autoencoders", **SERVICE_CONFIG)
@@ -189,7 +195,8 @@ class AutoencoderModels:
     """Autoencoders: pixels in [0, 1] (B, C, H, W) -> code (B, k) and reconstruction (B, C, H, W)."""
 
     def __init__(self) -> None:
-        self.models = load_family("autoencoder", S)
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.models = load_family("autoencoder", S, self.failed)
         settle_heap(S)
 
     def __is_ready__(self) -> bool:
@@ -206,7 +213,7 @@ class AutoencoderModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return family_state(self.models)
+        return family_state(self.models, self.failed)
 
 
 def _with_labels(model: OnnxModel, x: np.ndarray, labels: list[int]) -> tuple[np.ndarray, ...]:
@@ -224,7 +231,8 @@ class GeneratorModels:
     """
 
     def __init__(self) -> None:
-        self.models = load_family("generator", S)
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.models = load_family("generator", S, self.failed)
         settle_heap(S)
 
     def __is_ready__(self) -> bool:
@@ -253,4 +261,4 @@ class GeneratorModels:
 
     @bentoml.api
     def state(self) -> FamilyState:
-        return family_state(self.models)
+        return family_state(self.models, self.failed)

@@ -81,10 +81,7 @@ def _check_schema(
 
 
 def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
-    try:
-        meta = load_metadata(model_dir)
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{model_dir / METADATA_FILE}: unreadable metadata: {e}") from None
+    meta = read_metadata(model_dir)
     model = _open_graph(meta, model_dir / ONNX_FILE, meta.onnx_sha256, meta.inputs, meta.outputs, settings)
     enc = meta.generator.encoder if meta.generator else None
     if enc is not None:
@@ -139,14 +136,30 @@ def warm_up(model: OnnxModel) -> None:
             raise ArtifactError(f"{graph.path}: warm-up inference produced non-finite outputs")
 
 
-def load_family(task: str, settings: Settings) -> dict[str, OnnxModel]:
-    """Load and warm up every artifact of one task family; a bad artifact raises ArtifactError."""
+def read_metadata(model_dir: Path) -> ModelMetadata:
+    try:
+        return load_metadata(model_dir)
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{model_dir / METADATA_FILE}: unreadable metadata: {e}") from None
+
+
+def load_family(task: str, settings: Settings, failed: dict[str, str] | None = None) -> dict[str, OnnxModel]:
+    """Load and warm up every artifact of one task family. A bad artifact raises ArtifactError (naming the
+    file), or with ``skip_bad_artifacts`` is left out and recorded in ``failed`` (folder name -> why)."""
     loaded: dict[str, OnnxModel] = {}
     for path in discover(settings):
-        if load_metadata(path).task != task:
+        try:
+            if read_metadata(path).task != task:
+                continue
+            model = load_model(path, settings)
+            warm_up(model)
+        except ArtifactError as e:
+            if not settings.skip_bad_artifacts:
+                raise
+            log.error("not serving %s: %s", path.name, e)
+            if failed is not None:
+                failed[path.name] = str(e)
             continue
-        model = load_model(path, settings)
-        warm_up(model)
         loaded[model.name] = model
         log.info("loaded %s (%s) from %s", model.name, model.meta.architecture, path)
     return loaded

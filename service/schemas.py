@@ -77,10 +77,14 @@ class ModelCard(BaseModel):
     batching: BatchingInfo
     anomaly: AnomalyThreshold | None = Field(None, description="autoencoders: the anomaly threshold")
     generator: GeneratorInfo | None = Field(None, description="generators: latent size, conditioning, encoder")
+    error: str | None = Field(None, description="why the model is not ready (skip_bad_artifacts), naming the file")
 
 
 class ListModelsResponse(BaseModel):
     models: list[ModelCard]
+    unavailable: dict[str, str] = Field(
+        default_factory=dict, description="artifact folders left out at start-up (skip_bad_artifacts) -> why"
+    )
 
 
 class AnalyzeSentimentRequest(BaseModel):

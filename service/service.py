@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from export.contract import ModelMetadata, image_grid, load_metadata, to_pil
+from export.contract import ModelMetadata, image_grid, to_pil
 from export.text import Vocab, encode_text
 from service.auth import ApiKeyMiddleware
 from service.batching import GreedyBatcher, QueueFull
@@ -59,7 +59,16 @@ from service.model_services import (
     family_state,
 )
 from service.request_id import RequestIdFilter, RequestIdMiddleware
-from service.runtime import discover, load_vocab, providers, settle_heap
+from service.runtime import (
+    ArtifactError,
+    discover,
+    load_model,
+    load_vocab,
+    providers,
+    read_metadata,
+    settle_heap,
+    warm_up,
+)
 from service.schemas import (
     MODEL_NAME,
     AnalyzeSentimentRequest,
@@ -123,14 +132,15 @@ v1_app = FastAPI(
 async def list_models() -> Response:
     """Model cards of every served model: metadata plus runtime state."""
     svc: NNServe = bentoml.get_current_service()
-    return _json(ListModelsResponse(models=await svc.model_cards()))
+    return _json(ListModelsResponse(models=await svc.model_cards(), unavailable=svc.failed))
 
 
 @v1_app.get("/models/{name}", response_model=ModelCard, responses=_ERRORS)
 async def get_model(name: Annotated[str, PathParam(max_length=64)]) -> Response:
     """One model's card."""
     svc: NNServe = bentoml.get_current_service()
-    svc.metadata(name)  # 404 envelope for an unknown name
+    if name not in svc.catalog:
+        svc.metadata(name)  # 404 envelope for an unknown name (503 for an artifact that failed to load)
     return _json(next(c for c in await svc.model_cards() if c.name == name))
 
 
@@ -253,15 +263,30 @@ class NNServe:
                     )
         self.catalog: dict[str, ModelMetadata] = {}
         self.vocabs: dict[str, Vocab] = {}
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        for family in self.local.values():
+            self.failed.update(family.failed)
         for path in discover(S):
-            meta = load_metadata(path)
+            try:
+                meta = read_metadata(path)
+                if meta.task == "text-classification":
+                    self.vocabs[meta.name] = load_vocab(path, meta)
+                if S.batching == "services" and S.skip_bad_artifacts:
+                    warm_up(load_model(path, S))  # learn here what the model services will leave out
+            except ArtifactError as e:
+                if not S.skip_bad_artifacts:
+                    raise
+                self.failed[path.name] = str(e)
+                continue
             self.catalog[meta.name] = meta
-            if meta.task == "text-classification":
-                self.vocabs[meta.name] = load_vocab(path, meta)
-        log.info("serving %s", ", ".join(sorted(self.catalog)) or "no models")
+        for name, why in self.failed.items():
+            log.error("not serving %s: %s", name, why)
+        log.info("serving %s", ", ".join(sorted(set(self.catalog) - set(self.failed))) or "no models")
         settle_heap(S)
 
     def metadata(self, name: str, task: str | None = None) -> ModelMetadata:
+        if name in self.failed:
+            raise ApiError("not_ready", f"model {name!r} is not ready: its artifact failed to load", retry_after=30)
         meta = self.catalog.get(name)
         if meta is None or (task is not None and meta.task != task):
             available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
@@ -303,7 +328,8 @@ class NNServe:
                 created=m.created,
                 onnx_sha256=m.onnx_sha256,
                 source_commit=m.source_commit,
-                ready=m.name in runtime,
+                ready=m.name in runtime and m.name not in self.failed,
+                error=self.failed.get(m.name),
                 providers=runtime.get(m.name, providers()),
                 batching=BatchingInfo(max_batch_size=batch[m.task], max_latency_ms=S.max_latency_ms),
                 anomaly=m.anomaly,

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     api_workers: int = Field(2, ge=1, description="API worker processes (2 measured best on 2 cores)")
     ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")
 
+    skip_bad_artifacts: bool = Field(
+        False,
+        description="a missing, corrupt or inconsistent artifact is reported not ready and the others serve; "
+        "by default it stops start-up with a message naming the file",
+    )
+
     # access
     api_key: SecretStr | None = Field(
         None, description="when set, /v1 and /v2 need it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"

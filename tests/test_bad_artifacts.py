@@ -1,0 +1,118 @@
+"""Bad artifacts: a missing, truncated or corrupt model.onnx, or metadata that does not match the graph, is
+refused with a message naming the file; by default that stops start-up, and with NNSERVE_SKIP_BAD_ARTIFACTS
+the model is reported not ready while the others serve."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+
+import httpx
+import pytest
+
+from service.runtime import ArtifactError, load_family, load_model
+from service.settings import Settings
+from tests.conftest import assert_envelope, png_bytes
+from tests.server import Server
+
+
+def _copy(src, dst, name):
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "model.json").read_text())
+    meta["name"] = name
+    (dst / "model.json").write_text(json.dumps(meta))
+    return meta
+
+
+def _rehash(d, meta):
+    meta["onnx_sha256"] = hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()
+    (d / "model.json").write_text(json.dumps(meta))
+
+
+def _break(kind, d, meta):
+    onnx = d / "model.onnx"
+    if kind == "missing":
+        onnx.unlink()
+    elif kind == "truncated":
+        onnx.write_bytes(onnx.read_bytes()[:1000])
+    elif kind == "corrupt":  # garbage whose hash model.json does record: onnxruntime must refuse it
+        onnx.write_bytes(b"not an onnx graph" * 100)
+        _rehash(d, meta)
+    elif kind == "schema":  # a graph that does not match the tensor schema model.json promises
+        meta["inputs"][0]["name"] = "pixels"
+        (d / "model.json").write_text(json.dumps(meta))
+    elif kind == "metadata":
+        (d / "model.json").write_text("{not json")
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "model.onnx: missing"),
+        ("truncated", "model.onnx: sha256 does not match"),
+        ("corrupt", "model.onnx: onnxruntime cannot load it"),
+        ("schema", "model.onnx: graph inputs/outputs"),
+        ("metadata", "model.json: unreadable metadata"),
+    ],
+)
+def test_bad_artifacts_are_refused_naming_the_file(tmp_path, artifact_root, kind, message):
+    d = tmp_path / "bad-cnn"
+    meta = _copy(artifact_root / "digits-cnn", d, "bad-cnn")
+    _break(kind, d, meta)
+    with pytest.raises(ArtifactError, match=message) as err:
+        load_model(d, Settings(model_dir=tmp_path))
+    assert str(d) in str(err.value)
+    settings = Settings(model_dir=tmp_path, skip_bad_artifacts=True)
+    failed: dict[str, str] = {}
+    assert load_family("image-classification", settings, failed) == {} and message in failed["bad-cnn"]
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(artifact_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(artifact_root / "digits-cnn", root / "digits-cnn")
+    shutil.copytree(artifact_root / "synthetic-lstm", root / "synthetic-lstm")
+    meta = _copy(artifact_root / "digits-cnn", root / "broken-cnn", "broken-cnn")
+    _break("truncated", root / "broken-cnn", meta)
+    meta = _copy(artifact_root / "digits-ae", root / "badmeta", "badmeta")
+    _break("metadata", root / "badmeta", meta)
+    return root
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_start_up_stops_on_a_bad_artifact(mixed_dir, tmp_path):
+    """The worker refuses to start: the server never turns ready (BentoML keeps its supervisor running and
+    /readyz answers 503), and the log says which file is wrong."""
+    srv = Server(mixed_dir, tmp_path / "serve.log")
+    with pytest.raises(RuntimeError):
+        srv.start(timeout=30)
+    log = srv.log_path.read_text()
+    srv.stop()
+    assert "badmeta/model.json: unreadable metadata" in log
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_skipped_artifacts_are_not_ready_and_the_others_serve(mixed_dir, tmp_path, digits):
+    srv = Server(mixed_dir, tmp_path / "serve.log", NNSERVE_SKIP_BAD_ARTIFACTS="true")
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/readyz").status_code == 200
+            listing = c.get("/v1/models").json()
+            cards = {m["name"]: m for m in listing["models"]}
+            assert cards["digits-cnn"]["ready"] and cards["synthetic-lstm"]["ready"]
+            assert not cards["broken-cnn"]["ready"] and "broken-cnn/model.onnx" in cards["broken-cnn"]["error"]
+            assert "unreadable metadata" in listing["unavailable"]["badmeta"]
+            image = base64.b64encode(png_bytes(digits.images[0, 0])).decode()
+            r = c.post("/v1/classify", json={"model": "broken-cnn", "images": [image]})
+            assert_envelope(r, 503, "not_ready")
+            assert r.headers["retry-after"]
+            assert c.post("/v1/classify", json={"model": "digits-cnn", "images": [image]}).status_code == 200
+            r = c.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["a great film"]})
+            assert r.status_code == 200
+    finally:
+        srv.stop()
