@@ -46,8 +46,10 @@ if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# Debian's prometheus package starts its own service on install; this test needs no host Prometheus
-systemctl stop prometheus 2>/dev/null || pkill -x prometheus 2>/dev/null || true
+if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # installed just now for promtool: Debian's package also starts a host Prometheus, which this test does not want
+    systemctl stop prometheus 2>/dev/null || true
+fi
 
 compose() { docker-compose -f "$REPO/docker-compose.yml" --project-directory "$REPO" "$@"; }
 

@@ -46,7 +46,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         given = presented_key(Headers(scope=scope))
-        if given is not None and hmac.compare_digest(given.encode(), self.key):
+        if given and hmac.compare_digest(given.encode(), self.key):
             await self.app(scope, receive, send)
             return
         err = ApiError("unauthorized", "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key")

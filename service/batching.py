@@ -36,7 +36,7 @@ class GreedyBatcher:
 
     async def submit(self, rows: list[Any]) -> list[Any]:
         """Queue one request's rows; -> one result per row, in order, once their batch has run."""
-        if self._queued + len(rows) > self.max_queue:
+        if self._queued and self._queued + len(rows) > self.max_queue:  # an empty queue admits any request
             raise QueueFull(f"{self.name}: {self._queued} rows already waiting")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
@@ -63,13 +63,14 @@ class GreedyBatcher:
                 continue
             try:
                 results = await loop.run_in_executor(self._executor, self.fn, batch)
-            except Exception as e:  # the batch failed: every request in it fails the same way
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} rows")
+                start = 0
+                for future, n in owners:
+                    if not future.done():
+                        future.set_result(results[start : start + n])
+                    start += n
+            except Exception as e:  # the batch failed: every request in it still waiting fails the same way
                 for future, _ in owners:
                     if not future.done():
                         future.set_exception(e)
-                continue
-            start = 0
-            for future, n in owners:
-                if not future.done():
-                    future.set_result(results[start : start + n])
-                start += n

@@ -37,7 +37,8 @@ def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class RequestIdMiddleware:
-    """Outermost of nnserve's middleware: every HTTP response, error or not, carries the id."""
+    """Outermost of nnserve's middleware: every response that passes through it, error or not, carries the
+    id (BentoML's own outer middleware, e.g. its backstop timeout, answers without it)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

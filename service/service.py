@@ -279,6 +279,9 @@ class NNServe:
                 self.failed[path.name] = str(e)
                 continue
             self.catalog[meta.name] = meta
+            if S.batching == "api" and not any(meta.name in f.models for f in self.local.values()):
+                # readable metadata, but its family left the graph out (the reason is logged under the folder)
+                self.failed.setdefault(meta.name, self.failed.get(path.name, f"{path}: failed to load"))
         for name, why in self.failed.items():
             log.error("not serving %s: %s", name, why)
         log.info("serving %s", ", ".join(sorted(set(self.catalog) - set(self.failed))) or "no models")
@@ -559,7 +562,8 @@ def _latents(seed: int, n: int, k: int) -> np.ndarray:
 
 def interpolate_latents(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
     """``steps`` points from a to b inclusive: straight, or along the great circle (slerp, White 2016),
-    which for Gaussian latents keeps every frame at a typical norm; nearly parallel ends fall back to straight."""
+    which for Gaussian latents keeps every frame at a typical norm; ends that are (anti-)parallel, where the
+    great circle is undefined, fall back to straight."""
     t = np.linspace(0.0, 1.0, steps)[:, None]
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     cos = float(a64 @ b64) / max(float(np.linalg.norm(a64) * np.linalg.norm(b64)), 1e-12)

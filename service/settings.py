@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     # adaptive batching in the model service (BentoML's defaults, 100 / 60000 ms, are never relied on)
     max_batch_size: int = Field(64, ge=2, le=4096, description="image rows per batch")
     text_max_batch_size: int = Field(128, ge=2, le=4096, description="texts per batch (the LSTM gains most)")
-    max_latency_ms: int = Field(200, ge=1, description="the batcher's latency budget before it answers 503")
+    max_latency_ms: int = Field(
+        200, ge=1, description="'services' batching: BentoML's batcher's latency budget before it answers 503"
+    )
     batching: Literal["api", "services"] = Field(
         "api",
         description="where adaptive batching runs: 'api' in each API worker (service/batching.py, no hop between "
@@ -48,6 +50,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="when set, /v1 and /v2 need it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
     )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
     metrics_require_key: bool = Field(False, description="with an API key set, /metrics needs it too")
 
     # request limits

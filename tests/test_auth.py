@@ -13,6 +13,13 @@ from tests.server import Server
 KEY = "s3cret-key-for-tests"
 
 
+def test_an_empty_key_means_no_key():
+    from service.settings import Settings
+
+    assert Settings(api_key="").api_key is None and Settings(api_key="  ").api_key is None
+    assert Settings(api_key="k").api_key is not None
+
+
 def test_which_paths_need_the_key():
     for path in ("/v1/classify", "/v1/models", "/v1/models/x", "/v2/models/x/infer", "/v1"):
         assert requires_key(path, protect_metrics=False)

@@ -76,6 +76,8 @@ def mixed_dir(artifact_root, tmp_path_factory):
     shutil.copytree(artifact_root / "synthetic-lstm", root / "synthetic-lstm")
     meta = _copy(artifact_root / "digits-cnn", root / "broken-cnn", "broken-cnn")
     _break("truncated", root / "broken-cnn", meta)
+    meta = _copy(artifact_root / "digits-cnn", root / "cnn-folder", "cnn-named")  # folder and model names differ
+    _break("truncated", root / "cnn-folder", meta)
     meta = _copy(artifact_root / "digits-ae", root / "badmeta", "badmeta")
     _break("metadata", root / "badmeta", meta)
     return root
@@ -109,6 +111,9 @@ def test_skipped_artifacts_are_not_ready_and_the_others_serve(mixed_dir, tmp_pat
             assert "unreadable metadata" in listing["unavailable"]["badmeta"]
             image = base64.b64encode(png_bytes(digits.images[0, 0])).decode()
             r = c.post("/v1/classify", json={"model": "broken-cnn", "images": [image]})
+            assert_envelope(r, 503, "not_ready")
+            assert not cards["cnn-named"]["ready"] and "cnn-folder/model.onnx" in cards["cnn-named"]["error"]
+            r = c.post("/v1/classify", json={"model": "cnn-named", "images": [image]})
             assert_envelope(r, 503, "not_ready")
             assert r.headers["retry-after"]
             assert c.post("/v1/classify", json={"model": "digits-cnn", "images": [image]}).status_code == 200

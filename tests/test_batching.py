@@ -88,3 +88,18 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_recovers():
 
     results, after = asyncio.run(main())
     assert all(isinstance(r, ValueError) for r in results) and after == [30]
+
+
+def test_a_wrong_result_count_fails_the_batch_instead_of_hanging():
+    batcher = GreedyBatcher(lambda rows: rows[:-1], max_batch=8, max_queue=100, name="t")
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(batcher.submit([1, 2]), return_exceptions=True), timeout=2)
+
+    (result,) = asyncio.run(main())
+    assert isinstance(result, RuntimeError) and "1 results for 2 rows" in str(result)
+
+
+def test_an_empty_queue_admits_a_request_larger_than_the_queue():
+    batcher = GreedyBatcher(Recorder(), max_batch=8, max_queue=4, name="t")
+    assert asyncio.run(batcher.submit(list(range(6)))) == [i * 10 for i in range(6)]
