@@ -48,8 +48,9 @@ class ClassifyImagesResponse(BaseModel):
 
 
 class BatchingInfo(BaseModel):
+    mode: Literal["api", "services"] = Field(description="where batching runs (NNSERVE_BATCHING)")
     max_batch_size: int
-    max_latency_ms: int
+    max_latency_ms: int | None = Field(description="'services' mode: BentoML's batching latency budget")
 
 
 class ModelCard(BaseModel):

@@ -334,7 +334,11 @@ class NNServe:
                 ready=m.name in runtime and m.name not in self.failed,
                 error=self.failed.get(m.name),
                 providers=runtime.get(m.name, providers()),
-                batching=BatchingInfo(max_batch_size=batch[m.task], max_latency_ms=S.max_latency_ms),
+                batching=BatchingInfo(
+                    mode=S.batching,
+                    max_batch_size=batch[m.task],
+                    max_latency_ms=S.max_latency_ms if S.batching == "services" else None,
+                ),
                 anomaly=m.anomaly,
                 generator=m.generator,
             )

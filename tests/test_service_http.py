@@ -54,7 +54,7 @@ def test_model_cards(client):
     assert cards["synthetic-lstm"]["batching"]["max_batch_size"] == 128
     card = client.get("/v1/models/digits-cnn").json()
     assert card["ready"] is True and card["labels"] == [str(i) for i in range(10)]
-    assert card["batching"] == {"max_batch_size": 64, "max_latency_ms": 500}
+    assert card["batching"] == {"mode": "api", "max_batch_size": 64, "max_latency_ms": None}
     assert "CPUExecutionProvider" in card["providers"]
     assert card["preprocessing"]["white_on_black"] is True and 0 < card["metrics"]["accuracy"] <= 1
     assert re.fullmatch(r"[0-9a-f]{64}", card["onnx_sha256"])

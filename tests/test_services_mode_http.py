@@ -41,6 +41,7 @@ def test_same_answers_as_in_worker_batching(services_client, client, digits):
 def test_model_cards_report_the_model_services_state(services_client):
     cards = services_client.get("/v1/models").json()["models"]
     assert cards and all(c["ready"] and "CPUExecutionProvider" in c["providers"] for c in cards)
+    assert all(c["batching"]["mode"] == "services" and c["batching"]["max_latency_ms"] == 200 for c in cards)
     assert services_client.get("/readyz").status_code == 200
 
 
