@@ -36,6 +36,8 @@ class GreedyBatcher:
 
     async def submit(self, rows: list[Any]) -> list[Any]:
         """Queue one request's rows; -> one result per row, in order, once their batch has run."""
+        if not rows:
+            return []
         if self._queued and self._queued + len(rows) > self.max_queue:  # an empty queue admits any request
             raise QueueFull(f"{self.name}: {self._queued} rows already waiting")
         loop = asyncio.get_running_loop()

@@ -103,3 +103,4 @@ def test_a_wrong_result_count_fails_the_batch_instead_of_hanging():
 def test_an_empty_queue_admits_a_request_larger_than_the_queue():
     batcher = GreedyBatcher(Recorder(), max_batch=8, max_queue=4, name="t")
     assert asyncio.run(batcher.submit(list(range(6)))) == [i * 10 for i in range(6)]
+    assert asyncio.run(asyncio.wait_for(batcher.submit([]), timeout=1)) == []  # nothing to run: no wait
