@@ -116,15 +116,21 @@ def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
     return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def _validation_images(p: argparse.ArgumentParser, meta: ModelMetadata, root: Path, check: bool = True):
+def _recorded_split(p: argparse.ArgumentParser, meta: ModelMetadata, root: Path, check: bool = True):
+    """An IDX training folder and the split model.json records -> (images, labels, train indices, val indices)."""
     img_path = next(root.glob("train-images-idx3-ubyte*"))
     lbl_path = next(root.glob("train-labels-idx1-ubyte*"))
     if check:
         for path in (img_path, lbl_path):
             _check_hash(p, meta, path)
     labels = read_idx(lbl_path).astype(np.int64)
-    _, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
-    return read_idx(img_path)[val], labels[val]
+    train, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+    return read_idx(img_path), labels, train, val
+
+
+def _validation_images(p: argparse.ArgumentParser, meta: ModelMetadata, root: Path, check: bool = True):
+    images, labels, _, val = _recorded_split(p, meta, root, check)
+    return images[val], labels[val]
 
 
 def _autoencoder_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> dict:
@@ -200,22 +206,19 @@ def _generator_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta
     if args.data is None or args.classifier is None:
         p.error("give --data (the training folder) and --classifier (a classifier artifact of the same data)")
     assert meta.generator is not None
-    images, labels = _validation_images(p, meta, args.data)
+    all_images, all_labels, train_idx, val_idx = _recorded_split(p, meta, args.data)
+    images, labels = all_images[val_idx], all_labels[val_idx]
     n = min(args.samples or len(images), len(images))
     cls_meta = load_metadata(args.classifier)
     pre = cls_meta.image_preprocessing()
     if list(pre.input_size) != list(images.shape[-2:]):
         p.error(f"{cls_meta.name} takes {pre.input_size} images; the generator makes {images.shape[-2:]}")
     # the floor: a disjoint real set of the same size, drawn from the training split
-    root = args.data
-    all_images = read_idx(next(root.glob("train-images-idx3-ubyte*")))
-    all_labels = read_idx(next(root.glob("train-labels-idx1-ubyte*"))).astype(np.int64)
-    train_idx, _ = stratified_split(all_labels, meta.dataset.val_fraction, meta.dataset.split_seed)
     other = all_images[np.random.default_rng(1).choice(train_idx, size=n, replace=False)]
     gen, gen_labels = generate_images(args.model_dir, meta, n)
-    f_val, pred_val = classifier_outputs(args.classifier, cls_meta, images[:n, None])
-    f_other, _ = classifier_outputs(args.classifier, cls_meta, other[:, None])
-    f_gen, pred_gen = classifier_outputs(args.classifier, cls_meta, gen)
+    (f_val, pred_val), (f_other, _), (f_gen, pred_gen) = classifier_outputs(
+        args.classifier, cls_meta, images[:n, None], other[:, None], gen
+    )
     result: dict = {
         "model": meta.name,
         "split": "validation",

@@ -42,17 +42,22 @@ def feature_session(classifier_dir: Path) -> tuple[ort.InferenceSession, str]:
 
 
 def classifier_outputs(
-    classifier_dir: Path, meta: ModelMetadata, pixels: np.ndarray, batch: int = 500
-) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N, C, H, W) at the classifier's input size -> (features (N, d), predicted labels (N,))."""
+    classifier_dir: Path, meta: ModelMetadata, *pixel_sets: np.ndarray, batch: int = 500
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """uint8 image sets (N, C, H, W) at the classifier's input size -> per set (features (N, d), predicted
+    labels (N,)), all through one session."""
     sess, feat_name = feature_session(classifier_dir)
     pre = meta.image_preprocessing()
-    feats, preds = [], []
-    for i in range(0, len(pixels), batch):
-        logits, f = sess.run(["logits", feat_name], {meta.inputs[0].name: normalize(pixels[i : i + batch], pre)})
-        feats.append(f.reshape(len(f), -1).astype(np.float64))
-        preds.append(logits.argmax(1))
-    return np.concatenate(feats), np.concatenate(preds)
+    out = []
+    for pixels in pixel_sets:
+        feats, preds = [], []
+        for i in range(0, len(pixels), batch):
+            feed = {meta.inputs[0].name: normalize(pixels[i : i + batch], pre)}
+            logits, f = sess.run(["logits", feat_name], feed)
+            feats.append(f.reshape(len(f), -1).astype(np.float64))
+            preds.append(logits.argmax(1))
+        out.append((np.concatenate(feats), np.concatenate(preds)))
+    return out
 
 
 def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
