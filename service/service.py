@@ -308,12 +308,6 @@ class NNServe:
                 except BentoMLException:
                     continue
             runtime.update({m.name: m.providers for m in state.models})
-        batch = {
-            "image-classification": S.max_batch_size,
-            "text-classification": S.text_max_batch_size,
-            "autoencoder": S.max_batch_size,
-            "generator": S.max_batch_size,
-        }
         return [
             ModelCard(
                 name=m.name,
@@ -336,7 +330,7 @@ class NNServe:
                 providers=runtime.get(m.name, providers()),
                 batching=BatchingInfo(
                     mode=S.batching,
-                    max_batch_size=batch[m.task],
+                    max_batch_size=FAMILIES[m.task][2],
                     max_latency_ms=S.max_latency_ms if S.batching == "services" else None,
                 ),
                 anomaly=m.anomaly,
@@ -363,11 +357,17 @@ class NNServe:
             log.exception("inference failed for %s", model)
             raise ApiError("internal_error", "inference failed") from None
 
-    def _image_rows(self, model: str, task: str, blobs: list[bytes]) -> tuple[ModelMetadata, list[ImageItem]]:
-        """Encoded images -> the model's input rows, preprocessed exactly as in training."""
+    def _image_rows(
+        self, model: str, task: str, blobs: list[bytes], label: int | None = None
+    ) -> tuple[ModelMetadata, list[ImageItem]]:
+        """Encoded images -> the model's input rows, preprocessed exactly as in training (with a class label
+        for a conditional VAE's encoder)."""
         meta = self.metadata(model, task)
         limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels}
-        return meta, [ImageItem(model=model, x=to_input(b, meta, index=i, **limits)) for i, b in enumerate(blobs)]
+        rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(blobs)]
+        if label is None:
+            return meta, [ImageItem(model=model, x=x) for x in rows]
+        return meta, [LabeledImageItem(model=model, x=x, label=label) for x in rows]
 
     async def classify_blobs(self, model: str, blobs: list[bytes], top_k: int) -> ClassifyImagesResponse:
         meta, items = self._image_rows(model, "image-classification", blobs)
@@ -532,12 +532,7 @@ class NNServe:
                 raise ApiError("invalid_request", "give either two images or seeds, not both")
             if meta.generator.encoder is None:
                 raise ApiError("invalid_request", f"{model} has no encoder: interpolate between seeds instead")
-            blobs = _decode_images(images)
-            limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels}
-            items = [
-                LabeledImageItem(model=model, x=to_input(b, meta, index=i, **limits), label=y)
-                for i, b in enumerate(blobs)
-            ]
+            _, items = self._image_rows(model, "generator", _decode_images(images), label=y)
             posts = await self._call("generator", items, model, "encode")
             a, b = posts[0].mu, posts[1].mu
         else:
