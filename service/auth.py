@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 
 from service.errors import ApiError
 from service.metrics import ERRORS
-from service.middleware import ASGIApp, Receive, Scope, Send, endpoint_label
+from service.middleware import ASGIApp, Receive, Scope, Send, endpoint_label, is_oip, render
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 
@@ -54,4 +54,4 @@ class ApiKeyMiddleware:
         headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
         headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": err.body()})
+        await send({"type": "http.response.body", "body": render(err, is_oip(scope["path"]))})

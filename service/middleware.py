@@ -1,8 +1,10 @@
-"""ASGI middleware for /v1: admission (concurrency, timeout, body size, media type) and one error envelope.
+"""ASGI middleware for /v1 and /v2: admission (concurrency, timeout, body size, media type) and one error shape
+per protocol.
 
-BentoML answers its own failures (request validation, batcher overload) in its own shapes; this layer
-rewrites every /v1 error response that is not already an envelope into ``{"error": {...}}``, adds
-``Retry-After`` to 429/503, and counts each failure in ``nnserve_errors_total``.
+BentoML and FastAPI answer some failures (request validation, unknown routes) in their own shapes; this layer
+rewrites every /v1 error response that is not already an envelope into ``{"error": {...}}`` and every /v2
+error into the Open Inference Protocol's ``{"error": "<message>"}``, adds ``Retry-After`` to 429/503, and
+counts each failure in ``nnserve_errors_total``.
 
 The concurrency limit and the request timeout live here rather than in BentoML's ``traffic`` settings
 because BentoML's own limiter and timeout sit outside every user middleware (its ``middlewares`` list puts
@@ -54,13 +56,30 @@ _DEFAULT_CODE = {
 _RETRY_AFTER_S = "1"
 
 
+V2_ROUTES = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready"})
+
+
 def endpoint_label(path: str) -> str:
     """A bounded label: the route template, never the raw path."""
-    if path in JSON_ROUTES or path in MULTIPART_ROUTES or path == "/v1/models":
-        return path
+    if path in JSON_ROUTES or path in MULTIPART_ROUTES or path == "/v1/models" or path in V2_ROUTES:
+        return path.rstrip("/") if path != "/" else path
     if path.startswith("/v1/models/"):
         return "/v1/models/{name}"
+    if path.startswith("/v2/models/"):
+        for suffix in ("/infer", "/ready"):
+            if path.endswith(suffix):
+                return "/v2/models/{name}" + suffix
+        return "/v2/models/{name}"
     return "other"
+
+
+def is_oip(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def render(err: ApiError, oip: bool) -> bytes:
+    """An error's body: the /v1 envelope, or the Open Inference Protocol's ``{"error": "<message>"}``."""
+    return json.dumps({"error": err.message}).encode() if oip else err.body()
 
 
 class _BodyTooLarge(Exception):
@@ -101,7 +120,7 @@ def _envelope_from(status: int, raw: bytes) -> ApiError:
     return ApiError(code, message, details, status=400 if status == 422 else status)  # FastAPI says 422
 
 
-class V1Middleware:
+class AdmissionMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_concurrency: int, timeout_s: float) -> None:
         self.app = app
         self.max_body = max_body_bytes
@@ -110,10 +129,13 @@ class V1Middleware:
         self.in_flight = 0  # one event loop per worker: a plain counter is enough
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        path: str = scope["path"] if scope["type"] == "http" else ""
+        oip = is_oip(path)
+        if not (oip or path.startswith("/v1")):
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        if path == "/v2":  # the protocol's server-metadata URL; a mounted app's root is "/v2/"
+            scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
         endpoint = endpoint_label(path)
         headers = Headers(scope=scope)
         early = self._gate(scope["method"], path, headers)
@@ -124,15 +146,15 @@ class V1Middleware:
                 retry_after=int(_RETRY_AFTER_S),
             )
         if early is not None:
-            await self._send_error(send, early, endpoint)
+            await self._send_error(send, early, endpoint, oip)
             return
         self.in_flight += 1
         try:
-            await self._admitted(scope, receive, send, endpoint)
+            await self._admitted(scope, receive, send, endpoint, oip)
         finally:
             self.in_flight -= 1
 
-    async def _admitted(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, endpoint: str, oip: bool) -> None:
 
         received = 0
         too_big = False
@@ -165,9 +187,9 @@ class V1Middleware:
                 if message.get("more_body", False):
                     return
                 if too_big:  # the app saw our receive() refuse the body and failed: answer what happened
-                    await self._send_error(send, self._too_large(), endpoint)
+                    await self._send_error(send, self._too_large(), endpoint, oip)
                 else:
-                    await self._finish_error(send, start, b"".join(chunks), endpoint)
+                    await self._finish_error(send, start, b"".join(chunks), endpoint, oip)
                 started = True
                 return
             await send(message)
@@ -177,12 +199,13 @@ class V1Middleware:
                 await self.app(scope, limited_receive, wrapped_send)
         except _BodyTooLarge:
             if not started:
-                await self._send_error(send, self._too_large(), endpoint)
+                await self._send_error(send, self._too_large(), endpoint, oip)
         except TimeoutError:
             if not started:
-                await self._send_error(send, ApiError("timeout", f"no answer within {self.timeout_s:g} s"), endpoint)
+                timeout = ApiError("timeout", f"no answer within {self.timeout_s:g} s")
+                await self._send_error(send, timeout, endpoint, oip)
         if too_big and not started:
-            await self._send_error(send, self._too_large(), endpoint)
+            await self._send_error(send, self._too_large(), endpoint, oip)
 
     def _too_large(self) -> ApiError:
         return ApiError("payload_too_large", f"request body is over {self.max_body} bytes")
@@ -200,29 +223,35 @@ class V1Middleware:
             return ApiError("unsupported_media_type", f"{path} takes multipart/form-data, not {ctype or 'nothing'}")
         return None
 
-    async def _finish_error(self, send: Send, start: Message, raw: bytes, endpoint: str) -> None:
+    async def _finish_error(self, send: Send, start: Message, raw: bytes, endpoint: str, oip: bool) -> None:
         status = start["status"]
         try:
             data = json.loads(raw)
-            is_envelope = isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]
         except ValueError:
-            is_envelope = False
-        if not is_envelope:
-            await self._send_error(send, _envelope_from(status, raw), endpoint)
+            data = None
+        if oip:  # service/oip.py's own answers ({"error": "<message>"}, {"ready": false}) pass; FastAPI's do not
+            is_ours = isinstance(data, dict) and "detail" not in data
+            code = _DEFAULT_CODE.get(status, "internal_error" if status >= 500 else "invalid_request")
+        else:
+            is_ours = isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]
+            code = str(data["error"]["code"]) if is_ours else ""
+        if not is_ours:
+            await self._send_error(send, _envelope_from(status, raw), endpoint, oip)
             return
-        ERRORS.labels(endpoint, str(data["error"]["code"])).inc()
+        if not oip or "error" in data:  # a /v2 readiness answer of false is not a failure
+            ERRORS.labels(endpoint, code).inc()
         hdrs = MutableHeaders(raw=list(start["headers"]))
         if status in (429, 503) and "retry-after" not in hdrs:
             hdrs["retry-after"] = _RETRY_AFTER_S
         await send({"type": "http.response.start", "status": status, "headers": hdrs.raw})
         await send({"type": "http.response.body", "body": raw, "more_body": False})
 
-    async def _send_error(self, send: Send, err: ApiError, endpoint: str) -> None:
+    async def _send_error(self, send: Send, err: ApiError, endpoint: str, oip: bool = False) -> None:
         status = err.status
         if status in (429, 503) and err.retry_after is None:
             err.retry_after = int(_RETRY_AFTER_S)
         ERRORS.labels(endpoint, err.code).inc()
-        body = err.body()
+        body = render(err, oip)
         headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})

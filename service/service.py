@@ -21,12 +21,15 @@ configuration (workers, batching, timeouts) at class definition.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import io
 import logging
 import math
 import secrets
+import signal
+import threading
 from typing import Annotated, Any
 
 import bentoml
@@ -46,7 +49,7 @@ from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
 from service.metrics import ANOMALIES, GENERATED, PREDICTIONS, TOKENS
-from service.middleware import V1Middleware
+from service.middleware import AdmissionMiddleware
 from service.model_services import (
     AutoencoderModels,
     GeneratorModels,
@@ -58,6 +61,7 @@ from service.model_services import (
     TextModels,
     family_state,
 )
+from service.oip import v2_app
 from service.request_id import RequestIdFilter, RequestIdMiddleware
 from service.runtime import (
     ArtifactError,
@@ -230,6 +234,7 @@ SERVICE_ATTR = {
 
 
 @bentoml.asgi_app(v1_app, path="/v1")
+@bentoml.asgi_app(v2_app, path="/v2")  # the Open Inference Protocol (service/oip.py)
 @bentoml.service(
     name="nnserve",
     workers=S.api_workers,
@@ -237,11 +242,12 @@ SERVICE_ATTR = {
     # BentoML wraps every request in an OpenTelemetry span; on /v1 that cost ~20 % of the worker's CPU in a
     # py-spy profile (docs/BENCHMARKS.md), so /v1 is excluded unless NNSERVE_TRACE_V1 is set
     tracing={"excluded_urls": [] if S.trace_v1 else ["/v1/"]},
-    # a backstop only: V1Middleware enforces the real timeout and concurrency limit with the envelope
+    # a backstop only: AdmissionMiddleware enforces the real timeout and concurrency limit with the envelope
     traffic={"timeout": S.request_timeout_s + 5},
 )
 class NNServe:
-    """The public API: typed /v1 endpoints, model cards, BentoML's /livez, /readyz and /metrics."""
+    """The public API: typed /v1 endpoints, the OIP v2 endpoints, model cards, BentoML's /livez, /readyz and
+    /metrics."""
 
     if S.batching == "services":  # otherwise the families run in this worker (service/batching.py)
         image_models = bentoml.depends(ImageModels)
@@ -250,6 +256,8 @@ class NNServe:
         generators = bentoml.depends(GeneratorModels)
 
     def __init__(self) -> None:
+        self.draining = False  # set by SIGTERM: readiness turns false while requests are still served
+        self._drain_on_sigterm()
         self.local: dict[str, Any] = {}
         self.batchers: dict[tuple[str, str], GreedyBatcher] = {}
         if S.batching == "api":
@@ -286,6 +294,45 @@ class NNServe:
             log.error("not serving %s: %s", name, why)
         log.info("serving %s", ", ".join(sorted(set(self.catalog) - set(self.failed))) or "no models")
         settle_heap(S)
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: false from SIGTERM on (the families loaded in __init__ or start-up failed)."""
+        return not self.draining
+
+    def _drain_on_sigterm(self) -> None:
+        """Graceful shutdown. SIGTERM marks the worker not ready at once (/readyz and /v2/health/ready answer
+        503) and it keeps serving for ``drain_s`` seconds, so a load balancer stops sending traffic before the
+        listener closes; then uvicorn's own handler runs: it stops accepting, lets the requests in flight
+        finish, and exits. A SIGTERM during the drain changes nothing (``bentoml serve`` forwards the signal to
+        its workers, and a process-group kill delivers it twice); SIGINT still stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # constructed outside a server (a script or a test)
+            return
+        uvicorn_handler = signal.getsignal(signal.SIGTERM)
+        if not callable(uvicorn_handler):
+            return
+
+        def close(sig: int) -> None:
+            log.info("SIGTERM: closing the listener now; requests in flight will finish")
+            uvicorn_handler(sig, None)
+
+        def drain(sig: int) -> None:
+            log.info("SIGTERM: not ready; serving for %g s more before closing", S.drain_s)
+            loop.call_later(S.drain_s, close, sig)
+
+        def on_sigterm(sig: int, frame: object) -> None:  # runs between bytecodes: only flag and schedule
+            if not self.draining:
+                self.draining = True
+                loop.call_soon_threadsafe(drain, sig)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def max_rows(self, task: str) -> int:
+        """The rows one request may carry for a task (images, texts, or samples)."""
+        return {"text-classification": S.max_texts, "generator": S.max_samples}.get(task, S.max_images)
 
     def metadata(self, name: str, task: str | None = None) -> ModelMetadata:
         if name in self.failed:
@@ -388,8 +435,9 @@ class NNServe:
             )
         return ClassifyImagesResponse(model=model, version=meta.version, predictions=predictions)
 
-    async def sentiment(self, model: str, texts: list[str]) -> Response:
-        """Sentiment of 1-64 texts; texts over the model's max_len tokens are truncated and say so."""
+    def text_rows(self, model: str, texts: list[str]) -> tuple[list[TextItem], list[tuple[int, bool]]]:
+        """Texts -> the model's token-id rows (tokenised exactly as in training), with each row's length and
+        whether it was truncated; the limits on texts and characters are checked here."""
         meta = self.metadata(model, "text-classification")
         pre = meta.text_preprocessing()
         if len(texts) > S.max_texts:
@@ -406,6 +454,12 @@ class NNServe:
             TOKENS.labels(model).observe(n_tokens)
             items.append(TextItem(model=model, ids=np.asarray(ids, dtype=np.int64)))
             encoded.append((len(ids), truncated))
+        return items, encoded
+
+    async def sentiment(self, model: str, texts: list[str]) -> Response:
+        """Sentiment of 1-64 texts; texts over the model's max_len tokens are truncated and say so."""
+        meta = self.metadata(model, "text-classification")
+        items, encoded = self.text_rows(model, texts)
         probs = _softmax(np.stack([r.logits for r in await self._call("text-classification", items, model)]))
         predictions = []
         for p, (n, truncated) in zip(probs, encoded, strict=True):
@@ -607,7 +661,7 @@ if S.api_key is not None:  # off by default
         ApiKeyMiddleware, api_key=S.api_key.get_secret_value(), protect_metrics=S.metrics_require_key
     )
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
-    V1Middleware,
+    AdmissionMiddleware,
     max_body_bytes=S.max_body_bytes,
     max_concurrency=max(1, S.max_concurrency // S.api_workers),
     timeout_s=S.request_timeout_s,

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_samples: int = Field(64, ge=1, le=64, description="generated samples or interpolation frames per request")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
     request_timeout_s: int = Field(30, ge=1)
+    drain_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="graceful shutdown: seconds between SIGTERM and closing the listener, during which readiness "
+        "is false and requests are still served (then requests in flight finish)",
+    )
     max_concurrency: int = Field(256, ge=1, description="in-flight API requests (split among API workers) before 429")
 
 

@@ -32,6 +32,7 @@ class Server:
             "BENTOML_DO_NOT_TRACK": "True",
             "NNSERVE_MODEL_DIR": str(model_dir),
             "BENTOML_HOME": str(log_path.parent / "bentoml-home"),
+            "NNSERVE_DRAIN_S": "0",  # stop at once; tests/test_shutdown.py sets a drain period
             **env,
         }
         self.proc: subprocess.Popen | None = None

@@ -1,5 +1,5 @@
-"""Optional API key: required on /v1 when NNSERVE_API_KEY is set (Bearer or X-API-Key, 401 with the
-envelope otherwise), never on /livez or /readyz, on /metrics only when configured."""
+"""Optional API key: required on /v1 and /v2 when NNSERVE_API_KEY is set (Bearer or X-API-Key; 401 with the
+/v1 envelope or the protocol's error otherwise), never on /livez or /readyz, on /metrics only when configured."""
 
 from __future__ import annotations
 
@@ -66,3 +66,26 @@ def test_probes_stay_open_and_metrics_follow_the_setting(keyed):
     assert_envelope(keyed.get("/metrics"), 401, "unauthorized")
     metrics = keyed.get("/metrics", headers={"X-API-Key": KEY})
     assert metrics.status_code == 200 and 'code="unauthorized"' in metrics.text
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_v2_needs_the_key_and_answers_in_the_protocols_shape(keyed):
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    infer = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a great film"]}]}
+    for path in ("/v2", "/v2/health/ready", "/v2/models/synthetic-lstm"):
+        r = keyed.get(path)
+        assert r.status_code == 401 and set(r.json()) == {"error"} and isinstance(r.json()["error"], str), r.text
+    r = keyed.post("/v2/models/synthetic-lstm/infer", json=infer)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    r = keyed.post("/v2/models/synthetic-lstm/infer", json=infer, headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 2]
+
+    c = triton.InferenceServerClient(url=str(keyed.base_url).removeprefix("http://").rstrip("/"))
+    with pytest.raises(InferenceServerException) as e:
+        c.get_server_metadata()
+    assert e.value.status() == "401"
+    assert c.get_server_metadata(headers={"Authorization": f"Bearer {KEY}"})["name"] == "nnserve"
+    c.close()

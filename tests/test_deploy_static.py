@@ -289,12 +289,12 @@ def test_compose_api_service(compose):
     assert api["build"] == "." and api["image"] == "nnserve:latest"
     test = api["healthcheck"]["test"]
     assert test[0] == "CMD" and "/readyz" in " ".join(test)
-    # a stop must outlast the longest request: the service's timeout plus BentoML's traffic backstop of +5 s
-    # (service/service.py: traffic={"timeout": S.request_timeout_s + 5})
-    timeout = int(
-        api["environment"].get("NNSERVE_REQUEST_TIMEOUT_S", Settings.model_fields["request_timeout_s"].default)
-    )
-    assert seconds(api["stop_grace_period"]) > timeout + 5
+    # a stop must outlast the drain period and then the longest request: the service's timeout plus BentoML's
+    # traffic backstop of +5 s (service/service.py: traffic={"timeout": S.request_timeout_s + 5})
+    env = api["environment"]
+    timeout = int(env.get("NNSERVE_REQUEST_TIMEOUT_S", Settings.model_fields["request_timeout_s"].default))
+    drain = float(env.get("NNSERVE_DRAIN_S", Settings.model_fields["drain_s"].default))
+    assert seconds(api["stop_grace_period"]) > drain + timeout + 5
     limits = api["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) > 0 and limits["memory"]
 

@@ -1,0 +1,276 @@
+"""The Open Inference Protocol v2 at /v2, driven by the official third-party client (``tritonclient[http]``)
+against a real ``bentoml serve``; every answer is checked against the /v1 answer for the same input.
+
+Models: an image classifier, the sentiment LSTM, a conditional GAN and an autoencoder (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from export.contract import ModelMetadata, decode_image, normalize, prepare_image, to_uint8
+from tests.conftest import png_bytes
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+CNN, LSTM, GAN, AE = "digits-cnn", "synthetic-lstm", "digits-cgan", "digits-ae"
+TEXTS = ["the film is wonderful", "THE ENDING IS AWFUL.", "unknown words only"]  # the synthetic corpus's grammar
+
+
+@pytest.fixture(scope="module")
+def tc(server):
+    c = triton.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=30.0)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def pngs(digits) -> list[bytes]:
+    return [png_bytes(np.asarray(a[0])) for a in digits.images[:5]]
+
+
+def metadata(artifact_root, name: str) -> ModelMetadata:
+    return ModelMetadata.model_validate_json((artifact_root / name / "model.json").read_text())
+
+
+def preprocessed(meta: ModelMetadata, pngs: list[bytes]) -> np.ndarray:
+    """The images as the model takes them: the training contract's preprocessing (export/contract.py)."""
+    pre = meta.image_preprocessing()
+    return np.stack([normalize(prepare_image(decode_image(b, max_pixels=10**6), pre), pre) for b in pngs]).astype(
+        np.float32
+    )
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# ---- health and metadata ------------------------------------------------------------------------------
+
+
+def test_server_health_and_metadata(tc, client):
+    assert tc.is_server_live() and tc.is_server_ready()
+    meta = tc.get_server_metadata()
+    assert meta["name"] == "nnserve" and {"binary_tensor_data", "classification"} <= set(meta["extensions"])
+    assert client.get("/v2").json() == meta  # the protocol's URL has no trailing slash
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_model_metadata_is_the_graphs_tensors(tc, artifact_root):
+    for name in (CNN, GAN, AE):
+        meta = metadata(artifact_root, name)
+        got = tc.get_model_metadata(name)
+        assert got["name"] == name and got["versions"] == [meta.version] and got["platform"] == "onnxruntime_onnx"
+        want_dtype = {"float32": "FP32", "int64": "INT64"}
+        assert got["inputs"] == [
+            {"name": t.name, "datatype": want_dtype[t.dtype], "shape": t.shape} for t in meta.inputs
+        ]
+        assert got["outputs"] == [
+            {"name": t.name, "datatype": want_dtype[t.dtype], "shape": t.shape} for t in meta.outputs
+        ]
+        assert tc.get_model_metadata(name, model_version=meta.version) == got
+    text = tc.get_model_metadata(LSTM)  # texts in, tokenised by nnserve with the artifact's vocabulary
+    assert text["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert text["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 2]}]
+
+
+def test_model_readiness(tc):
+    assert tc.is_model_ready(CNN) and tc.is_model_ready(CNN, model_version="1")
+    assert not tc.is_model_ready(CNN, model_version="99")
+    assert not tc.is_model_ready("no-such-model")
+
+
+# ---- inference equals /v1 -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_image_classifier_equals_v1(tc, client, artifact_root, pngs, binary):
+    meta = metadata(artifact_root, CNN)
+    x = preprocessed(meta, pngs)
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    out = triton.InferRequestedOutput("logits", binary_data=binary)
+    result = tc.infer(CNN, [inp], outputs=[out], request_id="req-7")
+    logits = result.as_numpy("logits")
+    assert logits.shape == (5, 10) and logits.dtype == np.float32
+    assert result.get_response()["id"] == "req-7" and result.get_response()["model_version"] == meta.version
+
+    v1 = client.post("/v1/classify", json={"model": CNN, "images": [b64(p) for p in pngs], "top_k": 10}).json()
+    probs = softmax(logits.astype(np.float64))
+    for p, pred in zip(probs, v1["predictions"], strict=True):
+        assert meta.labels[int(p.argmax())] == pred["label"]
+        for entry in pred["top_k"]:
+            assert p[meta.labels.index(entry["label"])] == pytest.approx(entry["score"], abs=1e-6)
+
+
+def test_classification_extension(tc, artifact_root, pngs):
+    meta = metadata(artifact_root, CNN)
+    x = preprocessed(meta, pngs)
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    plain = tc.infer(CNN, [inp]).as_numpy("logits")  # no outputs named: all of them, binary
+    top = tc.infer(CNN, [inp], outputs=[triton.InferRequestedOutput("logits", class_count=3)]).as_numpy("logits")
+    assert top.shape == (5, 3)
+    for row, logits in zip(top, plain, strict=True):
+        entries = [e.decode().split(":") for e in row]
+        assert [int(i) for _, i, _ in entries] == list(np.argsort(-logits, kind="stable")[:3])
+        assert [lbl for _, _, lbl in entries] == [meta.labels[int(i)] for _, i, _ in entries]
+        assert [float(v) for v, _, _ in entries] == pytest.approx(
+            [float(logits[int(i)]) for _, i, _ in entries], abs=1e-5
+        )
+
+
+def test_sentiment_equals_v1(tc, client):
+    inp = triton.InferInput("text", [len(TEXTS)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_))
+    logits = tc.infer(LSTM, [inp]).as_numpy("logits")
+    v1 = client.post("/v1/sentiment", json={"model": LSTM, "texts": TEXTS}).json()
+    for p, pred in zip(softmax(logits.astype(np.float64)), v1["predictions"], strict=True):
+        assert pred["probs"]["positive"] == pytest.approx(p[1], abs=1e-6)
+        assert pred["label"] == ("positive" if p[1] > p[0] else "negative")
+    assert v1["predictions"][0]["label"] == "positive" and v1["predictions"][1]["label"] == "negative"
+
+    # the same in plain JSON, with the protocol's own request shape
+    body = {"inputs": [{"name": "text", "shape": [len(TEXTS)], "datatype": "BYTES", "data": TEXTS}]}
+    r = client.post(f"/v2/models/{LSTM}/infer", json=body)
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    assert out["name"] == "logits" and out["shape"] == [3, 2] and out["datatype"] == "FP32"
+    assert np.allclose(np.asarray(out["data"]).reshape(3, 2), logits, atol=1e-6)
+
+
+def test_generator_equals_v1(tc, client, artifact_root):
+    """The same latents as /v1/generate's seed (numpy's default_rng) give the same images."""
+    meta = metadata(artifact_root, GAN)
+    assert meta.generator is not None
+    seed, n, label = 1234, 6, 3
+    z = np.random.default_rng(seed).standard_normal((n, meta.generator.latent_dim), dtype=np.float32)
+    zi = triton.InferInput("z", list(z.shape), "FP32")
+    zi.set_data_from_numpy(z)
+    yi = triton.InferInput("labels", [n], "INT64")
+    yi.set_data_from_numpy(np.full(n, label, dtype=np.int64))
+    images = tc.infer(GAN, [zi, yi]).as_numpy("image")
+    assert images.shape == (n, 1, 28, 28) and images.min() >= 0.0 and images.max() <= 1.0
+
+    v1 = client.post("/v1/generate", json={"model": GAN, "n": n, "seed": seed, "label": label}).json()
+    for img, sample in zip(images, v1["samples"], strict=True):
+        png = np.asarray(Image.open(io.BytesIO(base64.b64decode(sample))))
+        assert np.array_equal(np.asarray(to_uint8(img))[0], png)
+
+
+def test_autoencoder_equals_v1(tc, client, artifact_root, pngs):
+    meta = metadata(artifact_root, AE)
+    x = preprocessed(meta, pngs[:3])
+    inp = triton.InferInput(meta.inputs[0].name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = tc.infer(AE, [inp])
+    codes = result.as_numpy("code")
+    v1 = client.post("/v1/encode", json={"model": AE, "images": [b64(p) for p in pngs[:3]]}).json()
+    assert np.allclose(codes, np.asarray(v1["codes"]), atol=1e-5)
+    recon = client.post("/v1/reconstruct", json={"model": AE, "images": [b64(p) for p in pngs[:3]]}).json()
+    errors = ((result.as_numpy("reconstruction") - x) ** 2).reshape(3, -1).sum(axis=1)
+    assert errors == pytest.approx([r["error"] for r in recon["results"]], rel=1e-4)
+
+
+# ---- errors: the protocol's shape, never a 500 ------------------------------------------------------
+
+
+def oip_error(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+def infer_json(client, model: str, inputs: list[dict], **extra) -> httpx.Response:
+    return client.post(f"/v2/models/{model}/infer", json={"inputs": inputs, **extra})
+
+
+def test_errors_are_the_protocols_shape(client, artifact_root):
+    ok = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}
+    assert "no model named" in oip_error(infer_json(client, "nope", [ok]), 404)
+    assert "no version" in oip_error(client.post(f"/v2/models/{CNN}/versions/9/infer", json={"inputs": [ok]}), 404)
+    assert oip_error(client.get("/v2/nothing/here"), 404)
+    cases = [
+        ([{**ok, "datatype": "INT64"}], "is FP32, not INT64"),
+        ([{**ok, "shape": [1, 28, 28]}], "has shape"),
+        ([{**ok, "shape": [1, 1, 28, 27]}], "has shape"),
+        ([{**ok, "data": [0.0] * 783}], "needs 784 values"),
+        ([{**ok, "data": ["x"] * 784}], "must be numbers"),
+        ([{**ok, "name": "pixels"}], "takes inputs"),
+        ([ok, ok], "takes inputs"),
+        ([{**ok, "shape": [0, 1, 28, 28], "data": []}], "rows per request"),
+        ([{**ok, "shape": [65, 1, 28, 28], "data": [0.0] * 784 * 65}], "rows per request"),
+        ([{k: v for k, v in ok.items() if k != "data"}], "neither data nor binary_data_size"),
+    ]
+    for inputs, message in cases:
+        assert message in oip_error(infer_json(client, CNN, inputs), 400), inputs
+    assert "not" in oip_error(infer_json(client, CNN, [ok], outputs=[{"name": "probs"}]), 400)
+    assert "classification" in oip_error(
+        infer_json(client, AE, [{**ok}], outputs=[{"name": "code", "parameters": {"classification": 2}}]), 400
+    )
+    bad_json = client.post(
+        f"/v2/models/{CNN}/infer", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert "invalid inference request" in oip_error(bad_json, 400)
+    assert oip_error(client.post(f"/v2/models/{CNN}/infer", json={"inputs": []}), 400)
+
+
+def test_value_errors(client):
+    nan = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 783 + [1e39]}
+    assert oip_error(infer_json(client, CNN, [nan]), 400)  # 1e39 is inf in float32
+    z = {"name": "z", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16}
+    y = {"name": "labels", "shape": [1], "datatype": "INT64", "data": [10]}
+    assert "not a class index" in oip_error(infer_json(client, GAN, [z, y]), 400)
+    y_huge = {**y, "data": [2**70]}
+    assert oip_error(infer_json(client, GAN, [z, y_huge]), 400)
+    texts = {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["fine", "   "]}
+    assert "empty" in oip_error(infer_json(client, LSTM, [texts]), 400)
+    nested = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [[[[[[[[[[["deep"]]]]]]]]]]]}
+    assert "nested" in oip_error(infer_json(client, LSTM, [nested]), 400)
+
+
+def test_binary_framing_errors(client):
+    header = json.dumps(
+        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]}
+    ).encode()
+    element = struct.pack("<I", 5) + b"great"
+    url = f"/v2/models/{LSTM}/infer"
+    good = client.post(url, content=header + element, headers={"Inference-Header-Content-Length": str(len(header))})
+    assert good.status_code == 200, good.text  # no outputs named: all of them, as JSON
+    cases = [
+        (header + element[:-1], str(len(header))),  # binary_data_size does not fit
+        (header + element + b"x", str(len(header))),  # bytes after the last input
+        (header + element, str(len(header) + 100)),  # header length beyond the body
+        (header + element, "twelve"),
+    ]
+    for body, length in cases:
+        oip_error(client.post(url, content=body, headers={"Inference-Header-Content-Length": length}), 400)
+    short = json.dumps(
+        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 3}}]}
+    ).encode()
+    r = client.post(url, content=short + b"\x09\x00\x00", headers={"Inference-Header-Content-Length": str(len(short))})
+    assert "truncated" in oip_error(r, 400)
+
+
+def test_client_raises_the_servers_message(tc):
+    inp = triton.InferInput("input", [1, 1, 28, 28], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        tc.infer("no-such-model", [inp])
+    assert e.value.status() == "404" and "no model named" in e.value.message()
