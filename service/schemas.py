@@ -1,4 +1,8 @@
-"""Typed request/response models of the /v1 API (pydantic, with Field limits)."""
+"""Typed request/response models of the /v1 API (pydantic, with Field limits).
+
+The limits on images, texts, characters and samples per request are the service's settings (NNSERVE_MAX_*,
+service/settings.py), so the OpenAPI document states the limits the server enforces.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,24 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from export.contract import AnomalyThreshold, GeneratorInfo, ImagePreprocessing, TensorSpec, TextPreprocessing
+from service.settings import get_settings
+
+S = get_settings()
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class ImagesInput(BaseModel):
-    """What every image endpoint takes: a model name and 1-64 encoded images."""
+    """What every image endpoint takes: a model name and 1 to NNSERVE_MAX_IMAGES encoded images."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str
     images: list[str] = Field(
-        min_length=1, max_length=64, description="base64-encoded PNG or JPEG images (data: URLs accepted)"
+        min_length=1,
+        max_length=S.max_images,
+        description=f"1-{S.max_images} base64-encoded PNG or JPEG images (data: URLs accepted), each at most "
+        f"{S.max_image_bytes:,} bytes and {S.max_image_pixels:,} pixels",
     )
 
 
@@ -92,8 +102,10 @@ class AnalyzeSentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("sst2-lstm", pattern=MODEL_NAME, description="a served text-classification model")
-    texts: list[Annotated[str, Field(max_length=10_000)]] = Field(
-        min_length=1, max_length=64, description="1-64 texts of at most 10,000 characters each"
+    texts: list[Annotated[str, Field(max_length=S.max_text_chars)]] = Field(
+        min_length=1,
+        max_length=S.max_texts,
+        description=f"1-{S.max_texts} texts of at most {S.max_text_chars:,} characters each",
     )
 
 
@@ -160,7 +172,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-gan", pattern=MODEL_NAME, description="a served generator")
-    n: int = Field(16, ge=1, le=64, description="samples to draw")
+    n: int = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
     seed: int | None = SEED
     label: StrictInt | str | None = LABEL
     format: Format = Field("png", description=FORMAT_DOC)
@@ -181,7 +193,9 @@ class InterpolateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-vae", pattern=MODEL_NAME, description="a served generator")
-    steps: int = Field(8, ge=2, le=64, description="frames, both end points included")
+    steps: int = Field(
+        min(8, max(2, S.max_samples)), ge=2, le=max(2, S.max_samples), description="frames, both end points included"
+    )
     seed_a: int | None = SEED
     seed_b: int | None = SEED
     images: list[str] | None = Field(

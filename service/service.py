@@ -189,7 +189,8 @@ async def classify(request: ClassifyImagesRequest) -> Response:
 
 @v1_app.post("/sentiment", response_model=AnalyzeSentimentResponse, responses=_ERRORS)
 async def sentiment(request: AnalyzeSentimentRequest) -> Response:
-    """Sentiment of 1-64 texts; texts over the model's max_len tokens are truncated and say so."""
+    """Sentiment of 1 to NNSERVE_MAX_TEXTS texts (64 by default); texts over the model's max_len tokens
+    are truncated and say so."""
     return await _svc().sentiment(request.model, request.texts)
 
 
@@ -457,7 +458,8 @@ class NNServe:
         return items, encoded
 
     async def sentiment(self, model: str, texts: list[str]) -> Response:
-        """Sentiment of 1-64 texts; texts over the model's max_len tokens are truncated and say so."""
+        """Sentiment of 1 to NNSERVE_MAX_TEXTS texts (64 by default); texts over the model's max_len tokens
+        are truncated and say so."""
         meta = self.metadata(model, "text-classification")
         items, encoded = self.text_rows(model, texts)
         probs = _softmax(np.stack([r.logits for r in await self._call("text-classification", items, model)]))

@@ -59,12 +59,12 @@ class Settings(BaseSettings):
     metrics_require_key: bool = Field(False, description="with an API key set, /metrics needs it too")
 
     # request limits
-    max_images: int = Field(64, ge=1, description="images per classification request")
+    max_images: int = Field(64, ge=1, le=4096, description="images per request (any image endpoint)")
     max_image_bytes: int = Field(8 << 20, ge=1, description="encoded bytes per image")
     max_image_pixels: int = Field(25_000_000, ge=1, description="width x height per image, read from the header")
-    max_texts: int = Field(64, ge=1, description="texts per sentiment request")
+    max_texts: int = Field(64, ge=1, le=4096, description="texts per sentiment request")
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
-    max_samples: int = Field(64, ge=1, le=64, description="generated samples or interpolation frames per request")
+    max_samples: int = Field(64, ge=1, le=1024, description="generated samples or interpolation frames per request")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
     request_timeout_s: int = Field(30, ge=1)
     drain_s: float = Field(
