@@ -391,10 +391,47 @@ async def ready() -> Response:
     return _json(Ready(ready=ok), 200 if ok else 503)
 
 
-@v2_app.get("/models/{name}", response_model=ModelMetadataResponse, responses=_ERRORS)
-@v2_app.get("/models/{name}/versions/{version}", response_model=ModelMetadataResponse, responses=_ERRORS)
-async def model_metadata(name: Name, version: Version | None = None) -> Response:
-    """A model's metadata: versions, platform, and its input and output tensors."""
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` substituted in place (the OpenAPI document has no components
+    for models that only a hand-written request body uses)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline(InferenceRequest.model_json_schema())},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "binary tensor data extension: the JSON request (its length in the "
+                "Inference-Header-Content-Length header) followed by the inputs' raw bytes",
+            },
+        },
+    }
+}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    200: {
+        "description": "the outputs: JSON, or with binary outputs requested the JSON header (its length in "
+        "Inference-Header-Content-Length) followed by the outputs' raw bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
+
+
+async def _metadata(name: str, version: str | None) -> Response:
     meta = _model(name, version)
     adapter = ADAPTERS[meta.task]
     return _json(
@@ -408,45 +445,12 @@ async def model_metadata(name: Name, version: Version | None = None) -> Response
     )
 
 
-@v2_app.get("/models/{name}/ready", response_model=ModelReady, responses=_ERRORS)
-@v2_app.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_ERRORS)
-async def model_ready(name: Name, version: Version | None = None) -> Response:
-    """200 when the model is ready for inference; 503 when its artifact failed to load."""
+async def _ready(name: str, version: str | None) -> Response:
     _model(name, version)
     return _json(ModelReady(name=name, ready=True))
 
 
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "binary tensor data extension: the JSON request (its length in the "
-                "Inference-Header-Content-Length header) followed by the inputs' raw bytes",
-            },
-        },
-    }
-}
-
-
-@v2_app.post(
-    "/models/{name}/infer",
-    response_model=InferenceResponse,
-    responses=_ERRORS,
-    openapi_extra=_INFER_BODY,
-)
-@v2_app.post(
-    "/models/{name}/versions/{version}/infer",
-    response_model=InferenceResponse,
-    responses=_ERRORS,
-    openapi_extra=_INFER_BODY,
-)
-async def infer(request: Request, name: Name, version: Version | None = None) -> Response:
-    """Inference on JSON tensors (or binary tensor data), batched with /v1 requests for the same model."""
+async def _infer(request: Request, name: str, version: str | None) -> Response:
     meta = _model(name, version)
     body = await request.body()
     header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
@@ -461,6 +465,49 @@ async def infer(request: Request, name: Name, version: Version | None = None) ->
     tensors = _decode_inputs(req, adapter.inputs(meta), binary, svc.max_rows(meta.task))
     outputs = await adapter.run(svc, meta, tensors)
     return _encode_response(req, meta, adapter, outputs)
+
+
+@v2_app.get("/models/{name}", response_model=ModelMetadataResponse, responses=_ERRORS)
+async def model_metadata(name: Name) -> Response:
+    """A model's metadata: versions, platform, and its input and output tensors."""
+    return await _metadata(name, None)
+
+
+@v2_app.get("/models/{name}/versions/{version}", response_model=ModelMetadataResponse, responses=_ERRORS)
+async def model_version_metadata(name: Name, version: Version) -> Response:
+    """A model version's metadata (404 for a version not served)."""
+    return await _metadata(name, version)
+
+
+@v2_app.get("/models/{name}/ready", response_model=ModelReady, responses=_ERRORS)
+async def model_ready(name: Name) -> Response:
+    """200 when the model is ready for inference; 503 when its artifact failed to load."""
+    return await _ready(name, None)
+
+
+@v2_app.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_ERRORS)
+async def model_version_ready(name: Name, version: Version) -> Response:
+    """200 when this version of the model is ready for inference."""
+    return await _ready(name, version)
+
+
+@v2_app.post(
+    "/models/{name}/infer", response_model=InferenceResponse, responses=_INFER_RESPONSES, openapi_extra=_INFER_BODY
+)
+async def infer(request: Request, name: Name) -> Response:
+    """Inference on JSON tensors (or binary tensor data), batched with /v1 requests for the same model."""
+    return await _infer(request, name, None)
+
+
+@v2_app.post(
+    "/models/{name}/versions/{version}/infer",
+    response_model=InferenceResponse,
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+)
+async def infer_version(request: Request, name: Name, version: Version) -> Response:
+    """Inference on a given version of the model."""
+    return await _infer(request, name, version)
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

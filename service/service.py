@@ -62,6 +62,7 @@ from service.model_services import (
     family_state,
 )
 from service.oip import v2_app
+from service.openapi import OpenApiMiddleware
 from service.request_id import RequestIdFilter, RequestIdMiddleware
 from service.runtime import (
     ArtifactError,
@@ -667,4 +668,7 @@ NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
     max_body_bytes=S.max_body_bytes,
     max_concurrency=max(1, S.max_concurrency // S.api_workers),
     timeout_s=S.request_timeout_s,
+)
+NNServe.add_asgi_middleware(  # type: ignore[attr-defined]  # /docs.json: document what the server answers
+    OpenApiMiddleware, api_key=S.api_key is not None, metrics_require_key=S.metrics_require_key
 )

@@ -1,0 +1,125 @@
+"""Corrections to the OpenAPI document BentoML serves at /docs.json, so it describes what the server answers.
+
+BentoML builds the document on every request from the mounted FastAPI app and its own infrastructure routes;
+``OpenApiMiddleware`` rewrites that JSON on the way out with ``patch_openapi``. Each correction is one
+function, for what the generated document gets wrong:
+
+* ``_document_api_key``: with ``NNSERVE_API_KEY`` set, ApiKeyMiddleware answers 401 (the path's error shape,
+  with ``WWW-Authenticate: Bearer``) on every path ``requires_key`` protects (/v1, /v2, and /metrics with
+  ``NNSERVE_METRICS_REQUIRE_KEY``), before any route runs, so no route's ``responses=`` documents it.
+* ``_drop_unsent_422``: FastAPI documents a 422 ``HTTPValidationError`` for every route with parameters or a
+  body, but AdmissionMiddleware (and /v2's handler) turns each of those into a 400; no client sees a 422.
+* ``_document_internal_error``: a failed inference is a 500 (``internal_error``), documented nowhere.
+* ``_document_infra_bodies``: BentoML documents /livez, /readyz, /healthz and /metrics as bodiless 200s; they
+  answer text/plain bodies, and /readyz answers 503 (text/plain) while model services are not ready.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+
+from service.auth import requires_key
+from service.middleware import ASGIApp, Message, Receive, Scope, Send
+
+API_PREFIXES = ("/v1/", "/v2/")  # paths whose errors AdmissionMiddleware shapes: /v1's envelope, /v2's OIP error
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <NNSERVE_API_KEY>"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def _operations(doc: dict[str, Any]):
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if method in METHODS and isinstance(op, dict):
+                yield path, op
+
+
+def _envelope(description: str, path: str) -> dict[str, Any]:
+    """An error response in the path's shape: /v2's ``{"error": "..."}`` (OipError), else /v1's envelope."""
+    ref = "#/components/schemas/" + ("OipError" if path.startswith("/v2/") else "ErrorResponse")
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def _document_api_key(doc: dict[str, Any], protect_metrics: bool) -> None:
+    doc.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    for path, op in _operations(doc):
+        if requires_key(path, protect_metrics):
+            op["security"] = [{name: []} for name in SECURITY_SCHEMES]
+            op.setdefault("responses", {})["401"] = {
+                **_envelope("Missing or wrong API key (code unauthorized)", path),
+                "headers": {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
+            }
+
+
+def _drop_unsent_422(doc: dict[str, Any]) -> None:
+    for path, op in _operations(doc):
+        if path.startswith(API_PREFIXES):
+            op.get("responses", {}).pop("422", None)
+
+
+def _document_internal_error(doc: dict[str, Any]) -> None:
+    for path, op in _operations(doc):
+        if path.startswith(API_PREFIXES):
+            op.setdefault("responses", {}).setdefault("500", _envelope("Internal Server Error (internal_error)", path))
+
+
+def _document_infra_bodies(doc: dict[str, Any]) -> None:
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    for path in ("/livez", "/readyz", "/healthz", "/metrics"):
+        op = doc.get("paths", {}).get(path, {}).get("get")
+        if op is not None:
+            op.setdefault("responses", {}).setdefault("200", {"description": "OK"})["content"] = text
+    readyz = doc.get("paths", {}).get("/readyz", {}).get("get")
+    if readyz is not None:
+        readyz["responses"]["503"] = {"description": "Not ready (a model service is not)", "content": text}
+
+
+def patch_openapi(doc: dict[str, Any], *, api_key: bool, metrics_require_key: bool) -> dict[str, Any]:
+    """BentoML's generated document -> the document of what this server answers (in place; returned)."""
+    if api_key:
+        _document_api_key(doc, metrics_require_key)
+    _drop_unsent_422(doc)
+    _document_internal_error(doc)
+    _document_infra_bodies(doc)
+    return doc
+
+
+class OpenApiMiddleware:
+    """Rewrites BentoML's GET /docs.json response with ``patch_openapi``."""
+
+    def __init__(self, app: ASGIApp, *, api_key: bool, metrics_require_key: bool) -> None:
+        self.app = app
+        self.options = {"api_key": api_key, "metrics_require_key": metrics_require_key}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/docs.json" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def patched_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            if start["status"] == 200:
+                body = json.dumps(patch_openapi(json.loads(body), **self.options)).encode()
+            headers = MutableHeaders(raw=list(start["headers"]))
+            headers["content-length"] = str(len(body))
+            await send({**start, "headers": headers.raw})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        await self.app(scope, receive, patched_send)
