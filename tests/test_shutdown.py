@@ -57,10 +57,13 @@ def test_sigterm_drains_then_finishes_requests_in_flight(artifact_root, digits, 
         time.sleep(0.5)
         # ... and the request in flight still completes, then the server exits
         held.sendall(body[40:])
-        response = held.recv(65536).decode()
-        assert response.startswith("HTTP/1.1 200 "), response[:300]
-        assert json.loads(response.split("\r\n\r\n", 1)[1])["predictions"][0]["label"]
+        response = b""
+        while chunk := held.recv(65536):  # the server closes the connection after answering (it is stopping)
+            response += chunk
         held.close()
+        head, _, payload = response.decode().partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 200 "), response[:300]
+        assert json.loads(payload)["predictions"][0]["label"]
         srv.proc.wait(timeout=20)
     finally:
         srv.stop()
