@@ -6,7 +6,7 @@
 # pulled here), builds nnserve's image from the Dockerfile users run, brings up api + prometheus with the
 # docker-compose.yml users run, and checks from outside:
 #   1. the api container turns healthy and /readyz answers 200 through the published port;
-#   2. a real classification through the published port;
+#   2. a real classification through the published port, and the Open Inference Protocol's /v2 metadata;
 #   3. Prometheus, in its container, reports the api target up and returns nnserve's series via its HTTP API;
 #   4. a short headless Locust run from the locust service (loadtest profile) ends with zero failures.
 # Then it tears the stack down and stops the engine it started (by pid). Grafana has no Debian package, so
@@ -155,6 +155,14 @@ answer="$(curl -s -H 'content-type: application/json' --data-binary @"$WORK/clas
 echo "classify $(basename "$digit"): $answer" | cut -c1-200
 python3 -c 'import json, sys; p = json.loads(sys.argv[1])["predictions"][0]; sys.exit(p["label"] != "7")' "$answer" \
     || die "the classification through the published port is wrong: $answer"
+v2="$(curl -s "http://127.0.0.1:$API_PORT/v2")"  # the image does not install the package: /v2 must not need it
+echo "/v2: $v2"
+python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1]).get("name") != "nnserve")' "$v2" \
+    || die "/v2 server metadata through the published port is wrong: $v2"
+meta="$(curl -s "http://127.0.0.1:$API_PORT/v2/models/mnist-cnn")"
+python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1]).get("platform") != "onnxruntime_onnx")' "$meta" \
+    || die "/v2/models/mnist-cnn is wrong: $meta"
+echo "/v2/models/mnist-cnn: $meta" | cut -c1-200
 
 prom() { compose exec -T prometheus wget -qO- "http://127.0.0.1:9090/api/v1/$1"; }
 for _ in $(seq 1 30); do

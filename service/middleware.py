@@ -54,6 +54,7 @@ _DEFAULT_CODE = {
     504: "timeout",
 }
 _RETRY_AFTER_S = "1"
+ERROR_CODE_HEADER = "x-nnserve-error-code"  # /v2's error code, for the errors metric; never sent to clients
 
 
 V2_ROUTES = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready"})
@@ -139,6 +140,12 @@ class AdmissionMiddleware:
         endpoint = endpoint_label(path)
         headers = Headers(scope=scope)
         early = self._gate(scope["method"], path, headers)
+        if path.startswith("/v2/health/"):  # probes are never shed: under load an orchestrator must see the truth
+            if early is not None:
+                await self._send_error(send, early, endpoint, oip)
+            else:
+                await self._admitted(scope, receive, send, endpoint, oip)
+            return
         if early is None and self.in_flight >= self.max_concurrency:
             early = ApiError(
                 "too_many_requests",
@@ -229,9 +236,12 @@ class AdmissionMiddleware:
             data = json.loads(raw)
         except ValueError:
             data = None
+        hdrs = MutableHeaders(raw=list(start["headers"]))
         if oip:  # service/oip.py's own answers ({"error": "<message>"}, {"ready": false}) pass; FastAPI's do not
             is_ours = isinstance(data, dict) and "detail" not in data
-            code = _DEFAULT_CODE.get(status, "internal_error" if status >= 500 else "invalid_request")
+            code = hdrs.get(ERROR_CODE_HEADER) or _DEFAULT_CODE.get(status, "internal_error")
+            if ERROR_CODE_HEADER in hdrs:
+                del hdrs[ERROR_CODE_HEADER]
         else:
             is_ours = isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]
             code = str(data["error"]["code"]) if is_ours else ""
@@ -240,7 +250,6 @@ class AdmissionMiddleware:
             return
         if not oip or "error" in data:  # a /v2 readiness answer of false is not a failure
             ERRORS.labels(endpoint, code).inc()
-        hdrs = MutableHeaders(raw=list(start["headers"]))
         if status in (429, 503) and "retry-after" not in hdrs:
             hdrs["retry-after"] = _RETRY_AFTER_S
         await send({"type": "http.response.start", "status": status, "headers": hdrs.raw})

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from export.text import pad_right
 from service.runtime import OnnxModel, load_family, settle_heap
 from service.settings import get_settings
+from service.shutdown import delay_sigterm
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 S = get_settings()  # BentoML takes service configuration at class definition
@@ -127,6 +128,14 @@ def length_buckets(lengths: list[int], max_ratio: float = 2.0) -> list[list[int]
     return buckets
 
 
+def _outlive_the_api_drain() -> None:
+    """'services' batching: a model service gets SIGTERM with the API workers and keeps serving a second longer
+    than their drain, so their requests during it still reach it. (In 'api' batching the families live in the
+    API worker, whose own drain covers them.)"""
+    if S.batching == "services":
+        delay_sigterm(S.drain_s + 1, "model service")
+
+
 def family_state(models: dict[str, OnnxModel], failed: dict[str, str] | None = None) -> FamilyState:
     return FamilyState(
         models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in models.items()],
@@ -142,6 +151,7 @@ class ImageModels:
         self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
         self.models = load_family("image-classification", S, self.failed)  # ArtifactError names the bad file
         settle_heap(S)
+        _outlive_the_api_drain()
 
     def __is_ready__(self) -> bool:
         return True  # __init__ loaded and warmed up every model, or start-up failed
@@ -171,6 +181,7 @@ class TextModels:
         self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
         self.models = load_family("text-classification", S, self.failed)
         settle_heap(S)
+        _outlive_the_api_drain()
 
     def __is_ready__(self) -> bool:
         return True
@@ -198,6 +209,7 @@ class AutoencoderModels:
         self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
         self.models = load_family("autoencoder", S, self.failed)
         settle_heap(S)
+        _outlive_the_api_drain()
 
     def __is_ready__(self) -> bool:
         return True
@@ -234,6 +246,7 @@ class GeneratorModels:
         self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
         self.models = load_family("generator", S, self.failed)
         settle_heap(S)
+        _outlive_the_api_drain()
 
     def __is_ready__(self) -> bool:
         return True

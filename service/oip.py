@@ -22,6 +22,7 @@ envelope); 429 and 503 carry Retry-After.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from export.contract import ModelMetadata, TensorSpec
+from service import __version__
 from service.errors import ApiError
+from service.middleware import ERROR_CODE_HEADER
 from service.model_services import ImageItem
 
 if TYPE_CHECKING:
@@ -212,10 +215,14 @@ def _utf8(b: bytes, i: int) -> str:
         raise ApiError("invalid_request", f"text[{i}] is not valid UTF-8") from None
 
 
-def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
-    """Triton's BYTES serialisation: each element a 4-byte little-endian length, then its bytes."""
-    out, i = [], 0
+def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
+    """Triton's BYTES serialisation: each element a 4-byte little-endian length, then its bytes (at most
+    ``count`` of them: the shape's, checked as they are read, so a body of tiny elements costs nothing)."""
+    out: list[bytes] = []
+    i = 0
     while i < len(raw):
+        if len(out) == count:
+            raise ApiError("invalid_request", f"input {name!r}: more than the shape's {count} elements")
         if i + 4 > len(raw):
             raise ApiError("invalid_request", f"input {name!r}: truncated BYTES element")
         (n,) = struct.unpack_from("<I", raw, i)
@@ -226,16 +233,24 @@ def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
     return out
 
 
-def _flatten(data: list[Any], name: str, depth: int = 0) -> list[Any]:
-    """Nested or flat row-major data -> one flat list (the protocol allows both)."""
-    if depth > 8:
-        raise ApiError("invalid_request", f"input {name!r}: data nested too deeply")
+def _flatten(data: list[Any], name: str, count: int) -> list[Any]:
+    """Nested or flat row-major data -> one flat list (the protocol allows both) of exactly ``count`` values."""
     flat: list[Any] = []
-    for v in data:
-        if isinstance(v, list):
-            flat.extend(_flatten(v, name, depth + 1))
-        else:
-            flat.append(v)
+
+    def walk(items: list[Any], depth: int) -> None:
+        if depth > 8:
+            raise ApiError("invalid_request", f"input {name!r}: data nested too deeply")
+        for v in items:
+            if isinstance(v, list):
+                walk(v, depth + 1)
+            elif len(flat) == count:
+                raise ApiError("invalid_request", f"input {name!r}: more than the shape's {count} values")
+            else:
+                flat.append(v)
+
+    walk(data, 0)
+    if len(flat) != count:
+        raise ApiError("invalid_request", f"input {name!r}: the shape needs {count} values, got {len(flat)}")
     return flat
 
 
@@ -252,9 +267,9 @@ def decode_input(inp: RequestInput, spec: TensorSpec, binary: bytes | None, max_
     count = math.prod(shape)
     if want == "BYTES":
         if binary is not None:
-            items = _bytes_elements(binary, inp.name)
+            items = _bytes_elements(binary, inp.name, count)
         else:
-            flat = _flatten(inp.data or [], inp.name)
+            flat = _flatten(inp.data or [], inp.name, count)
             if not all(isinstance(v, str) for v in flat):
                 raise ApiError("invalid_request", f"input {inp.name!r}: BYTES data must be strings")
             items = [v.encode("utf-8") for v in flat]
@@ -269,11 +284,7 @@ def decode_input(inp: RequestInput, spec: TensorSpec, binary: bytes | None, max_
             raise ApiError("invalid_request", f"input {inp.name!r}: {len(binary)} bytes for shape {shape} {want}")
         arr = np.frombuffer(binary, dtype=dtype)
     else:
-        flat = _flatten(inp.data or [], inp.name)
-        if len(flat) != count:
-            raise ApiError(
-                "invalid_request", f"input {inp.name!r}: shape {shape} needs {count} values, got {len(flat)}"
-            )
+        flat = _flatten(inp.data or [], inp.name, count)
         ok = (int, float) if want == "FP32" else (int,)
         if not all(isinstance(v, ok) and not isinstance(v, bool) for v in flat):
             raise ApiError("invalid_request", f"input {inp.name!r}: {want} data must be numbers")
@@ -307,8 +318,12 @@ def _flag(params: dict[str, Scalar] | None, key: str) -> bool:
 # ---- the app ----------------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, retry_after: int | None = None) -> Response:
-    headers = {"retry-after": str(retry_after or 1)} if status in (429, 503) else None
+def _error(status: int, message: str, code: str | None = None, retry_after: int | None = None) -> Response:
+    """The protocol's error body; the error's code travels to AdmissionMiddleware (which counts it in
+    nnserve_errors_total like /v1's) in a header it removes."""
+    headers = {ERROR_CODE_HEADER: code} if code else {}
+    if status in (429, 503):
+        headers["retry-after"] = str(retry_after or 1)
     return Response(
         OipError(error=message).model_dump_json(), status_code=status, media_type="application/json", headers=headers
     )
@@ -316,7 +331,7 @@ def _error(status: int, message: str, retry_after: int | None = None) -> Respons
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _error(exc.status, exc.message, exc.retry_after)
+    return _error(exc.status, exc.message, exc.code, exc.retry_after)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -328,7 +343,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError | ValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     loc = ".".join(str(p) for p in first.get("loc", ()))
-    return _error(400, f"invalid request: {loc}: {first.get('msg', '')}".strip())
+    return _error(400, f"invalid request: {loc}: {first.get('msg', '')}".strip(), "invalid_request")
 
 
 v2_app = FastAPI(
@@ -370,9 +385,7 @@ def _model(name: str, version: str | None) -> ModelMetadata:
 @v2_app.get("/", response_model=ServerMetadata)
 async def server_metadata() -> Response:
     """Server metadata (``GET /v2``)."""
-    from importlib.metadata import version
-
-    return _json(ServerMetadata(name="nnserve", version=version("nnserve"), extensions=EXTENSIONS))
+    return _json(ServerMetadata(name="nnserve", version=__version__, extensions=EXTENSIONS))
 
 
 @v2_app.get("/health/live", response_model=Live)
@@ -513,7 +526,7 @@ async def infer_version(request: Request, name: Name, version: Version) -> Respo
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not re.fullmatch(r"[0-9]{1,12}", header_length) or int(header_length) > len(body):
         raise ApiError("invalid_request", f"Inference-Header-Content-Length {header_length!r} does not fit the body")
     n = int(header_length)
     return body[:n], body[n:]
@@ -548,6 +561,9 @@ def _decode_inputs(req: InferenceRequest, specs: list[TensorSpec], binary: bytes
 
 def _encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter, outputs: Tensors) -> Response:
     requested = req.outputs or [RequestOutput(name=n) for n in outputs]
+    names = [o.name for o in requested]
+    if len(set(names)) != len(names):
+        raise ApiError("invalid_request", f"an output is requested more than once: {names}")
     binary_default = _flag(req.parameters, "binary_data_output")
     body: list[ResponseOutput] = []
     blobs: list[bytes] = []
@@ -578,6 +594,11 @@ def _encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapte
                 )
             )
         else:
+            if datatype == "FP32" and not np.isfinite(value).all():  # JSON has no inf or NaN
+                raise ApiError(
+                    "invalid_request",
+                    f"output {out.name!r} is not finite for this input; request it as binary data to receive it",
+                )
             data = [v.decode() for v in value.ravel()] if datatype == "BYTES" else value.ravel().tolist()
             body.append(ResponseOutput(name=out.name, shape=list(value.shape), datatype=datatype, data=data))
     header = InferenceResponse(model_name=meta.name, model_version=meta.version, id=req.id, outputs=body)

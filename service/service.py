@@ -21,15 +21,12 @@ configuration (workers, batching, timeouts) at class definition.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import io
 import logging
 import math
 import secrets
-import signal
-import threading
 from typing import Annotated, Any
 
 import bentoml
@@ -97,6 +94,7 @@ from service.schemas import (
     SentimentPrediction,
 )
 from service.settings import get_settings
+from service.shutdown import delay_sigterm
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 log.addFilter(RequestIdFilter())
@@ -243,7 +241,7 @@ SERVICE_ATTR = {
     logging={"access": {"enabled": False}},  # a log line per request costs ~16 % of CPU (PERF-NOTES)
     # BentoML wraps every request in an OpenTelemetry span; on /v1 that cost ~20 % of the worker's CPU in a
     # py-spy profile (docs/BENCHMARKS.md), so /v1 is excluded unless NNSERVE_TRACE_V1 is set
-    tracing={"excluded_urls": [] if S.trace_v1 else ["/v1/"]},
+    tracing={"excluded_urls": [] if S.trace_v1 else ["/v1/", "/v2/"]},
     # a backstop only: AdmissionMiddleware enforces the real timeout and concurrency limit with the envelope
     traffic={"timeout": S.request_timeout_s + 5},
 )
@@ -258,8 +256,10 @@ class NNServe:
         generators = bentoml.depends(GeneratorModels)
 
     def __init__(self) -> None:
-        self.draining = False  # set by SIGTERM: readiness turns false while requests are still served
-        self._drain_on_sigterm()
+        # Graceful shutdown: on SIGTERM readiness turns false at once (/readyz, /v2/health/ready) and the worker
+        # serves for drain_s more seconds before uvicorn closes the listener and finishes what is in flight.
+        self.draining = False
+        delay_sigterm(S.drain_s, "not ready;", lambda: setattr(self, "draining", True))
         self.local: dict[str, Any] = {}
         self.batchers: dict[tuple[str, str], GreedyBatcher] = {}
         if S.batching == "api":
@@ -300,37 +300,6 @@ class NNServe:
     async def __is_ready__(self) -> bool:
         """BentoML's /readyz: false from SIGTERM on (the families loaded in __init__ or start-up failed)."""
         return not self.draining
-
-    def _drain_on_sigterm(self) -> None:
-        """Graceful shutdown. SIGTERM marks the worker not ready at once (/readyz and /v2/health/ready answer
-        503) and it keeps serving for ``drain_s`` seconds, so a load balancer stops sending traffic before the
-        listener closes; then uvicorn's own handler runs: it stops accepting, lets the requests in flight
-        finish, and exits. A SIGTERM during the drain changes nothing (``bentoml serve`` forwards the signal to
-        its workers, and a process-group kill delivers it twice); SIGINT still stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # constructed outside a server (a script or a test)
-            return
-        uvicorn_handler = signal.getsignal(signal.SIGTERM)
-        if not callable(uvicorn_handler):
-            return
-
-        def close(sig: int) -> None:
-            log.info("SIGTERM: closing the listener now; requests in flight will finish")
-            uvicorn_handler(sig, None)
-
-        def drain(sig: int) -> None:
-            log.info("SIGTERM: not ready; serving for %g s more before closing", S.drain_s)
-            loop.call_later(S.drain_s, close, sig)
-
-        def on_sigterm(sig: int, frame: object) -> None:  # runs between bytecodes: only flag and schedule
-            if not self.draining:
-                self.draining = True
-                loop.call_soon_threadsafe(drain, sig)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
 
     def max_rows(self, task: str) -> int:
         """The rows one request may carry for a task (images, texts, or samples)."""

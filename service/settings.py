@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         description="move everything allocated at start-up out of the garbage collector's view (gc.freeze), "
         "so its full collections stop scanning BentoML's and the models' objects (PERF-NOTES: 100-170 ms pauses)",
     )
-    trace_v1: bool = Field(False, description="keep BentoML's OpenTelemetry spans on /v1 requests (costly)")
+    trace_v1: bool = Field(False, description="keep BentoML's OpenTelemetry spans on /v1 and /v2 requests (costly)")
     model_workers: int = Field(1, ge=1)
     api_workers: int = Field(2, ge=1, description="API worker processes (2 measured best on 2 cores)")
     ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")

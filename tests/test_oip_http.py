@@ -18,6 +18,7 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+import service
 from export.contract import ModelMetadata, decode_image, normalize, prepare_image, to_uint8
 from tests.conftest import png_bytes
 
@@ -66,6 +67,7 @@ def test_server_health_and_metadata(tc, client):
     assert tc.is_server_live() and tc.is_server_ready()
     meta = tc.get_server_metadata()
     assert meta["name"] == "nnserve" and {"binary_tensor_data", "classification"} <= set(meta["extensions"])
+    assert meta["version"] == service.__version__
     assert client.get("/v2").json() == meta  # the protocol's URL has no trailing slash
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
@@ -221,6 +223,9 @@ def test_errors_are_the_protocols_shape(client, artifact_root):
     for inputs, message in cases:
         assert message in oip_error(infer_json(client, CNN, inputs), 400), inputs
     assert "not" in oip_error(infer_json(client, CNN, [ok], outputs=[{"name": "probs"}]), 400)
+    twice = [{"name": "logits", "parameters": {"classification": 2}}, {"name": "logits"}]
+    assert "more than once" in oip_error(infer_json(client, CNN, [ok], outputs=twice), 400)
+    assert "more than the shape" in oip_error(infer_json(client, CNN, [{**ok, "data": [0.0] * 785}]), 400)
     assert "classification" in oip_error(
         infer_json(client, AE, [{**ok}], outputs=[{"name": "code", "parameters": {"classification": 2}}]), 400
     )
@@ -261,6 +266,13 @@ def test_binary_framing_errors(client):
     ]
     for body, length in cases:
         oip_error(client.post(url, content=body, headers={"Inference-Header-Content-Length": length}), 400)
+    for odd in ("²".encode("latin-1"), b"9" * 5000):  # isdigit() is true for "²"; int() refuses 4,301+ digits
+        oip_error(client.post(url, content=header + element, headers={"Inference-Header-Content-Length": odd}), 400)
+    many = json.dumps(
+        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 4000}}]}
+    ).encode()
+    r = client.post(url, content=many + b"\x00" * 4000, headers={"Inference-Header-Content-Length": str(len(many))})
+    assert "more than the shape's 1 elements" in oip_error(r, 400)
     short = json.dumps(
         {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 3}}]}
     ).encode()
@@ -274,3 +286,13 @@ def test_client_raises_the_servers_message(tc):
     with pytest.raises(InferenceServerException) as e:
         tc.infer("no-such-model", [inp])
     assert e.value.status() == "404" and "no model named" in e.value.message()
+
+
+def test_errors_are_counted_under_their_own_code_and_the_code_header_stays_inside(client):
+    r = client.post(
+        "/v2/models/no-such-model/infer",
+        json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [0]}]},
+    )
+    assert r.status_code == 404 and "x-nnserve-error-code" not in r.headers
+    metrics = client.get("/metrics").text
+    assert 'nnserve_errors_total{code="model_not_found",endpoint="/v2/models/{name}/infer"}' in metrics

@@ -69,3 +69,38 @@ def test_sigterm_drains_then_finishes_requests_in_flight(artifact_root, digits, 
         srv.stop()
     log = srv.log()
     assert "SIGTERM: not ready" in log and "closing the listener" in log
+
+
+def test_services_mode_model_services_outlive_the_drain(artifact_root, digits, tmp_path):
+    """With NNSERVE_BATCHING=services the model services get SIGTERM with the API workers; they keep serving a
+    second longer than the drain, so requests during it still get answers."""
+    srv = Server(
+        artifact_root,
+        tmp_path / "serve.log",
+        NNSERVE_DRAIN_S=str(DRAIN_S),
+        NNSERVE_MODELS='["digits-cnn"]',
+        NNSERVE_BATCHING="services",
+        NNSERVE_API_WORKERS="1",
+    ).start()
+    assert srv.proc is not None
+    image = base64.b64encode(png_bytes(np.asarray(digits.images[0][0]))).decode()
+    body = {"model": "digits-cnn", "images": [image]}
+    try:
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            assert c.post("/v1/classify", json=body).status_code == 200
+            signalled = time.monotonic()
+            os.kill(srv.proc.pid, signal.SIGTERM)
+            while c.get("/readyz").status_code == 200:
+                assert time.monotonic() - signalled < 1.0, "readiness still true 1 s after SIGTERM"
+                time.sleep(0.05)
+            answered = 0
+            while time.monotonic() - signalled < DRAIN_S - 0.3:  # the whole drain: every request is served
+                r = c.post("/v1/classify", json=body)
+                assert r.status_code == 200, (round(time.monotonic() - signalled, 2), r.text)
+                answered += 1
+                time.sleep(0.1)
+            assert answered >= 5
+        srv.proc.wait(timeout=30)
+    finally:
+        srv.stop()
+    assert "model service serving for" in srv.log()
