@@ -32,6 +32,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.common import ServerTree
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "loadtest" / "samples"
 LUA = """
@@ -125,28 +127,6 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def _proc_cpu(root: int) -> float:
-    """CPU seconds (user + system) of a process and all its live descendants (BentoML's workers may leave
-    the process group, so the tree is walked by parent pid)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields after the ")" start at stat field 3 (state): ppid is field 4, utime/stime fields 14/15
-        stats[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, _) in stats.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    return sum(stats[pid][1] for pid in tree if pid in stats)
-
-
 def wrk(url: str, body: bytes, conns: int, seconds: float, server_pid: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         lua, data = Path(tmp, "post.lua"), Path(tmp, "body.json")
@@ -155,12 +135,13 @@ def wrk(url: str, body: bytes, conns: int, seconds: float, server_pid: int) -> d
         pin = ["taskset", "-c", str(os.cpu_count() - 1)] if (os.cpu_count() or 1) > 1 else []
         duration = f"-d{max(1, round(seconds))}s"
         cmd = [*pin, "wrk", "-t1", f"-c{conns}", duration, "--latency", "--timeout", "10s", "-s", str(lua), url]
-        cpu0 = _proc_cpu(server_pid)
+        server = ServerTree(server_pid)
+        cpu0 = server.cpu()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "WRK_BODY": str(data)})
         assert proc.stdout is not None
         text = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
-        server_cpu = _proc_cpu(server_pid) - cpu0
+        server_cpu = server.cpu() - cpu0
     if status != 0:
         raise RuntimeError(f"wrk failed: {text}")
     requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]

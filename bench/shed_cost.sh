@@ -19,7 +19,7 @@ local f = assert(io.open("$WORK/body.json", "rb"))
 wrk.method = "POST"; wrk.body = f:read("*a"); f:close()
 wrk.headers["Content-Type"] = "application/json"
 LUA
-cpu() { $PY -c "import psutil; p = psutil.Process($SP); print(sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)]))"; }
+cpu() { $PY -c "from bench.common import ServerTree; print(ServerTree($SP).cpu())"; }
 wrk -t1 -c32 -d3s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/classify" >/dev/null  # warm-up
 C0=$(cpu)
 wrk -t1 -c"${C:-64}" -d10s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/classify" | tee "$WORK/wrk.out"

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 HEADER_LENGTH = "inference-header-content-length"
-DATATYPE = {"float32": "FP32", "int64": "INT64", "bytes": "BYTES"}
+DATATYPE = {"float32": "FP32", "int64": "INT64"}  # model.json and numpy dtypes -> the protocol's
 NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
 
 
@@ -141,22 +141,26 @@ Tensors = dict[str, np.ndarray]
 class Adapter:
     """One task's v2 face: its tensors (from the model's metadata) and its run through the family."""
 
-    inputs: Callable[[ModelMetadata], list[TensorSpec]]
-    outputs: Callable[[ModelMetadata], list[TensorSpec]]
+    inputs: Callable[[ModelMetadata], list[TensorMetadata]]
+    outputs: Callable[[ModelMetadata], list[TensorMetadata]]
     run: Callable[[NNServe, ModelMetadata, Tensors], Awaitable[Tensors]]
     classifies: bool = False  # its first output is logits over meta.labels (the classification extension)
 
 
-def _graph_inputs(meta: ModelMetadata) -> list[TensorSpec]:
-    return meta.inputs
+def tensor_metadata(specs: list[TensorSpec]) -> list[TensorMetadata]:
+    return [TensorMetadata(name=s.name, datatype=DATATYPE[s.dtype], shape=list(s.shape)) for s in specs]
 
 
-def _graph_outputs(meta: ModelMetadata) -> list[TensorSpec]:
-    return meta.outputs
+def _graph_inputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    return tensor_metadata(meta.inputs)
 
 
-def _text_inputs(meta: ModelMetadata) -> list[TensorSpec]:
-    return [TensorSpec.model_construct(name="text", dtype="bytes", shape=[-1])]  # type: ignore[arg-type]
+def _graph_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    return tensor_metadata(meta.outputs)
+
+
+def _text_inputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    return [TensorMetadata(name="text", datatype="BYTES", shape=[-1])]
 
 
 async def _classify(svc: NNServe, meta: ModelMetadata, t: Tensors) -> Tensors:
@@ -199,10 +203,6 @@ ADAPTERS: dict[str, Adapter] = {
     "autoencoder": Adapter(_graph_inputs, _graph_outputs, _autoencode),
     "generator": Adapter(_graph_inputs, _graph_outputs, _generate),
 }
-
-
-def tensor_metadata(specs: list[TensorSpec]) -> list[TensorMetadata]:
-    return [TensorMetadata(name=s.name, datatype=DATATYPE[s.dtype], shape=list(s.shape)) for s in specs]
 
 
 # ---- decoding and encoding tensors ------------------------------------------------------------------
@@ -254,9 +254,9 @@ def _flatten(data: list[Any], name: str, count: int) -> list[Any]:
     return flat
 
 
-def decode_input(inp: RequestInput, spec: TensorSpec, binary: bytes | None, max_rows: int) -> np.ndarray:
+def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, max_rows: int) -> np.ndarray:
     """One request tensor -> a numpy array of the declared dtype and shape, or a 400 saying what is wrong."""
-    want = DATATYPE[spec.dtype]
+    want = spec.datatype
     if inp.datatype != want:
         raise ApiError("invalid_request", f"input {inp.name!r} is {want}, not {inp.datatype}")
     shape = list(inp.shape)
@@ -373,10 +373,7 @@ def _json(model: BaseModel, status: int = 200) -> Response:
 
 def _model(name: str, version: str | None) -> ModelMetadata:
     """The served model named in the URL (404 for an unknown name or version, 503 when not ready)."""
-    svc = _svc()
-    if name not in svc.catalog and name not in svc.failed:
-        raise ApiError("model_not_found", f"no model named {name!r} is served")
-    meta = svc.metadata(name)
+    meta = _svc().metadata(name)  # 404 for an unknown name, 503 for an artifact that failed to load
     if version is not None and version != meta.version:
         raise ApiError("model_not_found", f"model {name!r} has no version {version!r} (served: {meta.version})")
     return meta
@@ -452,8 +449,8 @@ async def _metadata(name: str, version: str | None) -> Response:
             name=meta.name,
             versions=[meta.version],
             platform=PLATFORM,
-            inputs=tensor_metadata(adapter.inputs(meta)),
-            outputs=tensor_metadata(adapter.outputs(meta)),
+            inputs=adapter.inputs(meta),
+            outputs=adapter.outputs(meta),
         )
     )
 
@@ -532,7 +529,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def _decode_inputs(req: InferenceRequest, specs: list[TensorSpec], binary: bytes, max_rows: int) -> Tensors:
+def _decode_inputs(req: InferenceRequest, specs: list[TensorMetadata], binary: bytes, max_rows: int) -> Tensors:
     by_name = {s.name: s for s in specs}
     given = [i.name for i in req.inputs]
     if sorted(given) != sorted(by_name):
