@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 USERS ?= 8
 DURATION ?= 60s
 
-.PHONY: help install install-dev serve test test-fast test-deploy lint format models evaluate loadtest bench burst soak clean
+.PHONY: help install install-dev client readme api-doc serve test test-fast test-deploy lint format models evaluate loadtest bench burst soak clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
@@ -25,6 +25,9 @@ help:
 	@echo "make bench    nnserve vs the in-process limit and a plain reference server (wrk)"
 	@echo "make burst    overload: bursts of 5x saturation, shed responses, recovery (docs/burst.json)"
 	@echo "make soak     10 minutes of mixed traffic at SOAK_RATE req/s: failures and memory growth (docs/soak.json)"
+	@echo "make client   install the clients the README's examples use (tritonclient) into $(VENV)"
+	@echo "make readme   rerun the README's usage examples against the shipped models and rewrite their outputs"
+	@echo "make api-doc  regenerate docs/API.md (every route's fields) from the schemas"
 	@echo "make lint     ruff + mypy"
 
 $(VENV)/.serve: pyproject.toml
@@ -37,18 +40,30 @@ $(VENV)/.dev: $(VENV)/.serve
 	$(PY) -m pip install -q -e '.[train,dev]'
 	touch $@
 
+$(VENV)/.client: $(VENV)/.serve
+	$(PY) -m pip install -q -e '.[client]'
+	touch $@
+
 $(VENV)/.loadtest: $(VENV)/.serve
 	$(PY) -m pip install -q -e '.[loadtest]'
 	touch $@
 
 install: $(VENV)/.serve
 install-dev: $(VENV)/.dev
+client: $(VENV)/.client
 
 serve: $(VENV)/.serve
 	NNSERVE_MODEL_DIR=$(abspath $(ART)) $(VENV)/bin/bentoml serve service.service:NNServe --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest
+
+# the README's usage examples print what they show (tests/test_readme.py); after a model changes, rewrite them
+readme: $(VENV)/.dev
+	$(PY) -m tests.readme_examples --update
+
+api-doc: $(VENV)/.dev
+	$(PY) -m service.apidoc > docs/API.md
 
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow"

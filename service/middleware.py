@@ -225,7 +225,14 @@ class AdmissionMiddleware:
             return None
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if path in JSON_ROUTES and ctype != "application/json":
-            return ApiError("unsupported_media_type", f"{path} takes application/json, not {ctype or 'nothing'}")
+            message = f"{path} takes application/json, not {ctype or 'nothing'}"
+            raw_upload = ctype.startswith(("image/", "multipart/")) or ctype.endswith("octet-stream")
+            if path == "/v1/classify" and raw_upload:
+                message += (
+                    ": base64 images in a JSON body; to send an image file, POST it as multipart/form-data "
+                    "(field 'image') to /v1/classify/upload"
+                )
+            return ApiError("unsupported_media_type", message)
         if path in MULTIPART_ROUTES and ctype != "multipart/form-data":
             return ApiError("unsupported_media_type", f"{path} takes multipart/form-data, not {ctype or 'nothing'}")
         return None

@@ -1,9 +1,16 @@
-"""Corrections to the OpenAPI document BentoML serves at /docs.json, so it describes what the server answers.
+"""nnserve's own pages (``/`` and the Swagger page at ``/docs``) and corrections to the OpenAPI document BentoML
+serves at /docs.json, so it describes what the server answers.
 
-BentoML builds the document on every request from the mounted FastAPI app and its own infrastructure routes;
-``OpenApiMiddleware`` rewrites that JSON on the way out with ``patch_openapi``. Each correction is one
+BentoML's page at ``/`` is its generic "Prediction Service" Swagger page, which also loads Google Tag Manager;
+``DocsMiddleware`` answers ``/`` with nnserve's landing page and ``/docs`` with a Swagger UI page that loads
+only the Swagger assets BentoML serves itself (``/static_content``), nothing from elsewhere.
+
+BentoML builds the OpenAPI document on every request from the mounted FastAPI app and its own infrastructure
+routes; ``DocsMiddleware`` rewrites that JSON on the way out with ``patch_openapi``. Each correction is one
 function, for what the generated document gets wrong:
 
+* ``_describe``: BentoML's ``info`` has version "None", its own contact and a description of BentoML; the
+  document says what this server is and carries the package's version.
 * ``_document_api_key``: with ``NNSERVE_API_KEY`` set, ApiKeyMiddleware answers 401 (the path's error shape,
   with ``WWW-Authenticate: Bearer``) on every path ``requires_key`` protects (/v1, /v2, and /metrics with
   ``NNSERVE_METRICS_REQUIRE_KEY``), before any route runs, so no route's ``responses=`` documents it.
@@ -17,10 +24,12 @@ function, for what the generated document gets wrong:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
 
+from service import __version__
 from service.auth import requires_key
 from service.middleware import ASGIApp, Message, Receive, Scope, Send
 
@@ -79,8 +88,20 @@ def _document_infra_bodies(doc: dict[str, Any]) -> None:
         readyz["responses"]["503"] = {"description": "Not ready (a model service is not)", "content": text}
 
 
+DESCRIPTION = (
+    "Classic deep-learning models trained with PyTorch, exported to ONNX and served with BentoML: typed REST "
+    "routes under /v1 and the Open Inference Protocol under /v2. Every /v1 failure is the envelope "
+    '{"error": {"code", "message", "details"}}; every /v2 failure is {"error": "<message>"}.'
+)
+
+
+def _describe(doc: dict[str, Any]) -> None:
+    doc["info"] = {"title": "nnserve", "version": __version__, "description": DESCRIPTION}
+
+
 def patch_openapi(doc: dict[str, Any], *, api_key: bool, metrics_require_key: bool) -> dict[str, Any]:
     """BentoML's generated document -> the document of what this server answers (in place; returned)."""
+    _describe(doc)
     if api_key:
         _document_api_key(doc, metrics_require_key)
     _drop_unsent_422(doc)
@@ -89,15 +110,31 @@ def patch_openapi(doc: dict[str, Any], *, api_key: bool, metrics_require_key: bo
     return doc
 
 
-class OpenApiMiddleware:
-    """Rewrites BentoML's GET /docs.json response with ``patch_openapi``."""
+STATIC = Path(__file__).with_name("static")
+PAGES = {
+    "/": (STATIC / "index.html").read_bytes().replace(b"{version}", __version__.encode()),
+    "/docs": (STATIC / "docs.html").read_bytes(),
+}
+
+
+class DocsMiddleware:
+    """Answers GET / and /docs with nnserve's pages and rewrites BentoML's GET /docs.json with ``patch_openapi``."""
 
     def __init__(self, app: ASGIApp, *, api_key: bool, metrics_require_key: bool) -> None:
         self.app = app
         self.options = {"api_key": api_key, "metrics_require_key": metrics_require_key}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/docs.json" or scope["method"] != "GET":
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        page = PAGES.get(scope["path"])
+        if page is not None:
+            headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(page)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": page if scope["method"] == "GET" else b""})
+            return
+        if scope["path"] != "/docs.json" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
         start: Message | None = None

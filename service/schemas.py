@@ -16,6 +16,8 @@ from service.settings import get_settings
 S = get_settings()
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ANSWERED_BY = "the model that answered"
+VERSION = "that model's version (its artifact's)"
 
 
 class ImagesInput(BaseModel):
@@ -38,22 +40,22 @@ class ClassifyImagesRequest(ImagesInput):
 
 
 class LabelScore(BaseModel):
-    label: str
-    score: float = Field(ge=0, le=1)
+    label: str = Field(description="a class of the model")
+    score: float = Field(ge=0, le=1, description="its softmax probability")
 
 
 class Prediction(BaseModel):
-    label: str
-    index: int = Field(ge=0)
+    label: str = Field(description="the most probable class")
+    index: int = Field(ge=0, description="its position in the model card's labels")
     score: float = Field(ge=0, le=1, description="softmax probability of the top label")
-    top_k: list[LabelScore]
+    top_k: list[LabelScore] = Field(description="the top_k most probable classes, most probable first")
 
 
 class ClassifyImagesResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    model: str
-    version: str
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
     predictions: list[Prediction] = Field(description="one per input image, in input order")
 
 
@@ -68,23 +70,23 @@ class ModelCard(BaseModel):
 
     model_config = ConfigDict(protected_namespaces=())
 
-    name: str
-    version: str
-    task: str
-    architecture: str
-    labels: list[str]
-    preprocessing: ImagePreprocessing | TextPreprocessing
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    opset: int
-    metrics: dict[str, float]
-    class_metrics: dict[str, float]
-    dataset: str
-    created: str
-    onnx_sha256: str
-    source_commit: str
-    ready: bool
-    providers: list[str]
+    name: str = Field(description="the name requests use")
+    version: str = Field(description="the artifact's version")
+    task: str = Field(description="image-classification, text-classification, autoencoder or generator")
+    architecture: str = Field(description="the registered architecture it was trained as")
+    labels: list[str] = Field(description="class names, in index order")
+    preprocessing: ImagePreprocessing | TextPreprocessing = Field(description="how inputs become its tensors")
+    inputs: list[TensorSpec] = Field(description="the ONNX graph's inputs")
+    outputs: list[TensorSpec] = Field(description="the ONNX graph's outputs")
+    opset: int = Field(description="ONNX opset")
+    metrics: dict[str, float] = Field(description="figures measured on its validation split at export")
+    class_metrics: dict[str, float] = Field(description="classifiers: validation accuracy per class")
+    dataset: str = Field(description="the dataset it was trained on")
+    created: str = Field(description="export time, ISO 8601")
+    onnx_sha256: str = Field(description="sha256 of model.onnx, checked at load")
+    source_commit: str = Field(description="the git commit of the code that exported it")
+    ready: bool = Field(description="loaded and warmed up")
+    providers: list[str] = Field(description="onnxruntime execution providers")
     batching: BatchingInfo
     anomaly: AnomalyThreshold | None = Field(None, description="autoencoders: the anomaly threshold")
     generator: GeneratorInfo | None = Field(None, description="generators: latent size, conditioning, encoder")
@@ -92,7 +94,7 @@ class ModelCard(BaseModel):
 
 
 class ListModelsResponse(BaseModel):
-    models: list[ModelCard]
+    models: list[ModelCard] = Field(description="one card per served model")
     unavailable: dict[str, str] = Field(
         default_factory=dict, description="artifact folders left out at start-up (skip_bad_artifacts) -> why"
     )
@@ -110,18 +112,19 @@ class AnalyzeSentimentRequest(BaseModel):
 
 
 class SentimentPrediction(BaseModel):
-    label: str
+    label: str = Field(description="the most probable class")
     score: float = Field(ge=0, le=1, description="probability of the predicted label")
     probs: dict[str, float] = Field(description="probability of every label")
-    tokens: int = Field(ge=1, description="tokens the model read (after truncation)")
-    truncated: bool = Field(description="the text was longer than the model's max_len tokens")
+    tokens: int = Field(ge=1, description="tokens in the text (the model's tokenizer)")
+    tokens_read: int = Field(ge=1, description="tokens the model read: all of them, or its first max_len")
+    truncated: bool = Field(description="the text had more than the model's max_len tokens: tokens_read < tokens")
 
 
 class AnalyzeSentimentResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    model: str
-    version: str
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
     predictions: list[SentimentPrediction] = Field(description="one per input text, in input order")
 
 
@@ -138,8 +141,8 @@ class Reconstruction(BaseModel):
 class ReconstructImagesResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    model: str
-    version: str
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
     threshold: float = Field(description="99th percentile of validation reconstruction errors")
     results: list[Reconstruction] = Field(description="one per input image, in input order")
 
@@ -151,8 +154,8 @@ class EncodeImagesRequest(ReconstructImagesRequest):
 class EncodeImagesResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    model: str
-    version: str
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
     codes: list[list[float]] = Field(description="one code vector per input image, in input order")
 
 
@@ -181,8 +184,8 @@ class GenerateRequest(BaseModel):
 class GenerateResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    model: str
-    version: str
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
     seed: int = Field(description="the seed used: the same request with it gives the same images")
     labels: list[str] | None = Field(description="conditional models: each sample's class, in order")
     samples: list[str] = Field(description="base64 PNGs in the model's pixel convention; empty for 'grid'")
@@ -214,10 +217,10 @@ class InterpolateRequest(BaseModel):
 class InterpolateResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
-    model: str
-    version: str
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
     seed_a: int | None = Field(description="z of end a is the first sample /v1/generate draws with this seed")
-    seed_b: int | None
-    label: str | None
+    seed_b: int | None = Field(description="likewise for end b; null when the ends were images")
+    label: str | None = Field(description="conditional models: the class of every frame")
     frames: list[str] = Field(description="base64 PNGs from end a to end b; empty for 'grid'")
     grid: str | None = Field(description="format 'grid': one base64 PNG of the frames in one row")

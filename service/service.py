@@ -59,7 +59,7 @@ from service.model_services import (
     family_state,
 )
 from service.oip import v2_app
-from service.openapi import OpenApiMiddleware
+from service.openapi import DocsMiddleware
 from service.request_id import RequestIdFilter, RequestIdMiddleware
 from service.runtime import (
     ArtifactError,
@@ -150,8 +150,8 @@ async def get_model(name: Annotated[str, PathParam(max_length=64)]) -> Response:
 @v1_app.post("/classify/upload", response_model=ClassifyImagesResponse, responses=_ERRORS)
 async def classify_upload(
     image: Annotated[UploadFile, File(description="a PNG or JPEG file part")],
-    model: Annotated[str, Form(pattern=MODEL_NAME)] = "mnist-cnn",
-    top_k: Annotated[int, Form(ge=1, le=100)] = 3,
+    model: Annotated[str, Form(pattern=MODEL_NAME, description="a served image-classification model")] = "mnist-cnn",
+    top_k: Annotated[int, Form(ge=1, le=100, description="alternatives, capped at the number of labels")] = 3,
 ) -> Response:
     """Classify one uploaded image (multipart/form-data).
 
@@ -406,9 +406,9 @@ class NNServe:
             )
         return ClassifyImagesResponse(model=model, version=meta.version, predictions=predictions)
 
-    def text_rows(self, model: str, texts: list[str]) -> tuple[list[TextItem], list[tuple[int, bool]]]:
-        """Texts -> the model's token-id rows (tokenised exactly as in training), with each row's length and
-        whether it was truncated; the limits on texts and characters are checked here."""
+    def text_rows(self, model: str, texts: list[str]) -> tuple[list[TextItem], list[tuple[int, int]]]:
+        """Texts -> the model's token-id rows (tokenised exactly as in training), with each text's token count
+        and how many of them the row keeps; the limits on texts and characters are checked here."""
         meta = self.metadata(model, "text-classification")
         pre = meta.text_preprocessing()
         if len(texts) > S.max_texts:
@@ -419,12 +419,12 @@ class NNServe:
                 raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
             if not text.strip():
                 raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
-            ids, n_tokens, truncated = encode_text(text, pre.tokenizer, self.vocabs[model])
+            ids, n_tokens, _ = encode_text(text, pre.tokenizer, self.vocabs[model])
             if not ids:
                 raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
             TOKENS.labels(model).observe(n_tokens)
             items.append(TextItem(model=model, ids=np.asarray(ids, dtype=np.int64)))
-            encoded.append((len(ids), truncated))
+            encoded.append((n_tokens, len(ids)))
         return items, encoded
 
     async def sentiment(self, model: str, texts: list[str]) -> Response:
@@ -434,7 +434,7 @@ class NNServe:
         items, encoded = self.text_rows(model, texts)
         probs = _softmax(np.stack([r.logits for r in await self._call("text-classification", items, model)]))
         predictions = []
-        for p, (n, truncated) in zip(probs, encoded, strict=True):
+        for p, (n_tokens, n_read) in zip(probs, encoded, strict=True):
             best = int(p.argmax())
             PREDICTIONS.labels(model, meta.labels[best]).inc()
             predictions.append(
@@ -442,8 +442,9 @@ class NNServe:
                     label=meta.labels[best],
                     score=float(p[best]),
                     probs={lbl: float(v) for lbl, v in zip(meta.labels, p, strict=True)},
-                    tokens=n,
-                    truncated=truncated,
+                    tokens=n_tokens,
+                    tokens_read=n_read,
+                    truncated=n_read < n_tokens,
                 )
             )
         return _json(AnalyzeSentimentResponse(model=model, version=meta.version, predictions=predictions))
@@ -638,6 +639,6 @@ NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
     max_concurrency=max(1, S.max_concurrency // S.api_workers),
     timeout_s=S.request_timeout_s,
 )
-NNServe.add_asgi_middleware(  # type: ignore[attr-defined]  # /docs.json: document what the server answers
-    OpenApiMiddleware, api_key=S.api_key is not None, metrics_require_key=S.metrics_require_key
+NNServe.add_asgi_middleware(  # type: ignore[attr-defined]  # /, /docs and /docs.json: nnserve's own
+    DocsMiddleware, api_key=S.api_key is not None, metrics_require_key=S.metrics_require_key
 )

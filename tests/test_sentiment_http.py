@@ -25,7 +25,7 @@ def test_single_and_batch_in_order(client):
     (p,) = body["predictions"]
     assert p["label"] == "positive" and p["score"] == max(p["probs"].values())
     assert set(p["probs"]) == {"negative", "positive"} and sum(p["probs"].values()) == pytest.approx(1, abs=1e-6)
-    assert p["tokens"] == 5 and p["truncated"] is False
+    assert p["tokens"] == p["tokens_read"] == 5 and p["truncated"] is False
 
     # the synthetic corpus's grammar, with case and punctuation the tokenizer normalises
     texts = [
@@ -41,7 +41,8 @@ def test_single_and_batch_in_order(client):
 def test_long_text_is_truncated_and_says_so(client):
     long = " ".join(["the film is delightful ,"] * 200)
     (p,) = analyze(client, [long]).json()["predictions"]
-    assert p["truncated"] is True and p["tokens"] == 24  # this model's max_len
+    # the text had 1,000 tokens; the model read its first 24 (its max_len)
+    assert p["truncated"] is True and p["tokens"] == 1000 and p["tokens_read"] == 24
 
 
 def test_score_does_not_depend_on_the_batch(client):

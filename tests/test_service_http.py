@@ -237,6 +237,12 @@ def test_malformed_json_and_wrong_media_types(client):
     assert_envelope(r, 415, "unsupported_media_type")
 
 
+@pytest.mark.parametrize("ctype", ["image/png", "image/jpeg", "application/octet-stream", "multipart/form-data"])
+def test_a_raw_image_body_is_pointed_to_the_upload_route(client, ctype):
+    r = client.post("/v1/classify", content=base64.b64decode(GOOD), headers={"content-type": ctype})
+    assert "/v1/classify/upload" in assert_envelope(r, 415, "unsupported_media_type")["message"]
+
+
 def test_body_over_the_limit_is_413(client):
     big = "A" * (MAX_BODY + 10)
     assert_envelope(classify(client, [big]), 413, "payload_too_large")
@@ -307,3 +313,28 @@ def test_sustained_concurrency_has_no_failures(client, held_out):
     with cf.ThreadPoolExecutor(24) as pool:
         codes = list(pool.map(one, range(240)))
     assert codes.count(200) == 240, {c: codes.count(c) for c in set(codes)}
+
+
+def test_root_and_docs_pages_are_nnserves_own_and_load_nothing_from_elsewhere(client):
+    from service import __version__
+
+    root = client.get("/")
+    assert root.status_code == 200 and root.headers["content-type"].startswith("text/html")
+    assert "<title>nnserve</title>" in root.text and __version__ in root.text
+    for link in ('href="docs"', 'href="docs.json"', 'href="metrics"', 'href="v1/models"'):
+        assert link in root.text
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "SwaggerUIBundle" in docs.text
+    for page in (root.text, docs.text):
+        assert not re.search(r"(src|href)=\"(https?:)?//", page), "a page loads something from another host"
+    for asset in re.findall(r"(?:src|href)=\"(static_content/[^\"]+)\"", docs.text):
+        assert client.get(f"/{asset}").status_code == 200, asset
+    assert client.head("/").status_code == 200
+
+
+def test_openapi_document_carries_the_package_version(client):
+    from service import __version__
+    from service.openapi import DESCRIPTION
+
+    info = client.get("/docs.json").json()["info"]
+    assert info == {"title": "nnserve", "version": __version__, "description": DESCRIPTION}

@@ -1,0 +1,191 @@
+"""Render dataset images the way users send them: a digit written on paper and photographed with a phone, a
+garment photographed on a light table (torch-free, numpy + Pillow).
+
+A rendering is a pure function of the source image, a ``numpy.random.Generator`` and a ``PhotoStyle`` (the
+ranges every random choice is drawn from), so the same seed gives the same photo. Two styles:
+
+- ``TRAIN_STYLE``: what training augments with (training/photo_data.py);
+- ``EVAL_STYLE``: what the photo figures are measured on (export/evaluate.py, bench/photos.py): wider ranges
+  than training on every axis (darker and more tinted paper, harder light and shadows, smaller and more
+  rotated digits, more blur, noise and compression, more perspective), drawn with other seeds, so the figure
+  is not a measure of the training generator itself.
+
+What a photo has: paper from white to mid-grey, tinted; a light gradient, a vignette and sometimes a soft
+shadow across the page; plain, lined or squared paper; ink in black, blue or pencil grey, with thinner or
+thicker strokes; the digit small or large, anywhere in the frame, rotated; a little perspective; lens blur,
+sensor noise and JPEG compression.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+Range = tuple[float, float]
+
+INKS = {  # RGB of the ink itself, and how opaque a stroke is
+    "black": ((22, 22, 28), (0.75, 1.0)),
+    "blue": ((25, 45, 150), (0.7, 1.0)),
+    "pencil": ((85, 85, 92), (0.45, 0.75)),
+}
+
+
+@dataclass(frozen=True)
+class PhotoStyle:
+    """Ranges (low, high) every rendering draws from."""
+
+    frame: tuple[int, int] = (140, 360)  # side of the square photo, pixels
+    digit_fraction: Range = (0.3, 0.75)  # the digit's height as a share of the frame
+    paper: Range = (135.0, 240.0)  # paper grey level before lighting
+    tint: float = 14.0  # per-channel paper tint, +-
+    light_gradient: Range = (0.0, 0.4)  # brightness fall-off across the page
+    vignette: Range = (0.0, 0.35)
+    shadow: Range = (0.0, 0.35)  # darkening of a soft-edged shadow over part of the page
+    shadow_chance: float = 0.3
+    lines_chance: float = 0.3  # lined or squared paper
+    stroke: Range = (-1.0, 1.0)  # thinner (< 0) or thicker (> 0), in units of ~1/60 of the digit's side
+    rotation_deg: float = 12.0
+    perspective: float = 0.04  # corner displacement, share of the frame
+    blur: Range = (0.3, 1.5)  # Gaussian blur radius, pixels
+    noise: Range = (2.0, 9.0)  # sensor noise std, grey levels
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+
+TRAIN_STYLE = PhotoStyle()
+EVAL_STYLE = PhotoStyle(
+    frame=(120, 480),
+    digit_fraction=(0.22, 0.8),
+    paper=(110.0, 245.0),
+    tint=20.0,
+    light_gradient=(0.0, 0.5),
+    vignette=(0.0, 0.45),
+    shadow=(0.0, 0.45),
+    shadow_chance=0.4,
+    lines_chance=0.4,
+    stroke=(-1.5, 1.5),
+    rotation_deg=18.0,
+    perspective=0.06,
+    blur=(0.3, 2.0),
+    noise=(2.0, 12.0),
+    jpeg_quality=(25, 95),
+)
+
+
+def _uniform(rng: np.random.Generator, r: Range) -> float:
+    return float(rng.uniform(r[0], r[1]))
+
+
+def _lighting(rng: np.random.Generator, n: int, style: PhotoStyle) -> np.ndarray:
+    """(n, n) multiplicative light field: a gradient in a random direction, a vignette, maybe a shadow."""
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / max(n - 1, 1) - 0.5
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = xx * np.cos(angle) + yy * np.sin(angle)  # -0.71 .. 0.71
+    light = 1.0 - _uniform(rng, style.light_gradient) * (ramp + 0.71) / 1.42
+    light *= 1.0 - _uniform(rng, style.vignette) * (xx**2 + yy**2) * 2
+    if rng.random() < style.shadow_chance:  # a soft shadow edge (a hand, a phone) across part of the page
+        a2 = rng.uniform(0, 2 * np.pi)
+        edge = xx * np.cos(a2) + yy * np.sin(a2) - rng.uniform(-0.3, 0.4)
+        light *= 1.0 - _uniform(rng, style.shadow) / (1.0 + np.exp(-edge / rng.uniform(0.01, 0.08)))
+    return light
+
+
+def _stroke(ink: Image.Image, rng: np.random.Generator, style: PhotoStyle) -> Image.Image:
+    """Thinner or thicker pen strokes: a grey-level erosion or dilation of the scaled digit."""
+    amount = _uniform(rng, style.stroke) * ink.width / 60
+    k = int(round(abs(amount))) * 2 + 1
+    if k < 3:
+        return ink
+    return ink.filter(ImageFilter.MaxFilter(k) if amount > 0 else ImageFilter.MinFilter(k))
+
+
+def _ruling(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, n) coverage of printed lines: ruled or squared paper."""
+    step = int(rng.integers(max(6, n // 14), max(8, n // 7)))
+    width = int(rng.integers(1, 3))
+    off = int(rng.integers(0, step))
+    idx = (np.arange(n) + off) % step < width
+    cover = np.zeros((n, n), dtype=np.float32)
+    cover[idx, :] = 1.0
+    if rng.random() < 0.5:
+        cover[:, idx] = 1.0
+    return cover * rng.uniform(0.12, 0.35)
+
+
+def _perspective(img: Image.Image, rng: np.random.Generator, amount: float) -> Image.Image:
+    n = img.width
+    d = rng.uniform(-amount, amount, size=8) * n
+    corners = [(0 + d[0], 0 + d[1]), (n + d[2], 0 + d[3]), (n + d[4], n + d[5]), (0 + d[6], n + d[7])]
+    dst = [(0, 0), (n, 0), (n, n), (0, n)]
+    # the coefficients mapping output pixels to input pixels (PIL's PERSPECTIVE convention)
+    rows = []
+    for (x, y), (u, v) in zip(dst, corners, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    b = np.array([c for pt in corners for c in pt], dtype=np.float64)
+    coeffs = np.linalg.solve(np.array(rows, dtype=np.float64), b)
+    edge = tuple(int(v) for v in np.asarray(img)[0, 0])
+    return img.transform(
+        img.size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BILINEAR, fillcolor=edge
+    )
+
+
+def render_digit_photo(digit: np.ndarray, rng: np.random.Generator, style: PhotoStyle = TRAIN_STYLE) -> bytes:
+    """A 28x28 MNIST digit (uint8, bright ink on black) as a JPEG phone photo of ink on paper."""
+    frame = int(rng.integers(style.frame[0], style.frame[1] + 1))
+    n = frame + 2 * round(frame * style.perspective * 1.5)  # the page extends beyond the photo's frame
+    side = max(8, round(frame * _uniform(rng, style.digit_fraction) * 28 / 20))  # MNIST digits fill 20 of 28 rows
+    ink = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    ink = _stroke(ink, rng, style)
+    ink = ink.rotate(rng.uniform(-style.rotation_deg, style.rotation_deg), Image.Resampling.BICUBIC)
+    page = Image.new("L", (n, n), 0)
+    margin = (n - frame) // 2
+    x0 = margin + int(rng.integers(0, max(1, frame - side)))
+    y0 = margin + int(rng.integers(0, max(1, frame - side)))
+    page.paste(ink, (x0, y0))
+    colour, opacity = INKS[str(rng.choice(list(INKS)))]
+    alpha = np.asarray(page, dtype=np.float32)[..., None] / 255.0 * _uniform(rng, opacity)
+    paper = _uniform(rng, style.paper) + rng.uniform(-style.tint, style.tint, size=3)
+    sheet = np.broadcast_to(paper, (n, n, 3)).astype(np.float32)
+    if rng.random() < style.lines_chance:
+        line_colour = np.array([120.0, 150.0, 200.0]) if rng.random() < 0.6 else np.array([120.0, 120.0, 120.0])
+        cover = _ruling(rng, n)[..., None]
+        sheet = sheet * (1 - cover) + line_colour * cover
+    rgb = sheet * (1 - alpha) + np.asarray(colour, dtype=np.float32) * alpha
+    rgb *= _lighting(rng, n, style)[..., None]
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    if style.perspective > 0:
+        img = _perspective(img, rng, style.perspective)
+    m = (n - frame) // 2
+    return _camera(np.asarray(img, dtype=np.float32)[m : m + frame, m : m + frame], rng, style)
+
+
+def render_product_photo(
+    item: np.ndarray, rng: np.random.Generator, colour: tuple[int, int, int], style: PhotoStyle = TRAIN_STYLE
+) -> bytes:
+    """A 28x28 Fashion-MNIST item (uint8, bright on black) as a JPEG colour photo on a light background."""
+    n = int(rng.integers(style.frame[0], style.frame[1] + 1))
+    side = round(n * rng.uniform(0.6, 0.9))
+    shape = Image.fromarray(item).resize((side, side), Image.Resampling.BICUBIC)
+    page = Image.new("L", (n, n), 0)
+    page.paste(shape, ((n - side) // 2, (n - side) // 2))
+    amount = np.asarray(page, dtype=np.float32)[..., None] / 255.0  # the garment's brightness: its shading
+    background = np.array([242.0, 240.0, 236.0]) + rng.uniform(-8, 8, size=3)
+    shaded = np.asarray(colour, dtype=np.float32) * (0.45 + 0.55 * amount)
+    mask = np.clip(amount * 4.0, 0.0, 1.0)  # the garment's silhouette, soft at the edge
+    rgb = background * (1 - mask) + shaded * mask
+    light = 1.0 - _uniform(rng, (0.0, 0.15)) * np.linspace(0, 1, n, dtype=np.float32)[None, :]
+    return _camera(rgb * light[..., None], rng, style)
+
+
+def _camera(rgb: np.ndarray, rng: np.random.Generator, style: PhotoStyle) -> bytes:
+    """Lens blur, sensor noise and JPEG compression."""
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    img = img.filter(ImageFilter.GaussianBlur(_uniform(rng, style.blur)))
+    noisy = np.asarray(img, dtype=np.float32) + rng.normal(0.0, _uniform(rng, style.noise), size=(*img.size[::-1], 3))
+    out = io.BytesIO()
+    quality = int(rng.integers(style.jpeg_quality[0], style.jpeg_quality[1] + 1))
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB").save(out, format="JPEG", quality=quality)
+    return out.getvalue()
