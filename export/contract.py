@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
+from export.ink import Ink, find_ink
 from export.text import PAD_ID, UNK_ID, VOCAB_FILE, TokenizerConfig
 
 SCHEMA_VERSION = 1
@@ -104,6 +105,34 @@ class AnomalyThreshold(BaseModel):
     metric: Literal["sse"] = "sse"
 
 
+class Calibration(BaseModel):
+    """Classifiers: served probabilities are softmax(logits / temperature) (temperature scaling, Guo et al.
+    2017), fitted on validation half A (export/calibrate.py); ECE (15 bins) and accuracy on half B."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(gt=0)
+    fitted_on: str
+    ece_before: dict[str, float] = Field(description="measured set -> expected calibration error at T = 1")
+    ece_after: dict[str, float] = Field(description="measured set -> expected calibration error at T")
+    accuracy: dict[str, float] = Field(default_factory=dict, description="measured set -> accuracy")
+
+
+class OutOfDistribution(BaseModel):
+    """Classifiers: how an input unlike the training data is told (export/calibrate.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["mahalanobis", "unknown-token-share"] = Field(
+        description="'mahalanobis': distance of the penultimate features to the nearest class mean (a graph "
+        "output); 'unknown-token-share': share of the text's tokens outside the vocabulary"
+    )
+    output: str | None = Field(None, description="the graph output holding the score, if the graph computes it")
+    threshold: float = Field(description="scores above it are flagged out_of_distribution")
+    fitted_on: str
+    figures: dict[str, float] = Field(default_factory=dict, description="AUROC and flag rates on validation half B")
+
+
 class GraphInfo(BaseModel):
     """A second graph shipped beside model.onnx (a VAE's encoder)."""
 
@@ -158,6 +187,8 @@ class ModelMetadata(BaseModel):
     parity: Parity
     anomaly: AnomalyThreshold | None = None
     generator: GeneratorInfo | None = None
+    calibration: Calibration | None = None
+    ood: OutOfDistribution | None = None
 
     def image_preprocessing(self) -> ImagePreprocessing:
         if not isinstance(self.preprocessing, ImagePreprocessing):
@@ -247,6 +278,17 @@ def _border_mean(a: np.ndarray) -> float:
     return float(np.concatenate([a[0].ravel(), a[-1].ravel(), a[:, 0].ravel(), a[:, -1].ravel()]).mean())
 
 
+def _fit_ink(ink: Ink, size: tuple[int, int], fit: Fit) -> np.ndarray:
+    """The ink found in a photo -> the model's field: nothing written gives a black field."""
+    if ink.box is None:
+        return np.zeros(size, dtype=np.uint8)
+    top, left, bottom, right = ink.box
+    crop = (ink.strength[top:bottom, left:right] * 255.0).round().astype(np.uint8)
+    if fit == "digit":
+        return _fit_digit(crop, size)
+    return np.asarray(_fit_contain(Image.fromarray(crop), size, 0))
+
+
 def _fit_digit(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """MNIST's preparation: the ink's bounding box, scaled to fit 20x20 (for 28x28) keeping its aspect,
     pasted so its centre of mass is at the centre of the field (LeCun et al. 1998, Section III.A)."""
@@ -282,12 +324,17 @@ def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
     """A decoded image of any size and mode -> uint8 array (C, H, W) in the model's pixel convention.
 
     An image already at the model's input size is taken pixel for pixel (after mode conversion and
-    polarity), so the training set's own images pass through unchanged.
+    polarity), so the training set's own images pass through unchanged. Any other image, for a model
+    trained on bright shapes on black with the 'digit' or 'contain' fit (MNIST, Fashion-MNIST), is read like
+    a photo or scan: its ink is found with the background, lighting and polarity removed (export/ink.py),
+    then fitted as the dataset was made.
     """
     size = (pre.input_size[0], pre.input_size[1])
     img = _to_channels(img, pre.channels)
     if pre.channels == 1:
         a = np.asarray(img, dtype=np.uint8)
+        if a.shape != size and pre.white_on_black and pre.fit in ("digit", "contain"):
+            return _fit_ink(find_ink(img, objects=pre.fit == "contain"), size, pre.fit)[None].copy()
         if pre.white_on_black and _border_mean(a) > 127.5:  # dark ink on light paper: flip to MNIST's polarity
             a = 255 - a
         if a.shape != size:

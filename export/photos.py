@@ -95,7 +95,7 @@ def _lighting(rng: np.random.Generator, n: int, style: PhotoStyle) -> np.ndarray
 def _stroke(ink: Image.Image, rng: np.random.Generator, style: PhotoStyle) -> Image.Image:
     """Thinner or thicker pen strokes: a grey-level erosion or dilation of the scaled digit."""
     amount = _uniform(rng, style.stroke) * ink.width / 60
-    k = int(round(abs(amount))) * 2 + 1
+    k = round(abs(amount)) * 2 + 1
     if k < 3:
         return ink
     return ink.filter(ImageFilter.MaxFilter(k) if amount > 0 else ImageFilter.MinFilter(k))

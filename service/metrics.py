@@ -25,4 +25,7 @@ TOKENS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
 ANOMALIES = Counter("nnserve_anomalies_total", "autoencoder inputs over their anomaly threshold", ["model"])
+OUT_OF_DISTRIBUTION = Counter(
+    "nnserve_out_of_distribution_total", "classifier inputs flagged out of distribution", ["model"]
+)
 GENERATED = Counter("nnserve_generated_samples_total", "images produced by generators (samples and frames)", ["model"])

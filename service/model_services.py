@@ -72,6 +72,7 @@ class LabeledImageItem(ImageItem):
 
 class InferResult(BaseModel):
     logits: Float32
+    ood_score: float | None = None  # image classifiers calibrated by export/calibrate.py: the graph's ood_score
 
 
 class AutoencoderResult(BaseModel):
@@ -160,8 +161,11 @@ class ImageModels:
     def infer(self, items: list[ImageItem]) -> list[InferResult]:
         chunks = []
         for name, rows in group_by_model([it.model for it in items]).items():
-            logits = self.models[name].run(np.stack([items[i].x for i in rows]))
-            chunks.append((rows, [InferResult(logits=row) for row in logits]))
+            model = self.models[name]
+            outs = model.run_all(np.stack([items[i].x for i in rows]))
+            k = model.output_index("ood_score")
+            scores = [None] * len(rows) if k is None else [float(v) for v in outs[k]]
+            chunks.append((rows, [InferResult(logits=lg, ood_score=s) for lg, s in zip(outs[0], scores, strict=True)]))
         return in_input_order(len(items), chunks)
 
     @bentoml.api

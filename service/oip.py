@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["binary_tensor_data", "classification"]
 HEADER_LENGTH = "inference-header-content-length"
-DATATYPE = {"float32": "FP32", "int64": "INT64"}  # model.json and numpy dtypes -> the protocol's
+DATATYPE = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}  # model.json and numpy dtypes -> the protocol's
+# outputs a client gets only by asking for them (a request without "outputs" gets the graph's own)
+OOD_OUTPUTS = ("ood_score", "out_of_distribution")
 NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
 
 
@@ -163,17 +165,36 @@ def _text_inputs(meta: ModelMetadata) -> list[TensorMetadata]:
     return [TensorMetadata(name="text", datatype="BYTES", shape=[-1])]
 
 
+def _classifier_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    """logits, and for a model with an out-of-distribution calibration its score and flag (on request)."""
+    out = [TensorMetadata(name=meta.outputs[0].name, datatype="FP32", shape=list(meta.outputs[0].shape))]
+    if meta.ood is not None:
+        out += [
+            TensorMetadata(name="ood_score", datatype="FP32", shape=[-1]),
+            TensorMetadata(name="out_of_distribution", datatype="BOOL", shape=[-1]),
+        ]
+    return out
+
+
+def _with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]) -> Tensors:
+    out = {meta.outputs[0].name: logits}
+    if meta.ood is not None:
+        values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
+        out |= {"ood_score": values, "out_of_distribution": values > meta.ood.threshold}
+    return out
+
+
 async def _classify(svc: NNServe, meta: ModelMetadata, t: Tensors) -> Tensors:
     x = t[meta.inputs[0].name]
     results = await svc._call("image-classification", [ImageItem(model=meta.name, x=row) for row in x], meta.name)
-    return {meta.outputs[0].name: np.stack([r.logits for r in results])}
+    return _with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results])
 
 
 async def _sentiment(svc: NNServe, meta: ModelMetadata, t: Tensors) -> Tensors:
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
-    items, _ = svc.text_rows(meta.name, texts)
+    items, encoded = svc.text_rows(meta.name, texts)
     results = await svc._call("text-classification", items, meta.name)
-    return {meta.outputs[0].name: np.stack([r.logits for r in results])}
+    return _with_ood(meta, np.stack([r.logits for r in results]), [unknown for _, _, unknown in encoded])
 
 
 async def _autoencode(svc: NNServe, meta: ModelMetadata, t: Tensors) -> Tensors:
@@ -198,8 +219,8 @@ async def _generate(svc: NNServe, meta: ModelMetadata, t: Tensors) -> Tensors:
 
 
 ADAPTERS: dict[str, Adapter] = {
-    "image-classification": Adapter(_graph_inputs, _graph_outputs, _classify, classifies=True),
-    "text-classification": Adapter(_text_inputs, _graph_outputs, _sentiment, classifies=True),
+    "image-classification": Adapter(_graph_inputs, _classifier_outputs, _classify, classifies=True),
+    "text-classification": Adapter(_text_inputs, _classifier_outputs, _sentiment, classifies=True),
     "autoencoder": Adapter(_graph_inputs, _graph_outputs, _autoencode),
     "generator": Adapter(_graph_inputs, _graph_outputs, _generate),
 }
@@ -557,7 +578,7 @@ def _decode_inputs(req: InferenceRequest, specs: list[TensorMetadata], binary: b
 
 
 def _encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter, outputs: Tensors) -> Response:
-    requested = req.outputs or [RequestOutput(name=n) for n in outputs]
+    requested = req.outputs or [RequestOutput(name=n) for n in outputs if n not in OOD_OUTPUTS]
     names = [o.name for o in requested]
     if len(set(names)) != len(names):
         raise ApiError("invalid_request", f"an output is requested more than once: {names}")

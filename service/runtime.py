@@ -58,6 +58,9 @@ class OnnxModel:
         BATCH_SIZE.labels(self.series).observe(len(inputs[0]))
         return outs
 
+    def output_index(self, name: str) -> int | None:
+        return next((i for i, o in enumerate(self.outputs) if o.name == name), None)
+
     def run(self, *inputs: np.ndarray) -> np.ndarray:
         """-> the first output: (B, K) logits for classifiers."""
         return self.run_all(*inputs)[0]

@@ -10,7 +10,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from export.contract import AnomalyThreshold, GeneratorInfo, ImagePreprocessing, TensorSpec, TextPreprocessing
+from export.contract import (
+    AnomalyThreshold,
+    Calibration,
+    GeneratorInfo,
+    ImagePreprocessing,
+    OutOfDistribution,
+    TensorSpec,
+    TextPreprocessing,
+)
 from service.settings import get_settings
 
 S = get_settings()
@@ -37,18 +45,31 @@ class ImagesInput(BaseModel):
 class ClassifyImagesRequest(ImagesInput):
     model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
     top_k: int = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
+    include_input: bool = Field(
+        False, description="also return what the model saw: the prepared input image (base64 PNG) per prediction"
+    )
+
+
+OOD_SCORE = Field(
+    description="how unlike the training data the input is, higher is less alike (the model card's ood.method); "
+    "null for a model without an out-of-distribution calibration"
+)
+OOD_FLAG = Field(description="ood_score is above the model's threshold (ood.threshold in its card)")
 
 
 class LabelScore(BaseModel):
     label: str = Field(description="a class of the model")
-    score: float = Field(ge=0, le=1, description="its softmax probability")
+    score: float = Field(ge=0, le=1, description="its calibrated probability")
 
 
 class Prediction(BaseModel):
     label: str = Field(description="the most probable class")
     index: int = Field(ge=0, description="its position in the model card's labels")
-    score: float = Field(ge=0, le=1, description="softmax probability of the top label")
+    score: float = Field(ge=0, le=1, description="calibrated probability of the top label")
     top_k: list[LabelScore] = Field(description="the top_k most probable classes, most probable first")
+    ood_score: float | None = OOD_SCORE
+    out_of_distribution: bool = OOD_FLAG
+    input: str | None = Field(None, description="with include_input: the prepared input the model saw (base64 PNG)")
 
 
 class ClassifyImagesResponse(BaseModel):
@@ -90,6 +111,8 @@ class ModelCard(BaseModel):
     batching: BatchingInfo
     anomaly: AnomalyThreshold | None = Field(None, description="autoencoders: the anomaly threshold")
     generator: GeneratorInfo | None = Field(None, description="generators: latent size, conditioning, encoder")
+    calibration: Calibration | None = Field(None, description="classifiers: the temperature and its ECE figures")
+    ood: OutOfDistribution | None = Field(None, description="classifiers: the out-of-distribution method and figures")
     error: str | None = Field(None, description="why the model is not ready (skip_bad_artifacts), naming the file")
 
 
@@ -113,11 +136,13 @@ class AnalyzeSentimentRequest(BaseModel):
 
 class SentimentPrediction(BaseModel):
     label: str = Field(description="the most probable class")
-    score: float = Field(ge=0, le=1, description="probability of the predicted label")
-    probs: dict[str, float] = Field(description="probability of every label")
+    score: float = Field(ge=0, le=1, description="calibrated probability of the predicted label")
+    probs: dict[str, float] = Field(description="calibrated probability of every label")
     tokens: int = Field(ge=1, description="tokens in the text (the model's tokenizer)")
     tokens_read: int = Field(ge=1, description="tokens the model read: all of them, or its first max_len")
     truncated: bool = Field(description="the text had more than the model's max_len tokens: tokens_read < tokens")
+    ood_score: float | None = OOD_SCORE
+    out_of_distribution: bool = OOD_FLAG
 
 
 class AnalyzeSentimentResponse(BaseModel):

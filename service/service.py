@@ -45,7 +45,7 @@ from service.auth import ApiKeyMiddleware
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, ErrorResponse
 from service.images import b64_to_bytes, to_input
-from service.metrics import ANOMALIES, GENERATED, PREDICTIONS, TOKENS
+from service.metrics import ANOMALIES, GENERATED, OUT_OF_DISTRIBUTION, PREDICTIONS, TOKENS
 from service.middleware import AdmissionMiddleware
 from service.model_services import (
     AutoencoderModels,
@@ -105,11 +105,20 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
+def _softmax(logits: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """Calibrated probabilities: softmax(logits / T), T the artifact's temperature (1 without calibration)."""
+    z = logits.astype(np.float64) / (meta.calibration.temperature if meta.calibration else 1.0)
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _flag(meta: ModelMetadata, score: float | None) -> bool:
+    """Out of distribution: the score is above the artifact's threshold (counted in the metric)."""
+    flagged = meta.ood is not None and score is not None and score > meta.ood.threshold
+    if flagged:
+        OUT_OF_DISTRIBUTION.labels(meta.name).inc()
+    return flagged
 
 
 # ---- GET routes and the upload form live in a FastAPI app mounted at /v1 ----------------------------
@@ -160,7 +169,7 @@ async def classify_upload(
     """
     svc: NNServe = bentoml.get_current_service()
     data = await image.read(S.max_image_bytes + 1)
-    return _json(await svc.classify_blobs(model, [data], top_k))
+    return _json(await svc.classify_blobs(model, [data], top_k, include_input=False))
 
 
 @v1_app.post(
@@ -183,7 +192,8 @@ def _svc() -> NNServe:
 @v1_app.post("/classify", response_model=ClassifyImagesResponse, responses=_ERRORS)
 async def classify(request: ClassifyImagesRequest) -> Response:
     """Classify base64 PNG/JPEG images; predictions come back in input order."""
-    return _json(await _svc().classify_blobs(request.model, _decode_images(request.images), request.top_k))
+    r = request
+    return _json(await _svc().classify_blobs(r.model, _decode_images(r.images), r.top_k, r.include_input))
 
 
 @v1_app.post("/sentiment", response_model=AnalyzeSentimentResponse, responses=_ERRORS)
@@ -353,6 +363,8 @@ class NNServe:
                 ),
                 anomaly=m.anomaly,
                 generator=m.generator,
+                calibration=m.calibration,
+                ood=m.ood,
             )
             for m in self.catalog.values()
         ]
@@ -387,12 +399,15 @@ class NNServe:
             return meta, [ImageItem(model=model, x=x) for x in rows]
         return meta, [LabeledImageItem(model=model, x=x, label=label) for x in rows]
 
-    async def classify_blobs(self, model: str, blobs: list[bytes], top_k: int) -> ClassifyImagesResponse:
+    async def classify_blobs(
+        self, model: str, blobs: list[bytes], top_k: int, include_input: bool
+    ) -> ClassifyImagesResponse:
         meta, items = self._image_rows(model, "image-classification", blobs)
-        probs = _softmax(np.stack([r.logits for r in await self._call("image-classification", items, model)]))
+        results = await self._call("image-classification", items, model)
+        probs = _softmax(np.stack([r.logits for r in results]), meta)
         k = min(top_k, len(meta.labels))
         predictions = []
-        for p in probs:
+        for p, r, item in zip(probs, results, items, strict=True):
             order = np.argsort(-p, kind="stable")[:k]
             best = int(order[0])
             PREDICTIONS.labels(model, meta.labels[best]).inc()
@@ -402,13 +417,17 @@ class NNServe:
                     index=best,
                     score=float(p[best]),
                     top_k=[LabelScore(label=meta.labels[j], score=float(p[j])) for j in order],
+                    ood_score=r.ood_score,
+                    out_of_distribution=_flag(meta, r.ood_score),
+                    input=_png_b64(_pixels(item.x, meta)) if include_input else None,
                 )
             )
         return ClassifyImagesResponse(model=model, version=meta.version, predictions=predictions)
 
-    def text_rows(self, model: str, texts: list[str]) -> tuple[list[TextItem], list[tuple[int, int]]]:
-        """Texts -> the model's token-id rows (tokenised exactly as in training), with each text's token count
-        and how many of them the row keeps; the limits on texts and characters are checked here."""
+    def text_rows(self, model: str, texts: list[str]) -> tuple[list[TextItem], list[tuple[int, int, float]]]:
+        """Texts -> the model's token-id rows (tokenised exactly as in training), with each text's token count,
+        how many of them the row keeps, and the share of those outside the vocabulary; the limits on texts and
+        characters are checked here."""
         meta = self.metadata(model, "text-classification")
         pre = meta.text_preprocessing()
         if len(texts) > S.max_texts:
@@ -424,7 +443,7 @@ class NNServe:
                 raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
             TOKENS.labels(model).observe(n_tokens)
             items.append(TextItem(model=model, ids=np.asarray(ids, dtype=np.int64)))
-            encoded.append((n_tokens, len(ids)))
+            encoded.append((n_tokens, len(ids), sum(i == pre.unk_id for i in ids) / len(ids)))
         return items, encoded
 
     async def sentiment(self, model: str, texts: list[str]) -> Response:
@@ -432,9 +451,10 @@ class NNServe:
         are truncated and say so."""
         meta = self.metadata(model, "text-classification")
         items, encoded = self.text_rows(model, texts)
-        probs = _softmax(np.stack([r.logits for r in await self._call("text-classification", items, model)]))
+        probs = _softmax(np.stack([r.logits for r in await self._call("text-classification", items, model)]), meta)
         predictions = []
-        for p, (n_tokens, n_read) in zip(probs, encoded, strict=True):
+        for p, (n_tokens, n_read, unknown) in zip(probs, encoded, strict=True):
+            score = unknown if meta.ood is not None else None
             best = int(p.argmax())
             PREDICTIONS.labels(model, meta.labels[best]).inc()
             predictions.append(
@@ -445,6 +465,8 @@ class NNServe:
                     tokens=n_tokens,
                     tokens_read=n_read,
                     truncated=n_read < n_tokens,
+                    ood_score=score,
+                    out_of_distribution=_flag(meta, score),
                 )
             )
         return _json(AnalyzeSentimentResponse(model=model, version=meta.version, predictions=predictions))
@@ -621,6 +643,14 @@ def _decode_images(images: list[str]) -> list[bytes]:
     if len(images) > S.max_images:
         raise ApiError("invalid_request", f"at most {S.max_images} images per request")
     return [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]
+
+
+def _pixels(x: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """A normalised input row (C, H, W) -> its pixels in [0, 1]: what the model saw."""
+    pre = meta.image_preprocessing()
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(-1, 1, 1)
+    return x * std + mean
 
 
 def _png_b64(pixels: np.ndarray) -> str:

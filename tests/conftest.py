@@ -53,6 +53,7 @@ def artifact_root(tmp_path_factory, digits) -> Path:
         path = runs / f"{name}.pt"
         torch.save(ckpt, path)
         export_checkpoint(path, root / name, name=name)
+    calibrate(root / "digits-cnn", digits)  # digits-lenet5 stays uncalibrated: served with T = 1 and no OOD score
 
     from training.text_data import synthetic_sentiment
     from training.text_loop import TextTrainConfig, train_text
@@ -61,6 +62,7 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     ckpt = train_text(synthetic_sentiment(), cfg, {"hidden_size": 32, "embed_dim": 32})
     torch.save(ckpt, runs / "synthetic-lstm.pt")
     export_checkpoint(runs / "synthetic-lstm.pt", root / "synthetic-lstm", name="synthetic-lstm")
+    calibrate_text(root / "synthetic-lstm")
 
     from training.ae_loop import AETrainConfig, train_autoencoder
 
@@ -81,6 +83,41 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     torch.save(ckpt, runs / "digits-vae.pt")
     export_checkpoint(runs / "digits-vae.pt", root / "digits-vae", name="digits-vae")
     return root
+
+
+def letters(n: int, seed: int = 0) -> np.ndarray:
+    """n images (n, 1, 28, 28) of printed capital letters: out of distribution for a digit model."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 1, 28, 28), dtype=np.uint8)
+    for i in range(n):
+        img = Image.new("L", (14, 14), 0)
+        ImageDraw.Draw(img).text((3, 1), str(rng.choice(list("ABEFHKMNRSTWXYZ"))), fill=255)
+        out[i, 0, 4:24, 4:24] = np.asarray(img.resize((20, 20), Image.Resampling.BILINEAR))
+    return out
+
+
+def calibrate(model_dir: Path, digits) -> None:
+    """export/calibrate.py on a test artifact: temperature and the OOD score, printed letters as the other data."""
+    from export.calibrate import calibrate_images
+    from export.contract import METADATA_FILE, load_metadata
+    from training.data import stratified_split
+
+    meta = load_metadata(model_dir)
+    train, val = stratified_split(digits.labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+    meta = calibrate_images(model_dir, digits.images, digits.labels, train, val, letters(100), n_photos=40)
+    (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+
+
+def calibrate_text(model_dir: Path) -> None:
+    from export.calibrate import calibrate_texts
+    from export.contract import METADATA_FILE
+    from training.text_data import synthetic_sentiment
+
+    ds = synthetic_sentiment(n=200, seed=11)  # texts the model was not trained on
+    meta = calibrate_texts(model_dir, ds.texts, ds.labels)
+    (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
 
 
 MAX_BODY = 3 << 20  # the shared server's body limit, small enough to test cheaply

@@ -51,9 +51,14 @@ def preprocessed(meta: ModelMetadata, pngs: list[bytes]) -> np.ndarray:
     )
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray, meta: ModelMetadata | None = None) -> np.ndarray:
+    """/v1's probabilities from /v2's logits: softmax(logits / T), T the artifact's calibrated temperature."""
+    z = z / (meta.calibration.temperature if meta is not None and meta.calibration else 1.0)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+OOD_FLAG = {"name": "out_of_distribution", "datatype": "BOOL", "shape": [-1]}
 
 
 def b64(data: bytes) -> str:
@@ -82,13 +87,19 @@ def test_model_metadata_is_the_graphs_tensors(tc, artifact_root):
         assert got["inputs"] == [
             {"name": t.name, "datatype": want_dtype[t.dtype], "shape": t.shape} for t in meta.inputs
         ]
-        assert got["outputs"] == [
-            {"name": t.name, "datatype": want_dtype[t.dtype], "shape": t.shape} for t in meta.outputs
-        ]
+        flag = [OOD_FLAG] if meta.ood is not None else []  # calibrated classifiers: the flag beside the score
+        assert (
+            got["outputs"]
+            == [{"name": t.name, "datatype": want_dtype[t.dtype], "shape": t.shape} for t in meta.outputs] + flag
+        )
         assert tc.get_model_metadata(name, model_version=meta.version) == got
     text = tc.get_model_metadata(LSTM)  # texts in, tokenised by nnserve with the artifact's vocabulary
     assert text["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    assert text["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 2]}]
+    assert text["outputs"] == [
+        {"name": "logits", "datatype": "FP32", "shape": [-1, 2]},
+        {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
+        OOD_FLAG,
+    ]
 
 
 def test_model_readiness(tc):
@@ -113,7 +124,7 @@ def test_image_classifier_equals_v1(tc, client, artifact_root, pngs, binary):
     assert result.get_response()["id"] == "req-7" and result.get_response()["model_version"] == meta.version
 
     v1 = client.post("/v1/classify", json={"model": CNN, "images": [b64(p) for p in pngs], "top_k": 10}).json()
-    probs = softmax(logits.astype(np.float64))
+    probs = softmax(logits.astype(np.float64), meta)
     for p, pred in zip(probs, v1["predictions"], strict=True):
         assert meta.labels[int(p.argmax())] == pred["label"]
         for entry in pred["top_k"]:
@@ -137,12 +148,13 @@ def test_classification_extension(tc, artifact_root, pngs):
         )
 
 
-def test_sentiment_equals_v1(tc, client):
+def test_sentiment_equals_v1(tc, client, artifact_root):
     inp = triton.InferInput("text", [len(TEXTS)], "BYTES")
     inp.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_))
     logits = tc.infer(LSTM, [inp]).as_numpy("logits")
     v1 = client.post("/v1/sentiment", json={"model": LSTM, "texts": TEXTS}).json()
-    for p, pred in zip(softmax(logits.astype(np.float64)), v1["predictions"], strict=True):
+    meta = metadata(artifact_root, LSTM)
+    for p, pred in zip(softmax(logits.astype(np.float64), meta), v1["predictions"], strict=True):
         assert pred["probs"]["positive"] == pytest.approx(p[1], abs=1e-6)
         assert pred["label"] == ("positive" if p[1] > p[0] else "negative")
     assert v1["predictions"][0]["label"] == "positive" and v1["predictions"][1]["label"] == "negative"

@@ -96,12 +96,16 @@ def test_classify_png_and_jpeg_matches_in_process_onnxruntime(client, artifact_r
     x = np.stack(
         [normalize(prepare_image(Image.open(io.BytesIO(b)), meta.preprocessing), meta.preprocessing) for b in imgs]
     )
-    logits = sess.run(None, {"input": x})[0]
-    probs = np.exp(logits - logits.max(1, keepdims=True))
+    logits, scores = sess.run(["logits", "ood_score"], {"input": x})
+    assert meta.calibration is not None and meta.ood is not None  # tests/conftest.py calibrates digits-cnn
+    z = logits / meta.calibration.temperature  # the served probabilities are calibrated
+    probs = np.exp(z - z.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    for p, pred in zip(probs, body["predictions"], strict=True):
+    for p, pred, ood in zip(probs, body["predictions"], scores, strict=True):
         assert pred["index"] == int(p.argmax()) and pred["label"] == str(pred["index"])
         assert pred["score"] == pytest.approx(float(p.max()), abs=1e-5)
+        assert pred["ood_score"] == pytest.approx(float(ood), rel=1e-5)
+        assert pred["out_of_distribution"] is (float(ood) > meta.ood.threshold)
         assert len(pred["top_k"]) == 3 and pred["top_k"][0]["label"] == pred["label"]
         assert [s["score"] for s in pred["top_k"]] == sorted((s["score"] for s in pred["top_k"]), reverse=True)
 

@@ -94,3 +94,27 @@ def test_same_seed_same_result(tmp_path):
     sa = torch.load(a / "checkpoint.pt", weights_only=True)["state_dict"]
     sb = torch.load(b / "checkpoint.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_photo_pool_is_the_front_doors_reading_of_rendered_photos_and_is_cached(tmp_path, monkeypatch, digits):
+    from export.contract import ImagePreprocessing
+    from training import photo_data
+
+    monkeypatch.setattr(photo_data, "CACHE", tmp_path / "cache")
+    pre = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.1], std=[0.3], white_on_black=True, fit="digit")
+    photos, labels = photo_data.photo_pool(digits.images[:200], digits.labels[:200], pre, 12, seed=3, workers=1)
+    assert photos.shape == (12, 1, 28, 28) and photos.dtype == np.uint8 and len(labels) == 12
+    assert photos.reshape(12, -1).max(1).min() > 100  # every photo still shows its ink, white on black
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    again, again_labels = photo_data.photo_pool(digits.images[:200], digits.labels[:200], pre, 12, seed=3, workers=1)
+    assert np.array_equal(again, photos) and np.array_equal(again_labels, labels)
+
+
+def test_dry_run_with_photos_in_the_batches(tmp_path, monkeypatch):
+    from training import photo_data
+
+    monkeypatch.setattr(photo_data, "CACHE", tmp_path / "cache")
+    out = tmp_path / "run"
+    assert train_main(["cnn", "--dry-run", "--photos", "0.5", "--threads", "1", "--out", str(out)]) == 0
+    cfg = json.loads((out / "metrics.json").read_text())["train_config"]
+    assert cfg["photos"] == 0.5

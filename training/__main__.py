@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how images of another size are fitted (default: the dataset's)",
     )
+    p.add_argument(
+        "--photos",
+        type=float,
+        default=None,
+        help="image classifiers: share of each batch that are training images rendered as phone photos and "
+        "read through the service's front door (default 0)",
+    )
+    p.add_argument("--photo-pool", type=int, default=None, help="training images rendered as photos (20000)")
     p.add_argument("--size", type=int, default=None, help="input size for image folders (default 28)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image-folder channels (default 1)")
     p.add_argument("--val-fraction", type=float, default=None)
@@ -234,7 +242,13 @@ def _train_vae(args: argparse.Namespace) -> dict:
 
 def _train_images(args: argparse.Namespace) -> dict:
     ds, pre, preset = _load_images(args)
-    cfg = TrainConfig(**_common(args, TrainConfig()), augment=args.augment or preset.augment)
+    d = TrainConfig()
+    cfg = TrainConfig(
+        **_common(args, d),
+        augment=args.augment or preset.augment,
+        photos=d.photos if args.photos is None else args.photos,
+        photo_pool=d.photo_pool if args.photo_pool is None else args.photo_pool,
+    )
     log.info(
         "training %s on %s (%d images, %d classes) with %s",
         args.model,

@@ -37,6 +37,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     patience: int = 5  # early stopping: epochs without a better validation loss
     augment: str = "digits"
+    photos: float = 0.0  # share of each batch drawn from training images rendered as photos (photo_data.py)
+    photo_pool: int = 20_000  # how many training images are rendered as photos
     val_fraction: float = 0.1
     split_seed: int = 0  # the split does not move when --seed changes
     seed: int = 0

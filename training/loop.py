@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 
 import models
+from export.contract import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
 from training.data import Dataset, channel_stats, stratified_split
+from training.photo_data import photo_pool
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,17 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     mean = torch.tensor(mean_l).view(1, -1, 1, 1)
     std = torch.tensor(std_l).view(1, -1, 1, 1)
     aug = AUGMENT_PRESETS[cfg.augment]
+    n_photo = round(cfg.photos * cfg.batch_size)
+    if n_photo:  # photos of training images, read through the service's front door (training/photo_data.py)
+        ph, ph_y = photo_pool(
+            ds.images[train_idx],
+            ds.labels[train_idx],
+            ImagePreprocessing(**pre),
+            64 if cfg.dry_run else cfg.photo_pool,
+            cfg.seed,
+            workers=max(1, cfg.threads or 1),
+        )
+        x_ph, y_ph = torch.from_numpy(ph), torch.from_numpy(ph_y)
 
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     epochs = 1 if cfg.dry_run else cfg.epochs
@@ -73,8 +86,13 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         perm = torch.randperm(len(x_tr), generator=gen)
         for step in range(steps_per_epoch):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = random_affine(x_tr[idx].float(), aug, gen)
-            yield (_normalize(x, mean, std).contiguous(memory_format=torch.channels_last),), y_tr[idx]
+            x, y = x_tr[idx], y_tr[idx]
+            if n_photo:  # the first n_photo rows of the batch become photos
+                k = min(n_photo, len(idx))
+                pick = torch.randint(len(x_ph), (k,), generator=gen)
+                x, y = torch.cat([x_ph[pick], x[k:]]), torch.cat([y_ph[pick], y[k:]])
+            x = random_affine(x.float(), aug, gen)
+            yield (_normalize(x, mean, std).contiguous(memory_format=torch.channels_last),), y
 
     def validate() -> tuple[float, float]:
         loss, probs = evaluate(model, x_va, y_va, mean, std)

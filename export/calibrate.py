@@ -1,0 +1,472 @@
+"""Honest answers for an exported classifier: temperature scaling and an out-of-distribution score, fitted on
+one half of its validation split, measured on the other half, and written into the artifact.
+
+    python -m export.calibrate artifacts/mnist-cnn --data ../shared/data/mnist --ood-data ../shared/data/fashion-mnist
+    python -m export.calibrate artifacts/sst2-lstm --data ../shared/data/sentiment/sst2/train.tsv
+
+Calibration (Guo et al. 2017, "On Calibration of Modern Neural Networks"): served probabilities are
+softmax(logits / T); T minimises the negative log-likelihood on half A of the validation split (for image
+models: its clean images and the same images rendered as phone photos, read through the service's front
+door). The expected calibration error (15 equal-width confidence bins) is reported before and after on half
+B, clean and photographed (export/photos.py's EVAL_STYLE, a generator wider than training's).
+
+Out of distribution:
+
+- image classifiers: the Mahalanobis distance of the penultimate features to the nearest class mean under a
+  shared covariance (Lee et al. 2018), both fitted on training images (clean and photographed). It is folded
+  into model.onnx as the extra output ``ood_score`` (the graph is rewritten, its sha256 recorded), so /v1 and
+  /v2 get it from the same run as the logits. The energy score (Liu et al. 2020) is measured beside it for the
+  record.
+- text classifiers: the share of the text's tokens outside the model's vocabulary (computed by the service).
+
+The threshold flags at most 5 % of clean half-A inputs and at most 10 % of photographed ones; the figures
+(AUROC against the other dataset, flag rates) are measured on half B and stored in model.json beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from export.contract import (
+    METADATA_FILE,
+    ONNX_FILE,
+    Calibration,
+    ModelMetadata,
+    OutOfDistribution,
+    TensorSpec,
+    decode_image,
+    load_metadata,
+    normalize,
+    prepare_image,
+    sha256_file,
+)
+from export.evaluate import auroc
+from export.frechet import feature_session
+from export.photos import EVAL_STYLE, TRAIN_STYLE, PhotoStyle, render_digit_photo, render_product_photo
+from export.text import Vocab, encode_text, pad_right, tokenize
+from training.data import read_idx, stratified_split
+
+BINS = 15
+OOD_OUTPUT = "ood_score"
+CLEAN_FLAG = 0.05  # at most this share of clean in-distribution inputs flagged
+PHOTO_FLAG = 0.10  # and of photographed ones
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+    """Expected calibration error: the gap between confidence and accuracy, averaged over equal-width
+    confidence bins weighted by their share of the inputs (Naeini et al. 2015)."""
+    conf = probs.max(1)
+    right = probs.argmax(1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.mean() * abs(float(right[sel].mean()) - float(conf[sel].mean()))
+    return float(total)
+
+
+def softmax(logits: np.ndarray, t: float = 1.0) -> np.ndarray:
+    z = logits.astype(np.float64) / t
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
+    return float(-np.log(softmax(logits, t)[np.arange(len(labels)), labels] + 1e-12).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """argmin_T NLL(softmax(logits / T)) by golden-section search on log T in [1/20, 20] (NLL is unimodal in T)."""
+    lo, hi = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(logits, labels, np.exp(a)), nll(logits, labels, np.exp(b))
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(logits, labels, np.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(logits, labels, np.exp(b))
+    return float(np.exp((lo + hi) / 2))
+
+
+def _halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
+
+
+# ---- image classifiers ---------------------------------------------------------------------------------
+
+
+def photographs(images: np.ndarray, meta: ModelMetadata, style: PhotoStyle, seed: int) -> np.ndarray:
+    """uint8 (N, 1, 28, 28) dataset images -> the same rendered as photos and read through the front door."""
+    pre = meta.image_preprocessing()
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(images)
+    for i, img in enumerate(images):
+        if pre.fit == "digit":
+            jpg = render_digit_photo(img[0], rng, style)
+        else:
+            colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
+            jpg = render_product_photo(img[0], rng, colour, style)  # type: ignore[arg-type]
+        out[i] = prepare_image(decode_image(jpg, max_pixels=1 << 24), pre)
+    return out
+
+
+def odd_images() -> dict[str, list[Image.Image]]:
+    """What careless users send that is no digit or garment: blank and uniform pages, noise, a photographed
+    page of printed text, and natural photographs (the two that ship inside scikit-learn)."""
+    from PIL import ImageDraw
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(7)
+    sets: dict[str, list[Image.Image]] = {
+        "blank white page": [Image.new("L", (300, 300), 255)],
+        "uniform grey paper": [Image.new("L", (300, 300), v) for v in (215, 230, 128)],
+        "page of noise": [Image.fromarray(rng.integers(0, 256, (300, 300), dtype=np.uint8)) for _ in range(5)],
+        "natural photograph": [Image.fromarray(a) for a in load_sample_images().images],
+    }
+    text = []
+    for k in range(5):
+        page = Image.new("L", (400, 300), 235)
+        draw = ImageDraw.Draw(page)
+        for line in range(12):
+            words = " ".join("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 5)) for _ in range(8))
+            draw.text((10, 8 + 24 * line), words, fill=30 + 10 * k)
+        text.append(page)
+    sets["photo of printed text"] = text
+    return sets
+
+
+def odd_inputs(meta: ModelMetadata) -> dict[str, np.ndarray]:
+    """``odd_images`` through the model's front door -> (N, 1, H, W) uint8 per kind."""
+    pre = meta.image_preprocessing()
+    return {name: np.stack([prepare_image(im, pre) for im in imgs]) for name, imgs in odd_images().items()}
+
+
+def _run(sess: ort.InferenceSession, feat: str, meta: ModelMetadata, pixels: np.ndarray, batch: int = 500):
+    pre = meta.image_preprocessing()
+    logits, feats = [], []
+    for i in range(0, len(pixels), batch):
+        lg, f = sess.run(["logits", feat], {meta.inputs[0].name: normalize(pixels[i : i + batch], pre)})
+        logits.append(lg)
+        feats.append(f.reshape(len(f), -1).astype(np.float64))
+    return np.concatenate(logits), np.concatenate(feats)
+
+
+def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class means (K, d) and L (d, d) with L L^T = the shared covariance's inverse (shrunk towards the
+    identity by 1e-3 of its mean variance, for a stable inverse)."""
+    means = np.stack([feats[labels == c].mean(0) for c in range(k)])
+    centred = feats - means[labels]
+    cov = centred.T @ centred / len(feats)
+    cov += np.eye(len(cov)) * 1e-3 * np.trace(cov) / len(cov)
+    return means, np.linalg.cholesky(np.linalg.inv(cov))
+
+
+def energy_score(logits: np.ndarray, t: float) -> np.ndarray:
+    """-T logsumexp(logits / T) (Liu et al. 2020): higher for inputs unlike the training data."""
+    z = logits.astype(np.float64) / t
+    top = z.max(1, keepdims=True)
+    return -t * (np.log(np.exp(z - top).sum(1)) + top[:, 0])
+
+
+def mahalanobis(feats: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    d = (feats[:, None, :] - means[None]) @ chol  # (N, K, d)
+    return (d**2).sum(-1).min(1)
+
+
+def add_ood_output(model_dir: Path, feat: str, means: np.ndarray, chol: np.ndarray) -> None:
+    """Append to model.onnx: ood_score (B,) = min_k || (features - mean_k) L ||^2."""
+    path = model_dir / ONNX_FILE
+    model = onnx.load(str(path))
+    g = model.graph
+    if any(o.name == OOD_OUTPUT for o in g.output):
+        raise ValueError(f"{path} already has an {OOD_OUTPUT} output: re-export before calibrating again")
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(means.astype(np.float32)[None], "ood_means"),  # (1, K, d)
+            numpy_helper.from_array(chol.astype(np.float32), "ood_chol"),  # (d, d)
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "ood_axis1"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "ood_axis2"),
+        ]
+    )
+    g.node.extend(
+        [
+            helper.make_node("Flatten", [feat], ["ood_flat"], axis=1),  # (B, d)
+            helper.make_node("Unsqueeze", ["ood_flat", "ood_axis1"], ["ood_f3"]),  # (B, 1, d)
+            helper.make_node("Sub", ["ood_f3", "ood_means"], ["ood_centred"]),  # (B, K, d)
+            helper.make_node("MatMul", ["ood_centred", "ood_chol"], ["ood_whitened"]),  # (B, K, d)
+            helper.make_node("Mul", ["ood_whitened", "ood_whitened"], ["ood_sq"]),
+            helper.make_node("ReduceSum", ["ood_sq", "ood_axis2"], ["ood_dist"], keepdims=0),  # (B, K)
+            helper.make_node("ReduceMin", ["ood_dist", "ood_axis1"], [OOD_OUTPUT], keepdims=0),  # (B,)
+        ]
+    )
+    g.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ["batch"]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def idx_split(meta: ModelMetadata, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An IDX training folder -> (images (N, 1, H, W), labels, train indices, validation indices) as recorded."""
+    labels = read_idx(next(root.glob("train-labels-idx1-ubyte*"))).astype(np.int64)
+    images = read_idx(next(root.glob("train-images-idx3-ubyte*")))[:, None]
+    train, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+    return images, labels, train, val
+
+
+def image_sets(
+    meta: ModelMetadata,
+    images_all: np.ndarray,
+    labels_all: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    ood_images: np.ndarray,
+    n_photos: int,
+    fitting: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The prepared image sets (name -> (N, 1, H, W) uint8) and the labels of those that have them: half B of
+    the validation split clean and photographed (EVAL_STYLE), the other dataset's half B and odd inputs; with
+    ``fitting`` also half A (clean, and photographed in TRAIN_STYLE) and 20,000 training images (some as photos)."""
+    a, b = _halves(len(val))
+    va, vb = val[a], val[b]
+    pb = vb[: n_photos // 2]
+    ob = _halves(len(ood_images), seed=1)[1]
+    sets = {
+        "B clean": images_all[vb],
+        "B photos": photographs(images_all[pb], meta, EVAL_STYLE, seed=5),
+        "B other dataset": ood_images[ob],
+        **{f"odd: {k}": v for k, v in odd_inputs(meta).items()},
+    }
+    truth = {"B clean": labels_all[vb], "B photos": labels_all[pb]}
+    if fitting:
+        pa = va[: n_photos // 2]
+        fit = np.random.default_rng(1).choice(train, min(len(train), 20_000), replace=False)
+        fit_ph = fit[: n_photos // 2]
+        sets |= {
+            "fit": images_all[fit],
+            "fit photos": photographs(images_all[fit_ph], meta, TRAIN_STYLE, seed=3),
+            "A clean": images_all[va],
+            "A photos": photographs(images_all[pa], meta, TRAIN_STYLE, seed=4),
+        }
+        truth |= {"fit": labels_all[fit], "fit photos": labels_all[fit_ph]}
+        truth |= {"A clean": labels_all[va], "A photos": labels_all[pa]}
+    return sets, truth
+
+
+def calibrate_images(
+    model_dir: Path,
+    images_all: np.ndarray,
+    labels_all: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    ood_images: np.ndarray,
+    n_photos: int,
+) -> ModelMetadata:
+    """Temperature and the Mahalanobis score for an image classifier (the module docstring), written into
+    ``model_dir``'s graph; returns the metadata to save. ``ood_images``: another dataset's (validation) images."""
+    meta = load_metadata(model_dir)
+    sets, truth = image_sets(meta, images_all, labels_all, train, val, ood_images, n_photos, fitting=True)
+    sess, feat = feature_session(model_dir)
+    out = {name: _run(sess, feat, meta, sets[name]) for name in ("fit", "fit photos", "A clean", "A photos", "B clean")}
+
+    fit_logits = np.concatenate([out["A clean"][0], out["A photos"][0]])
+    fit_labels = np.concatenate([truth["A clean"], truth["A photos"]])
+    t = fit_temperature(fit_logits, fit_labels)
+    feats = np.concatenate([out["fit"][1], out["fit photos"][1]])
+    means, chol = fit_mahalanobis(feats, np.concatenate([truth["fit"], truth["fit photos"]]), len(meta.labels))
+    maha_a = {k: mahalanobis(out[k][1], means, chol) for k in ("A clean", "A photos")}
+    threshold = max(np.quantile(maha_a["A clean"], 1 - CLEAN_FLAG), np.quantile(maha_a["A photos"], 1 - PHOTO_FLAG))
+
+    add_ood_output(model_dir, feat, means, chol)
+    meta.outputs = [
+        *[o for o in meta.outputs if o.name != OOD_OUTPUT],
+        TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),
+    ]
+    meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
+    meta.calibration = Calibration(
+        temperature=t,
+        fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE)",
+        ece_before={},
+        ece_after={},
+    )
+    meta.ood = OutOfDistribution(
+        method="mahalanobis",
+        output=OOD_OUTPUT,
+        threshold=float(threshold),
+        fitted_on=f"class means and shared covariance of penultimate features of {len(truth['fit'])} training "
+        f"images and {len(truth['fit photos'])} photographed ones; threshold: <= 5 % of clean and <= 10 % of "
+        "photographed validation half-A images flagged",
+    )
+    measured = measure_images(model_dir, meta, {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}, truth)
+    served_b = measured.pop("_scores B clean")
+    np.testing.assert_allclose(served_b, mahalanobis(out["B clean"][1], means, chol), rtol=1e-3, atol=1e-2)
+    return meta
+
+
+def measure_images(
+    model_dir: Path, meta: ModelMetadata, sets: dict[str, np.ndarray], truth: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Run a calibrated artifact's graph (logits and ood_score, as the service does) on image sets and write
+    the figures into ``meta``: accuracy and ECE before/after on the labelled sets, AUROC against the other
+    dataset, and the share of each set flagged. Returns the clean half-B scores (for the caller's checks)."""
+    assert meta.calibration is not None and meta.ood is not None
+    sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+    pre = meta.image_preprocessing()
+    t, threshold = meta.calibration.temperature, meta.ood.threshold
+    logits, scores = {}, {}
+    for name, px in sets.items():
+        parts = [
+            sess.run(["logits", OOD_OUTPUT], {meta.inputs[0].name: normalize(px[i : i + 500], pre)})
+            for i in range(0, len(px), 500)
+        ]
+        logits[name] = np.concatenate([p[0] for p in parts])
+        scores[name] = np.concatenate([p[1] for p in parts]).astype(np.float64)
+    labelled = [k for k in sets if k in truth]
+    meta.calibration.accuracy = {k: float((logits[k].argmax(1) == truth[k]).mean()) for k in labelled}
+    meta.calibration.ece_before = {k: ece(softmax(logits[k]), truth[k]) for k in labelled}
+    meta.calibration.ece_after = {k: ece(softmax(logits[k], t), truth[k]) for k in labelled}
+    energy = {k: energy_score(logits[k], t) for k in ("B clean", "B other dataset")}
+    meta.ood.figures = {
+        "auroc_other_dataset": auroc(scores["B clean"], scores["B other dataset"]),
+        "auroc_other_dataset_energy": auroc(energy["B clean"], energy["B other dataset"]),
+        "flagged_clean": float((scores["B clean"] > threshold).mean()),
+        "flagged_photos": float((scores["B photos"] > threshold).mean()),
+        "flagged_other_dataset": float((scores["B other dataset"] > threshold).mean()),
+        **{f"flagged {k[5:]}": float((v > threshold).mean()) for k, v in scores.items() if k.startswith("odd: ")},
+    }
+    return {"_scores B clean": scores["B clean"]}
+
+
+# ---- text classifiers ----------------------------------------------------------------------------------
+
+OTHER_LANGUAGES = [
+    "Ce film est une merveille, les acteurs sont excellents et la musique est inoubliable.",
+    "Der Film war viel zu lang und die Geschichte hat mich überhaupt nicht berührt.",
+    "La película es aburrida, los personajes no tienen ninguna profundidad.",
+    "Il ristorante era pieno ma il servizio è stato rapido e il cibo ottimo.",
+    "Dit boek is prachtig geschreven en ik kon het niet wegleggen.",
+    "Filmen var alldeles för lång och skådespelarna verkade uttråkade.",
+    "Este produto chegou quebrado e o suporte nunca respondeu.",
+    "Kitap çok sıkıcıydı, sonunu bile merak etmedim.",
+]
+
+
+def unknown_share(text: str, meta: ModelMetadata, vocab: Vocab) -> float:
+    tokens = tokenize(text, meta.text_preprocessing().tokenizer)
+    ids = vocab.encode(tokens)
+    return sum(i == meta.text_preprocessing().unk_id for i in ids) / max(1, len(ids))
+
+
+def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:
+    """A CSV/TSV training file -> the validation texts and labels of the split model.json records."""
+    from training.text_data import load_table, preset_for, split
+
+    ds = load_table(data, name=preset_for(data))
+    how = "sentences" if meta.dataset.split == "sentences" else "random"
+    _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, meta.text_preprocessing().tokenizer)
+    return [ds.texts[i] for i in val], ds.labels[val]
+
+
+def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarray) -> ModelMetadata:
+    """Temperature and the unknown-token threshold for a text classifier; returns the metadata to save."""
+    meta = load_metadata(model_dir)
+    pre = meta.text_preprocessing()
+    vocab = Vocab.load(model_dir / pre.vocab_file)
+    a, b = _halves(len(val_texts))
+    sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+
+    def logits_of(texts: list[str]) -> np.ndarray:
+        seqs = [encode_text(t, pre.tokenizer, vocab)[0] or [pre.unk_id] for t in texts]
+        out = []
+        for i in range(0, len(seqs), 128):
+            ids, lengths = pad_right(seqs[i : i + 128])
+            out.append(sess.run(["logits"], {"ids": ids, "lengths": lengths})[0])
+        return np.concatenate(out)
+
+    texts = {"A": [val_texts[i] for i in a], "B": [val_texts[i] for i in b]}
+    labels = {"A": val_labels[a], "B": val_labels[b]}
+    logits = {k: logits_of(v) for k, v in texts.items()}
+    t = fit_temperature(logits["A"], labels["A"])
+    rng = np.random.default_rng(3)
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789 ")
+    odd = {
+        "random characters": ["".join(rng.choice(alphabet, 60)) for _ in range(50)],
+        "other languages": OTHER_LANGUAGES,
+        "made-up words": [" ".join("".join(rng.choice(alphabet[:26], 7)) for _ in range(10)) for _ in range(50)],
+    }
+    share = {k: np.array([unknown_share(x, meta, vocab) for x in v]) for k, v in {**texts, **odd}.items()}
+    # reviews hold rare words and names: flag only well beyond the clean texts' extreme (their 99.9th
+    # percentile plus 0.1), and never below a quarter of the text unknown
+    threshold = float(max(np.quantile(share["A"], 0.999) + 0.1, 0.25))
+    meta.calibration = Calibration(
+        temperature=t,
+        fitted_on="validation half A",
+        ece_before={"B": ece(softmax(logits["B"]), labels["B"])},
+        ece_after={"B": ece(softmax(logits["B"], t), labels["B"])},
+        accuracy={"B": float((logits["B"].argmax(1) == labels["B"]).mean())},
+    )
+    meta.ood = OutOfDistribution(
+        method="unknown-token-share",
+        output=None,
+        threshold=threshold,
+        fitted_on="the 99.9th percentile of the unknown-token share of validation half-A texts plus 0.1, at least 0.25",
+        figures={"flagged_clean": float((share["B"] > threshold).mean())}
+        | {f"flagged {k}": float((v > threshold).mean()) for k, v in share.items() if k not in ("A", "B")},
+    )
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.calibrate", description=__doc__.splitlines()[0])
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="the training folder or file the model was trained on")
+    p.add_argument("--ood-data", type=Path, help="image models: another dataset (IDX folder), out of distribution")
+    p.add_argument("--photos", type=int, default=2000, help="image models: photographed images per set")
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="re-measure a calibrated artifact on validation half B and print the figures; change nothing",
+    )
+    args = p.parse_args(argv)
+    meta = load_metadata(args.artifact)
+    if meta.task == "image-classification":
+        if args.ood_data is None:
+            p.error("image classifiers need --ood-data")
+        images, labels, train, val = idx_split(meta, args.data)
+        ood_images, _, _, ood_val = idx_split(meta, args.ood_data)
+        if args.measure:
+            sets, truth = image_sets(meta, images, labels, train, val, ood_images[ood_val], args.photos, False)
+            measure_images(args.artifact, meta, sets, truth)
+        else:
+            meta = calibrate_images(args.artifact, images, labels, train, val, ood_images[ood_val], args.photos)
+    elif meta.task == "text-classification":
+        meta = calibrate_texts(
+            args.artifact, *text_validation(meta, args.data)
+        )  # deterministic: --measure refits the same
+    else:
+        p.error(f"{meta.name} is a {meta.task} model: only classifiers are calibrated")
+    if not args.measure:
+        (args.artifact / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+    summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
+    print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""From a photo or scan to the ink on it: the front half of the image contract for models trained on bright
+shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pillow.
+
+    photo ──► grey, at most WORK px a side ──► polarity (is the ink darker or lighter than the paper?)
+          ──► background (paper tone, lighting gradient, vignette, shadows) estimated by a coarse max
+              (or min) filter and divided out ──► relative ink strength in [0, 1]
+          ──► contrast: a soft Otsu threshold, a noise floor, the ink's robust maximum mapped to 1
+          ──► the ink's bounding box, specks ignored
+
+The way MNIST was made (LeCun et al. 1998: size-normalised, anti-aliased, centred by mass) starts from clean
+scans; these steps make a phone photo look like such a scan first. Every step is a whole-array numpy or
+Pillow operation (Pillow's rank and blur filters run in C), so a 12-megapixel photo costs a few milliseconds
+after decoding: it is first reduced to WORK pixels a side, more than enough for a 20-pixel digit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageFilter
+
+WORK = 256  # longest side the ink is looked for at
+COARSE = 48  # longest side the background is estimated at
+MIN_CONTRAST = 0.12  # the strongest ink must be this much darker (or lighter) than its paper, else: no ink
+SPECK = (3, 7)  # opening size range (at WORK px): marks narrower than about half a pen stroke are specks
+
+
+@dataclass(frozen=True)
+class Ink:
+    """The ink of an image: strength in [0, 1] (H, W) float32, and where it is."""
+
+    strength: np.ndarray
+    box: tuple[int, int, int, int] | None  # top, left, bottom, right (exclusive); None: no ink found
+    dark_on_light: bool
+
+
+def _otsu(values: np.ndarray, bins: int = 64) -> float:
+    """Otsu's threshold (1979) of values in [0, 1]: the cut maximising the between-class variance."""
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    p = hist.astype(np.float64) / max(1, hist.sum())
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    m0 = np.cumsum(p * centres)
+    total = m0[-1]
+    w1 = 1.0 - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * w0 - m0) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = 0.0
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _reduce(img: Image.Image, side: int) -> Image.Image:
+    scale = side / max(img.size)
+    if scale >= 1:
+        return img
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BOX)
+
+
+def _background(grey: Image.Image, dark_ink: bool) -> np.ndarray:
+    """The paper without the ink, at ``grey``'s size (float32): a morphological closing (dark ink) or opening
+    (light ink) with a window wider than a pen stroke, which removes strokes but keeps what is larger than
+    the window (a lighting gradient, a shadow and its edge) where it is; then lightly smoothed."""
+    coarse = _reduce(grey, COARSE)
+    k = max(3, (max(coarse.size) // 3) | 1)  # an odd window of ~1/3 of the frame: wider than any stroke
+    # padded by repeating the edge, so light falling off towards the border (a vignette) is kept as it is:
+    # a closing is exact on a monotone ramp, and the repeated edge keeps the ramp monotone
+    c = np.pad(np.asarray(coarse), 2 * (k // 2), mode="edge")
+    closed_a = _rank(_rank(c, k, np.max), k, np.min) if dark_ink else _rank(_rank(c, k, np.min), k, np.max)
+    closed = Image.fromarray(closed_a).filter(ImageFilter.GaussianBlur(1))
+    return np.asarray(closed.resize(grey.size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _dark_ink(a: np.ndarray) -> bool:
+    """Polarity: is the ink darker than the paper? Deviations from a blurred copy (which removes lighting
+    gradients) beyond the noise level (3 x the median absolute deviation): the ink is the side with more of
+    them, however few pixels it covers."""
+    blurred = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(max(a.shape) / 12)), dtype=np.float32)
+    d = a.astype(np.float32) - blurred
+    noise = 3.0 * float(np.median(np.abs(d))) + 1.0
+    return bool(np.maximum(-d - noise, 0).sum() > np.maximum(d - noise, 0).sum())
+
+
+def _border_plane(a: np.ndarray) -> np.ndarray:
+    """The background of an object photo: a plane (a + b x + c y, so lighting gradients too) fitted to the
+    frame's border pixels by least squares, at ``a``'s size. Objects fill most of their frame, so the
+    coarse rank filter used for pen strokes would take the object for paper."""
+    h, w = a.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    edge = np.zeros((h, w), dtype=bool)
+    m = max(1, min(h, w) // 32)
+    edge[:m], edge[-m:], edge[:, :m], edge[:, -m:] = True, True, True, True
+    design = np.stack([np.ones(edge.sum()), xx[edge] / w, yy[edge] / h], axis=1)
+    coef, *_ = np.linalg.lstsq(design, a[edge].astype(np.float64), rcond=None)
+    return (coef[0] + coef[1] * xx / w + coef[2] * yy / h).astype(np.float32)
+
+
+def find_ink(img: Image.Image, objects: bool = False) -> Ink:
+    """An 'L' image of any size -> its ink (at most WORK px a side), background removed, contrast normalised.
+
+    ``objects``: the image is a product photo (Fashion-MNIST's kind): the background is the frame's border,
+    and the object's shading is kept (no threshold) instead of turning strokes into solid ink."""
+    grey = _reduce(img, WORK)
+    a = np.asarray(grey, dtype=np.uint8)
+    if objects:
+        bg = _border_plane(a)
+        dark = bool(np.median(bg) > 127.5)
+    else:
+        dark = _dark_ink(a)
+        bg = _background(grey, dark)
+    x = a.astype(np.float32)
+    # relative darkness (the share of the paper's light the ink absorbs: lighting divides out), or lightness
+    raw = (bg - x) / np.maximum(bg, 8.0) if dark else (x - bg) / np.maximum(255.0 - bg, 8.0)
+    raw = np.clip(raw, 0.0, 1.0)
+    peak = float(np.percentile(raw, 99.9))
+    if peak < MIN_CONTRAST:  # blank or uniform paper: nothing written on it
+        return Ink(np.zeros_like(raw), None, dark)
+    if objects:
+        floor = MIN_CONTRAST / 2
+        strength = np.clip((raw - floor) / max(peak - floor, 1e-3), 0.0, 1.0).astype(np.float32)
+        return Ink(strength, _box(strength >= 0.1), dark)
+    t = max(_otsu(raw / peak) * peak, MIN_CONTRAST / 2)
+    strong = raw[raw >= t]
+    top = float(np.percentile(strong, 90)) if strong.size else peak
+    floor = 0.7 * t  # soft threshold: below 0.7 of the cut is paper; from there ink rises to 1 at the ink's top
+    strength = np.clip((raw - floor) / max(top - floor, 1e-3), 0.0, 1.0).astype(np.float32)
+    edge = max(1, min(strength.shape) // 50)  # a photo's outermost pixels are its frame, not ink
+    strength[:edge], strength[-edge:], strength[:, :edge], strength[:, -edge:] = 0, 0, 0, 0
+    return Ink(strength, _box(strength >= 0.5), dark)
+
+
+def _rank(a: np.ndarray, k: int, op) -> np.ndarray:
+    """A k x k max or min filter (``op`` np.max or np.min), separable, over the windows that fit: the result
+    is k - 1 smaller on each axis (pad first)."""
+    rows = op(sliding_window_view(a, k, axis=0), axis=-1)
+    return op(sliding_window_view(rows, k, axis=1), axis=-1)
+
+
+def _speck_size(mask: np.ndarray) -> int:
+    """An odd opening size of about 0.6 pen strokes: a stroke is ~2 x area / perimeter of the ink wide."""
+    inner = _rank(np.pad(mask, 1), 3, np.min)
+    perimeter = max(1, int(mask.sum()) - int(inner.sum()))
+    width = 2.0 * float(mask.sum()) / perimeter
+    return int(np.clip(round(0.6 * width), SPECK[0], SPECK[1])) | 1
+
+
+def _box(mask: np.ndarray, trim: float = 0.003, margin: int = 6) -> tuple[int, int, int, int] | None:
+    """Bounding box of the ink, specks ignored: a morphological opening drops marks narrower than SPECK, then
+    rows and columns at either end holding less than ``trim`` of the ink (a far-away speck) are left out, and
+    the box grows by ``margin`` pixels so that the ends of real strokes are kept."""
+    if not mask.any():
+        return None
+    k = _speck_size(mask)
+    opened = _rank(_rank(np.pad(mask, 2 * (k // 2)), k, np.min), k, np.max)
+    if not opened.any():
+        opened = mask
+
+    def span(mass: np.ndarray) -> tuple[int, int]:
+        c = np.cumsum(mass) / mass.sum()
+        lo = int(np.searchsorted(c, trim, side="right"))
+        hi = int(np.searchsorted(c, 1.0 - trim, side="left"))
+        return max(0, lo - margin), min(len(mass), hi + 1 + margin)
+
+    top, bottom = span(opened.sum(axis=1).astype(np.float64))
+    left, right = span(opened.sum(axis=0).astype(np.float64))
+    return top, left, bottom, right

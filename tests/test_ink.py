@@ -1,0 +1,99 @@
+"""The front door for photos (export/ink.py through export.contract.prepare_image): synthetic photos of known
+digits come out as MNIST-style digits, and a page with nothing on it comes out empty."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from export.contract import ImagePreprocessing, decode_image, prepare_image
+from export.photos import EVAL_STYLE, TRAIN_STYLE, render_digit_photo
+
+DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
+
+
+@pytest.fixture(scope="module")
+def seven(digits) -> np.ndarray:
+    """A 28x28 digit as MNIST stores it (white on black, centred), from scikit-learn's digits (its first 2:
+    its 7 is too blocky to survive rescaling well)."""
+    return digits.images[int(np.flatnonzero(digits.labels == 2)[0]), 0]
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 28x28 images after a 1-pixel blur (tolerates sub-pixel shifts)."""
+    blurred = [np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(1)), dtype=np.float64) for x in (a, b)]
+    return float(np.corrcoef(blurred[0].ravel(), blurred[1].ravel())[0, 1])
+
+
+def page(digit: np.ndarray, size: int, at: tuple[int, int], side: int, paper, ink, light=None) -> Image.Image:
+    """``digit`` drawn in ``ink`` on ``paper`` (grey levels), ``side`` px tall at ``at`` in a size x size frame."""
+    cover = np.zeros((size, size), dtype=np.float32)
+    cover[at[0] : at[0] + side, at[1] : at[1] + side] = (
+        np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    )
+    a = paper * (1 - cover) + ink * cover
+    if light is not None:
+        a = a * light
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def test_dark_ink_on_grey_paper(seven):
+    out = prepare_image(page(seven, 200, (40, 40), 110, paper=175, ink=40), DIGIT)[0]
+    assert similarity(out, seven) > 0.85
+
+
+def test_a_lighting_gradient_and_vignette_are_removed(seven):
+    yy, xx = np.mgrid[0:240, 0:240] / 239.0
+    light = (1.0 - 0.45 * xx) * (1.0 - 0.3 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 2)
+    out = prepare_image(page(seven, 240, (50, 60), 120, paper=225, ink=60, light=light), DIGIT)[0]
+    assert similarity(out, seven) > 0.85
+    assert out[:3].max() == 0 and out[:, :3].max() == 0  # no ink invented along the dark edge
+
+
+def test_light_ink_on_dark_paper_keeps_its_polarity(seven):
+    out = prepare_image(page(seven, 160, (20, 30), 100, paper=35, ink=220), DIGIT)[0]
+    assert similarity(out, seven) > 0.85
+
+
+def test_a_small_digit_off_centre_in_a_large_frame_is_found_and_centred(seven):
+    out = prepare_image(page(seven, 600, (430, 40), 90, paper=200, ink=30), DIGIT)[0]
+    assert similarity(out, seven) > 0.85
+    ys, xs = np.nonzero(out > 64)
+    assert 9 <= ys.mean() <= 19 and 9 <= xs.mean() <= 19  # centred by mass, as MNIST
+
+
+def test_specks_do_not_stretch_the_bounding_box(seven):
+    img = np.asarray(page(seven, 300, (100, 100), 100, paper=210, ink=40)).copy()
+    clean = prepare_image(Image.fromarray(img), DIGIT)[0]
+    img[10:12, 10:12] = 40  # dust in the corners
+    img[285:287, 280:282] = 40
+    dusty = prepare_image(Image.fromarray(img), DIGIT)[0]
+    assert similarity(dusty, clean) > 0.98 and similarity(dusty, seven) > 0.85
+
+
+@pytest.mark.parametrize("level", [255, 230, 215, 128, 0])
+def test_a_uniform_page_has_no_ink(level):
+    assert prepare_image(Image.new("L", (300, 200), level), DIGIT).max() == 0
+
+
+def test_a_rendered_phone_photo_reads_as_its_digit(seven):
+    rng = np.random.default_rng(0)
+    scores = []
+    for style in (TRAIN_STYLE, EVAL_STYLE):
+        for _ in range(5):
+            out = prepare_image(decode_image(render_digit_photo(seven, rng, style), max_pixels=1 << 24), DIGIT)[0]
+            scores.append(similarity(out, seven))
+    assert np.median(scores) > 0.75
+
+
+def test_photos_are_deterministic_jpegs(seven):
+    a = render_digit_photo(seven, np.random.default_rng(5))
+    assert a == render_digit_photo(seven, np.random.default_rng(5))
+    assert Image.open(io.BytesIO(a)).format == "JPEG"
+
+
+def test_dataset_images_pass_unchanged(seven):
+    assert np.array_equal(prepare_image(Image.fromarray(seven), DIGIT)[0], seven)

@@ -1,0 +1,120 @@
+"""Honest answers over HTTP: calibrated probabilities, ood_score and out_of_distribution on every classifier
+route (/v1/classify, the upload, /v2 on request, /v1/sentiment), a blank page flagged with a 200, the counter,
+and what the model saw (include_input)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from PIL import Image
+
+from export.contract import load_metadata
+from tests.conftest import png_bytes
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+CNN, LENET, LSTM = "digits-cnn", "digits-lenet5", "synthetic-lstm"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def flagged_count(client, model: str) -> float:
+    text = client.get("/metrics").text
+    m = re.search(rf'^nnserve_out_of_distribution_total{{model="{model}"}} ([0-9.e+]+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    return {
+        "blank": jpeg(Image.new("L", (400, 300), 255)),
+        "grey 215": jpeg(Image.new("L", (400, 300), 215)),
+        "grey 230": png_bytes(np.full((300, 400), 230, dtype=np.uint8)),
+        "noise": png_bytes(rng.integers(0, 256, (200, 200), dtype=np.uint8)),
+    }
+
+
+def test_every_prediction_carries_both_fields(client, digits):
+    imgs = [b64(png_bytes(digits.images[i, 0])) for i in range(6)]
+    for model in (CNN, LENET):
+        r = client.post("/v1/classify", json={"model": model, "images": imgs})
+        assert r.status_code == 200, r.text
+        for p in r.json()["predictions"]:
+            assert isinstance(p["out_of_distribution"], bool) and "ood_score" in p
+    cnn = client.post("/v1/classify", json={"model": CNN, "images": imgs}).json()["predictions"]
+    assert all(isinstance(p["ood_score"], float) for p in cnn)
+    assert sum(p["out_of_distribution"] for p in cnn) <= 1  # its own kind of digit is in distribution
+    lenet = client.post("/v1/classify", json={"model": LENET, "images": imgs}).json()["predictions"]
+    assert all(p["ood_score"] is None and p["out_of_distribution"] is False for p in lenet)  # not calibrated
+
+
+def test_a_blank_or_uniform_page_is_a_200_flagged_out_of_distribution(client, pages):
+    before = flagged_count(client, CNN)
+    r = client.post("/v1/classify", json={"model": CNN, "images": [b64(b) for b in pages.values()]})
+    assert r.status_code == 200, r.text
+    for name, p in zip(pages, r.json()["predictions"], strict=True):
+        assert p["out_of_distribution"] is True, (name, p)
+    up = client.post("/v1/classify/upload", data={"model": CNN}, files={"image": ("page.jpg", pages["blank"])})
+    assert up.status_code == 200 and up.json()["predictions"][0]["out_of_distribution"] is True
+    assert flagged_count(client, CNN) >= before + len(pages) + 1
+
+
+def test_include_input_returns_what_the_model_saw(client, artifact_root, digits):
+    meta = load_metadata(artifact_root / CNN)
+    digit = digits.images[3, 0]
+    big = Image.fromarray(255 - digit).resize((140, 140))  # dark on white, 5x: the front door fits it back
+    body = {"model": CNN, "images": [b64(png_bytes(np.asarray(big)))], "include_input": True}
+    r = client.post("/v1/classify", json=body)
+    (p,) = r.json()["predictions"]
+    seen = Image.open(io.BytesIO(base64.b64decode(p["input"])))
+    assert seen.size == tuple(meta.image_preprocessing().input_size) and seen.mode == "L"
+    a = np.asarray(seen, dtype=np.float64)
+    assert np.corrcoef(a.ravel(), digit.astype(np.float64).ravel())[0, 1] > 0.8  # white on black again
+    plain = client.post("/v1/classify", json={"model": CNN, "images": [b64(png_bytes(digit))]}).json()
+    assert plain["predictions"][0]["input"] is None
+
+
+def test_v2_returns_the_score_and_flag_when_asked(client, server, digits, pages, artifact_root):
+    meta = load_metadata(artifact_root / CNN)
+    imgs = [png_bytes(digits.images[i, 0]) for i in range(3)]
+    v1 = client.post("/v1/classify", json={"model": CNN, "images": [b64(b) for b in imgs] + [b64(pages["blank"])]})
+    from tests.test_oip_http import preprocessed
+
+    x = preprocessed(meta, [*imgs, pages["blank"]])
+    tc = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    plain = tc.infer(CNN, [inp])
+    assert [o["name"] for o in plain.get_response()["outputs"]] == ["logits"]  # the extras only on request
+    asked = tc.infer(
+        CNN, [inp], outputs=[triton.InferRequestedOutput(n) for n in ("logits", "ood_score", "out_of_distribution")]
+    )
+    scores, flags = asked.as_numpy("ood_score"), asked.as_numpy("out_of_distribution")
+    assert flags.dtype == np.bool_ and list(flags) == [p["out_of_distribution"] for p in v1.json()["predictions"]]
+    assert scores == pytest.approx([p["ood_score"] for p in v1.json()["predictions"]], rel=1e-5)
+    assert flags[-1]  # the blank page
+    tc.close()
+
+
+def test_sentiment_flags_text_made_of_unknown_words(client):
+    texts = ["the film is wonderful", "xqzv blorptik fnargle wubwub zzzkt", "Ce film est une merveille absolue."]
+    before = flagged_count(client, LSTM)
+    r = client.post("/v1/sentiment", json={"model": LSTM, "texts": texts})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["out_of_distribution"] for p in preds] == [False, True, True]
+    assert preds[0]["ood_score"] == 0.0 and preds[1]["ood_score"] == 1.0
+    assert flagged_count(client, LSTM) == before + 2

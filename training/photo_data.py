@@ -1,0 +1,68 @@
+"""Training images as users send them: a pool of training digits (or garments) rendered as phone photos by
+export/photos.py's TRAIN_STYLE and read back through the service's own front door (export.contract's
+prepare_image), so the model learns what the front door makes of real photos, artefacts included.
+
+Rendering and reading a photo costs ~10 ms, too much per step, so the pool is made once per dataset, split
+and seed (in parallel processes, each chunk with its own seed: the same inputs give the same pool), cached
+under runs/.photo-cache/ keyed by the code that makes it, and mixed into each batch by ``TrainConfig.photos``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from export.contract import ImagePreprocessing, decode_image, prepare_image
+from export.photos import TRAIN_STYLE, render_digit_photo, render_product_photo
+
+log = logging.getLogger(__name__)
+CACHE = Path("runs/.photo-cache")
+CHUNK = 500
+CODE = [Path(__file__).resolve().parent.parent / "export" / f for f in ("photos.py", "ink.py", "contract.py")]
+
+
+def _render_chunk(args: tuple[np.ndarray, dict, int]) -> np.ndarray:
+    images, pre_dict, seed = args
+    pre = ImagePreprocessing(**pre_dict)
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(images), 1, *pre.input_size), dtype=np.uint8)
+    for i, img in enumerate(images):
+        if pre.fit == "digit":
+            jpg = render_digit_photo(img[0], rng, TRAIN_STYLE)
+        else:
+            colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
+            jpg = render_product_photo(img[0], rng, colour, TRAIN_STYLE)  # type: ignore[arg-type]
+        out[i] = prepare_image(decode_image(jpg, max_pixels=1 << 24), pre)
+    return out
+
+
+def photo_pool(
+    images: np.ndarray, labels: np.ndarray, pre: ImagePreprocessing, size: int, seed: int, workers: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` images drawn from ``images`` (N, 1, H, W) uint8, rendered as photos and prepared as the service
+    prepares uploads -> (photos (size, 1, H, W) uint8, their labels)."""
+    size = min(size, len(images))
+    pick = np.random.default_rng(seed).choice(len(images), size, replace=False)
+    h = hashlib.sha256()
+    for f in CODE:
+        h.update(f.read_bytes())
+    h.update(images[pick].tobytes())
+    h.update(pre.model_dump_json(exclude={"mean", "std"}).encode())
+    path = CACHE / f"{h.hexdigest()[:16]}-{size}-{seed}.npy"
+    if path.exists():
+        return np.load(path), labels[pick]
+    chunks = [(images[pick[i : i + CHUNK]], pre.model_dump(), seed * 100_003 + i) for i in range(0, size, CHUNK)]
+    log.info("rendering %d training images as photos (%d processes; cached in %s)", size, workers, path)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_render_chunk, chunks))
+    else:
+        parts = [_render_chunk(c) for c in chunks]
+    photos = np.concatenate(parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, photos)
+    return photos, labels[pick]
