@@ -3,7 +3,8 @@
 With ``NNSERVE_API_KEY`` set, requests to /v1 and /v2 (and to /metrics with
 ``NNSERVE_METRICS_REQUIRE_KEY=true``) must carry the key as ``Authorization: Bearer <key>`` or
 ``X-API-Key: <key>``; anything else gets 401 with the error envelope and ``WWW-Authenticate: Bearer``.
-/livez and /readyz never need it: orchestrators probe them without credentials.
+/livez and /readyz, and the protocol's own probes /v2/health/live and /v2/health/ready, never need it:
+orchestrators probe them without credentials.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from service.errors import ApiError
 from service.metrics import ERRORS
 from service.middleware import ASGIApp, Receive, Scope, Send, endpoint_label, is_oip, render
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"})
 
 
 def requires_key(path: str, protect_metrics: bool) -> bool:
@@ -51,7 +52,8 @@ class ApiKeyMiddleware:
             return
         err = ApiError("unauthorized", "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key")
         ERRORS.labels(endpoint_label(scope["path"]), err.code).inc()
+        body = render(err, is_oip(scope["path"]))
         headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
-        headers.append((b"www-authenticate", b"Bearer"))
+        headers += [(b"www-authenticate", b"Bearer"), (b"content-length", str(len(body)).encode())]  # not chunked
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": render(err, is_oip(scope["path"]))})
+        await send({"type": "http.response.body", "body": body})

@@ -25,6 +25,29 @@ STATUS = {
 }
 
 
+def quoted(text: object, limit: int = 120) -> str:
+    """Client-supplied text as it may appear in a message or a log line: lone surrogates and other
+    unencodable characters escaped, at most ``limit`` characters."""
+    s = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def validation_details(errors: list) -> tuple[str, list[dict]]:
+    """pydantic's errors -> (a short message naming the first field, details without the client's input)."""
+    details = [
+        {
+            "loc": quoted(".".join(str(p) for p in e.get("loc", ()) if p != "body")),
+            "msg": quoted(e.get("msg", "")),
+            "type": quoted(e.get("type", ""), 40),
+        }
+        for e in errors[:10]
+    ]
+    if any(d["type"] == "json_invalid" for d in details):
+        return "invalid JSON body", details
+    first = details[0] if details else {"loc": "", "msg": "invalid request"}
+    return quoted(f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"], 200), details
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="machine-readable error code")
     message: str

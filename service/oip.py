@@ -39,7 +39,7 @@ from starlette.responses import Response
 
 from export.contract import ModelMetadata, TensorSpec
 from service import __version__
-from service.errors import ApiError
+from service.errors import ApiError, validation_details
 from service.middleware import ERROR_CODE_HEADER
 from service.model_services import ImageItem
 
@@ -362,9 +362,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError | ValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = ".".join(str(p) for p in first.get("loc", ()))
-    return _error(400, f"invalid request: {loc}: {first.get('msg', '')}".strip(), "invalid_request")
+    message, _ = validation_details(list(exc.errors()))
+    return _error(400, f"invalid request: {message}", "invalid_request")
 
 
 v2_app = FastAPI(
@@ -488,9 +487,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     try:
         req = InferenceRequest.model_validate_json(header)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        raise ApiError("invalid_request", f"invalid inference request: {loc}: {first['msg']}".rstrip(": ")) from None
+        message, _ = validation_details(list(e.errors()))
+        raise ApiError("invalid_request", f"invalid inference request: {message}") from None
     svc = _svc()
     adapter = ADAPTERS[meta.task]
     tensors = _decode_inputs(req, adapter.inputs(meta), binary, svc.max_rows(meta.task))

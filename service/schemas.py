@@ -6,7 +6,7 @@ service/settings.py), so the OpenAPI document states the limits the server enfor
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -44,7 +44,7 @@ class ImagesInput(BaseModel):
 
 class ClassifyImagesRequest(ImagesInput):
     model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
-    top_k: int = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
+    top_k: StrictInt = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
     include_input: bool = Field(
         False, description="also return what the model saw: the prepared input image (base64 PNG) per prediction"
     )
@@ -184,7 +184,7 @@ class EncodeImagesResponse(BaseModel):
     codes: list[list[float]] = Field(description="one code vector per input image, in input order")
 
 
-SEED = Field(
+SEED: Any = Field(
     None, ge=0, le=2**63 - 1, description="seeds numpy's default_rng for z; omitted: the server draws one and echoes it"
 )
 LABEL = Field(
@@ -200,8 +200,8 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-gan", pattern=MODEL_NAME, description="a served generator")
-    n: int = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
-    seed: int | None = SEED
+    n: StrictInt = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
+    seed: StrictInt | None = SEED
     label: StrictInt | str | None = LABEL
     format: Format = Field("png", description=FORMAT_DOC)
 
@@ -221,11 +221,11 @@ class InterpolateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-vae", pattern=MODEL_NAME, description="a served generator")
-    steps: int = Field(
+    steps: StrictInt = Field(
         min(8, max(2, S.max_samples)), ge=2, le=max(2, S.max_samples), description="frames, both end points included"
     )
-    seed_a: int | None = SEED
-    seed_b: int | None = SEED
+    seed_a: StrictInt | None = SEED
+    seed_b: StrictInt | None = SEED
     images: list[str] | None = Field(
         None,
         min_length=2,

@@ -34,6 +34,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -43,7 +44,7 @@ from export.contract import ModelMetadata, image_grid, to_pil
 from export.text import Vocab, encode_text
 from service.auth import ApiKeyMiddleware
 from service.batching import GreedyBatcher, QueueFull
-from service.errors import ApiError, ErrorResponse
+from service.errors import ApiError, ErrorResponse, quoted, validation_details
 from service.images import b64_to_bytes, to_input
 from service.metrics import ANOMALIES, GENERATED, OUT_OF_DISTRIBUTION, PREDICTIONS, TOKENS
 from service.middleware import AdmissionMiddleware
@@ -135,8 +136,20 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """The envelope for a body or form that fails its schema, without echoing the client's input (FastAPI's
+    own answer quotes it, and a NaN or a lone surrogate in it made that answer a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    message, details = validation_details(list(exc.errors()))
+    return ApiError("invalid_request", message, details).response()
+
+
 v1_app = FastAPI(
-    title="nnserve /v1", docs_url=None, redoc_url=None, openapi_url=None, exception_handlers={ApiError: _api_error}
+    title="nnserve /v1",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+    exception_handlers={ApiError: _api_error, RequestValidationError: _validation_error},
 )
 
 
@@ -515,7 +528,8 @@ class NNServe:
             return label
         raise ApiError(
             "invalid_label",
-            f"label {label!r} is not one of {meta.name}'s classes: an index 0-{len(meta.labels) - 1} or a name",
+            f"label {quoted(repr(label), 40)} is not one of {meta.name}'s classes: an index 0-{len(meta.labels) - 1} "
+            "or a name",
             [{"labels": meta.labels}],
         )
 

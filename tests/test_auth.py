@@ -23,7 +23,7 @@ def test_an_empty_key_means_no_key():
 def test_which_paths_need_the_key():
     for path in ("/v1/classify", "/v1/models", "/v1/models/x", "/v2/models/x/infer", "/v1"):
         assert requires_key(path, protect_metrics=False)
-    for path in ("/livez", "/readyz", "/docs.json", "/v1x", "/v10"):
+    for path in ("/livez", "/readyz", "/docs.json", "/v1x", "/v10", "/v2/health/live", "/v2/health/ready"):
         assert not requires_key(path, protect_metrics=True)
     assert requires_key("/metrics", protect_metrics=True) and not requires_key("/metrics", protect_metrics=False)
 
@@ -75,11 +75,14 @@ def test_v2_needs_the_key_and_answers_in_the_protocols_shape(keyed):
     from tritonclient.utils import InferenceServerException
 
     infer = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a great film"]}]}
-    for path in ("/v2", "/v2/health/ready", "/v2/models/synthetic-lstm"):
+    for path in ("/v2", "/v2/models/synthetic-lstm"):
         r = keyed.get(path)
         assert r.status_code == 401 and set(r.json()) == {"error"} and isinstance(r.json()["error"], str), r.text
+    for path in ("/v2/health/live", "/v2/health/ready"):  # probes, like /livez and /readyz: no key
+        assert keyed.get(path).status_code == 200
     r = keyed.post("/v2/models/synthetic-lstm/infer", json=infer)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.headers["content-length"] == str(len(r.content)) and "transfer-encoding" not in r.headers
     r = keyed.post("/v2/models/synthetic-lstm/infer", json=infer, headers={"X-API-Key": KEY})
     assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 2]
 
