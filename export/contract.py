@@ -11,6 +11,7 @@ functions here are the single implementation of that preprocessing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
@@ -217,7 +218,8 @@ def load_metadata(model_dir: str | Path) -> ModelMetadata:
 # Images
 # ----------------------------------------------------------------------------------------------
 
-ACCEPTED_FORMATS = frozenset({"PNG", "JPEG"})
+# MPO: the multi-picture JPEG some phone cameras save; Pillow decodes its first picture, the photo itself
+ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
 
 
 class ImageError(ValueError):
@@ -252,14 +254,15 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageError("image_too_large", f"image refused as a decompression bomb: {e}") from None
     except Image.UnidentifiedImageError:
         raise ImageError("invalid_image", "not a PNG or JPEG image") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # PIL's ways of saying "not a valid image"
-        raise ImageError("invalid_image", f"cannot decode image: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError):  # PIL's ways of saying "not a valid image"
+        raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG or JPEG") from None
     return img
 
 
 def _to_channels(img: Image.Image, channels: int) -> Image.Image:
     """Any PIL mode -> 'L' or 'RGB'; transparency is composited over white (a canvas drawing's paper)."""
-    img = ImageOps.exif_transpose(img) or img
+    with contextlib.suppress(Exception):  # broken EXIF metadata (any of Pillow's parser errors): pixels are fine
+        img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())

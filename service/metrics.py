@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+
 from prometheus_client import Counter, Histogram
 
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -29,3 +33,20 @@ OUT_OF_DISTRIBUTION = Counter(
     "nnserve_out_of_distribution_total", "classifier inputs flagged out of distribution", ["model"]
 )
 GENERATED = Counter("nnserve_generated_samples_total", "images produced by generators (samples and frames)", ["model"])
+
+
+def own_metrics_dir() -> None:
+    """Give this ``bentoml serve`` its own Prometheus multiprocess folder, removed when it exits.
+
+    BentoML keeps every instance's metric files in one folder under BENTOML_HOME and empties it when an
+    instance starts, so a second ``make serve`` on another port wiped the first one's metrics. Called when
+    the service module is imported in the serving process (before BentoML prepares the folder and hands it
+    to its workers in PROMETHEUS_MULTIPROC_DIR); in a worker, which has that variable, it does nothing.
+    """
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    mine = os.path.join(BentoMLContainer.prometheus_multiproc_dir.get(), f"instance-{os.getpid()}")
+    BentoMLContainer.prometheus_multiproc_dir.set(mine)
+    atexit.register(shutil.rmtree, mine, ignore_errors=True)

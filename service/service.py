@@ -46,7 +46,7 @@ from service.auth import ApiKeyMiddleware
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, ErrorResponse, quoted, validation_details
 from service.images import b64_to_bytes, to_input
-from service.metrics import ANOMALIES, GENERATED, OUT_OF_DISTRIBUTION, PREDICTIONS, TOKENS
+from service.metrics import ANOMALIES, GENERATED, OUT_OF_DISTRIBUTION, PREDICTIONS, TOKENS, own_metrics_dir
 from service.middleware import AdmissionMiddleware
 from service.model_services import (
     AutoencoderModels,
@@ -100,6 +100,7 @@ from service.shutdown import delay_sigterm
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 log.addFilter(RequestIdFilter())
 S = get_settings()
+own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
 
 
 def _json(model: BaseModel) -> Response:

@@ -67,3 +67,71 @@ def test_v2_odd_bodies_are_the_protocols_400(client):
         r = post(client, "/v2/models/digits-cnn/infer", raw)
         assert r.status_code == 400, r.text
         assert set(r.json()) == {"error"} and r.json()["error"].startswith("invalid inference request")
+
+
+EXIF_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAACGVYSWZYWAAqAAAACFfcxWYAAAAQSURBVHicY2AYBaNgFBADAAMsAAE/"
+    "CkbzAAAAAElFTkSuQmCC"
+)
+
+
+def test_broken_image_metadata_is_ignored_not_a_500(client):
+    r = client.post("/v1/classify", json={"model": "digits-cnn", "images": [EXIF_PNG]})
+    assert r.status_code == 200, r.text  # the EXIF is unreadable; the pixels are fine
+
+
+def test_a_phone_cameras_mpo_jpeg_is_read_as_its_first_picture(client, digits):
+    import io
+
+    from PIL import Image
+
+    first = Image.fromarray(digits.images[0, 0]).convert("RGB").resize((140, 140))
+    second = Image.new("RGB", (140, 140), (255, 255, 255))
+    buf = io.BytesIO()
+    first.save(buf, format="MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    mpo = base64.b64encode(buf.getvalue()).decode()
+    jpg = io.BytesIO()
+    first.save(jpg, format="JPEG")
+    images = [mpo, base64.b64encode(jpg.getvalue()).decode()]
+    both = client.post("/v1/classify", json={"model": "digits-cnn", "images": images})
+    assert both.status_code == 200, both.text
+    a, b = both.json()["predictions"]
+    assert a["label"] == b["label"]
+
+
+def test_undecodable_images_are_described_in_the_projects_words(client, digits):
+    from tests.conftest import png_bytes
+
+    truncated = base64.b64encode(png_bytes(digits.images[0, 0], fmt="JPEG")[:200]).decode()
+    err = assert_envelope(
+        client.post("/v1/classify", json={"model": "digits-cnn", "images": [truncated]}), 400, "invalid_image"
+    )
+    assert err["message"] == "images[0]: cannot decode image: not a complete, valid PNG or JPEG"
+
+
+@pytest.mark.slow
+def test_two_instances_on_one_host_keep_their_own_metrics(artifact_root, tmp_path):
+    import httpx
+
+    from tests.server import Server
+
+    home = str(tmp_path / "shared-bentoml-home")
+    env = {"BENTOML_HOME": home, "NNSERVE_MODELS": '["synthetic-lstm"]', "NNSERVE_API_WORKERS": "1"}
+    first = Server(artifact_root, tmp_path / "a.log", **env).start()
+    try:
+        r = httpx.post(f"{first.url}/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["the film is good"]})
+        assert r.status_code == 200
+        series = 'nnserve_predictions_total{label="positive",model="synthetic-lstm"} 1.0'
+        assert series in httpx.get(f"{first.url}/metrics").text
+        second = Server(artifact_root, tmp_path / "b.log", **env).start()  # the same BENTOML_HOME
+        try:
+            assert series in httpx.get(f"{first.url}/metrics").text  # not wiped by the second start
+            assert "nnserve_predictions_total{" not in httpx.get(f"{second.url}/metrics").text
+        finally:
+            second.stop()
+        assert series in httpx.get(f"{first.url}/metrics").text
+    finally:
+        first.stop()
+    left = list((tmp_path / "shared-bentoml-home" / "prometheus_multiproc_dir").glob("instance-*"))
+    assert left == []  # each cleaned its own folder at exit
