@@ -29,7 +29,7 @@ from PIL import Image
 from export.calibrate import ece, idx_split, odd_images
 from export.contract import ModelMetadata, decode_image, load_metadata, prepare_image
 from export.evaluate import auroc
-from export.photos import EVAL_STYLE, render_digit_photo, render_product_photo
+from export.photos import EVAL_STYLE, photograph, render_digit_photo
 
 REPO = Path(__file__).resolve().parent.parent
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
@@ -79,11 +79,8 @@ def measure(client: httpx.Client, meta: ModelMetadata, data: Path, n: int) -> di
     images, labels, _, val = idx_split(meta, data / meta.dataset.name)
     pick = np.random.default_rng(SEED).choice(val, min(n, len(val)), replace=False)
     rng = np.random.default_rng(SEED + 1)
-    if meta.image_preprocessing().fit == "digit":
-        photos = [render_digit_photo(images[i, 0], rng, EVAL_STYLE) for i in pick]
-    else:
-        photos = [render_product_photo(images[i, 0], rng, tuple(rng.integers(0, 230, 3)), EVAL_STYLE) for i in pick]
     pre = meta.image_preprocessing()
+    photos = [photograph(images[i, 0], pre.fit, rng, EVAL_STYLE) for i in pick]
     t0 = time.perf_counter()
     for blob in photos[:200]:
         prepare_image(decode_image(blob, max_pixels=1 << 26), pre)

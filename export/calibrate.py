@@ -43,7 +43,6 @@ from export.contract import (
     ModelMetadata,
     OutOfDistribution,
     TensorSpec,
-    decode_image,
     load_metadata,
     normalize,
     prepare_image,
@@ -51,7 +50,7 @@ from export.contract import (
 )
 from export.evaluate import auroc
 from export.frechet import feature_session
-from export.photos import EVAL_STYLE, TRAIN_STYLE, PhotoStyle, render_digit_photo, render_product_photo
+from export.photos import EVAL_STYLE, TRAIN_STYLE, photographs
 from export.text import Vocab, encode_text, pad_right, tokenize
 from training.data import read_idx, stratified_split
 
@@ -111,21 +110,6 @@ def _halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- image classifiers ---------------------------------------------------------------------------------
-
-
-def photographs(images: np.ndarray, meta: ModelMetadata, style: PhotoStyle, seed: int) -> np.ndarray:
-    """uint8 (N, 1, 28, 28) dataset images -> the same rendered as photos and read through the front door."""
-    pre = meta.image_preprocessing()
-    rng = np.random.default_rng(seed)
-    out = np.empty_like(images)
-    for i, img in enumerate(images):
-        if pre.fit == "digit":
-            jpg = render_digit_photo(img[0], rng, style)
-        else:
-            colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
-            jpg = render_product_photo(img[0], rng, colour, style)  # type: ignore[arg-type]
-        out[i] = prepare_image(decode_image(jpg, max_pixels=1 << 24), pre)
-    return out
 
 
 def odd_images() -> dict[str, list[Image.Image]]:
@@ -243,13 +227,14 @@ def image_sets(
     """The prepared image sets (name -> (N, 1, H, W) uint8) and the labels of those that have them: half B of
     the validation split clean and photographed (EVAL_STYLE), the other dataset's half B and odd inputs; with
     ``fitting`` also half A (clean, and photographed in TRAIN_STYLE) and 20,000 training images (some as photos)."""
+    pre = meta.image_preprocessing()
     a, b = _halves(len(val))
     va, vb = val[a], val[b]
     pb = vb[: n_photos // 2]
     ob = _halves(len(ood_images), seed=1)[1]
     sets = {
         "B clean": images_all[vb],
-        "B photos": photographs(images_all[pb], meta, EVAL_STYLE, seed=5),
+        "B photos": photographs(images_all[pb], pre, EVAL_STYLE, np.random.default_rng(5)),
         "B other dataset": ood_images[ob],
         **{f"odd: {k}": v for k, v in odd_inputs(meta).items()},
     }
@@ -260,9 +245,9 @@ def image_sets(
         fit_ph = fit[: n_photos // 2]
         sets |= {
             "fit": images_all[fit],
-            "fit photos": photographs(images_all[fit_ph], meta, TRAIN_STYLE, seed=3),
+            "fit photos": photographs(images_all[fit_ph], pre, TRAIN_STYLE, np.random.default_rng(3)),
             "A clean": images_all[va],
-            "A photos": photographs(images_all[pa], meta, TRAIN_STYLE, seed=4),
+            "A photos": photographs(images_all[pa], pre, TRAIN_STYLE, np.random.default_rng(4)),
         }
         truth |= {"fit": labels_all[fit], "fit photos": labels_all[fit_ph]}
         truth |= {"A clean": labels_all[va], "A photos": labels_all[pa]}

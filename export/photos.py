@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
+from export.contract import ImagePreprocessing, decode_image, prepare_image
+
 Range = tuple[float, float]
 
 INKS = {  # RGB of the ink itself, and how opaque a stroke is
@@ -189,3 +191,21 @@ def _camera(rgb: np.ndarray, rng: np.random.Generator, style: PhotoStyle) -> byt
     quality = int(rng.integers(style.jpeg_quality[0], style.jpeg_quality[1] + 1))
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB").save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def photograph(item: np.ndarray, fit: str, rng: np.random.Generator, style: PhotoStyle) -> bytes:
+    """A 28x28 dataset image as the photo a user would take of it: a handwritten digit on paper for models
+    with the 'digit' fit, otherwise a garment of a random colour on a light background."""
+    if fit == "digit":
+        return render_digit_photo(item, rng, style)
+    colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
+    return render_product_photo(item, rng, colour, style)  # type: ignore[arg-type]
+
+
+def photographs(images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (N, 1, H, W) dataset images -> the same photographed and read back through the service's front
+    door (``prepare_image``): what a model gets when users send photos of them."""
+    out = np.empty((len(images), 1, *pre.input_size), dtype=np.uint8)
+    for i, img in enumerate(images):
+        out[i] = prepare_image(decode_image(photograph(img[0], pre.fit, rng, style), max_pixels=1 << 24), pre)
+    return out

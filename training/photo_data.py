@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.contract import ImagePreprocessing, decode_image, prepare_image
-from export.photos import TRAIN_STYLE, render_digit_photo, render_product_photo
+from export.contract import ImagePreprocessing
+from export.photos import TRAIN_STYLE, photographs
 
 log = logging.getLogger(__name__)
 CACHE = Path("runs/.photo-cache")
@@ -27,17 +27,7 @@ CODE = [Path(__file__).resolve().parent.parent / "export" / f for f in ("photos.
 
 def _render_chunk(args: tuple[np.ndarray, dict, int]) -> np.ndarray:
     images, pre_dict, seed = args
-    pre = ImagePreprocessing(**pre_dict)
-    rng = np.random.default_rng(seed)
-    out = np.empty((len(images), 1, *pre.input_size), dtype=np.uint8)
-    for i, img in enumerate(images):
-        if pre.fit == "digit":
-            jpg = render_digit_photo(img[0], rng, TRAIN_STYLE)
-        else:
-            colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
-            jpg = render_product_photo(img[0], rng, colour, TRAIN_STYLE)  # type: ignore[arg-type]
-        out[i] = prepare_image(decode_image(jpg, max_pixels=1 << 24), pre)
-    return out
+    return photographs(images, ImagePreprocessing(**pre_dict), TRAIN_STYLE, np.random.default_rng(seed))
 
 
 def photo_pool(
