@@ -50,3 +50,48 @@ def own_metrics_dir() -> None:
     mine = os.path.join(BentoMLContainer.prometheus_multiproc_dir.get(), f"instance-{os.getpid()}")
     BentoMLContainer.prometheus_multiproc_dir.set(mine)
     atexit.register(shutil.rmtree, mine, ignore_errors=True)
+
+
+INFRA_PATHS = frozenset({"/", "/docs", "/docs.json", "/schema.json", "/livez", "/readyz", "/healthz", "/metrics"})
+
+
+def metrics_endpoint(path: str) -> str:
+    """The ``endpoint`` label of BentoML's request series: a route template, one of the infrastructure paths,
+    "/static_content", or "other" for anything else (unknown paths must not each become a series)."""
+    from service.middleware import endpoint_label
+
+    label = endpoint_label(path)
+    if label != "other":
+        return label
+    if path in INFRA_PATHS:
+        return path
+    return "/static_content" if path.startswith("/static_content/") else "other"
+
+
+def bound_bentoml_endpoint_labels() -> None:
+    """BentoML labels its ``bentoml_service_request_*`` series with the raw request path, so every unknown
+    path a client sends becomes new series (20,000 of them made /metrics 57 MB). Its middleware reads the path
+    from the ASGI scope, so the worker's copy of the class is replaced by one that shows it a scope whose path
+    is ``metrics_endpoint``'s label and hands the real scope on to the app. Called when the service module is
+    imported, before BentoML builds the worker's middleware stack (it imports the class there)."""
+    from bentoml._internal.server.http import instruments
+
+    base = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(base, "nnserve_bounded", False):
+        return
+
+    class BoundedTrafficMetrics(base):  # type: ignore[misc, valid-type]
+        nnserve_bounded = True
+
+        def __init__(self, app, **kwargs) -> None:
+            async def real_scope(scope, receive, send) -> None:
+                await app(scope.get("nnserve_scope", scope), receive, send)
+
+            super().__init__(real_scope, **kwargs)
+
+        async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] == "http":
+                scope = {**scope, "path": metrics_endpoint(scope["path"]), "nnserve_scope": scope}
+            await super().__call__(scope, receive, send)
+
+    setattr(instruments, "RunnerTrafficMetricsMiddleware", BoundedTrafficMetrics)  # noqa: B010  (a class attribute mypy would refuse)

@@ -72,7 +72,7 @@ class LabeledImageItem(ImageItem):
 
 class InferResult(BaseModel):
     logits: Float32
-    ood_score: float | None = None  # image classifiers calibrated by export/calibrate.py: the graph's ood_score
+    ood_score: float | None = None  # image classifiers calibrated by export/calibrate.py: the graph's score
 
 
 class AutoencoderResult(BaseModel):
@@ -163,7 +163,8 @@ class ImageModels:
         for name, rows in group_by_model([it.model for it in items]).items():
             model = self.models[name]
             outs = model.run_all(np.stack([items[i].x for i in rows]))
-            k = model.output_index("ood_score")
+            ood = model.meta.ood
+            k = model.output_index(ood.output) if ood is not None and ood.output else None  # model.json names it
             scores = [None] * len(rows) if k is None else [float(v) for v in outs[k]]
             chunks.append((rows, [InferResult(logits=lg, ood_score=s) for lg, s in zip(outs[0], scores, strict=True)]))
         return in_input_order(len(items), chunks)

@@ -46,7 +46,15 @@ from service.auth import ApiKeyMiddleware
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, ErrorResponse, quoted, validation_details
 from service.images import b64_to_bytes, to_input
-from service.metrics import ANOMALIES, GENERATED, OUT_OF_DISTRIBUTION, PREDICTIONS, TOKENS, own_metrics_dir
+from service.metrics import (
+    ANOMALIES,
+    GENERATED,
+    OUT_OF_DISTRIBUTION,
+    PREDICTIONS,
+    TOKENS,
+    bound_bentoml_endpoint_labels,
+    own_metrics_dir,
+)
 from service.middleware import AdmissionMiddleware
 from service.model_services import (
     AutoencoderModels,
@@ -101,6 +109,7 @@ log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log s
 log.addFilter(RequestIdFilter())
 S = get_settings()
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
+bound_bentoml_endpoint_labels()  # BentoML's request series labelled by route, not by raw path
 
 
 def _json(model: BaseModel) -> Response:

@@ -135,3 +135,17 @@ def test_two_instances_on_one_host_keep_their_own_metrics(artifact_root, tmp_pat
         first.stop()
     left = list((tmp_path / "shared-bentoml-home" / "prometheus_multiproc_dir").glob("instance-*"))
     assert left == []  # each cleaned its own folder at exit
+
+
+def test_unknown_paths_share_one_metric_label(client):
+    import re
+
+    for i in range(300):
+        assert client.get(f"/no-such-page-{i}").status_code == 404
+        assert client.post(f"/v1/no-such-route-{i}", json={}).status_code in (404, 405)
+    text = client.get("/metrics").text
+    assert "no-such" not in text
+    endpoints = set(re.findall(r'^bentoml_service_request_total\{endpoint="([^"]*)"', text, re.M))
+    assert "other" in endpoints and all(e == "other" or e.startswith("/") for e in endpoints)
+    assert len(endpoints) < 30  # route templates and a few infrastructure paths, however many paths were asked
+    assert len(text) < 200_000

@@ -26,6 +26,11 @@ def test_sigterm_drains_then_finishes_requests_in_flight(artifact_root, digits, 
         artifact_root, tmp_path / "serve.log", NNSERVE_DRAIN_S=str(DRAIN_S), NNSERVE_MODELS='["digits-cnn"]'
     ).start()
     assert srv.proc is not None
+    # /readyz answers from whichever worker is up first: wait until both have started, since both must drain
+    deadline = time.monotonic() + 30
+    while srv.log().count("Service nnserve initialized") < 2:
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.1)
     image = base64.b64encode(png_bytes(np.asarray(digits.images[0][0]))).decode()
     body = json.dumps({"model": "digits-cnn", "images": [image]}).encode()
     try:
