@@ -230,10 +230,10 @@ class ImageError(ValueError):
         self.code = code
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int, max_side: int | None = None) -> Image.Image:
     """Decode PNG/JPEG bytes, refusing non-images, other formats and decompression bombs.
 
-    The pixel count is checked from the header before any pixel is decoded.
+    The pixel count (and with ``max_side`` each side) is checked from the header before any pixel is decoded.
     """
     try:
         with warnings.catch_warnings():
@@ -247,6 +247,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
                 raise ImageError("invalid_image", "image has no pixels")
             if w * h > max_pixels:
                 raise ImageError("image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+            if max_side is not None and max(w, h) > max_side:
+                raise ImageError("image_too_large", f"image is {w}x{h}; the limit is {max_side} pixels a side")
             img.load()
     except ImageError:
         raise

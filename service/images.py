@@ -24,7 +24,9 @@ def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
         raise ApiError("invalid_image", f"images[{index}] is not valid base64", [{"index": index}]) from None
 
 
-def to_input(data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, max_pixels: int) -> np.ndarray:
+def to_input(
+    data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, max_pixels: int, max_side: int
+) -> np.ndarray:
     """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained."""
     t0 = time.perf_counter()
     if len(data) > max_bytes:
@@ -32,7 +34,7 @@ def to_input(data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, ma
             "image_too_large", f"images[{index}] is {len(data)} bytes; the limit is {max_bytes}", [{"index": index}]
         )
     try:
-        img = decode_image(data, max_pixels=max_pixels)
+        img = decode_image(data, max_pixels=max_pixels, max_side=max_side)
         pre = meta.image_preprocessing()
         x = normalize(prepare_image(img, pre), pre)
     except ImageError as e:

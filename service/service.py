@@ -416,7 +416,7 @@ class NNServe:
         """Encoded images -> the model's input rows, preprocessed exactly as in training (with a class label
         for a conditional VAE's encoder)."""
         meta = self.metadata(model, task)
-        limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels}
+        limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels, "max_side": S.max_image_side}
         rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(blobs)]
         if label is None:
             return meta, [ImageItem(model=model, x=x) for x in rows]

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_images: int = Field(64, ge=1, le=4096, description="images per request (any image endpoint)")
     max_image_bytes: int = Field(8 << 20, ge=1, description="encoded bytes per image")
     max_image_pixels: int = Field(25_000_000, ge=1, description="width x height per image, read from the header")
+    max_image_side: int = Field(
+        10_000, ge=1, description="width or height per image, read from the header (a 1 x 25,000,000 strip is none)"
+    )
     max_texts: int = Field(64, ge=1, le=4096, description="texts per sentiment request")
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
     max_samples: int = Field(64, ge=1, le=1024, description="generated samples or interpolation frames per request")

@@ -149,3 +149,17 @@ def test_unknown_paths_share_one_metric_label(client):
     assert "other" in endpoints and all(e == "other" or e.startswith("/") for e in endpoints)
     assert len(endpoints) < 30  # route templates and a few infrastructure paths, however many paths were asked
     assert len(text) < 200_000
+
+
+def test_a_long_thin_strip_is_refused_from_its_header(client):
+    import io
+    import time
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 20_000), 255).save(buf, format="PNG")  # 20,000 pixels: within the pixel limit
+    t0 = time.perf_counter()
+    r = client.post("/v1/classify", json={"model": "digits-cnn", "images": [base64.b64encode(buf.getvalue()).decode()]})
+    err = assert_envelope(r, 413, "image_too_large")
+    assert "10000 pixels a side" in err["message"] and time.perf_counter() - t0 < 1.0
