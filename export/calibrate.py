@@ -255,18 +255,10 @@ def image_sets(
 
 
 def calibrate_images(
-    model_dir: Path,
-    images_all: np.ndarray,
-    labels_all: np.ndarray,
-    train: np.ndarray,
-    val: np.ndarray,
-    ood_images: np.ndarray,
-    n_photos: int,
+    model_dir: Path, meta: ModelMetadata, sets: dict[str, np.ndarray], truth: dict[str, np.ndarray]
 ) -> ModelMetadata:
-    """Temperature and the Mahalanobis score for an image classifier (the module docstring), written into
-    ``model_dir``'s graph; returns the metadata to save. ``ood_images``: another dataset's (validation) images."""
-    meta = load_metadata(model_dir)
-    sets, truth = image_sets(meta, images_all, labels_all, train, val, ood_images, n_photos, fitting=True)
+    """Temperature and the Mahalanobis score for an image classifier (the module docstring), fitted on the sets
+    ``image_sets(..., fitting=True)`` made, written into ``model_dir``'s graph; returns the metadata to save."""
     sess, feat = feature_session(model_dir)
     out = {name: _run(sess, feat, meta, sets[name]) for name in ("fit", "fit photos", "A clean", "A photos", "B clean")}
 
@@ -298,15 +290,14 @@ def calibrate_images(
         f"images and {len(truth['fit photos'])} photographed ones; threshold: <= 5 % of clean and <= 10 % of "
         "photographed validation half-A images flagged",
     )
-    measured = measure_images(model_dir, meta, {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}, truth)
-    served_b = measured.pop("_scores B clean")
+    served_b = measure_images(model_dir, meta, {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}, truth)
     np.testing.assert_allclose(served_b, mahalanobis(out["B clean"][1], means, chol), rtol=1e-3, atol=1e-2)
     return meta
 
 
 def measure_images(
     model_dir: Path, meta: ModelMetadata, sets: dict[str, np.ndarray], truth: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+) -> np.ndarray:
     """Run a calibrated artifact's graph (logits and ood_score, as the service does) on image sets and write
     the figures into ``meta``: accuracy and ECE before/after on the labelled sets, AUROC against the other
     dataset, and the share of each set flagged. Returns the clean half-B scores (for the caller's checks)."""
@@ -335,7 +326,7 @@ def measure_images(
         "flagged_other_dataset": float((scores["B other dataset"] > threshold).mean()),
         **{f"flagged {k[5:]}": float((v > threshold).mean()) for k, v in scores.items() if k.startswith("odd: ")},
     }
-    return {"_scores B clean": scores["B clean"]}
+    return scores["B clean"]
 
 
 # ---- text classifiers ----------------------------------------------------------------------------------
@@ -435,15 +426,16 @@ def main(argv: list[str] | None = None) -> int:
             p.error("image classifiers need --ood-data")
         images, labels, train, val = idx_split(meta, args.data)
         ood_images, _, _, ood_val = idx_split(meta, args.ood_data)
+        sets, truth = image_sets(
+            meta, images, labels, train, val, ood_images[ood_val], args.photos, fitting=not args.measure
+        )
         if args.measure:
-            sets, truth = image_sets(meta, images, labels, train, val, ood_images[ood_val], args.photos, False)
             measure_images(args.artifact, meta, sets, truth)
         else:
-            meta = calibrate_images(args.artifact, images, labels, train, val, ood_images[ood_val], args.photos)
+            meta = calibrate_images(args.artifact, meta, sets, truth)
     elif meta.task == "text-classification":
-        meta = calibrate_texts(
-            args.artifact, *text_validation(meta, args.data)
-        )  # deterministic: --measure refits the same
+        # deterministic: with --measure it refits the same temperature and threshold, and nothing is written
+        meta = calibrate_texts(args.artifact, *text_validation(meta, args.data))
     else:
         p.error(f"{meta.name} is a {meta.task} model: only classifiers are calibrated")
     if not args.measure:

@@ -100,13 +100,14 @@ def letters(n: int, seed: int = 0) -> np.ndarray:
 
 def calibrate(model_dir: Path, digits) -> None:
     """export/calibrate.py on a test artifact: temperature and the OOD score, printed letters as the other data."""
-    from export.calibrate import calibrate_images
+    from export.calibrate import calibrate_images, image_sets
     from export.contract import METADATA_FILE, load_metadata
     from training.data import stratified_split
 
     meta = load_metadata(model_dir)
     train, val = stratified_split(digits.labels, meta.dataset.val_fraction, meta.dataset.split_seed)
-    meta = calibrate_images(model_dir, digits.images, digits.labels, train, val, letters(100), n_photos=40)
+    sets, truth = image_sets(meta, digits.images, digits.labels, train, val, letters(100), 40, fitting=True)
+    meta = calibrate_images(model_dir, meta, sets, truth)
     (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
 
 
