@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 USERS ?= 8
 DURATION ?= 60s
 
-.PHONY: help install install-dev client readme api-doc photos serve test test-fast test-deploy lint format models evaluate loadtest bench burst soak clean
+.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format models evaluate loadtest bench burst soak clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
@@ -22,6 +22,7 @@ help:
 	@echo "make models   retrain and re-export every shipped model from DATA=$(DATA)"
 	@echo "make evaluate re-measure every shipped model on its validation split"
 	@echo "make photos   image classifiers over HTTP on clean, photographed and out-of-distribution inputs"
+	@echo "make probe    hostile and careless clients at full size against a fresh server (docs/probe.json)"
 	@echo "make loadtest Locust against a running server (HOST, PORT, USERS, DURATION)"
 	@echo "make bench    nnserve vs the in-process limit and a plain reference server (wrk)"
 	@echo "make burst    overload: bursts of 5x saturation, shed responses, recovery (docs/burst.json)"
@@ -84,6 +85,10 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.chart docs/bench.json docs/bench.png
 
 # real inputs through the real server: every image classifier on clean, photographed and other data (docs/photos.json)
+# hostile clients at full size (issue 14): one table of status codes, bystander latency, memory, /metrics size
+probe: $(VENV)/.dev
+	$(PY) -m bench.probe --json docs/probe.json
+
 photos: $(VENV)/.dev
 	$(PY) -m bench.photos --json docs/photos.json
 

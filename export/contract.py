@@ -230,10 +230,15 @@ class ImageError(ValueError):
         self.code = code
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int | None = None) -> Image.Image:
+def decode_image(
+    data: bytes, *, max_pixels: int, max_side: int | None = None, max_scans: int | None = None
+) -> Image.Image:
     """Decode PNG/JPEG bytes, refusing non-images, other formats and decompression bombs.
 
-    The pixel count (and with ``max_side`` each side) is checked from the header before any pixel is decoded.
+    The pixel count (and with ``max_side`` each side) is checked from the header before any pixel is decoded;
+    with ``max_scans`` so is a JPEG's number of scans (each scan of a progressive JPEG is a pass over the
+    whole image: thousands cost seconds). Scans are counted by their start-of-scan markers (0xFFDA), which
+    cannot occur inside entropy-coded data (a 0xFF there is followed by 0x00), so the count is an upper bound.
     """
     try:
         with warnings.catch_warnings():
@@ -249,6 +254,8 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int | None = None) -
                 raise ImageError("image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
             if max_side is not None and max(w, h) > max_side:
                 raise ImageError("image_too_large", f"image is {w}x{h}; the limit is {max_side} pixels a side")
+            if max_scans is not None and fmt in ("JPEG", "MPO") and (scans := data.count(b"\xff\xda")) > max_scans:
+                raise ImageError("image_too_large", f"JPEG has {scans} scans; the limit is {max_scans}")
             img.load()
     except ImageError:
         raise

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 # code -> HTTP status; every /v1 failure is one of these
 STATUS = {
+    "client_closed": 499,  # never sent: the client is gone
     "invalid_request": 400,
     "invalid_image": 400,
     "invalid_label": 400,
@@ -14,6 +15,7 @@ STATUS = {
     "not_found": 404,
     "model_not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "image_too_large": 413,
     "unsupported_media_type": 415,
@@ -68,10 +70,12 @@ class ApiError(Exception):
         details: list[dict] | None = None,
         retry_after: int | None = None,
         status: int | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.code, self.message, self.details, self.retry_after = code, message, details or [], retry_after
         self.status = status or STATUS[code]
+        self.close = close  # the connection is closed after the answer (its state is unknown: a body half read)
 
     def body(self) -> bytes:
         return (
@@ -87,4 +91,6 @@ class ApiError(Exception):
         h = {"content-type": "application/json"}
         if self.retry_after is not None:
             h["retry-after"] = str(self.retry_after)
+        if self.close:
+            h["connection"] = "close"
         return h

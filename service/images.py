@@ -25,7 +25,7 @@ def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
 
 
 def to_input(
-    data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, max_pixels: int, max_side: int
+    data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, max_pixels: int, max_side: int, max_scans: int
 ) -> np.ndarray:
     """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained."""
     t0 = time.perf_counter()
@@ -34,7 +34,7 @@ def to_input(
             "image_too_large", f"images[{index}] is {len(data)} bytes; the limit is {max_bytes}", [{"index": index}]
         )
     try:
-        img = decode_image(data, max_pixels=max_pixels, max_side=max_side)
+        img = decode_image(data, max_pixels=max_pixels, max_side=max_side, max_scans=max_scans)
         pre = meta.image_preprocessing()
         x = normalize(prepare_image(img, pre), pre)
     except ImageError as e:

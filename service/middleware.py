@@ -45,6 +45,7 @@ _DEFAULT_CODE = {
     400: "invalid_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -83,10 +84,6 @@ def render(err: ApiError, oip: bool) -> bytes:
     return json.dumps({"error": err.message}).encode() if oip else err.body()
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def _envelope_from(status: int, raw: bytes) -> ApiError:
     """BentoML's error bodies -> ApiError (validation details kept, internals not leaked)."""
     try:
@@ -121,13 +118,56 @@ def _envelope_from(status: int, raw: bytes) -> ApiError:
     return ApiError(code, message, details, status=400 if status == 422 else status)  # FastAPI says 422
 
 
+_GONE = ApiError("client_closed", "the client went away")  # a sentinel: nothing is answered to a closed socket
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, as one ASGI message; later calls wait on the client (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_concurrency: int, timeout_s: float) -> None:
+    """Admission in the order that keeps slow and large uploads from hurting anyone else:
+
+    1. the head: declared size (413), media type (415), and room in this worker's budget of body bytes in
+       flight (503 + Retry-After before a byte is read);
+    2. the body, read here in full within ``body_timeout_s`` (408, connection closed) and under ``max_body``
+       (413); a JSON body with more than ``max_json_items`` commas (an upper bound on its array items and
+       object members) is refused (400) before anything parses it;
+    3. only then a concurrency slot (429 + Retry-After), so a client trickling its body holds a connection
+       and its bytes, never a slot; the app gets the body as one message (not copied again) and must answer
+       within ``timeout_s`` (504).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_concurrency: int,
+        timeout_s: float,
+        body_timeout_s: float = 10.0,
+        max_body_in_flight: int = 128 << 20,
+        max_json_items: int = 1_000_000,
+    ) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
-        self.in_flight = 0  # one event loop per worker: a plain counter is enough
+        self.body_timeout_s = body_timeout_s
+        self.max_body_in_flight = max_body_in_flight
+        self.max_json_items = max_json_items
+        self.in_flight = 0  # one event loop per worker: plain counters are enough
+        self.body_bytes = 0  # bytes of request bodies held (declared or read) by requests in this worker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"] if scope["type"] == "http" else ""
@@ -146,14 +186,77 @@ class AdmissionMiddleware:
             else:
                 await self._admitted(scope, receive, send, endpoint, oip)
             return
-        if early is None and self.in_flight >= self.max_concurrency:
-            early = ApiError(
+        if early is not None:
+            await self._send_error(send, early, endpoint, oip)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self._slot(scope, receive, send, endpoint, oip)
+            return
+        length = headers.get("content-length")
+        held = int(length) if length is not None and length.isdigit() else 0
+        if self.body_bytes + held > self.max_body_in_flight:
+            await self._send_error(send, self._uploads_full(), endpoint, oip)
+            return
+        self.body_bytes += held
+        try:
+            body, err, held = await self._read_body(receive, held)
+            if err is _GONE:
+                return
+            if err is None and headers.get("content-type", "").startswith("application/json"):
+                err = self._json_items(body)
+            if err is not None:
+                await self._send_error(send, err, endpoint, oip)
+            else:
+                await self._slot(scope, _replay(body, receive), send, endpoint, oip)
+        finally:
+            self.body_bytes -= held
+
+    async def _read_body(self, receive: Receive, reserved: int) -> tuple[bytes, ApiError | None, int]:
+        """The whole body within body_timeout_s and the size limits -> (body, None, bytes now reserved in the
+        budget), or (b"", the error to answer, reserved); a client that went away gives the error _GONE."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return b"", _GONE, reserved
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        return b"", self._too_large(), reserved
+                    if size > reserved:  # more than declared (or chunked): the extra counts against the budget
+                        if self.body_bytes + size - reserved > self.max_body_in_flight:
+                            return b"", self._uploads_full(), reserved
+                        self.body_bytes += size - reserved
+                        reserved = size
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks), None, reserved
+        except TimeoutError:
+            late = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            return b"", ApiError("request_timeout", late, close=True), reserved
+
+    def _json_items(self, body: bytes) -> ApiError | None:
+        if body.count(b",") >= self.max_json_items:
+            return ApiError(
+                "invalid_request", f"the JSON body holds more than {self.max_json_items} array items or members"
+            )
+        return None
+
+    def _uploads_full(self) -> ApiError:
+        return ApiError("overloaded", "this worker holds as many request bodies as it may; retry later", retry_after=1)
+
+    async def _slot(self, scope: Scope, receive: Receive, send: Send, endpoint: str, oip: bool) -> None:
+        if self.in_flight >= self.max_concurrency:
+            err = ApiError(
                 "too_many_requests",
                 f"more than {self.max_concurrency} requests in flight; retry later",
                 retry_after=int(_RETRY_AFTER_S),
             )
-        if early is not None:
-            await self._send_error(send, early, endpoint, oip)
+            await self._send_error(send, err, endpoint, oip)
             return
         self.in_flight += 1
         try:
@@ -162,20 +265,6 @@ class AdmissionMiddleware:
             self.in_flight -= 1
 
     async def _admitted(self, scope: Scope, receive: Receive, send: Send, endpoint: str, oip: bool) -> None:
-
-        received = 0
-        too_big = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, too_big
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    too_big = True
-                    raise _BodyTooLarge
-            return message
-
         start: Message | None = None
         chunks: list[bytes] = []
         started = False
@@ -193,29 +282,21 @@ class AdmissionMiddleware:
                 chunks.append(message.get("body", b""))
                 if message.get("more_body", False):
                     return
-                if too_big:  # the app saw our receive() refuse the body and failed: answer what happened
-                    await self._send_error(send, self._too_large(), endpoint, oip)
-                else:
-                    await self._finish_error(send, start, b"".join(chunks), endpoint, oip)
+                await self._finish_error(send, start, b"".join(chunks), endpoint, oip)
                 started = True
                 return
             await send(message)
 
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self.app(scope, limited_receive, wrapped_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._send_error(send, self._too_large(), endpoint, oip)
+                await self.app(scope, receive, wrapped_send)
         except TimeoutError:
             if not started:
                 timeout = ApiError("timeout", f"no answer within {self.timeout_s:g} s")
                 await self._send_error(send, timeout, endpoint, oip)
-        if too_big and not started:
-            await self._send_error(send, self._too_large(), endpoint, oip)
 
     def _too_large(self) -> ApiError:
-        return ApiError("payload_too_large", f"request body is over {self.max_body} bytes")
+        return ApiError("payload_too_large", f"request body is over {self.max_body} bytes", close=True)
 
     def _gate(self, method: str, path: str, headers: Headers) -> ApiError | None:
         length = headers.get("content-length")

@@ -21,13 +21,17 @@ configuration (workers, batching, timeouts) at class definition.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextvars
 import functools
 import io
 import logging
 import math
 import secrets
-from typing import Annotated, Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, TypeVar, cast
 
 import bentoml
 import numpy as np
@@ -104,12 +108,16 @@ from service.schemas import (
 )
 from service.settings import get_settings
 from service.shutdown import delay_sigterm
+from service.transport import Limits, install_transport
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 log.addFilter(RequestIdFilter())
 S = get_settings()
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
 bound_bentoml_endpoint_labels()  # BentoML's request series labelled by route, not by raw path
+install_transport(  # head timeout and size, keep-alive, connection cap (service/transport.py)
+    Limits(S.head_timeout_s, S.max_head_bytes, S.keep_alive_s, S.max_connections)
+)
 
 
 def _json(model: BaseModel) -> Response:
@@ -216,7 +224,7 @@ def _svc() -> NNServe:
 async def classify(request: ClassifyImagesRequest) -> Response:
     """Classify base64 PNG/JPEG images; predictions come back in input order."""
     r = request
-    return _json(await _svc().classify_blobs(r.model, _decode_images(r.images), r.top_k, r.include_input))
+    return _json(await _svc().classify_blobs(r.model, r.images, r.top_k, r.include_input))
 
 
 @v1_app.post("/sentiment", response_model=AnalyzeSentimentResponse, responses=_ERRORS)
@@ -410,22 +418,35 @@ class NNServe:
             log.exception("inference failed for %s", model)
             raise ApiError("internal_error", "inference failed") from None
 
-    def _image_rows(
-        self, model: str, task: str, blobs: list[bytes], label: int | None = None
+    async def _image_rows(
+        self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None = None
     ) -> tuple[ModelMetadata, list[ImageItem]]:
-        """Encoded images -> the model's input rows, preprocessed exactly as in training (with a class label
-        for a conditional VAE's encoder)."""
+        """Encoded images (bytes, or a JSON request's base64 strings) -> the model's input rows, preprocessed
+        exactly as in training (with a class label for a conditional VAE's encoder), in the decode pool: never
+        on the event loop."""
+        return await _off_loop(self._image_rows_now, model, task, blobs, label)
+
+    def _image_rows_now(
+        self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None
+    ) -> tuple[ModelMetadata, list[ImageItem]]:
+        b64 = bool(blobs) and isinstance(blobs[0], str)
+        data = _decode_images(cast(list[str], blobs)) if b64 else cast(list[bytes], blobs)
         meta = self.metadata(model, task)
-        limits = {"max_bytes": S.max_image_bytes, "max_pixels": S.max_image_pixels, "max_side": S.max_image_side}
-        rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(blobs)]
+        limits = {
+            "max_bytes": S.max_image_bytes,
+            "max_pixels": S.max_image_pixels,
+            "max_side": S.max_image_side,
+            "max_scans": S.max_jpeg_scans,
+        }
+        rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(data)]
         if label is None:
             return meta, [ImageItem(model=model, x=x) for x in rows]
         return meta, [LabeledImageItem(model=model, x=x, label=label) for x in rows]
 
     async def classify_blobs(
-        self, model: str, blobs: list[bytes], top_k: int, include_input: bool
+        self, model: str, blobs: list[bytes] | list[str], top_k: int, include_input: bool
     ) -> ClassifyImagesResponse:
-        meta, items = self._image_rows(model, "image-classification", blobs)
+        meta, items = await self._image_rows(model, "image-classification", blobs)
         results = await self._call("image-classification", items, model)
         probs = _softmax(np.stack([r.logits for r in results]), meta)
         k = min(top_k, len(meta.labels))
@@ -495,7 +516,7 @@ class NNServe:
         return _json(AnalyzeSentimentResponse(model=model, version=meta.version, predictions=predictions))
 
     async def _autoencode(self, model: str, images: list[str]) -> tuple[ModelMetadata, list[ImageItem], list[Any]]:
-        meta, items = self._image_rows(model, "autoencoder", _decode_images(images))
+        meta, items = await self._image_rows(model, "autoencoder", images)
         return meta, items, await self._call("autoencoder", items, model)
 
     async def reconstruct(self, model: str, images: list[str]) -> Response:
@@ -605,7 +626,7 @@ class NNServe:
                 raise ApiError("invalid_request", "give either two images or seeds, not both")
             if meta.generator.encoder is None:
                 raise ApiError("invalid_request", f"{model} has no encoder: interpolate between seeds instead")
-            _, items = self._image_rows(model, "generator", _decode_images(images), label=y)
+            _, items = await self._image_rows(model, "generator", images, label=y)
             posts = await self._call("generator", items, model, "encode")
             a, b = posts[0].mu, posts[1].mu
         else:
@@ -661,6 +682,17 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+T = TypeVar("T")
+_DECODE_POOL = ThreadPoolExecutor(S.decode_threads, thread_name_prefix="nnserve-decode")
+
+
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the decode pool (Pillow and numpy release the GIL while they work), keeping the request's
+    context (its id in log lines): a costly image delays no other request's event-loop work."""
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_DECODE_POOL, functools.partial(ctx.run, fn, *args))
+
+
 def _decode_images(images: list[str]) -> list[bytes]:
     """Base64 images of a JSON request -> bytes; the count limit is checked before any decoding.
     (An upload carries one image, always within the limit.)"""
@@ -692,6 +724,9 @@ NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
     max_body_bytes=S.max_body_bytes,
     max_concurrency=max(1, S.max_concurrency // S.api_workers),
     timeout_s=S.request_timeout_s,
+    body_timeout_s=S.body_timeout_s,
+    max_body_in_flight=max(S.max_body_in_flight, S.max_body_bytes),  # room for one body of the largest size
+    max_json_items=S.max_json_items,
 )
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]  # /, /docs and /docs.json: nnserve's own
     DocsMiddleware, api_key=S.api_key is not None, metrics_require_key=S.metrics_require_key

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     trace_v1: bool = Field(False, description="keep BentoML's OpenTelemetry spans on /v1 and /v2 requests (costly)")
     model_workers: int = Field(1, ge=1)
     api_workers: int = Field(2, ge=1, description="API worker processes (2 measured best on 2 cores)")
+    decode_threads: int = Field(
+        2, ge=1, le=64, description="threads per API worker that decode and prepare images, off the event loop"
+    )
     ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")
 
     skip_bad_artifacts: bool = Field(
@@ -65,11 +68,39 @@ class Settings(BaseSettings):
     max_image_side: int = Field(
         10_000, ge=1, description="width or height per image, read from the header (a 1 x 25,000,000 strip is none)"
     )
+    max_jpeg_scans: int = Field(
+        100, ge=1, description="scans per JPEG, counted before decoding (a progressive JPEG has about 10)"
+    )
     max_texts: int = Field(64, ge=1, le=4096, description="texts per sentiment request")
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
     max_samples: int = Field(64, ge=1, le=1024, description="generated samples or interpolation frames per request")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
-    request_timeout_s: int = Field(30, ge=1)
+    request_timeout_s: int = Field(30, ge=1, description="seconds from a request's admission to its answer (504)")
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="seconds a client has to send its whole request body (408, connection closed)"
+    )
+    max_body_in_flight: int = Field(
+        128 << 20,
+        ge=1,
+        description="bytes of request bodies one API worker holds at once (declared or read); a new upload past "
+        "it gets 503 + Retry-After before it is read",
+    )
+    head_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="seconds a client has to send a request's line and headers (408, closed)"
+    )
+    max_head_bytes: int = Field(16 * 1024, ge=1024, description="bytes of a request's line and headers (431, closed)")
+    keep_alive_s: float = Field(5.0, gt=0, le=600, description="seconds an idle kept-alive connection stays open")
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="open connections per API worker; past it the one idle longest is closed (503 if none is idle)",
+    )
+    max_json_items: int = Field(
+        1_000_000,
+        ge=1,
+        description="commas in a JSON body (an upper bound on its array items and object members), checked "
+        "before parsing",
+    )
     drain_s: float = Field(
         5.0,
         ge=0,

@@ -23,3 +23,17 @@ def test_api_reference_names_every_route_field_and_default():
     for route in ("POST /v1/classify`", "POST /v1/sentiment`", "POST /v1/classify/upload`", "GET /v1/models/{name}`"):
         assert f"## `{route}" in text
     assert "| `tokens_read` | int |" in text and "| `model` | string | `'sst2-lstm'` |" in text
+
+
+def test_every_setting_has_a_line_in_the_readme():
+    """Each limit (and every other setting) has a row in the README's Limits or Settings table."""
+    import re
+
+    from service.settings import Settings
+
+    readme = (REPO / "README.md").read_text()
+    rows = set(re.findall(r"^\|[^|]*\| [^|]* \| `(NNSERVE_[A-Z0-9_]+)` \||^\| `(NNSERVE_[A-Z0-9_]+)` \|", readme, re.M))
+    documented = {a or b for a, b in rows}
+    names = [f"NNSERVE_{name.upper()}" for name in Settings.model_fields]
+    missing = [name for name in names if name not in documented]
+    assert not missing, f"settings without a README row: {missing}"

@@ -163,3 +163,25 @@ def test_a_long_thin_strip_is_refused_from_its_header(client):
     r = client.post("/v1/classify", json={"model": "digits-cnn", "images": [base64.b64encode(buf.getvalue()).decode()]})
     err = assert_envelope(r, 413, "image_too_large")
     assert "10000 pixels a side" in err["message"] and time.perf_counter() - t0 < 1.0
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding(client):
+    import io
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        buf, format="JPEG", progressive=True
+    )
+    jpeg = buf.getvalue()
+    last_scan = jpeg[jpeg.rfind(b"\xff\xda") : -2]  # the final refinement scan, repeated: each a pass over the image
+    bomb = jpeg[:-2] + last_scan * 2000 + jpeg[-2:]
+    t0 = time.perf_counter()
+    r = client.post("/v1/classify", json={"model": "digits-cnn", "images": [base64.b64encode(bomb).decode()]})
+    err = assert_envelope(r, 413, "image_too_large")
+    assert "scans; the limit is 100" in err["message"] and time.perf_counter() - t0 < 1.0
+    ok = client.post("/v1/classify", json={"model": "digits-cnn", "images": [base64.b64encode(jpeg).decode()]})
+    assert ok.status_code == 200  # an ordinary progressive JPEG (10 scans) is read

@@ -1,0 +1,188 @@
+"""Slow, silent and oversized clients (issue 14, items 2, 4, 7 and 8): what a client can hold before its request
+is admitted is bounded in time, bytes and connections, and holding it costs other clients nothing.
+
+Fast versions against one server with small limits; `make probe` (bench/probe.py) sends the full-size ones."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import png_bytes
+from tests.server import Server
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+LIMITS = {
+    "NNSERVE_API_WORKERS": "1",
+    "NNSERVE_MAX_CONCURRENCY": "2",
+    "NNSERVE_BODY_TIMEOUT_S": "1.5",
+    "NNSERVE_HEAD_TIMEOUT_S": "1.5",
+    "NNSERVE_KEEP_ALIVE_S": "1",
+    "NNSERVE_MAX_BODY_BYTES": "200000",
+    "NNSERVE_MAX_BODY_IN_FLIGHT": "300000",
+    "NNSERVE_MAX_JSON_ITEMS": "1000",
+    "NNSERVE_MAX_CONNECTIONS": "40",
+}
+
+
+@pytest.fixture(scope="module")
+def srv(artifact_root, tmp_path_factory):
+    server = Server(artifact_root, tmp_path_factory.mktemp("slow") / "serve.log", **LIMITS).start()
+    yield server
+    server.stop()
+
+
+def digit_body() -> bytes:
+    img = base64.b64encode(png_bytes(np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8))).decode()
+    return json.dumps({"model": "digits-cnn", "images": [img]}).encode()
+
+
+def connect(srv: Server, timeout: float = 10.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=timeout)
+    return s
+
+
+def head(path: str, length: int, ctype: str = "application/json") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def answer(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response read off a raw socket (status, lower-case headers, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed without an answer after {data!r}"
+        data += chunk
+    top, _, body = data.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines[1:]))
+    while len(body) < int(headers.get("content-length", 0)):
+        body += s.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
+def closed(s: socket.socket, within: float) -> bool:
+    s.settimeout(within)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except (TimeoutError, ConnectionResetError):
+        return False
+
+
+def test_trickling_bodies_hold_no_admission_slot(srv):
+    tricklers = []
+    for _ in range(6):  # three times the concurrency limit, each with a body half sent
+        s = connect(srv)
+        s.sendall(head("/v1/classify", 5000) + b'{"model": ')
+        tricklers.append(s)
+    time.sleep(0.3)
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        codes = [
+            c.post("/v1/classify", content=digit_body(), headers={"content-type": "application/json"}).status_code
+            for _ in range(5)
+        ]
+    assert codes == [200] * 5  # before: 429, every slot held by a client that had not sent its body
+    for s in tricklers:
+        s.close()
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closed(srv):
+    s = connect(srv)
+    t0 = time.monotonic()
+    s.sendall(head("/v1/classify", 1000) + b'{"model": "digits-cnn", ')
+    status, headers, body = answer(s)
+    assert status == 408 and headers.get("connection") == "close"
+    assert json.loads(body)["error"]["code"] == "request_timeout" and "1.5 s" in json.loads(body)["error"]["message"]
+    assert 1.4 < time.monotonic() - t0 < 5
+    assert closed(s, 2)
+
+
+def test_uploads_past_the_body_budget_get_503_before_being_read(srv):
+    holder = connect(srv)
+    holder.sendall(head("/v1/classify", 190_000) + b"{")  # declares 190 kB of the 300 kB budget, sends 1 byte
+    time.sleep(0.3)
+    big = connect(srv)
+    big.sendall(head("/v1/classify", 150_000))  # nothing of the body sent: refused from the head alone
+    status, headers, body = answer(big)
+    assert status == 503 and headers.get("retry-after") == "1"
+    assert json.loads(body)["error"]["code"] == "overloaded"
+    with httpx.Client(base_url=srv.url, timeout=10) as c:  # a small request still fits
+        r = c.post("/v1/classify", content=digit_body(), headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+    holder.close()
+    big.close()
+
+
+def test_a_json_body_with_too_many_items_is_refused_before_parsing(srv):
+    raw = b'{"model": "digits-cnn", "images": [' + b",".join([b"1"] * 5000) + b"]}"
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        r = c.post("/v1/classify", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "more than 1000 array items" in r.json()["error"]["message"]
+        r = c.post("/v2/models/digits-cnn/infer", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "more than 1000 array items" in r.json()["error"]
+
+
+def test_a_silent_connection_is_answered_408_and_closed_within_the_head_timeout(srv):
+    s = connect(srv)
+    t0 = time.monotonic()
+    status, headers, _ = answer(s)
+    assert status == 408 and headers.get("connection") == "close"
+    assert 1.4 < time.monotonic() - t0 < 4
+    assert closed(s, 2)
+    slow = connect(srv)  # a head sent a few bytes at a time is timed from its first byte
+    t0 = time.monotonic()
+    for part in (b"GET /livez HT", b"TP/1.1\r\nHost: x\r\n", b"X-A: b\r\n"):
+        slow.sendall(part)
+        time.sleep(0.4)
+    assert answer(slow)[0] == 408 and time.monotonic() - t0 < 4
+
+
+def test_a_request_head_over_the_limit_is_a_431_at_once(srv):
+    s = connect(srv)
+    t0 = time.monotonic()
+    s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+    status, headers, body = answer(s)
+    assert status == 431 and headers.get("connection") == "close" and time.monotonic() - t0 < 1
+    assert "16384 bytes" in json.loads(body)["error"]["message"]
+    ok = connect(srv)  # just under the limit is served
+    ok.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 15_000 + b"\r\n\r\n")
+    assert answer(ok)[0] == 200
+
+
+def test_idle_connections_past_the_cap_make_room_for_a_new_client(srv):
+    silent = [connect(srv) for _ in range(60)]  # over the cap of 40
+    time.sleep(0.2)
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        assert c.get("/livez").status_code == 200
+        r = c.post("/v1/classify", content=digit_body(), headers={"content-type": "application/json"})
+        assert r.status_code == 200
+    state = [closed_now(s) for s in silent]  # well before the 1.5 s head timeout
+    assert sum(state) >= 20  # room was made: at most 40 open, the new client's among them
+    assert not any(state[-10:])  # the newest stay: the ones idle longest were closed
+    for s in silent:
+        s.close()
+
+
+def closed_now(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_kept_alive_connection_is_closed_after_the_idle_timeout(srv):
+    s = connect(srv)
+    s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer(s)[0] == 200
+    assert closed(s, 3)  # NNSERVE_KEEP_ALIVE_S=1
