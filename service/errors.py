@@ -7,7 +7,6 @@ from starlette.responses import Response
 
 # code -> HTTP status; every /v1 failure is one of these
 STATUS = {
-    "client_closed": 499,  # never sent: the client is gone
     "invalid_request": 400,
     "invalid_image": 400,
     "invalid_label": 400,

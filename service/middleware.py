@@ -118,7 +118,7 @@ def _envelope_from(status: int, raw: bytes) -> ApiError:
     return ApiError(code, message, details, status=400 if status == 422 else status)  # FastAPI says 422
 
 
-_GONE = ApiError("client_closed", "the client went away")  # a sentinel: nothing is answered to a closed socket
+_GONE = ApiError("client_closed", "the client went away", status=499)  # a sentinel: never sent, the client is gone
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -20,7 +20,6 @@ BentoML's worker uses, and raises this process's open-file limit to its hard lim
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import resource
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import Any
 
 import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.errors import ApiError
 
 log = logging.getLogger("nnserve.transport")
 HEAD_END = b"\r\n\r\n"
@@ -45,17 +46,12 @@ LIMITS = Limits()
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
-def _answer(transport: Any, status: int, code: str, message: str, retry: bool = False) -> None:
-    """A whole HTTP/1.1 answer in the /v1 envelope, written straight to the socket; the caller closes."""
-    body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
-    head = [
-        b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
-        b"content-type: application/json",
-        b"content-length: %d" % len(body),
-        b"connection: close",
-    ]
-    if retry:
-        head.append(b"retry-after: 1")
+def _answer(transport: Any, err: ApiError) -> None:
+    """A whole HTTP/1.1 answer, ``err`` in the /v1 envelope with its headers, written straight to the socket
+    (there is no ASGI app yet to answer through); the caller closes."""
+    body = err.body()
+    head = [b"HTTP/1.1 %d %s" % (err.status, _REASONS[err.status]), b"content-length: %d" % len(body)]
+    head += [f"{k}: {v}".encode() for k, v in {**err.headers(), "connection": "close"}.items()]
     transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
 
 
@@ -91,7 +87,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             if size > LIMITS.max_head_bytes:
                 self._stop_head_timer()
                 message = f"the request head (request line and headers) is over {LIMITS.max_head_bytes} bytes"
-                _answer(self.transport, 431, "header_too_large", message)
+                _answer(self.transport, ApiError("header_too_large", message, status=431))
                 self._linger()
                 return
             self._head_bytes = size
@@ -122,7 +118,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
             message = f"the request head did not arrive within {LIMITS.head_timeout_s:g} s"
-            _answer(self.transport, 408, "request_timeout", message)
+            _answer(self.transport, ApiError("request_timeout", message))
             self.transport.close()
 
     def _linger(self) -> None:
@@ -144,7 +140,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         self._stop_head_timer()
         message = f"this worker has {LIMITS.max_connections} connections busy; retry later"
-        _answer(self.transport, 503, "overloaded", message, retry=True)
+        _answer(self.transport, ApiError("overloaded", message, retry_after=1))
         self.transport.close()
 
 
