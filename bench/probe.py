@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import multiprocessing as mp
 import resource
+import socket
 import threading
 import time
 from collections import Counter
@@ -237,11 +239,29 @@ async def silent_connections(port: int) -> list[str]:
 
 
 async def huge_header(port: int) -> list[str]:
-    """A 64 MB header, sent as fast as the server reads it."""
-    data = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 << 20) + b"\r\n\r\n"
-    t0 = time.perf_counter()
-    status = await _exchange(port, data, wait=5)
-    return [f"{status} in {1000 * (time.perf_counter() - t0):.0f} ms"]
+    """A 64 MB header, sent as fast as the server reads it; timed from the first byte sent to the status line
+    read, on a plain socket with the sending in another thread (asyncio's own writes added 20 ms here)."""
+    return [await asyncio.to_thread(_huge_header, port)]
+
+
+def _huge_header(port: int) -> str:
+    data = memoryview(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 << 20) + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+
+        def feed() -> None:
+            with contextlib.suppress(OSError):
+                for i in range(0, len(data), 1 << 16):
+                    s.sendall(data[i : i + (1 << 16)])
+
+        t0 = time.perf_counter()
+        threading.Thread(target=feed, daemon=True).start()
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in head and (chunk := s.recv(4096)):
+                head += chunk
+        ms = 1000 * (time.perf_counter() - t0)
+    status = head.split()[1].decode() if head.startswith(b"HTTP/") else "closed"
+    return f"{status} in {ms:.0f} ms"
 
 
 PROBES: list[tuple[str, str, Callable[[int], Awaitable[list[str]]]]] = [

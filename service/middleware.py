@@ -156,7 +156,7 @@ class AdmissionMiddleware:
         max_concurrency: int,
         timeout_s: float,
         body_timeout_s: float = 10.0,
-        max_body_in_flight: int = 128 << 20,
+        max_body_in_flight: int = 64 << 20,
         max_json_items: int = 1_000_000,
     ) -> None:
         self.app = app
@@ -194,7 +194,7 @@ class AdmissionMiddleware:
             return
         length = headers.get("content-length")
         held = int(length) if length is not None and length.isdigit() else 0
-        if self.body_bytes + held > self.max_body_in_flight:
+        if not self._room(held, held):
             await self._send_error(send, self._uploads_full(), endpoint, oip)
             return
         self.body_bytes += held
@@ -227,7 +227,7 @@ class AdmissionMiddleware:
                     if size > self.max_body:
                         return b"", self._too_large(), reserved
                     if size > reserved:  # more than declared (or chunked): the extra counts against the budget
-                        if self.body_bytes + size - reserved > self.max_body_in_flight:
+                        if not self._room(size - reserved, size):
                             return b"", self._uploads_full(), reserved
                         self.body_bytes += size - reserved
                         reserved = size
@@ -238,6 +238,15 @@ class AdmissionMiddleware:
         except TimeoutError:
             late = f"the request body did not arrive within {self.body_timeout_s:g} s"
             return b"", ApiError("request_timeout", late, close=True), reserved
+
+    def _room(self, more: int, body_size: int) -> bool:
+        """Whether `more` bytes of a body now `body_size` long fit this worker's budget. Small bodies (at most
+        1/64 of the budget) may also use a reserve of a quarter of it, so that a few large uploads filling the
+        budget do not turn away every small request behind them."""
+        budget = self.max_body_in_flight
+        if body_size <= budget // 64:
+            budget += self.max_body_in_flight // 4
+        return self.body_bytes + more <= budget
 
     def _json_items(self, body: bytes) -> ApiError | None:
         if body.count(b",") >= self.max_json_items:

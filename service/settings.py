@@ -80,10 +80,10 @@ class Settings(BaseSettings):
         10.0, gt=0, le=600, description="seconds a client has to send its whole request body (408, connection closed)"
     )
     max_body_in_flight: int = Field(
-        128 << 20,
+        64 << 20,
         ge=1,
         description="bytes of request bodies one API worker holds at once (declared or read); a new upload past "
-        "it gets 503 + Retry-After before it is read",
+        "it gets 503 + Retry-After before it is read; bodies of at most 1/64 of it may use a further quarter of it",
     )
     head_timeout_s: float = Field(
         10.0, gt=0, le=600, description="seconds a client has to send a request's line and headers (408, closed)"

@@ -105,20 +105,25 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closed(
     assert closed(s, 2)
 
 
-def test_uploads_past_the_body_budget_get_503_before_being_read(srv):
-    holder = connect(srv)
-    holder.sendall(head("/v1/classify", 190_000) + b"{")  # declares 190 kB of the 300 kB budget, sends 1 byte
+def test_uploads_past_the_body_budget_get_503_before_being_read_and_small_ones_use_the_reserve(srv):
+    holders = [connect(srv), connect(srv)]
+    holders[0].sendall(head("/v1/classify", 200_000) + b"{")  # 200 kB + 100 kB declared, one byte each sent:
+    holders[1].sendall(head("/v1/classify", 100_000) + b"{")  # the 300 kB budget is full
     time.sleep(0.3)
-    big = connect(srv)
-    big.sendall(head("/v1/classify", 150_000))  # nothing of the body sent: refused from the head alone
-    status, headers, body = answer(big)
-    assert status == 503 and headers.get("retry-after") == "1"
-    assert json.loads(body)["error"]["code"] == "overloaded"
-    with httpx.Client(base_url=srv.url, timeout=10) as c:  # a small request still fits
-        r = c.post("/v1/classify", content=digit_body(), headers={"content-type": "application/json"})
+    for size in (150_000, 5_000):  # the 5 kB body is over 1/64 of the budget: no reserve for it
+        refused = connect(srv)
+        refused.sendall(head("/v1/classify", size))  # nothing of the body sent: refused from the head alone
+        status, headers, body = answer(refused)
+        assert status == 503 and headers.get("retry-after") == "1", size
+        assert json.loads(body)["error"]["code"] == "overloaded"
+        refused.close()
+    small = digit_body()
+    assert len(small) <= 300_000 // 64
+    with httpx.Client(base_url=srv.url, timeout=10) as c:  # a small request fits the reserve
+        r = c.post("/v1/classify", content=small, headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
-    holder.close()
-    big.close()
+    for h in holders:
+        h.close()
 
 
 def test_a_json_body_with_too_many_items_is_refused_before_parsing(srv):
