@@ -55,10 +55,10 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/nns
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# Only what the service imports (service/ and the torch-free export.contract / export.text) and the models;
+# Only what the service imports (service/ and the torch-free contract/) and the models;
 # .dockerignore keeps everything else out of the build context. Files stay root-owned: the service only reads them.
 COPY service/ service/
-COPY export/ export/
+COPY contract/ contract/
 COPY artifacts/ artifacts/
 
 USER nnserve

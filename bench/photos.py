@@ -3,7 +3,7 @@ and photographed, on the other dataset, and on odd inputs, with default requests
 
     .venv/bin/python -m bench.photos [--url URL] [--n 1000] [--json docs/photos.json]
 
-Photos are made by export/photos.py's EVAL_STYLE (wider ranges than training's TRAIN_STYLE on every axis, with
+Photos are made by contract/photos.py's EVAL_STYLE (wider ranges than training's TRAIN_STYLE on every axis, with
 seeds neither training nor calibration use) from validation images no model was trained on. For each model
 it prints accuracy, the expected calibration error of the served scores (15 bins), the share flagged
 out_of_distribution, the AUROC of ood_score against the other dataset, and the front door's cost per image
@@ -26,10 +26,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from contract.images import decode_image, prepare_image
+from contract.metadata import ModelMetadata, load_metadata
+from contract.photos import EVAL_STYLE, photograph, render_digit_photo
 from export.calibrate import ece, idx_split, odd_images
-from export.contract import ModelMetadata, decode_image, load_metadata, prepare_image
 from export.evaluate import auroc
-from export.photos import EVAL_STYLE, photograph, render_digit_photo
 
 REPO = Path(__file__).resolve().parent.parent
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}

@@ -21,8 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from export.contract import decode_image, load_metadata, normalize, prepare_image
-from export.text import Vocab, encode_text
+from contract.images import decode_image, normalize, prepare_image
+from contract.metadata import load_metadata
+from contract.text import Vocab, encode_text
 
 
 class ClassifyBody(BaseModel):

@@ -77,8 +77,9 @@ def in_process(model_dir: Path, seconds: float, image_batch: int, text_batch: in
     sentence repeated, as one length bucket of the service would hold them)."""
     import onnxruntime as ort
 
-    from export.contract import decode_image, load_metadata, normalize, prepare_image
-    from export.text import Vocab, encode_text, pad_right
+    from contract.images import decode_image, normalize, prepare_image
+    from contract.metadata import load_metadata
+    from contract.text import Vocab, encode_text, pad_right
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

@@ -7,7 +7,7 @@ Every image comes from the *validation* split the shipped models were measured o
 
 - digit-7.png        an MNIST digit as the dataset stores it: 28x28, white ink on black
 - digit-2-drawn.png  a digit as a canvas drawing gives it: dark ink on white, 140x140
-- digit-4-photo.jpg  a digit written on grey paper and photographed with a phone (export/photos.py):
+- digit-4-photo.jpg  a digit written on grey paper and photographed with a phone (contract/photos.py):
                      uneven light, blur, sensor noise, JPEG
 - digit-noisy.png    an MNIST digit with 30 % of its pixels zeroed (the masking noise mnist-dae undoes)
 - sneaker-photo.jpg  a Fashion-MNIST sneaker as a colour product photo on a light background
@@ -28,8 +28,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from export.photos import render_digit_photo, render_product_photo  # noqa: E402
-from training.data import read_idx, stratified_split  # noqa: E402
+from contract.data import read_idx, stratified_split  # noqa: E402
+from contract.photos import render_digit_photo, render_product_photo  # noqa: E402
 
 REVIEWS = [
     "A gorgeous, witty, seductive movie.",

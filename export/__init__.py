@@ -1,1 +1,1 @@
-"""Checkpoint -> ONNX + metadata. ``export.contract`` is torch-free and shared with the service."""
+"""Checkpoint -> ONNX + metadata, with parity, evaluation and calibration. The contract it writes is contract/."""

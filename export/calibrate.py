@@ -8,7 +8,7 @@ Calibration (Guo et al. 2017, "On Calibration of Modern Neural Networks"): serve
 softmax(logits / T); T minimises the negative log-likelihood on half A of the validation split (for image
 models: its clean images and the same images rendered as phone photos, read through the service's front
 door). The expected calibration error (15 equal-width confidence bins) is reported before and after on half
-B, clean and photographed (export/photos.py's EVAL_STYLE, a generator wider than training's).
+B, clean and photographed (contract/photos.py's EVAL_STYLE, a generator wider than training's).
 
 Out of distribution:
 
@@ -36,7 +36,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from export.contract import (
+from contract.data import read_idx, stratified_split
+from contract.images import normalize, prepare_image
+from contract.metadata import (
     METADATA_FILE,
     ONNX_FILE,
     Calibration,
@@ -44,15 +46,12 @@ from export.contract import (
     OutOfDistribution,
     TensorSpec,
     load_metadata,
-    normalize,
-    prepare_image,
     sha256_file,
 )
+from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs
+from contract.text import Vocab, encode_text, pad_right, tokenize
 from export.evaluate import auroc
 from export.frechet import feature_session
-from export.photos import EVAL_STYLE, TRAIN_STYLE, photographs
-from export.text import Vocab, encode_text, pad_right, tokenize
-from training.data import read_idx, stratified_split
 
 BINS = 15
 OOD_OUTPUT = "ood_score"
@@ -351,7 +350,7 @@ def unknown_share(text: str, meta: ModelMetadata, vocab: Vocab) -> float:
 
 def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:
     """A CSV/TSV training file -> the validation texts and labels of the split model.json records."""
-    from training.text_data import load_table, preset_for, split
+    from contract.text_data import load_table, preset_for, split
 
     ds = load_table(data, name=preset_for(data))
     how = "sentences" if meta.dataset.split == "sentences" else "random"

@@ -30,17 +30,10 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from export.contract import (
-    ONNX_FILE,
-    ModelMetadata,
-    load_metadata,
-    normalize,
-    prepare_image,
-    sha256_file,
-    to_uint8,
-)
-from export.text import Vocab, encode_text, pad_right
-from training.data import read_idx, stratified_split
+from contract.data import read_idx, stratified_split
+from contract.images import normalize, prepare_image, to_uint8
+from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata, sha256_file
+from contract.text import Vocab, encode_text, pad_right
 
 
 def _session(model_dir: Path) -> ort.InferenceSession:
@@ -265,7 +258,7 @@ def _image_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Mode
 
 
 def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata):
-    from training.text_data import load_table, preset_for, split
+    from contract.text_data import load_table, preset_for, split
 
     if args.data is not None:
         _check_hash(p, meta, args.data)

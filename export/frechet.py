@@ -21,7 +21,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from export.contract import ONNX_FILE, ModelMetadata, normalize
+from contract.images import normalize
+from contract.metadata import ONNX_FILE, ModelMetadata
 
 
 def feature_session(classifier_dir: Path) -> tuple[ort.InferenceSession, str]:

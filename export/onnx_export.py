@@ -22,7 +22,8 @@ import onnxruntime as ort
 import torch
 
 import models
-from export.contract import (
+from contract.images import normalize
+from contract.metadata import (
     METADATA_FILE,
     ONNX_FILE,
     AnomalyThreshold,
@@ -34,10 +35,9 @@ from export.contract import (
     Parity,
     TensorSpec,
     TextPreprocessing,
-    normalize,
     sha256_file,
 )
-from export.text import VOCAB_FILE, TokenizerConfig, Vocab
+from contract.text import VOCAB_FILE, TokenizerConfig, Vocab
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Every item comes from the *validation* split the shipped models were evaluated o
 split functions training uses, with split seed 0 and validation fraction 0.1), stratified over the labels,
 so the load test never sends a model its own training data. Deterministic: the same data give the same files.
 
-Only torch-free modules are imported (training.data, training.text_data and export.text use numpy, PIL and
+Only torch-free modules are imported (contract.data, contract.text_data and contract.text use numpy, PIL and
 pydantic); the script checks that torch was not pulled in.
 """
 
@@ -27,9 +27,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from export.text import TokenizerConfig  # noqa: E402
-from training.data import read_idx, stratified_split  # noqa: E402
-from training.text_data import load_table, split  # noqa: E402
+from contract.data import read_idx, stratified_split  # noqa: E402
+from contract.text import TokenizerConfig  # noqa: E402
+from contract.text_data import load_table, split  # noqa: E402
 
 
 def pick_stratified(labels: np.ndarray, pool: np.ndarray, n: int, seed: int) -> np.ndarray:

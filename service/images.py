@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from export.contract import ImageError, ModelMetadata, decode_image, normalize, prepare_image
+from contract.images import ImageError, decode_image, normalize, prepare_image
+from contract.metadata import ModelMetadata
 from service.errors import ApiError
 from service.metrics import PREPROCESS_SECONDS
 

@@ -20,7 +20,7 @@ import numpy as np
 from bentoml.validators import TensorSchema
 from pydantic import BaseModel
 
-from export.text import pad_right
+from contract.text import pad_right
 from service.runtime import OnnxModel, load_family, settle_heap
 from service.settings import get_settings
 from service.shutdown import delay_sigterm

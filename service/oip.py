@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from export.contract import ModelMetadata, TensorSpec
+from contract.metadata import ModelMetadata, TensorSpec
 from service import __version__
 from service.errors import ApiError, validation_details
 from service.middleware import ERROR_CODE_HEADER

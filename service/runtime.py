@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.contract import METADATA_FILE, ONNX_FILE, ModelMetadata, TensorSpec, load_metadata, sha256_file
-from export.text import Vocab
+from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TensorSpec, load_metadata, sha256_file
+from contract.text import Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS
 from service.settings import Settings
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from export.contract import (
+from contract.metadata import (
     AnomalyThreshold,
     Calibration,
     GeneratorInfo,

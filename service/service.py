@@ -44,8 +44,9 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from export.contract import ModelMetadata, image_grid, to_pil
-from export.text import Vocab, encode_text
+from contract.images import image_grid, to_pil
+from contract.metadata import ModelMetadata
+from contract.text import Vocab, encode_text
 from service.auth import ApiKeyMiddleware
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, ErrorResponse, quoted, validation_details

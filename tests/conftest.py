@@ -22,7 +22,7 @@ def png_bytes(a: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes
 
 @pytest.fixture(scope="session")
 def digits():
-    from training.data import load_sklearn_digits
+    from contract.data import load_sklearn_digits
 
     return load_sklearn_digits(28)
 
@@ -55,7 +55,7 @@ def artifact_root(tmp_path_factory, digits) -> Path:
         export_checkpoint(path, root / name, name=name)
     calibrate(root / "digits-cnn", digits)  # digits-lenet5 stays uncalibrated: served with T = 1 and no OOD score
 
-    from training.text_data import synthetic_sentiment
+    from contract.text_data import synthetic_sentiment
     from training.text_loop import TextTrainConfig, train_text
 
     cfg = TextTrainConfig(epochs=4, progress=False, threads=2, max_len=24, min_freq=1)
@@ -100,9 +100,9 @@ def letters(n: int, seed: int = 0) -> np.ndarray:
 
 def calibrate(model_dir: Path, digits) -> None:
     """export/calibrate.py on a test artifact: temperature and the OOD score, printed letters as the other data."""
+    from contract.data import stratified_split
+    from contract.metadata import METADATA_FILE, load_metadata
     from export.calibrate import calibrate_images, image_sets
-    from export.contract import METADATA_FILE, load_metadata
-    from training.data import stratified_split
 
     meta = load_metadata(model_dir)
     train, val = stratified_split(digits.labels, meta.dataset.val_fraction, meta.dataset.split_seed)
@@ -112,9 +112,9 @@ def calibrate(model_dir: Path, digits) -> None:
 
 
 def calibrate_text(model_dir: Path) -> None:
+    from contract.metadata import METADATA_FILE
+    from contract.text_data import synthetic_sentiment
     from export.calibrate import calibrate_texts
-    from export.contract import METADATA_FILE
-    from training.text_data import synthetic_sentiment
 
     ds = synthetic_sentiment(n=200, seed=11)  # texts the model was not trained on
     meta = calibrate_texts(model_dir, ds.texts, ds.labels)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.contract import load_metadata
+from contract.metadata import load_metadata
 from tests.conftest import assert_envelope, png_bytes
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -6,8 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from contract.images import normalize
+from contract.metadata import load_metadata
 from export.calibrate import OOD_OUTPUT, ece, fit_temperature, mahalanobis, softmax
-from export.contract import load_metadata, normalize
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfident():

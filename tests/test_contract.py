@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.contract import ImageError, ImagePreprocessing, decode_image, normalize, prepare_image
+from contract.images import ImageError, decode_image, normalize, prepare_image
+from contract.metadata import ImagePreprocessing
 from tests.conftest import png_bytes
 
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")

@@ -425,7 +425,7 @@ def test_dockerignore():
     kept = [
         "pyproject.toml",
         "service/service.py",
-        "export/contract.py",
+        "contract/",
         "artifacts/mnist-cnn/model.onnx",
         "artifacts/mnist-cnn/model.json",
         "artifacts/imdb-lstm/vocab.json",

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
+from contract.text_data import synthetic_sentiment
 from export.evaluate import main as evaluate_main
-from training.text_data import synthetic_sentiment
 
 
 def _idx(path, arr):

@@ -8,8 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from contract.images import normalize, prepare_image
+from contract.metadata import ModelMetadata, sha256_file
 from export.__main__ import main as export_main
-from export.contract import ModelMetadata, normalize, prepare_image, sha256_file
 from export.onnx_export import ParityError, load_checkpoint
 from training.__main__ import main as train_main
 
@@ -51,7 +52,7 @@ def test_onnx_matches_torch_at_any_batch(tmp_path, checkpoint, digits, batch):
 def prepare_image_from_array(a):
     from PIL import Image
 
-    from export.contract import ImagePreprocessing
+    from contract.metadata import ImagePreprocessing
 
     pre = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0], std=[1], white_on_black=True, fit="digit")
     out = prepare_image(Image.fromarray(a[0]), pre)

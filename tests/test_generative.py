@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import models
-from export.contract import load_metadata
+from contract.metadata import load_metadata
 from export.evaluate import generate_images, vae_metrics
 from export.frechet import feature_session, frechet_distance
 from export.onnx_export import ENCODER_FILE, export_checkpoint, latent_inputs
@@ -165,7 +165,7 @@ def test_generate_images_is_seeded(exported):
 
 def test_vae_metrics_match_training(exported, digits):
     """The exported encoder/decoder reproduce the -ELBO and squared error that training measured."""
-    from training.data import stratified_split
+    from contract.data import stratified_split
 
     art = exported["cvae"] / "art"
     meta = load_metadata(art)

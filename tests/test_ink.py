@@ -1,4 +1,4 @@
-"""The front door for photos (export/ink.py through export.contract.prepare_image): synthetic photos of known
+"""The front door for photos (contract/ink.py through contract.images.prepare_image): synthetic photos of known
 digits come out as MNIST-style digits, and a page with nothing on it comes out empty."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from export.contract import ImagePreprocessing, decode_image, prepare_image
-from export.photos import EVAL_STYLE, TRAIN_STYLE, render_digit_photo
+from contract.images import decode_image, prepare_image
+from contract.metadata import ImagePreprocessing
+from contract.photos import EVAL_STYLE, TRAIN_STYLE, render_digit_photo
 
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
 

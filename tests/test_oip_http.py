@@ -19,7 +19,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 import service
-from export.contract import ModelMetadata, decode_image, normalize, prepare_image, to_uint8
+from contract.images import decode_image, normalize, prepare_image, to_uint8
+from contract.metadata import ModelMetadata
 from tests.conftest import png_bytes
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -44,7 +45,7 @@ def metadata(artifact_root, name: str) -> ModelMetadata:
 
 
 def preprocessed(meta: ModelMetadata, pngs: list[bytes]) -> np.ndarray:
-    """The images as the model takes them: the training contract's preprocessing (export/contract.py)."""
+    """The images as the model takes them: the training contract's preprocessing (contract/)."""
     pre = meta.image_preprocessing()
     return np.stack([normalize(prepare_image(decode_image(b, max_pixels=10**6), pre), pre) for b in pngs]).astype(
         np.float32

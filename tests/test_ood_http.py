@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as triton
 from PIL import Image
 
-from export.contract import load_metadata
+from contract.metadata import load_metadata
 from tests.conftest import png_bytes
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

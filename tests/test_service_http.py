@@ -12,7 +12,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from export.contract import load_metadata, normalize, prepare_image
+from contract.images import normalize, prepare_image
+from contract.metadata import load_metadata
 from tests.conftest import MAX_BODY, assert_envelope, png_bytes
 from tests.test_contract import huge_png_header
 
@@ -26,7 +27,7 @@ def b64(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def held_out(digits):
     """Validation digits (the split training never saw) as (uint8 28x28, label)."""
-    from training.data import stratified_split
+    from contract.data import stratified_split
 
     _, val = stratified_split(digits.labels, 0.1, 0)
     return [(digits.images[i, 0], int(digits.labels[i])) for i in val[:64]]

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import models
+from contract.metadata import ModelMetadata, sha256_file
+from contract.text import PAD, UNK, TokenizerConfig, Vocab, encode_text, tokenize
+from contract.text_data import load_table, sentence_split, synthetic_sentiment
 from export.__main__ import main as export_main
-from export.contract import ModelMetadata, sha256_file
-from export.text import PAD, UNK, TokenizerConfig, Vocab, encode_text, tokenize
 from training.__main__ import main as train_main
-from training.text_data import load_table, sentence_split, synthetic_sentiment
 
 TOK = TokenizerConfig(max_len=8)
 TEXT_MODELS = models.list_models("text-classification")

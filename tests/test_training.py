@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from contract.data import load_idx_dataset, load_image_folder, read_idx, stratified_split
 from tests.conftest import png_bytes
 from training.__main__ import main as train_main
 from training.augment import PRESETS, random_affine
-from training.data import load_idx_dataset, load_image_folder, read_idx, stratified_split
 
 
 def _write_idx(path, arr):
@@ -51,7 +51,7 @@ def test_stratified_split_is_deterministic_and_disjoint():
 
 
 def test_image_folder_reader_prepares_like_the_service(tmp_path):
-    from export.contract import ImagePreprocessing
+    from contract.metadata import ImagePreprocessing
 
     for cls, value in (("cat", 40), ("dog", 200)):
         (tmp_path / cls).mkdir()
@@ -97,7 +97,7 @@ def test_same_seed_same_result(tmp_path):
 
 
 def test_photo_pool_is_the_front_doors_reading_of_rendered_photos_and_is_cached(tmp_path, monkeypatch, digits):
-    from export.contract import ImagePreprocessing
+    from contract.metadata import ImagePreprocessing
     from training import photo_data
 
     monkeypatch.setattr(photo_data, "CACHE", tmp_path / "cache")

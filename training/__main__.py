@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 
 import models
+from contract.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, load_image_folder, load_sklearn_digits
+from contract.text_data import PRESETS as TEXT_PRESETS
+from contract.text_data import load_table, preset_for, synthetic_sentiment
 from training.ae_loop import AETrainConfig, train_autoencoder
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
-from training.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, load_image_folder, load_sklearn_digits
 from training.gan_loop import GANTrainConfig, train_gan
 from training.loop import train
 from training.plots import plot_curves, plot_series
-from training.text_data import PRESETS as TEXT_PRESETS
-from training.text_data import load_table, preset_for, synthetic_sentiment
 from training.text_loop import TextTrainConfig, train_text
 from training.vae_loop import VAETrainConfig, train_vae
 
@@ -195,7 +195,7 @@ def _load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset
     if name == "sklearn-digits":
         ds = load_sklearn_digits(size)
     elif name == "image-folder":
-        from export.contract import ImagePreprocessing
+        from contract.metadata import ImagePreprocessing
 
         pre["mean"], pre["std"] = [0.0] * pre["channels"], [1.0] * pre["channels"]
         ds = load_image_folder(data, ImagePreprocessing.model_validate(pre))

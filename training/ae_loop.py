@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 import models
+from contract.data import Dataset, stratified_split
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
-from training.data import Dataset, stratified_split
 
 log = logging.getLogger(__name__)
 

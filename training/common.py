@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 import models
 
 if TYPE_CHECKING:
-    from training.data import Dataset
-    from training.text_data import TextDataset
+    from contract.data import Dataset
+    from contract.text_data import TextDataset
 
 log = logging.getLogger(__name__)
 

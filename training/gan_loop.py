@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import models
-from export.contract import image_grid
+from contract.data import Dataset, stratified_split
+from contract.images import image_grid
 from training.common import TrainConfig, checkpoint_dict, seed_everything
-from training.data import Dataset, stratified_split
 
 log = logging.getLogger(__name__)
 

@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 
 import models
-from export.contract import ImagePreprocessing
+from contract.data import Dataset, channel_stats, stratified_split
+from contract.metadata import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
-from training.data import Dataset, channel_stats, stratified_split
 from training.photo_data import photo_pool
 
 log = logging.getLogger(__name__)
 
 
 def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    # the same formula as export.contract.normalize, in torch
+    # the same formula as contract.images.normalize, in torch
     return (x * (1 / 255.0) - mean) / std
 
 

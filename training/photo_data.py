@@ -1,5 +1,5 @@
 """Training images as users send them: a pool of training digits (or garments) rendered as phone photos by
-export/photos.py's TRAIN_STYLE and read back through the service's own front door (export.contract's
+contract/photos.py's TRAIN_STYLE and read back through the service's own front door (contract.images's
 prepare_image), so the model learns what the front door makes of real photos, artefacts included.
 
 Rendering and reading a photo costs ~10 ms, too much per step, so the pool is made once per dataset, split
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from export.contract import ImagePreprocessing
-from export.photos import TRAIN_STYLE, photographs
+from contract.metadata import ImagePreprocessing
+from contract.photos import TRAIN_STYLE, photographs
 
 log = logging.getLogger(__name__)
 CACHE = Path("runs/.photo-cache")
 CHUNK = 500
-CODE = [Path(__file__).resolve().parent.parent / "export" / f for f in ("photos.py", "ink.py", "contract.py")]
+CODE = [Path(__file__).resolve().parent.parent / "contract" / f for f in ("photos.py", "ink.py", "images.py")]
 
 
 def _render_chunk(args: tuple[np.ndarray, dict, int]) -> np.ndarray:

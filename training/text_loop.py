@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import models
-from export.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
+from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
+from contract.text_data import TextDataset, split
 from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
-from training.text_data import TextDataset, split
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class TextTrainConfig(TrainConfig):
     weight_decay: float = 0.0
     patience: int = 3
     augment: str = "none"
-    split: str = "random"  # random | sentences (see training.text_data.sentence_split)
+    split: str = "random"  # random | sentences (see contract.text_data.sentence_split)
     max_len: int = 64
     min_freq: int = 2
     max_vocab: int = 30_000

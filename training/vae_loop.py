@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 import models
-from export.contract import image_grid
+from contract.data import Dataset, stratified_split
+from contract.images import image_grid
 from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
-from training.data import Dataset, stratified_split
 from training.gan_loop import fixed_noise
 
 log = logging.getLogger(__name__)

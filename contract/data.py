@@ -1,7 +1,7 @@
 """Datasets as in-memory uint8 tensors: MNIST-format IDX files, image folders, scikit-learn's digits.
 
 Every reader returns a ``Dataset`` whose images are already in the model's pixel convention
-(uint8, (N, C, H, W)), produced by the same ``export.contract.prepare_image`` the service uses.
+(uint8, (N, C, H, W)), produced by the same ``contract.images.prepare_image`` the service uses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from export.contract import ImagePreprocessing, prepare_image, sha256_file
+from contract.images import prepare_image
+from contract.metadata import ImagePreprocessing, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from export.contract import ImagePreprocessing, decode_image, prepare_image
+from contract.images import decode_image, prepare_image
+from contract.metadata import ImagePreprocessing
 
 Range = tuple[float, float]
 

@@ -1,222 +1,18 @@
-"""The artifact contract shared by training, export and service (torch-free).
-
-An exported model is a directory::
-
-    <name>/model.onnx     graph with a dynamic batch axis
-    <name>/model.json     ModelMetadata below: labels, preprocessing, tensor schema, metrics, hashes
-
-Everything the service needs to preprocess exactly as training did lives in ``model.json``, and the
-functions here are the single implementation of that preprocessing.
-"""
+"""Images in the artifact contract (torch-free): decoding under limits, and the one implementation of the
+preprocessing that training, export and the service all apply, as ``model.json``'s ImagePreprocessing says."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field
 
-from export.ink import Ink, find_ink
-from export.text import PAD_ID, UNK_ID, VOCAB_FILE, TokenizerConfig
-
-SCHEMA_VERSION = 1
-ONNX_FILE = "model.onnx"
-METADATA_FILE = "model.json"
-
-Fit = Literal["resize", "contain", "digit"]
-
-
-class ImagePreprocessing(BaseModel):
-    """How raw images become the model's input tensor (see ``prepare_image`` and ``normalize``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input_size: tuple[int, int] = Field(description="(height, width) of the model input")
-    channels: Literal[1, 3]
-    mean: list[float] = Field(description="per-channel mean of pixels scaled to [0, 1]")
-    std: list[float] = Field(description="per-channel std of pixels scaled to [0, 1]")
-    white_on_black: bool = Field(
-        description="trained on bright ink on a dark background (MNIST); light-background inputs are inverted"
-    )
-    fit: Fit = Field(
-        description="how an image of another size is fitted: 'resize' stretches, 'contain' keeps the aspect "
-        "ratio and pads, 'digit' scales the ink's bounding box into a 20/28 box centred by mass (MNIST)"
-    )
-
-
-class TextPreprocessing(BaseModel):
-    """How raw text becomes token ids (see ``export.text``); the vocabulary is a file beside the graph."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tokenizer: TokenizerConfig
-    vocab_file: str = VOCAB_FILE
-    vocab_sha256: str
-    vocab_size: int
-    pad_id: int = PAD_ID
-    unk_id: int = UNK_ID
-
-
-class TensorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    dtype: Literal["float32", "int64"]
-    shape: list[int] = Field(description="-1 marks a dynamic axis")
-
-
-class DatasetInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    source: str
-    sha256: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 of the source files")
-    n_train: int
-    n_val: int
-    split_seed: int
-    val_fraction: float
-    split: Literal["stratified", "sentences"] = Field(
-        "stratified", description="how validation was carved: per-class random, or whole sentences (SST-2)"
-    )
-
-
-class Parity(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    batch_sizes: list[int]
-    seq_lens: list[int] = Field(default_factory=list, description="text models: sequence lengths checked")
-    max_abs_diff: float
-    rtol: float
-    atol: float
-
-
-class AnomalyThreshold(BaseModel):
-    """Autoencoders: an input whose reconstruction error exceeds ``threshold`` is flagged as anomalous."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float = Field(description="squared error summed over pixels, per image")
-    percentile: float = Field(description="of the validation errors the threshold was calibrated at")
-    metric: Literal["sse"] = "sse"
-
-
-class Calibration(BaseModel):
-    """Classifiers: served probabilities are softmax(logits / temperature) (temperature scaling, Guo et al.
-    2017), fitted on validation half A (export/calibrate.py); ECE (15 bins) and accuracy on half B."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(gt=0)
-    fitted_on: str
-    ece_before: dict[str, float] = Field(description="measured set -> expected calibration error at T = 1")
-    ece_after: dict[str, float] = Field(description="measured set -> expected calibration error at T")
-    accuracy: dict[str, float] = Field(default_factory=dict, description="measured set -> accuracy")
-
-
-class OutOfDistribution(BaseModel):
-    """Classifiers: how an input unlike the training data is told (export/calibrate.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: Literal["mahalanobis", "unknown-token-share"] = Field(
-        description="'mahalanobis': distance of the penultimate features to the nearest class mean (a graph "
-        "output); 'unknown-token-share': share of the text's tokens outside the vocabulary"
-    )
-    output: str | None = Field(None, description="the graph output holding the score, if the graph computes it")
-    threshold: float = Field(description="scores above it are flagged out_of_distribution")
-    fitted_on: str
-    figures: dict[str, float] = Field(default_factory=dict, description="AUROC and flag rates on validation half B")
-
-
-class GraphInfo(BaseModel):
-    """A second graph shipped beside model.onnx (a VAE's encoder)."""
-
-    model_config = ConfigDict(extra="forbid")
-    file: str
-    sha256: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-
-
-class GeneratorInfo(BaseModel):
-    """Generators: how to drive model.onnx (latent z [+ labels] -> images)."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["gan", "vae"]
-    latent_dim: int
-    conditional: bool = Field(description="the graph takes an int64 'labels' input; labels lists the classes")
-    noise: Literal["standard-normal"] = Field(
-        "standard-normal", description="z ~ N(0, I); the service draws it with numpy's default_rng(seed)"
-    )
-    value_range: tuple[float, float] = Field((0.0, 1.0), description="pixel range of the output images")
-    encoder: GraphInfo | None = Field(None, description="VAE: image [+ labels] -> posterior mu, logvar")
-
-
-class ModelMetadata(BaseModel):
-    """``model.json``: everything needed to serve, describe and audit one exported model."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    schema_version: int = SCHEMA_VERSION
-    name: str
-    version: str
-    task: Literal["image-classification", "text-classification", "autoencoder", "generator"]
-    architecture: str = Field(description="registry name of the nn.Module")
-    architecture_config: dict[str, bool | int | float | str | list[int]]
-    labels: list[str]
-    preprocessing: ImagePreprocessing | TextPreprocessing
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    opset: int
-    training: dict[str, bool | int | float | str | None] = Field(
-        default_factory=dict, description="the training recipe: the checkpoint's train config (loss, optimiser, ...)"
-    )
-    metrics: dict[str, float] = Field(description="validation metrics measured at training time")
-    class_metrics: dict[str, float] = Field(default_factory=dict, description="validation accuracy per label")
-    dataset: DatasetInfo
-    created: str
-    onnx_sha256: str
-    checkpoint_sha256: str
-    source_commit: str
-    torch_version: str
-    parity: Parity
-    anomaly: AnomalyThreshold | None = None
-    generator: GeneratorInfo | None = None
-    calibration: Calibration | None = None
-    ood: OutOfDistribution | None = None
-
-    def image_preprocessing(self) -> ImagePreprocessing:
-        if not isinstance(self.preprocessing, ImagePreprocessing):
-            raise TypeError(f"{self.name} is a {self.task} model, not an image model")
-        return self.preprocessing
-
-    def text_preprocessing(self) -> TextPreprocessing:
-        if not isinstance(self.preprocessing, TextPreprocessing):
-            raise TypeError(f"{self.name} is a {self.task} model, not a text model")
-        return self.preprocessing
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_metadata(model_dir: str | Path) -> ModelMetadata:
-    return ModelMetadata.model_validate_json(Path(model_dir, METADATA_FILE).read_bytes())
-
-
-# ----------------------------------------------------------------------------------------------
-# Images
-# ----------------------------------------------------------------------------------------------
+from contract.ink import Ink, find_ink
+from contract.metadata import Fit, ImagePreprocessing
 
 # MPO: the multi-picture JPEG some phone cameras save; Pillow decodes its first picture, the photo itself
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
@@ -338,7 +134,7 @@ def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
     An image already at the model's input size is taken pixel for pixel (after mode conversion and
     polarity), so the training set's own images pass through unchanged. Any other image, for a model
     trained on bright shapes on black with the 'digit' or 'contain' fit (MNIST, Fashion-MNIST), is read like
-    a photo or scan: its ink is found with the background, lighting and polarity removed (export/ink.py),
+    a photo or scan: its ink is found with the background, lighting and polarity removed (contract/ink.py),
     then fitted as the dataset was made.
     """
     size = (pre.input_size[0], pre.input_size[1])

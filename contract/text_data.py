@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.contract import sha256_file
-from export.text import TokenizerConfig, tokenize
-from training.data import stratified_split
+from contract.data import stratified_split
+from contract.metadata import sha256_file
+from contract.text import TokenizerConfig, tokenize
 
 log = logging.getLogger(__name__)
 SENTIMENT_LABELS = ["negative", "positive"]
@@ -144,5 +144,5 @@ def synthetic_sentiment(n: int = 600, seed: int = 0) -> TextDataset:
         np.asarray(labels, dtype=np.int64),
         list(SENTIMENT_LABELS),
         "synthetic-sentiment",
-        "training.text_data.synthetic_sentiment",
+        "contract.text_data.synthetic_sentiment",
     )
