@@ -42,21 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    REPO,
-    Client,
-    Picker,
-    ServerTree,
-    classify_kind,
-    closed_loop,
-    load_row,
-    machine,
-    open_loop,
-    parse_env,
-    run_async,
-    saturation,
-    start_server,
-)
+from bench.common import REPO, ServerTree, machine, parse_env, run_async, start_server
+from bench.loadgen import Client, closed_loop, load_row, open_loop, saturation
+from bench.payloads import Picker, classify_kind
 
 
 def problems(row: dict[str, Any], shed_allowed: bool = True) -> list[str]:

@@ -42,25 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    BAD_200,
-    REPO,
-    Client,
-    Picker,
-    Recorder,
-    ServerTree,
-    classify_kind,
-    generate_kind,
-    latency,
-    load_row,
-    machine,
-    open_loop,
-    parse_env,
-    run_async,
-    saturation,
-    sentiment_kind,
-    start_server,
-)
+from bench.common import BAD_200, REPO, ServerTree, machine, parse_env, run_async, start_server
+from bench.loadgen import Client, load_row, open_loop, saturation
+from bench.payloads import Picker, classify_kind, generate_kind, sentiment_kind
+from bench.records import Recorder, latency
 
 MiB = 1 << 20
 

@@ -27,36 +27,33 @@ where to write per-step latencies and the threshold verdict (run.py sets it).
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import math
 import os
 import random
 import re
-import time
-from array import array
-from collections import defaultdict
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import requests
 from locust import HttpUser, LoadTestShape, between, events, task
 from locust.exception import StopUser
-from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its siblings, wherever Locust runs it from
+from payloads import (
+    CatalogError,
+    GeneratorModel,
+    ImageModel,
+    TextModel,
+    env_float,
+    load_catalog,
+)
+from recording import StepRecorder, final_stats, thresholds
 
 log = logging.getLogger("loadtest")
-SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
 # ---- settings --------------------------------------------------------------------------------------------------
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
 
 
 def parse_duration(text: str | int | float | None, default: float) -> float:
@@ -84,183 +81,11 @@ def step_plan(parsed_options: Any = None) -> tuple[int, int, float]:
 
 
 WAIT = between(env_float("LOADTEST_WAIT_MIN_S", 0.1), env_float("LOADTEST_WAIT_MAX_S", 0.5))
-PAPER_FRACTION = env_float("LOADTEST_PAPER_FRACTION", 0.25)
 
 
-# ---- samples and per-model payloads ----------------------------------------------------------------------------
-
-IMAGE_SETS = {"mnist": "digits", "fashion-mnist": "fashion"}  # a card's dataset -> samples/<folder>
-TEXT_SETS = {"sst2": "sentences.txt", "imdb": "reviews.txt"}
-
-
-def _image_set(dataset: str) -> list[Image.Image]:
-    folder = IMAGE_SETS.get(dataset) or ("fashion" if "fashion" in dataset else "digits")
-    paths = sorted((SAMPLES / folder).glob("*.png"))
-    if not paths:
-        raise FileNotFoundError(f"no sample images in {SAMPLES / folder}: run loadtest/make_samples.py")
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            out.append(im.convert("L"))
-    return out
-
-
-def _text_set(dataset: str) -> list[str]:
-    path = SAMPLES / (TEXT_SETS.get(dataset) or ("reviews.txt" if "imdb" in dataset else "sentences.txt"))
-    texts = [t for t in path.read_text(encoding="utf-8").split("\n") if t.strip()]
-    if not texts:
-        raise FileNotFoundError(f"no sample texts in {path}: run loadtest/make_samples.py")
-    return texts
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _fit(img: Image.Image, size: tuple[int, int], channels: int) -> Image.Image:
-    """A white-on-black sample -> size (w, h) and the model's colour mode."""
-    if img.size != size:
-        img = img.resize(size, Image.Resampling.BILINEAR)
-    return img.convert("L" if channels == 1 else "RGB")
-
-
-@dataclass
-class ImageModel:
-    """An image-in model (classifier or autoencoder): encoded samples at its input size, in its polarity."""
-
-    name: str
-    labels: list[str]
-    native: list[bytes]  # the model's own input size and pixel convention
-    paper: list[bytes]  # as a person would send: dark ink on white, twice the input size
-    native_b64: list[str] = field(init=False)
-    paper_b64: list[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.native_b64 = [base64.b64encode(b).decode() for b in self.native]
-        self.paper_b64 = [base64.b64encode(b).decode() for b in self.paper]
-
-    @classmethod
-    def from_card(cls, card: dict[str, Any]) -> ImageModel:
-        pre = card["preprocessing"]
-        h, w = (int(v) for v in pre["input_size"])
-        channels = int(pre["channels"])
-        samples = _image_set(str(card.get("dataset", "")))
-        native, paper = [], []
-        for img in samples:
-            on_black = img if pre.get("white_on_black", True) else ImageOps.invert(img)
-            native.append(_png(_fit(on_black, (w, h), channels)))
-            paper.append(_png(_fit(ImageOps.invert(img), (2 * w, 2 * h), channels)))
-        return cls(card["name"], list(card["labels"]), native, paper)
-
-    def pick(self, n: int) -> tuple[list[int], bool]:
-        paper = random.random() < PAPER_FRACTION
-        return random.choices(range(len(self.native)), k=n), paper
-
-    def b64(self, n: int) -> list[str]:
-        idx, paper = self.pick(n)
-        pool = self.paper_b64 if paper else self.native_b64
-        return [pool[i] for i in idx]
-
-    def blob(self) -> bytes:
-        idx, paper = self.pick(1)
-        return (self.paper if paper else self.native)[idx[0]]
-
-
-@dataclass
-class TextModel:
-    name: str
-    labels: list[str]
-    texts: list[str]
-
-    @classmethod
-    def from_card(cls, card: dict[str, Any]) -> TextModel:
-        return cls(card["name"], list(card["labels"]), _text_set(str(card.get("dataset", ""))))
-
-
-@dataclass
-class GeneratorModel:
-    name: str
-    labels: list[str]
-    conditional: bool
-
-    @classmethod
-    def from_card(cls, card: dict[str, Any]) -> GeneratorModel:
-        gen = card.get("generator") or {}
-        return cls(card["name"], list(card["labels"]), bool(gen.get("conditional", False)))
-
-
-BUILDERS = {
-    "image-classification": ImageModel.from_card,
-    "autoencoder": ImageModel.from_card,
-    "text-classification": TextModel.from_card,
-    "generator": GeneratorModel.from_card,
-}
 CATALOG: dict[str, list[Any]] = {}  # task -> payload-ready models, read from the host under test
 CATALOG_OK = False
 CATALOG_HOST: str | None = None
-
-
-def _fire(environment: Any, name: str, start: float, length: int, exc: Exception | None) -> None:
-    environment.events.request.fire(
-        request_type="GET",
-        name=name,
-        response_time=(time.perf_counter() - start) * 1000.0,
-        response_length=length,
-        exception=exc,
-        context={},
-    )
-
-
-class CatalogError(Exception):
-    pass
-
-
-def load_catalog(environment: Any) -> dict[str, list[Any]]:
-    """GET /v1/models on the host under test -> payload-ready models per task (recorded as a request)."""
-    host = (environment.host or "").rstrip("/")
-    if not host:
-        raise CatalogError("no host: pass --host or set HOST")
-    last: Exception | None = None
-    for attempt in range(3):
-        start = time.perf_counter()
-        try:
-            resp = requests.get(f"{host}/v1/models", timeout=10)
-        except requests.RequestException as e:
-            last = CatalogError(f"connection error: {type(e).__name__}")
-            _fire(environment, "/v1/models", start, 0, last)
-            if attempt < 2:
-                time.sleep(1.0 + attempt)
-            continue
-        if resp.status_code != 200:
-            last = CatalogError(f"HTTP {resp.status_code}")
-            _fire(environment, "/v1/models", start, len(resp.content), last)
-            if attempt < 2:
-                time.sleep(1.0 + attempt)
-            continue
-        try:
-            cards = resp.json()["models"]
-            catalog: dict[str, list[Any]] = defaultdict(list)
-            for card in cards:
-                build = BUILDERS.get(card.get("task"))
-                if build is None:
-                    log.warning("model %s: task %r is not load-tested", card.get("name"), card.get("task"))
-                    continue
-                if not card.get("ready", True):
-                    log.warning("model %s is served but not ready: its requests will likely fail", card["name"])
-                catalog[card["task"]].append(build(card))
-        except (ValueError, KeyError, TypeError) as e:
-            err = CatalogError(f"malformed 200: unreadable model cards ({type(e).__name__}: {e})")
-            _fire(environment, "/v1/models", start, len(resp.content), err)
-            raise err from None
-        if not catalog:
-            err = CatalogError("malformed 200: no model the load test can drive")
-            _fire(environment, "/v1/models", start, len(resp.content), err)
-            raise err
-        _fire(environment, "/v1/models", start, len(resp.content), None)
-        return dict(catalog)
-    raise last or CatalogError("no catalog")
 
 
 # ---- response checks -------------------------------------------------------------------------------------------
@@ -503,70 +328,6 @@ class StepLoadShape(LoadTestShape):
         return n, 100.0
 
 
-# ---- per-step recording and thresholds -------------------------------------------------------------------------
-
-
-class StepRecorder:
-    """Every request's latency keyed by (the step's user count, endpoint), and how long each step lasted:
-    exact per-step percentiles and req/s (Locust's history CSV only has percentiles over a rolling window)."""
-
-    def __init__(self) -> None:
-        self.times: dict[tuple[int, str], array] = defaultdict(lambda: array("f"))
-        self.failures: dict[tuple[int, str], int] = defaultdict(int)
-        self.seconds: dict[int, float] = defaultdict(float)  # time spent at each user count
-        self.current: tuple[int, float] | None = None  # (user count, since)
-        self.seen: dict[int, list[float]] = {}  # first and last request time per user count
-
-    def step_to(self, users: int) -> None:
-        """The target user count changed (0: the test stopped)."""
-        if self.current is not None and self.current[0] == users:
-            return
-        now = time.monotonic()
-        if self.current is not None:
-            self.seconds[self.current[0]] += now - self.current[1]
-        self.current = (users, now) if users > 0 else None
-
-    def add(self, users: int, name: str, ms: float, failed: bool) -> None:
-        self.times[(users, name)].append(ms)
-        if failed:
-            self.failures[(users, name)] += 1
-        now = time.monotonic()
-        self.seen.setdefault(users, [now, now])[1] = now
-
-    @staticmethod
-    def _stats(times: np.ndarray, failures: int, seconds: float) -> dict[str, Any]:
-        p50, p95, p99 = (float(v) for v in np.percentile(times, [50, 95, 99])) if len(times) else (0.0, 0.0, 0.0)
-        return {
-            "requests": len(times),
-            "failures": failures,
-            "rps": round(len(times) / seconds, 2) if seconds > 0 else 0.0,
-            "p50_ms": round(p50, 1),
-            "p95_ms": round(p95, 1),
-            "p99_ms": round(p99, 1),
-            "avg_ms": round(float(times.mean()), 1) if len(times) else 0.0,
-        }
-
-    def steps(self) -> list[dict[str, Any]]:
-        self.step_to(0)
-        out = []
-        for users in sorted(u for u in self.seen if u > 0):
-            first, last = self.seen[users]
-            seconds = self.seconds.get(users) or max(last - first, 1e-9)
-            names = sorted(n for u, n in self.times if u == users)
-            all_times = np.concatenate([np.asarray(self.times[(users, n)], dtype=np.float64) for n in names])
-            step = {
-                "users": users,
-                "seconds": round(seconds, 2),
-                **self._stats(all_times, sum(self.failures[(users, n)] for n in names), seconds),
-            }
-            step["endpoints"] = {
-                n: self._stats(np.asarray(self.times[(users, n)], dtype=np.float64), self.failures[(users, n)], seconds)
-                for n in names
-            }
-            out.append(step)
-        return out
-
-
 RECORDER = StepRecorder()
 
 
@@ -639,61 +400,9 @@ def _on_test_start(environment: Any, **kw: Any) -> None:
         gevent.spawn_later(0.1, environment.runner.quit)
 
 
-def thresholds(environment: Any) -> dict[str, Any]:
-    total = environment.stats.total
-    limits = {
-        "fail_ratio": env_float("LOCUST_MAX_FAIL_RATIO", 0.01),
-        "p95_ms": env_float("LOCUST_MAX_P95_MS", 1000.0),
-        "p99_ms": env_float("LOCUST_MAX_P99_MS", 2000.0),
-    }
-    measured = {
-        "fail_ratio": total.fail_ratio,
-        "p95_ms": float(total.get_response_time_percentile(0.95) or 0.0),
-        "p99_ms": float(total.get_response_time_percentile(0.99) or 0.0),
-    }
-    env_names = {"fail_ratio": "LOCUST_MAX_FAIL_RATIO", "p95_ms": "LOCUST_MAX_P95_MS", "p99_ms": "LOCUST_MAX_P99_MS"}
-    failed = [f"{k} {measured[k]:.4g} > {limits[k]:.4g} ({env_names[k]})" for k in limits if measured[k] > limits[k]]
-    if total.num_requests == 0:
-        failed.append("no request was made")
-    if not CATALOG_OK:
-        failed.append("the served models could not be read (GET /v1/models)")
-    exceptions = len(environment.runner.exceptions) if environment.runner is not None else 0
-    if exceptions:
-        failed.append(f"{exceptions} distinct exception(s) in the locustfile's users")
-    return {"limits": limits, "measured": measured, "failed": failed, "passed": not failed}
-
-
-def final_stats(environment: Any) -> dict[str, Any]:
-    """Locust's own final numbers (its CSVs are rewritten once a second, so they can miss the last second)."""
-    from locust.stats import StatsError
-
-    def entry(e: Any) -> dict[str, Any]:
-        return {
-            "requests": e.num_requests,
-            "failures": e.num_failures,
-            "fail_ratio": round(e.fail_ratio, 6),
-            "rps": round(e.total_rps, 2),
-            "p50_ms": e.get_response_time_percentile(0.5),
-            "p95_ms": e.get_response_time_percentile(0.95),
-            "p99_ms": e.get_response_time_percentile(0.99),
-            "avg_ms": round(e.avg_response_time, 1),
-            "max_ms": round(e.max_response_time or 0.0, 1),
-        }
-
-    stats = environment.stats
-    return {
-        "total": entry(stats.total),
-        "endpoints": {e.name: entry(e) for e in sorted(stats.entries.values(), key=lambda e: e.name)},
-        "failures": [
-            {"endpoint": err.name, "error": StatsError.parse_error(err.error), "count": err.occurrences}
-            for err in stats.errors.values()
-        ],
-    }
-
-
 @events.quitting.add_listener
 def _on_quitting(environment: Any, **kw: Any) -> None:
-    verdict = thresholds(environment)
+    verdict = thresholds(environment, CATALOG_OK)
     m, lim = verdict["measured"], verdict["limits"]
     line = (
         f"fail ratio {m['fail_ratio']:.4f} (max {lim['fail_ratio']:g}), "

@@ -15,7 +15,8 @@ from starlette.datastructures import Headers
 
 from service.errors import ApiError
 from service.metrics import ERRORS
-from service.middleware import ASGIApp, Receive, Scope, Send, endpoint_label, is_oip, render
+from service.middleware import ASGIApp, Receive, Scope, Send, render
+from service.routes import endpoint_label, is_oip
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"})
 

@@ -1,14 +1,18 @@
-"""Request images -> model input tensors, with the contract's preprocessing and the service's limits."""
+"""Request images -> model input tensors, with the contract's preprocessing and the service's limits; and images
+in answers (base64 PNGs, grids)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
+import math
 import time
 
 import numpy as np
+from PIL import Image
 
-from contract.images import ImageError, decode_image, normalize, prepare_image
+from contract.images import ImageError, decode_image, normalize, prepare_image, to_pil
 from contract.metadata import ModelMetadata
 from service.errors import ApiError
 from service.metrics import PREPROCESS_SECONDS
@@ -42,3 +46,31 @@ def to_input(
         raise ApiError(e.code, f"images[{index}]: {e}", [{"index": index}]) from None
     PREPROCESS_SECONDS.labels(meta.name).observe(time.perf_counter() - t0)
     return x
+
+
+def pixels(x: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """A normalised input row (C, H, W) -> its pixels in [0, 1]: what the model saw."""
+    pre = meta.image_preprocessing()
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(-1, 1, 1)
+    return x * std + mean
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def png_b64(pixels: np.ndarray) -> str:
+    """(C, H, W) floats in [0, 1] -> base64 PNG."""
+    return b64(png(to_pil(pixels)))
+
+
+def grid_cols(n: int) -> int:
+    """Columns of a near-square grid of n images."""
+    return math.ceil(math.sqrt(n))

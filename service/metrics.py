@@ -8,6 +8,8 @@ import shutil
 
 from prometheus_client import Counter, Histogram
 
+from service.routes import endpoint_label
+
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 INFERENCE_SECONDS = Histogram("nnserve_inference_seconds", "onnxruntime run time per batch", ["model"], buckets=_FAST)
@@ -58,8 +60,6 @@ INFRA_PATHS = frozenset({"/", "/docs", "/docs.json", "/schema.json", "/livez", "
 def metrics_endpoint(path: str) -> str:
     """The ``endpoint`` label of BentoML's request series: a route template, one of the infrastructure paths,
     "/static_content", or "other" for anything else (unknown paths must not each become a series)."""
-    from service.middleware import endpoint_label
-
     label = endpoint_label(path)
     if label != "other":
         return label

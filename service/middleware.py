@@ -22,6 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 
 from service.errors import ApiError
 from service.metrics import ERRORS
+from service.routes import endpoint_label, form_routes, is_oip, json_routes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,18 +30,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-JSON_ROUTES = frozenset(
-    {
-        "/v1/classify",
-        "/v1/sentiment",
-        "/v1/reconstruct",
-        "/v1/encode",
-        "/v1/generate",
-        "/v1/generate/png",
-        "/v1/interpolate",
-    }
-)
-MULTIPART_ROUTES = frozenset({"/v1/classify/upload"})
 _DEFAULT_CODE = {
     400: "invalid_request",
     404: "not_found",
@@ -56,27 +45,6 @@ _DEFAULT_CODE = {
 }
 _RETRY_AFTER_S = "1"
 ERROR_CODE_HEADER = "x-nnserve-error-code"  # /v2's error code, for the errors metric; never sent to clients
-
-
-V2_ROUTES = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready"})
-
-
-def endpoint_label(path: str) -> str:
-    """A bounded label: the route template, never the raw path."""
-    if path in JSON_ROUTES or path in MULTIPART_ROUTES or path == "/v1/models" or path in V2_ROUTES:
-        return path.rstrip("/") if path != "/" else path
-    if path.startswith("/v1/models/"):
-        return "/v1/models/{name}"
-    if path.startswith("/v2/models/"):
-        for suffix in ("/infer", "/ready"):
-            if path.endswith(suffix):
-                return "/v2/models/{name}" + suffix
-        return "/v2/models/{name}"
-    return "other"
-
-
-def is_oip(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
 
 
 def render(err: ApiError, oip: bool) -> bytes:
@@ -314,7 +282,7 @@ class AdmissionMiddleware:
         if method != "POST":
             return None
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if path in JSON_ROUTES and ctype != "application/json":
+        if path in json_routes() and ctype != "application/json":
             message = f"{path} takes application/json, not {ctype or 'nothing'}"
             raw_upload = ctype.startswith(("image/", "multipart/")) or ctype.endswith("octet-stream")
             if path == "/v1/classify" and raw_upload:
@@ -323,7 +291,7 @@ class AdmissionMiddleware:
                     "(field 'image') to /v1/classify/upload"
                 )
             return ApiError("unsupported_media_type", message)
-        if path in MULTIPART_ROUTES and ctype != "multipart/form-data":
+        if path in form_routes() and ctype != "multipart/form-data":
             return ApiError("unsupported_media_type", f"{path} takes multipart/form-data, not {ctype or 'nothing'}")
         return None
 

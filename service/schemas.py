@@ -1,4 +1,5 @@
-"""Typed request/response models of the /v1 API (pydantic, with Field limits).
+"""Typed models the /v1 API shares across tasks (pydantic, with Field limits): the image input, the model card,
+the error responses. Each task's own request and response models live in its module of service/tasks/.
 
 The limits on images, texts, characters and samples per request are the service's settings (NNSERVE_MAX_*,
 service/settings.py), so the OpenAPI document states the limits the server enforces.
@@ -6,9 +7,10 @@ service/settings.py), so the OpenAPI document states the limits the server enfor
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from contract.metadata import (
     AnomalyThreshold,
@@ -19,6 +21,7 @@ from contract.metadata import (
     TensorSpec,
     TextPreprocessing,
 )
+from service.errors import ErrorResponse
 from service.settings import get_settings
 
 S = get_settings()
@@ -42,42 +45,11 @@ class ImagesInput(BaseModel):
     )
 
 
-class ClassifyImagesRequest(ImagesInput):
-    model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
-    top_k: StrictInt = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
-    include_input: bool = Field(
-        False, description="also return what the model saw: the prepared input image (base64 PNG) per prediction"
-    )
-
-
 OOD_SCORE = Field(
     description="how unlike the training data the input is, higher is less alike (the model card's ood.method); "
     "null for a model without an out-of-distribution calibration"
 )
 OOD_FLAG = Field(description="ood_score is above the model's threshold (ood.threshold in its card)")
-
-
-class LabelScore(BaseModel):
-    label: str = Field(description="a class of the model")
-    score: float = Field(ge=0, le=1, description="its calibrated probability")
-
-
-class Prediction(BaseModel):
-    label: str = Field(description="the most probable class")
-    index: int = Field(ge=0, description="its position in the model card's labels")
-    score: float = Field(ge=0, le=1, description="calibrated probability of the top label")
-    top_k: list[LabelScore] = Field(description="the top_k most probable classes, most probable first")
-    ood_score: float | None = OOD_SCORE
-    out_of_distribution: bool = OOD_FLAG
-    input: str | None = Field(None, description="with include_input: the prepared input the model saw (base64 PNG)")
-
-
-class ClassifyImagesResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = Field(description=ANSWERED_BY)
-    version: str = Field(description=VERSION)
-    predictions: list[Prediction] = Field(description="one per input image, in input order")
 
 
 class BatchingInfo(BaseModel):
@@ -123,129 +95,10 @@ class ListModelsResponse(BaseModel):
     )
 
 
-class AnalyzeSentimentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str = Field("sst2-lstm", pattern=MODEL_NAME, description="a served text-classification model")
-    texts: list[Annotated[str, Field(max_length=S.max_text_chars)]] = Field(
-        min_length=1,
-        max_length=S.max_texts,
-        description=f"1-{S.max_texts} texts of at most {S.max_text_chars:,} characters each",
-    )
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 429, 503, 504)
+}
 
 
-class SentimentPrediction(BaseModel):
-    label: str = Field(description="the most probable class")
-    score: float = Field(ge=0, le=1, description="calibrated probability of the predicted label")
-    probs: dict[str, float] = Field(description="calibrated probability of every label")
-    tokens: int = Field(ge=1, description="tokens in the text (the model's tokenizer)")
-    tokens_read: int = Field(ge=1, description="tokens the model read: all of them, or its first max_len")
-    truncated: bool = Field(description="the text had more than the model's max_len tokens: tokens_read < tokens")
-    ood_score: float | None = OOD_SCORE
-    out_of_distribution: bool = OOD_FLAG
-
-
-class AnalyzeSentimentResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = Field(description=ANSWERED_BY)
-    version: str = Field(description=VERSION)
-    predictions: list[SentimentPrediction] = Field(description="one per input text, in input order")
-
-
-class ReconstructImagesRequest(ImagesInput):
-    model: str = Field("mnist-ae", pattern=MODEL_NAME, description="a served autoencoder")
-
-
-class Reconstruction(BaseModel):
-    reconstruction: str = Field(description="base64 PNG in the model's pixel convention (MNIST: white on black)")
-    error: float = Field(ge=0, description="squared error summed over pixels in [0, 1]")
-    anomaly: bool = Field(description="error is above the model's calibrated threshold")
-
-
-class ReconstructImagesResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = Field(description=ANSWERED_BY)
-    version: str = Field(description=VERSION)
-    threshold: float = Field(description="99th percentile of validation reconstruction errors")
-    results: list[Reconstruction] = Field(description="one per input image, in input order")
-
-
-class EncodeImagesRequest(ReconstructImagesRequest):
-    """Same input as reconstruction."""
-
-
-class EncodeImagesResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = Field(description=ANSWERED_BY)
-    version: str = Field(description=VERSION)
-    codes: list[list[float]] = Field(description="one code vector per input image, in input order")
-
-
-SEED: Any = Field(
-    None, ge=0, le=2**63 - 1, description="seeds numpy's default_rng for z; omitted: the server draws one and echoes it"
-)
-LABEL = Field(
-    None,
-    description="conditional models only: a class index or label name. /v1/generate without it cycles "
-    "through the classes (sample i gets class i mod K)",
-)
-Format = Literal["png", "grid"]
-FORMAT_DOC = "'png': one base64 PNG per image; 'grid': a single base64 PNG of them all"
-
-
-class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str = Field("mnist-gan", pattern=MODEL_NAME, description="a served generator")
-    n: StrictInt = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
-    seed: StrictInt | None = SEED
-    label: StrictInt | str | None = LABEL
-    format: Format = Field("png", description=FORMAT_DOC)
-
-
-class GenerateResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = Field(description=ANSWERED_BY)
-    version: str = Field(description=VERSION)
-    seed: int = Field(description="the seed used: the same request with it gives the same images")
-    labels: list[str] | None = Field(description="conditional models: each sample's class, in order")
-    samples: list[str] = Field(description="base64 PNGs in the model's pixel convention; empty for 'grid'")
-    grid: str | None = Field(description="format 'grid': one base64 PNG, samples row by row")
-
-
-class InterpolateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str = Field("mnist-vae", pattern=MODEL_NAME, description="a served generator")
-    steps: StrictInt = Field(
-        min(8, max(2, S.max_samples)), ge=2, le=max(2, S.max_samples), description="frames, both end points included"
-    )
-    seed_a: StrictInt | None = SEED
-    seed_b: StrictInt | None = SEED
-    images: list[str] | None = Field(
-        None,
-        min_length=2,
-        max_length=2,
-        description="VAE only, instead of seeds: two base64 PNG/JPEG images whose posterior means are the ends",
-    )
-    label: StrictInt | str | None = Field(None, description="conditional models: the class of every frame")
-    method: Literal["slerp", "linear"] = Field(
-        "slerp", description="spherical (keeps Gaussian samples at a typical norm; White 2016) or straight"
-    )
-    format: Format = Field("png", description=FORMAT_DOC)
-
-
-class InterpolateResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = Field(description=ANSWERED_BY)
-    version: str = Field(description=VERSION)
-    seed_a: int | None = Field(description="z of end a is the first sample /v1/generate draws with this seed")
-    seed_b: int | None = Field(description="likewise for end b; null when the ends were images")
-    label: str | None = Field(description="conditional models: the class of every frame")
-    frames: list[str] = Field(description="base64 PNGs from end a to end b; empty for 'grid'")
-    grid: str | None = Field(description="format 'grid': one base64 PNG of the frames in one row")
+def json_response(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")

@@ -1,0 +1,217 @@
+"""The Engine: what every task's routes (/v1 and /v2 alike) call. It holds the served models' metadata, runs rows
+through a task's family (in this worker's batchers, or in the model services), prepares images in the decode
+pool, and answers with the model cards. service.service's NNServe is an Engine; ``current()`` returns the one
+serving this request.
+
+    route (service/tasks/<task>.py) ─► Engine.metadata / image_rows ─► Engine.call ─► the family's batch function
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+
+from contract.metadata import ModelMetadata
+from contract.text import Vocab
+from service.batching import GreedyBatcher, QueueFull
+from service.errors import ApiError
+from service.family import ImageItem, LabeledImageItem, family_state
+from service.images import b64_to_bytes, to_input
+from service.metrics import OUT_OF_DISTRIBUTION
+from service.registry import TASKS
+from service.runtime import ArtifactError, discover, load_model, load_vocab, providers, read_metadata, warm_up
+from service.schemas import BatchingInfo, ModelCard
+from service.settings import get_settings
+
+log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
+S = get_settings()
+T = TypeVar("T")
+_DECODE_POOL = ThreadPoolExecutor(S.decode_threads, thread_name_prefix="nnserve-decode")
+
+
+class Engine:
+    """The served models and the way to run them; built once per API worker."""
+
+    def __init__(self) -> None:
+        self.draining = False  # set on SIGTERM: readiness turns false (service.service)
+        self.local: dict[str, Any] = {}  # 'api' batching: task -> its family, loaded in this process
+        self.batchers: dict[tuple[str, str], GreedyBatcher] = {}
+        if S.batching == "api":
+            for task in TASKS.values():
+                family = task.family.inner()  # the model service's class, loaded in this process
+                self.local[task.name] = family
+                for method in task.methods:
+                    fn = functools.partial(getattr(task.family.inner, method).func, family)
+                    self.batchers[task.name, method] = GreedyBatcher(
+                        fn, max_batch=task.max_batch(S), max_queue=S.max_queue_rows, name=f"{task.name}.{method}"
+                    )
+        self.catalog: dict[str, ModelMetadata] = {}
+        self.vocabs: dict[str, Vocab] = {}
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        for family in self.local.values():
+            self.failed.update(family.failed)
+        for path in discover(S):
+            try:
+                meta = read_metadata(path)
+                if meta.task == "text-classification":
+                    self.vocabs[meta.name] = load_vocab(path, meta)
+                if S.batching == "services" and S.skip_bad_artifacts:
+                    warm_up(load_model(path, S))  # learn here what the model services will leave out
+            except ArtifactError as e:
+                if not S.skip_bad_artifacts:
+                    raise
+                self.failed[path.name] = str(e)
+                continue
+            self.catalog[meta.name] = meta
+            if S.batching == "api" and not any(meta.name in f.models for f in self.local.values()):
+                # readable metadata, but its family left the graph out (the reason is logged under the folder)
+                self.failed.setdefault(meta.name, self.failed.get(path.name, f"{path}: failed to load"))
+        for name, why in self.failed.items():
+            log.error("not serving %s: %s", name, why)
+        log.info("serving %s", ", ".join(sorted(set(self.catalog) - set(self.failed))) or "no models")
+
+    def max_rows(self, task: str) -> int:
+        """The rows one request may carry for a task (images, texts, or samples)."""
+        return TASKS[task].max_rows(S)
+
+    def metadata(self, name: str, task: str | None = None) -> ModelMetadata:
+        if name in self.failed:
+            raise ApiError("not_ready", f"model {name!r} is not ready: its artifact failed to load", retry_after=30)
+        meta = self.catalog.get(name)
+        if meta is None or (task is not None and meta.task != task):
+            available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
+            kind = f"{task} model" if task else "model"
+            raise ApiError("model_not_found", f"no {kind} named {name!r} is served", [{"available": available}])
+        return meta
+
+    async def call(self, task: str, items: list[Any], model: str, method: str = "infer") -> list[Any]:
+        """Rows to the task's family, batched with other requests' rows (in this worker, or in the model
+        service); one result per row."""
+        try:
+            if S.batching == "api":
+                return await self.batchers[task, method].submit(items)
+            return await getattr(getattr(self, TASKS[task].attr).to_async, method)(items)
+        except QueueFull:
+            raise ApiError("overloaded", "the model queue is full; retry later", retry_after=1) from None
+        except BentoMLException as e:
+            if int(getattr(e, "error_code", 500)) in (429, 503):
+                raise ApiError("overloaded", "the model service is overloaded; retry later", retry_after=1) from None
+            log.exception("inference failed for %s", model)
+            raise ApiError("internal_error", "inference failed") from None
+        except Exception:  # in-worker batching: the batch function itself failed
+            log.exception("inference failed for %s", model)
+            raise ApiError("internal_error", "inference failed") from None
+
+    async def image_rows(
+        self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None = None
+    ) -> tuple[ModelMetadata, list[ImageItem]]:
+        """Encoded images (bytes, or a JSON request's base64 strings) -> the model's input rows, preprocessed
+        exactly as in training (with a class label for a conditional VAE's encoder), in the decode pool: never
+        on the event loop."""
+        return await off_loop(self._image_rows_now, model, task, blobs, label)
+
+    def _image_rows_now(
+        self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None
+    ) -> tuple[ModelMetadata, list[ImageItem]]:
+        b64 = bool(blobs) and isinstance(blobs[0], str)
+        data = _decode_images(cast(list[str], blobs)) if b64 else cast(list[bytes], blobs)
+        meta = self.metadata(model, task)
+        limits = {
+            "max_bytes": S.max_image_bytes,
+            "max_pixels": S.max_image_pixels,
+            "max_side": S.max_image_side,
+            "max_scans": S.max_jpeg_scans,
+        }
+        rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(data)]
+        if label is None:
+            return meta, [ImageItem(model=model, x=x) for x in rows]
+        return meta, [LabeledImageItem(model=model, x=x, label=label) for x in rows]
+
+    async def model_cards(self) -> list[ModelCard]:
+        runtime: dict[str, list[str]] = {}
+        for task in TASKS.values():
+            if S.batching == "api":
+                state = family_state(self.local[task.name].models)
+            else:
+                try:
+                    state = await getattr(self, task.attr).to_async.state()
+                except BentoMLException:
+                    continue
+            runtime.update({m.name: m.providers for m in state.models})
+        return [
+            ModelCard(
+                name=m.name,
+                version=m.version,
+                task=m.task,
+                architecture=m.architecture,
+                labels=m.labels,
+                preprocessing=m.preprocessing,
+                inputs=m.inputs,
+                outputs=m.outputs,
+                opset=m.opset,
+                metrics=m.metrics,
+                class_metrics=m.class_metrics,
+                dataset=m.dataset.name,
+                created=m.created,
+                onnx_sha256=m.onnx_sha256,
+                source_commit=m.source_commit,
+                ready=m.name in runtime and m.name not in self.failed,
+                error=self.failed.get(m.name),
+                providers=runtime.get(m.name, providers()),
+                batching=BatchingInfo(
+                    mode=S.batching,
+                    max_batch_size=TASKS[m.task].max_batch(S),
+                    max_latency_ms=S.max_latency_ms if S.batching == "services" else None,
+                ),
+                anomaly=m.anomaly,
+                generator=m.generator,
+                calibration=m.calibration,
+                ood=m.ood,
+            )
+            for m in self.catalog.values()
+        ]
+
+
+def current() -> Engine:
+    """The Engine serving this request (BentoML's current service)."""
+    return cast(Engine, bentoml.get_current_service())
+
+
+def softmax(logits: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """Calibrated probabilities: softmax(logits / T), T the artifact's temperature (1 without calibration)."""
+    z = logits.astype(np.float64) / (meta.calibration.temperature if meta.calibration else 1.0)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def flag(meta: ModelMetadata, score: float | None) -> bool:
+    """Out of distribution: the score is above the artifact's threshold (counted in the metric)."""
+    flagged = meta.ood is not None and score is not None and score > meta.ood.threshold
+    if flagged:
+        OUT_OF_DISTRIBUTION.labels(meta.name).inc()
+    return flagged
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the decode pool (Pillow and numpy release the GIL while they work), keeping the request's
+    context (its id in log lines): a costly image delays no other request's event-loop work."""
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_DECODE_POOL, functools.partial(ctx.run, fn, *args))
+
+
+def _decode_images(images: list[str]) -> list[bytes]:
+    """Base64 images of a JSON request -> bytes; the count limit is checked before any decoding.
+    (An upload carries one image, always within the limit.)"""
+    if len(images) > S.max_images:
+        raise ApiError("invalid_request", f"at most {S.max_images} images per request")
+    return [b64_to_bytes(s, i, S.max_image_bytes) for i, s in enumerate(images)]

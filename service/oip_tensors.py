@@ -1,0 +1,253 @@
+"""Tensors of the Open Inference Protocol: a request's inputs (JSON data, flat or nested, or Triton's binary
+tensor data) decoded to numpy under the model's tensor schema, and outputs encoded back (JSON, binary, or
+Triton's classification extension). The helpers for the tensors tasks share (a graph's own, a classifier's with
+its out-of-distribution score) are here too; each task's Adapter (service/registry.py) picks from them."""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from typing import Any
+
+import numpy as np
+from starlette.responses import Response
+
+from contract.metadata import ModelMetadata, TensorSpec
+from service.errors import ApiError
+from service.oip_schemas import (
+    InferenceRequest,
+    InferenceResponse,
+    RequestInput,
+    RequestOutput,
+    ResponseOutput,
+    Scalar,
+    TensorMetadata,
+)
+from service.registry import Adapter, Tensors
+
+HEADER_LENGTH = "inference-header-content-length"
+DATATYPE = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}  # model.json and numpy dtypes -> the protocol's
+# outputs a client gets only by asking for them (a request without "outputs" gets the graph's own)
+OOD_OUTPUTS = ("ood_score", "out_of_distribution")
+NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
+
+
+def tensor_metadata(specs: list[TensorSpec]) -> list[TensorMetadata]:
+    return [TensorMetadata(name=s.name, datatype=DATATYPE[s.dtype], shape=list(s.shape)) for s in specs]
+
+
+def graph_inputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    return tensor_metadata(meta.inputs)
+
+
+def graph_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    return tensor_metadata(meta.outputs)
+
+
+def classifier_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    """logits, and for a model with an out-of-distribution calibration its score and flag (on request)."""
+    out = [TensorMetadata(name=meta.outputs[0].name, datatype="FP32", shape=list(meta.outputs[0].shape))]
+    if meta.ood is not None:
+        out += [
+            TensorMetadata(name="ood_score", datatype="FP32", shape=[-1]),
+            TensorMetadata(name="out_of_distribution", datatype="BOOL", shape=[-1]),
+        ]
+    return out
+
+
+def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]) -> Tensors:
+    out = {meta.outputs[0].name: logits}
+    if meta.ood is not None:
+        values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
+        out |= {"ood_score": values, "out_of_distribution": values > meta.ood.threshold}
+    return out
+
+
+def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
+    """Triton's BYTES serialisation: each element a 4-byte little-endian length, then its bytes (at most
+    ``count`` of them: the shape's, checked as they are read, so a body of tiny elements costs nothing)."""
+    out: list[bytes] = []
+    i = 0
+    while i < len(raw):
+        if len(out) == count:
+            raise ApiError("invalid_request", f"input {name!r}: more than the shape's {count} elements")
+        if i + 4 > len(raw):
+            raise ApiError("invalid_request", f"input {name!r}: truncated BYTES element")
+        (n,) = struct.unpack_from("<I", raw, i)
+        if i + 4 + n > len(raw):
+            raise ApiError("invalid_request", f"input {name!r}: truncated BYTES element")
+        out.append(raw[i + 4 : i + 4 + n])
+        i += 4 + n
+    return out
+
+
+def _flatten(data: list[Any], name: str, count: int) -> list[Any]:
+    """Nested or flat row-major data -> one flat list (the protocol allows both) of exactly ``count`` values."""
+    flat: list[Any] = []
+
+    def walk(items: list[Any], depth: int) -> None:
+        if depth > 8:
+            raise ApiError("invalid_request", f"input {name!r}: data nested too deeply")
+        for v in items:
+            if isinstance(v, list):
+                walk(v, depth + 1)
+            elif len(flat) == count:
+                raise ApiError("invalid_request", f"input {name!r}: more than the shape's {count} values")
+            else:
+                flat.append(v)
+
+    walk(data, 0)
+    if len(flat) != count:
+        raise ApiError("invalid_request", f"input {name!r}: the shape needs {count} values, got {len(flat)}")
+    return flat
+
+
+def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, max_rows: int) -> np.ndarray:
+    """One request tensor -> a numpy array of the declared dtype and shape, or a 400 saying what is wrong."""
+    want = spec.datatype
+    if inp.datatype != want:
+        raise ApiError("invalid_request", f"input {inp.name!r} is {want}, not {inp.datatype}")
+    shape = list(inp.shape)
+    if len(shape) != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, shape, strict=True)):
+        raise ApiError("invalid_request", f"input {inp.name!r} has shape {shape}; the model takes {list(spec.shape)}")
+    if not 1 <= shape[0] <= max_rows:
+        raise ApiError("invalid_request", f"input {inp.name!r}: 1-{max_rows} rows per request, not {shape[0]}")
+    count = math.prod(shape)
+    if want == "BYTES":
+        if binary is not None:
+            items = _bytes_elements(binary, inp.name, count)
+        else:
+            flat = _flatten(inp.data or [], inp.name, count)
+            if not all(isinstance(v, str) for v in flat):
+                raise ApiError("invalid_request", f"input {inp.name!r}: BYTES data must be strings")
+            items = [v.encode("utf-8") for v in flat]
+        if len(items) != count:
+            raise ApiError("invalid_request", f"input {inp.name!r}: shape {shape} needs {count} elements")
+        arr = np.empty(count, dtype=object)
+        arr[:] = items
+        return arr.reshape(shape)
+    dtype = NUMPY[want]
+    if binary is not None:
+        if len(binary) != count * dtype.itemsize:
+            raise ApiError("invalid_request", f"input {inp.name!r}: {len(binary)} bytes for shape {shape} {want}")
+        arr = np.frombuffer(binary, dtype=dtype)
+    else:
+        flat = _flatten(inp.data or [], inp.name, count)
+        ok = (int, float) if want == "FP32" else (int,)
+        if not all(isinstance(v, ok) and not isinstance(v, bool) for v in flat):
+            raise ApiError("invalid_request", f"input {inp.name!r}: {want} data must be numbers")
+        try:
+            arr = np.asarray(flat, dtype=dtype)
+        except OverflowError:
+            raise ApiError("invalid_request", f"input {inp.name!r}: a value is out of {want}'s range") from None
+    if want == "FP32" and not np.isfinite(arr).all():
+        raise ApiError("invalid_request", f"input {inp.name!r}: values must be finite")
+    return arr.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+
+
+def _bytes_payload(values: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(v)) + v for v in values)
+
+
+def classification(logits: np.ndarray, labels: list[str], k: int) -> np.ndarray:
+    """Triton's classification extension: the top k of each row as "value:index:label" (BYTES, (B, k))."""
+    k = min(k, logits.shape[1])
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    rows = [[f"{row[j]:f}:{j}:{labels[j]}".encode() for j in idx] for row, idx in zip(logits, order, strict=True)]
+    arr = np.empty((len(rows), k), dtype=object)
+    arr[:] = rows
+    return arr
+
+
+def _flag(params: dict[str, Scalar] | None, key: str) -> bool:
+    return bool(params and params.get(key) is True)
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    if not re.fullmatch(r"[0-9]{1,12}", header_length) or int(header_length) > len(body):
+        raise ApiError("invalid_request", f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+    n = int(header_length)
+    return body[:n], body[n:]
+
+
+def decode_inputs(req: InferenceRequest, specs: list[TensorMetadata], binary: bytes, max_rows: int) -> Tensors:
+    by_name = {s.name: s for s in specs}
+    given = [i.name for i in req.inputs]
+    if sorted(given) != sorted(by_name):
+        raise ApiError("invalid_request", f"the model takes inputs {sorted(by_name)}, not {given}")
+    tensors: Tensors = {}
+    offset = 0
+    for inp in req.inputs:
+        size = (inp.parameters or {}).get("binary_data_size")
+        raw = None
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+                raise ApiError(
+                    "invalid_request", f"input {inp.name!r}: binary_data_size {size!r} does not fit the body"
+                )
+            raw, offset = binary[offset : offset + size], offset + size
+        elif inp.data is None:
+            raise ApiError("invalid_request", f"input {inp.name!r} has neither data nor binary_data_size")
+        tensors[inp.name] = decode_input(inp, by_name[inp.name], raw, max_rows)
+    if offset != len(binary):
+        raise ApiError("invalid_request", f"{len(binary) - offset} bytes after the last binary input")
+    rows = {len(t) for t in tensors.values()}
+    if len(rows) > 1:
+        raise ApiError("invalid_request", f"inputs disagree on the batch size: {sorted(rows)}")
+    return tensors
+
+
+def encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter, outputs: Tensors) -> Response:
+    requested = req.outputs or [RequestOutput(name=n) for n in outputs if n not in OOD_OUTPUTS]
+    names = [o.name for o in requested]
+    if len(set(names)) != len(names):
+        raise ApiError("invalid_request", f"an output is requested more than once: {names}")
+    binary_default = _flag(req.parameters, "binary_data_output")
+    body: list[ResponseOutput] = []
+    blobs: list[bytes] = []
+    for out in requested:
+        if out.name not in outputs:
+            raise ApiError("invalid_request", f"the model has outputs {list(outputs)}, not {out.name!r}")
+        value = outputs[out.name]
+        k = (out.parameters or {}).get("classification")
+        if k is not None:
+            if not adapter.classifies or out.name != meta.outputs[0].name:
+                raise ApiError("invalid_request", f"output {out.name!r} does not support classification")
+            if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                raise ApiError("invalid_request", "classification takes a positive integer")
+            value = classification(value, meta.labels, k)
+        datatype = "BYTES" if value.dtype == object else DATATYPE[str(value.dtype)]
+        params = out.parameters or {}
+        binary = params["binary_data"] is True if "binary_data" in params else binary_default
+        if binary:
+            raw = (
+                _bytes_payload(list(value.ravel()))
+                if datatype == "BYTES"
+                else value.astype(value.dtype.newbyteorder("<")).tobytes()
+            )
+            blobs.append(raw)
+            body.append(
+                ResponseOutput(
+                    name=out.name, shape=list(value.shape), datatype=datatype, parameters={"binary_data_size": len(raw)}
+                )
+            )
+        else:
+            if datatype == "FP32" and not np.isfinite(value).all():  # JSON has no inf or NaN
+                raise ApiError(
+                    "invalid_request",
+                    f"output {out.name!r} is not finite for this input; request it as binary data to receive it",
+                )
+            data = [v.decode() for v in value.ravel()] if datatype == "BYTES" else value.ravel().tolist()
+            body.append(ResponseOutput(name=out.name, shape=list(value.shape), datatype=datatype, data=data))
+    header = InferenceResponse(model_name=meta.name, model_version=meta.version, id=req.id, outputs=body)
+    text = header.model_dump_json(exclude_none=True).encode()
+    if not blobs:
+        return Response(text, media_type="application/json")
+    return Response(
+        text + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(text))},
+    )

@@ -1,0 +1,55 @@
+"""The route table the middleware and the metrics read: which /v1 routes take JSON and which a multipart form
+(from the registered tasks' routers), and the bounded ``endpoint`` label of any path (a route template, never
+the raw path a client sent)."""
+
+from __future__ import annotations
+
+import functools
+
+from fastapi import params
+from fastapi.routing import APIRoute
+
+from service.registry import TASKS
+
+V2_ROUTES = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready"})
+
+
+@functools.cache
+def _body_routes(n_tasks: int) -> tuple[frozenset[str], frozenset[str]]:
+    json_routes: set[str] = set()
+    form_routes: set[str] = set()
+    for task in TASKS.values():
+        for route in task.router.routes:
+            if not isinstance(route, APIRoute) or not route.dependant.body_params:
+                continue
+            form = any(isinstance(p.field_info, params.Form) for p in route.dependant.body_params)
+            (form_routes if form else json_routes).add("/v1" + route.path)
+    return frozenset(json_routes), frozenset(form_routes)
+
+
+def json_routes() -> frozenset[str]:
+    """/v1 routes whose body is JSON (a pydantic request model)."""
+    return _body_routes(len(TASKS))[0]
+
+
+def form_routes() -> frozenset[str]:
+    """/v1 routes whose body is multipart/form-data (File and Form parameters)."""
+    return _body_routes(len(TASKS))[1]
+
+
+def endpoint_label(path: str) -> str:
+    """A bounded label: the route template, never the raw path."""
+    if path in json_routes() or path in form_routes() or path == "/v1/models" or path in V2_ROUTES:
+        return path.rstrip("/") if path != "/" else path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{name}"
+    if path.startswith("/v2/models/"):
+        for suffix in ("/infer", "/ready"):
+            if path.endswith(suffix):
+                return "/v2/models/{name}" + suffix
+        return "/v2/models/{name}"
+    return "other"
+
+
+def is_oip(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")

@@ -1,0 +1,343 @@
+"""Generators (GANs, VAE decoders): samples from a seed (/v1/generate as base64 PNGs or a grid, /v1/generate/png
+as one image), frames walking the latent space between two seeds or, with a VAE, two encoded images
+(/v1/interpolate); on /v2, the graph's own tensors (z, and a conditional model's labels). Its family,
+GeneratorModels, runs z (B, k) [+ labels] -> images (B, C, H, W) in [0, 1], and a VAE's encoder."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any, Literal
+
+import bentoml
+import numpy as np
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.responses import Response
+
+from contract.images import image_grid
+from contract.metadata import ModelMetadata
+from service.engine import Engine, current
+from service.errors import ApiError, quoted
+from service.family import (
+    SERVICE_CONFIG,
+    FamilyState,
+    Float32,
+    LabeledImageItem,
+    family_state,
+    group_by_model,
+    in_input_order,
+    outlive_the_api_drain,
+)
+from service.images import b64, grid_cols, png, png_b64
+from service.metrics import GENERATED
+from service.oip_tensors import graph_inputs, graph_outputs
+from service.registry import Adapter, Task, Tensors, register
+from service.runtime import OnnxModel, load_family, settle_heap
+from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, json_response
+from service.settings import get_settings
+
+S = get_settings()
+TASK = "generator"
+
+
+class LatentItem(BaseModel):
+    """One generator row: which model, a latent vector (k,), and a class index (conditional models only)."""
+
+    model: str
+    z: Float32
+    label: int = 0
+
+
+class ImageResult(BaseModel):
+    image: Float32
+
+
+class PosteriorResult(BaseModel):
+    mu: Float32
+    logvar: Float32
+
+
+SEED: Any = Field(
+    None, ge=0, le=2**63 - 1, description="seeds numpy's default_rng for z; omitted: the server draws one and echoes it"
+)
+
+
+LABEL = Field(
+    None,
+    description="conditional models only: a class index or label name. /v1/generate without it cycles "
+    "through the classes (sample i gets class i mod K)",
+)
+
+
+Format = Literal["png", "grid"]
+
+
+FORMAT_DOC = "'png': one base64 PNG per image; 'grid': a single base64 PNG of them all"
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("mnist-gan", pattern=MODEL_NAME, description="a served generator")
+    n: StrictInt = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
+    seed: StrictInt | None = SEED
+    label: StrictInt | str | None = LABEL
+    format: Format = Field("png", description=FORMAT_DOC)
+
+
+class GenerateResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
+    seed: int = Field(description="the seed used: the same request with it gives the same images")
+    labels: list[str] | None = Field(description="conditional models: each sample's class, in order")
+    samples: list[str] = Field(description="base64 PNGs in the model's pixel convention; empty for 'grid'")
+    grid: str | None = Field(description="format 'grid': one base64 PNG, samples row by row")
+
+
+class InterpolateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field("mnist-vae", pattern=MODEL_NAME, description="a served generator")
+    steps: StrictInt = Field(
+        min(8, max(2, S.max_samples)), ge=2, le=max(2, S.max_samples), description="frames, both end points included"
+    )
+    seed_a: StrictInt | None = SEED
+    seed_b: StrictInt | None = SEED
+    images: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="VAE only, instead of seeds: two base64 PNG/JPEG images whose posterior means are the ends",
+    )
+    label: StrictInt | str | None = Field(None, description="conditional models: the class of every frame")
+    method: Literal["slerp", "linear"] = Field(
+        "slerp", description="spherical (keeps Gaussian samples at a typical norm; White 2016) or straight"
+    )
+    format: Format = Field("png", description=FORMAT_DOC)
+
+
+class InterpolateResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
+    seed_a: int | None = Field(description="z of end a is the first sample /v1/generate draws with this seed")
+    seed_b: int | None = Field(description="likewise for end b; null when the ends were images")
+    label: str | None = Field(description="conditional models: the class of every frame")
+    frames: list[str] = Field(description="base64 PNGs from end a to end b; empty for 'grid'")
+    grid: str | None = Field(description="format 'grid': one base64 PNG of the frames in one row")
+
+
+def _with_labels(model: OnnxModel, x: np.ndarray, labels: list[int]) -> tuple[np.ndarray, ...]:
+    """A generator graph's inputs: a conditional one also takes int64 labels (B,)."""
+    assert model.meta.generator is not None
+    return (x, np.asarray(labels, dtype=np.int64)) if model.meta.generator.conditional else (x,)
+
+
+@bentoml.service(name="nnserve-generators", **SERVICE_CONFIG)
+class GeneratorModels:
+    """Generators: z (B, k) [+ labels] -> images (B, C, H, W) in [0, 1]; a VAE's encoder: image -> mu, logvar.
+
+    Rows are independent (batch norm runs on its recorded statistics), so a sample depends on its own z and
+    label only, never on the requests it was batched with.
+    """
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.models = load_family(TASK, S, self.failed)
+        settle_heap(S)
+        outlive_the_api_drain()
+
+    def __is_ready__(self) -> bool:
+        return True
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def generate(self, items: list[LatentItem]) -> list[ImageResult]:
+        chunks = []
+        for name, rows in group_by_model([it.model for it in items]).items():
+            model = self.models[name]
+            z = np.stack([items[i].z for i in rows])
+            images = model.run(*_with_labels(model, z, [items[i].label for i in rows]))
+            chunks.append((rows, [ImageResult(image=img) for img in images]))
+        return in_input_order(len(items), chunks)
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def encode(self, items: list[LabeledImageItem]) -> list[PosteriorResult]:
+        chunks = []
+        for name, rows in group_by_model([it.model for it in items]).items():
+            encoder = self.models[name].encoder
+            assert encoder is not None, f"{name} has no encoder"  # the API service checks before calling
+            x = np.stack([items[i].x for i in rows])
+            mu, logvar = encoder.run_all(*_with_labels(self.models[name], x, [items[i].label for i in rows]))
+            chunks.append((rows, [PosteriorResult(mu=m, logvar=v) for m, v in zip(mu, logvar, strict=True)]))
+        return in_input_order(len(items), chunks)
+
+    @bentoml.api
+    def state(self) -> FamilyState:
+        return family_state(self.models, self.failed)
+
+
+def label_index(meta: ModelMetadata, label: int | str | None, required: bool) -> int | None:
+    """A request's label -> class index, validated against the model (400 on any mismatch)."""
+    assert meta.generator is not None
+    if label is None:
+        if required and meta.generator.conditional:
+            raise ApiError("invalid_request", f"{meta.name} is conditional: give a label", [{"labels": meta.labels}])
+        return None
+    if not meta.generator.conditional:
+        raise ApiError("invalid_request", f"{meta.name} is not conditional: it takes no label")
+    if isinstance(label, str) and label in meta.labels:
+        return meta.labels.index(label)
+    if isinstance(label, int) and 0 <= label < len(meta.labels):
+        return label
+    raise ApiError(
+        "invalid_label",
+        f"label {quoted(repr(label), 40)} is not one of {meta.name}'s classes: an index 0-{len(meta.labels) - 1} "
+        "or a name",
+        [{"labels": meta.labels}],
+    )
+
+
+async def decode(engine: Engine, meta: ModelMetadata, z: np.ndarray, labels: list[int]) -> np.ndarray:
+    """Latent rows -> images (B, C, H, W) in [0, 1], batched with other requests' rows."""
+    items = [LatentItem(model=meta.name, z=row, label=y) for row, y in zip(z, labels, strict=True)]
+    results = await engine.call(TASK, items, meta.name, "generate")
+    GENERATED.labels(meta.name).inc(len(results))
+    return np.stack([r.image for r in results])
+
+
+async def sample(
+    engine: Engine, model: str, n: int, seed: int | None, label: int | str | None
+) -> tuple[ModelMetadata, int, list[int] | None, np.ndarray]:
+    """n samples: z ~ N(0, I) from numpy's default_rng(seed) (row i is the same for any n >= i + 1)."""
+    meta = engine.metadata(model, TASK)
+    assert meta.generator is not None
+    if n > S.max_samples:
+        raise ApiError("invalid_request", f"at most {S.max_samples} samples per request")
+    index = label_index(meta, label, required=False)
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    z = _latents(seed, n, meta.generator.latent_dim)
+    labels = None
+    if meta.generator.conditional:
+        labels = [index] * n if index is not None else [i % len(meta.labels) for i in range(n)]
+    return meta, seed, labels, await decode(engine, meta, z, labels or [0] * n)
+
+
+def _latents(seed: int, n: int, k: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, k), dtype=np.float32)
+
+
+def interpolate_latents(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
+    """``steps`` points from a to b inclusive: straight, or along the great circle (slerp, White 2016),
+    which for Gaussian latents keeps every frame at a typical norm; ends that are (anti-)parallel, where the
+    great circle is undefined, fall back to straight."""
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    a64, b64_ = a.astype(np.float64), b.astype(np.float64)
+    cos = float(a64 @ b64_) / max(float(np.linalg.norm(a64) * np.linalg.norm(b64_)), 1e-12)
+    omega = math.acos(min(1.0, max(-1.0, cos)))
+    if method == "linear" or math.sin(omega) < 1e-6:
+        out = (1 - t) * a64 + t * b64_
+    else:
+        out = (np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64_) / math.sin(omega)
+    return out.astype(np.float32)
+
+
+router = APIRouter()
+
+
+@router.post(
+    "/generate/png",
+    response_class=Response,
+    responses={**ERROR_RESPONSES, 200: {"content": {"image/png": {}}, "description": "a PNG grid of the samples"}},
+)
+async def generate_png(request: GenerateRequest) -> Response:
+    """Samples as one PNG grid (image/png), for a browser or ``curl -o``; the seed is in ``X-Seed``."""
+    meta, seed, _, images = await sample(current(), request.model, request.n, request.seed, request.label)
+    headers = {"X-Seed": str(seed), "X-Model-Version": meta.version}
+    return Response(png(image_grid(images, cols=grid_cols(len(images)))), media_type="image/png", headers=headers)
+
+
+@router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
+async def generate(request: GenerateRequest) -> Response:
+    """Draw n samples from a generator (GAN or VAE decoder); the same seed gives the same images."""
+    r = request
+    meta, seed, labels, images = await sample(current(), r.model, r.n, r.seed, r.label)
+    grid = r.format == "grid"
+    return json_response(
+        GenerateResponse(
+            model=r.model,
+            version=meta.version,
+            seed=seed,
+            labels=[meta.labels[i] for i in labels] if labels is not None else None,
+            samples=[] if grid else [png_b64(img) for img in images],
+            grid=b64(png(image_grid(images, cols=grid_cols(len(images))))) if grid else None,
+        )
+    )
+
+
+@router.post("/interpolate", response_model=InterpolateResponse, responses=ERROR_RESPONSES)
+async def interpolate(request: InterpolateRequest) -> Response:
+    """Frames walking the latent space from end a to end b: two seeds, or (VAE) two encoded images."""
+    r, engine = request, current()
+    meta = engine.metadata(r.model, TASK)
+    assert meta.generator is not None
+    if r.steps > S.max_samples:
+        raise ApiError("invalid_request", f"at most {S.max_samples} steps per request")
+    index = label_index(meta, r.label, required=True)
+    y = index or 0
+    k = meta.generator.latent_dim
+    seed_a, seed_b = r.seed_a, r.seed_b
+    if r.images is not None:
+        if seed_a is not None or seed_b is not None:
+            raise ApiError("invalid_request", "give either two images or seeds, not both")
+        if meta.generator.encoder is None:
+            raise ApiError("invalid_request", f"{r.model} has no encoder: interpolate between seeds instead")
+        _, items = await engine.image_rows(r.model, TASK, r.images, label=y)
+        posts = await engine.call(TASK, items, r.model, "encode")
+        a, b = posts[0].mu, posts[1].mu
+    else:
+        seed_a = secrets.randbelow(2**31) if seed_a is None else seed_a
+        seed_b = secrets.randbelow(2**31) if seed_b is None else seed_b
+        a, b = _latents(seed_a, 1, k)[0], _latents(seed_b, 1, k)[0]
+    z = interpolate_latents(a, b, r.steps, r.method)
+    frames = await decode(engine, meta, z, [y] * r.steps)
+    grid = r.format == "grid"
+    return json_response(
+        InterpolateResponse(
+            model=r.model,
+            version=meta.version,
+            seed_a=seed_a,
+            seed_b=seed_b,
+            label=meta.labels[index] if index is not None else None,
+            frames=[] if grid else [png_b64(f) for f in frames],
+            grid=b64(png(image_grid(frames, cols=r.steps))) if grid else None,
+        )
+    )
+
+
+async def _v2_generate(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
+    assert meta.generator is not None
+    z = t[meta.inputs[0].name]
+    labels = [0] * len(z)
+    if meta.generator.conditional:
+        labels = [int(v) for v in t[meta.inputs[1].name]]
+        bad = [v for v in labels if not 0 <= v < len(meta.labels)]
+        if bad:
+            raise ApiError("invalid_label", f"label {bad[0]} is not a class index 0-{len(meta.labels) - 1}")
+    return {meta.outputs[0].name: await decode(engine, meta, z, labels)}
+
+
+register(
+    Task(
+        name=TASK,
+        family=GeneratorModels,
+        methods=("generate", "encode"),
+        max_batch=lambda s: s.max_batch_size,
+        max_rows=lambda s: s.max_samples,
+        router=router,
+        v2=Adapter(graph_inputs, graph_outputs, _v2_generate),
+    )
+)

@@ -1,0 +1,176 @@
+"""Image classification: base64 images in JSON (/v1/classify) or one file part (/v1/classify/upload) -> calibrated
+top-k labels with an out-of-distribution score; on /v2, the graph's own tensors (with the classification
+extension). Its family, ImageModels, runs image classifiers: float32 (B, C, H, W) -> logits (B, K)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from starlette.responses import Response
+
+from contract.metadata import ModelMetadata
+from service.engine import Engine, current, flag, softmax
+from service.family import (
+    SERVICE_CONFIG,
+    FamilyState,
+    ImageItem,
+    InferResult,
+    family_state,
+    group_by_model,
+    in_input_order,
+    outlive_the_api_drain,
+)
+from service.images import pixels, png_b64
+from service.metrics import PREDICTIONS
+from service.oip_tensors import classifier_outputs, graph_inputs, with_ood
+from service.registry import Adapter, Task, Tensors, register
+from service.runtime import load_family, settle_heap
+from service.schemas import (
+    ANSWERED_BY,
+    ERROR_RESPONSES,
+    MODEL_NAME,
+    OOD_FLAG,
+    OOD_SCORE,
+    VERSION,
+    ImagesInput,
+    json_response,
+)
+from service.settings import get_settings
+
+S = get_settings()
+TASK = "image-classification"
+
+
+class ClassifyImagesRequest(ImagesInput):
+    model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
+    top_k: StrictInt = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
+    include_input: bool = Field(
+        False, description="also return what the model saw: the prepared input image (base64 PNG) per prediction"
+    )
+
+
+class LabelScore(BaseModel):
+    label: str = Field(description="a class of the model")
+    score: float = Field(ge=0, le=1, description="its calibrated probability")
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="the most probable class")
+    index: int = Field(ge=0, description="its position in the model card's labels")
+    score: float = Field(ge=0, le=1, description="calibrated probability of the top label")
+    top_k: list[LabelScore] = Field(description="the top_k most probable classes, most probable first")
+    ood_score: float | None = OOD_SCORE
+    out_of_distribution: bool = OOD_FLAG
+    input: str | None = Field(None, description="with include_input: the prepared input the model saw (base64 PNG)")
+
+
+class ClassifyImagesResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description=ANSWERED_BY)
+    version: str = Field(description=VERSION)
+    predictions: list[Prediction] = Field(description="one per input image, in input order")
+
+
+@bentoml.service(name="nnserve-image-models", **SERVICE_CONFIG)
+class ImageModels:
+    """Image classifiers: float32 (B, C, H, W) -> logits (B, K)."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.models = load_family(TASK, S, self.failed)  # ArtifactError names the bad file
+        settle_heap(S)
+        outlive_the_api_drain()
+
+    def __is_ready__(self) -> bool:
+        return True  # __init__ loaded and warmed up every model, or start-up failed
+
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def infer(self, items: list[ImageItem]) -> list[InferResult]:
+        chunks = []
+        for name, rows in group_by_model([it.model for it in items]).items():
+            model = self.models[name]
+            outs = model.run_all(np.stack([items[i].x for i in rows]))
+            ood = model.meta.ood
+            k = model.output_index(ood.output) if ood is not None and ood.output else None  # model.json names it
+            scores = [None] * len(rows) if k is None else [float(v) for v in outs[k]]
+            chunks.append((rows, [InferResult(logits=lg, ood_score=s) for lg, s in zip(outs[0], scores, strict=True)]))
+        return in_input_order(len(items), chunks)
+
+    @bentoml.api
+    def state(self) -> FamilyState:
+        return family_state(self.models, self.failed)
+
+
+async def classify_blobs(
+    engine: Engine, model: str, blobs: list[bytes] | list[str], top_k: int, include_input: bool
+) -> ClassifyImagesResponse:
+    meta, items = await engine.image_rows(model, TASK, blobs)
+    results = await engine.call(TASK, items, model)
+    probs = softmax(np.stack([r.logits for r in results]), meta)
+    k = min(top_k, len(meta.labels))
+    predictions = []
+    for p, r, item in zip(probs, results, items, strict=True):
+        order = np.argsort(-p, kind="stable")[:k]
+        best = int(order[0])
+        PREDICTIONS.labels(model, meta.labels[best]).inc()
+        predictions.append(
+            Prediction(
+                label=meta.labels[best],
+                index=best,
+                score=float(p[best]),
+                top_k=[LabelScore(label=meta.labels[j], score=float(p[j])) for j in order],
+                ood_score=r.ood_score,
+                out_of_distribution=flag(meta, r.ood_score),
+                input=png_b64(pixels(item.x, meta)) if include_input else None,
+            )
+        )
+    return ClassifyImagesResponse(model=model, version=meta.version, predictions=predictions)
+
+
+router = APIRouter()
+
+
+@router.post("/classify/upload", response_model=ClassifyImagesResponse, responses=ERROR_RESPONSES)
+async def classify_upload(
+    image: Annotated[UploadFile, File(description="a PNG or JPEG file part")],
+    model: Annotated[str, Form(pattern=MODEL_NAME, description="a served image-classification model")] = "mnist-cnn",
+    top_k: Annotated[int, Form(ge=1, le=100, description="alternatives, capped at the number of labels")] = 3,
+) -> Response:
+    """Classify one uploaded image (multipart/form-data).
+
+    Only real file parts are accepted: this route is parsed by FastAPI, not by BentoML's multipart input,
+    which would download a URL given as the value of a file field.
+    """
+    data = await image.read(S.max_image_bytes + 1)
+    return json_response(await classify_blobs(current(), model, [data], top_k, include_input=False))
+
+
+@router.post("/classify", response_model=ClassifyImagesResponse, responses=ERROR_RESPONSES)
+async def classify(request: ClassifyImagesRequest) -> Response:
+    """Classify base64 PNG/JPEG images; predictions come back in input order."""
+    r = request
+    return json_response(await classify_blobs(current(), r.model, r.images, r.top_k, r.include_input))
+
+
+async def _v2_classify(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
+    x = t[meta.inputs[0].name]
+    results = await engine.call(TASK, [ImageItem(model=meta.name, x=row) for row in x], meta.name)
+    return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results])
+
+
+register(
+    Task(
+        name=TASK,
+        family=ImageModels,
+        methods=("infer",),
+        max_batch=lambda s: s.max_batch_size,
+        max_rows=lambda s: s.max_images,
+        router=router,
+        v2=Adapter(graph_inputs, classifier_outputs, _v2_classify, classifies=True),
+    )
+)
