@@ -37,7 +37,7 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     """
     from export.onnx_export import export_checkpoint
     from training.common import TrainConfig
-    from training.loop import train
+    from training.image_classification import train
 
     root = tmp_path_factory.mktemp("artifacts")
     runs = tmp_path_factory.mktemp("runs")
@@ -56,7 +56,7 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     calibrate(root / "digits-cnn", digits)  # digits-lenet5 stays uncalibrated: served with T = 1 and no OOD score
 
     from contract.text_data import synthetic_sentiment
-    from training.text_loop import TextTrainConfig, train_text
+    from training.text_classification import TextTrainConfig, train_text
 
     cfg = TextTrainConfig(epochs=4, progress=False, threads=2, max_len=24, min_freq=1)
     ckpt = train_text(synthetic_sentiment(), cfg, {"hidden_size": 32, "embed_dim": 32})
@@ -64,15 +64,15 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     export_checkpoint(runs / "synthetic-lstm.pt", root / "synthetic-lstm", name="synthetic-lstm")
     calibrate_text(root / "synthetic-lstm")
 
-    from training.ae_loop import AETrainConfig, train_autoencoder
+    from training.autoencoder import AETrainConfig, train_autoencoder
 
     cfg = AETrainConfig(epochs=4, progress=False, threads=2)
     ckpt = train_autoencoder(digits, cfg, {"hidden": [128, 64], "code_size": 10}, pre)
     torch.save(ckpt, runs / "digits-ae.pt")
     export_checkpoint(runs / "digits-ae.pt", root / "digits-ae", name="digits-ae")
 
-    from training.gan_loop import GANTrainConfig, train_gan
-    from training.vae_loop import VAETrainConfig, train_vae
+    from training.gan import GANTrainConfig, train_gan
+    from training.vae import VAETrainConfig, train_vae
 
     cfg = GANTrainConfig(model="cgan", epochs=3, progress=False, threads=2)
     ckpt = train_gan(digits, cfg, {"width": 16, "latent_dim": 16}, pre)

@@ -11,7 +11,7 @@ import torch
 
 import models
 from training.__main__ import main as train_main
-from training.ae_loop import code_penalty, corrupt, pca_sse
+from training.autoencoder import code_penalty, corrupt, pca_sse
 
 AUTOENCODERS = models.list_models("autoencoder")
 

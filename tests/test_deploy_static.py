@@ -442,7 +442,7 @@ def test_dockerignore():
         ".ruff_cache/x",
         "service/__pycache__/service.cpython-311.pyc",
         "artifacts/mnist-cnn/curves.png",
-        "training/loop.py",
+        "training/image_classification.py",
         "deploy/prometheus/prometheus.yml",
         "loadtest/results/stats.csv",
     ]

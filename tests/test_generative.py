@@ -15,8 +15,8 @@ from export.evaluate import generate_images, vae_metrics
 from export.frechet import feature_session, frechet_distance
 from export.onnx_export import ENCODER_FILE, export_checkpoint, latent_inputs
 from training.__main__ import main as train_main
-from training.gan_loop import gradient_penalty
-from training.vae_loop import kl_divergence
+from training.gan import gradient_penalty
+from training.vae import kl_divergence
 
 GANS, VAES = models.list_models("gan"), models.list_models("vae")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +19,11 @@ from contract.data import Dataset, channel_stats, stratified_split
 from contract.metadata import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
+from training.cli import common_config, load_images, model_args
 from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
 from training.photo_data import photo_pool
+from training.plots import plot_curves
+from training.registry import Recipe, register_recipe
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +121,51 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         preprocessing=pre,
         dataset=ds,
     )
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("image classifiers")
+    g.add_argument(
+        "--photos",
+        type=float,
+        default=None,
+        help="share of each batch that are training images rendered as phone photos and read through the "
+        "service's front door (default 0)",
+    )
+    g.add_argument("--photo-pool", type=int, default=None, help="training images rendered as photos (20000)")
+
+
+def _run(args: argparse.Namespace) -> dict:
+    ds, pre, preset = load_images(args)
+    d = TrainConfig()
+    cfg = TrainConfig(
+        **common_config(args, d),
+        augment=args.augment or preset.augment,
+        photos=d.photos if args.photos is None else args.photos,
+        photo_pool=d.photo_pool if args.photo_pool is None else args.photo_pool,
+    )
+    log.info(
+        "training %s on %s (%d images, %d classes) with %s",
+        args.model,
+        ds.name,
+        len(ds.labels),
+        len(ds.label_names),
+        cfg,
+    )
+    return train(ds, cfg, model_args(args), pre)
+
+
+def accuracy_summary(ckpt: dict, out: Path) -> str:
+    m = ckpt["metrics"]
+    return f"validation accuracy {m['accuracy']:.4f} (error {100 * m['error_rate']:.2f}%) at epoch {m['best_epoch']}"
+
+
+register_recipe(
+    Recipe(
+        family="image-classification",
+        run=_run,
+        plot=lambda ckpt, title, path: plot_curves(ckpt["history"], title, path, "accuracy"),
+        summary=accuracy_summary,
+        add_args=_add_args,
+    )
+)

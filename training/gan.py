@@ -15,6 +15,7 @@ is visible while it trains.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
 import math
@@ -31,7 +32,10 @@ from tqdm.auto import tqdm
 import models
 from contract.data import Dataset, stratified_split
 from contract.images import image_grid
+from training.cli import common_config, load_images, model_args, out_dir
 from training.common import TrainConfig, checkpoint_dict, seed_everything
+from training.plots import plot_series
+from training.registry import Recipe, register_recipe
 
 log = logging.getLogger(__name__)
 
@@ -211,3 +215,41 @@ def train_gan(
         preprocessing=preprocessing,
         dataset=ds,
     )
+
+
+PANELS = {"loss": ["d_loss", "g_loss"], "discriminator output": ["d_real", "d_fake"]}
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    g = GANTrainConfig()
+    gan = p.add_argument_group("GANs")
+    gan.add_argument("--gan-loss", choices=["bce", "wgan-gp"], default=g.gan_loss, help="adversarial objective")
+    gan.add_argument("--n-critic", type=int, default=g.n_critic, help="critic steps per generator step (0: auto)")
+    gan.add_argument("--gp-weight", type=float, default=g.gp_weight, help="WGAN-GP gradient-penalty weight")
+    gan.add_argument("--ema-decay", type=float, default=g.ema_decay, help="generator weight averaging")
+
+
+def _run(args: argparse.Namespace) -> dict:
+    ds, pre, _ = load_images(args)
+    cfg = GANTrainConfig(
+        **common_config(args, GANTrainConfig()),
+        gan_loss=args.gan_loss,
+        n_critic=args.n_critic,
+        gp_weight=args.gp_weight,
+        ema_decay=args.ema_decay,
+    )
+    log.info("training %s on %s (%d images) with %s", args.model, ds.name, len(ds.labels), cfg)
+    return train_gan(ds, cfg, model_args(args), pre, sample_dir=out_dir(args) / "samples")
+
+
+register_recipe(
+    Recipe(
+        family="gan",
+        run=_run,
+        plot=lambda ckpt, title, path: plot_series(ckpt["history"], title, path, PANELS),
+        summary=lambda ckpt, out: (
+            f"trained {ckpt['metrics']['epochs_run']} epochs; samples per epoch in {out / 'samples'}"
+        ),
+        add_args=_add_args,
+    )
+)

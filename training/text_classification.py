@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +17,13 @@ import torch.nn.functional as F
 
 import models
 from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
-from contract.text_data import TextDataset, split
+from contract.text_data import PRESETS as TEXT_PRESETS
+from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
+from training.cli import common_config, model_args
 from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
+from training.image_classification import accuracy_summary
+from training.plots import plot_curves
+from training.registry import Recipe, register_recipe
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +135,53 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         vocab=vocab.itos,
         dataset=ds,
     )
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    t = TextTrainConfig()
+    text = p.add_argument_group("text models")
+    text.add_argument("--text-column", help="CSV/TSV column holding the text (default: the preset's)")
+    text.add_argument("--label-column", help="CSV/TSV column holding the label (default: the preset's)")
+    text.add_argument("--max-len", type=int, help="tokens kept per text (default: the preset's)")
+    text.add_argument("--min-freq", type=int, default=t.min_freq, help="vocabulary: minimum token count")
+    text.add_argument("--max-vocab", type=int, default=t.max_vocab, help="vocabulary: maximum size")
+    text.add_argument("--split", choices=["random", "sentences"], help="validation split (default: preset's)")
+    text.add_argument("--clip-grad", type=float, default=t.clip_grad, help="gradient-norm clipping")
+
+
+def _run(args: argparse.Namespace) -> dict:
+    if (args.data in (None, "synthetic") and args.dry_run) or args.data == "synthetic":
+        ds = synthetic_sentiment()
+        preset = TEXT_PRESETS["csv"]
+    else:
+        name = preset_for(Path(args.data))
+        preset = TEXT_PRESETS[name]
+        ds = load_table(args.data, name=name, text_column=args.text_column, label_column=args.label_column)
+    cfg = TextTrainConfig(
+        **common_config(args, TextTrainConfig()),
+        split=args.split or preset.split,
+        max_len=args.max_len or preset.max_len,
+        min_freq=args.min_freq,
+        max_vocab=args.max_vocab,
+        clip_grad=args.clip_grad,
+    )
+    log.info(
+        "training %s on %s (%d texts, %d classes) with %s",
+        args.model,
+        ds.name,
+        len(ds.labels),
+        len(ds.label_names),
+        cfg,
+    )
+    return train_text(ds, cfg, model_args(args))
+
+
+register_recipe(
+    Recipe(
+        family="text-classification",
+        run=_run,
+        plot=lambda ckpt, title, path: plot_curves(ckpt["history"], title, path, "accuracy"),
+        summary=accuracy_summary,
+        add_args=_add_args,
+    )
+)

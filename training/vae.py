@@ -12,6 +12,7 @@ of the reconstruction decoded from the posterior mean (summed over pixels, as fo
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import time
@@ -26,8 +27,11 @@ import torch.nn.functional as F
 import models
 from contract.data import Dataset, stratified_split
 from contract.images import image_grid
+from training.cli import common_config, load_images, model_args, out_dir
 from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
-from training.gan_loop import fixed_noise
+from training.gan import fixed_noise
+from training.plots import plot_series
+from training.registry import Recipe, register_recipe
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +160,28 @@ def train_vae(
         preprocessing=preprocessing,
         dataset=ds,
     )
+
+
+PANELS = {"-ELBO (nats per image)": ["train_neg_elbo", "val_neg_elbo"], "squared error": ["val_sse"]}
+
+
+def _run(args: argparse.Namespace) -> dict:
+    ds, pre, _ = load_images(args)
+    cfg = VAETrainConfig(**common_config(args, VAETrainConfig()))
+    log.info("training %s on %s (%d images) with %s", args.model, ds.name, len(ds.labels), cfg)
+    return train_vae(ds, cfg, model_args(args), pre, sample_dir=out_dir(args) / "samples")
+
+
+def _summary(ckpt: dict, out: Path) -> str:
+    m = ckpt["metrics"]
+    return f"validation -ELBO {m['val_neg_elbo']:.2f} nats/image at epoch {m['best_epoch']}"
+
+
+register_recipe(
+    Recipe(
+        family="vae",
+        run=_run,
+        plot=lambda ckpt, title, path: plot_series(ckpt["history"], title, path, PANELS),
+        summary=_summary,
+    )
+)

@@ -7,11 +7,13 @@ The reported metric is the paper's: squared error summed over the 784 pixels, av
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,10 @@ import models
 from contract.data import Dataset, stratified_split
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
+from training.cli import common_config, load_images, model_args
 from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
+from training.plots import plot_curves
+from training.registry import Recipe, register_recipe
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +160,31 @@ def train_autoencoder(
         preprocessing=preprocessing,
         dataset=ds,
     )
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    ae = p.add_argument_group("autoencoders")
+    ae.add_argument("--loss", choices=["bce", "mse"], default=AETrainConfig().loss, help="reconstruction loss")
+
+
+def _run(args: argparse.Namespace) -> dict:
+    ds, pre, _ = load_images(args)
+    cfg = AETrainConfig(**common_config(args, AETrainConfig()), loss=args.loss, augment=args.augment or "none")
+    log.info("training %s on %s (%d images) with %s", args.model, ds.name, len(ds.labels), cfg)
+    return train_autoencoder(ds, cfg, model_args(args), pre)
+
+
+def _summary(ckpt: dict, out: Path) -> str:
+    m = ckpt["metrics"]
+    return f"validation squared error per image {m['val_sse']:.3f} at epoch {m['best_epoch']}"
+
+
+register_recipe(
+    Recipe(
+        family="autoencoder",
+        run=_run,
+        plot=lambda ckpt, title, path: plot_curves(ckpt["history"], title, path, "sse"),
+        summary=_summary,
+        add_args=_add_args,
+    )
+)

@@ -1,0 +1,127 @@
+"""What every recipe's command line shares: the flags, the shared part of a training config, the image data
+named by --data with the preprocessing record a checkpoint carries, and the output folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from contract.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, load_image_folder, load_sklearn_digits
+from contract.metadata import ImagePreprocessing
+from training.augment import PRESETS as AUGMENT_PRESETS
+from training.common import TrainConfig
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        help="an MNIST-format folder (train-*-idx*-ubyte[.gz]), an image folder "
+        "(one sub-folder per class), or 'sklearn-digits'; default with --dry-run: sklearn-digits",
+    )
+    p.add_argument("--dataset", choices=sorted(PRESETS), help="dataset preset (default: inferred from --data)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
+    # shared flags default to None: the family's config (TrainConfig and its subclasses) supplies the default
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 SGD / 3e-3 Adam)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "none"], default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
+    p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default=None, help="default: the dataset's")
+    p.add_argument(
+        "--fit",
+        choices=["resize", "contain", "digit"],
+        default=None,
+        help="how images of another size are fitted (default: the dataset's)",
+    )
+    p.add_argument("--size", type=int, default=None, help="input size for image folders (default 28)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image-folder channels (default 1)")
+    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--split-seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="architecture override, e.g. --model-arg 'channels=[16,32,64]'",
+    )
+    p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def model_args(args: argparse.Namespace) -> dict[str, Any]:
+    """--model-arg KEY=JSON pairs -> architecture overrides, e.g. channels=[16,32,64] dropout=0.2."""
+    out: dict[str, Any] = {}
+    for pair in args.model_arg:
+        key, _, raw = pair.partition("=")
+        out[key] = json.loads(raw)
+    return out
+
+
+def common_config(args: argparse.Namespace, defaults: TrainConfig) -> dict[str, Any]:
+    """CLI values for the fields every family shares; None means the family's default."""
+    given = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "schedule": args.schedule,
+        "label_smoothing": args.label_smoothing,
+        "patience": args.patience,
+        "val_fraction": args.val_fraction,
+        "split_seed": args.split_seed,
+        "seed": args.seed,
+        "threads": args.threads,
+        "dry_run": args.dry_run,
+        "progress": not args.no_progress and sys.stderr.isatty(),
+    }
+    return {k: (getattr(defaults, k) if v is None else v) for k, v in given.items()}
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    return args.out or Path("runs") / args.model
+
+
+def load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset]:
+    """The image dataset named by --data, and the preprocessing record the checkpoint will carry."""
+    data = args.data or ("sklearn-digits" if args.dry_run else None)
+    if data is None:
+        raise SystemExit("--data is required (or --dry-run)")
+    if data == "sklearn-digits":
+        name = "sklearn-digits"
+    elif Path(data, "train-images-idx3-ubyte.gz").exists() or Path(data, "train-images-idx3-ubyte").exists():
+        name = args.dataset or ("fashion-mnist" if "fashion" in Path(data).resolve().name.lower() else "mnist")
+    else:
+        name = "image-folder"
+    preset = PRESETS[args.dataset or name]
+    size = args.size or 28
+    pre = {
+        "input_size": [size, size],
+        "channels": args.channels or 1,
+        "white_on_black": preset.white_on_black,
+        "fit": args.fit or preset.fit,
+        "mean": [0.0],
+        "std": [1.0],
+    }
+    if name == "sklearn-digits":
+        ds = load_sklearn_digits(size)
+    elif name == "image-folder":
+        pre["mean"], pre["std"] = [0.0] * pre["channels"], [1.0] * pre["channels"]
+        ds = load_image_folder(data, ImagePreprocessing.model_validate(pre))
+    else:
+        ds = load_idx_dataset(data, name)
+        ds.name = args.dataset or name
+    if preset.labels is not None and args.dataset and len(preset.labels) == len(set(ds.labels.tolist())):
+        ds.label_names = list(preset.labels)
+    pre["input_size"] = list(ds.images.shape[2:])
+    pre["channels"] = int(ds.images.shape[1])
+    return ds, pre, preset

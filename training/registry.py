@@ -1,0 +1,43 @@
+"""The registry of training recipes: one module of training/ per model family (the ``family`` of its models'
+registry entries) registers a Recipe, and ``python -m training`` finds it by the family of the model it is asked
+to train. A recipe is the family's own part of training: its command-line flags, how it turns the flags and the
+data into a checkpoint (its data, loss, metrics and loop over training.common's shared pieces), its curves and
+its one-line summary."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    family: str
+    run: Callable[[argparse.Namespace], dict[str, Any]]  # parsed flags -> checkpoint dict
+    plot: Callable[[dict[str, Any], str, Path], None]  # checkpoint, title, curves.png -> the training curves
+    summary: Callable[[dict[str, Any], Path], str]  # checkpoint, its folder -> one line of its figures
+    add_args: Callable[[argparse.ArgumentParser], None] | None = None  # the family's own flags
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    if recipe.family in RECIPES:
+        raise ValueError(f"a recipe for {recipe.family!r} is registered twice")
+    RECIPES[recipe.family] = recipe
+    return recipe
+
+
+def load_recipes(package: str = "training") -> dict[str, Recipe]:
+    """Import every public module of the training package (a recipe module registers itself on import)."""
+    pkg = importlib.import_module(package)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+    return RECIPES
