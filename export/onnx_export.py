@@ -1,18 +1,15 @@
 """Checkpoint -> model.onnx + model.json (+ vocab.json for text), with strict torch/onnxruntime parity.
 
-Each task family contributes an ``ExportSpec``: example inputs, dynamic axes, the parity cases and the
-preprocessing record. Everything else (export, checker, parity, metadata, hashes) is shared.
+Each model family contributes an ``ExportSpec`` (export/spec.py, one module of export/specs/ per family): example
+inputs, dynamic axes, the parity cases, the preprocessing record and its extra metadata. Everything else (export,
+checker, parity, metadata, hashes) is shared, here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,49 +19,26 @@ import onnxruntime as ort
 import torch
 
 import models
-from contract.images import normalize
 from contract.metadata import (
     METADATA_FILE,
     ONNX_FILE,
-    AnomalyThreshold,
     DatasetInfo,
-    GeneratorInfo,
     GraphInfo,
-    ImagePreprocessing,
     ModelMetadata,
     Parity,
-    TensorSpec,
-    TextPreprocessing,
     sha256_file,
 )
-from contract.text import VOCAB_FILE, TokenizerConfig, Vocab
+from export.spec import PARITY_BATCHES, ExportSpec, load_specs
 
 log = logging.getLogger(__name__)
+SPECS = load_specs()  # every module of export/specs/ registers its families
 
 RTOL, ATOL = 1e-4, 1e-5
 ENCODER_FILE = "encoder.onnx"
-PARITY_BATCHES = (1, 8)
-PARITY_SEQ_LENS = (7, 64)
-MAX_BATCH, MAX_SEQ = 4096, 100_000
 
 
 class ParityError(AssertionError):
     pass
-
-
-@dataclass
-class ExportSpec:
-    example: tuple[torch.Tensor, ...]
-    inputs: list[TensorSpec]
-    dynamic_shapes: dict[str, dict[int, Any]]
-    parity_cases: list[tuple[np.ndarray, ...]]
-    preprocessing: ImagePreprocessing | TextPreprocessing
-    outputs: list[TensorSpec]
-    seq_lens: list[int] = field(default_factory=list)
-    files: dict[str, bytes] = field(default_factory=dict)  # written beside model.onnx
-    task: str | None = None  # model.json's task; default: the checkpoint's family
-    wrap: Callable[[Any], torch.nn.Module] | None = None  # the part of the model to export
-    encoder: ExportSpec | None = None  # a second graph, written to ENCODER_FILE (VAE)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -77,143 +51,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
     model = models.create_model(ckpt["model_name"], cfg)
     model.load_state_dict(ckpt["state_dict"])
     return ckpt, model.eval()
-
-
-def parity_inputs(pre: ImagePreprocessing, n: int, seed: int = 0) -> np.ndarray:
-    """Deterministic pseudo-images in the model's input convention: blobs of ink on a dark field."""
-    rng = np.random.default_rng(seed)
-    h, w = pre.input_size
-    pixels = rng.integers(0, 256, size=(n, pre.channels, h, w), dtype=np.uint8)
-    pixels[rng.random(pixels.shape) < 0.7] = 0  # mostly background, like real digits and garments
-    return normalize(pixels, pre)
-
-
-def token_inputs(vocab_size: int, batch: int, seq_len: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic right-padded id batches; the first row always fills ``seq_len``."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, seq_len + 1, size=batch).astype(np.int64)
-    lengths[0] = seq_len
-    ids = rng.integers(2, vocab_size, size=(batch, seq_len)).astype(np.int64)
-    ids[np.arange(seq_len)[None, :] >= lengths[:, None]] = 0
-    return ids, lengths
-
-
-def image_spec(ckpt: dict[str, Any]) -> ExportSpec:
-    pre = ImagePreprocessing.model_validate(ckpt["preprocessing"])
-    c, (h, w) = pre.channels, pre.input_size
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    return ExportSpec(
-        example=(torch.from_numpy(parity_inputs(pre, 2)),),
-        inputs=[TensorSpec(name="input", dtype="float32", shape=[-1, c, h, w])],
-        dynamic_shapes={"x": {0: batch}},
-        parity_cases=[(parity_inputs(pre, n, seed=n),) for n in PARITY_BATCHES],
-        preprocessing=pre,
-        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
-    )
-
-
-def autoencoder_spec(ckpt: dict[str, Any]) -> ExportSpec:
-    """Pixels in [0, 1] (mean 0, std 1) -> code (B, k) and reconstruction (B, C, H, W)."""
-    spec = image_spec(ckpt)
-    c, (h, w) = spec.inputs[0].shape[1], spec.inputs[0].shape[2:]
-    spec.outputs = [
-        TensorSpec(name="code", dtype="float32", shape=[-1, ckpt["model_config"]["code_size"]]),
-        TensorSpec(name="reconstruction", dtype="float32", shape=[-1, c, h, w]),
-    ]
-    return spec
-
-
-def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
-    vocab = Vocab(ckpt["vocab"])
-    vocab_bytes = (json.dumps(vocab.itos, ensure_ascii=False) + "\n").encode("utf-8")
-    pre = TextPreprocessing(
-        tokenizer=TokenizerConfig.model_validate(ckpt["tokenizer"]),
-        vocab_sha256=hashlib.sha256(vocab_bytes).hexdigest(),
-        vocab_size=len(vocab),
-    )
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    seq = torch.export.Dim("seq", min=1, max=MAX_SEQ)
-    ids, lengths = token_inputs(len(vocab), 2, 16)
-    cases: list[tuple[np.ndarray, ...]] = [
-        token_inputs(len(vocab), b, t, seed=b * 100 + t) for b in PARITY_BATCHES for t in PARITY_SEQ_LENS
-    ]
-    return ExportSpec(
-        example=(torch.from_numpy(ids), torch.from_numpy(lengths)),
-        inputs=[
-            TensorSpec(name="ids", dtype="int64", shape=[-1, -1]),
-            TensorSpec(name="lengths", dtype="int64", shape=[-1]),
-        ],
-        dynamic_shapes={"ids": {0: batch, 1: seq}, "lengths": {0: batch}},
-        parity_cases=cases,
-        preprocessing=pre,
-        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
-        seq_lens=list(PARITY_SEQ_LENS),
-        files={VOCAB_FILE: vocab_bytes},
-    )
-
-
-def latent_inputs(latent_dim: int, num_classes: int, n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Deterministic z ~ N(0, I) rows, plus labels cycling through the classes for conditional models."""
-    z = np.random.default_rng(seed).standard_normal((n, latent_dim), dtype=np.float32)
-    return (z, np.arange(n, dtype=np.int64) % num_classes) if num_classes else (z,)
-
-
-def _label_input(num_classes: int) -> list[TensorSpec]:
-    return [TensorSpec(name="labels", dtype="int64", shape=[-1])] if num_classes else []
-
-
-def generator_spec(ckpt: dict[str, Any]) -> ExportSpec:
-    """GAN generator or VAE decoder: z (B, k) [+ labels (B,)] -> image (B, C, H, W) in [0, 1]; a VAE also
-    gets its encoder exported: image [+ labels] -> mu, logvar (B, k)."""
-    from models.generative import VAEDecoder, VAEEncoder
-
-    cfg = ckpt["model_config"]
-    k, n_cls = cfg["latent_dim"], cfg["num_classes"]
-    pre = ImagePreprocessing.model_validate(ckpt["preprocessing"])
-    c, (h, w) = pre.channels, pre.input_size
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    labels = _label_input(n_cls)
-    dyn = {"z": {0: batch}, **({"labels": {0: batch}} if n_cls else {})}
-    image = TensorSpec(name="image", dtype="float32", shape=[-1, c, h, w])
-    spec = ExportSpec(
-        example=tuple(torch.from_numpy(a) for a in latent_inputs(k, n_cls, 2)),
-        inputs=[TensorSpec(name="z", dtype="float32", shape=[-1, k]), *labels],
-        dynamic_shapes=dyn,
-        parity_cases=[latent_inputs(k, n_cls, n, seed=n) for n in PARITY_BATCHES],
-        preprocessing=pre,
-        outputs=[image],
-        task="generator",
-    )
-    if ckpt["family"] != "vae":
-        return spec
-    spec.wrap = VAEDecoder
-
-    def images(n: int, seed: int) -> tuple[np.ndarray, ...]:
-        x = parity_inputs(pre, n, seed)
-        return (x, latent_inputs(k, n_cls, n)[1]) if n_cls else (x,)
-
-    spec.encoder = ExportSpec(
-        example=tuple(torch.from_numpy(a) for a in images(2, 0)),
-        inputs=[TensorSpec(name="image", dtype="float32", shape=[-1, c, h, w]), *labels],
-        dynamic_shapes={"x": {0: batch}, **({"labels": {0: batch}} if n_cls else {})},
-        parity_cases=[images(n, seed=n) for n in PARITY_BATCHES],
-        preprocessing=pre,
-        outputs=[
-            TensorSpec(name="mu", dtype="float32", shape=[-1, k]),
-            TensorSpec(name="logvar", dtype="float32", shape=[-1, k]),
-        ],
-        wrap=VAEEncoder,
-    )
-    return spec
-
-
-SPECS: dict[str, Callable[[dict[str, Any]], ExportSpec]] = {
-    "image-classification": image_spec,
-    "text-classification": text_spec,
-    "autoencoder": autoencoder_spec,
-    "gan": generator_spec,
-    "vae": generator_spec,
-}
 
 
 def _clear_recurrent_dispatch_caches() -> None:
@@ -270,7 +107,7 @@ def check_parity(model: torch.nn.Module, session: ort.InferenceSession, spec: Ex
     return worst
 
 
-SOURCE_DIRS = ("models", "training", "export", "service", "pyproject.toml")
+SOURCE_DIRS = ("contract", "models", "training", "export", "service", "pyproject.toml")
 
 
 def _source_commit() -> str:
@@ -298,17 +135,13 @@ def _export_graph(model: torch.nn.Module, spec: ExportSpec, opset: int) -> tuple
     return onnx_bytes, graph, check_parity(module, session, spec)
 
 
-def _generator_info(ckpt: dict[str, Any], encoder: GraphInfo | None) -> GeneratorInfo:
-    cfg = ckpt["model_config"]
-    kind = "vae" if ckpt["family"] == "vae" else "gan"
-    return GeneratorInfo(kind=kind, latent_dim=cfg["latent_dim"], conditional=cfg["num_classes"] > 0, encoder=encoder)
-
-
 def export_checkpoint(
     ckpt_path: str | Path, out_dir: str | Path, *, name: str, version: str = "1", opset: int = 18
 ) -> ModelMetadata:
     ckpt, model = load_checkpoint(ckpt_path)
     family = ckpt.get("family", "image-classification")
+    if family not in SPECS:
+        raise ValueError(f"no export spec for the {family!r} family (export/specs/)")
     spec = SPECS[family](ckpt)
     onnx_bytes, graph, worst = _export_graph(model, spec, opset)
     encoder = _export_graph(model, spec.encoder, opset) if spec.encoder else None
@@ -330,14 +163,14 @@ def export_checkpoint(
     for fname, data in spec.files.items():
         (out / fname).write_bytes(data)
     m = ckpt["metrics"]
-    generative = spec.task == "generator"
+    extras = spec.extras(encoder_info) if spec.extras else {}
     meta = ModelMetadata(
         name=name,
         version=version,
         task=spec.task or family,
         architecture=ckpt["model_name"],
         architecture_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["model_config"].items()},
-        labels=ckpt["labels"] if not generative or ckpt["model_config"]["num_classes"] else [],
+        labels=extras.pop("labels", ckpt["labels"]),
         preprocessing=spec.preprocessing,
         inputs=spec.inputs,
         outputs=spec.outputs,
@@ -345,8 +178,6 @@ def export_checkpoint(
         opset=max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
         metrics={k: float(v) for k, v in m.items() if isinstance(v, int | float)},
         class_metrics={str(lbl): float(v) for lbl, v in m.get("per_class_accuracy", {}).items()},
-        anomaly=AnomalyThreshold(threshold=m["val_sse_p99"], percentile=99.0) if family == "autoencoder" else None,
-        generator=_generator_info(ckpt, encoder_info) if generative else None,
         dataset=DatasetInfo.model_validate(
             {
                 **ckpt["dataset"],
@@ -361,6 +192,7 @@ def export_checkpoint(
         parity=Parity(
             batch_sizes=list(PARITY_BATCHES), seq_lens=spec.seq_lens, max_abs_diff=worst, rtol=RTOL, atol=ATOL
         ),
+        **extras,
     )
     (out / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
     log.info("exported %s (%d bytes, opset %d), parity max |diff| %.2e", out, len(onnx_bytes), meta.opset, worst)

@@ -13,7 +13,8 @@ import models
 from contract.metadata import load_metadata
 from export.evaluate import generate_images, vae_metrics
 from export.frechet import feature_session, frechet_distance
-from export.onnx_export import ENCODER_FILE, export_checkpoint, latent_inputs
+from export.onnx_export import ENCODER_FILE, export_checkpoint
+from export.spec import latent_inputs
 from training.__main__ import main as train_main
 from training.gan import gradient_penalty
 from training.vae import kl_divergence

@@ -1,0 +1,1 @@
+"""One module per model family, each registering its ExportSpec builder (export/spec.py)."""

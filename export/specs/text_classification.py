@@ -1,0 +1,47 @@
+"""Export of text classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K), with the vocabulary
+written beside the graph (vocab.json) and parity checked over sequence lengths too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from contract.metadata import TensorSpec, TextPreprocessing
+from contract.text import VOCAB_FILE, TokenizerConfig, Vocab
+from export.spec import MAX_BATCH, MAX_SEQ, PARITY_BATCHES, ExportSpec, register_spec, token_inputs
+
+PARITY_SEQ_LENS = (7, 64)
+
+
+@register_spec("text-classification")
+def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
+    vocab = Vocab(ckpt["vocab"])
+    vocab_bytes = (json.dumps(vocab.itos, ensure_ascii=False) + "\n").encode("utf-8")
+    pre = TextPreprocessing(
+        tokenizer=TokenizerConfig.model_validate(ckpt["tokenizer"]),
+        vocab_sha256=hashlib.sha256(vocab_bytes).hexdigest(),
+        vocab_size=len(vocab),
+    )
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    seq = torch.export.Dim("seq", min=1, max=MAX_SEQ)
+    ids, lengths = token_inputs(len(vocab), 2, 16)
+    cases: list[tuple[np.ndarray, ...]] = [
+        token_inputs(len(vocab), b, t, seed=b * 100 + t) for b in PARITY_BATCHES for t in PARITY_SEQ_LENS
+    ]
+    return ExportSpec(
+        example=(torch.from_numpy(ids), torch.from_numpy(lengths)),
+        inputs=[
+            TensorSpec(name="ids", dtype="int64", shape=[-1, -1]),
+            TensorSpec(name="lengths", dtype="int64", shape=[-1]),
+        ],
+        dynamic_shapes={"ids": {0: batch, 1: seq}, "lengths": {0: batch}},
+        parity_cases=cases,
+        preprocessing=pre,
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
+        seq_lens=list(PARITY_SEQ_LENS),
+        files={VOCAB_FILE: vocab_bytes},
+    )
