@@ -158,6 +158,7 @@ class NNServeUser(HttpUser):
     abstract = True
     wait_time = WAIT
     task_family = ""  # a card task; the class is dropped from the run when the server serves none
+    build_model: Any = None  # model card -> the payload-ready model its requests draw from (loadtest/payloads.py)
 
     def on_start(self) -> None:
         if not CATALOG.get(self.task_family):
@@ -172,6 +173,7 @@ class ClassifyJsonUser(NNServeUser):
 
     weight = 4
     task_family = "image-classification"
+    build_model = staticmethod(ImageModel.from_card)
 
     def classify(self, n: int) -> None:
         m: ImageModel = self.model()
@@ -198,6 +200,7 @@ class ClassifyUploadUser(NNServeUser):
 
     weight = 2
     task_family = "image-classification"
+    build_model = staticmethod(ImageModel.from_card)
 
     @task
     def upload(self) -> None:
@@ -216,6 +219,7 @@ class SentimentUser(NNServeUser):
 
     weight = 3
     task_family = "text-classification"
+    build_model = staticmethod(TextModel.from_card)
 
     def analyze(self, n: int) -> None:
         m: TextModel = self.model()
@@ -237,6 +241,7 @@ class ReconstructUser(NNServeUser):
 
     weight = 2
     task_family = "autoencoder"
+    build_model = staticmethod(ImageModel.from_card)
 
     def reconstruct(self, n: int) -> None:
         m: ImageModel = self.model()
@@ -268,6 +273,7 @@ class GenerateUser(NNServeUser):
 
     weight = 1
     task_family = "generator"
+    build_model = staticmethod(GeneratorModel.from_card)
 
     def generate(self, n: int) -> None:
         m: GeneratorModel = self.model()
@@ -299,9 +305,6 @@ class GenerateUser(NNServeUser):
     @task(1)
     def sixteen(self) -> None:
         self.generate(16)
-
-
-USER_CLASSES = [ClassifyJsonUser, ClassifyUploadUser, SentimentUser, ReconstructUser, GenerateUser]
 
 
 # ---- load shape ------------------------------------------------------------------------------------------------
@@ -365,7 +368,8 @@ def ensure_catalog(environment: Any) -> bool:
         return True
     CATALOG_HOST = environment.host
     try:
-        CATALOG, CATALOG_OK = load_catalog(environment), True
+        builders = {u.task_family: u.build_model for u in environment.user_classes if getattr(u, "build_model", None)}
+        CATALOG, CATALOG_OK = load_catalog(environment, builders), True
     except CatalogError as e:
         CATALOG, CATALOG_OK = {}, False
         log.error("loadtest: cannot read the served models from %s/v1/models: %s", environment.host, e)

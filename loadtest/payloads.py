@@ -132,14 +132,6 @@ class GeneratorModel:
         return cls(card["name"], list(card["labels"]), bool(gen.get("conditional", False)))
 
 
-BUILDERS = {
-    "image-classification": ImageModel.from_card,
-    "autoencoder": ImageModel.from_card,
-    "text-classification": TextModel.from_card,
-    "generator": GeneratorModel.from_card,
-}
-
-
 def _fire(environment: Any, name: str, start: float, length: int, exc: Exception | None) -> None:
     environment.events.request.fire(
         request_type="GET",
@@ -155,8 +147,9 @@ class CatalogError(Exception):
     pass
 
 
-def load_catalog(environment: Any) -> dict[str, list[Any]]:
-    """GET /v1/models on the host under test -> payload-ready models per task (recorded as a request)."""
+def load_catalog(environment: Any, builders: dict[str, Any]) -> dict[str, list[Any]]:
+    """GET /v1/models on the host under test -> payload-ready models per task (recorded as a request), each
+    built by ``builders[task]`` (the user classes' payload builders)."""
     host = (environment.host or "").rstrip("/")
     if not host:
         raise CatalogError("no host: pass --host or set HOST")
@@ -181,7 +174,7 @@ def load_catalog(environment: Any) -> dict[str, list[Any]]:
             cards = resp.json()["models"]
             catalog: dict[str, list[Any]] = defaultdict(list)
             for card in cards:
-                build = BUILDERS.get(card.get("task"))
+                build = builders.get(card.get("task"))
                 if build is None:
                     log.warning("model %s: task %r is not load-tested", card.get("name"), card.get("task"))
                     continue
