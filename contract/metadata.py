@@ -160,7 +160,11 @@ class ModelMetadata(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str
     version: str
-    task: Literal["image-classification", "text-classification", "autoencoder", "generator"]
+    task: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{0,63}$",
+        description="what the model does, as the service serves it: image-classification, text-classification, "
+        "autoencoder, generator, or another task a module of service/tasks/ registers",
+    )
     architecture: str = Field(description="registry name of the nn.Module")
     architecture_config: dict[str, bool | int | float | str | list[int]]
     labels: list[str]

@@ -28,7 +28,7 @@ from contract.metadata import (
     Parity,
     sha256_file,
 )
-from export.spec import PARITY_BATCHES, ExportSpec, load_specs
+from export.spec import PARITY_BATCHES, TASKS, ExportSpec, load_specs
 
 log = logging.getLogger(__name__)
 SPECS = load_specs()  # every module of export/specs/ registers its families
@@ -167,7 +167,7 @@ def export_checkpoint(
     meta = ModelMetadata(
         name=name,
         version=version,
-        task=spec.task or family,
+        task=TASKS[family],
         architecture=ckpt["model_name"],
         architecture_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["model_config"].items()},
         labels=extras.pop("labels", ckpt["labels"]),

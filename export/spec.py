@@ -30,7 +30,6 @@ class ExportSpec:
     outputs: list[TensorSpec]
     seq_lens: list[int] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # written beside model.onnx
-    task: str | None = None  # model.json's task; default: the checkpoint's family
     wrap: Callable[[Any], torch.nn.Module] | None = None  # the part of the model to export
     encoder: ExportSpec | None = None  # a second graph, written to ENCODER_FILE (VAE)
     # ModelMetadata fields the family adds (an autoencoder's anomaly threshold, a generator's info), given the
@@ -40,16 +39,19 @@ class ExportSpec:
 
 Builder = Callable[[dict[str, Any]], ExportSpec]
 SPECS: dict[str, Builder] = {}
+TASKS: dict[str, str] = {}  # family -> the task its artifacts are served as (model.json's task)
 
 
-def register_spec(*families: str) -> Callable[[Builder], Builder]:
-    """Register ``build(checkpoint) -> ExportSpec`` for the model families named (models' registry ``family``)."""
+def register_spec(*families: str, task: str | None = None) -> Callable[[Builder], Builder]:
+    """Register ``build(checkpoint) -> ExportSpec`` for the model families named (models' registry ``family``);
+    their artifacts are served as ``task`` (default: the family's own name)."""
 
     def wrap(build: Builder) -> Builder:
         for family in families:
             if family in SPECS:
                 raise ValueError(f"an export spec for {family!r} is registered twice")
             SPECS[family] = build
+            TASKS[family] = task or family
         return build
 
     return wrap

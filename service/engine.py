@@ -20,7 +20,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 
-from contract.metadata import ModelMetadata
+from contract.metadata import ModelMetadata, TextPreprocessing
 from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError
@@ -62,7 +62,9 @@ class Engine:
         for path in discover(S):
             try:
                 meta = read_metadata(path)
-                if meta.task == "text-classification":
+                if meta.task not in TASKS:
+                    raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
+                if isinstance(meta.preprocessing, TextPreprocessing):  # the vocabulary that text is encoded with
                     self.vocabs[meta.name] = load_vocab(path, meta)
                 if S.batching == "services" and S.skip_bad_artifacts:
                     warm_up(load_model(path, S))  # learn here what the model services will leave out

@@ -65,7 +65,7 @@ class ModelCard(BaseModel):
 
     name: str = Field(description="the name requests use")
     version: str = Field(description="the artifact's version")
-    task: str = Field(description="image-classification, text-classification, autoencoder or generator")
+    task: str = Field(description="the task it is served as, e.g. image-classification (one module of service/tasks/)")
     architecture: str = Field(description="the registered architecture it was trained as")
     labels: list[str] = Field(description="class names, in index order")
     preprocessing: ImagePreprocessing | TextPreprocessing = Field(description="how inputs become its tensors")

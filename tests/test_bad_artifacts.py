@@ -80,6 +80,9 @@ def mixed_dir(artifact_root, tmp_path_factory):
     _break("truncated", root / "cnn-folder", meta)
     meta = _copy(artifact_root / "digits-ae", root / "badmeta", "badmeta")
     _break("metadata", root / "badmeta", meta)
+    meta = _copy(artifact_root / "digits-ae", root / "alien", "alien")  # a task no module of service/tasks/ serves
+    meta["task"] = "image-regression"
+    (root / "alien" / "model.json").write_text(json.dumps(meta))
     return root
 
 
@@ -109,6 +112,7 @@ def test_skipped_artifacts_are_not_ready_and_the_others_serve(mixed_dir, tmp_pat
             assert cards["digits-cnn"]["ready"] and cards["synthetic-lstm"]["ready"]
             assert not cards["broken-cnn"]["ready"] and "broken-cnn/model.onnx" in cards["broken-cnn"]["error"]
             assert "unreadable metadata" in listing["unavailable"]["badmeta"]
+            assert "task 'image-regression' is not one this server serves" in listing["unavailable"]["alien"]
             image = base64.b64encode(png_bytes(digits.images[0, 0])).decode()
             r = c.post("/v1/classify", json={"model": "broken-cnn", "images": [image]})
             assert_envelope(r, 503, "not_ready")

@@ -16,7 +16,7 @@ def _label_input(num_classes: int) -> list[TensorSpec]:
     return [TensorSpec(name="labels", dtype="int64", shape=[-1])] if num_classes else []
 
 
-@register_spec("gan", "vae")
+@register_spec("gan", "vae", task="generator")
 def generator_spec(ckpt: dict[str, Any]) -> ExportSpec:
     """GAN generator or VAE decoder: z (B, k) [+ labels (B,)] -> image (B, C, H, W) in [0, 1]; a VAE also
     gets its encoder exported: image [+ labels] -> mu, logvar (B, k)."""
@@ -37,7 +37,6 @@ def generator_spec(ckpt: dict[str, Any]) -> ExportSpec:
         parity_cases=[latent_inputs(k, n_cls, n, seed=n) for n in PARITY_BATCHES],
         preprocessing=pre,
         outputs=[image],
-        task="generator",
     )
     kind = "vae" if ckpt["family"] == "vae" else "gan"
     class_names = ckpt["labels"] if n_cls else []
