@@ -23,7 +23,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model_dir: Path, log_path: Path, **env: str) -> None:
+    def __init__(self, model_dir: Path, log_path: Path, root: Path = REPO, **env: str) -> None:
+        self.root = root  # the source tree served (tests/test_add_a_family.py serves a copy with a new family)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -41,7 +42,7 @@ class Server:
         log = open(self.log_path, "wb")  # noqa: SIM115  (closed with the process)
         self.proc = subprocess.Popen(
             [str(BENTOML), "serve", "service.service:NNServe", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO,
+            cwd=self.root,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
