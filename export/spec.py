@@ -4,8 +4,6 @@ family registers its builder here (``register_spec``); export/onnx_export.py doe
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract.discovery import import_modules
 from contract.images import normalize
 from contract.metadata import GraphInfo, ImagePreprocessing, TensorSpec, TextPreprocessing
 
@@ -59,9 +58,7 @@ def register_spec(*families: str, task: str | None = None) -> Callable[[Builder]
 
 def load_specs(package: str = "export.specs") -> dict[str, Builder]:
     """Import every module of export/specs/ (each registers its families' builders)."""
-    pkg = importlib.import_module(package)
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{package}.{info.name}")
+    import_modules(package)
     return SPECS
 
 

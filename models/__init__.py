@@ -3,12 +3,9 @@
 Every module of this package is imported here, and each registers its architectures with ``@register_model``
 (models/registry.py): adding an architecture is adding a module (or a decorated factory to one)."""
 
-import importlib as _importlib
-import pkgutil as _pkgutil
-
+from contract.discovery import import_modules
 from models.registry import ModelEntry, create_model, get_entry, list_models, make_config, register_model
 
-for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
-    _importlib.import_module(f"{__name__}.{_module}")
+import_modules(__name__)
 
 __all__ = ["ModelEntry", "create_model", "get_entry", "list_models", "make_config", "register_model"]

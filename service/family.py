@@ -13,18 +13,17 @@ functions on their own thread).
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, TypeVar
 
+import bentoml
 import numpy as np
 from bentoml.validators import TensorSchema
 from pydantic import BaseModel
 
-from service.runtime import OnnxModel
+from service.runtime import OnnxModel, load_family, settle_heap
 from service.settings import get_settings
 from service.shutdown import delay_sigterm
 
-log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 S = get_settings()  # BentoML takes service configuration at class definition
 
 T = TypeVar("T")
@@ -112,3 +111,25 @@ def family_state(models: dict[str, OnnxModel], failed: dict[str, str] | None = N
         models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in models.items()],
         failed=dict(failed or {}),
     )
+
+
+class Family:
+    """What every family class shares: at start it loads and warms up every artifact of its task (an ArtifactError
+    names a bad file; with skip_bad_artifacts the artifact is left out and recorded in ``failed``), and it reports
+    its models' state for the model cards. A task's family subclasses it, names its ``task`` and adds its batch
+    functions, and is decorated with ``@bentoml.service(name=..., **SERVICE_CONFIG)``."""
+
+    task = ""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.models = load_family(self.task, S, self.failed)
+        settle_heap(S)
+        outlive_the_api_drain()
+
+    def __is_ready__(self) -> bool:
+        return True  # __init__ loaded and warmed up every model, or start-up failed
+
+    @bentoml.api
+    def state(self) -> FamilyState:
+        return family_state(self.models, self.failed)

@@ -9,8 +9,6 @@ of the service/tasks package is imported by ``load_tasks``, so adding a file the
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter
 
+from contract.discovery import import_modules
 from contract.metadata import ModelMetadata
 from service.oip_schemas import TensorMetadata
 from service.settings import Settings
@@ -64,7 +63,5 @@ def register(task: Task) -> Task:
 
 def load_tasks(package: str = "service.tasks") -> dict[str, Task]:
     """Import every module of the tasks package (each registers itself); the registry, in module-name order."""
-    pkg = importlib.import_module(package)
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{package}.{info.name}")
+    import_modules(package)
     return TASKS

@@ -7,12 +7,12 @@ its one-line summary."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from contract.discovery import import_modules
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,5 @@ def register_recipe(recipe: Recipe) -> Recipe:
 
 def load_recipes(package: str = "training") -> dict[str, Recipe]:
     """Import every public module of the training package (a recipe module registers itself on import)."""
-    pkg = importlib.import_module(package)
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
+    import_modules(package)
     return RECIPES

@@ -16,19 +16,16 @@ from contract.metadata import ModelMetadata
 from service.engine import Engine, current
 from service.family import (
     SERVICE_CONFIG,
-    FamilyState,
+    Family,
     Float32,
     ImageItem,
-    family_state,
     group_by_model,
     in_input_order,
-    outlive_the_api_drain,
 )
 from service.images import png_b64
 from service.metrics import ANOMALIES
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
-from service.runtime import load_family, settle_heap
 from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, ImagesInput, json_response
 from service.settings import get_settings
 
@@ -73,17 +70,10 @@ class EncodeImagesResponse(BaseModel):
 
 
 @bentoml.service(name="nnserve-autoencoders", **SERVICE_CONFIG)
-class AutoencoderModels:
+class AutoencoderModels(Family):
     """Autoencoders: pixels in [0, 1] (B, C, H, W) -> code (B, k) and reconstruction (B, C, H, W)."""
 
-    def __init__(self) -> None:
-        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
-        self.models = load_family(TASK, S, self.failed)
-        settle_heap(S)
-        outlive_the_api_drain()
-
-    def __is_ready__(self) -> bool:
-        return True
+    task = TASK
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
     def infer(self, items: list[ImageItem]) -> list[AutoencoderResult]:
@@ -93,10 +83,6 @@ class AutoencoderModels:
             results = [AutoencoderResult(code=c, reconstruction=r) for c, r in zip(codes, recons, strict=True)]
             chunks.append((rows, results))
         return in_input_order(len(items), chunks)
-
-    @bentoml.api
-    def state(self) -> FamilyState:
-        return family_state(self.models, self.failed)
 
 
 async def _autoencode(

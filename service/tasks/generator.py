@@ -21,19 +21,17 @@ from service.engine import Engine, current
 from service.errors import ApiError, quoted
 from service.family import (
     SERVICE_CONFIG,
-    FamilyState,
+    Family,
     Float32,
     LabeledImageItem,
-    family_state,
     group_by_model,
     in_input_order,
-    outlive_the_api_drain,
 )
 from service.images import b64, grid_cols, png, png_b64
 from service.metrics import GENERATED
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
-from service.runtime import OnnxModel, load_family, settle_heap
+from service.runtime import OnnxModel
 from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, json_response
 from service.settings import get_settings
 
@@ -138,21 +136,14 @@ def _with_labels(model: OnnxModel, x: np.ndarray, labels: list[int]) -> tuple[np
 
 
 @bentoml.service(name="nnserve-generators", **SERVICE_CONFIG)
-class GeneratorModels:
+class GeneratorModels(Family):
     """Generators: z (B, k) [+ labels] -> images (B, C, H, W) in [0, 1]; a VAE's encoder: image -> mu, logvar.
 
     Rows are independent (batch norm runs on its recorded statistics), so a sample depends on its own z and
     label only, never on the requests it was batched with.
     """
 
-    def __init__(self) -> None:
-        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
-        self.models = load_family(TASK, S, self.failed)
-        settle_heap(S)
-        outlive_the_api_drain()
-
-    def __is_ready__(self) -> bool:
-        return True
+    task = TASK
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
     def generate(self, items: list[LatentItem]) -> list[ImageResult]:
@@ -174,10 +165,6 @@ class GeneratorModels:
             mu, logvar = encoder.run_all(*_with_labels(self.models[name], x, [items[i].label for i in rows]))
             chunks.append((rows, [PosteriorResult(mu=m, logvar=v) for m, v in zip(mu, logvar, strict=True)]))
         return in_input_order(len(items), chunks)
-
-    @bentoml.api
-    def state(self) -> FamilyState:
-        return family_state(self.models, self.failed)
 
 
 def label_index(meta: ModelMetadata, label: int | str | None, required: bool) -> int | None:

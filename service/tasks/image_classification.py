@@ -16,19 +16,16 @@ from contract.metadata import ModelMetadata
 from service.engine import Engine, current, flag, softmax
 from service.family import (
     SERVICE_CONFIG,
-    FamilyState,
+    Family,
     ImageItem,
     InferResult,
-    family_state,
     group_by_model,
     in_input_order,
-    outlive_the_api_drain,
 )
 from service.images import pixels, png_b64
 from service.metrics import PREDICTIONS
 from service.oip_tensors import classifier_outputs, graph_inputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
-from service.runtime import load_family, settle_heap
 from service.schemas import (
     ANSWERED_BY,
     ERROR_RESPONSES,
@@ -77,17 +74,10 @@ class ClassifyImagesResponse(BaseModel):
 
 
 @bentoml.service(name="nnserve-image-models", **SERVICE_CONFIG)
-class ImageModels:
+class ImageModels(Family):
     """Image classifiers: float32 (B, C, H, W) -> logits (B, K)."""
 
-    def __init__(self) -> None:
-        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
-        self.models = load_family(TASK, S, self.failed)  # ArtifactError names the bad file
-        settle_heap(S)
-        outlive_the_api_drain()
-
-    def __is_ready__(self) -> bool:
-        return True  # __init__ loaded and warmed up every model, or start-up failed
+    task = TASK
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
     def infer(self, items: list[ImageItem]) -> list[InferResult]:
@@ -100,10 +90,6 @@ class ImageModels:
             scores = [None] * len(rows) if k is None else [float(v) for v in outs[k]]
             chunks.append((rows, [InferResult(logits=lg, ood_score=s) for lg, s in zip(outs[0], scores, strict=True)]))
         return in_input_order(len(items), chunks)
-
-    @bentoml.api
-    def state(self) -> FamilyState:
-        return family_state(self.models, self.failed)
 
 
 async def classify_blobs(

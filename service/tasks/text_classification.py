@@ -19,20 +19,17 @@ from service.engine import Engine, current, flag, softmax
 from service.errors import ApiError
 from service.family import (
     SERVICE_CONFIG,
-    FamilyState,
+    Family,
     InferResult,
     Int64,
-    family_state,
     group_by_model,
     in_input_order,
     length_buckets,
-    outlive_the_api_drain,
 )
 from service.metrics import PREDICTIONS, TOKENS
 from service.oip_schemas import TensorMetadata
 from service.oip_tensors import classifier_outputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
-from service.runtime import load_family, settle_heap
 from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, OOD_FLAG, OOD_SCORE, VERSION, json_response
 from service.settings import get_settings
 
@@ -78,21 +75,14 @@ class AnalyzeSentimentResponse(BaseModel):
 
 
 @bentoml.service(name="nnserve-text-models", **SERVICE_CONFIG)
-class TextModels:
+class TextModels(Family):
     """Text classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K).
 
     The recurrent models are padding-invariant (models/rnn.py), so a text's logits do not depend on the
     bucket it is padded into or on the other texts of its batch.
     """
 
-    def __init__(self) -> None:
-        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
-        self.models = load_family(TASK, S, self.failed)
-        settle_heap(S)
-        outlive_the_api_drain()
-
-    def __is_ready__(self) -> bool:
-        return True
+    task = TASK
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.text_max_batch_size, max_latency_ms=S.max_latency_ms)
     def infer(self, items: list[TextItem]) -> list[InferResult]:
@@ -103,10 +93,6 @@ class TextModels:
                 ids, lens = pad_right([items[i].ids for i in idx])
                 chunks.append((idx, [InferResult(logits=row) for row in self.models[name].run(ids, lens)]))
         return in_input_order(len(items), chunks)
-
-    @bentoml.api
-    def state(self) -> FamilyState:
-        return family_state(self.models, self.failed)
 
 
 def text_rows(engine: Engine, model: str, texts: list[str]) -> tuple[list[TextItem], list[tuple[int, int, float]]]:

@@ -13,16 +13,13 @@ from contract.metadata import ModelMetadata
 from service.engine import Engine, current
 from service.family import (
     SERVICE_CONFIG,
-    FamilyState,
+    Family,
     ImageItem,
-    family_state,
     group_by_model,
     in_input_order,
-    outlive_the_api_drain,
 )
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
-from service.runtime import load_family, settle_heap
 from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, ImagesInput, json_response
 from service.settings import get_settings
 
@@ -47,17 +44,10 @@ class ValueResult(BaseModel):
 
 
 @bentoml.service(name="nnserve-image-regression", **SERVICE_CONFIG)
-class RegressionModels:
+class RegressionModels(Family):
     """Image regressors: float32 (B, C, H, W) -> value (B,)."""
 
-    def __init__(self) -> None:
-        self.failed: dict[str, str] = {}
-        self.models = load_family(TASK, S, self.failed)
-        settle_heap(S)
-        outlive_the_api_drain()
-
-    def __is_ready__(self) -> bool:
-        return True
+    task = TASK
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
     def infer(self, items: list[ImageItem]) -> list[ValueResult]:
@@ -66,10 +56,6 @@ class RegressionModels:
             values = self.models[name].run(np.stack([items[i].x for i in rows]))
             chunks.append((rows, [ValueResult(value=float(v)) for v in values]))
         return in_input_order(len(items), chunks)
-
-    @bentoml.api
-    def state(self) -> FamilyState:
-        return family_state(self.models, self.failed)
 
 
 router = APIRouter()
