@@ -405,7 +405,7 @@ def test_dockerfile_serving_image():
 
 
 def test_image_carries_what_the_service_imports_and_no_torch():
-    modules = first_party_closure(sorted((REPO / "service").glob("*.py")))
+    modules = first_party_closure(sorted((REPO / "service").rglob("*.py")))
     needed = {m.relative_to(REPO).parts[0] for m in modules}
     copied = {args.split()[0].rstrip("/") for op, args in dockerfile() if op == "COPY" and not args.startswith("--")}
     assert needed <= copied, f"the service imports {sorted(needed - copied)}, which the image does not COPY"
@@ -541,7 +541,7 @@ def test_every_queried_label_exists():
 def test_queried_label_values_exist():
     service_names = set(
         re.findall(
-            r'@bentoml\.service\(\s*name="([^"]+)"', "".join(p.read_text() for p in (REPO / "service").glob("*.py"))
+            r'@bentoml\.service\(\s*name="([^"]+)"', "".join(p.read_text() for p in (REPO / "service").rglob("*.py"))
         )
     )
     assert "nnserve" in service_names
