@@ -63,14 +63,15 @@ class ServerTree:
         return out
 
 
-def start_server(model_dir: Path, env: dict[str, str], log: Callable[[str], None] = print) -> Any:
-    """A real ``bentoml serve`` (tests/server.py) on a free loopback port; ``.stop()`` it when done."""
+def start_server(model_dir: Path, env: dict[str, str], log: Callable[[str], None] = print, root: Path = REPO) -> Any:
+    """A real ``bentoml serve`` (tests/server.py) of the source tree ``root`` on a free loopback port; ``.stop()``
+    it when done."""
     from tests.server import Server
 
     logs = Path(tempfile.mkdtemp(prefix="nnserve-bench-"))
     log(f"starting nnserve (bentoml serve) with {' '.join(f'{k}={v}' for k, v in env.items()) or 'default settings'}")
     t0 = time.monotonic()
-    server = Server(model_dir.resolve(), logs / "serve.log", **env).start(timeout=240)
+    server = Server(model_dir.resolve(), logs / "serve.log", root=root, **env).start(timeout=240)
     log(f"    ready in {time.monotonic() - t0:.1f} s at {server.url}; log {server.log_path}")
     return server
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -269,3 +270,9 @@ def checkpoint_dict(
         "history": history,
         "torch_version": str(torch.__version__),
     }
+
+
+def accuracy_summary(ckpt: dict[str, Any], out: Path) -> str:
+    """A classifier's one-line summary (its recipe's Recipe.summary)."""
+    m = ckpt["metrics"]
+    return f"validation accuracy {m['accuracy']:.4f} (error {100 * m['error_rate']:.2f}%) at epoch {m['best_epoch']}"

@@ -7,7 +7,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,15 @@ from contract.metadata import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.cli import common_config, load_images, model_args
-from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
+from training.common import (
+    Batch,
+    TrainConfig,
+    accuracy_summary,
+    checkpoint_dict,
+    final_metrics,
+    fit,
+    seed_everything,
+)
 from training.photo_data import photo_pool
 from training.plots import plot_curves
 from training.registry import Recipe, register_recipe
@@ -153,11 +160,6 @@ def _run(args: argparse.Namespace) -> dict:
         cfg,
     )
     return train(ds, cfg, model_args(args), pre)
-
-
-def accuracy_summary(ckpt: dict, out: Path) -> str:
-    m = ckpt["metrics"]
-    return f"validation accuracy {m['accuracy']:.4f} (error {100 * m['error_rate']:.2f}%) at epoch {m['best_epoch']}"
 
 
 register_recipe(

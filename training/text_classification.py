@@ -20,8 +20,15 @@ from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tok
 from contract.text_data import PRESETS as TEXT_PRESETS
 from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
 from training.cli import common_config, model_args
-from training.common import Batch, TrainConfig, checkpoint_dict, final_metrics, fit, seed_everything
-from training.image_classification import accuracy_summary
+from training.common import (
+    Batch,
+    TrainConfig,
+    accuracy_summary,
+    checkpoint_dict,
+    final_metrics,
+    fit,
+    seed_everything,
+)
 from training.plots import plot_curves
 from training.registry import Recipe, register_recipe
 
