@@ -13,6 +13,7 @@ With ``NNSERVE_BATCHING=services`` the same batch functions run in BentoML model
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +25,21 @@ class QueueFull(RuntimeError):
 
 
 class GreedyBatcher:
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_batch: int, max_queue: int, name: str) -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        *,
+        max_batch: int,
+        max_queue: int,
+        name: str,
+        inline_s: float = 0.0,
+    ) -> None:
         self.fn = fn
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.name = name
+        self.inline_s = inline_s
+        self.row_s = float("inf")  # moving average of seconds per row; unknown until a batch has run on the thread
         self._pending: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
         self._queued = 0
         self._task: asyncio.Task[None] | None = None
@@ -64,7 +75,7 @@ class GreedyBatcher:
             if not batch:
                 continue
             try:
-                results = await loop.run_in_executor(self._executor, self.fn, batch)
+                results = await self._run(loop, batch)
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} rows")
                 start = 0
@@ -76,3 +87,18 @@ class GreedyBatcher:
                 for future, _ in owners:
                     if not future.done():
                         future.set_exception(e)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Any]) -> list[Any]:
+        """One batch, on the loop when it is expected to be cheap, else on the batcher's thread; either way the
+        batch function's own time per row updates the estimate. Batches run on the thread until one is timed."""
+        if self.row_s * len(batch) <= self.inline_s:
+            results, seconds = self._timed(batch)
+        else:
+            results, seconds = await loop.run_in_executor(self._executor, self._timed, batch)
+        per_row = seconds / len(batch)
+        self.row_s = per_row if self.row_s == float("inf") else 0.8 * self.row_s + 0.2 * per_row
+        return results
+
+    def _timed(self, batch: list[Any]) -> tuple[list[Any], float]:
+        t0 = time.perf_counter()
+        return self.fn(batch), time.perf_counter() - t0

@@ -9,6 +9,7 @@ serving this request.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import functools
 import logging
@@ -52,7 +53,11 @@ class Engine:
                 for method in task.methods:
                     fn = functools.partial(getattr(task.family.inner, method).func, family)
                     self.batchers[task.name, method] = GreedyBatcher(
-                        fn, max_batch=task.max_batch(S), max_queue=S.max_queue_rows, name=f"{task.name}.{method}"
+                        fn,
+                        max_batch=task.max_batch(S),
+                        max_queue=S.max_queue_rows,
+                        name=f"{task.name}.{method}",
+                        inline_s=S.inline_batch_ms / 1e3,
                     )
         self.catalog: dict[str, ModelMetadata] = {}
         self.vocabs: dict[str, Vocab] = {}
@@ -117,8 +122,10 @@ class Engine:
         self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None = None
     ) -> tuple[ModelMetadata, list[ImageItem]]:
         """Encoded images (bytes, or a JSON request's base64 strings) -> the model's input rows, preprocessed
-        exactly as in training (with a class label for a conditional VAE's encoder), in the decode pool: never
-        on the event loop."""
+        exactly as in training (with a class label for a conditional VAE's encoder), in the decode pool, or on
+        the event loop when they are small PNGs (a hop to the pool costs more than decoding them)."""
+        if small_pngs(blobs, S.inline_decode_bytes):
+            return self._image_rows_now(model, task, blobs, label)
         return await off_loop(self._image_rows_now, model, task, blobs, label)
 
     def _image_rows_now(
@@ -209,6 +216,37 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
     context (its id in log lines): a costly image delays no other request's event-loop work."""
     ctx = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(_DECODE_POOL, functools.partial(ctx.run, fn, *args))
+
+
+INLINE_MAX_PIXELS = 65_536  # 256 x 256: a PNG this size decodes and resizes in well under a millisecond
+_PNG = b"\x89PNG\r\n\x1a\n"
+_PNG_B64 = base64.b64encode(_PNG).decode()[:10]  # how a base64 PNG starts (without a data-URL prefix)
+
+
+def small_pngs(blobs: list[bytes] | list[str], max_bytes: int) -> bool:
+    """Whether the images are PNGs of at most ``max_bytes`` in all, each at most INLINE_MAX_PIXELS by its header
+    (IHDR's width and height, bytes 16-24), so that decoding them on the event loop is cheap and bounded."""
+    total = 0
+    for blob in blobs:
+        total += len(blob) * 3 // 4 if isinstance(blob, str) else len(blob)
+        head = _head(blob)
+        if total > max_bytes or head[:8] != _PNG or len(head) < 24:
+            return False
+        if int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big") > INLINE_MAX_PIXELS:
+            return False
+    return bool(blobs)
+
+
+def _head(blob: bytes | str) -> bytes:
+    """An image's first 24 bytes (of its base64 text, if it is a base64 PNG); empty if that text is not base64."""
+    if isinstance(blob, bytes):
+        return blob[:24]
+    if not blob.startswith(_PNG_B64):
+        return b""
+    try:
+        return base64.b64decode(blob[:32], validate=True)
+    except ValueError:  # binascii.Error
+        return b""
 
 
 def _decode_images(images: list[str]) -> list[bytes]:

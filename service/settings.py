@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     decode_threads: int = Field(
         2, ge=1, le=64, description="threads per API worker that decode and prepare images, off the event loop"
     )
+    inline_batch_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="'api' batching: a batch expected (from the model's recent batches) to take at most this long "
+        "runs on the event loop instead of the batcher's thread (the hop costs more than a small model's run); 0: "
+        "always on the thread",
+    )
+    inline_decode_bytes: int = Field(
+        32 << 10,
+        ge=0,
+        description="a request's PNG images of at most this many bytes in all, each of at most 65,536 pixels by its "
+        "header, are decoded on the event loop instead of the decode threads; 0: always in the threads",
+    )
     ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")
 
     skip_bad_artifacts: bool = Field(

@@ -104,3 +104,22 @@ def test_an_empty_queue_admits_a_request_larger_than_the_queue():
     batcher = GreedyBatcher(Recorder(), max_batch=8, max_queue=4, name="t")
     assert asyncio.run(batcher.submit(list(range(6)))) == [i * 10 for i in range(6)]
     assert asyncio.run(asyncio.wait_for(batcher.submit([]), timeout=1)) == []  # nothing to run: no wait
+
+
+def test_cheap_batches_run_on_the_event_loop_and_costly_ones_on_the_thread():
+    cheap = Recorder()
+    batcher = GreedyBatcher(cheap, max_batch=8, max_queue=100, name="c", inline_s=0.05)
+
+    async def main(b: GreedyBatcher) -> list[str]:
+        loop_thread = threading.current_thread().name
+        for i in range(3):
+            await b.submit([i])
+        return [loop_thread]
+
+    (loop_thread,) = asyncio.run(main(batcher))
+    # the first batch runs on the thread (its cost is unknown); once timed, the cheap ones run on the loop
+    assert cheap.threads == {"batch-c_0", loop_thread} and batcher.row_s < 0.05
+    costly = Recorder(delay=0.03)
+    batcher = GreedyBatcher(costly, max_batch=8, max_queue=100, name="x", inline_s=0.02)
+    asyncio.run(main(batcher))
+    assert costly.threads == {"batch-x_0"} and batcher.row_s >= 0.03
