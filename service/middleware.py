@@ -89,18 +89,19 @@ def _envelope_from(status: int, raw: bytes) -> ApiError:
 _GONE = ApiError("client_closed", "the client went away", status=499)  # a sentinel: never sent, the client is gone
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body already read, as one ASGI message; later calls wait on the client (a disconnect)."""
+def replay(first: Message, receive: Receive) -> Receive:
+    """A message already received (the whole body, for one), then the client's own: later calls wait on it (for
+    a disconnect)."""
     sent = False
 
-    async def replay() -> Message:
+    async def again() -> Message:
         nonlocal sent
         if sent:
             return await receive()
         sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return first
 
-    return replay
+    return again
 
 
 class AdmissionMiddleware:
@@ -175,7 +176,7 @@ class AdmissionMiddleware:
             if err is not None:
                 await self._send_error(send, err, endpoint, oip)
             else:
-                await self._slot(scope, _replay(body, receive), send, endpoint, oip)
+                await self._slot(scope, replay({"type": "http.request", "body": body}, receive), send, endpoint, oip)
         finally:
             self.body_bytes -= held
 

@@ -21,6 +21,8 @@ envelope); 429 and 503 carry Retry-After.
 
 from __future__ import annotations
 
+import re
+from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
@@ -34,6 +36,7 @@ from contract.metadata import ModelMetadata
 from service import __version__
 from service.engine import current
 from service.errors import ApiError, validation_details
+from service.lane import Lane
 from service.middleware import ERROR_CODE_HEADER
 from service.oip_schemas import (
     InferenceRequest,
@@ -68,7 +71,7 @@ def _error(status: int, message: str, code: str | None = None, retry_after: int 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _error(exc.status, exc.message, exc.code, exc.retry_after)
+    return _error_of(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -193,9 +196,13 @@ async def _ready(name: str, version: str | None) -> Response:
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
+    return await infer_body(await request.body(), request.headers.get(HEADER_LENGTH), name, version)
+
+
+async def infer_body(body: bytes, header_length: str | None, name: str, version: str | None) -> Response:
+    """An inference request's body (its JSON header and any binary tensor data) -> the answer."""
     meta = _model(name, version)
-    body = await request.body()
-    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+    header, binary = split_body(body, header_length)
     try:
         req = InferenceRequest.model_validate_json(header)
     except ValidationError as e:
@@ -206,6 +213,25 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     tensors = decode_inputs(req, adapter.inputs(meta), binary, svc.max_rows(meta.task))
     outputs = await adapter.run(svc, meta, tensors)
     return encode_response(req, meta, adapter, outputs)
+
+
+async def _infer_lane(body: bytes, scope: MutableMapping[str, Any], groups: tuple[str, ...]) -> Response:
+    length = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == HEADER_LENGTH.encode()), None)
+    name, version = groups if len(groups) == 2 else (groups[0], None)
+    return await infer_body(body, length, name, version)
+
+
+def lanes() -> list[Lane]:
+    """The infer routes for service/lane.py: the same handler without the layers of the mounted app (whose path
+    parameters allow 1-64 characters but '/')."""
+    return [
+        Lane(re.compile(r"/v2/models/([^/]{1,64})/infer"), _infer_lane, _error_of),
+        Lane(re.compile(r"/v2/models/([^/]{1,64})/versions/([^/]{1,64})/infer"), _infer_lane, _error_of),
+    ]
+
+
+def _error_of(exc: ApiError) -> Response:
+    return _error(exc.status, exc.message, exc.code, exc.retry_after)
 
 
 @v2_app.get("/models/{name}", response_model=ModelMetadataResponse, responses=_ERRORS)

@@ -32,9 +32,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service import oip
 from service.auth import ApiKeyMiddleware
 from service.engine import Engine, current
 from service.errors import ApiError, validation_details
+from service.lane import LaneMiddleware, body_model_lanes
 from service.metrics import bound_bentoml_endpoint_labels, own_metrics_dir
 from service.middleware import AdmissionMiddleware
 from service.oip import v2_app
@@ -155,6 +157,9 @@ NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
     body_timeout_s=S.body_timeout_s,
     max_body_in_flight=max(S.max_body_in_flight, S.max_body_bytes),  # room for one body of the largest size
     max_json_items=S.max_json_items,
+)
+NNServe.add_asgi_middleware(  # type: ignore[attr-defined]  # right inside admission: the typed routes' happy path
+    LaneMiddleware, lanes=[*body_model_lanes("/v1", v1_app.router.routes), *oip.lanes()]
 )
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]  # /, /docs and /docs.json: nnserve's own
     DocsMiddleware, api_key=S.api_key is not None, metrics_require_key=S.metrics_require_key
