@@ -22,6 +22,7 @@ LUA
 cpu() { $PY -c "from bench.common import ServerTree; print(ServerTree($SP).cpu())"; }
 wrk -t1 -c32 -d3s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/classify" >/dev/null  # warm-up
 C0=$(cpu)
+${PROFILE:+eval "$PROFILE" &}
 wrk -t1 -c"${C:-64}" -d10s -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/classify" | tee "$WORK/wrk.out"
 C1=$(cpu)
 $PY -c "

@@ -47,6 +47,14 @@ _RETRY_AFTER_S = "1"
 ERROR_CODE_HEADER = "x-nnserve-error-code"  # /v2's error code, for the errors metric; never sent to clients
 
 
+ADMISSION: AdmissionMiddleware | None = None  # this worker's, once BentoML has built its middleware stack
+
+
+def sheddable(path: str) -> bool:
+    """Whether a request to ``path`` waits for a concurrency slot (every /v1 and /v2 route but the health probes)."""
+    return (path.startswith("/v1") or is_oip(path)) and not path.startswith("/v2/health/")
+
+
 def render(err: ApiError, oip: bool) -> bytes:
     """An error's body: the /v1 envelope, or the Open Inference Protocol's ``{"error": "<message>"}``."""
     return json.dumps({"error": err.message}).encode() if oip else err.body()
@@ -136,6 +144,8 @@ class AdmissionMiddleware:
         self.max_body_in_flight = max_body_in_flight
         self.max_json_items = max_json_items
         self.in_flight = 0  # one event loop per worker: plain counters are enough
+        global ADMISSION
+        ADMISSION = self  # the transport sheds what this would refuse before the request reaches the app
         self.body_bytes = 0  # bytes of request bodies held (declared or read) by requests in this worker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -227,14 +237,16 @@ class AdmissionMiddleware:
     def _uploads_full(self) -> ApiError:
         return ApiError("overloaded", "this worker holds as many request bodies as it may; retry later", retry_after=1)
 
+    def full(self) -> bool:
+        return self.in_flight >= self.max_concurrency
+
+    def too_many(self) -> ApiError:
+        message = f"more than {self.max_concurrency} requests in flight; retry later"
+        return ApiError("too_many_requests", message, retry_after=int(_RETRY_AFTER_S))
+
     async def _slot(self, scope: Scope, receive: Receive, send: Send, endpoint: str, oip: bool) -> None:
-        if self.in_flight >= self.max_concurrency:
-            err = ApiError(
-                "too_many_requests",
-                f"more than {self.max_concurrency} requests in flight; retry later",
-                retry_after=int(_RETRY_AFTER_S),
-            )
-            await self._send_error(send, err, endpoint, oip)
+        if self.full():
+            await self._send_error(send, self.too_many(), endpoint, oip)
             return
         self.in_flight += 1
         try:

@@ -1,7 +1,8 @@
 """X-Request-ID on every response, and in nnserve's log lines.
 
 A client's own ``X-Request-ID`` is echoed when it is a plausible id (1-128 characters of letters, digits and
-``._:-``); anything else, or none, gets a fresh one (32 hex digits). The id lives in a context variable for
+``._:-``); anything else, or none, gets a fresh one
+(32 hex digits: 16 random to the worker process, then a counter). The id lives in a context variable for
 the request's task, and ``RequestIdFilter`` prefixes it to the log records of the ``bentoml.nnserve``
 logger, so a log line can be matched with the response a client saw.
 """
@@ -9,9 +10,10 @@ logger, so a log line can be matched with the response a client saw.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,6 +25,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEADER = b"x-request-id"
 _VALID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+# a fresh id: this process's random 64 bits, then a counter (uuid4 took 2.4 us a request: os.urandom each time)
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("nnserve_request_id", default=None)
 
 
@@ -33,7 +38,7 @@ def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
             if _VALID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 class RequestIdMiddleware:

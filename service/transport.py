@@ -11,7 +11,12 @@ connections until the process runs out of file descriptors. ``GuardedHttpTools``
 - an idle keep-alive timeout of ``keep_alive_s`` (uvicorn's own timer, given nnserve's setting);
 - a cap of ``max_connections`` per worker: a new connection past it closes the connection that has been idle
   longest (no request in progress: silent, sending its head, or kept alive), so a new client is served
-  while idle ones are shed; when every connection is busy the newcomer gets a 503 and is closed.
+  while idle ones are shed; when every connection is busy the newcomer gets a 503 and is closed;
+- shedding at the door: when every concurrency slot of the worker's AdmissionMiddleware is taken, a request to
+  a route that would wait for one gets its 429 (the same envelope, Retry-After and request id) as soon as its
+  head is parsed, written straight to the socket; its body is read and dropped and the connection stays open.
+  Through the ASGI stack a 429 cost 0.25 ms of CPU, mostly in the layers before admission (docs/BENCHMARKS.md),
+  which under a flood left little CPU for the requests admitted.
 
 ``install_transport`` registers it as uvicorn's "auto" HTTP protocol (uvicorn's own registry, HTTP_PROTOCOLS), which
 BentoML's worker uses, and raises this process's open-file limit to its hard limit.
@@ -25,10 +30,15 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service import middleware
 from service.errors import ApiError
+from service.metrics import ERRORS
+from service.request_id import request_id_for
+from service.routes import endpoint_label
 
 log = logging.getLogger("nnserve.transport")
 HEAD_END = b"\r\n\r\n"
@@ -43,16 +53,74 @@ class Limits:
 
 
 LIMITS = Limits()
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+_REASONS = {
+    408: b"Request Timeout",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 def _answer(transport: Any, err: ApiError) -> None:
     """A whole HTTP/1.1 answer, ``err`` in the /v1 envelope with its headers, written straight to the socket
     (there is no ASGI app yet to answer through); the caller closes."""
-    body = err.body()
+    transport.write(_response(err, err.body(), {"connection": "close"}))
+
+
+def _response(err: ApiError, body: bytes, extra: dict[str, str]) -> bytes:
     head = [b"HTTP/1.1 %d %s" % (err.status, _REASONS[err.status]), b"content-length: %d" % len(body)]
-    head += [f"{k}: {v}".encode() for k, v in {**err.headers(), "connection": "close"}.items()]
-    transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+    head += [f"{k}: {v}".encode() for k, v in {**err.headers(), **extra}.items()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class _Answered:
+    """The request cycle of a request answered by the transport: complete, so uvicorn drops its body."""
+
+    response_complete = True
+    keep_alive = True
+    disconnected = False
+
+    def __init__(self) -> None:
+        self.message_event = asyncio.Event()
+
+
+_ANSWERED = _Answered()
+
+
+class Door:
+    """Shedding at the door. A slot frees, and every request whose head is parsed in the same turn of the event
+    loop would see it free and go on, only to be refused by AdmissionMiddleware after the whole ASGI stack; so
+    the requests let through in one turn count as taken slots until the next turn, when they have reached
+    admission. The answers are built once per route label (only the request id differs)."""
+
+    def __init__(self) -> None:
+        self.passed = 0  # let through in this turn of the loop
+        self._answers: dict[tuple[str, int], tuple[bytes, Any]] = {}
+
+    def full(self, admission: middleware.AdmissionMiddleware, loop: asyncio.AbstractEventLoop) -> bool:
+        if admission.in_flight + self.passed >= admission.max_concurrency:
+            return True
+        if not self.passed:
+            loop.call_soon(self._next_turn)
+        self.passed += 1
+        return False
+
+    def _next_turn(self) -> None:
+        self.passed = 0
+
+    def answer(self, admission: middleware.AdmissionMiddleware, path: str, request_id: str) -> bytes:
+        endpoint = endpoint_label(path)
+        key = (endpoint, admission.max_concurrency)
+        if key not in self._answers:
+            err = admission.too_many()
+            body = middleware.render(err, middleware.is_oip(path))
+            self._answers[key] = (_response(err, body, {"x-request-id": "%s"}), ERRORS.labels(endpoint, err.code))
+        head, counter = self._answers[key]
+        counter.inc()
+        return head.replace(b"%s", request_id.encode(), 1)
+
+
+DOOR = Door()
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -103,7 +171,20 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._stop_head_timer()
+        admission = middleware.ADMISSION
+        if admission is not None and self._idle() and self.parser.should_keep_alive():
+            path = httptools.parse_url(self.url).path.decode("latin-1")
+            if middleware.sheddable(path) and DOOR.full(admission, self.loop):
+                self._shed(admission, path)
+                return
         super().on_headers_complete()
+
+    def _shed(self, admission: middleware.AdmissionMiddleware, path: str) -> None:
+        """Answer 429 before the app sees the request; its body (still arriving) is dropped by on_body and
+        on_message_complete, which skip a request whose response is complete."""
+        self.transport.write(DOOR.answer(admission, path, request_id_for(self.headers)))
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        self.on_response_complete()  # keep-alive as after any answer
 
     def _start_head_timer(self) -> None:
         self._stop_head_timer()
