@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 USERS ?= 8
 DURATION ?= 60s
 
-.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format models evaluate loadtest bench burst soak clean
+.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format models evaluate loadtest bench bench-peers burst soak clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
@@ -25,6 +25,7 @@ help:
 	@echo "make probe    hostile and careless clients at full size against a fresh server (docs/probe.json)"
 	@echo "make loadtest Locust against a running server (HOST, PORT, USERS, DURATION)"
 	@echo "make bench    nnserve vs the in-process limit and a plain reference server (wrk)"
+	@echo "make bench-peers  nnserve vs FastAPI, BentoML, LitServe, KServe, MLServer, PyTriton: same model, 2 workers (docs/peers.json)"
 	@echo "make burst    overload: bursts of 5x saturation, shed responses, recovery (docs/burst.json)"
 	@echo "make soak     10 minutes of mixed traffic at SOAK_RATE req/s: failures and memory growth (docs/soak.json)"
 	@echo "make client   install the clients the README's examples use (tritonclient) into $(VENV)"
@@ -83,6 +84,11 @@ loadtest: $(VENV)/.loadtest
 bench: $(VENV)/.dev
 	$(PY) -m bench.run --json docs/bench.json
 	$(PY) -m bench.chart docs/bench.json docs/bench.png
+
+# the same model and payload on the servers a user would pick instead, 2 workers each, medians of alternating
+# rounds (bench/peers/): each peer installs into its own .peers/<peer>/ venv with pinned versions on first use
+bench-peers: $(VENV)/.dev
+	$(PY) -m bench.peers --json docs/peers.json
 
 # real inputs through the real server: every image classifier on clean, photographed and other data (docs/photos.json)
 # hostile clients at full size (issue 14): one table of status codes, bystander latency, memory, /metrics size
