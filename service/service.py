@@ -55,8 +55,8 @@ S = get_settings()
 TASKS = load_tasks()  # every module of service/tasks/ registers its task
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
 bound_bentoml_endpoint_labels()  # BentoML's request series labelled by route, not by raw path
-install_transport(  # head timeout and size, keep-alive, connection cap (service/transport.py)
-    Limits(S.head_timeout_s, S.max_head_bytes, S.keep_alive_s, S.max_connections)
+install_transport(  # head timeout and size, keep-alive, connection cap and balance (service/transport.py)
+    Limits(S.head_timeout_s, S.max_head_bytes, S.keep_alive_s, S.max_connections, S.api_workers)
 )
 
 

@@ -12,6 +12,7 @@ connections until the process runs out of file descriptors. ``GuardedHttpTools``
 - a cap of ``max_connections`` per worker: a new connection past it closes the connection that has been idle
   longest (no request in progress: silent, sending its head, or kept alive), so a new client is served
   while idle ones are shed; when every connection is busy the newcomer gets a 503 and is closed;
+- even shares of the connections among the API workers (service/balance.py);
 - shedding at the door: when every concurrency slot of the worker's AdmissionMiddleware is taken, a request to
   a route that would wait for one gets its 429 (the same envelope, Retry-After and request id) as soon as its
   head is parsed, written straight to the socket; its body is read and dropped and the connection stays open.
@@ -35,6 +36,7 @@ import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service import middleware
+from service.balance import BALANCE, attach_worker
 from service.errors import ApiError
 from service.metrics import ERRORS
 from service.request_id import request_id_for
@@ -50,6 +52,7 @@ class Limits:
     max_head_bytes: int = 16 * 1024
     keep_alive_s: float = 5.0
     max_connections: int = 2048
+    workers: int = 1  # API workers sharing the listening socket (service/balance.py)
 
 
 LIMITS = Limits()
@@ -136,6 +139,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        BALANCE.publish(len(self.connections))
         self._last_active = self.loop.time()
         self._start_head_timer()
         if len(self.connections) > LIMITS.max_connections:
@@ -144,6 +148,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+        BALANCE.publish(len(self.connections))
 
     def data_received(self, data: bytes) -> None:
         self._last_active = self.loop.time()
@@ -178,6 +183,8 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self._shed(admission, path)
                 return
         super().on_headers_complete()
+        if self.cycle is not None and BALANCE.over_share(len(self.connections)):
+            self.cycle.keep_alive = False  # answered with Connection: close, the client reconnects (service/balance.py)
 
     def _shed(self, admission: middleware.AdmissionMiddleware, path: str) -> None:
         """Answer 429 before the app sees the request; its body (still arriving) is dropped by on_body and
@@ -229,6 +236,7 @@ def install_transport(limits: Limits) -> None:
     """Make uvicorn's "auto" HTTP protocol this one, with ``limits``; raise the open-file limit."""
     global LIMITS
     LIMITS = limits
+    attach_worker("nnserve", limits.workers)
     uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpTools"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:

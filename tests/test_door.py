@@ -59,7 +59,9 @@ def test_a_full_worker_sheds_at_the_door_and_the_connection_lives_on(one_slot, d
             one_slot.url + "/v1/classify", json={"model": "digits-cnn", "images": [big] * 12}, timeout=120
         )
     )
-    small = json.dumps({"model": "digits-cnn", "images": [base64.b64encode(png_bytes(np.asarray(digits.images[0][0]))).decode()]})
+    small = json.dumps(
+        {"model": "digits-cnn", "images": [base64.b64encode(png_bytes(np.asarray(digits.images[0][0]))).decode()]}
+    )
     v2 = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]})
     with socket.create_connection(("127.0.0.1", one_slot.port), timeout=30) as sock:
         holder.start()
