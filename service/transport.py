@@ -33,6 +33,7 @@ from typing import Any
 
 import httptools
 import uvicorn.config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service import middleware
@@ -129,6 +130,8 @@ DOOR = Door()
 class GuardedHttpTools(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if isinstance(self.app, ProxyHeadersMiddleware):  # nnserve reads no client address: 4 % of a request's CPU
+            self.app = self.app.app
         self.timeout_keep_alive = LIMITS.keep_alive_s  # type: ignore[assignment]
         self._in_head = True  # between a request's first byte (or the connection's start) and its blank line
         self._head_bytes = 0
