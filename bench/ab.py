@@ -1,14 +1,14 @@
 """A/B of two revisions of nnserve on this machine: throughput and server CPU per request, measured in short
 alternating slices so that the machine's drift (large here: whole runs vary by 30 %) hits both sides alike.
 
-    python -m bench.ab --old REV [--rounds 20] [--seconds 3] [--workers 1]
+    python -m bench.ab --old REV [--rounds 20] [--seconds 3] [--workers 1] [--conns 16]
 
 The old side is REV checked out in a temporary git worktree, the new side the working tree; both servers run at
 once (an idle one costs nothing), each over this tree's artifacts/ with default settings but --workers API
 workers. For POST /v1/classify (one PNG digit, bench/run.py's body) and then POST /v2/models/mnist-cnn/infer
 (the same digit as a JSON FP32 tensor), each side is warmed up for 3 s, then --rounds times each side gets a
---seconds slice of bench/run.py's wrk (16 connections, pinned to the last core, with the server's CPU time read
-around it), the order flipping every round. Printed: the median of the paired new/old req/s ratios, the ratio of
+--seconds slice of bench/run.py's wrk (--conns connections, pinned to the last core, with the server's CPU time
+read around it), the order flipping every round. Printed: the median of the paired new/old req/s ratios, the ratio of
 all requests served, and CPU per request.
 """
 
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--conns", type=int, default=16, help="wrk's connections")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nnserve-ab-") as tmp:
         old = Path(tmp) / "old"
@@ -59,11 +60,11 @@ def main(argv: list[str] | None = None) -> None:
                 servers[side] = start_server(REPO / "artifacts", env, root=tree)
             for route, body in bodies().items():
                 for server in servers.values():
-                    wrk(server.url + route, body, 16, 3, server.proc.pid)  # warm-up
+                    wrk(server.url + route, body, args.conns, 3, server.proc.pid)  # warm-up
                 runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
                 for r in range(args.rounds):
                     for side in ("old", "new") if r % 2 == 0 else ("new", "old"):
-                        row = wrk(servers[side].url + route, body, 16, args.seconds, servers[side].proc.pid)
+                        row = wrk(servers[side].url + route, body, args.conns, args.seconds, servers[side].proc.pid)
                         assert row["errors"] == 0, f"{side}: {row['errors']} errors on {route}"
                         runs[side].append(row)
                 pairs = list(zip(runs["old"], runs["new"], strict=True))
