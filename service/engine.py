@@ -190,9 +190,12 @@ class Engine:
         ]
 
 
+_get_current_service = bentoml.get_current_service  # resolved once: bentoml's module __getattr__ is slow
+
+
 def current() -> Engine:
     """The Engine serving this request (BentoML's current service)."""
-    return cast(Engine, bentoml.get_current_service())
+    return cast(Engine, _get_current_service())
 
 
 def softmax(logits: np.ndarray, meta: ModelMetadata) -> np.ndarray:

@@ -15,7 +15,7 @@ from PIL import Image
 from contract.images import ImageError, decode_image, normalize, prepare_image, to_pil
 from contract.metadata import ModelMetadata
 from service.errors import ApiError
-from service.metrics import PREPROCESS_SECONDS
+from service.metrics import PREPROCESS_SECONDS, child
 
 
 def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
@@ -44,7 +44,7 @@ def to_input(
         x = normalize(prepare_image(img, pre), pre)
     except ImageError as e:
         raise ApiError(e.code, f"images[{index}]: {e}", [{"index": index}]) from None
-    PREPROCESS_SECONDS.labels(meta.name).observe(time.perf_counter() - t0)
+    child(PREPROCESS_SECONDS, meta.name).observe(time.perf_counter() - t0)
     return x
 
 

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TensorSpec, load_metadata, sha256_file
 from contract.text import Vocab
-from service.metrics import BATCH_SIZE, INFERENCE_SECONDS
+from service.metrics import BATCH_SIZE, INFERENCE_SECONDS, child
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class OnnxModel:
         t0 = time.perf_counter()
         feed = {spec.name: x for spec, x in zip(self.inputs, inputs, strict=True)}
         outs = self.session.run([o.name for o in self.outputs], feed)
-        INFERENCE_SECONDS.labels(self.series).observe(time.perf_counter() - t0)
-        BATCH_SIZE.labels(self.series).observe(len(inputs[0]))
+        child(INFERENCE_SECONDS, self.series).observe(time.perf_counter() - t0)
+        child(BATCH_SIZE, self.series).observe(len(inputs[0]))
         return outs
 
     def output_index(self, name: str) -> int | None:

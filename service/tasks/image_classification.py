@@ -23,7 +23,7 @@ from service.family import (
     in_input_order,
 )
 from service.images import pixels, png_b64
-from service.metrics import PREDICTIONS
+from service.metrics import PREDICTIONS, child
 from service.oip_tensors import classifier_outputs, graph_inputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
 from service.schemas import (
@@ -103,7 +103,7 @@ async def classify_blobs(
     for p, r, item in zip(probs, results, items, strict=True):
         order = np.argsort(-p, kind="stable")[:k]
         best = int(order[0])
-        PREDICTIONS.labels(model, meta.labels[best]).inc()
+        child(PREDICTIONS, model, meta.labels[best]).inc()
         predictions.append(
             Prediction(
                 label=meta.labels[best],

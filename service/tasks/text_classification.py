@@ -26,7 +26,7 @@ from service.family import (
     in_input_order,
     length_buckets,
 )
-from service.metrics import PREDICTIONS, TOKENS
+from service.metrics import PREDICTIONS, TOKENS, child
 from service.oip_schemas import TensorMetadata
 from service.oip_tensors import classifier_outputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
@@ -133,7 +133,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     for p, (n_tokens, n_read, unknown) in zip(probs, encoded, strict=True):
         score = unknown if meta.ood is not None else None
         best = int(p.argmax())
-        PREDICTIONS.labels(model, meta.labels[best]).inc()
+        child(PREDICTIONS, model, meta.labels[best]).inc()
         predictions.append(
             SentimentPrediction(
                 label=meta.labels[best],
