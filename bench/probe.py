@@ -161,6 +161,9 @@ async def unknown_paths(port: int) -> list[str]:
                 (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
             )
             await reader.readexactly(length)
+            if b"connection: close" in head.lower():  # the server moves the connection (service/balance.py)
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.close()
         return codes
 
