@@ -75,7 +75,9 @@ class GreedyBatcher:
             if not batch:
                 continue
             try:
-                results = self._checked(await self._run(loop, batch), len(batch))
+                results = await self._run(loop, batch)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} rows")
                 start = 0
                 for future, n in owners:
                     if not future.done():
@@ -93,16 +95,8 @@ class GreedyBatcher:
             results, seconds = self._timed(batch)
         else:
             results, seconds = await loop.run_in_executor(self._executor, self._timed, batch)
-        self._learn(seconds, len(batch))
-        return results
-
-    def _learn(self, seconds: float, rows: int) -> None:
-        per_row = seconds / rows
+        per_row = seconds / len(batch)
         self.row_s = per_row if self.row_s == float("inf") else 0.8 * self.row_s + 0.2 * per_row
-
-    def _checked(self, results: list[Any], rows: int) -> list[Any]:
-        if len(results) != rows:
-            raise RuntimeError(f"{self.name}: {len(results)} results for {rows} rows")
         return results
 
     def _timed(self, batch: list[Any]) -> tuple[list[Any], float]:

@@ -159,7 +159,7 @@ class AdmissionMiddleware:
         endpoint = endpoint_label(path)
         headers = Headers(scope=scope)
         early = self._gate(scope["method"], path, headers)
-        if path.startswith("/v2/health/"):  # probes are never shed: under load an orchestrator must see the truth
+        if not sheddable(path):  # the health probes: under load an orchestrator must see the truth
             if early is not None:
                 await self._send_error(send, early, endpoint, oip)
             else:

@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -216,9 +217,8 @@ async def infer_body(body: bytes, header_length: str | None, name: str, version:
 
 
 async def _infer_lane(body: bytes, scope: MutableMapping[str, Any], groups: tuple[str, ...]) -> Response:
-    length = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == HEADER_LENGTH.encode()), None)
     name, version = groups if len(groups) == 2 else (groups[0], None)
-    return await infer_body(body, length, name, version)
+    return await infer_body(body, Headers(scope=scope).get(HEADER_LENGTH), name, version)
 
 
 def lanes() -> list[Lane]:

@@ -62,6 +62,7 @@ def test_connections_landed_on_one_worker_spread_out(artifact_root, tmp_path):
     import psutil
 
     from tests.conftest import png_bytes
+    from tests.raw_http import answer, head
     from tests.server import Server
 
     srv = Server(artifact_root, tmp_path / "serve.log", NNSERVE_API_WORKERS="2").start()
@@ -70,23 +71,14 @@ def test_connections_landed_on_one_worker_spread_out(artifact_root, tmp_path):
         assert len(workers) == 2
         digit = base64.b64encode(png_bytes(np.zeros((28, 28), np.uint8))).decode()
         body = json.dumps({"model": "digits-cnn", "images": [digit]}).encode()
-        request = (
-            f"POST /v1/classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
+        request = head("/v1/classify", len(body)) + body
 
         def ask(sock: socket.socket) -> bool:
             """One request; -> whether the server keeps the connection."""
             sock.sendall(request)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += sock.recv(65536)
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
-            while len(rest) < length:
-                rest += sock.recv(65536)
-            assert head.startswith(b"HTTP/1.1 200"), data
-            return b"connection: close" not in head.lower()
+            status, headers, body_ = answer(sock)
+            assert status == 200, body_
+            return headers.get("connection", "").lower() != "close"
 
         def connect() -> socket.socket:
             return socket.create_connection(("127.0.0.1", srv.port), timeout=30)

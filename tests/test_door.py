@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import png_bytes
+from tests.raw_http import answer, head
 from tests.server import Server
 
 pytestmark = [pytest.mark.server]
@@ -35,20 +36,7 @@ def one_slot(artifact_root, tmp_path_factory):
 
 
 def _request(path: str, body: bytes) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    return head.encode() + body
-
-
-def _read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    while len(rest) < int(headers["content-length"]):
-        rest += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, rest
+    return head(path, len(body)) + body
 
 
 def test_a_full_worker_sheds_at_the_door_and_the_connection_lives_on(one_slot, digits):
@@ -71,23 +59,23 @@ def test_a_full_worker_sheds_at_the_door_and_the_connection_lives_on(one_slot, d
             if i == 0:  # the answer comes from the head alone, before a byte of the body is sent
                 head_end = request.index(b"\r\n\r\n") + 4
                 sock.sendall(request[:head_end])
-                status, headers, body = _read_answer(sock)
+                status, headers, body = answer(sock)
                 sock.sendall(request[head_end:])
             else:
                 sock.sendall(request)
-                status, headers, body = _read_answer(sock)
+                status, headers, body = answer(sock)
             assert status == 429, (status, body)
             assert json.loads(body)["error"]["code"] == "too_many_requests"
             assert headers["retry-after"] == "1" and len(headers["x-request-id"]) == 32
             assert headers["content-type"] == "application/json"
         sock.sendall(_request("/v2/models/digits-cnn/infer", v2.encode()))
-        status, _, body = _read_answer(sock)
+        status, _, body = answer(sock)
         assert status == 429 and set(json.loads(body)) == {"error"}  # the protocol's own error shape
         assert httpx.get(one_slot.url + "/v2/health/ready", timeout=10).status_code == 200  # never shed
         assert holder.is_alive(), "the slot holder finished too early: the test proved nothing"
         holder.join(120)
         sock.sendall(_request("/v1/classify", small.encode()))  # the same connection, a slot free again
-        status, _, body = _read_answer(sock)
+        status, _, body = answer(sock)
         assert status == 200, body
         assert json.loads(body)["predictions"][0]["label"]
     metrics = httpx.get(one_slot.url + "/metrics", timeout=10).text
