@@ -28,6 +28,7 @@ _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"
 _NEGATION = re.compile(r"(?<=[^\W_])n't\b")  # don't -> do n't, can't -> ca n't (PTB)
 _CLITIC = re.compile(r"(?<=[^\W_])'(s|re|ve|ll|d|m)\b")  # it's -> it 's
 # a token: a clitic, a word (letters/digits, inner hyphens or apostrophes kept), or one other visible char
+_PTB_QUOTES = re.compile("``|''")
 _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[^\W_]+(?:[-'][^\W_]+)*|[^\w\s]|_", re.UNICODE)
 
 
@@ -52,6 +53,66 @@ def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
     text = _NEGATION.sub(" n't", text)
     text = _CLITIC.sub(r" '\1", text)
     return _TOKEN.findall(text)
+
+
+def _sub(pattern: re.Pattern[str], repl: str, text: str, where: list[int]) -> tuple[str, list[int]]:
+    """``pattern.sub(repl, text)`` that carries ``where`` (each character's position in the original text)
+    along: a replacement that ends with the matched text maps its prefix to the match's start."""
+    out, pos, last = [], [], 0
+    for m in pattern.finditer(text):
+        out.append(text[last : m.start()])
+        pos += where[last : m.start()]
+        new = m.expand(repl)
+        if new.endswith(m.group()):
+            head = len(new) - len(m.group())
+            pos += [where[m.start()]] * head + where[m.start() : m.end()]
+        else:
+            pos += [where[m.start()]] * len(new)
+        out.append(new)
+        last = m.end()
+    out.append(text[last:])
+    pos += where[last:]
+    return "".join(out), pos
+
+
+def _clusters(text: str) -> list[tuple[int, str]]:
+    """(start, characters): each character with the combining marks that follow it (normalised together)."""
+    out: list[tuple[int, str]] = []
+    for i, c in enumerate(text):
+        if out and unicodedata.combining(c) and not unicodedata.category(out[-1][1][-1]).startswith("C"):
+            out[-1] = (out[-1][0], out[-1][1] + c)
+        else:
+            out.append((i, c))
+    return out
+
+
+def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | None, int | None]]:
+    """``tokenize`` with where each token came from: (token, start, end), ``text[start:end]`` being the
+    characters it was made of, so a page can highlight them. The tokens are ``tokenize``'s. Their places are
+    found by normalising character by character (with its combining marks); where that splits the text
+    differently than normalising it whole (composed jamo and the like: never in the training corpora, tested),
+    start and end are None rather than a guess."""
+    chars: list[str] = []
+    where: list[int] = []
+    for i, c in _clusters(text):
+        n = unicodedata.normalize(cfg.normalization, c)
+        n = "".join(" " if unicodedata.category(x)[0] == "C" else x for x in n)
+        if cfg.lowercase:
+            n = n.lower()
+        chars.append(n)
+        where += [i] * len(n) if len(n) <= 1 or len(c) == 1 else [min(i + k, i + len(c) - 1) for k in range(len(n))]
+    view = "".join(chars)
+    if cfg.strip_html:
+        view, where = _sub(_HTML, " ", view, where)
+    view, where = _sub(_PTB_QUOTES, '"', view, where)
+    view = view.translate(_QUOTES)
+    view, where = _sub(_NEGATION, " n't", view, where)
+    view, where = _sub(_CLITIC, r" '\1", view, where)
+    spans = [(where[m.start()], where[m.end() - 1] + 1) for m in _TOKEN.finditer(view)]
+    tokens = tokenize(text, cfg)
+    if len(spans) != len(tokens):
+        return [(t, None, None) for t in tokens]
+    return [(t, a, b) for t, (a, b) in zip(tokens, spans, strict=True)]
 
 
 class Vocab:
@@ -92,6 +153,27 @@ def encode_text(text: str, cfg: TokenizerConfig, vocab: Vocab) -> tuple[list[int
     """-> (ids of at most max_len tokens, tokens before truncation, truncated); no tokens gives no ids."""
     tokens = tokenize(text, cfg)
     return vocab.encode(tokens[: cfg.max_len]), len(tokens), len(tokens) > cfg.max_len
+
+
+DEFAULT_WINDOWS = 8  # windows of max_len tokens read per text (the service's NNSERVE_TEXT_WINDOWS)
+
+
+def encode_windows(
+    text: str, cfg: TokenizerConfig, vocab: Vocab, max_windows: int = DEFAULT_WINDOWS
+) -> tuple[list[list[int]], int]:
+    """-> (the ids in consecutive windows of at most max_len tokens, at most ``max_windows`` of them; the text's
+    token count). A text longer than max_len is read window by window and the windows' logits combined
+    (``combine_windows``); only a text over max_windows windows is cut, and ``sum(map(len, windows))`` says
+    how much was read."""
+    ids = vocab.encode(tokenize(text, cfg))
+    step = cfg.max_len
+    return [ids[i : i + step] for i in range(0, min(len(ids), step * max_windows), step)], len(ids)
+
+
+def combine_windows(logits: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """(W, K) logits of a text's windows -> (K,): their mean weighted by each window's token count."""
+    w = np.asarray(sizes, dtype=np.float64)
+    return (logits.astype(np.float64) * (w / w.sum())[:, None]).sum(0).astype(np.float32)
 
 
 def pad_right(seqs: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

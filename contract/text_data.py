@@ -84,30 +84,44 @@ def load_table(
     )
 
 
-def sentence_split(
+def _proper_spans(tokens: list[tuple[str, ...]]) -> set[int]:
+    """Hashes of every contiguous span, shorter than its row, of every row (a hash collision can only make a
+    row look contained in another, which errs towards keeping it out of validation and training)."""
+    spans: set[int] = set()
+    for ts in tokens:
+        n = len(ts)
+        spans.update(hash(ts[a:b]) for a in range(n) for b in range(a + 1, n + 1) if b - a < n)
+    return spans
+
+
+def sentence_rows(tokens: list[tuple[str, ...]]) -> np.ndarray:
+    """Indices of the rows that are whole sentences: contained in no other row."""
+    contained = _proper_spans(tokens)
+    return np.asarray([i for i, ts in enumerate(tokens) if ts and hash(ts) not in contained], dtype=np.int64)
+
+
+def phrase_split(
     texts: list[str], labels: np.ndarray, val_fraction: float, seed: int, tok: TokenizerConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """A leak-free validation set of whole sentences for phrase-level corpora such as SST-2.
 
-    SST-2's rows are phrases cut from the parse trees of its sentences, so a random split puts the pieces
-    of a validation sentence into training. Here validation takes ``val_fraction`` of the sentence-like rows
-    (ending in . ! or ?, at least 6 tokens), and every row that is a contiguous span of a validation
-    sentence is dropped from training.
+    SST-2's train file holds every sentence of its parse trees *and every sub-phrase*. A sentence is a row
+    contained in no other row (a root). Validation takes ``val_fraction`` of the roots; every row that is a
+    contiguous span of a validation sentence (its phrases, and copies of it) leaves training, so no training
+    row lies inside a validation sentence and no validation sentence lies inside a training row. A phrase
+    shared by a training and a validation sentence goes with the validation one (it is dropped). Validation
+    is reported on the whole sentences only, as the official dev and test sets are.
     """
-    tokens = [tokenize(t, tok) for t in texts]
-    sentence = np.array([len(ts) >= 6 and ts[-1] in (".", "!", "?") for ts in tokens])
-    cand = np.flatnonzero(sentence)
+    tokens = [tuple(tokenize(t, tok)) for t in texts]
+    roots = sentence_rows(tokens)
     rng = np.random.default_rng(seed)
-    n_val = round(len(cand) * val_fraction)
-    val = np.sort(rng.permutation(cand)[:n_val])
-    spans: set[tuple[str, ...]] = set()
-    for i in val:
-        ts = tokens[i]
-        spans.update(tuple(ts[a:b]) for a in range(len(ts)) for b in range(a + 1, len(ts) + 1))
-    val_set = set(val.tolist())
-    train = np.asarray([i for i, ts in enumerate(tokens) if i not in val_set and tuple(ts) not in spans])
+    val = np.sort(rng.permutation(roots)[: round(len(roots) * val_fraction)])
+    held = _proper_spans([tokens[i] for i in val]) | {hash(tokens[i]) for i in val}
+    train = np.asarray([i for i, ts in enumerate(tokens) if ts and hash(ts) not in held], dtype=np.int64)
     log.info(
-        "sentence split: %d validation sentences; %d training rows (%d phrases of them dropped)",
+        "phrase split: %d sentences, %d of them for validation; %d training rows (%d phrases of validation "
+        "sentences left out)",
+        len(roots),
         len(val),
         len(train),
         len(texts) - len(val) - len(train),
@@ -115,12 +129,25 @@ def sentence_split(
     return train, val
 
 
+def dedup_split(texts: list[str], labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified split of the distinct texts: a text that occurs twice is kept once (its first row), so no
+    review is on both sides (IMDB's train file holds 96 repeated reviews)."""
+    first: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        first.setdefault(t.strip(), i)
+    keep = np.asarray(sorted(first.values()), dtype=np.int64)
+    train, val = stratified_split(labels[keep], val_fraction, seed)
+    if len(keep) < len(texts):
+        log.info("split: %d repeated texts kept once", len(texts) - len(keep))
+    return keep[train], keep[val]
+
+
 def split(
     ds: TextDataset, how: str, val_fraction: float, seed: int, tok: TokenizerConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     if how == "sentences":
-        return sentence_split(ds.texts, ds.labels, val_fraction, seed, tok)
-    return stratified_split(ds.labels, val_fraction, seed)
+        return phrase_split(ds.texts, ds.labels, val_fraction, seed, tok)
+    return dedup_split(ds.texts, ds.labels, val_fraction, seed)
 
 
 def synthetic_sentiment(n: int = 600, seed: int = 0) -> TextDataset:

@@ -49,8 +49,8 @@ from contract.metadata import (
     sha256_file,
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs
-from contract.text import Vocab, encode_text, pad_right, tokenize
-from export.evaluate import auroc
+from contract.text import Vocab, tokenize
+from export.evaluate import auroc, text_logits
 from export.frechet import feature_session
 
 BINS = 15
@@ -367,12 +367,7 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
     sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
 
     def logits_of(texts: list[str]) -> np.ndarray:
-        seqs = [encode_text(t, pre.tokenizer, vocab)[0] or [pre.unk_id] for t in texts]
-        out = []
-        for i in range(0, len(seqs), 128):
-            ids, lengths = pad_right(seqs[i : i + 128])
-            out.append(sess.run(["logits"], {"ids": ids, "lengths": lengths})[0])
-        return np.concatenate(out)
+        return text_logits(sess, texts, pre, vocab, 128)
 
     texts = {"A": [val_texts[i] for i in a], "B": [val_texts[i] for i in b]}
     labels = {"A": val_labels[a], "B": val_labels[b]}

@@ -32,8 +32,8 @@ from PIL import Image
 
 from contract.data import read_idx, stratified_split
 from contract.images import normalize, prepare_image, to_uint8
-from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata, sha256_file
-from contract.text import Vocab, encode_text, pad_right
+from contract.metadata import ONNX_FILE, ModelMetadata, TextPreprocessing, load_metadata, sha256_file
+from contract.text import Vocab, combine_windows, encode_windows, pad_right
 
 
 def _session(model_dir: Path) -> ort.InferenceSession:
@@ -57,19 +57,34 @@ def predict_images(model_dir: Path, images: np.ndarray, meta: ModelMetadata, bat
     return np.concatenate(preds)
 
 
-def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, batch: int = 256) -> np.ndarray:
-    """Raw texts -> predicted label indices, tokenised and padded as the service does."""
-    sess = _session(model_dir)
-    pre = meta.text_preprocessing()
-    vocab = Vocab.load(model_dir / pre.vocab_file)
-    seqs = [encode_text(t, pre.tokenizer, vocab)[0] or [pre.unk_id] for t in texts]
-    preds = np.zeros(len(seqs), dtype=np.int64)
-    for i in range(0, len(seqs), batch):
-        chunk = seqs[i : i + batch]
-        ids, lengths = pad_right(chunk)
+def text_logits(
+    sess: ort.InferenceSession, texts: list[str], pre: TextPreprocessing, vocab: Vocab, batch: int = 256
+) -> np.ndarray:
+    """Raw texts -> (N, K) logits as the service computes them: tokenised, read in windows of max_len tokens
+    (DEFAULT_WINDOWS at most), the windows' logits combined."""
+    encoded = [encode_windows(t, pre.tokenizer, vocab) for t in texts]
+    rows = [w for windows, _ in encoded for w in windows or [[pre.unk_id]]]
+    order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths together: little padding
+    out = np.zeros((len(rows), 0), dtype=np.float32)
+    for i in range(0, len(rows), batch):
+        idx = order[i : i + batch]
+        ids, lengths = pad_right([rows[j] for j in idx])
         (logits,) = sess.run(["logits"], {"ids": ids, "lengths": lengths})
-        preds[i : i + batch] = logits.argmax(1)
-    return preds
+        if out.shape[1] == 0:
+            out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    result, start = [], 0
+    for windows, _ in encoded:
+        sizes = [len(w) for w in windows] or [1]
+        result.append(combine_windows(out[start : start + len(sizes)], sizes))
+        start += len(sizes)
+    return np.stack(result)
+
+
+def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, batch: int = 256) -> np.ndarray:
+    """Raw texts -> predicted label indices, as the service answers."""
+    pre = meta.text_preprocessing()
+    return text_logits(_session(model_dir), texts, pre, Vocab.load(model_dir / pre.vocab_file), batch).argmax(1)
 
 
 def reconstruction_errors(

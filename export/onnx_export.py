@@ -69,7 +69,7 @@ def _clear_recurrent_dispatch_caches() -> None:
 
 
 def to_onnx(model: torch.nn.Module, spec: ExportSpec, opset: int) -> bytes:
-    """Export with dynamic axes; output 'logits' (B, K)."""
+    """Export with the spec's dynamic axes and output names."""
     _clear_recurrent_dispatch_caches()
     prog = torch.onnx.export(
         model,
@@ -83,7 +83,16 @@ def to_onnx(model: torch.nn.Module, spec: ExportSpec, opset: int) -> bytes:
         verbose=False,
     )
     assert prog is not None
-    return prog.model_proto.SerializeToString()
+    proto = prog.model_proto
+    # the exporter cannot see through a recurrent layer, so what follows the sequence axis after one (the
+    # attention weights and the states before them) is annotated with the example's length: the intermediates'
+    # annotations go (onnxruntime infers its own), and for the outputs the spec's -1 wins
+    del proto.graph.value_info[:]
+    for out, want in zip(proto.graph.output, spec.outputs, strict=True):
+        for i, (dim, size) in enumerate(zip(out.type.tensor_type.shape.dim, want.shape, strict=True)):
+            if size == -1 and dim.HasField("dim_value"):
+                dim.dim_param = f"{want.name}_{i}"
+    return proto.SerializeToString()
 
 
 def check_parity(model: torch.nn.Module, session: ort.InferenceSession, spec: ExportSpec) -> float:

@@ -1,5 +1,10 @@
 """Recurrent text classifiers: embedding -> (Bi)LSTM / GRU / RNN -> masked pooling -> linear.
 
+Pooling is max, mean, last, or attention: additive attention (Bahdanau et al. 2015; as a pooling layer for
+classification, Yang et al. 2016) scores each position with v·tanh(W h_t + b), a softmax over the real
+positions gives weights summing to 1, and their weighted sum of the states is classified. ``explain`` returns
+those weights with the logits, so the service can show which tokens the answer rests on.
+
 Padding never changes the result. Sequences are right-padded, so a forward recurrence reaches every real
 token before any pad. The backward direction is run on each sequence reversed *within its own length*
 (pads stay at the end), so it too sees only real tokens before pads; its outputs are then un-reversed
@@ -22,6 +27,7 @@ from models.registry import register_model
 
 FAMILY = "text-classification"
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+POOLINGS = ("max", "mean", "last", "attention")
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,8 @@ class RNNClassifierConfig:
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.3  # on embeddings, between layers and before the head
-    pooling: str = "max"  # max | mean | last
+    pooling: str = "max"  # max | mean | last | attention
+    attention_dim: int = 64  # attention pooling: the width of its scoring layer
     pad_id: int = 0
 
 
@@ -53,8 +60,8 @@ class RNNClassifier(nn.Module):
         super().__init__()
         if cfg.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}")
-        if cfg.pooling not in ("max", "mean", "last"):
-            raise ValueError("pooling must be max, mean or last")
+        if cfg.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
         self.drop = nn.Dropout(cfg.dropout)
@@ -70,8 +77,16 @@ class RNNClassifier(nn.Module):
             if cfg.bidirectional:
                 self.bwd.append(cell(d_in, cfg.hidden_size, batch_first=True))
         self.head = nn.Linear(out_dim, cfg.num_classes)
+        if cfg.pooling == "attention":
+            self.att_proj = nn.Linear(out_dim, cfg.attention_dim)
+            self.att_score = nn.Linear(cfg.attention_dim, 1, bias=False)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # (B, T), (B,) -> (B, K)
+        return self.explain(ids, lengths)[0]
+
+    def explain(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> logits (B, K) and attention weights (B, T): zero on pads, summing to 1 over each row's real
+        tokens (for the other poolings, the weights are uniform: they say nothing about the tokens)."""
         lengths = lengths.clamp(min=1)
         mask = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
         h = self.drop(self.embed(ids))  # (B, T, E)
@@ -84,7 +99,12 @@ class RNNClassifier(nn.Module):
                 h = torch.cat([out_f, reverse_within_length(out_b, lengths)], dim=2)  # (B, T, 2H)
             else:
                 h = out_f
-        if self.cfg.pooling == "max":
+        weights = mask.to(h.dtype) / lengths.unsqueeze(1).to(h.dtype)  # (B, T)
+        if self.cfg.pooling == "attention":
+            scores = self.att_score(torch.tanh(self.att_proj(h))).squeeze(2)  # (B, T)
+            weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=1)
+            pooled = (h * weights.unsqueeze(2)).sum(1)
+        elif self.cfg.pooling == "max":
             pooled = h.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)  # (B, D)
         elif self.cfg.pooling == "mean":
             pooled = (h * mask.unsqueeze(2)).sum(1) / lengths.unsqueeze(1).to(h.dtype)
@@ -95,10 +115,10 @@ class RNNClassifier(nn.Module):
             if self.cfg.bidirectional:
                 half = self.cfg.hidden_size
                 pooled = torch.cat([pooled[:, :half], h[:, 0, half:]], dim=1)
-        return self.head(self.drop(pooled))
+        return self.head(self.drop(pooled)), weights
 
 
 @register_model("rnn-classifier", family=FAMILY, config=RNNClassifierConfig)
 def rnn_classifier(cfg: RNNClassifierConfig) -> nn.Module:
-    """Embedding -> (Bi)LSTM/GRU/RNN layers -> padding-invariant pooling -> linear."""
+    """Embedding -> (Bi)LSTM/GRU/RNN layers -> padding-invariant pooling (max, mean, last, attention) -> linear."""
     return RNNClassifier(cfg)

@@ -56,6 +56,7 @@ class LabeledImageItem(ImageItem):
 class InferResult(BaseModel):
     logits: Float32
     ood_score: float | None = None  # image classifiers calibrated by export/calibrate.py: the graph's score
+    attention: Float32 | None = None  # text classifiers with attention pooling: the row's weights (T,)
 
 
 class ModelState(BaseModel):

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.text import DEFAULT_WINDOWS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -87,6 +89,9 @@ class Settings(BaseSettings):
     )
     max_texts: int = Field(64, ge=1, le=4096, description="texts per sentiment request")
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
+    text_windows: int = Field(
+        DEFAULT_WINDOWS, ge=1, le=64, description="windows of a model's max_len tokens read per text; the rest is cut"
+    )
     max_samples: int = Field(64, ge=1, le=1024, description="generated samples or interpolation frames per request")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
     request_timeout_s: int = Field(30, ge=1, description="seconds from a request's admission to its answer (504)")

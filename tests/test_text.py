@@ -12,7 +12,7 @@ import torch
 import models
 from contract.metadata import ModelMetadata, sha256_file
 from contract.text import PAD, UNK, TokenizerConfig, Vocab, encode_text, tokenize
-from contract.text_data import load_table, sentence_split, synthetic_sentiment
+from contract.text_data import load_table, phrase_split, synthetic_sentiment
 from export.__main__ import main as export_main
 from training.__main__ import main as train_main
 
@@ -93,7 +93,7 @@ def test_padding_and_batch_do_not_change_the_result(cell, pooling, bidirectional
     torch.testing.assert_close(a, alone, rtol=0, atol=1e-6)
 
 
-def test_sentence_split_keeps_pieces_of_validation_sentences_out_of_training():
+def test_phrase_split_keeps_pieces_of_validation_sentences_out_of_training():
     texts = [
         "a great film .",
         "great film",
@@ -106,11 +106,15 @@ def test_sentence_split_keeps_pieces_of_validation_sentences_out_of_training():
         "works well",
     ] * 3
     labels = np.zeros(len(texts), dtype=np.int64)
-    tr, va = sentence_split(texts, labels, 0.34, 0, TokenizerConfig(max_len=64))
+    tr, va = phrase_split(texts, labels, 0.34, 0, TokenizerConfig(max_len=64))
     val_tokens = [tokenize(texts[i], TokenizerConfig()) for i in va]
     spans = {tuple(t[a:b]) for t in val_tokens for a in range(len(t)) for b in range(a + 1, len(t) + 1)}
     assert len(va) >= 1
     assert all(tuple(tokenize(texts[i], TokenizerConfig())) not in spans for i in tr)
+    # validation holds whole sentences only: none of them lies inside a longer row
+    train_text = "\n".join(" " + " ".join(tokenize(t, TokenizerConfig())) + " " for t in texts)
+    for i in va:
+        assert train_text.count(" " + " ".join(val_tokens[list(va).index(i)]) + " ") == texts.count(texts[i])
 
 
 def test_table_reader(tmp_path):

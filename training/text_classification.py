@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+from contract.metadata import sha256_file
 from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from contract.text_data import PRESETS as TEXT_PRESETS
 from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
@@ -31,6 +32,7 @@ from training.common import (
 )
 from training.plots import plot_curves
 from training.registry import Recipe, register_recipe
+from training.word_vectors import VECTORS, init_embedding, load_vectors, merged_vocab
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class TextTrainConfig(TrainConfig):
     min_freq: int = 2
     max_vocab: int = 30_000
     clip_grad: float = 1.0
+    vectors: str | None = None  # a training.word_vectors folder: the embedding starts from its vectors
+    freeze_vectors: bool = True  # rows that have a pre-trained vector stay fixed (unseen words keep their meaning)
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +90,26 @@ def evaluate(model: torch.nn.Module, seqs: list[list[int]], labels: np.ndarray) 
     return sum(losses) / len(seqs), out
 
 
+def start_from_vectors(
+    model: torch.nn.Module, vocab: Vocab, words: list[str], vectors: np.ndarray, cfg: TextTrainConfig, rng
+) -> dict[str, Any]:
+    """Copy the word vectors into the embedding; with ``freeze_vectors`` their rows get no gradient (the
+    words the training texts lack keep the place the vectors gave them). -> what was done, for the record."""
+    weight = model.embed.weight  # type: ignore[union-attr]
+    with torch.no_grad():
+        weight.copy_(torch.from_numpy(init_embedding(vocab, words, vectors, rng)))
+    known = set(words)
+    has_vector = torch.tensor([w in known for w in vocab.itos])
+    if cfg.freeze_vectors:
+        weight.register_hook(lambda g: g.masked_fill(has_vector.unsqueeze(1), 0.0))
+    return {
+        "init": "word vectors",
+        "rows_from_vectors": int(has_vector.sum()),
+        "rows": len(vocab),
+        "frozen": cfg.freeze_vectors,
+    }
+
+
 def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str, Any]) -> dict:
     seed_everything(cfg)
     rng = np.random.default_rng(cfg.seed)
@@ -95,6 +119,11 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
     tokens = {i: tokenize(ds.texts[i], tok)[: cfg.max_len] for i in np.concatenate([train_idx, val_idx])}
     vocab = Vocab.build((tokens[i] for i in train_idx), min_freq=cfg.min_freq, max_size=cfg.max_vocab)
+    vectors = None
+    if cfg.vectors is not None:
+        words, vectors, vectors_info = load_vectors(Path(cfg.vectors))
+        vocab = merged_vocab(vocab, words, cfg.max_vocab)
+        model_overrides = {"embed_dim": vectors.shape[1], **model_overrides}
     seqs_tr = [vocab.encode(tokens[i]) for i in train_idx]
     seqs_va = [vocab.encode(tokens[i]) for i in val_idx]
     y_tr, y_va = ds.labels[train_idx], ds.labels[val_idx]
@@ -109,6 +138,11 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     overrides = {"vocab_size": len(vocab), "num_classes": len(ds.label_names), "pad_id": PAD_ID, **model_overrides}
     model_cfg = models.make_config(cfg.model, **overrides)
     model = models.create_model(cfg.model, model_cfg)
+    embedding: dict[str, Any] = {"init": "random"}
+    if vectors is not None:
+        embedding = start_from_vectors(model, vocab, words, vectors, cfg, rng)
+        embedding["source"] = {"folder": cfg.vectors, "sha256": sha256_file(Path(cfg.vectors) / VECTORS)}
+        embedding["method"] = vectors_info["method"]
     lengths_tr = np.asarray([len(s) for s in seqs_tr])
     steps_per_epoch = math.ceil(len(seqs_tr) / cfg.batch_size)
     epochs = 1 if cfg.dry_run else cfg.epochs
@@ -128,6 +162,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     metrics = final_metrics(
         val_probs, y_va, ds.label_names, val_loss, stopper, history, t0, len(train_idx), len(val_idx)
     )
+    metrics["embedding_rows_from_vectors"] = embedding.get("rows_from_vectors", 0)
     metrics["val_unk_rate"] = float(np.mean([t == UNK_ID for s in seqs_va for t in s] or [0.0]))
     return checkpoint_dict(
         cfg=cfg,
@@ -140,6 +175,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         history=history,
         tokenizer=tok.model_dump(),
         vocab=vocab.itos,
+        embedding=embedding,
         dataset=ds,
     )
 
@@ -154,6 +190,10 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     text.add_argument("--max-vocab", type=int, default=t.max_vocab, help="vocabulary: maximum size")
     text.add_argument("--split", choices=["random", "sentences"], help="validation split (default: preset's)")
     text.add_argument("--clip-grad", type=float, default=t.clip_grad, help="gradient-norm clipping")
+    text.add_argument("--vectors", help="start the embedding from python -m training.word_vectors' folder")
+    text.add_argument(
+        "--tune-vectors", action="store_true", help="train the pre-trained rows too (default: they stay fixed)"
+    )
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -171,6 +211,8 @@ def _run(args: argparse.Namespace) -> dict:
         min_freq=args.min_freq,
         max_vocab=args.max_vocab,
         clip_grad=args.clip_grad,
+        vectors=args.vectors,
+        freeze_vectors=not args.tune_vectors,
     )
     log.info(
         "training %s on %s (%d texts, %d classes) with %s",

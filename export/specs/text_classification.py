@@ -1,5 +1,6 @@
 """Export of text classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K), with the vocabulary
-written beside the graph (vocab.json) and parity checked over sequence lengths too."""
+written beside the graph (vocab.json) and parity checked over sequence lengths too. A model with attention
+pooling also outputs its weights, attention (B, T), which the service returns as explanations."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ from contract.text import VOCAB_FILE, TokenizerConfig, Vocab
 from export.spec import MAX_BATCH, MAX_SEQ, PARITY_BATCHES, ExportSpec, register_spec, token_inputs
 
 PARITY_SEQ_LENS = (7, 64)
+ATTENTION = "attention"
+
+
+class Explainer(torch.nn.Module):
+    """The classifier's ``explain``: logits and the attention weights it pooled with."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.explain(ids, lengths)  # type: ignore[operator]
 
 
 @register_spec("text-classification")
@@ -32,6 +45,10 @@ def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
     cases: list[tuple[np.ndarray, ...]] = [
         token_inputs(len(vocab), b, t, seed=b * 100 + t) for b in PARITY_BATCHES for t in PARITY_SEQ_LENS
     ]
+    outputs = [TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])]
+    attends = ckpt["model_config"].get("pooling") == ATTENTION
+    if attends:
+        outputs.append(TensorSpec(name=ATTENTION, dtype="float32", shape=[-1, -1]))
     return ExportSpec(
         example=(torch.from_numpy(ids), torch.from_numpy(lengths)),
         inputs=[
@@ -41,7 +58,8 @@ def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
         dynamic_shapes={"ids": {0: batch, 1: seq}, "lengths": {0: batch}},
         parity_cases=cases,
         preprocessing=pre,
-        outputs=[TensorSpec(name="logits", dtype="float32", shape=[-1, len(ckpt["labels"])])],
+        outputs=outputs,
         seq_lens=list(PARITY_SEQ_LENS),
         files={VOCAB_FILE: vocab_bytes},
+        wrap=Explainer if attends else None,
     )

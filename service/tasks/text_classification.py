@@ -1,7 +1,12 @@
 """Text classification (sentiment): texts in JSON (/v1/sentiment) -> calibrated labels, with the share of words
 outside the vocabulary as the out-of-distribution score; on /v2, the texts as a BYTES tensor (nnserve tokenises
 them with the artifact's vocabulary, which a client has no way to obtain). Its family, TextModels, runs text
-classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K)."""
+classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K), and for attention models their
+weights (B, T), which ``"explain": true`` returns per token with its place in the text.
+
+A text longer than the model's max_len tokens is read in consecutive windows (one row each), and its logits are
+the windows' mean weighted by their token counts; only beyond NNSERVE_TEXT_WINDOWS windows is it cut, and the
+answer says how many tokens were read."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
-from contract.text import encode_text, pad_right
+from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
 from service.engine import Engine, current, flag, softmax
 from service.errors import ApiError
 from service.family import (
@@ -37,11 +42,27 @@ S = get_settings()
 TASK = "text-classification"
 
 
+ATTENTION = "attention"  # the output of attention-pooling graphs (export/specs/text_classification.py)
+
+
 class TextItem(BaseModel):
-    """One text row: which model, and its token ids (T,) (unpadded)."""
+    """One row: which model, and the token ids (T,) (unpadded) of a text or of one window of it."""
 
     model: str
     ids: Int64
+
+
+class TextRows(BaseModel):
+    """A text's rows (its windows, in order) and what the answer reports about it."""
+
+    start: int  # its first row among the request's rows
+    sizes: list[int]  # tokens per window
+    tokens: int
+    unknown: float  # the share of the read tokens outside the vocabulary
+
+    @property
+    def read(self) -> int:
+        return sum(self.sizes)
 
 
 class AnalyzeSentimentRequest(BaseModel):
@@ -53,6 +74,18 @@ class AnalyzeSentimentRequest(BaseModel):
         max_length=S.max_texts,
         description=f"1-{S.max_texts} texts of at most {S.max_text_chars:,} characters each",
     )
+    explain: bool = Field(
+        False,
+        description="return each text's tokens with the model's attention weights and their places in the text "
+        "(models with attention pooling; others answer 400)",
+    )
+
+
+class TokenWeight(BaseModel):
+    token: str = Field(description="the token as the model read it (lowercased, PTB-split)")
+    weight: float = Field(ge=0, le=1, description="its attention weight; a text's weights sum to 1")
+    start: int | None = Field(description="where the token starts in the text (a character offset), or null")
+    end: int | None = Field(description="where it ends (exclusive): text[start:end] is what it was made of")
 
 
 class SentimentPrediction(BaseModel):
@@ -60,8 +93,12 @@ class SentimentPrediction(BaseModel):
     score: float = Field(ge=0, le=1, description="calibrated probability of the predicted label")
     probs: dict[str, float] = Field(description="calibrated probability of every label")
     tokens: int = Field(ge=1, description="tokens in the text (the model's tokenizer)")
-    tokens_read: int = Field(ge=1, description="tokens the model read: all of them, or its first max_len")
-    truncated: bool = Field(description="the text had more than the model's max_len tokens: tokens_read < tokens")
+    tokens_read: int = Field(ge=1, description="tokens the model read: all, or the first NNSERVE_TEXT_WINDOWS windows")
+    windows: int = Field(ge=1, description="windows of the model's max_len tokens read (their logits are combined)")
+    truncated: bool = Field(description="the text was longer than the windows read: tokens_read < tokens")
+    explanation: list[TokenWeight] | None = Field(
+        None, description="with explain: the tokens read, in order, with their attention weights"
+    )
     ood_score: float | None = OOD_SCORE
     out_of_distribution: bool = OOD_FLAG
 
@@ -88,34 +125,65 @@ class TextModels(Family):
     def infer(self, items: list[TextItem]) -> list[InferResult]:
         chunks = []
         for name, rows in group_by_model([it.model for it in items]).items():
+            model = self.models[name]
+            att = model.output_index(ATTENTION)
             for bucket in length_buckets([len(items[i].ids) for i in rows]):
                 idx = [rows[j] for j in bucket]
                 ids, lens = pad_right([items[i].ids for i in idx])
-                chunks.append((idx, [InferResult(logits=row) for row in self.models[name].run(ids, lens)]))
+                outs = model.run_all(ids, lens)
+                results = [
+                    InferResult(logits=row, attention=None if att is None else outs[att][k, : lens[k]])
+                    for k, row in enumerate(outs[0])
+                ]
+                chunks.append((idx, results))
         return in_input_order(len(items), chunks)
 
 
-def text_rows(engine: Engine, model: str, texts: list[str]) -> tuple[list[TextItem], list[tuple[int, int, float]]]:
-    """Texts -> the model's token-id rows (tokenised exactly as in training), with each text's token count,
-    how many of them the row keeps, and the share of those outside the vocabulary; the limits on texts and
-    characters are checked here."""
+def text_rows(engine: Engine, model: str, texts: list[str]) -> tuple[list[TextItem], list[TextRows]]:
+    """Texts -> the model's token-id rows (tokenised exactly as in training; a long text in windows of max_len
+    tokens), with what each text's answer reports; the limits on texts and characters are checked here."""
     meta = engine.metadata(model, TASK)
     pre = meta.text_preprocessing()
     if len(texts) > S.max_texts:
         raise ApiError("invalid_request", f"at most {S.max_texts} texts per request")
-    items, encoded = [], []
+    items: list[TextItem] = []
+    encoded = []
     for i, text in enumerate(texts):
         if len(text) > S.max_text_chars:
             raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
         if not text.strip():
             raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
-        ids, n_tokens, _ = encode_text(text, pre.tokenizer, engine.vocabs[model])
-        if not ids:
+        windows, n_tokens = encode_windows(text, pre.tokenizer, engine.vocabs[model], S.text_windows)
+        if not windows:
             raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
         TOKENS.labels(model).observe(n_tokens)
-        items.append(TextItem(model=model, ids=np.asarray(ids, dtype=np.int64)))
-        encoded.append((n_tokens, len(ids), sum(i == pre.unk_id for i in ids) / len(ids)))
+        sizes = [len(w) for w in windows]
+        unknown = sum(t == pre.unk_id for w in windows for t in w) / sum(sizes)
+        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, unknown=unknown))
+        items += [TextItem(model=model, ids=np.asarray(w, dtype=np.int64)) for w in windows]
     return items, encoded
+
+
+def combined_logits(results: list[InferResult], encoded: list[TextRows]) -> np.ndarray:
+    """One row of logits per text: its windows' combined."""
+    return np.stack(
+        [
+            combine_windows(np.stack([r.logits for r in results[e.start : e.start + len(e.sizes)]]), e.sizes)
+            for e in encoded
+        ]
+    )
+
+
+def explanation(text: str, meta: ModelMetadata, rows: TextRows, results: list[InferResult]) -> list[TokenWeight]:
+    """The tokens read with their weights: each window's attention (summing to 1) scaled by the window's share
+    of the tokens read, the share its logits have in the combination, so a text's weights sum to 1."""
+    weights = np.concatenate(
+        [results[rows.start + w].attention * (size / rows.read) for w, size in enumerate(rows.sizes)]  # type: ignore[operator]
+    )
+    spans = tokenize_spans(text, meta.text_preprocessing().tokenizer)[: rows.read]
+    return [
+        TokenWeight(token=tok, weight=float(wt), start=a, end=b) for (tok, a, b), wt in zip(spans, weights, strict=True)
+    ]
 
 
 router = APIRouter()
@@ -123,15 +191,24 @@ router = APIRouter()
 
 @router.post("/sentiment", response_model=AnalyzeSentimentResponse, responses=ERROR_RESPONSES)
 async def sentiment(request: AnalyzeSentimentRequest) -> Response:
-    """Sentiment of 1 to NNSERVE_MAX_TEXTS texts (64 by default); texts over the model's max_len tokens
-    are truncated and say so."""
+    """Sentiment of 1 to NNSERVE_MAX_TEXTS texts (64 by default). A text over the model's max_len tokens is read
+    in windows and their answers combined; one over NNSERVE_TEXT_WINDOWS windows is cut and says so. With
+    ``explain``, an attention model's weight for every token read."""
     engine, model = current(), request.model
     meta = engine.metadata(model, TASK)
+    if request.explain and not any(o.name == ATTENTION for o in meta.outputs):
+        pooling = meta.architecture_config.get("pooling", "its own")
+        raise ApiError(
+            "invalid_request",
+            f"{model} pools its states by {pooling}, not by attention: it has no weights to explain with; "
+            "choose a model with attention (GET /v1/models)",
+        )
     items, encoded = text_rows(engine, model, request.texts)
-    probs = softmax(np.stack([r.logits for r in await engine.call(TASK, items, model)]), meta)
+    results = await engine.call(TASK, items, model)
+    probs = softmax(combined_logits(results, encoded), meta)
     predictions = []
-    for p, (n_tokens, n_read, unknown) in zip(probs, encoded, strict=True):
-        score = unknown if meta.ood is not None else None
+    for text, p, rows in zip(request.texts, probs, encoded, strict=True):
+        score = rows.unknown if meta.ood is not None else None
         best = int(p.argmax())
         child(PREDICTIONS, model, meta.labels[best]).inc()
         predictions.append(
@@ -139,9 +216,11 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
                 label=meta.labels[best],
                 score=float(p[best]),
                 probs={lbl: float(v) for lbl, v in zip(meta.labels, p, strict=True)},
-                tokens=n_tokens,
-                tokens_read=n_read,
-                truncated=n_read < n_tokens,
+                tokens=rows.tokens,
+                tokens_read=rows.read,
+                windows=len(rows.sizes),
+                truncated=rows.read < rows.tokens,
+                explanation=explanation(text, meta, rows, results) if request.explain else None,
                 ood_score=score,
                 out_of_distribution=flag(meta, score),
             )
@@ -164,7 +243,7 @@ async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tens
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
     items, encoded = text_rows(engine, meta.name, texts)
     results = await engine.call(TASK, items, meta.name)
-    return with_ood(meta, np.stack([r.logits for r in results]), [unknown for _, _, unknown in encoded])
+    return with_ood(meta, combined_logits(results, encoded), [e.unknown for e in encoded])
 
 
 register(
