@@ -55,24 +55,27 @@ def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def _sub(pattern: re.Pattern[str], repl: str, text: str, where: list[int]) -> tuple[str, list[int]]:
-    """``pattern.sub(repl, text)`` that carries ``where`` (each character's position in the original text)
-    along: a replacement that ends with the matched text maps its prefix to the match's start."""
-    out, pos, last = [], [], 0
+Places = list[tuple[int, int]]  # per character of a rewritten text: the span of the original it stands for
+
+
+def _sub(pattern: re.Pattern[str], repl: str, text: str, where: Places) -> tuple[str, Places]:
+    """``pattern.sub(repl, text)`` that carries ``where`` along: a replacement that ends with the matched text
+    (a space put before a clitic) keeps the match's places; any other stands for the whole match."""
+    out, places, last = [], [], 0
     for m in pattern.finditer(text):
         out.append(text[last : m.start()])
-        pos += where[last : m.start()]
+        places += where[last : m.start()]
         new = m.expand(repl)
+        whole = (where[m.start()][0], where[m.end() - 1][1])
         if new.endswith(m.group()):
-            head = len(new) - len(m.group())
-            pos += [where[m.start()]] * head + where[m.start() : m.end()]
+            places += [whole] * (len(new) - len(m.group())) + where[m.start() : m.end()]
         else:
-            pos += [where[m.start()]] * len(new)
+            places += [whole] * len(new)
         out.append(new)
         last = m.end()
     out.append(text[last:])
-    pos += where[last:]
-    return "".join(out), pos
+    places += where[last:]
+    return "".join(out), places
 
 
 def _clusters(text: str) -> list[tuple[int, str]]:
@@ -93,14 +96,14 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     differently than normalising it whole (composed jamo and the like: never in the training corpora, tested),
     start and end are None rather than a guess."""
     chars: list[str] = []
-    where: list[int] = []
+    where: Places = []
     for i, c in _clusters(text):
         n = unicodedata.normalize(cfg.normalization, c)
         n = "".join(" " if unicodedata.category(x)[0] == "C" else x for x in n)
         if cfg.lowercase:
             n = n.lower()
         chars.append(n)
-        where += [i] * len(n) if len(n) <= 1 or len(c) == 1 else [min(i + k, i + len(c) - 1) for k in range(len(n))]
+        where += [(i, i + len(c))] * len(n)
     view = "".join(chars)
     if cfg.strip_html:
         view, where = _sub(_HTML, " ", view, where)
@@ -108,7 +111,7 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     view = view.translate(_QUOTES)
     view, where = _sub(_NEGATION, " n't", view, where)
     view, where = _sub(_CLITIC, r" '\1", view, where)
-    spans = [(where[m.start()], where[m.end() - 1] + 1) for m in _TOKEN.finditer(view)]
+    spans = [(where[m.start()][0], where[m.end() - 1][1]) for m in _TOKEN.finditer(view)]
     tokens = tokenize(text, cfg)
     if len(spans) != len(tokens):
         return [(t, None, None) for t in tokens]

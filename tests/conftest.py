@@ -58,11 +58,17 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     from contract.text_data import synthetic_sentiment
     from training.text_classification import TextTrainConfig, train_text
 
-    cfg = TextTrainConfig(epochs=4, progress=False, threads=2, max_len=24, min_freq=1)
-    ckpt = train_text(synthetic_sentiment(), cfg, {"hidden_size": 32, "embed_dim": 32})
+    cfg = TextTrainConfig(epochs=6, progress=False, threads=2, max_len=24, min_freq=1)
+    ckpt = train_text(synthetic_sentiment(1500), cfg, {"hidden_size": 32, "embed_dim": 32})
     torch.save(ckpt, runs / "synthetic-lstm.pt")
     export_checkpoint(runs / "synthetic-lstm.pt", root / "synthetic-lstm", name="synthetic-lstm")
     calibrate_text(root / "synthetic-lstm")
+    # the same corpus through attention pooling, its embedding started from word vectors (explanations)
+    cfg = TextTrainConfig(epochs=6, progress=False, threads=2, max_len=24, min_freq=1, vectors=str(vectors_of(runs)))
+    ckpt = train_text(synthetic_sentiment(1500), cfg, {"hidden_size": 32, "pooling": "attention"})
+    torch.save(ckpt, runs / "synthetic-attn.pt")
+    export_checkpoint(runs / "synthetic-attn.pt", root / "synthetic-attn", name="synthetic-attn")
+    calibrate_text(root / "synthetic-attn")
 
     from training.autoencoder import AETrainConfig, train_autoencoder
 
@@ -109,6 +115,25 @@ def calibrate(model_dir: Path, digits) -> None:
     sets, truth = image_sets(meta, digits.images, digits.labels, train, val, letters(100), 40, fitting=True)
     meta = calibrate_images(model_dir, meta, sets, truth)
     (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+
+
+def vectors_of(runs: Path) -> Path:
+    """Word vectors for the synthetic corpus in training.word_vectors' layout: random, 16 dimensions (what is
+    tested is how they are loaded and kept, not what they mean)."""
+    import json
+
+    from contract.text import TokenizerConfig, tokenize
+    from contract.text_data import synthetic_sentiment
+
+    words = sorted({t for text in synthetic_sentiment().texts for t in tokenize(text, TokenizerConfig())})
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(0, 0.3, size=(len(words), 16)).astype(np.float32)
+    folder = runs / "vectors"
+    folder.mkdir()
+    np.save(folder / "vectors.npy", vectors)
+    (folder / "words.json").write_text(json.dumps(words))
+    (folder / "vectors.json").write_text(json.dumps({"method": "random (tests)"}))
+    return folder
 
 
 def calibrate_text(model_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import re
 
 import pytest
@@ -11,10 +12,12 @@ from tests.conftest import assert_envelope
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 MODEL = "synthetic-lstm"
+ATTN = "synthetic-attn"  # the same corpus, attention pooling (tests/conftest.py)
+QUOTES = str.maketrans({"“": '"', "”": '"', "’": "'"})
 
 
-def analyze(client, texts, model=MODEL):
-    return client.post("/v1/sentiment", json={"model": model, "texts": texts})
+def analyze(client, texts, model=MODEL, **extra):
+    return client.post("/v1/sentiment", json={"model": model, "texts": texts, **extra})
 
 
 def test_single_and_batch_in_order(client):
@@ -38,11 +41,64 @@ def test_single_and_batch_in_order(client):
     assert [q["label"] for q in preds] == ["negative", "positive", "negative", "positive"]
 
 
-def test_long_text_is_truncated_and_says_so(client):
+def test_long_text_is_read_in_windows_then_cut_and_says_so(client):
     long = " ".join(["the film is delightful ,"] * 200)
     (p,) = analyze(client, [long]).json()["predictions"]
-    # the text had 1,000 tokens; the model read its first 24 (its max_len)
-    assert p["truncated"] is True and p["tokens"] == 1000 and p["tokens_read"] == 24
+    # 1,000 tokens; the model reads windows of its max_len (24), 8 of them (NNSERVE_TEXT_WINDOWS)
+    assert p["truncated"] is True and p["tokens"] == 1000 and p["tokens_read"] == 192 and p["windows"] == 8
+
+
+def log_odds(p):
+    return math.log(p["probs"]["positive"] / p["probs"]["negative"])
+
+
+@pytest.mark.parametrize("model", [MODEL, ATTN])
+def test_windows_are_combined_by_their_token_counts(client, model):
+    """A 60-token review is read as windows of 24, 24 and 12 tokens; its logits are their token-weighted mean,
+    so (temperature scaling being linear) its log-odds are the windows' log-odds weighted 24:24:12."""
+    neg = " the plot is awful , frankly the ending was tedious ." * 3
+    pos = " the movie is brilliant , to be fair the story was charming ." * 3
+    end = " i think the soundtrack was wonderful , the cast is superb ."
+    tokens = neg.split()[:24] + pos.split()[:24] + end.split()
+    assert len(tokens) == 60
+    windows = [" ".join(tokens[i : i + 24]) for i in (0, 24, 48)]
+    whole = analyze(client, [" ".join(tokens)], model).json()["predictions"][0]
+    alone = analyze(client, windows, model).json()["predictions"]
+    assert whole["windows"] == 3 and whole["tokens_read"] == whole["tokens"] == 60 and not whole["truncated"]
+    assert [a["tokens"] for a in alone] == [24, 24, 12]
+    expected = (24 * log_odds(alone[0]) + 24 * log_odds(alone[1]) + 12 * log_odds(alone[2])) / 60
+    assert log_odds(whole) == pytest.approx(expected, abs=1e-4)
+
+
+def test_explain_returns_weights_that_sum_to_one_at_the_right_places(client):
+    texts = ["The PLOT is dull, frankly the ending wasn't Tedious!", "“Wonderful” — the cast is superb ."]
+    r = analyze(client, texts, ATTN, explain=True)
+    assert r.status_code == 200, r.text
+    for text, p in zip(texts, r.json()["predictions"], strict=True):
+        ex = p["explanation"]
+        assert len(ex) == p["tokens_read"] == p["tokens"]
+        assert sum(t["weight"] for t in ex) == pytest.approx(1, abs=1e-5)
+        assert all(0 <= t["weight"] <= 1 for t in ex)
+        for t in ex:  # each span holds the characters its token was made of
+            assert text[t["start"] : t["end"]].lower().translate(QUOTES) == t["token"], t
+    assert [t["token"] for t in r.json()["predictions"][0]["explanation"]][-4:] == ["was", "n't", "tedious", "!"]
+    # without explain, no explanation; the answer is the same
+    plain = analyze(client, texts, ATTN).json()["predictions"]
+    assert all(q["explanation"] is None for q in plain)
+    assert [q["probs"] for q in plain] == [q["probs"] for q in r.json()["predictions"]]
+
+
+def test_explain_over_windows_still_sums_to_one(client):
+    text = " ".join(["the cast is superb , honestly the ending was awful ."] * 6)  # 66 tokens: 3 windows
+    (p,) = analyze(client, [text], ATTN, explain=True).json()["predictions"]
+    assert p["windows"] == 3 and len(p["explanation"]) == 66
+    assert sum(t["weight"] for t in p["explanation"]) == pytest.approx(1, abs=1e-5)
+    assert all(text[t["start"] : t["end"]] == t["token"] for t in p["explanation"])
+
+
+def test_explain_on_a_model_without_attention_is_a_400(client):
+    err = assert_envelope(analyze(client, ["a great film"], MODEL, explain=True), 400, "invalid_request")
+    assert "attention" in err["message"]
 
 
 def test_score_does_not_depend_on_the_batch(client):
@@ -108,7 +164,7 @@ def test_second_text_empty_names_its_index(client):
 def test_unknown_and_wrong_family_models(client):
     assert_envelope(analyze(client, ["hi"], model="nope"), 404, "model_not_found")
     err = assert_envelope(analyze(client, ["hi"], model="digits-cnn"), 404, "model_not_found")
-    assert err["details"] == [{"available": [MODEL]}]
+    assert err["details"] == [{"available": sorted([MODEL, ATTN])}]
 
 
 def test_non_utf8_body(client):

@@ -49,7 +49,15 @@ def test_model_cards(client):
     r = client.get("/v1/models")
     assert r.status_code == 200
     cards = {c["name"]: c for c in r.json()["models"]}
-    assert set(cards) == {"digits-cnn", "digits-lenet5", "synthetic-lstm", "digits-ae", "digits-cgan", "digits-vae"}
+    assert set(cards) == {
+        "digits-cnn",
+        "digits-lenet5",
+        "synthetic-lstm",
+        "synthetic-attn",
+        "digits-ae",
+        "digits-cgan",
+        "digits-vae",
+    }
     assert cards["digits-ae"]["anomaly"]["percentile"] == 99.0 and cards["digits-cnn"]["anomaly"] is None
     assert cards["synthetic-lstm"]["task"] == "text-classification"
     assert cards["synthetic-lstm"]["batching"]["max_batch_size"] == 128

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -11,8 +12,18 @@ import torch
 
 import models
 from contract.metadata import ModelMetadata, sha256_file
-from contract.text import PAD, UNK, TokenizerConfig, Vocab, encode_text, tokenize
-from contract.text_data import load_table, phrase_split, synthetic_sentiment
+from contract.text import (
+    PAD,
+    UNK,
+    TokenizerConfig,
+    Vocab,
+    combine_windows,
+    encode_text,
+    encode_windows,
+    tokenize,
+    tokenize_spans,
+)
+from contract.text_data import load_table, phrase_split, split, synthetic_sentiment
 from export.__main__ import main as export_main
 from training.__main__ import main as train_main
 
@@ -196,3 +207,71 @@ def test_repeated_exports_keep_the_sequence_axis_dynamic(tmp_path, text_checkpoi
         graph = onnx.load(str(tmp_path / str(i) / "model.onnx")).graph
         dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
         assert all(isinstance(d, str) for d in dims), dims
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the shared sentiment data is not at {DATA}")
+
+
+def test_windows_cover_the_text_in_order_up_to_the_cap():
+    v = Vocab([PAD, UNK, "w", "x"])
+    tok = TokenizerConfig(max_len=4)
+    windows, n = encode_windows("w x " * 5, tok, v, max_windows=8)  # 10 tokens
+    assert n == 10 and windows == [[2, 3, 2, 3], [2, 3, 2, 3], [2, 3]]
+    windows, n = encode_windows("w x " * 5, tok, v, max_windows=2)
+    assert n == 10 and sum(map(len, windows)) == 8  # the rest is cut, and the caller can tell
+    assert encode_windows("  ", tok, v) == ([], 0)
+    logits = np.array([[0.0, 4.0], [2.0, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(combine_windows(logits, [3, 1]), [0.5, 3.0])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I didn't love it—it's <b>GREAT</b>!!",
+        "“Quoted” ‘single’ ``tex'' and rock'n'roll",
+        "ﬁne ﬁlm, İstanbul'S best, Straße",
+        "ce\u0301le\u0300bre \u0000nul\u0085next",
+        "ＦＵＬＬ width <a href='x'>link</a> y'all can't",
+    ],
+)
+def test_token_spans_point_at_the_characters_of_each_token(text):
+    spans = tokenize_spans(text, TokenizerConfig())
+    assert [t for t, _, _ in spans] == tokenize(text, TokenizerConfig())
+    for token, a, b in spans:
+        assert a is not None and b is not None and 0 <= a < b <= len(text)
+        assert token in tokenize(text[a:b], TokenizerConfig())  # the span holds what its token was made of
+
+
+@needs_data
+def test_token_spans_agree_with_the_tokenizer_on_the_corpora():
+    texts = load_table(DATA / "sst2" / "train.tsv", name="sst2").texts[::7]
+    texts += load_table(DATA / "imdb" / "train.csv", name="imdb").texts[::25]
+    cfg = TokenizerConfig()
+    for text in texts:
+        spans = tokenize_spans(text, cfg)
+        assert all(a is not None for _, a, _ in spans), text
+        assert all(t in tokenize(text[a:b], cfg) for t, a, b in spans), text  # ("¾" makes three tokens)
+        starts = [a for _, a, _ in spans]
+        assert starts == sorted(starts), text
+
+
+@needs_data
+def test_sst2_validation_holds_whole_sentences_no_training_row_lies_in():
+    ds = load_table(DATA / "sst2" / "train.tsv", name="sst2")
+    cfg = TokenizerConfig(max_len=64)
+    tr, va = phrase_split(ds.texts, ds.labels, 0.1, 0, cfg)
+    assert 600 <= len(va) <= 800 and len(set(tr) & set(va)) == 0
+    val = [" " + " ".join(tokenize(ds.texts[i], cfg)) + " " for i in va]
+    train = [" " + " ".join(tokenize(ds.texts[i], cfg)) + " " for i in tr]
+    joined_val, joined_train = "\n".join(val), "\n".join(train)
+    assert not any(t in joined_val for t in train)  # no training phrase inside a validation sentence
+    assert not any(v in joined_train for v in val)  # no validation sentence inside a training row
+
+
+@needs_data
+def test_imdb_split_keeps_each_repeated_review_on_one_side():
+    ds = load_table(DATA / "imdb" / "train.csv", name="imdb")
+    tr, va = split(ds, "random", 0.1, 0, TokenizerConfig())
+    assert len(tr) + len(va) == len({t.strip() for t in ds.texts}) == len(ds.texts) - 96
+    assert not {ds.texts[i].strip() for i in tr} & {ds.texts[i].strip() for i in va}

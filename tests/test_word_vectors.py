@@ -1,0 +1,62 @@
+"""Word vectors (training.word_vectors, gensim) and the text models' embedding started from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract.text import PAD, UNK, TokenizerConfig, tokenize
+from contract.text_data import synthetic_sentiment
+from training.text_classification import TextTrainConfig, train_text
+from training.word_vectors import load_vectors
+from training.word_vectors import main as vectors_main
+
+UNSUP = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment" / "imdb" / "unsup.csv.gz"
+
+
+@pytest.mark.skipif(not UNSUP.is_file(), reason=f"the unlabelled reviews are not at {UNSUP}")
+def test_word2vec_on_unlabelled_reviews(tmp_path):
+    out = tmp_path / "w2v"
+    argv = ["--unsup", str(UNSUP), "--limit", "400", "--epochs", "2", "--min-count", "3", "--vector-size", "24"]
+    assert vectors_main([*argv, "--max-words", "2000", "--out", str(out)]) == 0
+    words, vectors, info = load_vectors(out)
+    assert vectors.shape == (len(words), 24) and 500 < len(words) <= 2000 and np.isfinite(vectors).all()
+    assert words[0] == "the" and set(words[1:3]) == {",", "."}  # most frequent first, tokenised as served
+    assert "n't" in words and "don't" not in words
+    assert info["sources"]["unsup.csv.gz"]["texts"] == 400 and "good" in info["neighbours"]
+
+
+def small_vectors(folder: Path, extra: list[str]) -> tuple[list[str], np.ndarray]:
+    words = sorted({t for text in synthetic_sentiment().texts for t in tokenize(text, TokenizerConfig())})
+    words = [w for w in words if w != "boring"] + extra  # one training word without a vector
+    vectors = np.random.default_rng(1).normal(0, 0.5, size=(len(words), 12)).astype(np.float32)
+    folder.mkdir()
+    np.save(folder / "vectors.npy", vectors)
+    (folder / "words.json").write_text(json.dumps(words))
+    (folder / "vectors.json").write_text(json.dumps({"method": "test"}))
+    return words, vectors
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_embedding_starts_from_the_vectors(tmp_path, frozen):
+    words, vectors = small_vectors(tmp_path / "v", extra=["splendid", "dreadful"])
+    cfg = TextTrainConfig(epochs=2, progress=False, threads=1, max_len=24, min_freq=1)
+    cfg = TextTrainConfig(**{**cfg.__dict__, "vectors": str(tmp_path / "v"), "freeze_vectors": frozen})
+    ckpt = train_text(synthetic_sentiment(200), cfg, {"hidden_size": 16})
+    vocab, weight = ckpt["vocab"], ckpt["state_dict"]["embed.weight"].numpy()
+    assert ckpt["model_config"]["embed_dim"] == 12 and weight.shape == (len(vocab), 12)
+    assert {"splendid", "dreadful"} <= set(vocab)  # the vocabulary grows to what the vectors cover
+    index = {w: i for i, w in enumerate(words)}
+    have = [i for i, w in enumerate(vocab) if w in index]
+    expected = vectors[[index[vocab[i]] for i in have]]
+    assert ckpt["embedding"]["rows_from_vectors"] == len(have) and ckpt["embedding"]["frozen"] is frozen
+    assert "boring" in vocab and "boring" not in index  # a training word without a vector gets a row of its own
+    if frozen:  # the vectors' rows are exactly as given
+        np.testing.assert_array_equal(weight[have], expected)
+    else:
+        assert not np.allclose(weight[have], expected) and np.allclose(weight[have], expected, atol=0.5)
+    np.testing.assert_array_equal(weight[vocab.index(PAD)], 0)
+    assert vocab.index(UNK) == 1
