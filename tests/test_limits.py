@@ -22,6 +22,7 @@ LIMITS = {
     "NNSERVE_MAX_IMAGES": "2",
     "NNSERVE_MAX_TEXTS": "2",
     "NNSERVE_MAX_TEXT_CHARS": "40",
+    "NNSERVE_TEXT_WINDOWS": "1",
     "NNSERVE_MAX_SAMPLES": "3",
     "NNSERVE_MAX_BODY_BYTES": "60000",
     "NNSERVE_MAX_IMAGE_PIXELS": "2000",
@@ -88,6 +89,9 @@ def test_texts_and_characters(tight):
     assert_envelope(
         tight.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["a" * 41]}), 400, "invalid_request"
     )
+    # 40 tokens, one window of the model's 24 read (NNSERVE_TEXT_WINDOWS=1): cut, and said so
+    (p,) = tight.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["!" * 40]}).json()["predictions"]
+    assert (p["tokens"], p["tokens_read"], p["windows"], p["truncated"]) == (40, 24, 1, True)
     text = {"name": "text", "datatype": "BYTES"}
     v2 = "/v2/models/synthetic-lstm/infer"
     assert tight.post(v2, json={"inputs": [{**text, "shape": [2], "data": ["good", "a" * 40]}]}).status_code == 200

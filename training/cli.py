@@ -32,6 +32,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "none"], default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
+    p.add_argument(
+        "--keep",
+        choices=["best", "last"],
+        default=None,
+        help="weights kept: the epoch of lowest validation loss (default) or the last one",
+    )
     p.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default=None, help="default: the dataset's")
     p.add_argument(
         "--fit",
@@ -77,6 +83,7 @@ def common_config(args: argparse.Namespace, defaults: TrainConfig) -> dict[str, 
         "schedule": args.schedule,
         "label_smoothing": args.label_smoothing,
         "patience": args.patience,
+        "keep": args.keep,
         "val_fraction": args.val_fraction,
         "split_seed": args.split_seed,
         "seed": args.seed,

@@ -37,6 +37,7 @@ class TrainConfig:
     schedule: str = "onecycle"  # onecycle | cosine | none
     label_smoothing: float = 0.0
     patience: int = 5  # early stopping: epochs without a better validation loss
+    keep: str = "best"  # best: the epoch of lowest validation loss | last: the final epoch (no choice on validation)
     augment: str = "digits"
     photos: float = 0.0  # share of each batch drawn from training images rendered as photos (photo_data.py)
     photo_pool: int = 20_000  # how many training images are rendered as photos
@@ -154,7 +155,8 @@ def fit(
     """The epoch loop every task shares; ``batches()`` yields one epoch, ``evaluate()`` -> (val loss, val
     metric). ``loss_fn`` defaults to classification; ``metric`` names the per-row average it reports.
 
-    Ends with the best epoch's weights loaded into ``model``.
+    Ends with the best epoch's weights loaded into ``model`` (``cfg.keep == "last"``: the final epoch's, so the
+    validation figure is not also the one that chose them).
     """
     loss_fn = loss_fn or classification_loss(cfg.label_smoothing)
     opt = build_optimizer(model, cfg)
@@ -205,7 +207,10 @@ def fit(
         )
         if stopper.step(epoch, val_loss, model):
             break
-    stopper.restore(model)
+    if cfg.keep == "last":
+        stopper.best_epoch = len(history)
+    else:
+        stopper.restore(model)
     return history, stopper
 
 
