@@ -29,6 +29,7 @@ _NEGATION = re.compile(r"(?<=[^\W_])n't\b")  # don't -> do n't, can't -> ca n't 
 _CLITIC = re.compile(r"(?<=[^\W_])'(s|re|ve|ll|d|m)\b")  # it's -> it 's
 # a token: a clitic, a word (letters/digits, inner hyphens or apostrophes kept), or one other visible char
 _PTB_QUOTES = re.compile("``|''")
+_ASCII_CONTROLS = {c: " " for c in [*range(32), 127]}
 _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[^\W_]+(?:[-'][^\W_]+)*|[^\w\s]|_", re.UNICODE)
 
 
@@ -95,16 +96,21 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     found by normalising character by character (with its combining marks); where that splits the text
     differently than normalising it whole (composed jamo and the like: never in the training corpora, tested),
     start and end are None rather than a guess."""
-    chars: list[str] = []
-    where: Places = []
-    for i, c in _clusters(text):
-        n = unicodedata.normalize(cfg.normalization, c)
-        n = "".join(" " if unicodedata.category(x)[0] == "C" else x for x in n)
-        if cfg.lowercase:
-            n = n.lower()
-        chars.append(n)
-        where += [(i, i + len(c))] * len(n)
-    view = "".join(chars)
+    if text.isascii():  # normalisation changes no ASCII character, lowercasing none's length: one to one
+        view = text.translate(_ASCII_CONTROLS)
+        view = view.lower() if cfg.lowercase else view
+        where: Places = [(i, i + 1) for i in range(len(text))]
+    else:
+        chars: list[str] = []
+        where = []
+        for i, c in _clusters(text):
+            n = unicodedata.normalize(cfg.normalization, c)
+            n = "".join(" " if unicodedata.category(x)[0] == "C" else x for x in n)
+            if cfg.lowercase:
+                n = n.lower()
+            chars.append(n)
+            where += [(i, i + len(c))] * len(n)
+        view = "".join(chars)
     if cfg.strip_html:
         view, where = _sub(_HTML, " ", view, where)
     view, where = _sub(_PTB_QUOTES, '"', view, where)

@@ -33,7 +33,7 @@ from PIL import Image
 from contract.data import read_idx, stratified_split
 from contract.images import normalize, prepare_image, to_uint8
 from contract.metadata import ONNX_FILE, ModelMetadata, TextPreprocessing, load_metadata, sha256_file
-from contract.text import Vocab, combine_windows, encode_windows, pad_right
+from contract.text import DEFAULT_WINDOWS, Vocab, combine_windows, encode_windows, pad_right
 
 
 def _session(model_dir: Path) -> ort.InferenceSession:
@@ -58,12 +58,17 @@ def predict_images(model_dir: Path, images: np.ndarray, meta: ModelMetadata, bat
 
 
 def text_logits(
-    sess: ort.InferenceSession, texts: list[str], pre: TextPreprocessing, vocab: Vocab, batch: int = 256
+    sess: ort.InferenceSession,
+    texts: list[str],
+    pre: TextPreprocessing,
+    vocab: Vocab,
+    batch: int = 256,
+    windows: int = DEFAULT_WINDOWS,
 ) -> np.ndarray:
     """Raw texts -> (N, K) logits as the service computes them: tokenised, read in windows of max_len tokens
-    (DEFAULT_WINDOWS at most), the windows' logits combined."""
-    encoded = [encode_windows(t, pre.tokenizer, vocab) for t in texts]
-    rows = [w for windows, _ in encoded for w in windows or [[pre.unk_id]]]
+    (the service's default count at most), the windows' logits combined."""
+    encoded = [encode_windows(t, pre.tokenizer, vocab, windows) for t in texts]
+    rows = [w for text_windows, _ in encoded for w in text_windows or [[pre.unk_id]]]
     order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths together: little padding
     out = np.zeros((len(rows), 0), dtype=np.float32)
     for i in range(0, len(rows), batch):
@@ -74,17 +79,18 @@ def text_logits(
             out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
         out[idx] = logits
     result, start = [], 0
-    for windows, _ in encoded:
-        sizes = [len(w) for w in windows] or [1]
+    for text_windows, _ in encoded:
+        sizes = [len(w) for w in text_windows] or [1]
         result.append(combine_windows(out[start : start + len(sizes)], sizes))
         start += len(sizes)
     return np.stack(result)
 
 
-def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, batch: int = 256) -> np.ndarray:
+def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, windows: int = DEFAULT_WINDOWS) -> np.ndarray:
     """Raw texts -> predicted label indices, as the service answers."""
     pre = meta.text_preprocessing()
-    return text_logits(_session(model_dir), texts, pre, Vocab.load(model_dir / pre.vocab_file), batch).argmax(1)
+    vocab = Vocab.load(model_dir / pre.vocab_file)
+    return text_logits(_session(model_dir), texts, pre, vocab, windows=windows).argmax(1)
 
 
 def reconstruction_errors(
@@ -296,7 +302,7 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
         name = str(args.texts)
     else:
         p.error("give --data (the training file) or --texts")
-    return predict_texts(args.model_dir, texts, meta), labels, name
+    return predict_texts(args.model_dir, texts, meta, args.windows), labels, name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", type=Path, help="the matching IDX labels file")
     p.add_argument("--texts", type=Path, help="a CSV/TSV of labelled texts")
     p.add_argument("--text-column", default="sentence")
+    p.add_argument(
+        "--windows", type=int, default=DEFAULT_WINDOWS, help="texts: windows of max_len tokens read (1: truncate)"
+    )
     p.add_argument("--label-column", default="label")
     p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
     p.add_argument("--classifier", type=Path, help="generators: a classifier artifact of the same dataset")

@@ -1,4 +1,4 @@
-"""Word vectors (training.word_vectors, gensim) and the text models' embedding started from them."""
+"""Word vectors (training.word_vectors, gensim), the text models' embedding started from them, and --keep."""
 
 from __future__ import annotations
 
@@ -60,3 +60,13 @@ def test_embedding_starts_from_the_vectors(tmp_path, frozen):
         assert not np.allclose(weight[have], expected) and np.allclose(weight[have], expected, atol=0.5)
     np.testing.assert_array_equal(weight[vocab.index(PAD)], 0)
     assert vocab.index(UNK) == 1
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_last_keeps_the_final_epoch(keep):
+    cfg = TextTrainConfig(epochs=3, progress=False, threads=1, max_len=24, min_freq=1, patience=8, keep=keep)
+    ckpt = train_text(synthetic_sentiment(300), cfg, {"hidden_size": 8, "embed_dim": 8})
+    losses = [row["val_loss"] for row in ckpt["history"]]
+    chosen = 3 if keep == "last" else 1 + int(np.argmin(losses))
+    assert ckpt["metrics"]["best_epoch"] == chosen
+    assert ckpt["metrics"]["val_loss"] == pytest.approx(losses[chosen - 1], rel=1e-6)

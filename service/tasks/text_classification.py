@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
 from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
-from service.engine import Engine, current, flag, softmax
+from service.engine import Engine, current, flag, off_loop, softmax
 from service.errors import ApiError
 from service.family import (
     SERVICE_CONFIG,
@@ -174,16 +174,22 @@ def combined_logits(results: list[InferResult], encoded: list[TextRows]) -> np.n
     )
 
 
-def explanation(text: str, meta: ModelMetadata, rows: TextRows, results: list[InferResult]) -> list[TokenWeight]:
-    """The tokens read with their weights: each window's attention (summing to 1) scaled by the window's share
-    of the tokens read, the share its logits have in the combination, so a text's weights sum to 1."""
-    weights = np.concatenate(
-        [results[rows.start + w].attention * (size / rows.read) for w, size in enumerate(rows.sizes)]  # type: ignore[operator]
-    )
-    spans = tokenize_spans(text, meta.text_preprocessing().tokenizer)[: rows.read]
-    return [
-        TokenWeight(token=tok, weight=float(wt), start=a, end=b) for (tok, a, b), wt in zip(spans, weights, strict=True)
-    ]
+def explanations(
+    texts: list[str], meta: ModelMetadata, encoded: list[TextRows], results: list[InferResult]
+) -> list[list[TokenWeight]]:
+    """Per text, the tokens read with their weights: each window's attention (summing to 1) scaled by the
+    window's share of the tokens read, the share its logits have in the combination, so a text's weights sum to
+    1. Run in the decode pool: finding the places of 10,000 characters of tokens took 17 ms here."""
+    out = []
+    for text, rows in zip(texts, encoded, strict=True):
+        weights = np.concatenate(
+            [results[rows.start + w].attention * (size / rows.read) for w, size in enumerate(rows.sizes)]  # type: ignore[operator]
+        )
+        spans = tokenize_spans(text, meta.text_preprocessing().tokenizer)[: rows.read]
+        out.append(
+            [TokenWeight(token=t, weight=float(x), start=a, end=b) for (t, a, b), x in zip(spans, weights, strict=True)]
+        )
+    return out
 
 
 router = APIRouter()
@@ -206,8 +212,9 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     items, encoded = text_rows(engine, model, request.texts)
     results = await engine.call(TASK, items, model)
     probs = softmax(combined_logits(results, encoded), meta)
+    explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
     predictions = []
-    for text, p, rows in zip(request.texts, probs, encoded, strict=True):
+    for i, (p, rows) in enumerate(zip(probs, encoded, strict=True)):
         score = rows.unknown if meta.ood is not None else None
         best = int(p.argmax())
         child(PREDICTIONS, model, meta.labels[best]).inc()
@@ -220,7 +227,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
                 tokens_read=rows.read,
                 windows=len(rows.sizes),
                 truncated=rows.read < rows.tokens,
-                explanation=explanation(text, meta, rows, results) if request.explain else None,
+                explanation=None if explained is None else explained[i],
                 ood_score=score,
                 out_of_distribution=flag(meta, score),
             )
