@@ -177,6 +177,8 @@ evaluate: $(VENV)/.dev
 	$(PY) -m export.evaluate $(ART)/fashion-cnn --data $(DATA)/fashion-mnist
 	for m in sst2-lstm sst2-gru sst2-lstm-max; do $(PY) -m export.evaluate $(ART)/$$m --data $(SST2) || exit 1; done
 	$(PY) -m export.evaluate $(ART)/imdb-lstm --data $(IMDB)
+	for m in sst2-lstm sst2-gru sst2-lstm-max imdb-lstm; do \
+		$(PY) -m export.evaluate $(ART)/$$m --texts bench/data/reviews-out-of-domain.tsv || exit 1; done
 	$(CALIBRATE) --measure $(ART)/mnist-cnn --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist
 	$(CALIBRATE) --measure $(ART)/mnist-lenet5 --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist
 	$(CALIBRATE) --measure $(ART)/fashion-cnn --data $(DATA)/fashion-mnist --ood-data $(DATA)/mnist
