@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,11 @@ def test_word2vec_on_unlabelled_reviews(tmp_path):
     assert words[0] == "the" and set(words[1:3]) == {",", "."}  # most frequent first, tokenised as served
     assert "n't" in words and "don't" not in words
     assert info["sources"]["unsup.csv.gz"]["texts"] == 400 and "good" in info["neighbours"]
+    # one worker and a stable hash: a second run, in another process, gives the same vectors bit for bit
+    again = tmp_path / "again"
+    run = [sys.executable, "-m", "training.word_vectors", *argv, "--max-words", "2000", "--out", str(again)]
+    subprocess.run(run, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    np.testing.assert_array_equal(np.load(again / "vectors.npy"), vectors)
 
 
 def small_vectors(folder: Path, extra: list[str]) -> tuple[list[str], np.ndarray]:

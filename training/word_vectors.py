@@ -23,6 +23,7 @@ import json
 import logging
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class Word2VecConfig:
     epochs: int = 5
     max_words: int = 30_000  # the most frequent words kept (the embedding's rows)
     seed: int = 0
-    workers: int = 2
+    workers: int = 1  # more threads train faster but not reproducibly (gensim's own caveat)
 
 
 def unsup_texts(path: Path) -> list[str]:
@@ -68,6 +69,10 @@ def training_texts(path: Path, val_fraction: float, split_seed: int) -> list[str
     return [ds.texts[i] for i in train]
 
 
+def stable_hash(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
 def train_vectors(sentences: list[list[str]], cfg: Word2VecConfig) -> tuple[list[str], np.ndarray]:
     from gensim.models import Word2Vec
 
@@ -82,6 +87,7 @@ def train_vectors(sentences: list[list[str]], cfg: Word2VecConfig) -> tuple[list
         seed=cfg.seed,
         workers=cfg.workers,
         max_final_vocab=cfg.max_words,
+        hashfxn=stable_hash,  # Python's hash() of a str changes per process, and seeds each word's start vector
     )
     words = list(model.wv.index_to_key[: cfg.max_words])  # most frequent first
     return words, np.asarray(model.wv[words], dtype=np.float32)
