@@ -1,6 +1,6 @@
 """The Open Inference Protocol v2 (KServe / Triton REST), mounted at /v2 beside the /v1 API.
 
-    GET  /v2                                   server metadata (name, version, extensions)
+    GET  /v2                                   server metadata (name, version, extensions)  (GETs take HEAD too)
     GET  /v2/health/live | /v2/health/ready    liveness; readiness = every served model ready (OIP)
     GET  /v2/models/{name}[/versions/{v}]      model metadata: platform, input and output tensors
     GET  /v2/models/{name}[/versions/{v}]/ready
@@ -53,6 +53,7 @@ from service.oip_tensors import HEADER_LENGTH, decode_inputs, encode_response, s
 from service.registry import TASKS
 
 PLATFORM = "onnxruntime_onnx"
+READ = ["GET", "HEAD"]  # a HEAD gets the GET's status and headers (a client's cheap probe)
 EXTENSIONS = ["binary_tensor_data", "classification"]
 
 
@@ -77,7 +78,9 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return _error(exc.status_code, str(exc.detail))
+    response = _error(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # a 405's Allow
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -115,19 +118,19 @@ def _model(name: str, version: str | None) -> ModelMetadata:
     return meta
 
 
-@v2_app.get("/", response_model=ServerMetadata)
+@v2_app.api_route("/", methods=READ, response_model=ServerMetadata)
 async def server_metadata() -> Response:
     """Server metadata (``GET /v2``)."""
     return _json(ServerMetadata(name="nnserve", version=__version__, extensions=EXTENSIONS))
 
 
-@v2_app.get("/health/live", response_model=Live)
+@v2_app.api_route("/health/live", methods=READ, response_model=Live)
 async def live() -> Response:
     """200 while the server can answer metadata and inference requests."""
     return _json(Live(live=True))
 
 
-@v2_app.get("/health/ready", response_model=Ready, responses={503: {"model": Ready}})
+@v2_app.api_route("/health/ready", methods=READ, response_model=Ready, responses={503: {"model": Ready}})
 async def ready() -> Response:
     """200 when every served model is ready; 503 while one is not, or while the server drains on SIGTERM
     (use /readyz as a load balancer's probe: it stays 200 while models left out by
@@ -234,25 +237,30 @@ def _error_of(exc: ApiError) -> Response:
     return _error(exc.status, exc.message, exc.code, exc.retry_after)
 
 
-@v2_app.get("/models/{name}", response_model=ModelMetadataResponse, responses=_ERRORS)
+@v2_app.api_route("/models/{name}", methods=READ, response_model=ModelMetadataResponse, responses=_ERRORS)
 async def model_metadata(name: Name) -> Response:
     """A model's metadata: versions, platform, and its input and output tensors."""
     return await _metadata(name, None)
 
 
-@v2_app.get("/models/{name}/versions/{version}", response_model=ModelMetadataResponse, responses=_ERRORS)
+@v2_app.api_route(
+    "/models/{name}/versions/{version}",
+    methods=READ,
+    response_model=ModelMetadataResponse,
+    responses=_ERRORS,
+)
 async def model_version_metadata(name: Name, version: Version) -> Response:
     """A model version's metadata (404 for a version not served)."""
     return await _metadata(name, version)
 
 
-@v2_app.get("/models/{name}/ready", response_model=ModelReady, responses=_ERRORS)
+@v2_app.api_route("/models/{name}/ready", methods=READ, response_model=ModelReady, responses=_ERRORS)
 async def model_ready(name: Name) -> Response:
     """200 when the model is ready for inference; 503 when its artifact failed to load."""
     return await _ready(name, None)
 
 
-@v2_app.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=_ERRORS)
+@v2_app.api_route("/models/{name}/versions/{version}/ready", methods=READ, response_model=ModelReady, responses=_ERRORS)
 async def model_version_ready(name: Name, version: Version) -> Response:
     """200 when this version of the model is ready for inference."""
     return await _ready(name, version)

@@ -25,12 +25,19 @@ from service.oip_schemas import (
     TensorMetadata,
 )
 from service.registry import Adapter, Tensors
+from service.request_id import REQUEST_ID
 
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPE = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}  # model.json and numpy dtypes -> the protocol's
 # outputs a client gets only by asking for them (a request without "outputs" gets the graph's own)
 OOD_OUTPUTS = ("ood_score", "out_of_distribution")
 NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
+# narrower integers a client may send for an INT64 input (tritonclient's numpy arrays are often int32): every
+# value fits, so they are widened rather than refused
+WIDENS: dict[str, dict[str, np.dtype[Any]]] = {
+    "INT64": {t: np.dtype(d) for t, d in (("INT8", "i1"), ("INT16", "<i2"), ("INT32", "<i4"), ("UINT8", "u1"),
+                                          ("UINT16", "<u2"), ("UINT32", "<u4"))}
+}  # fmt: skip
 
 
 def tensor_metadata(specs: list[TensorSpec]) -> list[TensorMetadata]:
@@ -106,7 +113,7 @@ def _flatten(data: list[Any], name: str, count: int) -> list[Any]:
 def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, max_rows: int) -> np.ndarray:
     """One request tensor -> a numpy array of the declared dtype and shape, or a 400 saying what is wrong."""
     want = spec.datatype
-    if inp.datatype != want:
+    if inp.datatype != want and inp.datatype not in WIDENS.get(want, {}):
         raise ApiError("invalid_request", f"input {inp.name!r} is {want}, not {inp.datatype}")
     shape = list(inp.shape)
     if len(shape) != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, shape, strict=True)):
@@ -127,20 +134,21 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, 
         arr = np.empty(count, dtype=object)
         arr[:] = items
         return arr.reshape(shape)
-    dtype = NUMPY[want]
+    dtype, sent = NUMPY[want], inp.datatype
+    given = WIDENS[want][sent] if sent != want else dtype  # the values as sent, widened below
     if binary is not None:
-        if len(binary) != count * dtype.itemsize:
-            raise ApiError("invalid_request", f"input {inp.name!r}: {len(binary)} bytes for shape {shape} {want}")
-        arr = np.frombuffer(binary, dtype=dtype)
+        if len(binary) != count * given.itemsize:
+            raise ApiError("invalid_request", f"input {inp.name!r}: {len(binary)} bytes for shape {shape} {sent}")
+        arr = np.frombuffer(binary, dtype=given)
     else:
         flat = _flatten(inp.data or [], inp.name, count)
         ok = (int, float) if want == "FP32" else (int,)
         if not all(isinstance(v, ok) and not isinstance(v, bool) for v in flat):
-            raise ApiError("invalid_request", f"input {inp.name!r}: {want} data must be numbers")
+            raise ApiError("invalid_request", f"input {inp.name!r}: {sent} data must be numbers")
         try:
-            arr = np.asarray(flat, dtype=dtype)
+            arr = np.asarray(flat, dtype=given)
         except OverflowError:
-            raise ApiError("invalid_request", f"input {inp.name!r}: a value is out of {want}'s range") from None
+            raise ApiError("invalid_request", f"input {inp.name!r}: a value is out of {sent}'s range") from None
     if want == "FP32" and not np.isfinite(arr).all():
         raise ApiError("invalid_request", f"input {inp.name!r}: values must be finite")
     return arr.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
@@ -242,7 +250,9 @@ def encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter
                 )
             data = [v.decode() for v in value.ravel()] if datatype == "BYTES" else value.ravel().tolist()
             body.append(ResponseOutput(name=out.name, shape=list(value.shape), datatype=datatype, data=data))
-    header = InferenceResponse(model_name=meta.name, model_version=meta.version, id=req.id, outputs=body)
+    # a request without an id gets the request's own (X-Request-ID): KServe's InferenceResponse requires one
+    rid = req.id if req.id is not None else REQUEST_ID.get()
+    header = InferenceResponse(model_name=meta.name, model_version=meta.version, id=rid, outputs=body)
     text = header.model_dump_json(exclude_none=True).encode()
     if not blobs:
         return Response(text, media_type="application/json")

@@ -146,6 +146,16 @@ def calibrate_text(model_dir: Path) -> None:
     (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
 
 
+@pytest.fixture(scope="module")
+def tc(server):
+    """The official Open Inference Protocol client (tritonclient, HTTP) on the shared server."""
+    import tritonclient.http as triton
+
+    c = triton.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=30.0)
+    yield c
+    c.close()
+
+
 MAX_BODY = 3 << 20  # the shared server's body limit, small enough to test cheaply
 
 

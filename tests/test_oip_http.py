@@ -29,13 +29,6 @@ TEXTS = ["the film is wonderful", "THE ENDING IS AWFUL.", "unknown words only"] 
 
 
 @pytest.fixture(scope="module")
-def tc(server):
-    c = triton.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=30.0)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def pngs(digits) -> list[bytes]:
     return [png_bytes(np.asarray(a[0])) for a in digits.images[:5]]
 

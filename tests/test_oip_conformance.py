@@ -1,0 +1,62 @@
+"""What real Open Inference Protocol clients trip on (issue 18's conformance list), against a real server:
+HEAD on the read routes, Allow on a 405, narrower integers for an INT64 input, and an id on every response."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+from tests.test_oip_http import GAN, LSTM, metadata
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+READ_ROUTES = ["/v2", "/v2/health/live", "/v2/health/ready", f"/v2/models/{GAN}", f"/v2/models/{GAN}/ready"]
+
+
+@pytest.mark.parametrize("path", READ_ROUTES)
+def test_head_answers_as_get_without_a_body(client, path):
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200 and get.content and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_a_405_says_which_methods_are_allowed(client):
+    r = client.post("/v2/health/live")
+    assert r.status_code == 405 and set(r.json()) == {"error"}
+    assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "HEAD"}
+    r = client.get(f"/v2/models/{GAN}/infer")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("datatype", ["INT32", "INT16", "UINT8"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_narrower_integers_are_widened_for_an_int64_input(tc, artifact_root, datatype, binary):
+    meta = metadata(artifact_root, GAN)
+    assert meta.generator is not None
+    z = np.random.default_rng(7).standard_normal((4, meta.generator.latent_dim), dtype=np.float32)
+    images = {}
+    for dt in ("INT64", datatype):
+        zi, yi = triton.InferInput("z", list(z.shape), "FP32"), triton.InferInput("labels", [4], dt)
+        zi.set_data_from_numpy(z, binary_data=binary)
+        yi.set_data_from_numpy(np.array([0, 3, 5, 9], dtype=triton.triton_to_np_dtype(dt)), binary_data=binary)
+        images[dt] = tc.infer(GAN, [zi, yi]).as_numpy("image")
+    np.testing.assert_array_equal(images[datatype], images["INT64"])
+
+
+def test_wider_or_other_types_are_still_refused(client):
+    z = {"name": "z", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16}
+    for y in (
+        {"name": "labels", "shape": [1], "datatype": "UINT64", "data": [1]},
+        {"name": "labels", "shape": [1], "datatype": "FP32", "data": [1.0]},
+        {"name": "labels", "shape": [1], "datatype": "INT32", "data": [2**40]},  # not an INT32 value
+    ):
+        r = client.post(f"/v2/models/{GAN}/infer", json={"inputs": [z, y]})
+        assert r.status_code == 400 and set(r.json()) == {"error"}, (y, r.text)
+
+
+def test_every_response_has_an_id(client):
+    text = {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["the film is wonderful"]}
+    r = client.post(f"/v2/models/{LSTM}/infer", json={"inputs": [text]})
+    assert r.status_code == 200 and r.json()["id"] == r.headers["x-request-id"]  # none sent: the request's own
+    r = client.post(f"/v2/models/{LSTM}/infer", json={"id": "trace-42", "inputs": [text]})
+    assert r.json()["id"] == "trace-42"
