@@ -28,6 +28,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -228,8 +229,8 @@ def lanes() -> list[Lane]:
     """The infer routes for service/lane.py: the same handler without the layers of the mounted app (whose path
     parameters allow 1-64 characters but '/')."""
     return [
-        Lane(re.compile(r"/v2/models/([^/]{1,64})/infer"), _infer_lane, _error_of),
-        Lane(re.compile(r"/v2/models/([^/]{1,64})/versions/([^/]{1,64})/infer"), _infer_lane, _error_of),
+        Lane(re.compile(r"/v2/models/([^/]{1,64})/infer/?"), _infer_lane, _error_of),
+        Lane(re.compile(r"/v2/models/([^/]{1,64})/versions/([^/]{1,64})/infer/?"), _infer_lane, _error_of),
     ]
 
 
@@ -283,3 +284,13 @@ async def infer(request: Request, name: Name) -> Response:
 async def infer_version(request: Request, name: Name, version: Version) -> Response:
     """Inference on a given version of the model."""
     return await _infer(request, name, version)
+
+
+# A path with one trailing slash is the same route (Starlette would answer 307 with an absolute Location built from
+# the Host header: a POST client that does not follow it fails, and behind a TLS proxy it points at http://)
+v2_app.router.redirect_slashes = False
+for _route in list(v2_app.routes):
+    if isinstance(_route, APIRoute) and _route.path != "/":
+        v2_app.add_api_route(
+            _route.path + "/", _route.endpoint, methods=sorted(_route.methods or ()), include_in_schema=False
+        )

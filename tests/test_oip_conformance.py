@@ -60,3 +60,30 @@ def test_every_response_has_an_id(client):
     assert r.status_code == 200 and r.json()["id"] == r.headers["x-request-id"]  # none sent: the request's own
     r = client.post(f"/v2/models/{LSTM}/infer", json={"id": "trace-42", "inputs": [text]})
     assert r.json()["id"] == "trace-42"
+
+
+def test_a_trailing_slash_is_the_same_route_never_a_redirect(client):
+    text = {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["the film is wonderful"]}
+    body = {"id": "1", "inputs": [text]}
+    plain = client.post(f"/v2/models/{LSTM}/infer", json=body)
+    slash = client.post(f"/v2/models/{LSTM}/infer/", json=body)
+    assert slash.status_code == 200 and slash.json() == plain.json()
+    bad = client.post(f"/v2/models/{LSTM}/infer/", json={"inputs": "no"})  # the full stack, not the lane
+    assert bad.status_code == 400 and set(bad.json()) == {"error"}
+    for path in ("/v2/health/live/", f"/v2/models/{LSTM}/", f"/v2/models/{LSTM}/ready/"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 200 and r.json() == client.get(path.rstrip("/")).json(), path
+
+
+def test_an_empty_text_in_a_batch_is_answered_and_flagged_not_a_failed_request(client):
+    data = ["the film is wonderful", "   ", "", "the film is wonderful"]
+    text = {"name": "text", "shape": [4], "datatype": "BYTES", "data": data}
+    outputs = [{"name": "logits"}, {"name": "ood_score"}, {"name": "out_of_distribution"}]
+    r = client.post(f"/v2/models/{LSTM}/infer", json={"inputs": [text], "outputs": outputs})
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    assert out["ood_score"][1:3] == [1.0, 1.0] and out["out_of_distribution"] == [False, True, True, False]
+    assert out["logits"][:2] == out["logits"][6:8]  # the texts around them are answered as if alone
+    # /v1 names the empty text instead: its answers are per text, so it can say which one
+    r = client.post("/v1/sentiment", json={"model": LSTM, "texts": data[:2]})
+    assert r.status_code == 400 and r.json()["error"]["details"] == [{"index": 1}]

@@ -139,9 +139,13 @@ class TextModels(Family):
         return in_input_order(len(items), chunks)
 
 
-def text_rows(engine: Engine, model: str, texts: list[str]) -> tuple[list[TextItem], list[TextRows]]:
+def text_rows(
+    engine: Engine, model: str, texts: list[str], empty_ok: bool = False
+) -> tuple[list[TextItem], list[TextRows]]:
     """Texts -> the model's token-id rows (tokenised exactly as in training; a long text in windows of max_len
-    tokens), with what each text's answer reports; the limits on texts and characters are checked here."""
+    tokens), with what each text's answer reports; the limits on texts and characters are checked here. A text
+    without tokens is a 400, or with ``empty_ok`` (/v2, whose batch has no per-row errors) one unknown token:
+    its answer is the model's prior, flagged out of distribution (every token read is unknown)."""
     meta = engine.metadata(model, TASK)
     pre = meta.text_preprocessing()
     if len(texts) > S.max_texts:
@@ -151,10 +155,12 @@ def text_rows(engine: Engine, model: str, texts: list[str]) -> tuple[list[TextIt
     for i, text in enumerate(texts):
         if len(text) > S.max_text_chars:
             raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
-        if not text.strip():
+        if not text.strip() and not empty_ok:
             raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
         windows, n_tokens = encode_windows(text, pre.tokenizer, engine.vocabs[model], S.text_windows)
-        if not windows:
+        if not windows and empty_ok:
+            windows = [[pre.unk_id]]
+        elif not windows:
             raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
         TOKENS.labels(model).observe(n_tokens)
         sizes = [len(w) for w in windows]
@@ -248,7 +254,7 @@ def _utf8(b: bytes, i: int) -> str:
 
 async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
-    items, encoded = text_rows(engine, meta.name, texts)
+    items, encoded = text_rows(engine, meta.name, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
     return with_ood(meta, combined_logits(results, encoded), [e.unknown for e in encoded])
 
