@@ -39,7 +39,7 @@ class TokenizerConfig(BaseModel):
     lowercase: bool = True
     normalization: Literal["NFC", "NFD", "NFKC", "NFKD"] = Field("NFKC", description="Unicode normalisation first")
     strip_html: bool = True
-    max_len: int = Field(64, ge=1, description="tokens kept per text; longer texts are truncated")
+    max_len: int = Field(64, ge=1, description="tokens per row: a longer text is read in windows of max_len tokens")
 
 
 def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
