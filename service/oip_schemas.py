@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from service.settings import get_settings
+
 
 class OipError(BaseModel):
     error: str
@@ -62,7 +64,7 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    id: str | None = Field(None, max_length=256)
+    id: str | None = Field(None, max_length=get_settings().max_inference_id_chars)
     parameters: dict[str, Scalar] | None = None
     inputs: list[RequestInput] = Field(min_length=1, max_length=16)
     outputs: list[RequestOutput] | None = Field(None, max_length=16)

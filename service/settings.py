@@ -114,6 +114,9 @@ class Settings(BaseSettings):
         ge=1,
         description="open connections per API worker; past it the one idle longest is closed (503 if none is idle)",
     )
+    max_inference_id_chars: int = Field(
+        4096, ge=1, description="characters of a /v2 inference request's id (echoed in its answer; trace ids run long)"
+    )
     max_json_items: int = Field(
         1_000_000,
         ge=1,

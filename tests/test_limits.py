@@ -23,6 +23,7 @@ LIMITS = {
     "NNSERVE_MAX_TEXTS": "2",
     "NNSERVE_MAX_TEXT_CHARS": "40",
     "NNSERVE_TEXT_WINDOWS": "1",
+    "NNSERVE_MAX_INFERENCE_ID_CHARS": "16",
     "NNSERVE_MAX_SAMPLES": "3",
     "NNSERVE_MAX_BODY_BYTES": "60000",
     "NNSERVE_MAX_IMAGE_PIXELS": "2000",
@@ -94,6 +95,10 @@ def test_texts_and_characters(tight):
     assert (p["tokens"], p["tokens_read"], p["windows"], p["truncated"]) == (40, 24, 1, True)
     text = {"name": "text", "datatype": "BYTES"}
     v2 = "/v2/models/synthetic-lstm/infer"
+    one = {**text, "shape": [1], "data": ["good"]}
+    assert tight.post(v2, json={"id": "x" * 16, "inputs": [one]}).json()["id"] == "x" * 16
+    r = tight.post(v2, json={"id": "x" * 17, "inputs": [one]})
+    assert r.status_code == 400 and "id" in r.json()["error"]
     assert tight.post(v2, json={"inputs": [{**text, "shape": [2], "data": ["good", "a" * 40]}]}).status_code == 200
     r = tight.post(v2, json={"inputs": [{**text, "shape": [3], "data": ["a", "b", "c"]}]})
     assert r.status_code == 400 and "rows per request" in r.json()["error"]

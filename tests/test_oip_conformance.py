@@ -60,6 +60,8 @@ def test_every_response_has_an_id(client):
     assert r.status_code == 200 and r.json()["id"] == r.headers["x-request-id"]  # none sent: the request's own
     r = client.post(f"/v2/models/{LSTM}/infer", json={"id": "trace-42", "inputs": [text]})
     assert r.json()["id"] == "trace-42"
+    long_id = "00-" + "ab" * 500  # longer than the 256 characters once allowed (NNSERVE_MAX_INFERENCE_ID_CHARS)
+    assert client.post(f"/v2/models/{LSTM}/infer", json={"id": long_id, "inputs": [text]}).json()["id"] == long_id
 
 
 def test_a_trailing_slash_is_the_same_route_never_a_redirect(client):
