@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     )
     max_texts: int = Field(64, ge=1, le=4096, description="texts per sentiment request")
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
+    max_explain_chars: int = Field(
+        20_000, ge=1, description="characters of text per sentiment request with explain (finding token places)"
+    )
     text_windows: int = Field(
         DEFAULT_WINDOWS, ge=1, le=64, description="windows of a model's max_len tokens read per text; the rest is cut"
     )

@@ -24,6 +24,7 @@ LIMITS = {
     "NNSERVE_MAX_TEXT_CHARS": "40",
     "NNSERVE_TEXT_WINDOWS": "1",
     "NNSERVE_MAX_INFERENCE_ID_CHARS": "16",
+    "NNSERVE_MAX_EXPLAIN_CHARS": "50",
     "NNSERVE_MAX_SAMPLES": "3",
     "NNSERVE_MAX_BODY_BYTES": "60000",
     "NNSERVE_MAX_IMAGE_PIXELS": "2000",
@@ -89,6 +90,15 @@ def test_texts_and_characters(tight):
     )
     assert_envelope(
         tight.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["a" * 41]}), 400, "invalid_request"
+    )
+    explain = {"model": "synthetic-attn", "explain": True}
+    assert tight.post("/v1/sentiment", json={**explain, "texts": ["a good film " * 3, "b" * 10]}).status_code == 200
+    err = assert_envelope(
+        tight.post("/v1/sentiment", json={**explain, "texts": ["a" * 40, "b" * 11]}), 400, "invalid_request"
+    )
+    assert "explain" in err["message"]
+    assert (
+        tight.post("/v1/sentiment", json={"model": "synthetic-attn", "texts": ["a" * 40, "b" * 11]}).status_code == 200
     )
     # 40 tokens, one window of the model's 24 read (NNSERVE_TEXT_WINDOWS=1): cut, and said so
     (p,) = tight.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["!" * 40]}).json()["predictions"]

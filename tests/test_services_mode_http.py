@@ -29,10 +29,9 @@ def test_same_answers_as_in_worker_batching(services_client, client, digits):
         ("/v1/classify", {"model": "digits-cnn", "images": images, "top_k": 2}),
         ("/v1/sentiment", {"model": "synthetic-lstm", "texts": ["a great film", "dull and bad"]}),
         # 64 long texts in 8 windows each: 512 rows in one call, over the text batch size (128)
-        (
-            "/v1/sentiment",
-            {"model": "synthetic-attn", "texts": ["the film is wonderful , " * 60] * 64, "explain": True},
-        ),
+        ("/v1/sentiment", {"model": "synthetic-attn", "texts": ["the film is wonderful , " * 60] * 64}),
+        # and explained (16 texts of 170 tokens: 8 windows each, within NNSERVE_MAX_EXPLAIN_CHARS)
+        ("/v1/sentiment", {"model": "synthetic-attn", "texts": ["the film is good , " * 34] * 16, "explain": True}),
         ("/v1/encode", {"model": "digits-ae", "images": images[:2]}),
         ("/v1/generate", {"model": "digits-cgan", "n": 3, "seed": 4, "label": 2}),
         ("/v1/interpolate", {"model": "digits-vae", "steps": 3, "images": images[:2]}),

@@ -233,6 +233,8 @@ def test_windows_cover_the_text_in_order_up_to_the_cap():
         "ﬁne ﬁlm, İstanbul'S best, Straße",
         "ce\u0301le\u0300bre \u0000nul\u0085next",
         "ＦＵＬＬ width <a href='x'>link</a> y'all can't",
+        "ｶﾞｲﾄﾞ good film",  # half-width katakana: the voicing mark joins the character before it
+        "‹" + "İ" * 120 + "> good film",  # lowercasing lengthens İ: done after the tag is stripped, as tokenize does
     ],
 )
 def test_token_spans_point_at_the_characters_of_each_token(text):

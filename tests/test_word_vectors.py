@@ -77,3 +77,12 @@ def test_keep_last_keeps_the_final_epoch(keep):
     chosen = 3 if keep == "last" else 1 + int(np.argmin(losses))
     assert ckpt["metrics"]["best_epoch"] == chosen
     assert ckpt["metrics"]["val_loss"] == pytest.approx(losses[chosen - 1], rel=1e-6)
+
+
+def test_fixed_vectors_refuse_weight_decay(tmp_path):
+    """Decay moves every row whatever its gradient, so it would move the fixed ones."""
+    small_vectors(tmp_path / "v", extra=[])
+    cfg = TextTrainConfig(epochs=1, progress=False, threads=1, max_len=24, min_freq=1, weight_decay=0.01)
+    cfg = TextTrainConfig(**{**cfg.__dict__, "vectors": str(tmp_path / "v")})
+    with pytest.raises(ValueError, match="weight-decay"):
+        train_text(synthetic_sentiment(100), cfg, {"hidden_size": 8})

@@ -46,7 +46,7 @@ class TextTrainConfig(TrainConfig):
     weight_decay: float = 0.0
     patience: int = 3
     augment: str = "none"
-    split: str = "random"  # random | sentences (see contract.text_data.sentence_split)
+    split: str = "random"  # random (distinct texts, stratified) | sentences (contract.text_data.phrase_split)
     max_len: int = 64
     min_freq: int = 2
     max_vocab: int = 30_000
@@ -101,6 +101,8 @@ def start_from_vectors(
     known = set(words)
     has_vector = torch.tensor([w in known for w in vocab.itos])
     if cfg.freeze_vectors:
+        if cfg.weight_decay:  # decay moves a row whatever its gradient: the fixed rows would drift
+            raise ValueError("fixed word vectors and --weight-decay do not mix: add --tune-vectors or drop the decay")
         weight.register_hook(lambda g: g.masked_fill(has_vector.unsqueeze(1), 0.0))
     return {
         "init": "word vectors",

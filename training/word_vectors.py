@@ -23,7 +23,6 @@ import json
 import logging
 import sys
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ class Word2VecConfig:
     epochs: int = 5
     max_words: int = 30_000  # the most frequent words kept (the embedding's rows)
     seed: int = 0
-    workers: int = 1  # more threads train faster but not reproducibly (gensim's own caveat)
+    workers: int = 1  # more threads train faster but not reproducibly (gensim's own caveat): one keeps it exact
 
 
 def unsup_texts(path: Path) -> list[str]:
@@ -69,10 +68,6 @@ def training_texts(path: Path, val_fraction: float, split_seed: int) -> list[str
     return [ds.texts[i] for i in train]
 
 
-def stable_hash(text: str) -> int:
-    return zlib.crc32(text.encode("utf-8"))
-
-
 def train_vectors(sentences: list[list[str]], cfg: Word2VecConfig) -> tuple[list[str], np.ndarray]:
     from gensim.models import Word2Vec
 
@@ -87,7 +82,6 @@ def train_vectors(sentences: list[list[str]], cfg: Word2VecConfig) -> tuple[list
         seed=cfg.seed,
         workers=cfg.workers,
         max_final_vocab=cfg.max_words,
-        hashfxn=stable_hash,  # Python's hash() of a str changes per process, and seeds each word's start vector
     )
     words = list(model.wv.index_to_key[: cfg.max_words])  # most frequent first
     return words, np.asarray(model.wv[words], dtype=np.float32)
@@ -122,7 +116,7 @@ def merged_vocab(own: Vocab, words: list[str], max_size: int) -> Vocab:
 
 def init_embedding(vocab: Vocab, words: list[str], vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(len(vocab), D) rows: the word's vector where it has one; others drawn with the vectors' own spread;
-    <pad> zero. Returns the matrix and sets nothing else."""
+    <pad> and <unk> zero. Returns the matrix and sets nothing else."""
     index = {w: i for i, w in enumerate(words)}
     std = float(vectors.std())
     out = rng.normal(0.0, std, size=(len(vocab), vectors.shape[1])).astype(np.float32)
