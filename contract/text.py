@@ -194,10 +194,15 @@ def encode_windows(
     return [ids[i : i + step] for i in range(0, min(len(ids), step * max_windows), step)], len(ids)
 
 
-def combine_windows(logits: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
-    """(W, K) logits of a text's windows -> (K,): their mean weighted by each window's token count."""
-    w = np.asarray(sizes, dtype=np.float64)
-    return (logits.astype(np.float64) * (w / w.sum())[:, None]).sum(0).astype(np.float32)
+def combine_windows(logits: np.ndarray, sizes: Sequence[Sequence[int]]) -> np.ndarray:
+    """(R, K) logits of the rows of several texts, in order, and each text's window sizes -> (N, K): each text's
+    windows averaged with their token counts as weights."""
+    out, start = [], 0
+    for text_sizes in sizes:
+        w = np.asarray(text_sizes, dtype=np.float64)
+        out.append((logits[start : start + len(w)].astype(np.float64) * (w / w.sum())[:, None]).sum(0))
+        start += len(w)
+    return np.asarray(out, dtype=np.float32)
 
 
 def pad_right(seqs: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -78,12 +78,7 @@ def text_logits(
         if out.shape[1] == 0:
             out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
         out[idx] = logits
-    result, start = [], 0
-    for text_windows, _ in encoded:
-        sizes = [len(w) for w in text_windows] or [1]
-        result.append(combine_windows(out[start : start + len(sizes)], sizes))
-        start += len(sizes)
-    return np.stack(result)
+    return combine_windows(out, [[len(w) for w in text_windows] or [1] for text_windows, _ in encoded])
 
 
 def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, windows: int = DEFAULT_WINDOWS) -> np.ndarray:

@@ -221,8 +221,8 @@ def test_windows_cover_the_text_in_order_up_to_the_cap():
     windows, n = encode_windows("w x " * 5, tok, v, max_windows=2)
     assert n == 10 and sum(map(len, windows)) == 8  # the rest is cut, and the caller can tell
     assert encode_windows("  ", tok, v) == ([], 0)
-    logits = np.array([[0.0, 4.0], [2.0, 0.0]], dtype=np.float32)
-    np.testing.assert_allclose(combine_windows(logits, [3, 1]), [0.5, 3.0])
+    logits = np.array([[0.0, 4.0], [2.0, 0.0], [1.0, 1.0]], dtype=np.float32)  # a text of 2 windows, one of 1
+    np.testing.assert_allclose(combine_windows(logits, [[3, 1], [5]]), [[0.5, 3.0], [1.0, 1.0]])
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def training_texts(path: Path, val_fraction: float, split_seed: int) -> list[str
     ds = load_table(path, name=name)
     tok = TokenizerConfig(max_len=PRESETS[name].max_len)
     train, _ = split(ds, PRESETS[name].split, val_fraction, split_seed, tok)
-    if name == "sst2":  # its rows repeat every phrase of a sentence: keep the sentences (rows in no other row)
+    if PRESETS[name].split == "sentences":  # phrase-level rows (SST-2): keep the sentences, rows in no other row
         train = train[sentence_rows([tuple(tokenize(ds.texts[i], tok)) for i in train])]
     return [ds.texts[i] for i in train]
 

@@ -185,12 +185,7 @@ async def tokenized(
 
 def combined_logits(results: list[InferResult], encoded: list[TextRows]) -> np.ndarray:
     """One row of logits per text: its windows' combined."""
-    return np.stack(
-        [
-            combine_windows(np.stack([r.logits for r in results[e.start : e.start + len(e.sizes)]]), e.sizes)
-            for e in encoded
-        ]
-    )
+    return combine_windows(np.stack([r.logits for r in results]), [e.sizes for e in encoded])
 
 
 def explanations(
