@@ -62,7 +62,7 @@ COPY contract/ contract/
 COPY artifacts/ artifacts/
 
 USER nnserve
-EXPOSE 3000
+EXPOSE 3000 8001
 
 # /readyz answers 200 only once every model service has loaded and warmed up. The slim image has no curl, so the
 # probe is Python's urllib: urlopen raises (exit 1) on a refused connection and on any non-2xx answer.

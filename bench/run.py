@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(c) nnserve: bentoml serve, {label} {env or ''}", flush=True)
         bento = Proc([str(Path(sys.executable).with_name("bentoml")), "serve", "service.service:NNServe", "--host",
                       "127.0.0.1", "--port", str(port)], {"NNSERVE_MODEL_DIR": str(args.model_dir),
-                      "BENTOML_DO_NOT_TRACK": "True", **env}, f"http://127.0.0.1:{port}/readyz",
+                      "BENTOML_DO_NOT_TRACK": "True", "NNSERVE_GRPC_PORT": "0", **env}, f"http://127.0.0.1:{port}/readyz",
                      logs / f"nnserve-{label}.log")  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"

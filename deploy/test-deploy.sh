@@ -130,9 +130,11 @@ docker run --rm --entrypoint python nnserve:latest -c "import importlib.util as 
     || die "torch is in the serving image"
 [ "$(docker run --rm --entrypoint id nnserve:latest -u)" != 0 ] || die "the serving image runs as root"
 
-API_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-export API_HOST_PORT="$API_PORT"
-log "docker-compose up api prometheus (api published on 127.0.0.1:$API_PORT)"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+API_PORT="$(free_port)"
+GRPC_PORT="$(free_port)"
+export API_HOST_PORT="$API_PORT" API_GRPC_HOST_PORT="$GRPC_PORT"
+log "docker-compose up api prometheus (api published on 127.0.0.1:$API_PORT, gRPC on 127.0.0.1:$GRPC_PORT)"
 compose up -d --no-build api prometheus
 cid="$(compose ps -q api)"
 for _ in $(seq 1 90); do
@@ -163,6 +165,19 @@ meta="$(curl -s "http://127.0.0.1:$API_PORT/v2/models/mnist-cnn")"
 python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1]).get("platform") != "onnxruntime_onnx")' "$meta" \
     || die "/v2/models/mnist-cnn is wrong: $meta"
 echo "/v2/models/mnist-cnn: $meta" | cut -c1-200
+# the protocol over gRPC through the published port, with the official client (from make test's environment)
+"$REPO/.venv/bin/python" - "127.0.0.1:$GRPC_PORT" "$digit" <<'PY' || die "gRPC through the published port failed"
+import sys, numpy as np, tritonclient.grpc as g
+from PIL import Image
+c = g.InferenceServerClient(sys.argv[1])
+assert c.is_server_ready() and c.is_model_ready("mnist-cnn")
+x = (np.asarray(Image.open(sys.argv[2]).convert("L"), np.float32)[None, None] / 255.0 - 0.1307) / 0.3081  # an MNIST row
+t = g.InferInput("input", list(x.shape), "FP32")
+t.set_data_from_numpy(x)
+top = c.infer("mnist-cnn", [t], outputs=[g.InferRequestedOutput("logits", class_count=1)]).as_numpy("logits")
+print("gRPC ModelInfer mnist-cnn:", top[0][0].decode())
+assert top[0][0].decode().endswith(":7"), top
+PY
 
 prom() { compose exec -T prometheus wget -qO- "http://127.0.0.1:9090/api/v1/$1"; }
 for _ in $(seq 1 30); do

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from service.stats import BatchTiming
+
 
 class QueueFull(RuntimeError):
     """More rows are waiting than the batcher accepts: the caller answers 503 with Retry-After."""
@@ -40,30 +42,34 @@ class GreedyBatcher:
         self.name = name
         self.inline_s = inline_s
         self.row_s = float("inf")  # moving average of seconds per row; unknown until a batch has run on the thread
-        self._pending: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
+        self._pending: deque[tuple[list[Any], asyncio.Future[tuple[list[Any], BatchTiming]]]] = deque()
         self._queued = 0
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
 
-    async def submit(self, rows: list[Any]) -> list[Any]:
-        """Queue one request's rows; -> one result per row, in order, once their batch has run."""
+    async def submit(self, rows: list[Any], timing: BatchTiming | None = None) -> list[Any]:
+        """Queue one request's rows; -> one result per row, in order, once their batch has run (when it started and
+        ended go to ``timing``)."""
         if not rows:
             return []
         if self._queued and self._queued + len(rows) > self.max_queue:  # an empty queue admits any request
             raise QueueFull(f"{self.name}: {self._queued} rows already waiting")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
+        future: asyncio.Future[tuple[list[Any], BatchTiming]] = loop.create_future()
         self._pending.append((rows, future))
         self._queued += len(rows)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
-        return await future
+        results, ran = await future
+        if timing is not None:
+            timing.start, timing.end = ran.start, ran.end
+        return results
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch: list[Any] = []
-            owners: list[tuple[asyncio.Future[list[Any]], int]] = []
+            owners: list[tuple[asyncio.Future[tuple[list[Any], BatchTiming]], int]] = []
             # whole requests only; a request larger than max_batch runs as its own batch
             while self._pending and (not batch or len(batch) + len(self._pending[0][0]) <= self.max_batch):
                 rows, future = self._pending.popleft()
@@ -75,13 +81,15 @@ class GreedyBatcher:
             if not batch:
                 continue
             try:
+                ran = BatchTiming(start=time.perf_counter())
                 results = await self._run(loop, batch)
+                ran.end = time.perf_counter()
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} rows")
                 start = 0
                 for future, n in owners:
                     if not future.done():
-                        future.set_result(results[start : start + n])
+                        future.set_result((results[start : start + n], ran))
                     start += n
             except Exception as e:  # the batch failed: every request in it still waiting fails the same way
                 for future, _ in owners:

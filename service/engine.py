@@ -13,6 +13,7 @@ import base64
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
@@ -32,6 +33,7 @@ from service.registry import TASKS
 from service.runtime import ArtifactError, discover, load_model, load_vocab, providers, read_metadata, warm_up
 from service.schemas import BatchingInfo, ModelCard
 from service.settings import get_settings
+from service.stats import BatchTiming, request_done
 
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 S = get_settings()
@@ -103,10 +105,14 @@ class Engine:
     async def call(self, task: str, items: list[Any], model: str, method: str = "infer") -> list[Any]:
         """Rows to the task's family, batched with other requests' rows (in this worker, or in the model
         service); one result per row."""
+        handed_over, timing, ok = time.perf_counter(), BatchTiming(), False
         try:
             if S.batching == "api":
-                return await self.batchers[task, method].submit(items)
-            return await getattr(getattr(self, TASKS[task].attr).to_async, method)(items)
+                results = await self.batchers[task, method].submit(items, timing)
+            else:
+                results = await getattr(getattr(self, TASKS[task].attr).to_async, method)(items)
+            ok = True
+            return results
         except QueueFull:
             raise ApiError("overloaded", "the model queue is full; retry later", retry_after=1) from None
         except BentoMLException as e:
@@ -117,6 +123,8 @@ class Engine:
         except Exception:  # in-worker batching: the batch function itself failed
             log.exception("inference failed for %s", model)
             raise ApiError("internal_error", "inference failed") from None
+        finally:
+            request_done(model, ok, handed_over, timing)
 
     async def image_rows(
         self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None = None

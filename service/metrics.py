@@ -37,6 +37,10 @@ ANOMALIES = Counter("nnserve_anomalies_total", "autoencoder inputs over their an
 OUT_OF_DISTRIBUTION = Counter(
     "nnserve_out_of_distribution_total", "classifier inputs flagged out of distribution", ["model"]
 )
+GRPC_REQUESTS = Counter(
+    "nnserve_grpc_requests_total", "gRPC calls (service/oip_grpc.py) by method and status code", ["method", "code"]
+)
+GRPC_SECONDS = Histogram("nnserve_grpc_request_seconds", "gRPC call duration", ["method"], buckets=_FAST)
 GENERATED = Counter("nnserve_generated_samples_total", "images produced by generators (samples and frames)", ["model"])
 
 

@@ -5,6 +5,8 @@
     GET  /v2/models/{name}[/versions/{v}]      model metadata: platform, input and output tensors
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer
+    GET  /v2/models/{name}[/versions/{v}]/config   Triton's model configuration
+    GET  /v2/models/stats, /v2/models/{name}[/versions/{v}]/stats   Triton's statistics (service/stats.py)
 
 Requests run through the same families, batchers and limits as /v1 (the Engine's public ``call``). A model's v2
 tensors are its ONNX graph's, as its model.json records them, with one exception: a text classifier takes
@@ -36,24 +38,27 @@ from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
 from service import __version__
-from service.engine import current
+from service.engine import Engine, current
 from service.errors import ApiError, validation_details
 from service.lane import Lane
 from service.middleware import ERROR_CODE_HEADER
+from service.oip_extensions import PLATFORM, model_config, statistics
 from service.oip_schemas import (
     InferenceRequest,
     InferenceResponse,
     Live,
+    ModelConfig,
     ModelMetadataResponse,
     ModelReady,
+    ModelStatisticsResponse,
     OipError,
     Ready,
     ServerMetadata,
 )
 from service.oip_tensors import HEADER_LENGTH, decode_inputs, encode_response, split_body
-from service.registry import TASKS
+from service.registry import TASKS, Tensors
+from service.settings import get_settings
 
-PLATFORM = "onnxruntime_onnx"
 READ = ["GET", "HEAD"]  # a HEAD gets the GET's status and headers (a client's cheap probe)
 EXTENSIONS = ["binary_tensor_data", "classification"]
 
@@ -112,8 +117,12 @@ def _json(model: BaseModel, status: int = 200) -> Response:
 
 
 def _model(name: str, version: str | None) -> ModelMetadata:
+    return model_of(current(), name, version)
+
+
+def model_of(svc: Engine, name: str, version: str | None) -> ModelMetadata:
     """The served model named in the URL (404 for an unknown name or version, 503 when not ready)."""
-    meta = current().metadata(name)  # 404 for an unknown name, 503 for an artifact that failed to load
+    meta = svc.metadata(name)  # 404 for an unknown name, 503 for an artifact that failed to load
     if version is not None and version != meta.version:
         raise ApiError("model_not_found", f"model {name!r} has no version {version!r} (served: {meta.version})")
     return meta
@@ -206,18 +215,24 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
 
 async def infer_body(body: bytes, header_length: str | None, name: str, version: str | None) -> Response:
     """An inference request's body (its JSON header and any binary tensor data) -> the answer."""
-    meta = _model(name, version)
+    svc = current()
+    meta = model_of(svc, name, version)
     header, binary = split_body(body, header_length)
     try:
         req = InferenceRequest.model_validate_json(header)
     except ValidationError as e:
         message, _ = validation_details(list(e.errors()))
         raise ApiError("invalid_request", f"invalid inference request: {message}") from None
-    svc = current()
+    adapter = TASKS[meta.task].v2
+    return encode_response(req, meta, adapter, await run_request(svc, meta, req, binary))
+
+
+async def run_request(svc: Engine, meta: ModelMetadata, req: InferenceRequest, binary: bytes) -> Tensors:
+    """A parsed inference request (and its binary tensor data) -> every output the model's adapter gives;
+    HTTP and gRPC (service/oip_grpc.py) alike."""
     adapter = TASKS[meta.task].v2
     tensors = decode_inputs(req, adapter.inputs(meta), binary, svc.max_rows(meta.task))
-    outputs = await adapter.run(svc, meta, tensors)
-    return encode_response(req, meta, adapter, outputs)
+    return await adapter.run(svc, meta, tensors)
 
 
 async def _infer_lane(body: bytes, scope: MutableMapping[str, Any], groups: tuple[str, ...]) -> Response:
@@ -236,6 +251,23 @@ def lanes() -> list[Lane]:
 
 def _error_of(exc: ApiError) -> Response:
     return _error(exc.status, exc.message, exc.code, exc.retry_after)
+
+
+@v2_app.api_route("/models/stats", methods=READ, response_model=ModelStatisticsResponse, responses=_ERRORS)
+async def all_statistics() -> Response:
+    """Every served model's statistics (Triton's statistics extension; service/stats.py says what is counted)."""
+    svc = current()
+    names = sorted(set(svc.catalog) - set(svc.failed))
+    return _json(ModelStatisticsResponse(model_stats=statistics(svc.catalog, names)))
+
+
+async def _statistics(name: str, version: str | None) -> Response:
+    meta = _model(name, version)
+    return _json(ModelStatisticsResponse(model_stats=statistics(current().catalog, [meta.name])))
+
+
+async def _config(name: str, version: str | None) -> Response:
+    return _json(model_config(_model(name, version), get_settings()))
 
 
 @v2_app.api_route("/models/{name}", methods=READ, response_model=ModelMetadataResponse, responses=_ERRORS)
@@ -265,6 +297,34 @@ async def model_ready(name: Name) -> Response:
 async def model_version_ready(name: Name, version: Version) -> Response:
     """200 when this version of the model is ready for inference."""
     return await _ready(name, version)
+
+
+@v2_app.api_route("/models/{name}/config", methods=READ, response_model=ModelConfig, responses=_ERRORS)
+async def config(name: Name) -> Response:
+    """The model's configuration in Triton's shape: tensors, batch limits, batching and instances."""
+    return await _config(name, None)
+
+
+@v2_app.api_route(
+    "/models/{name}/versions/{version}/config", methods=READ, response_model=ModelConfig, responses=_ERRORS
+)
+async def version_config(name: Name, version: Version) -> Response:
+    """A model version's configuration."""
+    return await _config(name, version)
+
+
+@v2_app.api_route("/models/{name}/stats", methods=READ, response_model=ModelStatisticsResponse, responses=_ERRORS)
+async def model_stats(name: Name) -> Response:
+    """The model's statistics: requests, their phases' cumulative time, and onnxruntime runs per batch size."""
+    return await _statistics(name, None)
+
+
+@v2_app.api_route(
+    "/models/{name}/versions/{version}/stats", methods=READ, response_model=ModelStatisticsResponse, responses=_ERRORS
+)
+async def version_stats(name: Name, version: Version) -> Response:
+    """A model version's statistics."""
+    return await _statistics(name, version)
 
 
 @v2_app.post(

@@ -83,3 +83,77 @@ class InferenceResponse(BaseModel):
     model_version: str
     id: str | None = None
     outputs: list[ResponseOutput]
+
+
+# ---- Triton's extensions: model configuration and statistics ---------------------------------------------
+
+
+class ConfigTensor(BaseModel):
+    name: str
+    data_type: str = Field(description="Triton's type name: TYPE_FP32, TYPE_INT64, TYPE_STRING, TYPE_BOOL")
+    dims: list[int] = Field(description="without the batch axis (max_batch_size > 0); -1 marks a dynamic axis")
+    reshape: dict[str, list[int]] | None = Field(None, description="{'shape': []}: a tensor of one value per row")
+
+
+class DynamicBatching(BaseModel):
+    max_queue_delay_microseconds: int
+    preferred_batch_size: list[int] = []
+
+
+class InstanceGroup(BaseModel):
+    name: str
+    kind: str
+    count: int
+
+
+class ModelConfig(BaseModel):
+    """Triton's model configuration (``GET /v2/models/{name}/config``): what the model takes and how it is
+    batched."""
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int = Field(description="rows one request may carry")
+    input: list[ConfigTensor]
+    output: list[ConfigTensor]
+    dynamic_batching: DynamicBatching
+    instance_group: list[InstanceGroup]
+    version_policy: dict[str, dict[str, int]]
+    parameters: dict[str, dict[str, str]] = Field(description="nnserve's batching settings, as string_value")
+
+
+class StatisticDuration(BaseModel):
+    count: int
+    ns: int
+
+
+class InferStatistics(BaseModel):
+    success: StatisticDuration
+    fail: StatisticDuration
+    queue: StatisticDuration
+    compute_input: StatisticDuration
+    compute_infer: StatisticDuration
+    compute_output: StatisticDuration
+    cache_hit: StatisticDuration
+    cache_miss: StatisticDuration
+
+
+class InferBatchStatistics(BaseModel):
+    batch_size: int
+    compute_input: StatisticDuration
+    compute_infer: StatisticDuration
+    compute_output: StatisticDuration
+
+
+class ModelStatistics(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="ms since the epoch; 0: never")
+    inference_count: int = Field(description="rows run through the model's graphs")
+    execution_count: int = Field(description="onnxruntime runs")
+    inference_stats: InferStatistics
+    batch_stats: list[InferBatchStatistics]
+
+
+class ModelStatisticsResponse(BaseModel):
+    model_stats: list[ModelStatistics]

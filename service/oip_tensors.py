@@ -154,7 +154,7 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, 
     return arr.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
 
 
-def _bytes_payload(values: list[bytes]) -> bytes:
+def bytes_payload(values: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(v)) + v for v in values)
 
 
@@ -208,14 +208,16 @@ def decode_inputs(req: InferenceRequest, specs: list[TensorMetadata], binary: by
     return tensors
 
 
-def encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter, outputs: Tensors) -> Response:
+def select_outputs(
+    req: InferenceRequest, meta: ModelMetadata, adapter: Adapter, outputs: Tensors
+) -> list[tuple[RequestOutput, np.ndarray, str]]:
+    """The outputs a request asked for (the graph's own when it names none), each with its value (the top k as
+    strings under the classification extension) and its datatype."""
     requested = req.outputs or [RequestOutput(name=n) for n in outputs if n not in OOD_OUTPUTS]
     names = [o.name for o in requested]
     if len(set(names)) != len(names):
         raise ApiError("invalid_request", f"an output is requested more than once: {names}")
-    binary_default = _flag(req.parameters, "binary_data_output")
-    body: list[ResponseOutput] = []
-    blobs: list[bytes] = []
+    selected = []
     for out in requested:
         if out.name not in outputs:
             raise ApiError("invalid_request", f"the model has outputs {list(outputs)}, not {out.name!r}")
@@ -227,15 +229,31 @@ def encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter
             if not isinstance(k, int) or isinstance(k, bool) or k < 1:
                 raise ApiError("invalid_request", "classification takes a positive integer")
             value = classification(value, meta.labels, k)
-        datatype = "BYTES" if value.dtype == object else DATATYPE[str(value.dtype)]
+        selected.append((out, value, "BYTES" if value.dtype == object else DATATYPE[str(value.dtype)]))
+    return selected
+
+
+def raw_bytes(value: np.ndarray, datatype: str) -> bytes:
+    """An output's bytes under the binary tensor data extension (and gRPC's raw_output_contents)."""
+    if datatype == "BYTES":
+        return bytes_payload(list(value.ravel()))
+    return value.astype(value.dtype.newbyteorder("<")).tobytes()
+
+
+def response_id(req: InferenceRequest) -> str | None:
+    """The request's own id, else the request id (X-Request-ID): KServe's InferenceResponse requires one."""
+    return req.id if req.id is not None else REQUEST_ID.get()
+
+
+def encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter, outputs: Tensors) -> Response:
+    binary_default = _flag(req.parameters, "binary_data_output")
+    body: list[ResponseOutput] = []
+    blobs: list[bytes] = []
+    for out, value, datatype in select_outputs(req, meta, adapter, outputs):
         params = out.parameters or {}
         binary = params["binary_data"] is True if "binary_data" in params else binary_default
         if binary:
-            raw = (
-                _bytes_payload(list(value.ravel()))
-                if datatype == "BYTES"
-                else value.astype(value.dtype.newbyteorder("<")).tobytes()
-            )
+            raw = raw_bytes(value, datatype)
             blobs.append(raw)
             body.append(
                 ResponseOutput(
@@ -250,9 +268,7 @@ def encode_response(req: InferenceRequest, meta: ModelMetadata, adapter: Adapter
                 )
             data = [v.decode() for v in value.ravel()] if datatype == "BYTES" else value.ravel().tolist()
             body.append(ResponseOutput(name=out.name, shape=list(value.shape), datatype=datatype, data=data))
-    # a request without an id gets the request's own (X-Request-ID): KServe's InferenceResponse requires one
-    rid = req.id if req.id is not None else REQUEST_ID.get()
-    header = InferenceResponse(model_name=meta.name, model_version=meta.version, id=rid, outputs=body)
+    header = InferenceResponse(model_name=meta.name, model_version=meta.version, id=response_id(req), outputs=body)
     text = header.model_dump_json(exclude_none=True).encode()
     if not blobs:
         return Response(text, media_type="application/json")

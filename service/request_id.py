@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -29,6 +30,8 @@ _VALID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _PREFIX = os.urandom(8).hex()
 _COUNTER = itertools.count(1)
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("nnserve_request_id", default=None)
+# perf_counter() when the request arrived (service/stats.py's statistics start there); gRPC calls set it too
+ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("nnserve_arrived", default=None)
 
 
 def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
@@ -52,6 +55,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        arrived = ARRIVED.set(time.perf_counter())
         rid = request_id_for(scope.get("headers", []))
         token = REQUEST_ID.set(rid)
 
@@ -65,6 +69,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+            ARRIVED.reset(arrived)
 
 
 class RequestIdFilter(logging.Filter):

@@ -44,7 +44,10 @@ def endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
         return "/v1/models/{name}"
     if path.startswith("/v2/models/"):
-        for suffix in ("/infer", "/ready"):
+        path = path.rstrip("/")
+        if path == "/v2/models/stats":
+            return path
+        for suffix in ("/infer", "/ready", "/config", "/stats"):
             if path.endswith(suffix):
                 return "/v2/models/{name}" + suffix
         return "/v2/models/{name}"

@@ -15,6 +15,7 @@ from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TensorSpe
 from contract.text import Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS, child
 from service.settings import Settings
+from service.stats import executed
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,10 @@ class OnnxModel:
         t0 = time.perf_counter()
         feed = {spec.name: x for spec, x in zip(self.inputs, inputs, strict=True)}
         outs = self.session.run([o.name for o in self.outputs], feed)
-        child(INFERENCE_SECONDS, self.series).observe(time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        child(INFERENCE_SECONDS, self.series).observe(seconds)
         child(BATCH_SIZE, self.series).observe(len(inputs[0]))
+        executed(self.name, len(inputs[0]), seconds)
         return outs
 
     def output_index(self, name: str) -> int | None:

@@ -40,6 +40,7 @@ from service.lane import LaneMiddleware, body_model_lanes
 from service.metrics import bound_bentoml_endpoint_labels, own_metrics_dir
 from service.middleware import AdmissionMiddleware
 from service.oip import v2_app
+from service.oip_grpc import check_port, serve_grpc
 from service.openapi import DocsMiddleware
 from service.registry import load_tasks
 from service.request_id import RequestIdFilter, RequestIdMiddleware
@@ -54,6 +55,7 @@ log.addFilter(RequestIdFilter())
 S = get_settings()
 TASKS = load_tasks()  # every module of service/tasks/ registers its task
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
+check_port(S)  # in the serving process: no other process on the gRPC port (service/oip_grpc.py)
 bound_bentoml_endpoint_labels()  # BentoML's request series labelled by route, not by raw path
 install_transport(  # head timeout and size, keep-alive, connection cap and balance (service/transport.py)
     Limits(S.head_timeout_s, S.max_head_bytes, S.keep_alive_s, S.max_connections, S.api_workers)
@@ -136,8 +138,15 @@ class NNServe(Engine):
         super().__init__()
         # Graceful shutdown: on SIGTERM readiness turns false at once (/readyz, /v2/health/ready) and the worker
         # serves for drain_s more seconds before uvicorn closes the listener and finishes what is in flight.
-        delay_sigterm(S.drain_s, "not ready;", lambda: setattr(self, "draining", True))
+        self.grpc = serve_grpc(self)  # the protocol over gRPC on NNSERVE_GRPC_PORT (service/oip_grpc.py)
+        delay_sigterm(S.drain_s, "not ready;", self._on_sigterm)
         settle_heap(S)
+
+    def _on_sigterm(self) -> None:
+        """In the signal handler: flag and schedule only."""
+        self.draining = True
+        if self.grpc is not None:
+            self.grpc.stop_later()
 
     async def __is_ready__(self) -> bool:
         """BentoML's /readyz: false from SIGTERM on (the families loaded in __init__ or start-up failed)."""

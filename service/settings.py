@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         "is false and requests are still served (then requests in flight finish)",
     )
     max_concurrency: int = Field(256, ge=1, description="in-flight API requests (split among API workers) before 429")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="the Open Inference Protocol over gRPC (service/oip_grpc.py); 0 turns it off"
+    )
+    grpc_host: str | None = Field(
+        None, description="address the gRPC listener binds; unset: the HTTP listener's (bentoml serve --host)"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -27,6 +27,8 @@ class Server:
         self.root = root  # the source tree served (tests/test_add_a_family.py serves a copy with a new family)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()  # every server its own: the default 8001 would be shared (SO_REUSEPORT)
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         self.env = {
             **os.environ,
@@ -34,6 +36,7 @@ class Server:
             "NNSERVE_MODEL_DIR": str(model_dir),
             "BENTOML_HOME": str(log_path.parent / "bentoml-home"),
             "NNSERVE_DRAIN_S": "0",  # stop at once; tests/test_shutdown.py sets a drain period
+            "NNSERVE_GRPC_PORT": str(self.grpc_port),
             **env,
         }
         self.proc: subprocess.Popen | None = None

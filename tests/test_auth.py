@@ -39,6 +39,7 @@ def keyed(artifact_root, tmp_path_factory):
     )
     srv.start()
     with httpx.Client(base_url=srv.url, timeout=30) as c:
+        c.grpc_url = srv.grpc_url  # type: ignore[attr-defined]  # the same server's gRPC listener
         yield c
     srv.stop()
 
@@ -92,3 +93,23 @@ def test_v2_needs_the_key_and_answers_in_the_protocols_shape(keyed):
     assert e.value.status() == "401"
     assert c.get_server_metadata(headers={"Authorization": f"Bearer {KEY}"})["name"] == "nnserve"
     c.close()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_grpc_needs_the_key_but_not_for_its_probes(keyed):
+    import numpy as np
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    text = tg.InferInput("text", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"a great film"], dtype=object))
+    with tg.InferenceServerClient(keyed.grpc_url) as c:
+        assert c.is_server_live() and c.is_server_ready()  # probes: open, as /v2/health/* over HTTP
+        for headers in (None, {"authorization": "Bearer wrong"}, {"x-api-key": KEY[:-1]}, {"authorization": KEY}):
+            with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+                c.infer("synthetic-lstm", [text], headers=headers)
+            with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+                c.get_model_metadata("synthetic-lstm", headers=headers)
+        for headers in ({"authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}):
+            assert c.infer("synthetic-lstm", [text], headers=headers).as_numpy("logits").shape == (1, 2)
