@@ -74,17 +74,27 @@ class Balance:
 BALANCE = Balance()
 
 
-def attach_worker(service: str, workers: int) -> None:
+def worker_slot(service: str, workers: int) -> tuple[str, int] | None:
     """In a worker of the BentoML service ``service`` (``--service-name`` and ``--worker-id`` in its command line,
-    PROMETHEUS_MULTIPROC_DIR in its environment), take its slot; elsewhere (the serving process, a model
-    service's workers, tests) do nothing."""
+    PROMETHEUS_MULTIPROC_DIR in its environment): (the folder the workers of this ``bentoml serve`` share, this
+    worker's index from 0); elsewhere (the serving process, a model service's workers, tests) None."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     argv = sys.argv
-    if workers < 2 or folder is None or "--worker-id" not in argv[:-1] or "--service-name" not in argv[:-1]:
-        return
+    if folder is None or "--worker-id" not in argv[:-1] or "--service-name" not in argv[:-1]:
+        return None
     if argv[argv.index("--service-name") + 1] != service:
-        return
-    with contextlib.suppress(ValueError, OSError):
+        return None
+    with contextlib.suppress(ValueError):
         worker = int(argv[argv.index("--worker-id") + 1])  # 1-based
         if 1 <= worker <= workers:
-            BALANCE.attach(os.path.join(folder, "nnserve-connections.bin"), worker - 1, workers)
+            return folder, worker - 1
+    return None
+
+
+def attach_worker(service: str, workers: int) -> None:
+    """In an API worker of several, take its slot of the table; elsewhere do nothing."""
+    slot = worker_slot(service, workers)
+    if workers < 2 or slot is None:
+        return
+    with contextlib.suppress(OSError):
+        BALANCE.attach(os.path.join(slot[0], "nnserve-connections.bin"), slot[1], workers)

@@ -30,7 +30,19 @@ from service.family import ImageItem, LabeledImageItem, family_state
 from service.images import b64_to_bytes, to_input
 from service.metrics import OUT_OF_DISTRIBUTION
 from service.registry import TASKS
-from service.runtime import ArtifactError, discover, load_model, load_vocab, providers, read_metadata, warm_up
+from service.repository import Repository
+from service.runtime import (
+    ArtifactError,
+    artifact_label,
+    discover,
+    load_model,
+    load_vocab,
+    providers,
+    read_metadata,
+    served_key,
+    version_order,
+    warm_up,
+)
 from service.schemas import BatchingInfo, ModelCard
 from service.settings import get_settings
 from service.stats import BatchTiming, request_done
@@ -61,41 +73,63 @@ class Engine:
                         name=f"{task.name}.{method}",
                         inline_s=S.inline_batch_ms / 1e3,
                     )
-        self.catalog: dict[str, ModelMetadata] = {}
-        self.vocabs: dict[str, Vocab] = {}
-        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder name -> why it is not served
+        self.catalog: dict[str, ModelMetadata] = {}  # name -> its default version: the newest served
+        self.versions: dict[str, dict[str, ModelMetadata]] = {}  # name -> every served version
+        self.vocabs: dict[str, Vocab] = {}  # served_key -> the vocabulary a text model's version encodes with
+        self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder (model or model/version) -> why not served
         for family in self.local.values():
             self.failed.update(family.failed)
         for path in discover(S):
+            label = artifact_label(path, S)
             try:
                 meta = read_metadata(path)
                 if meta.task not in TASKS:
                     raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
                 if isinstance(meta.preprocessing, TextPreprocessing):  # the vocabulary that text is encoded with
-                    self.vocabs[meta.name] = load_vocab(path, meta)
+                    self.vocabs[served_key(meta)] = load_vocab(path, meta)
                 if S.batching == "services" and S.skip_bad_artifacts:
                     warm_up(load_model(path, S))  # learn here what the model services will leave out
             except ArtifactError as e:
                 if not S.skip_bad_artifacts:
                     raise
-                self.failed[path.name] = str(e)
+                self.failed[label] = str(e)
                 continue
-            self.catalog[meta.name] = meta
-            if S.batching == "api" and not any(meta.name in f.models for f in self.local.values()):
+            if S.batching == "api" and not any(served_key(meta) in f.models for f in self.local.values()):
                 # readable metadata, but its family left the graph out (the reason is logged under the folder)
-                self.failed.setdefault(meta.name, self.failed.get(path.name, f"{path}: failed to load"))
+                self.failed.setdefault(meta.name, self.failed.get(label, f"{path}: failed to load"))
+            self.serve(meta)  # a failed one too: its card says why it is not ready
         for name, why in self.failed.items():
             log.error("not serving %s: %s", name, why)
+        self.repository = Repository(self, S)  # model control (NNServe starts it on the worker's loop)
         log.info("serving %s", ", ".join(sorted(set(self.catalog) - set(self.failed))) or "no models")
+
+    def serve(self, meta: ModelMetadata) -> None:
+        """Add one loaded version to the served ones (its family holds its session)."""
+        versions = self.versions.setdefault(meta.name, {})
+        versions[meta.version] = meta
+        self.catalog[meta.name] = versions[max(versions, key=version_order)]
 
     def max_rows(self, task: str) -> int:
         """The rows one request may carry for a task (images, texts, or samples)."""
         return TASKS[task].max_rows(S)
 
-    def metadata(self, name: str, task: str | None = None) -> ModelMetadata:
+    def metadata(self, name: str, task: str | None = None, version: str | None = None) -> ModelMetadata:
+        """A served model's metadata: the version asked for (``version``, or ``name@version`` as /v1's routes pass
+        it), else its default, the newest served."""
+        if version is None and "@" in name:
+            name, version = name.split("@", 1)
         if name in self.failed:
             raise ApiError("not_ready", f"model {name!r} is not ready: its artifact failed to load", retry_after=30)
         meta = self.catalog.get(name)
+        if meta is not None and version is not None:
+            served = self.versions.get(name, {})
+            if version not in served:
+                raise ApiError(
+                    "model_not_found",
+                    f"model {name!r} has no version {version!r} served",
+                    [{"versions": sorted(served, key=version_order)}],
+                )
+            meta = served[version]
         if meta is None or (task is not None and meta.task != task):
             available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
             kind = f"{task} model" if task else "model"
@@ -105,6 +139,7 @@ class Engine:
     async def call(self, task: str, items: list[Any], model: str, method: str = "infer") -> list[Any]:
         """Rows to the task's family, batched with other requests' rows (in this worker, or in the model
         service); one result per row."""
+        model = model.split("@", 1)[0]  # statistics per model name (summed over its versions)
         handed_over, timing, ok = time.perf_counter(), BatchTiming(), False
         try:
             if S.batching == "api":
@@ -150,8 +185,8 @@ class Engine:
         }
         rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(data)]
         if label is None:
-            return meta, [ImageItem(model=model, x=x) for x in rows]
-        return meta, [LabeledImageItem(model=model, x=x, label=label) for x in rows]
+            return meta, [ImageItem(model=served_key(meta), x=x) for x in rows]
+        return meta, [LabeledImageItem(model=served_key(meta), x=x, label=label) for x in rows]
 
     async def model_cards(self) -> list[ModelCard]:
         runtime: dict[str, list[str]] = {}
@@ -168,6 +203,7 @@ class Engine:
             ModelCard(
                 name=m.name,
                 version=m.version,
+                versions=sorted(self.versions.get(m.name, {}), key=version_order),
                 task=m.task,
                 architecture=m.architecture,
                 labels=m.labels,

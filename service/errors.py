@@ -11,6 +11,7 @@ STATUS = {
     "invalid_image": 400,
     "invalid_label": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "model_not_found": 404,
     "method_not_allowed": 405,

@@ -109,7 +109,7 @@ def outlive_the_api_drain() -> None:
 
 def family_state(models: dict[str, OnnxModel], failed: dict[str, str] | None = None) -> FamilyState:
     return FamilyState(
-        models=[ModelState(name=n, providers=m.session.get_providers()) for n, m in models.items()],
+        models=[ModelState(name=m.name, providers=m.session.get_providers()) for m in models.values()],
         failed=dict(failed or {}),
     )
 

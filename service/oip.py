@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import MutableMapping
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
@@ -48,17 +48,24 @@ from service.oip_schemas import (
     InferenceResponse,
     Live,
     ModelConfig,
+    ModelControlRequest,
+    ModelControlResponse,
     ModelMetadataResponse,
     ModelReady,
     ModelStatisticsResponse,
     OipError,
     Ready,
+    RepositoryEntry,
+    RepositoryIndexRequest,
     ServerMetadata,
 )
 from service.oip_tensors import HEADER_LENGTH, decode_inputs, encode_response, split_body
 from service.registry import TASKS, Tensors
+from service.repository import index
+from service.runtime import version_order
 from service.settings import get_settings
 
+T = TypeVar("T", bound=BaseModel)
 READ = ["GET", "HEAD"]  # a HEAD gets the GET's status and headers (a client's cheap probe)
 EXTENSIONS = ["binary_tensor_data", "classification"]
 
@@ -122,10 +129,9 @@ def _model(name: str, version: str | None) -> ModelMetadata:
 
 def model_of(svc: Engine, name: str, version: str | None) -> ModelMetadata:
     """The served model named in the URL (404 for an unknown name or version, 503 when not ready)."""
-    meta = svc.metadata(name)  # 404 for an unknown name, 503 for an artifact that failed to load
-    if version is not None and version != meta.version:
-        raise ApiError("model_not_found", f"model {name!r} has no version {version!r} (served: {meta.version})")
-    return meta
+    if "@" in name:  # the URL's name is a name, never name@version
+        raise ApiError("model_not_found", f"no model named {name!r} is served")
+    return svc.metadata(name, version=version)  # 404 for an unknown name or version, 503 when it failed to load
 
 
 @v2_app.api_route("/", methods=READ, response_model=ServerMetadata)
@@ -190,13 +196,18 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def svc_versions(svc: Engine, meta: ModelMetadata) -> list[str]:
+    """The versions of the model served, oldest first."""
+    return sorted(svc.versions.get(meta.name, {meta.version: meta}), key=version_order)
+
+
 async def _metadata(name: str, version: str | None) -> Response:
     meta = _model(name, version)
     adapter = TASKS[meta.task].v2
     return _json(
         ModelMetadataResponse(
             name=meta.name,
-            versions=[meta.version],
+            versions=svc_versions(current(), meta),
             platform=PLATFORM,
             inputs=adapter.inputs(meta),
             outputs=adapter.outputs(meta),
@@ -344,6 +355,61 @@ async def infer(request: Request, name: Name) -> Response:
 async def infer_version(request: Request, name: Name, version: Version) -> Response:
     """Inference on a given version of the model."""
     return await _infer(request, name, version)
+
+
+@v2_app.post("/repository/index", response_model=list[RepositoryEntry], responses=_ERRORS)
+async def repository_index(request: Request) -> Response:
+    """Every model version on disk or served, with its state (Triton's repository extension; needs the API key,
+    or NNSERVE_REPOSITORY_OPEN)."""
+    body = await _optional_body(request, RepositoryIndexRequest)
+    svc = current()
+    svc.repository.check(None)
+    entries = [RepositoryEntry(**e) for e in index(svc, get_settings())]
+    if body.ready:
+        entries = [e for e in entries if e.state == "READY"]
+    return Response(
+        b"[" + b",".join(e.model_dump_json().encode() for e in entries) + b"]", media_type="application/json"
+    )
+
+
+@v2_app.post("/repository/models/{name}/load", response_model=ModelControlResponse, responses=_ERRORS)
+async def repository_load(request: Request, name: Name) -> Response:
+    """Load the model's versions from disk (its version policy), or reload them: every API worker loads and
+    warms up the new ones, then all switch; in-flight requests finish on the old ones. Answers when every worker
+    serves the new versions; a version that fails to load changes nothing. NNSERVE_MODEL_CONTROL=explicit."""
+    body = await _optional_body(request, ModelControlRequest)
+    if any(k == "config" or k.startswith("file:") for k in body.parameters or {}):
+        raise ApiError(
+            "invalid_request", "nnserve loads what is on disk: 'config' and 'file:' parameters are not taken"
+        )
+    await _control("load", name)
+    return _json(ModelControlResponse())
+
+
+@v2_app.post("/repository/models/{name}/unload", response_model=ModelControlResponse, responses=_ERRORS)
+async def repository_unload(request: Request, name: Name) -> Response:
+    """Stop serving the model in every API worker (in-flight requests finish)."""
+    await _optional_body(request, ModelControlRequest)
+    await _control("unload", name)
+    return _json(ModelControlResponse())
+
+
+async def _control(action: str, name: str) -> None:
+    repository = current().repository
+    repository.check(action)
+    await repository.run(action, name)
+
+
+async def _optional_body(request: Request, model: type[T]) -> T:
+    """A repository call's JSON body; tritonclient sends none for a plain load or index."""
+    raw = await request.body()
+    if not raw.strip():
+        return model()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        message, _ = validation_details(list(e.errors()))
+        raise ApiError("invalid_request", f"invalid request: {message}") from None
 
 
 # A path with one trailing slash is the same route (Starlette would answer 307 with an absolute Location built from

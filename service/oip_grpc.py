@@ -40,11 +40,12 @@ from service import __version__, middleware
 from service.engine import Engine
 from service.errors import ApiError, validation_details
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
-from service.oip import EXTENSIONS, model_of, run_request
+from service.oip import EXTENSIONS, model_of, run_request, svc_versions
 from service.oip_extensions import PLATFORM, model_config, statistics
 from service.oip_schemas import InferenceRequest
 from service.oip_tensors import bytes_payload, raw_bytes, response_id, select_outputs
 from service.registry import TASKS
+from service.repository import index
 from service.request_id import ARRIVED, REQUEST_ID, request_id_for
 from service.settings import Settings, get_settings
 
@@ -56,6 +57,7 @@ PROBES = frozenset({"ServerLive", "ServerReady"})  # open without the key, never
 STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -219,7 +221,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             tensor = service_pb2.ModelMetadataResponse.TensorMetadata
             return service_pb2.ModelMetadataResponse(
                 name=meta.name,
-                versions=[meta.version],
+                versions=svc_versions(self.engine, meta),
                 platform=PLATFORM,
                 inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in adapter.inputs(meta)],
                 outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in adapter.outputs(meta)],
@@ -249,17 +251,33 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request: Any, context: aio.ServicerContext) -> Any:
         async def answer() -> Any:
-            index = service_pb2.RepositoryIndexResponse.ModelIndex
-            models = [
-                index(name=n, version=m.version, state="UNAVAILABLE" if n in self.engine.failed else "READY",
-                      reason=self.engine.failed.get(n, ""))
-                for n, m in sorted(self.engine.catalog.items())
-            ]  # fmt: skip
+            self.engine.repository.check(None)
+            entries = index(self.engine, self.settings)
             if request.ready:
-                models = [m for m in models if m.state == "READY"]
-            return service_pb2.RepositoryIndexResponse(models=models)
+                entries = [e for e in entries if e["state"] == "READY"]
+            return service_pb2.RepositoryIndexResponse(
+                models=[service_pb2.RepositoryIndexResponse.ModelIndex(**e) for e in entries]
+            )
 
         return await self._call("RepositoryIndex", context, answer)
+
+    async def RepositoryModelLoad(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            if any(k == "config" or k.startswith("file:") for k in request.parameters):
+                raise ApiError("invalid_request", "nnserve loads what is on disk: 'config' and 'file:' are not taken")
+            self.engine.repository.check("load")
+            await self.engine.repository.run("load", request.model_name)
+            return service_pb2.RepositoryModelLoadResponse()
+
+        return await self._call("RepositoryModelLoad", context, answer)
+
+    async def RepositoryModelUnload(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            self.engine.repository.check("unload")
+            await self.engine.repository.run("unload", request.model_name)
+            return service_pb2.RepositoryModelUnloadResponse()
+
+        return await self._call("RepositoryModelUnload", context, answer)
 
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
         async def answer() -> Any:

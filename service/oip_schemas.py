@@ -157,3 +157,26 @@ class ModelStatistics(BaseModel):
 
 class ModelStatisticsResponse(BaseModel):
     model_stats: list[ModelStatistics]
+
+
+# ---- Triton's repository extension ---------------------------------------------------------------------
+
+
+class RepositoryIndexRequest(BaseModel):
+    repository_name: str | None = Field(None, max_length=256)
+    ready: bool | None = Field(None, description="true: only the versions ready for inference")
+
+
+class RepositoryEntry(BaseModel):
+    name: str
+    version: str
+    state: str = Field(description="READY or UNAVAILABLE")
+    reason: str = Field(description="why a version is unavailable (unloaded, not in the version policy, failed)")
+
+
+class ModelControlRequest(BaseModel):
+    parameters: dict[str, Scalar] | None = Field(None, max_length=16)
+
+
+class ModelControlResponse(BaseModel):
+    pass

@@ -51,6 +51,17 @@ def endpoint_label(path: str) -> str:
             if path.endswith(suffix):
                 return "/v2/models/{name}" + suffix
         return "/v2/models/{name}"
+    if path.startswith("/v2/repository/"):
+        return _repository_label(path)
+    return "other"
+
+
+def _repository_label(path: str) -> str:
+    if path.rstrip("/") == "/v2/repository/index":
+        return "/v2/repository/index"
+    for action in ("load", "unload"):
+        if path.startswith("/v2/repository/models/") and path.rstrip("/").endswith(f"/{action}"):
+            return f"/v2/repository/models/{{name}}/{action}"
     return "other"
 
 

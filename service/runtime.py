@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import onnxruntime as ort
 from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TensorSpec, load_metadata, sha256_file
 from contract.text import Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS, child
-from service.settings import Settings
+from service.settings import Settings, VersionPolicy
 from service.stats import executed
 
 log = logging.getLogger(__name__)
@@ -121,12 +122,66 @@ def _open_graph(
     return OnnxModel(meta, session, onnx_path, inputs, outputs)
 
 
-def discover(settings: Settings) -> list[Path]:
-    """Artifact folders to serve: ``settings.models`` if given, else every folder holding model.json."""
-    root = settings.model_dir
+def served_key(meta: ModelMetadata) -> str:
+    """What a batch row names its model by: one loaded version of it, down to its graph's bytes, so that rows
+    prepared for a version (a text encoded with its vocabulary) never run through another one that replaced it
+    meanwhile (service/repository.py), and a reload of unchanged files is the same model."""
+    return f"{meta.name}@{meta.version}#{meta.onnx_sha256[:16]}"
+
+
+def version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)
+
+
+def _folder_version(folder: Path) -> str:
+    """Today's layout (model.json in the model's folder itself): the version its model.json names, else "1"."""
+    try:
+        version = json.loads((folder / METADATA_FILE).read_text()).get("version", "1")
+    except (OSError, ValueError, AttributeError):
+        return "1"
+    return str(version)
+
+
+def versions_on_disk(settings: Settings, name: str) -> list[tuple[str, Path]]:
+    """(version, folder) of one model, oldest first: its numbered subfolders that hold a model.json
+    (``<name>/<version>/``), and the model's folder itself when it holds one (today's layout, read as the version
+    its model.json names: "1" for every artifact shipped so far)."""
+    folder = settings.model_dir / name
+    found = [(_folder_version(folder), folder)] if (folder / METADATA_FILE).is_file() else []
+    if folder.is_dir():
+        found += [(p.name, p) for p in folder.iterdir() if p.name.isdigit() and (p / METADATA_FILE).is_file()]
+    return sorted(found, key=lambda vp: version_order(vp[0]))
+
+
+def model_names(settings: Settings) -> list[str]:
+    """``settings.models`` if given, else every folder of the model folder holding a version."""
     if settings.models:
-        return [root / name for name in settings.models]
-    return sorted(p.parent for p in root.glob(f"*/{METADATA_FILE}"))
+        return list(settings.models)
+    root = settings.model_dir
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and versions_on_disk(settings, p.name))
+
+
+def discover(settings: Settings, name: str | None = None) -> list[Path]:
+    """Artifact folders to serve: the versions each model's version policy picks among those on disk (the newest
+    one without a policy), for every model or for ``name``. A named model with no version on disk is returned as
+    its folder, whose reading then fails with the reason."""
+    out: list[Path] = []
+    for model in [name] if name is not None else model_names(settings):
+        on_disk = versions_on_disk(settings, model)
+        if not on_disk:
+            out.append(settings.model_dir / model)
+            continue
+        chosen = set(settings.version_policy.get(model, VersionPolicy()).pick([v for v, _ in on_disk]))
+        out += [path for version, path in on_disk if version in chosen]
+    return out
+
+
+def artifact_label(path: Path, settings: Settings) -> str:
+    """How a folder is named in the model cards' ``unavailable``: the model, or model/version."""
+    try:
+        return path.relative_to(settings.model_dir).as_posix()
+    except ValueError:
+        return path.name
 
 
 def warm_up(model: OnnxModel) -> None:
@@ -144,9 +199,14 @@ def warm_up(model: OnnxModel) -> None:
 
 def read_metadata(model_dir: Path) -> ModelMetadata:
     try:
-        return load_metadata(model_dir)
+        meta = load_metadata(model_dir)
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{model_dir / METADATA_FILE}: unreadable metadata: {e}") from None
+    if model_dir.name.isdigit() and meta.version != model_dir.name:
+        raise ArtifactError(
+            f"{model_dir / METADATA_FILE}: version {meta.version!r} in the folder of version {model_dir.name}"
+        )
+    return meta
 
 
 def load_family(task: str, settings: Settings, failed: dict[str, str] | None = None) -> dict[str, OnnxModel]:
@@ -162,11 +222,12 @@ def load_family(task: str, settings: Settings, failed: dict[str, str] | None = N
         except ArtifactError as e:
             if not settings.skip_bad_artifacts:
                 raise
-            log.error("not serving %s: %s", path.name, e)
+            label = artifact_label(path, settings)
+            log.error("not serving %s: %s", label, e)
             if failed is not None:
-                failed[path.name] = str(e)
+                failed[label] = str(e)
             continue
-        loaded[model.name] = model
+        loaded[served_key(model.meta)] = model
         log.info("loaded %s (%s) from %s", model.name, model.meta.architecture, path)
     return loaded
 

@@ -31,12 +31,22 @@ ANSWERED_BY = "the model that answered"
 VERSION = "that model's version (its artifact's)"
 
 
+VERSION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+VERSION_CHOICE = "one of the model's served versions (its card's 'versions'); absent: the newest served"
+
+
+def at_version(model: str, version: str | None) -> str:
+    """A request's model and optional version as the Engine's ``metadata`` reads them (``name@version``)."""
+    return model if version is None else f"{model}@{version}"
+
+
 class ImagesInput(BaseModel):
     """What every image endpoint takes: a model name and 1 to NNSERVE_MAX_IMAGES encoded images."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str
+    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
     images: list[str] = Field(
         min_length=1,
         max_length=S.max_images,
@@ -64,7 +74,12 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     name: str = Field(description="the name requests use")
-    version: str = Field(description="the artifact's version")
+    version: str = Field(description="the version this card describes: the default one, the newest served")
+    versions: list[str] = Field(
+        default_factory=list,
+        description="every version served (the version policy), oldest first; requests pick "
+        "one with 'version' (/v1) or /versions/{v} (/v2)",
+    )
     task: str = Field(description="the task it is served as, e.g. image-classification (one module of service/tasks/)")
     architecture: str = Field(description="the registered architecture it was trained as")
     labels: list[str] = Field(description="class names, in index order")

@@ -138,6 +138,7 @@ class NNServe(Engine):
         super().__init__()
         # Graceful shutdown: on SIGTERM readiness turns false at once (/readyz, /v2/health/ready) and the worker
         # serves for drain_s more seconds before uvicorn closes the listener and finishes what is in flight.
+        self.repository.start()  # model control: versions loaded and unloaded while serving (service/repository.py)
         self.grpc = serve_grpc(self)  # the protocol over gRPC on NNSERVE_GRPC_PORT (service/oip_grpc.py)
         delay_sigterm(S.drain_s, "not ready;", self._on_sigterm)
         settle_heap(S)

@@ -6,12 +6,34 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.text import DEFAULT_WINDOWS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class VersionPolicy(BaseModel):
+    """Which versions of a model are served (Triton's version_policy): the newest ``latest`` or the ``specific``
+    ones listed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latest: int | None = Field(None, ge=1)
+    specific: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VersionPolicy:
+        if self.latest is not None and self.specific is not None:
+            raise ValueError("a version policy is 'latest' or 'specific', not both")
+        return self
+
+    def pick(self, versions: list[str]) -> list[str]:
+        """The versions to serve among those on disk (sorted oldest first)."""
+        if self.specific is not None:
+            return [v for v in versions if v in self.specific]
+        return versions[-(self.latest or 1) :]
 
 
 class Settings(BaseSettings):
@@ -134,6 +156,20 @@ class Settings(BaseSettings):
         "is false and requests are still served (then requests in flight finish)",
     )
     max_concurrency: int = Field(256, ge=1, description="in-flight API requests (split among API workers) before 429")
+    version_policy: dict[str, VersionPolicy] = Field(
+        default_factory=dict,
+        description="JSON, per model name: {'latest': N} or {'specific': ['1', '3']} versions to serve; a model "
+        "without an entry serves its newest version",
+    )
+    model_control: Literal["none", "explicit", "poll"] = Field(
+        "none",
+        description="'explicit': the repository API loads and unloads models (hot swap); 'poll': the model folder "
+        "is watched and changed models are reloaded; 'none': the models of the start are served until the end",
+    )
+    repository_open: bool = Field(
+        False, description="serve the repository API without NNSERVE_API_KEY (off: it needs the key)"
+    )
+    repository_poll_s: float = Field(5.0, gt=0, le=3600, description="'poll' model control: seconds between scans")
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="the Open Inference Protocol over gRPC (service/oip_grpc.py); 0 turns it off"
     )

@@ -26,7 +26,8 @@ from service.images import png_b64
 from service.metrics import ANOMALIES
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
-from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, ImagesInput, json_response
+from service.runtime import served_key
+from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, ImagesInput, at_version, json_response
 from service.settings import get_settings
 
 S = get_settings()
@@ -89,7 +90,7 @@ async def _autoencode(
     engine: Engine, model: str, images: list[str]
 ) -> tuple[ModelMetadata, list[ImageItem], list[Any]]:
     meta, items = await engine.image_rows(model, TASK, images)
-    return meta, items, await engine.call(TASK, items, model)
+    return meta, items, await engine.call(TASK, items, meta.name)
 
 
 router = APIRouter()
@@ -98,32 +99,31 @@ router = APIRouter()
 @router.post("/reconstruct", response_model=ReconstructImagesResponse, responses=ERROR_RESPONSES)
 async def reconstruct(request: ReconstructImagesRequest) -> Response:
     """Reconstruct images through an autoencoder (with a denoising one, this denoises) and flag anomalies."""
-    model = request.model
-    meta, items, results = await _autoencode(current(), model, request.images)
+    meta, items, results = await _autoencode(current(), at_version(request.model, request.version), request.images)
     assert meta.anomaly is not None
     out = []
     for item, r in zip(items, results, strict=True):
         error = float(((r.reconstruction - item.x) ** 2).sum())
         anomaly = error > meta.anomaly.threshold
         if anomaly:
-            ANOMALIES.labels(model).inc()
+            ANOMALIES.labels(meta.name).inc()
         out.append(Reconstruction(reconstruction=png_b64(r.reconstruction), error=error, anomaly=anomaly))
     return json_response(
-        ReconstructImagesResponse(model=model, version=meta.version, threshold=meta.anomaly.threshold, results=out)
+        ReconstructImagesResponse(model=meta.name, version=meta.version, threshold=meta.anomaly.threshold, results=out)
     )
 
 
 @router.post("/encode", response_model=EncodeImagesResponse, responses=ERROR_RESPONSES)
 async def encode(request: EncodeImagesRequest) -> Response:
     """An autoencoder's code for each image (its compressed representation)."""
-    meta, _, results = await _autoencode(current(), request.model, request.images)
+    meta, _, results = await _autoencode(current(), at_version(request.model, request.version), request.images)
     codes = [[float(v) for v in r.code] for r in results]
-    return json_response(EncodeImagesResponse(model=request.model, version=meta.version, codes=codes))
+    return json_response(EncodeImagesResponse(model=meta.name, version=meta.version, codes=codes))
 
 
 async def _v2_autoencode(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     x = t[meta.inputs[0].name]
-    results = await engine.call(TASK, [ImageItem(model=meta.name, x=row) for row in x], meta.name)
+    results = await engine.call(TASK, [ImageItem(model=served_key(meta), x=row) for row in x], meta.name)
     return {
         "code": np.stack([r.code for r in results]),
         "reconstruction": np.stack([r.reconstruction for r in results]),

@@ -31,8 +31,17 @@ from service.images import b64, grid_cols, png, png_b64
 from service.metrics import GENERATED
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
-from service.runtime import OnnxModel
-from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, json_response
+from service.runtime import OnnxModel, served_key
+from service.schemas import (
+    ANSWERED_BY,
+    ERROR_RESPONSES,
+    MODEL_NAME,
+    VERSION,
+    VERSION_CHOICE,
+    VERSION_PATTERN,
+    at_version,
+    json_response,
+)
 from service.settings import get_settings
 
 S = get_settings()
@@ -78,6 +87,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-gan", pattern=MODEL_NAME, description="a served generator")
+    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
     n: StrictInt = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
     seed: StrictInt | None = SEED
     label: StrictInt | str | None = LABEL
@@ -99,6 +109,7 @@ class InterpolateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-vae", pattern=MODEL_NAME, description="a served generator")
+    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
     steps: StrictInt = Field(
         min(8, max(2, S.max_samples)), ge=2, le=max(2, S.max_samples), description="frames, both end points included"
     )
@@ -190,7 +201,7 @@ def label_index(meta: ModelMetadata, label: int | str | None, required: bool) ->
 
 async def decode(engine: Engine, meta: ModelMetadata, z: np.ndarray, labels: list[int]) -> np.ndarray:
     """Latent rows -> images (B, C, H, W) in [0, 1], batched with other requests' rows."""
-    items = [LatentItem(model=meta.name, z=row, label=y) for row, y in zip(z, labels, strict=True)]
+    items = [LatentItem(model=served_key(meta), z=row, label=y) for row, y in zip(z, labels, strict=True)]
     results = await engine.call(TASK, items, meta.name, "generate")
     GENERATED.labels(meta.name).inc(len(results))
     return np.stack([r.image for r in results])
@@ -242,7 +253,8 @@ router = APIRouter()
 )
 async def generate_png(request: GenerateRequest) -> Response:
     """Samples as one PNG grid (image/png), for a browser or ``curl -o``; the seed is in ``X-Seed``."""
-    meta, seed, _, images = await sample(current(), request.model, request.n, request.seed, request.label)
+    model = at_version(request.model, request.version)
+    meta, seed, _, images = await sample(current(), model, request.n, request.seed, request.label)
     headers = {"X-Seed": str(seed), "X-Model-Version": meta.version}
     return Response(png(image_grid(images, cols=grid_cols(len(images)))), media_type="image/png", headers=headers)
 
@@ -251,11 +263,11 @@ async def generate_png(request: GenerateRequest) -> Response:
 async def generate(request: GenerateRequest) -> Response:
     """Draw n samples from a generator (GAN or VAE decoder); the same seed gives the same images."""
     r = request
-    meta, seed, labels, images = await sample(current(), r.model, r.n, r.seed, r.label)
+    meta, seed, labels, images = await sample(current(), at_version(r.model, r.version), r.n, r.seed, r.label)
     grid = r.format == "grid"
     return json_response(
         GenerateResponse(
-            model=r.model,
+            model=meta.name,
             version=meta.version,
             seed=seed,
             labels=[meta.labels[i] for i in labels] if labels is not None else None,
@@ -269,7 +281,7 @@ async def generate(request: GenerateRequest) -> Response:
 async def interpolate(request: InterpolateRequest) -> Response:
     """Frames walking the latent space from end a to end b: two seeds, or (VAE) two encoded images."""
     r, engine = request, current()
-    meta = engine.metadata(r.model, TASK)
+    meta = engine.metadata(at_version(r.model, r.version), TASK)
     assert meta.generator is not None
     if r.steps > S.max_samples:
         raise ApiError("invalid_request", f"at most {S.max_samples} steps per request")
@@ -282,8 +294,8 @@ async def interpolate(request: InterpolateRequest) -> Response:
             raise ApiError("invalid_request", "give either two images or seeds, not both")
         if meta.generator.encoder is None:
             raise ApiError("invalid_request", f"{r.model} has no encoder: interpolate between seeds instead")
-        _, items = await engine.image_rows(r.model, TASK, r.images, label=y)
-        posts = await engine.call(TASK, items, r.model, "encode")
+        _, items = await engine.image_rows(at_version(meta.name, meta.version), TASK, r.images, label=y)
+        posts = await engine.call(TASK, items, meta.name, "encode")
         a, b = posts[0].mu, posts[1].mu
     else:
         seed_a = secrets.randbelow(2**31) if seed_a is None else seed_a
@@ -294,7 +306,7 @@ async def interpolate(request: InterpolateRequest) -> Response:
     grid = r.format == "grid"
     return json_response(
         InterpolateResponse(
-            model=r.model,
+            model=meta.name,
             version=meta.version,
             seed_a=seed_a,
             seed_b=seed_b,

@@ -26,6 +26,7 @@ from service.images import pixels, png_b64
 from service.metrics import PREDICTIONS, child
 from service.oip_tensors import classifier_outputs, graph_inputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
+from service.runtime import served_key
 from service.schemas import (
     ANSWERED_BY,
     ERROR_RESPONSES,
@@ -33,7 +34,10 @@ from service.schemas import (
     OOD_FLAG,
     OOD_SCORE,
     VERSION,
+    VERSION_CHOICE,
+    VERSION_PATTERN,
     ImagesInput,
+    at_version,
     json_response,
 )
 from service.settings import get_settings
@@ -96,14 +100,14 @@ async def classify_blobs(
     engine: Engine, model: str, blobs: list[bytes] | list[str], top_k: int, include_input: bool
 ) -> ClassifyImagesResponse:
     meta, items = await engine.image_rows(model, TASK, blobs)
-    results = await engine.call(TASK, items, model)
+    results = await engine.call(TASK, items, meta.name)
     probs = softmax(np.stack([r.logits for r in results]), meta)
     k = min(top_k, len(meta.labels))
     predictions = []
     for p, r, item in zip(probs, results, items, strict=True):
         order = np.argsort(-p, kind="stable")[:k]
         best = int(order[0])
-        child(PREDICTIONS, model, meta.labels[best]).inc()
+        child(PREDICTIONS, meta.name, meta.labels[best]).inc()
         predictions.append(
             Prediction(
                 label=meta.labels[best],
@@ -115,7 +119,7 @@ async def classify_blobs(
                 input=png_b64(pixels(item.x, meta)) if include_input else None,
             )
         )
-    return ClassifyImagesResponse(model=model, version=meta.version, predictions=predictions)
+    return ClassifyImagesResponse(model=meta.name, version=meta.version, predictions=predictions)
 
 
 router = APIRouter()
@@ -126,6 +130,7 @@ async def classify_upload(
     image: Annotated[UploadFile, File(description="a PNG or JPEG file part")],
     model: Annotated[str, Form(pattern=MODEL_NAME, description="a served image-classification model")] = "mnist-cnn",
     top_k: Annotated[int, Form(ge=1, le=100, description="alternatives, capped at the number of labels")] = 3,
+    version: Annotated[str | None, Form(pattern=VERSION_PATTERN, description=VERSION_CHOICE)] = None,
 ) -> Response:
     """Classify one uploaded image (multipart/form-data).
 
@@ -133,19 +138,23 @@ async def classify_upload(
     which would download a URL given as the value of a file field.
     """
     data = await image.read(S.max_image_bytes + 1)
-    return json_response(await classify_blobs(current(), model, [data], top_k, include_input=False))
+    return json_response(
+        await classify_blobs(current(), at_version(model, version), [data], top_k, include_input=False)
+    )
 
 
 @router.post("/classify", response_model=ClassifyImagesResponse, responses=ERROR_RESPONSES)
 async def classify(request: ClassifyImagesRequest) -> Response:
     """Classify base64 PNG/JPEG images; predictions come back in input order."""
     r = request
-    return json_response(await classify_blobs(current(), r.model, r.images, r.top_k, r.include_input))
+    return json_response(
+        await classify_blobs(current(), at_version(r.model, r.version), r.images, r.top_k, r.include_input)
+    )
 
 
 async def _v2_classify(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     x = t[meta.inputs[0].name]
-    results = await engine.call(TASK, [ImageItem(model=meta.name, x=row) for row in x], meta.name)
+    results = await engine.call(TASK, [ImageItem(model=served_key(meta), x=row) for row in x], meta.name)
     return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results])
 
 

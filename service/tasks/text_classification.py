@@ -35,7 +35,19 @@ from service.metrics import PREDICTIONS, TOKENS, child
 from service.oip_schemas import TensorMetadata
 from service.oip_tensors import classifier_outputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
-from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, OOD_FLAG, OOD_SCORE, VERSION, json_response
+from service.runtime import served_key
+from service.schemas import (
+    ANSWERED_BY,
+    ERROR_RESPONSES,
+    MODEL_NAME,
+    OOD_FLAG,
+    OOD_SCORE,
+    VERSION,
+    VERSION_CHOICE,
+    VERSION_PATTERN,
+    at_version,
+    json_response,
+)
 from service.settings import get_settings
 
 S = get_settings()
@@ -70,6 +82,7 @@ class AnalyzeSentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("sst2-gru", pattern=MODEL_NAME, description="a served text-classification model")
+    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
     texts: list[Annotated[str, Field(max_length=S.max_text_chars)]] = Field(
         min_length=1,
         max_length=S.max_texts,
@@ -159,16 +172,16 @@ def text_rows(
             raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
         if not text.strip() and not empty_ok:
             raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
-        windows, n_tokens = encode_windows(text, pre.tokenizer, engine.vocabs[model], S.text_windows)
+        windows, n_tokens = encode_windows(text, pre.tokenizer, engine.vocabs[served_key(meta)], S.text_windows)
         if not windows and empty_ok:
             windows = [[pre.unk_id]]
         elif not windows:
             raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
-        TOKENS.labels(model).observe(n_tokens)
+        TOKENS.labels(meta.name).observe(n_tokens)
         sizes = [len(w) for w in windows]
         unknown = sum(t == pre.unk_id for w in windows for t in w) / sum(sizes)
         encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, unknown=unknown))
-        items += [TextItem(model=model, ids=np.asarray(w, dtype=np.int64)) for w in windows]
+        items += [TextItem(model=served_key(meta), ids=np.asarray(w, dtype=np.int64)) for w in windows]
     return items, encoded
 
 
@@ -214,26 +227,27 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     """Sentiment of 1 to NNSERVE_MAX_TEXTS texts (64 by default). A text over the model's max_len tokens is read
     in windows and their answers combined; one over NNSERVE_TEXT_WINDOWS windows is cut and says so. With
     ``explain``, an attention model's weight for every token read."""
-    engine, model = current(), request.model
-    meta = engine.metadata(model, TASK)
+    engine = current()
+    meta = engine.metadata(at_version(request.model, request.version), TASK)
+    model = at_version(meta.name, meta.version)  # this version throughout, whatever the repository does meanwhile
     if request.explain and not any(o.name == ATTENTION for o in meta.outputs):
         pooling = meta.architecture_config.get("pooling", "its own")
         raise ApiError(
             "invalid_request",
-            f"{model} pools its states by {pooling}, not by attention: it has no weights to explain with; "
+            f"{meta.name} pools its states by {pooling}, not by attention: it has no weights to explain with; "
             "choose a model with attention (GET /v1/models)",
         )
     if request.explain and sum(map(len, request.texts)) > S.max_explain_chars:
         raise ApiError("invalid_request", f"explain reads at most {S.max_explain_chars} characters per request")
     items, encoded = await tokenized(engine, model, request.texts)
-    results = await engine.call(TASK, items, model)
+    results = await engine.call(TASK, items, meta.name)
     probs = softmax(combined_logits(results, encoded), meta)
     explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
     predictions = []
     for i, (p, rows) in enumerate(zip(probs, encoded, strict=True)):
         score = rows.unknown if meta.ood is not None else None
         best = int(p.argmax())
-        child(PREDICTIONS, model, meta.labels[best]).inc()
+        child(PREDICTIONS, meta.name, meta.labels[best]).inc()
         predictions.append(
             SentimentPrediction(
                 label=meta.labels[best],
@@ -248,7 +262,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
                 out_of_distribution=flag(meta, score),
             )
         )
-    return json_response(AnalyzeSentimentResponse(model=model, version=meta.version, predictions=predictions))
+    return json_response(AnalyzeSentimentResponse(model=meta.name, version=meta.version, predictions=predictions))
 
 
 def _v2_inputs(meta: ModelMetadata) -> list[TensorMetadata]:
@@ -264,7 +278,7 @@ def _utf8(b: bytes, i: int) -> str:
 
 async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
-    items, encoded = await tokenized(engine, meta.name, texts, empty_ok=True)
+    items, encoded = await tokenized(engine, at_version(meta.name, meta.version), texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
     return with_ood(meta, combined_logits(results, encoded), [e.unknown for e in encoded])
 

@@ -1,0 +1,221 @@
+"""Model versions and model control (service/repository.py) on real servers: versions side by side under a
+version policy, the default and the versions a request picks, every repository call over HTTP and gRPC with
+tritonclient, a bad new version refused while the old one serves, a hot swap under load from every kind of client
+with zero failures (the short version of bench/swap.py), poll mode, and the gate in front of it all."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
+
+from bench.swap import clients, drive, new_version, swapper
+from service.errors import ApiError
+from service.repository import Repository
+from service.settings import Settings
+from tests.conftest import png_bytes
+from tests.server import Server
+
+KEY = "repository-test-key"
+AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+def auth() -> dict[str, str]:
+    """The key, in a dict of its own per call: tritonclient.http adds its own headers to the one it is given."""
+    return dict(AUTH)
+CNN, LSTM = "digits-cnn", "synthetic-lstm"
+
+
+def versioned_dir(root, artifact_root, versions=(1, 2)):
+    """digits-cnn as numbered versions (copies of one export), synthetic-lstm in today's layout."""
+    for v in versions:
+        new_version(root, v, artifact_root / CNN)
+    shutil.copytree(artifact_root / LSTM, root / LSTM)
+    return root
+
+
+@pytest.fixture(scope="module")
+def explicit(artifact_root, tmp_path_factory):
+    root = versioned_dir(tmp_path_factory.mktemp("versions"), artifact_root)
+    srv = Server(
+        root,
+        tmp_path_factory.mktemp("repo") / "serve.log",
+        NNSERVE_API_KEY=KEY,
+        NNSERVE_MODEL_CONTROL="explicit",
+        NNSERVE_VERSION_POLICY=json.dumps({CNN: {"latest": 2}}),
+        NNSERVE_MODELS=json.dumps([CNN, LSTM]),
+    )
+    srv.root_dir = root
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def http(explicit):
+    with httpx.Client(base_url=explicit.url, timeout=60, headers=AUTH) as c:
+        yield c
+
+
+def classify(http, digits, version=None):
+    body = {"model": CNN, "images": [base64.b64encode(png_bytes(np.asarray(digits.images[0][0]))).decode()]}
+    if version is not None:
+        body["version"] = version
+    return http.post("/v1/classify", json=body)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_versions_side_by_side_with_the_newest_as_default(explicit, http, digits):
+    card = http.get(f"/v1/models/{CNN}").json()
+    assert card["versions"] == ["1", "2"] and card["version"] == "2"
+    assert http.get(f"/v1/models/{LSTM}").json()["versions"] == ["1"]  # today's layout: version 1
+    answers = {v: classify(http, digits, v) for v in (None, "1", "2")}
+    assert {v: r.json()["version"] for v, r in answers.items()} == {None: "2", "1": "1", "2": "2"}
+    assert answers["1"].json()["predictions"] == answers["2"].json()["predictions"]  # copies of one export
+    r = classify(http, digits, "3")
+    assert r.status_code == 404 and r.json()["error"]["details"] == [{"versions": ["1", "2"]}]
+    tc = th.InferenceServerClient(explicit.url.removeprefix("http://"))
+    assert tc.get_model_metadata(CNN, headers=auth())["versions"] == ["1", "2"]
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    t = th.InferInput("input", list(x.shape), "FP32")
+    t.set_data_from_numpy(x)
+    for v in ("1", "2"):
+        result = tc.infer(CNN, [t], model_version=v, headers=auth()).get_response()
+        assert result["model_version"] == v
+    assert not tc.is_model_ready(CNN, "3", headers=auth())
+    with tg.InferenceServerClient(explicit.grpc_url) as gc:
+        assert gc.is_model_ready(CNN, "1", headers=auth()) and not gc.is_model_ready(CNN, "3", headers=auth())
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_repository_calls_over_http_and_grpc(explicit, http):
+    tc = th.InferenceServerClient(explicit.url.removeprefix("http://"))
+    index = tc.get_model_repository_index(headers=auth())
+    assert [(e["name"], e["version"], e["state"]) for e in index] == [
+        (CNN, "1", "READY"), (CNN, "2", "READY"), (LSTM, "1", "READY")
+    ]  # fmt: skip
+    body = {"model": LSTM, "texts": ["the film is wonderful"]}
+    tc.unload_model(LSTM, headers=auth())
+    assert http.post("/v1/sentiment", json=body).status_code == 404
+    assert {e["name"]: e["reason"] for e in tc.get_model_repository_index(headers=auth())}[LSTM] == "unloaded"
+    tc.load_model(LSTM, headers=auth())
+    assert http.post("/v1/sentiment", json=body).status_code == 200
+    with tg.InferenceServerClient(explicit.grpc_url) as gc:
+        gc.unload_model(LSTM, headers=auth())
+        assert not gc.is_model_ready(LSTM, headers=auth())
+        gc.load_model(LSTM, headers=auth())
+        assert gc.is_model_ready(LSTM, headers=auth())
+        ready = gc.get_model_repository_index(headers=auth(), as_json=True)["models"]
+        assert {m["name"] for m in ready} == {CNN, LSTM}
+        with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+            gc.load_model(LSTM)
+    with pytest.raises(InferenceServerException, match="no model named"):
+        tc.unload_model("no-such-model", headers=auth())
+    r = http.post(f"/v2/repository/models/{LSTM}/load", json={"parameters": {"config": "{}"}})
+    assert r.status_code == 400 and "on disk" in r.json()["error"]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_bad_new_version_is_refused_and_the_old_ones_keep_serving(explicit, http, digits):
+    folder = explicit.root_dir / CNN
+    for version, damage in ((3, "bytes"), (4, "version")):
+        shutil.copytree(folder / "2", folder / str(version))
+        meta = json.loads((folder / str(version) / "model.json").read_text())
+        if damage == "bytes":
+            meta["version"] = str(version)
+            with open(folder / str(version) / "model.onnx", "r+b") as f:
+                f.seek(200)
+                f.write(b"\xff\xfe\xfd")
+        (folder / str(version) / "model.json").write_text(json.dumps(meta))  # version 4's still says "2"
+        r = http.post(f"/v2/repository/models/{CNN}/load")
+        assert r.status_code == 400, r.text
+        assert ("sha256" if damage == "bytes" else "in the folder of version 4") in r.json()["error"]
+        assert http.get(f"/v1/models/{CNN}").json()["versions"] == ["1", "2"]
+        assert classify(http, digits).status_code == 200
+        shutil.rmtree(folder / str(version))
+    assert http.post(f"/v2/repository/models/{CNN}/load").status_code == 200  # the disk is good again
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_hot_swap_under_load_fails_no_request(explicit, artifact_root, digits):
+    """Typed HTTP, /v2 over HTTP and over gRPC, two threads each, while a new version is loaded every 0.5 s."""
+    with httpx.Client(base_url=explicit.url, timeout=60, headers=AUTH) as admin:
+        swaps: list[dict] = []
+        kinds = clients(explicit, png_bytes(np.asarray(digits.images[0][0])), CNN, headers=auth())
+        result = drive(kinds, 2, 6.0, swapper(admin, explicit.root_dir / CNN, artifact_root / CNN, 0.5, swaps, keep=2))
+    assert len(swaps) >= 8 and all(s["status"] == 200 for s in swaps), swaps
+    assert all(s["served"] == [str(s["version"] - 1), str(s["version"])] for s in swaps), swaps
+    for kind, r in result.items():
+        assert r["sent"] > 20 and r["failed"] == 0, (kind, r)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_poll_mode_loads_what_changes_on_disk(artifact_root, tmp_path):
+    root = versioned_dir(tmp_path / "models", artifact_root, versions=(1,))
+    srv = Server(root, tmp_path / "serve.log", NNSERVE_MODEL_CONTROL="poll", NNSERVE_REPOSITORY_POLL_S="0.3",
+                 NNSERVE_REPOSITORY_OPEN="true").start()  # fmt: skip
+    try:
+
+        def versions() -> list[str] | None:
+            r = httpx.get(f"{srv.url}/v2/models/{CNN}", timeout=10)
+            return r.json()["versions"] if r.status_code == 200 else None
+
+        def eventually(want) -> None:
+            deadline = time.monotonic() + 20
+            while versions() != want and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert versions() == want
+
+        new_version(root, 2, artifact_root / CNN)
+        eventually(["2"])
+        r = httpx.post(f"{srv.url}/v2/repository/models/{CNN}/load", timeout=10)
+        assert r.status_code == 400 and "explicit" in r.json()["error"]  # poll mode: the folder decides
+        shutil.rmtree(root / CNN)
+        eventually(None)
+    finally:
+        srv.stop()
+
+
+def test_the_gate_of_the_repository_api():
+    repo = lambda **kw: Repository(None, Settings(**kw))  # noqa: E731
+    with pytest.raises(ApiError) as e:
+        repo(model_control="explicit").check("load")  # no key, not opened
+    assert e.value.status == 403
+    for settings, action in (({"model_control": "none"}, "load"), ({"model_control": "poll"}, "unload"),
+                             ({"model_control": "explicit", "batching": "services"}, "load")):  # fmt: skip
+        with pytest.raises(ApiError) as e:
+            repo(api_key="k", **settings).check(action)
+        assert e.value.status == 400
+    repo(api_key="k", model_control="explicit").check("load")
+    repo(repository_open=True, model_control="none").check(None)  # the index, opened without a key
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_the_shared_server_keeps_its_repository_closed(client, tc):
+    assert client.post("/v2/repository/index").status_code == 403  # no key configured, not opened
+    r = client.post("/v2/repository/models/digits-cnn/load")
+    assert r.status_code == 403 and "NNSERVE_API_KEY" in r.json()["error"]
+
+
+def test_version_policy():
+    from service.settings import VersionPolicy
+
+    assert VersionPolicy().pick(["1", "2", "10"]) == ["10"]
+    assert VersionPolicy(latest=2).pick(["1", "2", "10"]) == ["2", "10"]
+    assert VersionPolicy(specific=["1", "10", "7"]).pick(["1", "2", "10"]) == ["1", "10"]
+    with pytest.raises(ValueError):
+        VersionPolicy(latest=1, specific=["1"])
