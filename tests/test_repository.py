@@ -31,6 +31,8 @@ AUTH = {"authorization": f"Bearer {KEY}"}
 def auth() -> dict[str, str]:
     """The key, in a dict of its own per call: tritonclient.http adds its own headers to the one it is given."""
     return dict(AUTH)
+
+
 CNN, LSTM = "digits-cnn", "synthetic-lstm"
 
 
