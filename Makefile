@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 USERS ?= 8
 DURATION ?= 60s
 
-.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format vectors models evaluate loadtest bench bench-peers burst soak clean
+.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format vectors models evaluate loadtest bench bench-peers bench-swap burst soak clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
@@ -26,6 +26,7 @@ help:
 	@echo "make loadtest Locust against a running server (HOST, PORT, USERS, DURATION)"
 	@echo "make bench    nnserve vs the in-process limit and a plain reference server (wrk)"
 	@echo "make bench-peers  nnserve vs FastAPI, BentoML, LitServe, KServe, MLServer, PyTriton: same model, 2 workers (docs/peers.json)"
+	@echo "make bench-swap  a new model version every second under load: failed requests and p99 (docs/swap.json)"
 	@echo "make burst    overload: bursts of 5x saturation, shed responses, recovery (docs/burst.json)"
 	@echo "make soak     10 minutes of mixed traffic at SOAK_RATE req/s: failures and memory growth (docs/soak.json)"
 	@echo "make client   install the clients the README's examples use (tritonclient) into $(VENV)"
@@ -104,6 +105,10 @@ photos: $(VENV)/.dev
 SOAK_RATE ?= 680
 burst: $(VENV)/.dev
 	$(PY) -m bench.burst --json docs/burst.json
+
+# hot swap (issue 18): a new mnist-cnn version loaded every second under typed, /v2 HTTP and gRPC clients
+bench-swap: $(VENV)/.dev
+	$(PY) -m bench.swap --seconds 30 --out docs/swap.json
 
 soak: $(VENV)/.dev
 	$(PY) -m bench.soak --duration 600 $(if $(SOAK_RATE),--rate $(SOAK_RATE)) --json docs/soak.json

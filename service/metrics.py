@@ -8,7 +8,7 @@ import os
 import shutil
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from service.routes import endpoint_label
@@ -41,6 +41,25 @@ GRPC_REQUESTS = Counter(
     "nnserve_grpc_requests_total", "gRPC calls (service/oip_grpc.py) by method and status code", ["method", "code"]
 )
 GRPC_SECONDS = Histogram("nnserve_grpc_request_seconds", "gRPC call duration", ["method"], buckets=_FAST)
+# Triton's per-model statistics (service/stats.py reads them back, summed over the processes)
+REQUESTS = Counter("nnserve_model_requests_total", "requests that reached a model, by outcome", ["model", "outcome"])
+REQUEST_SECONDS = Counter(
+    "nnserve_model_request_seconds_total",
+    "cumulative seconds of the requests that reached a model, by phase (Triton's statistics)",
+    ["model", "phase"],
+)
+EXECUTIONS = Counter("nnserve_model_executions_total", "onnxruntime runs, by rows per run", ["model", "batch_size"])
+EXECUTION_SECONDS = Counter(
+    "nnserve_model_execution_seconds_total",
+    "cumulative onnxruntime run seconds, by rows per run",
+    ["model", "batch_size"],
+)
+LAST_INFERENCE = Gauge(
+    "nnserve_model_last_inference_ms",
+    "when the model last answered a request (ms since the epoch)",
+    ["model"],
+    multiprocess_mode="max",
+)
 GENERATED = Counter("nnserve_generated_samples_total", "images produced by generators (samples and frames)", ["model"])
 
 

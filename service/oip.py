@@ -115,6 +115,7 @@ v2_app = FastAPI(
     },
 )
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": OipError} for code in (400, 404, 413, 429, 503)}
+_REPOSITORY_ERRORS = {**_ERRORS, 403: {"model": OipError, "description": "no API key configured, and not opened"}}
 Name = Annotated[str, PathParam(max_length=64)]
 Version = Annotated[str, PathParam(max_length=64)]
 
@@ -357,7 +358,7 @@ async def infer_version(request: Request, name: Name, version: Version) -> Respo
     return await _infer(request, name, version)
 
 
-@v2_app.post("/repository/index", response_model=list[RepositoryEntry], responses=_ERRORS)
+@v2_app.post("/repository/index", response_model=list[RepositoryEntry], responses=_REPOSITORY_ERRORS)
 async def repository_index(request: Request) -> Response:
     """Every model version on disk or served, with its state (Triton's repository extension; needs the API key,
     or NNSERVE_REPOSITORY_OPEN)."""
@@ -372,7 +373,7 @@ async def repository_index(request: Request) -> Response:
     )
 
 
-@v2_app.post("/repository/models/{name}/load", response_model=ModelControlResponse, responses=_ERRORS)
+@v2_app.post("/repository/models/{name}/load", response_model=ModelControlResponse, responses=_REPOSITORY_ERRORS)
 async def repository_load(request: Request, name: Name) -> Response:
     """Load the model's versions from disk (its version policy), or reload them: every API worker loads and
     warms up the new ones, then all switch; in-flight requests finish on the old ones. Answers when every worker
@@ -386,7 +387,7 @@ async def repository_load(request: Request, name: Name) -> Response:
     return _json(ModelControlResponse())
 
 
-@v2_app.post("/repository/models/{name}/unload", response_model=ModelControlResponse, responses=_ERRORS)
+@v2_app.post("/repository/models/{name}/unload", response_model=ModelControlResponse, responses=_REPOSITORY_ERRORS)
 async def repository_unload(request: Request, name: Name) -> Response:
     """Stop serving the model in every API worker (in-flight requests finish)."""
     await _optional_body(request, ModelControlRequest)

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,7 @@ class Repository:
         if slot is not None and settings.api_workers > 1:
             self.folder, self.index = Path(slot[0]), slot[1]
         self.local_lock = asyncio.Lock()
+        self.loader = ThreadPoolExecutor(1, thread_name_prefix="nnserve-repository")
 
     def start(self) -> None:
         """On the worker's loop: follow commands (several workers), and scan the folder (poll mode, worker 0)."""
@@ -224,10 +226,10 @@ class Repository:
             if name not in self.engine.versions:
                 raise ApiError("model_not_found", f"no model named {name!r} is served")
             return None
-        from service.engine import off_loop
-
-        try:
-            return await off_loop(prepare, self.engine, name, self.settings)
+        try:  # on the repository's own thread: a load never waits for images being decoded, nor they for it
+            return await asyncio.get_running_loop().run_in_executor(
+                self.loader, prepare, self.engine, name, self.settings
+            )
         except ArtifactError as e:
             raise ApiError("invalid_request", f"failed to load {name!r}: {e}") from None
 
@@ -309,24 +311,30 @@ class Repository:
     # ---- poll mode ----
 
     def _signature(self, name: str) -> tuple[Any, ...]:
-        """What a reload looks at: each served version's folder and its files' sizes and times."""
+        """What a reload looks at: each served version's model.json, whole (a rewrite within one clock tick keeps
+        its size and time), and its graph's size, time and inode."""
         sig: list[Any] = []
         for path in discover(self.settings, name):
-            for f in (path / METADATA_FILE, path / ONNX_FILE):
-                with contextlib.suppress(OSError):
-                    st = f.stat()
-                    sig.append((str(f), st.st_size, st.st_mtime_ns))
+            with contextlib.suppress(OSError):
+                sig.append((str(path), (path / METADATA_FILE).read_bytes()))
+                st = (path / ONNX_FILE).stat()
+                sig.append((st.st_size, st.st_mtime_ns, st.st_ino))
         return tuple(sig)
 
     async def _poll(self) -> None:
-        seen = {name: self._signature(name) for name in self.engine.versions}
+        """The first scan loads every model (a no-op where a worker already serves the same bytes), so workers that
+        read the folder at slightly different moments while starting agree; later scans load what changed."""
+        seen: dict[str, tuple[Any, ...]] = {name: () for name in self.engine.versions}
         while True:
             await asyncio.sleep(self.settings.repository_poll_s)
             with contextlib.suppress(OSError):
                 names = set(model_names(self.settings))
                 for name in sorted(names | set(seen)):
                     sig = self._signature(name) if name in names else ()
-                    if sig == seen.get(name):
+                    if sig == seen.get(name) and sig:
+                        continue
+                    if not sig and name not in self.engine.versions:
+                        seen.pop(name, None)
                         continue
                     action = "load" if sig else "unload"
                     try:

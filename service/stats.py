@@ -29,30 +29,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 
-from service.metrics import child
+from service.metrics import EXECUTION_SECONDS, EXECUTIONS, LAST_INFERENCE, REQUEST_SECONDS, REQUESTS, child
 from service.request_id import ARRIVED
 
-REQUESTS = Counter("nnserve_model_requests_total", "requests that reached a model, by outcome", ["model", "outcome"])
-REQUEST_SECONDS = Counter(
-    "nnserve_model_request_seconds_total",
-    "cumulative seconds of the requests that reached a model, by phase (Triton's statistics)",
-    ["model", "phase"],
-)
-EXECUTIONS = Counter("nnserve_model_executions_total", "onnxruntime runs, by rows per run", ["model", "batch_size"])
-EXECUTION_SECONDS = Counter(
-    "nnserve_model_execution_seconds_total",
-    "cumulative onnxruntime run seconds, by rows per run",
-    ["model", "batch_size"],
-)
-LAST_INFERENCE = Gauge(
-    "nnserve_model_last_inference_ms",
-    "when the model last answered a request (ms since the epoch)",
-    ["model"],
-    multiprocess_mode="max",
-)
 PHASES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 
 

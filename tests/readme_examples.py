@@ -38,6 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 SECTION = "## API"
 DOCUMENTED_HOST = "localhost:3000"
+DOCUMENTED_GRPC = "localhost:8001"
+# the server the examples run against: the shipped artifacts, with the repository API open so the model lifecycle
+# example (unload, index, load) runs as written
+SERVER_ENV = {"NNSERVE_MODEL_CONTROL": "explicit", "NNSERVE_REPOSITORY_OPEN": "true"}
 ELLIPSIS = "…"
 FENCE = re.compile(r"^```(\S*)(?:[ \t]+(\S+))?[ \t]*$")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -96,9 +100,10 @@ def collect(text: str) -> list[Example]:
     return examples
 
 
-def run(example: Example, host: str, timeout: float = 120) -> str:
-    """Run one example against ``host`` (``127.0.0.1:PORT``); its stdout, or AssertionError with what failed."""
-    code = example.code.replace(DOCUMENTED_HOST, host)
+def run(example: Example, host: str, grpc_host: str = DOCUMENTED_GRPC, timeout: float = 120) -> str:
+    """Run one example against ``host`` (``127.0.0.1:PORT``, and its gRPC listener ``grpc_host``); its stdout, or
+    AssertionError with what failed."""
+    code = example.code.replace(DOCUMENTED_HOST, host).replace(DOCUMENTED_GRPC, grpc_host)
     with tempfile.TemporaryDirectory() as scratch:
         os.symlink(REPO / "examples", Path(scratch) / "examples")
         argv = ["bash", "-euo", "pipefail", "-c", code] if example.lang == "bash" else [sys.executable, "-c", code]
@@ -225,14 +230,14 @@ def rendered(actual: str) -> str:
     return actual.rstrip("\n")
 
 
-def update(host: str, readme: Path = README) -> int:
+def update(host: str, grpc_host: str = DOCUMENTED_GRPC, readme: Path = README) -> int:
     """Rerun every example with an output block and rewrite those blocks; returns how many changed."""
     lines = readme.read_text().split("\n")
     changed = 0
     for ex in reversed(collect("\n".join(lines))):  # from the bottom, so earlier spans stay valid
         if ex.output_span is None:
             continue
-        new = rendered(run(ex, host)).split("\n")
+        new = rendered(run(ex, host, grpc_host)).split("\n")
         a, b = ex.output_span
         if lines[a:b] != new:
             lines[a:b] = new
@@ -251,16 +256,17 @@ def main() -> int:
         from tests.server import Server
 
         log = Path(tempfile.mkdtemp()) / "serve.log"
-        server = Server(REPO / "artifacts", log).start()
+        server = Server(REPO / "artifacts", log, **SERVER_ENV).start()
         args.url = server.url
     host = args.url.split("://", 1)[-1].rstrip("/")
+    grpc_host = server.grpc_url if server is not None else DOCUMENTED_GRPC
     try:
         if args.update:
-            print(f"{update(host)} output blocks rewritten")
+            print(f"{update(host, grpc_host)} output blocks rewritten")
             return 0
         failed = 0
         for ex in collect(README.read_text()):
-            out = run(ex, host)
+            out = run(ex, host, grpc_host)
             problems = compare(ex.expected, out) if ex.expected is not None else []
             failed += bool(problems)
             print(f"{ex.id}: {'ok' if not problems else 'DIFFERS'}", *problems, sep="\n  ")

@@ -346,9 +346,9 @@ def test_loadtest_image_has_what_the_locustfile_imports(compose):
 @pytest.mark.parametrize(
     ("env", "published"),
     [
-        ({}, "127.0.0.1:3000:3000"),
-        ({"API_HOST_PORT": ""}, "127.0.0.1::3000"),
-        ({"API_HOST_PORT": "8080"}, "127.0.0.1:8080:3000"),
+        ({}, ["127.0.0.1:3000:3000", "127.0.0.1:8001:8001"]),
+        ({"API_HOST_PORT": "", "API_GRPC_HOST_PORT": ""}, ["127.0.0.1::3000", "127.0.0.1::8001"]),
+        ({"API_HOST_PORT": "8080", "API_GRPC_HOST_PORT": "9001"}, ["127.0.0.1:8080:3000", "127.0.0.1:9001:8001"]),
     ],
     ids=["default", "scaled", "other-port"],
 )
@@ -357,7 +357,7 @@ def test_compose_ports_bind_loopback_only(compose, env, published):
     for name, svc in services.items():
         for port in svc.get("ports", []):
             assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name} publishes {port!r} beyond loopback"
-    assert services["api"]["ports"] == [published]
+    assert services["api"]["ports"] == published  # HTTP and gRPC
 
 
 def test_compose_mounts_exist(compose):
@@ -392,7 +392,7 @@ def test_dockerfile_serving_image():
     ops = {op for op, _ in final}
     user = [args for op, args in final if op == "USER"]
     assert user and user[-1] not in {"root", "0"}
-    assert any(op == "EXPOSE" and args == "3000" for op, args in final)
+    assert any(op == "EXPOSE" and args.split() == ["3000", "8001"] for op, args in final)  # HTTP, gRPC
     assert any(op == "HEALTHCHECK" and "/readyz" in args and "urllib" in args for op, args in final)
     assert any(op == "COPY" and args.split()[0] == "artifacts/" for op, args in final)
     env = " ".join(args for op, args in final if op == "ENV")

@@ -162,8 +162,8 @@ def test_bad_requests_get_clear_status_codes(stub, gc, server):
     )
     big = np.zeros(MAX_BODY // 4 + 1024, np.float32).tobytes()  # over NNSERVE_MAX_BODY_BYTES: refused by grpcio
     assert _code(infer(shape=(1, len(big) // 4), raw=(big,))) == grpc.StatusCode.RESOURCE_EXHAUSTED
-    with pytest.raises(InferenceServerException, match="not supported"):
-        gc.load_model(CNN)  # the repository's load and unload are not served yet
+    with pytest.raises(InferenceServerException, match="PERMISSION_DENIED"):
+        gc.load_model(CNN)  # no key on this server, and the repository API not opened
     assert gc.is_server_ready()  # nothing above hurt the server
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'endpoint="/inference.GRPCInferenceService/ModelInfer"' in metrics
@@ -212,14 +212,20 @@ def test_statistics_count_what_was_served(tc, gc, server, artifact_root, digits)
     assert {CNN, LSTM, GAN} <= all_models
 
 
-def test_repository_index_lists_the_served_models(gc, tc):
-    index = gc.get_model_repository_index(as_json=True)["models"]
-    assert {m["name"]: m["state"] for m in index} == {
-        m["name"]: "READY" for m in tc.get_inference_statistics()["model_stats"]
-    }
+def test_the_repository_needs_a_key_or_its_opening(gc):
+    with pytest.raises(InferenceServerException, match="PERMISSION_DENIED"):
+        gc.get_model_repository_index()  # tests/test_repository.py calls it on a server with a key
 
 
 def test_a_second_server_on_the_same_grpc_port_refuses_to_start(server, artifact_root, tmp_path):
     other = Server(artifact_root, tmp_path / "serve.log", NNSERVE_GRPC_PORT=str(server.grpc_port))
     with pytest.raises(RuntimeError, match="gRPC port"):
         other.start(timeout=60)
+
+
+def test_metadata_over_the_head_limit_is_refused(stub):
+    """NNSERVE_MAX_HEAD_BYTES (16 KiB) bounds a call's metadata as it bounds an HTTP request's head."""
+    request = service_pb2.ServerMetadataRequest()
+    assert stub.ServerMetadata(request, metadata=(("x-pad", "a" * 1000),), timeout=10).name == "nnserve"
+    big = (("x-pad", "a" * 20_000),)
+    assert _code(lambda: stub.ServerMetadata(request, metadata=big, timeout=10)) == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -14,7 +14,7 @@ EXAMPLES = rx.collect(rx.README.read_text())
 def shipped_server(tmp_path_factory):
     from tests.server import Server
 
-    srv = Server(rx.REPO / "artifacts", tmp_path_factory.mktemp("readme") / "serve.log").start()
+    srv = Server(rx.REPO / "artifacts", tmp_path_factory.mktemp("readme") / "serve.log", **rx.SERVER_ENV).start()
     yield srv
     srv.stop()
 
@@ -31,7 +31,7 @@ def test_the_usage_section_has_examples_and_each_shows_its_output():
 @pytest.mark.parametrize("example", EXAMPLES, ids=[ex.id for ex in EXAMPLES])
 def test_example_prints_what_the_readme_shows(shipped_server, example):
     assert example.expected is not None
-    printed = rx.run(example, f"127.0.0.1:{shipped_server.port}")
+    printed = rx.run(example, f"127.0.0.1:{shipped_server.port}", shipped_server.grpc_url)
     problems = rx.compare(example.expected, printed)
     assert not problems, f"{example.id} printed something else (make readme rewrites the outputs):\n" + "\n".join(
         problems

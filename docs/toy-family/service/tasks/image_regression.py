@@ -20,6 +20,7 @@ from service.family import (
 )
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
+from service.runtime import served_key
 from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, ImagesInput, json_response
 from service.settings import get_settings
 
@@ -72,7 +73,7 @@ async def regress(request: RegressImagesRequest) -> Response:
 
 
 async def _v2_regress(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
-    rows = [ImageItem(model=meta.name, x=row) for row in t[meta.inputs[0].name]]
+    rows = [ImageItem(model=served_key(meta), x=row) for row in t[meta.inputs[0].name]]
     results = await engine.call(TASK, rows, meta.name)
     return {"value": np.asarray([r.value for r in results], dtype=np.float32)}
 
