@@ -85,6 +85,7 @@ loadtest: $(VENV)/.loadtest
 bench: $(VENV)/.dev
 	$(PY) -m bench.run --json docs/bench.json
 	$(PY) -m bench.chart docs/bench.json docs/bench.png
+	$(PY) -m bench.perf_analyzer --json docs/perf_analyzer.json
 
 # the same model and payload on the servers a user would pick instead, 2 workers each, medians of alternating
 # rounds (bench/peers/): each peer installs into its own .peers/<peer>/ venv with pinned versions on first use
