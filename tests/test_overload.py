@@ -68,3 +68,28 @@ def test_burst_is_shed_with_envelopes_and_the_server_recovers(tight_server, digi
         assert r.status_code == 200, r.text
         assert c.get("/readyz").status_code == 200
         assert 'code="internal_error"' not in c.get("/metrics").text
+
+
+def test_grpc_calls_take_the_same_slots(tight_server, artifact_root, digits):
+    """A gRPC burst on one channel (one worker, 2 slots of max_concurrency=4) is shed with RESOURCE_EXHAUSTED
+    while the probes still answer; nothing fails otherwise."""
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    x = np.zeros((64, 1, 28, 28), np.float32)
+    with tg.InferenceServerClient(tight_server.grpc_url) as c:
+
+        def call(_):
+            t = tg.InferInput("input", list(x.shape), "FP32")
+            t.set_data_from_numpy(x)
+            try:
+                c.infer("digits-cnn", [t])
+                return "ok"
+            except InferenceServerException as e:
+                return e.status()
+
+        with cf.ThreadPoolExecutor(32) as pool:
+            outcomes = list(pool.map(call, range(96)))
+        assert c.is_server_live() and c.is_server_ready()
+    assert set(outcomes) <= {"ok", "StatusCode.RESOURCE_EXHAUSTED"}, set(outcomes)
+    assert "ok" in outcomes and "StatusCode.RESOURCE_EXHAUSTED" in outcomes, outcomes.count("ok")
