@@ -230,7 +230,7 @@ class Engine:
                 calibration=m.calibration,
                 ood=m.ood,
             )
-            for m in self.catalog.values()
+            for m in sorted(self.catalog.values(), key=lambda m: m.name)  # by name, however models came and went
         ]
 
 

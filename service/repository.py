@@ -31,6 +31,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from typing import Any
 from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TextPreprocessing
 from contract.text import Vocab
 from service.balance import worker_slot
-from service.errors import ApiError
+from service.errors import ApiError, quoted
 from service.registry import TASKS
 from service.runtime import (
     ArtifactError,
@@ -56,6 +57,7 @@ from service.runtime import (
     versions_on_disk,
     warm_up,
 )
+from service.schemas import MODEL_NAME
 from service.settings import Settings
 
 log = logging.getLogger("bentoml.nnserve")
@@ -96,6 +98,8 @@ def prepare(engine: Any, name: str, settings: Settings) -> Staged:
         if isinstance(meta.preprocessing, TextPreprocessing):
             staged.vocabs[key] = engine.vocabs.get(key) or load_vocab(path, meta)
         staged.metas[meta.version] = meta
+    if not staged.metas:
+        raise ArtifactError(f"no version of {name!r} on disk is in its version policy")
     return staged
 
 
@@ -208,6 +212,8 @@ class Repository:
     async def run(self, action: str, name: str) -> None:
         """Load or unload ``name`` in every API worker; returns when all of them serve the outcome, or raises
         (ApiError) having changed nothing. Runs to its end even if the caller goes away."""
+        if not re.fullmatch(MODEL_NAME, name):  # a folder of the model folder, never a path out of it
+            raise ApiError("model_not_found", f"no model named {quoted(name)!r} in the model folder")
         task = asyncio.get_running_loop().create_task(self._run(action, name))
         await asyncio.shield(task)
 
@@ -278,9 +284,6 @@ class Repository:
         assert self.folder is not None
         command, seen = self.folder / "nnserve-repository.json", None
         ack = self.folder / f"nnserve-repository-ack-{self.index}.json"
-        last = _read(command)  # a worker started again after a crash: what it loaded at start is the disk's
-        if last is not None:
-            self.handled |= {(int(last.get("gen", 0)), phase) for phase in ("prepare", "commit", "abort")}
         while True:
             await asyncio.sleep(TICK_S)
             with contextlib.suppress(OSError):
@@ -295,10 +298,16 @@ class Repository:
             self.handled.add((gen, phase))
             ok, error, code = True, "", ""
             try:
+                action = str(cmd["action"])
                 if phase == "prepare":
-                    self.staged[gen] = await self._prepare(str(cmd["action"]), name)
+                    self.staged[gen] = await self._prepare(action, name)
                 elif phase == "commit":
-                    commit(self.engine, self.staged.pop(gen, None), name, self.settings)
+                    # a worker that (re)started after the prepare reads the disk now; re-applying a command is
+                    # harmless (a load serves what is on disk, an unload of what is not served does nothing)
+                    staged = self.staged.pop(gen) if gen in self.staged else None
+                    if staged is None and action == "load":
+                        staged = await self._prepare(action, name)
+                    commit(self.engine, staged, name, self.settings)
                 else:
                     self.staged.pop(gen, None)
             except ApiError as e:
