@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import MutableMapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
@@ -282,61 +282,39 @@ async def _config(name: str, version: str | None) -> Response:
     return _json(model_config(_model(name, version), get_settings()))
 
 
-@v2_app.api_route("/models/{name}", methods=READ, response_model=ModelMetadataResponse, responses=_ERRORS)
-async def model_metadata(name: Name) -> Response:
-    """A model's metadata: versions, platform, and its input and output tensors."""
-    return await _metadata(name, None)
+def _read_routes(suffix: str, handler: Any, model: type[BaseModel], name: str, docs: tuple[str, str]) -> None:
+    """A GET (and HEAD) route for a model and the same for one of its versions: ``/models/{name}<suffix>`` and
+    ``/models/{name}/versions/{version}<suffix>``, both answered by ``handler(name, version or None)``."""
+
+    async def latest(name: Name) -> Response:
+        return cast(Response, await handler(name, None))
+
+    async def versioned(name: Name, version: Version) -> Response:
+        return cast(Response, await handler(name, version))
+
+    for endpoint, path, doc, label in ((latest, f"/models/{{name}}{suffix}", docs[0], f"model_{name}"),
+                                       (versioned, f"/models/{{name}}/versions/{{version}}{suffix}", docs[1],
+                                        f"model_version_{name}")):  # fmt: skip
+        endpoint.__doc__ = doc
+        v2_app.add_api_route(path, endpoint, methods=READ, response_model=model, responses=_ERRORS, name=label)
 
 
-@v2_app.api_route(
-    "/models/{name}/versions/{version}",
-    methods=READ,
-    response_model=ModelMetadataResponse,
-    responses=_ERRORS,
-)
-async def model_version_metadata(name: Name, version: Version) -> Response:
-    """A model version's metadata (404 for a version not served)."""
-    return await _metadata(name, version)
-
-
-@v2_app.api_route("/models/{name}/ready", methods=READ, response_model=ModelReady, responses=_ERRORS)
-async def model_ready(name: Name) -> Response:
-    """200 when the model is ready for inference; 503 when its artifact failed to load."""
-    return await _ready(name, None)
-
-
-@v2_app.api_route("/models/{name}/versions/{version}/ready", methods=READ, response_model=ModelReady, responses=_ERRORS)
-async def model_version_ready(name: Name, version: Version) -> Response:
-    """200 when this version of the model is ready for inference."""
-    return await _ready(name, version)
-
-
-@v2_app.api_route("/models/{name}/config", methods=READ, response_model=ModelConfig, responses=_ERRORS)
-async def config(name: Name) -> Response:
-    """The model's configuration in Triton's shape: tensors, batch limits, batching and instances."""
-    return await _config(name, None)
-
-
-@v2_app.api_route(
-    "/models/{name}/versions/{version}/config", methods=READ, response_model=ModelConfig, responses=_ERRORS
-)
-async def version_config(name: Name, version: Version) -> Response:
-    """A model version's configuration."""
-    return await _config(name, version)
-
-
-@v2_app.api_route("/models/{name}/stats", methods=READ, response_model=ModelStatisticsResponse, responses=_ERRORS)
-async def model_stats(name: Name) -> Response:
-    """The model's statistics: requests, their phases' cumulative time, and onnxruntime runs per batch size."""
-    return await _statistics(name, None)
-
-
-@v2_app.api_route(
-    "/models/{name}/versions/{version}/stats", methods=READ, response_model=ModelStatisticsResponse, responses=_ERRORS
-)
-async def version_stats(name: Name, version: Version) -> Response:
-    """A model version's statistics."""
-    return await _statistics(name, version)
+_read_routes("", _metadata, ModelMetadataResponse, "metadata", (
+    "A model's metadata: versions, platform, and its input and output tensors.",
+    "A model version's metadata (404 for a version not served).",
+))  # fmt: skip
+_read_routes("/ready", _ready, ModelReady, "ready", (
+    "200 when the model is ready for inference; 503 when its artifact failed to load.",
+    "200 when this version of the model is ready for inference.",
+))  # fmt: skip
+_read_routes("/config", _config, ModelConfig, "config", (
+    "The model's configuration in Triton's shape: tensors, batch limits, batching and instances.",
+    "A model version's configuration.",
+))  # fmt: skip
+_read_routes("/stats", _statistics, ModelStatisticsResponse, "stats", (
+    "The model's statistics: requests, their phases' cumulative time, and onnxruntime runs per batch size.",
+    "A model version's statistics.",
+))  # fmt: skip
 
 
 @v2_app.post(

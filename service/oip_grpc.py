@@ -262,22 +262,20 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._call("RepositoryIndex", context, answer)
 
     async def RepositoryModelLoad(self, request: Any, context: aio.ServicerContext) -> Any:
-        async def answer() -> Any:
-            if any(k == "config" or k.startswith("file:") for k in request.parameters):
-                raise ApiError("invalid_request", "nnserve loads what is on disk: 'config' and 'file:' are not taken")
-            self.engine.repository.check("load")
-            await self.engine.repository.run("load", request.model_name)
-            return service_pb2.RepositoryModelLoadResponse()
-
-        return await self._call("RepositoryModelLoad", context, answer)
+        return await self._control("load", request, context, service_pb2.RepositoryModelLoadResponse())
 
     async def RepositoryModelUnload(self, request: Any, context: aio.ServicerContext) -> Any:
-        async def answer() -> Any:
-            self.engine.repository.check("unload")
-            await self.engine.repository.run("unload", request.model_name)
-            return service_pb2.RepositoryModelUnloadResponse()
+        return await self._control("unload", request, context, service_pb2.RepositoryModelUnloadResponse())
 
-        return await self._call("RepositoryModelUnload", context, answer)
+    async def _control(self, action: str, request: Any, context: aio.ServicerContext, done: Any) -> Any:
+        async def answer() -> Any:
+            if action == "load" and any(k == "config" or k.startswith("file:") for k in request.parameters):
+                raise ApiError("invalid_request", "nnserve loads what is on disk: 'config' and 'file:' are not taken")
+            self.engine.repository.check(action)
+            await self.engine.repository.run(action, request.model_name)
+            return done
+
+        return await self._call(f"RepositoryModel{action.title()}", context, answer)
 
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
         async def answer() -> Any:
