@@ -15,9 +15,10 @@ model.json, done here with contract/images.py; perf_analyzer's random bytes incl
 from ``concurrency`` outstanding requests, measuring until three 5-second windows agree within 25 % on throughput
 and mean latency (the tool's 10 % is often missed on a 2-core machine whose cores the client shares), at most 10
 windows (a concurrency that never settles is reported as unstable); the percentiles are the client's, over the
-windows measured. perf_analyzer 2.51 prints no server-side breakdown for nnserve although /v2/models/stats answers
-in Triton's shape; why is not looked into yet. Over gRPC perf_analyzer multiplexes every request on one
-connection, which the kernel hands to one API worker; over HTTP each concurrent request has its own connection.
+windows measured; the server's queue and compute times are from its statistics extension (/v2/models/stats), which
+perf_analyzer reads around each window once the server lists "statistics" among its extensions. Over gRPC
+perf_analyzer multiplexes every request on one connection, which the kernel hands to one API worker; over HTTP each
+concurrent request has its own connection.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def measure(binary: Path, url: str, protocol: str, concurrency: int, data: Path)
            "--input-data", str(data),
            "-f", str(report)]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    if "Failed to obtain stable measurement" in run.stdout:
+    if "Failed to obtain stable measurement" in run.stdout + run.stderr:
         return {"concurrency": concurrency, "unstable": True}
     if run.returncode != 0:
         raise RuntimeError(
@@ -92,18 +93,24 @@ def measure(binary: Path, url: str, protocol: str, concurrency: int, data: Path)
         "p50_ms": round(float(row["p50 latency"]) / 1e3, 2),
         "p90_ms": round(float(row["p90 latency"]) / 1e3, 2),
         "p99_ms": round(float(row["p99 latency"]) / 1e3, 2),
+        # the server's own breakdown, from its statistics (/v2/models/stats) before and after each window
+        "server_queue_ms": round(float(row["Server Queue"]) / 1e3, 3),
+        "server_compute_ms": round(
+            sum(float(row[f"Server Compute {part}"]) for part in ("Input", "Infer", "Output")) / 1e3, 3
+        ),
     }
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = ["| protocol | concurrency | inferences/s | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    head = "| protocol | concurrency | inferences/s | p50 ms | p90 ms | p99 ms | server queue ms | server compute ms |"
+    rows = [head, "|---|---|---|---|---|---|---|---|"]
     for protocol, runs in result["runs"].items():
         for r in runs:
             if r.get("unstable"):
-                rows.append(f"| {protocol} | {r['concurrency']} | did not settle within 10 windows | | | |")
+                rows.append(f"| {protocol} | {r['concurrency']} | did not settle within 10 windows | | | | | |")
                 continue
             rows.append(f"| {protocol} | {r['concurrency']} | {r['infer_per_s']:,} | {r['p50_ms']} | {r['p90_ms']} | "
-                        f"{r['p99_ms']} |")  # fmt: skip
+                        f"{r['p99_ms']} | {r['server_queue_ms']} | {r['server_compute_ms']} |")  # fmt: skip
     return "\n".join(rows)
 
 

@@ -67,7 +67,8 @@ from service.settings import get_settings
 
 T = TypeVar("T", bound=BaseModel)
 READ = ["GET", "HEAD"]  # a HEAD gets the GET's status and headers (a client's cheap probe)
-EXTENSIONS = ["binary_tensor_data", "classification"]
+# Triton's names for the extensions served: tensors after the JSON header, top-k labels, /config, /stats, /repository
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository"]
 
 
 # ---- the app ----------------------------------------------------------------------------------------
