@@ -221,3 +221,33 @@ def test_version_policy():
     assert VersionPolicy(specific=["1", "10", "7"]).pick(["1", "2", "10"]) == ["1", "10"]
     with pytest.raises(ValueError):
         VersionPolicy(latest=1, specific=["1"])
+
+
+def test_a_worker_that_starts_following_late_still_answers(tmp_path):
+    """A load or unload issued while the second API worker is still starting (its command follower not yet
+    running) completes once it follows: the command it finds waiting is carried out, not skipped."""
+    import asyncio
+    from types import SimpleNamespace
+
+    def engine():
+        meta = SimpleNamespace(name="m", version="1", onnx_sha256="0" * 64)
+        return SimpleNamespace(versions={"m": {"1": meta}}, catalog={"m": meta}, failed={}, local={}, vocabs={})
+
+    settings = Settings(api_workers=2, model_control="explicit", repository_open=True)
+    engines = [engine(), engine()]
+    workers = [Repository(e, settings) for e in engines]
+    for i, w in enumerate(workers):
+        w.folder, w.index = tmp_path, i
+
+    async def scenario() -> None:
+        first = asyncio.create_task(workers[0]._follow())
+        call = asyncio.create_task(workers[0].run("unload", "m"))
+        await asyncio.sleep(0.3)  # the command is written; worker 1 does not follow yet
+        assert not call.done() and "m" in engines[0].versions  # prepared, not switched: worker 1 has not answered
+        late = asyncio.create_task(workers[1]._follow())
+        await asyncio.wait_for(call, 5)
+        first.cancel()
+        late.cancel()
+
+    asyncio.run(scenario())
+    assert "m" not in engines[0].versions and "m" not in engines[1].versions
