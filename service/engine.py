@@ -162,9 +162,10 @@ class Engine:
             request_done(model, ok, handed_over, timing)
 
     async def image_rows(
-        self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None = None
+        self, model: str | ModelMetadata, task: str, blobs: list[bytes] | list[str], label: int | None = None
     ) -> tuple[ModelMetadata, list[ImageItem]]:
-        """Encoded images (bytes, or a JSON request's base64 strings) -> the model's input rows, preprocessed
+        """Encoded images (bytes, or a JSON request's base64 strings) -> the input rows of ``model`` (a name, or
+        the metadata of the version a request already resolved, which a swap meanwhile must not change), preprocessed
         exactly as in training (with a class label for a conditional VAE's encoder), in the decode pool, or on
         the event loop when they are small PNGs (a hop to the pool costs more than decoding them)."""
         if small_pngs(blobs, S.inline_decode_bytes):
@@ -172,11 +173,11 @@ class Engine:
         return await off_loop(self._image_rows_now, model, task, blobs, label)
 
     def _image_rows_now(
-        self, model: str, task: str, blobs: list[bytes] | list[str], label: int | None
+        self, model: str | ModelMetadata, task: str, blobs: list[bytes] | list[str], label: int | None
     ) -> tuple[ModelMetadata, list[ImageItem]]:
         b64 = bool(blobs) and isinstance(blobs[0], str)
         data = _decode_images(cast(list[str], blobs)) if b64 else cast(list[bytes], blobs)
-        meta = self.metadata(model, task)
+        meta = model if isinstance(model, ModelMetadata) else self.metadata(model, task)
         limits = {
             "max_bytes": S.max_image_bytes,
             "max_pixels": S.max_image_pixels,

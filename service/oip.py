@@ -17,8 +17,9 @@ Adapter, registered with the task (service/tasks/).
 Supported extensions (Triton's, which ``tritonclient`` uses by default): binary tensor data (inputs and
 outputs after the JSON header, its length in ``Inference-Header-Content-Length``) and classification
 (``"parameters": {"classification": k}`` on a classifier's output: the top k as ``"value:index:label"``).
-Errors are ``{"error": "<message>"}`` with 400, 404, 413, 429 or 503 (the protocol's shape, not /v1's
-envelope); 429 and 503 carry Retry-After.
+Errors are ``{"error": "<message>"}`` with 400, 401, 403 (the repository without a key), 404, 405, 413, 429, 503 or
+504, and 500 only when an inference itself fails (the protocol's shape, not /v1's envelope); 429 and 503 carry
+Retry-After.
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ _read_routes("/config", _config, ModelConfig, "config", (
 ))  # fmt: skip
 _read_routes("/stats", _statistics, ModelStatisticsResponse, "stats", (
     "The model's statistics: requests, their phases' cumulative time, and onnxruntime runs per batch size.",
-    "A model version's statistics.",
+    "The model's statistics (summed over its versions: the counters are per model name).",
 ))  # fmt: skip
 
 

@@ -4,6 +4,8 @@ by the HTTP routes (service/oip.py) and gRPC (service/oip_grpc.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from contract.metadata import ModelMetadata
 from service.oip_schemas import (
     ConfigTensor,
@@ -14,7 +16,7 @@ from service.oip_schemas import (
     TensorMetadata,
 )
 from service.registry import TASKS
-from service.settings import Settings
+from service.settings import Settings, VersionPolicy
 from service.stats import model_statistics
 
 PLATFORM = "onnxruntime_onnx"
@@ -29,6 +31,13 @@ def _config_tensor(t: TensorMetadata) -> ConfigTensor:
     if not dims:
         dims, reshape = [1], {"shape": []}
     return ConfigTensor(name=t.name, data_type=TRITON_TYPE[t.datatype], dims=dims, reshape=reshape)
+
+
+def _version_policy(policy: VersionPolicy) -> dict[str, dict[str, Any]]:
+    """NNSERVE_VERSION_POLICY's entry in Triton's shape (its versions are numbers)."""
+    if policy.specific is not None:
+        return {"specific": {"versions": [int(v) if v.isdigit() else v for v in policy.specific]}}
+    return {"latest": {"num_versions": policy.latest or 1}}
 
 
 def model_config(meta: ModelMetadata, settings: Settings) -> ModelConfig:
@@ -50,7 +59,7 @@ def model_config(meta: ModelMetadata, settings: Settings) -> ModelConfig:
                 count=settings.api_workers if api else settings.model_workers,
             )
         ],
-        version_policy={"latest": {"num_versions": 1}},
+        version_policy=_version_policy(settings.version_policy.get(meta.name, VersionPolicy())),
         parameters={
             "batching": {"string_value": settings.batching},
             "max_rows_per_execution": {"string_value": str(task.max_batch(settings))},

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import os
 import socket
 import sys
@@ -38,7 +39,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from service import __version__, middleware
 from service.engine import Engine
-from service.errors import ApiError, validation_details
+from service.errors import ApiError, quoted, validation_details
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
 from service.oip import EXTENSIONS, model_of, run_request, svc_versions
 from service.oip_extensions import PLATFORM, model_config, statistics
@@ -101,8 +102,41 @@ def _typed_bytes(tensor: Any) -> bytes | None:
         ) from None
 
 
+MAX_TENSORS = 16  # inputs or outputs per request, as InferenceRequest bounds them
+MAX_PARAMETERS = 64  # entries of any parameters map
+
+
+def _check_sizes(msg: service_pb2.ModelInferRequest, specs: dict[str, list[int]], max_rows: int) -> None:
+    """Bounds checked on the message's counts before anything is converted (the protobuf message is parsed, but
+    turning millions of repeated values into Python objects is what would cost): at most 16 inputs and outputs,
+    64 parameters a map, each input's shape the model's (rank, fixed axes, 1 to max_rows rows), and typed contents
+    of exactly the shape's element count."""
+    if not 1 <= len(msg.inputs) <= MAX_TENSORS or len(msg.outputs) > MAX_TENSORS:
+        raise ApiError("invalid_request", f"1-{MAX_TENSORS} inputs and at most {MAX_TENSORS} outputs per request")
+    if len(msg.raw_input_contents) > MAX_TENSORS:
+        raise ApiError("invalid_request", f"at most {MAX_TENSORS} raw_input_contents")
+    maps = [msg.parameters, *(t.parameters for t in msg.inputs), *(o.parameters for o in msg.outputs)]
+    if any(len(m) > MAX_PARAMETERS for m in maps):
+        raise ApiError("invalid_request", f"at most {MAX_PARAMETERS} parameters per map")
+    for t in msg.inputs:
+        want = specs.get(t.name)
+        shape = list(t.shape)
+        if want is None:
+            raise ApiError("invalid_request", f"the model takes inputs {sorted(specs)}, not {quoted(t.name)!r}")
+        if len(shape) != len(want) or any(w not in (-1, d) for w, d in zip(want, shape, strict=True)):
+            raise ApiError("invalid_request", f"input {t.name!r} has shape {shape[:8]}; the model takes {want}")
+        if not 1 <= shape[0] <= max_rows or any(d < 0 for d in shape):
+            raise ApiError("invalid_request", f"input {t.name!r}: 1-{max_rows} rows per request, not {shape[0]}")
+        if t.datatype in CONTENTS or t.datatype == "BYTES":
+            field = CONTENTS[t.datatype][0] if t.datatype in CONTENTS else "bytes_contents"
+            given = len(getattr(t.contents, field))
+            if given and given != math.prod(shape):
+                raise ApiError("invalid_request", f"input {t.name!r}: {given} values for shape {shape}")
+
+
 def to_request(msg: service_pb2.ModelInferRequest) -> tuple[InferenceRequest, bytes]:
-    """A gRPC inference request -> the REST request it is (under the same bounds) and its binary tensor data."""
+    """A gRPC inference request (its sizes checked by ``_check_sizes``) -> the REST request it is (under the same
+    bounds) and its binary tensor data."""
     raw = list(msg.raw_input_contents)
     if raw and len(raw) != len(msg.inputs):
         raise ApiError("invalid_request", f"{len(raw)} raw_input_contents for {len(msg.inputs)} inputs")
@@ -170,6 +204,9 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             )
         except ApiError as e:
             code = await self._abort(context, method, e)
+        except asyncio.CancelledError:  # the client went away (or the deadline passed on its side)
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception:  # a bug: logged with its traceback, never sent to the client
             log.exception("gRPC %s failed", method)
             code = await self._abort(context, method, ApiError("internal_error", "internal error"))
@@ -280,6 +317,8 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
         async def answer() -> Any:
             meta = model_of(self.engine, request.model_name, request.model_version or None)
+            specs = {t.name: list(t.shape) for t in TASKS[meta.task].v2.inputs(meta)}
+            _check_sizes(request, specs, self.engine.max_rows(meta.task))
             req, binary = to_request(request)
             outputs = await run_request(self.engine, meta, req, binary)
             response = service_pb2.ModelInferResponse(
@@ -344,13 +383,17 @@ class GrpcServer:
         self.settings = settings
         self.loop = loop
         self.tasks: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references to its tasks
+        slots = max(1, settings.max_concurrency // settings.api_workers)
         self.server = aio.server(
+            # calls past the worker's slots (and a few for the probes) are refused before their message is held:
+            # memory stays within (slots + 8) messages of NNSERVE_MAX_BODY_BYTES
+            maximum_concurrent_rpcs=slots + 8,
             options=[
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.max_metadata_size", settings.max_head_bytes),
                 ("grpc.so_reuseport", 1),
-            ]
+            ],
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(engine, settings), self.server)
         self.address = f"{settings.grpc_host or _http_host()}:{settings.grpc_port}"

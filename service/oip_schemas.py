@@ -118,7 +118,7 @@ class ModelConfig(BaseModel):
     output: list[ConfigTensor]
     dynamic_batching: DynamicBatching
     instance_group: list[InstanceGroup]
-    version_policy: dict[str, dict[str, int]]
+    version_policy: dict[str, dict[str, Any]] = Field(description="Triton's shape of NNSERVE_VERSION_POLICY")
     parameters: dict[str, dict[str, str]] = Field(description="nnserve's batching settings, as string_value")
 
 

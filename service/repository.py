@@ -15,7 +15,8 @@ Across the API workers a load is two phases over small files in the folder Bento
 (its Prometheus folder): the worker that took the call writes the command, every worker (itself included)
 prepares and acknowledges, and only when all of them prepared does it write the commit; one failure (a missing
 or corrupt file, metadata that does not match the graph, a warm-up that gives non-finite outputs) aborts
-everywhere and the old versions keep serving. The call returns when every worker has switched.
+everywhere and the old versions keep serving. The call returns when every worker has switched; a worker that
+prepared but then does not switch within 15 s (it crashed) makes the call a 500 naming it, the others switched.
 
 Model control (``NNSERVE_MODEL_CONTROL``): ``none`` (the models of the start, until the end), ``explicit`` (the
 repository API: /v2/repository/..., gRPC RepositoryModelLoad/Unload), ``poll`` (the first worker scans the model
@@ -72,7 +73,7 @@ class Staged:
 
     name: str
     metas: dict[str, ModelMetadata] = field(default_factory=dict)  # version -> metadata
-    models: dict[str, OnnxModel] = field(default_factory=dict)  # served_key -> a session new to this worker
+    models: dict[str, OnnxModel] = field(default_factory=dict)  # served_key -> its session (new or reused)
     vocabs: dict[str, Vocab] = field(default_factory=dict)
 
 
@@ -91,10 +92,11 @@ def prepare(engine: Any, name: str, settings: Settings) -> Staged:
         if meta.task not in TASKS:
             raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
         key = served_key(meta)
-        if loaded(engine, key) is None:
+        model = loaded(engine, key)  # held here: a drop pending for it (a rollback) cannot take it away
+        if model is None:
             model = load_model(path, settings)
             warm_up(model)
-            staged.models[key] = model
+        staged.models[key] = model
         if isinstance(meta.preprocessing, TextPreprocessing):
             staged.vocabs[key] = engine.vocabs.get(key) or load_vocab(path, meta)
         staged.metas[meta.version] = meta
@@ -214,6 +216,8 @@ class Repository:
         (ApiError) having changed nothing. Runs to its end even if the caller goes away."""
         if not re.fullmatch(MODEL_NAME, name):  # a folder of the model folder, never a path out of it
             raise ApiError("model_not_found", f"no model named {quoted(name)!r} in the model folder")
+        if self.settings.models and name not in self.settings.models:
+            raise ApiError("model_not_found", f"{name!r} is not among NNSERVE_MODELS, the models this server may serve")
         task = asyncio.get_running_loop().create_task(self._run(action, name))
         await asyncio.shield(task)
 
@@ -296,6 +300,8 @@ class Repository:
                 continue
             gen, phase, name = int(cmd["gen"]), str(cmd["phase"]), str(cmd["name"])
             self.handled.add((gen, phase))
+            for old in [g for g in self.staged if g < gen]:  # a command this worker never saw end (overwritten)
+                del self.staged[old]
             ok, error, code = True, "", ""
             try:
                 action = str(cmd["action"])
@@ -350,4 +356,6 @@ class Repository:
                         await self.run(action, name)
                     except ApiError as e:
                         log.error("poll: %s of %s failed, the old version keeps serving: %s", action, name, e.message)
+                    except Exception:  # the scans must go on
+                        log.exception("poll: %s of %s failed, the old version keeps serving", action, name)
                     seen[name] = sig  # a failed load is retried when its files change again

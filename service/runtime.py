@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import time
@@ -12,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TensorSpec, load_metadata, sha256_file
+from contract.metadata import (
+    METADATA_FILE,
+    ONNX_FILE,
+    ModelMetadata,
+    TensorSpec,
+    TextPreprocessing,
+    load_metadata,
+    sha256_file,
+)
 from contract.text import Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS, child
 from service.settings import Settings, VersionPolicy
@@ -123,10 +132,14 @@ def _open_graph(
 
 
 def served_key(meta: ModelMetadata) -> str:
-    """What a batch row names its model by: one loaded version of it, down to its graph's bytes, so that rows
-    prepared for a version (a text encoded with its vocabulary) never run through another one that replaced it
-    meanwhile (service/repository.py), and a reload of unchanged files is the same model."""
-    return f"{meta.name}@{meta.version}#{meta.onnx_sha256[:16]}"
+    """What a batch row names its model by: one loaded version of it, down to its files' bytes (the graph, a VAE's
+    encoder, a text model's vocabulary), so that rows prepared for a version (a text encoded with its vocabulary)
+    never run through another one that replaced it meanwhile (service/repository.py), and a reload of unchanged
+    files is the same model."""
+    enc = meta.generator.encoder if meta.generator else None
+    vocab = meta.preprocessing.vocab_sha256 if isinstance(meta.preprocessing, TextPreprocessing) else ""
+    files = hashlib.sha256(f"{meta.onnx_sha256}:{enc.sha256 if enc else ''}:{vocab}".encode()).hexdigest()
+    return f"{meta.name}@{meta.version}#{files[:16]}"
 
 
 def version_order(version: str) -> tuple[int, str]:

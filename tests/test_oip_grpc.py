@@ -229,3 +229,24 @@ def test_metadata_over_the_head_limit_is_refused(stub):
     assert stub.ServerMetadata(request, metadata=(("x-pad", "a" * 1000),), timeout=10).name == "nnserve"
     big = (("x-pad", "a" * 20_000),)
     assert _code(lambda: stub.ServerMetadata(request, metadata=big, timeout=10)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_counts_are_checked_before_anything_is_converted(stub):
+    """Typed contents of another length than the shape's, 17 inputs, a parameters map of 65 entries: refused from
+    the message's counts, before their values become Python objects."""
+    req = service_pb2.ModelInferRequest(model_name=CNN)
+    t = req.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+    t.contents.fp32_contents.extend([0.0] * 785)
+    assert _code(lambda: stub.ModelInfer(req, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+    many = service_pb2.ModelInferRequest(model_name=CNN)
+    for _ in range(17):
+        many.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+    assert _code(lambda: stub.ModelInfer(many, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+    params = service_pb2.ModelInferRequest(model_name=CNN)
+    params.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+    params.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())
+    for i in range(65):
+        params.parameters[f"p{i}"].int64_param = i
+    assert _code(lambda: stub.ModelInfer(params, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+    del params.parameters["p0"]
+    assert stub.ModelInfer(params, timeout=30).outputs[0].name == "logits"  # 64 entries: within the limit

@@ -294,7 +294,7 @@ async def interpolate(request: InterpolateRequest) -> Response:
             raise ApiError("invalid_request", "give either two images or seeds, not both")
         if meta.generator.encoder is None:
             raise ApiError("invalid_request", f"{r.model} has no encoder: interpolate between seeds instead")
-        _, items = await engine.image_rows(at_version(meta.name, meta.version), TASK, r.images, label=y)
+        _, items = await engine.image_rows(meta, TASK, r.images, label=y)
         posts = await engine.call(TASK, items, meta.name, "encode")
         a, b = posts[0].mu, posts[1].mu
     else:

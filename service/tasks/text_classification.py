@@ -154,14 +154,14 @@ class TextModels(Family):
 
 
 def text_rows(
-    engine: Engine, model: str, texts: list[str], empty_ok: bool = False
+    engine: Engine, model: str | ModelMetadata, texts: list[str], empty_ok: bool = False
 ) -> tuple[list[TextItem], list[TextRows]]:
     """Texts -> the model's token-id rows (tokenised exactly as in training; a long text in windows of max_len
     tokens), with what each text's answer reports; the limits on texts and characters are checked here. A text
     without tokens is a 400, or with ``empty_ok`` (/v2, whose batch has no per-row errors) one unknown token:
     its answer is the model's prior, with an out-of-distribution score of 1 (flagged when the model has a
     threshold: every token read is unknown)."""
-    meta = engine.metadata(model, TASK)
+    meta = model if isinstance(model, ModelMetadata) else engine.metadata(model, TASK)  # a version resolved already
     pre = meta.text_preprocessing()
     if len(texts) > S.max_texts:
         raise ApiError("invalid_request", f"at most {S.max_texts} texts per request")
@@ -186,7 +186,7 @@ def text_rows(
 
 
 async def tokenized(
-    engine: Engine, model: str, texts: list[str], empty_ok: bool = False
+    engine: Engine, model: str | ModelMetadata, texts: list[str], empty_ok: bool = False
 ) -> tuple[list[TextItem], list[TextRows]]:
     """``text_rows`` on the event loop for short texts, in the decode pool for long ones: tokenising cost
     0.3 us per character of English here but 10 us for a character that normalisation expands 18-fold, and a
@@ -229,7 +229,6 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     ``explain``, an attention model's weight for every token read."""
     engine = current()
     meta = engine.metadata(at_version(request.model, request.version), TASK)
-    model = at_version(meta.name, meta.version)  # this version throughout, whatever the repository does meanwhile
     if request.explain and not any(o.name == ATTENTION for o in meta.outputs):
         pooling = meta.architecture_config.get("pooling", "its own")
         raise ApiError(
@@ -239,7 +238,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
         )
     if request.explain and sum(map(len, request.texts)) > S.max_explain_chars:
         raise ApiError("invalid_request", f"explain reads at most {S.max_explain_chars} characters per request")
-    items, encoded = await tokenized(engine, model, request.texts)
+    items, encoded = await tokenized(engine, meta, request.texts)  # this version, whatever a swap does meanwhile
     results = await engine.call(TASK, items, meta.name)
     probs = softmax(combined_logits(results, encoded), meta)
     explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
@@ -278,7 +277,7 @@ def _utf8(b: bytes, i: int) -> str:
 
 async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
-    items, encoded = await tokenized(engine, at_version(meta.name, meta.version), texts, empty_ok=True)
+    items, encoded = await tokenized(engine, meta, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
     return with_ood(meta, combined_logits(results, encoded), [e.unknown for e in encoded])
 
