@@ -10,6 +10,7 @@ orchestrators probe them without credentials.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers
 
@@ -29,12 +30,19 @@ def requires_key(path: str, protect_metrics: bool) -> bool:
     return path.startswith(("/v1/", "/v2/")) or path in ("/v1", "/v2")
 
 
-def presented_key(headers: Headers) -> str | None:
+def presented_key(headers: Headers | Mapping[str, str]) -> str | None:
+    """The key a request carries (HTTP headers, or a gRPC call's metadata with lower-case keys)."""
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return headers.get("x-api-key")
+
+
+def key_matches(headers: Headers | Mapping[str, str], key: bytes) -> bool:
+    """Whether the request presents ``key`` (compared in constant time)."""
+    given = presented_key(headers)
+    return given is not None and given != "" and hmac.compare_digest(given.encode(), key)
 
 
 class ApiKeyMiddleware:
@@ -47,8 +55,7 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not requires_key(scope["path"], self.protect_metrics):
             await self.app(scope, receive, send)
             return
-        given = presented_key(Headers(scope=scope))
-        if given and hmac.compare_digest(given.encode(), self.key):
+        if key_matches(Headers(scope=scope), self.key):
             await self.app(scope, receive, send)
             return
         err = ApiError("unauthorized", "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key")

@@ -138,8 +138,8 @@ class Engine:
 
     async def call(self, task: str, items: list[Any], model: str, method: str = "infer") -> list[Any]:
         """Rows to the task's family, batched with other requests' rows (in this worker, or in the model
-        service); one result per row."""
-        model = model.split("@", 1)[0]  # statistics per model name (summed over its versions)
+        service); one result per row. ``model`` is the model's name, for the log and the statistics (the rows name
+        the version they were prepared for)."""
         handed_over, timing, ok = time.perf_counter(), BatchTiming(), False
         try:
             if S.batching == "api":
@@ -185,9 +185,10 @@ class Engine:
             "max_scans": S.max_jpeg_scans,
         }
         rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(data)]
+        key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
-            return meta, [ImageItem(model=served_key(meta), x=x) for x in rows]
-        return meta, [LabeledImageItem(model=served_key(meta), x=x, label=label) for x in rows]
+            return meta, [ImageItem(model=key, x=x) for x in rows]
+        return meta, [LabeledImageItem(model=key, x=x, label=label) for x in rows]
 
     async def model_cards(self) -> list[ModelCard]:
         runtime: dict[str, list[str]] = {}

@@ -62,7 +62,6 @@ from service.oip_schemas import (
 )
 from service.oip_tensors import HEADER_LENGTH, decode_inputs, encode_response, split_body
 from service.registry import TASKS, Tensors
-from service.repository import index
 from service.runtime import version_order
 from service.settings import get_settings
 
@@ -343,11 +342,7 @@ async def repository_index(request: Request) -> Response:
     """Every model version on disk or served, with its state (Triton's repository extension; needs the API key,
     or NNSERVE_REPOSITORY_OPEN)."""
     body = await _optional_body(request, RepositoryIndexRequest)
-    svc = current()
-    svc.repository.check(None)
-    entries = [RepositoryEntry(**e) for e in index(svc, get_settings())]
-    if body.ready:
-        entries = [e for e in entries if e.state == "READY"]
+    entries = [RepositoryEntry(**e) for e in current().repository.listing(bool(body.ready))]
     return Response(
         b"[" + b",".join(e.model_dump_json().encode() for e in entries) + b"]", media_type="application/json"
     )
@@ -359,26 +354,16 @@ async def repository_load(request: Request, name: Name) -> Response:
     warms up the new ones, then all switch; in-flight requests finish on the old ones. Answers when every worker
     serves the new versions; a version that fails to load changes nothing. NNSERVE_MODEL_CONTROL=explicit."""
     body = await _optional_body(request, ModelControlRequest)
-    if any(k == "config" or k.startswith("file:") for k in body.parameters or {}):
-        raise ApiError(
-            "invalid_request", "nnserve loads what is on disk: 'config' and 'file:' parameters are not taken"
-        )
-    await _control("load", name)
+    await current().repository.call("load", name, body.parameters or {})
     return _json(ModelControlResponse())
 
 
 @v2_app.post("/repository/models/{name}/unload", response_model=ModelControlResponse, responses=_REPOSITORY_ERRORS)
 async def repository_unload(request: Request, name: Name) -> Response:
     """Stop serving the model in every API worker (in-flight requests finish)."""
-    await _optional_body(request, ModelControlRequest)
-    await _control("unload", name)
+    body = await _optional_body(request, ModelControlRequest)
+    await current().repository.call("unload", name, body.parameters or {})
     return _json(ModelControlResponse())
-
-
-async def _control(action: str, name: str) -> None:
-    repository = current().repository
-    repository.check(action)
-    await repository.run(action, name)
 
 
 async def _optional_body(request: Request, model: type[T]) -> T:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import math
 import os
@@ -38,15 +37,15 @@ from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from service import __version__, middleware
+from service.auth import key_matches
 from service.engine import Engine
 from service.errors import ApiError, quoted, validation_details
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
 from service.oip import EXTENSIONS, model_of, run_request, svc_versions
 from service.oip_extensions import PLATFORM, model_config, statistics
 from service.oip_schemas import InferenceRequest
-from service.oip_tensors import bytes_payload, raw_bytes, response_id, select_outputs
+from service.oip_tensors import bytes_payload, check_shape, raw_bytes, response_id, select_outputs
 from service.registry import TASKS
-from service.repository import index
 from service.request_id import ARRIVED, REQUEST_ID, request_id_for
 from service.settings import Settings, get_settings
 
@@ -123,10 +122,7 @@ def _check_sizes(msg: service_pb2.ModelInferRequest, specs: dict[str, list[int]]
         shape = list(t.shape)
         if want is None:
             raise ApiError("invalid_request", f"the model takes inputs {sorted(specs)}, not {quoted(t.name)!r}")
-        if len(shape) != len(want) or any(w not in (-1, d) for w, d in zip(want, shape, strict=True)):
-            raise ApiError("invalid_request", f"input {t.name!r} has shape {shape[:8]}; the model takes {want}")
-        if not 1 <= shape[0] <= max_rows or any(d < 0 for d in shape):
-            raise ApiError("invalid_request", f"input {t.name!r}: 1-{max_rows} rows per request, not {shape[0]}")
+        check_shape(t.name, shape[:9], want, max_rows)  # at most one axis past the longest rank: the message short
         if t.datatype in CONTENTS or t.datatype == "BYTES":
             field = CONTENTS[t.datatype][0] if t.datatype in CONTENTS else "bytes_contents"
             given = len(getattr(t.contents, field))
@@ -159,13 +155,6 @@ def to_request(msg: service_pb2.ModelInferRequest) -> tuple[InferenceRequest, by
     return req, b"".join(b for b in blobs if b is not None)
 
 
-def _key(metadata: dict[str, str]) -> str | None:
-    scheme, _, token = metadata.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return metadata.get("x-api-key")
-
-
 class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Each RPC of the protocol over the Engine, through ``_call``'s door (key, id, slot, timeout, errors)."""
 
@@ -188,8 +177,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         code = grpc.StatusCode.OK
         try:
             if method not in PROBES:
-                given = _key(metadata)
-                if self.key is not None and not (given and hmac.compare_digest(given.encode(), self.key)):
+                if self.key is not None and not key_matches(metadata, self.key):
                     raise ApiError("unauthorized", "missing or wrong API key: send authorization: Bearer <key>")
                 if admission is not None:
                     if admission.full():
@@ -288,10 +276,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request: Any, context: aio.ServicerContext) -> Any:
         async def answer() -> Any:
-            self.engine.repository.check(None)
-            entries = index(self.engine, self.settings)
-            if request.ready:
-                entries = [e for e in entries if e["state"] == "READY"]
+            entries = self.engine.repository.listing(request.ready)
             return service_pb2.RepositoryIndexResponse(
                 models=[service_pb2.RepositoryIndexResponse.ModelIndex(**e) for e in entries]
             )
@@ -306,10 +291,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _control(self, action: str, request: Any, context: aio.ServicerContext, done: Any) -> Any:
         async def answer() -> Any:
-            if action == "load" and any(k == "config" or k.startswith("file:") for k in request.parameters):
-                raise ApiError("invalid_request", "nnserve loads what is on disk: 'config' and 'file:' are not taken")
-            self.engine.repository.check(action)
-            await self.engine.repository.run(action, request.model_name)
+            await self.engine.repository.call(action, request.model_name, request.parameters)
             return done
 
         return await self._call(f"RepositoryModel{action.title()}", context, answer)

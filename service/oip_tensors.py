@@ -110,16 +110,21 @@ def _flatten(data: list[Any], name: str, count: int) -> list[Any]:
     return flat
 
 
+def check_shape(name: str, shape: list[int], want: list[int], max_rows: int) -> None:
+    """A request tensor's shape against the model's (-1: any size there), with 1 to ``max_rows`` rows."""
+    if len(shape) != len(want) or any(w not in (-1, d) for w, d in zip(want, shape, strict=True)):
+        raise ApiError("invalid_request", f"input {name!r} has shape {shape}; the model takes {list(want)}")
+    if not 1 <= shape[0] <= max_rows or any(d < 0 for d in shape):
+        raise ApiError("invalid_request", f"input {name!r}: 1-{max_rows} rows per request, not {shape[0]}")
+
+
 def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, max_rows: int) -> np.ndarray:
     """One request tensor -> a numpy array of the declared dtype and shape, or a 400 saying what is wrong."""
     want = spec.datatype
     if inp.datatype != want and inp.datatype not in WIDENS.get(want, {}):
         raise ApiError("invalid_request", f"input {inp.name!r} is {want}, not {inp.datatype}")
     shape = list(inp.shape)
-    if len(shape) != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, shape, strict=True)):
-        raise ApiError("invalid_request", f"input {inp.name!r} has shape {shape}; the model takes {list(spec.shape)}")
-    if not 1 <= shape[0] <= max_rows:
-        raise ApiError("invalid_request", f"input {inp.name!r}: 1-{max_rows} rows per request, not {shape[0]}")
+    check_shape(inp.name, shape, spec.shape, max_rows)
     count = math.prod(shape)
     if want == "BYTES":
         if binary is not None:

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,21 @@ class Repository:
             )
         if action is not None and s.batching != "api":
             raise ApiError("invalid_request", "model control needs NNSERVE_BATCHING=api")
+
+    def listing(self, ready: bool) -> list[dict[str, str]]:
+        """The index a client asks for (HTTP or gRPC), behind the gate; with ``ready``, the READY versions only."""
+        self.check(None)
+        entries = index(self.engine, self.settings)
+        return [e for e in entries if e["state"] == "READY"] if ready else entries
+
+    async def call(self, action: str, name: str, parameters: Iterable[str]) -> None:
+        """A client's load or unload (HTTP or gRPC; ``parameters``: its parameters' names), behind the gate."""
+        if action == "load" and any(k == "config" or k.startswith("file:") for k in parameters):
+            raise ApiError(
+                "invalid_request", "nnserve loads what is on disk: 'config' and 'file:' parameters are not taken"
+            )
+        self.check(action)
+        await self.run(action, name)
 
     async def run(self, action: str, name: str) -> None:
         """Load or unload ``name`` in every API worker; returns when all of them serve the outcome, or raises

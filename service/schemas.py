@@ -7,7 +7,7 @@ service/settings.py), so the OpenAPI document states the limits the server enfor
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -33,6 +33,8 @@ VERSION = "that model's version (its artifact's)"
 
 VERSION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 VERSION_CHOICE = "one of the model's served versions (its card's 'versions'); absent: the newest served"
+# the optional version every /v1 request body takes
+VersionChoice = Annotated[str | None, Field(pattern=VERSION_PATTERN, description=VERSION_CHOICE)]
 
 
 def at_version(model: str, version: str | None) -> str:
@@ -46,7 +48,7 @@ class ImagesInput(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str
-    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
+    version: VersionChoice = None
     images: list[str] = Field(
         min_length=1,
         max_length=S.max_images,

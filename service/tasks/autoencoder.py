@@ -123,7 +123,8 @@ async def encode(request: EncodeImagesRequest) -> Response:
 
 async def _v2_autoencode(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     x = t[meta.inputs[0].name]
-    results = await engine.call(TASK, [ImageItem(model=served_key(meta), x=row) for row in x], meta.name)
+    key = served_key(meta)
+    results = await engine.call(TASK, [ImageItem(model=key, x=row) for row in x], meta.name)
     return {
         "code": np.stack([r.code for r in results]),
         "reconstruction": np.stack([r.reconstruction for r in results]),

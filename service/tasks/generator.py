@@ -37,8 +37,7 @@ from service.schemas import (
     ERROR_RESPONSES,
     MODEL_NAME,
     VERSION,
-    VERSION_CHOICE,
-    VERSION_PATTERN,
+    VersionChoice,
     at_version,
     json_response,
 )
@@ -87,7 +86,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-gan", pattern=MODEL_NAME, description="a served generator")
-    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
+    version: VersionChoice = None
     n: StrictInt = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
     seed: StrictInt | None = SEED
     label: StrictInt | str | None = LABEL
@@ -109,7 +108,7 @@ class InterpolateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mnist-vae", pattern=MODEL_NAME, description="a served generator")
-    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
+    version: VersionChoice = None
     steps: StrictInt = Field(
         min(8, max(2, S.max_samples)), ge=2, le=max(2, S.max_samples), description="frames, both end points included"
     )
@@ -201,7 +200,8 @@ def label_index(meta: ModelMetadata, label: int | str | None, required: bool) ->
 
 async def decode(engine: Engine, meta: ModelMetadata, z: np.ndarray, labels: list[int]) -> np.ndarray:
     """Latent rows -> images (B, C, H, W) in [0, 1], batched with other requests' rows."""
-    items = [LatentItem(model=served_key(meta), z=row, label=y) for row, y in zip(z, labels, strict=True)]
+    key = served_key(meta)
+    items = [LatentItem(model=key, z=row, label=y) for row, y in zip(z, labels, strict=True)]
     results = await engine.call(TASK, items, meta.name, "generate")
     GENERATED.labels(meta.name).inc(len(results))
     return np.stack([r.image for r in results])

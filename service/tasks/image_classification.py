@@ -154,7 +154,8 @@ async def classify(request: ClassifyImagesRequest) -> Response:
 
 async def _v2_classify(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     x = t[meta.inputs[0].name]
-    results = await engine.call(TASK, [ImageItem(model=served_key(meta), x=row) for row in x], meta.name)
+    key = served_key(meta)
+    results = await engine.call(TASK, [ImageItem(model=key, x=row) for row in x], meta.name)
     return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results])
 
 

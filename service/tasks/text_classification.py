@@ -43,8 +43,7 @@ from service.schemas import (
     OOD_FLAG,
     OOD_SCORE,
     VERSION,
-    VERSION_CHOICE,
-    VERSION_PATTERN,
+    VersionChoice,
     at_version,
     json_response,
 )
@@ -82,7 +81,7 @@ class AnalyzeSentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("sst2-gru", pattern=MODEL_NAME, description="a served text-classification model")
-    version: str | None = Field(None, pattern=VERSION_PATTERN, description=VERSION_CHOICE)
+    version: VersionChoice = None
     texts: list[Annotated[str, Field(max_length=S.max_text_chars)]] = Field(
         min_length=1,
         max_length=S.max_texts,
@@ -167,12 +166,14 @@ def text_rows(
         raise ApiError("invalid_request", f"at most {S.max_texts} texts per request")
     items: list[TextItem] = []
     encoded = []
+    key = served_key(meta)
+    vocab = engine.vocabs[key]
     for i, text in enumerate(texts):
         if len(text) > S.max_text_chars:
             raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
         if not text.strip() and not empty_ok:
             raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
-        windows, n_tokens = encode_windows(text, pre.tokenizer, engine.vocabs[served_key(meta)], S.text_windows)
+        windows, n_tokens = encode_windows(text, pre.tokenizer, vocab, S.text_windows)
         if not windows and empty_ok:
             windows = [[pre.unk_id]]
         elif not windows:
@@ -181,7 +182,7 @@ def text_rows(
         sizes = [len(w) for w in windows]
         unknown = sum(t == pre.unk_id for w in windows for t in w) / sum(sizes)
         encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, unknown=unknown))
-        items += [TextItem(model=served_key(meta), ids=np.asarray(w, dtype=np.int64)) for w in windows]
+        items += [TextItem(model=key, ids=np.asarray(w, dtype=np.int64)) for w in windows]
     return items, encoded
 
 

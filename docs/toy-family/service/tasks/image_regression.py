@@ -73,7 +73,8 @@ async def regress(request: RegressImagesRequest) -> Response:
 
 
 async def _v2_regress(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
-    rows = [ImageItem(model=served_key(meta), x=row) for row in t[meta.inputs[0].name]]
+    key = served_key(meta)
+    rows = [ImageItem(model=key, x=row) for row in t[meta.inputs[0].name]]
     results = await engine.call(TASK, rows, meta.name)
     return {"value": np.asarray([r.value for r in results], dtype=np.float32)}
 
