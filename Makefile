@@ -42,6 +42,7 @@ $(VENV)/.serve: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.serve
 	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m tests.oip_document  # the protocol's OpenAPI documents for tests/test_oip_openapi.py (one pinned wheel)
 	touch $@
 
 $(VENV)/.client: $(VENV)/.serve
