@@ -138,18 +138,33 @@ class GraphInfo(BaseModel):
     outputs: list[TensorSpec]
 
 
-class GeneratorInfo(BaseModel):
-    """Generators: how to drive model.onnx (latent z [+ labels] -> images)."""
+class GibbsInfo(BaseModel):
+    """Gibbs samplers (an RBM): model.onnx runs up to ``steps_per_run`` Gibbs steps with the noise as inputs, in
+    order (v (B, D), u_h (B, K, H), u_v (B, K, D), steps (B,)) -> (v (B, D), image (B, C, H, W), hidden (B, H));
+    contract/gibbs.py draws a chain from a seed."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["gan", "vae"]
-    latent_dim: int
+    steps_per_run: int = Field(ge=1, description="K: steps one run of the graph takes at most")
+    visible: int = Field(ge=1, description="D: visible units (the pixels)")
+    hidden: int = Field(ge=1, description="H: hidden units; 'hidden' = p(h | v) of the input v, its features")
+    start: Literal["bernoulli-0.5"] = Field("bernoulli-0.5", description="each chain's first visible state")
+
+
+class GeneratorInfo(BaseModel):
+    """Generators: how to drive model.onnx (latent z [+ labels] -> images, or a Gibbs chain's runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["gan", "vae", "rbm"]
+    latent_dim: int = Field(description="z's size; an RBM's hidden units")
     conditional: bool = Field(description="the graph takes an int64 'labels' input; labels lists the classes")
-    noise: Literal["standard-normal"] = Field(
-        "standard-normal", description="z ~ N(0, I); the service draws it with numpy's default_rng(seed)"
+    noise: Literal["standard-normal", "uniform"] = Field(
+        "standard-normal",
+        description="z ~ N(0, I), or (Gibbs samplers) U[0, 1) noise inputs; the service draws it with numpy's "
+        "default_rng from the request's seed",
     )
     value_range: tuple[float, float] = Field((0.0, 1.0), description="pixel range of the output images")
     encoder: GraphInfo | None = Field(None, description="VAE: image [+ labels] -> posterior mu, logvar")
+    gibbs: GibbsInfo | None = Field(None, description="Gibbs samplers: the chain model.onnx runs (no z)")
 
 
 class ModelMetadata(BaseModel):
@@ -167,6 +182,9 @@ class ModelMetadata(BaseModel):
     )
     architecture: str = Field(description="registry name of the nn.Module")
     architecture_config: dict[str, bool | int | float | str | list[int]]
+    parameters: int | None = Field(
+        None, description="the nn.Module's trainable parameters (None: exported before nnserve recorded them)"
+    )
     labels: list[str]
     preprocessing: ImagePreprocessing | TextPreprocessing
     inputs: list[TensorSpec]

@@ -84,6 +84,13 @@ class ModelCard(BaseModel):
     )
     task: str = Field(description="the task it is served as, e.g. image-classification (one module of service/tasks/)")
     architecture: str = Field(description="the registered architecture it was trained as")
+    architecture_config: dict[str, bool | int | float | str | list[int]] = Field(
+        default_factory=dict, description="the architecture's configuration (layer sizes, units, ...)"
+    )
+    parameters: int | None = Field(None, description="trainable parameters (null: not recorded by its export)")
+    training: dict[str, bool | int | float | str | None] = Field(
+        default_factory=dict, description="the training recipe: epochs, batch size, optimiser, schedule, augmentation"
+    )
     labels: list[str] = Field(description="class names, in index order")
     preprocessing: ImagePreprocessing | TextPreprocessing = Field(description="how inputs become its tensors")
     inputs: list[TensorSpec] = Field(description="the ONNX graph's inputs")

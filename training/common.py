@@ -41,6 +41,7 @@ class TrainConfig:
     augment: str = "digits"
     photos: float = 0.0  # share of each batch drawn from training images rendered as photos (photo_data.py)
     photo_pool: int = 20_000  # how many training images are rendered as photos
+    init_samples: int = 20_000  # training images a model that starts from the data sees (models/mlp.py's RBF)
     val_fraction: float = 0.1
     split_seed: int = 0  # the split does not move when --seed changes
     seed: int = 0

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from training.common import (
     seed_everything,
 )
 from training.photo_data import photo_pool
-from training.plots import plot_curves
+from training.plots import plot_curves, plot_images
 from training.registry import Recipe, register_recipe
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,12 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     x_va, y_va = torch.from_numpy(ds.images[val_idx]), torch.from_numpy(ds.labels[val_idx])
     mean = torch.tensor(mean_l).view(1, -1, 1, 1)
     std = torch.tensor(std_l).view(1, -1, 1, 1)
+    init = getattr(model, "init_from_data", None)
+    if init is not None:  # a model that starts from the data (the RBF network: k-means centres, least squares)
+        pick = torch.randperm(len(x_tr), generator=gen)[: cfg.init_samples]
+        t_init = time.perf_counter()
+        init(_normalize(x_tr[pick].float(), mean, std), y_tr[pick], gen)
+        log.info("initialised from %d training images in %.1f s", len(pick), time.perf_counter() - t_init)
     aug = AUGMENT_PRESETS[cfg.augment]
     n_photo = round(cfg.photos * cfg.batch_size)
     if n_photo:  # photos of training images, read through the service's front door (training/photo_data.py)
@@ -162,11 +169,22 @@ def _run(args: argparse.Namespace) -> dict:
     return train(ds, cfg, model_args(args), pre)
 
 
+def _plot(ckpt: dict, title: str, path: Path) -> None:
+    """The curves; for a model with centres (the RBF network) also 50 of them as images, in pixel units."""
+    plot_curves(ckpt["history"], title, path, "accuracy")
+    centres = ckpt["state_dict"].get("centres")
+    if centres is not None:
+        pre, size = ckpt["preprocessing"], ckpt["model_config"]["input_size"]
+        c = centres[:50].reshape(-1, ckpt["model_config"]["in_channels"], size, size)[:, 0]
+        pixels = (c * pre["std"][0] + pre["mean"][0]) * 255  # normalised -> 0..255, as contract.images.normalize
+        plot_images(pixels.numpy(), f"{title}: 50 of the {len(centres)} centres", path.with_name("centres.png"))
+
+
 register_recipe(
     Recipe(
         family="image-classification",
         run=_run,
-        plot=lambda ckpt, title, path: plot_curves(ckpt["history"], title, path, "accuracy"),
+        plot=_plot,
         summary=accuracy_summary,
         add_args=_add_args,
     )

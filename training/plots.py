@@ -36,3 +36,18 @@ def plot_curves(history: list[dict[str, float]], title: str, out: Path, metric: 
     """Supervised tasks: train/validation loss and metric."""
     panels = {"loss": ["train_loss", "val_loss"], metric: [f"train_{metric}", f"val_{metric}"]}
     plot_series(history, title, out, panels, log_panels=("loss",))
+
+
+def plot_images(images, title: str, out: Path, cols: int = 10) -> None:
+    """A grid of gray images (N, H, W), each scaled to its own range (weights and centres have no fixed range)."""
+    n = len(images)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img in zip(axes.ravel(), images, strict=False):
+        ax.imshow(img, cmap="gray")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
