@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 USERS ?= 8
 DURATION ?= 60s
 
-.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format vectors models evaluate loadtest bench bench-peers bench-swap burst soak clean
+.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format vectors models fashion-resnet evaluate loadtest bench bench-peers bench-swap burst soak clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
@@ -126,8 +126,8 @@ format: $(VENV)/.dev
 
 # ---- shipped models: train (checkpoint, metrics, curves) -> export (ONNX + metadata, parity) ----
 # Thread counts are part of the recipe: the same seed, data and thread count give the same weights.
-SHIPPED := mnist-cnn mnist-lenet5 fashion-cnn sst2-lstm sst2-gru sst2-lstm-max imdb-lstm mnist-ae mnist-dae fashion-ae mnist-gan mnist-vae fashion-vae
-GENERATORS := mnist-gan mnist-vae fashion-vae
+SHIPPED := mnist-cnn mnist-lenet5 mnist-mlp mnist-rbf mnist-hopfield mnist-rbm mnist-dbn-ae fashion-cnn sst2-lstm sst2-gru sst2-lstm-max imdb-lstm mnist-ae mnist-dae fashion-ae mnist-gan mnist-vae fashion-vae
+GENERATORS := mnist-gan mnist-vae fashion-vae mnist-rbm
 TRAIN := $(PY) -m training
 EXPORT := $(PY) -m export
 # temperature scaling and the out-of-distribution score, fitted on validation half A (export/calibrate.py)
@@ -151,6 +151,17 @@ models: $(VENV)/.dev vectors
 	$(TRAIN) lenet5 --data $(DATA)/mnist --epochs 20 --patience 10 --threads 1 --photos 0.3 --out $(RUNS)/mnist-lenet5
 	$(EXPORT) $(RUNS)/mnist-lenet5/checkpoint.pt --out $(ART)/mnist-lenet5
 	$(CALIBRATE) $(ART)/mnist-lenet5 --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist
+	$(TRAIN) mlp --data $(DATA)/mnist --epochs 50 --patience 50 --threads 1 --photos 0.3 --out $(RUNS)/mnist-mlp
+	$(EXPORT) $(RUNS)/mnist-mlp/checkpoint.pt --out $(ART)/mnist-mlp
+	$(CALIBRATE) $(ART)/mnist-mlp --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist
+	# the RBF network: k-means centres and least squares, then its output layer by gradient descent; not
+	# calibrated: Mahalanobis on its Gaussian units scores AUROC 0.32 against Fashion-MNIST, worse than chance
+	$(TRAIN) rbf --data $(DATA)/mnist --epochs 15 --patience 15 --augment none --optimizer adam --lr 1e-3 --weight-decay 0 --threads 1 --out $(RUNS)/mnist-rbf
+	$(EXPORT) $(RUNS)/mnist-rbf/checkpoint.pt --out $(ART)/mnist-rbf
+	cp $(RUNS)/mnist-rbf/centres.png $(ART)/mnist-rbf/centres.png
+	$(TRAIN) hopfield-pseudo-inverse --data $(DATA)/mnist --threads 1 --out $(RUNS)/mnist-hopfield
+	$(EXPORT) $(RUNS)/mnist-hopfield/checkpoint.pt --out $(ART)/mnist-hopfield
+	cp $(RUNS)/mnist-hopfield/energy.png $(ART)/mnist-hopfield/energy.png
 	$(TRAIN) cnn --data $(DATA)/fashion-mnist --epochs 20 --label-smoothing 0.1 --threads $(THREADS) --out $(RUNS)/fashion-cnn
 	$(EXPORT) $(RUNS)/fashion-cnn/checkpoint.pt --out $(ART)/fashion-cnn
 	$(CALIBRATE) $(ART)/fashion-cnn --data $(DATA)/fashion-mnist --ood-data $(DATA)/mnist
@@ -174,13 +185,30 @@ models: $(VENV)/.dev vectors
 	$(EXPORT) $(RUNS)/mnist-vae/checkpoint.pt --out $(ART)/mnist-vae
 	$(TRAIN) vae --data $(DATA)/fashion-mnist --epochs 30 --threads 1 --out $(RUNS)/fashion-vae
 	$(EXPORT) $(RUNS)/fashion-vae/checkpoint.pt --out $(ART)/fashion-vae
+	# the RBM sampler (PCD-1, 4.5 min here) and Hinton & Salakhutdinov's DBN autoencoder (greedy RBM pretraining,
+	# unrolled, fine-tuned: 52 min here beside other jobs, about 30 alone)
+	$(TRAIN) rbm --data $(DATA)/mnist --epochs 30 --threads 1 --out $(RUNS)/mnist-rbm
+	$(EXPORT) $(RUNS)/mnist-rbm/checkpoint.pt --out $(ART)/mnist-rbm
+	$(TRAIN) dbn-autoencoder --data $(DATA)/mnist --threads 1 --out $(RUNS)/mnist-dbn-ae
+	$(EXPORT) $(RUNS)/mnist-dbn-ae/checkpoint.pt --out $(ART)/mnist-dbn-ae
+	cp $(RUNS)/mnist-dbn-ae/pretraining.png $(ART)/mnist-dbn-ae/pretraining.png
 	for m in $(SHIPPED); do cp $(RUNS)/$$m/curves.png $(ART)/$$m/curves.png; done
 	for m in $(GENERATORS); do cp "$$(ls $(RUNS)/$$m/samples/epoch_*.png | tail -1)" $(ART)/$$m/samples.png; done
+
+# fashion-resnet (issue 19): not shipped yet. Timed steps put an epoch at about 3 minutes a thread here, and a run
+# beside other jobs did not finish its first epoch in 10 minutes; the goal (94 %) wants 15-30 epochs, so it is for
+# an accelerator when one is lent (torch with CUDA there). This CPU path works (tests train the architecture):
+fashion-resnet: $(VENV)/.dev
+	$(TRAIN) resnet --data $(DATA)/fashion-mnist --epochs 15 --patience 15 --label-smoothing 0.1 --threads 1 --out $(RUNS)/fashion-resnet
+	$(EXPORT) $(RUNS)/fashion-resnet/checkpoint.pt --out $(ART)/fashion-resnet
+	$(CALIBRATE) $(ART)/fashion-resnet --data $(DATA)/fashion-mnist --ood-data $(DATA)/mnist
 
 # re-measure every shipped artifact with onnxruntime on its recorded validation split
 evaluate: $(VENV)/.dev
 	$(PY) -m export.evaluate $(ART)/mnist-cnn --data $(DATA)/mnist
 	$(PY) -m export.evaluate $(ART)/mnist-lenet5 --data $(DATA)/mnist
+	$(PY) -m export.evaluate $(ART)/mnist-mlp --data $(DATA)/mnist
+	$(PY) -m export.evaluate $(ART)/mnist-rbf --data $(DATA)/mnist
 	$(PY) -m export.evaluate $(ART)/fashion-cnn --data $(DATA)/fashion-mnist
 	for m in sst2-lstm sst2-gru sst2-lstm-max; do $(PY) -m export.evaluate $(ART)/$$m --data $(SST2) || exit 1; done
 	$(PY) -m export.evaluate $(ART)/imdb-lstm --data $(IMDB)
@@ -196,6 +224,8 @@ evaluate: $(VENV)/.dev
 	$(PY) -m export.evaluate $(ART)/fashion-ae --data $(DATA)/fashion-mnist --anomalies $(DATA)/mnist
 	$(PY) -m export.evaluate $(ART)/mnist-gan --data $(DATA)/mnist --classifier $(ART)/mnist-cnn
 	$(PY) -m export.evaluate $(ART)/mnist-vae --data $(DATA)/mnist --classifier $(ART)/mnist-cnn
+	$(PY) -m export.evaluate $(ART)/mnist-rbm --data $(DATA)/mnist --classifier $(ART)/mnist-cnn  # 12 min: 5,999 chains x 1,000 steps
+	$(PY) -m export.evaluate $(ART)/mnist-dbn-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
 	$(PY) -m export.evaluate $(ART)/fashion-vae --data $(DATA)/fashion-mnist --classifier $(ART)/fashion-cnn
 
 clean:

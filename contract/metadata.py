@@ -183,7 +183,7 @@ class ModelMetadata(BaseModel):
     architecture: str = Field(description="registry name of the nn.Module")
     architecture_config: dict[str, bool | int | float | str | list[int]]
     parameters: int | None = Field(
-        None, description="the nn.Module's trainable parameters (None: exported before nnserve recorded them)"
+        None, description="the nn.Module's parameters, learnt or fixed (None: exported before nnserve recorded them)"
     )
     labels: list[str]
     preprocessing: ImagePreprocessing | TextPreprocessing

@@ -30,6 +30,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from contract import gibbs
 from contract.data import read_idx, stratified_split
 from contract.images import normalize, prepare_image, to_uint8
 from contract.metadata import ONNX_FILE, ModelMetadata, TextPreprocessing, load_metadata, sha256_file
@@ -172,12 +173,24 @@ def _autoencoder_report(p: argparse.ArgumentParser, args: argparse.Namespace, me
 
 
 def generate_images(
-    model_dir: Path, meta: ModelMetadata, n: int, seed: int = 0, batch: int = 500
+    model_dir: Path, meta: ModelMetadata, n: int, seed: int = 0, batch: int = 500, steps: int = 1000
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """n samples as the service draws them (numpy default_rng(seed) normal z; conditional labels cycling
-    through the classes), quantised to uint8 as in the served PNGs -> (pixels (N, C, H, W), labels)."""
+    through the classes; a Gibbs sampler's chains of ``steps`` steps), quantised to uint8 as in the served PNGs ->
+    (pixels (N, C, H, W), labels)."""
     assert meta.generator is not None
     sess = _session(model_dir)
+    if (g := meta.generator.gibbs) is not None:
+
+        def run(v: np.ndarray, u_h: np.ndarray, u_v: np.ndarray, todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = sess.run(["v_next", "image"], {"v": v, "u_h": u_h, "u_v": u_v, "steps": todo})
+            return out[0], out[1]
+
+        chunks = [
+            gibbs.sample(run, min(batch, n - i), seed, steps, g.steps_per_run, g.hidden, g.visible, first=i)
+            for i in range(0, n, batch)
+        ]
+        return to_uint8(np.concatenate(chunks)), None
     z = np.random.default_rng(seed).standard_normal((n, meta.generator.latent_dim), dtype=np.float32)
     labels = np.arange(n, dtype=np.int64) % len(meta.labels) if meta.generator.conditional else None
     out = []
@@ -209,6 +222,20 @@ def vae_metrics(model_dir: Path, meta: ModelMetadata, images: np.ndarray, labels
     return {"val_neg_elbo": (rec + kl) / n, "val_rec_nats": rec / n, "val_kl_nats": kl / n, "val_sse": sse / n}
 
 
+def gibbs_metrics(model_dir: Path, meta: ModelMetadata, images: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """A Gibbs sampler's reconstruction error as Hinton's rbm.m measures it: one Gibbs step from each image (hidden
+    states sampled, seeded), squared error of p(v | h) summed over pixels, averaged over images."""
+    assert meta.generator is not None and meta.generator.gibbs is not None
+    g, sess, sse = meta.generator.gibbs, _session(model_dir), 0.0
+    for i in range(0, len(images), 500):
+        x = images[i : i + 500].reshape(-1, g.visible).astype(np.float32) / 255.0
+        rngs = gibbs.chain_rngs(seed, len(x), first=i)
+        u_h, u_v = gibbs.run_noise(rngs, g.steps_per_run, g.hidden, g.visible)
+        (recon,) = sess.run(["image"], {"v": x, "u_h": u_h, "u_v": u_v, "steps": np.ones(len(x), dtype=np.int64)})
+        sse += float(((recon.reshape(len(x), -1) - x) ** 2).sum())
+    return {"val_sse_one_gibbs_step": sse / len(images)}
+
+
 def _generator_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> dict:
     from export.frechet import classifier_outputs, frechet_distance
 
@@ -224,7 +251,7 @@ def _generator_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta
         p.error(f"{cls_meta.name} takes {pre.input_size} images; the generator makes {images.shape[-2:]}")
     # the floor: a disjoint real set of the same size, drawn from the training split
     other = all_images[np.random.default_rng(1).choice(train_idx, size=n, replace=False)]
-    gen, gen_labels = generate_images(args.model_dir, meta, n)
+    gen, gen_labels = generate_images(args.model_dir, meta, n, steps=args.gibbs_steps)
     (f_val, pred_val), (f_other, _), (f_gen, pred_gen) = classifier_outputs(
         args.classifier, cls_meta, images[:n, None], other[:, None], gen
     )
@@ -244,6 +271,8 @@ def _generator_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta
         }
     if meta.generator.encoder is not None:
         result.update(vae_metrics(args.model_dir, meta, images, labels))
+    if meta.generator.gibbs is not None:
+        result.update(gibbs_steps=args.gibbs_steps, **gibbs_metrics(args.model_dir, meta, images))
     return result
 
 
@@ -317,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
     p.add_argument("--classifier", type=Path, help="generators: a classifier artifact of the same dataset")
     p.add_argument("--samples", type=int, help="generators: images per set (default: the validation split's size)")
+    p.add_argument("--gibbs-steps", type=int, default=1000, help="Gibbs samplers: steps of each chain (the service's)")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     meta = load_metadata(args.model_dir)

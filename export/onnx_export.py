@@ -179,7 +179,7 @@ def export_checkpoint(
         task=TASKS[family],
         architecture=ckpt["model_name"],
         architecture_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in ckpt["model_config"].items()},
-        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        parameters=sum(p.numel() for p in model.parameters()),
         labels=extras.pop("labels", ckpt["labels"]),
         preprocessing=spec.preprocessing,
         inputs=spec.inputs,

@@ -40,14 +40,8 @@ from locust import HttpUser, LoadTestShape, between, events, task
 from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its siblings, wherever Locust runs it from
-from payloads import (
-    CatalogError,
-    GeneratorModel,
-    ImageModel,
-    TextModel,
-    env_float,
-    load_catalog,
-)
+from payloads import CatalogError, GeneratorModel, ImageModel, TextModel, env_float, load_catalog
+from recall_payloads import RecallModel
 from recording import StepRecorder, final_stats, thresholds
 
 log = logging.getLogger("loadtest")
@@ -110,7 +104,7 @@ def http_failure(resp: Any) -> str:
     return f"HTTP {status} (unexpected) {code}"
 
 
-class Malformed(Exception):
+class Malformed(ValueError):  # a payload builder's own checks raise ValueError (recall_payloads.py)
     pass
 
 
@@ -131,7 +125,7 @@ def check(resp: Any, validate: Any) -> None:
         return
     try:
         validate(body)
-    except Malformed as e:
+    except ValueError as e:
         resp.failure(f"malformed 200: {e}")
     except (KeyError, TypeError, AttributeError, IndexError) as e:
         resp.failure(f"malformed 200: missing or mistyped field ({type(e).__name__}: {e})")
@@ -305,6 +299,21 @@ class GenerateUser(NNServeUser):
     @task(1)
     def sixteen(self) -> None:
         self.generate(16)
+
+
+class RecallUser(NNServeUser):
+    """POST /v1/recall: associative memories, cued with digit images or ±1 states 10-30 % flipped; some batches."""
+
+    weight = 1
+    task_family = "recall"
+    build_model = staticmethod(RecallModel.from_card)
+
+    @task
+    def recall(self) -> None:
+        m: RecallModel = self.model()
+        n = random.choice((1, 1, 1, 8))
+        with self.client.post("/v1/recall", json=m.payload(n), name="/v1/recall", catch_response=True) as resp:
+            check(resp, lambda body: m.validate(body, n))
 
 
 # ---- load shape ------------------------------------------------------------------------------------------------

@@ -58,9 +58,7 @@ def type_of(schema: dict[str, Any]) -> str:
 def _limits(schema: dict[str, Any]) -> list[str]:
     found = [text.format(schema[key]) for key, text in CONSTRAINTS.items() if key in schema]
     for branch in schema.get("anyOf", []):
-        found += _limits(branch)
-        if branch.get("type") == "array":
-            found += [f"items {x}" for x in _limits(branch.get("items", {}))]
+        found += _limits(branch)  # an array branch adds its items' limits there
     if schema.get("type") == "array":
         found += [f"items {x}" for x in _limits(schema.get("items", {}))]
     return found

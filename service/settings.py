@@ -118,6 +118,17 @@ class Settings(BaseSettings):
         DEFAULT_WINDOWS, ge=1, le=64, description="windows of a model's max_len tokens read per text; the rest is cut"
     )
     max_samples: int = Field(64, ge=1, le=1024, description="generated samples or interpolation frames per request")
+    gibbs_steps: int = Field(
+        1000, ge=1, description="Gibbs samplers (an RBM): steps of each chain when /v1/generate names no 'steps'"
+    )
+    max_gibbs_steps: int = Field(2000, ge=1, description="Gibbs samplers: steps of each chain a request may ask for")
+    max_recall_inputs: int = Field(
+        64, ge=1, le=4096, description="images or ±1 states per /v1/recall request (rows per /v2 request)"
+    )
+    recall_sweeps: int = Field(
+        50, ge=1, description="associative memories: sweep limit when /v1/recall names no max_sweeps, and on /v2"
+    )
+    max_recall_sweeps: int = Field(500, ge=1, description="associative memories: the sweep limit a request may ask for")
     max_body_bytes: int = Field(64 << 20, ge=1, description="request body size")
     request_timeout_s: int = Field(30, ge=1, description="seconds from a request's admission to its answer (504)")
     body_timeout_s: float = Field(

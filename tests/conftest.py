@@ -31,7 +31,7 @@ def digits():
 def artifact_root(tmp_path_factory, digits) -> Path:
     """Train small real models and export them into one model dir: two digit classifiers (scikit-learn's
     digits), a sentiment LSTM (the synthetic review corpus, max_len 24 so truncation is reachable), a
-    digits autoencoder, a conditional GAN and a VAE.
+    digits autoencoder, a conditional GAN, a VAE and a Hopfield network (associative memory).
 
     They learn their tasks, so HTTP tests can check answers, not just shapes.
     """
@@ -88,6 +88,12 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     ckpt = train_vae(digits, cfg, {"latent_dim": 8, "channels": [16, 32], "hidden": 128}, pre)
     torch.save(ckpt, runs / "digits-vae.pt")
     export_checkpoint(runs / "digits-vae.pt", root / "digits-vae", name="digits-vae")
+
+    from training.associative_memory import HopfieldTrainConfig, train_hopfield
+
+    cfg = HopfieldTrainConfig(progress=False, threads=2, trials=20, study=False)  # 30 digits, pseudo-inverse
+    torch.save(train_hopfield(digits, cfg, {}, pre), runs / "digits-hopfield.pt")
+    export_checkpoint(runs / "digits-hopfield.pt", root / "digits-hopfield", name="digits-hopfield")
     return root
 
 

@@ -58,6 +58,7 @@ TASK_OF_ROUTE = {
     "generate": "generator",
     "generate/png": "generator",
     "interpolate": "generator",
+    "recall": "recall",
 }
 
 

@@ -57,6 +57,7 @@ def test_model_cards(client):
         "digits-ae",
         "digits-cgan",
         "digits-vae",
+        "digits-hopfield",
     }
     assert cards["digits-ae"]["anomaly"]["percentile"] == 99.0 and cards["digits-cnn"]["anomaly"] is None
     assert cards["synthetic-lstm"]["task"] == "text-classification"
@@ -83,6 +84,7 @@ def test_openapi_documents_every_v1_route(client):
         "/v1/generate",
         "/v1/generate/png",
         "/v1/interpolate",
+        "/v1/recall",
     ):
         assert path in doc["paths"], sorted(doc["paths"])
     png = doc["paths"]["/v1/generate/png"]["post"]["responses"]["200"]["content"]

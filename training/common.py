@@ -63,7 +63,7 @@ def seed_everything(cfg: TrainConfig) -> torch.Generator:
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in (p for p in model.parameters() if p.requires_grad):  # a fixed part (RBF centres) is not optimised
         (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on biases and norm scales
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":

@@ -1,7 +1,10 @@
-"""Generators (GANs, VAE decoders): samples from a seed (/v1/generate as base64 PNGs or a grid, /v1/generate/png
+"""Generators (GANs, VAE decoders, RBMs): samples from a seed (/v1/generate as base64 PNGs or a grid, /v1/generate/png
 as one image), frames walking the latent space between two seeds or, with a VAE, two encoded images
-(/v1/interpolate); on /v2, the graph's own tensors (z, and a conditional model's labels). Its family,
-GeneratorModels, runs z (B, k) [+ labels] -> images (B, C, H, W) in [0, 1], and a VAE's encoder."""
+(/v1/interpolate); on /v2, the graph's own tensors (z, and a conditional model's labels; an RBM's chain state and
+noise, with its features p(h | v) as the output 'hidden'). Its family, GeneratorModels, runs z (B, k) [+ labels] ->
+images (B, C, H, W) in [0, 1], a VAE's encoder, and runs of a Gibbs sampler's chains (model.json's generator.gibbs:
+the service draws each chain's noise from the seed, contract/gibbs.py, and runs the graph until the steps are
+taken)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
+from contract import gibbs
 from contract.images import image_grid
 from contract.metadata import ModelMetadata
 from service.engine import Engine, current
@@ -64,6 +68,22 @@ class PosteriorResult(BaseModel):
     logvar: Float32
 
 
+class ChainItem(BaseModel):
+    """One row of a Gibbs sampler's run: its state v (D,), noise u_h (K, H) and u_v (K, D), and steps to take."""
+
+    model: str
+    v: Float32
+    u_h: Float32
+    u_v: Float32
+    steps: int
+
+
+class ChainResult(BaseModel):
+    v: Float32
+    image: Float32
+    hidden: Float32
+
+
 SEED: Any = Field(
     None, ge=0, le=2**63 - 1, description="seeds numpy's default_rng for z; omitted: the server draws one and echoes it"
 )
@@ -90,6 +110,13 @@ class GenerateRequest(BaseModel):
     n: StrictInt = Field(min(16, S.max_samples), ge=1, le=S.max_samples, description="samples to draw")
     seed: StrictInt | None = SEED
     label: StrictInt | str | None = LABEL
+    steps: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=S.max_gibbs_steps,
+        description=f"Gibbs samplers (an RBM) only: steps of each chain (default {S.gibbs_steps}); more steps, "
+        "samples further from the chains' random start",
+    )
     format: Format = Field("png", description=FORMAT_DOC)
 
 
@@ -99,6 +126,7 @@ class GenerateResponse(BaseModel):
     model: str = Field(description=ANSWERED_BY)
     version: str = Field(description=VERSION)
     seed: int = Field(description="the seed used: the same request with it gives the same images")
+    steps: int | None = Field(description="Gibbs samplers: the steps each chain took")
     labels: list[str] | None = Field(description="conditional models: each sample's class, in order")
     samples: list[str] = Field(description="base64 PNGs in the model's pixel convention; empty for 'grid'")
     grid: str | None = Field(description="format 'grid': one base64 PNG, samples row by row")
@@ -176,6 +204,17 @@ class GeneratorModels(Family):
             chunks.append((rows, [PosteriorResult(mu=m, logvar=v) for m, v in zip(mu, logvar, strict=True)]))
         return in_input_order(len(items), chunks)
 
+    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=S.max_batch_size, max_latency_ms=S.max_latency_ms)
+    def gibbs(self, items: list[ChainItem]) -> list[ChainResult]:
+        chunks = []
+        for name, rows in group_by_model([it.model for it in items]).items():
+            steps = np.asarray([items[i].steps for i in rows], dtype=np.int64)
+            tensors = (np.stack([getattr(items[i], t) for i in rows]) for t in ("v", "u_h", "u_v"))
+            v, image, hidden = self.models[name].run_all(*tensors, steps)
+            results = [ChainResult(v=a, image=b, hidden=c) for a, b, c in zip(v, image, hidden, strict=True)]
+            chunks.append((rows, results))
+        return in_input_order(len(items), chunks)
+
 
 def label_index(meta: ModelMetadata, label: int | str | None, required: bool) -> int | None:
     """A request's label -> class index, validated against the model (400 on any mismatch)."""
@@ -207,16 +246,47 @@ async def decode(engine: Engine, meta: ModelMetadata, z: np.ndarray, labels: lis
     return np.stack([r.image for r in results])
 
 
+async def chain_images(engine: Engine, meta: ModelMetadata, n: int, seed: int, steps: int) -> np.ndarray:
+    """A Gibbs sampler's n chains from the seed (contract/gibbs.py), ``steps`` steps each, in runs of the graph
+    batched with other requests' rows -> the last step's p(v | h), (n, C, H, W)."""
+    assert meta.generator is not None and meta.generator.gibbs is not None
+    g, key = meta.generator.gibbs, served_key(meta)
+    rngs = gibbs.chain_rngs(seed, n)
+    v = gibbs.start_state(rngs, g.visible)
+    results: list[ChainResult] = []
+    for todo in gibbs.runs(steps, g.steps_per_run):
+        u_h, u_v = gibbs.run_noise(rngs, g.steps_per_run, g.hidden, g.visible)
+        rows = [ChainItem(model=key, v=v[i], u_h=u_h[i], u_v=u_v[i], steps=todo) for i in range(n)]
+        results = await engine.call(TASK, rows, meta.name, "gibbs")
+        v = np.stack([r.v for r in results])
+    GENERATED.labels(meta.name).inc(n)
+    return np.stack([r.image for r in results])
+
+
+def chain_steps(meta: ModelMetadata, steps: int | None) -> int | None:
+    """A request's Gibbs steps: the default for a Gibbs sampler, none for the others (400 if given)."""
+    assert meta.generator is not None
+    if meta.generator.gibbs is None:
+        if steps is not None:
+            raise ApiError("invalid_request", f"{meta.name} draws each sample in one pass: it takes no steps")
+        return None
+    return S.gibbs_steps if steps is None else steps
+
+
 async def sample(
-    engine: Engine, model: str, n: int, seed: int | None, label: int | str | None
+    engine: Engine, model: str, n: int, seed: int | None, label: int | str | None, steps: int | None = None
 ) -> tuple[ModelMetadata, int, list[int] | None, np.ndarray]:
-    """n samples: z ~ N(0, I) from numpy's default_rng(seed) (row i is the same for any n >= i + 1)."""
+    """n samples: z ~ N(0, I) from numpy's default_rng(seed), or a Gibbs sampler's chains from the seed (row i is
+    the same for any n >= i + 1)."""
     meta = engine.metadata(model, TASK)
     assert meta.generator is not None
     if n > S.max_samples:
         raise ApiError("invalid_request", f"at most {S.max_samples} samples per request")
     index = label_index(meta, label, required=False)
+    steps = chain_steps(meta, steps)
     seed = secrets.randbelow(2**31) if seed is None else seed
+    if steps is not None:
+        return meta, seed, None, await chain_images(engine, meta, n, seed, steps)
     z = _latents(seed, n, meta.generator.latent_dim)
     labels = None
     if meta.generator.conditional:
@@ -253,23 +323,26 @@ router = APIRouter()
 )
 async def generate_png(request: GenerateRequest) -> Response:
     """Samples as one PNG grid (image/png), for a browser or ``curl -o``; the seed is in ``X-Seed``."""
-    model = at_version(request.model, request.version)
-    meta, seed, _, images = await sample(current(), model, request.n, request.seed, request.label)
+    r = request
+    meta, seed, _, images = await sample(current(), at_version(r.model, r.version), r.n, r.seed, r.label, r.steps)
     headers = {"X-Seed": str(seed), "X-Model-Version": meta.version}
     return Response(png(image_grid(images, cols=grid_cols(len(images)))), media_type="image/png", headers=headers)
 
 
 @router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
 async def generate(request: GenerateRequest) -> Response:
-    """Draw n samples from a generator (GAN or VAE decoder); the same seed gives the same images."""
+    """Draw n samples from a generator (GAN, VAE decoder, or an RBM's Gibbs chains); the same seed gives the same
+    images."""
     r = request
-    meta, seed, labels, images = await sample(current(), at_version(r.model, r.version), r.n, r.seed, r.label)
+    model = at_version(r.model, r.version)
+    meta, seed, labels, images = await sample(current(), model, r.n, r.seed, r.label, r.steps)
     grid = r.format == "grid"
     return json_response(
         GenerateResponse(
             model=meta.name,
             version=meta.version,
             seed=seed,
+            steps=chain_steps(meta, r.steps),
             labels=[meta.labels[i] for i in labels] if labels is not None else None,
             samples=[] if grid else [png_b64(img) for img in images],
             grid=b64(png(image_grid(images, cols=grid_cols(len(images))))) if grid else None,
@@ -283,6 +356,8 @@ async def interpolate(request: InterpolateRequest) -> Response:
     r, engine = request, current()
     meta = engine.metadata(at_version(r.model, r.version), TASK)
     assert meta.generator is not None
+    if meta.generator.gibbs is not None:
+        raise ApiError("invalid_request", f"{meta.name} samples by Gibbs chains: it has no latent space to walk")
     if r.steps > S.max_samples:
         raise ApiError("invalid_request", f"at most {S.max_samples} steps per request")
     index = label_index(meta, r.label, required=True)
@@ -317,8 +392,22 @@ async def interpolate(request: InterpolateRequest) -> Response:
     )
 
 
+async def _v2_chain_run(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
+    """One run of a Gibbs sampler's graph on the client's own state, noise and steps (steps 0: just the features)."""
+    v, u_h, u_v, steps = (t[spec.name] for spec in meta.inputs)
+    key = served_key(meta)
+    rows = [ChainItem(model=key, v=v[i], u_h=u_h[i], u_v=u_v[i], steps=int(steps[i])) for i in range(len(v))]
+    results = await engine.call(TASK, rows, meta.name, "gibbs")
+    return {
+        spec.name: np.stack([getattr(r, f) for r in results])
+        for spec, f in zip(meta.outputs, ChainResult.model_fields, strict=True)
+    }
+
+
 async def _v2_generate(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     assert meta.generator is not None
+    if meta.generator.gibbs is not None:
+        return await _v2_chain_run(engine, meta, t)
     z = t[meta.inputs[0].name]
     labels = [0] * len(z)
     if meta.generator.conditional:
@@ -333,7 +422,7 @@ register(
     Task(
         name=TASK,
         family=GeneratorModels,
-        methods=("generate", "encode"),
+        methods=("generate", "encode", "gibbs"),
         max_batch=lambda s: s.max_batch_size,
         max_rows=lambda s: s.max_samples,
         router=router,
