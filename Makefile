@@ -126,7 +126,7 @@ format: $(VENV)/.dev
 
 # ---- shipped models: train (checkpoint, metrics, curves) -> export (ONNX + metadata, parity) ----
 # Thread counts are part of the recipe: the same seed, data and thread count give the same weights.
-SHIPPED := mnist-cnn mnist-lenet5 mnist-mlp mnist-rbf mnist-hopfield mnist-rbm mnist-dbn-ae fashion-cnn sst2-lstm sst2-gru sst2-lstm-max imdb-lstm mnist-ae mnist-dae fashion-ae mnist-gan mnist-vae fashion-vae
+SHIPPED := mnist-cnn mnist-lenet5 mnist-mlp mnist-rbf mnist-hopfield mnist-rbm mnist-dbn-ae fashion-cnn fashion-resnet sst2-lstm sst2-gru sst2-lstm-max imdb-lstm mnist-ae mnist-dae fashion-ae mnist-gan mnist-vae fashion-vae
 GENERATORS := mnist-gan mnist-vae fashion-vae mnist-rbm
 TRAIN := $(PY) -m training
 EXPORT := $(PY) -m export
@@ -144,7 +144,7 @@ ATTENTION := --model-arg 'pooling="attention"'
 vectors: $(VENV)/.dev
 	$(PY) -m training.word_vectors --unsup $(DATA)/sentiment/imdb/unsup.csv.gz --labelled $(IMDB) $(SST2) --out $(VECTORS)
 
-models: $(VENV)/.dev vectors
+models: $(VENV)/.dev vectors fashion-resnet
 	$(TRAIN) cnn --data $(DATA)/mnist --epochs 15 --threads $(THREADS) --photos 0.3 --out $(RUNS)/mnist-cnn
 	$(EXPORT) $(RUNS)/mnist-cnn/checkpoint.pt --out $(ART)/mnist-cnn
 	$(CALIBRATE) $(ART)/mnist-cnn --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist
@@ -195,9 +195,8 @@ models: $(VENV)/.dev vectors
 	for m in $(SHIPPED); do cp $(RUNS)/$$m/curves.png $(ART)/$$m/curves.png; done
 	for m in $(GENERATORS); do cp "$$(ls $(RUNS)/$$m/samples/epoch_*.png | tail -1)" $(ART)/$$m/samples.png; done
 
-# fashion-resnet (issue 19): not shipped yet. Timed steps put an epoch at about 3 minutes a thread here, and a run
-# beside other jobs did not finish its first epoch in 10 minutes; the goal (94 %) wants 15-30 epochs, so it is for
-# an accelerator when one is lent (torch with CUDA there). This CPU path works (tests train the architecture):
+# fashion-resnet (issue 19): 15 epochs took 51 min here on one thread beside other jobs (93.33 %); its goal (94 %)
+# wants longer training, which is for an accelerator when one is lent (torch with CUDA there)
 fashion-resnet: $(VENV)/.dev
 	$(TRAIN) resnet --data $(DATA)/fashion-mnist --epochs 15 --patience 15 --label-smoothing 0.1 --threads 1 --out $(RUNS)/fashion-resnet
 	$(EXPORT) $(RUNS)/fashion-resnet/checkpoint.pt --out $(ART)/fashion-resnet
@@ -210,6 +209,7 @@ evaluate: $(VENV)/.dev
 	$(PY) -m export.evaluate $(ART)/mnist-mlp --data $(DATA)/mnist
 	$(PY) -m export.evaluate $(ART)/mnist-rbf --data $(DATA)/mnist
 	$(PY) -m export.evaluate $(ART)/fashion-cnn --data $(DATA)/fashion-mnist
+	$(PY) -m export.evaluate $(ART)/fashion-resnet --data $(DATA)/fashion-mnist
 	for m in sst2-lstm sst2-gru sst2-lstm-max; do $(PY) -m export.evaluate $(ART)/$$m --data $(SST2) || exit 1; done
 	$(PY) -m export.evaluate $(ART)/imdb-lstm --data $(IMDB)
 	for m in sst2-lstm sst2-gru sst2-lstm-max imdb-lstm; do \

@@ -166,6 +166,22 @@ def test_errors(client, body, status, code):
     assert_envelope(client.post("/v1/recall", json=body), status, code)
 
 
+def test_a_million_bad_units_cost_one_error_each_state(client):
+    """60 states of 16,384 zeros (a 2 MB body, every unit wrong, just under NNSERVE_MAX_JSON_ITEMS): one error per
+    state, not one per unit, so the answer is a quick 400 instead of a million error objects."""
+    import time
+
+    body = (
+        b'{"model": "%s", "states": [' % MODEL.encode()
+        + b",".join([b"[" + b",".join([b"0"] * 16_384) + b"]"] * 60)
+        + b"]}"
+    )
+    t0 = time.perf_counter()
+    r = client.post("/v1/recall", content=body, headers={"content-type": "application/json"})
+    err = assert_envelope(r, 400, "invalid_request")
+    assert "unit 0 is 0" in err["message"] and time.perf_counter() - t0 < 5
+
+
 def test_an_empty_body_or_another_media_type_is_refused(client):
     assert_envelope(client.post("/v1/recall", content=b"", headers={"content-type": "application/json"}), 400,
                     "invalid_request")  # fmt: skip
