@@ -272,7 +272,7 @@ class GenerateUser(NNServeUser):
     def generate(self, n: int) -> None:
         m: GeneratorModel = self.model()
         seed = random.randrange(2**31)
-        payload: dict[str, Any] = {"model": m.name, "n": n, "seed": seed}
+        payload: dict[str, Any] = {"model": m.name, "n": n, "seed": seed, **m.extra}
         label = random.choice([*m.labels, None]) if m.conditional else None
         if label is not None:
             payload["label"] = label

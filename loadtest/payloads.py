@@ -125,11 +125,17 @@ class GeneratorModel:
     name: str
     labels: list[str]
     conditional: bool
+    extra: dict[str, Any] = field(default_factory=dict)  # fields this generator's requests carry
+
+    # a Gibbs sampler's request costs its steps (1,000 by default, ~0.45 s for 16 samples): the load test asks for
+    # GIBBS_STEPS so an RBM weighs about what a one-pass generator does (its cost is in the README)
+    GIBBS_STEPS = 20
 
     @classmethod
     def from_card(cls, card: dict[str, Any]) -> GeneratorModel:
         gen = card.get("generator") or {}
-        return cls(card["name"], list(card["labels"]), bool(gen.get("conditional", False)))
+        extra = {"steps": cls.GIBBS_STEPS} if gen.get("gibbs") else {}
+        return cls(card["name"], list(card["labels"]), bool(gen.get("conditional", False)), extra)
 
 
 def _fire(environment: Any, name: str, start: float, length: int, exc: Exception | None) -> None:
