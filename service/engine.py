@@ -136,10 +136,13 @@ class Engine:
             raise ApiError("model_not_found", f"no {kind} named {name!r} is served", [{"available": available}])
         return meta
 
-    async def call(self, task: str, items: list[Any], model: str, method: str = "infer") -> list[Any]:
+    async def call(
+        self, task: str, items: list[Any], model: str, method: str = "infer", *, count: bool = True
+    ) -> list[Any]:
         """Rows to the task's family, batched with other requests' rows (in this worker, or in the model
         service); one result per row. ``model`` is the model's name, for the log and the statistics (the rows name
-        the version they were prepared for)."""
+        the version they were prepared for). A request that calls the model several times (a Gibbs sampler's
+        runs) counts in the statistics once: ``count`` on its last call (a failure counts whenever it happens)."""
         handed_over, timing, ok = time.perf_counter(), BatchTiming(), False
         try:
             if S.batching == "api":
@@ -159,7 +162,8 @@ class Engine:
             log.exception("inference failed for %s", model)
             raise ApiError("internal_error", "inference failed") from None
         finally:
-            request_done(model, ok, handed_over, timing)
+            if count or not ok:
+                request_done(model, ok, handed_over, timing)
 
     async def image_rows(
         self, model: str | ModelMetadata, task: str, blobs: list[bytes] | list[str], label: int | None = None

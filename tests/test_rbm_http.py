@@ -209,3 +209,20 @@ def test_rbm_samples_are_counted(served):
     before = counter()
     generate(client, model=RBM, n=5, seed=1, steps=3)
     assert counter() == before + 5
+
+
+def test_a_request_of_many_gibbs_runs_counts_once_in_the_statistics(served):
+    """25 steps are 3 runs of the graph (K = 10): Triton's statistics count one request, and 3 executions of its
+    2 rows (inference_count is the rows the graph ran)."""
+    _, client = served
+
+    def stats() -> dict:
+        (entry,) = client.get(f"/v2/models/{RBM}/stats").json()["model_stats"]
+        return entry
+
+    before = stats()
+    generate(client, model=RBM, n=2, seed=4, steps=25)
+    after = stats()
+    assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 1
+    assert after["inference_count"] == before["inference_count"] + 2 * 3
+    assert after["execution_count"] - before["execution_count"] == 3

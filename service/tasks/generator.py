@@ -254,10 +254,11 @@ async def chain_images(engine: Engine, meta: ModelMetadata, n: int, seed: int, s
     rngs = gibbs.chain_rngs(seed, n)
     v = gibbs.start_state(rngs, g.visible)
     results: list[ChainResult] = []
-    for todo in gibbs.runs(steps, g.steps_per_run):
+    runs = gibbs.runs(steps, g.steps_per_run)
+    for r, todo in enumerate(runs):
         u_h, u_v = gibbs.run_noise(rngs, g.steps_per_run, g.hidden, g.visible)
         rows = [ChainItem(model=key, v=v[i], u_h=u_h[i], u_v=u_v[i], steps=todo) for i in range(n)]
-        results = await engine.call(TASK, rows, meta.name, "gibbs")
+        results = await engine.call(TASK, rows, meta.name, "gibbs", count=r == len(runs) - 1)  # one request
         v = np.stack([r.v for r in results])
     GENERATED.labels(meta.name).inc(n)
     return np.stack([r.image for r in results])
