@@ -87,7 +87,7 @@ class ModelCard(BaseModel):
     architecture_config: dict[str, bool | int | float | str | list[int]] = Field(
         default_factory=dict, description="the architecture's configuration (layer sizes, units, ...)"
     )
-    parameters: int | None = Field(None, description="trainable parameters (null: not recorded by its export)")
+    parameters: int | None = Field(None, description="parameters, learnt or fixed (null: not recorded by its export)")
     training: dict[str, bool | int | float | str | None] = Field(
         default_factory=dict, description="the training recipe: epochs, batch size, optimiser, schedule, augmentation"
     )
