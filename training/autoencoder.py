@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 import models
-from contract.data import Dataset, stratified_split
+from contract.data import Dataset
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.cli import common_config, load_images, model_args
-from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_split, seed_everything
 from training.plots import plot_curves
 from training.registry import Recipe, register_recipe
 
@@ -93,9 +93,7 @@ def train_autoencoder(
     ds: Dataset, cfg: AETrainConfig, model_overrides: dict[str, Any], preprocessing: dict[str, Any]
 ) -> dict:
     gen = seed_everything(cfg)
-    train_idx, val_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.split_seed)
-    if cfg.dry_run:
-        train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
+    train_idx, val_idx = image_split(ds, cfg)
     c, h, _ = ds.images.shape[1:]
     model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
     model = models.create_model(cfg.model, model_cfg)

@@ -53,6 +53,17 @@ class TrainConfig:
         return self.lr if self.lr is not None else (0.05 if self.optimizer == "sgd" else 3e-3)
 
 
+def image_split(ds: Dataset, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified train/validation indices of an image recipe's config (val_fraction, split_seed); a dry run
+    keeps one small batch each way, the pipeline end to end in seconds."""
+    from contract.data import stratified_split
+
+    train_idx, val_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.split_seed)
+    if cfg.dry_run:
+        return train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
+    return train_idx, val_idx
+
+
 def seed_everything(cfg: TrainConfig) -> torch.Generator:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)

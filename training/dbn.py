@@ -33,14 +33,14 @@ import torch
 import torch.nn.functional as F
 
 import models
-from contract.data import Dataset, stratified_split
+from contract.data import Dataset
 from models.dbn import DBNAutoencoder
 from models.rbm import RBM
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.autoencoder import pca_sse, per_image_sse, reconstruction_errors
 from training.cli import common_config, load_images, model_args
-from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_split, seed_everything
 from training.plots import plot_series
 from training.rbm import RBMTrainConfig, contrastive_divergence
 from training.registry import Recipe, register_recipe
@@ -94,9 +94,7 @@ def pretrain(
 
 def train_dbn(ds: Dataset, cfg: DBNTrainConfig, model_overrides: dict[str, Any], preprocessing: dict[str, Any]) -> dict:
     gen = seed_everything(cfg)
-    train_idx, val_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.split_seed)
-    if cfg.dry_run:
-        train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
+    train_idx, val_idx = image_split(ds, cfg)
     c, h, _ = ds.images.shape[1:]
     model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
     model = models.create_model(cfg.model, model_cfg)

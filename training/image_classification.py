@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from contract.data import Dataset, channel_stats, stratified_split
+from contract.data import Dataset, channel_stats
 from contract.metadata import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
@@ -27,6 +27,7 @@ from training.common import (
     checkpoint_dict,
     final_metrics,
     fit,
+    image_split,
     seed_everything,
 )
 from training.photo_data import photo_pool
@@ -65,9 +66,7 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     """Train ``cfg.model`` on ``ds`` and return the checkpoint dict (plain data + state_dict)."""
     gen = seed_everything(cfg)
 
-    train_idx, val_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.split_seed)
-    if cfg.dry_run:  # one small batch each way: the pipeline end to end, in seconds
-        train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
+    train_idx, val_idx = image_split(ds, cfg)
     mean_l, std_l = channel_stats(ds.images[train_idx])
     pre = {**preprocessing, "mean": mean_l, "std": std_l}
     c, h, _ = ds.images.shape[1:]

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 
 import models
 from contract import gibbs
-from contract.data import Dataset, stratified_split
+from contract.data import Dataset
 from contract.images import image_grid
 from models.rbm import RBM, GibbsChain
 from training.cli import common_config, load_images, model_args, out_dir
-from training.common import TrainConfig, build_scheduler, checkpoint_dict, seed_everything
+from training.common import TrainConfig, build_scheduler, checkpoint_dict, image_split, seed_everything
 from training.plots import plot_series
 from training.registry import Recipe, register_recipe
 
@@ -171,9 +171,7 @@ def train_rbm(
     sample_dir: Path | None = None,
 ) -> dict:
     gen = seed_everything(cfg)
-    train_idx, val_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.split_seed)
-    if cfg.dry_run:
-        train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
+    train_idx, val_idx = image_split(ds, cfg)
     c, h, _ = ds.images.shape[1:]
     model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
     rbm = models.create_model(cfg.model, model_cfg)

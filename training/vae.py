@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 import models
-from contract.data import Dataset, stratified_split
+from contract.data import Dataset
 from contract.images import image_grid
 from training.cli import common_config, load_images, model_args, out_dir
-from training.common import Batch, TrainConfig, checkpoint_dict, fit, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_split, seed_everything
 from training.gan import fixed_noise
 from training.plots import plot_series
 from training.registry import Recipe, register_recipe
@@ -68,9 +68,7 @@ def train_vae(
     sample_dir: Path | None = None,
 ) -> dict:
     gen = seed_everything(cfg)
-    train_idx, val_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.split_seed)
-    if cfg.dry_run:
-        train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
+    train_idx, val_idx = image_split(ds, cfg)
     c, h, _ = ds.images.shape[1:]
     model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
     if model_cfg.num_classes and model_cfg.num_classes != len(ds.label_names):
