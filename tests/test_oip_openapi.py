@@ -27,7 +27,6 @@ import pytest
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -35,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests import oip_document
+from tests.fuzzing import hypothesis_settings, node_id_for_schemathesis, schemathesis_config  # noqa: F401 (autouse)
 from tests.server import Server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -129,23 +129,8 @@ def _steer(models: dict[str, dict]):
     return steer
 
 
-def _settings():
-    return hypothesis.settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(hypothesis.HealthCheck),
-    )
-
-
 def _schema(document: str, url: str):
-    config = SchemathesisConfig.from_dict(
-        {
-            "seed": SEED,
-            "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-        }
-    )
+    config = schemathesis_config(SEED, MAX_EXAMPLES)
     schema = schemathesis.openapi.from_dict(prepared(oip_document.load(document)), config=config)
     schema.config.update(base_url=url)
     models = {}
@@ -174,25 +159,18 @@ def repository_schema(artifact_root, tmp_path_factory):
     srv.stop()
 
 
-@pytest.fixture(autouse=True)
-def _node_id_for_schemathesis(request):
-    """schemathesis 4.32.5 reads ``request.node._nodeid``, which pytest 9.2 no longer has (see test_openapi_fuzz)."""
-    if not hasattr(request.node, "_nodeid"):
-        request.node._nodeid = request.node.nodeid
-
-
 dataplane = schemathesis.pytest.from_fixture("dataplane_schema")
 repository = schemathesis.pytest.from_fixture("repository_schema")
 
 
 @dataplane.parametrize()
-@_settings()
+@hypothesis_settings(MAX_EXAMPLES, suppress=list(hypothesis.HealthCheck))
 def test_the_data_plane_answers_as_the_protocol_documents(case):
     case.call_and_validate(checks=CHECKS, timeout=30)
 
 
 @repository.parametrize()
-@_settings()
+@hypothesis_settings(MAX_EXAMPLES, suppress=list(hypothesis.HealthCheck))
 def test_the_repository_extension_answers_as_the_protocol_documents(case):
     case.call_and_validate(checks=CHECKS, timeout=60)
 

@@ -23,13 +23,11 @@ from __future__ import annotations
 import base64
 
 import httpx
-import hypothesis
 import numpy as np
 import pytest
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -37,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import png_bytes
+from tests.fuzzing import hypothesis_settings, node_id_for_schemathesis, schemathesis_config  # noqa: F401 (autouse)
 from tests.server import Server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -109,26 +108,10 @@ def _steer_name(served: dict[str, list[str]]):
 
 
 def _load(url: str, max_examples: int):
-    config = SchemathesisConfig.from_dict(
-        {
-            "seed": SEED,
-            "suppress-health-check": ["too_slow"],
-            "generation": {"mode": "all", "max-examples": max_examples, "deterministic": True, "database": "none"},
-        }
-    )
+    config = schemathesis_config(SEED, max_examples, suppress=["too_slow"])
     schema = schemathesis.openapi.from_url(f"{url}/docs.json", config=config, timeout=10)
     schema.config.update(base_url=url)
     return schema
-
-
-def _settings(max_examples: int):
-    return hypothesis.settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[hypothesis.HealthCheck.too_slow],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -161,25 +144,17 @@ def keyed_schema(artifact_root, tmp_path_factory):
     srv.stop()
 
 
-@pytest.fixture(autouse=True)
-def _node_id_for_schemathesis(request):
-    """schemathesis 4.32.5's lazy schema reads and rewrites ``request.node._nodeid`` (to name each operation's
-    subtest), an attribute pytest 9.2 no longer has (it keeps a structured ``_id``); give it one."""
-    if not hasattr(request.node, "_nodeid"):
-        request.node._nodeid = request.node.nodeid
-
-
 schema = schemathesis.pytest.from_fixture("api_schema")
 keyed = schemathesis.pytest.from_fixture("keyed_schema")
 
 
 @schema.parametrize()
-@_settings(MAX_EXAMPLES)
+@hypothesis_settings(MAX_EXAMPLES)
 def test_every_operation_conforms_to_its_openapi_document(case):
     case.call_and_validate(checks=CHECKS, timeout=30)
 
 
 @keyed.parametrize()
-@_settings(KEYED_MAX_EXAMPLES)
+@hypothesis_settings(KEYED_MAX_EXAMPLES)
 def test_without_the_api_key_every_operation_still_answers_as_documented(case):
     case.call_and_validate(checks=CHECKS, timeout=30)
