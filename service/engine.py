@@ -71,7 +71,7 @@ class Engine:
                         max_batch=task.max_batch(S),
                         max_queue=S.max_queue_rows,
                         name=f"{task.name}.{method}",
-                        inline_s=S.inline_batch_ms / 1e3,
+                        inline_s=S.inline_batch_ms / 1e3 if task.inline else 0.0,
                     )
         self.catalog: dict[str, ModelMetadata] = {}  # name -> its default version: the newest served
         self.versions: dict[str, dict[str, ModelMetadata]] = {}  # name -> every served version

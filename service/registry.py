@@ -44,6 +44,9 @@ class Task:
     max_rows: Callable[[Settings], int]  # rows (images, texts, samples) one request may carry
     router: APIRouter  # its /v1 routes, mounted under /v1
     v2: Adapter
+    # whether its batches may run on the event loop when the batcher expects them to be cheap (service/batching.py);
+    # False where a row's cost depends on the request (recall's sweeps), so past batches' average bounds nothing
+    inline: bool = True
 
     @property
     def attr(self) -> str:

@@ -123,3 +123,35 @@ def test_cheap_batches_run_on_the_event_loop_and_costly_ones_on_the_thread():
     batcher = GreedyBatcher(costly, max_batch=8, max_queue=100, name="x", inline_s=0.02)
     asyncio.run(main(batcher))
     assert costly.threads == {"batch-x_0"} and batcher.row_s >= 0.03
+
+
+def test_without_an_inline_budget_every_batch_runs_on_the_thread():
+    work = Recorder()
+    batcher = GreedyBatcher(work, max_batch=8, max_queue=100, name="n", inline_s=0.0)
+
+    async def main() -> None:
+        for i in range(4):
+            await batcher.submit([i])
+
+    asyncio.run(main())
+    assert work.threads == {"batch-n_0"} and batcher.row_s < 0.01  # cheap, yet never on the loop
+
+
+def test_recall_batches_never_run_on_the_event_loop(artifact_root):
+    """A recall row costs what its request's max_sweeps allows, so cheap past batches bound nothing: the engine
+    (built for real over real artifacts, in a process of its own) gives recall no inline budget, the others one."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from service.registry import load_tasks; from service.engine import Engine; "
+        "load_tasks(); e = Engine(); "
+        "print(json.dumps({f'{t}.{m}': b.inline_s for (t, m), b in e.batchers.items()}))"
+    )
+    env = {**os.environ, "NNSERVE_MODEL_DIR": str(artifact_root), "NNSERVE_BATCHING": "api"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    budgets = json.loads(out.stdout.strip().splitlines()[-1])
+    assert budgets["recall.recall"] == 0.0
+    assert budgets["image-classification.infer"] > 0 and budgets["generator.gibbs"] > 0

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from contract import gibbs
 from contract.images import image_grid
 from contract.metadata import ModelMetadata
-from service.engine import Engine, current
+from service.engine import Engine, current, off_loop
 from service.errors import ApiError, quoted
 from service.family import (
     SERVICE_CONFIG,
@@ -252,11 +252,13 @@ async def chain_images(engine: Engine, meta: ModelMetadata, n: int, seed: int, s
     assert meta.generator is not None and meta.generator.gibbs is not None
     g, key = meta.generator.gibbs, served_key(meta)
     rngs = gibbs.chain_rngs(seed, n)
-    v = gibbs.start_state(rngs, g.visible)
+    v = await off_loop(gibbs.start_state, rngs, g.visible)
     results: list[ChainResult] = []
     runs = gibbs.runs(steps, g.steps_per_run)
     for r, todo in enumerate(runs):
-        u_h, u_v = gibbs.run_noise(rngs, g.steps_per_run, g.hidden, g.visible)
+        # the noise of a run is n x K x (H + D) uniforms (about a million at the limits): drawn in the decode pool,
+        # so a large request's draws do not stall the event loop; the runs stay in order, so the streams do too
+        u_h, u_v = await off_loop(gibbs.run_noise, rngs, g.steps_per_run, g.hidden, g.visible)
         rows = [ChainItem(model=key, v=v[i], u_h=u_h[i], u_v=u_v[i], steps=todo) for i in range(n)]
         results = await engine.call(TASK, rows, meta.name, "gibbs", count=r == len(runs) - 1)  # one request
         v = np.stack([r.v for r in results])

@@ -284,5 +284,6 @@ register(
         max_rows=lambda s: s.max_recall_inputs,
         router=router,
         v2=Adapter(_v2_inputs, _v2_outputs, _v2_recall),
+        inline=False,  # a row's sweeps are the request's to choose (up to NNSERVE_MAX_RECALL_SWEEPS): never on the loop
     )
 )
