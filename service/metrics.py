@@ -85,12 +85,15 @@ INFRA_PATHS = frozenset({"/", "/docs", "/docs.json", "/schema.json", "/livez", "
 
 def metrics_endpoint(path: str) -> str:
     """The ``endpoint`` label of BentoML's request series: a route template, one of the infrastructure paths,
-    "/static_content", or "other" for anything else (unknown paths must not each become a series)."""
+    "/static_content", "/ui" (the playground and all its assets, whose names carry hashes), or "other" for
+    anything else (unknown paths must not each become a series)."""
     label = endpoint_label(path)
     if label != "other":
         return label
     if path in INFRA_PATHS:
         return path
+    if path == "/ui" or path.startswith("/ui/"):
+        return "/ui"
     return "/static_content" if path.startswith("/static_content/") else "other"
 
 

@@ -1,9 +1,13 @@
-"""nnserve's own pages (``/`` and the Swagger page at ``/docs``) and corrections to the OpenAPI document BentoML
-serves at /docs.json, so it describes what the server answers.
+"""nnserve's own pages (``/``, the Swagger page at ``/docs`` and the playground at ``/ui``) and corrections to
+the OpenAPI document BentoML serves at /docs.json, so it describes what the server answers.
 
 BentoML's page at ``/`` is its generic "Prediction Service" Swagger page, which also loads Google Tag Manager;
 ``DocsMiddleware`` answers ``/`` with nnserve's landing page and ``/docs`` with a Swagger UI page that loads
-only the Swagger assets BentoML serves itself (``/static_content``), nothing from elsewhere.
+only the Swagger assets BentoML serves itself (``/static_content``), nothing from elsewhere. ``/ui`` is the
+playground (``static/ui.html`` and its scripts and style sheet): plain files, no build step, that talk to /v1
+with the requests a client sends. Its assets are served under names that carry their content's hash, so they
+are cached for a year and a new release can never meet a stale one; the page itself is revalidated every time
+and its Content-Security-Policy lets it load and call nothing but this server.
 
 BentoML builds the OpenAPI document on every request from the mounted FastAPI app and its own infrastructure
 routes; ``DocsMiddleware`` rewrites that JSON on the way out with ``patch_openapi``. Each correction is one
@@ -23,6 +27,7 @@ function, for what the generated document gets wrong:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -111,14 +116,47 @@ def patch_openapi(doc: dict[str, Any], *, api_key: bool, metrics_require_key: bo
 
 
 STATIC = Path(__file__).with_name("static")
-PAGES = {
-    "/": (STATIC / "index.html").read_bytes().replace(b"{version}", __version__.encode()),
-    "/docs": (STATIC / "docs.html").read_bytes(),
+HTML = b"text/html; charset=utf-8"
+JS = b"text/javascript; charset=utf-8"
+UI_ASSETS = {
+    "ui.css": b"text/css; charset=utf-8",
+    **dict.fromkeys(("ui-core.js", "ui-pad.js", "ui-panels.js", "ui-more.js"), JS),
+}
+IMMUTABLE = [(b"cache-control", b"public, max-age=31536000, immutable")]
+# the playground may load and call this server only: no CDN, no fonts, no inline script (data: and blob: URLs
+# are the images the API returns and the photos a user picks)
+UI_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+Page = tuple[bytes, list[tuple[bytes, bytes]]]  # body, headers
+
+
+def _ui_pages() -> dict[str, Page]:
+    """/ui and its assets, each asset at ``/ui/<stem>.<sha256[:12]>.<ext>``; ui.html names them ``{<file>}``."""
+    pages: dict[str, Page] = {}
+    html = (STATIC / "ui.html").read_bytes().replace(b"{version}", __version__.encode())
+    for name, media in UI_ASSETS.items():
+        body = (STATIC / name).read_bytes()
+        stem, ext = name.rsplit(".", 1)
+        path = f"/ui/{stem}.{hashlib.sha256(body).hexdigest()[:12]}.{ext}"
+        pages[path] = (body, [(b"content-type", media), *IMMUTABLE])
+        html = html.replace(b"{%s}" % name.encode(), path.lstrip("/").encode())  # relative: works under a prefix
+    security = [(b"content-security-policy", UI_POLICY.encode()), (b"x-content-type-options", b"nosniff")]
+    pages["/ui"] = (html, [(b"content-type", HTML), (b"cache-control", b"no-cache"), *security])
+    return pages
+
+
+PAGES: dict[str, Page] = {
+    "/": ((STATIC / "index.html").read_bytes().replace(b"{version}", __version__.encode()), [(b"content-type", HTML)]),
+    "/docs": ((STATIC / "docs.html").read_bytes(), [(b"content-type", HTML)]),
+    **_ui_pages(),
 }
 
 
 class DocsMiddleware:
-    """Answers GET / and /docs with nnserve's pages and rewrites BentoML's GET /docs.json with ``patch_openapi``."""
+    """Answers GET /, /docs, /ui and the playground's assets with nnserve's pages and rewrites BentoML's GET
+    /docs.json with ``patch_openapi``."""
 
     def __init__(self, app: ASGIApp, *, api_key: bool, metrics_require_key: bool) -> None:
         self.app = app
@@ -130,9 +168,10 @@ class DocsMiddleware:
             return
         page = PAGES.get(scope["path"])
         if page is not None:
-            headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(page)).encode())]
+            body, headers = page
+            headers = [*headers, (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": page if scope["method"] == "GET" else b""})
+            await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
             return
         if scope["path"] != "/docs.json" or scope["method"] != "GET":
             await self.app(scope, receive, send)

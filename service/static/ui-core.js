@@ -1,0 +1,231 @@
+/* nnserve playground, the shared parts: the API client (with the key a server may want, kept for this tab
+   only), small DOM helpers, the tabs, and start-up from the model cards (GET /v1/models): every panel builds
+   its model lists from the cards, so a new model appears without editing the page. */
+"use strict";
+
+const NN = (window.NN = { panels: [], models: [] });
+const KEY = "nnserve-api-key";
+
+NN.$ = (id) => document.getElementById(id);
+
+/** An element with attributes ("text" sets its text, "class" its class) and children. */
+NN.el = function (tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "text") e.textContent = v;
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+};
+
+NN.png = (b64) => "data:image/png;base64," + b64;
+NN.pct = (p) => (100 * p).toFixed(p > 0.999 || p < 0.001 ? 2 : 1) + " %";
+NN.num = (x) => (Number.isInteger(x) ? String(x) : Math.abs(x) >= 100 ? x.toFixed(1) : x.toPrecision(3));
+NN.card = (name) => NN.models.find((m) => m.name === name);
+
+/** fn, called once calls stop for ``ms``; ``.cancel()`` drops a pending call. */
+NN.debounce = function (fn, ms) {
+  let timer = 0;
+  const later = (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+  later.cancel = () => clearTimeout(timer);
+  return later;
+};
+
+/** Runs of an async function where only the latest one's answer is shown: a slow answer to an older drawing
+    must not replace a newer one. ``run(fn)`` resolves to fn's value, or to NN.STALE if a newer run started.
+    ``region`` (the answer's element) is aria-busy while the latest run is in flight. */
+NN.STALE = Symbol("stale");
+NN.latest = function (region) {
+  let n = 0;
+  return async (fn) => {
+    const mine = ++n;
+    if (region) region.setAttribute("aria-busy", "true");
+    try {
+      const value = await fn();
+      return mine === n ? value : NN.STALE;
+    } finally {
+      if (region && mine === n) region.setAttribute("aria-busy", "false");
+    }
+  };
+};
+
+/** A pad's onchange for a panel: live while drawing (debounced), at once when a stroke ends. */
+NN.live = function (run, error, ms = 200) {
+  const later = NN.debounce(run, ms);
+  return (final, err) => {
+    if (err) return NN.fail(error, err);
+    if (!final) return later();
+    later.cancel();
+    run();
+  };
+};
+
+/** Show an error (or hide the element when err is null). */
+NN.fail = function (el, err) {
+  el.hidden = err === null;
+  el.textContent = err === null ? "" : String(err.message || err);
+};
+
+let asking = null; // one dialog at a time, however many requests were refused together
+
+function askKey(wrong) {
+  if (asking) return asking;
+  asking = new Promise((resolve) => {
+    const dialog = NN.$("key-dialog");
+    const form = NN.$("key-form");
+    const input = NN.$("key-input");
+    NN.$("key-wrong").hidden = !wrong;
+    input.value = "";
+    const done = (key) => {
+      form.removeEventListener("submit", submit);
+      dialog.removeEventListener("cancel", cancel);
+      if (dialog.open) dialog.close();
+      asking = null;
+      resolve(key);
+    };
+    const submit = (ev) => {
+      ev.preventDefault();
+      done(input.value.trim() || null);
+    };
+    const cancel = (ev) => {
+      ev.preventDefault();
+      done(null);
+    };
+    form.addEventListener("submit", submit);
+    dialog.addEventListener("cancel", cancel);
+    dialog.showModal();
+    input.focus();
+  });
+  return asking;
+}
+
+/** GET (no body) or POST a JSON body to a path relative to the page (``v1/...``), as any client would.
+    A 401 asks for the API key once and retries; other failures throw the error envelope's message. */
+NN.api = async function (path, body) {
+  for (;;) {
+    const key = sessionStorage.getItem(KEY);
+    const headers = { accept: "application/json" };
+    if (key) headers.authorization = "Bearer " + key;
+    const init = { headers };
+    if (body !== undefined) {
+      headers["content-type"] = "application/json";
+      Object.assign(init, { method: "POST", body: JSON.stringify(body) });
+    }
+    const r = await fetch(path, init);
+    if (r.status === 401) {
+      if (sessionStorage.getItem(KEY) !== key) continue; // another request was given a key meanwhile
+      const given = await askKey(key !== null);
+      if (given === null) throw new Error("This server wants an API key.");
+      sessionStorage.setItem(KEY, given);
+      continue;
+    }
+    const data = await r.json().catch(() => null);
+    if (!r.ok) {
+      const err = data && data.error;
+      throw new Error(`${r.status}: ${(err && (err.message || err)) || r.statusText}`);
+    }
+    return data;
+  }
+};
+
+/** Fill a <select> with models (their names), keeping the current choice, else ``preferred`` if served. */
+NN.fill = function (select, models, preferred) {
+  const keep = select.value || preferred;
+  select.replaceChildren(...models.map((m) => NN.el("option", { value: m.name, text: m.name })));
+  if (models.some((m) => m.name === keep)) select.value = keep;
+};
+
+/** A bar chart of probabilities as a list: label, bar, value (the bar is decoration; the text says it all). */
+NN.bars = function (list, rows, best) {
+  list.replaceChildren(
+    ...rows.map(([label, p]) => {
+      const fill = NN.el("span");
+      fill.style.width = (100 * p).toFixed(1) + "%";
+      return NN.el(
+        "li",
+        { class: label === best ? "best" : null },
+        NN.el("span", { class: "bar-label", text: label }),
+        NN.el("span", { class: "bar", "aria-hidden": "true" }, fill),
+        NN.el("span", { class: "bar-value", text: NN.pct(p) }),
+      );
+    }),
+  );
+};
+
+/** The out-of-distribution flag of a prediction, as the model card defines it. */
+NN.ood = function (el, pred, card) {
+  el.hidden = false;
+  el.classList.toggle("warn", pred.out_of_distribution);
+  if (pred.ood_score === null) {
+    el.textContent = `${card.name} has no out-of-distribution score.`;
+    el.classList.remove("warn");
+    return;
+  }
+  const t = card.ood ? NN.num(card.ood.threshold) : "?";
+  const s = NN.num(pred.ood_score);
+  el.textContent = pred.out_of_distribution
+    ? `Out of distribution: score ${s} is above the threshold ${t}. The model was not trained on inputs like this one.`
+    : `In distribution: score ${s}, threshold ${t}.`;
+};
+
+/** A seeded generator of floats in [0, 1) (mulberry32): the same seed, the same noise. */
+NN.rng = function (seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+};
+
+/** Tabs: click, or arrow keys, Home and End within the tab list; the URL's #fragment names the open panel. */
+function tabs() {
+  const all = [...document.querySelectorAll('[role="tab"]')].filter((t) => !t.hidden);
+  const select = (tab, focus) => {
+    for (const t of all) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", String(on));
+      t.tabIndex = on ? 0 : -1;
+      NN.$(t.getAttribute("aria-controls")).hidden = !on;
+    }
+    if (focus) tab.focus();
+    history.replaceState(null, "", "#" + tab.id.slice(4));
+  };
+  for (const t of all) t.addEventListener("click", () => select(t, false));
+  NN.$("tabs").addEventListener("keydown", (ev) => {
+    const i = all.indexOf(document.activeElement);
+    if (i < 0) return;
+    const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: all.length - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    select(all[(to + all.length) % all.length], true);
+  });
+  const wanted = all.find((t) => "#" + t.id.slice(4) === location.hash);
+  if (all.length) select(wanted || all[0], false);
+}
+
+async function start() {
+  const status = NN.$("status");
+  try {
+    const { models, unavailable } = await NN.api("v1/models");
+    NN.models = models;
+    const ready = models.filter((m) => m.ready);
+    for (const panel of NN.panels) NN.$("tab-" + panel.id).hidden = !panel.init(ready, models);
+    tabs();
+    const left = Object.keys(unavailable || {}).length;
+    status.textContent = `${ready.length} models ready` + (left ? `, ${left} unavailable.` : ".");
+  } catch (err) {
+    status.textContent = "Could not read the model cards: " + err.message;
+    status.classList.add("error");
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);
