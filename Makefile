@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 USERS ?= 8
 DURATION ?= 60s
 
-.PHONY: help install install-dev client readme api-doc photos probe serve test test-fast test-deploy lint format vectors models fashion-resnet evaluate loadtest bench bench-peers bench-swap burst soak clean
+.PHONY: help install install-dev chromium client readme api-doc photos probe serve test test-fast test-deploy lint format vectors models fashion-resnet evaluate loadtest bench bench-peers bench-swap burst soak clean
 
 help:
 	@echo "make serve    create $(VENV), install the serving dependencies, serve $(ART)/ on $(HOST):$(PORT)"
@@ -60,8 +60,15 @@ client: $(VENV)/.client
 serve: $(VENV)/.serve
 	NNSERVE_MODEL_DIR=$(abspath $(ART)) $(VENV)/bin/bentoml serve service.service:NNServe --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev chromium
 	$(PY) -m pytest
+
+# the playground's tests (tests/test_ui.py) drive Debian's chromium through chromedriver: installed here when
+# missing (as root, as CI runs); otherwise those tests fail and say how to install them
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else echo "chromium and chromium-driver are missing: apt-get install -y chromium chromium-driver (as root)"; fi; }
 
 # the README's usage examples print what they show (tests/test_readme.py); after a model changes, rewrite them
 readme: $(VENV)/.dev

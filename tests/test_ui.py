@@ -1,0 +1,390 @@
+"""The playground (issue 20) in a real browser: headless Chromium (tests/browser.py) on ``GET /ui`` of a real
+``bentoml serve`` over the shipped artifacts, with an API key set, so the page must ask for it (once per tab).
+
+Drawn digits are pointer input Chromium dispatches as a mouse, a pen or a finger would; the photo is a digit
+of scikit-learn's bundled set rendered on grey paper by contract/photos.py. Every test ends with no console
+error and no failed request (tests/browser.py reads both logs), and the answers the page shows are checked
+against the same request sent by a plain HTTP client. Each panel's screenshot is written at 1280×900 to a
+temporary folder, or to NNSERVE_UI_SHOTS: ``NNSERVE_UI_SHOTS=docs pytest tests/test_ui.py`` refreshes
+docs/ui-*.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser import CONTRAST_JS, NAMES_JS, SIZE, Browser
+from tests.server import REPO, Server
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+KEY = "playground-test-key"
+ASSET = re.compile(r'(?:href|src)="(ui/[^"]+)"')
+SEVEN = [(60, 55), (215, 55), (120, 235)]  # on the 280×280 pad
+PANELS = ("classify", "sentiment", "generate", "autoencoder", "memory", "cards")
+
+
+def pct(p: float) -> str:
+    """A probability as the page writes it (NN.pct)."""
+    return f"{100 * p:.2f} %" if p > 0.999 or p < 0.001 else f"{100 * p:.1f} %"
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory):
+    srv = Server(REPO / "artifacts", tmp_path_factory.mktemp("ui") / "serve.log", NNSERVE_API_KEY=KEY)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def api(ui_server):
+    with httpx.Client(base_url=ui_server.url, headers={"authorization": f"Bearer {KEY}"}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("NNSERVE_UI_SHOTS") or tmp_path_factory.mktemp("ui-shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def enter_key(b: Browser, key: str) -> None:
+    b.wait(lambda d: d.find_element("id", "key-dialog").get_attribute("open") is not None, "the key dialog")
+    field = b.driver.find_element("id", "key-input")
+    field.clear()
+    field.send_keys(key + "\n")
+
+
+def ready(b: Browser) -> str:
+    return b.wait_text("status", "models ready")
+
+
+@pytest.fixture(scope="module")
+def page(ui_server):
+    """One tab on /ui for the module. The server wants a key, so the first request (/v1/models) is refused with
+    a 401 on purpose and the page asks for the key: that is the only failure the tab may ever show."""
+    b = Browser.start(ui_server.url)
+    try:
+        b.driver.get(ui_server.url + "/ui")
+        enter_key(b, KEY)
+        assert ready(b) == f"{len(list((REPO / 'artifacts').glob('*/model.json')))} models ready."
+        seen = b.problems()
+        assert len(seen) == 2, seen
+        assert seen[0].startswith(f"console: {ui_server.url}/v1/models - Failed to load resource"), seen
+        assert seen[1] == f"HTTP 401: {ui_server.url}/v1/models", seen
+        yield b
+    finally:
+        b.quit()
+
+
+@pytest.fixture(autouse=True)
+def clean(request):
+    """After every browser test: no console error, no failed request, and the key was not asked for again."""
+    yield
+    if "page" in request.fixturenames:
+        b = request.getfixturevalue("page")
+        assert b.problems() == []
+        assert b.driver.find_element("id", "key-dialog").get_attribute("open") is None
+
+
+def shoot(b: Browser, shots: Path, name: str, top: str | None = None) -> None:
+    b.screenshot(shots / f"ui-{name}.png", top)
+    with Image.open(shots / f"ui-{name}.png") as img:
+        assert img.size == SIZE
+        assert np.asarray(img.convert("L")).std() > 10  # not a blank page
+
+
+def settled(b: Browser, panel: str, part: str) -> str:
+    """The panel's verdict once it contains ``part`` and no request for a newer input is in flight."""
+    b.wait_text(f"{panel}-verdict", part)
+    busy = f"#panel-{'autoencoder' if panel == 'ae' else panel} .answer[aria-busy=false]"
+    b.wait(lambda d: d.find_elements("css selector", busy), f"the {panel} answer to settle")
+    return b.wait_text(f"{panel}-verdict", part)
+
+
+def clear_pad(b: Browser, panel: str):
+    b.find(f"#{panel}-pad button").click()
+    return b.find(f"#{panel}-pad canvas")
+
+
+def choose(b: Browser, element_id: str, value: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    Select(b.driver.find_element("id", element_id)).select_by_value(value)
+
+
+def type_into(b: Browser, element_id: str, text: str) -> None:
+    field = b.driver.find_element("id", element_id)
+    field.clear()
+    field.send_keys(text)
+
+
+def test_assets_are_small_local_and_cached(ui_server, api):
+    r = api.get("/ui")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["cache-control"] == "no-cache"
+    policy = r.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy and "script-src 'self'" in policy
+    assets = ASSET.findall(r.text)
+    assert len(assets) == 5, assets
+    total = 0
+    for text, body in [(r.text, r.content)] + [(a.text, a.content) for a in map(api.get, ("/" + p for p in assets))]:
+        total += len(body)
+        # nothing from elsewhere: the only absolute URL is SVG's namespace, a name, not a request
+        assert re.findall(r"(?:https?:)?//[\w.-]+\.\w+", text.replace("http://www.w3.org/2000/svg", "")) == []
+    for path in assets:
+        a = api.head("/" + path)
+        assert a.status_code == 200 and "immutable" in a.headers["cache-control"], path
+    assert total <= 150_000, f"{total} bytes"
+    assert httpx.get(ui_server.url + "/ui/ui-core.000000000000.js").status_code == 404  # a stale name
+    assert httpx.get(ui_server.url + "/ui").status_code == 200  # the page needs no key; the calls it makes do
+    labels = set(re.findall(r'endpoint="([^"]+)"', api.get("/metrics").text))
+    assert "/ui" in labels and not any(label.startswith("/ui/") for label in labels)
+    assert 'href="ui"' in api.get("/").text  # the landing page links the playground
+
+
+def test_first_paint_and_everything_loaded_is_local(page, ui_server):
+    page.driver.get(ui_server.url + "/ui#classify")
+    ready(page)  # a reload in the same tab: the key was kept, no dialog (checked after the test)
+    paint = page.driver.execute_script("return performance.getEntriesByName('first-contentful-paint')[0].startTime")
+    assert paint < 1000, f"first contentful paint at {paint:.0f} ms"
+    loaded = page.driver.execute_script(
+        "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')"
+        ".filter((r) => r.initiatorType !== 'fetch')).map((r) => [r.name, r.decodedBodySize])"
+    )
+    assert len(loaded) == 6 and all(name.startswith(ui_server.url + "/ui") for name, _ in loaded), loaded
+    assert sum(size for _, size in loaded) <= 150_000, loaded
+
+
+def test_key_is_kept_for_this_tab_only(page, ui_server):
+    main = page.driver.current_window_handle
+    page.driver.switch_to.new_window("tab")  # a new tab has its own session storage: the page asks again
+    try:
+        page.viewport()
+        page.driver.get(ui_server.url + "/ui")
+        enter_key(page, "not-the-key")
+        page.wait(lambda d: d.find_element("id", "key-wrong").is_displayed(), "the refusal")
+        enter_key(page, KEY)
+        ready(page)
+        assert sum(p.startswith("HTTP 401") for p in page.problems()) == 2  # no key, then a wrong one
+    finally:
+        page.driver.close()
+        page.driver.switch_to.window(main)
+        page.viewport()
+
+
+def test_draw_a_seven(page, api, shots):
+    page.tab("classify")
+    page.stroke(clear_pad(page, "classify"), SEVEN)
+    verdict = settled(page, "classify", "reads 7")
+    labels = [e.text for e in page.driver.find_elements("css selector", "#classify-bars .bar-label")]
+    assert labels == api.get("/v1/models/mnist-cnn").json()["labels"]
+    assert page.find("#classify-bars li.best .bar-label").text == "7"
+    assert page.text("classify-confidence").startswith("Calibrated confidence")
+    assert page.text("classify-ood").startswith("In distribution")
+    saw = page.driver.find_element("id", "classify-input")
+    assert page.driver.execute_script("return arguments[0].naturalWidth", saw) == 28
+    # the same drawing sent by a plain client: the same answer
+    drawing = page.driver.execute_script("return document.querySelector('#classify-pad canvas').toDataURL()")
+    p = api.post("/v1/classify", json={"model": "mnist-cnn", "images": [drawing]}).json()["predictions"][0]
+    assert verdict == f"mnist-cnn reads 7 ({pct(p['score'])})"
+    shoot(page, shots, "classify")
+
+
+def test_a_finger_a_pen_and_the_keyboard_draw_too(page):
+    from selenium.webdriver.common.keys import Keys
+
+    page.tab("classify")
+    page.stroke(clear_pad(page, "classify"), [(140, 40), (138, 240)], kind="touch")
+    page.wait_text("classify-verdict", "reads 1")
+    page.stroke(clear_pad(page, "classify"), SEVEN, kind="pen")
+    page.wait_text("classify-verdict", "reads 7")
+    canvas = clear_pad(page, "classify")
+    canvas.send_keys(*[Keys.UP] * 7, Keys.SPACE, *[Keys.DOWN] * 14, Keys.SPACE)  # the pen from the centre
+    page.wait_text("classify-verdict", "reads 1")
+
+
+def test_upload_a_photo(page, api, tmp_path):
+    from contract.data import load_sklearn_digits
+    from contract.photos import PhotoStyle, render_digit_photo
+
+    digits = load_sklearn_digits(28)
+    three = digits.images[np.flatnonzero(digits.labels == 3)[0], 0]
+    grey = PhotoStyle(paper=(150.0, 175.0), lines_chance=0.0, shadow_chance=0.0)
+    photo = tmp_path / "three.jpg"
+    photo.write_bytes(render_digit_photo(three, np.random.default_rng(0), grey))
+    page.tab("classify")
+    clear_pad(page, "classify")
+    page.driver.find_element("id", "classify-pad-file").send_keys(str(photo))
+    verdict = page.wait_text("classify-verdict", "reads 3")
+    b64 = base64.b64encode(photo.read_bytes()).decode()
+    p = api.post("/v1/classify", json={"model": "mnist-cnn", "images": [b64]}).json()["predictions"][0]
+    assert verdict == f"mnist-cnn reads 3 ({pct(p['score'])})"
+    clear_pad(page, "classify")
+    page.wait_text("classify-verdict", "Draw a digit")
+    page.driver.execute_script(  # the same photo dropped on the pad, as a file dragged from the desktop
+        """const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+           const drop = new DataTransfer(); drop.items.add(new File([bytes], 'three.jpg', {type: 'image/jpeg'}));
+           document.querySelector('#classify-pad canvas').dispatchEvent(
+             new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));""",
+        b64,
+    )
+    assert page.wait_text("classify-verdict", "reads 3") == verdict
+
+
+def test_a_review_highlighted_by_attention(page, api, shots):
+    review = "A wonderful film: the acting is brilliant and the story is moving."
+    page.tab("sentiment")
+    choose(page, "sentiment-model", "sst2-lstm")
+    type_into(page, "sentiment-text", review)
+    page.wait(lambda d: d.find_element("id", "sentiment-highlight").text == review, "the highlighted review")
+    marks = page.driver.find_elements("css selector", "#sentiment-highlight mark")
+    weights = {m.text: float(m.get_attribute("data-weight")) for m in marks}
+    body = {"model": "sst2-lstm", "texts": [review], "explain": True}
+    p = api.post("/v1/sentiment", json=body).json()["predictions"][0]
+    assert page.text("sentiment-verdict") == f"sst2-lstm: {p['label']} ({pct(p['score'])})"
+    top = max(p["explanation"], key=lambda w: w["weight"])
+    assert max(weights, key=lambda w: weights[w]) == review[top["start"] : top["end"]]
+    assert len(marks) == len(p["explanation"])
+    shoot(page, shots, "sentiment")
+    choose(page, "sentiment-model", "sst2-lstm-max")  # no attention: nothing to highlight, explain not sent
+    page.wait_text("sentiment-verdict", "sst2-lstm-max")
+    assert not page.driver.find_element("id", "sentiment-explain").is_enabled()
+    assert not page.driver.find_element("id", "sentiment-explained").is_displayed()
+
+
+def generate(b: Browser, seed: int) -> list[list[int]]:
+    type_into(b, "generate-seed", str(seed))
+    b.find("#generate-form button[type=submit]").click()
+    b.wait_text("generate-caption", f"seed {seed}:")
+    return b.pixels("#generate-samples img")
+
+
+def test_generate_with_a_seed_twice(page, shots):
+    page.tab("generate")
+    choose(page, "generate-model", "mnist-gan")
+    choose(page, "generate-class", "3")
+    type_into(page, "generate-n", "8")
+    first, other, again = generate(page, 42), generate(page, 43), generate(page, 42)
+    assert len(first) == 8 and first == again and first != other
+    alts = [img.get_attribute("alt") for img in page.driver.find_elements("css selector", "#generate-samples img")]
+    assert alts == [f"Sample {i} of mnist-gan, class 3" for i in range(1, 9)]
+    shoot(page, shots, "generate")
+
+
+def test_a_latent_walk_plays(page, api, shots):
+    from selenium.webdriver.common.keys import Keys
+
+    page.tab("generate")
+    choose(page, "generate-model", "mnist-vae")
+    type_into(page, "walk-steps", "12")
+    page.find("#walk-form button[type=submit]").click()
+    frame = page.driver.find_element("id", "walk-frame")
+    seen: set[str] = set()
+    page.wait(lambda d: frame.is_displayed() and not seen.add(frame.get_attribute("src")) and len(seen) >= 4, "play", 5)
+    page.driver.find_element("id", "walk-play").click()  # pause
+    assert page.driver.find_element("id", "walk-play").get_attribute("aria-pressed") == "false"
+    want = api.post("/v1/interpolate", json={"model": "mnist-vae", "seed_a": 1, "seed_b": 2, "steps": 12}).json()
+    slider = page.driver.find_element("id", "walk-pos")
+    slider.send_keys(Keys.HOME)
+    assert frame.get_attribute("src") == "data:image/png;base64," + want["frames"][0]
+    slider.send_keys(Keys.END)
+    assert frame.get_attribute("src") == "data:image/png;base64," + want["frames"][-1]
+    assert page.driver.find_element("id", "walk-pos-out").text == "12 / 12"
+    shoot(page, shots, "walk")
+
+
+def test_the_denoising_autoencoder_cleans_a_noisy_digit(page, api, shots):
+    page.tab("autoencoder")
+    choose(page, "ae-model", "mnist-dae")
+    assert page.driver.find_element("id", "ae-noise").get_attribute("value") == "masking"  # as its card trained it
+    assert page.driver.find_element("id", "ae-level").get_attribute("value") == "0.3"
+    page.stroke(clear_pad(page, "ae"), SEVEN, kind="pen")
+    verdict = settled(page, "ae", "mnist-dae")
+    sent = page.driver.find_element("id", "ae-input").get_attribute("src")
+    assert [len(p) for p in page.pixels("#ae-input, #ae-output")] == [28 * 28 * 4] * 2  # the noisy 28×28 sent
+    r = api.post("/v1/reconstruct", json={"model": "mnist-dae", "images": [sent]}).json()
+    res = r["results"][0]
+    assert page.find("#ae-output").get_attribute("src") == "data:image/png;base64," + res["reconstruction"]
+    assert verdict.startswith("Anomaly" if res["anomaly"] else "Normal")
+    text = page.text("ae-score-text")
+    assert f"threshold {r['threshold']:.1f}" in text or f"threshold {r['threshold']:.3g}" in text, text
+    shoot(page, shots, "autoencoder")
+    page.find("#ae-resample").click()  # other noise, another input sent
+    page.wait(lambda d: d.find_element("id", "ae-input").get_attribute("src") != sent, "new noise")
+
+
+def test_hopfield_recall_sweep_by_sweep_and_rbm_chains(page, api, shots):
+    page.tab("memory")
+    page.stroke(clear_pad(page, "hopfield"), SEVEN)
+    page.find("#hopfield-find").click()
+    page.wait_text("hopfield-verdict", "From the drawing")
+    type_into(page, "hopfield-seed", "5")
+    page.find("#hopfield-corrupt button[type=submit]").click()
+    verdict = page.wait_text("hopfield-verdict", "units flipped settled in")
+    assert "235 of 784 units flipped" in verdict  # 30 %
+    captions = [e.text for e in page.driver.find_elements("css selector", "#hopfield-sweeps figcaption")]
+    sweeps = int(re.search(r"after (\d+) sweeps", verdict)[1])
+    assert captions[0] == "cue, 235 flipped" and len(captions) == 1 + min(sweeps, 20), captions
+    assert len(page.driver.find_elements("css selector", "#hopfield-energy circle")) == sweeps
+    assert page.driver.find_element("id", "hopfield-energy").is_displayed()
+    shoot(page, shots, "hopfield")
+    type_into(page, "rbm-n", "4")
+    page.find("#rbm-form button[type=submit]").click()
+    page.wait(lambda d: len(d.find_elements("css selector", "#rbm-chains tr")) == 10, "ten rows of chains", 60)
+    rows = page.pixels("#rbm-chains tr:last-child img")
+    want = api.post("/v1/generate", json={"model": "mnist-rbm", "seed": 3, "n": 4, "steps": 1000}).json()
+    assert len(rows) == 4
+    assert page.find("#rbm-chains tr:last-child img").get_attribute("src").endswith(want["samples"][0])
+    shoot(page, shots, "rbm", top="#rbm")
+
+
+def test_every_model_card_opens(page, api, shots):
+    page.tab("cards")
+    cards = api.get("/v1/models").json()["models"]
+    for card in cards:
+        details = page.find(f"#card-{card['name']}")
+        details.find_element("tag name", "summary").click()
+        assert details.get_attribute("open") is not None
+        body = page.wait(lambda d: details.find_elements("class name", "card-body"), card["name"])[0].text  # noqa: B023
+        assert card["architecture"] in body and "Figures on validation data" in body and "Training recipe" in body
+    assert len(page.driver.find_elements("css selector", "#cards details")) == len(cards)
+    page.driver.execute_script(  # for the screenshot: one card open
+        "document.querySelectorAll('#cards details').forEach((d) => d.open = d.id === 'card-mnist-cnn')"
+    )
+    shoot(page, shots, "cards")
+
+
+def test_accessible_names_alt_text_contrast_and_the_tab_order(page):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for name in PANELS:
+        page.tab(name)
+        panel = page.driver.find_element("id", f"panel-{name}")
+        controls, images = page.driver.execute_script(NAMES_JS, panel)
+        assert controls and all(label.strip() for _, label in controls), controls
+        assert all(alt.strip() for _, alt in images), images
+        low = [c for c in page.driver.execute_script(CONTRAST_JS, panel) if c[0] < c[1]]
+        assert low == [], low
+    low = [c for c in page.driver.execute_script(CONTRAST_JS, page.find("header")) if c[0] < c[1]]
+    assert low == [], low
+    # from the tab list, Tab alone reaches the classifier panel's controls, the pad among them
+    page.tab("classify")
+    page.driver.find_element("id", "tab-classify").send_keys(Keys.TAB)
+    reached = []
+    for _ in range(6):
+        active = page.driver.switch_to.active_element
+        reached.append(active.get_attribute("id") or active.tag_name)
+        ActionChains(page.driver).send_keys(Keys.TAB).perform()  # to whatever has the focus, as a user types
+    assert {"panel-classify", "classify-model", "canvas", "button", "classify-pad-file"} <= set(reached), reached
