@@ -11,7 +11,7 @@ figures a model is shipped with are measured exactly as the service answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +20,33 @@ import numpy as np
 Outcome = Literal["fixed-point", "2-cycle", "max-sweeps"]
 # one sweep over rows: states (B, N) ±1 -> next states (B, N), their energies (B,), overlaps (B, P)
 Sweep = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a served memory reads its inputs and answers: the pixel level above which a unit is +1, the overlap a
+    final state needs to match a stored pattern, and the storage rule (for the model card)."""
+
+    binarize: float
+    match_overlap: float
+    rule: str
+
+    @classmethod
+    def of(cls, architecture: Mapping[str, object]) -> Reading:
+        """From an artifact's architecture config (models/hopfield.py's HopfieldConfig as exported); ValueError
+        names a missing or wrong field instead of a default silently standing in for it."""
+        values = {}
+        for field, kind in (("binarize", float), ("match_overlap", float), ("rule", str)):
+            v = architecture.get(field)
+            if kind is float and isinstance(v, int | float) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, kind):
+                raise ValueError(f"architecture config: {field} is {v!r}, not a {kind.__name__}")
+            values[field] = v
+        reading = cls(**values)  # type: ignore[arg-type]
+        if not (0.0 <= reading.binarize < 1.0 and 0.0 < reading.match_overlap <= 1.0):
+            raise ValueError(f"architecture config: binarize in [0, 1) and match_overlap in (0, 1]: {reading}")
+        return reading
 
 
 def to_state(pixels: np.ndarray, threshold: float) -> np.ndarray:

@@ -4,6 +4,7 @@ sweep for sweep, and a corrupted stored pattern is restored through the exported
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 import models
-from contract.hopfield import best_match, recall, to_state
+from contract.hopfield import Reading, best_match, recall, to_state
 from models.hopfield import GRID, HopfieldNetwork
 from training.hopfield_study import corrupt, network, random_patterns, torch_sweep
 
@@ -170,3 +171,14 @@ def test_onnxruntime_restores_a_corrupted_pattern_like_torch_and_rows_ignore_the
     restored = [np.array_equal(r.state, patterns[i]) for r, i in zip(by_onnx, idx, strict=True)]
     assert np.mean(restored) >= 0.9
     assert all(best_match(r.overlaps, 0.9)[0] == i for r, i, ok in zip(by_onnx, idx, restored, strict=True) if ok)
+
+
+def test_the_served_reading_is_checked_not_defaulted():
+    cfg = dataclasses.asdict(models.make_config("hopfield-pseudo-inverse"))
+    assert Reading.of(cfg) == Reading(binarize=0.5, match_overlap=0.9, rule="pseudo-inverse")
+    wrong = ({"binarize": None}, {"match_overlap": "0.9"}, {"match_overlap": 0.0}, {"binarize": 1.5}, {"rule": 3})
+    for broken in wrong:
+        with pytest.raises(ValueError, match="architecture config"):
+            Reading.of({**cfg, **broken})
+    with pytest.raises(ValueError, match="rule"):
+        Reading.of({k: v for k, v in cfg.items() if k != "rule"})

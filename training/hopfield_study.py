@@ -18,9 +18,8 @@ import torch
 
 import models
 from contract.hopfield import Sweep, best_match, recall
-from models.hopfield import RULES, HopfieldNetwork
+from models.hopfield import FAMILY, RULES, HopfieldNetwork
 
-ARCH = {"hebbian": "hopfield-hebbian", "pseudo-inverse": "hopfield-pseudo-inverse"}
 HEBBIAN_CAPACITY = 0.138  # Amit, Gutfreund & Sompolinsky 1985: random patterns, N -> infinity
 
 
@@ -31,6 +30,12 @@ def torch_sweep(model: HopfieldNetwork) -> Sweep:
         return nxt.numpy(), energy.numpy(), overlaps.numpy()
 
     return sweep
+
+
+def arch_of(rule: str) -> str:
+    """The registered Hopfield architecture that stores by ``rule`` (from the registry, not a table of names)."""
+    (arch,) = [a for a in models.list_models(FAMILY) if models.make_config(a).rule == rule]
+    return arch
 
 
 def network(arch: str, patterns: np.ndarray, **overrides: Any) -> HopfieldNetwork:
@@ -80,7 +85,7 @@ def capacity_rows(
     for rule in RULES:
         for p, patterns in sets.items():
             try:
-                model = network(ARCH[rule], patterns, match_overlap=match_overlap)
+                model = network(arch_of(rule), patterns, match_overlap=match_overlap)
             except ValueError:  # the pseudo-inverse of dependent patterns
                 continue
             for level in levels:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract.hopfield import Reading
 from contract.images import image_grid
 from contract.metadata import ImagePreprocessing, TensorSpec
 from export.spec import MAX_BATCH, PARITY_BATCHES, ExportSpec, register_spec
@@ -49,6 +50,7 @@ def patterns_png(patterns: np.ndarray, labels: list[str], pre: ImagePreprocessin
 @register_spec("associative-memory", task="recall")
 def recall_spec(ckpt: dict[str, Any]) -> ExportSpec:
     cfg = ckpt["model_config"]
+    Reading.of(cfg)  # the service reads its inputs and matches by these: an artifact without them is not written
     n, p = cfg["units"], cfg["patterns"]
     patterns = ckpt["state_dict"]["patterns"].numpy()
     pre = ImagePreprocessing.model_validate(ckpt["preprocessing"])

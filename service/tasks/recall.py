@@ -172,10 +172,9 @@ def units(meta: ModelMetadata) -> int:
     return meta.inputs[0].shape[1]
 
 
-def config(meta: ModelMetadata) -> tuple[float, float, str]:
-    """The model's binarize threshold, match overlap and storage rule (its architecture config)."""
-    c = meta.architecture_config
-    return float(c.get("binarize", 0.5)), float(c.get("match_overlap", 0.9)), str(c.get("rule", ""))  # type: ignore[arg-type]
+def config(meta: ModelMetadata) -> hopfield.Reading:
+    """The model's binarize threshold, match overlap and storage rule (its architecture config, checked)."""
+    return hopfield.Reading.of(meta.architecture_config)
 
 
 async def run(engine: Engine, meta: ModelMetadata, states: np.ndarray, max_sweeps: int) -> list[RecallResult]:
@@ -199,11 +198,11 @@ async def recall(request: RecallPatternsRequest) -> Response:
     if (r.images is None) == (r.states is None):
         raise ApiError("invalid_request", "give either images or states")
     meta = engine.metadata(at_version(r.model, r.version), TASK)
-    threshold, match_overlap, rule = config(meta)
+    reading = config(meta)
     n = units(meta)
     if r.images is not None:
         _, items = await engine.image_rows(meta, TASK, r.images)
-        states = np.stack([hopfield.to_state(pixels(it.x, meta), threshold) for it in items])
+        states = np.stack([hopfield.to_state(pixels(it.x, meta), reading.binarize) for it in items])
     else:
         assert r.states is not None
         for i, s in enumerate(r.states):
@@ -217,7 +216,7 @@ async def recall(request: RecallPatternsRequest) -> Response:
     shape = (pre.channels, *pre.input_size)
     out = []
     for res in results:
-        index, overlap = hopfield.best_match(res.overlaps, match_overlap)
+        index, overlap = hopfield.best_match(res.overlaps, reading.match_overlap)
         child(RECALLS, meta.name, "spurious" if index is None else "matched").inc()
         out.append(
             Recalled(
@@ -236,10 +235,10 @@ async def recall(request: RecallPatternsRequest) -> Response:
         RecallPatternsResponse(
             model=meta.name,
             version=meta.version,
-            rule=rule,
+            rule=reading.rule,
             patterns=len(meta.labels),
-            match_overlap=match_overlap,
-            binarize=threshold,
+            match_overlap=reading.match_overlap,
+            binarize=reading.binarize,
             results=out,
         )
     )
@@ -264,7 +263,7 @@ async def _v2_recall(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors
     """A state row's units are read by sign (> 0: +1, else -1); recall runs to NNSERVE_RECALL_SWEEPS sweeps."""
     states = np.where(t["state"] > 0, 1.0, -1.0).astype(np.float32)
     results = await run(engine, meta, states, DEFAULT_SWEEPS)
-    _, match_overlap, _ = config(meta)
+    match_overlap = config(meta).match_overlap
     matched = [hopfield.best_match(r.overlaps, match_overlap)[0] for r in results]
     return {
         "state": np.stack([r.state for r in results]),
