@@ -7,6 +7,8 @@ Examples:
     python -m training rnn-classifier --data ../shared/data/sentiment/sst2/train.tsv --out runs/sst2-lstm
     python -m training rnn-classifier --data reviews.csv --text-column review --label-column stars
     python -m training lenet5 --dry-run                                          # tiny data, one batch
+    python -m training mlp --data ../shared/data/mnist --resume runs/mlp/state.pt  # continue a stopped run
+    torchrun --standalone --nproc_per_node 2 -m training mlp --data ../shared/data/mnist   # 2 processes (DDP)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import torch
 
 import models
+from training import distributed
 from training.cli import add_common_args, out_dir
 from training.registry import load_recipes
 
@@ -40,13 +43,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    level = logging.INFO if distributed.env_rank() == 0 else logging.WARNING  # rank 0 logs for the run
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     family = models.get_entry(args.model).family
     if family not in RECIPES:
         raise SystemExit(f"no training recipe for the {family!r} family of {args.model} (training/registry.py)")
     recipe = RECIPES[family]
-    ckpt = recipe.run(args)
+    own_loop = recipe.own_loop is not None
+    if own_loop and (distributed.env_world_size() > 1 or args.resume or args.stop_after):
+        raise SystemExit(
+            f"{args.model} ({family}) trains in one process, without --resume or --stop-after: {recipe.own_loop}. "
+            "Run it with python -m training, not torchrun."
+        )
     out = out_dir(args)
+    state = None if own_loop else out / "state.pt"  # the resumable state, rewritten after every epoch
+    run = distributed.start(state_path=state, resume=args.resume, stop_after=args.stop_after)
+    try:
+        ckpt = recipe.run(args)
+        if run.distributed and not distributed.was_wrapped():
+            raise SystemExit(f"the {family} recipe trained without DistributedDataParallel: N copies, none kept")
+    except distributed.Stopped as stopped:
+        log.info("%s", stopped)
+        return 0
+    except distributed.StateMismatch as e:
+        raise SystemExit(str(e)) from e
+    finally:
+        distributed.finish()
+    if not run.is_main:
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out / "checkpoint.pt")
     metrics = {k: ckpt[k] for k in ("model_name", "model_config", "train_config", "dataset", "metrics", "history")}

@@ -225,4 +225,13 @@ def _summary(ckpt: dict[str, Any], out: Path) -> str:
     return line
 
 
-register_recipe(Recipe(family="associative-memory", run=_run, plot=_plot, summary=_summary, add_args=_add_args))
+register_recipe(
+    Recipe(
+        family="associative-memory",
+        run=_run,
+        plot=_plot,
+        summary=_summary,
+        add_args=_add_args,
+        own_loop="storing the patterns is one closed-form matrix formula: there is no gradient descent to share",
+    )
+)

@@ -59,6 +59,20 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         help="architecture override, e.g. --model-arg 'channels=[16,32,64]'",
     )
     p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="STATE",
+        help="continue the run that wrote STATE (its out folder's state.pt), with the same flags",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="EPOCH",
+        help="leave after this epoch with the state written (continue later with --resume)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 

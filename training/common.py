@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import models
+from training import distributed
 
 if TYPE_CHECKING:
     from contract.data import Dataset
@@ -123,6 +124,14 @@ class EarlyStopping:
     def restore(self, model: torch.nn.Module) -> None:
         model.load_state_dict(self.best_state)
 
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("best_loss", "best_epoch", "best_state", "since_best")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, Any]:
     pred = probs.argmax(1)
@@ -163,47 +172,84 @@ def fit(
     clip_grad: float | None = None,
     loss_fn: LossFn | None = None,
     metric: str = "accuracy",
-) -> tuple[list[dict[str, float]], EarlyStopping]:
+) -> tuple[list[dict[str, Any]], EarlyStopping]:
     """The epoch loop every task shares; ``batches()`` yields one epoch, ``evaluate()`` -> (val loss, val
     metric). ``loss_fn`` defaults to classification; ``metric`` names the per-row average it reports.
 
+    On one process or on N under torchrun (training/distributed.py: each rank trains on its share of every
+    global batch, DDP all-reduces the gradients, rank 0 validates); it resumes from and writes the run's state.
     Ends with the best epoch's weights loaded into ``model`` (``cfg.keep == "last"``: the final epoch's, so the
-    validation figure is not also the one that chose them).
+    validation figure is not also the one that chose them), on the CPU.
     """
+    run = distributed.current()
     loss_fn = loss_fn or classification_loss(cfg.label_smoothing)
+    model.to(run.device)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch * epochs)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     stopper = EarlyStopping(cfg.patience)
-    t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        seen, loss_sum, metric_sum = 0, 0.0, 0.0
+    done, first = False, 1
+    if run.resume is not None:
+        state = distributed.load_state(run.resume, dataclasses.asdict(cfg))
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["early_stopping"])
+        history, done, first = state["history"], state["done"], state["epoch"] + 1
+        log.info("resuming %s after epoch %d; replaying the data order of its epochs", run.resume, state["epoch"])
+        for _ in range(state["epoch"]):  # the recipe's generators, where the finished epochs left them
+            for _ in batches():
+                pass
+        distributed.restore_rng(state["rng"], cfg.seed)
+    else:
+        distributed.fork_rng(cfg.seed)
+    net = distributed.wrap(model)
+    t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    for epoch in range(first, 0 if done else epochs + 1):
+        net.train()
+        # per step, this rank's: loss x rows, rows, metric sum; then one column per rank for its rows
+        steps: list[list[float]] = []
+        seen, loss_sum, metric_sum = 0, 0.0, 0.0  # this rank's, for the progress bar
         bar = tqdm(
-            batches(), total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not cfg.progress, leave=False
+            batches(),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{epochs}",
+            disable=not (cfg.progress and run.is_main),
+            leave=False,
         )
         for inputs, y in bar:
-            loss, batch_metric = loss_fn(model(*inputs), y)
+            inputs, y, n, weight = distributed.shard(inputs, y)
+            loss, batch_metric = loss_fn(net(*map(distributed.to_device, inputs)), distributed.to_device(y))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if weight == 1.0 else loss * weight).backward()
             if clip_grad:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             opt.step()
             if sched is not None:
                 sched.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            metric_sum += batch_metric
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", **{metric: f"{metric_sum / seen:.4f}"})
-        val_loss, val_metric = evaluate()
+            row_counts = [0.0] * run.world_size
+            row_counts[run.rank] = n
+            steps.append([loss.item() * n, n, batch_metric if n else 0.0, *row_counts])
+            seen, loss_sum, metric_sum = seen + n, loss_sum + steps[-1][0], metric_sum + steps[-1][2]
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", **{metric: f"{metric_sum / max(seen, 1):.4f}"})
+        totals = distributed.all_sum(torch.tensor(steps, dtype=torch.float64))  # (steps, 3 + N)
+        seen = int(totals[:, 1].sum())
+        val_loss = val_metric = 0.0
+        if run.is_main:  # the recipe's validation, on the CPU; the other ranks wait for its figures
+            with distributed.on_cpu(model):
+                val_loss, val_metric = evaluate()
+        val_loss, val_metric = distributed.from_main([val_loss, val_metric])
         row = {
             "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            f"train_{metric}": metric_sum / max(seen, 1),
+            "train_loss": float(totals[:, 0].sum()) / max(seen, 1),
+            f"train_{metric}": float(totals[:, 2].sum()) / max(seen, 1),
             "val_loss": val_loss,
             f"val_{metric}": val_metric,
             "lr": opt.param_groups[0]["lr"],
             "elapsed_s": time.perf_counter() - t0,
+            "step_loss": (totals[:, 0] / totals[:, 1].clamp(min=1)).tolist(),  # each global batch's mean loss
+            "rows_per_rank": totals[:, 3:].sum(0).tolist(),
         }
         history.append(row)
         log.info(
@@ -217,8 +263,25 @@ def fit(
             metric,
             val_metric,
         )
-        if stopper.step(epoch, val_loss, model):
+        done = stopper.step(epoch, val_loss, model)
+        distributed.save_state(
+            {
+                "epoch": epoch,
+                "done": done or epoch == epochs,
+                "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": None if sched is None else sched.state_dict(),
+                "early_stopping": stopper.state_dict(),
+                "history": history,
+                "rng": distributed.gather(distributed.rng_state()),
+                "train_config": dataclasses.asdict(cfg),
+            }
+        )
+        if done:
             break
+        if run.stop_after == epoch and epoch < epochs:
+            raise distributed.Stopped(epoch, run.state_path)
+    model.to("cpu")
     if cfg.keep == "last":
         stopper.best_epoch = len(history)
     else:
@@ -265,6 +328,7 @@ def checkpoint_dict(
 ) -> dict[str, Any]:
     """The checkpoint: plain data and a state_dict (never a pickled module); ``task`` adds what the
     task's export needs (image preprocessing, or tokenizer settings and vocabulary)."""
+    run = distributed.current()
     return {
         "format": "nnserve-checkpoint/1",
         "model_name": cfg.model,
@@ -286,6 +350,7 @@ def checkpoint_dict(
         "metrics": metrics,
         "history": history,
         "torch_version": str(torch.__version__),
+        "distributed": {"world_size": run.world_size, "backend": run.backend},
     }
 
 

@@ -209,4 +209,13 @@ def _summary(ckpt: dict, out: Path) -> str:
     )
 
 
-register_recipe(Recipe(family="dbn", run=_run, plot=_plot, summary=_summary, add_args=_add_args))
+register_recipe(
+    Recipe(
+        family="dbn",
+        run=_run,
+        plot=_plot,
+        summary=_summary,
+        add_args=_add_args,
+        own_loop="its greedy pretraining is training/rbm.py's contrastive-divergence loop",
+    )
+)

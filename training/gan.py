@@ -251,5 +251,6 @@ register_recipe(
             f"trained {ckpt['metrics']['epochs_run']} epochs; samples per epoch in {out / 'samples'}"
         ),
         add_args=_add_args,
+        own_loop="its adversarial loop alternates two optimisers and keeps a moving average of the generator",
     )
 )

@@ -262,5 +262,6 @@ register_recipe(
         plot=lambda ckpt, title, path: plot_series(ckpt["history"], title, path, PANELS),
         summary=_summary,
         add_args=_add_args,
+        own_loop="contrastive divergence is an update that is no loss's gradient, in its own loop",
     )
 )

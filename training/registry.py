@@ -22,6 +22,9 @@ class Recipe:
     plot: Callable[[dict[str, Any], str, Path], None]  # checkpoint, title, curves.png -> the training curves
     summary: Callable[[dict[str, Any], Path], str]  # checkpoint, its folder -> one line of its figures
     add_args: Callable[[argparse.ArgumentParser], None] | None = None  # the family's own flags
+    # why the family trains in its own loop rather than training.common.fit's; such a recipe runs in one process
+    # (no torchrun) and cannot --resume or --stop-after. None: it trains through fit (training/distributed.py)
+    own_loop: str | None = None
 
 
 RECIPES: dict[str, Recipe] = {}

@@ -144,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
     p.add_argument("--limit", type=int, default=None, help="only the first N unlabelled reviews (tests)")
     args = p.parse_args(argv)
+    from training.distributed import env_world_size
+
+    if env_world_size() > 1:  # N copies of the same vectors, not a faster run
+        raise SystemExit(
+            "python -m training.word_vectors runs in one process: gensim's Word2Vec parallelises with its own "
+            "--workers threads (not reproducibly), not with torchrun's processes"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = Word2VecConfig(**{f: getattr(args, f) for f in asdict(d)})
     t0 = time.perf_counter()
