@@ -72,6 +72,22 @@ def test_a_blank_or_uniform_page_is_a_200_flagged_out_of_distribution(client, pa
     assert flagged_count(client, CNN) >= before + len(pages) + 1
 
 
+def test_nothing_written_is_flagged_even_by_an_uncalibrated_model(client, pages):
+    """The front door finding no ink is the classifier's business whatever its calibration: digits-lenet5 has no
+    OOD score, yet a blank page or uniform paper is flagged (and counted); a page of noise, which holds "ink",
+    is left to the score it does not have."""
+    before = flagged_count(client, LENET)
+    uniform = ["blank", "grey 215", "grey 230"]
+    r = client.post("/v1/classify", json={"model": LENET, "images": [b64(pages[k]) for k in [*uniform, "noise"]]})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["out_of_distribution"] for p in preds] == [True, True, True, False], preds
+    assert all(p["ood_score"] is None for p in preds)
+    up = client.post("/v1/classify/upload", data={"model": LENET}, files={"image": ("page.jpg", pages["blank"])})
+    assert up.status_code == 200 and up.json()["predictions"][0]["out_of_distribution"] is True
+    assert flagged_count(client, LENET) == before + len(uniform) + 1
+
+
 def test_include_input_returns_what_the_model_saw(client, artifact_root, digits):
     meta = load_metadata(artifact_root / CNN)
     digit = digits.images[3, 0]

@@ -23,7 +23,7 @@ from service.family import (
     in_input_order,
 )
 from service.images import pixels, png_b64
-from service.metrics import PREDICTIONS, child
+from service.metrics import OUT_OF_DISTRIBUTION, PREDICTIONS, child
 from service.oip_tensors import classifier_outputs, graph_inputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
@@ -96,6 +96,15 @@ class ImageModels(Family):
         return in_input_order(len(items), chunks)
 
 
+def nothing_written(meta: ModelMetadata, x: np.ndarray) -> bool:
+    """The front door found nothing to read (a blank page, uniform paper: the prepared field is one value), which
+    is out of distribution for every classifier, calibrated or not; counted like a score above the threshold."""
+    if float(np.ptp(x)) > 0.0:
+        return False
+    OUT_OF_DISTRIBUTION.labels(meta.name).inc()
+    return True
+
+
 async def classify_blobs(
     engine: Engine, model: str, blobs: list[bytes] | list[str], top_k: int, include_input: bool
 ) -> ClassifyImagesResponse:
@@ -115,7 +124,7 @@ async def classify_blobs(
                 score=float(p[best]),
                 top_k=[LabelScore(label=meta.labels[j], score=float(p[j])) for j in order],
                 ood_score=r.ood_score,
-                out_of_distribution=flag(meta, r.ood_score),
+                out_of_distribution=flag(meta, r.ood_score) or nothing_written(meta, item.x),
                 input=png_b64(pixels(item.x, meta)) if include_input else None,
             )
         )
