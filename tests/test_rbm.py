@@ -3,6 +3,7 @@ training dry runs, export parity, the greedy stack unrolled into an autoencoder.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 
@@ -104,6 +105,31 @@ def test_chains_from_a_seed_are_prefix_stable_and_split_into_runs():
     assert np.array_equal(five[:2], two) and not np.array_equal(two, other)
     with pytest.raises(ValueError):
         gibbs.sample(run, 1, seed=0, steps=0, k=10, hidden=2, visible=4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_shipped_rbms_chains_do_not_depend_on_the_batch(threads):
+    """The service batches chains with other requests' rows; a chain must not change with its batch's size. At the
+    shipped size (784 x 500) onnxruntime's GEMM picks other kernels for one row than for many (MLAS), and a last-bit
+    difference in p(h | v) flips a unit where u sits on it, after which the chains part: checked, not assumed."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "artifacts" / "mnist-rbm"
+    g = load_metadata(path).generator
+    assert g is not None and g.gibbs is not None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+    def run(v, u_h, u_v, steps):
+        nxt, image, _ = session.run(None, {"v": v, "u_h": u_h, "u_v": u_v, "steps": steps})
+        return nxt, image
+
+    chain = functools.partial(gibbs.sample, run, steps=60, k=g.gibbs.steps_per_run, hidden=g.gibbs.hidden)
+    for seed in (0, 1):
+        alone = chain(1, seed, visible=g.gibbs.visible)
+        for n in (2, 9, 64):
+            assert np.array_equal(chain(n, seed, visible=g.gibbs.visible)[:1], alone), (seed, n)
 
 
 @pytest.mark.parametrize("argv", [["rbm"], ["rbm", "--no-persistent", "--cd-k", "2"]])
