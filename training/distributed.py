@@ -193,11 +193,17 @@ def on_cpu(model: torch.nn.Module) -> Iterator[None]:
     if _RUN.device == "cpu":
         yield
         return
-    model.to("cpu")
+    # moved in place (.data), not by model.to: DDP holds the parameter and buffer tensors themselves
+    tensors = [*model.parameters(), *model.buffers()]
+    for p in model.parameters():
+        p.grad = None
+    for t in tensors:
+        t.data = t.data.cpu()
     try:
         yield
     finally:
-        model.to(_RUN.device)
+        for t in tensors:
+            t.data = t.data.to(_RUN.device)
 
 
 def all_sum(t: torch.Tensor) -> torch.Tensor:
