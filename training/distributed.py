@@ -24,7 +24,7 @@ Validation runs on rank 0 alone (the recipe's own function, on the whole validat
 two figures, so early stopping decides alike everywhere. Rank 0 alone logs, writes the state, the checkpoint and
 the plots.
 
-The resumable state (``save_state``, ``resume``): after each epoch rank 0 writes ``state.pt`` beside the
+The resumable state (``save_state``, ``load_state``): after each epoch rank 0 writes ``state.pt`` beside the
 checkpoint: the model, optimiser, schedule, early stopping, history and every rank's RNG state, as plain
 dicts and state_dicts. ``--resume`` loads it (it must be readable by every node), replays the data order of the
 finished epochs (the recipes' generators are their own; drawing the batches again without training puts them
