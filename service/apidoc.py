@@ -105,9 +105,14 @@ def render() -> str:
             continue
         for method in sorted(route.methods or ()):
             out += [f"## `{method} /v1{route.path}`", "", inspect.cleandoc(route.endpoint.__doc__ or ""), ""]
-            params = route.dependant.path_params + route.dependant.query_params
-            if params:
-                out += ["Path parameters: " + ", ".join(f"`{p.name}`" for p in params), ""]
+            dependant = route.dependant
+            for kind, params in (
+                ("Path", dependant.path_params),
+                ("Query", dependant.query_params),
+                ("Header", dependant.header_params),
+            ):
+                if params:
+                    out += [f"{kind} parameters: " + ", ".join(f"`{p.alias}`" for p in params), ""]
             if route.body_field is not None:
                 body = route.body_field.field_info.annotation
                 assert isinstance(body, type) and issubclass(body, BaseModel)

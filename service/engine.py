@@ -27,6 +27,7 @@ from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError
 from service.family import ImageItem, LabeledImageItem, family_state
+from service.figures import Figure, read_figures
 from service.images import b64_to_bytes, to_input
 from service.metrics import OUT_OF_DISTRIBUTION
 from service.registry import TASKS
@@ -76,6 +77,7 @@ class Engine:
         self.catalog: dict[str, ModelMetadata] = {}  # name -> its default version: the newest served
         self.versions: dict[str, dict[str, ModelMetadata]] = {}  # name -> every served version
         self.vocabs: dict[str, Vocab] = {}  # served_key -> the vocabulary a text model's version encodes with
+        self.figures: dict[str, dict[str, Figure]] = {}  # served_key -> the figures its folder held at load
         self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder (model or model/version) -> why not served
         for family in self.local.values():
             self.failed.update(family.failed)
@@ -87,6 +89,7 @@ class Engine:
                     raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
                 if isinstance(meta.preprocessing, TextPreprocessing):  # the vocabulary that text is encoded with
                     self.vocabs[served_key(meta)] = load_vocab(path, meta)
+                self.figures[served_key(meta)] = read_figures(path, S.max_figure_bytes)
                 if S.batching == "services" and S.skip_bad_artifacts:
                     warm_up(load_model(path, S))  # learn here what the model services will leave out
             except ArtifactError as e:
@@ -228,6 +231,7 @@ class Engine:
                 source_commit=m.source_commit,
                 ready=m.name in runtime and m.name not in self.failed,
                 error=self.failed.get(m.name),
+                figures=sorted(self.figures.get(served_key(m), {})),
                 providers=runtime.get(m.name, providers()),
                 batching=BatchingInfo(
                     mode=S.batching,

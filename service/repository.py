@@ -44,6 +44,7 @@ from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TextPrepr
 from contract.text import Vocab
 from service.balance import worker_slot
 from service.errors import ApiError, quoted
+from service.figures import Figure, read_figures
 from service.registry import TASKS
 from service.runtime import (
     ArtifactError,
@@ -76,6 +77,7 @@ class Staged:
     metas: dict[str, ModelMetadata] = field(default_factory=dict)  # version -> metadata
     models: dict[str, OnnxModel] = field(default_factory=dict)  # served_key -> its session (new or reused)
     vocabs: dict[str, Vocab] = field(default_factory=dict)
+    figures: dict[str, dict[str, Figure]] = field(default_factory=dict)  # served_key -> its folder's figures
 
 
 def loaded(engine: Any, key: str) -> OnnxModel | None:
@@ -100,6 +102,7 @@ def prepare(engine: Any, name: str, settings: Settings) -> Staged:
         staged.models[key] = model
         if isinstance(meta.preprocessing, TextPreprocessing):
             staged.vocabs[key] = engine.vocabs.get(key) or load_vocab(path, meta)
+        staged.figures[key] = read_figures(path, settings.max_figure_bytes)  # read again: a figure may be new
         staged.metas[meta.version] = meta
     if not staged.metas:
         raise ArtifactError(f"no version of {name!r} on disk is in its version policy")
@@ -113,6 +116,7 @@ def commit(engine: Any, staged: Staged | None, name: str, settings: Settings) ->
         for key, model in staged.models.items():
             engine.local[model.meta.task].models[key] = model
         engine.vocabs.update(staged.vocabs)
+        engine.figures.update(staged.figures)
         engine.versions[name] = dict(staged.metas)
         engine.catalog[name] = staged.metas[max(staged.metas, key=version_order)]
     else:
@@ -133,6 +137,7 @@ def _drop(engine: Any, key: str) -> None:
     for family in engine.local.values():
         family.models.pop(key, None)
     engine.vocabs.pop(key, None)
+    engine.figures.pop(key, None)
     log.info("unloaded %s", key)
 
 

@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 
 from service.registry import TASKS
 
+FIGURE_ROUTE = "/v1/models/{name}/figures/{figure}"
 V2_ROUTES = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready"})
 
 
@@ -42,7 +43,8 @@ def endpoint_label(path: str) -> str:
     if path in json_routes() or path in form_routes() or path == "/v1/models" or path in V2_ROUTES:
         return path.rstrip("/") if path != "/" else path
     if path.startswith("/v1/models/"):
-        return "/v1/models/{name}"
+        parts = path.split("/")  # "", "v1", "models", name, "figures", figure
+        return FIGURE_ROUTE if len(parts) == 6 and parts[4] == "figures" else "/v1/models/{name}"
     if path.startswith("/v2/models/"):
         path = path.rstrip("/")
         if path == "/v2/models/stats":

@@ -110,6 +110,12 @@ class ModelCard(BaseModel):
     calibration: Calibration | None = Field(None, description="classifiers: the temperature and its ECE figures")
     ood: OutOfDistribution | None = Field(None, description="classifiers: the out-of-distribution method and figures")
     error: str | None = Field(None, description="why the model is not ready (skip_bad_artifacts), naming the file")
+    figures: list[str] = Field(
+        default_factory=list,
+        description="the PNG figures its artifact folder held when this version was loaded, by name: curves.png (the "
+        "training curves), and e.g. samples.png, centres.png, patterns.png; each at "
+        "GET /v1/models/{name}/figures/{figure}",
+    )
 
 
 class ListModelsResponse(BaseModel):

@@ -23,10 +23,10 @@ configuration (workers, batching, timeouts) at class definition.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, Query
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
@@ -36,6 +36,7 @@ from service import oip
 from service.auth import ApiKeyMiddleware
 from service.engine import Engine, current
 from service.errors import ApiError, validation_details
+from service.figures import FIGURE_NAME, matches, pick
 from service.lane import LaneMiddleware, body_model_lanes
 from service.metrics import bound_bentoml_endpoint_labels, own_metrics_dir
 from service.middleware import AdmissionMiddleware
@@ -44,8 +45,16 @@ from service.oip_grpc import check_port, serve_grpc
 from service.openapi import DocsMiddleware
 from service.registry import load_tasks
 from service.request_id import RequestIdFilter, RequestIdMiddleware
-from service.runtime import settle_heap
-from service.schemas import ERROR_RESPONSES, ListModelsResponse, ModelCard, json_response
+from service.runtime import served_key, settle_heap
+from service.schemas import (
+    ERROR_RESPONSES,
+    MODEL_NAME,
+    VERSION_CHOICE,
+    VERSION_PATTERN,
+    ListModelsResponse,
+    ModelCard,
+    json_response,
+)
 from service.settings import get_settings
 from service.shutdown import delay_sigterm
 from service.transport import Limits, install_transport
@@ -95,12 +104,53 @@ async def list_models() -> Response:
 
 
 @v1_app.get("/models/{name}", response_model=ModelCard, responses=ERROR_RESPONSES)
-async def get_model(name: Annotated[str, PathParam(max_length=64)]) -> Response:
+async def get_model(name: Annotated[str, PathParam(pattern=MODEL_NAME)]) -> Response:
     """One model's card."""
     engine = current()
     if name not in engine.catalog:
         engine.metadata(name)  # 404 envelope for an unknown name (503 for an artifact that failed to load)
     return json_response(next(c for c in await engine.model_cards() if c.name == name))
+
+
+FIGURE_HEADERS = {
+    header: {"description": description, "schema": {"type": "string"}}
+    for header, description in (
+        ("ETag", "the sha256 of the PNG's bytes, quoted"),
+        ("Cache-Control", "no-cache: a copy may be kept, and is revalidated with If-None-Match"),
+        ("X-Model-Version", "the version whose figure this is"),
+    )
+}
+FIGURE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "the PNG file as the artifact folder held it when the version was loaded",
+        "headers": FIGURE_HEADERS,
+    },
+    304: {"description": "Not Modified: If-None-Match names this figure's ETag", "headers": FIGURE_HEADERS},
+}
+
+
+@v1_app.get("/models/{name}/figures/{figure}", response_class=Response, responses=FIGURE_RESPONSES)
+async def get_figure(
+    name: Annotated[str, PathParam(pattern=MODEL_NAME)],
+    figure: Annotated[str, PathParam(pattern=FIGURE_NAME, description="one of the card's 'figures', e.g. curves.png")],
+    version: Annotated[str | None, Query(pattern=VERSION_PATTERN, description=VERSION_CHOICE)] = None,
+    if_none_match: Annotated[str | None, Header(description="ETags of copies the client holds")] = None,
+) -> Response:
+    """One of a model's figures (its card's ``figures``: ``curves.png``, its training curves, for every model), as
+    image/png with an ETag; a conditional GET whose If-None-Match names it is a 304. The figures are the PNG files
+    its artifact folder held when the version was loaded, at most NNSERVE_MAX_FIGURE_BYTES each; an unknown one is
+    a 404 naming those the version has."""
+    engine = current()
+    meta = engine.catalog.get(name) if version is None else None
+    if meta is None:  # 404 envelope for an unknown name or version (503 for an artifact that failed to load)
+        meta = engine.metadata(name, version=version)
+    found = pick(engine.figures.get(served_key(meta), {}), figure, meta.name, meta.version)
+    headers = {"ETag": found.etag, "Cache-Control": "no-cache", "X-Model-Version": meta.version}
+    if matches(if_none_match, found.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(found.body, media_type="image/png", headers=headers)
 
 
 for _task in TASKS.values():  # the task's routes themselves, in registry order: FastAPI's include_router would

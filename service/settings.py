@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         description="a missing, corrupt or inconsistent artifact is reported not ready and the others serve; "
         "by default it stops start-up with a message naming the file",
     )
+    max_figure_bytes: int = Field(
+        2 << 20, ge=1, description="bytes per figure (a PNG beside model.onnx) read at load; a larger one is not served"
+    )
 
     # access
     api_key: SecretStr | None = Field(

@@ -53,6 +53,7 @@ def artifact_root(tmp_path_factory, digits) -> Path:
         path = runs / f"{name}.pt"
         torch.save(ckpt, path)
         export_checkpoint(path, root / name, name=name)
+        curves(ckpt, root / name)
     calibrate(root / "digits-cnn", digits)  # digits-lenet5 stays uncalibrated: served with T = 1 and no OOD score
 
     from contract.text_data import synthetic_sentiment
@@ -95,6 +96,17 @@ def artifact_root(tmp_path_factory, digits) -> Path:
     torch.save(train_hopfield(digits, cfg, {}, pre), runs / "digits-hopfield.pt")
     export_checkpoint(runs / "digits-hopfield.pt", root / "digits-hopfield", name="digits-hopfield")
     return root
+
+
+def curves(ckpt: dict, folder: Path) -> None:
+    """curves.png in the artifact folder, drawn by the family's recipe as ``python -m training`` draws it beside the
+    checkpoint (``make models`` copies it into the artifact, where GET /v1/models/{name}/figures/curves.png serves
+    it)."""
+    from models import get_entry
+    from training.registry import RECIPES
+
+    recipe = RECIPES[get_entry(ckpt["model_name"]).family]
+    recipe.plot(ckpt, f"{ckpt['model_name']} on {ckpt['dataset']['name']}", folder / "curves.png")
 
 
 def letters(n: int, seed: int = 0) -> np.ndarray:

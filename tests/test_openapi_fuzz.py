@@ -96,13 +96,18 @@ def _steer_body(served: dict[str, list[str]], images: list[bytes]):
 
 
 def _steer_name(served: dict[str, list[str]]):
-    """A ``flatmap_path_parameters`` hook: ``{name}`` may be a served model's name, so a card is fetched too."""
+    """A ``flatmap_path_parameters`` hook: ``{name}`` may be a served model's name, so a card is fetched too, and
+    ``{figure}`` the training curves (curves.png), so a figure is too."""
     every = sorted(n for names in served.values() for n in names)
 
     def steer(context, params):
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return st.just(params)
-        return st.sampled_from([*every, params["name"]]).map(lambda name: {**params, "name": name})
+        names = st.sampled_from([*every, params["name"]])
+        if not isinstance(params.get("figure"), str):
+            return names.map(lambda name: {**params, "name": name})
+        figures = st.sampled_from(["curves.png", params["figure"]])
+        return st.tuples(names, figures).map(lambda nf: {**params, "name": nf[0], "figure": nf[1]})
 
     return steer
 
