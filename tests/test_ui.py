@@ -353,16 +353,30 @@ def test_every_model_card_opens(page, api, shots):
     page.tab("cards")
     cards = api.get("/v1/models").json()["models"]
     for card in cards:
-        details = page.find(f"#card-{card['name']}")
+        name = card["name"]
+        details = page.find(f"#card-{name}")
         details.find_element("tag name", "summary").click()
         assert details.get_attribute("open") is not None
-        body = page.wait(lambda d: details.find_elements("class name", "card-body"), card["name"])[0].text  # noqa: B023
+        body = page.wait(lambda d: details.find_elements("class name", "card-body"), name)[0].text  # noqa: B023
         assert card["architecture"] in body and "Figures on validation data" in body and "Training recipe" in body
+        # its figures from GET /v1/models/{name}/figures/{figure}, the training curves first, each loaded
+        assert "curves.png" in card["figures"], card["figures"]
+        images = details.find_elements("css selector", ".figures img")
+        shown = [img.get_attribute("data-figure") for img in images]
+        assert shown == ["curves.png", *[f for f in card["figures"] if f != "curves.png"]], shown
+        for img, figure in zip(images, shown, strict=True):
+            loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+            width = page.wait(lambda d: d.execute_script(loaded, img), f"{name}'s {figure}")  # noqa: B023
+            with Image.open(REPO / "artifacts" / name / figure) as png:
+                assert width == png.width, (name, figure)
+            assert name in img.get_attribute("alt") and figure in img.get_attribute("alt")
+            assert img.get_attribute("src").startswith("blob:")  # fetched with the key, as any client would
     assert len(page.driver.find_elements("css selector", "#cards details")) == len(cards)
+    assert page.find("#card-mnist-cnn .figures img").get_attribute("alt") == "Training curves of mnist-cnn (curves.png)"
     page.driver.execute_script(  # for the screenshot: one card open
         "document.querySelectorAll('#cards details').forEach((d) => d.open = d.id === 'card-mnist-cnn')"
     )
-    shoot(page, shots, "cards")
+    shoot(page, shots, "cards", top="#panel-cards")
 
 
 def test_accessible_names_alt_text_contrast_and_the_tab_order(page):

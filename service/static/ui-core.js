@@ -105,19 +105,14 @@ function askKey(wrong) {
   return asking;
 }
 
-/** GET (no body) or POST a JSON body to a path relative to the page (``v1/...``), as any client would.
-    A 401 asks for the API key once and retries; other failures throw the error envelope's message. */
-NN.api = async function (path, body) {
+/** A request to a path relative to the page (``v1/...``) with the key, as any client sends it. A 401 asks for
+    the API key once and retries; other failures throw the error envelope's message. */
+async function request(path, init, accept) {
   for (;;) {
     const key = sessionStorage.getItem(KEY);
-    const headers = { accept: "application/json" };
+    const headers = { accept, ...init.headers };
     if (key) headers.authorization = "Bearer " + key;
-    const init = { headers };
-    if (body !== undefined) {
-      headers["content-type"] = "application/json";
-      Object.assign(init, { method: "POST", body: JSON.stringify(body) });
-    }
-    const r = await fetch(path, init);
+    const r = await fetch(path, { ...init, headers });
     if (r.status === 401) {
       if (sessionStorage.getItem(KEY) !== key) continue; // another request was given a key meanwhile
       const given = await askKey(key !== null);
@@ -125,13 +120,28 @@ NN.api = async function (path, body) {
       sessionStorage.setItem(KEY, given);
       continue;
     }
-    const data = await r.json().catch(() => null);
     if (!r.ok) {
+      const data = await r.json().catch(() => null);
       const err = data && data.error;
       throw new Error(`${r.status}: ${(err && (err.message || err)) || r.statusText}`);
     }
-    return data;
+    return r;
   }
+}
+
+/** GET (no body) or POST a JSON body; resolves to the answer's JSON. */
+NN.api = async function (path, body) {
+  const init = {};
+  if (body !== undefined) {
+    Object.assign(init, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+  }
+  return (await request(path, init, "application/json")).json().catch(() => null);
+};
+
+/** GET an image (a model's figure): an <img> cannot send the key, so it is fetched (revalidated with its ETag
+    by the browser's cache) and shown from a blob: URL. */
+NN.image = async function (path) {
+  return URL.createObjectURL(await (await request(path, {}, "image/png")).blob());
 };
 
 /** Fill a <select> with models (their names), keeping the current choice, else ``preferred`` if served. */

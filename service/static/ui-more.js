@@ -1,7 +1,7 @@
 /* The playground's generative and memory panels and the model cards: generate with a seed (POST
    /v1/generate), walk the latent space between two seeds (POST /v1/interpolate) as an animation, recall a
    corrupted pattern sweep by sweep (POST /v1/recall with max_sweeps 1, 2, ...), run an RBM's Gibbs chains
-   for more and more steps (POST /v1/generate with steps), and every model's card (GET /v1/models). */
+   for more and more steps (POST /v1/generate with steps), and every model's card (GET /v1/models) with its figures. */
 "use strict";
 
 /** Submit handler for a form: validate, then run fn, showing its failure in ``error``. */
@@ -286,6 +286,35 @@ function table(caption, obj) {
   );
 }
 
+/** What each figure an export ships shows; a figure not named here is captioned with its file name. */
+const FIGURES = {
+  curves: "Training curves",
+  samples: "Samples at the end of training",
+  centres: "The RBF layer's centres",
+  patterns: "The stored patterns",
+  energy: "Energy during recall",
+  pretraining: "Pretraining of each RBM",
+};
+
+/** The model's figures (its card's ``figures``, GET v1/models/{name}/figures/{figure}), training curves first. */
+function figures(m) {
+  const names = [...(m.figures || [])].sort((a, b) => (b === "curves.png") - (a === "curves.png"));
+  if (!names.length) return null;
+  return NN.el(
+    "div",
+    { class: "figures" },
+    ...names.map((name) => {
+      const what = FIGURES[name.replace(/\.png$/, "")] || name;
+      const img = NN.el("img", { alt: `${what} of ${m.name} (${name})`, "data-figure": name });
+      const error = NN.el("p", { class: "error", role: "alert", hidden: true });
+      NN.image(`v1/models/${encodeURIComponent(m.name)}/figures/${encodeURIComponent(name)}`)
+        .then((url) => (img.src = url))
+        .catch((err) => NN.fail(error, err));
+      return NN.el("figure", {}, img, NN.el("figcaption", { text: `${what} (${name})` }), error);
+    }),
+  );
+}
+
 function cardBody(m) {
   const pre = m.preprocessing;
   const about = {
@@ -307,6 +336,7 @@ function cardBody(m) {
   return NN.el(
     "div",
     { class: "card-body" },
+    figures(m),
     table("About", about),
     table("Architecture", m.architecture_config),
     table("Figures on validation data", m.metrics),
