@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,8 +127,28 @@ def schema_errors(resource: Resource) -> list[str]:
     return []
 
 
-def sdk_errors(resource: Resource) -> list[str]:
-    """A KServe resource read through KServe's Python SDK models: every field must be one of the model's."""
+def sdk_errors(*resources: Resource) -> list[str]:
+    """KServe resources read through KServe's Python SDK models: every field must be one of the model's. Read in a
+    process of its own: kserve registers the protocol's protobuf messages under the names tritonclient.grpc uses,
+    so the two cannot be imported into one process (tests/test_kserve_client.py, and the full suite imports both)."""
+    code = (
+        "import json, sys; from tests.k8s_checks import _sdk_errors; "
+        "print(json.dumps([e for r in json.load(sys.stdin) for e in _sdk_errors(r)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(resources),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=True,
+    )
+    errors: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return errors
+
+
+def _sdk_errors(resource: Resource) -> list[str]:
     import kserve.models
 
     cls = {"InferenceService": "V1beta1InferenceService", "ServingRuntime": "V1alpha1ServingRuntime"}[resource["kind"]]
