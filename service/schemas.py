@@ -61,7 +61,10 @@ OOD_SCORE = Field(
     description="how unlike the training data the input is, higher is less alike (the model card's ood.method); "
     "null for a model without an out-of-distribution calibration"
 )
-OOD_FLAG = Field(description="ood_score is above the model's threshold (ood.threshold in its card)")
+OOD_FLAG = Field(
+    description="ood_score is above the model's threshold (ood.threshold in its card); for an image, also when "
+    "nothing is found written on it (a blank or uniform page), whether the model is calibrated or not"
+)
 
 
 class BatchingInfo(BaseModel):
