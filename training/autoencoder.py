@@ -25,7 +25,7 @@ from contract.data import Dataset
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.cli import common_config, load_images, model_args
-from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_split, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_model_config, image_split, seed_everything
 from training.plots import plot_curves
 from training.registry import Recipe, register_recipe
 
@@ -94,8 +94,7 @@ def train_autoencoder(
 ) -> dict:
     gen = seed_everything(cfg)
     train_idx, val_idx = image_split(ds, cfg)
-    c, h, _ = ds.images.shape[1:]
-    model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
+    model_cfg = image_model_config(cfg.model, ds, model_overrides)
     model = models.create_model(cfg.model, model_cfg)
     x_tr = torch.from_numpy(ds.images[train_idx]).float() / 255.0  # (N, C, H, W) in [0, 1]
     x_va = torch.from_numpy(ds.images[val_idx]).float() / 255.0

@@ -65,6 +65,13 @@ def image_split(ds: Dataset, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     return train_idx, val_idx
 
 
+def image_model_config(name: str, ds: Dataset, overrides: dict[str, Any], **fixed: Any) -> Any:
+    """A registered model's config for these images: their channels and size (and the values the recipe fixes,
+    ``fixed``), under the command line's overrides."""
+    c, h, _ = ds.images.shape[1:]
+    return models.make_config(name, **{"in_channels": c, "input_size": h, **fixed, **overrides})
+
+
 def seed_everything(cfg: TrainConfig) -> torch.Generator:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)

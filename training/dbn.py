@@ -40,7 +40,7 @@ from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.autoencoder import pca_sse, per_image_sse, reconstruction_errors
 from training.cli import common_config, load_images, model_args
-from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_split, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_model_config, image_split, seed_everything
 from training.plots import plot_series
 from training.rbm import RBMTrainConfig, contrastive_divergence
 from training.registry import Recipe, register_recipe
@@ -95,8 +95,7 @@ def pretrain(
 def train_dbn(ds: Dataset, cfg: DBNTrainConfig, model_overrides: dict[str, Any], preprocessing: dict[str, Any]) -> dict:
     gen = seed_everything(cfg)
     train_idx, val_idx = image_split(ds, cfg)
-    c, h, _ = ds.images.shape[1:]
-    model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
+    model_cfg = image_model_config(cfg.model, ds, model_overrides)
     model = models.create_model(cfg.model, model_cfg)
     assert isinstance(model, DBNAutoencoder)
     x_tr = torch.from_numpy(ds.images[train_idx]).float() / 255.0  # (N, C, H, W) in [0, 1]

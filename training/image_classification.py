@@ -27,6 +27,7 @@ from training.common import (
     checkpoint_dict,
     final_metrics,
     fit,
+    image_model_config,
     image_split,
     seed_everything,
 )
@@ -69,9 +70,7 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     train_idx, val_idx = image_split(ds, cfg)
     mean_l, std_l = channel_stats(ds.images[train_idx])
     pre = {**preprocessing, "mean": mean_l, "std": std_l}
-    c, h, _ = ds.images.shape[1:]
-    overrides = {"in_channels": c, "num_classes": len(ds.label_names), "input_size": h, **model_overrides}
-    model_cfg = models.make_config(cfg.model, **overrides)
+    model_cfg = image_model_config(cfg.model, ds, model_overrides, num_classes=len(ds.label_names))
     model = models.create_model(cfg.model, model_cfg).to(memory_format=torch.channels_last)
 
     x_tr, y_tr = torch.from_numpy(ds.images[train_idx]), torch.from_numpy(ds.labels[train_idx])

@@ -33,7 +33,14 @@ from contract.data import Dataset
 from contract.images import image_grid
 from models.rbm import RBM, GibbsChain
 from training.cli import common_config, load_images, model_args, out_dir
-from training.common import TrainConfig, build_scheduler, checkpoint_dict, image_split, seed_everything
+from training.common import (
+    TrainConfig,
+    build_scheduler,
+    checkpoint_dict,
+    image_model_config,
+    image_split,
+    seed_everything,
+)
 from training.plots import plot_series
 from training.registry import Recipe, register_recipe
 
@@ -172,8 +179,7 @@ def train_rbm(
 ) -> dict:
     gen = seed_everything(cfg)
     train_idx, val_idx = image_split(ds, cfg)
-    c, h, _ = ds.images.shape[1:]
-    model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
+    model_cfg = image_model_config(cfg.model, ds, model_overrides)
     rbm = models.create_model(cfg.model, model_cfg)
     assert isinstance(rbm, RBM)
     x_tr = torch.from_numpy(ds.images[train_idx]).float().flatten(1) / 255.0  # (N, D) in [0, 1]

@@ -28,7 +28,7 @@ import models
 from contract.data import Dataset
 from contract.images import image_grid
 from training.cli import common_config, load_images, model_args, out_dir
-from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_split, seed_everything
+from training.common import Batch, TrainConfig, checkpoint_dict, fit, image_model_config, image_split, seed_everything
 from training.gan import fixed_noise
 from training.plots import plot_series
 from training.registry import Recipe, register_recipe
@@ -69,8 +69,7 @@ def train_vae(
 ) -> dict:
     gen = seed_everything(cfg)
     train_idx, val_idx = image_split(ds, cfg)
-    c, h, _ = ds.images.shape[1:]
-    model_cfg = models.make_config(cfg.model, **{"in_channels": c, "input_size": h, **model_overrides})
+    model_cfg = image_model_config(cfg.model, ds, model_overrides)
     if model_cfg.num_classes and model_cfg.num_classes != len(ds.label_names):
         raise ValueError(f"{cfg.model} has {model_cfg.num_classes} classes, the data {len(ds.label_names)}")
     model = models.create_model(cfg.model, model_cfg)
