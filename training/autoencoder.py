@@ -149,7 +149,6 @@ def train_autoencoder(
         cfg=cfg,
         model=model,
         model_cfg=model_cfg,
-        labels=ds.label_names,
         n_train=len(train_idx),
         n_val=len(val_idx),
         metrics=metrics,

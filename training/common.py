@@ -325,16 +325,17 @@ def checkpoint_dict(
     cfg: TrainConfig,
     model: torch.nn.Module,
     model_cfg: Any,
-    labels: list[str],
     dataset: Dataset | TextDataset,
     n_train: int,
     n_val: int,
     metrics: dict[str, Any],
     history: list[dict[str, float]],
+    labels: list[str] | None = None,
     **task: Any,
 ) -> dict[str, Any]:
     """The checkpoint: plain data and a state_dict (never a pickled module); ``task`` adds what the
-    task's export needs (image preprocessing, or tokenizer settings and vocabulary)."""
+    task's export needs (image preprocessing, or tokenizer settings and vocabulary). ``labels`` are the
+    dataset's classes unless the recipe names its own (an associative memory: one per stored pattern)."""
     run = distributed.current()
     return {
         "format": "nnserve-checkpoint/1",
@@ -342,7 +343,7 @@ def checkpoint_dict(
         "family": models.get_entry(cfg.model).family,
         "model_config": dataclasses.asdict(model_cfg),
         "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()},
-        "labels": list(labels),
+        "labels": list(dataset.label_names if labels is None else labels),
         **task,
         "dataset": {
             "name": dataset.name,

@@ -125,7 +125,6 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         cfg=cfg,
         model=model,
         model_cfg=model_cfg,
-        labels=ds.label_names,
         n_train=len(train_idx),
         n_val=len(val_idx),
         metrics=metrics,

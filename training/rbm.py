@@ -213,7 +213,6 @@ def train_rbm(
         cfg=cfg,
         model=rbm,
         model_cfg=model_cfg,
-        labels=ds.label_names,
         n_train=len(train_idx),
         n_val=len(val_idx),
         metrics=metrics,
