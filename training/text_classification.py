@@ -20,9 +20,11 @@ from contract.metadata import sha256_file
 from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from contract.text_data import PRESETS as TEXT_PRESETS
 from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
+from training import distillation
 from training.cli import common_config, model_args
 from training.common import (
     Batch,
+    LossFn,
     TrainConfig,
     accuracy_summary,
     checkpoint_dict,
@@ -32,7 +34,7 @@ from training.common import (
 )
 from training.plots import plot_curves
 from training.registry import Recipe, register_recipe
-from training.word_vectors import VECTORS, init_embedding, load_vectors, merged_vocab
+from training.word_vectors import VECTORS, init_embedding, load_vectors, merged_vocab, unsup_texts
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ class TextTrainConfig(TrainConfig):
     clip_grad: float = 1.0
     vectors: str | None = None  # a training.word_vectors folder: the embedding starts from its vectors
     freeze_vectors: bool = True  # rows that have a pre-trained vector stay fixed (unseen words keep their meaning)
+    # distillation (training/distillation.py): exported classifiers whose averaged answers become soft targets
+    teachers: tuple[str, ...] = ()
+    teacher_weight: float = 0.5  # labelled rows: (1 - w) * one-hot + w * teachers
+    distill_temperature: float = 2.0  # the teachers' logits are divided by it (fixed, not fitted on validation)
+    unlabelled: str | None = None  # a gzipped CSV of reviews (IMDB's unsup.csv.gz) cut into extra sentences
+    unlabelled_rows: int = 0
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +120,60 @@ def start_from_vectors(
     }
 
 
+def soft_target_loss() -> LossFn:
+    """Cross-entropy against a target distribution (B, K); the metric counts rows whose top class is the
+    target's."""
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+        loss = -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
+        return loss, float((logits.argmax(1) == y.argmax(1)).sum())
+
+    return loss_fn
+
+
+def soft_targets(
+    ds: TextDataset,
+    cfg: TextTrainConfig,
+    tok: TokenizerConfig,
+    vocab: Vocab,
+    train_idx: np.ndarray,
+    seqs_tr: list[list[int]],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """With teachers: (rows, K) targets for the training rows, and the unlabelled sentences' rows appended to
+    ``seqs_tr`` (in place); -> (targets, what was done, for the record). Without: (None, {})."""
+    if not cfg.teachers:
+        if cfg.unlabelled:
+            raise ValueError("--unlabelled sentences need --teacher models to label them")
+        return None, {}
+    teachers = [distillation.Teacher(Path(t), cfg.distill_temperature) for t in cfg.teachers]
+    for t in teachers:
+        distillation.check_teacher(t, ds, cfg.split, cfg.val_fraction, cfg.split_seed)
+    texts = [ds.texts[i] for i in train_idx]
+    k = len(ds.label_names)
+    hard = np.eye(k, dtype=np.float32)[ds.labels[train_idx]]
+    soft = distillation.ensemble_probs(teachers, texts)
+    targets = (1 - cfg.teacher_weight) * hard + cfg.teacher_weight * soft
+    record: dict[str, Any] = {
+        "teachers": [{"model": t.meta.name, "onnx_sha256": t.meta.onnx_sha256} for t in teachers],
+        "teacher_weight": cfg.teacher_weight,
+        "temperature": cfg.distill_temperature,
+        "teachers_agree_with_labels": float((soft.argmax(1) == ds.labels[train_idx]).mean()),
+    }
+    if cfg.unlabelled and cfg.unlabelled_rows > 0:
+        n = min(cfg.unlabelled_rows, cfg.batch_size) if cfg.dry_run else cfg.unlabelled_rows
+        sentences = distillation.review_sentences(unsup_texts(Path(cfg.unlabelled)), n, rng, tok)
+        seqs_tr.extend(vocab.encode(tokenize(s, tok)) for s in sentences)
+        targets = np.concatenate([targets, distillation.ensemble_probs(teachers, sentences)])
+        record["unlabelled"] = {
+            "file": Path(cfg.unlabelled).name,
+            "sha256": sha256_file(Path(cfg.unlabelled)),
+            "sentences": len(sentences),
+        }
+    log.info("distillation: %s", record)
+    return targets.astype(np.float32), record
+
+
 def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str, Any]) -> dict:
     seed_everything(cfg)
     rng = np.random.default_rng(cfg.seed)
@@ -129,6 +191,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     seqs_tr = [vocab.encode(tokens[i]) for i in train_idx]
     seqs_va = [vocab.encode(tokens[i]) for i in val_idx]
     y_tr, y_va = ds.labels[train_idx], ds.labels[val_idx]
+    targets, distilled = soft_targets(ds, cfg, tok, vocab, train_idx, seqs_tr, rng)
     log.info(
         "vocabulary: %d tokens (min_freq %d); %d train / %d validation texts",
         len(vocab),
@@ -149,24 +212,29 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     steps_per_epoch = math.ceil(len(seqs_tr) / cfg.batch_size)
     epochs = 1 if cfg.dry_run else cfg.epochs
 
+    y_fit = torch.from_numpy(y_tr) if targets is None else torch.from_numpy(targets)
+
     def batches() -> Iterator[Batch]:
         order = rng.permutation(len(seqs_tr))
         for idx in length_bucketed(order, lengths_tr, cfg.batch_size, rng):
-            yield pad_batch([seqs_tr[j] for j in idx]), torch.from_numpy(y_tr[idx])
+            yield pad_batch([seqs_tr[j] for j in idx]), y_fit[idx]
 
     def validate() -> tuple[float, float]:
         loss, probs = evaluate(model, seqs_va, y_va)
         return loss, float((probs.argmax(1) == y_va).mean())
 
     t0 = time.perf_counter()
-    history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad)
+    loss_fn = None if targets is None else soft_target_loss()
+    history, stopper = fit(
+        model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad, loss_fn=loss_fn
+    )
     val_loss, val_probs = evaluate(model, seqs_va, y_va)
     metrics = final_metrics(
         val_probs, y_va, ds.label_names, val_loss, stopper, history, t0, len(train_idx), len(val_idx)
     )
     metrics["embedding_rows_from_vectors"] = embedding.get("rows_from_vectors", 0)
     metrics["val_unk_rate"] = float(np.mean([t == UNK_ID for s in seqs_va for t in s] or [0.0]))
-    return checkpoint_dict(
+    checkpoint = checkpoint_dict(
         cfg=cfg,
         model=model,
         model_cfg=model_cfg,
@@ -179,6 +247,9 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         embedding=embedding,
         dataset=ds,
     )
+    if distilled:
+        checkpoint["distillation"] = distilled
+    return checkpoint
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
@@ -195,6 +266,12 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     text.add_argument(
         "--tune-vectors", action="store_true", help="train the pre-trained rows too (default: they stay fixed)"
     )
+    d = p.add_argument_group("distillation (text models)")
+    d.add_argument("--teacher", action="append", default=[], help="an exported text classifier to learn from")
+    d.add_argument("--teacher-weight", type=float, default=t.teacher_weight, help="labelled rows' teacher share")
+    d.add_argument("--distill-temperature", type=float, default=t.distill_temperature, help="teachers' softmax T")
+    d.add_argument("--unlabelled", help="a gzipped CSV of texts (text column) cut into sentences the teachers label")
+    d.add_argument("--unlabelled-rows", type=int, default=t.unlabelled_rows, help="unlabelled sentences to add")
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -214,6 +291,11 @@ def _run(args: argparse.Namespace) -> dict:
         clip_grad=args.clip_grad,
         vectors=args.vectors,
         freeze_vectors=not args.tune_vectors,
+        teachers=tuple(args.teacher),
+        teacher_weight=args.teacher_weight,
+        distill_temperature=args.distill_temperature,
+        unlabelled=args.unlabelled,
+        unlabelled_rows=args.unlabelled_rows,
     )
     log.info(
         "training %s on %s (%d texts, %d classes) with %s",

@@ -1,0 +1,94 @@
+"""Distillation of the text classifiers (training/distillation.py): teachers are the shipped artifacts run by
+onnxruntime, refused when they may have seen the student's validation rows; their answers become targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from contract.text import TokenizerConfig, tokenize
+from contract.text_data import load_table
+from export.calibrate import softmax
+from export.evaluate import text_logits
+from training import distillation
+from training.__main__ import main as train_main
+from training.text_classification import soft_target_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+ART = ROOT / "artifacts"
+DATA = ROOT.parent / "shared" / "data" / "sentiment"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the shared sentiment data is not at {DATA}")
+
+
+def test_review_sentences_are_distinct_bounded_and_free_of_markup():
+    tok = TokenizerConfig(max_len=12)
+    reviews = [
+        "A fine film. A fine film. It was far too long for me.<br /><br />Still, I liked the cast a lot!",
+        "Bad. Simply the worst thing I have seen this year, and I have seen many films of every kind.",
+        "Who knew? The ending surprised everyone in the theatre that night.",
+    ]
+    got = distillation.review_sentences(reviews, 50, np.random.default_rng(0), tok)
+    assert len(got) == len(set(got)) == 4  # "A fine film." once; "Bad." and the 18-token one are out of bounds
+    assert all(4 <= len(tokenize(s, tok)) <= 12 and "<br" not in s for s in got)
+    assert distillation.review_sentences(reviews, 2, np.random.default_rng(0), tok)[:2] != []
+    assert len(distillation.review_sentences(reviews, 2, np.random.default_rng(0), tok)) == 2
+
+
+def test_teacher_probabilities_are_the_served_graphs():
+    teacher = distillation.Teacher(ART / "sst2-gru", temperature=1.0)
+    texts = ["A gorgeous, witty, seductive movie.", "A dull, lifeless mess.", "", "ok"]
+    pre = teacher.meta.text_preprocessing()
+    logits = text_logits(teacher.session, texts, pre, teacher.vocab)  # export.evaluate: as the service reads them
+    p = teacher.probs(texts)
+    assert p.shape == (4, 2) and np.allclose(p, softmax(logits), atol=1e-6)
+    assert p[0].argmax() == teacher.meta.labels.index("positive")
+    assert p[1].argmax() == teacher.meta.labels.index("negative")
+    soft = distillation.Teacher(ART / "sst2-gru", temperature=3.0).probs(["a gorgeous , witty , seductive movie ."])
+    assert 0.5 < soft[0].max() < p[0].max()  # a higher temperature softens, never flips
+
+
+@needs_data
+def test_a_teacher_that_may_have_seen_validation_rows_is_refused():
+    ds = load_table(DATA / "sst2" / "train.tsv", name="sst2")
+    teacher = distillation.Teacher(ART / "sst2-gru", temperature=2.0)
+    distillation.check_teacher(teacher, ds, "sentences", 0.1, 0)  # the split it was trained on
+    for split, fraction, seed in [("sentences", 0.1, 1), ("sentences", 0.2, 0), ("random", 0.1, 0)]:
+        with pytest.raises(ValueError, match="another split"):
+            distillation.check_teacher(teacher, ds, split, fraction, seed)
+    imdb = distillation.Teacher(ART / "imdb-lstm", temperature=2.0)  # another data file altogether
+    with pytest.raises(ValueError, match="another split"):
+        distillation.check_teacher(imdb, ds, "sentences", 0.1, 0)
+    with pytest.raises(ValueError, match="text classifier"):
+        distillation.Teacher(ART / "mnist-cnn", temperature=2.0)
+
+
+def test_soft_target_loss_is_cross_entropy_against_a_distribution():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    hard = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss, correct = soft_target_loss()(logits, hard)
+    assert torch.isclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))) and correct == 2
+    soft = torch.tensor([[0.3, 0.7], [0.5, 0.5]])
+    loss, _ = soft_target_loss()(logits, soft)
+    expected = -(soft * logits.log_softmax(1)).sum(1).mean()
+    assert torch.isclose(loss, expected)
+
+
+@needs_data
+def test_distilled_dry_run_records_its_teachers_and_sentences(tmp_path):
+    argv = ["rnn-classifier", "--data", str(DATA / "sst2" / "train.tsv"), "--dry-run", "--no-progress"]
+    argv += ["--teacher", str(ART / "sst2-gru"), "--teacher", str(ART / "sst2-lstm-max")]
+    argv += ["--unlabelled", str(DATA / "imdb" / "unsup.csv.gz"), "--unlabelled-rows", "1000"]
+    assert train_main([*argv, "--out", str(tmp_path)]) == 0
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    record = ckpt["distillation"]
+    assert [t["model"] for t in record["teachers"]] == ["sst2-gru", "sst2-lstm-max"]
+    shipped = json.loads((ART / "sst2-gru" / "model.json").read_text())["onnx_sha256"]
+    assert record["teachers"][0]["onnx_sha256"] == shipped
+    assert record["unlabelled"]["sentences"] == 64  # a dry run: one batch of them
+    assert record["teachers_agree_with_labels"] > 0.8
+    with pytest.raises(ValueError, match="need --teacher"):
+        train_main(["rnn-classifier", "--data", "synthetic", "--dry-run", "--unlabelled", "x.csv.gz", "--out", "x"])
