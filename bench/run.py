@@ -128,10 +128,14 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def wrk(url: str, body: bytes, conns: int, seconds: float, server_pid: int) -> dict:
+def wrk(
+    url: str, body: bytes, conns: int, seconds: float, server_pid: int, headers: dict[str, str] | None = None
+) -> dict:
+    """``headers`` are set after the JSON Content-Type, so they may replace it."""
     with tempfile.TemporaryDirectory() as tmp:
         lua, data = Path(tmp, "post.lua"), Path(tmp, "body.json")
-        lua.write_text(LUA)
+        extra = "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in (headers or {}).items())
+        lua.write_text(LUA + extra)
         data.write_bytes(body)
         pin = ["taskset", "-c", str(os.cpu_count() - 1)] if (os.cpu_count() or 1) > 1 else []
         duration = f"-d{max(1, round(seconds))}s"

@@ -16,7 +16,20 @@ import bench.peers
 from bench.ab import bodies
 from bench.common import REPO, machine
 from bench.peers import report, servers
-from bench.peers.servers import ORDER, SPECS, Running, balance, check, cpu_snapshot, expected_answer, start
+from bench.peers.servers import (
+    ORDER,
+    SPECS,
+    V2,
+    V2_BINARY,
+    Running,
+    balance,
+    binary_request,
+    check,
+    cpu_snapshot,
+    expected_answer,
+    path,
+    start,
+)
 from bench.peers.venvs import PINS, PeerError, ensure, short_error, versions
 from bench.run import sample_pngs, wrk
 
@@ -57,6 +70,8 @@ class Bench:
         self.args = args
         self.machine = machine()
         self.bodies = bodies()
+        self.headers: dict[str, dict[str, str]] = {}
+        self.bodies[V2_BINARY], self.headers[V2_BINARY] = binary_request(self.bodies[V2])
         self.expected, self.labels = expected_answer(sample_pngs(1)[0])
         self.logs = Path(tempfile.mkdtemp(prefix="nnserve-peers-"))
         self.runs: list[dict[str, Any]] = []
@@ -83,16 +98,16 @@ class Bench:
 
     def measure(self, r: int, server: Running, route: str) -> None:
         a = self.args
-        body = self.bodies[route]
-        reason = check(server, route, body, self.expected, self.labels)
+        body, headers, url = self.bodies[route], self.headers.get(route), server.url + path(route)
+        reason = check(server, route, body, self.expected, self.labels, headers)
         if reason:
             self.fail(r, server.spec.name, route, "answer", reason)
             return
         try:
-            wrk(server.url + route, body, max(a.conns), a.warmup, server.pid)
+            wrk(url, body, max(a.conns), a.warmup, server.pid, headers)
             for c in a.conns:
                 before = cpu_snapshot(server)
-                row = wrk(server.url + route, body, c, a.seconds, server.pid)
+                row = wrk(url, body, c, a.seconds, server.pid, headers)
                 row.update(balance(server.spec, before, cpu_snapshot(server)))
                 row.update(round=r, server=server.spec.name, route=route)
                 self.runs.append(row)

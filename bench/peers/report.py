@@ -7,11 +7,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.peers.servers import SPECS, V1, V2
+from bench.peers.servers import SPECS, V1, V2, V2_BINARY
 
 # nnserve is compared on each route with the server a user would most likely write or pick instead
-REFERENCES = {V1: ("fastapi", "the hand-written FastAPI + uvicorn app"), V2: ("kserve", "KServe's ModelServer")}
-ROUTE_NAMES = {V1: "/v1/classify", V2: "/v2 infer"}
+REFERENCES = {
+    V1: ("fastapi", "the hand-written FastAPI + uvicorn app"),
+    V2: ("kserve", "KServe's ModelServer"),
+    V2_BINARY: ("kserve", "KServe's ModelServer"),
+}
+ROUTE_NAMES = {V1: "/v1/classify", V2: "/v2 infer", V2_BINARY: "/v2 binary"}
 COLUMNS = ["server", "route", "c", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "min worker share", "errors", "status"]
 
 
@@ -153,8 +157,8 @@ def chart(rows: list[dict], conns: list[int], out: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, route in zip(axes, (V1, V2), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for ax, route in zip(axes, (V1, V2, V2_BINARY), strict=True):
         names = [n for n in dict.fromkeys(r["server"] for r in rows if r["route"] == route)]
         width = 0.8 / max(len(names), 1)
         for i, name in enumerate(names):

@@ -14,6 +14,7 @@ took (supervisors, LitServe's API servers, MLServer's HTTP process, tritonserver
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -33,6 +34,28 @@ from bench.peers.venvs import PeerError, python, short_error
 
 V1 = "/v1/classify"
 V2 = "/v2/models/mnist-cnn/infer"
+# the same path and tensor, sent with the binary tensor data extension (the fragment names the route here only;
+# it never reaches a server)
+V2_BINARY = V2 + "#binary"
+
+
+def path(route: str) -> str:
+    return route.partition("#")[0]
+
+
+def binary_request(v2_json: bytes) -> tuple[bytes, dict[str, str]]:
+    """A /v2 JSON request -> the same tensors as raw little-endian FP32 after a JSON header, and its headers."""
+    request = json.loads(v2_json)
+    raw = b""
+    for tensor in request["inputs"]:
+        data = np.asarray(tensor.pop("data"), dtype="<f4").tobytes()
+        tensor["parameters"] = {"binary_data_size": len(data)}
+        raw += data
+    head = json.dumps(request, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    return head + raw, headers
+
+
 HERE = Path(__file__).resolve().parent
 MODEL_DIR = REPO / "artifacts"
 START_TIMEOUT_S = 240
@@ -70,7 +93,7 @@ SPECS: dict[str, Spec] = {
     s.name: s
     for s in (
         Spec("nnserve", "bentoml serve service.service:NNServe, NNSERVE_API_WORKERS=2, default settings",
-             (V1, V2), r"_bentoml_impl\.worker\.service"),
+             (V1, V2, V2_BINARY), r"_bentoml_impl\.worker\.service"),
         Spec("fastapi", "hand-written FastAPI + uvicorn --workers 2, async handler, onnxruntime inline",
              (V1,), SPAWNED, "/healthz", 1,
              lambda py, p: [str(py.with_name("uvicorn")), "--app-dir", str(HERE), "peer_fastapi:app", "--host",
@@ -83,12 +106,13 @@ SPECS: dict[str, Spec] = {
         Spec("litserve", "LitServe LitAPI, workers_per_device=2 on cpu (and 2 API servers, its default)",
              (V1,), SPAWNED, "/health", 1, _script("peer_litserve.py")),
         Spec("kserve", "KServe kserve.Model + ModelServer(workers=2), OIP v2 REST",
-             (V2,), SPAWNED, "/v2/models/mnist-cnn/ready", 1,
+             (V2, V2_BINARY), SPAWNED, "/v2/models/mnist-cnn/ready", 1,
              lambda py, p: [str(py), str(HERE / "peer_kserve.py"), "--http_port", str(p[0])]),
         Spec("mlserver", "MLServer custom runtime, parallel_workers=2, OIP v2 REST",
              (V2,), SPAWNED, "/v2/models/mnist-cnn/ready", 3, _script("peer_mlserver.py")),
         Spec("pytriton", "PyTriton (Triton CPU) with 2 model instances, default dynamic batching, OIP v2 REST",
-             (V2,), r"triton_python_backend_stub", "/v2/models/mnist-cnn/ready", 3, _script("peer_pytriton.py")),
+             (V2, V2_BINARY), r"triton_python_backend_stub", "/v2/models/mnist-cnn/ready", 3,
+             _script("peer_pytriton.py")),
     )
 }  # fmt: skip
 ORDER = list(SPECS)
@@ -186,10 +210,13 @@ def answer_label(route: str, answer: Any, labels: list[str]) -> str:
     return labels[int(np.argmax(out["data"][: len(labels)]))]
 
 
-def check(server: Running, route: str, body: bytes, expected: str, labels: list[str]) -> str | None:
+def check(
+    server: Running, route: str, body: bytes, expected: str, labels: list[str], headers: dict[str, str] | None = None
+) -> str | None:
     """None when the server answers ``body`` with 200 and the expected label, else why not."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
     try:
-        r = httpx.post(server.url + route, content=body, headers={"Content-Type": "application/json"}, timeout=30)
+        r = httpx.post(server.url + path(route), content=body, headers=headers, timeout=30)
     except httpx.HTTPError as e:
         return f"no answer: {type(e).__name__}"
     if r.status_code != 200:
