@@ -190,7 +190,7 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     opset: int
-    training: dict[str, bool | int | float | str | None] = Field(
+    training: dict[str, bool | int | float | str | list[str] | None] = Field(
         default_factory=dict, description="the training recipe: the checkpoint's train config (loss, optimiser, ...)"
     )
     metrics: dict[str, float] = Field(description="validation metrics measured at training time")

@@ -5,6 +5,8 @@
         --labels t10k-labels-idx1-ubyte.gz                                                  # any IDX pair
     python -m export.evaluate artifacts/sst2-lstm --data ../shared/data/sentiment/sst2/train.tsv
     python -m export.evaluate artifacts/sst2-lstm --texts dev.tsv [--text-column sentence --label-column label]
+    python -m export.evaluate artifacts/sst2-gru --data ../shared/data/sentiment/sst2/train.tsv \\
+        --ensemble-with artifacts/sst2-lstm --ensemble-with artifacts/sst2-lstm-max             # averaged answers
     python -m export.evaluate artifacts/mnist-gan --data ../shared/data/mnist --classifier artifacts/mnist-cnn
 
 With ``--data``, the validation split is rebuilt from the seed, fraction and kind recorded in model.json and
@@ -82,11 +84,22 @@ def text_logits(
     return combine_windows(out, [[len(w) for w in text_windows] or [1] for text_windows, _ in encoded])
 
 
-def predict_texts(model_dir: Path, texts: list[str], meta: ModelMetadata, windows: int = DEFAULT_WINDOWS) -> np.ndarray:
-    """Raw texts -> predicted label indices, as the service answers."""
-    pre = meta.text_preprocessing()
-    vocab = Vocab.load(model_dir / pre.vocab_file)
-    return text_logits(_session(model_dir), texts, pre, vocab, windows=windows).argmax(1)
+def predict_texts(
+    model_dir: Path, texts: list[str], meta: ModelMetadata, windows: int = DEFAULT_WINDOWS, ensemble: tuple = ()
+) -> np.ndarray:
+    """Raw texts -> predicted label indices, as the service answers; with ``ensemble`` (more text classifiers'
+    folders, same labels), the argmax of all their calibrated probabilities averaged."""
+    probs = []
+    for folder in (model_dir, *ensemble):
+        m = meta if folder == model_dir else load_metadata(folder)
+        if m.labels != meta.labels:
+            raise ValueError(f"{folder} answers {m.labels}, {model_dir} {meta.labels}: no ensemble")
+        pre = m.text_preprocessing()
+        z = text_logits(_session(folder), texts, pre, Vocab.load(folder / pre.vocab_file), windows=windows)
+        z = z.astype(np.float64) / (m.calibration.temperature if m.calibration else 1.0)
+        e = np.exp(z - z.max(1, keepdims=True))
+        probs.append(e / e.sum(1, keepdims=True))
+    return np.mean(probs, axis=0).argmax(1)
 
 
 def reconstruction_errors(
@@ -326,7 +339,9 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
         name = str(args.texts)
     else:
         p.error("give --data (the training file) or --texts")
-    return predict_texts(args.model_dir, texts, meta, args.windows), labels, name
+    if args.ensemble_with:
+        name += f", ensemble of {', '.join(str(m) for m in (args.model_dir, *args.ensemble_with))}"
+    return predict_texts(args.model_dir, texts, meta, args.windows, tuple(args.ensemble_with)), labels, name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
         "--windows", type=int, default=DEFAULT_WINDOWS, help="texts: windows of max_len tokens read (1: truncate)"
     )
     p.add_argument("--label-column", default="label")
+    p.add_argument(
+        "--ensemble-with",
+        type=Path,
+        action="append",
+        default=[],
+        help="texts: another classifier whose calibrated probabilities are averaged in (repeatable)",
+    )
     p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
     p.add_argument("--classifier", type=Path, help="generators: a classifier artifact of the same dataset")
     p.add_argument("--samples", type=int, help="generators: images per set (default: the validation split's size)")
@@ -350,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     meta = load_metadata(args.model_dir)
+    if args.ensemble_with and meta.task != "text-classification":
+        p.error("--ensemble-with averages text classifiers only")
     if meta.task == "autoencoder":
         result = _autoencoder_report(p, args, meta)
     elif meta.task == "generator":

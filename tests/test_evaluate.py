@@ -87,3 +87,20 @@ def test_autoencoder_artifact_flags_noise(tmp_path, artifact_root, digits):
     )
     r = json.loads(out.read_text())
     assert r["auroc"] > 0.95 and r["anomalies_flagged"] > 0.9 and r["flagged"] < 0.1
+
+
+def test_text_ensemble_averages_calibrated_answers(tmp_path, artifact_root):
+    ds = synthetic_sentiment(100, seed=3)
+    lines = ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in zip(ds.texts, ds.labels, strict=True)]
+    (tmp_path / "dev.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = str(artifact_root / "synthetic-lstm")
+    alone, twice = tmp_path / "alone.json", tmp_path / "twice.json"
+    assert evaluate_main([model, "--texts", str(tmp_path / "dev.tsv"), "--json", str(alone)]) == 0
+    assert (
+        evaluate_main([model, "--texts", str(tmp_path / "dev.tsv"), "--ensemble-with", model, "--json", str(twice)])
+        == 0
+    )
+    a, b = json.loads(alone.read_text()), json.loads(twice.read_text())
+    assert a["accuracy"] == b["accuracy"] and "ensemble of" in b["split"] and "ensemble of" not in a["split"]
+    with pytest.raises(SystemExit):  # images are not averaged
+        evaluate_main([str(artifact_root / "digits-cnn"), "--data", "x", "--ensemble-with", model])
