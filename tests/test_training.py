@@ -118,3 +118,16 @@ def test_dry_run_with_photos_in_the_batches(tmp_path, monkeypatch):
     assert train_main(["cnn", "--dry-run", "--photos", "0.5", "--threads", "1", "--out", str(out)]) == 0
     cfg = json.loads((out / "metrics.json").read_text())["train_config"]
     assert cfg["photos"] == 0.5
+
+
+@pytest.mark.parametrize("total", [1, 2, 4, 5, 6, 10, 37])
+def test_onecycle_schedule_runs_any_number_of_steps(total):
+    from training.common import TrainConfig, build_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = build_scheduler(opt, TrainConfig(schedule="onecycle", optimizer="sgd", lr=0.1), total)
+    assert sched is not None
+    for _ in range(total):  # torch raised ZeroDivisionError at 5 steps (the warm-up exactly one step long)
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] < 0.1

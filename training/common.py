@@ -96,8 +96,10 @@ def build_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     if cfg.schedule == "onecycle":
+        # warm-up for a fifth of the steps; torch divides by zero when that is exactly one step (5 in all)
+        pct = 0.2 if 0.2 * total_steps != 1 else 0.3
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.resolved_lr(), total_steps=total_steps, pct_start=0.2
+            opt, max_lr=cfg.resolved_lr(), total_steps=total_steps, pct_start=pct
         )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
