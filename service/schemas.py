@@ -91,7 +91,7 @@ class ModelCard(BaseModel):
         default_factory=dict, description="the architecture's configuration (layer sizes, units, ...)"
     )
     parameters: int | None = Field(None, description="parameters, learnt or fixed (null: not recorded by its export)")
-    training: dict[str, bool | int | float | str | None] = Field(
+    training: dict[str, bool | int | float | str | list[str] | None] = Field(
         default_factory=dict, description="the training recipe: epochs, batch size, optimiser, schedule, augmentation"
     )
     labels: list[str] = Field(description="class names, in index order")
