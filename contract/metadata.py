@@ -79,6 +79,47 @@ class DatasetInfo(BaseModel):
         "stratified", description="how validation was carved: per-class random, or whole sentences (SST-2)"
     )
 
+    @staticmethod
+    def recorded_split(how: str | None) -> Literal["stratified", "sentences"]:
+        """A training split's name (``--split``: random, sentences; images: none) -> how it is recorded here."""
+        return "sentences" if how == "sentences" else "stratified"
+
+    def same_split(self, other: DatasetInfo) -> bool:
+        """The same source files carved the same way: neither model's validation rows were the other's training."""
+        return (self.sha256, self.split, self.val_fraction, self.split_seed) == (
+            other.sha256,
+            other.split,
+            other.val_fraction,
+            other.split_seed,
+        )
+
+
+class Teacher(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    onnx_sha256: str
+
+
+class UnlabelledTexts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    sha256: str
+    sentences: int
+
+
+class Distillation(BaseModel):
+    """A student's teachers (training/distillation.py), named down to their graphs' bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teachers: list[Teacher]
+    teacher_weight: float
+    temperature: float
+    teachers_agree_with_labels: float = Field(description="training rows whose label is the teachers' top class")
+    unlabelled: UnlabelledTexts | None = Field(None, description="extra sentences only the teachers labelled")
+
 
 class Parity(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -206,6 +247,7 @@ class ModelMetadata(BaseModel):
     generator: GeneratorInfo | None = None
     calibration: Calibration | None = None
     ood: OutOfDistribution | None = None
+    distillation: Distillation | None = None
 
     def image_preprocessing(self) -> ImagePreprocessing:
         if not isinstance(self.preprocessing, ImagePreprocessing):

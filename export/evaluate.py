@@ -85,7 +85,11 @@ def text_logits(
 
 
 def predict_texts(
-    model_dir: Path, texts: list[str], meta: ModelMetadata, windows: int = DEFAULT_WINDOWS, ensemble: tuple = ()
+    model_dir: Path,
+    texts: list[str],
+    meta: ModelMetadata,
+    windows: int = DEFAULT_WINDOWS,
+    ensemble: tuple[Path, ...] = (),
 ) -> np.ndarray:
     """Raw texts -> predicted label indices, as the service answers; with ``ensemble`` (more text classifiers'
     folders, same labels), the argmax of all their calibrated probabilities averaged."""
@@ -374,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_metadata(args.model_dir)
     if args.ensemble_with and meta.task != "text-classification":
         p.error("--ensemble-with averages text classifiers only")
+    for other in args.ensemble_with:  # on --data, every member must have held the same rows out
+        if args.data is not None and not load_metadata(other).dataset.same_split(meta.dataset):
+            p.error(f"{other} was trained on another split than {args.model_dir}: its validation rows differ")
     if meta.task == "autoencoder":
         result = _autoencoder_report(p, args, meta)
     elif meta.task == "generator":

@@ -191,7 +191,7 @@ def export_checkpoint(
         dataset=DatasetInfo.model_validate(
             {
                 **ckpt["dataset"],
-                "split": "sentences" if ckpt["train_config"].get("split") == "sentences" else "stratified",
+                "split": DatasetInfo.recorded_split(ckpt["train_config"].get("split")),
             }
         ),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -199,6 +199,7 @@ def export_checkpoint(
         checkpoint_sha256=sha256_file(ckpt_path),
         source_commit=_source_commit(),
         torch_version=str(ckpt["torch_version"]),
+        distillation=ckpt.get("distillation"),
         parity=Parity(
             batch_sizes=list(PARITY_BATCHES), seq_lens=spec.seq_lens, max_abs_diff=worst, rtol=RTOL, atol=ATOL
         ),

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from contract.metadata import load_metadata
 from contract.text import TokenizerConfig, tokenize
 from contract.text_data import load_table
+from export.__main__ import main as export_main
 from export.calibrate import softmax
 from export.evaluate import text_logits
 from training import distillation
 from training.__main__ import main as train_main
-from training.text_classification import soft_target_loss
+from training.text_classification import distillation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 ART = ROOT / "artifacts"
@@ -66,15 +68,42 @@ def test_a_teacher_that_may_have_seen_validation_rows_is_refused():
         distillation.Teacher(ART / "mnist-cnn", temperature=2.0)
 
 
-def test_soft_target_loss_is_cross_entropy_against_a_distribution():
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
-    hard = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    loss, correct = soft_target_loss()(logits, hard)
-    assert torch.isclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))) and correct == 2
-    soft = torch.tensor([[0.3, 0.7], [0.5, 0.5]])
-    loss, _ = soft_target_loss()(logits, soft)
-    expected = -(soft * logits.log_softmax(1)).sum(1).mean()
-    assert torch.isclose(loss, expected)
+def _altered_teacher(tmp_path: Path, change) -> distillation.Teacher:
+    """sst2-gru with its model.json altered by ``change`` (the graph and vocabulary linked, not copied)."""
+    folder = tmp_path / "teacher"
+    folder.mkdir(parents=True)
+    for f in (ART / "sst2-gru").iterdir():
+        if f.name != "model.json":
+            (folder / f.name).symlink_to(f)
+    meta = json.loads((ART / "sst2-gru" / "model.json").read_text())
+    change(meta)
+    (folder / "model.json").write_text(json.dumps(meta))
+    return distillation.Teacher(folder, temperature=2.0)
+
+
+@needs_data
+def test_a_teacher_of_another_file_or_other_labels_is_refused(tmp_path):
+    ds = load_table(DATA / "sst2" / "train.tsv", name="sst2")
+    other_file = _altered_teacher(tmp_path / "a", lambda m: m["dataset"]["sha256"].update({"train.tsv": "0" * 64}))
+    with pytest.raises(ValueError, match="another split"):  # same split settings, another file
+        distillation.check_teacher(other_file, ds, "sentences", 0.1, 0)
+    other_labels = _altered_teacher(tmp_path / "b", lambda m: m.update(labels=["bad", "good"]))
+    with pytest.raises(ValueError, match="answers"):
+        distillation.check_teacher(other_labels, ds, "sentences", 0.1, 0)
+
+
+def test_distillation_loss_is_hintons():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.5, -0.5]])
+    hard = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # the third row is unlabelled
+    soft = torch.tensor([[0.8, 0.2], [0.4, 0.6], [0.3, 0.7]])
+    w, t = 0.25, 3.0
+    loss, correct = distillation_loss(w, t)(logits, torch.cat([hard, soft], 1))
+    ce = torch.nn.functional.cross_entropy(logits[:2], torch.tensor([0, 1]), reduction="sum")
+    kl = torch.nn.functional.kl_div((logits / t).log_softmax(1), soft, reduction="sum")
+    assert torch.isclose(loss, ((1 - w) * ce + w * t**2 * kl) / 3)
+    assert correct == 2  # rows 1-2 against their labels, row 3 against the teachers' top class (1)
+    only_hard, _ = distillation_loss(0.0, t)(logits[:2], torch.cat([hard, soft], 1)[:2])
+    assert torch.isclose(only_hard, ce / 2)
 
 
 @needs_data
@@ -90,5 +119,9 @@ def test_distilled_dry_run_records_its_teachers_and_sentences(tmp_path):
     assert record["teachers"][0]["onnx_sha256"] == shipped
     assert record["unlabelled"]["sentences"] == 64  # a dry run: one batch of them
     assert record["teachers_agree_with_labels"] > 0.8
+    assert export_main([str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "student"), "--dry-run"]) == 0
+    meta = load_metadata(tmp_path / "student")  # the artifact names its teachers by their graphs' hashes
+    assert meta.distillation is not None and meta.distillation.teachers[0].onnx_sha256 == shipped
+    assert meta.distillation.unlabelled is not None and meta.distillation.unlabelled.sentences == 64
     with pytest.raises(ValueError, match="need --teacher"):
         train_main(["rnn-classifier", "--data", "synthetic", "--dry-run", "--unlabelled", "x.csv.gz", "--out", "x"])

@@ -9,7 +9,11 @@ import struct
 import numpy as np
 import pytest
 
+from contract.metadata import load_metadata
+from contract.text import Vocab
 from contract.text_data import synthetic_sentiment
+from export.calibrate import softmax
+from export.evaluate import _session, predict_texts, text_logits
 from export.evaluate import main as evaluate_main
 
 
@@ -90,17 +94,31 @@ def test_autoencoder_artifact_flags_noise(tmp_path, artifact_root, digits):
 
 
 def test_text_ensemble_averages_calibrated_answers(tmp_path, artifact_root):
-    ds = synthetic_sentiment(100, seed=3)
-    lines = ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in zip(ds.texts, ds.labels, strict=True)]
-    (tmp_path / "dev.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    model = str(artifact_root / "synthetic-lstm")
-    alone, twice = tmp_path / "alone.json", tmp_path / "twice.json"
-    assert evaluate_main([model, "--texts", str(tmp_path / "dev.tsv"), "--json", str(alone)]) == 0
-    assert (
-        evaluate_main([model, "--texts", str(tmp_path / "dev.tsv"), "--ensemble-with", model, "--json", str(twice)])
-        == 0
-    )
-    a, b = json.loads(alone.read_text()), json.loads(twice.read_text())
-    assert a["accuracy"] == b["accuracy"] and "ensemble of" in b["split"] and "ensemble of" not in a["split"]
+    ds = synthetic_sentiment(200, seed=3)
+    a, b = artifact_root / "synthetic-lstm", artifact_root / "synthetic-attn"
+    probs = []
+    for folder in (a, b):
+        meta = load_metadata(folder)
+        pre = meta.text_preprocessing()
+        z = text_logits(_session(folder), ds.texts, pre, Vocab.load(folder / pre.vocab_file))
+        probs.append(softmax(z.astype(np.float64), meta.calibration.temperature))
+    expected = np.mean(probs, axis=0).argmax(1)
+    got = predict_texts(a, ds.texts, load_metadata(a), ensemble=(b,))
+    assert np.array_equal(got, expected)
+    assert np.array_equal(predict_texts(a, ds.texts, load_metadata(a), ensemble=(a,)), probs[0].argmax(1))
     with pytest.raises(SystemExit):  # images are not averaged
-        evaluate_main([str(artifact_root / "digits-cnn"), "--data", "x", "--ensemble-with", model])
+        evaluate_main([str(artifact_root / "digits-cnn"), "--data", "x", "--ensemble-with", str(a)])
+
+
+def test_an_ensemble_member_of_another_split_is_refused(tmp_path, artifact_root):
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in (artifact_root / "synthetic-attn").iterdir():
+        (other / f.name).symlink_to(f)
+    (other / "model.json").unlink()
+    meta = json.loads((artifact_root / "synthetic-attn" / "model.json").read_text())
+    meta["dataset"]["split_seed"] += 1
+    (other / "model.json").write_text(json.dumps(meta))
+    a = str(artifact_root / "synthetic-lstm")
+    with pytest.raises(SystemExit, match="2"):
+        evaluate_main([a, "--data", "x.tsv", "--ensemble-with", str(other)])

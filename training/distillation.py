@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.metadata import ONNX_FILE, TextPreprocessing, load_metadata
-from contract.text import TokenizerConfig, Vocab, pad_right, tokenize
+from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata
+from contract.text import UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from contract.text_data import TextDataset
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Teacher:
         self.folder = folder
 
     def probs(self, texts: list[str], batch: int = 256) -> np.ndarray:
-        rows = [self.vocab.encode(tokenize(t, self.tok)[: self.tok.max_len]) or [1] for t in texts]
+        rows = [self.vocab.encode(tokenize(t, self.tok)[: self.tok.max_len]) or [UNK_ID] for t in texts]
         order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths together: little padding
         out = np.zeros((len(rows), len(self.meta.labels)), dtype=np.float64)
         for i in range(0, len(rows), batch):
@@ -86,9 +86,15 @@ class Teacher:
 def check_teacher(teacher: Teacher, ds: TextDataset, split: str, val_fraction: float, split_seed: int) -> None:
     """Refuse a teacher that may have trained on the student's validation rows, or answers other labels."""
     d = teacher.meta.dataset
-    kind = "sentences" if split == "sentences" else "stratified"
-    same_data = bool(ds.sha256) and d.sha256 == ds.sha256
-    if not same_data or d.split != kind or d.val_fraction != val_fraction or d.split_seed != split_seed:
+    ours = d.model_copy(
+        update={
+            "sha256": ds.sha256,
+            "split": DatasetInfo.recorded_split(split),
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
+        }
+    )
+    if not ds.sha256 or not d.same_split(ours):
         raise ValueError(
             f"teacher {teacher.folder} was trained on another split ({d.split}, {d.val_fraction}, seed "
             f"{d.split_seed}, files {sorted(d.sha256)}): it may have seen the student's validation rows"

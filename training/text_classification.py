@@ -57,8 +57,8 @@ class TextTrainConfig(TrainConfig):
     freeze_vectors: bool = True  # rows that have a pre-trained vector stay fixed (unseen words keep their meaning)
     # distillation (training/distillation.py): exported classifiers whose averaged answers become soft targets
     teachers: tuple[str, ...] = ()
-    teacher_weight: float = 0.5  # labelled rows: (1 - w) * one-hot + w * teachers
-    distill_temperature: float = 2.0  # the teachers' logits are divided by it (fixed, not fitted on validation)
+    teacher_weight: float = 0.5  # the soft term's share of the loss (distillation_loss)
+    distill_temperature: float = 2.0  # teachers' and student's logits are divided by it (fixed, not fitted)
     unlabelled: str | None = None  # a gzipped CSV of reviews (IMDB's unsup.csv.gz) cut into extra sentences
     unlabelled_rows: int = 0
 
@@ -120,13 +120,21 @@ def start_from_vectors(
     }
 
 
-def soft_target_loss() -> LossFn:
-    """Cross-entropy against a target distribution (B, K); the metric counts rows whose top class is the
-    target's."""
+def distillation_loss(weight: float, temperature: float) -> LossFn:
+    """Hinton et al. (2015): ``(1 - weight) * CE(logits, label) + weight * T^2 * KL(teachers_T || student_T)``, the
+    student's logits divided by the same T as the teachers' (T^2 keeps the soft term's gradients at the scale of
+    the hard one). ``y`` is (B, 2K): the row's one-hot label (zeros for an unlabelled row: no hard term), then the
+    teachers' probabilities at T. The metric counts rows whose top class is the label's (or the teachers')."""
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-        loss = -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
-        return loss, float((logits.argmax(1) == y.argmax(1)).sum())
+        k = logits.shape[1]
+        hard, soft = y[:, :k], y[:, k:]
+        hard_term = -(hard * F.log_softmax(logits, dim=1)).sum(1)
+        student_t = F.log_softmax(logits / temperature, dim=1)
+        kl = (soft * (torch.log(soft.clamp(min=1e-12)) - student_t)).sum(1)
+        loss = ((1.0 - weight) * hard_term + weight * temperature**2 * kl).mean()
+        target = torch.where(hard.sum(1, keepdim=True) > 0, hard, soft).argmax(1)
+        return loss, float((logits.argmax(1) == target).sum())
 
     return loss_fn
 
@@ -138,10 +146,10 @@ def soft_targets(
     vocab: Vocab,
     train_idx: np.ndarray,
     seqs_tr: list[list[int]],
-    rng: np.random.Generator,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """With teachers: (rows, K) targets for the training rows, and the unlabelled sentences' rows appended to
-    ``seqs_tr`` (in place); -> (targets, what was done, for the record). Without: (None, {})."""
+    """With teachers: (rows, 2K) targets for the training rows (one-hot label, teachers' probabilities; see
+    ``distillation_loss``), and the unlabelled sentences' rows appended to ``seqs_tr`` (in place, with a zero
+    label part); -> (targets, what was done, for the record). Without: (None, {})."""
     if not cfg.teachers:
         if cfg.unlabelled:
             raise ValueError("--unlabelled sentences need --teacher models to label them")
@@ -153,7 +161,7 @@ def soft_targets(
     k = len(ds.label_names)
     hard = np.eye(k, dtype=np.float32)[ds.labels[train_idx]]
     soft = distillation.ensemble_probs(teachers, texts)
-    targets = (1 - cfg.teacher_weight) * hard + cfg.teacher_weight * soft
+    targets = np.concatenate([hard, soft], axis=1)
     record: dict[str, Any] = {
         "teachers": [{"model": t.meta.name, "onnx_sha256": t.meta.onnx_sha256} for t in teachers],
         "teacher_weight": cfg.teacher_weight,
@@ -162,9 +170,11 @@ def soft_targets(
     }
     if cfg.unlabelled and cfg.unlabelled_rows > 0:
         n = min(cfg.unlabelled_rows, cfg.batch_size) if cfg.dry_run else cfg.unlabelled_rows
-        sentences = distillation.review_sentences(unsup_texts(Path(cfg.unlabelled)), n, rng, tok)
+        draw = np.random.default_rng([cfg.seed, 1])  # its own stream: the run's other draws stay as without it
+        sentences = distillation.review_sentences(unsup_texts(Path(cfg.unlabelled)), n, draw, tok)
         seqs_tr.extend(vocab.encode(tokenize(s, tok)) for s in sentences)
-        targets = np.concatenate([targets, distillation.ensemble_probs(teachers, sentences)])
+        extra = distillation.ensemble_probs(teachers, sentences)
+        targets = np.concatenate([targets, np.concatenate([np.zeros_like(extra), extra], axis=1)])
         record["unlabelled"] = {
             "file": Path(cfg.unlabelled).name,
             "sha256": sha256_file(Path(cfg.unlabelled)),
@@ -191,7 +201,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     seqs_tr = [vocab.encode(tokens[i]) for i in train_idx]
     seqs_va = [vocab.encode(tokens[i]) for i in val_idx]
     y_tr, y_va = ds.labels[train_idx], ds.labels[val_idx]
-    targets, distilled = soft_targets(ds, cfg, tok, vocab, train_idx, seqs_tr, rng)
+    targets, distilled = soft_targets(ds, cfg, tok, vocab, train_idx, seqs_tr)
     log.info(
         "vocabulary: %d tokens (min_freq %d); %d train / %d validation texts",
         len(vocab),
@@ -224,7 +234,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         return loss, float((probs.argmax(1) == y_va).mean())
 
     t0 = time.perf_counter()
-    loss_fn = None if targets is None else soft_target_loss()
+    loss_fn = None if targets is None else distillation_loss(cfg.teacher_weight, cfg.distill_temperature)
     history, stopper = fit(
         model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad, loss_fn=loss_fn
     )
