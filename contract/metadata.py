@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.text import PAD_ID, UNK_ID, VOCAB_FILE, TokenizerConfig
@@ -139,6 +140,14 @@ class AnomalyThreshold(BaseModel):
     threshold: float = Field(description="squared error summed over pixels, per image")
     percentile: float = Field(description="of the validation errors the threshold was calibrated at")
     metric: Literal["sse"] = "sse"
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(N, K) logits -> softmax(logits / temperature) in float64: a calibrated classifier's served probabilities."""
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 class Calibration(BaseModel):

@@ -47,6 +47,7 @@ from contract.metadata import (
     TensorSpec,
     load_metadata,
     sha256_file,
+    softmax,
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs
 from contract.text import Vocab, tokenize
@@ -72,13 +73,6 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
         if sel.any():
             total += sel.mean() * abs(float(right[sel].mean()) - float(conf[sel].mean()))
     return float(total)
-
-
-def softmax(logits: np.ndarray, t: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / t
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:

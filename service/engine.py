@@ -23,6 +23,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 
 from contract.metadata import ModelMetadata, TextPreprocessing
+from contract.metadata import softmax as contract_softmax
 from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError
@@ -257,10 +258,7 @@ def current() -> Engine:
 
 def softmax(logits: np.ndarray, meta: ModelMetadata) -> np.ndarray:
     """Calibrated probabilities: softmax(logits / T), T the artifact's temperature (1 without calibration)."""
-    z = logits.astype(np.float64) / (meta.calibration.temperature if meta.calibration else 1.0)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return contract_softmax(logits, meta.calibration.temperature if meta.calibration else 1.0)
 
 
 def flag(meta: ModelMetadata, score: float | None) -> bool:

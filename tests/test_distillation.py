@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from contract.metadata import load_metadata
+from contract.metadata import load_metadata, softmax
 from contract.text import TokenizerConfig, tokenize
 from contract.text_data import load_table
 from export.__main__ import main as export_main
-from export.calibrate import softmax
 from export.evaluate import text_logits
 from training import distillation
 from training.__main__ import main as train_main

@@ -9,10 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from contract.metadata import load_metadata
+from contract.metadata import load_metadata, softmax
 from contract.text import Vocab
 from contract.text_data import synthetic_sentiment
-from export.calibrate import softmax
 from export.evaluate import _session, predict_texts, text_logits
 from export.evaluate import main as evaluate_main
 

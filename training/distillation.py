@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata
+from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata, softmax
 from contract.text import UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from contract.text_data import TextDataset
 
@@ -77,9 +77,7 @@ class Teacher:
             idx = order[i : i + batch]
             ids, lengths = pad_right([rows[j] for j in idx])
             (logits,) = self.session.run(["logits"], {"ids": ids, "lengths": lengths})
-            z = logits.astype(np.float64) / self.temperature
-            e = np.exp(z - z.max(1, keepdims=True))
-            out[idx] = e / e.sum(1, keepdims=True)
+            out[idx] = softmax(logits, self.temperature)
         return out
 
 
