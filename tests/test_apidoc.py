@@ -22,7 +22,7 @@ def test_api_reference_names_every_route_field_and_default():
     text = (REPO / "docs" / "API.md").read_text()
     for route in ("POST /v1/classify`", "POST /v1/sentiment`", "POST /v1/classify/upload`", "GET /v1/models/{name}`"):
         assert f"## `{route}" in text
-    assert "| `tokens_read` | int |" in text and "| `model` | string | `'sst2-gru'` |" in text
+    assert "| `tokens_read` | int |" in text and "| `model` | string | `'sst2-gru-distilled'` |" in text
 
 
 def test_every_setting_has_a_line_in_the_readme():

@@ -80,7 +80,7 @@ class TextRows(BaseModel):
 class AnalyzeSentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field("sst2-gru", pattern=MODEL_NAME, description="a served text-classification model")
+    model: str = Field("sst2-gru-distilled", pattern=MODEL_NAME, description="a served text-classification model")
     version: VersionChoice = None
     texts: list[Annotated[str, Field(max_length=S.max_text_chars)]] = Field(
         min_length=1,
