@@ -1,12 +1,13 @@
 """Knowledge distillation for the text classifiers (Hinton et al. 2015): served models teach a new one.
 
 The teachers are exported artifacts, run by onnxruntime the way the service runs them (their own tokenizer
-and vocabulary); the student learns from the average of their probabilities at a fixed temperature (the
-recipe's, not their calibrated one: that was fitted on validation labels, which the student must not see).
-Soft targets reach two kinds of rows:
+and vocabulary); the student learns from the average of their probabilities at a fixed temperature T (the
+recipe's, not their calibrated one: that was fitted on validation labels, which the student must not see),
+its own logits divided by the same T (``training.text_classification.distillation_loss``). The soft term
+reaches two kinds of rows:
 
-- the labelled training rows: ``(1 - teacher_weight) * one-hot label + teacher_weight * teachers``;
-- extra unlabelled sentences (IMDB's unlabelled reviews cut into sentences): the teachers' average alone.
+- the labelled training rows, beside their label's cross-entropy (``teacher_weight`` is the soft term's share);
+- extra unlabelled sentences (IMDB's unlabelled reviews cut into sentences): the soft term alone.
 
 The second is what makes distillation pay for a small labelled set (Tang et al. 2019 distil into a BiLSTM
 through unlabelled and augmented sentences): the student sees many more sentences than the labels cover, each
