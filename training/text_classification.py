@@ -278,8 +278,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     )
     d = p.add_argument_group("distillation (text models)")
     d.add_argument("--teacher", action="append", default=[], help="an exported text classifier to learn from")
-    d.add_argument("--teacher-weight", type=float, default=t.teacher_weight, help="labelled rows' teacher share")
-    d.add_argument("--distill-temperature", type=float, default=t.distill_temperature, help="teachers' softmax T")
+    d.add_argument("--teacher-weight", type=float, default=t.teacher_weight, help="the soft term's share of the loss")
+    d.add_argument("--distill-temperature", type=float, default=t.distill_temperature, help="T for both sides' logits")
     d.add_argument("--unlabelled", help="a gzipped CSV of texts (text column) cut into sentences the teachers label")
     d.add_argument("--unlabelled-rows", type=int, default=t.unlabelled_rows, help="unlabelled sentences to add")
 
