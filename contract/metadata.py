@@ -95,6 +95,12 @@ class DatasetInfo(BaseModel):
         )
 
 
+# what model.json's ``architecture_config`` and ``training`` hold, and so what a model card shows of them: one
+# definition, so that the card can never refuse a value the artifact accepted
+ConfigValue = bool | int | float | str | list[int]
+TrainingValue = bool | int | float | str | list[str] | None
+
+
 class Teacher(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -231,7 +237,7 @@ class ModelMetadata(BaseModel):
         "autoencoder, generator, or another task a module of service/tasks/ registers",
     )
     architecture: str = Field(description="registry name of the nn.Module")
-    architecture_config: dict[str, bool | int | float | str | list[int]]
+    architecture_config: dict[str, ConfigValue]
     parameters: int | None = Field(
         None, description="the nn.Module's parameters, learnt or fixed (None: exported before nnserve recorded them)"
     )
@@ -240,7 +246,7 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     opset: int
-    training: dict[str, bool | int | float | str | list[str] | None] = Field(
+    training: dict[str, TrainingValue] = Field(
         default_factory=dict, description="the training recipe: the checkpoint's train config (loss, optimiser, ...)"
     )
     metrics: dict[str, float] = Field(description="validation metrics measured at training time")

@@ -15,11 +15,13 @@ from starlette.responses import Response
 from contract.metadata import (
     AnomalyThreshold,
     Calibration,
+    ConfigValue,
     GeneratorInfo,
     ImagePreprocessing,
     OutOfDistribution,
     TensorSpec,
     TextPreprocessing,
+    TrainingValue,
 )
 from service.errors import ErrorResponse
 from service.settings import get_settings
@@ -87,11 +89,11 @@ class ModelCard(BaseModel):
     )
     task: str = Field(description="the task it is served as, e.g. image-classification (one module of service/tasks/)")
     architecture: str = Field(description="the registered architecture it was trained as")
-    architecture_config: dict[str, bool | int | float | str | list[int]] = Field(
+    architecture_config: dict[str, ConfigValue] = Field(
         default_factory=dict, description="the architecture's configuration (layer sizes, units, ...)"
     )
     parameters: int | None = Field(None, description="parameters, learnt or fixed (null: not recorded by its export)")
-    training: dict[str, bool | int | float | str | list[str] | None] = Field(
+    training: dict[str, TrainingValue] = Field(
         default_factory=dict, description="the training recipe: epochs, batch size, optimiser, schedule, augmentation"
     )
     labels: list[str] = Field(description="class names, in index order")
