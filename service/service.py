@@ -143,9 +143,7 @@ async def get_figure(
     its artifact folder held when the version was loaded, at most NNSERVE_MAX_FIGURE_BYTES each; an unknown one is
     a 404 naming those the version has."""
     engine = current()
-    meta = engine.catalog.get(name) if version is None else None
-    if meta is None:  # 404 envelope for an unknown name or version (503 for an artifact that failed to load)
-        meta = engine.metadata(name, version=version)
+    meta = engine.metadata(name, version=version)  # 404 for an unknown name or version, 503 for a failed artifact
     found = pick(engine.figures.get(served_key(meta), {}), figure, meta.name, meta.version)
     headers = {"ETag": found.etag, "Cache-Control": "no-cache", "X-Model-Version": meta.version}
     if matches(if_none_match, found.etag):
