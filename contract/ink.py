@@ -1,7 +1,8 @@
 """From a photo or scan to the ink on it: the front half of the image contract for models trained on bright
 shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pillow.
 
-    photo ──► grey, at most WORK px a side ──► polarity (is the ink darker or lighter than the paper?)
+    photo ──► grey, at most WORK px a side ──► polarity (is the ink darker or lighter than the paper, whose
+              light a robust quadratic surface follows?)
           ──► background (paper tone, lighting gradient, vignette, shadows) estimated by a coarse max
               (or min) filter and divided out ──► relative ink strength in [0, 1]
           ──► contrast: a soft Otsu threshold, a noise floor, the ink's robust maximum mapped to 1
@@ -15,6 +16,7 @@ after decoding: it is first reduced to WORK pixels a side, more than enough for 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +25,7 @@ from PIL import Image, ImageFilter
 
 WORK = 256  # longest side the ink is looked for at
 COARSE = 48  # longest side the background is estimated at
+POLARITY = 32  # longest side the ink's polarity is decided at
 MIN_CONTRAST = 0.12  # the strongest ink must be this much darker (or lighter) than its paper, else: no ink
 SPECK = (3, 7)  # opening size range (at WORK px): marks narrower than about half a pen stroke are specks
 
@@ -72,14 +75,34 @@ def _background(grey: Image.Image, dark_ink: bool) -> np.ndarray:
     return np.asarray(closed.resize(grey.size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def _dark_ink(a: np.ndarray) -> bool:
-    """Polarity: is the ink darker than the paper? Deviations from a blurred copy (which removes lighting
-    gradients) beyond the noise level (3 x the median absolute deviation): the ink is the side with more of
-    them, however few pixels it covers."""
-    blurred = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(max(a.shape) / 12)), dtype=np.float32)
-    d = a.astype(np.float32) - blurred
-    noise = 3.0 * float(np.median(np.abs(d))) + 1.0
-    return bool(np.maximum(-d - noise, 0).sum() > np.maximum(d - noise, 0).sum())
+@functools.lru_cache(maxsize=64)
+def _quadratic_design(h: int, w: int) -> np.ndarray:
+    """(h * w, 4): 1, x, y, x² + y² at every pixel of an h x w image (coordinates -0.5 .. 0.5)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    u, v = xx.ravel() / w - 0.5, yy.ravel() / h - 0.5
+    return np.stack([np.ones_like(u), u, v, u * u + v * v], axis=1)
+
+
+def _dark_ink(grey: Image.Image) -> bool:
+    """Polarity: is the ink darker than the paper? The paper is what a smooth surface fitted robustly to the
+    image follows (a plane and a radial term: tilt, gradient and vignette; refitted three times on the pixels
+    near the fit, which drops the ink, always the minority); the ink is the side whose far tail (the 1st or
+    99th percentile of what is left) lies further from the paper. Decided at POLARITY px a side, which averages
+    sensor noise out. A local reference (a blurred copy) is fooled by big, thick strokes: near them it is
+    darker than the paper, and the paper looks like light ink (1.5 % of evaluation photos were read inverted)."""
+    small = _reduce(grey, POLARITY)
+    y = np.asarray(small, dtype=np.float64).ravel()
+    design = _quadratic_design(small.height, small.width)
+    keep = np.ones(len(y), dtype=bool)
+    for _ in range(3):
+        a = design[keep]
+        coef = np.linalg.solve(a.T @ a + 1e-9 * np.eye(4), a.T @ y[keep])
+        resid = y - design @ coef
+        centre = np.median(resid[keep])
+        mad = float(np.median(np.abs(resid[keep] - centre))) + 0.5
+        keep = np.abs(resid - centre) < 2.5 * 1.4826 * mad
+    lo, mid, hi = np.percentile(resid, [1, 50, 99])
+    return bool(mid - lo > hi - mid)
 
 
 def _border_plane(a: np.ndarray) -> np.ndarray:
@@ -107,7 +130,7 @@ def find_ink(img: Image.Image, objects: bool = False) -> Ink:
         bg = _border_plane(a)
         dark = bool(np.median(bg) > 127.5)
     else:
-        dark = _dark_ink(a)
+        dark = _dark_ink(grey)
         bg = _background(grey, dark)
     x = a.astype(np.float32)
     # relative darkness (the share of the paper's light the ink absorbs: lighting divides out), or lightness
