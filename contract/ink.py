@@ -25,6 +25,7 @@ from PIL import Image, ImageFilter
 
 WORK = 256  # longest side the ink is looked for at
 COARSE = 48  # longest side the background is estimated at
+DENOISE = 1.0  # Gaussian radius (px at WORK) of the noise averaging before pen strokes are thresholded
 POLARITY = 32  # longest side the ink's polarity is decided at
 MIN_CONTRAST = 0.12  # the strongest ink must be this much darker (or lighter) than its paper, else: no ink
 SPECK = (3, 7)  # opening size range (at WORK px): marks narrower than about half a pen stroke are specks
@@ -132,7 +133,9 @@ def find_ink(img: Image.Image, objects: bool = False) -> Ink:
     else:
         dark = _dark_ink(grey)
         bg = _background(grey, dark)
-    x = a.astype(np.float32)
+    # pen strokes: sensor noise averaged over about a pixel first (a stroke is several pixels wide here), else
+    # around a faint digit the noise passes the threshold as ink and the ink's box becomes the noisy page
+    x = a.astype(np.float32) if objects else np.asarray(grey.filter(ImageFilter.GaussianBlur(DENOISE)), np.float32)
     # relative darkness (the share of the paper's light the ink absorbs: lighting divides out), or lightness
     raw = (bg - x) / np.maximum(bg, 8.0) if dark else (x - bg) / np.maximum(255.0 - bg, 8.0)
     raw = np.clip(raw, 0.0, 1.0)

@@ -23,7 +23,9 @@ def _digit_canvas(size=280, ink=0, paper=255):
 def test_black_on_white_is_inverted_and_centred():
     out = prepare_image(Image.fromarray(_digit_canvas()), DIGIT)
     assert out.shape == (1, 28, 28) and out.dtype == np.uint8
-    assert out[0, 0, 0] == 0 and out.max() == 255  # background black, ink white
+    # background black, ink white: a stroke two output pixels wide peaks a little under 255, since the front
+    # door averages sensor noise over a pixel at 256 px before thresholding, which softens a stroke's edges
+    assert out[0, 0, 0] == 0 and out.max() >= 240
     rows, _ = np.nonzero(out[0] > 64)
     assert rows.max() - rows.min() + 1 == 20  # the ink's box scaled into 20x20, as MNIST
     assert abs(np.average(np.indices((28, 28))[0], weights=out[0]) - 14) < 1.0
