@@ -1,10 +1,11 @@
 """From a photo or scan to the ink on it: the front half of the image contract for models trained on bright
 shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pillow.
 
-    photo ──► grey, at most WORK px a side ──► polarity (is the ink darker or lighter than the paper, whose
-              light a robust quadratic surface follows?)
+    photo ──► grey, at most WORK px a side ──► polarity (is the ink darker or lighter than the paper, which
+              a plane plus a vignette fitted robustly follows?)
           ──► background (paper tone, lighting gradient, vignette, shadows) estimated by a coarse max
-              (or min) filter and divided out ──► relative ink strength in [0, 1]
+              (or min) filter and divided out of the page, its sensor noise averaged over about a pixel
+          ──► relative ink strength in [0, 1]
           ──► contrast: a soft Otsu threshold, a noise floor, the ink's robust maximum mapped to 1
           ──► the ink's bounding box, specks ignored
 
@@ -77,7 +78,7 @@ def _background(grey: Image.Image, dark_ink: bool) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _quadratic_design(h: int, w: int) -> np.ndarray:
+def _surface_design(h: int, w: int) -> np.ndarray:
     """(h * w, 4): 1, x, y, x² + y² at every pixel of an h x w image (coordinates -0.5 .. 0.5)."""
     yy, xx = np.mgrid[0:h, 0:w]
     u, v = xx.ravel() / w - 0.5, yy.ravel() / h - 0.5
@@ -93,7 +94,7 @@ def _dark_ink(grey: Image.Image) -> bool:
     darker than the paper, and the paper looks like light ink (1.5 % of evaluation photos were read inverted)."""
     small = _reduce(grey, POLARITY)
     y = np.asarray(small, dtype=np.float64).ravel()
-    design = _quadratic_design(small.height, small.width)
+    design = _surface_design(small.height, small.width)
     keep = np.ones(len(y), dtype=bool)
     for _ in range(3):
         a = design[keep]
