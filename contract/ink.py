@@ -6,7 +6,7 @@ shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pi
           ──► background (paper tone, lighting gradient, vignette, shadows) estimated by a coarse max
               (or min) filter and divided out of the page, its sensor noise averaged over about a pixel
           ──► relative ink strength in [0, 1]
-          ──► contrast: a soft Otsu threshold, a noise floor, the ink's robust maximum mapped to 1
+          ──► contrast: a soft Otsu threshold kept above the paper's noise, the ink's robust maximum mapped to 1
           ──► the ink's bounding box, specks ignored
 
 The way MNIST was made (LeCun et al. 1998: size-normalised, anti-aliased, centred by mass) starts from clean
@@ -27,6 +27,7 @@ from PIL import Image, ImageFilter
 WORK = 256  # longest side the ink is looked for at
 COARSE = 48  # longest side the background is estimated at
 DENOISE = 1.0  # Gaussian radius (px at WORK) of the noise averaging before pen strokes are thresholded
+NOISE_K = 4.0  # pen strokes: the ink threshold is at least this many noise sigmas (robust, of the page)
 POLARITY = 32  # longest side the ink's polarity is decided at
 MIN_CONTRAST = 0.12  # the strongest ink must be this much darker (or lighter) than its paper, else: no ink
 SPECK = (3, 7)  # opening size range (at WORK px): marks narrower than about half a pen stroke are specks
@@ -138,8 +139,8 @@ def find_ink(img: Image.Image, objects: bool = False) -> Ink:
     # around a faint digit the noise passes the threshold as ink and the ink's box becomes the noisy page
     x = a.astype(np.float32) if objects else np.asarray(grey.filter(ImageFilter.GaussianBlur(DENOISE)), np.float32)
     # relative darkness (the share of the paper's light the ink absorbs: lighting divides out), or lightness
-    raw = (bg - x) / np.maximum(bg, 8.0) if dark else (x - bg) / np.maximum(255.0 - bg, 8.0)
-    raw = np.clip(raw, 0.0, 1.0)
+    relative = (bg - x) / np.maximum(bg, 8.0) if dark else (x - bg) / np.maximum(255.0 - bg, 8.0)
+    raw = np.clip(relative, 0.0, 1.0)
     peak = float(np.percentile(raw, 99.9))
     if peak < MIN_CONTRAST:  # blank or uniform paper: nothing written on it
         return Ink(np.zeros_like(raw), None, dark)
@@ -147,7 +148,10 @@ def find_ink(img: Image.Image, objects: bool = False) -> Ink:
         floor = MIN_CONTRAST / 2
         strength = np.clip((raw - floor) / max(peak - floor, 1e-3), 0.0, 1.0).astype(np.float32)
         return Ink(strength, _box(strength >= 0.1), dark)
-    t = max(_otsu(raw / peak) * peak, MIN_CONTRAST / 2)
+    # Otsu's cut falls inside the paper's noise when the ink is a small share of the page: the threshold is
+    # also kept NOISE_K sigmas (the paper's, 1.4826 x its median absolute deviation) above the paper
+    sigma = 1.4826 * float(np.median(np.abs(relative - np.median(relative))))
+    t = max(_otsu(raw / peak) * peak, MIN_CONTRAST / 2, NOISE_K * sigma)
     strong = raw[raw >= t]
     top = float(np.percentile(strong, 90)) if strong.size else peak
     floor = 0.7 * t  # soft threshold: below 0.7 of the cut is paper; from there ink rises to 1 at the ink's top

@@ -68,6 +68,18 @@ def test_a_small_digit_off_centre_in_a_large_frame_is_found_and_centred(seven):
     assert 9 <= ys.mean() <= 19 and 9 <= xs.mean() <= 19  # centred by mass, as MNIST
 
 
+@pytest.mark.parametrize("paper, ink, noise", [(120, 95, 10), (110, 90, 10), (120, 100, 12)])
+def test_a_faint_digit_in_heavy_sensor_noise_is_found(seven, paper, ink, noise):
+    """A faint digit, small in a large frame, under pixel noise as strong as half its contrast: the noise
+    (averaged over a pixel, so no longer a speck) stays under the ink threshold and the box fits the digit,
+    not the noisy page."""
+    clean = np.asarray(page(seven, 300, (120, 100), 70, paper=paper, ink=ink), dtype=np.float32)
+    for seed in range(5):
+        noisy = clean + np.random.default_rng(seed).normal(0.0, noise, clean.shape)
+        out = prepare_image(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), DIGIT)[0]
+        assert similarity(out, seven) > 0.8
+
+
 def test_specks_do_not_stretch_the_bounding_box(seven):
     img = np.asarray(page(seven, 300, (100, 100), 100, paper=210, ink=40)).copy()
     clean = prepare_image(Image.fromarray(img), DIGIT)[0]
