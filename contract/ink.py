@@ -149,8 +149,10 @@ def find_ink(img: Image.Image, objects: bool = False) -> Ink:
         strength = np.clip((raw - floor) / max(peak - floor, 1e-3), 0.0, 1.0).astype(np.float32)
         return Ink(strength, _box(strength >= 0.1), dark)
     # Otsu's cut falls inside the paper's noise when the ink is a small share of the page: the threshold is
-    # also kept NOISE_K sigmas (the paper's, 1.4826 x its median absolute deviation) above the paper
-    sigma = 1.4826 * float(np.median(np.abs(relative - np.median(relative))))
+    # also kept NOISE_K sigmas (the paper's, 1.4826 x its median absolute deviation, from every other pixel
+    # of every other row: the same estimate at a quarter of the cost) above the paper
+    every_other = relative[::2, ::2]
+    sigma = 1.4826 * float(np.median(np.abs(every_other - np.median(every_other))))
     t = max(_otsu(raw / peak) * peak, MIN_CONTRAST / 2, NOISE_K * sigma)
     strong = raw[raw >= t]
     top = float(np.percentile(strong, 90)) if strong.size else peak
