@@ -274,6 +274,11 @@ class ModelMetadata(BaseModel):
             raise TypeError(f"{self.name} is a {self.task} model, not a text model")
         return self.preprocessing
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """A classifier's (N, K) logits -> its served probabilities: softmax(logits / T), T the calibrated
+        temperature (1 without calibration)."""
+        return softmax(logits, self.calibration.temperature if self.calibration else 1.0)
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()

@@ -35,7 +35,7 @@ from PIL import Image
 from contract import gibbs
 from contract.data import read_idx, stratified_split
 from contract.images import normalize, prepare_image, to_uint8
-from contract.metadata import ONNX_FILE, ModelMetadata, TextPreprocessing, load_metadata, sha256_file, softmax
+from contract.metadata import ONNX_FILE, ModelMetadata, TextPreprocessing, load_metadata, sha256_file
 from contract.text import DEFAULT_WINDOWS, Vocab, combine_windows, encode_windows, pad_right
 
 
@@ -100,7 +100,7 @@ def predict_texts(
             raise ValueError(f"{folder} answers {m.labels}, {model_dir} {meta.labels}: no ensemble")
         pre = m.text_preprocessing()
         z = text_logits(_session(folder), texts, pre, Vocab.load(folder / pre.vocab_file), windows=windows)
-        probs.append(softmax(z, m.calibration.temperature if m.calibration else 1.0))
+        probs.append(m.probabilities(z))
     return np.mean(probs, axis=0).argmax(1)
 
 

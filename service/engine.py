@@ -19,11 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 import bentoml
-import numpy as np
 from bentoml.exceptions import BentoMLException
 
 from contract.metadata import ModelMetadata, TextPreprocessing
-from contract.metadata import softmax as contract_softmax
 from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError
@@ -254,11 +252,6 @@ _get_current_service = bentoml.get_current_service  # resolved once: bentoml's m
 def current() -> Engine:
     """The Engine serving this request (BentoML's current service)."""
     return cast(Engine, _get_current_service())
-
-
-def softmax(logits: np.ndarray, meta: ModelMetadata) -> np.ndarray:
-    """Calibrated probabilities: softmax(logits / T), T the artifact's temperature (1 without calibration)."""
-    return contract_softmax(logits, meta.calibration.temperature if meta.calibration else 1.0)
 
 
 def flag(meta: ModelMetadata, score: float | None) -> bool:

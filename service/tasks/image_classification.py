@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
-from service.engine import Engine, current, flag, softmax
+from service.engine import Engine, current, flag
 from service.family import (
     SERVICE_CONFIG,
     Family,
@@ -110,7 +110,7 @@ async def classify_blobs(
 ) -> ClassifyImagesResponse:
     meta, items = await engine.image_rows(model, TASK, blobs)
     results = await engine.call(TASK, items, meta.name)
-    probs = softmax(np.stack([r.logits for r in results]), meta)
+    probs = meta.probabilities(np.stack([r.logits for r in results]))
     k = min(top_k, len(meta.labels))
     predictions = []
     for p, r, item in zip(probs, results, items, strict=True):

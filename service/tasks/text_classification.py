@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
 from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
-from service.engine import Engine, current, flag, off_loop, softmax
+from service.engine import Engine, current, flag, off_loop
 from service.errors import ApiError
 from service.family import (
     SERVICE_CONFIG,
@@ -241,7 +241,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
         raise ApiError("invalid_request", f"explain reads at most {S.max_explain_chars} characters per request")
     items, encoded = await tokenized(engine, meta, request.texts)  # this version, whatever a swap does meanwhile
     results = await engine.call(TASK, items, meta.name)
-    probs = softmax(combined_logits(results, encoded), meta)
+    probs = meta.probabilities(combined_logits(results, encoded))
     explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
     predictions = []
     for i, (p, rows) in enumerate(zip(probs, encoded, strict=True)):
