@@ -1,5 +1,5 @@
-"""Distillation of the text classifiers (training/distillation.py): teachers are the shipped artifacts run by
-onnxruntime, refused when they may have seen the student's validation rows; their answers become targets."""
+"""Distillation of the classifiers, text and image (training/distillation.py): teachers are the shipped artifacts
+run by onnxruntime, refused when they may have seen the student's validation rows; their answers become targets."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from export.__main__ import main as export_main
 from export.evaluate import text_logits
 from training import distillation
 from training.__main__ import main as train_main
-from training.text_classification import distillation_loss
+from training.distillation import distillation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 ART = ROOT / "artifacts"
 DATA = ROOT.parent / "shared" / "data" / "sentiment"
+MNIST = ROOT.parent / "shared" / "data" / "mnist"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the shared sentiment data is not at {DATA}")
+needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"the shared MNIST data is not at {MNIST}")
 
 
 def test_review_sentences_are_distinct_bounded_and_free_of_markup():
@@ -40,7 +42,7 @@ def test_review_sentences_are_distinct_bounded_and_free_of_markup():
 
 
 def test_teacher_probabilities_are_the_served_graphs():
-    teacher = distillation.Teacher(ART / "sst2-gru", temperature=1.0)
+    teacher = distillation.TextTeacher(ART / "sst2-gru", temperature=1.0)
     texts = ["A gorgeous, witty, seductive movie.", "A dull, lifeless mess.", "", "ok"]
     pre = teacher.meta.text_preprocessing()
     logits = text_logits(teacher.session, texts, pre, teacher.vocab)  # export.evaluate: as the service reads them
@@ -48,26 +50,26 @@ def test_teacher_probabilities_are_the_served_graphs():
     assert p.shape == (4, 2) and np.allclose(p, softmax(logits), atol=1e-6)
     assert p[0].argmax() == teacher.meta.labels.index("positive")
     assert p[1].argmax() == teacher.meta.labels.index("negative")
-    soft = distillation.Teacher(ART / "sst2-gru", temperature=3.0).probs(["a gorgeous , witty , seductive movie ."])
+    soft = distillation.TextTeacher(ART / "sst2-gru", temperature=3.0).probs(["a gorgeous , witty , seductive movie ."])
     assert 0.5 < soft[0].max() < p[0].max()  # a higher temperature softens, never flips
 
 
 @needs_data
 def test_a_teacher_that_may_have_seen_validation_rows_is_refused():
     ds = load_table(DATA / "sst2" / "train.tsv", name="sst2")
-    teacher = distillation.Teacher(ART / "sst2-gru", temperature=2.0)
+    teacher = distillation.TextTeacher(ART / "sst2-gru", temperature=2.0)
     distillation.check_teacher(teacher, ds, "sentences", 0.1, 0)  # the split it was trained on
     for split, fraction, seed in [("sentences", 0.1, 1), ("sentences", 0.2, 0), ("random", 0.1, 0)]:
         with pytest.raises(ValueError, match="another split"):
             distillation.check_teacher(teacher, ds, split, fraction, seed)
-    imdb = distillation.Teacher(ART / "imdb-lstm", temperature=2.0)  # another data file altogether
+    imdb = distillation.TextTeacher(ART / "imdb-lstm", temperature=2.0)  # another data file altogether
     with pytest.raises(ValueError, match="another split"):
         distillation.check_teacher(imdb, ds, "sentences", 0.1, 0)
-    with pytest.raises(ValueError, match="text classifier"):
-        distillation.Teacher(ART / "mnist-cnn", temperature=2.0)
+    with pytest.raises(ValueError, match="must be a text-classification model"):
+        distillation.TextTeacher(ART / "mnist-cnn", temperature=2.0)
 
 
-def _altered_teacher(tmp_path: Path, change) -> distillation.Teacher:
+def _altered_teacher(tmp_path: Path, change) -> distillation.TextTeacher:
     """sst2-gru with its model.json altered by ``change`` (the graph and vocabulary linked, not copied)."""
     folder = tmp_path / "teacher"
     folder.mkdir(parents=True)
@@ -77,7 +79,7 @@ def _altered_teacher(tmp_path: Path, change) -> distillation.Teacher:
     meta = json.loads((ART / "sst2-gru" / "model.json").read_text())
     change(meta)
     (folder / "model.json").write_text(json.dumps(meta))
-    return distillation.Teacher(folder, temperature=2.0)
+    return distillation.TextTeacher(folder, temperature=2.0)
 
 
 @needs_data
@@ -124,3 +126,36 @@ def test_distilled_dry_run_records_its_teachers_and_sentences(tmp_path):
     assert meta.distillation.unlabelled is not None and meta.distillation.unlabelled.sentences == 64
     with pytest.raises(ValueError, match="need --teacher"):
         train_main(["rnn-classifier", "--data", "synthetic", "--dry-run", "--unlabelled", "x.csv.gz", "--out", "x"])
+
+
+@needs_mnist
+def test_an_image_teacher_reads_augmented_batches_as_the_service_reads_digits():
+    from contract.data import load_idx_dataset, stratified_split
+
+    ds = load_idx_dataset(MNIST, "mnist")
+    _, val = stratified_split(ds.labels, 0.1, 0)
+    pixels, labels = ds.images[val[:300]], ds.labels[val[:300]]
+    teacher = distillation.ImageTeacher(ART / "mnist-cnn", temperature=1.0)
+    probs = teacher.probs(pixels.astype(np.float32))  # a training batch holds floats in 0..255
+    assert probs.shape == (300, 10) and np.allclose(probs.sum(1), 1.0)
+    assert (probs.argmax(1) == labels).mean() >= 0.97
+    assert np.allclose(probs, teacher.probs(pixels), atol=1e-6)  # uint8 or float: the same answers
+    hot = distillation.ImageTeacher(ART / "mnist-cnn", temperature=4.0).probs(pixels)
+    assert (hot.max(1) < probs.max(1) + 1e-9).all() and hot.max(1).mean() < 0.9  # T > 1 softens every answer
+    with pytest.raises(ValueError, match="must be a image-classification model"):
+        distillation.ImageTeacher(ART / "sst2-gru", temperature=2.0)
+
+
+@needs_mnist
+def test_a_distilled_image_dry_run_records_its_teacher_and_refuses_another_datasets(tmp_path):
+    argv = ["lenet5", "--data", str(MNIST), "--dry-run", "--no-progress", "--distill-temperature", "3"]
+    assert train_main([*argv, "--teacher", str(ART / "mnist-cnn"), "--out", str(tmp_path)]) == 0
+    record = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["distillation"]
+    shipped = json.loads((ART / "mnist-cnn" / "model.json").read_text())["onnx_sha256"]
+    assert record["teachers"] == [{"model": "mnist-cnn", "onnx_sha256": shipped}]
+    assert record["temperature"] == 3.0 and record["teachers_agree_with_labels"] > 0.8
+    assert export_main([str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "student"), "--dry-run"]) == 0
+    meta = load_metadata(tmp_path / "student")
+    assert meta.distillation is not None and meta.distillation.teachers[0].onnx_sha256 == shipped
+    with pytest.raises(ValueError, match="another split"):  # Fashion-MNIST's files: it never saw these digits
+        train_main([*argv, "--teacher", str(ART / "fashion-cnn"), "--out", str(tmp_path / "x")])

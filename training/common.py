@@ -42,6 +42,10 @@ class TrainConfig:
     augment: str = "digits"
     photos: float = 0.0  # share of each batch drawn from training images rendered as photos (photo_data.py)
     photo_pool: int = 20_000  # how many training images are rendered as photos
+    # distillation (training/distillation.py): exported classifiers whose averaged answers become soft targets
+    teachers: tuple[str, ...] = ()
+    teacher_weight: float = 0.5  # the soft term's share of the loss (distillation_loss)
+    distill_temperature: float = 2.0  # teachers' and student's logits are divided by it (fixed, not fitted)
     init_samples: int = 20_000  # training images a model that starts from the data sees (models/mlp.py's RBF)
     val_fraction: float = 0.1
     split_seed: int = 0  # the split does not move when --seed changes

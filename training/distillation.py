@@ -1,10 +1,15 @@
-"""Knowledge distillation for the text classifiers (Hinton et al. 2015): served models teach a new one.
+"""Knowledge distillation (Hinton et al. 2015): served classifiers teach a new one, text or image.
 
-The teachers are exported artifacts, run by onnxruntime the way the service runs them (their own tokenizer
-and vocabulary); the student learns from the average of their probabilities at a fixed temperature T (the
-recipe's, not their calibrated one: that was fitted on validation labels, which the student must not see),
-its own logits divided by the same T (``training.text_classification.distillation_loss``). The soft term
-reaches two kinds of rows:
+The teachers are exported artifacts, run by onnxruntime the way the service runs them (a text teacher with its
+own tokenizer and vocabulary, an image teacher with its own normalisation); the student learns from the average
+of their probabilities at a fixed temperature T (the recipe's, not their calibrated one: that was fitted on
+validation labels, which the student must not see), its own logits divided by the same T
+(``distillation_loss``).
+
+Image students (training/image_classification.py) ask their teachers about every batch as it is augmented, photos
+included: a small network learns what a bigger one makes of the same shifted, photographed digit.
+
+Text students ask once, before training, and the soft term reaches two kinds of rows:
 
 - the labelled training rows, beside their label's cross-entropy (``teacher_weight`` is the soft term's share);
 - extra unlabelled sentences (IMDB's unlabelled reviews cut into sentences): the soft term alone.
@@ -22,13 +27,19 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import torch
+import torch.nn.functional as F
 
+from contract.data import Dataset
+from contract.images import normalize
 from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata, softmax
 from contract.text import UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from contract.text_data import TextDataset
+from training.common import LossFn
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +65,36 @@ def review_sentences(
 
 
 class Teacher:
-    """One exported text classifier: texts -> softmax(logits / temperature), the logits as the service computes
-    them for a text of at most ``max_len`` tokens (longer ones are cut: the rows distilled here are no longer)."""
+    """One exported classifier of ``task``, run by onnxruntime on one thread."""
+
+    task = ""
 
     def __init__(self, folder: Path, temperature: float) -> None:
         self.meta = load_metadata(folder)
-        pre = self.meta.preprocessing
-        if self.meta.task != "text-classification" or not isinstance(pre, TextPreprocessing):
-            raise ValueError(f"{folder}: a teacher must be a text classifier, not {self.meta.task}")
-        self.tok: TokenizerConfig = pre.tokenizer
-        self.vocab = Vocab.load(folder / pre.vocab_file)
+        if self.meta.task != self.task:
+            raise ValueError(f"{folder}: a teacher here must be a {self.task} model, not {self.meta.task}")
         self.temperature = temperature
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         self.session = ort.InferenceSession(str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
         self.folder = folder
+
+    def record(self) -> dict[str, str]:
+        return {"model": self.meta.name, "onnx_sha256": self.meta.onnx_sha256}
+
+
+class TextTeacher(Teacher):
+    """Texts -> softmax(logits / temperature), the logits as the service computes them for a text of at most
+    ``max_len`` tokens (longer ones are cut: the rows distilled here are no longer)."""
+
+    task = "text-classification"
+
+    def __init__(self, folder: Path, temperature: float) -> None:
+        super().__init__(folder, temperature)
+        pre = self.meta.preprocessing
+        assert isinstance(pre, TextPreprocessing)
+        self.tok: TokenizerConfig = pre.tokenizer
+        self.vocab = Vocab.load(folder / pre.vocab_file)
 
     def probs(self, texts: list[str], batch: int = 256) -> np.ndarray:
         rows = [self.vocab.encode(tokenize(t, self.tok)[: self.tok.max_len]) or [UNK_ID] for t in texts]
@@ -82,7 +108,21 @@ class Teacher:
         return out
 
 
-def check_teacher(teacher: Teacher, ds: TextDataset, split: str, val_fraction: float, split_seed: int) -> None:
+class ImageTeacher(Teacher):
+    """Pixels (B, C, H, W) in 0..255, float or uint8, as a training batch holds them after augmentation ->
+    softmax(logits / temperature), normalised the way the service normalises the teacher's inputs."""
+
+    task = "image-classification"
+
+    def probs(self, pixels: np.ndarray) -> np.ndarray:
+        x = normalize(pixels, self.meta.image_preprocessing())
+        (logits,) = self.session.run(["logits"], {self.session.get_inputs()[0].name: x})
+        return softmax(logits, self.temperature)
+
+
+def check_teacher(
+    teacher: Teacher, ds: TextDataset | Dataset, split: str, val_fraction: float, split_seed: int
+) -> None:
     """Refuse a teacher that may have trained on the student's validation rows, or answers other labels."""
     d = teacher.meta.dataset
     ours = d.model_copy(
@@ -102,6 +142,44 @@ def check_teacher(teacher: Teacher, ds: TextDataset, split: str, val_fraction: f
         raise ValueError(f"teacher {teacher.folder} answers {teacher.meta.labels}, the data {ds.label_names}")
 
 
-def ensemble_probs(teachers: list[Teacher], texts: list[str]) -> np.ndarray:
+def teachers(cfg: Any, ds: TextDataset | Dataset, split: str, kind: type[Teacher]) -> list[Any]:
+    """The config's teachers (``cfg.teachers``, ``cfg.distill_temperature``), each checked against the
+    student's data and split."""
+    out = [kind(Path(t), cfg.distill_temperature) for t in cfg.teachers]
+    for t in out:
+        check_teacher(t, ds, split, cfg.val_fraction, cfg.split_seed)
+    return out
+
+
+def ensemble_probs(teachers: list[Any], inputs: Any) -> np.ndarray:
     """The teachers' probabilities, averaged: (N, K) float32."""
-    return np.mean([t.probs(texts) for t in teachers], axis=0).astype(np.float32)
+    return np.mean([t.probs(inputs) for t in teachers], axis=0).astype(np.float32)
+
+
+def record(teachers: list[Teacher], cfg: Any, agree: float) -> dict[str, Any]:
+    """What model.json's ``distillation`` says of a run (contract.metadata.Distillation)."""
+    return {
+        "teachers": [t.record() for t in teachers],
+        "teacher_weight": cfg.teacher_weight,
+        "temperature": cfg.distill_temperature,
+        "teachers_agree_with_labels": agree,
+    }
+
+
+def distillation_loss(weight: float, temperature: float) -> LossFn:
+    """Hinton et al. (2015): ``(1 - weight) * CE(logits, label) + weight * T^2 * KL(teachers_T || student_T)``, the
+    student's logits divided by the same T as the teachers' (T^2 keeps the soft term's gradients at the scale of
+    the hard one). ``y`` is (B, 2K): the row's one-hot label (zeros for an unlabelled row: no hard term), then the
+    teachers' probabilities at T. The metric counts rows whose top class is the label's (or the teachers')."""
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+        k = logits.shape[1]
+        hard, soft = y[:, :k], y[:, k:]
+        hard_term = -(hard * F.log_softmax(logits, dim=1)).sum(1)
+        student_t = F.log_softmax(logits / temperature, dim=1)
+        kl = (soft * (torch.log(soft.clamp(min=1e-12)) - student_t)).sum(1)
+        loss = ((1.0 - weight) * hard_term + weight * temperature**2 * kl).mean()
+        target = torch.where(hard.sum(1, keepdim=True) > 0, hard, soft).argmax(1)
+        return loss, float((logits.argmax(1) == target).sum())
+
+    return loss_fn

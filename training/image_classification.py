@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import models
 from contract.data import Dataset, channel_stats
 from contract.metadata import ImagePreprocessing
+from training import distillation
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.augment import random_affine
 from training.cli import common_config, load_images, model_args
@@ -96,6 +97,9 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         )
         x_ph, y_ph = torch.from_numpy(ph), torch.from_numpy(ph_y)
 
+    teachers = distillation.teachers(cfg, ds, "stratified", distillation.ImageTeacher)
+    agree = [0, 0]  # training rows (as augmented) whose label is the teachers' top class, rows asked about
+
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     epochs = 1 if cfg.dry_run else cfg.epochs
 
@@ -109,6 +113,10 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
                 pick = torch.randint(len(x_ph), (k,), generator=gen)
                 x, y = torch.cat([x_ph[pick], x[k:]]), torch.cat([y_ph[pick], y[k:]])
             x = random_affine(x.float(), aug, gen)
+            if teachers:  # the teachers' answers on the batch as the student sees it: (B, 2K) targets
+                soft = torch.from_numpy(distillation.ensemble_probs(teachers, x.numpy()))
+                agree[0], agree[1] = agree[0] + int((soft.argmax(1) == y).sum()), agree[1] + len(y)
+                y = torch.cat([F.one_hot(y, len(ds.label_names)).float(), soft], 1)
             yield (_normalize(x, mean, std).contiguous(memory_format=torch.channels_last),), y
 
     def validate() -> tuple[float, float]:
@@ -116,12 +124,13 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         return loss, float((probs.argmax(1) == y_va.numpy()).mean())
 
     t0 = time.perf_counter()
-    history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate)
+    loss_fn = distillation.distillation_loss(cfg.teacher_weight, cfg.distill_temperature) if teachers else None
+    history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, loss_fn=loss_fn)
     val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
     metrics = final_metrics(
         val_probs, y_va.numpy(), ds.label_names, val_loss, stopper, history, t0, len(train_idx), len(val_idx)
     )
-    return checkpoint_dict(
+    checkpoint = checkpoint_dict(
         cfg=cfg,
         model=model,
         model_cfg=model_cfg,
@@ -132,6 +141,9 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         preprocessing=pre,
         dataset=ds,
     )
+    if teachers:
+        checkpoint["distillation"] = distillation.record(teachers, cfg, agree[0] / max(1, agree[1]))
+    return checkpoint
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,6 @@ from training import distillation
 from training.cli import common_config, model_args
 from training.common import (
     Batch,
-    LossFn,
     TrainConfig,
     accuracy_summary,
     checkpoint_dict,
@@ -55,10 +54,7 @@ class TextTrainConfig(TrainConfig):
     clip_grad: float = 1.0
     vectors: str | None = None  # a training.word_vectors folder: the embedding starts from its vectors
     freeze_vectors: bool = True  # rows that have a pre-trained vector stay fixed (unseen words keep their meaning)
-    # distillation (training/distillation.py): exported classifiers whose averaged answers become soft targets
-    teachers: tuple[str, ...] = ()
-    teacher_weight: float = 0.5  # the soft term's share of the loss (distillation_loss)
-    distill_temperature: float = 2.0  # teachers' and student's logits are divided by it (fixed, not fitted)
+    # distillation (teachers: TrainConfig's) on extra sentences only the teachers label
     unlabelled: str | None = None  # a gzipped CSV of reviews (IMDB's unsup.csv.gz) cut into extra sentences
     unlabelled_rows: int = 0
 
@@ -120,25 +116,6 @@ def start_from_vectors(
     }
 
 
-def distillation_loss(weight: float, temperature: float) -> LossFn:
-    """Hinton et al. (2015): ``(1 - weight) * CE(logits, label) + weight * T^2 * KL(teachers_T || student_T)``, the
-    student's logits divided by the same T as the teachers' (T^2 keeps the soft term's gradients at the scale of
-    the hard one). ``y`` is (B, 2K): the row's one-hot label (zeros for an unlabelled row: no hard term), then the
-    teachers' probabilities at T. The metric counts rows whose top class is the label's (or the teachers')."""
-
-    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-        k = logits.shape[1]
-        hard, soft = y[:, :k], y[:, k:]
-        hard_term = -(hard * F.log_softmax(logits, dim=1)).sum(1)
-        student_t = F.log_softmax(logits / temperature, dim=1)
-        kl = (soft * (torch.log(soft.clamp(min=1e-12)) - student_t)).sum(1)
-        loss = ((1.0 - weight) * hard_term + weight * temperature**2 * kl).mean()
-        target = torch.where(hard.sum(1, keepdim=True) > 0, hard, soft).argmax(1)
-        return loss, float((logits.argmax(1) == target).sum())
-
-    return loss_fn
-
-
 def soft_targets(
     ds: TextDataset,
     cfg: TextTrainConfig,
@@ -154,20 +131,13 @@ def soft_targets(
         if cfg.unlabelled:
             raise ValueError("--unlabelled sentences need --teacher models to label them")
         return None, {}
-    teachers = [distillation.Teacher(Path(t), cfg.distill_temperature) for t in cfg.teachers]
-    for t in teachers:
-        distillation.check_teacher(t, ds, cfg.split, cfg.val_fraction, cfg.split_seed)
+    teachers = distillation.teachers(cfg, ds, cfg.split, distillation.TextTeacher)
     texts = [ds.texts[i] for i in train_idx]
     k = len(ds.label_names)
     hard = np.eye(k, dtype=np.float32)[ds.labels[train_idx]]
     soft = distillation.ensemble_probs(teachers, texts)
     targets = np.concatenate([hard, soft], axis=1)
-    record: dict[str, Any] = {
-        "teachers": [{"model": t.meta.name, "onnx_sha256": t.meta.onnx_sha256} for t in teachers],
-        "teacher_weight": cfg.teacher_weight,
-        "temperature": cfg.distill_temperature,
-        "teachers_agree_with_labels": float((soft.argmax(1) == ds.labels[train_idx]).mean()),
-    }
+    record = distillation.record(teachers, cfg, float((soft.argmax(1) == ds.labels[train_idx]).mean()))
     if cfg.unlabelled and cfg.unlabelled_rows > 0:
         n = min(cfg.unlabelled_rows, cfg.batch_size) if cfg.dry_run else cfg.unlabelled_rows
         draw = np.random.default_rng([cfg.seed, 1])  # its own stream: the run's other draws stay as without it
@@ -234,7 +204,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         return loss, float((probs.argmax(1) == y_va).mean())
 
     t0 = time.perf_counter()
-    loss_fn = None if targets is None else distillation_loss(cfg.teacher_weight, cfg.distill_temperature)
+    loss_fn = None if targets is None else distillation.distillation_loss(cfg.teacher_weight, cfg.distill_temperature)
     history, stopper = fit(
         model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad, loss_fn=loss_fn
     )
@@ -276,10 +246,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     text.add_argument(
         "--tune-vectors", action="store_true", help="train the pre-trained rows too (default: they stay fixed)"
     )
-    d = p.add_argument_group("distillation (text models)")
-    d.add_argument("--teacher", action="append", default=[], help="an exported text classifier to learn from")
-    d.add_argument("--teacher-weight", type=float, default=t.teacher_weight, help="the soft term's share of the loss")
-    d.add_argument("--distill-temperature", type=float, default=t.distill_temperature, help="T for both sides' logits")
+    d = p.add_argument_group("distillation on unlabelled sentences (text models; --teacher: common flags)")
     d.add_argument("--unlabelled", help="a gzipped CSV of texts (text column) cut into sentences the teachers label")
     d.add_argument("--unlabelled-rows", type=int, default=t.unlabelled_rows, help="unlabelled sentences to add")
 
@@ -301,9 +268,6 @@ def _run(args: argparse.Namespace) -> dict:
         clip_grad=args.clip_grad,
         vectors=args.vectors,
         freeze_vectors=not args.tune_vectors,
-        teachers=tuple(args.teacher),
-        teacher_weight=args.teacher_weight,
-        distill_temperature=args.distill_temperature,
         unlabelled=args.unlabelled,
         unlabelled_rows=args.unlabelled_rows,
     )
