@@ -2,7 +2,8 @@
 shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pillow.
 
     photo ──► grey, at most WORK px a side ──► polarity (is the ink darker or lighter than the paper, which
-              a plane plus a vignette fitted robustly follows?)
+              a plane plus a vignette fitted robustly follows? if no ink shows, does it clearly show at the
+              other polarity: a shadow over most of the page fools the fit)
           ──► background (paper tone, lighting gradient, vignette, shadows) estimated by a coarse max
               (or min) filter and divided out of the page, its sensor noise averaged over about a pixel
           ──► relative ink strength in [0, 1]
@@ -30,6 +31,7 @@ DENOISE = 1.0  # Gaussian radius (px at WORK) of the noise averaging before pen 
 NOISE_K = 4.0  # pen strokes: the ink threshold is at least this many noise sigmas (robust, of the page)
 POLARITY = 32  # longest side the ink's polarity is decided at
 MIN_CONTRAST = 0.12  # the strongest ink must be this much darker (or lighter) than its paper, else: no ink
+SHADOW_SIGMAS = 8.0  # ink at the polarity the fit did not choose is read when it stands this many noise sigmas out
 SPECK = (3, 7)  # opening size range (at WORK px): marks narrower than about half a pen stroke are specks
 
 
@@ -128,31 +130,53 @@ def find_ink(img: Image.Image, objects: bool = False) -> Ink:
     ``objects``: the image is a product photo (Fashion-MNIST's kind): the background is the frame's border,
     and the object's shading is kept (no threshold) instead of turning strokes into solid ink."""
     grey = _reduce(img, WORK)
-    a = np.asarray(grey, dtype=np.uint8)
     if objects:
-        bg = _border_plane(a)
-        dark = bool(np.median(bg) > 127.5)
-    else:
-        dark = _dark_ink(grey)
-        bg = _background(grey, dark)
+        return _object_ink(np.asarray(grey, dtype=np.uint8))
+    dark = _dark_ink(grey)
     # pen strokes: sensor noise averaged over about a pixel first (a stroke is several pixels wide here), else
     # around a faint digit the noise passes the threshold as ink and the ink's box becomes the noisy page
-    x = a.astype(np.float32) if objects else np.asarray(grey.filter(ImageFilter.GaussianBlur(DENOISE)), np.float32)
-    # relative darkness (the share of the paper's light the ink absorbs: lighting divides out), or lightness
-    relative = (bg - x) / np.maximum(bg, 8.0) if dark else (x - bg) / np.maximum(255.0 - bg, 8.0)
+    x = np.asarray(grey.filter(ImageFilter.GaussianBlur(DENOISE)), np.float32)
+    ink = _stroke_ink(grey, x, dark)
+    if ink.box is None:
+        # a shadow over most of the page pulls the polarity fit its way (the lit rest then looks like light ink
+        # on dark paper, and no such ink is found): ink that stands out clearly at the other polarity is read
+        other = _stroke_ink(grey, x, not dark, min_sigmas=SHADOW_SIGMAS)
+        if other.box is not None:
+            return other
+    return ink
+
+
+def _object_ink(a: np.ndarray) -> Ink:
+    """A product photo's object: its shading against the border's plane, scaled to [0, 1]."""
+    bg = _border_plane(a)
+    dark = bool(np.median(bg) > 127.5)
+    raw = np.clip(_relative(a.astype(np.float32), bg, dark), 0.0, 1.0)
+    peak = float(np.percentile(raw, 99.9))
+    if peak < MIN_CONTRAST:
+        return Ink(np.zeros_like(raw), None, dark)
+    floor = MIN_CONTRAST / 2
+    strength = np.clip((raw - floor) / max(peak - floor, 1e-3), 0.0, 1.0).astype(np.float32)
+    return Ink(strength, _box(strength >= 0.1), dark)
+
+
+def _relative(x: np.ndarray, bg: np.ndarray, dark: bool) -> np.ndarray:
+    """Relative darkness (the share of the paper's light the ink absorbs: lighting divides out), or lightness."""
+    return (bg - x) / np.maximum(bg, 8.0) if dark else (x - bg) / np.maximum(255.0 - bg, 8.0)
+
+
+def _stroke_ink(grey: Image.Image, x: np.ndarray, dark: bool, min_sigmas: float = 0.0) -> Ink:
+    """Pen strokes of one polarity on ``grey`` (``x``: the same, denoised): no ink unless the strongest stands
+    MIN_CONTRAST and ``min_sigmas`` noise sigmas clear of the paper."""
+    relative = _relative(x, _background(grey, dark), dark)
     raw = np.clip(relative, 0.0, 1.0)
     peak = float(np.percentile(raw, 99.9))
-    if peak < MIN_CONTRAST:  # blank or uniform paper: nothing written on it
-        return Ink(np.zeros_like(raw), None, dark)
-    if objects:
-        floor = MIN_CONTRAST / 2
-        strength = np.clip((raw - floor) / max(peak - floor, 1e-3), 0.0, 1.0).astype(np.float32)
-        return Ink(strength, _box(strength >= 0.1), dark)
     # Otsu's cut falls inside the paper's noise when the ink is a small share of the page: the threshold is
     # also kept NOISE_K sigmas (the paper's, 1.4826 x its median absolute deviation, from every other pixel
     # of every other row: the same estimate at a quarter of the cost) above the paper
     every_other = relative[::2, ::2]
     sigma = 1.4826 * float(np.median(np.abs(every_other - np.median(every_other))))
+    if peak < max(MIN_CONTRAST, min_sigmas * sigma):  # blank or uniform paper: nothing written on it
+        return Ink(np.zeros_like(raw), None, dark)
     t = max(_otsu(raw / peak) * peak, MIN_CONTRAST / 2, NOISE_K * sigma)
     strong = raw[raw >= t]
     top = float(np.percentile(strong, 90)) if strong.size else peak
