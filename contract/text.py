@@ -14,7 +14,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -203,6 +203,31 @@ def combine_windows(logits: np.ndarray, sizes: Sequence[Sequence[int]]) -> np.nd
         out.append((logits[start : start + len(w)].astype(np.float64) * (w / w.sum())[:, None]).sum(0))
         start += len(w)
     return np.asarray(out, dtype=np.float32)
+
+
+def text_logits(
+    sess: Any,
+    texts: list[str],
+    cfg: TokenizerConfig,
+    vocab: Vocab,
+    batch: int = 256,
+    windows: int = DEFAULT_WINDOWS,
+) -> np.ndarray:
+    """Raw texts -> (N, K) logits of a text classifier's graph as the service computes them: tokenised, read
+    in windows of max_len tokens (``windows`` at most), the windows' logits combined. ``sess``: an onnxruntime
+    session (anything with its ``run``), so that this module needs no runtime."""
+    encoded = [encode_windows(t, cfg, vocab, windows) for t in texts]
+    rows = [w for text_windows, _ in encoded for w in text_windows or [[UNK_ID]]]
+    order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths together: little padding
+    out = np.zeros((len(rows), 0), dtype=np.float32)
+    for i in range(0, len(rows), batch):
+        idx = order[i : i + batch]
+        ids, lengths = pad_right([rows[j] for j in idx])
+        (logits,) = sess.run(["logits"], {"ids": ids, "lengths": lengths})
+        if out.shape[1] == 0:
+            out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return combine_windows(out, [[len(w) for w in text_windows] or [1] for text_windows, _ in encoded])
 
 
 def pad_right(seqs: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

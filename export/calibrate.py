@@ -50,8 +50,8 @@ from contract.metadata import (
     softmax,
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs
-from contract.text import Vocab, tokenize
-from export.evaluate import auroc, text_logits
+from contract.text import Vocab, text_logits, tokenize
+from export.evaluate import auroc
 from export.frechet import feature_session
 
 BINS = 15
@@ -361,7 +361,7 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
     sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
 
     def logits_of(texts: list[str]) -> np.ndarray:
-        return text_logits(sess, texts, pre, vocab, 128)
+        return text_logits(sess, texts, pre.tokenizer, vocab, 128)
 
     texts = {"A": [val_texts[i] for i in a], "B": [val_texts[i] for i in b]}
     labels = {"A": val_labels[a], "B": val_labels[b]}

@@ -35,8 +35,8 @@ from PIL import Image
 from contract import gibbs
 from contract.data import read_idx, stratified_split
 from contract.images import normalize, prepare_image, to_uint8
-from contract.metadata import ONNX_FILE, ModelMetadata, TextPreprocessing, load_metadata, sha256_file
-from contract.text import DEFAULT_WINDOWS, Vocab, combine_windows, encode_windows, pad_right
+from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata, sha256_file
+from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
 
 
 def _session(model_dir: Path) -> ort.InferenceSession:
@@ -60,30 +60,6 @@ def predict_images(model_dir: Path, images: np.ndarray, meta: ModelMetadata, bat
     return np.concatenate(preds)
 
 
-def text_logits(
-    sess: ort.InferenceSession,
-    texts: list[str],
-    pre: TextPreprocessing,
-    vocab: Vocab,
-    batch: int = 256,
-    windows: int = DEFAULT_WINDOWS,
-) -> np.ndarray:
-    """Raw texts -> (N, K) logits as the service computes them: tokenised, read in windows of max_len tokens
-    (the service's default count at most), the windows' logits combined."""
-    encoded = [encode_windows(t, pre.tokenizer, vocab, windows) for t in texts]
-    rows = [w for text_windows, _ in encoded for w in text_windows or [[pre.unk_id]]]
-    order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths together: little padding
-    out = np.zeros((len(rows), 0), dtype=np.float32)
-    for i in range(0, len(rows), batch):
-        idx = order[i : i + batch]
-        ids, lengths = pad_right([rows[j] for j in idx])
-        (logits,) = sess.run(["logits"], {"ids": ids, "lengths": lengths})
-        if out.shape[1] == 0:
-            out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
-        out[idx] = logits
-    return combine_windows(out, [[len(w) for w in text_windows] or [1] for text_windows, _ in encoded])
-
-
 def predict_texts(
     model_dir: Path,
     texts: list[str],
@@ -99,7 +75,7 @@ def predict_texts(
         if m.labels != meta.labels:
             raise ValueError(f"{folder} answers {m.labels}, {model_dir} {meta.labels}: no ensemble")
         pre = m.text_preprocessing()
-        z = text_logits(_session(folder), texts, pre, Vocab.load(folder / pre.vocab_file), windows=windows)
+        z = text_logits(_session(folder), texts, pre.tokenizer, Vocab.load(folder / pre.vocab_file), windows=windows)
         probs.append(m.probabilities(z))
     return np.mean(probs, axis=0).argmax(1)
 

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from contract.metadata import load_metadata, softmax
-from contract.text import TokenizerConfig, tokenize
+from contract.text import UNK_ID, TokenizerConfig, tokenize
 from contract.text_data import load_table
 from export.__main__ import main as export_main
-from export.evaluate import text_logits
 from training import distillation
 from training.__main__ import main as train_main
 from training.distillation import distillation_loss
@@ -45,7 +44,9 @@ def test_teacher_probabilities_are_the_served_graphs():
     teacher = distillation.TextTeacher(ART / "sst2-gru", temperature=1.0)
     texts = ["A gorgeous, witty, seductive movie.", "A dull, lifeless mess.", "", "ok"]
     pre = teacher.meta.text_preprocessing()
-    logits = text_logits(teacher.session, texts, pre, teacher.vocab)  # export.evaluate: as the service reads them
+    rows = [teacher.vocab.encode(tokenize(t, pre.tokenizer)) or [UNK_ID] for t in texts]  # one at a time, unpadded
+    feeds = [{"ids": np.array([r], dtype=np.int64), "lengths": np.array([len(r)], dtype=np.int64)} for r in rows]
+    logits = np.concatenate([teacher.session.run(["logits"], f)[0] for f in feeds])
     p = teacher.probs(texts)
     assert p.shape == (4, 2) and np.allclose(p, softmax(logits), atol=1e-6)
     assert p[0].argmax() == teacher.meta.labels.index("positive")

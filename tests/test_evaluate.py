@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from contract.metadata import load_metadata, softmax
-from contract.text import Vocab
+from contract.text import Vocab, text_logits
 from contract.text_data import synthetic_sentiment
-from export.evaluate import _session, predict_texts, text_logits
+from export.evaluate import _session, predict_texts
 from export.evaluate import main as evaluate_main
 
 
@@ -99,7 +99,7 @@ def test_text_ensemble_averages_calibrated_answers(tmp_path, artifact_root):
     for folder in (a, b):
         meta = load_metadata(folder)
         pre = meta.text_preprocessing()
-        z = text_logits(_session(folder), ds.texts, pre, Vocab.load(folder / pre.vocab_file))
+        z = text_logits(_session(folder), ds.texts, pre.tokenizer, Vocab.load(folder / pre.vocab_file))
         probs.append(softmax(z.astype(np.float64), meta.calibration.temperature))
     expected = np.mean(probs, axis=0).argmax(1)
     got = predict_texts(a, ds.texts, load_metadata(a), ensemble=(b,))

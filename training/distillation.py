@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from contract.data import Dataset
 from contract.images import normalize
 from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata, softmax
-from contract.text import UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
+from contract.text import TokenizerConfig, Vocab, text_logits, tokenize
 from contract.text_data import TextDataset
 from training.common import LossFn
 
@@ -84,8 +84,8 @@ class Teacher:
 
 
 class TextTeacher(Teacher):
-    """Texts -> softmax(logits / temperature), the logits as the service computes them for a text of at most
-    ``max_len`` tokens (longer ones are cut: the rows distilled here are no longer)."""
+    """Texts -> softmax(logits / temperature), the logits as the service computes them for a text's first
+    ``max_len`` tokens (one window: the rows distilled here are no longer)."""
 
     task = "text-classification"
 
@@ -97,15 +97,7 @@ class TextTeacher(Teacher):
         self.vocab = Vocab.load(folder / pre.vocab_file)
 
     def probs(self, texts: list[str], batch: int = 256) -> np.ndarray:
-        rows = [self.vocab.encode(tokenize(t, self.tok)[: self.tok.max_len]) or [UNK_ID] for t in texts]
-        order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths together: little padding
-        out = np.zeros((len(rows), len(self.meta.labels)), dtype=np.float64)
-        for i in range(0, len(rows), batch):
-            idx = order[i : i + batch]
-            ids, lengths = pad_right([rows[j] for j in idx])
-            (logits,) = self.session.run(["logits"], {"ids": ids, "lengths": lengths})
-            out[idx] = softmax(logits, self.temperature)
-        return out
+        return softmax(text_logits(self.session, texts, self.tok, self.vocab, batch, windows=1), self.temperature)
 
 
 class ImageTeacher(Teacher):
