@@ -152,10 +152,10 @@ vectors: $(VENV)/.dev
 	$(PY) -m training.word_vectors --unsup $(DATA)/sentiment/imdb/unsup.csv.gz --labelled $(IMDB) $(SST2) --out $(VECTORS)
 
 models: $(VENV)/.dev vectors fashion-resnet
-	$(TRAIN) cnn --data $(DATA)/mnist --epochs 15 --threads $(THREADS) --photos 0.3 --out $(RUNS)/mnist-cnn
+	$(TRAIN) cnn --data $(DATA)/mnist --epochs 20 --threads 1 --photos 0.3 --out $(RUNS)/mnist-cnn
 	$(EXPORT) $(RUNS)/mnist-cnn/checkpoint.pt --out $(ART)/mnist-cnn
 	$(CALIBRATE) $(ART)/mnist-cnn --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist
-	$(TRAIN) lenet5 --data $(DATA)/mnist --epochs 20 --patience 10 --threads 1 --photos 0.3 --out $(RUNS)/mnist-lenet5
+	$(TRAIN) lenet5 --data $(DATA)/mnist --epochs 40 --patience 40 --threads 1 --photos 0.3 --out $(RUNS)/mnist-lenet5
 	$(EXPORT) $(RUNS)/mnist-lenet5/checkpoint.pt --out $(ART)/mnist-lenet5
 	$(CALIBRATE) $(ART)/mnist-lenet5 --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist
 	$(TRAIN) mlp --data $(DATA)/mnist --epochs 50 --patience 50 --threads 1 --photos 0.3 --out $(RUNS)/mnist-mlp
