@@ -32,12 +32,16 @@ MODEL = "mnist-cnn"
 
 
 def new_version(model_dir: Path, version: int, source: Path = REPO / "artifacts" / MODEL) -> None:
-    """The model's folder for ``version``: a copy of an exported artifact (the shipped one) with that version."""
+    """The model's folder for ``version``: a copy of an exported artifact (the shipped one) with that version,
+    written in a hidden sibling folder and renamed into place, so that a server never reads it half-written (a
+    worker still starting up read the copy's model.json before its version was set, and refused to start)."""
     folder = model_dir / source.name / str(version)
-    shutil.copytree(source, folder)
-    meta = json.loads((folder / "model.json").read_text())
+    partial = folder.with_name(f".{version}.partial")
+    shutil.copytree(source, partial)
+    meta = json.loads((partial / "model.json").read_text())
     meta["version"] = str(version)
-    (folder / "model.json").write_text(json.dumps(meta, indent=2))
+    (partial / "model.json").write_text(json.dumps(meta, indent=2))
+    partial.rename(folder)
 
 
 def clients(

@@ -370,13 +370,14 @@ def test_the_volume_overlay_runs_as_rendered(rendered, tmp_path):
 def swap_a_version(pod: Pod, models: Path, auth: dict[str, str], poll_s: float) -> float:
     """Writes mnist-cnn version 2 into the volume and sends requests until the pod serves it (poll model control);
     returns the seconds it took. Every request must succeed."""
-    v2 = models / "mnist-cnn" / "2"
+    v2 = models / "mnist-cnn" / ".2.partial"  # renamed into place when whole: never read half-written
     v2.mkdir()
     for f in (models / "mnist-cnn" / "1").iterdir():
         if f.name != "model.json":
             (v2 / f.name).symlink_to(f.resolve())
     meta = json.loads((models / "mnist-cnn" / "1" / "model.json").read_text())
     (v2 / "model.json").write_text(json.dumps({**meta, "version": "2"}))
+    v2.rename(v2.with_name("2"))
     failures, stop = [], threading.Event()
 
     def traffic() -> None:
