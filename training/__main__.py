@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if family not in RECIPES:
         raise SystemExit(f"no training recipe for the {family!r} family of {args.model} (training/registry.py)")
     recipe = RECIPES[family]
+    if args.teacher and not recipe.distils:
+        raise SystemExit(f"{args.model} ({family}) does not learn from teachers: --teacher is for classifiers")
     own_loop = recipe.own_loop is not None
     if own_loop and (distributed.env_world_size() > 1 or args.resume or args.stop_after):
         raise SystemExit(

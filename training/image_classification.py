@@ -196,5 +196,6 @@ register_recipe(
         plot=_plot,
         summary=accuracy_summary,
         add_args=_add_args,
+        distils=True,
     )
 )

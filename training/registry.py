@@ -25,6 +25,7 @@ class Recipe:
     # why the family trains in its own loop rather than training.common.fit's; such a recipe runs in one process
     # (no torchrun) and cannot --resume or --stop-after. None: it trains through fit (training/distributed.py)
     own_loop: str | None = None
+    distils: bool = False  # the family learns from --teacher artifacts (training/distillation.py)
 
 
 RECIPES: dict[str, Recipe] = {}

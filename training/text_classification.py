@@ -289,5 +289,6 @@ register_recipe(
         plot=lambda ckpt, title, path: plot_curves(ckpt["history"], title, path, "accuracy"),
         summary=accuracy_summary,
         add_args=_add_args,
+        distils=True,
     )
 )
