@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from contract.data import load_idx_dataset, stratified_split
 from contract.metadata import load_metadata, softmax
 from contract.text import UNK_ID, TokenizerConfig, tokenize
 from contract.text_data import load_table
@@ -131,8 +132,6 @@ def test_distilled_dry_run_records_its_teachers_and_sentences(tmp_path):
 
 @needs_mnist
 def test_an_image_teacher_reads_augmented_batches_as_the_service_reads_digits():
-    from contract.data import load_idx_dataset, stratified_split
-
     ds = load_idx_dataset(MNIST, "mnist")
     _, val = stratified_split(ds.labels, 0.1, 0)
     pixels, labels = ds.images[val[:300]], ds.labels[val[:300]]
