@@ -138,7 +138,7 @@ def figure(client: httpx.Client, path: Path) -> None:
         axes[1, col].imshow(seen, cmap="gray", vmin=0, vmax=255)
         verdict = "OUT OF DISTRIBUTION" if p["out_of_distribution"] else "in distribution"
         axes[1, col].set_title(
-            f"{model}: {p['label']} ({p['score']:.0%})\nood_score {p['ood_score']:.0f}\n{verdict}", fontsize=8
+            f"{model}: {p['label']} ({p['score']:.0%})\nood_score {p['ood_score']:.2f}\n{verdict}", fontsize=8
         )
         for ax in axes[:, col]:
             ax.set_xticks([])

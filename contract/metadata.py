@@ -174,11 +174,17 @@ class OutOfDistribution(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["mahalanobis", "unknown-token-share"] = Field(
+    method: Literal["mahalanobis", "mahalanobis+energy", "energy", "unknown-token-share"] = Field(
         description="'mahalanobis': distance of the penultimate features to the nearest class mean (a graph "
-        "output); 'unknown-token-share': share of the text's tokens outside the vocabulary"
+        "output); 'energy': minus the log-sum-exp of the logits; 'mahalanobis+energy': the larger of the two; each "
+        "scaled by ``scaling`` where it has one; 'unknown-token-share': share of the text's tokens outside the "
+        "vocabulary"
     )
     output: str | None = Field(None, description="the graph output holding the score, if the graph computes it")
+    scaling: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="per component of a combined score, (centre, unit): the graph scores it as (s - centre) / unit",
+    )
     threshold: float = Field(description="scores above it are flagged out_of_distribution")
     fitted_on: str
     figures: dict[str, float] = Field(default_factory=dict, description="AUROC and flag rates on validation half B")

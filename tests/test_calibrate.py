@@ -1,14 +1,21 @@
-"""export/calibrate.py: the calibration error, the temperature fit and what calibration writes into an artifact."""
+"""export/calibrate.py and export/ood.py: the calibration error, the temperature fit, the out-of-distribution score
+and what calibration writes into an artifact."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from contract.images import normalize
-from contract.metadata import load_metadata
-from export.calibrate import OOD_OUTPUT, ece, fit_temperature, mahalanobis, softmax
+from contract.metadata import load_metadata, sha256_file
+from export.calibrate import ece, fit_temperature, softmax
+from export.frechet import feature_session
+from export.ood import OOD_OUTPUT, choose_components, combined_score, energy_score, mahalanobis, scaling_of
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfident():
@@ -34,16 +41,77 @@ def test_a_calibrated_artifact_serves_the_score_from_its_graph(artifact_root, di
     meta = load_metadata(artifact_root / "digits-cnn")
     assert meta.calibration is not None and meta.calibration.temperature > 0
     assert set(meta.calibration.ece_after) == {"B clean", "B photos"}
-    assert meta.ood is not None and meta.ood.method == "mahalanobis" and meta.ood.output == OOD_OUTPUT
+    assert meta.ood is not None and meta.ood.method == "mahalanobis+energy" and meta.ood.output == OOD_OUTPUT
+    assert set(meta.ood.scaling) == {"mahalanobis", "energy"}
     assert [o.name for o in meta.outputs] == ["logits", OOD_OUTPUT]
-    for key in ("auroc_other_dataset", "flagged_clean", "flagged_photos", "flagged blank white page"):
+    for key in ("auroc_other_dataset", "auroc_other_dataset_energy", "flagged_clean", "flagged blank white page"):
         assert key in meta.ood.figures
     assert meta.ood.figures["flagged blank white page"] == 1.0 and meta.ood.figures["auroc_other_dataset"] > 0.9
-    sess = ort.InferenceSession(str(artifact_root / "digits-cnn" / "model.onnx"), providers=["CPUExecutionProvider"])
-    pre = meta.image_preprocessing()
-    logits, scores = sess.run(None, {"input": normalize(digits.images[:8], pre)})
+    path = artifact_root / "digits-cnn" / "model.onnx"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = normalize(digits.images[:8], meta.image_preprocessing())
+    logits, scores = sess.run(None, {"input": x})
     assert logits.shape == (8, 10) and scores.shape == (8,) and np.isfinite(scores).all()
-    assert (scores >= 0).all()
+    # the graph's score, recomputed outside it: its own class means and whitening, the logits' energy
+    consts = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    feats_sess, feat = feature_session(artifact_root / "digits-cnn")
+    feats = feats_sess.run([feat], {"input": x})[0].reshape(8, -1).astype(np.float64)
+    parts = {
+        "mahalanobis": mahalanobis(feats, consts["ood_means"][0].astype(np.float64), consts["ood_chol"]),
+        "energy": energy_score(logits, 1.0),
+    }
+    np.testing.assert_allclose(scores, combined_score(parts, meta.ood.scaling), rtol=1e-3, atol=1e-3)
+
+
+def test_calibrating_again_replaces_the_score(artifact_root, digits, tmp_path):
+    from tests.conftest import calibrate
+
+    copy = tmp_path / "digits-cnn"
+    shutil.copytree(artifact_root / "digits-cnn", copy)
+    before = onnx.load(str(copy / "model.onnx")).graph
+    calibrate(copy, digits)
+    after = onnx.load(str(copy / "model.onnx")).graph
+    assert [o.name for o in after.output] == ["logits", OOD_OUTPUT]
+    assert [n.op_type for n in after.node] == [n.op_type for n in before.node]  # replaced, not stacked
+    meta = load_metadata(copy)
+    assert meta.onnx_sha256 == sha256_file(copy / "model.onnx")
+
+
+def test_each_component_is_scaled_to_its_own_threshold():
+    rng = np.random.default_rng(2)
+    clean, photos = rng.normal(10, 2, 10_000), rng.normal(12, 2, 10_000)
+    centre, unit = scaling_of(clean, photos)
+    assert centre == pytest.approx(10, abs=0.1)
+    scaled = {"a": (clean - centre) / unit, "p": (photos - centre) / unit}
+    # photos sit higher here, so theirs is the binding share: 10 % of them above 1, fewer than 5 % of clean
+    assert (scaled["p"] > 1).mean() == pytest.approx(0.10, abs=0.002) and (scaled["a"] > 1).mean() < 0.05
+    # the served score is the larger scaled component: either one alone can raise it
+    s = {"m": np.array([0.0, 5.0, 0.0]), "e": np.array([0.0, 0.0, 7.0])}
+    assert combined_score(s, {"m": (0.0, 1.0), "e": (-1.0, 2.0)}).tolist() == [0.5, 5.0, 4.0]
+
+
+def test_the_components_served_are_those_that_flag_the_most_of_the_other_dataset():
+    rng = np.random.default_rng(3)
+    n = 4_000
+
+    def sets(shift_m: float, shift_e: float, half: float) -> dict[str, dict[str, np.ndarray]]:
+        """'m' and 'e' both normal on clean and photos; the other dataset is shifted in m for one half of its
+        images and in e for the other (``half``: the share shifted in m)."""
+        k = int(n * half)
+        other_m = np.concatenate([rng.normal(shift_m, 1, k), rng.normal(0, 1, n - k)])
+        other_e = np.concatenate([rng.normal(0, 1, k), rng.normal(shift_e, 1, n - k)])
+        return {
+            "A clean": {"m": rng.normal(0, 1, n), "e": rng.normal(0, 1, n)},
+            "A photos": {"m": rng.normal(0, 1, n), "e": rng.normal(0, 1, n)},
+            "A other dataset": {"m": other_m, "e": other_e},
+        }
+
+    scaling, _, detected = choose_components(sets(6, 6, 0.5))  # each sees half of the other dataset
+    assert set(scaling) == {"m", "e"} and detected["m+e"] > max(detected["m"], detected["e"]) + 0.3
+    scaling, threshold, detected = choose_components(sets(3, 0, 1.0))  # e sees nothing: it would only add flags
+    assert set(scaling) == {"m"} and detected["m"] > detected["m+e"]
+    clean = combined_score({"m": rng.normal(0, 1, n)}, scaling)
+    assert (clean > threshold).mean() == pytest.approx(0.03, abs=0.01)  # the operating point: 3 % of clean
 
 
 def test_mahalanobis_is_the_distance_to_the_nearest_class_mean():

@@ -1,0 +1,155 @@
+"""An image classifier's out-of-distribution score (export/calibrate.py fits it): its components (the
+Mahalanobis distance of the penultimate features to the nearest class mean, the energy of the logits), their
+scaling, which of them to serve, and the score folded into model.onnx as the extra output ``ood_score``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from contract.metadata import ONNX_FILE
+
+OOD_OUTPUT = "ood_score"
+CLEAN_FLAG = 0.03  # at most this share of clean in-distribution half-A inputs flagged
+PHOTO_FLAG = 0.06  # and of photographed ones
+COMPONENT_FLAGS = (0.05, 0.10)  # the same for each component's own unit (clean, photographed)
+
+
+def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class means (K, d) and L (d, d) with L L^T = the shared covariance's inverse (shrunk towards the
+    identity by 1e-3 of its mean variance, for a stable inverse)."""
+    means = np.stack([feats[labels == c].mean(0) for c in range(k)])
+    centred = feats - means[labels]
+    cov = centred.T @ centred / len(feats)
+    cov += np.eye(len(cov)) * 1e-3 * np.trace(cov) / len(cov)
+    return means, np.linalg.cholesky(np.linalg.inv(cov))
+
+
+def energy_score(logits: np.ndarray, t: float) -> np.ndarray:
+    """-T logsumexp(logits / T) (Liu et al. 2020): higher for inputs unlike the training data."""
+    z = logits.astype(np.float64) / t
+    top = z.max(1, keepdims=True)
+    return -t * (np.log(np.exp(z - top).sum(1)) + top[:, 0])
+
+
+def mahalanobis(feats: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    d = (feats[:, None, :] - means[None]) @ chol  # (N, K, d)
+    return (d**2).sum(-1).min(1)
+
+
+def threshold_of(clean: np.ndarray, photos: np.ndarray, clean_flag: float, photo_flag: float) -> float:
+    """The lowest score above which at most ``clean_flag`` of ``clean`` and ``photo_flag`` of ``photos`` lie."""
+    return float(max(np.quantile(clean, 1 - clean_flag), np.quantile(photos, 1 - photo_flag)))
+
+
+def scaling_of(clean: np.ndarray, photos: np.ndarray) -> tuple[float, float]:
+    """(centre, unit) of one component: its median on clean inputs maps to 0, its own threshold to 1."""
+    centre = float(np.median(clean))
+    return centre, max(threshold_of(clean, photos, *COMPONENT_FLAGS) - centre, 1e-6)
+
+
+def combined_score(components: dict[str, np.ndarray], scaling: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The served ood_score: the largest scaled component."""
+    return np.max([(components[k] - c) / u for k, (c, u) in scaling.items()], axis=0)
+
+
+def choose_components(
+    comps: dict[str, dict[str, np.ndarray]],
+) -> tuple[dict[str, tuple[float, float]], float, dict[str, float]]:
+    """Which components to serve: of each alone and all together, the one that flags the most of the other
+    dataset's half A at the operating point (at most CLEAN_FLAG of clean and PHOTO_FLAG of photographed half-A
+    images flagged), Neyman and Pearson's criterion: the most detections at a fixed false-alarm rate. ``comps``:
+    set name -> component name -> scores. Returns the scaling, its threshold and each candidate's detections."""
+    names = list(comps["A clean"])
+    candidates = [[c] for c in names] + ([names] if len(names) > 1 else [])
+    best: tuple[dict[str, tuple[float, float]], float, float] | None = None
+    detected = {}
+    for cand in candidates:
+        scaling = {c: scaling_of(comps["A clean"][c], comps["A photos"][c]) for c in cand}
+        s = {k: combined_score(comps[k], scaling) for k in ("A clean", "A photos", "A other dataset")}
+        threshold = threshold_of(s["A clean"], s["A photos"], CLEAN_FLAG, PHOTO_FLAG)
+        detected["+".join(cand)] = rate = float((s["A other dataset"] > threshold).mean())
+        if best is None or rate > best[2]:
+            best = (scaling, threshold, rate)
+    assert best is not None
+    return best[0], best[1], detected
+
+
+def strip_ood_output(model_dir: Path) -> bool:
+    """Remove an earlier calibration's score from model.onnx (its nodes, constants and output): True if any."""
+    path = model_dir / ONNX_FILE
+    model = onnx.load(str(path))
+    g = model.graph
+    if not any(o.name == OOD_OUTPUT for o in g.output):
+        return False
+
+    def ours(name: str) -> bool:
+        return name == OOD_OUTPUT or name.startswith("ood_")
+
+    nodes = [n for n in g.node if not any(ours(o) for o in n.output)]
+    inits = [i for i in g.initializer if not ours(i.name)]
+    outputs = [o for o in g.output if not ours(o.name)]
+    infos = [v for v in g.value_info if not ours(v.name)]
+    for field, kept in ((g.node, nodes), (g.initializer, inits), (g.output, outputs), (g.value_info, infos)):
+        del field[:]
+        field.extend(kept)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return True
+
+
+def add_ood_output(
+    model_dir: Path,
+    feat: str | None,
+    means: np.ndarray | None,
+    chol: np.ndarray | None,
+    scaling: dict[str, tuple[float, float]],
+) -> None:
+    """Append to model.onnx: ood_score (B,) = max over the components of (score - centre) / unit, where
+    mahalanobis = min_k || (features - mean_k) L ||^2 and energy = -logsumexp(logits)."""
+    path = model_dir / ONNX_FILE
+    model = onnx.load(str(path))
+    g = model.graph
+    if any(o.name == OOD_OUTPUT for o in g.output):
+        raise ValueError(f"{path} already has an {OOD_OUTPUT} output: strip it first (strip_ood_output)")
+    init = [
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "ood_axis1"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "ood_axis2"),
+    ]
+    nodes = [
+        helper.make_node("ReduceLogSumExp", ["logits", "ood_axis1"], ["ood_lse"], keepdims=0),  # (B,)
+        helper.make_node("Neg", ["ood_lse"], ["ood_energy"]),
+    ]
+    if "mahalanobis" in scaling:
+        assert feat is not None and means is not None and chol is not None
+        init += [
+            numpy_helper.from_array(means.astype(np.float32)[None], "ood_means"),  # (1, K, d)
+            numpy_helper.from_array(chol.astype(np.float32), "ood_chol"),  # (d, d)
+        ]
+        nodes += [
+            helper.make_node("Flatten", [feat], ["ood_flat"], axis=1),  # (B, d)
+            helper.make_node("Unsqueeze", ["ood_flat", "ood_axis1"], ["ood_f3"]),  # (B, 1, d)
+            helper.make_node("Sub", ["ood_f3", "ood_means"], ["ood_centred"]),  # (B, K, d)
+            helper.make_node("MatMul", ["ood_centred", "ood_chol"], ["ood_whitened"]),  # (B, K, d)
+            helper.make_node("Mul", ["ood_whitened", "ood_whitened"], ["ood_sq"]),
+            helper.make_node("ReduceSum", ["ood_sq", "ood_axis2"], ["ood_dist"], keepdims=0),  # (B, K)
+            helper.make_node("ReduceMin", ["ood_dist", "ood_axis1"], ["ood_mahalanobis"], keepdims=0),  # (B,)
+        ]
+    for name, (centre, unit) in scaling.items():
+        init += [
+            numpy_helper.from_array(np.array(centre, dtype=np.float32), f"ood_{name}_centre"),
+            numpy_helper.from_array(np.array(unit, dtype=np.float32), f"ood_{name}_unit"),
+        ]
+        nodes += [
+            helper.make_node("Sub", [f"ood_{name}", f"ood_{name}_centre"], [f"ood_{name}_off"]),
+            helper.make_node("Div", [f"ood_{name}_off", f"ood_{name}_unit"], [f"ood_{name}_scaled"]),
+        ]
+    nodes.append(helper.make_node("Max", [f"ood_{name}_scaled" for name in scaling], [OOD_OUTPUT]))
+    g.initializer.extend(init)
+    g.node.extend(nodes)
+    g.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ["batch"]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
