@@ -125,3 +125,29 @@ def test_text_calibration_flags_unknown_words(artifact_root):
     meta = load_metadata(artifact_root / "synthetic-lstm")
     assert meta.calibration is not None and meta.ood is not None and meta.ood.method == "unknown-token-share"
     assert meta.ood.figures["flagged random characters"] == 1.0 and meta.ood.figures["flagged_clean"] <= 0.05
+
+
+def test_a_score_of_the_energy_alone_runs_and_leaves_nothing_unused(tmp_path):
+    """The graph of a model whose score is its logits' energy alone (mnist-rbf's): no Mahalanobis constants."""
+    from onnx import TensorProto, helper
+
+    from export.ood import add_ood_output, strip_ood_output
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["logits"])],
+        "logits-only",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "model.onnx"))
+    add_ood_output(tmp_path, None, None, None, {"energy": (-3.0, 2.0)})
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    used = {i for n in model.graph.node for i in n.input}
+    assert [i.name for i in model.graph.initializer if i.name not in used] == []
+    x = np.array([[0.0, 1.0, 2.0, 3.0], [10.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    served = sess.run(["ood_score"], {"input": x})[0]
+    np.testing.assert_allclose(served, (energy_score(x, 1.0) + 3.0) / 2.0, rtol=1e-5)
+    assert strip_ood_output(tmp_path) and [o.name for o in onnx.load(str(tmp_path / "model.onnx")).graph.output] == [
+        "logits"
+    ]
