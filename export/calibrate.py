@@ -17,7 +17,7 @@ Out of distribution:
   the Mahalanobis distance of the penultimate features to the nearest class mean under a shared covariance
   (Lee et al. 2018), both fitted on training images (clean and photographed), and the energy score, minus the
   log-sum-exp of the logits (Liu et al. 2020). Neither alone serves every model: Mahalanobis separates the
-  other dataset best for the CNNs but lets natural photographs through LeNet-5 and the MLP, whose logits'
+  other dataset best for mnist-cnn but lets natural photographs through LeNet-5 and the MLP, whose logits'
   energy flags them (README, "Out of distribution"). Each alone and both together are tried, and the one that
   flags the most of the other dataset's half A at the threshold below is served (so the ResNet keeps Mahalanobis
   alone, the RBF network the energy alone); a model whose logits do not come from a linear layer has the energy
