@@ -234,15 +234,15 @@ def calibrate_images(
     fit_logits = np.concatenate([out["A clean"][0], out["A photos"][0]])
     fit_labels = np.concatenate([truth["A clean"], truth["A photos"]])
     t = fit_temperature(fit_logits, fit_labels)
-    comps = {k: {"energy": energy_score(lg, 1.0)} for k, (lg, _) in out.items()}
+    scored = ("A clean", "A photos", "A other dataset", "B clean", "B other dataset")  # not the fitting sets
+    comps = {k: {"energy": energy_score(out[k][0], 1.0)} for k in scored}
     means = chol = None
     if feat is not None:
         feats = np.concatenate([out["fit"][1], out["fit photos"][1]])
         means, chol = fit_mahalanobis(feats, np.concatenate([truth["fit"], truth["fit photos"]]), len(meta.labels))
-        for k, (_, f) in out.items():
-            comps[k] = {"mahalanobis": mahalanobis(f, means, chol), **comps[k]}  # type: ignore[arg-type]
+        for k in scored:
+            comps[k] = {"mahalanobis": mahalanobis(out[k][1], means, chol), **comps[k]}  # type: ignore[arg-type]
     scaling, threshold, detected = choose_components(comps)
-    score = {k: combined_score(v, scaling) for k, v in comps.items()}
 
     add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling)
     meta.outputs = [
@@ -275,7 +275,7 @@ def calibrate_images(
         f"there ({tried})",
     )
     served_b = measure_images(model_dir, meta, {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}, truth)
-    np.testing.assert_allclose(served_b, score["B clean"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(served_b, combined_score(comps["B clean"], scaling), rtol=1e-3, atol=1e-3)
     meta.ood.figures |= {
         f"auroc_other_dataset_{c}": auroc(comps["B clean"][c], comps["B other dataset"][c]) for c in comps["B clean"]
     }

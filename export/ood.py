@@ -115,17 +115,17 @@ def add_ood_output(
     g = model.graph
     if any(o.name == OOD_OUTPUT for o in g.output):
         raise ValueError(f"{path} already has an {OOD_OUTPUT} output: strip it first (strip_ood_output)")
-    init = [numpy_helper.from_array(np.array([1], dtype=np.int64), "ood_axis1")]
+    maha = "mahalanobis" in scaling
+    init = [numpy_helper.from_array(np.array([a], dtype=np.int64), f"ood_axis{a}") for a in ((1, 2) if maha else (1,))]
     nodes = [
         helper.make_node("ReduceLogSumExp", ["logits", "ood_axis1"], ["ood_lse"], keepdims=0),  # (B,)
         helper.make_node("Neg", ["ood_lse"], ["ood_energy"]),
     ]
-    if "mahalanobis" in scaling:
+    if maha:
         assert feat is not None and means is not None and chol is not None
         init += [
             numpy_helper.from_array(means.astype(np.float32)[None], "ood_means"),  # (1, K, d)
             numpy_helper.from_array(chol.astype(np.float32), "ood_chol"),  # (d, d)
-            numpy_helper.from_array(np.array([2], dtype=np.int64), "ood_axis2"),
         ]
         nodes += [
             helper.make_node("Flatten", [feat], ["ood_flat"], axis=1),  # (B, d)
