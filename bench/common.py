@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,6 +19,12 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "loadtest" / "samples"
+
+
+def file_at(rev: str, path: str | Path) -> bytes:
+    """A repository file's bytes at commit ``rev`` (``path`` relative to the repository root)."""
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True).stdout
+
 
 RETRY_AFTER, ENVELOPE, BAD_200 = 1, 2, 4  # per-response flags
 SHED = (429, 503)

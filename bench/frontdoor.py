@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import contract.ink
+from bench.common import file_at
 from contract.images import decode_image
 from contract.metadata import load_metadata
 from contract.photos import EVAL_STYLE, photograph
@@ -26,9 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _module_at(rev: str):
-    source = subprocess.run(["git", "show", f"{rev}:contract/ink.py"], cwd=REPO, check=True, capture_output=True)
     path = Path(tempfile.mkdtemp()) / "ink_base.py"
-    path.write_bytes(source.stdout)
+    path.write_bytes(file_at(rev, "contract/ink.py"))
     spec = importlib.util.spec_from_file_location("ink_base", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["ink_base"] = module  # dataclasses look their module up while the class is made

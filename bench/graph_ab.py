@@ -8,16 +8,14 @@ graph (a calibration's extra output) costs per run.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from bench.common import REPO, file_at
 from contract.metadata import ONNX_FILE, load_metadata
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _session(model: bytes) -> ort.InferenceSession:
@@ -33,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args(argv)
     rel = (args.artifact.resolve() / ONNX_FILE).relative_to(REPO)
-    old = subprocess.run(["git", "show", f"{args.base}:{rel}"], cwd=REPO, check=True, capture_output=True).stdout
-    sessions = {"base": _session(old), "now": _session((REPO / rel).read_bytes())}
+    sessions = {"base": _session(file_at(args.base, rel)), "now": _session((REPO / rel).read_bytes())}
     spec = load_metadata(args.artifact).inputs[0]
     shape = [d if d > 0 else 1 for d in spec.shape[1:]]
     for batch, reps in ((1, 300), (32, 30)):
