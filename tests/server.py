@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,19 +17,40 @@ REPO = Path(__file__).resolve().parent.parent
 BENTOML = Path(sys.executable).with_name("bentoml")
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    Port 0 would hand out an ephemeral port, and between closing this probe and ``bentoml serve`` binding it
+    any outgoing connection on the host (a test's client, a server's own) may take it as its local port:
+    CI saw "Could not bind" that way. Below the range only another server can take it, and ``start`` retries.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 20000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+class _PortTaken(RuntimeError):
+    """Another process bound the chosen port first; ``Server.start`` tries fresh ones."""
 
 
 class Server:
     def __init__(self, model_dir: Path, log_path: Path, root: Path = REPO, **env: str) -> None:
         self.root = root  # the source tree served (tests/test_add_a_family.py serves a copy with a new family)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.grpc_port = free_port()  # every server its own: the default 8001 would be shared (SO_REUSEPORT)
-        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self._choose_ports()
         self.log_path = log_path
         self.env = {
             **os.environ,
@@ -42,6 +64,21 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> Server:
+        for _attempt in range(3):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                self._choose_ports()
+                self.env["NNSERVE_GRPC_PORT"] = str(self.grpc_port)
+        return self._start(timeout)
+
+    def _choose_ports(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()  # every server its own: the default 8001 would be shared (SO_REUSEPORT)
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+
+    def _start(self, timeout: float) -> Server:
         log = open(self.log_path, "wb")  # noqa: SIM115  (closed with the process)
         self.proc = subprocess.Popen(
             [str(BENTOML), "serve", "service.service:NNServe", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -54,6 +91,8 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "Could not bind" in self.log():
+                    raise _PortTaken(self.log())
                 raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
