@@ -167,6 +167,11 @@ class Calibration(BaseModel):
     ece_before: dict[str, float] = Field(description="measured set -> expected calibration error at T = 1")
     ece_after: dict[str, float] = Field(description="measured set -> expected calibration error at T")
     accuracy: dict[str, float] = Field(default_factory=dict, description="measured set -> accuracy")
+    ece_floor: dict[str, float] = Field(
+        default_factory=dict,
+        description="measured set -> the median ECE of a perfectly calibrated model with the served confidences "
+        "on as many inputs (each right with its confidence's probability): what sampling noise alone scores",
+    )
 
 
 class OutOfDistribution(BaseModel):

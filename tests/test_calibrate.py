@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from contract.images import normalize
 from contract.metadata import load_metadata, sha256_file
-from export.calibrate import ece, fit_temperature, softmax
+from export.calibrate import ece, ece_floor, fit_temperature, softmax
 from export.frechet import feature_session
 from export.ood import OOD_OUTPUT, choose_components, combined_score, energy_score, mahalanobis, scaling_of
 
@@ -30,6 +30,24 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfide
     assert ece(over, labels) > 0.2
 
 
+def test_the_ece_floor_is_what_noise_alone_scores_on_that_many_inputs():
+    """A perfectly calibrated model measured on 344 inputs (SST-2's half B) scores an ECE of several points by
+    chance; on 20,000 a fraction of one. The floor says which an ECE figure is."""
+    rng = np.random.default_rng(2)
+
+    def calibrated(n: int) -> tuple[np.ndarray, np.ndarray]:
+        conf = rng.uniform(0.5, 1.0, n)
+        right = rng.random(n) < conf
+        return np.stack([conf, 1 - conf], 1), np.where(right, 0, 1)
+
+    small, large = calibrated(344), calibrated(20_000)
+    assert 0.025 < ece_floor(small[0]) < 0.06 and ece_floor(large[0]) < 0.008
+    measured = [ece(*calibrated(344)) for _ in range(50)]
+    assert abs(np.median(measured) - ece_floor(small[0])) < 0.01  # the floor is the median of such figures
+    sure = np.tile([1.0, 0.0], (344, 1))
+    assert ece_floor(sure) == 0.0  # always right, as it says
+
+
 def test_temperature_fit_recovers_the_temperature_that_made_the_labels():
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 4, (20_000, 10))
@@ -40,7 +58,7 @@ def test_temperature_fit_recovers_the_temperature_that_made_the_labels():
 def test_a_calibrated_artifact_serves_the_score_from_its_graph(artifact_root, digits):
     meta = load_metadata(artifact_root / "digits-cnn")
     assert meta.calibration is not None and meta.calibration.temperature > 0
-    assert set(meta.calibration.ece_after) == {"B clean", "B photos"}
+    assert set(meta.calibration.ece_after) == set(meta.calibration.ece_floor) == {"B clean", "B photos"}
     assert meta.ood is not None and meta.ood.method == "mahalanobis+energy" and meta.ood.output == OOD_OUTPUT
     assert set(meta.ood.scaling) == {"mahalanobis", "energy"}
     assert [o.name for o in meta.outputs] == ["logits", OOD_OUTPUT]
@@ -124,6 +142,7 @@ def test_mahalanobis_is_the_distance_to_the_nearest_class_mean():
 def test_text_calibration_flags_unknown_words(artifact_root):
     meta = load_metadata(artifact_root / "synthetic-lstm")
     assert meta.calibration is not None and meta.ood is not None and meta.ood.method == "unknown-token-share"
+    assert 0 < meta.calibration.ece_floor["B"] < 0.2
     assert meta.ood.figures["flagged random characters"] == 1.0 and meta.ood.figures["flagged_clean"] <= 0.05
 
 

@@ -179,7 +179,7 @@ def test_poll_mode_loads_what_changes_on_disk(artifact_root, tmp_path):
             deadline = time.monotonic() + 20
             while versions() != want and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert versions() == want
+            assert versions() == want, srv.log()  # the poller's lines, to tell a missed scan from a failed load
 
         new_version(root, 2, artifact_root / CNN)
         eventually(["2"])
