@@ -32,6 +32,7 @@ NOISE_K = 4.0  # pen strokes: the ink threshold is at least this many noise sigm
 POLARITY = 32  # longest side the ink's polarity is decided at
 MIN_CONTRAST = 0.12  # the strongest ink must be this much darker (or lighter) than its paper, else: no ink
 SHADOW_SIGMAS = 8.0  # ink at the polarity the fit did not choose is read when it stands this many noise sigmas out
+HAIRLINE = 0.5  # the opening keeping less than this share of the ink: the strokes are as fine as specks, keep all
 SPECK = (3, 7)  # opening size range (at WORK px): marks narrower than about half a pen stroke are specks
 
 
@@ -194,12 +195,23 @@ def _rank(a: np.ndarray, k: int, op) -> np.ndarray:
     return op(sliding_window_view(rows, k, axis=1), axis=-1)
 
 
-def _speck_size(mask: np.ndarray) -> int:
-    """An odd opening size of about 0.6 pen strokes: a stroke is ~2 x area / perimeter of the ink wide."""
+def stroke_width(mask: np.ndarray) -> float:
+    """The ink's typical stroke width in pixels: a stroke of width w and length l covers w x l pixels and has
+    ~2 l on its edge, so 2 x area / edge pixels (those with a neighbour, of 8, outside the ink)."""
     inner = _rank(np.pad(mask, 1), 3, np.min)
     perimeter = max(1, int(mask.sum()) - int(inner.sum()))
-    width = 2.0 * float(mask.sum()) / perimeter
-    return int(np.clip(round(0.6 * width), SPECK[0], SPECK[1])) | 1
+    return 2.0 * float(mask.sum()) / perimeter
+
+
+def widen(strength: np.ndarray, pixels: int) -> np.ndarray:
+    """Strokes ``pixels`` wider: a grey dilation (the largest strength within a (pixels + 1)-square window)."""
+    n = pixels + 1
+    return _rank(np.pad(strength, ((n // 2, n - 1 - n // 2), (n // 2, n - 1 - n // 2))), n, np.max)
+
+
+def _speck_size(mask: np.ndarray) -> int:
+    """An odd opening size of about 0.6 pen strokes."""
+    return int(np.clip(round(0.6 * stroke_width(mask)), SPECK[0], SPECK[1])) | 1
 
 
 def _box(mask: np.ndarray, trim: float = 0.003, margin: int = 6) -> tuple[int, int, int, int] | None:
@@ -210,7 +222,7 @@ def _box(mask: np.ndarray, trim: float = 0.003, margin: int = 6) -> tuple[int, i
         return None
     k = _speck_size(mask)
     opened = _rank(_rank(np.pad(mask, 2 * (k // 2)), k, np.min), k, np.max)
-    if not opened.any():
+    if opened.sum() < HAIRLINE * mask.sum():  # most of the ink is as narrow as a speck: a fine pen's strokes
         opened = mask
 
     def span(mass: np.ndarray) -> tuple[int, int]:

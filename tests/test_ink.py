@@ -140,3 +140,32 @@ def test_a_shadow_over_most_of_the_page_does_not_flip_the_polarity(seven, share)
     ink = find_ink(img)
     assert ink.dark_on_light and ink.box is not None
     assert similarity(prepare_image(img, DIGIT)[0], seven) > 0.85
+
+
+def _polyline_page(width: int) -> Image.Image:
+    """A '7' drawn with a pen ``width`` px wide, dark on light paper, 240 px a side."""
+    from PIL import ImageDraw
+
+    img = Image.new("L", (240, 240), 215)
+    ImageDraw.Draw(img).line([(70, 60), (170, 60), (110, 190)], fill=45, width=width, joint="curve")
+    return img
+
+
+def test_hairline_strokes_are_widened_and_pen_strokes_are_left_alone(monkeypatch):
+    """A fine pen's digit reaches the model with strokes near MNIST's width, not as a faint hairline; a pen
+    stroke already as wide as MNIST's comes out exactly as it would without the widening."""
+    import contract.images as images
+
+    def ink_pixels(img: Image.Image) -> int:
+        return int((prepare_image(img, DIGIT)[0] >= 128).sum())
+
+    thin, thick = _polyline_page(2), _polyline_page(24)
+    widened, thick_out = ink_pixels(thin), prepare_image(thick, DIGIT)
+    # a 2-px pen's strokes are as narrow as the specks the bounding box ignores: all of them were dropped but
+    # the knot at the corner, and the box (16 x 15 px of the drawing's 130 x 100) shrank to it
+    box = find_ink(thin).box
+    assert box is not None and box[2] - box[0] >= 130 and box[3] - box[1] >= 100
+    assert similarity(prepare_image(thin, DIGIT)[0], thick_out[0]) > 0.8
+    monkeypatch.setattr(images, "THIN_STROKE", 0.0)  # widening off
+    assert widened >= 1.3 * ink_pixels(thin)
+    np.testing.assert_array_equal(prepare_image(thick, DIGIT), thick_out)
