@@ -176,10 +176,14 @@ def test_poll_mode_loads_what_changes_on_disk(artifact_root, tmp_path):
             return r.json()["versions"] if r.status_code == 200 else None
 
         def eventually(want) -> None:
-            deadline = time.monotonic() + 20
-            while versions() != want and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert versions() == want, srv.log()  # the poller's lines, to tell a missed scan from a failed load
+            """``want`` from 10 requests in a row (new connections, so both workers answer): each worker switches
+            when it takes the commit, and a check between the two saw the new version, then the old one."""
+            deadline, streak, seen = time.monotonic() + 20, 0, None
+            while streak < 10 and time.monotonic() < deadline:
+                seen = versions()
+                streak = streak + 1 if seen == want else 0
+                time.sleep(0.05 if streak else 0.2)
+            assert streak >= 10, f"last answer {seen}, wanted {want}:\n{srv.log()}"
 
         new_version(root, 2, artifact_root / CNN)
         eventually(["2"])
