@@ -113,8 +113,9 @@ def _widen_thin(strength: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     mask = strength >= 0.5
     if mask.mean() < SPARSE_INK:  # specks scattered over a page (noise), not strokes: widening makes them ink
         return strength
-    rows, cols = np.nonzero(strength > 0.25 * strength.max())  # the extent _fit_digit scales to 20 of 28
-    scale = min(size) * 20 / 28 / max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    extent = _ink_extent(strength)
+    assert extent is not None  # the mask above holds ink
+    scale = _digit_box(size) / max(extent[0].stop - extent[0].start, extent[1].stop - extent[1].start)
     unit = min(size) / 28  # the thresholds are in pixels of a 28-pixel field
     width = stroke_width(mask) * scale
     if width >= THIN_STROKE * unit:
@@ -123,17 +124,28 @@ def _widen_thin(strength: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return widen(strength, pixels) if pixels > 0 else strength
 
 
+def _ink_extent(a: np.ndarray) -> tuple[slice, slice] | None:
+    """Rows and columns of the ink that _fit_digit scales into its box: what is over a quarter of the peak."""
+    if a.max() <= 0:
+        return None
+    rows, cols = np.nonzero(a > 0.25 * a.max())
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+
+
+def _digit_box(size: tuple[int, int]) -> int:
+    """The side of the box a digit is fitted into: 20 of a 28-pixel field, as MNIST's."""
+    return max(1, round(min(size) * 20 / 28))
+
+
 def _fit_digit(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """MNIST's preparation: the ink's bounding box, scaled to fit 20x20 (for 28x28) keeping its aspect,
     pasted so its centre of mass is at the centre of the field (LeCun et al. 1998, Section III.A)."""
     h, w = size
-    ink = a > 0.25 * a.max() if a.max() > 0 else np.zeros_like(a, dtype=bool)
-    if not ink.any():
+    extent = _ink_extent(a)
+    if extent is None:
         return np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.BILINEAR))
-    rows, cols = np.nonzero(ink)
-    crop = a[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    box = max(1, round(min(h, w) * 20 / 28))
-    scale = box / max(crop.shape)
+    crop = a[extent]
+    scale = _digit_box(size) / max(crop.shape)
     nh, nw = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
     small = np.asarray(Image.fromarray(crop).resize((nw, nh), Image.Resampling.LANCZOS), dtype=np.float64)
     total = small.sum()
