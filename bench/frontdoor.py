@@ -38,15 +38,17 @@ def _module_at(rev: str):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="the commit whose contract/ink.py to compare with")
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
+    p.add_argument("--model", default="mnist-cnn", help="whose fit (digits or garments) and dataset to photograph")
+    p.add_argument("--data", type=Path, help="its IDX folder (default: ../shared/data/<its dataset>)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args(argv)
-    meta = load_metadata(REPO / "artifacts" / "mnist-cnn")
-    images, _, _, val = idx_split(meta, args.data)
+    meta = load_metadata(REPO / "artifacts" / args.model)
+    images, _, _, val = idx_split(meta, args.data or REPO.parent / "shared" / "data" / meta.dataset.name)
     rng = np.random.default_rng(5)
+    fit = meta.image_preprocessing().fit
     photos = [
-        decode_image(photograph(images[i, 0], "digit", rng, EVAL_STYLE), max_pixels=1 << 24).convert("L")
+        decode_image(photograph(images[i, 0], fit, rng, EVAL_STYLE), max_pixels=1 << 24).convert("L")
         for i in val[: args.n]
     ]
     versions = {args.base: _module_at(args.base), "working tree": contract.ink}
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, module in versions.items():
             t0 = time.perf_counter()
             for photo in photos:
-                module.find_ink(photo)
+                module.find_ink(photo, objects=fit == "contain")
             ms[name].append((time.perf_counter() - t0) * 1000 / len(photos))
     for name, values in ms.items():
         print(f"{name}: find_ink {np.median(values):.2f} ms per photo (median of {args.rounds} rounds)")

@@ -29,8 +29,9 @@ from PIL import Image
 from contract.images import decode_image, prepare_image
 from contract.metadata import ModelMetadata, load_metadata
 from contract.photos import EVAL_STYLE, photograph, render_digit_photo
-from export.calibrate import ece, ece_floor, idx_split, odd_images
+from export.calibrate import ece, ece_floor, idx_split
 from export.evaluate import auroc
+from export.odd_images import odd_images
 
 REPO = Path(__file__).resolve().parent.parent
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}

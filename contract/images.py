@@ -167,7 +167,15 @@ def _fit_contain(img: Image.Image, size: tuple[int, int], fill: int | tuple[int,
 
 
 def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
-    """A decoded image of any size and mode -> uint8 array (C, H, W) in the model's pixel convention.
+    """A decoded image of any size and mode -> uint8 array (C, H, W) in the model's pixel convention
+    (``read_image``'s pixels)."""
+    return read_image(img, pre)[0]
+
+
+def read_image(img: Image.Image, pre: ImagePreprocessing) -> tuple[np.ndarray, float | None]:
+    """A decoded image of any size and mode -> uint8 array (C, H, W) in the model's pixel convention, and
+    when it was read as a photo, how unlike a photo of the model's kind of input it is (``Ink.oddness``: above
+    1, unlike any; None when the image was taken as it is).
 
     An image already at the model's input size is taken pixel for pixel (after mode conversion and
     polarity), so the training set's own images pass through unchanged. Any other image, for a model
@@ -180,7 +188,8 @@ def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
     if pre.channels == 1:
         a = np.asarray(img, dtype=np.uint8)
         if a.shape != size and pre.white_on_black and pre.fit in ("digit", "contain"):
-            return _fit_ink(find_ink(img, objects=pre.fit == "contain"), size, pre.fit)[None].copy()
+            ink = find_ink(img, objects=pre.fit == "contain")
+            return _fit_ink(ink, size, pre.fit)[None].copy(), ink.oddness
         if pre.white_on_black and _border_mean(a) > 127.5:  # dark ink on light paper: flip to MNIST's polarity
             a = 255 - a
         if a.shape != size:
@@ -190,14 +199,14 @@ def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
                 a = np.asarray(_fit_contain(Image.fromarray(a), size, 0))
             else:
                 a = np.asarray(Image.fromarray(a).resize(size[::-1], Image.Resampling.BILINEAR))
-        return a[None].copy()
+        return a[None].copy(), None
     if img.size != size[::-1]:
         img = (
             _fit_contain(img, size, (0, 0, 0))
             if pre.fit == "contain"
             else img.resize(size[::-1], Image.Resampling.BILINEAR)
         )
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy(), None
 
 
 def normalize(pixels: np.ndarray, pre: ImagePreprocessing) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from contract.images import decode_image, prepare_image
+from contract.images import decode_image, read_image
 from contract.metadata import ImagePreprocessing
 
 Range = tuple[float, float]
@@ -206,7 +206,17 @@ def photograph(item: np.ndarray, fit: str, rng: np.random.Generator, style: Phot
 def photographs(images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, rng: np.random.Generator) -> np.ndarray:
     """uint8 (N, 1, H, W) dataset images -> the same photographed and read back through the service's front
     door (``prepare_image``): what a model gets when users send photos of them."""
+    return read_photographs(images, pre, style, rng)[0]
+
+
+def read_photographs(
+    images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``photographs``, and how unlike a photo of their kind the front door found each (``read_image``'s
+    oddness, NaN where it took an image as it is)."""
     out = np.empty((len(images), 1, *pre.input_size), dtype=np.uint8)
+    oddness = np.full(len(images), np.nan)
     for i, img in enumerate(images):
-        out[i] = prepare_image(decode_image(photograph(img[0], pre.fit, rng, style), max_pixels=1 << 24), pre)
-    return out
+        out[i], odd = read_image(decode_image(photograph(img[0], pre.fit, rng, style), max_pixels=1 << 24), pre)
+        oddness[i] = np.nan if odd is None else odd
+    return out, oddness

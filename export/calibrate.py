@@ -41,10 +41,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 from contract.data import read_idx, stratified_split
-from contract.images import normalize, prepare_image
+from contract.images import normalize
 from contract.metadata import (
     METADATA_FILE,
     ONNX_FILE,
@@ -56,10 +55,11 @@ from contract.metadata import (
     sha256_file,
     softmax,
 )
-from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs
+from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs, read_photographs
 from contract.text import Vocab, text_logits, tokenize
 from export.evaluate import auroc
 from export.frechet import feature_session
+from export.odd_images import odd_inputs
 from export.ood import (
     CLEAN_FLAG,
     COMPONENT_FLAGS,
@@ -134,37 +134,6 @@ def _halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 # ---- image classifiers ---------------------------------------------------------------------------------
 
 
-def odd_images() -> dict[str, list[Image.Image]]:
-    """What careless users send that is no digit or garment: blank and uniform pages, noise, a photographed
-    page of printed text, and natural photographs (the two that ship inside scikit-learn)."""
-    from PIL import ImageDraw
-    from sklearn.datasets import load_sample_images
-
-    rng = np.random.default_rng(7)
-    sets: dict[str, list[Image.Image]] = {
-        "blank white page": [Image.new("L", (300, 300), 255)],
-        "uniform grey paper": [Image.new("L", (300, 300), v) for v in (215, 230, 128)],
-        "page of noise": [Image.fromarray(rng.integers(0, 256, (300, 300), dtype=np.uint8)) for _ in range(5)],
-        "natural photograph": [Image.fromarray(a) for a in load_sample_images().images],
-    }
-    text = []
-    for k in range(5):
-        page = Image.new("L", (400, 300), 235)
-        draw = ImageDraw.Draw(page)
-        for line in range(12):
-            words = " ".join("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 5)) for _ in range(8))
-            draw.text((10, 8 + 24 * line), words, fill=30 + 10 * k)
-        text.append(page)
-    sets["photo of printed text"] = text
-    return sets
-
-
-def odd_inputs(meta: ModelMetadata) -> dict[str, np.ndarray]:
-    """``odd_images`` through the model's front door -> (N, 1, H, W) uint8 per kind."""
-    pre = meta.image_preprocessing()
-    return {name: np.stack([prepare_image(im, pre) for im in imgs]) for name, imgs in odd_images().items()}
-
-
 def _run(
     sess: ort.InferenceSession, feat: str | None, meta: ModelMetadata, pixels: np.ndarray, batch: int = 500
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -196,22 +165,20 @@ def image_sets(
     ood_images: np.ndarray,
     n_photos: int,
     fitting: bool,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The prepared image sets (name -> (N, 1, H, W) uint8) and the labels of those that have them: half B of
-    the validation split clean and photographed (EVAL_STYLE), the other dataset's half B and odd inputs; with
-    ``fitting`` also half A (clean, photographed in TRAIN_STYLE, the other dataset's) and 20,000 training images
-    (some as photos)."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The prepared image sets (name -> (N, 1, H, W) uint8), the labels of those that have them, and the front
+    door's oddness of those measured as the service reads them: half B of the validation split clean and
+    photographed (EVAL_STYLE), the other dataset's half B and odd inputs; with ``fitting`` also half A (clean,
+    photographed in TRAIN_STYLE, the other dataset's) and 20,000 training images (some as photos)."""
     pre = meta.image_preprocessing()
     a, b = _halves(len(val))
     va, vb = val[a], val[b]
     pb = vb[: n_photos // 2]
     oa, ob = _halves(len(ood_images), seed=1)
-    sets = {
-        "B clean": images_all[vb],
-        "B photos": photographs(images_all[pb], pre, EVAL_STYLE, np.random.default_rng(5)),
-        "B other dataset": ood_images[ob],
-        **{f"odd: {k}": v for k, v in odd_inputs(meta).items()},
-    }
+    read = {"B photos": read_photographs(images_all[pb], pre, EVAL_STYLE, np.random.default_rng(5))}
+    read |= {f"odd: {k}": v for k, v in odd_inputs(meta).items()}
+    sets = {"B clean": images_all[vb], "B other dataset": ood_images[ob], **{k: px for k, (px, _) in read.items()}}
+    door = {k: odd for k, (_, odd) in read.items()}
     truth = {"B clean": labels_all[vb], "B photos": labels_all[pb]}
     if fitting:
         pa = va[: n_photos // 2]
@@ -226,11 +193,15 @@ def image_sets(
         }
         truth |= {"fit": labels_all[fit], "fit photos": labels_all[fit_ph]}
         truth |= {"A clean": labels_all[va], "A photos": labels_all[pa]}
-    return sets, truth
+    return sets, truth, door
 
 
 def calibrate_images(
-    model_dir: Path, meta: ModelMetadata, sets: dict[str, np.ndarray], truth: dict[str, np.ndarray]
+    model_dir: Path,
+    meta: ModelMetadata,
+    sets: dict[str, np.ndarray],
+    truth: dict[str, np.ndarray],
+    door: dict[str, np.ndarray],
 ) -> ModelMetadata:
     """Temperature and the out-of-distribution score for an image classifier (the module docstring), fitted on
     the sets ``image_sets(..., fitting=True)`` made, written into ``model_dir``'s graph (an earlier calibration's
@@ -286,7 +257,8 @@ def calibrate_images(
         f"photographed half-A images flagged; the components chosen flag the most of the other dataset's half A "
         f"there ({tried})",
     )
-    served_b = measure_images(model_dir, meta, {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}, truth)
+    measured = {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}
+    served_b = measure_images(model_dir, meta, measured, truth, door)
     np.testing.assert_allclose(served_b, combined_score(comps["B clean"], scaling), rtol=1e-3, atol=1e-3)
     meta.ood.figures |= {
         f"auroc_other_dataset_{c}": auroc(comps["B clean"][c], comps["B other dataset"][c]) for c in comps["B clean"]
@@ -295,11 +267,17 @@ def calibrate_images(
 
 
 def measure_images(
-    model_dir: Path, meta: ModelMetadata, sets: dict[str, np.ndarray], truth: dict[str, np.ndarray]
+    model_dir: Path,
+    meta: ModelMetadata,
+    sets: dict[str, np.ndarray],
+    truth: dict[str, np.ndarray],
+    door: dict[str, np.ndarray],
 ) -> np.ndarray:
     """Run a calibrated artifact's graph (logits and ood_score, as the service does) on image sets and write
     the figures into ``meta``: accuracy and ECE before/after on the labelled sets, AUROC against the other
-    dataset, and the share of each set flagged. Returns the clean half-B scores (for the caller's checks)."""
+    dataset, and the share of each set flagged as the service flags it (``door``: the front door's oddness of
+    the sets it read as photos; a field with nothing written is flagged too). Returns the clean half-B scores
+    (for the caller's checks)."""
     assert meta.calibration is not None and meta.ood is not None
     sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
     pre = meta.image_preprocessing()
@@ -317,12 +295,17 @@ def measure_images(
     meta.calibration.ece_before = {k: ece(softmax(logits[k]), truth[k]) for k in labelled}
     meta.calibration.ece_after = {k: ece(softmax(logits[k], t), truth[k]) for k in labelled}
     meta.calibration.ece_floor = {k: ece_floor(softmax(logits[k], t)) for k in labelled}
+    flagged = {k: v > threshold for k, v in scores.items()}
+    for k, px in sets.items():
+        flagged[k] |= np.ptp(px.reshape(len(px), -1), axis=1) == 0  # nothing written: a blank or uniform page
+        if k in door:
+            flagged[k] |= door[k] > 1  # NaN (taken as it is) compares False
     meta.ood.figures = {
         "auroc_other_dataset": auroc(scores["B clean"], scores["B other dataset"]),
-        "flagged_clean": float((scores["B clean"] > threshold).mean()),
-        "flagged_photos": float((scores["B photos"] > threshold).mean()),
-        "flagged_other_dataset": float((scores["B other dataset"] > threshold).mean()),
-        **{f"flagged {k[5:]}": float((v > threshold).mean()) for k, v in scores.items() if k.startswith("odd: ")},
+        "flagged_clean": float(flagged["B clean"].mean()),
+        "flagged_photos": float(flagged["B photos"].mean()),
+        "flagged_other_dataset": float(flagged["B other dataset"].mean()),
+        **{f"flagged {k[5:]}": float(v.mean()) for k, v in flagged.items() if k.startswith("odd: ")},
     }
     return scores["B clean"]
 
@@ -420,13 +403,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error("image classifiers need --ood-data")
         images, labels, train, val = idx_split(meta, args.data)
         ood_images, _, _, ood_val = idx_split(meta, args.ood_data)
-        sets, truth = image_sets(
+        sets, truth, door = image_sets(
             meta, images, labels, train, val, ood_images[ood_val], args.photos, fitting=not args.measure
         )
         if args.measure:
-            measure_images(args.artifact, meta, sets, truth)
+            measure_images(args.artifact, meta, sets, truth, door)
         else:
-            meta = calibrate_images(args.artifact, meta, sets, truth)
+            meta = calibrate_images(args.artifact, meta, sets, truth, door)
     elif meta.task == "text-classification":
         # deterministic: with --measure it refits the same temperature and threshold, and nothing is written
         meta = calibrate_texts(args.artifact, *text_validation(meta, args.data))

@@ -193,8 +193,8 @@ class Engine:
         rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(data)]
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
-            return meta, [ImageItem(model=key, x=x) for x in rows]
-        return meta, [LabeledImageItem(model=key, x=x, label=label) for x in rows]
+            return meta, [ImageItem(model=key, x=x, oddness=odd) for x, odd in rows]
+        return meta, [LabeledImageItem(model=key, x=x, oddness=odd, label=label) for x, odd in rows]
 
     async def model_cards(self) -> list[ModelCard]:
         runtime: dict[str, list[str]] = {}

@@ -41,10 +41,12 @@ SERVICE_CONFIG = {
 
 
 class ImageItem(BaseModel):
-    """One image row: which model, and its preprocessed tensor (C, H, W)."""
+    """One image row: which model, its preprocessed tensor (C, H, W), and for a photo how unlike one of the
+    model's kind of input it is (contract.ink.Ink.oddness: above 1, unlike any)."""
 
     model: str
     x: Float32
+    oddness: float | None = None
 
 
 class LabeledImageItem(ImageItem):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from contract.images import ImageError, decode_image, normalize, prepare_image, to_pil
+from contract.images import ImageError, decode_image, normalize, read_image, to_pil
 from contract.metadata import ModelMetadata
 from service.errors import ApiError
 from service.metrics import PREPROCESS_SECONDS, child
@@ -31,8 +31,9 @@ def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
 
 def to_input(
     data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, max_pixels: int, max_side: int, max_scans: int
-) -> np.ndarray:
-    """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained."""
+) -> tuple[np.ndarray, float | None]:
+    """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained, and how unlike a photo of the
+    model's kind of input it is when it was read as a photo (``read_image``)."""
     t0 = time.perf_counter()
     if len(data) > max_bytes:
         raise ApiError(
@@ -41,11 +42,12 @@ def to_input(
     try:
         img = decode_image(data, max_pixels=max_pixels, max_side=max_side, max_scans=max_scans)
         pre = meta.image_preprocessing()
-        x = normalize(prepare_image(img, pre), pre)
+        raw, oddness = read_image(img, pre)
+        x = normalize(raw, pre)
     except ImageError as e:
         raise ApiError(e.code, f"images[{index}]: {e}", [{"index": index}]) from None
     child(PREPROCESS_SECONDS, meta.name).observe(time.perf_counter() - t0)
-    return x
+    return x, oddness
 
 
 def pixels(x: np.ndarray, meta: ModelMetadata) -> np.ndarray:

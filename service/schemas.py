@@ -60,12 +60,14 @@ class ImagesInput(BaseModel):
 
 
 OOD_SCORE = Field(
-    description="how unlike the training data the input is, higher is less alike (the model card's ood.method); "
+    description="how unlike the training data the input is, higher is less alike (the model card's ood.method; "
+    "for a photo, at least the front door's judgement of the page, scaled so that its limit is the threshold); "
     "null for a model without an out-of-distribution calibration"
 )
 OOD_FLAG = Field(
     description="ood_score is above the model's threshold (ood.threshold in its card); for an image, also when "
-    "nothing is found written on it (a blank or uniform page), whether the model is calibrated or not"
+    "nothing is found written on it (a blank or uniform page) or the photo is unlike any of the model's kind "
+    "(a scene behind the object, strokes scattered over a whole scene), whether the model is calibrated or not"
 )
 
 

@@ -130,8 +130,8 @@ def calibrate(model_dir: Path, digits) -> None:
 
     meta = load_metadata(model_dir)
     train, val = stratified_split(digits.labels, meta.dataset.val_fraction, meta.dataset.split_seed)
-    sets, truth = image_sets(meta, digits.images, digits.labels, train, val, letters(100), 40, fitting=True)
-    meta = calibrate_images(model_dir, meta, sets, truth)
+    sets, truth, door = image_sets(meta, digits.images, digits.labels, train, val, letters(100), 40, fitting=True)
+    meta = calibrate_images(model_dir, meta, sets, truth, door)
     (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
 
 

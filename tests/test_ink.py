@@ -1,19 +1,21 @@
 """The front door for photos (contract/ink.py through contract.images.prepare_image): synthetic photos of known
-digits come out as MNIST-style digits, and a page with nothing on it comes out empty."""
+digits come out as MNIST-style digits, a page with nothing on it comes out empty, and photographs of the world
+(scikit-image's) are judged unlike any page of digits or garments."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from contract.images import decode_image, prepare_image
 from contract.ink import find_ink
 from contract.metadata import ImagePreprocessing
-from contract.photos import EVAL_STYLE, TRAIN_STYLE, render_digit_photo
+from contract.photos import EVAL_STYLE, TRAIN_STYLE, render_digit_photo, render_product_photo
 
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
 
@@ -169,3 +171,53 @@ def test_hairline_strokes_are_widened_and_pen_strokes_are_left_alone(monkeypatch
     monkeypatch.setattr(images, "THIN_STROKE", 0.0)  # widening off
     assert widened >= 1.3 * ink_pixels(thin)
     np.testing.assert_array_equal(prepare_image(thick, DIGIT), thick_out)
+
+
+def _skimage_photo(name: str) -> Image.Image:
+    import skimage
+
+    return Image.open(Path(skimage.__file__).parent / "data" / name).convert("L")
+
+
+def _shirt() -> np.ndarray:
+    """A 28x28 garment as Fashion-MNIST stores it: a bright, shaded T-shirt on black."""
+    img = Image.new("L", (28, 28), 0)
+    outline = [(4, 6), (10, 3), (18, 3), (24, 6), (22, 11), (19, 10), (19, 25), (9, 25), (9, 10)]
+    ImageDraw.Draw(img).polygon(outline, 200)
+    return np.asarray(img.filter(ImageFilter.GaussianBlur(0.7)))
+
+
+def test_photographed_digits_and_garments_look_like_their_pages(seven):
+    """The front door's oddness stays under 1 on photos rendered wider than training's (EVAL_STYLE), digits and
+    garments of any colour alike."""
+    rng = np.random.default_rng(12)
+    for _ in range(15):
+        digit = decode_image(render_digit_photo(seven, rng, EVAL_STYLE), max_pixels=1 << 24).convert("L")
+        assert find_ink(digit).oddness < 1
+        colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
+        photo = render_product_photo(_shirt(), rng, colour, EVAL_STYLE)  # type: ignore[arg-type]
+        assert find_ink(decode_image(photo, max_pixels=1 << 24).convert("L"), objects=True).oddness < 1
+
+
+@pytest.mark.parametrize("name", ["grass.png", "gravel.png", "ihc.png"])
+def test_a_scene_read_as_pen_strokes_is_unlike_any_page(name):
+    """Texture all over a photograph (grass, gravel, a stained tissue) read as ink: strokes scattered over the
+    whole frame, not a digit on paper."""
+    assert find_ink(_skimage_photo(name)).oddness > 1
+
+
+@pytest.mark.parametrize("name", ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg"])
+def test_an_object_in_a_scene_is_unlike_a_product_photo(name):
+    """A cup on a wooden table, a cat, a person, a rocket against the sky: the frame's border is a scene, not the
+    plain table or sheet a garment is photographed on."""
+    assert find_ink(_skimage_photo(name), objects=True).oddness > 1
+
+
+def test_a_page_of_printed_text_is_no_garment():
+    """Lines of text read as one object cover a sixth of its box; a garment covers at least a quarter."""
+    page = Image.new("L", (400, 300), 235)
+    draw = ImageDraw.Draw(page)
+    for line in range(12):
+        draw.text((10, 8 + 24 * line), "lorem ipsum dolor sit amet consectetur adipiscing elit", fill=40)
+    assert find_ink(page, objects=True).oddness > 1
+    assert prepare_image(page, DIGIT).shape == (1, 28, 28)  # still answered: the flag is the service's

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,18 +75,35 @@ def test_a_blank_or_uniform_page_is_a_200_flagged_out_of_distribution(client, pa
 
 def test_nothing_written_is_flagged_even_by_an_uncalibrated_model(client, pages):
     """The front door finding no ink is the classifier's business whatever its calibration: digits-lenet5 has no
-    OOD score, yet a blank page or uniform paper is flagged (and counted); a page of noise, which holds "ink",
-    is left to the score it does not have."""
+    OOD score, yet a blank page or uniform paper is flagged (and counted), and so is a page of noise: its
+    "ink" is specks scattered over the whole page, unlike any page of writing."""
     before = flagged_count(client, LENET)
     uniform = ["blank", "grey 215", "grey 230"]
     r = client.post("/v1/classify", json={"model": LENET, "images": [b64(pages[k]) for k in [*uniform, "noise"]]})
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
-    assert [p["out_of_distribution"] for p in preds] == [True, True, True, False], preds
+    assert [p["out_of_distribution"] for p in preds] == [True, True, True, True], preds
     assert all(p["ood_score"] is None for p in preds)
     up = client.post("/v1/classify/upload", data={"model": LENET}, files={"image": ("page.jpg", pages["blank"])})
     assert up.status_code == 200 and up.json()["predictions"][0]["out_of_distribution"] is True
-    assert flagged_count(client, LENET) == before + len(uniform) + 1
+    assert flagged_count(client, LENET) == before + len(uniform) + 2
+
+
+def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root):
+    """A photograph of grass read as pen strokes is texture over the whole page: flagged by both digit models,
+    the calibrated one with its ood_score raised to at least the threshold, and counted."""
+    import skimage
+
+    scene = jpeg(Image.open(Path(skimage.__file__).parent / "data" / "grass.png"))
+    threshold = load_metadata(artifact_root / CNN).ood.threshold
+    for model in (CNN, LENET):
+        before = flagged_count(client, model)
+        r = client.post("/v1/classify", json={"model": model, "images": [b64(scene)]})
+        assert r.status_code == 200, r.text
+        (p,) = r.json()["predictions"]
+        assert p["out_of_distribution"] is True, p
+        assert (p["ood_score"] > threshold) if model == CNN else p["ood_score"] is None
+        assert flagged_count(client, model) == before + 1
 
 
 def test_include_input_returns_what_the_model_saw(client, artifact_root, digits):

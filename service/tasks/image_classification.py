@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
-from service.engine import Engine, current, flag
+from service.engine import Engine, current
 from service.family import (
     SERVICE_CONFIG,
     Family,
@@ -96,13 +96,23 @@ class ImageModels(Family):
         return in_input_order(len(items), chunks)
 
 
-def nothing_written(meta: ModelMetadata, x: np.ndarray) -> bool:
-    """The front door found nothing to read (a blank page, uniform paper: the prepared field is one value), which
-    is out of distribution for every classifier, calibrated or not; counted like a score above the threshold."""
-    if float(np.ptp(x)) > 0.0:
-        return False
-    OUT_OF_DISTRIBUTION.labels(meta.name).inc()
-    return True
+def served_ood(meta: ModelMetadata, score: float | None, item: ImageItem) -> tuple[float | None, bool]:
+    """One image's out-of-distribution answer: the graph's score, raised for a photo to the front door's oddness
+    in the score's units (oddness 1 maps to the threshold); flagged when the score is above the threshold, or,
+    calibrated or not, when the front door found nothing written (a blank page, uniform paper: the prepared
+    field is one value) or a page unlike any of the model's kind (oddness above 1: a scene, printed text).
+    A flag is counted once."""
+    odd = item.oddness
+    if meta.ood is not None and score is not None and odd is not None and meta.ood.threshold > 0:
+        score = max(score, odd * meta.ood.threshold)
+    flagged = (
+        (meta.ood is not None and score is not None and score > meta.ood.threshold)
+        or (odd is not None and odd > 1)
+        or float(np.ptp(item.x)) == 0.0
+    )
+    if flagged:
+        OUT_OF_DISTRIBUTION.labels(meta.name).inc()
+    return score, flagged
 
 
 async def classify_blobs(
@@ -117,14 +127,15 @@ async def classify_blobs(
         order = np.argsort(-p, kind="stable")[:k]
         best = int(order[0])
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
+        ood_score, flagged = served_ood(meta, r.ood_score, item)
         predictions.append(
             Prediction(
                 label=meta.labels[best],
                 index=best,
                 score=float(p[best]),
                 top_k=[LabelScore(label=meta.labels[j], score=float(p[j])) for j in order],
-                ood_score=r.ood_score,
-                out_of_distribution=flag(meta, r.ood_score) or nothing_written(meta, item.x),
+                ood_score=ood_score,
+                out_of_distribution=flagged,
                 input=png_b64(pixels(item.x, meta)) if include_input else None,
             )
         )

@@ -1,0 +1,82 @@
+"""What careless users send an image classifier that is no digit or garment: blank and uniform pages, noise,
+pages of printed text and photographs of the world, for export/calibrate.py's and bench/photos.py's
+out-of-distribution figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from contract.images import read_image
+from contract.metadata import ModelMetadata
+
+# photographs bundled inside scikit-image's wheel (skimage/data): scenes, animals, objects, textures, people,
+# microscopy, astronomy; its 200 small faces (LFW) are sampled every 20th
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
+    "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png",
+    "retina.jpg", "rocket.jpg", "microaneurysms.png",
+)  # fmt: skip
+
+
+def natural_photographs() -> list[Image.Image]:
+    """Photographs of the world, none of a digit or a lone garment: the two inside scikit-learn, those inside
+    scikit-image, 10 of its faces (25 x 25, shown at 200 x 200), and 4 random square crops of each colour
+    photograph (a photo of part of a scene)."""
+    import skimage
+    from sklearn.datasets import load_sample_images
+
+    root = Path(skimage.__file__).parent / "data"
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    photos += [Image.open(root / name).copy() for name in SKIMAGE_PHOTOS]
+    faces = np.load(root / "lfw_subset.npy")[::20]
+    photos += [Image.fromarray((f * 255).round().astype(np.uint8)).resize((200, 200)) for f in faces]
+    rng = np.random.default_rng(0)
+    crops = []
+    for im in photos:
+        if im.mode != "RGB" or min(im.size) < 200:
+            continue
+        for _ in range(4):
+            side = int(min(im.size) * rng.uniform(0.3, 0.7))
+            x, y = int(rng.integers(0, im.width - side)), int(rng.integers(0, im.height - side))
+            crops.append(im.crop((x, y, x + side, y + side)))
+    return photos + crops
+
+
+def odd_images() -> dict[str, list[Image.Image]]:
+    """What careless users send that is no digit or garment: blank and uniform pages, noise, photographed pages
+    of printed text (drawn here, and scikit-image's scanned page), and ``natural_photographs``."""
+    import skimage
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(7)
+    sets: dict[str, list[Image.Image]] = {
+        "blank white page": [Image.new("L", (300, 300), 255)],
+        "uniform grey paper": [Image.new("L", (300, 300), v) for v in (215, 230, 128)],
+        "page of noise": [Image.fromarray(rng.integers(0, 256, (300, 300), dtype=np.uint8)) for _ in range(5)],
+        "natural photograph": natural_photographs(),
+    }
+    text = []
+    for k in range(5):
+        page = Image.new("L", (400, 300), 235)
+        draw = ImageDraw.Draw(page)
+        for line in range(12):
+            words = " ".join("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 5)) for _ in range(8))
+            draw.text((10, 8 + 24 * line), words, fill=30 + 10 * k)
+        text.append(page)
+    text.append(Image.open(Path(skimage.__file__).parent / "data" / "page.png").copy())
+    sets["photo of printed text"] = text
+    return sets
+
+
+def odd_inputs(meta: ModelMetadata) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``odd_images`` through the model's front door -> per kind, (N, 1, H, W) uint8 and the front door's
+    oddness (NaN where it took an image as it is)."""
+    pre = meta.image_preprocessing()
+    out = {}
+    for name, imgs in odd_images().items():
+        read = [read_image(im, pre) for im in imgs]
+        out[name] = np.stack([x for x, _ in read]), np.array([np.nan if o is None else o for _, o in read])
+    return out
