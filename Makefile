@@ -179,11 +179,11 @@ models: $(VENV)/.dev vectors fashion-resnet
 	$(TRAIN) rnn-classifier --data $(IMDB) --epochs 4 $(TEXT) $(ATTENTION) --out $(RUNS)/imdb-lstm
 	for m in sst2-lstm sst2-gru sst2-lstm-max; do \
 		$(EXPORT) $(RUNS)/$$m/checkpoint.pt --out $(ART)/$$m && $(CALIBRATE) $(ART)/$$m --data $(SST2) || exit 1; done
-	# the default: the BiGRU distilled from the three (Hinton et al. 2015) on their labelled rows and 25,000
+	# the default: the BiGRU distilled from the three (Hinton et al. 2015) on their labelled rows and 100,000
 	# sentences of the unlabelled reviews that only they label (training/distillation.py)
 	$(TRAIN) rnn-classifier --data $(SST2) --epochs 8 $(TEXT) $(ATTENTION) --model-arg 'cell="gru"' \
 		--teacher $(ART)/sst2-gru --teacher $(ART)/sst2-lstm --teacher $(ART)/sst2-lstm-max \
-		--unlabelled $(DATA)/sentiment/imdb/unsup.csv.gz --unlabelled-rows 25000 --out $(RUNS)/sst2-gru-distilled
+		--unlabelled $(DATA)/sentiment/imdb/unsup.csv.gz --unlabelled-rows 100000 --out $(RUNS)/sst2-gru-distilled
 	$(EXPORT) $(RUNS)/sst2-gru-distilled/checkpoint.pt --out $(ART)/sst2-gru-distilled
 	$(CALIBRATE) $(ART)/sst2-gru-distilled --data $(SST2)
 	$(EXPORT) $(RUNS)/imdb-lstm/checkpoint.pt --out $(ART)/imdb-lstm
