@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from contract.ink import Ink, find_ink, stroke_width, widen
+from contract.ink import SPARSE_INK, Ink, find_ink, stroke_width, widen
 from contract.metadata import Fit, ImagePreprocessing
 
 # MPO: the multi-picture JPEG some phone cameras save; Pillow decodes its first picture, the photo itself
@@ -28,8 +28,6 @@ class ImageError(ValueError):
 
 THIN_STROKE = 2.2  # px of a 28-px field: photographed strokes thinner than this are widened ...
 WIDENED_TO = 2.4  # ... to this (chosen on the 3,000 tuning photos of bench/tuning.py, seed 777)
-SPARSE_INK = 0.02  # ink covering less of its box than this is specks, never widened (a page of noise: < 1 %;
-# photographed digits: 4 of 2,987 tuning photos, a 2-px pen's digit at 240 px: 5 %)
 
 
 def decode_image(

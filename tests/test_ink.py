@@ -189,7 +189,7 @@ def _shirt() -> np.ndarray:
 
 def test_photographed_digits_and_garments_look_like_their_pages(seven):
     """The front door's oddness stays under 1 on photos rendered wider than training's (EVAL_STYLE), digits and
-    garments of any colour alike."""
+    garments of any colour alike, and 7s drawn with pens from 1 to 4 pixels wide at 240 pixels."""
     rng = np.random.default_rng(12)
     for _ in range(15):
         digit = decode_image(render_digit_photo(seven, rng, EVAL_STYLE), max_pixels=1 << 24).convert("L")
@@ -197,6 +197,8 @@ def test_photographed_digits_and_garments_look_like_their_pages(seven):
         colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
         photo = render_product_photo(_shirt(), rng, colour, EVAL_STYLE)  # type: ignore[arg-type]
         assert find_ink(decode_image(photo, max_pixels=1 << 24).convert("L"), objects=True).oddness < 1
+    for width in (1, 2, 3, 4):  # a 7's strokes cover little of its box, the less the finer the pen
+        assert find_ink(_polyline_page(width)).oddness < 1, width
 
 
 @pytest.mark.parametrize("name", ["grass.png", "gravel.png", "ihc.png"])
