@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from contract.metadata import ImagePreprocessing, load_metadata
-from contract.photos import EVAL_STYLE, photographs
+from contract.metadata import load_metadata
+from contract.photos import EVAL_STYLE, photographs_in_chunks
 from export.calibrate import idx_split
 from export.evaluate import predict_images
 
 REPO = Path(__file__).resolve().parent.parent
 SEED, N, CHUNK = 777, 3000, 500
-
-
-def _chunk(args: tuple[np.ndarray, ImagePreprocessing, int]) -> np.ndarray:
-    images, pre, seed = args
-    return photographs(images, pre, EVAL_STYLE, np.random.default_rng(seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_metadata(args.artifacts[0])
     images, labels, _, val = idx_split(meta, args.data)
     pick = val[np.random.default_rng(SEED).permutation(len(val))[:N]]
-    chunks = [(images[pick[i : i + CHUNK]], meta.image_preprocessing(), SEED * 1000 + i) for i in range(0, N, CHUNK)]
-    with ProcessPoolExecutor(2) as pool:  # photos already read by the front door: (N, 1, 28, 28), 28x28 passes as is
-        photos = np.concatenate(list(pool.map(_chunk, chunks)))
+    seeds = [SEED * 1000 + i for i in range(0, N, CHUNK)]
+    # photos already read by the front door: (N, 1, 28, 28), which predict_images takes as they are
+    photos = photographs_in_chunks(images[pick], meta.image_preprocessing(), EVAL_STYLE, CHUNK, seeds)
     wrong = {}
     for folder in args.artifacts:
         m = load_metadata(folder)

@@ -209,6 +209,27 @@ def photographs(images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, 
     return read_photographs(images, pre, style, rng)[0]
 
 
+def _photographs_of(args: tuple[np.ndarray, dict, PhotoStyle, int]) -> np.ndarray:
+    images, pre, style, seed = args
+    return photographs(images, ImagePreprocessing(**pre), style, np.random.default_rng(seed))
+
+
+def photographs_in_chunks(
+    images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, chunk: int, seeds: list[int], workers: int = 2
+) -> np.ndarray:
+    """``photographs`` of ``images`` in chunks of ``chunk`` (the last may be shorter), the i-th drawn with
+    ``seeds[i]``, in ``workers`` processes: the same inputs give the same photos however many processes run."""
+    if len(seeds) != -(-len(images) // chunk):
+        raise ValueError(f"{len(images)} images in chunks of {chunk} need {-(-len(images) // chunk)} seeds")
+    chunks = [(images[i * chunk : (i + 1) * chunk], pre.model_dump(), style, seed) for i, seed in enumerate(seeds)]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            return np.concatenate(list(pool.map(_photographs_of, chunks)))
+    return np.concatenate([_photographs_of(c) for c in chunks])
+
+
 def read_photographs(
     images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

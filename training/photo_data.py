@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from contract.metadata import ImagePreprocessing
-from contract.photos import TRAIN_STYLE, photographs
+from contract.photos import TRAIN_STYLE, photographs_in_chunks
 
 log = logging.getLogger(__name__)
 CACHE = Path("runs/.photo-cache")
 CHUNK = 500
 CODE = [Path(__file__).resolve().parent.parent / "contract" / f for f in ("photos.py", "ink.py", "images.py")]
-
-
-def _render_chunk(args: tuple[np.ndarray, dict, int]) -> np.ndarray:
-    images, pre_dict, seed = args
-    return photographs(images, ImagePreprocessing(**pre_dict), TRAIN_STYLE, np.random.default_rng(seed))
 
 
 def photo_pool(
@@ -45,14 +39,9 @@ def photo_pool(
     path = CACHE / f"{h.hexdigest()[:16]}-{size}-{seed}.npy"
     if path.exists():
         return np.load(path), labels[pick]
-    chunks = [(images[pick[i : i + CHUNK]], pre.model_dump(), seed * 100_003 + i) for i in range(0, size, CHUNK)]
     log.info("rendering %d training images as photos (%d processes; cached in %s)", size, workers, path)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_render_chunk, chunks))
-    else:
-        parts = [_render_chunk(c) for c in chunks]
-    photos = np.concatenate(parts)
+    seeds = [seed * 100_003 + i for i in range(0, size, CHUNK)]
+    photos = photographs_in_chunks(images[pick], pre, TRAIN_STYLE, CHUNK, seeds, workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, photos)
     return photos, labels[pick]
