@@ -31,7 +31,7 @@ from contract.metadata import ModelMetadata, load_metadata
 from contract.photos import EVAL_STYLE, photograph, render_digit_photo
 from export.calibrate import ece, ece_floor, idx_split
 from export.evaluate import auroc
-from export.odd_images import odd_images
+from export.odd_images import odd_images, skimage_photo
 
 REPO = Path(__file__).resolve().parent.parent
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
@@ -114,7 +114,6 @@ def figure(client: httpx.Client, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import skimage
     from sklearn.datasets import load_sample_images
 
     images, labels, _, val = idx_split(
@@ -130,7 +129,7 @@ def figure(client: httpx.Client, path: Path) -> None:
         ("examples/sneaker-photo.jpg", (REPO / "examples" / "sneaker-photo.jpg").read_bytes(), "fashion-cnn"),
         ("grey paper", _jpeg(Image.new("L", (300, 300), 215)), "mnist-cnn"),
         ("a natural photograph", _jpeg(Image.fromarray(load_sample_images().images[1])), "mnist-cnn"),
-        ("a cup on a table", _jpeg(Image.open(Path(skimage.__file__).parent / "data" / "coffee.png")), "fashion-cnn"),
+        ("a cup on a table", _jpeg(skimage_photo("coffee.png")), "fashion-cnn"),
     ]
     fig, axes = plt.subplots(2, len(cases), figsize=(2.1 * len(cases), 4.9))
     for col, (title, blob, model) in enumerate(cases):

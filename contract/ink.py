@@ -129,10 +129,9 @@ def _border_plane(a: np.ndarray) -> np.ndarray:
     frame's border pixels by least squares, at ``a``'s size. Objects fill most of their frame, so the
     coarse rank filter used for pen strokes would take the object for paper."""
     h, w = a.shape
+    where, _, fit = _border_fit(h, w)
+    coef = fit @ a[where].astype(np.float64)
     yy, xx = np.mgrid[0:h, 0:w]
-    edge = _border(a.shape)
-    design = np.stack([np.ones(edge.sum()), xx[edge] / w, yy[edge] / h], axis=1)
-    coef, *_ = np.linalg.lstsq(design, a[edge].astype(np.float64), rcond=None)
     return (coef[0] + coef[1] * xx / w + coef[2] * yy / h).astype(np.float32)
 
 

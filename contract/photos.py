@@ -209,9 +209,9 @@ def photographs(images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, 
     return read_photographs(images, pre, style, rng)[0]
 
 
-def _photographs_of(args: tuple[np.ndarray, dict, PhotoStyle, int]) -> np.ndarray:
+def _photographs_of(args: tuple[np.ndarray, ImagePreprocessing, PhotoStyle, int]) -> np.ndarray:
     images, pre, style, seed = args
-    return photographs(images, ImagePreprocessing(**pre), style, np.random.default_rng(seed))
+    return photographs(images, pre, style, np.random.default_rng(seed))
 
 
 def photographs_in_chunks(
@@ -221,7 +221,7 @@ def photographs_in_chunks(
     ``seeds[i]``, in ``workers`` processes: the same inputs give the same photos however many processes run."""
     if len(seeds) != -(-len(images) // chunk):
         raise ValueError(f"{len(images)} images in chunks of {chunk} need {-(-len(images) // chunk)} seeds")
-    chunks = [(images[i * chunk : (i + 1) * chunk], pre.model_dump(), style, seed) for i, seed in enumerate(seeds)]
+    chunks = [(images[i * chunk : (i + 1) * chunk], pre, style, seed) for i, seed in enumerate(seeds)]
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 

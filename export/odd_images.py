@@ -21,6 +21,13 @@ SKIMAGE_PHOTOS = (
 )  # fmt: skip
 
 
+def skimage_photo(name: str) -> Image.Image:
+    """One of the pictures inside scikit-image's wheel (skimage/data), loaded."""
+    import skimage
+
+    return Image.open(Path(skimage.__file__).parent / "data" / name).copy()
+
+
 def natural_photographs() -> list[Image.Image]:
     """Photographs of the world, none of a digit or a lone garment: the two inside scikit-learn, those inside
     scikit-image, 10 of its faces (25 x 25, shown at 200 x 200), and 4 random square crops of each colour
@@ -28,10 +35,9 @@ def natural_photographs() -> list[Image.Image]:
     import skimage
     from sklearn.datasets import load_sample_images
 
-    root = Path(skimage.__file__).parent / "data"
     photos = [Image.fromarray(a) for a in load_sample_images().images]
-    photos += [Image.open(root / name).copy() for name in SKIMAGE_PHOTOS]
-    faces = np.load(root / "lfw_subset.npy")[::20]
+    photos += [skimage_photo(name) for name in SKIMAGE_PHOTOS]
+    faces = np.load(Path(skimage.__file__).parent / "data" / "lfw_subset.npy")[::20]
     photos += [Image.fromarray((f * 255).round().astype(np.uint8)).resize((200, 200)) for f in faces]
     rng = np.random.default_rng(0)
     crops = []
@@ -48,7 +54,6 @@ def natural_photographs() -> list[Image.Image]:
 def odd_images() -> dict[str, list[Image.Image]]:
     """What careless users send that is no digit or garment: blank and uniform pages, noise, photographed pages
     of printed text (drawn here, and scikit-image's scanned page), and ``natural_photographs``."""
-    import skimage
     from PIL import ImageDraw
 
     rng = np.random.default_rng(7)
@@ -66,7 +71,7 @@ def odd_images() -> dict[str, list[Image.Image]]:
             words = " ".join("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 5)) for _ in range(8))
             draw.text((10, 8 + 24 * line), words, fill=30 + 10 * k)
         text.append(page)
-    text.append(Image.open(Path(skimage.__file__).parent / "data" / "page.png").copy())
+    text.append(skimage_photo("page.png"))
     sets["photo of printed text"] = text
     return sets
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from contract.images import decode_image, prepare_image
 from contract.ink import find_ink
 from contract.metadata import ImagePreprocessing
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, render_digit_photo, render_product_photo
+from export.odd_images import skimage_photo
 
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
 
@@ -173,12 +173,6 @@ def test_hairline_strokes_are_widened_and_pen_strokes_are_left_alone(monkeypatch
     np.testing.assert_array_equal(prepare_image(thick, DIGIT), thick_out)
 
 
-def _skimage_photo(name: str) -> Image.Image:
-    import skimage
-
-    return Image.open(Path(skimage.__file__).parent / "data" / name).convert("L")
-
-
 def _shirt() -> np.ndarray:
     """A 28x28 garment as Fashion-MNIST stores it: a bright, shaded T-shirt on black."""
     img = Image.new("L", (28, 28), 0)
@@ -205,14 +199,14 @@ def test_photographed_digits_and_garments_look_like_their_pages(seven):
 def test_a_scene_read_as_pen_strokes_is_unlike_any_page(name):
     """Texture all over a photograph (grass, gravel, a stained tissue) read as ink: strokes scattered over the
     whole frame, not a digit on paper."""
-    assert find_ink(_skimage_photo(name)).oddness > 1
+    assert find_ink(skimage_photo(name).convert("L")).oddness > 1
 
 
 @pytest.mark.parametrize("name", ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg"])
 def test_an_object_in_a_scene_is_unlike_a_product_photo(name):
     """A cup on a wooden table, a cat, a person, a rocket against the sky: the frame's border is a scene, not the
     plain table or sheet a garment is photographed on."""
-    assert find_ink(_skimage_photo(name), objects=True).oddness > 1
+    assert find_ink(skimage_photo(name).convert("L"), objects=True).oddness > 1
 
 
 def test_a_page_of_printed_text_is_no_garment():

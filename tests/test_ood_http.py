@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,9 +91,9 @@ def test_nothing_written_is_flagged_even_by_an_uncalibrated_model(client, pages)
 def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root):
     """A photograph of grass read as pen strokes is texture over the whole page: flagged by both digit models,
     the calibrated one with its ood_score raised to at least the threshold, and counted."""
-    import skimage
+    from export.odd_images import skimage_photo
 
-    scene = jpeg(Image.open(Path(skimage.__file__).parent / "data" / "grass.png"))
+    scene = jpeg(skimage_photo("grass.png"))
     threshold = load_metadata(artifact_root / CNN).ood.threshold
     for model in (CNN, LENET):
         before = flagged_count(client, model)
