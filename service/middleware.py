@@ -13,13 +13,13 @@ them first), so their bare ``{"error": "Too many requests"}`` could never carry 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 
+from service.deadlines import deadline
 from service.errors import ApiError
 from service.metrics import ERRORS
 from service.routes import endpoint_label, form_routes, is_oip, json_routes
@@ -196,7 +196,7 @@ class AdmissionMiddleware:
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(self.body_timeout_s):
+            async with deadline(self.body_timeout_s):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -278,7 +278,7 @@ class AdmissionMiddleware:
             await send(message)
 
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with deadline(self.timeout_s):
                 await self.app(scope, receive, wrapped_send)
         except TimeoutError:
             if not started:

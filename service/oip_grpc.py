@@ -38,6 +38,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from service import __version__, middleware
 from service.auth import key_matches
+from service.deadlines import deadline
 from service.engine import Engine
 from service.errors import ApiError, quoted, validation_details
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
@@ -184,7 +185,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                         raise admission.too_many()
                     admission.in_flight += 1
                     slot = True
-            async with asyncio.timeout(self.settings.request_timeout_s):
+            async with deadline(self.settings.request_timeout_s):
                 return await work()
         except TimeoutError:
             code = await self._abort(

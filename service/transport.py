@@ -38,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service import middleware
 from service.balance import BALANCE, attach_worker
+from service.deadlines import watchdog
 from service.errors import ApiError
 from service.metrics import ERRORS
 from service.request_id import request_id_for
@@ -136,7 +137,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._in_head = True  # between a request's first byte (or the connection's start) and its blank line
         self._head_bytes = 0
         self._tail = b""  # the last bytes of the previous chunk: a blank line may straddle two chunks
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._watchdog = watchdog(self.loop)  # the head's deadline: an entry there, not a timer of the loop
         self._last_active = 0.0
         self._discarding = False  # answered and closing: what the client still sends is read and dropped
 
@@ -197,16 +198,12 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.on_response_complete()  # keep-alive as after any answer
 
     def _start_head_timer(self) -> None:
-        self._stop_head_timer()
-        self._head_timer = self.loop.call_later(LIMITS.head_timeout_s, self._head_late)
+        self._watchdog.arm(self, LIMITS.head_timeout_s, self._head_late)
 
     def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._watchdog.disarm(self)
 
     def _head_late(self) -> None:
-        self._head_timer = None
         if self._in_head and not self.transport.is_closing():
             message = f"the request head did not arrive within {LIMITS.head_timeout_s:g} s"
             _answer(self.transport, ApiError("request_timeout", message))
