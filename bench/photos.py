@@ -1,10 +1,11 @@
 """Real inputs through the real server: every image classifier measured over HTTP on its validation split, clean
 and photographed, on the other dataset, and on odd inputs, with default requests (``{"model", "images"}``).
 
-    .venv/bin/python -m bench.photos [--url URL] [--n 1000] [--json docs/photos.json]
+    .venv/bin/python -m bench.photos [--url URL] [--n N] [--json docs/photos.json]
 
 Photos are made by contract/photos.py's EVAL_STYLE (wider ranges than training's TRAIN_STYLE on every axis, with
-seeds neither training nor calibration use) from validation images no model was trained on. For each model
+seeds neither training nor calibration use) from validation images no model was trained on: all of half B by
+default, the half that calibration measures on and did not fit its temperature or thresholds on. For each model
 it prints accuracy, the expected calibration error of the served scores (15 bins), the share flagged
 out_of_distribution, the AUROC of ood_score against the other dataset, and the front door's cost per image
 (decode + prepare_image, one thread, in this process).
@@ -29,7 +30,7 @@ from PIL import Image
 from contract.images import decode_image, prepare_image
 from contract.metadata import ModelMetadata, load_metadata
 from contract.photos import EVAL_STYLE, photograph, render_digit_photo
-from export.calibrate import ece, ece_floor, idx_split
+from export.calibrate import ece, ece_floor, halves, idx_split
 from export.evaluate import auroc
 from export.odd_images import odd_images, skimage_photo
 
@@ -78,9 +79,10 @@ def _served(preds: list[dict], labels: np.ndarray | None, k: int) -> dict[str, f
     return out
 
 
-def measure(client: httpx.Client, meta: ModelMetadata, data: Path, n: int) -> dict:
+def measure(client: httpx.Client, meta: ModelMetadata, data: Path, n: int | None) -> dict:
     images, labels, _, val = idx_split(meta, data / meta.dataset.name)
-    pick = np.random.default_rng(SEED).choice(val, min(n, len(val)), replace=False)
+    half_b = val[halves(len(val))[1]]  # the half the temperature and thresholds were not fitted on
+    pick = half_b if n is None else np.random.default_rng(SEED).choice(half_b, min(n, len(half_b)), replace=False)
     rng = np.random.default_rng(SEED + 1)
     pre = meta.image_preprocessing()
     photos = [photograph(images[i, 0], pre.fit, rng, EVAL_STYLE) for i in pick]
@@ -89,7 +91,7 @@ def measure(client: httpx.Client, meta: ModelMetadata, data: Path, n: int) -> di
         prepare_image(decode_image(blob, max_pixels=1 << 26), pre)
     front_door_ms = (time.perf_counter() - t0) * 1000 / min(200, len(photos))
     other, _, _, other_val = idx_split(meta, data / OTHER[meta.dataset.name])
-    other_pick = np.random.default_rng(SEED + 2).choice(other_val, min(n, len(other_val)), replace=False)
+    other_pick = np.random.default_rng(SEED + 2).choice(other_val, min(len(pick), len(other_val)), replace=False)
     k = len(meta.labels)
     result = {
         "clean": _served(classify(client, meta.name, [_png(images[i, 0]) for i in pick]), labels[pick], k),
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="a running server (default: start one over artifacts/)")
     p.add_argument("--artifacts", type=Path, default=REPO / "artifacts")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--n", type=int, default=1000, help="validation images per set")
+    p.add_argument("--n", type=int, help="validation images per set (default: all of half B, about 3,000)")
     p.add_argument("--json", type=Path)
     p.add_argument("--figure", type=Path, help="also draw docs/photos.png: inputs, what the model saw, answers")
     p.add_argument("--figure-only", action="store_true")

@@ -126,7 +126,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def _halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Positions 0..n-1 cut at random into half A (fitting) and half B (measuring), each sorted."""
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
 
@@ -171,10 +172,10 @@ def image_sets(
     photographed (EVAL_STYLE), the other dataset's half B and odd inputs; with ``fitting`` also half A (clean,
     photographed in TRAIN_STYLE, the other dataset's) and 20,000 training images (some as photos)."""
     pre = meta.image_preprocessing()
-    a, b = _halves(len(val))
+    a, b = halves(len(val))
     va, vb = val[a], val[b]
     pb = vb[: n_photos // 2]
-    oa, ob = _halves(len(ood_images), seed=1)
+    oa, ob = halves(len(ood_images), seed=1)
     read = {"B photos": read_photographs(images_all[pb], pre, EVAL_STYLE, np.random.default_rng(5))}
     read |= {f"odd: {k}": v for k, v in odd_inputs(meta).items()}
     sets = {"B clean": images_all[vb], "B other dataset": ood_images[ob], **{k: px for k, (px, _) in read.items()}}
@@ -345,7 +346,7 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
     meta = load_metadata(model_dir)
     pre = meta.text_preprocessing()
     vocab = Vocab.load(model_dir / pre.vocab_file)
-    a, b = _halves(len(val_texts))
+    a, b = halves(len(val_texts))
     sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
 
     def logits_of(texts: list[str]) -> np.ndarray:
