@@ -116,6 +116,8 @@ def _dark_ink(grey: Image.Image) -> bool:
     for _ in range(3):
         a = design[keep]
         coef = np.linalg.solve(a.T @ a + 1e-9 * np.eye(4), a.T @ y[keep])
+        if coef[3] > 0:  # brighter towards the edges is no vignette but a big dark digit in the middle: a plane
+            coef = np.append(np.linalg.solve(a[:, :3].T @ a[:, :3] + 1e-9 * np.eye(3), a[:, :3].T @ y[keep]), 0.0)
         resid = y - design @ coef
         centre = np.median(resid[keep])
         mad = float(np.median(np.abs(resid[keep] - centre))) + 0.5
