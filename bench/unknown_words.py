@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from contract.metadata import ONNX_FILE, load_metadata
 from contract.text import UNK_ID, Vocab, text_logits
-from contract.text_data import load_table, preset_for, split
+from contract.text_data import text_validation
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "sentiment"
@@ -72,11 +72,7 @@ class StemmingVocab(Vocab):
 
 def _validation(folder: Path) -> tuple[list[str], np.ndarray]:
     meta = load_metadata(folder)
-    source = DATA / ("sst2/train.tsv" if meta.dataset.name.startswith("sst") else "imdb/train.csv")
-    ds = load_table(source, name=preset_for(source))
-    how = "sentences" if meta.dataset.split == "sentences" else "random"
-    _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, meta.text_preprocessing().tokenizer)
-    return [ds.texts[i] for i in val], ds.labels[val]
+    return text_validation(meta, DATA / ("sst2/train.tsv" if meta.dataset.name.startswith("sst") else "imdb/train.csv"))
 
 
 def _stand_in() -> tuple[list[str], np.ndarray]:

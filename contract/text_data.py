@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.data import stratified_split
-from contract.metadata import sha256_file
+from contract.metadata import ModelMetadata, sha256_file
 from contract.text import TokenizerConfig, tokenize
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,14 @@ def split(
     if how == "sentences":
         return phrase_split(ds.texts, ds.labels, val_fraction, seed, tok)
     return dedup_split(ds.texts, ds.labels, val_fraction, seed)
+
+
+def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:
+    """A CSV/TSV training file -> the validation texts and labels of the split model.json records."""
+    ds = load_table(data, name=preset_for(data))
+    how = "sentences" if meta.dataset.split == "sentences" else "random"
+    _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, meta.text_preprocessing().tokenizer)
+    return [ds.texts[i] for i in val], ds.labels[val]
 
 
 def synthetic_sentiment(n: int = 600, seed: int = 0) -> TextDataset:

@@ -57,6 +57,7 @@ from contract.metadata import (
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs, read_photographs
 from contract.text import Vocab, text_logits, tokenize
+from contract.text_data import text_validation
 from export.evaluate import auroc
 from export.frechet import feature_session
 from export.odd_images import odd_inputs
@@ -329,16 +330,6 @@ def unknown_share(text: str, meta: ModelMetadata, vocab: Vocab) -> float:
     tokens = tokenize(text, meta.text_preprocessing().tokenizer)
     ids = vocab.encode(tokens)
     return sum(i == meta.text_preprocessing().unk_id for i in ids) / max(1, len(ids))
-
-
-def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:
-    """A CSV/TSV training file -> the validation texts and labels of the split model.json records."""
-    from contract.text_data import load_table, preset_for, split
-
-    ds = load_table(data, name=preset_for(data))
-    how = "sentences" if meta.dataset.split == "sentences" else "random"
-    _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, meta.text_preprocessing().tokenizer)
-    return [ds.texts[i] for i in val], ds.labels[val]
 
 
 def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarray) -> ModelMetadata:

@@ -294,15 +294,12 @@ def _image_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Mode
 
 
 def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata):
-    from contract.text_data import load_table, preset_for, split
+    from contract.text_data import text_validation
 
     if args.data is not None:
         _check_hash(p, meta, args.data)
-        ds = load_table(args.data, name=preset_for(args.data))
-        how = "sentences" if meta.dataset.split == "sentences" else "random"
-        pre = meta.text_preprocessing()
-        _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, pre.tokenizer)
-        texts, labels, name = [ds.texts[i] for i in val], ds.labels[val], f"validation ({meta.dataset.split})"
+        texts, labels = text_validation(meta, args.data)
+        name = f"validation ({meta.dataset.split})"
     elif args.texts is not None:
         delimiter = "\t" if args.texts.suffix == ".tsv" else ","
         with open(args.texts, encoding="utf-8", newline="") as f:
