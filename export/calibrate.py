@@ -12,18 +12,18 @@ B, clean and photographed (contract/photos.py's EVAL_STYLE, a generator wider th
 
 Out of distribution:
 
-- image classifiers: the larger of two scores, each first scaled so that 0 is its median on clean half-A
+- image classifiers: the largest of two or three scores, each first scaled so that 0 is its median on clean half-A
   images and 1 its own threshold (at most 5 % of clean and 10 % of photographed half-A images above it):
   the Mahalanobis distance of the penultimate features to the nearest class mean under a shared covariance
   (Lee et al. 2018), both fitted on training images (clean and photographed), and the energy score, minus the
   log-sum-exp of the logits (Liu et al. 2020). Neither alone serves every model: Mahalanobis separates the
   other dataset best for mnist-cnn but lets natural photographs through LeNet-5 and the MLP, whose logits'
-  energy flags them (README, "Out of distribution"). Each alone and both together are tried, and the one that
-  flags the most of the other dataset's half A at the threshold below is served (so the ResNet keeps Mahalanobis
-  alone, the RBF network the energy alone); a model whose logits do not come from a linear layer has the energy
-  alone. The score is folded into model.onnx as the extra output ``ood_score`` (the graph is
-  rewritten, its sha256 recorded), so /v1 and /v2 get it from the same run as the logits; calibrating again
-  replaces it.
+  energy flags them (README, "Out of distribution"). An RBF network has a third: the squared distance of the
+  input to its nearest centre (its own novelty measure, Bishop 1994). Every non-empty set of the components is
+  tried, and the one that flags the most of the other dataset's half A at the threshold below is served (so the
+  ResNet keeps Mahalanobis alone); a model whose logits do not come from a linear layer has no Mahalanobis.
+  The score is folded into model.onnx as the extra output ``ood_score`` (the graph is rewritten, its sha256
+  recorded), so /v1 and /v2 get it from the same run as the logits; calibrating again replaces it.
 - text classifiers: the share of the text's tokens outside the model's vocabulary (computed by the service).
 
 The threshold of the combined image score flags at most 3 % of clean half-A inputs and at most 6 % of
@@ -69,9 +69,12 @@ from export.ood import (
     add_ood_output,
     choose_components,
     combined_score,
+    distance_tensor,
     energy_score,
     fit_mahalanobis,
+    graph_centres,
     mahalanobis,
+    nearest_centre,
     strip_ood_output,
 )
 
@@ -221,6 +224,12 @@ def calibrate_images(
     t = fit_temperature(fit_logits, fit_labels)
     scored = ("A clean", "A photos", "A other dataset", "B clean", "B other dataset")  # not the fitting sets
     comps = {k: {"energy": energy_score(out[k][0], 1.0)} for k in scored}
+    centres, distances = graph_centres(model_dir), None
+    if centres is not None:  # an RBF network: how far the input is from its nearest centre
+        pre = meta.image_preprocessing()
+        distances = distance_tensor(model_dir, centres, normalize(sets["A clean"][:16], pre))
+        for k in scored:
+            comps[k]["nearest_centre"] = nearest_centre(normalize(sets[k], pre), centres)
     means = chol = None
     if feat is not None:
         feats = np.concatenate([out["fit"][1], out["fit photos"][1]])
@@ -229,7 +238,7 @@ def calibrate_images(
             comps[k] = {"mahalanobis": mahalanobis(out[k][1], means, chol), **comps[k]}  # type: ignore[arg-type]
     scaling, threshold, detected = choose_components(comps)
 
-    add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling)
+    add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling, distances)
     meta.outputs = [
         *[o for o in meta.outputs if o.name != OOD_OUTPUT],
         TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),

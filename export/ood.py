@@ -1,13 +1,16 @@
 """An image classifier's out-of-distribution score (export/calibrate.py fits it): its components (the
-Mahalanobis distance of the penultimate features to the nearest class mean, the energy of the logits), their
-scaling, which of them to serve, and the score folded into model.onnx as the extra output ``ood_score``."""
+Mahalanobis distance of the penultimate features to the nearest class mean, the energy of the logits, and for an
+RBF network the distance of the input to its nearest centre), their scaling, which of them to serve, and the
+score folded into model.onnx as the extra output ``ood_score``."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from contract.metadata import ONNX_FILE
@@ -16,6 +19,8 @@ OOD_OUTPUT = "ood_score"
 CLEAN_FLAG = 0.03  # at most this share of clean in-distribution half-A inputs flagged
 PHOTO_FLAG = 0.06  # and of photographed ones
 COMPONENT_FLAGS = (0.05, 0.10)  # the same for each component's own unit (clean, photographed)
+# an RBF network's centres in its graph: models/mlp.py's RBFNetwork.centres, (M, D) with D the input's size
+CENTRES = "centres"
 
 
 def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +38,57 @@ def energy_score(logits: np.ndarray, t: float) -> np.ndarray:
     z = logits.astype(np.float64) / t
     top = z.max(1, keepdims=True)
     return -t * (np.log(np.exp(z - top).sum(1)) + top[:, 0])
+
+
+def graph_centres(model_dir: Path) -> np.ndarray | None:
+    """The centres of an RBF network's graph (the initializer CENTRES, one row per centre, as long as the
+    flattened input), or None for any other graph."""
+    model = onnx.load(str(model_dir / ONNX_FILE))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    for init in model.graph.initializer:
+        if init.name == CENTRES and len(init.dims) == 2 and init.dims[1] == int(np.prod(dims)):
+            return numpy_helper.to_array(init).astype(np.float64)
+    return None
+
+
+def centre_distances(inputs: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(N, M): the squared distance of each (normalised) input to each centre."""
+    x = inputs.reshape(len(inputs), -1).astype(np.float64)
+    return (x * x).sum(1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None]
+
+
+def nearest_centre(inputs: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The squared distance of each (normalised) input to the nearest centre: an RBF network's own novelty
+    measure (Bishop 1994, "Novelty detection and neural network validation": no centre near, no evidence)."""
+    return centre_distances(inputs, centres).min(1)
+
+
+def distance_tensor(model_dir: Path, centres: np.ndarray, inputs: np.ndarray) -> str:
+    """The name of the tensor in which an RBF network's graph holds the squared distances of its input to its
+    centres (N, M), found by value on ``inputs`` (normalised) rather than by the name an exporter gave it: of
+    the graph's float tensors shaped like that, the last one equal to ``centre_distances``."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_dir / ONNX_FILE)))
+    g = model.graph
+    m = len(centres)
+    names = [
+        v.name
+        for v in g.value_info
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT
+        and len(v.type.tensor_type.shape.dim) == 2
+        and v.type.tensor_type.shape.dim[1].dim_value == m
+    ]
+    g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = sess.run(names, {g.input[0].name: inputs.astype(np.float32)})
+    want = centre_distances(inputs, centres)
+    found = [
+        n
+        for n, v in zip(names, values, strict=True)
+        if v.shape == want.shape and np.allclose(v, want, rtol=1e-4, atol=1e-3 * want.mean())
+    ]
+    if not found:
+        raise ValueError(f"{model_dir}: no tensor of the graph holds the squared distances to its centres")
+    return found[-1]
 
 
 def mahalanobis(feats: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
@@ -59,12 +115,12 @@ def combined_score(components: dict[str, np.ndarray], scaling: dict[str, tuple[f
 def choose_components(
     comps: dict[str, dict[str, np.ndarray]],
 ) -> tuple[dict[str, tuple[float, float]], float, dict[str, float]]:
-    """Which components to serve: of each alone and all together, the one that flags the most of the other
+    """Which components to serve: of every non-empty set of them, the one that flags the most of the other
     dataset's half A at the operating point (at most CLEAN_FLAG of clean and PHOTO_FLAG of photographed half-A
     images flagged), Neyman and Pearson's criterion: the most detections at a fixed false-alarm rate. ``comps``:
     set name -> component name -> scores. Returns the scaling, its threshold and each candidate's detections."""
     names = list(comps["A clean"])
-    candidates = [[c] for c in names] + ([names] if len(names) > 1 else [])
+    candidates = [list(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
     best: tuple[dict[str, tuple[float, float]], float, float] | None = None
     detected = {}
     for cand in candidates:
@@ -107,9 +163,12 @@ def add_ood_output(
     means: np.ndarray | None,
     chol: np.ndarray | None,
     scaling: dict[str, tuple[float, float]],
+    distances: str | None = None,
 ) -> None:
     """Append to model.onnx: ood_score (B,) = max over the components of (score - centre) / unit, where
-    mahalanobis = min_k || (features - mean_k) L ||^2 and energy = -logsumexp(logits)."""
+    mahalanobis = min_k || (features - mean_k) L ||^2, energy = -logsumexp(logits) and nearest_centre =
+    min_j || input - centre_j ||^2, the smallest of the graph's own squared distances (``distances``, found by
+    ``distance_tensor``: nothing is computed twice)."""
     path = model_dir / ONNX_FILE
     model = onnx.load(str(path))
     g = model.graph
@@ -136,6 +195,9 @@ def add_ood_output(
             helper.make_node("ReduceSum", ["ood_sq", "ood_axis2"], ["ood_dist"], keepdims=0),  # (B, K)
             helper.make_node("ReduceMin", ["ood_dist", "ood_axis1"], ["ood_mahalanobis"], keepdims=0),  # (B,)
         ]
+    if "nearest_centre" in scaling:
+        assert distances is not None
+        nodes.append(helper.make_node("ReduceMin", [distances, "ood_axis1"], ["ood_nearest_centre"], keepdims=0))
     for name, (centre, unit) in scaling.items():
         init += [
             numpy_helper.from_array(np.array(centre, dtype=np.float32), f"ood_{name}_centre"),

@@ -15,7 +15,15 @@ from contract.images import normalize
 from contract.metadata import load_metadata, sha256_file
 from export.calibrate import ece, ece_floor, fit_temperature, softmax
 from export.frechet import feature_session
-from export.ood import OOD_OUTPUT, choose_components, combined_score, energy_score, mahalanobis, scaling_of
+from export.ood import (
+    OOD_OUTPUT,
+    choose_components,
+    combined_score,
+    energy_score,
+    mahalanobis,
+    nearest_centre,
+    scaling_of,
+)
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfident():
@@ -132,11 +140,74 @@ def test_the_components_served_are_those_that_flag_the_most_of_the_other_dataset
     assert (clean > threshold).mean() == pytest.approx(0.03, abs=0.01)  # the operating point: 3 % of clean
 
 
+def test_any_set_of_components_may_be_served_not_only_one_or_all():
+    """Three components, of which 'm' and 'e' each see half of the other dataset and 'c' none of it: the pair
+    is served (all three would only add c's false alarms; one alone sees half)."""
+    rng = np.random.default_rng(4)
+    n = 4_000
+
+    def normal(*shift: float) -> dict[str, np.ndarray]:
+        return {c: rng.normal(s, 1, n) for c, s in zip("mec", shift, strict=True)}
+
+    other = normal(0, 0, 0)
+    other["m"][: n // 2] += 3
+    other["e"][n // 2 :] += 3
+    scaling, _, detected = choose_components(
+        {"A clean": normal(0, 0, 0), "A photos": normal(0, 0, 0), "A other dataset": other}
+    )
+    assert set(scaling) == {"m", "e"} and len(detected) == 7
+    assert detected["m+e"] > max(detected["m"], detected["e"], detected["m+e+c"])
+
+
 def test_mahalanobis_is_the_distance_to_the_nearest_class_mean():
     means = np.array([[0.0, 0.0], [10.0, 0.0]])
     chol = np.linalg.cholesky(np.linalg.inv(np.diag([4.0, 1.0])))  # variance 4 along x, 1 along y
     feats = np.array([[2.0, 0.0], [9.0, 1.0]])
     assert mahalanobis(feats, means, chol) == pytest.approx([1.0, 0.25 + 1.0])
+
+
+def test_an_rbf_networks_score_is_its_inputs_distance_to_the_nearest_centre(tmp_path):
+    """An RBF network's graph holds its centres (the initializer ``centres``) and computes the squared distances
+    of its input to them: calibration finds that tensor by its values, whatever the exporter named it, and the
+    served score's third component is its smallest entry (nothing computed twice); the larger scaled component
+    is served."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.ood import add_ood_output, distance_tensor, graph_centres
+
+    centres = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [3, 0, 0, 0]], dtype=np.float32)
+    graph = helper.make_graph(
+        [  # d2 = |x|^2 - 2 x c + |c|^2, then a decoy of the same shape, then logits = -d2
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("ReduceSumSquare", ["flat", "one"], ["x2"], keepdims=1),
+            helper.make_node("ReduceSumSquare", ["centres", "one"], ["c2"], keepdims=0),
+            helper.make_node("Transpose", ["centres"], ["ct"], perm=[1, 0]),
+            helper.make_node("MatMul", ["flat", "ct"], ["xc"]),
+            helper.make_node("Mul", ["xc", "minus_two"], ["xc2"]),
+            helper.make_node("Add", ["xc2", "x2"], ["part"]),
+            helper.make_node("Add", ["part", "c2"], ["d2_named_by_chance"]),
+            helper.make_node("Neg", ["d2_named_by_chance"], ["logits"]),
+        ],
+        "rbf-like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [
+            numpy_helper.from_array(centres, "centres"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+            numpy_helper.from_array(np.array(-2.0, dtype=np.float32), "minus_two"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "model.onnx"))
+    np.testing.assert_array_equal(graph_centres(tmp_path), centres)
+    x = np.array([[[[0, 0], [0, 1]]], [[[1, 1], [1, 2]]], [[[9, 9], [9, 9]]]], dtype=np.float32)
+    assert nearest_centre(x, centres.astype(np.float64)).tolist() == [1.0, 1.0, 4 * 64.0]
+    assert distance_tensor(tmp_path, centres.astype(np.float64), x) == "d2_named_by_chance"
+    scaling = {"nearest_centre": (1.0, 2.0), "energy": (-3.0, 2.0)}
+    add_ood_output(tmp_path, None, None, None, scaling, "d2_named_by_chance")
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    served, logits = sess.run(["ood_score", "logits"], {"input": x})
+    want = combined_score({"nearest_centre": np.array([1.0, 1.0, 256.0]), "energy": energy_score(logits, 1.0)}, scaling)
+    np.testing.assert_allclose(served, want, rtol=1e-5)
 
 
 def test_text_calibration_flags_unknown_words(artifact_root):
