@@ -6,7 +6,6 @@ import base64
 import concurrent.futures as cf
 import io
 import re
-import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -16,6 +15,7 @@ from PIL import Image
 from contract.images import normalize, prepare_image
 from contract.metadata import load_metadata
 from tests.conftest import MAX_BODY, assert_envelope, png_bytes
+from tests.server import client_per_thread
 from tests.test_contract import huge_png_header
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -161,10 +161,11 @@ def test_prediction_does_not_depend_on_the_batch(client, held_out):
     others = [b64(png_bytes(a)) for a, _ in held_out[:63]]
     in_batch = classify(client, [*others[:31], target, *others[31:]], top_k=10).json()["predictions"][31]
 
-    def one(img):
-        return classify(client, [img], top_k=10).json()["predictions"][0]
+    with client_per_thread(str(client.base_url)) as mine, cf.ThreadPoolExecutor(16) as pool:
 
-    with cf.ThreadPoolExecutor(16) as pool:
+        def one(img):
+            return classify(mine(), [img], top_k=10).json()["predictions"][0]
+
         futures = [pool.submit(one, img) for img in others[:24]] + [pool.submit(one, target)]
         concurrent = futures[-1].result()
     for other in (in_batch, concurrent):
@@ -186,8 +187,8 @@ def test_concurrent_requests_are_batched(client, server, held_out):
 
     c0, s0 = batch_hist()
     imgs = [b64(png_bytes(a)) for a, _ in held_out[:48]]
-    with cf.ThreadPoolExecutor(48) as pool:
-        codes = list(pool.map(lambda i: classify(client, [i], model="digits-lenet5").status_code, imgs))
+    with client_per_thread(str(client.base_url)) as mine, cf.ThreadPoolExecutor(48) as pool:
+        codes = list(pool.map(lambda i: classify(mine(), [i], model="digits-lenet5").status_code, imgs))
     assert codes == [200] * 48
     c1, s1 = batch_hist()
     assert s1 - s0 == 48  # every image went through the model service
@@ -321,25 +322,9 @@ def test_server_survived_and_metrics_are_exported(client):
 
 def test_sustained_concurrency_has_no_failures(client, held_out):
     """Well past BentoML's default of recycling the inter-service connection every 100 requests."""
-    import httpx
-
     imgs = [b64(png_bytes(a)) for a, _ in held_out[:8]]
-    # a client per thread, as a fleet of callers has (one httpx.Client shared by 24 threads once failed on
-    # the client's side, with a closed file descriptor): the server is what is under test here
-    own, opened = threading.local(), []
-
-    def one(i):
-        if not hasattr(own, "http"):
-            own.http = httpx.Client(base_url=str(client.base_url), timeout=30)
-            opened.append(own.http)
-        return classify(own.http, [imgs[i % 8]], model="digits-lenet5").status_code
-
-    try:
-        with cf.ThreadPoolExecutor(24) as pool:
-            codes = list(pool.map(one, range(240)))
-    finally:
-        for http in opened:
-            http.close()
+    with client_per_thread(str(client.base_url)) as mine, cf.ThreadPoolExecutor(24) as pool:
+        codes = list(pool.map(lambda i: classify(mine(), [imgs[i % 8]], model="digits-lenet5").status_code, range(240)))
     assert codes.count(200) == 240, {c: codes.count(c) for c in set(codes)}
 
 
