@@ -241,3 +241,28 @@ def test_a_score_of_the_energy_alone_runs_and_leaves_nothing_unused(tmp_path):
     assert strip_ood_output(tmp_path) and [o.name for o in onnx.load(str(tmp_path / "model.onnx")).graph.output] == [
         "logits"
     ]
+
+
+def test_the_shipped_rbf_network_serves_the_distance_to_its_nearest_centre():
+    """mnist-rbf's graph keeps its centres under the name calibration looks for (models/mlp.py's RBFNetwork.centres:
+    a renamed parameter would silently drop the component), and the score it serves is the larger scaled of its
+    logits' energy and the input's squared distance to the nearest of those centres."""
+    from export.ood import graph_centres
+    from tests.conftest import REPO
+
+    folder = REPO / "artifacts" / "mnist-rbf"
+    meta = load_metadata(folder)
+    assert meta.ood is not None and set(meta.ood.scaling) == {"energy", "nearest_centre"}
+    centres = graph_centres(folder)
+    assert centres is not None and centres.shape == (1000, 784)
+    pre = meta.image_preprocessing()
+    rng = np.random.default_rng(0)
+    pixels = np.stack([np.zeros((1, 28, 28), np.uint8), rng.integers(0, 256, (1, 28, 28), dtype=np.uint8)])
+    x = normalize(pixels, pre)
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits, served = sess.run(["logits", OOD_OUTPUT], {meta.inputs[0].name: x})
+    want = combined_score(
+        {"energy": energy_score(logits, 1.0), "nearest_centre": nearest_centre(x, centres)}, meta.ood.scaling
+    )
+    np.testing.assert_allclose(served, want, rtol=1e-3, atol=1e-3)
+    assert served[1] > meta.ood.threshold  # a page of noise is far from every centre
