@@ -146,20 +146,22 @@ def _border(shape: tuple[int, ...]) -> np.ndarray:
     return edge
 
 
-def find_ink(img: Image.Image, objects: bool = False) -> Ink:
+def find_ink(img: Image.Image, objects: bool = False, dark: bool | None = None) -> Ink:
     """An 'L' image of any size -> its ink (at most WORK px a side), background removed, contrast normalised.
 
     ``objects``: the image is a product photo (Fashion-MNIST's kind): the background is the frame's border,
-    and the object's shading is kept (no threshold) instead of turning strokes into solid ink."""
+    and the object's shading is kept (no threshold) instead of turning strokes into solid ink. ``dark``: pen
+    strokes of that polarity (dark on light: True) are read, instead of the polarity the page's fit decides."""
     grey = _reduce(img, WORK)
     if objects:
         return _object_ink(np.asarray(grey, dtype=np.uint8))
-    dark = _dark_ink(grey)
+    forced = dark is not None
+    dark = _dark_ink(grey) if dark is None else dark
     # pen strokes: sensor noise averaged over about a pixel first (a stroke is several pixels wide here), else
     # around a faint digit the noise passes the threshold as ink and the ink's box becomes the noisy page
     x = np.asarray(grey.filter(ImageFilter.GaussianBlur(DENOISE)), np.float32)
     ink = _stroke_ink(grey, x, dark)
-    if ink.box is None:
+    if ink.box is None and not forced:
         # a shadow over most of the page pulls the polarity fit its way (the lit rest then looks like light ink
         # on dark paper, and no such ink is found): ink that stands out clearly at the other polarity is read
         other = _stroke_ink(grey, x, not dark, min_sigmas=SHADOW_SIGMAS)

@@ -19,13 +19,17 @@ sensor noise and JPEG compression.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from contract.images import decode_image, read_image
+from contract.images import Reading, decode_image, read, read_image
 from contract.metadata import ImagePreprocessing
+
+T = TypeVar("T")
 
 Range = tuple[float, float]
 
@@ -214,11 +218,17 @@ def _photographs_of(args: tuple[np.ndarray, ImagePreprocessing, PhotoStyle, int]
     return photographs(images, pre, style, np.random.default_rng(seed))
 
 
-def photographs_in_chunks(
-    images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, chunk: int, seeds: list[int], workers: int = 2
-) -> np.ndarray:
-    """``photographs`` of ``images`` in chunks of ``chunk`` (the last may be shorter), the i-th drawn with
-    ``seeds[i]``, in ``workers`` processes: the same inputs give the same photos however many processes run."""
+def _in_chunks(
+    fn: Callable[[tuple[np.ndarray, ImagePreprocessing, PhotoStyle, int]], T],
+    images: np.ndarray,
+    pre: ImagePreprocessing,
+    style: PhotoStyle,
+    chunk: int,
+    seeds: list[int],
+    workers: int,
+) -> list[T]:
+    """``fn`` over ``images`` in chunks of ``chunk`` (the last may be shorter), the i-th drawn with ``seeds[i]``,
+    in ``workers`` processes: the same inputs give the same photos however many processes run."""
     if len(seeds) != -(-len(images) // chunk):
         raise ValueError(f"{len(images)} images in chunks of {chunk} need {-(-len(images) // chunk)} seeds")
     chunks = [(images[i * chunk : (i + 1) * chunk], pre, style, seed) for i, seed in enumerate(seeds)]
@@ -226,8 +236,35 @@ def photographs_in_chunks(
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers) as pool:
-            return np.concatenate(list(pool.map(_photographs_of, chunks)))
-    return np.concatenate([_photographs_of(c) for c in chunks])
+            return list(pool.map(fn, chunks))
+    return [fn(c) for c in chunks]
+
+
+def photographs_in_chunks(
+    images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, chunk: int, seeds: list[int], workers: int = 2
+) -> np.ndarray:
+    """``photographs`` of ``images`` in chunks (``_in_chunks``)."""
+    return np.concatenate(_in_chunks(_photographs_of, images, pre, style, chunk, seeds, workers))
+
+
+def _readings_of(args: tuple[np.ndarray, ImagePreprocessing, PhotoStyle, int]) -> list[tuple[Reading, Reading | None]]:
+    images, pre, style, seed = args
+    rng = np.random.default_rng(seed)
+    out: list[tuple[Reading, Reading | None]] = []
+    for item in images:
+        img = decode_image(photograph(item[0], pre.fit, rng, style), max_pixels=1 << 24)
+        first = read(img, pre)
+        out.append((first, None if first.dark_ink is None else read(img, pre, not first.dark_ink)))
+    return out
+
+
+def readings_in_chunks(
+    images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, chunk: int, seeds: list[int], workers: int = 2
+) -> list[tuple[Reading, Reading | None]]:
+    """The same photos as ``photographs_in_chunks``, each as the front door's reading and, for a photo read as pen
+    strokes, its second reading at the other polarity (which the service keeps when the model flags the first:
+    ``contract.images.second_reading_kept``)."""
+    return [r for part in _in_chunks(_readings_of, images, pre, style, chunk, seeds, workers) for r in part]
 
 
 def read_photographs(

@@ -9,6 +9,9 @@ Every image comes from the *validation* split the shipped models were measured o
 - digit-2-drawn.png  a digit as a canvas drawing gives it: dark ink on white, 140x140
 - digit-4-photo.jpg  a digit written on grey paper and photographed with a phone (contract/photos.py):
                      uneven light, blur, sensor noise, JPEG
+- digit-8-shadow.jpg a digit photographed with a shadow along one side, as the evaluation's photos are
+                     (EVAL_STYLE): the page's polarity fit reads its paper as the ink, so the model flags that
+                     reading and the service reads the photo a second time at the other polarity
 - digit-noisy.png    an MNIST digit with 30 % of its pixels zeroed (the masking noise mnist-dae undoes)
 - sneaker-photo.jpg  a Fashion-MNIST sneaker as a colour product photo on a light background
 - reviews.txt        reviews written for these examples, one per line (not from any dataset)
@@ -29,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from contract.data import read_idx, stratified_split  # noqa: E402
-from contract.photos import render_digit_photo, render_product_photo  # noqa: E402
+from contract.photos import EVAL_STYLE, render_digit_photo, render_product_photo  # noqa: E402
 
 REVIEWS = [
     "A gorgeous, witty, seductive movie.",
@@ -69,6 +72,10 @@ def main() -> int:
     drawn.save(out / "digit-2-drawn.png")
     rng = np.random.default_rng(2026)
     (out / "digit-4-photo.jpg").write_bytes(render_digit_photo(digits[first(digit_labels, 4)], rng))
+    shadowed = 1179  # the validation digit and seed: found by searching for a photo both digit models misread at first
+    (out / "digit-8-shadow.jpg").write_bytes(
+        render_digit_photo(digits[shadowed], np.random.default_rng(shadowed), EVAL_STYLE)
+    )
     noisy = digits[first(digit_labels, 3)].copy()
     noisy[np.random.default_rng(3).random(noisy.shape) < 0.3] = 0
     Image.fromarray(noisy).save(out / "digit-noisy.png")

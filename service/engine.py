@@ -168,18 +168,29 @@ class Engine:
                 request_done(model, ok, handed_over, timing)
 
     async def image_rows(
-        self, model: str | ModelMetadata, task: str, blobs: list[bytes] | list[str], label: int | None = None
+        self,
+        model: str | ModelMetadata,
+        task: str,
+        blobs: list[bytes] | list[str],
+        label: int | None = None,
+        dark: list[bool] | None = None,
     ) -> tuple[ModelMetadata, list[ImageItem]]:
         """Encoded images (bytes, or a JSON request's base64 strings) -> the input rows of ``model`` (a name, or
         the metadata of the version a request already resolved, which a swap meanwhile must not change), preprocessed
-        exactly as in training (with a class label for a conditional VAE's encoder), in the decode pool, or on
-        the event loop when they are small PNGs (a hop to the pool costs more than decoding them)."""
+        exactly as in training (with a class label for a conditional VAE's encoder; ``dark``: photos of pen
+        strokes read at these polarities), in the decode pool, or on the event loop when they are small PNGs (a
+        hop to the pool costs more than decoding them)."""
         if small_pngs(blobs, S.inline_decode_bytes):
-            return self._image_rows_now(model, task, blobs, label)
-        return await off_loop(self._image_rows_now, model, task, blobs, label)
+            return self._image_rows_now(model, task, blobs, label, dark)
+        return await off_loop(self._image_rows_now, model, task, blobs, label, dark)
 
     def _image_rows_now(
-        self, model: str | ModelMetadata, task: str, blobs: list[bytes] | list[str], label: int | None
+        self,
+        model: str | ModelMetadata,
+        task: str,
+        blobs: list[bytes] | list[str],
+        label: int | None,
+        dark: list[bool] | None,
     ) -> tuple[ModelMetadata, list[ImageItem]]:
         b64 = bool(blobs) and isinstance(blobs[0], str)
         data = _decode_images(cast(list[str], blobs)) if b64 else cast(list[bytes], blobs)
@@ -190,11 +201,12 @@ class Engine:
             "max_side": S.max_image_side,
             "max_scans": S.max_jpeg_scans,
         }
-        rows = [to_input(b, meta, index=i, **limits) for i, b in enumerate(data)]
+        polarity: list[bool | None] = list(dark) if dark else [None] * len(data)
+        rows = [to_input(b, meta, index=i, dark=polarity[i], **limits) for i, b in enumerate(data)]
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
-            return meta, [ImageItem(model=key, x=x, oddness=odd) for x, odd in rows]
-        return meta, [LabeledImageItem(model=key, x=x, oddness=odd, label=label) for x, odd in rows]
+            return meta, [ImageItem(model=key, x=x, oddness=r.oddness, dark_ink=r.dark_ink) for x, r in rows]
+        return meta, [LabeledImageItem(model=key, x=x, oddness=r.oddness, label=label) for x, r in rows]
 
     async def model_cards(self) -> list[ModelCard]:
         runtime: dict[str, list[str]] = {}

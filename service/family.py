@@ -42,11 +42,13 @@ SERVICE_CONFIG = {
 
 class ImageItem(BaseModel):
     """One image row: which model, its preprocessed tensor (C, H, W), and for a photo how unlike one of the
-    model's kind of input it is (contract.ink.Ink.oddness: above 1, unlike any)."""
+    model's kind of input it is (contract.ink.Ink.oddness: above 1, unlike any) and, read as pen strokes, their
+    polarity (``contract.images.Reading.dark_ink``)."""
 
     model: str
     x: Float32
     oddness: float | None = None
+    dark_ink: bool | None = None
 
 
 class LabeledImageItem(ImageItem):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from contract.images import ImageError, decode_image, normalize, read_image, to_pil
+from contract.images import ImageError, Reading, decode_image, normalize, read, to_pil
 from contract.metadata import ModelMetadata
 from service.errors import ApiError
 from service.metrics import PREPROCESS_SECONDS, child
@@ -30,10 +30,19 @@ def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
 
 
 def to_input(
-    data: bytes, meta: ModelMetadata, *, index: int, max_bytes: int, max_pixels: int, max_side: int, max_scans: int
-) -> tuple[np.ndarray, float | None]:
-    """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained, and how unlike a photo of the
-    model's kind of input it is when it was read as a photo (``read_image``)."""
+    data: bytes,
+    meta: ModelMetadata,
+    *,
+    index: int,
+    max_bytes: int,
+    max_pixels: int,
+    max_side: int,
+    max_scans: int,
+    dark: bool | None = None,
+) -> tuple[np.ndarray, Reading]:
+    """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained, and the front door's reading
+    (``contract.images.read``: for a photo, how unlike one of the model's kind it is and its ink's polarity;
+    ``dark``: a photo of pen strokes read at that polarity)."""
     t0 = time.perf_counter()
     if len(data) > max_bytes:
         raise ApiError(
@@ -42,12 +51,12 @@ def to_input(
     try:
         img = decode_image(data, max_pixels=max_pixels, max_side=max_side, max_scans=max_scans)
         pre = meta.image_preprocessing()
-        raw, oddness = read_image(img, pre)
-        x = normalize(raw, pre)
+        reading = read(img, pre, dark)
+        x = normalize(reading.pixels, pre)
     except ImageError as e:
         raise ApiError(e.code, f"images[{index}]: {e}", [{"index": index}]) from None
     child(PREPROCESS_SECONDS, meta.name).observe(time.perf_counter() - t0)
-    return x, oddness
+    return x, reading
 
 
 def pixels(x: np.ndarray, meta: ModelMetadata) -> np.ndarray:

@@ -4,7 +4,7 @@ extension). Its family, ImageModels, runs image classifiers: float32 (B, C, H, W
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import bentoml
 import numpy as np
@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
+from contract.images import second_reading_kept
 from contract.metadata import ModelMetadata
 from service.engine import Engine, current
 from service.family import (
@@ -97,37 +98,47 @@ class ImageModels(Family):
 
 
 def served_ood(meta: ModelMetadata, score: float | None, item: ImageItem) -> tuple[float | None, bool]:
-    """One image's out-of-distribution answer: the graph's score, raised for a photo to the front door's oddness
-    in the score's units (oddness 1 maps to the threshold); flagged when the score is above the threshold, or,
-    calibrated or not, when the front door found nothing written (a blank page, uniform paper: the prepared
-    field is one value) or a page unlike any of the model's kind (oddness above 1: a scene, printed text).
-    A flag is counted once."""
-    odd = item.oddness
-    if meta.ood is not None and score is not None and odd is not None and meta.ood.threshold > 0:
-        score = max(score, odd * meta.ood.threshold)
-    flagged = (
-        (meta.ood is not None and score is not None and score > meta.ood.threshold)
-        or (odd is not None and odd > 1)
-        or float(np.ptp(item.x)) == 0.0
-    )
-    if flagged:
-        OUT_OF_DISTRIBUTION.labels(meta.name).inc()
-    return score, flagged
+    """One image's out-of-distribution answer (``ModelMetadata.ood_answer``; blank: the prepared field is one
+    value)."""
+    return meta.ood_answer(score, item.oddness, bool(item.x.max() == item.x.min()))
+
+
+async def read_twice(
+    engine: Engine, meta: ModelMetadata, blobs: list[bytes] | list[str], items: list[ImageItem], results: list[Any]
+) -> tuple[list[ImageItem], list[Any], list[tuple[float | None, bool]]]:
+    """The rows, the graph's results and their out-of-distribution answers, after a second reading: each photo of
+    pen strokes that the model flags is read again at the other polarity, and that reading kept when the model
+    finds it typical (``contract.images.second_reading_kept``)."""
+    answers = [served_ood(meta, r.ood_score, item) for r, item in zip(results, items, strict=True)]
+    again = [i for i, (_, flagged) in enumerate(answers) if flagged and items[i].dark_ink is not None]
+    threshold = meta.ood.threshold if meta.ood is not None else None
+    if not again or not threshold:
+        return items, results, answers
+    dark = [not items[i].dark_ink for i in again]
+    _, second = await engine.image_rows(meta, TASK, cast(list[Any], [blobs[i] for i in again]), dark=dark)
+    second_results = await engine.call(TASK, second, meta.name, count=False)
+    items, results = list(items), list(results)
+    for i, item, r in zip(again, second, second_results, strict=True):
+        answer = served_ood(meta, r.ood_score, item)
+        if second_reading_kept(threshold, *answer):
+            items[i], results[i], answers[i] = item, r, answer
+    return items, results, answers
 
 
 async def classify_blobs(
     engine: Engine, model: str, blobs: list[bytes] | list[str], top_k: int, include_input: bool
 ) -> ClassifyImagesResponse:
     meta, items = await engine.image_rows(model, TASK, blobs)
-    results = await engine.call(TASK, items, meta.name)
+    items, results, answers = await read_twice(engine, meta, blobs, items, await engine.call(TASK, items, meta.name))
     probs = meta.probabilities(np.stack([r.logits for r in results]))
     k = min(top_k, len(meta.labels))
     predictions = []
-    for p, r, item in zip(probs, results, items, strict=True):
+    for p, item, (ood_score, flagged) in zip(probs, items, answers, strict=True):
         order = np.argsort(-p, kind="stable")[:k]
         best = int(order[0])
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
-        ood_score, flagged = served_ood(meta, r.ood_score, item)
+        if flagged:
+            child(OUT_OF_DISTRIBUTION, meta.name).inc()
         predictions.append(
             Prediction(
                 label=meta.labels[best],
