@@ -14,47 +14,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import cast
 
 import numpy as np
-import onnxruntime as ort
 
-from contract.images import Reading, normalize, second_reading_kept
-from contract.metadata import ModelMetadata, load_metadata
+from contract.metadata import load_metadata
 from contract.photos import EVAL_STYLE, readings_in_chunks
 from export.calibrate import idx_split
 from export.evaluate import predict_images
+from export.second_reading import served_labels
 
 REPO = Path(__file__).resolve().parent.parent
 SEED, N, CHUNK = 777, 3000, 500
-
-
-def read_twice(
-    folder: Path, meta: ModelMetadata, readings: list[tuple[Reading, Reading | None]]
-) -> tuple[np.ndarray, int, int]:
-    """The served label of each photo (the service's classify route: a flagged first reading replaced by its second
-    reading when that is kept), how many photos were read twice and how many second readings were kept."""
-    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    pre, ood = meta.image_preprocessing(), meta.ood
-    names = [meta.outputs[0].name] + ([ood.output] if ood is not None and ood.output else [])
-
-    def answers(rows: list[Reading]) -> tuple[np.ndarray, list[tuple[float | None, bool]]]:
-        outs = sess.run(names, {meta.inputs[0].name: normalize(np.stack([r.pixels for r in rows]), pre)})
-        scores = [float(v) for v in outs[1]] if len(outs) > 1 else [None] * len(rows)
-        blank = [bool(r.pixels.max() == r.pixels.min()) for r in rows]
-        return outs[0].argmax(1), [
-            meta.ood_answer(s, r.oddness, b) for s, r, b in zip(scores, rows, blank, strict=True)
-        ]
-
-    labels, first = answers([r for r, _ in readings])
-    again = [i for i, (_, flagged) in enumerate(first) if flagged and readings[i][1] is not None]
-    if not again or ood is None:
-        return labels, 0, 0
-    second_labels, second = answers([cast(Reading, readings[i][1]) for i in again])
-    kept = [j for j, answer in enumerate(second) if second_reading_kept(ood.threshold, *answer)]
-    labels = labels.copy()
-    labels[[again[j] for j in kept]] = second_labels[kept]
-    return labels, len(again), len(kept)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         m = load_metadata(folder)
         wrong[folder] = predict_images(folder, photos, m) != labels[pick]
         clean = predict_images(folder, images[val], m) != labels[val]
-        served, twice, kept = read_twice(folder, m, readings)
+        served, twice, kept = served_labels(folder, m, readings, second_reading=True)
         print(
             f"{folder}: tuning photos {100 * (1 - wrong[folder].mean()):.2f} %, "
             f"clean validation {100 * (1 - clean.mean()):.2f} % ({clean.sum()} errors / {len(val)}); "
-            f"as served, with second readings: {100 * (served == labels[pick]).mean():.2f} % "
-            f"({twice} photos read twice, {kept} second readings kept)"
+            f"with second readings: {100 * (served == labels[pick]).mean():.2f} % ({twice} photos read twice, "
+            f"{kept} second readings kept; served: {'yes' if m.ood and m.ood.second_reading else 'no'})"
         )
     if len(wrong) > 1:
         print(f"misread by all: {np.logical_and.reduce(list(wrong.values())).sum()} of {N}")

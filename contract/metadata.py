@@ -194,6 +194,12 @@ class OutOfDistribution(BaseModel):
     threshold: float = Field(description="scores above it are flagged out_of_distribution")
     fitted_on: str
     figures: dict[str, float] = Field(default_factory=dict, description="AUROC and flag rates on validation half B")
+    second_reading: bool = Field(
+        False,
+        description="image classifiers of pen strokes: a photo this model flags is read again at the other polarity "
+        "and answered from that reading when the model finds it typical (contract.images.second_reading_kept); set "
+        "by export/second_reading.py where that mends more of its half-A photos than it breaks",
+    )
 
 
 class GraphInfo(BaseModel):

@@ -58,6 +58,7 @@ from contract.metadata import (
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs, read_photographs
 from contract.text import Vocab, text_logits, tokenize
 from contract.text_data import text_validation
+from export import second_reading
 from export.evaluate import auroc
 from export.frechet import feature_session
 from export.odd_images import odd_inputs
@@ -397,9 +398,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="re-measure a calibrated artifact on validation half B and print the figures; change nothing",
     )
+    p.add_argument(
+        "--second-reading",
+        action="store_true",
+        help="digit classifiers: only decide whether flagged photos are read twice (export/second_reading.py)",
+    )
     args = p.parse_args(argv)
     meta = load_metadata(args.artifact)
-    if meta.task == "image-classification":
+    if args.second_reading:
+        images, labels, _, val = idx_split(meta, args.data)
+        second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
+    elif meta.task == "image-classification":
         if args.ood_data is None:
             p.error("image classifiers need --ood-data")
         images, labels, train, val = idx_split(meta, args.data)
@@ -411,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             measure_images(args.artifact, meta, sets, truth, door)
         else:
             meta = calibrate_images(args.artifact, meta, sets, truth, door)
+            second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
     elif meta.task == "text-classification":
         # deterministic: with --measure it refits the same temperature and threshold, and nothing is written
         meta = calibrate_texts(args.artifact, *text_validation(meta, args.data))

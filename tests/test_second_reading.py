@@ -84,11 +84,37 @@ def test_the_shipped_digit_models_read_the_shadowed_photo_twice(model):
     assert meta.labels[label] == "8" and second_reading_kept(meta.ood.threshold if meta.ood else None, score, flagged)
 
 
+def test_the_shipped_models_take_a_second_reading_where_it_mends_more_than_it_breaks():
+    """export/second_reading.py's decision, in model.json with the counts it was made on: the CNN, LeNet-5 and
+    the MLP take one; the RBF network, whose score judges these readings no better than chance, does not; the
+    garment models read no pen strokes."""
+    for name, takes in {"mnist-cnn": True, "mnist-lenet5": True, "mnist-mlp": True, "mnist-rbf": False}.items():
+        ood = load_metadata(REPO / "artifacts" / name).ood
+        assert ood is not None and ood.second_reading is takes, name
+        mended, broke = ood.figures["second_reading_mended"], ood.figures["second_reading_broke"]
+        assert (mended > broke) is takes, name
+    for name in ("fashion-cnn", "fashion-resnet"):
+        ood = load_metadata(REPO / "artifacts" / name).ood
+        assert ood is not None and not ood.second_reading
+
+
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
+    """The shipped digit models, and mnist-cnn once more as ``mnist-cnn-once``, its second reading turned off."""
+    import shutil
+
+    from contract.metadata import METADATA_FILE
     from tests.server import Server
 
-    srv = Server(REPO / "artifacts", tmp_path_factory.mktemp("second") / "serve.log").start()
+    root = tmp_path_factory.mktemp("second")
+    for name in MODELS:
+        shutil.copytree(REPO / "artifacts" / name, root / name)
+    once = load_metadata(root / "mnist-cnn")
+    assert once.ood is not None
+    once.name, once.ood.second_reading = "mnist-cnn-once", False
+    shutil.copytree(root / "mnist-cnn", root / once.name)
+    (root / once.name / METADATA_FILE).write_text(once.model_dump_json())
+    srv = Server(root, root / "serve.log").start()
     yield srv
     srv.stop()
 
@@ -134,3 +160,16 @@ def test_the_served_answer_is_the_kept_reading(shipped, model):
         (p,) = client.post("/v1/classify", json=body).json()["predictions"]
         assert p["out_of_distribution"] is True
         assert flagged_total(client, model) == before + 1
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_model_without_a_second_reading_answers_from_the_first(shipped):
+    """The same graph with ``second_reading`` off: the shadowed 8 is answered from its first reading, flagged."""
+    import httpx
+
+    body = {"model": "mnist-cnn-once", "images": [base64.b64encode(SHADOWED.read_bytes()).decode()]}
+    r = httpx.post(f"{shipped.url}/v1/classify", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    (p,) = r.json()["predictions"]
+    assert p["label"] != "8" and p["out_of_distribution"] is True

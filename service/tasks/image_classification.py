@@ -106,12 +106,13 @@ def served_ood(meta: ModelMetadata, score: float | None, item: ImageItem) -> tup
 async def read_twice(
     engine: Engine, meta: ModelMetadata, blobs: list[bytes] | list[str], items: list[ImageItem], results: list[Any]
 ) -> tuple[list[ImageItem], list[Any], list[tuple[float | None, bool]]]:
-    """The rows, the graph's results and their out-of-distribution answers, after a second reading: each photo of
-    pen strokes that the model flags is read again at the other polarity, and that reading kept when the model
-    finds it typical (``contract.images.second_reading_kept``)."""
+    """The rows, the graph's results and their out-of-distribution answers, after a second reading where the model
+    takes one (``ood.second_reading``, export/second_reading.py): each photo of pen strokes that the model flags is
+    read again at the other polarity, and that reading kept when the model finds it typical
+    (``contract.images.second_reading_kept``)."""
     answers = [served_ood(meta, r.ood_score, item) for r, item in zip(results, items, strict=True)]
     again = [i for i, (_, flagged) in enumerate(answers) if flagged and items[i].dark_ink is not None]
-    threshold = meta.ood.threshold if meta.ood is not None else None
+    threshold = meta.ood.threshold if meta.ood is not None and meta.ood.second_reading else None
     if not again or not threshold:
         return items, results, answers
     dark = [not items[i].dark_ink for i in again]

@@ -1,0 +1,72 @@
+"""Whether a digit classifier's served answers read a flagged photo a second time at the other polarity
+(contract.images.second_reading_kept): only where that mends more answers than it breaks, which depends on how
+well the model's out-of-distribution score tells a digit from the paper around it. Measured on 3,000 EVAL_STYLE
+photos of validation half A (seed 6, which no other measurement uses) and written into model.json's
+``ood.second_reading``, with the counts in ``ood.figures``; export/calibrate.py runs it after calibrating, or
+alone on a calibrated artifact:
+
+    python -m export.calibrate artifacts/mnist-cnn --data ../shared/data/mnist --second-reading
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import onnxruntime as ort
+
+from contract.images import Reading, normalize, second_reading_kept
+from contract.metadata import ModelMetadata
+from contract.photos import EVAL_STYLE, readings_in_chunks
+
+N, CHUNK, SEED = 3000, 500, 6
+
+
+def served_labels(
+    folder: Path, meta: ModelMetadata, readings: list[tuple[Reading, Reading | None]], second_reading: bool
+) -> tuple[np.ndarray, int, int]:
+    """The label the service answers for each photo (with ``second_reading``, a flagged first reading replaced by
+    its second reading when that is kept), how many photos were read twice and how many second readings kept."""
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    pre, ood = meta.image_preprocessing(), meta.ood
+    names = [meta.outputs[0].name] + ([ood.output] if ood is not None and ood.output else [])
+
+    def answers(rows: list[Reading]) -> tuple[np.ndarray, list[tuple[float | None, bool]]]:
+        outs = sess.run(names, {meta.inputs[0].name: normalize(np.stack([r.pixels for r in rows]), pre)})
+        scores = [float(v) for v in outs[1]] if len(outs) > 1 else [None] * len(rows)
+        blank = [bool(r.pixels.max() == r.pixels.min()) for r in rows]
+        return outs[0].argmax(1), [
+            meta.ood_answer(s, r.oddness, b) for s, r, b in zip(scores, rows, blank, strict=True)
+        ]
+
+    labels, first = answers([r for r, _ in readings])
+    again = [i for i, (_, flagged) in enumerate(first) if flagged and readings[i][1] is not None]
+    if not second_reading or not again or ood is None:
+        return labels, 0, 0
+    second_labels, second = answers([cast(Reading, readings[i][1]) for i in again])
+    kept = [j for j, answer in enumerate(second) if second_reading_kept(ood.threshold, *answer)]
+    labels = labels.copy()
+    labels[[again[j] for j in kept]] = second_labels[kept]
+    return labels, len(again), len(kept)
+
+
+def decide(model_dir: Path, meta: ModelMetadata, images: np.ndarray, labels: np.ndarray, half_a: np.ndarray) -> None:
+    """Set ``meta.ood.second_reading`` for a calibrated digit classifier (the fit that reads pen strokes) from its
+    half-A photos (``half_a``: positions in ``images``); other models keep it off."""
+    pre = meta.image_preprocessing()
+    if meta.ood is None or pre.fit != "digit" or not pre.white_on_black:
+        return
+    pick = half_a[:N]
+    readings = readings_in_chunks(images[pick], pre, EVAL_STYLE, CHUNK, [SEED * 1000 + i for i in range(0, N, CHUNK)])
+    truth = labels[pick]
+    right = served_labels(model_dir, meta, readings, second_reading=False)[0] == truth
+    served, twice, kept = served_labels(model_dir, meta, readings, second_reading=True)
+    mended, broke = int(((served == truth) & ~right).sum()), int(((served != truth) & right).sum())
+    meta.ood.second_reading = mended > broke
+    meta.ood.figures |= {
+        "second_reading_photos_read_twice": twice / len(pick),
+        "second_reading_kept": float(kept),
+        "second_reading_mended": float(mended),
+        "second_reading_broke": float(broke),
+    }
