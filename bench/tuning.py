@@ -1,7 +1,8 @@
 """The digit models' tuning set, in process: 3,000 EVAL_STYLE photos of MNIST validation digits (seed 777, which
-neither `make photos` (2027) nor calibration (5) uses), read through the front door and each artifact's graph,
-beside its clean validation accuracy; then as the service answers them, with the second reading of a photo the
-model flags (contract.images.second_reading_kept); with two or more artifacts, the photos they misread in common.
+neither `make photos` (2027), calibration (5) nor export/second_reading.py (6) uses), read through the front door
+and each artifact's graph, beside its clean validation accuracy; then with the second reading of a photo the model
+flags (contract.images.second_reading_kept, which the service takes where model.json's ood.second_reading says
+so); with two or more artifacts, the photos they misread in common.
 
     .venv/bin/python -m bench.tuning artifacts/mnist-cnn artifacts/mnist-lenet5
 
