@@ -89,25 +89,34 @@ def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
     return out
 
 
-def _flatten(data: list[Any], name: str, count: int) -> list[Any]:
-    """Nested or flat row-major data -> one flat list (the protocol allows both) of exactly ``count`` values."""
-    flat: list[Any] = []
+def _flatten(data: list[Any], name: str, count: int) -> tuple[list[Any], set[type]]:
+    """Nested or flat row-major data -> one flat list (the protocol allows both) of exactly ``count`` values, and
+    the types of its values. Flat data, what clients send, is taken as it is: its values' types are gathered by
+    ``map`` in C, where a Python loop over 784 pixels cost a tenth of a /v2 request's Python time."""
+    types = set(map(type, data))
+    if list not in types:
+        flat = data
+    else:
+        flat = []
 
-    def walk(items: list[Any], depth: int) -> None:
-        if depth > 8:
-            raise ApiError("invalid_request", f"input {name!r}: data nested too deeply")
-        for v in items:
-            if isinstance(v, list):
-                walk(v, depth + 1)
-            elif len(flat) == count:
-                raise ApiError("invalid_request", f"input {name!r}: more than the shape's {count} values")
-            else:
-                flat.append(v)
+        def walk(items: list[Any], depth: int) -> None:
+            if depth > 8:
+                raise ApiError("invalid_request", f"input {name!r}: data nested too deeply")
+            for v in items:
+                if isinstance(v, list):
+                    walk(v, depth + 1)
+                elif len(flat) == count:
+                    raise ApiError("invalid_request", f"input {name!r}: more than the shape's {count} values")
+                else:
+                    flat.append(v)
 
-    walk(data, 0)
+        walk(data, 0)
+        types = set(map(type, flat))
+    if len(flat) > count:
+        raise ApiError("invalid_request", f"input {name!r}: more than the shape's {count} values")
     if len(flat) != count:
         raise ApiError("invalid_request", f"input {name!r}: the shape needs {count} values, got {len(flat)}")
-    return flat
+    return flat, types
 
 
 def check_shape(name: str, shape: list[int], want: list[int], max_rows: int) -> None:
@@ -130,8 +139,8 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, 
         if binary is not None:
             items = _bytes_elements(binary, inp.name, count)
         else:
-            flat = _flatten(inp.data or [], inp.name, count)
-            if not all(isinstance(v, str) for v in flat):
+            flat, types = _flatten(inp.data or [], inp.name, count)
+            if not types <= {str}:
                 raise ApiError("invalid_request", f"input {inp.name!r}: BYTES data must be strings")
             items = [v.encode("utf-8") for v in flat]
         if len(items) != count:
@@ -146,9 +155,8 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, 
             raise ApiError("invalid_request", f"input {inp.name!r}: {len(binary)} bytes for shape {shape} {sent}")
         arr = np.frombuffer(binary, dtype=given)
     else:
-        flat = _flatten(inp.data or [], inp.name, count)
-        ok = (int, float) if want == "FP32" else (int,)
-        if not all(isinstance(v, ok) and not isinstance(v, bool) for v in flat):
+        flat, types = _flatten(inp.data or [], inp.name, count)
+        if not types <= ({int, float} if want == "FP32" else {int}):  # JSON's own types: a bool is no number here
             raise ApiError("invalid_request", f"input {inp.name!r}: {sent} data must be numbers")
         try:
             arr = np.asarray(flat, dtype=given)

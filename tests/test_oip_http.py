@@ -252,6 +252,18 @@ def test_value_errors(client):
     assert oip_error(infer_json(client, GAN, [z, y_huge]), 400)
     nested = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [[[[[[[[[[["deep"]]]]]]]]]]]}
     assert "nested" in oip_error(infer_json(client, LSTM, [nested]), 400)
+    # flat data is checked by its values' types, nested data after flattening: JSON's true, null, strings and
+    # objects are no numbers, and an INT64 tensor takes no fractions
+    pixels = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32"}
+    for odd in (True, None, "0.5", {"v": 1}):
+        for data in ([0.0] * 783 + [odd], [[0.0] * 783 + [odd]]):
+            assert "must be numbers" in oip_error(infer_json(client, CNN, [{**pixels, "data": data}]), 400), odd
+    assert "must be numbers" in oip_error(infer_json(client, GAN, [z, {**y, "data": [1.5]}]), 400)
+    rows = [[[[float(v) / 784 for v in range(r * 28, r * 28 + 28)] for r in range(28)]]]
+    flat = [v for row in rows[0][0] for v in row]
+    by_rows, by_flat = (infer_json(client, CNN, [{**pixels, "data": d}]) for d in (rows, flat))
+    assert by_rows.status_code == by_flat.status_code == 200
+    assert by_rows.json()["outputs"] == by_flat.json()["outputs"]
 
 
 def test_binary_framing_errors(client):
