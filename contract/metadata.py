@@ -297,19 +297,19 @@ class ModelMetadata(BaseModel):
         temperature (1 without calibration)."""
         return softmax(logits, self.calibration.temperature if self.calibration else 1.0)
 
-    def ood_answer(self, score: float | None, oddness: float | None, blank: bool) -> tuple[float | None, bool]:
-        """An image classifier's out-of-distribution answer for one image: the graph's ``score``, raised for a
-        photo to the front door's ``oddness`` in the score's units (oddness 1 maps to the threshold); flagged when
-        the score is above the threshold, or, calibrated or not, when the front door found nothing written
-        (``blank``: the prepared field is one value) or a page unlike any of the model's kind (oddness above 1:
-        a scene, printed text)."""
+    def ood_answer(self, score: float | None, oddness: float | None, pixels: np.ndarray) -> tuple[float | None, bool]:
+        """An image classifier's out-of-distribution answer for one image (``pixels``: its prepared field, raw or
+        normalised): the graph's ``score``, raised for a photo to the front door's ``oddness`` in the score's units
+        (oddness 1 maps to the threshold); flagged when the score is above the threshold, or, calibrated or not,
+        when the front door found nothing written (the field is one value: a blank page, uniform paper) or a page
+        unlike any of the model's kind (oddness above 1: a scene, printed text)."""
         ood = self.ood
         if ood is not None and score is not None and oddness is not None and ood.threshold > 0:
             score = max(score, oddness * ood.threshold)
         flagged = (
             (ood is not None and score is not None and score > ood.threshold)
             or (oddness is not None and oddness > 1)
-            or blank
+            or bool(pixels.max() == pixels.min())
         )
         return score, flagged
 

@@ -35,10 +35,7 @@ def served_labels(
     def answers(rows: list[Reading]) -> tuple[np.ndarray, list[tuple[float | None, bool]]]:
         outs = sess.run(names, {meta.inputs[0].name: normalize(np.stack([r.pixels for r in rows]), pre)})
         scores = [float(v) for v in outs[1]] if len(outs) > 1 else [None] * len(rows)
-        blank = [bool(r.pixels.max() == r.pixels.min()) for r in rows]
-        return outs[0].argmax(1), [
-            meta.ood_answer(s, r.oddness, b) for s, r, b in zip(scores, rows, blank, strict=True)
-        ]
+        return outs[0].argmax(1), [meta.ood_answer(s, r.oddness, r.pixels) for s, r in zip(scores, rows, strict=True)]
 
     labels, first = answers([r for r, _ in readings])
     again = [i for i, (_, flagged) in enumerate(first) if flagged and readings[i][1] is not None]

@@ -98,9 +98,8 @@ class ImageModels(Family):
 
 
 def served_ood(meta: ModelMetadata, score: float | None, item: ImageItem) -> tuple[float | None, bool]:
-    """One image's out-of-distribution answer (``ModelMetadata.ood_answer``; blank: the prepared field is one
-    value)."""
-    return meta.ood_answer(score, item.oddness, bool(item.x.max() == item.x.min()))
+    """One image's out-of-distribution answer (``ModelMetadata.ood_answer``)."""
+    return meta.ood_answer(score, item.oddness, item.x)
 
 
 async def read_twice(
@@ -111,9 +110,11 @@ async def read_twice(
     read again at the other polarity, and that reading kept when the model finds it typical
     (``contract.images.second_reading_kept``)."""
     answers = [served_ood(meta, r.ood_score, item) for r, item in zip(results, items, strict=True)]
+    ood = meta.ood
+    if ood is None or not ood.second_reading:
+        return items, results, answers
     again = [i for i, (_, flagged) in enumerate(answers) if flagged and items[i].dark_ink is not None]
-    threshold = meta.ood.threshold if meta.ood is not None and meta.ood.second_reading else None
-    if not again or not threshold:
+    if not again:
         return items, results, answers
     dark = [not items[i].dark_ink for i in again]
     _, second = await engine.image_rows(meta, TASK, cast(list[Any], [blobs[i] for i in again]), dark=dark)
@@ -121,7 +122,7 @@ async def read_twice(
     items, results = list(items), list(results)
     for i, item, r in zip(again, second, second_results, strict=True):
         answer = served_ood(meta, r.ood_score, item)
-        if second_reading_kept(threshold, *answer):
+        if second_reading_kept(ood.threshold, *answer):
             items[i], results[i], answers[i] = item, r, answer
     return items, results, answers
 
