@@ -6,6 +6,7 @@ import base64
 import concurrent.futures as cf
 import io
 import re
+import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -187,8 +188,18 @@ def test_concurrent_requests_are_batched(client, server, held_out):
 
     c0, s0 = batch_hist()
     imgs = [b64(png_bytes(a)) for a, _ in held_out[:48]]
+    start = threading.Barrier(48)
+
+    def send(img: str) -> int:
+        # each thread's client opens its connection first and all send together: otherwise making 48 clients
+        # and connections spreads the requests out so that none ever meet in the batcher (1 run in 3 here)
+        http = mine()
+        assert http.get("/livez").status_code == 200
+        start.wait(timeout=30)
+        return classify(http, [img], model="digits-lenet5").status_code
+
     with client_per_thread(str(client.base_url)) as mine, cf.ThreadPoolExecutor(48) as pool:
-        codes = list(pool.map(lambda i: classify(mine(), [i], model="digits-lenet5").status_code, imgs))
+        codes = list(pool.map(send, imgs))
     assert codes == [200] * 48
     c1, s1 = batch_hist()
     assert s1 - s0 == 48  # every image went through the model service
