@@ -101,11 +101,22 @@ ConfigValue = bool | int | float | str | list[int]
 TrainingValue = bool | int | float | str | list[str] | None
 
 
+class OtherCorpus(BaseModel):
+    """A teacher trained on another corpus than its student (training/distillation.py: other_corpus)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    sha256: str
+    short_validation_texts_found: int = Field(description="the student's short validation texts found in it")
+
+
 class Teacher(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str
     onnx_sha256: str
+    other_corpus: OtherCorpus | None = None
 
 
 class UnlabelledTexts(BaseModel):

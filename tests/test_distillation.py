@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from contract.data import load_idx_dataset, stratified_split
-from contract.metadata import load_metadata, softmax
+from contract.metadata import load_metadata, sha256_file, softmax
 from contract.text import UNK_ID, TokenizerConfig, tokenize
-from contract.text_data import load_table
+from contract.text_data import load_table, text_validation
 from export.__main__ import main as export_main
 from training import distillation
 from training.__main__ import main as train_main
 from training.distillation import distillation_loss
+from training.text_classification import substituted
 
 ROOT = Path(__file__).resolve().parents[1]
 ART = ROOT / "artifacts"
@@ -93,6 +94,58 @@ def test_a_teacher_of_another_file_or_other_labels_is_refused(tmp_path):
     other_labels = _altered_teacher(tmp_path / "b", lambda m: m.update(labels=["bad", "good"]))
     with pytest.raises(ValueError, match="answers"):
         distillation.check_teacher(other_labels, ds, "sentences", 0.1, 0)
+
+
+@needs_data
+def test_a_teacher_of_another_corpus_is_taken_when_its_file_holds_no_validation_text(tmp_path):
+    ds = load_table(DATA / "sst2" / "train.tsv", name="sst2")
+    texts, _ = text_validation(load_metadata(ART / "sst2-gru"), DATA / "sst2" / "train.tsv")
+    imdb = distillation.TextTeacher(ART / "imdb-lstm", temperature=2.0)
+    distillation.check_teacher(imdb, ds, "sentences", 0.1, 0, texts)  # IMDB's reviews: another site's
+    found = imdb.record()["other_corpus"]
+    assert found["file"] == "train.csv" and found["sha256"] == imdb.meta.dataset.sha256["train.csv"]
+    assert 0 < found["short_validation_texts_found"] <= 10  # "i like it .", "big mistake ." and the like
+    longest = max(texts, key=len)
+    assert len(tokenize(longest, imdb.tok)) >= distillation.OTHER_CORPUS_TOKENS
+
+    def corpus(rows: list[str]) -> distillation.TextTeacher:
+        """imdb-lstm recorded as trained on a small CSV of ``rows`` (the graph and vocabulary linked)."""
+        folder = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        for f in (ART / "imdb-lstm").iterdir():
+            if f.name != "model.json":
+                (folder / f.name).symlink_to(f)
+        data = folder / "imdb" / "train.csv"  # read as IMDB's file is (contract.text_data.preset_for)
+        data.parent.mkdir()
+        data.write_text("label,text\n" + "".join(f'1,"{r}"\n' for r in rows))
+        meta = json.loads((ART / "imdb-lstm" / "model.json").read_text())
+        meta["dataset"].update(source=str(data), sha256={"train.csv": sha256_file(data)})
+        (folder / "model.json").write_text(json.dumps(meta))
+        return distillation.TextTeacher(folder, temperature=2.0)
+
+    spaced = longest.upper().replace(" ", "  ")  # another spacing and case: the same tokens
+    held = corpus(["A review that quotes a critic: " + spaced + " And goes on.", "Another review."])
+    with pytest.raises(ValueError, match="holds validation texts"):
+        distillation.check_teacher(held, ds, "sentences", 0.1, 0, texts)
+    clean = corpus(["Nothing from SST-2 here at all, only this.", "Another review."])
+    distillation.check_teacher(clean, ds, "sentences", 0.1, 0, texts)
+    assert clean.record()["other_corpus"]["short_validation_texts_found"] == 0
+    (Path(clean.meta.dataset.source)).write_text('label,text\n0,"changed"\n')
+    with pytest.raises(ValueError, match="not here as it was recorded"):  # the file is not what it trained on
+        distillation.check_teacher(clean, ds, "sentences", 0.1, 0, texts)
+
+
+def test_substitution_replaces_words_only_and_about_as_often_as_asked():
+    ids = torch.randint(2, 1000, (200, 50))
+    ids[:, 40:] = 0  # padding
+    ids[:, 0] = UNK_ID
+    gen = torch.Generator().manual_seed(0)
+    out = substituted(ids, 0.1, 1000, gen)
+    assert torch.equal(out[:, 40:], ids[:, 40:]) and torch.equal(out[:, 0], ids[:, 0])
+    changed = (out != ids).float().mean().item() * 50 / 39  # of the words, not the padding or <unk>
+    assert 0.08 < changed < 0.11  # (a draw of the word it replaces changes nothing)
+    assert int(out[:, 1:40].min()) > UNK_ID and int(out.max()) < 1000
+    assert torch.equal(substituted(ids, 0.0, 1000, gen), ids)
 
 
 def test_distillation_loss_is_hintons():

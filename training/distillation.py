@@ -19,7 +19,10 @@ through unlabelled and augmented sentences): the student sees many more sentence
 with the ensemble's answer, and one network serves what three computed.
 
 A teacher must never have seen a validation sentence: each teacher's model.json must record the student's
-data file (same sha256), split kind, fraction and seed, or training refuses to start.
+data file (same sha256), split kind, fraction and seed, or training refuses to start. A text teacher trained on
+another corpus altogether (``imdb-lstm`` for an SST-2 student: whole reviews of another site, where SST-2's
+models lean negative on text unlike film criticism) is taken only when its training file is here, is the file it
+recorded, and holds none of the student's validation texts (``other_corpus``, by their tokens).
 """
 
 from __future__ import annotations
@@ -36,13 +39,16 @@ import torch.nn.functional as F
 
 from contract.data import Dataset
 from contract.images import normalize
-from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata, softmax
+from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata, sha256_file, softmax
 from contract.text import TokenizerConfig, Vocab, text_logits, tokenize
-from contract.text_data import TextDataset
+from contract.text_data import TextDataset, load_table, preset_for
 from training.common import LossFn
 
 log = logging.getLogger(__name__)
 
+# a validation text this long found in a teacher's other corpus refuses the teacher (other_corpus); the six of
+# SST-2's 688 validation sentences inside IMDB's training reviews are 3 to 7 tokens long
+OTHER_CORPUS_TOKENS = 8
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
 
@@ -79,8 +85,11 @@ class Teacher:
         self.session = ort.InferenceSession(str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
         self.folder = folder
 
-    def record(self) -> dict[str, str]:
-        return {"model": self.meta.name, "onnx_sha256": self.meta.onnx_sha256}
+    other_corpus: dict[str, Any] | None = None  # a teacher of another corpus: what other_corpus checked
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.meta.name, "onnx_sha256": self.meta.onnx_sha256}
+        return out | ({"other_corpus": self.other_corpus} if self.other_corpus else {})
 
 
 class TextTeacher(Teacher):
@@ -113,9 +122,15 @@ class ImageTeacher(Teacher):
 
 
 def check_teacher(
-    teacher: Teacher, ds: TextDataset | Dataset, split: str, val_fraction: float, split_seed: int
+    teacher: Teacher,
+    ds: TextDataset | Dataset,
+    split: str,
+    val_fraction: float,
+    split_seed: int,
+    val_texts: list[str] | None = None,
 ) -> None:
-    """Refuse a teacher that may have trained on the student's validation rows, or answers other labels."""
+    """Refuse a teacher that may have trained on the student's validation rows, or answers other labels. With
+    ``val_texts`` (a text student's), a teacher of another corpus is taken when ``other_corpus`` clears it."""
     d = teacher.meta.dataset
     ours = d.model_copy(
         update={
@@ -125,21 +140,51 @@ def check_teacher(
             "split_seed": split_seed,
         }
     )
-    if not ds.sha256 or not d.same_split(ours):
+    same = bool(ds.sha256) and d.same_split(ours)
+    other = val_texts is not None and bool(d.sha256) and not set(d.sha256.values()) & set(ds.sha256.values())
+    if not same and not other:
         raise ValueError(
             f"teacher {teacher.folder} was trained on another split ({d.split}, {d.val_fraction}, seed "
             f"{d.split_seed}, files {sorted(d.sha256)}): it may have seen the student's validation rows"
         )
     if teacher.meta.labels != ds.label_names:
         raise ValueError(f"teacher {teacher.folder} answers {teacher.meta.labels}, the data {ds.label_names}")
+    if not same:
+        assert isinstance(teacher, TextTeacher) and val_texts is not None
+        teacher.other_corpus = other_corpus(teacher, val_texts)
 
 
-def teachers(cfg: Any, ds: TextDataset | Dataset, split: str, kind: type[Teacher]) -> list[Any]:
+def other_corpus(teacher: TextTeacher, val_texts: list[str]) -> dict[str, Any]:
+    """A teacher trained on another corpus: its recorded training file, read from where it was recorded (and
+    its sha256 checked), must hold none of ``val_texts`` of OTHER_CORPUS_TOKENS tokens or more anywhere in any of
+    its rows (compared as the teacher's tokens, so that spacing, quotes and case do not hide a copy). Shorter
+    ones are everyday English that any corpus holds ("i like it .", "big mistake ."): counted, not refused.
+    -> what was checked, for the record."""
+    d = teacher.meta.dataset
+    path = Path(d.source)
+    if len(d.sha256) != 1 or not path.is_file() or d.sha256.get(path.name) != sha256_file(path):
+        raise ValueError(
+            f"teacher {teacher.folder} was trained on another corpus ({d.source}), which is not here as it was "
+            "recorded: whether it holds the student's validation rows cannot be checked"
+        )
+    tok = teacher.tok.model_copy(update={"max_len": 10**9})
+    corpus = "\n".join(" " + " ".join(tokenize(t, tok)) + " " for t in load_table(path, name=preset_for(path)).texts)
+    keys = [tokenize(t, tok) for t in val_texts]
+    seen = [k for k in keys if " " + " ".join(k) + " " in corpus]
+    long = [" ".join(k) for k in seen if len(k) >= OTHER_CORPUS_TOKENS]
+    if long:
+        raise ValueError(f"teacher {teacher.folder}: its corpus {path.name} holds validation texts, e.g. {long[0]!r}")
+    return {"file": path.name, "sha256": d.sha256[path.name], "short_validation_texts_found": len(seen)}
+
+
+def teachers(
+    cfg: Any, ds: TextDataset | Dataset, split: str, kind: type[Teacher], val_texts: list[str] | None = None
+) -> list[Any]:
     """The config's teachers (``cfg.teachers``, ``cfg.distill_temperature``), each checked against the
-    student's data and split."""
+    student's data and split (and, with ``val_texts``, a text teacher of another corpus against them)."""
     out = [kind(Path(t), cfg.distill_temperature) for t in cfg.teachers]
     for t in out:
-        check_teacher(t, ds, split, cfg.val_fraction, cfg.split_seed)
+        check_teacher(t, ds, split, cfg.val_fraction, cfg.split_seed, val_texts)
     return out
 
 

@@ -57,6 +57,10 @@ class TextTrainConfig(TrainConfig):
     # distillation (teachers: TrainConfig's) on extra sentences only the teachers label
     unlabelled: str | None = None  # a gzipped CSV of reviews (IMDB's unsup.csv.gz) cut into extra sentences
     unlabelled_rows: int = 0
+    # each training token replaced, with this chance per epoch, by a word drawn evenly from the vocabulary (the
+    # row keeps its label): a word's mere presence should not decide a text's sentiment (random replacement, as
+    # in Wei & Zou 2019's EDA), which is how models trained on film criticism read a drill or a hotel room
+    substitute: float = 0.0
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +79,15 @@ def length_bucketed(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def substituted(ids: torch.Tensor, chance: float, vocab_size: int, gen: torch.Generator) -> torch.Tensor:
+    """``ids`` with each word (not padding or ``<unk>``) replaced, with ``chance``, by a word drawn evenly from
+    the vocabulary's."""
+    if chance <= 0:
+        return ids
+    swap = (torch.rand(ids.shape, generator=gen) < chance) & (ids > UNK_ID)
+    return torch.where(swap, torch.randint(UNK_ID + 1, vocab_size, ids.shape, generator=gen), ids)
 
 
 @torch.no_grad()
@@ -122,6 +135,7 @@ def soft_targets(
     tok: TokenizerConfig,
     vocab: Vocab,
     train_idx: np.ndarray,
+    val_idx: np.ndarray,
     seqs_tr: list[list[int]],
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """With teachers: (rows, 2K) targets for the training rows (one-hot label, teachers' probabilities; see
@@ -131,7 +145,8 @@ def soft_targets(
         if cfg.unlabelled:
             raise ValueError("--unlabelled sentences need --teacher models to label them")
         return None, {}
-    teachers = distillation.teachers(cfg, ds, cfg.split, distillation.TextTeacher)
+    val_texts = [ds.texts[i] for i in val_idx]
+    teachers = distillation.teachers(cfg, ds, cfg.split, distillation.TextTeacher, val_texts)
     texts = [ds.texts[i] for i in train_idx]
     k = len(ds.label_names)
     hard = np.eye(k, dtype=np.float32)[ds.labels[train_idx]]
@@ -171,7 +186,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     seqs_tr = [vocab.encode(tokens[i]) for i in train_idx]
     seqs_va = [vocab.encode(tokens[i]) for i in val_idx]
     y_tr, y_va = ds.labels[train_idx], ds.labels[val_idx]
-    targets, distilled = soft_targets(ds, cfg, tok, vocab, train_idx, seqs_tr)
+    targets, distilled = soft_targets(ds, cfg, tok, vocab, train_idx, val_idx, seqs_tr)
     log.info(
         "vocabulary: %d tokens (min_freq %d); %d train / %d validation texts",
         len(vocab),
@@ -194,10 +209,13 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
 
     y_fit = torch.from_numpy(y_tr) if targets is None else torch.from_numpy(targets)
 
+    noise = torch.Generator().manual_seed(cfg.seed + 2)  # its own stream: the run's other draws stay as without it
+
     def batches() -> Iterator[Batch]:
         order = rng.permutation(len(seqs_tr))
         for idx in length_bucketed(order, lengths_tr, cfg.batch_size, rng):
-            yield pad_batch([seqs_tr[j] for j in idx]), y_fit[idx]
+            ids, lengths = pad_batch([seqs_tr[j] for j in idx])
+            yield (substituted(ids, cfg.substitute, len(vocab), noise), lengths), y_fit[idx]
 
     def validate() -> tuple[float, float]:
         loss, probs = evaluate(model, seqs_va, y_va)
@@ -249,6 +267,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("distillation on unlabelled sentences (text models; --teacher: common flags)")
     d.add_argument("--unlabelled", help="a gzipped CSV of texts (text column) cut into sentences the teachers label")
     d.add_argument("--unlabelled-rows", type=int, default=t.unlabelled_rows, help="unlabelled sentences to add")
+    text.add_argument(
+        "--substitute", type=float, default=t.substitute, help="chance a training word is replaced by a random one"
+    )
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -270,6 +291,7 @@ def _run(args: argparse.Namespace) -> dict:
         freeze_vectors=not args.tune_vectors,
         unlabelled=args.unlabelled,
         unlabelled_rows=args.unlabelled_rows,
+        substitute=args.substitute,
     )
     log.info(
         "training %s on %s (%d texts, %d classes) with %s",
