@@ -98,7 +98,7 @@ class DatasetInfo(BaseModel):
 # what model.json's ``architecture_config`` and ``training`` hold, and so what a model card shows of them: one
 # definition, so that the card can never refuse a value the artifact accepted
 ConfigValue = bool | int | float | str | list[int]
-TrainingValue = bool | int | float | str | list[str] | None
+TrainingValue = bool | int | float | str | list[str] | list[float] | None
 
 
 class OtherCorpus(BaseModel):
@@ -117,6 +117,7 @@ class Teacher(BaseModel):
     model: str
     onnx_sha256: str
     other_corpus: OtherCorpus | None = None
+    share: float = Field(1.0, description="its share of the teachers' average, relative to the others'")
 
 
 class UnlabelledTexts(BaseModel):

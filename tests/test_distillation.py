@@ -135,6 +135,35 @@ def test_a_teacher_of_another_corpus_is_taken_when_its_file_holds_no_validation_
         distillation.check_teacher(clean, ds, "sentences", 0.1, 0, texts)
 
 
+def test_teachers_average_by_their_shares():
+    class Fixed:
+        def __init__(self, p: list[float], share: float) -> None:
+            self.p, self.share = np.array([p]), share
+
+        def probs(self, _inputs: object) -> np.ndarray:
+            return self.p
+
+    got = distillation.ensemble_probs([Fixed([0.9, 0.1], 1.0), Fixed([0.1, 0.9], 3.0)], None)
+    assert np.allclose(got, [[0.3, 0.7]])
+    assert np.allclose(distillation.ensemble_probs([Fixed([0.9, 0.1], 1.0), Fixed([0.1, 0.9], 1.0)], None), 0.5)
+
+
+@needs_data
+def test_teacher_shares_are_one_positive_share_per_teacher_and_recorded(tmp_path):
+    argv = ["rnn-classifier", "--data", str(DATA / "sst2" / "train.tsv"), "--dry-run", "--no-progress"]
+    argv += ["--teacher", str(ART / "sst2-gru"), "--teacher", str(ART / "sst2-lstm-max")]
+    for bad in ("1", "1,0", "1,2,3"):
+        with pytest.raises(ValueError, match="one positive share per teacher"):
+            train_main([*argv, "--teacher-shares", bad, "--out", str(tmp_path / "x")])
+    assert train_main([*argv, "--teacher-shares", "1,3", "--out", str(tmp_path)]) == 0
+    record = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["distillation"]
+    assert [t.get("share", 1.0) for t in record["teachers"]] == [1.0, 3.0]
+    assert export_main([str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "student"), "--dry-run"]) == 0
+    meta = load_metadata(tmp_path / "student")
+    assert meta.distillation is not None and [t.share for t in meta.distillation.teachers] == [1.0, 3.0]
+    assert meta.training["teacher_shares"] == [1.0, 3.0]
+
+
 def test_substitution_replaces_words_only_and_about_as_often_as_asked():
     ids = torch.randint(2, 1000, (200, 50))
     ids[:, 40:] = 0  # padding

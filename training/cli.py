@@ -61,6 +61,13 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("distillation (classifiers, image and text: training/distillation.py)")
     d.add_argument("--teacher", action="append", default=[], help="an exported classifier of this data to learn from")
     d.add_argument("--teacher-weight", type=float, default=None, help="the soft term's share of the loss (0.5)")
+    d.add_argument(
+        "--teacher-shares",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=None,
+        metavar="S,S,...",
+        help="each --teacher's share of the teachers' average, in order (default: equal)",
+    )
     d.add_argument("--distill-temperature", type=float, default=None, help="T for both sides' logits (2.0)")
     p.add_argument("--dry-run", action="store_true", help="one batch of tiny data, one epoch")
     p.add_argument(
@@ -108,6 +115,7 @@ def common_config(args: argparse.Namespace, defaults: TrainConfig) -> dict[str, 
         "threads": args.threads,
         "teachers": tuple(args.teacher) or None,
         "teacher_weight": args.teacher_weight,
+        "teacher_shares": args.teacher_shares,
         "distill_temperature": args.distill_temperature,
         "dry_run": args.dry_run,
         "progress": not args.no_progress and sys.stderr.isatty(),

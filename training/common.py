@@ -45,6 +45,7 @@ class TrainConfig:
     # distillation (training/distillation.py): exported classifiers whose averaged answers become soft targets
     teachers: tuple[str, ...] = ()
     teacher_weight: float = 0.5  # the soft term's share of the loss (distillation_loss)
+    teacher_shares: tuple[float, ...] = ()  # each teacher's share of the teachers' average (empty: equal)
     distill_temperature: float = 2.0  # teachers' and student's logits are divided by it (fixed, not fitted)
     init_samples: int = 20_000  # training images a model that starts from the data sees (models/mlp.py's RBF)
     val_fraction: float = 0.1

@@ -86,10 +86,12 @@ class Teacher:
         self.folder = folder
 
     other_corpus: dict[str, Any] | None = None  # a teacher of another corpus: what other_corpus checked
+    share = 1.0  # its share of the teachers' average (relative to the others')
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.meta.name, "onnx_sha256": self.meta.onnx_sha256}
-        return out | ({"other_corpus": self.other_corpus} if self.other_corpus else {})
+        out |= {"other_corpus": self.other_corpus} if self.other_corpus else {}
+        return out | ({"share": self.share} if self.share != 1.0 else {})
 
 
 class TextTeacher(Teacher):
@@ -183,14 +185,20 @@ def teachers(
     """The config's teachers (``cfg.teachers``, ``cfg.distill_temperature``), each checked against the
     student's data and split (and, with ``val_texts``, a text teacher of another corpus against them)."""
     out = [kind(Path(t), cfg.distill_temperature) for t in cfg.teachers]
-    for t in out:
+    shares = cfg.teacher_shares or (1.0,) * len(out)
+    if len(shares) != len(out) or min(shares) <= 0:
+        raise ValueError(f"--teacher-shares: one positive share per teacher ({len(out)}), not {shares}")
+    for t, share in zip(out, shares, strict=True):
         check_teacher(t, ds, split, cfg.val_fraction, cfg.split_seed, val_texts)
+        t.share = share
     return out
 
 
 def ensemble_probs(teachers: list[Any], inputs: Any) -> np.ndarray:
-    """The teachers' probabilities, averaged: (N, K) float32."""
-    return np.mean([t.probs(inputs) for t in teachers], axis=0).astype(np.float32)
+    """The teachers' probabilities, averaged by their shares: (N, K) float32."""
+    return np.average([t.probs(inputs) for t in teachers], axis=0, weights=[t.share for t in teachers]).astype(
+        np.float32
+    )
 
 
 def record(teachers: list[Teacher], cfg: Any, agree: float) -> dict[str, Any]:
