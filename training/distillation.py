@@ -186,7 +186,7 @@ def teachers(
     student's data and split (and, with ``val_texts``, a text teacher of another corpus against them)."""
     out = [kind(Path(t), cfg.distill_temperature) for t in cfg.teachers]
     shares = cfg.teacher_shares or (1.0,) * len(out)
-    if len(shares) != len(out) or min(shares) <= 0:
+    if len(shares) != len(out) or min(shares, default=1.0) <= 0:
         raise ValueError(f"--teacher-shares: one positive share per teacher ({len(out)}), not {shares}")
     for t, share in zip(out, shares, strict=True):
         check_teacher(t, ds, split, cfg.val_fraction, cfg.split_seed, val_texts)
