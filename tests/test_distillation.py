@@ -72,14 +72,14 @@ def test_a_teacher_that_may_have_seen_validation_rows_is_refused():
         distillation.TextTeacher(ART / "mnist-cnn", temperature=2.0)
 
 
-def _altered_teacher(tmp_path: Path, change) -> distillation.TextTeacher:
-    """sst2-gru with its model.json altered by ``change`` (the graph and vocabulary linked, not copied)."""
+def _altered_teacher(tmp_path: Path, change, model: str = "sst2-gru") -> distillation.TextTeacher:
+    """``model`` with its model.json altered by ``change`` (the graph and vocabulary linked, not copied)."""
     folder = tmp_path / "teacher"
     folder.mkdir(parents=True)
-    for f in (ART / "sst2-gru").iterdir():
+    for f in (ART / model).iterdir():
         if f.name != "model.json":
             (folder / f.name).symlink_to(f)
-    meta = json.loads((ART / "sst2-gru" / "model.json").read_text())
+    meta = json.loads((ART / model / "model.json").read_text())
     change(meta)
     (folder / "model.json").write_text(json.dumps(meta))
     return distillation.TextTeacher(folder, temperature=2.0)
@@ -109,19 +109,13 @@ def test_a_teacher_of_another_corpus_is_taken_when_its_file_holds_no_validation_
     assert len(tokenize(longest, imdb.tok)) >= distillation.OTHER_CORPUS_TOKENS
 
     def corpus(rows: list[str]) -> distillation.TextTeacher:
-        """imdb-lstm recorded as trained on a small CSV of ``rows`` (the graph and vocabulary linked)."""
+        """imdb-lstm recorded as trained on a small CSV of ``rows``."""
         folder = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
-        folder.mkdir()
-        for f in (ART / "imdb-lstm").iterdir():
-            if f.name != "model.json":
-                (folder / f.name).symlink_to(f)
         data = folder / "imdb" / "train.csv"  # read as IMDB's file is (contract.text_data.preset_for)
-        data.parent.mkdir()
+        data.parent.mkdir(parents=True)
         data.write_text("label,text\n" + "".join(f'1,"{r}"\n' for r in rows))
-        meta = json.loads((ART / "imdb-lstm" / "model.json").read_text())
-        meta["dataset"].update(source=str(data), sha256={"train.csv": sha256_file(data)})
-        (folder / "model.json").write_text(json.dumps(meta))
-        return distillation.TextTeacher(folder, temperature=2.0)
+        recorded = {"source": str(data), "sha256": {"train.csv": sha256_file(data)}}
+        return _altered_teacher(folder, lambda m: m["dataset"].update(recorded), model="imdb-lstm")
 
     spaced = longest.upper().replace(" ", "  ")  # another spacing and case: the same tokens
     held = corpus(["A review that quotes a critic: " + spaced + " And goes on.", "Another review."])

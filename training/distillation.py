@@ -171,8 +171,7 @@ def other_corpus(teacher: TextTeacher, val_texts: list[str]) -> dict[str, Any]:
         )
     tok = teacher.tok.model_copy(update={"max_len": 10**9})
     corpus = "\n".join(" " + " ".join(tokenize(t, tok)) + " " for t in load_table(path, name=preset_for(path)).texts)
-    keys = [tokenize(t, tok) for t in val_texts]
-    seen = [k for k in keys if " " + " ".join(k) + " " in corpus]
+    seen = [k for k in (tokenize(t, tok) for t in val_texts) if f" {' '.join(k)} " in corpus]
     long = [" ".join(k) for k in seen if len(k) >= OTHER_CORPUS_TOKENS]
     if long:
         raise ValueError(f"teacher {teacher.folder}: its corpus {path.name} holds validation texts, e.g. {long[0]!r}")
