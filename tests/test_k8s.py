@@ -393,7 +393,9 @@ def swap_a_version(pod: Pod, models: Path, auth: dict[str, str], poll_s: float) 
     sender.start()
     try:
         while time.monotonic() - t0 < 3 * poll_s + 20:
-            if httpx.get(pod.url + "/v2/models/mnist-cnn", headers=auth).json()["versions"] == ["2"]:
+            r = httpx.get(pod.url + "/v2/models/mnist-cnn", headers=auth)
+            assert r.status_code == 200, f"metadata during the swap: {r.status_code} {r.text}\n{pod.log()}"
+            if r.json()["versions"] == ["2"]:
                 break
             time.sleep(0.2)
         took = time.monotonic() - t0
