@@ -56,8 +56,9 @@ from contract.metadata import (
     softmax,
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs, read_photographs
-from contract.text import Vocab, text_logits, tokenize
+from contract.text import Vocab, encode_windows, text_logits
 from contract.text_data import text_validation
+from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, unknown_share, word_rarity
 from export import second_reading
 from export.evaluate import auroc
 from export.frechet import feature_session
@@ -336,14 +337,11 @@ OTHER_LANGUAGES = [
 ]
 
 
-def unknown_share(text: str, meta: ModelMetadata, vocab: Vocab) -> float:
-    tokens = tokenize(text, meta.text_preprocessing().tokenizer)
-    ids = vocab.encode(tokens)
-    return sum(i == meta.text_preprocessing().unk_id for i in ids) / max(1, len(ids))
+RARITY_MARGIN = 0.05  # word rarity: flag this far beyond the clean half-A texts' extreme (rarity is in (0, 1])
 
 
 def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarray) -> ModelMetadata:
-    """Temperature and the unknown-token threshold for a text classifier; returns the metadata to save."""
+    """Temperature and the out-of-distribution score's scaling for a text classifier; returns the metadata."""
     meta = load_metadata(model_dir)
     pre = meta.text_preprocessing()
     vocab = Vocab.load(model_dir / pre.vocab_file)
@@ -364,10 +362,18 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
         "other languages": OTHER_LANGUAGES,
         "made-up words": [" ".join("".join(rng.choice(alphabet[:26], 7)) for _ in range(10)) for _ in range(50)],
     }
-    share = {k: np.array([unknown_share(x, meta, vocab) for x in v]) for k, v in {**texts, **odd}.items()}
+    ids = {k: [text_ids(encode_windows(x, pre.tokenizer, vocab)[0]) for x in v] for k, v in {**texts, **odd}.items()}
+    n = len(vocab)
     # reviews hold rare words and names: flag only well beyond the clean texts' extreme (their 99.9th
-    # percentile plus 0.1), and never below a quarter of the text unknown
-    threshold = float(max(np.quantile(share["A"], 0.999) + 0.1, 0.25))
+    # percentile plus a margin), and never below a quarter of the text unknown
+    share = {k: np.array([unknown_share(x, n) for x in v]) for k, v in ids.items()}
+    centre = float(np.mean(np.concatenate([rarities(x, n) for x in ids["A"]])))
+    rarity = {k: np.array([word_rarity(x, n, centre) for x in v]) for k, v in ids.items()}
+    scaling = {
+        UNKNOWN: (0.0, float(max(np.quantile(share["A"], 0.999) + 0.1, 0.25))),
+        RARITY: (centre, float(np.quantile(rarity["A"] - centre, 0.999) + RARITY_MARGIN)),
+    }
+    score = {k: np.maximum(share[k] / scaling[UNKNOWN][1], (rarity[k] - centre) / scaling[RARITY][1]) for k in ids}
     meta.calibration = Calibration(
         temperature=t,
         fitted_on="validation half A",
@@ -377,12 +383,15 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
         accuracy={"B": float((logits["B"].argmax(1) == labels["B"]).mean())},
     )
     meta.ood = OutOfDistribution(
-        method="unknown-token-share",
+        method=f"{UNKNOWN}+{RARITY}",
         output=None,
-        threshold=threshold,
-        fitted_on="the 99.9th percentile of the unknown-token share of validation half-A texts plus 0.1, at least 0.25",
-        figures={"flagged_clean": float((share["B"] > threshold).mean())}
-        | {f"flagged {k}": float((v > threshold).mean()) for k, v in share.items() if k not in ("A", "B")},
+        scaling=scaling,
+        threshold=1.0,
+        fitted_on="validation half A: the unknown share's 99.9th percentile plus 0.1, at least 0.25; the word "
+        f"rarity's 99.9th percentile plus {RARITY_MARGIN} (its centre: the mean token's rarity)",
+        figures={"flagged_clean": float((score["B"] > 1).mean())}
+        | {f"flagged {k}": float((v > 1).mean()) for k, v in score.items() if k not in ("A", "B")}
+        | {f"flagged {k} by the unknown share alone": float((share[k] > scaling[UNKNOWN][1]).mean()) for k in odd},
     )
     return meta
 

@@ -212,7 +212,8 @@ def test_an_rbf_networks_score_is_its_inputs_distance_to_the_nearest_centre(tmp_
 
 def test_text_calibration_flags_unknown_words(artifact_root):
     meta = load_metadata(artifact_root / "synthetic-lstm")
-    assert meta.calibration is not None and meta.ood is not None and meta.ood.method == "unknown-token-share"
+    assert meta.calibration is not None and meta.ood is not None
+    assert meta.ood.method == "unknown-token-share+word-rarity" and meta.ood.threshold == 1
     assert 0 < meta.calibration.ece_floor["B"] < 0.2
     assert meta.ood.figures["flagged random characters"] == 1.0 and meta.ood.figures["flagged_clean"] <= 0.05
 

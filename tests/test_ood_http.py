@@ -14,6 +14,8 @@ import tritonclient.http as triton
 from PIL import Image
 
 from contract.metadata import load_metadata
+from contract.text import Vocab, encode_windows
+from contract.text_ood import RARITY, UNKNOWN, text_ids, text_ood_score
 from tests.conftest import png_bytes
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -142,12 +144,19 @@ def test_v2_returns_the_score_and_flag_when_asked(client, server, digits, pages,
     tc.close()
 
 
-def test_sentiment_flags_text_made_of_unknown_words(client):
+def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
     texts = ["the film is wonderful", "xqzv blorptik fnargle wubwub zzzkt", "Ce film est une merveille absolue."]
     before = flagged_count(client, LSTM)
     r = client.post("/v1/sentiment", json={"model": LSTM, "texts": texts})
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert [p["out_of_distribution"] for p in preds] == [False, True, True]
-    assert preds[0]["ood_score"] == 0.0 and preds[1]["ood_score"] == 1.0
+    meta = load_metadata(artifact_root / LSTM)
+    pre = meta.text_preprocessing()
+    vocab = Vocab.load(artifact_root / LSTM / pre.vocab_file)
+    assert meta.ood is not None and set(meta.ood.scaling) == {UNKNOWN, RARITY} and meta.ood.threshold == 1
+    for text, p in zip(texts, preds, strict=True):  # the contract's score, as served
+        want = text_ood_score(text_ids(encode_windows(text, pre.tokenizer, vocab)[0]), len(vocab), meta.ood)
+        assert p["ood_score"] == pytest.approx(want, abs=1e-9), text
+    assert preds[1]["ood_score"] >= 1 / meta.ood.scaling[UNKNOWN][1]  # every token unknown
     assert flagged_count(client, LSTM) == before + 2

@@ -1,8 +1,8 @@
-"""Text classification (sentiment): texts in JSON (/v1/sentiment) -> calibrated labels, with the share of words
-outside the vocabulary as the out-of-distribution score; on /v2, the texts as a BYTES tensor (nnserve tokenises
-them with the artifact's vocabulary, which a client has no way to obtain). Its family, TextModels, runs text
-classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K), and for attention models their
-weights (B, T), which ``"explain": true`` returns per token with its place in the text.
+"""Text classification (sentiment): texts in JSON (/v1/sentiment) -> calibrated labels, with an out-of-distribution
+score from the words read (unknown and rare words: contract/text_ood.py); on /v2, the texts as a BYTES tensor
+(nnserve tokenises them with the artifact's vocabulary, which a client has no way to obtain). Its family,
+TextModels, runs text classifiers: right-padded int64 ids (B, T) + lengths (B,) -> logits (B, K), and for
+attention models their weights (B, T), which ``"explain": true`` returns per token with its place in the text.
 
 A text longer than the model's max_len tokens is read in consecutive windows (one row each), and its logits are
 the windows' mean weighted by their token counts; only beyond NNSERVE_TEXT_WINDOWS windows is it cut, and the
@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
 from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
+from contract.text_ood import text_ids, text_ood_score
 from service.engine import Engine, current, flag, off_loop
 from service.errors import ApiError
 from service.family import (
@@ -70,7 +71,7 @@ class TextRows(BaseModel):
     start: int  # its first row among the request's rows
     sizes: list[int]  # tokens per window
     tokens: int
-    unknown: float  # the share of the read tokens outside the vocabulary
+    ood_score: float | None  # how unlike the training texts the tokens read are (contract/text_ood.py)
 
     @property
     def read(self) -> int:
@@ -158,8 +159,8 @@ def text_rows(
     """Texts -> the model's token-id rows (tokenised exactly as in training; a long text in windows of max_len
     tokens), with what each text's answer reports; the limits on texts and characters are checked here. A text
     without tokens is a 400, or with ``empty_ok`` (/v2, whose batch has no per-row errors) one unknown token:
-    its answer is the model's prior, with an out-of-distribution score of 1 (flagged when the model has a
-    threshold: every token read is unknown)."""
+    its answer is the model's prior, flagged out of distribution when the model has a score (every token read
+    is unknown)."""
     meta = model if isinstance(model, ModelMetadata) else engine.metadata(model, TASK)  # a version resolved already
     pre = meta.text_preprocessing()
     if len(texts) > S.max_texts:
@@ -180,8 +181,8 @@ def text_rows(
             raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
         TOKENS.labels(meta.name).observe(n_tokens)
         sizes = [len(w) for w in windows]
-        unknown = sum(t == pre.unk_id for w in windows for t in w) / sum(sizes)
-        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, unknown=unknown))
+        score = None if meta.ood is None else text_ood_score(text_ids(windows), len(vocab), meta.ood)
+        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score))
         items += [TextItem(model=key, ids=np.asarray(w, dtype=np.int64)) for w in windows]
     return items, encoded
 
@@ -245,7 +246,6 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
     predictions = []
     for i, (p, rows) in enumerate(zip(probs, encoded, strict=True)):
-        score = rows.unknown if meta.ood is not None else None
         best = int(p.argmax())
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
         predictions.append(
@@ -258,8 +258,8 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
                 windows=len(rows.sizes),
                 truncated=rows.read < rows.tokens,
                 explanation=None if explained is None else explained[i],
-                ood_score=score,
-                out_of_distribution=flag(meta, score),
+                ood_score=rows.ood_score,
+                out_of_distribution=flag(meta, rows.ood_score),
             )
         )
     return json_response(AnalyzeSentimentResponse(model=meta.name, version=meta.version, predictions=predictions))
@@ -280,7 +280,7 @@ async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tens
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
     items, encoded = await tokenized(engine, meta, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
-    return with_ood(meta, combined_logits(results, encoded), [e.unknown for e in encoded])
+    return with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded])
 
 
 register(
