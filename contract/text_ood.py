@@ -47,6 +47,7 @@ def rarities(ids: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def unknown_share(ids: np.ndarray, vocab_size: int, centre: float = 0.0) -> float:
+    """The share of the tokens outside the vocabulary (a component's signature: size and centre unused)."""
     return np.count_nonzero(ids == UNK_ID) / len(ids) if len(ids) else 1.0
 
 

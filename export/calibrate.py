@@ -58,7 +58,7 @@ from contract.metadata import (
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs, read_photographs
 from contract.text import Vocab, encode_windows, text_logits
 from contract.text_data import text_validation
-from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, unknown_share, word_rarity
+from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_score, unknown_share, word_rarity
 from export import second_reading
 from export.evaluate import auroc
 from export.frechet import feature_session
@@ -373,7 +373,6 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
         UNKNOWN: (0.0, float(max(np.quantile(share["A"], 0.999) + 0.1, 0.25))),
         RARITY: (centre, float(np.quantile(rarity["A"] - centre, 0.999) + RARITY_MARGIN)),
     }
-    score = {k: np.maximum(share[k] / scaling[UNKNOWN][1], (rarity[k] - centre) / scaling[RARITY][1]) for k in ids}
     meta.calibration = Calibration(
         temperature=t,
         fitted_on="validation half A",
@@ -382,16 +381,19 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
         ece_floor={"B": ece_floor(softmax(logits["B"], t))},
         accuracy={"B": float((logits["B"].argmax(1) == labels["B"]).mean())},
     )
-    meta.ood = OutOfDistribution(
+    meta.ood = ood = OutOfDistribution(
         method=f"{UNKNOWN}+{RARITY}",
         output=None,
         scaling=scaling,
         threshold=1.0,
         fitted_on="validation half A: the unknown share's 99.9th percentile plus 0.1, at least 0.25; the word "
         f"rarity's 99.9th percentile plus {RARITY_MARGIN} (its centre: the mean token's rarity)",
-        figures={"flagged_clean": float((score["B"] > 1).mean())}
-        | {f"flagged {k}": float((v > 1).mean()) for k, v in score.items() if k not in ("A", "B")}
-        | {f"flagged {k} by the unknown share alone": float((share[k] > scaling[UNKNOWN][1]).mean()) for k in odd},
+    )
+    flagged = {k: np.array([text_ood_score(x, n, ood) for x in v]) > ood.threshold for k, v in ids.items()}
+    ood.figures = (
+        {"flagged_clean": float(flagged["B"].mean())}
+        | {f"flagged {k}": float(flagged[k].mean()) for k in odd}
+        | {f"flagged {k} by the unknown share alone": float((share[k] > scaling[UNKNOWN][1]).mean()) for k in odd}
     )
     return meta
 
