@@ -237,6 +237,7 @@ evaluate: $(VENV)/.dev
 	for m in fashion-cnn fashion-resnet; do $(CALIBRATE) --measure $(ART)/$$m --data $(DATA)/fashion-mnist --ood-data $(DATA)/mnist || exit 1; done
 	for m in sst2-lstm sst2-gru sst2-lstm-max sst2-gru-distilled; do $(CALIBRATE) --measure $(ART)/$$m --data $(SST2) || exit 1; done
 	$(CALIBRATE) --measure $(ART)/imdb-lstm --data $(IMDB)
+	$(PY) -m bench.text_ood $(ART)/sst2-gru-distilled $(ART)/sst2-gru $(ART)/sst2-lstm $(ART)/sst2-lstm-max $(ART)/imdb-lstm
 	$(PY) -m export.evaluate $(ART)/mnist-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
 	$(PY) -m export.evaluate $(ART)/mnist-dae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
 	$(PY) -m export.evaluate $(ART)/fashion-ae --data $(DATA)/fashion-mnist --anomalies $(DATA)/mnist

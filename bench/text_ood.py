@@ -1,0 +1,65 @@
+"""What the text models' out-of-distribution score flags on held-out text (contract/text_ood.py)
+
+    .venv/bin/python -m bench.text_ood artifacts/sst2-gru-distilled artifacts/imdb-lstm
+
+Two files the score was never fitted or chosen on: bench/data/reviews-other-languages.tsv (150 reviews in 15
+languages, to be flagged) and bench/data/reviews-out-of-domain.tsv (300 English reviews of products and places,
+not to be flagged). Printed per model as a markdown table: how many of each are flagged, by the served score and
+by the unknown-token share alone, and the other-language reviews let through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from contract.metadata import load_metadata
+from contract.text import Vocab, encode_windows
+from contract.text_ood import UNKNOWN, text_ids, text_ood_score, unknown_share
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def rows(name: str) -> list[dict[str, str]]:
+    with open(DATA / name, encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def flagged(folder: Path, texts: list[str], share_alone: bool = False) -> np.ndarray:
+    """Which of ``texts`` the artifact in ``folder`` flags, as the service does (or by the unknown share alone)."""
+    meta = load_metadata(folder)
+    pre = meta.text_preprocessing()
+    vocab = Vocab.load(folder / pre.vocab_file)
+    if meta.ood is None:
+        raise SystemExit(f"{folder}: not calibrated (python -m export.calibrate)")
+    ids = [text_ids(encode_windows(t, pre.tokenizer, vocab)[0]) for t in texts]
+    if share_alone:
+        limit = meta.ood.scaling[UNKNOWN][1] if meta.ood.scaling else meta.ood.threshold
+        return np.array([unknown_share(x, len(vocab)) > limit for x in ids])
+    return np.array([text_ood_score(x, len(vocab), meta.ood) > meta.ood.threshold for x in ids])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.text_ood", description=__doc__.splitlines()[0])
+    p.add_argument("artifacts", type=Path, nargs="+")
+    args = p.parse_args(argv)
+    foreign, english = rows("reviews-other-languages.tsv"), [r["sentence"] for r in rows("reviews-out-of-domain.tsv")]
+    print("| model | other languages flagged (share alone) | English of other domains flagged (share alone) |")
+    print("|---|---|---|")
+    missed = {}
+    for folder in args.artifacts:
+        texts = [r["text"] for r in foreign]
+        f, f0 = flagged(folder, texts), flagged(folder, texts, share_alone=True)
+        e, e0 = flagged(folder, english), flagged(folder, english, share_alone=True)
+        print(f"| `{folder.name}` | {f.sum()} / {len(f)} ({f0.sum()}) | {e.sum()} / {len(e)} ({e0.sum()}) |")
+        missed[folder.name] = [f"{r['language']}: {r['text']}" for r, hit in zip(foreign, f, strict=True) if not hit]
+    for name, texts in missed.items():
+        print(f"\n{name} lets through: " + ("; ".join(texts) or "none"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
