@@ -28,18 +28,18 @@ def rows(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def flagged(folder: Path, texts: list[str], share_alone: bool = False) -> np.ndarray:
-    """Which of ``texts`` the artifact in ``folder`` flags, as the service does (or by the unknown share alone)."""
+def judge(folder: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> per text: the ``ood_score`` the artifact in ``folder`` serves, whether the service flags it, and whether
+    the unknown-token share alone would."""
     meta = load_metadata(folder)
     pre = meta.text_preprocessing()
     vocab = Vocab.load(folder / pre.vocab_file)
     if meta.ood is None:
         raise SystemExit(f"{folder}: not calibrated (python -m export.calibrate)")
     ids = [text_ids(encode_windows(t, pre.tokenizer, vocab)[0]) for t in texts]
-    if share_alone:
-        limit = meta.ood.scaling[UNKNOWN][1] if meta.ood.scaling else meta.ood.threshold
-        return np.array([unknown_share(x, len(vocab)) > limit for x in ids])
-    return np.array([text_ood_score(x, len(vocab), meta.ood) > meta.ood.threshold for x in ids])
+    scores = np.array([text_ood_score(x, len(vocab), meta.ood) for x in ids])
+    limit = meta.ood.scaling[UNKNOWN][1] if meta.ood.scaling else meta.ood.threshold
+    return scores, scores > meta.ood.threshold, np.array([unknown_share(x, len(vocab)) > limit for x in ids])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|")
     missed = {}
     for folder in args.artifacts:
-        texts = [r["text"] for r in foreign]
-        f, f0 = flagged(folder, texts), flagged(folder, texts, share_alone=True)
-        e, e0 = flagged(folder, english), flagged(folder, english, share_alone=True)
+        _, f, f0 = judge(folder, [r["text"] for r in foreign])
+        _, e, e0 = judge(folder, english)
         print(f"| `{folder.name}` | {f.sum()} / {len(f)} ({f0.sum()}) | {e.sum()} / {len(e)} ({e0.sum()}) |")
         missed[folder.name] = [f"{r['language']}: {r['text']}" for r, hit in zip(foreign, f, strict=True) if not hit]
     for name, texts in missed.items():

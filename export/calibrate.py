@@ -368,10 +368,10 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
     # percentile plus a margin), and never below a quarter of the text unknown
     share = {k: np.array([unknown_share(x, n) for x in v]) for k, v in ids.items()}
     centre = float(np.mean(np.concatenate([rarities(x, n) for x in ids["A"]])))
-    rarity = {k: np.array([word_rarity(x, n, centre) for x in v]) for k, v in ids.items()}
+    rarity = np.array([word_rarity(x, n, centre) for x in ids["A"]])
     scaling = {
         UNKNOWN: (0.0, float(max(np.quantile(share["A"], 0.999) + 0.1, 0.25))),
-        RARITY: (centre, float(np.quantile(rarity["A"] - centre, 0.999) + RARITY_MARGIN)),
+        RARITY: (centre, float(np.quantile(rarity - centre, 0.999) + RARITY_MARGIN)),
     }
     meta.calibration = Calibration(
         temperature=t,

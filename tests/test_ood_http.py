@@ -13,9 +13,9 @@ import pytest
 import tritonclient.http as triton
 from PIL import Image
 
+from bench.text_ood import judge
 from contract.metadata import load_metadata
-from contract.text import Vocab, encode_windows
-from contract.text_ood import RARITY, UNKNOWN, text_ids, text_ood_score
+from contract.text_ood import RARITY, UNKNOWN
 from tests.conftest import png_bytes
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -152,11 +152,8 @@ def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
     preds = r.json()["predictions"]
     assert [p["out_of_distribution"] for p in preds] == [False, True, True]
     meta = load_metadata(artifact_root / LSTM)
-    pre = meta.text_preprocessing()
-    vocab = Vocab.load(artifact_root / LSTM / pre.vocab_file)
     assert meta.ood is not None and set(meta.ood.scaling) == {UNKNOWN, RARITY} and meta.ood.threshold == 1
-    for text, p in zip(texts, preds, strict=True):  # the contract's score, as served
-        want = text_ood_score(text_ids(encode_windows(text, pre.tokenizer, vocab)[0]), len(vocab), meta.ood)
-        assert p["ood_score"] == pytest.approx(want, abs=1e-9), text
+    want, _, _ = judge(artifact_root / LSTM, texts)  # the contract's score, computed in process
+    assert [p["ood_score"] for p in preds] == pytest.approx(want.tolist(), abs=1e-9)
     assert preds[1]["ood_score"] >= 1 / meta.ood.scaling[UNKNOWN][1]  # every token unknown
     assert flagged_count(client, LSTM) == before + 2
