@@ -1,9 +1,10 @@
 """From a photo or scan to the ink on it: the front half of the image contract for models trained on bright
 shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pillow.
 
-    photo ──► grey, at most WORK px a side ──► polarity (is the ink darker or lighter than the paper, which
-              a plane plus a vignette fitted robustly follows? if no ink shows, does it clearly show at the
-              other polarity: a shadow over most of the page fools the fit)
+    photo ──► grey, at most WORK px a side ──► the sheet cut out of a darker table around it, if one shows
+          ──► polarity (is the ink darker or lighter than the paper, which a plane plus a vignette fitted
+              robustly follows? if no ink shows, does it clearly show at the other polarity: a shadow over
+              most of the page fools the fit)
           ──► background (paper tone, lighting gradient, vignette, shadows) estimated by a coarse max
               (or min) filter and divided out of the page, its sensor noise averaged over about a pixel
           ──► relative ink strength in [0, 1]
@@ -46,6 +47,15 @@ STRAY_INK = 0.05  # pen strokes: ink covers more than this share of the page out
 TEXTURED_BORDER = 1.5  # objects: the frame's border strays this many grey levels (median, noise blurred out) from
 # a plane: the background is a scene, not a plain table or sheet
 SPARSE_OBJECT = 0.2  # objects: the object covers less of its box than this (a page of printed text: 16 %)
+# a sheet photographed on a table: the frame shows the table beyond the page's edges, which the background
+# estimate follows as a dark margin (its edge then reads as long strokes) and which pulls the polarity fit; the
+# page is cut out first (the_page; the limits chosen on bench/photos.py's kind of table photos, none of 4,000
+# photos of a page alone is cut):
+PAGE_GRID = 64  # longest side the page's edges are looked for at
+PAGE_STEP = 0.25  # beyond the edge, every column (row) is at least this much darker than the paper past it
+PAGE_REACH = 0.35  # the edge is looked for within this share of the frame from each side
+PAGE_TABLE = 0.75  # beyond the page, at least this share of a column (row) is table
+PAGE_STRAIGHT = 1.5  # where the paper begins, row after row, lies this close to a line (grid px, the median)
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,64 @@ def _border(shape: tuple[int, ...]) -> np.ndarray:
     return edge
 
 
+def _edge(profile: np.ndarray) -> tuple[int, float]:
+    """How many of a profile's first entries lie beyond the page, and the level halfway between theirs and the
+    paper's: the most, within PAGE_REACH of the frame, that are all darker by PAGE_STEP than the two entries
+    just past the next (one is left for the page's edge: blur, a shadow along it); (0, 0) where none are."""
+    reach = min(round(PAGE_REACH * len(profile)), len(profile) - 3)
+    if reach < 1:
+        return 0, 0.0
+    outer = np.maximum.accumulate(profile)[:reach]  # outer[j - 1]: the brightest of the first j
+    inner = np.minimum(profile[2 : reach + 2], profile[3 : reach + 3])  # inner[j - 1]: entries j + 1, j + 2
+    cut = np.nonzero(outer < (1.0 - PAGE_STEP) * inner)[0]
+    return (int(cut[-1]) + 2, float(outer[cut[-1]] + inner[cut[-1]]) / 2) if cut.size else (0, 0.0)
+
+
+def _straight(g: np.ndarray, level: float) -> bool:
+    """Is the page's edge seen from the left of ``g`` (the frame between two other cuts) straight: where each
+    row first turns to paper, a line within PAGE_STRAIGHT grid pixels (the median distance)? A sheet's edge is
+    a line however it lies; a big light digit's outline is a curve."""
+    light = g >= level
+    found = light.any(axis=1)
+    if found.sum() < 4:
+        return False
+    y = np.nonzero(found)[0].astype(np.float64)
+    x = light[found].argmax(axis=1).astype(np.float64)
+    half = len(y) // 2  # a line through the medians of either half: the corners of a turned sheet may stray
+    slope = (np.median(x[half:]) - np.median(x[:half])) / max(np.median(y[half:]) - np.median(y[:half]), 1.0)
+    off = x - slope * y
+    return float(np.median(np.abs(off - np.median(off)))) <= PAGE_STRAIGHT
+
+
+def the_page(grey: Image.Image) -> Image.Image:
+    """A photo of a sheet on a darker table -> the sheet alone (``grey`` itself when the page fills the frame).
+    From each side, the columns (rows) that are table end to end are cut off: darker by PAGE_STEP than the
+    paper just past them, in a level PAGE_TABLE of each column lies under (beyond the page the column is table,
+    but for slivers of a sheet turned a few degrees; across it, paper, but for the ink it crosses); and where
+    the paper begins, row after row, is a straight line (a sheet's edge; a big light digit on a dark board is a
+    curve, with board on either side of each stroke)."""
+    small = _reduce(grey, PAGE_GRID)
+    g = np.asarray(small, dtype=np.float32)
+    h, w = g.shape
+    if min(h, w) < 8:
+        return grey
+    cols = np.sort(g, axis=0)[round(PAGE_TABLE * (h - 1))]
+    rows = np.sort(g, axis=1)[:, round(PAGE_TABLE * (w - 1))]
+    (left, lp), (right, rp), (top, tp), (bottom, bp) = (_edge(cols), _edge(cols[::-1]), _edge(rows), _edge(rows[::-1]))
+    if not (left or right or top or bottom):
+        return grey
+    for depth, level, seen in (  # each cut side's edge, seen from the left, between the sides across it
+        (left, lp, g[top : h - bottom]),
+        (right, rp, g[top : h - bottom, ::-1]),
+        (top, tp, g[:, left : w - right].T),
+        (bottom, bp, g[::-1, left : w - right].T),
+    ):
+        if depth and not _straight(seen, level):
+            return grey
+    sx, sy = grey.width / w, grey.height / h
+    return grey.crop((round(left * sx), round(top * sy), round((w - right) * sx), round((h - bottom) * sy)))
+
+
 def find_ink(img: Image.Image, objects: bool = False, dark: bool | None = None) -> Ink:
     """An 'L' image of any size -> its ink (at most WORK px a side), background removed, contrast normalised.
 
@@ -155,6 +223,7 @@ def find_ink(img: Image.Image, objects: bool = False, dark: bool | None = None) 
     grey = _reduce(img, WORK)
     if objects:
         return _object_ink(np.asarray(grey, dtype=np.uint8))
+    grey = the_page(grey)  # the table around the sheet is no part of it
     forced = dark is not None
     dark = _dark_ink(grey) if dark is None else dark
     # pen strokes: sensor noise averaged over about a pixel first (a stroke is several pixels wide here), else

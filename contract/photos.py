@@ -10,6 +10,9 @@ ranges every random choice is drawn from), so the same seed gives the same photo
   rotated digits, more blur, noise and compression, more perspective), drawn with other seeds, so the figure
   is not a measure of the training generator itself.
 
+``on_table`` lays such a photo on a table and photographs it again from further back (``TABLE_STYLE``): what a
+user sends who does not fill the frame with the page. Neither style has it; bench/photos.py measures it apart.
+
 What a photo has: paper from white to mid-grey, tinted; a light gradient, a vignette and sometimes a soft
 shadow across the page; plain, lined or squared paper; ink in black, blue or pencil grey, with thinner or
 thicker strokes; the digit small or large, anywhere in the frame, rotated; a little perspective; lens blur,
@@ -79,6 +82,22 @@ EVAL_STYLE = PhotoStyle(
     noise=(2.0, 12.0),
     jpeg_quality=(25, 95),
 )
+
+
+@dataclass(frozen=True)
+class TableStyle:
+    """Ranges for a photographed sheet laid on a table and photographed again from further back (``on_table``)."""
+
+    sheet: Range = (0.6, 0.92)  # the sheet's side as a share of the frame's
+    table: Range = (20.0, 130.0)  # the table's grey level: dark wood to a grey desk (paper: 110-245)
+    tint: float = 25.0  # per-channel table tint, +-
+    grain: Range = (2.0, 14.0)  # the table's texture (wood grain, a desk's speckle), grey levels
+    turn_deg: float = 5.0  # the sheet lies this far from square to the frame, at most
+    # the camera of the second shot: light blur, noise and JPEG
+    camera: PhotoStyle = PhotoStyle(blur=(0.3, 1.0), noise=(2.0, 6.0), jpeg_quality=(50, 95))
+
+
+TABLE_STYLE = TableStyle()
 
 
 def _uniform(rng: np.random.Generator, r: Range) -> float:
@@ -196,6 +215,28 @@ def _camera(rgb: np.ndarray, rng: np.random.Generator, style: PhotoStyle) -> byt
     quality = int(rng.integers(style.jpeg_quality[0], style.jpeg_quality[1] + 1))
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB").save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def on_table(photo: bytes, rng: np.random.Generator, style: TableStyle = TABLE_STYLE) -> bytes:
+    """A photographed sheet (``render_digit_photo``'s JPEG) lying on a table, photographed from further back:
+    the table shows beyond the page's edges, on every side or, with the sheet pushed off centre, on fewer; the
+    sheet a few degrees from square."""
+    sheet = Image.open(io.BytesIO(photo)).convert("RGB")
+    side = sheet.width
+    n = round(side / _uniform(rng, style.sheet))
+    colour = _uniform(rng, style.table) + rng.uniform(-style.tint, style.tint, size=3)
+    grain = rng.normal(0.0, 1.0, size=(max(2, n // 16), max(2, n // 3)))  # streaks along one axis: wood grain
+    grain_img = Image.fromarray(((grain - grain.min()) / max(np.ptp(grain), 1e-6) * 255).astype(np.uint8))
+    streaks = np.asarray(grain_img.resize((n, n), Image.Resampling.BICUBIC), dtype=np.float32) / 255 - 0.5
+    texture = streaks if rng.random() < 0.5 else streaks.T
+    table = colour + (2 * _uniform(rng, style.grain) * texture)[..., None]
+    img = Image.fromarray(np.clip(table, 0, 255).astype(np.uint8), "RGB")
+    angle = rng.uniform(-style.turn_deg, style.turn_deg)
+    turned = sheet.rotate(angle, Image.Resampling.BICUBIC, expand=True)
+    mask = Image.new("L", sheet.size, 255).rotate(angle, Image.Resampling.BICUBIC, expand=True)
+    free_x, free_y = max(0, n - turned.width), max(0, n - turned.height)
+    img.paste(turned, (int(rng.integers(0, free_x + 1)), int(rng.integers(0, free_y + 1))), mask)
+    return _camera(np.asarray(img, dtype=np.float32), rng, style.camera)
 
 
 def photograph(item: np.ndarray, fit: str, rng: np.random.Generator, style: PhotoStyle) -> bytes:

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from contract.images import decode_image, prepare_image
-from contract.ink import find_ink
+from contract.ink import find_ink, the_page
 from contract.metadata import ImagePreprocessing
-from contract.photos import EVAL_STYLE, TRAIN_STYLE, render_digit_photo, render_product_photo
+from contract.photos import EVAL_STYLE, TRAIN_STYLE, on_table, render_digit_photo, render_product_photo
 from export.odd_images import skimage_photo
 
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
@@ -158,6 +158,61 @@ def test_a_shadow_over_most_of_the_page_does_not_flip_the_polarity(seven, share)
     ink = find_ink(img)
     assert ink.dark_on_light and ink.box is not None
     assert similarity(prepare_image(img, DIGIT)[0], seven) > 0.85
+
+
+def on_a_table(sheet: Image.Image, size: int, at: tuple[int, int], table: int, turn: float = 0.0) -> Image.Image:
+    """``sheet`` lying on a table of grey level ``table`` (with a little grain) in a size x size frame, its top
+    left corner at ``at`` (row, column), turned by ``turn`` degrees."""
+    grain = np.random.default_rng(0).normal(0.0, 4.0, (size, size))
+    img = Image.fromarray(np.clip(table + grain, 0, 255).astype(np.uint8))
+    mask = Image.new("L", sheet.size, 255).rotate(turn, Image.Resampling.BICUBIC, expand=True)
+    img.paste(sheet.rotate(turn, Image.Resampling.BICUBIC, expand=True), (at[1], at[0]), mask)
+    return img
+
+
+@pytest.mark.parametrize(
+    "size, at, table",
+    [(280, (40, 40), 40), (280, (40, 40), 110), (250, (50, 0), 60), (240, (0, 40), 30), (230, (30, 30), 150)],
+)
+def test_the_table_around_a_sheet_is_cut_off(seven, size, at, table):
+    """A sheet photographed on a table shows the table beyond its edges, on every side or, pushed into a corner,
+    on two: the background estimate took the table for a dark margin (its edge then read as long strokes), and a
+    dark table pulled the polarity fit its way (the paper read as light ink). The sheet comes out as it would
+    alone. The last: a grey desk under darker paper (180 against 150): no step to a darker table, taken as is."""
+    sheet = page(seven, 200, (45, 45), 110, paper=180 if table == 150 else 205, ink=40)
+    photo = on_a_table(sheet, size, at, table)
+    assert similarity(prepare_image(photo, DIGIT)[0], prepare_image(sheet, DIGIT)[0]) > 0.95
+    if table == 150:
+        assert the_page(photo) is photo
+
+
+def test_a_sheet_turned_on_a_table_reads_as_its_digit(seven):
+    """A sheet a few degrees from square keeps slivers of table in the corners; the digit still comes out."""
+    sheet = page(seven, 200, (45, 45), 110, paper=205, ink=40)
+    for turn in (-5.0, 3.0, 6.0):
+        assert similarity(prepare_image(on_a_table(sheet, 280, (25, 25), 45, turn), DIGIT)[0], seven) > 0.85
+
+
+def test_rendered_photos_on_a_table_read_as_their_digit(seven):
+    rng = np.random.default_rng(3)
+    scores = []
+    for _ in range(10):
+        photo = on_table(render_digit_photo(seven, rng, EVAL_STYLE), rng)
+        scores.append(similarity(prepare_image(decode_image(photo, max_pixels=1 << 24), DIGIT)[0], seven))
+    assert np.median(scores) > 0.75
+
+
+def test_a_page_filling_the_frame_is_taken_whole(seven):
+    """No photo of a page without a table is cut (none of 4,000 EVAL_STYLE and TRAIN_STYLE photos), and a digit's
+    stroke running along the frame's edge over half its height is ink, not table."""
+    rng = np.random.default_rng(4)
+    for style in (TRAIN_STYLE, EVAL_STYLE):
+        for _ in range(10):
+            grey = decode_image(render_digit_photo(seven, rng, style), max_pixels=1 << 24).convert("L")
+            assert the_page(grey) is grey
+    one = Image.new("L", (200, 200), 210)
+    ImageDraw.Draw(one).rectangle([0, 40, 14, 160], fill=40)  # a '1' along the left edge, 60 % of the height
+    assert the_page(one) is one
 
 
 def _polyline_page(width: int) -> Image.Image:
