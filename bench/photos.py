@@ -132,6 +132,8 @@ def figure(client: httpx.Client, path: Path) -> None:
     cases += [
         (f"photo of a {labels[i]}", render_digit_photo(images[i, 0], rng, EVAL_STYLE), "mnist-cnn") for i in picks
     ]
+    on_desk = on_table(render_digit_photo(images[picks[1], 0], rng, EVAL_STYLE), rng)
+    cases += [(f"a {labels[picks[1]]} on a desk", on_desk, "mnist-cnn")]
     cases += [
         ("examples/sneaker-photo.jpg", (REPO / "examples" / "sneaker-photo.jpg").read_bytes(), "fashion-cnn"),
         ("grey paper", _jpeg(Image.new("L", (300, 300), 215)), "mnist-cnn"),
