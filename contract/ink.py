@@ -49,7 +49,7 @@ TEXTURED_BORDER = 1.5  # objects: the frame's border strays this many grey level
 SPARSE_OBJECT = 0.2  # objects: the object covers less of its box than this (a page of printed text: 16 %)
 # a sheet photographed on a table: the frame shows the table beyond the page's edges, which the background
 # estimate follows as a dark margin (its edge then reads as long strokes) and which pulls the polarity fit; the
-# page is cut out first (the_page; the limits chosen on bench/photos.py's kind of table photos, none of 4,000
+# page is cut out first (the_page; the limits chosen on bench/photos.py's kind of table photos; one of 4,000
 # photos of a page alone is cut):
 PAGE_GRID = 64  # longest side the page's edges are looked for at
 PAGE_STEP = 0.25  # beyond the edge, every column (row) is at least this much darker than the paper past it

@@ -203,8 +203,8 @@ def test_rendered_photos_on_a_table_read_as_their_digit(seven):
 
 
 def test_a_page_filling_the_frame_is_taken_whole(seven):
-    """No photo of a page without a table is cut (none of 4,000 EVAL_STYLE and TRAIN_STYLE photos), and a digit's
-    stroke running along the frame's edge over half its height is ink, not table."""
+    """A photo of a page without a table is hardly ever cut (one of 4,000 EVAL_STYLE and TRAIN_STYLE photos; none
+    of these 20), and a digit's stroke running along the frame's edge over half its height is ink, not table."""
     rng = np.random.default_rng(4)
     for style in (TRAIN_STYLE, EVAL_STYLE):
         for _ in range(10):
