@@ -56,6 +56,7 @@ PAGE_STEP = 0.25  # beyond the edge, every column (row) is at least this much da
 PAGE_REACH = 0.35  # the edge is looked for within this share of the frame from each side
 PAGE_TABLE = 0.75  # beyond the page, at least this share of a column (row) is table
 PAGE_STRAIGHT = 1.5  # where the paper begins, row after row, lies this close to a line (grid px, the median)
+PAGE_SOLID = 0.5  # past where the paper begins, a row is light for at least this share (the median row)
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,10 @@ def _border(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _edge(profile: np.ndarray) -> tuple[int, float]:
-    """How many of a profile's first entries lie beyond the page, and the level halfway between theirs and the
-    paper's: the most, within PAGE_REACH of the frame, that are all darker by PAGE_STEP than the two entries
-    just past the next (one is left for the page's edge: blur, a shadow along it); (0, 0) where none are."""
+    """How many of a profile's first entries lie beyond the page, and a level between table and paper there:
+    the first j entries, for the largest j within PAGE_REACH of the frame, are all darker by PAGE_STEP than
+    both entries j + 1 and j + 2 (0-based); entry j, the page's blurred edge, is cut with them (j + 1 in all).
+    The level is halfway between the brightest of the j and the dimmer of the two. (0, 0) where no j is."""
     reach = min(round(PAGE_REACH * len(profile)), len(profile) - 3)
     if reach < 1:
         return 0, 0.0
@@ -169,31 +171,39 @@ def _edge(profile: np.ndarray) -> tuple[int, float]:
     return (int(cut[-1]) + 2, float(outer[cut[-1]] + inner[cut[-1]]) / 2) if cut.size else (0, 0.0)
 
 
-def _straight(g: np.ndarray, level: float) -> bool:
-    """Is the page's edge seen from the left of ``g`` (the frame between two other cuts) straight: where each
-    row first turns to paper, a line within PAGE_STRAIGHT grid pixels (the median distance)? A sheet's edge is
-    a line however it lies; a big light digit's outline is a curve."""
+def _sheet_edge(g: np.ndarray, level: float) -> bool:
+    """Is what ``g`` shows from its left side (the frame between the cuts across it) a sheet's edge on a table:
+    the outermost column is table from end to end (a digit's stroke running along the frame's edge is not), the
+    place where each row first turns lighter than ``level`` lies on a line, within PAGE_STRAIGHT grid pixels (the
+    median distance; a light digit's outline is a curve), and past it the rows stay light for the most part
+    (a sheet is solid; past a light digit's stroke on a dark board comes board again)."""
     light = g >= level
+    if np.quantile(g[:, 0], 0.95) >= level:
+        return False
     found = light.any(axis=1)
     if found.sum() < 4:
         return False
     y = np.nonzero(found)[0].astype(np.float64)
-    x = light[found].argmax(axis=1).astype(np.float64)
+    first = light[found].argmax(axis=1)
+    x = first.astype(np.float64)
     half = len(y) // 2  # a line through the medians of either half: the corners of a turned sheet may stray
     slope = (np.median(x[half:]) - np.median(x[:half])) / max(np.median(y[half:]) - np.median(y[:half]), 1.0)
     off = x - slope * y
-    return float(np.median(np.abs(off - np.median(off)))) <= PAGE_STRAIGHT
+    if float(np.median(np.abs(off - np.median(off)))) > PAGE_STRAIGHT:
+        return False
+    past = light[found].sum(axis=1) / (g.shape[1] - first)  # light share of each row from its first light pixel
+    return float(np.median(past)) >= PAGE_SOLID
 
 
 def the_page(grey: Image.Image) -> Image.Image:
-    """A photo of a sheet on a darker table -> the sheet alone (``grey`` itself when the page fills the frame).
-    From each side, the columns (rows) that are table end to end are cut off: darker by PAGE_STEP than the
-    paper just past them, in a level PAGE_TABLE of each column lies under (beyond the page the column is table,
-    but for slivers of a sheet turned a few degrees; across it, paper, but for the ink it crosses); and where
-    the paper begins, row after row, is a straight line (a sheet's edge; a big light digit on a dark board is a
-    curve, with board on either side of each stroke)."""
-    small = _reduce(grey, PAGE_GRID)
-    g = np.asarray(small, dtype=np.float32)
+    """A photo of a sheet on a darker table -> the sheet alone (``grey`` itself when the page fills the frame,
+    and for images under PAGE_GRID / 2 pixels a side). From each side, the columns (rows) that are table are cut
+    off: darker by PAGE_STEP than the paper just past them (``_edge``), in the level PAGE_TABLE of each column
+    lies under (beyond the page the column is table, but for slivers of a sheet turned a few degrees; across it,
+    paper, but for the ink it crosses); and what a cut side shows must look like a sheet's edge (``_sheet_edge``)."""
+    if min(grey.size) < PAGE_GRID // 2:
+        return grey
+    g = np.asarray(_reduce(grey, PAGE_GRID), dtype=np.float32)
     h, w = g.shape
     if min(h, w) < 8:
         return grey
@@ -202,20 +212,21 @@ def the_page(grey: Image.Image) -> Image.Image:
     (left, lp), (right, rp), (top, tp), (bottom, bp) = (_edge(cols), _edge(cols[::-1]), _edge(rows), _edge(rows[::-1]))
     if not (left or right or top or bottom):
         return grey
-    for depth, level, seen in (  # each cut side's edge, seen from the left, between the sides across it
+    for depth, level, seen in (  # each cut side, seen from the left, between the sides across it
         (left, lp, g[top : h - bottom]),
         (right, rp, g[top : h - bottom, ::-1]),
         (top, tp, g[:, left : w - right].T),
         (bottom, bp, g[::-1, left : w - right].T),
     ):
-        if depth and not _straight(seen, level):
+        if depth and not _sheet_edge(seen, level):
             return grey
     sx, sy = grey.width / w, grey.height / h
     return grey.crop((round(left * sx), round(top * sy), round((w - right) * sx), round((h - bottom) * sy)))
 
 
 def find_ink(img: Image.Image, objects: bool = False, dark: bool | None = None) -> Ink:
-    """An 'L' image of any size -> its ink (at most WORK px a side), background removed, contrast normalised.
+    """An 'L' image of any size -> its ink (at most WORK px a side; of the sheet alone where a table around it
+    was cut off), background removed, contrast normalised.
 
     ``objects``: the image is a product photo (Fashion-MNIST's kind): the background is the frame's border,
     and the object's shading is kept (no threshold) instead of turning strokes into solid ink. ``dark``: pen

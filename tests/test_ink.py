@@ -184,6 +184,9 @@ def test_the_table_around_a_sheet_is_cut_off(seven, size, at, table):
     assert similarity(prepare_image(photo, DIGIT)[0], prepare_image(sheet, DIGIT)[0]) > 0.95
     if table == 150:
         assert the_page(photo) is photo
+    else:  # the sheet itself, within a cell of the 64-px grid the edges are looked for on
+        cell = size / 64
+        assert all(abs(side - 200) <= 2 * cell for side in the_page(photo).size)
 
 
 def test_a_sheet_turned_on_a_table_reads_as_its_digit(seven):
@@ -199,20 +202,30 @@ def test_rendered_photos_on_a_table_read_as_their_digit(seven):
     for _ in range(10):
         photo = on_table(render_digit_photo(seven, rng, EVAL_STYLE), rng)
         scores.append(similarity(prepare_image(decode_image(photo, max_pixels=1 << 24), DIGIT)[0], seven))
-    assert np.median(scores) > 0.75
+    assert sum(score > 0.85 for score in scores) >= 8  # without the table step: 5
 
 
 def test_a_page_filling_the_frame_is_taken_whole(seven):
     """A photo of a page without a table is hardly ever cut (one of 4,000 EVAL_STYLE and TRAIN_STYLE photos; none
-    of these 20), and a digit's stroke running along the frame's edge over half its height is ink, not table."""
+    of these 20), and a digit's stroke running along the frame's edge, however tall, is ink, not table."""
     rng = np.random.default_rng(4)
     for style in (TRAIN_STYLE, EVAL_STYLE):
         for _ in range(10):
             grey = decode_image(render_digit_photo(seven, rng, style), max_pixels=1 << 24).convert("L")
             assert the_page(grey) is grey
-    one = Image.new("L", (200, 200), 210)
-    ImageDraw.Draw(one).rectangle([0, 40, 14, 160], fill=40)  # a '1' along the left edge, 60 % of the height
-    assert the_page(one) is one
+    for top, bottom in ((40, 160), (10, 190)):  # a '1' along the left edge, 60 % and 90 % of the height
+        one = Image.new("L", (200, 200), 210)
+        ImageDraw.Draw(one).rectangle([0, top, 14, bottom], fill=40)
+        assert the_page(one) is one
+
+
+def test_light_digits_on_black_are_no_sheet(digits):
+    """An MNIST-style digit (light strokes on black) at any size but the model's: beyond a stroke's edge comes
+    black again, so its strokes are no sheet on a table, however straight (a first version cut 11-20 of 100)."""
+    for i in range(0, 400, 8):
+        for side in (56, 168):
+            img = Image.fromarray(digits.images[i, 0]).resize((side, side), Image.Resampling.BICUBIC)
+            assert the_page(img) is img, (i, side)
 
 
 def _polyline_page(width: int) -> Image.Image:
