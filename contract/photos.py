@@ -231,12 +231,16 @@ def on_table(photo: bytes, rng: np.random.Generator, style: TableStyle = TABLE_S
     texture = streaks if rng.random() < 0.5 else streaks.T
     table = colour + (2 * _uniform(rng, style.grain) * texture)[..., None]
     img = Image.fromarray(np.clip(table, 0, 255).astype(np.uint8), "RGB")
-    angle = rng.uniform(-style.turn_deg, style.turn_deg)
-    turned = sheet.rotate(angle, Image.Resampling.BICUBIC, expand=True)
-    mask = Image.new("L", sheet.size, 255).rotate(angle, Image.Resampling.BICUBIC, expand=True)
-    free_x, free_y = max(0, n - turned.width), max(0, n - turned.height)
-    img.paste(turned, (int(rng.integers(0, free_x + 1)), int(rng.integers(0, free_y + 1))), mask)
+    sheet, mask = turned(sheet, rng.uniform(-style.turn_deg, style.turn_deg))
+    free_x, free_y = max(0, n - sheet.width), max(0, n - sheet.height)
+    img.paste(sheet, (int(rng.integers(0, free_x + 1)), int(rng.integers(0, free_y + 1))), mask)
     return _camera(np.asarray(img, dtype=np.float32), rng, style.camera)
+
+
+def turned(sheet: Image.Image, degrees: float) -> tuple[Image.Image, Image.Image]:
+    """``sheet`` turned (its frame grown to hold it), and the mask of where the sheet lies in that frame."""
+    mask = Image.new("L", sheet.size, 255).rotate(degrees, Image.Resampling.BICUBIC, expand=True)
+    return sheet.rotate(degrees, Image.Resampling.BICUBIC, expand=True), mask
 
 
 def photograph(item: np.ndarray, fit: str, rng: np.random.Generator, style: PhotoStyle) -> bytes:

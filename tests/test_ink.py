@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from contract.images import decode_image, prepare_image
 from contract.ink import find_ink, the_page
 from contract.metadata import ImagePreprocessing
-from contract.photos import EVAL_STYLE, TRAIN_STYLE, on_table, render_digit_photo, render_product_photo
+from contract.photos import EVAL_STYLE, TRAIN_STYLE, on_table, render_digit_photo, render_product_photo, turned
 from export.odd_images import skimage_photo
 
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
@@ -165,8 +165,8 @@ def on_a_table(sheet: Image.Image, size: int, at: tuple[int, int], table: int, t
     left corner at ``at`` (row, column), turned by ``turn`` degrees."""
     grain = np.random.default_rng(0).normal(0.0, 4.0, (size, size))
     img = Image.fromarray(np.clip(table + grain, 0, 255).astype(np.uint8))
-    mask = Image.new("L", sheet.size, 255).rotate(turn, Image.Resampling.BICUBIC, expand=True)
-    img.paste(sheet.rotate(turn, Image.Resampling.BICUBIC, expand=True), (at[1], at[0]), mask)
+    sheet, mask = turned(sheet, turn)
+    img.paste(sheet, (at[1], at[0]), mask)
     return img
 
 
