@@ -286,6 +286,31 @@ def test_a_scene_read_as_pen_strokes_is_unlike_any_page(name):
     assert find_ink(skimage_photo(name).convert("L")).oddness > 1
 
 
+def _disc(centre: tuple[int, int], radius: int, size: int = 400) -> Image.Image:
+    """A light disc lit unevenly on black (a retina's fundus photographed), cut by a size x size frame."""
+    yy, xx = np.mgrid[:size, :size]
+    a = np.where(np.hypot(yy - centre[0], xx - centre[1]) < radius, 150.0 + 20 * xx / size, 20.0)
+    a = np.asarray(Image.fromarray(a.astype(np.uint8)).filter(ImageFilter.GaussianBlur(2)), dtype=np.float64)
+    a += np.random.default_rng(3).normal(0, 3, a.shape)
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(("centre", "radius"), [((300, 300), 380), ((250, 250), 330)])
+def test_the_rim_of_a_dark_corner_along_the_frame_is_unlike_any_page(centre, radius):
+    """A crop of a disc that fills most of the frame, its dark outside in one corner: read as pen strokes, the
+    only ink is the rim, and it runs along the frame (natural photographs: retinas, a scene's dark corner)."""
+    assert find_ink(_disc(centre, radius)).oddness > 1
+
+
+def test_a_digit_drawn_large_on_a_canvas_is_a_page():
+    """A 0 drawn to within 7 % of a 280-pixel canvas's edges, either polarity (the playground sends the whole
+    canvas): its strokes come near the frame but do not run along it."""
+    for paper, ink in ((255, 17), (0, 255)):
+        canvas = Image.new("L", (280, 280), paper)
+        ImageDraw.Draw(canvas).line([(20, 20), (260, 20), (260, 260), (20, 260), (20, 20)], fill=ink, width=18)
+        assert find_ink(canvas).oddness < 1
+
+
 @pytest.mark.parametrize("name", ["coffee.png", "chelsea.png", "astronaut.png", "rocket.jpg"])
 def test_an_object_in_a_scene_is_unlike_a_product_photo(name):
     """A cup on a wooden table, a cat, a person, a rocket against the sky: the frame's border is a scene, not the
