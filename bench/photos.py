@@ -9,7 +9,8 @@ default, the half that calibration measures on and did not fit its temperature o
 it prints accuracy, the expected calibration error of the served scores (15 bins), the share flagged
 out_of_distribution, the AUROC of ood_score against the other dataset, and the front door's cost per image
 (decode + prepare_image, one thread, in this process); for the digit models also the first 1,000 photos laid on
-a table and photographed from further back (``on_table``: the page does not fill the frame).
+a table and photographed from further back (``on_table``: the page does not fill the frame), a darker table and
+then a white desk (LIGHT_TABLE_STYLE).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from PIL import Image
 
 from contract.images import decode_image, prepare_image
 from contract.metadata import ModelMetadata, load_metadata
-from contract.photos import EVAL_STYLE, on_table, photograph, render_digit_photo
+from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, on_table, photograph, render_digit_photo
 from export.calibrate import ece, ece_floor, halves, idx_split
 from export.evaluate import auroc
 from export.odd_images import odd_images, skimage_photo
@@ -38,7 +39,8 @@ from export.odd_images import odd_images, skimage_photo
 REPO = Path(__file__).resolve().parent.parent
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 SEED = 2027
-ON_TABLE = 1000  # digit photos also laid on a table (contract/photos.py: on_table), the first of the photos
+ON_TABLE = 1000  # digit photos also laid on a table (contract/photos.py: on_table), the first of the photos,
+# then the same sheets on a light one (LIGHT_TABLE_STYLE)
 
 
 def _png(a: np.ndarray) -> bytes:
@@ -103,6 +105,8 @@ def measure(client: httpx.Client, meta: ModelMetadata, data: Path, n: int | None
     if pre.fit == "digit":  # the same photos of a sheet, on a table photographed from further back
         tables = [on_table(blob, rng) for blob in photos[:ON_TABLE]]
         result["photos on a table"] = _served(classify(client, meta.name, tables), labels[pick[:ON_TABLE]], k)
+        light = [on_table(blob, rng, LIGHT_TABLE_STYLE) for blob in photos[:ON_TABLE]]
+        result["photos on a light table"] = _served(classify(client, meta.name, light), labels[pick[:ON_TABLE]], k)
     for kind, imgs in odd_images().items():
         result[kind] = _served(classify(client, meta.name, [_jpeg(im) for im in imgs]), None, k)
     clean_scores, other_scores = result["clean"].pop("_scores"), result["other dataset"].pop("_scores")
@@ -213,11 +217,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['other dataset'].get('auroc', float('nan')):.4f} | {min(odd):.0%}–{max(odd):.0%} | "
             f"{r['front door ms per photo']:.1f} |"
         )
-    tables = {name: r["photos on a table"] for name, r in report.items() if "photos on a table" in r}
+    tables = [(name, kind, r[kind]) for name, r in report.items() for kind in r if kind.startswith("photos on a")]
     if tables:
-        print("\n| model | photos on a table: accuracy | ECE (floor) | flagged |\n|---|---|---|---|")
-        for name, t in tables.items():
-            print(f"| `{name}` | {t['accuracy']:.2%} | {t['ece']:.2%} ({t['ece_floor']:.2%}) | {t['flagged']:.1%} |")
+        print("\n| model | photos | accuracy | ECE (floor) | flagged |\n|---|---|---|---|---|")
+        for name, kind, t in tables:
+            print(
+                f"| `{name}` | {kind[7:]} | {t['accuracy']:.2%} | {t['ece']:.2%} ({t['ece_floor']:.2%}) | "
+                f"{t['flagged']:.1%} |"
+            )
     return 0
 
 

@@ -1,7 +1,7 @@
 """From a photo or scan to the ink on it: the front half of the image contract for models trained on bright
 shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pillow.
 
-    photo ──► grey, at most WORK px a side ──► the sheet cut out of a darker table around it, if one shows
+    photo ──► grey, at most WORK px a side ──► the sheet cut out of a table around it, if one shows
           ──► polarity (is the ink darker or lighter than the paper, which a plane plus a vignette fitted
               robustly follows? if no ink shows, does it clearly show at the other polarity: a shadow over
               most of the page fools the fit)
@@ -53,8 +53,8 @@ TEXTURED_BORDER = 1.5  # objects: the frame's border strays this many grey level
 SPARSE_OBJECT = 0.2  # objects: the object covers less of its box than this (a page of printed text: 16 %)
 # a sheet photographed on a table: the frame shows the table beyond the page's edges, which the background
 # estimate follows as a dark margin (its edge then reads as long strokes) and which pulls the polarity fit; the
-# page is cut out first (the_page; the limits chosen on bench/photos.py's kind of table photos; one of 4,000
-# photos of a page alone is cut):
+# page is cut out first (the_page; the limits chosen on bench/photos.py's kind of table photos, dark ones; one of
+# 4,000 photos of a page alone is cut; tried on the negative too, for a table lighter than the paper, 3 of 2,000):
 PAGE_GRID = 64  # longest side the page's edges are looked for at
 PAGE_STEP = 0.25  # beyond the edge, every column (row) is at least this much darker than the paper past it
 PAGE_REACH = 0.35  # the edge is looked for within this share of the frame from each side
@@ -200,22 +200,36 @@ def _sheet_edge(g: np.ndarray, level: float) -> bool:
 
 
 def the_page(grey: Image.Image) -> Image.Image:
-    """A photo of a sheet on a darker table -> the sheet alone (``grey`` itself when the page fills the frame,
-    and for images under PAGE_GRID / 2 pixels a side). From each side, the columns (rows) that are table are cut
-    off: darker by PAGE_STEP than the paper just past them (``_edge``), in the level PAGE_TABLE of each column
-    lies under (beyond the page the column is table, but for slivers of a sheet turned a few degrees; across it,
-    paper, but for the ink it crosses); and what a cut side shows must look like a sheet's edge (``_sheet_edge``)."""
+    """A photo of a sheet on a table -> the sheet alone (``grey`` itself when the page fills the frame, and for
+    images under PAGE_GRID / 2 pixels a side). A table darker than the paper is looked for first (``_table_cut``);
+    where none is found, a lighter one: the same on the page's negative (the table then lighter by PAGE_STEP of
+    what the paper leaves to white: grey paper on a white desk)."""
     if min(grey.size) < PAGE_GRID // 2:
         return grey
     g = np.asarray(_reduce(grey, PAGE_GRID), dtype=np.float32)
     h, w = g.shape
     if min(h, w) < 8:
         return grey
+    cut = _table_cut(g) or _table_cut(255.0 - g)
+    if cut is None:
+        return grey
+    left, top, right, bottom = cut
+    sx, sy = grey.width / w, grey.height / h
+    return grey.crop((round(left * sx), round(top * sy), round((w - right) * sx), round((h - bottom) * sy)))
+
+
+def _table_cut(g: np.ndarray) -> tuple[int, int, int, int] | None:
+    """How many columns (rows) of ``g`` are darker table on each side (left, top, right, bottom), or None where
+    no side is: from each side, the columns darker by PAGE_STEP than the paper just past them (``_edge``), in the
+    level PAGE_TABLE of each column lies under (beyond the page the column is table, but for slivers of a sheet
+    turned a few degrees; across it, paper, but for the ink it crosses); and what a cut side shows must look like
+    a sheet's edge (``_sheet_edge``)."""
+    h, w = g.shape
     cols = np.sort(g, axis=0)[round(PAGE_TABLE * (h - 1))]
     rows = np.sort(g, axis=1)[:, round(PAGE_TABLE * (w - 1))]
     (left, lp), (right, rp), (top, tp), (bottom, bp) = (_edge(cols), _edge(cols[::-1]), _edge(rows), _edge(rows[::-1]))
     if not (left or right or top or bottom):
-        return grey
+        return None
     for depth, level, seen in (  # each cut side, seen from the left, between the sides across it
         (left, lp, g[top : h - bottom]),
         (right, rp, g[top : h - bottom, ::-1]),
@@ -223,9 +237,8 @@ def the_page(grey: Image.Image) -> Image.Image:
         (bottom, bp, g[::-1, left : w - right].T),
     ):
         if depth and not _sheet_edge(seen, level):
-            return grey
-    sx, sy = grey.width / w, grey.height / h
-    return grey.crop((round(left * sx), round(top * sy), round((w - right) * sx), round((h - bottom) * sy)))
+            return None
+    return left, top, right, bottom
 
 
 def find_ink(img: Image.Image, objects: bool = False, dark: bool | None = None) -> Ink:

@@ -98,6 +98,7 @@ class TableStyle:
 
 
 TABLE_STYLE = TableStyle()
+LIGHT_TABLE_STYLE = TableStyle(table=(190.0, 250.0))  # a white desk or tablecloth: lighter than most paper
 
 
 def _uniform(rng: np.random.Generator, r: Range) -> float:
