@@ -44,10 +44,6 @@ SPARSE_INK = 0.02  # pen strokes: strong ink covering less of its box than this 
 # edges, not strokes, and is never widened either (contract/images.py; a page of noise: < 1 %; a '7' drawn with a
 # 1-px pen at 240 px: 2.2 %; photographed digits: 4 of the 2,987 tuning photos)
 STRAY_INK = 0.05  # pen strokes: ink covers more than this share of the page outside its box (a scene's texture)
-FRAMED_INK = 0.1  # pen strokes: more than this share of the ink lies along the frame (within twice the band of
-# frame pixels that are never ink: 1/25 of the shorter side): the rim of a dark region the frame cuts (a retina's
-# edge, a scene's dark corner), not a written mark (2,000 tuning photos of digits: at most 4.9 %; a digit drawn to
-# within 7 % of a canvas's edges: 0.16 of the limit; the natural photographs: 15 of 69 above it)
 TEXTURED_BORDER = 1.5  # objects: the frame's border strays this many grey levels (median, noise blurred out) from
 # a plane: the background is a scene, not a plain table or sheet
 SPARSE_OBJECT = 0.2  # objects: the object covers less of its box than this (a page of printed text: 16 %)
@@ -61,6 +57,8 @@ PAGE_REACH = 0.35  # the edge is looked for within this share of the frame from 
 PAGE_TABLE = 0.75  # beyond the page, at least this share of a column (row) is table
 PAGE_STRAIGHT = 1.5  # where the paper begins, row after row, lies this close to a line (grid px, the median)
 PAGE_SOLID = 0.5  # past where the paper begins, a row is light for at least this share (the median row)
+PAGE_LIGHT_PAPER = 100.0  # a table lighter than the paper is looked for where the frame's median is this light
+# at least (photographed paper: 110-245 grey levels)
 
 
 @dataclass(frozen=True)
@@ -202,15 +200,18 @@ def _sheet_edge(g: np.ndarray, level: float) -> bool:
 def the_page(grey: Image.Image) -> Image.Image:
     """A photo of a sheet on a table -> the sheet alone (``grey`` itself when the page fills the frame, and for
     images under PAGE_GRID / 2 pixels a side). A table darker than the paper is looked for first (``_table_cut``);
-    where none is found, a lighter one: the same on the page's negative (the table then lighter by PAGE_STEP of
-    what the paper leaves to white: grey paper on a white desk)."""
+    where none is found and the frame is mostly light (PAGE_LIGHT_PAPER), a lighter one: the same on the page's
+    negative (the table then lighter by PAGE_STEP of what the paper leaves to white: grey paper on a white desk;
+    a dark board under light strokes, an MNIST-style digit, is left alone)."""
     if min(grey.size) < PAGE_GRID // 2:
         return grey
     g = np.asarray(_reduce(grey, PAGE_GRID), dtype=np.float32)
     h, w = g.shape
     if min(h, w) < 8:
         return grey
-    cut = _table_cut(g) or _table_cut(255.0 - g)
+    cut = _table_cut(g)
+    if cut is None and np.median(g) >= PAGE_LIGHT_PAPER:  # a board under light strokes is no sheet on a desk
+        cut = _table_cut(255.0 - g)
     if cut is None:
         return grey
     left, top, right, bottom = cut
@@ -219,8 +220,9 @@ def the_page(grey: Image.Image) -> Image.Image:
 
 
 def _table_cut(g: np.ndarray) -> tuple[int, int, int, int] | None:
-    """How many columns (rows) of ``g`` are darker table on each side (left, top, right, bottom), or None where
-    no side is: from each side, the columns darker by PAGE_STEP than the paper just past them (``_edge``), in the
+    """How many columns (rows) of ``g`` are table darker than the paper (in ``g``, which may be a negative) on
+    each side (left, top, right, bottom), or None where no side is: from each side, the columns darker by
+    PAGE_STEP than the paper just past them (``_edge``), in the
     level PAGE_TABLE of each column lies under (beyond the page the column is table, but for slivers of a sheet
     turned a few degrees; across it, paper, but for the ink it crosses); and what a cut side shows must look like
     a sheet's edge (``_sheet_edge``)."""
@@ -345,25 +347,20 @@ def _stroke_ink(grey: Image.Image, x: np.ndarray, dark: bool, min_sigmas: float 
     edge = max(1, min(strength.shape) // 50)  # a photo's outermost pixels are its frame, not ink
     strength[:edge], strength[-edge:], strength[:, :edge], strength[:, -edge:] = 0, 0, 0, 0
     box = _box(strength >= 0.5)
-    return Ink(strength, box, dark, _stroke_oddness(strength, box, edge))
+    return Ink(strength, box, dark, _stroke_oddness(strength, box))
 
 
-def _stroke_oddness(strength: np.ndarray, box: tuple[int, int, int, int] | None, edge: int) -> float:
+def _stroke_oddness(strength: np.ndarray, box: tuple[int, int, int, int] | None) -> float:
     """A page of pen strokes is plain paper around dense strokes; a scene read as strokes is its edges scattered
-    over a large box (strong ink covering under SPARSE_INK of it), texture all over the page (over STRAY_INK
-    of what lies outside the box is ink), or the rim of something the frame cuts (over FRAMED_INK of the ink
-    lies within 2 ``edge`` pixels of the frame, the outer ``edge`` being frame that is never ink)."""
+    over a large box (strong ink covering under SPARSE_INK of it), or texture all over the page (over STRAY_INK
+    of what lies outside the box is ink)."""
     if box is None:
         return 0.0
     top, left, bottom, right = box
     outside = np.ones(strength.shape, dtype=bool)
     outside[top:bottom, left:right] = False
     stray = float((strength[outside] > 0.1).mean()) if outside.any() else 0.0
-    ink = strength >= 0.5
-    band = 2 * edge
-    inner = ink[band:-band, band:-band].sum() if min(ink.shape) > 2 * band else 0
-    framed = 1.0 - float(inner) / max(1, int(ink.sum()))
-    return max(SPARSE_INK / max(_density(ink, box), 1e-6), stray / STRAY_INK, framed / FRAMED_INK)
+    return max(SPARSE_INK / max(_density(strength >= 0.5, box), 1e-6), stray / STRAY_INK)
 
 
 def _rank(a: np.ndarray, k: int, op) -> np.ndarray:

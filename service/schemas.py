@@ -67,8 +67,7 @@ OOD_SCORE = Field(
 OOD_FLAG = Field(
     description="ood_score is above the model's threshold (ood.threshold in its card); for an image, also when "
     "nothing is found written on it (a blank or uniform page) or the photo is unlike any of the model's kind "
-    "(a scene behind the object, strokes scattered over a whole scene or running along its frame), whether the model "
-    "is calibrated or not"
+    "(a scene behind the object, strokes scattered over a whole scene), whether the model is calibrated or not"
 )
 
 
