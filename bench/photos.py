@@ -221,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if tables:
         print("\n| model | photos | accuracy | ECE (floor) | flagged |\n|---|---|---|---|---|")
         for name, kind, t in tables:
+            where = kind.removeprefix("photos ")
             print(
-                f"| `{name}` | {kind[7:]} | {t['accuracy']:.2%} | {t['ece']:.2%} ({t['ece_floor']:.2%}) | "
+                f"| `{name}` | {where} | {t['accuracy']:.2%} | {t['ece']:.2%} ({t['ece_floor']:.2%}) | "
                 f"{t['flagged']:.1%} |"
             )
     return 0
