@@ -31,7 +31,7 @@ from PIL import Image
 
 from contract.images import decode_image, prepare_image
 from contract.metadata import ModelMetadata, load_metadata
-from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, on_table, photograph, render_digit_photo
+from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, TABLE_STYLE, on_table, photograph, render_digit_photo
 from export.calibrate import ece, ece_floor, halves, idx_split
 from export.evaluate import auroc
 from export.odd_images import odd_images, skimage_photo
@@ -103,10 +103,9 @@ def measure(client: httpx.Client, meta: ModelMetadata, data: Path, n: int | None
         "other dataset": _served(classify(client, meta.name, [_png(other[i, 0]) for i in other_pick]), None, k),
     }
     if pre.fit == "digit":  # the same photos of a sheet, on a table photographed from further back
-        tables = [on_table(blob, rng) for blob in photos[:ON_TABLE]]
-        result["photos on a table"] = _served(classify(client, meta.name, tables), labels[pick[:ON_TABLE]], k)
-        light = [on_table(blob, rng, LIGHT_TABLE_STYLE) for blob in photos[:ON_TABLE]]
-        result["photos on a light table"] = _served(classify(client, meta.name, light), labels[pick[:ON_TABLE]], k)
+        for kind, style in (("photos on a table", TABLE_STYLE), ("photos on a light table", LIGHT_TABLE_STYLE)):
+            tables = [on_table(blob, rng, style) for blob in photos[:ON_TABLE]]
+            result[kind] = _served(classify(client, meta.name, tables), labels[pick[:ON_TABLE]], k)
     for kind, imgs in odd_images().items():
         result[kind] = _served(classify(client, meta.name, [_jpeg(im) for im in imgs]), None, k)
     clean_scores, other_scores = result["clean"].pop("_scores"), result["other dataset"].pop("_scores")

@@ -222,10 +222,9 @@ def the_page(grey: Image.Image) -> Image.Image:
 def _table_cut(g: np.ndarray) -> tuple[int, int, int, int] | None:
     """How many columns (rows) of ``g`` are table darker than the paper (in ``g``, which may be a negative) on
     each side (left, top, right, bottom), or None where no side is: from each side, the columns darker by
-    PAGE_STEP than the paper just past them (``_edge``), in the
-    level PAGE_TABLE of each column lies under (beyond the page the column is table, but for slivers of a sheet
-    turned a few degrees; across it, paper, but for the ink it crosses); and what a cut side shows must look like
-    a sheet's edge (``_sheet_edge``)."""
+    PAGE_STEP than the paper just past them (``_edge``), in the level PAGE_TABLE of each column lies under (beyond
+    the page the column is table, but for slivers of a sheet turned a few degrees; across it, paper, but for the
+    ink it crosses); and what a cut side shows must look like a sheet's edge (``_sheet_edge``)."""
     h, w = g.shape
     cols = np.sort(g, axis=0)[round(PAGE_TABLE * (h - 1))]
     rows = np.sort(g, axis=1)[:, round(PAGE_TABLE * (w - 1))]
