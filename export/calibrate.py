@@ -69,6 +69,7 @@ from export.ood import (
     OOD_OUTPUT,
     PHOTO_FLAG,
     add_ood_output,
+    autoencoder_feed,
     choose_components,
     combined_score,
     distance_tensor,
@@ -77,6 +78,7 @@ from export.ood import (
     graph_centres,
     mahalanobis,
     nearest_centre,
+    reconstruction_error,
     strip_ood_output,
 )
 
@@ -209,10 +211,12 @@ def calibrate_images(
     sets: dict[str, np.ndarray],
     truth: dict[str, np.ndarray],
     door: dict[str, np.ndarray],
+    autoencoder: Path | None = None,
 ) -> ModelMetadata:
     """Temperature and the out-of-distribution score for an image classifier (the module docstring), fitted on
     the sets ``image_sets(..., fitting=True)`` made, written into ``model_dir``'s graph (an earlier calibration's
-    score is replaced); returns the metadata to save."""
+    score is replaced); with ``autoencoder`` (a served autoencoder's folder) its reconstruction error is one more
+    candidate component. Returns the metadata to save."""
     strip_ood_output(model_dir)
     try:
         sess, feat = feature_session(model_dir)
@@ -232,6 +236,10 @@ def calibrate_images(
         distances = distance_tensor(model_dir, centres, normalize(sets["A clean"][:16], pre))
         for k in scored:
             comps[k]["nearest_centre"] = nearest_centre(normalize(sets[k], pre), centres)
+    if autoencoder is not None:  # how badly an autoencoder of the same images reconstructs the input
+        autoencoder_feed(model_dir, autoencoder)  # reads the same pixels, or ValueError
+        for k in scored:
+            comps[k]["reconstruction"] = reconstruction_error(autoencoder, sets[k])
     means = chol = None
     if feat is not None:
         feats = np.concatenate([out["fit"][1], out["fit photos"][1]])
@@ -240,7 +248,8 @@ def calibrate_images(
             comps[k] = {"mahalanobis": mahalanobis(out[k][1], means, chol), **comps[k]}  # type: ignore[arg-type]
     scaling, threshold, detected = choose_components(comps)
 
-    add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling, distances)
+    recon = autoencoder if "reconstruction" in scaling else None
+    add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling, distances, recon)
     meta.outputs = [
         *[o for o in meta.outputs if o.name != OOD_OUTPUT],
         TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),
@@ -252,23 +261,29 @@ def calibrate_images(
         ece_before={},
         ece_after={},
     )
-    maha = (
-        f"Mahalanobis: class means and shared covariance of penultimate features of {len(truth['fit'])} training "
-        f"images and {len(truth['fit photos'])} photographed ones; "
-        if "mahalanobis" in scaling
-        else ""
-    )
+    fitted = []
+    if "mahalanobis" in scaling:
+        fitted.append(
+            f"Mahalanobis: class means and shared covariance of penultimate features of {len(truth['fit'])} "
+            f"training images and {len(truth['fit photos'])} photographed ones"
+        )
+    if recon is not None:
+        ae = load_metadata(recon)
+        fitted.append(f"reconstruction: the squared error of {ae.name} (sha256 {ae.onnx_sha256}), in the graph")
     tried = ", ".join(f"{c}: {r:.1%}" for c, r in detected.items())
+    fitted.append(
+        f"each component scaled to 0 at its clean half-A median and 1 at its own threshold "
+        f"(<= {COMPONENT_FLAGS[0]:.0%} of clean and <= {COMPONENT_FLAGS[1]:.0%} of photographed half-A images "
+        f"above it); the largest is served; threshold: <= {CLEAN_FLAG:.0%} of clean and <= {PHOTO_FLAG:.0%} of "
+        f"photographed half-A images flagged; the components chosen flag the most of the other dataset's half A "
+        f"there ({tried})"
+    )
     meta.ood = OutOfDistribution(
         method="+".join(scaling),
         output=OOD_OUTPUT,
         threshold=threshold,
         scaling=scaling,
-        fitted_on=f"{maha}each component scaled to 0 at its clean half-A median and 1 at its own threshold "
-        f"(<= {COMPONENT_FLAGS[0]:.0%} of clean and <= {COMPONENT_FLAGS[1]:.0%} of photographed half-A images "
-        f"above it); the largest is served; threshold: <= {CLEAN_FLAG:.0%} of clean and <= {PHOTO_FLAG:.0%} of "
-        f"photographed half-A images flagged; the components chosen flag the most of the other dataset's half A "
-        f"there ({tried})",
+        fitted_on="; ".join(fitted),
     )
     measured = {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}
     served_b = measure_images(model_dir, meta, measured, truth, door)
@@ -403,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("artifact", type=Path)
     p.add_argument("--data", type=Path, required=True, help="the training folder or file the model was trained on")
     p.add_argument("--ood-data", type=Path, help="image models: another dataset (IDX folder), out of distribution")
+    p.add_argument(
+        "--autoencoder",
+        type=Path,
+        help="image models: a served autoencoder of the same images; its reconstruction error is a candidate component",
+    )
     p.add_argument("--photos", type=int, default=2000, help="image models: photographed images per set")
     p.add_argument(
         "--measure",
@@ -430,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.measure:
             measure_images(args.artifact, meta, sets, truth, door)
         else:
-            meta = calibrate_images(args.artifact, meta, sets, truth, door)
+            meta = calibrate_images(args.artifact, meta, sets, truth, door, args.autoencoder)
             second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
     elif meta.task == "text-classification":
         # deterministic: with --measure it refits the same temperature and threshold, and nothing is written

@@ -1,7 +1,8 @@
 """An image classifier's out-of-distribution score (export/calibrate.py fits it): its components (the
-Mahalanobis distance of the penultimate features to the nearest class mean, the energy of the logits, and for an
-RBF network the distance of the input to its nearest centre), their scaling, which of them to serve, and the
-score folded into model.onnx as the extra output ``ood_score``."""
+Mahalanobis distance of the penultimate features to the nearest class mean, the energy of the logits, for an
+RBF network the distance of the input to its nearest centre, and with a served autoencoder of the same images
+its reconstruction error), their scaling, which of them to serve, and the score folded into model.onnx as the
+extra output ``ood_score``."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, compose, helper, numpy_helper
 
-from contract.metadata import ONNX_FILE
+from contract.images import normalize
+from contract.metadata import ONNX_FILE, load_metadata
 
 OOD_OUTPUT = "ood_score"
 CLEAN_FLAG = 0.03  # at most this share of clean in-distribution half-A inputs flagged
@@ -21,6 +23,7 @@ PHOTO_FLAG = 0.06  # and of photographed ones
 COMPONENT_FLAGS = (0.05, 0.10)  # the same for each component's own unit (clean, photographed)
 # an RBF network's centres in its graph: models/mlp.py's RBFNetwork.centres, (M, D) with D the input's size
 CENTRES = "centres"
+AE_PREFIX = "ood_ae_"  # an autoencoder's nodes and constants, folded into the classifier's graph
 
 
 def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +92,54 @@ def distance_tensor(model_dir: Path, centres: np.ndarray, inputs: np.ndarray) ->
     if not found:
         raise ValueError(f"{model_dir}: no tensor of the graph holds the squared distances to its centres")
     return found[-1]
+
+
+def reconstruction_error(autoencoder: Path, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
+    """The squared error with which a served autoencoder (its artifact folder) reconstructs uint8 images
+    (N, C, H, W), each normalised as the autoencoder's own metadata says: high where the images are unlike its
+    training data (Japkowicz et al. 1995; Sakurada & Yairi 2014)."""
+    meta = load_metadata(autoencoder)
+    sess = ort.InferenceSession(str(autoencoder / ONNX_FILE), providers=["CPUExecutionProvider"])
+    out = []
+    for i in range(0, len(pixels), batch):
+        x = normalize(pixels[i : i + batch], meta.image_preprocessing())
+        r = sess.run(["reconstruction"], {meta.inputs[0].name: x})[0]
+        out.append(((r.astype(np.float64) - x) ** 2).reshape(len(x), -1).sum(1))
+    return np.concatenate(out)
+
+
+def autoencoder_feed(classifier: Path, autoencoder: Path) -> tuple[float, float]:
+    """(scale, shift) turning the classifier's normalised input into the autoencoder's: both read the same pixels
+    (size, channels and fit must agree, else ValueError), each standardised with its own single mean and std."""
+    pc, pa = load_metadata(classifier).image_preprocessing(), load_metadata(autoencoder).image_preprocessing()
+    same = ("input_size", "channels", "fit", "white_on_black")
+    if any(getattr(pc, f) != getattr(pa, f) for f in same) or len(pc.mean) != 1 or len(pa.mean) != 1:
+        raise ValueError(f"{autoencoder} does not read {classifier}'s images as it does ({', '.join(same)})")
+    return pc.std[0] / pa.std[0], (pc.mean[0] - pa.mean[0]) / pa.std[0]
+
+
+def _reconstruction_nodes(
+    model_dir: Path, autoencoder: Path, graph_input: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The autoencoder's graph (names prefixed AE_PREFIX) fed from the classifier's input, and ood_reconstruction
+    (B,) = || its reconstruction - its input ||^2."""
+    ae = compose.add_prefix(onnx.load(str(autoencoder / ONNX_FILE)), AE_PREFIX)
+    scale, shift = autoencoder_feed(model_dir, autoencoder)
+    ae_in = ae.graph.input[0].name
+    init = [
+        numpy_helper.from_array(np.array(scale, dtype=np.float32), "ood_recon_scale"),
+        numpy_helper.from_array(np.array(shift, dtype=np.float32), "ood_recon_shift"),
+        *ae.graph.initializer,
+    ]
+    nodes = [
+        helper.make_node("Mul", [graph_input, "ood_recon_scale"], ["ood_recon_scaled"]),
+        helper.make_node("Add", ["ood_recon_scaled", "ood_recon_shift"], [ae_in]),
+        *ae.graph.node,
+        helper.make_node("Sub", [AE_PREFIX + "reconstruction", ae_in], ["ood_recon_diff"]),
+        helper.make_node("Flatten", ["ood_recon_diff"], ["ood_recon_flat"], axis=1),  # (B, C*H*W)
+        helper.make_node("ReduceSumSquare", ["ood_recon_flat", "ood_axis1"], ["ood_reconstruction"], keepdims=0),
+    ]
+    return nodes, init
 
 
 def mahalanobis(feats: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
@@ -164,11 +215,13 @@ def add_ood_output(
     chol: np.ndarray | None,
     scaling: dict[str, tuple[float, float]],
     distances: str | None = None,
+    autoencoder: Path | None = None,
 ) -> None:
     """Append to model.onnx: ood_score (B,) = max over the components of (score - centre) / unit, where
-    mahalanobis = min_k || (features - mean_k) L ||^2, energy = -logsumexp(logits) and nearest_centre =
+    mahalanobis = min_k || (features - mean_k) L ||^2, energy = -logsumexp(logits), nearest_centre =
     min_j || input - centre_j ||^2, the smallest of the graph's own squared distances (``distances``, found by
-    ``distance_tensor``: nothing is computed twice)."""
+    ``distance_tensor``: nothing is computed twice), and reconstruction = ``reconstruction_error`` of
+    ``autoencoder``, whose graph is folded in (the served model stays one file)."""
     path = model_dir / ONNX_FILE
     model = onnx.load(str(path))
     g = model.graph
@@ -198,6 +251,11 @@ def add_ood_output(
     if "nearest_centre" in scaling:
         assert distances is not None
         nodes.append(helper.make_node("ReduceMin", [distances, "ood_axis1"], ["ood_nearest_centre"], keepdims=0))
+    if "reconstruction" in scaling:
+        assert autoencoder is not None
+        ae_nodes, ae_init = _reconstruction_nodes(model_dir, autoencoder, g.input[0].name)
+        nodes += ae_nodes
+        init += ae_init
     for name, (centre, unit) in scaling.items():
         init += [
             numpy_helper.from_array(np.array(centre, dtype=np.float32), f"ood_{name}_centre"),

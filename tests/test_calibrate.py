@@ -103,6 +103,58 @@ def test_calibrating_again_replaces_the_score(artifact_root, digits, tmp_path):
     assert meta.onnx_sha256 == sha256_file(copy / "model.onnx")
 
 
+def test_an_autoencoders_reconstruction_error_is_folded_into_the_graph(artifact_root, digits, tmp_path):
+    """The served autoencoder's graph joins the classifier's (one file still), fed from its normalised input: the
+    score served is the larger scaled of the logits' energy and the squared reconstruction error the autoencoder
+    itself gives those pixels; stripping the score removes every node the autoencoder brought."""
+    from export.ood import AE_PREFIX, add_ood_output, reconstruction_error, strip_ood_output
+
+    copy = tmp_path / "digits-cnn"
+    shutil.copytree(artifact_root / "digits-cnn", copy)
+    strip_ood_output(copy)
+    bare = [n.op_type for n in onnx.load(str(copy / "model.onnx")).graph.node]
+    ae = artifact_root / "digits-ae"
+    pixels = digits.images[:16].copy()
+    pixels[8:] = np.random.default_rng(0).integers(0, 256, pixels[8:].shape, dtype=np.uint8)  # noise
+    errors = reconstruction_error(ae, pixels)
+    assert errors[8:].min() > errors[:8].max()  # noise is reconstructed worse than any digit
+    scaling = {"energy": (-3.0, 2.0), "reconstruction": (float(np.median(errors[:8])), 5.0)}
+    add_ood_output(copy, None, None, None, scaling, autoencoder=ae)
+    model = onnx.load(str(copy / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["input"] and any(
+        n.name.startswith(AE_PREFIX) for n in model.graph.node
+    )
+    meta = load_metadata(copy)
+    sess = ort.InferenceSession(str(copy / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits, served = sess.run(["logits", OOD_OUTPUT], {"input": normalize(pixels, meta.image_preprocessing())})
+    want = combined_score({"energy": energy_score(logits, 1.0), "reconstruction": errors}, scaling)
+    np.testing.assert_allclose(served, want, rtol=1e-4, atol=1e-4)
+    assert strip_ood_output(copy) and [n.op_type for n in onnx.load(str(copy / "model.onnx")).graph.node] == bare
+
+
+def test_calibration_tries_the_reconstruction_error_and_refuses_an_autoencoder_of_other_images(
+    artifact_root, digits, tmp_path
+):
+    import json
+
+    from export.ood import autoencoder_feed
+    from tests.conftest import calibrate
+
+    copy = tmp_path / "digits-cnn"
+    shutil.copytree(artifact_root / "digits-cnn", copy)
+    calibrate(copy, digits, artifact_root / "digits-ae")
+    meta = load_metadata(copy)
+    assert meta.ood is not None and "reconstruction: " in meta.ood.fitted_on  # among the candidates tried
+    assert ("reconstruction" in meta.ood.scaling) == ("reconstruction: the squared error" in meta.ood.fitted_on)
+    other = tmp_path / "other-ae"
+    shutil.copytree(artifact_root / "digits-ae", other)
+    card = json.loads((other / "model.json").read_text())
+    card["preprocessing"]["fit"] = "contain"
+    (other / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="does not read"):
+        autoencoder_feed(copy, other)
+
+
 def test_each_component_is_scaled_to_its_own_threshold():
     rng = np.random.default_rng(2)
     clean, photos = rng.normal(10, 2, 10_000), rng.normal(12, 2, 10_000)
