@@ -12,14 +12,16 @@ B, clean and photographed (contract/photos.py's EVAL_STYLE, a generator wider th
 
 Out of distribution:
 
-- image classifiers: the largest of two or three scores, each first scaled so that 0 is its median on clean half-A
+- image classifiers: the largest of two to four scores, each first scaled so that 0 is its median on clean half-A
   images and 1 its own threshold (at most 5 % of clean and 10 % of photographed half-A images above it):
   the Mahalanobis distance of the penultimate features to the nearest class mean under a shared covariance
   (Lee et al. 2018), both fitted on training images (clean and photographed), and the energy score, minus the
   log-sum-exp of the logits (Liu et al. 2020). Neither alone serves every model: Mahalanobis separates the
   other dataset best for mnist-cnn but lets natural photographs through LeNet-5 and the MLP, whose logits'
   energy flags them (README, "Out of distribution"). An RBF network has a third: the squared distance of the
-  input to its nearest centre (its own novelty measure, Bishop 1994). Every non-empty set of the components is
+  input to its nearest centre (its own novelty measure, Bishop 1994). With ``--autoencoder`` (the digit models:
+  mnist-ae) another: the squared error with which that served autoencoder reconstructs the input (Japkowicz et al.
+  1995), its graph folded into the classifier's where it is served. Every non-empty set of the components is
   tried, and the one that flags the most of the other dataset's half A at the threshold below is served (so the
   ResNet keeps Mahalanobis alone); a model whose logits do not come from a linear layer has no Mahalanobis.
   The score is folded into model.onnx as the extra output ``ood_score`` (the graph is rewritten, its sha256
