@@ -23,7 +23,9 @@ Out of distribution:
   mnist-ae) another: the squared error with which that served autoencoder reconstructs the input (Japkowicz et al.
   1995), its graph folded into the classifier's where it is served. Every non-empty set of the components is
   tried, and the one that flags the most of the other dataset's half A at the threshold below is served (so the
-  ResNet keeps Mahalanobis alone); a model whose logits do not come from a linear layer has no Mahalanobis.
+  ResNet keeps Mahalanobis alone), a set with the autoencoder only where it flags at least half a point more than
+  the best set without it (it costs more than the classifier); a model whose logits do not come from a linear
+  layer has no Mahalanobis.
   The score is folded into model.onnx as the extra output ``ood_score`` (the graph is rewritten, its sha256
   recorded), so /v1 and /v2 get it from the same run as the logits; calibrating again replaces it.
 - text classifiers: the share of the text's tokens outside the model's vocabulary (computed by the service).

@@ -211,6 +211,25 @@ def test_any_set_of_components_may_be_served_not_only_one_or_all():
     assert detected["m+e"] > max(detected["m"], detected["e"], detected["m+e+c"])
 
 
+def test_a_costly_component_is_served_only_where_it_flags_clearly_more():
+    """The autoencoder's reconstruction error costs more than the classifier: a set with it is served over the
+    best set without it only if it flags at least COSTLY_GAIN more of the other dataset."""
+    from export.ood import COSTLY_GAIN
+
+    rng = np.random.default_rng(5)
+    n = 20_000
+
+    def comps(shift_m: float, shift_r: float) -> dict[str, dict[str, np.ndarray]]:
+        normal = {"m": rng.normal(0, 1, n), "reconstruction": rng.normal(0, 1, n)}
+        other = {"m": rng.normal(shift_m, 1, n), "reconstruction": rng.normal(shift_r, 1, n)}
+        return {"A clean": normal, "A photos": {k: rng.normal(0, 1, n) for k in normal}, "A other dataset": other}
+
+    scaling, _, detected = choose_components(comps(4.5, 4.6))  # the error gains a little over m alone
+    assert set(scaling) == {"m"} and 0 < max(detected.values()) - detected["m"] < COSTLY_GAIN
+    scaling, _, detected = choose_components(comps(2, 6))  # m alone flags ~64 %, the error ~100 %
+    assert "reconstruction" in scaling and detected["+".join(scaling)] > detected["m"] + 0.3
+
+
 def test_mahalanobis_is_the_distance_to_the_nearest_class_mean():
     means = np.array([[0.0, 0.0], [10.0, 0.0]])
     chol = np.linalg.cholesky(np.linalg.inv(np.diag([4.0, 1.0])))  # variance 4 along x, 1 along y
