@@ -315,26 +315,45 @@ def test_a_score_of_the_energy_alone_runs_and_leaves_nothing_unused(tmp_path):
     ]
 
 
-def test_the_shipped_rbf_network_serves_the_distance_to_its_nearest_centre():
+def test_the_shipped_rbf_network_keeps_its_centres_where_calibration_looks():
     """mnist-rbf's graph keeps its centres under the name calibration looks for (models/mlp.py's RBFNetwork.centres:
-    a renamed parameter would silently drop the component), and the score it serves is the larger scaled of its
-    logits' energy and the input's squared distance to the nearest of those centres."""
+    a renamed parameter would silently drop the nearest-centre component from the candidates)."""
     from export.ood import graph_centres
     from tests.conftest import REPO
 
-    folder = REPO / "artifacts" / "mnist-rbf"
-    meta = load_metadata(folder)
-    assert meta.ood is not None and set(meta.ood.scaling) == {"energy", "nearest_centre"}
-    centres = graph_centres(folder)
+    centres = graph_centres(REPO / "artifacts" / "mnist-rbf")
     assert centres is not None and centres.shape == (1000, 784)
-    pre = meta.image_preprocessing()
+
+
+@pytest.mark.parametrize("name", ["mnist-cnn", "mnist-lenet5", "mnist-mlp", "mnist-rbf"])
+def test_a_shipped_digit_model_serves_the_score_its_card_describes(name):
+    """The score a shipped digit model's graph serves is the largest scaled of the components its model.json
+    names, each recomputed outside the graph (Mahalanobis from the graph's own class means and whitening, the
+    logits' energy, the distance to the nearest centre, mnist-ae's reconstruction error), and a page of noise
+    is flagged."""
+    from export.ood import graph_centres, reconstruction_error
+    from tests.conftest import REPO
+
+    folder = REPO / "artifacts" / name
+    meta = load_metadata(folder)
+    assert meta.ood is not None and meta.ood.scaling
     rng = np.random.default_rng(0)
-    pixels = np.stack([np.zeros((1, 28, 28), np.uint8), rng.integers(0, 256, (1, 28, 28), dtype=np.uint8)])
-    x = normalize(pixels, pre)
+    pixels = np.concatenate([np.zeros((1, 1, 28, 28), np.uint8), rng.integers(0, 256, (1, 1, 28, 28), np.uint8)])
+    x = normalize(pixels, meta.image_preprocessing())
     sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     logits, served = sess.run(["logits", OOD_OUTPUT], {meta.inputs[0].name: x})
-    want = combined_score(
-        {"energy": energy_score(logits, 1.0), "nearest_centre": nearest_centre(x, centres)}, meta.ood.scaling
-    )
-    np.testing.assert_allclose(served, want, rtol=1e-3, atol=1e-3)
-    assert served[1] > meta.ood.threshold  # a page of noise is far from every centre
+    parts = {"energy": energy_score(logits, 1.0)}
+    if "mahalanobis" in meta.ood.scaling:
+        consts = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(folder / "model.onnx")).graph.initializer}
+        feats_sess, feat = feature_session(folder)
+        feats = feats_sess.run([feat], {meta.inputs[0].name: x})[0].reshape(len(x), -1).astype(np.float64)
+        parts["mahalanobis"] = mahalanobis(feats, consts["ood_means"][0].astype(np.float64), consts["ood_chol"])
+    if "nearest_centre" in meta.ood.scaling:
+        centres = graph_centres(folder)
+        assert centres is not None
+        parts["nearest_centre"] = nearest_centre(x, centres)
+    if "reconstruction" in meta.ood.scaling:
+        assert load_metadata(REPO / "artifacts" / "mnist-ae").onnx_sha256 in meta.ood.fitted_on  # the one folded in
+        parts["reconstruction"] = reconstruction_error(REPO / "artifacts" / "mnist-ae", pixels)
+    np.testing.assert_allclose(served, combined_score(parts, meta.ood.scaling), rtol=1e-3, atol=1e-3)
+    assert served[1] > meta.ood.threshold  # a page of noise is unlike any digit
