@@ -57,6 +57,7 @@ PAGE_REACH = 0.35  # the edge is looked for within this share of the frame from 
 PAGE_TABLE = 0.75  # beyond the page, at least this share of a column (row) is table
 PAGE_STRAIGHT = 1.5  # where the paper begins, row after row, lies this close to a line (grid px, the median)
 PAGE_SOLID = 0.5  # past where the paper begins, a row is light for at least this share (the median row)
+PAGE_BOARD = 16.0  # a "table" darker than this is a drawing's board (MNIST's black), judged by the strict test alone
 PAGE_LIGHT_PAPER = 100.0  # a table lighter than the paper is looked for where the frame's median is this light
 # at least (photographed paper: 110-245 grey levels)
 
@@ -173,18 +174,23 @@ def _edge(profile: np.ndarray) -> tuple[int, float]:
     return (int(cut[-1]) + 2, float(outer[cut[-1]] + inner[cut[-1]]) / 2) if cut.size else (0, 0.0)
 
 
-def _sheet_edge(g: np.ndarray, level: float) -> bool:
-    """Is what ``g`` shows from its left side (the frame between the cuts across it) a sheet's edge on a table:
-    the outermost column is table from end to end (a digit's stroke running along the frame's edge is not), the
-    place where each row first turns lighter than ``level`` lies on a line, within PAGE_STRAIGHT grid pixels (the
-    median distance; a light digit's outline is a curve), and past it the rows stay light for the most part
-    (a sheet is solid; past a light digit's stroke on a dark board comes board again)."""
+def _sheet_edge(g: np.ndarray, level: float) -> tuple[bool, bool]:
+    """Is what ``g`` shows from its left side (the frame between the cuts across it) a sheet's edge on a table,
+    strictly and softly: the outermost column is table from end to end (a digit's stroke running along the
+    frame's edge is not), the place where each row first turns lighter than ``level`` lies on a line, within
+    PAGE_STRAIGHT grid pixels (the median distance; a light digit's outline is a curve), and past it the rows
+    stay light for the most part (a sheet is solid; past a light digit's stroke on a dark board comes board
+    again). Light: strictly, lighter than ``level``; softly, lighter than halfway between the table's light end
+    and ``level``, so that a sheet darker away from its edge (a shadow, the light's fall-off) is still solid;
+    not on a board darker than PAGE_BOARD (a drawing's black, never a photographed table), where light digits'
+    blurred strokes would pass as solid."""
     light = g >= level
-    if np.quantile(g[:, 0], 0.95) >= level:
-        return False
+    table = float(np.quantile(g[:, 0], 0.95))
+    if table >= level:
+        return False, False
     found = light.any(axis=1)
     if found.sum() < 4:
-        return False
+        return False, False
     y = np.nonzero(found)[0].astype(np.float64)
     first = light[found].argmax(axis=1)
     x = first.astype(np.float64)
@@ -192,9 +198,11 @@ def _sheet_edge(g: np.ndarray, level: float) -> bool:
     slope = (np.median(x[half:]) - np.median(x[:half])) / max(np.median(y[half:]) - np.median(y[:half]), 1.0)
     off = x - slope * y
     if float(np.median(np.abs(off - np.median(off)))) > PAGE_STRAIGHT:
-        return False
-    past = light[found].sum(axis=1) / (g.shape[1] - first)  # light share of each row from its first light pixel
-    return float(np.median(past)) >= PAGE_SOLID
+        return False, False
+    rest = g.shape[1] - first  # each row from its first light pixel on
+    strict = np.median(light[found].sum(axis=1) / rest) >= PAGE_SOLID
+    soft = table >= PAGE_BOARD and np.median((g[found] >= (table + level) / 2).sum(axis=1) / rest) >= PAGE_SOLID
+    return bool(strict), bool(strict or soft)
 
 
 def the_page(grey: Image.Image) -> Image.Image:
@@ -224,21 +232,26 @@ def _table_cut(g: np.ndarray) -> tuple[int, int, int, int] | None:
     each side (left, top, right, bottom), or None where no side is: from each side, the columns darker by
     PAGE_STEP than the paper just past them (``_edge``), in the level PAGE_TABLE of each column lies under (beyond
     the page the column is table, but for slivers of a sheet turned a few degrees; across it, paper, but for the
-    ink it crosses); and what a cut side shows must look like a sheet's edge (``_sheet_edge``)."""
+    ink it crosses); and what a cut side shows must look like a sheet's edge (``_sheet_edge``): every side
+    softly, at least one strictly (light strokes on a dark board pass the soft test, never the strict one)."""
     h, w = g.shape
     cols = np.sort(g, axis=0)[round(PAGE_TABLE * (h - 1))]
     rows = np.sort(g, axis=1)[:, round(PAGE_TABLE * (w - 1))]
     (left, lp), (right, rp), (top, tp), (bottom, bp) = (_edge(cols), _edge(cols[::-1]), _edge(rows), _edge(rows[::-1]))
     if not (left or right or top or bottom):
         return None
-    for depth, level, seen in (  # each cut side, seen from the left, between the sides across it
-        (left, lp, g[top : h - bottom]),
-        (right, rp, g[top : h - bottom, ::-1]),
-        (top, tp, g[:, left : w - right].T),
-        (bottom, bp, g[::-1, left : w - right].T),
-    ):
-        if depth and not _sheet_edge(seen, level):
-            return None
+    edges = [
+        _sheet_edge(seen, level)
+        for depth, level, seen in (  # each cut side, seen from the left, between the sides across it
+            (left, lp, g[top : h - bottom]),
+            (right, rp, g[top : h - bottom, ::-1]),
+            (top, tp, g[:, left : w - right].T),
+            (bottom, bp, g[::-1, left : w - right].T),
+        )
+        if depth
+    ]
+    if not all(soft for _, soft in edges) or not any(strict for strict, _ in edges):
+        return None
     return left, top, right, bottom
 
 
