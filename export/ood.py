@@ -21,8 +21,8 @@ OOD_OUTPUT = "ood_score"
 CLEAN_FLAG = 0.03  # at most this share of clean in-distribution half-A inputs flagged
 PHOTO_FLAG = 0.06  # and of photographed ones
 COMPONENT_FLAGS = (0.05, 0.10)  # the same for each component's own unit (clean, photographed)
-# dear components (mnist-ae: 2.8 M multiply-adds per image, 0.3-0.5 ms on one thread), served only where they flag at
-# least this much more of the other dataset than the best set without them
+# dear components (mnist-ae: 2.8 M multiply-adds per image, 0.4-1.0 ms more per run on one thread, bench.graph_ab),
+# served only where they flag at least this much more of the other dataset than the best set without them
 COSTLY = frozenset({"reconstruction"})
 COSTLY_GAIN = 0.005
 # an RBF network's centres in its graph: models/mlp.py's RBFNetwork.centres, (M, D) with D the input's size
