@@ -19,13 +19,12 @@ Out of distribution:
   log-sum-exp of the logits (Liu et al. 2020). Neither alone serves every model: Mahalanobis separates the
   other dataset best for mnist-cnn but lets natural photographs through LeNet-5 and the MLP, whose logits'
   energy flags them (README, "Out of distribution"). An RBF network has a third: the squared distance of the
-  input to its nearest centre (its own novelty measure, Bishop 1994). With ``--autoencoder`` (the digit models:
-  mnist-ae) another: the squared error with which that served autoencoder reconstructs the input (Japkowicz et al.
-  1995), its graph folded into the classifier's where it is served. Every non-empty set of the components is
-  tried, and the one that flags the most of the other dataset's half A at the threshold below is served (so the
-  ResNet keeps Mahalanobis alone), a set with the autoencoder only where it flags at least half a point more than
-  the best set without it (it costs more than the classifier); a model whose logits do not come from a linear
-  layer has no Mahalanobis.
+  input to its nearest centre (its own novelty measure, Bishop 1994). With ``--autoencoder``, another: the
+  squared error with which that autoencoder reconstructs the input (Japkowicz et al. 1995), its graph folded in.
+  Every non-empty set of the components is tried, and the one that flags the most of the other dataset's half A
+  at the threshold below is served, one with the autoencoder only where it flags half a point more than the best
+  without it (it costs more than the classifier); a model whose logits do not come from a linear layer has no
+  Mahalanobis.
   The score is folded into model.onnx as the extra output ``ood_score`` (the graph is rewritten, its sha256
   recorded), so /v1 and /v2 get it from the same run as the logits; calibrating again replaces it.
 - text classifiers: the share of the text's tokens outside the model's vocabulary (computed by the service).
@@ -68,10 +67,8 @@ from export.evaluate import auroc
 from export.frechet import feature_session
 from export.odd_images import odd_inputs
 from export.ood import (
-    CLEAN_FLAG,
-    COMPONENT_FLAGS,
     OOD_OUTPUT,
-    PHOTO_FLAG,
+    account,
     add_ood_output,
     autoencoder_feed,
     choose_components,
@@ -265,29 +262,12 @@ def calibrate_images(
         ece_before={},
         ece_after={},
     )
-    fitted = []
-    if "mahalanobis" in scaling:
-        fitted.append(
-            f"Mahalanobis: class means and shared covariance of penultimate features of {len(truth['fit'])} "
-            f"training images and {len(truth['fit photos'])} photographed ones"
-        )
-    if recon is not None:
-        ae = load_metadata(recon)
-        fitted.append(f"reconstruction: the squared error of {ae.name} (sha256 {ae.onnx_sha256}), in the graph")
-    tried = ", ".join(f"{c}: {r:.1%}" for c, r in detected.items())
-    fitted.append(
-        f"each component scaled to 0 at its clean half-A median and 1 at its own threshold "
-        f"(<= {COMPONENT_FLAGS[0]:.0%} of clean and <= {COMPONENT_FLAGS[1]:.0%} of photographed half-A images "
-        f"above it); the largest is served; threshold: <= {CLEAN_FLAG:.0%} of clean and <= {PHOTO_FLAG:.0%} of "
-        f"photographed half-A images flagged; the components chosen flag the most of the other dataset's half A "
-        f"there ({tried})"
-    )
     meta.ood = OutOfDistribution(
         method="+".join(scaling),
         output=OOD_OUTPUT,
         threshold=threshold,
         scaling=scaling,
-        fitted_on="; ".join(fitted),
+        fitted_on=account(scaling, detected, len(truth["fit"]), len(truth["fit photos"]), recon),
     )
     measured = {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}
     served_b = measure_images(model_dir, meta, measured, truth, door)
@@ -423,9 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="the training folder or file the model was trained on")
     p.add_argument("--ood-data", type=Path, help="image models: another dataset (IDX folder), out of distribution")
     p.add_argument(
-        "--autoencoder",
-        type=Path,
-        help="image models: a served autoencoder of the same images; its reconstruction error is a candidate component",
+        "--autoencoder", type=Path, help="image models: an autoencoder of the same images (a candidate OOD component)"
     )
     p.add_argument("--photos", type=int, default=2000, help="image models: photographed images per set")
     p.add_argument(

@@ -192,6 +192,35 @@ def choose_components(
     return best[False][0], best[False][1], detected
 
 
+def account(
+    scaling: dict[str, tuple[float, float]],
+    detected: dict[str, float],
+    fit_images: int,
+    fit_photos: int,
+    autoencoder: Path | None,
+) -> str:
+    """model.json's account of the served score (``ood.fitted_on``): what its components were fitted on, how they
+    are scaled and combined, and what each candidate set detected (``choose_components``)."""
+    parts = []
+    if "mahalanobis" in scaling:
+        parts.append(
+            f"Mahalanobis: class means and shared covariance of penultimate features of {fit_images} training "
+            f"images and {fit_photos} photographed ones"
+        )
+    if autoencoder is not None:
+        ae = load_metadata(autoencoder)
+        parts.append(f"reconstruction: the squared error of {ae.name} (sha256 {ae.onnx_sha256}), in the graph")
+    tried = ", ".join(f"{c}: {r:.1%}" for c, r in detected.items())
+    parts.append(
+        f"each component scaled to 0 at its clean half-A median and 1 at its own threshold "
+        f"(<= {COMPONENT_FLAGS[0]:.0%} of clean and <= {COMPONENT_FLAGS[1]:.0%} of photographed half-A images "
+        f"above it); the largest is served; threshold: <= {CLEAN_FLAG:.0%} of clean and <= {PHOTO_FLAG:.0%} of "
+        f"photographed half-A images flagged; the components chosen flag the most of the other dataset's half A "
+        f"there ({tried})"
+    )
+    return "; ".join(parts)
+
+
 def strip_ood_output(model_dir: Path) -> bool:
     """Remove an earlier calibration's score from model.onnx (its nodes, constants and output): True if any."""
     path = model_dir / ONNX_FILE

@@ -85,14 +85,13 @@ def test_the_shipped_digit_models_read_the_shadowed_photo_twice(model):
 
 
 def test_the_shipped_models_take_a_second_reading_where_it_mends_more_than_it_breaks():
-    """export/second_reading.py's decision, in model.json with the counts it was made on: the CNN, LeNet-5 and
-    the MLP take one; the RBF network, whose score judges these readings no better than chance, does not; the
-    garment models read no pen strokes."""
-    for name, takes in {"mnist-cnn": True, "mnist-lenet5": True, "mnist-mlp": True, "mnist-rbf": False}.items():
+    """export/second_reading.py's decision, in model.json with the counts it was made on: every digit model takes
+    one (the RBF network since 2026-12-04: 7 mended, 2 broken with the reconstruction error in its score; 5 and 5,
+    no better than chance, with the distance to its nearest centre); the garment models read no pen strokes."""
+    for name in ("mnist-cnn", "mnist-lenet5", "mnist-mlp", "mnist-rbf"):
         ood = load_metadata(REPO / "artifacts" / name).ood
-        assert ood is not None and ood.second_reading is takes, name
-        mended, broke = ood.figures["second_reading_mended"], ood.figures["second_reading_broke"]
-        assert (mended > broke) is takes, name
+        assert ood is not None and ood.second_reading, name
+        assert ood.figures["second_reading_mended"] > ood.figures["second_reading_broke"], name
     for name in ("fashion-cnn", "fashion-resnet"):
         ood = load_metadata(REPO / "artifacts" / name).ood
         assert ood is not None and not ood.second_reading
