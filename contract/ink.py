@@ -233,7 +233,8 @@ def _table_cut(g: np.ndarray) -> tuple[int, int, int, int] | None:
     PAGE_STEP than the paper just past them (``_edge``), in the level PAGE_TABLE of each column lies under (beyond
     the page the column is table, but for slivers of a sheet turned a few degrees; across it, paper, but for the
     ink it crosses); and what a cut side shows must look like a sheet's edge (``_sheet_edge``): every side
-    softly, at least one strictly (light strokes on a dark board pass the soft test, never the strict one)."""
+    softly, at least one strictly (on a drawing's black board, where soft is strict, every side strictly: light
+    digits' strokes pass on some sides, never on all)."""
     h, w = g.shape
     cols = np.sort(g, axis=0)[round(PAGE_TABLE * (h - 1))]
     rows = np.sort(g, axis=1)[:, round(PAGE_TABLE * (w - 1))]
