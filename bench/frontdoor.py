@@ -1,19 +1,23 @@
-"""The photo front door (contract/ink.py's find_ink) side by side with its version at another commit, in one
-process: the same EVAL_STYLE photos of validation digits, alternating rounds, medians.
+"""The photo front door (contract/ink.py's find_ink, with contract/page.py) side by side with its version at
+another commit, in one process: the same EVAL_STYLE photos of validation digits (in colour, given as the
+service gives them where a version takes the colour), alternating rounds, medians; ``--side``: the photos
+enlarged to that many pixels a side first (a phone's photo: 3000).
 
-    .venv/bin/python -m bench.frontdoor --base REV [--n 200] [--rounds 5]
+    .venv/bin/python -m bench.frontdoor --base REV [--n 200] [--rounds 5] [--side PX]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 import contract.ink
 from bench.common import file_at
@@ -25,14 +29,23 @@ from export.calibrate import idx_split
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _module_at(rev: str):
-    path = Path(tempfile.mkdtemp()) / "ink_base.py"
-    path.write_bytes(file_at(rev, "contract/ink.py"))
-    spec = importlib.util.spec_from_file_location("ink_base", path)
+def _load(name: str, source: bytes):
+    path = Path(tempfile.mkdtemp()) / f"{name}.py"
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["ink_base"] = module  # dataclasses look their module up while the class is made
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+def _module_at(rev: str):
+    """contract/ink.py as it was at ``rev``, with contract/page.py as it was there where it had one."""
+    source = file_at(rev, "contract/ink.py")
+    if b"from contract.page import" in source:
+        _load("page_base", file_at(rev, "contract/page.py"))
+        source = source.replace(b"from contract.page import", b"from page_base import")
+    return _load("ink_base", source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,22 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, help="its IDX folder (default: ../shared/data/<its dataset>)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--side", type=int, help="enlarge the photos to this many pixels a side first")
     args = p.parse_args(argv)
     meta = load_metadata(REPO / "artifacts" / args.model)
     images, _, _, val = idx_split(meta, args.data or REPO.parent / "shared" / "data" / meta.dataset.name)
     rng = np.random.default_rng(5)
     fit = meta.image_preprocessing().fit
-    photos = [
-        decode_image(photograph(images[i, 0], fit, rng, EVAL_STYLE), max_pixels=1 << 24).convert("L")
-        for i in val[: args.n]
-    ]
+    photos = [decode_image(photograph(images[i, 0], fit, rng, EVAL_STYLE), max_pixels=1 << 24) for i in val[: args.n]]
+    if args.side:
+        photos = [photo.resize((args.side, args.side), Image.Resampling.BICUBIC) for photo in photos]
+    greys = [photo.convert("L") for photo in photos]
     versions = {args.base: _module_at(args.base), "working tree": contract.ink}
     ms: dict[str, list[float]] = {name: [] for name in versions}
     for _ in range(args.rounds):
         for name, module in versions.items():
             t0 = time.perf_counter()
-            for photo in photos:
-                module.find_ink(photo, objects=fit == "contain")
+            colour = fit == "digit" and "colour" in inspect.signature(module.find_ink).parameters
+            for grey, photo in zip(greys, photos, strict=True):
+                module.find_ink(grey, objects=fit == "contain", **({"colour": photo} if colour else {}))
             ms[name].append((time.perf_counter() - t0) * 1000 / len(photos))
     for name, values in ms.items():
         print(f"{name}: find_ink {np.median(values):.2f} ms per photo (median of {args.rounds} rounds)")

@@ -69,8 +69,9 @@ def decode_image(
     return img
 
 
-def _to_channels(img: Image.Image, channels: int) -> Image.Image:
-    """Any PIL mode -> 'L' or 'RGB'; transparency is composited over white (a canvas drawing's paper)."""
+def _upright(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> the image turned as its EXIF says, 16-bit and float greys stretched to 'L', transparency
+    composited over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
     with contextlib.suppress(Exception):  # broken EXIF metadata (any of Pillow's parser errors): pixels are fine
         img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -84,7 +85,7 @@ def _to_channels(img: Image.Image, channels: int) -> Image.Image:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    return img.convert("L" if channels == 1 else "RGB")
+    return img
 
 
 def _border_mean(a: np.ndarray) -> float:
@@ -218,12 +219,14 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None) ->
     then fitted as the dataset was made.
     """
     size = (pre.input_size[0], pre.input_size[1])
-    img = _to_channels(img, pre.channels)
+    upright = _upright(img)
+    img = upright.convert("L" if pre.channels == 1 else "RGB")
     if pre.channels == 1:
         a = np.asarray(img, dtype=np.uint8)
         if a.shape != size and pre.white_on_black and pre.fit in ("digit", "contain"):
             objects = pre.fit == "contain"
-            ink = find_ink(img, objects=objects, dark=None if objects else dark)
+            colour = None if objects or upright.mode in ("L", "1") else upright
+            ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()
             return Reading(pixels, ink.oddness, None if objects else ink.dark_on_light)
         if pre.white_on_black and _border_mean(a) > 127.5:  # dark ink on light paper: flip to MNIST's polarity

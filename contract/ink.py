@@ -10,7 +10,8 @@ shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pi
           ──► relative ink strength in [0, 1]
           ──► contrast: a soft Otsu threshold kept above the paper's noise, the ink's robust maximum mapped to 1
           ──► the ink's bounding box, specks ignored
-          ──► the page judged: how unlike any page of its kind it is (Ink.oddness: a scene is no page)
+          ──► the page judged: how unlike any page of its kind it is (Ink.oddness: a scene is no page, nor is a
+              page more vivid than paper, where the photo has colour)
 
 The way MNIST was made (LeCun et al. 1998: size-normalised, anti-aliased, centred by mass) starts from clean
 scans; these steps make a phone photo look like such a scan first. Every step is a whole-array numpy or
@@ -21,11 +22,13 @@ after decoding: it is first reduced to WORK pixels a side, more than enough for 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
+
+from contract.page import PAPER_SATURATION, page_box, page_saturation, shrink
 
 WORK = 256  # longest side the ink is looked for at
 COARSE = 48  # longest side the background is estimated at
@@ -47,19 +50,6 @@ STRAY_INK = 0.05  # pen strokes: ink covers more than this share of the page out
 TEXTURED_BORDER = 1.5  # objects: the frame's border strays this many grey levels (median, noise blurred out) from
 # a plane: the background is a scene, not a plain table or sheet
 SPARSE_OBJECT = 0.2  # objects: the object covers less of its box than this (a page of printed text: 16 %)
-# a sheet photographed on a table: the frame shows the table beyond the page's edges, which the background
-# estimate follows as a dark margin (its edge then reads as long strokes) and which pulls the polarity fit; the
-# page is cut out first (the_page; the limits chosen on bench/photos.py's kind of table photos, dark ones; one of
-# 4,000 photos of a page alone is cut; tried on the negative too, for a table lighter than the paper, 3 of 2,000):
-PAGE_GRID = 64  # longest side the page's edges are looked for at
-PAGE_STEP = 0.25  # beyond the edge, every column (row) is at least this much darker than the paper past it
-PAGE_REACH = 0.35  # the edge is looked for within this share of the frame from each side
-PAGE_TABLE = 0.75  # beyond the page, at least this share of a column (row) is table
-PAGE_STRAIGHT = 1.5  # where the paper begins, row after row, lies this close to a line (grid px, the median)
-PAGE_SOLID = 0.5  # past where the paper begins, a row is light for at least this share (the median row)
-PAGE_BOARD = 16.0  # a "table" darker than this is a drawing's board (MNIST's black), judged by the strict test alone
-PAGE_LIGHT_PAPER = 100.0  # a table lighter than the paper is looked for where the frame's median is this light
-# at least (photographed paper: 110-245 grey levels)
 
 
 @dataclass(frozen=True)
@@ -87,18 +77,11 @@ def _otsu(values: np.ndarray, bins: int = 64) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def _reduce(img: Image.Image, side: int) -> Image.Image:
-    scale = side / max(img.size)
-    if scale >= 1:
-        return img
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BOX)
-
-
 def _background(grey: Image.Image, dark_ink: bool) -> np.ndarray:
     """The paper without the ink, at ``grey``'s size (float32): a morphological closing (dark ink) or opening
     (light ink) with a window wider than a pen stroke, which removes strokes but keeps what is larger than
     the window (a lighting gradient, a shadow and its edge) where it is; then lightly smoothed."""
-    coarse = _reduce(grey, COARSE)
+    coarse = shrink(grey, COARSE)
     k = max(3, (max(coarse.size) // 3) | 1)  # an odd window of ~1/3 of the frame: wider than any stroke
     # padded by repeating the edge, so light falling off towards the border (a vignette) is kept as it is:
     # a closing is exact on a monotone ramp, and the repeated edge keeps the ramp monotone
@@ -123,7 +106,7 @@ def _dark_ink(grey: Image.Image) -> bool:
     99th percentile of what is left) lies further from the paper. Decided at POLARITY px a side, which averages
     sensor noise out. A local reference (a blurred copy) is fooled by big, thick strokes: near them it is
     darker than the paper, and the paper looks like light ink (1.5 % of evaluation photos were read inverted)."""
-    small = _reduce(grey, POLARITY)
+    small = shrink(grey, POLARITY)
     y = np.asarray(small, dtype=np.float64).ravel()
     design = _surface_design(small.height, small.width)
     keep = np.ones(len(y), dtype=bool)
@@ -160,113 +143,30 @@ def _border(shape: tuple[int, ...]) -> np.ndarray:
     return edge
 
 
-def _edge(profile: np.ndarray) -> tuple[int, float]:
-    """How many of a profile's first entries lie beyond the page, and a level between table and paper there:
-    the first j entries, for the largest j within PAGE_REACH of the frame, are all darker by PAGE_STEP than
-    both entries j + 1 and j + 2 (0-based); entry j, the page's blurred edge, is cut with them (j + 1 in all).
-    The level is halfway between the brightest of the j and the dimmer of the two. (0, 0) where no j is."""
-    reach = min(round(PAGE_REACH * len(profile)), len(profile) - 3)
-    if reach < 1:
-        return 0, 0.0
-    outer = np.maximum.accumulate(profile)[:reach]  # outer[j - 1]: the brightest of the first j
-    inner = np.minimum(profile[2 : reach + 2], profile[3 : reach + 3])  # inner[j - 1]: entries j + 1, j + 2
-    cut = np.nonzero(outer < (1.0 - PAGE_STEP) * inner)[0]
-    return (int(cut[-1]) + 2, float(outer[cut[-1]] + inner[cut[-1]]) / 2) if cut.size else (0, 0.0)
-
-
-def _sheet_edge(g: np.ndarray, level: float) -> tuple[bool, bool]:
-    """Is what ``g`` shows from its left side (the frame between the cuts across it) a sheet's edge on a table,
-    strictly and softly: the outermost column is table from end to end (a digit's stroke running along the
-    frame's edge is not), the place where each row first turns lighter than ``level`` lies on a line, within
-    PAGE_STRAIGHT grid pixels (the median distance; a light digit's outline is a curve), and past it the rows
-    stay light for the most part (a sheet is solid; past a light digit's stroke on a dark board comes board
-    again). Light: strictly, lighter than ``level``; softly, lighter than halfway between the table's light end
-    and ``level``, so that a sheet darker away from its edge (a shadow, the light's fall-off) is still solid;
-    not on a board darker than PAGE_BOARD (a drawing's black, never a photographed table), where light digits'
-    blurred strokes would pass as solid."""
-    light = g >= level
-    table = float(np.quantile(g[:, 0], 0.95))
-    if table >= level:
-        return False, False
-    found = light.any(axis=1)
-    if found.sum() < 4:
-        return False, False
-    y = np.nonzero(found)[0].astype(np.float64)
-    first = light[found].argmax(axis=1)
-    x = first.astype(np.float64)
-    half = len(y) // 2  # a line through the medians of either half: the corners of a turned sheet may stray
-    slope = (np.median(x[half:]) - np.median(x[:half])) / max(np.median(y[half:]) - np.median(y[:half]), 1.0)
-    off = x - slope * y
-    if float(np.median(np.abs(off - np.median(off)))) > PAGE_STRAIGHT:
-        return False, False
-    rest = g.shape[1] - first  # each row from its first light pixel on
-    strict = np.median(light[found].sum(axis=1) / rest) >= PAGE_SOLID
-    soft = table >= PAGE_BOARD and np.median((g[found] >= (table + level) / 2).sum(axis=1) / rest) >= PAGE_SOLID
-    return bool(strict), bool(strict or soft)
-
-
-def the_page(grey: Image.Image) -> Image.Image:
-    """A photo of a sheet on a table -> the sheet alone (``grey`` itself when the page fills the frame, and for
-    images under PAGE_GRID / 2 pixels a side). A table darker than the paper is looked for first (``_table_cut``);
-    where none is found and the frame is mostly light (PAGE_LIGHT_PAPER), a lighter one: the same on the page's
-    negative (the table then lighter by PAGE_STEP of what the paper leaves to white: grey paper on a white desk;
-    a dark board under light strokes, an MNIST-style digit, is left alone)."""
-    if min(grey.size) < PAGE_GRID // 2:
-        return grey
-    g = np.asarray(_reduce(grey, PAGE_GRID), dtype=np.float32)
-    h, w = g.shape
-    if min(h, w) < 8:
-        return grey
-    cut = _table_cut(g)
-    if cut is None and np.median(g) >= PAGE_LIGHT_PAPER:  # a board under light strokes is no sheet on a desk
-        cut = _table_cut(255.0 - g)
-    if cut is None:
-        return grey
-    left, top, right, bottom = cut
-    sx, sy = grey.width / w, grey.height / h
-    return grey.crop((round(left * sx), round(top * sy), round((w - right) * sx), round((h - bottom) * sy)))
-
-
-def _table_cut(g: np.ndarray) -> tuple[int, int, int, int] | None:
-    """How many columns (rows) of ``g`` are table darker than the paper (in ``g``, which may be a negative) on
-    each side (left, top, right, bottom), or None where no side is: from each side, the columns darker by
-    PAGE_STEP than the paper just past them (``_edge``), in the level PAGE_TABLE of each column lies under (beyond
-    the page the column is table, but for slivers of a sheet turned a few degrees; across it, paper, but for the
-    ink it crosses); and what a cut side shows must look like a sheet's edge (``_sheet_edge``): every side
-    softly, at least one strictly (on a drawing's black board, where soft is strict, every side strictly: light
-    digits' strokes pass on some sides, never on all)."""
-    h, w = g.shape
-    cols = np.sort(g, axis=0)[round(PAGE_TABLE * (h - 1))]
-    rows = np.sort(g, axis=1)[:, round(PAGE_TABLE * (w - 1))]
-    (left, lp), (right, rp), (top, tp), (bottom, bp) = (_edge(cols), _edge(cols[::-1]), _edge(rows), _edge(rows[::-1]))
-    if not (left or right or top or bottom):
-        return None
-    edges = [
-        _sheet_edge(seen, level)
-        for depth, level, seen in (  # each cut side, seen from the left, between the sides across it
-            (left, lp, g[top : h - bottom]),
-            (right, rp, g[top : h - bottom, ::-1]),
-            (top, tp, g[:, left : w - right].T),
-            (bottom, bp, g[::-1, left : w - right].T),
-        )
-        if depth
-    ]
-    if not all(soft for _, soft in edges) or not any(strict for strict, _ in edges):
-        return None
-    return left, top, right, bottom
-
-
-def find_ink(img: Image.Image, objects: bool = False, dark: bool | None = None) -> Ink:
+def find_ink(
+    img: Image.Image, objects: bool = False, dark: bool | None = None, colour: Image.Image | None = None
+) -> Ink:
     """An 'L' image of any size -> its ink (at most WORK px a side; of the sheet alone where a table around it
     was cut off), background removed, contrast normalised.
 
     ``objects``: the image is a product photo (Fashion-MNIST's kind): the background is the frame's border,
     and the object's shading is kept (no threshold) instead of turning strokes into solid ink. ``dark``: pen
-    strokes of that polarity (dark on light: True) are read, instead of the polarity the page's fit decides."""
-    grey = _reduce(img, WORK)
+    strokes of that polarity (dark on light: True) are read, instead of the polarity the page's fit decides.
+    ``colour``: the same image in colour, where it has colour: a page of pen strokes more vivid than paper
+    (PAPER_SATURATION) is odd."""
+    grey = shrink(img, WORK)
     if objects:
         return _object_ink(np.asarray(grey, dtype=np.uint8))
-    grey = the_page(grey)  # the table around the sheet is no part of it
+    box = page_box(grey)  # the table around the sheet is no part of it
+    ink = _pen_ink(grey if box is None else grey.crop(box), dark)
+    if colour is None:
+        return ink
+    vivid = page_saturation(colour, box, grey.size) / PAPER_SATURATION
+    return ink if vivid <= ink.oddness else replace(ink, oddness=vivid)
+
+
+def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:
+    """``find_ink`` on a sheet of pen strokes (``grey``: at most WORK px a side, the table cut off)."""
     forced = dark is not None
     dark = _dark_ink(grey) if dark is None else dark
     # pen strokes: sensor noise averaged over about a pixel first (a stroke is several pixels wide here), else

@@ -31,7 +31,10 @@ def skimage_photo(name: str) -> Image.Image:
 def natural_photographs() -> list[Image.Image]:
     """Photographs of the world, none of a digit or a lone garment: the two inside scikit-learn, those inside
     scikit-image, 10 of its faces (25 x 25, shown at 200 x 200), and 4 random square crops of each colour
-    photograph (a photo of part of a scene)."""
+    photograph (a photo of part of a scene); then (added on 2026-12-04, with the front door's colour cue) the one
+    inside matplotlib, scikit-image's other motorcycle, and 8 more crops of each colour photograph, 20-80 % of
+    its shorter side: 167 in all."""
+    import matplotlib
     import skimage
     from sklearn.datasets import load_sample_images
 
@@ -39,16 +42,28 @@ def natural_photographs() -> list[Image.Image]:
     photos += [skimage_photo(name) for name in SKIMAGE_PHOTOS]
     faces = np.load(Path(skimage.__file__).parent / "data" / "lfw_subset.npy")[::20]
     photos += [Image.fromarray((f * 255).round().astype(np.uint8)).resize((200, 200)) for f in faces]
-    rng = np.random.default_rng(0)
+    colour = [im for im in photos if im.mode == "RGB" and min(im.size) >= 200]
+    more = [Image.open(Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg").copy()]
+    more.append(skimage_photo("motorcycle_right.png"))
+    return (
+        photos
+        + _crops(colour, 4, (0.3, 0.7), np.random.default_rng(0))
+        + more
+        + _crops(colour + more, 8, (0.2, 0.8), np.random.default_rng(12345))
+    )
+
+
+def _crops(
+    photos: list[Image.Image], each: int, share: tuple[float, float], rng: np.random.Generator
+) -> list[Image.Image]:
+    """``each`` random square crops of every photo, their side ``share`` of its shorter side."""
     crops = []
     for im in photos:
-        if im.mode != "RGB" or min(im.size) < 200:
-            continue
-        for _ in range(4):
-            side = int(min(im.size) * rng.uniform(0.3, 0.7))
+        for _ in range(each):
+            side = int(min(im.size) * rng.uniform(*share))
             x, y = int(rng.integers(0, im.width - side)), int(rng.integers(0, im.height - side))
             crops.append(im.crop((x, y, x + side, y + side)))
-    return photos + crops
+    return crops
 
 
 def odd_images() -> dict[str, list[Image.Image]]:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from contract.images import decode_image, prepare_image
-from contract.ink import find_ink, the_page
+from contract.images import decode_image, prepare_image, read
+from contract.ink import find_ink
 from contract.metadata import ImagePreprocessing
+from contract.page import the_page
 from contract.photos import (
     EVAL_STYLE,
     LIGHT_TABLE_STYLE,
@@ -375,3 +376,47 @@ def test_a_page_of_printed_text_is_no_garment():
         draw.text((10, 8 + 24 * line), "lorem ipsum dolor sit amet consectetur adipiscing elit", fill=40)
     assert find_ink(page, objects=True).oddness > 1
     assert prepare_image(page, DIGIT).shape == (1, 28, 28)  # still answered: the flag is the service's
+
+
+def _colour_page(digit: np.ndarray, paper: tuple[int, int, int], ink: tuple[int, int, int]) -> Image.Image:
+    """``page``'s digit in colour: 110 px tall in a 200-px frame."""
+    channels = [page(digit, 200, (40, 50), 110, paper=p, ink=i) for p, i in zip(paper, ink, strict=True)]
+    return Image.merge("RGB", channels)
+
+
+@pytest.mark.parametrize(
+    ("paper", "ink"),
+    [
+        ((240, 240, 240), (25, 45, 150)),  # white paper, blue ink
+        ((235, 212, 180), (30, 30, 35)),  # white paper under warm light
+        ((250, 240, 170), (20, 20, 60)),  # a yellow legal pad
+        ((150, 160, 175), (60, 60, 70)),  # grey paper in a bluish shadow
+        ((40, 70, 50), (225, 230, 220)),  # chalk on a green board
+    ],
+)
+def test_paper_of_any_ordinary_colour_is_a_page(seven, paper, ink):
+    """Paper white to grey, tinted by the light, a legal pad, a chalkboard: the digit is read, and not as odd."""
+    reading = read(_colour_page(seven, paper, ink), DIGIT)
+    assert reading.oddness is not None and reading.oddness < 1
+    assert similarity(reading.pixels[0], seven) > 0.85
+
+
+@pytest.mark.parametrize(("paper", "ink"), [((70, 120, 210), (240, 240, 235)), ((225, 115, 50), (20, 10, 10))])
+def test_a_vivid_page_is_no_paper(seven, paper, ink):
+    """A bar on a sky-blue or an orange page is a scene (a rocket against the sky, a retina's dark rim): the page
+    is more vivid than any paper, and the reading is odd; the same page in grey is not (colour is the cue)."""
+    photo = _colour_page(seven, paper, ink)
+    assert read(photo, DIGIT).oddness > 1
+    assert read(photo.convert("L"), DIGIT).oddness < 1
+    assert read(skimage_photo("retina.jpg").crop((0, 0, 500, 500)), DIGIT).oddness > 1  # its rim and vessels
+
+
+def test_a_sheet_on_a_vivid_table_is_judged_by_the_sheet(seven):
+    """The page's colour is measured on the sheet cut out of the table: grey paper on an orange wooden table is
+    a page, not a scene."""
+    sheet = _colour_page(seven, (225, 225, 220), (30, 30, 30))
+    table = Image.new("RGB", (300, 300), (150, 75, 25))
+    table.paste(sheet, (50, 50))
+    reading = read(table, DIGIT)
+    assert reading.oddness is not None and reading.oddness < 1
+    assert similarity(reading.pixels[0], seven) > 0.85
