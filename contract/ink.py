@@ -28,7 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
-from contract.page import PAPER_SATURATION, page_box, page_saturation, shrink
+from contract.page import page_box, shrink, vividness
 
 WORK = 256  # longest side the ink is looked for at
 COARSE = 48  # longest side the background is estimated at
@@ -153,7 +153,7 @@ def find_ink(
     and the object's shading is kept (no threshold) instead of turning strokes into solid ink. ``dark``: pen
     strokes of that polarity (dark on light: True) are read, instead of the polarity the page's fit decides.
     ``colour``: the same image in colour, where it has colour: a page of pen strokes more vivid than paper
-    (PAPER_SATURATION) is odd."""
+    (contract/page.py: vividness) is odd."""
     grey = shrink(img, WORK)
     if objects:
         return _object_ink(np.asarray(grey, dtype=np.uint8))
@@ -161,7 +161,7 @@ def find_ink(
     ink = _pen_ink(grey if box is None else grey.crop(box), dark)
     if colour is None:
         return ink
-    vivid = page_saturation(colour, box, grey.size) / PAPER_SATURATION
+    vivid = vividness(colour, box, grey.size)
     return ink if vivid <= ink.oddness else replace(ink, oddness=vivid)
 
 

@@ -25,6 +25,9 @@ PAGE_LIGHT_PAPER = 100.0  # a table lighter than the paper is looked for where t
 # table photos, where the sheet is not cut out of a tinted table: 0.6; natural photographs: page_saturation's
 # figures in README.md's out-of-distribution section)
 PAPER_SATURATION = 0.5
+# a sheet up to this vivid is plain paper, of oddness 0 (rising to 1 at PAPER_SATURATION): a page's oddness under 1
+# still raises a photo's served score (ModelMetadata.ood_answer), which ordinary paper must not
+PAPER_TINT = 0.3
 SATURATION_FLOOR = 32.0  # grey levels: the value a dark pixel's chroma is divided by at least
 SAMPLE = 256  # longest side a colour page is sampled at before it is averaged down to PAGE_GRID
 
@@ -109,6 +112,11 @@ def page_box(grey: Image.Image) -> tuple[int, int, int, int] | None:
     left, top, right, bottom = cut
     sx, sy = grey.width / w, grey.height / h
     return round(left * sx), round(top * sy), round((w - right) * sx), round((h - bottom) * sy)
+
+
+def vividness(colour: Image.Image, box: tuple[int, int, int, int] | None, size: tuple[int, int]) -> float:
+    """``page_saturation`` as a page's oddness: 0 up to PAPER_TINT, 1 at PAPER_SATURATION."""
+    return max(0.0, (page_saturation(colour, box, size) - PAPER_TINT) / (PAPER_SATURATION - PAPER_TINT))
 
 
 def page_saturation(colour: Image.Image, box: tuple[int, int, int, int] | None, size: tuple[int, int]) -> float:

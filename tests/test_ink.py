@@ -401,6 +401,14 @@ def test_paper_of_any_ordinary_colour_is_a_page(seven, paper, ink):
     assert similarity(reading.pixels[0], seven) > 0.85
 
 
+def test_tinted_paper_adds_no_oddness(seven):
+    """A page's oddness under 1 still raises a photo's served score: paper tinted as much as the photos the
+    thresholds were fitted on (EVAL_STYLE: saturation up to 0.27) reads exactly as its grey copy does."""
+    for paper in ((235, 212, 180), (200, 215, 230), (230, 230, 205)):
+        photo = _colour_page(seven, paper, (30, 30, 35))
+        assert read(photo, DIGIT).oddness == read(photo.convert("L"), DIGIT).oddness
+
+
 @pytest.mark.parametrize(("paper", "ink"), [((70, 120, 210), (240, 240, 235)), ((225, 115, 50), (20, 10, 10))])
 def test_a_vivid_page_is_no_paper(seven, paper, ink):
     """A bar on a sky-blue or an orange page is a scene (a rocket against the sky, a retina's dark rim): the page
