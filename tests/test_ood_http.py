@@ -107,6 +107,26 @@ def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact
         assert flagged_count(client, model) == before + 1
 
 
+def test_a_page_more_vivid_than_paper_is_flagged(client, digits):
+    """The service hands the front door the photo's colour: a digit on an orange page (a scene's colour: a retina,
+    a cat's fur) is flagged by both digit models and counted, while the same photo in grey, an ordinary digit
+    on grey paper, is read as one."""
+    digit = np.asarray(Image.fromarray(digits.images[2, 0]).resize((110, 110), Image.Resampling.BICUBIC)) / 255.0
+    cover = np.zeros((200, 200))
+    cover[40:150, 45:155] = digit
+    orange = np.array([225.0, 115.0, 50.0]) * (1 - cover[..., None]) + 20.0 * cover[..., None]
+    photo = Image.fromarray(orange.astype(np.uint8), "RGB")
+    for model in (CNN, LENET):
+        before = flagged_count(client, model)
+        r = client.post(
+            "/v1/classify", json={"model": model, "images": [b64(jpeg(photo)), b64(jpeg(photo.convert("L")))]}
+        )
+        assert r.status_code == 200, r.text
+        vivid, grey = r.json()["predictions"]
+        assert vivid["out_of_distribution"] is True and grey["out_of_distribution"] is False, (vivid, grey)
+        assert flagged_count(client, model) == before + 1
+
+
 def test_include_input_returns_what_the_model_saw(client, artifact_root, digits):
     meta = load_metadata(artifact_root / CNN)
     digit = digits.images[3, 0]
