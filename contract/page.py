@@ -21,9 +21,8 @@ PAGE_BOARD = 16.0  # a "table" darker than this is a drawing's board (MNIST's bl
 PAGE_LIGHT_PAPER = 100.0  # a table lighter than the paper is looked for where the frame's median is this light
 # at least (photographed paper: 110-245 grey levels)
 # paper is white to grey, tinted a little by the light; a page of pen strokes more vivid than this (the median
-# saturation, page_saturation) is a scene: sky, skin, fur, leaves (EVAL_STYLE's tinted paper: at most 0.27 of 600;
-# table photos, where the sheet is not cut out of a tinted table: 0.6; natural photographs: page_saturation's
-# figures in README.md's out-of-distribution section)
+# saturation, page_saturation) is a scene: sky, skin, fur, leaves, a retina (EVAL_STYLE's tinted paper stays under
+# 0.3; a sheet not cut out of a tinted table may not; the figures: README.md, How images are prepared, step 3)
 PAPER_SATURATION = 0.5
 # a sheet up to this vivid is plain paper, of oddness 0 (rising to 1 at PAPER_SATURATION): a page's oddness under 1
 # still raises a photo's served score (ModelMetadata.ood_answer), which ordinary paper must not
