@@ -39,7 +39,7 @@ def _load(name: str, source: bytes):
     return module
 
 
-def _module_at(rev: str):
+def ink_at(rev: str):
     """contract/ink.py as it was at ``rev``, with contract/page.py as it was there where it had one."""
     source = file_at(rev, "contract/ink.py")
     if b"from contract.page import" in source:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.side:
         photos = [photo.resize((args.side, args.side), Image.Resampling.BICUBIC) for photo in photos]
     greys = [photo.convert("L") for photo in photos]
-    versions = {args.base: _module_at(args.base), "working tree": contract.ink}
+    versions = {args.base: ink_at(args.base), "working tree": contract.ink}
     ms: dict[str, list[float]] = {name: [] for name in versions}
     for _ in range(args.rounds):
         for name, module in versions.items():

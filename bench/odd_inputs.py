@@ -19,7 +19,7 @@ import onnxruntime as ort
 from PIL import Image
 
 import contract.images
-from bench.frontdoor import _module_at
+from bench.frontdoor import ink_at
 from contract.images import Reading, normalize, read, second_reading_kept
 from contract.metadata import ModelMetadata, load_metadata
 from export.odd_images import odd_images
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", type=int, default=69, help="natural photographs counted apart from this one on")
     args = p.parse_args(argv)
     if args.front_door:
-        old = _module_at(args.front_door).find_ink
+        old = ink_at(args.front_door).find_ink
         takes_colour = "colour" in inspect.signature(old).parameters
         contract.images.find_ink = old if takes_colour else lambda img, colour=None, **kw: old(img, **kw)
     sets = odd_images()
