@@ -40,12 +40,17 @@ def _load(name: str, source: bytes):
 
 
 def ink_at(rev: str):
-    """contract/ink.py as it was at ``rev``, with contract/page.py as it was there where it had one."""
+    """contract/ink.py as it was at ``rev``, with contract/page.py as it was there where it had one; its find_ink
+    takes today's ``colour`` argument either way (a version without the colour cue ignores it)."""
     source = file_at(rev, "contract/ink.py")
     if b"from contract.page import" in source:
         _load("page_base", file_at(rev, "contract/page.py"))
         source = source.replace(b"from contract.page import", b"from page_base import")
-    return _load("ink_base", source)
+    module = _load("ink_base", source)
+    if "colour" not in inspect.signature(module.find_ink).parameters:
+        grey_only = module.find_ink
+        module.find_ink = lambda img, colour=None, **kw: grey_only(img, **kw)
+    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for name, module in versions.items():
             t0 = time.perf_counter()
-            colour = fit == "digit" and "colour" in inspect.signature(module.find_ink).parameters
             for grey, photo in zip(greys, photos, strict=True):
-                module.find_ink(grey, objects=fit == "contain", **({"colour": photo} if colour else {}))
+                module.find_ink(grey, objects=fit == "contain", colour=photo)
             ms[name].append((time.perf_counter() - t0) * 1000 / len(photos))
     for name, values in ms.items():
         print(f"{name}: find_ink {np.median(values):.2f} ms per photo (median of {args.rounds} rounds)")

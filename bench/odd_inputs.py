@@ -10,39 +10,25 @@ also counted apart before and from the ``--split``-th (the 69 of before 2026-12-
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 import contract.images
 from bench.frontdoor import ink_at
-from contract.images import Reading, normalize, read, second_reading_kept
+from contract.images import both_readings
 from contract.metadata import ModelMetadata, load_metadata
 from export.odd_images import odd_images
+from export.second_reading import served_answers
 
 
 def let_through(folder: Path, meta: ModelMetadata, images: list[Image.Image]) -> np.ndarray:
     """Which of ``images`` the service would answer without the out-of-distribution flag."""
-    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    pre, ood = meta.image_preprocessing(), meta.ood
-    names = [meta.outputs[0].name] + ([ood.output] if ood is not None and ood.output else [])
-
-    def answer(r: Reading) -> tuple[float | None, bool]:
-        outs = sess.run(names, {meta.inputs[0].name: normalize(r.pixels[None], pre)})
-        return meta.ood_answer(float(outs[1][0]) if len(outs) > 1 else None, r.oddness, r.pixels)
-
-    through = []
-    for img in images:
-        first = read(img, pre)
-        _, flagged = answer(first)
-        if flagged and ood is not None and ood.second_reading and first.dark_ink is not None:
-            flagged = not second_reading_kept(ood.threshold, *answer(read(img, pre, not first.dark_ink)))
-        through.append(not flagged)
-    return np.array(through)
+    readings = [both_readings(img, meta.image_preprocessing()) for img in images]
+    second = meta.ood is not None and meta.ood.second_reading
+    return ~served_answers(folder, meta, readings, second_reading=second)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", type=int, default=69, help="natural photographs counted apart from this one on")
     args = p.parse_args(argv)
     if args.front_door:
-        old = ink_at(args.front_door).find_ink
-        takes_colour = "colour" in inspect.signature(old).parameters
-        contract.images.find_ink = old if takes_colour else lambda img, colour=None, **kw: old(img, **kw)
+        contract.images.find_ink = ink_at(args.front_door).find_ink
     sets = odd_images()
     for folder in args.artifacts:
         meta = load_metadata(folder)

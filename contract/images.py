@@ -208,6 +208,13 @@ def second_reading_kept(threshold: float | None, score: float | None, flagged: b
     )
 
 
+def both_readings(img: Image.Image, pre: ImagePreprocessing) -> tuple[Reading, Reading | None]:
+    """An image's reading and, for a photo read as pen strokes, its second reading at the other polarity (which
+    the service takes where the model flags the first and ``second_reading_kept`` says so)."""
+    first = read(img, pre)
+    return first, None if first.dark_ink is None else read(img, pre, not first.dark_ink)
+
+
 def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None) -> Reading:
     """A decoded image of any size and mode -> its ``Reading``; ``dark``: a photo of pen strokes is read at that
     polarity instead of the one its page's fit decides.

@@ -29,7 +29,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageFilter
 
-from contract.images import Reading, decode_image, read, read_image
+from contract.images import Reading, both_readings, decode_image, read_image
 from contract.metadata import ImagePreprocessing
 
 T = TypeVar("T")
@@ -298,9 +298,7 @@ def _readings_of(args: tuple[np.ndarray, ImagePreprocessing, PhotoStyle, int]) -
     rng = np.random.default_rng(seed)
     out: list[tuple[Reading, Reading | None]] = []
     for item in images:
-        img = decode_image(photograph(item[0], pre.fit, rng, style), max_pixels=1 << 24)
-        first = read(img, pre)
-        out.append((first, None if first.dark_ink is None else read(img, pre, not first.dark_ink)))
+        out.append(both_readings(decode_image(photograph(item[0], pre.fit, rng, style), max_pixels=1 << 24), pre))
     return out
 
 

@@ -28,6 +28,14 @@ def served_labels(
 ) -> tuple[np.ndarray, int, int]:
     """The label the service answers for each photo (with ``second_reading``, a flagged first reading replaced by
     its second reading when that is kept), how many photos were read twice and how many second readings kept."""
+    labels, _, twice, kept = served_answers(folder, meta, readings, second_reading)
+    return labels, twice, kept
+
+
+def served_answers(
+    folder: Path, meta: ModelMetadata, readings: list[tuple[Reading, Reading | None]], second_reading: bool
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``served_labels``, and beside the labels whether the service flags each answer out of distribution."""
     sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     pre, ood = meta.image_preprocessing(), meta.ood
     names = [meta.outputs[0].name] + ([ood.output] if ood is not None and ood.output else [])
@@ -38,14 +46,16 @@ def served_labels(
         return outs[0].argmax(1), [meta.ood_answer(s, r.oddness, r.pixels) for s, r in zip(scores, rows, strict=True)]
 
     labels, first = answers([r for r, _ in readings])
-    again = [i for i, (_, flagged) in enumerate(first) if flagged and readings[i][1] is not None]
+    flagged = np.array([f for _, f in first], dtype=bool)
+    again = [i for i, (_, f) in enumerate(first) if f and readings[i][1] is not None]
     if not second_reading or not again or ood is None:
-        return labels, 0, 0
+        return labels, flagged, 0, 0
     second_labels, second = answers([cast(Reading, readings[i][1]) for i in again])
     kept = [j for j, answer in enumerate(second) if second_reading_kept(ood.threshold, *answer)]
     labels = labels.copy()
     labels[[again[j] for j in kept]] = second_labels[kept]
-    return labels, len(again), len(kept)
+    flagged[[again[j] for j in kept]] = False
+    return labels, flagged, len(again), len(kept)
 
 
 def decide(model_dir: Path, meta: ModelMetadata, images: np.ndarray, labels: np.ndarray, half_a: np.ndarray) -> None:
