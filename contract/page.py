@@ -9,7 +9,7 @@ from PIL import Image
 
 # a sheet photographed on a table: the frame shows the table beyond the page's edges, which the background
 # estimate follows as a dark margin (its edge then reads as long strokes) and which pulls the polarity fit; the
-# page is cut out first (the_page; the limits chosen on bench/photos.py's kind of table photos, dark ones; one of
+# page is cut out first (page_box; the limits chosen on bench/photos.py's kind of table photos, dark ones; one of
 # 4,000 photos of a page alone is cut; tried on the negative too, for a table lighter than the paper, 3 of 2,000):
 PAGE_GRID = 64  # longest side the page's edges are looked for at
 PAGE_STEP = 0.25  # beyond the edge, every column (row) is at least this much darker than the paper past it
@@ -82,12 +82,6 @@ def _sheet_edge(g: np.ndarray, level: float) -> tuple[bool, bool]:
     strict = np.median(light[found].sum(axis=1) / rest) >= PAGE_SOLID
     soft = table >= PAGE_BOARD and np.median((g[found] >= (table + level) / 2).sum(axis=1) / rest) >= PAGE_SOLID
     return bool(strict), bool(strict or soft)
-
-
-def the_page(grey: Image.Image) -> Image.Image:
-    """A photo of a sheet on a table -> the sheet alone (``grey`` itself when the page fills the frame)."""
-    box = page_box(grey)
-    return grey if box is None else grey.crop(box)
 
 
 def page_box(grey: Image.Image) -> tuple[int, int, int, int] | None:
