@@ -9,6 +9,7 @@ enlarged to that many pixels a side first (a phone's photo: 3000).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import inspect
 import sys
@@ -41,7 +42,8 @@ def _load(name: str, source: bytes):
 
 def ink_at(rev: str):
     """contract/ink.py as it was at ``rev``, with contract/page.py as it was there where it had one; its find_ink
-    takes today's ``colour`` argument either way (a version without the colour cue ignores it)."""
+    takes today's ``colour`` argument either way (a version without the colour cue ignores it) and returns today's
+    Ink (the fields a version lacked at their defaults: no ink was ``printed`` before the cue)."""
     source = file_at(rev, "contract/ink.py")
     if b"from contract.page import" in source:
         _load("page_base", file_at(rev, "contract/page.py"))
@@ -50,7 +52,15 @@ def ink_at(rev: str):
     if "colour" not in inspect.signature(module.find_ink).parameters:
         grey_only = module.find_ink
         module.find_ink = lambda img, colour=None, **kw: grey_only(img, **kw)
+    if {f.name for f in dataclasses.fields(module.Ink)} != {f.name for f in dataclasses.fields(contract.ink.Ink)}:
+        old = module.find_ink
+        module.find_ink = lambda *a, **kw: _today(old(*a, **kw))
     return module
+
+
+def _today(ink) -> contract.ink.Ink:
+    """Another version's Ink as today's (its fields copied, not the arrays)."""
+    return contract.ink.Ink(**{f.name: getattr(ink, f.name) for f in dataclasses.fields(ink)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -183,7 +183,8 @@ class Reading:
     """What the front door made of an image: uint8 (C, H, W) pixels in the model's convention; for a photo, how
     unlike a photo of the model's kind of input it is (``Ink.oddness``: above 1, unlike any; None when the image
     was taken as it is); and for a photo read as pen strokes, their polarity (dark on light: True), which a
-    second reading may turn over (``second_reading_kept``; None: no second reading)."""
+    second reading may turn over (``second_reading_kept``; None: no second reading, as for print, ``Ink.printed``:
+    that is what the page is at either polarity, not a polarity misread)."""
 
     pixels: np.ndarray
     oddness: float | None = None
@@ -235,7 +236,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None) ->
             colour = None if objects or upright.mode in ("L", "1") else upright
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()
-            return Reading(pixels, ink.oddness, None if objects else ink.dark_on_light)
+            return Reading(pixels, ink.oddness, None if objects or ink.printed else ink.dark_on_light)
         if pre.white_on_black and _border_mean(a) > 127.5:  # dark ink on light paper: flip to MNIST's polarity
             a = 255 - a
         if a.shape != size:

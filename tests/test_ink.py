@@ -9,10 +9,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from contract.images import decode_image, prepare_image, read
-from contract.ink import find_ink
+from contract.ink import find_ink, row_runs
 from contract.metadata import ImagePreprocessing
 from contract.page import page_box
 from contract.photos import (
@@ -441,3 +441,47 @@ def test_a_sheet_on_a_vivid_table_is_judged_by_the_sheet(seven):
     reading = read(table, DIGIT)
     assert reading.oddness is not None and reading.oddness < 1
     assert similarity(reading.pixels[0], seven) > 0.85
+
+
+def _printed(size: int, lines: list[str], frame: tuple[int, int] = (600, 450)) -> Image.Image:
+    """Lines of print (Pillow's own font, ``size`` px) photographed: dark on grey paper, lit unevenly, a little blur
+    and noise, saved as a JPEG."""
+    img = Image.new("L", frame, 225)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=size)
+    for k, line in enumerate(lines):
+        draw.text((20, 20 + int(size * 1.5) * k), line, fill=40, font=font)
+    a = np.asarray(img.filter(ImageFilter.GaussianBlur(0.8)), np.float32) * np.linspace(0.8, 1.05, frame[0])
+    a += np.random.default_rng(3).normal(0, 4, a.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=80)
+    return Image.open(buf)
+
+
+PARAGRAPH = ["The quick brown fox jumps over the lazy dog while", "the committee reviews the figures and asks for"] * 5
+
+
+@pytest.mark.parametrize(
+    ("size", "lines"),
+    [(12, PARAGRAPH), (18, PARAGRAPH), (28, PARAGRAPH), (60, ["Hello world"]), (60, ["Total: 42.50"])],
+)
+def test_printed_text_is_unlike_any_page_of_one_digit(size, lines):
+    """Print crosses a row of its box once or twice a letter, a digit a few times: a page of print, or a line of
+    it, is unlike any page of pen strokes, and is read once (no second reading turns it over). Known limit: print
+    under about 1/40 of the frame's width (14 px here) blurs at WORK px into fewer runs (10 at 14 px, 7 at 8 px)."""
+    photo = _printed(size, lines)
+    assert find_ink(photo).oddness > 1
+    reading = read(photo, DIGIT)
+    assert reading.oddness is not None and reading.oddness > 1 and reading.dark_ink is None
+
+
+def test_a_few_strokes_side_by_side_are_still_a_page(digits):
+    """Six handwritten digits in a row (a number) or a single printed 7 cross a row a few times: no oddness from
+    crowding; ten digits in a row are no single digit."""
+    row = [digits.images[i, 0] for i in range(10)]
+    for n, odd in ((1, False), (6, False), (10, True)):
+        strip = np.pad(255 - np.concatenate(row[:n], axis=1), 20, constant_values=255)
+        photo = Image.fromarray(strip).resize((strip.shape[1] * 6, strip.shape[0] * 6), Image.Resampling.BICUBIC)
+        assert (find_ink(photo).oddness > 1) is odd, n
+    assert find_ink(_printed(120, ["7"])).oddness < 1
+    assert row_runs(np.array([[0, 1, 1, 0, 1, 0, 1], [1, 1, 0, 0, 0, 0, 1], [0] * 7], dtype=bool)) == pytest.approx(2.9)

@@ -90,12 +90,15 @@ def test_nothing_written_is_flagged_even_by_an_uncalibrated_model(client, pages)
     assert flagged_count(client, LENET) == before + len(uniform) + 2
 
 
-def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root):
-    """A photograph of grass read as pen strokes is texture over the whole page: flagged by both digit models,
-    the calibrated one with its ood_score raised to at least the threshold, and counted."""
+@pytest.mark.parametrize("kind", ["grass", "print"])
+def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root, kind):
+    """A photograph of grass read as pen strokes is texture over the whole page, a photographed page of print
+    (contract/ink.py: ROW_RUNS) crowded as no digit is: flagged by both digit models, the calibrated one with its
+    ood_score raised to at least the threshold, and counted."""
     from export.odd_images import skimage_photo
+    from tests.test_ink import PARAGRAPH, _printed
 
-    scene = jpeg(skimage_photo("grass.png"))
+    scene = jpeg(skimage_photo("grass.png") if kind == "grass" else _printed(18, PARAGRAPH))
     threshold = load_metadata(artifact_root / CNN).ood.threshold
     for model in (CNN, LENET):
         before = flagged_count(client, model)

@@ -97,6 +97,21 @@ def test_the_shipped_models_take_a_second_reading_where_it_mends_more_than_it_br
         assert ood is not None and not ood.second_reading
 
 
+def test_a_page_of_print_is_not_read_a_second_time():
+    """Print is print at either polarity (contract/ink.py: Ink.printed), so a page of it is read once: turned over,
+    the scanned page's paper between its letters (scikit-image's page.png) is what the shipped RBF network took
+    for a digit, well under its threshold, and answered without the flag."""
+    folder = REPO / "artifacts" / "mnist-rbf"
+    meta = load_metadata(folder)
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    first = read(skimage_photo("page.png"), meta.image_preprocessing())
+    assert first.dark_ink is None and graph_answer(meta, sess, first)[2]
+    turned = read(skimage_photo("page.png"), meta.image_preprocessing(), False)
+    assert turned.oddness is not None and turned.oddness < 1
+    _, score, flagged = graph_answer(meta, sess, turned)
+    assert second_reading_kept(meta.ood.threshold if meta.ood else None, score, flagged)
+
+
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
     """The shipped digit models, and mnist-cnn once more as ``mnist-cnn-once``, its second reading turned off."""
