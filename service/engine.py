@@ -80,7 +80,10 @@ class Engine:
         self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder (model or model/version) -> why not served
         for family in self.local.values():
             self.failed.update(family.failed)
-        for path in discover(S):
+        paths = discover(S)
+        if S.batching == "api":  # and what the families loaded, should a version written since push it past the policy
+            paths += sorted({m.path.parent for f in self.local.values() for m in f.models.values()} - set(paths))
+        for path in paths:
             label = artifact_label(path, S)
             try:
                 meta = read_metadata(path)
@@ -97,8 +100,10 @@ class Engine:
                 self.failed[label] = str(e)
                 continue
             if S.batching == "api" and not any(served_key(meta) in f.models for f in self.local.values()):
+                if label not in self.failed:  # written after the families looked (a version landing while the
+                    continue  # worker starts): not this scan's to judge; the repository's first poll loads it
                 # readable metadata, but its family left the graph out (the reason is logged under the folder)
-                self.failed.setdefault(meta.name, self.failed.get(label, f"{path}: failed to load"))
+                self.failed.setdefault(meta.name, self.failed[label])
             self.serve(meta)  # a failed one too: its card says why it is not ready
         for name, why in self.failed.items():
             log.error("not serving %s: %s", name, why)

@@ -255,3 +255,30 @@ def test_a_worker_that_starts_following_late_still_answers(tmp_path):
 
     asyncio.run(scenario())
     assert "m" not in engines[0].versions and "m" not in engines[1].versions
+
+
+def test_a_version_written_while_a_worker_starts_leaves_the_model_serving(artifact_root, tmp_path):
+    """The engine reads the folder after its families have loaded theirs; a version that lands in between (a swap
+    while a worker starts) is not the family's failure: the model keeps serving the versions loaded, and the
+    repository's first poll loads the new one. (It was taken for a failed load and the whole model answered 503:
+    tests/test_k8s.py's swap met it once a worker started late.) The engine is built for real, in a process of
+    its own, with the new version written just before its own scan."""
+    import os
+    import subprocess
+    import sys
+
+    root = versioned_dir(tmp_path / "models", artifact_root, versions=(1,))
+    code = (
+        "import json; from pathlib import Path; import service.engine as engine; from bench.swap import new_version; "
+        "from service.registry import load_tasks; scan = engine.discover\n"
+        "def late(settings, *a):\n"
+        f"    new_version(Path({str(root)!r}), 2, Path({str(artifact_root / CNN)!r}))\n"
+        "    return scan(settings, *a)\n"
+        "engine.discover = late; load_tasks(); e = engine.Engine()\n"
+        f"print(json.dumps({{'failed': sorted(e.failed), 'versions': sorted(e.versions[{CNN!r}])}}))"
+    )
+    env = {**os.environ, "NNSERVE_MODEL_DIR": str(root), "NNSERVE_BATCHING": "api"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (root / CNN / "2" / "model.json").exists()  # it did land between the two scans
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"failed": [], "versions": ["1"]}
