@@ -192,12 +192,13 @@ class OutOfDistribution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: str = Field(
-        pattern=r"^(unknown-token-share(\+word-rarity)?|(mahalanobis|energy|nearest_centre|reconstruction)"
-        r"(\+(mahalanobis|energy|nearest_centre|reconstruction)){0,3})$",
+        pattern=r"^(unknown-token-share(\+word-rarity)?|(mahalanobis|energy|nearest_centre|reconstruction|sibling)"
+        r"(\+(mahalanobis|energy|nearest_centre|reconstruction|sibling)){0,4})$",
         description="'mahalanobis': distance of the penultimate features to the nearest class mean (a graph "
         "output); 'energy': minus the log-sum-exp of the logits; 'nearest_centre' (RBF networks): squared distance "
         "of the input to the nearest centre; 'reconstruction': squared error of a served autoencoder of the same "
-        "images (its graph folded in); components joined by '+': the largest of them, each scaled by ``scaling``; "
+        "images (its graph folded in); 'sibling': the out-of-distribution score of a calibrated classifier of the "
+        "same images (its graph folded in); components joined by '+': the largest of them, each scaled by ``scaling``; "
         "'unknown-token-share': share of the text's tokens outside the vocabulary; 'word-rarity': the "
         "mean log frequency rank of the text's tokens, shrunk towards the typical token's for short texts "
         "(contract/text_ood.py)",

@@ -20,11 +20,12 @@ Out of distribution:
   other dataset best for mnist-cnn but lets natural photographs through LeNet-5 and the MLP, whose logits'
   energy flags them (README, "Out of distribution"). An RBF network has a third: the squared distance of the
   input to its nearest centre (its own novelty measure, Bishop 1994). With ``--autoencoder``, another: the
-  squared error with which that autoencoder reconstructs the input (Japkowicz et al. 1995), its graph folded in.
-  Every non-empty set of the components is tried, and the one that flags the most of the other dataset's half A
-  at the threshold below is served, one with the autoencoder only where it flags half a point more than the best
-  without it (it costs more than the classifier); a model whose logits do not come from a linear layer has no
-  Mahalanobis.
+  squared error with which that autoencoder reconstructs the input (Japkowicz et al. 1995), its graph folded in;
+  with ``--sibling``, a calibrated classifier of the same images, its own score (its graph folded in: a weak
+  detector borrows a strong one's judgement of the input). Every non-empty set of the components is tried, and
+  the one that flags the most of the other dataset's half A at the threshold below is served, one with either
+  folded graph only where it flags half a point more than the best without (it costs more than the classifier);
+  a model whose logits do not come from a linear layer has no Mahalanobis.
   The score is folded into model.onnx as the extra output ``ood_score`` (the graph is rewritten, its sha256
   recorded), so /v1 and /v2 get it from the same run as the logits; calibrating again replaces it.
 - text classifiers: the share of the text's tokens outside the model's vocabulary (computed by the service).
@@ -65,21 +66,22 @@ from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_scor
 from export import second_reading
 from export.evaluate import auroc
 from export.frechet import feature_session
-from export.odd_images import odd_inputs
+from export.odd_images import OTHER_LANGUAGES, odd_inputs
 from export.ood import (
     OOD_OUTPUT,
     account,
     add_ood_output,
-    autoencoder_feed,
     choose_components,
     combined_score,
     distance_tensor,
     energy_score,
     fit_mahalanobis,
     graph_centres,
+    input_feed,
     mahalanobis,
     nearest_centre,
     reconstruction_error,
+    sibling_score,
     strip_ood_output,
 )
 
@@ -213,11 +215,12 @@ def calibrate_images(
     truth: dict[str, np.ndarray],
     door: dict[str, np.ndarray],
     autoencoder: Path | None = None,
+    sibling: Path | None = None,
 ) -> ModelMetadata:
     """Temperature and the out-of-distribution score for an image classifier (the module docstring), fitted on
     the sets ``image_sets(..., fitting=True)`` made, written into ``model_dir``'s graph (an earlier calibration's
-    score is replaced); with ``autoencoder`` (a served autoencoder's folder) its reconstruction error is one more
-    candidate component. Returns the metadata to save."""
+    score is replaced); with ``autoencoder`` (a served autoencoder's folder) its reconstruction error, and with
+    ``sibling`` (a calibrated classifier's) its score, are candidate components. Returns the metadata to save."""
     strip_ood_output(model_dir)
     try:
         sess, feat = feature_session(model_dir)
@@ -237,10 +240,14 @@ def calibrate_images(
         distances = distance_tensor(model_dir, centres, normalize(sets["A clean"][:16], pre))
         for k in scored:
             comps[k]["nearest_centre"] = nearest_centre(normalize(sets[k], pre), centres)
-    if autoencoder is not None:  # how badly an autoencoder of the same images reconstructs the input
-        autoencoder_feed(model_dir, autoencoder)  # reads the same pixels, or ValueError
-        for k in scored:
-            comps[k]["reconstruction"] = reconstruction_error(autoencoder, sets[k])
+    for other, name, score in (
+        (autoencoder, "reconstruction", reconstruction_error),
+        (sibling, "sibling", sibling_score),
+    ):
+        if other is not None:  # how badly an autoencoder reconstructs the input; how odd a sibling finds it
+            input_feed(model_dir, other)  # reads the same pixels, or ValueError
+            for k in scored:
+                comps[k][name] = score(other, sets[k])
     means = chol = None
     if feat is not None:
         feats = np.concatenate([out["fit"][1], out["fit photos"][1]])
@@ -250,7 +257,8 @@ def calibrate_images(
     scaling, threshold, detected = choose_components(comps)
 
     recon = autoencoder if "reconstruction" in scaling else None
-    add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling, distances, recon)
+    sib = sibling if "sibling" in scaling else None
+    add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling, distances, recon, sib)
     meta.outputs = [
         *[o for o in meta.outputs if o.name != OOD_OUTPUT],
         TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),
@@ -267,7 +275,7 @@ def calibrate_images(
         output=OOD_OUTPUT,
         threshold=threshold,
         scaling=scaling,
-        fitted_on=account(scaling, detected, len(truth["fit"]), len(truth["fit photos"]), recon),
+        fitted_on=account(scaling, detected, len(truth["fit"]), len(truth["fit photos"]), recon, sib),
     )
     measured = {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}
     served_b = measure_images(model_dir, meta, measured, truth, door)
@@ -323,17 +331,6 @@ def measure_images(
 
 
 # ---- text classifiers ----------------------------------------------------------------------------------
-
-OTHER_LANGUAGES = [
-    "Ce film est une merveille, les acteurs sont excellents et la musique est inoubliable.",
-    "Der Film war viel zu lang und die Geschichte hat mich überhaupt nicht berührt.",
-    "La película es aburrida, los personajes no tienen ninguna profundidad.",
-    "Il ristorante era pieno ma il servizio è stato rapido e il cibo ottimo.",
-    "Dit boek is prachtig geschreven en ik kon het niet wegleggen.",
-    "Filmen var alldeles för lång och skådespelarna verkade uttråkade.",
-    "Este produto chegou quebrado e o suporte nunca respondeu.",
-    "Kitap çok sıkıcıydı, sonunu bile merak etmedim.",
-]
 
 
 RARITY_MARGIN = 0.05  # word rarity: flag this far beyond the clean half-A texts' extreme (rarity is in (0, 1])
@@ -405,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--autoencoder", type=Path, help="image models: an autoencoder of the same images (a candidate OOD component)"
     )
+    p.add_argument("--sibling", type=Path, help="image models: a calibrated classifier of the same images (the same)")
     p.add_argument("--photos", type=int, default=2000, help="image models: photographed images per set")
     p.add_argument(
         "--measure",
@@ -432,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.measure:
             measure_images(args.artifact, meta, sets, truth, door)
         else:
-            meta = calibrate_images(args.artifact, meta, sets, truth, door, args.autoencoder)
+            meta = calibrate_images(args.artifact, meta, sets, truth, door, args.autoencoder, args.sibling)
             second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
     elif meta.task == "text-classification":
         # deterministic: with --measure it refits the same temperature and threshold, and nothing is written

@@ -1,6 +1,6 @@
 """What careless users send an image classifier that is no digit or garment: blank and uniform pages, noise,
 pages of printed text and photographs of the world, for export/calibrate.py's and bench/photos.py's
-out-of-distribution figures."""
+out-of-distribution figures; and a sentiment model text in other languages."""
 
 from __future__ import annotations
 
@@ -100,3 +100,16 @@ def odd_inputs(meta: ModelMetadata) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         read = [read_image(im, pre) for im in imgs]
         out[name] = np.stack([x for x, _ in read]), np.array([np.nan if o is None else o for _, o in read])
     return out
+
+
+# a review in another language: a sentiment model trained on English is out of its distribution
+OTHER_LANGUAGES = [
+    "Ce film est une merveille, les acteurs sont excellents et la musique est inoubliable.",
+    "Der Film war viel zu lang und die Geschichte hat mich überhaupt nicht berührt.",
+    "La película es aburrida, los personajes no tienen ninguna profundidad.",
+    "Il ristorante era pieno ma il servizio è stato rapido e il cibo ottimo.",
+    "Dit boek is prachtig geschreven en ik kon het niet wegleggen.",
+    "Filmen var alldeles för lång och skådespelarna verkade uttråkade.",
+    "Este produto chegou quebrado e o suporte nunca respondeu.",
+    "Kitap çok sıkıcıydı, sonunu bile merak etmedim.",
+]

@@ -1,7 +1,8 @@
 """An image classifier's out-of-distribution score (export/calibrate.py fits it): its components (the
 Mahalanobis distance of the penultimate features to the nearest class mean, the energy of the logits, for an
-RBF network the distance of the input to its nearest centre, and with a served autoencoder of the same images
-its reconstruction error), their scaling, which of them to serve, and the score folded into model.onnx as the
+RBF network the distance of the input to its nearest centre, with a served autoencoder of the same images its
+reconstruction error, and with a calibrated sibling classifier of the same images that one's own score), their
+scaling, which of them to serve, and the score folded into model.onnx as the
 extra output ``ood_score``."""
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ OOD_OUTPUT = "ood_score"
 CLEAN_FLAG = 0.03  # at most this share of clean in-distribution half-A inputs flagged
 PHOTO_FLAG = 0.06  # and of photographed ones
 COMPONENT_FLAGS = (0.05, 0.10)  # the same for each component's own unit (clean, photographed)
-# dear components (mnist-ae: 2.8 M multiply-adds per image, 0.4-1.0 ms more per run on one thread, bench.graph_ab),
-# served only where they flag at least this much more of the other dataset than the best set without them
-COSTLY = frozenset({"reconstruction"})
+# dear components (mnist-ae: 2.8 M multiply-adds per image, 0.4-1.0 ms more per run on one thread, bench.graph_ab;
+# a sibling: its whole graph), served only where they flag at least this much more of the other dataset than the
+# best set without them
+COSTLY = frozenset({"reconstruction", "sibling"})
 COSTLY_GAIN = 0.005
 # an RBF network's centres in its graph: models/mlp.py's RBFNetwork.centres, (M, D) with D the input's size
 CENTRES = "centres"
 AE_PREFIX = "ood_ae_"  # an autoencoder's nodes and constants, folded into the classifier's graph
+SIBLING_PREFIX = "ood_sib_"  # a sibling classifier's, the same
 
 
 def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,14 +115,36 @@ def reconstruction_error(autoencoder: Path, pixels: np.ndarray, batch: int = 500
     return np.concatenate(out)
 
 
-def autoencoder_feed(classifier: Path, autoencoder: Path) -> tuple[float, float]:
-    """(scale, shift) turning the classifier's normalised input into the autoencoder's: both read the same pixels
-    (size, channels and fit must agree, else ValueError), each standardised with its own single mean and std."""
-    pc, pa = load_metadata(classifier).image_preprocessing(), load_metadata(autoencoder).image_preprocessing()
+def input_feed(classifier: Path, other: Path) -> tuple[float, float]:
+    """(scale, shift) turning the classifier's normalised input into another model's (a served autoencoder's or a
+    sibling classifier's): both read the same pixels (size, channels and fit must agree, else ValueError), each
+    standardised with its own single mean and std."""
+    pc, pa = load_metadata(classifier).image_preprocessing(), load_metadata(other).image_preprocessing()
     same = ("input_size", "channels", "fit", "white_on_black")
     if any(getattr(pc, f) != getattr(pa, f) for f in same) or len(pc.mean) != 1 or len(pa.mean) != 1:
-        raise ValueError(f"{autoencoder} does not read {classifier}'s images as it does ({', '.join(same)})")
+        raise ValueError(f"{other} does not read {classifier}'s images as it does ({', '.join(same)})")
     return pc.std[0] / pa.std[0], (pc.mean[0] - pa.mean[0]) / pa.std[0]
+
+
+def _folded(
+    model_dir: Path, other: Path, graph_input: str, prefix: str, tag: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """``other``'s graph, its names prefixed, fed from the classifier's input rescaled to its own (``input_feed``;
+    constants ood_{tag}_scale and _shift): the nodes, constants and the name of its rescaled input."""
+    g = compose.add_prefix(onnx.load(str(other / ONNX_FILE)), prefix).graph
+    scale, shift = input_feed(model_dir, other)
+    other_in = g.input[0].name
+    init = [
+        numpy_helper.from_array(np.array(scale, dtype=np.float32), f"ood_{tag}_scale"),
+        numpy_helper.from_array(np.array(shift, dtype=np.float32), f"ood_{tag}_shift"),
+        *g.initializer,
+    ]
+    nodes = [
+        helper.make_node("Mul", [graph_input, f"ood_{tag}_scale"], [f"ood_{tag}_scaled"]),
+        helper.make_node("Add", [f"ood_{tag}_scaled", f"ood_{tag}_shift"], [other_in]),
+        *g.node,
+    ]
+    return nodes, init, other_in
 
 
 def _reconstruction_nodes(
@@ -127,23 +152,25 @@ def _reconstruction_nodes(
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The autoencoder's graph (names prefixed AE_PREFIX) fed from the classifier's input, and ood_reconstruction
     (B,) = || its reconstruction - its input ||^2."""
-    ae = compose.add_prefix(onnx.load(str(autoencoder / ONNX_FILE)), AE_PREFIX)
-    scale, shift = autoencoder_feed(model_dir, autoencoder)
-    ae_in = ae.graph.input[0].name
-    init = [
-        numpy_helper.from_array(np.array(scale, dtype=np.float32), "ood_recon_scale"),
-        numpy_helper.from_array(np.array(shift, dtype=np.float32), "ood_recon_shift"),
-        *ae.graph.initializer,
-    ]
-    nodes = [
-        helper.make_node("Mul", [graph_input, "ood_recon_scale"], ["ood_recon_scaled"]),
-        helper.make_node("Add", ["ood_recon_scaled", "ood_recon_shift"], [ae_in]),
-        *ae.graph.node,
+    nodes, init, ae_in = _folded(model_dir, autoencoder, graph_input, AE_PREFIX, "recon")
+    nodes += [
         helper.make_node("Sub", [AE_PREFIX + "reconstruction", ae_in], ["ood_recon_diff"]),
         helper.make_node("Flatten", ["ood_recon_diff"], ["ood_recon_flat"], axis=1),  # (B, C*H*W)
         helper.make_node("ReduceSumSquare", ["ood_recon_flat", "ood_axis1"], ["ood_reconstruction"], keepdims=0),
     ]
     return nodes, init
+
+
+def sibling_score(sibling: Path, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
+    """A calibrated sibling classifier's own out-of-distribution score (its graph's OOD_OUTPUT) of uint8 images
+    (N, C, H, W), each normalised as its metadata says."""
+    meta = load_metadata(sibling)
+    if meta.ood is None or meta.ood.output != OOD_OUTPUT:
+        raise ValueError(f"{sibling} has no out-of-distribution score to lend: calibrate it first")
+    sess = ort.InferenceSession(str(sibling / ONNX_FILE), providers=["CPUExecutionProvider"])
+    x = normalize(pixels, meta.image_preprocessing())
+    parts = [sess.run([OOD_OUTPUT], {meta.inputs[0].name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(parts).astype(np.float64)
 
 
 def mahalanobis(feats: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
@@ -198,6 +225,7 @@ def account(
     fit_images: int,
     fit_photos: int,
     autoencoder: Path | None,
+    sibling: Path | None = None,
 ) -> str:
     """model.json's account of the served score (``ood.fitted_on``): what its components were fitted on, how they
     are scaled and combined, and what each candidate set detected (``choose_components``)."""
@@ -210,6 +238,9 @@ def account(
     if autoencoder is not None:
         ae = load_metadata(autoencoder)
         parts.append(f"reconstruction: the squared error of {ae.name} (sha256 {ae.onnx_sha256}), in the graph")
+    if sibling is not None:
+        sib = load_metadata(sibling)
+        parts.append(f"sibling: the out-of-distribution score of {sib.name} (sha256 {sib.onnx_sha256}), in the graph")
     tried = ", ".join(f"{c}: {r:.1%}" for c, r in detected.items())
     parts.append(
         f"each component scaled to 0 at its clean half-A median and 1 at its own threshold "
@@ -252,12 +283,13 @@ def add_ood_output(
     scaling: dict[str, tuple[float, float]],
     distances: str | None = None,
     autoencoder: Path | None = None,
+    sibling: Path | None = None,
 ) -> None:
     """Append to model.onnx: ood_score (B,) = max over the components of (score - centre) / unit, where
     mahalanobis = min_k || (features - mean_k) L ||^2, energy = -logsumexp(logits), nearest_centre =
     min_j || input - centre_j ||^2, the smallest of the graph's own squared distances (``distances``, found by
-    ``distance_tensor``: nothing is computed twice), and reconstruction = ``reconstruction_error`` of
-    ``autoencoder``, whose graph is folded in (the served model stays one file)."""
+    ``distance_tensor``: nothing is computed twice), reconstruction = ``reconstruction_error`` of ``autoencoder``
+    and sibling = ``sibling_score`` of ``sibling``, whose graphs are folded in (the served model stays one file)."""
     path = model_dir / ONNX_FILE
     model = onnx.load(str(path))
     g = model.graph
@@ -292,6 +324,11 @@ def add_ood_output(
         ae_nodes, ae_init = _reconstruction_nodes(model_dir, autoencoder, g.input[0].name)
         nodes += ae_nodes
         init += ae_init
+    if "sibling" in scaling:
+        assert sibling is not None
+        sib_nodes, sib_init, _ = _folded(model_dir, sibling, g.input[0].name, SIBLING_PREFIX, "sib")
+        nodes += [*sib_nodes, helper.make_node("Identity", [SIBLING_PREFIX + OOD_OUTPUT], ["ood_sibling"])]
+        init += sib_init
     for name, (centre, unit) in scaling.items():
         init += [
             numpy_helper.from_array(np.array(centre, dtype=np.float32), f"ood_{name}_centre"),

@@ -122,9 +122,9 @@ def letters(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def calibrate(model_dir: Path, digits, autoencoder: Path | None = None) -> None:
+def calibrate(model_dir: Path, digits, autoencoder: Path | None = None, sibling: Path | None = None) -> None:
     """export/calibrate.py on a test artifact: temperature and the OOD score, printed letters as the other data
-    (with ``autoencoder``, its reconstruction error a candidate component)."""
+    (with ``autoencoder``, its reconstruction error, with ``sibling``, that classifier's score, candidates)."""
     from contract.data import stratified_split
     from contract.metadata import METADATA_FILE, load_metadata
     from export.calibrate import calibrate_images, image_sets
@@ -132,7 +132,7 @@ def calibrate(model_dir: Path, digits, autoencoder: Path | None = None) -> None:
     meta = load_metadata(model_dir)
     train, val = stratified_split(digits.labels, meta.dataset.val_fraction, meta.dataset.split_seed)
     sets, truth, door = image_sets(meta, digits.images, digits.labels, train, val, letters(100), 40, fitting=True)
-    meta = calibrate_images(model_dir, meta, sets, truth, door, autoencoder)
+    meta = calibrate_images(model_dir, meta, sets, truth, door, autoencoder, sibling)
     (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
 
 

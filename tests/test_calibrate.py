@@ -137,7 +137,7 @@ def test_calibration_tries_the_reconstruction_error_and_refuses_an_autoencoder_o
 ):
     import json
 
-    from export.ood import autoencoder_feed
+    from export.ood import input_feed
     from tests.conftest import calibrate
 
     copy = tmp_path / "digits-cnn"
@@ -152,7 +152,47 @@ def test_calibration_tries_the_reconstruction_error_and_refuses_an_autoencoder_o
     card["preprocessing"]["fit"] = "contain"
     (other / "model.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="does not read"):
-        autoencoder_feed(copy, other)
+        input_feed(copy, other)
+
+
+def test_a_sibling_classifiers_score_is_folded_into_the_graph(artifact_root, digits, tmp_path):
+    """A calibrated sibling's graph joins the classifier's, fed from its input: the score served is the larger
+    scaled of the logits' energy and the out-of-distribution score the sibling itself gives those pixels;
+    stripping removes every node it brought. An uncalibrated sibling has no score to lend."""
+    from export.ood import SIBLING_PREFIX, add_ood_output, sibling_score, strip_ood_output
+
+    copy = tmp_path / "digits-lenet5"
+    shutil.copytree(artifact_root / "digits-lenet5", copy)  # uncalibrated: the graph is bare
+    bare = [n.op_type for n in onnx.load(str(copy / "model.onnx")).graph.node]
+    pixels = digits.images[:16].copy()
+    pixels[8:] = np.random.default_rng(0).integers(0, 256, pixels[8:].shape, dtype=np.uint8)  # noise
+    lent = sibling_score(artifact_root / "digits-cnn", pixels)
+    assert lent[8:].min() > lent[:8].max()  # the sibling finds noise odder than any digit
+    scaling = {"energy": (-3.0, 2.0), "sibling": (float(np.median(lent[:8])), 2.0)}
+    add_ood_output(copy, None, None, None, scaling, sibling=artifact_root / "digits-cnn")
+    model = onnx.load(str(copy / "model.onnx"))
+    assert any(n.name.startswith(SIBLING_PREFIX) for n in model.graph.node)
+    sess = ort.InferenceSession(str(copy / "model.onnx"), providers=["CPUExecutionProvider"])
+    pre = load_metadata(copy).image_preprocessing()
+    logits, served = sess.run(["logits", OOD_OUTPUT], {"input": normalize(pixels, pre)})
+    want = combined_score({"energy": energy_score(logits, 1.0), "sibling": lent}, scaling)
+    np.testing.assert_allclose(served, want, rtol=1e-4, atol=1e-4)
+    assert strip_ood_output(copy) and [n.op_type for n in onnx.load(str(copy / "model.onnx")).graph.node] == bare
+    with pytest.raises(ValueError, match="calibrate it first"):
+        sibling_score(artifact_root / "digits-lenet5", pixels)
+
+
+def test_calibration_tries_a_siblings_score(artifact_root, digits, tmp_path):
+    """With a sibling, its score is among the candidates, and the account names it where it is served."""
+    from tests.conftest import calibrate
+
+    copy = tmp_path / "digits-lenet5"
+    shutil.copytree(artifact_root / "digits-lenet5", copy)
+    calibrate(copy, digits, sibling=artifact_root / "digits-cnn")
+    meta = load_metadata(copy)
+    assert meta.ood is not None and "sibling" in meta.ood.fitted_on.split("(")[-1]  # among the candidates tried
+    assert ("sibling" in meta.ood.scaling) == ("sibling: the out-of-distribution score" in meta.ood.fitted_on)
+    assert meta.onnx_sha256 == sha256_file(copy / "model.onnx")
 
 
 def test_each_component_is_scaled_to_its_own_threshold():
@@ -329,9 +369,9 @@ def test_the_shipped_rbf_network_keeps_its_centres_where_calibration_looks():
 def test_a_shipped_digit_model_serves_the_score_its_card_describes(name):
     """The score a shipped digit model's graph serves is the largest scaled of the components its model.json
     names, each recomputed outside the graph (Mahalanobis from the graph's own class means and whitening, the
-    logits' energy, the distance to the nearest centre, mnist-ae's reconstruction error), and a page of noise
-    is flagged."""
-    from export.ood import graph_centres, reconstruction_error
+    logits' energy, the distance to the nearest centre, mnist-ae's reconstruction error, mnist-cnn's own score),
+    and a page of noise is flagged."""
+    from export.ood import graph_centres, reconstruction_error, sibling_score
     from tests.conftest import REPO
 
     folder = REPO / "artifacts" / name
@@ -355,5 +395,8 @@ def test_a_shipped_digit_model_serves_the_score_its_card_describes(name):
     if "reconstruction" in meta.ood.scaling:
         assert load_metadata(REPO / "artifacts" / "mnist-ae").onnx_sha256 in meta.ood.fitted_on  # the one folded in
         parts["reconstruction"] = reconstruction_error(REPO / "artifacts" / "mnist-ae", pixels)
+    if "sibling" in meta.ood.scaling:
+        assert load_metadata(REPO / "artifacts" / "mnist-cnn").onnx_sha256 in meta.ood.fitted_on  # the one folded in
+        parts["sibling"] = sibling_score(REPO / "artifacts" / "mnist-cnn", pixels)
     np.testing.assert_allclose(served, combined_score(parts, meta.ood.scaling), rtol=1e-3, atol=1e-3)
     assert served[1] > meta.ood.threshold  # a page of noise is unlike any digit
