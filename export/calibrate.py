@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--autoencoder", type=Path, help="image models: an autoencoder of the same images (a candidate OOD component)"
     )
-    p.add_argument("--sibling", type=Path, help="image models: a calibrated classifier of the same images (the same)")
+    p.add_argument("--sibling", type=Path, help="image models: a calibrated classifier of these images (its score too)")
     p.add_argument("--photos", type=int, default=2000, help="image models: photographed images per set")
     p.add_argument(
         "--measure",
