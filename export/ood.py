@@ -8,6 +8,7 @@ extra output ``ood_score``."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -105,14 +106,21 @@ def reconstruction_error(autoencoder: Path, pixels: np.ndarray, batch: int = 500
     """The squared error with which a served autoencoder (its artifact folder) reconstructs uint8 images
     (N, C, H, W), each normalised as the autoencoder's own metadata says: high where the images are unlike its
     training data (Japkowicz et al. 1995; Sakurada & Yairi 2014)."""
-    meta = load_metadata(autoencoder)
-    sess = ort.InferenceSession(str(autoencoder / ONNX_FILE), providers=["CPUExecutionProvider"])
-    out = []
+    out = [
+        ((r.astype(np.float64) - x) ** 2).reshape(len(x), -1).sum(1)
+        for x, r in _in_batches(autoencoder, pixels, "reconstruction", batch)
+    ]
+    return np.concatenate(out)
+
+
+def _in_batches(folder: Path, pixels: np.ndarray, output: str, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A served artifact's graph over uint8 images (N, C, H, W) in batches, each normalised as its own metadata
+    says: (the batch as fed, ``output`` for it)."""
+    meta = load_metadata(folder)
+    sess = ort.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
     for i in range(0, len(pixels), batch):
         x = normalize(pixels[i : i + batch], meta.image_preprocessing())
-        r = sess.run(["reconstruction"], {meta.inputs[0].name: x})[0]
-        out.append(((r.astype(np.float64) - x) ** 2).reshape(len(x), -1).sum(1))
-    return np.concatenate(out)
+        yield x, sess.run([output], {meta.inputs[0].name: x})[0]
 
 
 def input_feed(classifier: Path, other: Path) -> tuple[float, float]:
@@ -164,13 +172,10 @@ def _reconstruction_nodes(
 def sibling_score(sibling: Path, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
     """A calibrated sibling classifier's own out-of-distribution score (its graph's OOD_OUTPUT) of uint8 images
     (N, C, H, W), each normalised as its metadata says."""
-    meta = load_metadata(sibling)
-    if meta.ood is None or meta.ood.output != OOD_OUTPUT:
+    ood = load_metadata(sibling).ood
+    if ood is None or ood.output != OOD_OUTPUT:
         raise ValueError(f"{sibling} has no out-of-distribution score to lend: calibrate it first")
-    sess = ort.InferenceSession(str(sibling / ONNX_FILE), providers=["CPUExecutionProvider"])
-    x = normalize(pixels, meta.image_preprocessing())
-    parts = [sess.run([OOD_OUTPUT], {meta.inputs[0].name: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-    return np.concatenate(parts).astype(np.float64)
+    return np.concatenate([s for _, s in _in_batches(sibling, pixels, OOD_OUTPUT, batch)]).astype(np.float64)
 
 
 def mahalanobis(feats: np.ndarray, means: np.ndarray, chol: np.ndarray) -> np.ndarray:
