@@ -12,6 +12,8 @@ functions here are the single implementation of that preprocessing.
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -160,24 +162,40 @@ class AnomalyThreshold(BaseModel):
     metric: Literal["sse"] = "sse"
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """(N, K) logits -> softmax(logits / temperature) in float64: a calibrated classifier's served probabilities."""
+def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
+    """(N, K) logits -> softmax(logits / temperature) in float64: a calibrated classifier's served probabilities
+    (``temperature``: one, or one per row as an (N, 1) array)."""
     z = logits.astype(np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
+FLAGGED_POWER_MAX = 16.0
+FLAGGED_RATIO_MAX = 1e3  # a flagged answer's score over the threshold, as far as its temperature follows it
+
+
 class Calibration(BaseModel):
     """Classifiers: served probabilities are softmax(logits / temperature) (temperature scaling, Guo et al.
-    2017), fitted on validation half A (export/calibrate.py); ECE (15 bins) and accuracy on half B."""
+    2017), an answer flagged out of distribution at a higher one (``flagged_power``, export/flagged.py), fitted on
+    validation half A (export/calibrate.py); ECE (15 bins) and accuracy on half B."""
 
     model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(gt=0)
+    flagged_power: float = Field(
+        0.0,
+        ge=0,
+        le=FLAGGED_POWER_MAX,
+        description="an image classifier's answer flagged out of distribution is read at temperature "
+        "T * (score / threshold) ** flagged_power (fitted on half A's flagged answers; 0: at T like any other)",
+    )
     fitted_on: str
     ece_before: dict[str, float] = Field(description="measured set -> expected calibration error at T = 1")
-    ece_after: dict[str, float] = Field(description="measured set -> expected calibration error at T")
+    ece_after: dict[str, float] = Field(
+        description="measured set -> expected calibration error of the served probabilities (at T; a flagged "
+        "answer at its own temperature, flagged_power)"
+    )
     accuracy: dict[str, float] = Field(default_factory=dict, description="measured set -> accuracy")
     ece_floor: dict[str, float] = Field(
         default_factory=dict,
@@ -309,10 +327,26 @@ class ModelMetadata(BaseModel):
             raise TypeError(f"{self.name} is a {self.task} model, not a text model")
         return self.preprocessing
 
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+    def probabilities(
+        self, logits: np.ndarray, answers: Sequence[tuple[float | None, bool]] | None = None
+    ) -> np.ndarray:
         """A classifier's (N, K) logits -> its served probabilities: softmax(logits / T), T the calibrated
-        temperature (1 without calibration)."""
-        return softmax(logits, self.calibration.temperature if self.calibration else 1.0)
+        temperature (1 without calibration); with ``answers`` (each row's ``ood_answer``), a flagged row's T
+        grows with its score beyond the threshold (``Calibration.flagged_power``)."""
+        return softmax(logits, self.temperatures(len(logits), answers))
+
+    def temperatures(self, n: int, answers: Sequence[tuple[float | None, bool]] | None = None) -> np.ndarray:
+        """The (n, 1) temperatures ``probabilities`` reads n rows at: T, and for a flagged row with a score
+        T * (score / threshold) ** flagged_power, the ratio taken between 1 and FLAGGED_RATIO_MAX."""
+        cal, ood = self.calibration, self.ood
+        t = np.full((n, 1), cal.temperature if cal else 1.0)
+        if cal is None or not cal.flagged_power or ood is None or ood.threshold <= 0 or answers is None:
+            return t
+        for i, (score, flagged) in enumerate(answers):
+            if flagged and score is not None:
+                ratio = score / ood.threshold if math.isfinite(score) else FLAGGED_RATIO_MAX
+                t[i] *= min(max(ratio, 1.0), FLAGGED_RATIO_MAX) ** cal.flagged_power
+        return t
 
     def ood_answer(self, score: float | None, oddness: float | None, pixels: np.ndarray) -> tuple[float | None, bool]:
         """An image classifier's out-of-distribution answer for one image (``pixels``: its prepared field, raw or

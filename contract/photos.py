@@ -312,13 +312,20 @@ def readings_in_chunks(
 
 
 def read_photographs(
-    images: np.ndarray, pre: ImagePreprocessing, style: PhotoStyle, rng: np.random.Generator
+    images: np.ndarray,
+    pre: ImagePreprocessing,
+    style: PhotoStyle,
+    rng: np.random.Generator,
+    table: TableStyle | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``photographs``, and how unlike a photo of their kind the front door found each (``read_image``'s
-    oddness, NaN where it took an image as it is)."""
+    """``photographs`` (with ``table``, each sheet laid on a table: ``on_table``), and how unlike a photo of their
+    kind the front door found each (``read_image``'s oddness, NaN where it took an image as it is)."""
     out = np.empty((len(images), 1, *pre.input_size), dtype=np.uint8)
     oddness = np.full(len(images), np.nan)
     for i, img in enumerate(images):
-        out[i], odd = read_image(decode_image(photograph(img[0], pre.fit, rng, style), max_pixels=1 << 24), pre)
+        blob = photograph(img[0], pre.fit, rng, style)
+        if table is not None:
+            blob = on_table(blob, rng, table)
+        out[i], odd = read_image(decode_image(blob, max_pixels=1 << 24), pre)
         oddness[i] = np.nan if odd is None else odd
     return out, oddness

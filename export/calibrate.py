@@ -65,6 +65,7 @@ from contract.text_data import text_validation
 from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_score, unknown_share, word_rarity
 from export import second_reading
 from export.evaluate import auroc
+from export.flagged import calibrate_flagged, ood_answers, served_run, table_photos
 from export.frechet import feature_session
 from export.odd_images import OTHER_LANGUAGES, odd_inputs
 from export.ood import (
@@ -180,8 +181,9 @@ def image_sets(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The prepared image sets (name -> (N, 1, H, W) uint8), the labels of those that have them, and the front
     door's oddness of those measured as the service reads them: half B of the validation split clean and
-    photographed (EVAL_STYLE), the other dataset's half B and odd inputs; with ``fitting`` also half A (clean,
-    photographed in TRAIN_STYLE, the other dataset's) and 20,000 training images (some as photos)."""
+    photographed (EVAL_STYLE; a digit model's also on a table, export/flagged.py), the other dataset's half B and
+    odd inputs; with ``fitting`` also half A (clean, photographed in TRAIN_STYLE, a digit model's also on a table,
+    the other dataset's) and 20,000 training images (some as photos)."""
     pre = meta.image_preprocessing()
     a, b = halves(len(val))
     va, vb = val[a], val[b]
@@ -192,6 +194,8 @@ def image_sets(
     sets = {"B clean": images_all[vb], "B other dataset": ood_images[ob], **{k: px for k, (px, _) in read.items()}}
     door = {k: odd for k, (_, odd) in read.items()}
     truth = {"B clean": labels_all[vb], "B photos": labels_all[pb]}
+    for k, (idx, px, odd) in table_photos(meta, images_all, va if fitting else None, vb, n_photos // 2).items():
+        sets[k], door[k], truth[k] = px, odd, labels_all[idx]
     if fitting:
         pa = va[: n_photos // 2]
         fit = np.random.default_rng(1).choice(train, min(len(train), 20_000), replace=False)
@@ -266,7 +270,8 @@ def calibrate_images(
     meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
     meta.calibration = Calibration(
         temperature=t,
-        fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE)",
+        fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE); flagged_power: "
+        "half A's flagged answers, clean, photos of a page and (digits) on a table (export/flagged.py)",
         ece_before={},
         ece_after={},
     )
@@ -277,6 +282,7 @@ def calibrate_images(
         scaling=scaling,
         fitted_on=account(scaling, detected, len(truth["fit"]), len(truth["fit photos"]), recon, sib),
     )
+    meta.calibration.flagged_power = calibrate_flagged(model_dir, meta, sets, truth, door)
     measured = {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}
     served_b = measure_images(model_dir, meta, measured, truth, door)
     np.testing.assert_allclose(served_b, combined_score(comps["B clean"], scaling), rtol=1e-3, atol=1e-3)
@@ -299,31 +305,22 @@ def measure_images(
     the sets it read as photos; a field with nothing written is flagged too). Returns the clean half-B scores
     (for the caller's checks)."""
     assert meta.calibration is not None and meta.ood is not None
-    sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-    pre = meta.image_preprocessing()
-    t, threshold = meta.calibration.temperature, meta.ood.threshold
     logits, scores = {}, {}
     for name, px in sets.items():
-        parts = [
-            sess.run(["logits", OOD_OUTPUT], {meta.inputs[0].name: normalize(px[i : i + 500], pre)})
-            for i in range(0, len(px), 500)
-        ]
-        logits[name] = np.concatenate([p[0] for p in parts])
-        scores[name] = np.concatenate([p[1] for p in parts]).astype(np.float64)
+        logits[name], scores[name] = served_run(model_dir, meta, px)
+    answers = {k: ood_answers(meta, scores[k], px, door.get(k)) for k, px in sets.items()}
     labelled = [k for k in sets if k in truth]
+    served = {k: meta.probabilities(logits[k], answers[k]) for k in labelled}  # flagged answers' power too
     meta.calibration.accuracy = {k: float((logits[k].argmax(1) == truth[k]).mean()) for k in labelled}
     meta.calibration.ece_before = {k: ece(softmax(logits[k]), truth[k]) for k in labelled}
-    meta.calibration.ece_after = {k: ece(softmax(logits[k], t), truth[k]) for k in labelled}
-    meta.calibration.ece_floor = {k: ece_floor(softmax(logits[k], t)) for k in labelled}
-    flagged = {k: v > threshold for k, v in scores.items()}
-    for k, px in sets.items():
-        flagged[k] |= np.ptp(px.reshape(len(px), -1), axis=1) == 0  # nothing written: a blank or uniform page
-        if k in door:
-            flagged[k] |= door[k] > 1  # NaN (taken as it is) compares False
+    meta.calibration.ece_after = {k: ece(served[k], truth[k]) for k in labelled}
+    meta.calibration.ece_floor = {k: ece_floor(served[k]) for k in labelled}
+    flagged = {k: np.array([f for _, f in v], dtype=bool) for k, v in answers.items()}
     meta.ood.figures = {
         "auroc_other_dataset": auroc(scores["B clean"], scores["B other dataset"]),
         "flagged_clean": float(flagged["B clean"].mean()),
         "flagged_photos": float(flagged["B photos"].mean()),
+        **{f"flagged_{k[2:]}": float(flagged[k].mean()) for k in ("B table", "B desk") if k in flagged},
         "flagged_other_dataset": float(flagged["B other dataset"].mean()),
         **{f"flagged {k[5:]}": float(v.mean()) for k, v in flagged.items() if k.startswith("odd: ")},
     }

@@ -132,7 +132,7 @@ async def classify_blobs(
 ) -> ClassifyImagesResponse:
     meta, items = await engine.image_rows(model, TASK, blobs)
     items, results, answers = await read_twice(engine, meta, blobs, items, await engine.call(TASK, items, meta.name))
-    probs = meta.probabilities(np.stack([r.logits for r in results]))
+    probs = meta.probabilities(np.stack([r.logits for r in results]), answers)
     k = min(top_k, len(meta.labels))
     predictions = []
     for p, item, (ood_score, flagged) in zip(probs, items, answers, strict=True):
