@@ -175,6 +175,17 @@ FLAGGED_POWER_MAX = 16.0
 FLAGGED_RATIO_MAX = 1e3  # a flagged answer's score over the threshold, as far as its temperature follows it
 
 
+def flagged_ratio(score: float | None, threshold: float) -> float:
+    """How far a flagged answer's score lies beyond the threshold, as its temperature follows it: score /
+    threshold taken between 1 and FLAGGED_RATIO_MAX; NaN or +inf: FLAGGED_RATIO_MAX; no score, -inf or a
+    threshold of 0 or less: 1."""
+    if score is None or threshold <= 0 or score == -math.inf:
+        return 1.0
+    if math.isnan(score) or score == math.inf:
+        return FLAGGED_RATIO_MAX
+    return min(max(score / threshold, 1.0), FLAGGED_RATIO_MAX)
+
+
 class Calibration(BaseModel):
     """Classifiers: served probabilities are softmax(logits / temperature) (temperature scaling, Guo et al.
     2017), an answer flagged out of distribution at a higher one (``flagged_power``, export/flagged.py), fitted on
@@ -193,8 +204,8 @@ class Calibration(BaseModel):
     fitted_on: str
     ece_before: dict[str, float] = Field(description="measured set -> expected calibration error at T = 1")
     ece_after: dict[str, float] = Field(
-        description="measured set -> expected calibration error of the served probabilities (at T; a flagged "
-        "answer at its own temperature, flagged_power)"
+        description="measured set -> expected calibration error of the served probabilities of each image's first "
+        "reading (at T; a flagged answer at its own temperature, flagged_power)"
     )
     accuracy: dict[str, float] = Field(default_factory=dict, description="measured set -> accuracy")
     ece_floor: dict[str, float] = Field(
@@ -336,16 +347,15 @@ class ModelMetadata(BaseModel):
         return softmax(logits, self.temperatures(len(logits), answers))
 
     def temperatures(self, n: int, answers: Sequence[tuple[float | None, bool]] | None = None) -> np.ndarray:
-        """The (n, 1) temperatures ``probabilities`` reads n rows at: T, and for a flagged row with a score
-        T * (score / threshold) ** flagged_power, the ratio taken between 1 and FLAGGED_RATIO_MAX."""
+        """The (n, 1) temperatures ``probabilities`` reads n rows at: T, and for a flagged row
+        T * flagged_ratio(score, threshold) ** flagged_power."""
         cal, ood = self.calibration, self.ood
         t = np.full((n, 1), cal.temperature if cal else 1.0)
         if cal is None or not cal.flagged_power or ood is None or ood.threshold <= 0 or answers is None:
             return t
         for i, (score, flagged) in enumerate(answers):
-            if flagged and score is not None:
-                ratio = score / ood.threshold if math.isfinite(score) else FLAGGED_RATIO_MAX
-                t[i] *= min(max(ratio, 1.0), FLAGGED_RATIO_MAX) ** cal.flagged_power
+            if flagged:
+                t[i] *= flagged_ratio(score, ood.threshold) ** cal.flagged_power
         return t
 
     def ood_answer(self, score: float | None, oddness: float | None, pixels: np.ndarray) -> tuple[float | None, bool]:

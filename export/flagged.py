@@ -6,10 +6,13 @@ about 3 in 10 of those it flagged while stating about 80 % (in process, 2026-12-
 answers stayed calibrated (ECE under 1.5 %). So a flagged answer is read at a temperature that grows with how
 far its score lies beyond the threshold, T * (score / threshold) ** p, one power p per model, fitted here by
 the likelihood of half A's flagged answers: of its clean images, of its photos of a page (``TRAIN_STYLE``) and,
-for a digit model, of the same kind of photos laid on a dark table (``TABLE_STYLE``). The clean ones keep the
-power honest about typical inputs that happen to be flagged, which are mostly read right. The measured sets are
-half B's: clean, photos in ``EVAL_STYLE``, on a table and on a white desk (``LIGHT_TABLE_STYLE``, a table style
-the fit never sees)."""
+for a digit model, of the same kind of photos laid on a dark table (``TABLE_STYLE``). The flagged clean images,
+mostly read right, pull the power down (mnist-cnn: 2.55 fitted on photos alone, 2.15 with them), but the pool is
+mostly table photos, so flagged clean digits come out under-confident (clean ECE 0.26 -> 0.56 % over HTTP): one
+power for every population is a compromise. The fit and the measurements read each image once, as the service's
+first reading (a flagged digit photo the service reads a second time is measured over HTTP, ``make photos``).
+The measured sets are half B's: clean, photos in ``EVAL_STYLE``, on a table and on a white desk
+(``LIGHT_TABLE_STYLE``, a table style the fit never sees)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from contract.images import normalize
-from contract.metadata import FLAGGED_POWER_MAX, ModelMetadata
+from contract.metadata import FLAGGED_POWER_MAX, ModelMetadata, flagged_ratio
 from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, TABLE_STYLE, TRAIN_STYLE, read_photographs
 
 POWERS = np.linspace(0.0, FLAGGED_POWER_MAX, 321)  # the grid the power is chosen on (steps of 0.05)
@@ -73,7 +76,8 @@ def fit_power(meta: ModelMetadata, logits: np.ndarray, answers: Answers, labels:
     if flagged.sum() < MIN_FLAGGED:
         return 0.0
     z, y = logits[flagged].astype(np.float64), labels[flagged]
-    ratios = np.array([max(s / meta.ood.threshold, 1.0) for (s, f) in answers if f])  # type: ignore[operator,union-attr]
+    assert meta.ood is not None
+    ratios = np.array([flagged_ratio(s, meta.ood.threshold) for (s, f) in answers if f])  # as served
     t = meta.calibration.temperature * ratios[None, :] ** POWERS[:, None]  # (powers, rows)
     scaled = z[None] / t[..., None]
     top = scaled.max(-1, keepdims=True)

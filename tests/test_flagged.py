@@ -33,8 +33,9 @@ def meta(artifact_root) -> ModelMetadata:
 def test_a_flagged_answer_is_read_at_a_temperature_that_grows_with_its_score(meta):
     assert meta.calibration is not None
     t = meta.calibration.temperature
-    z = np.random.default_rng(0).normal(0, 4, (6, 10))
     answers = [(0.5, False), (4.5, True), (1.0, True), (float("nan"), True), (None, True), (9.0, False)]
+    answers += [(float("-inf"), True), (float("inf"), True), (1e9, True)]
+    z = np.random.default_rng(0).normal(0, 4, (len(answers), 10))
     served = meta.probabilities(z, answers)
     np.testing.assert_allclose(served[0], at(z[0], t))  # not flagged: T
     np.testing.assert_allclose(served[1], at(z[1], t * 3.0**2))  # three times the threshold: T * 3 ** 2
@@ -42,6 +43,9 @@ def test_a_flagged_answer_is_read_at_a_temperature_that_grows_with_its_score(met
     np.testing.assert_allclose(served[3], at(z[3], t * FLAGGED_RATIO_MAX**2))  # no finite score: as far as it goes
     np.testing.assert_allclose(served[4], at(z[4], t))  # no score at all
     np.testing.assert_allclose(served[5], at(z[5], t))  # the flag decides, not the score
+    np.testing.assert_allclose(served[6], at(z[6], t))  # -inf: as typical as a score gets
+    np.testing.assert_allclose(served[7], at(z[7], t * FLAGGED_RATIO_MAX**2))  # +inf and far beyond: the cap
+    np.testing.assert_allclose(served[8], at(z[8], t * FLAGGED_RATIO_MAX**2))
     assert served[1].max() < at(z[1], t).max()  # softer, never sharper
     np.testing.assert_allclose(meta.probabilities(z), np.stack([at(r, t) for r in z]))  # without answers: T
     meta.calibration.flagged_power = 0.0
@@ -65,6 +69,8 @@ def test_the_fit_recovers_the_power_that_made_the_labels(meta):
     few = [(s, f and i < MIN_FLAGGED - 1) for i, (s, f) in enumerate(answers)]
     assert sum(f for _, f in few) < MIN_FLAGGED and fit_power(meta, z, few, labels) == 0.0
     assert fit_power(meta, z, answers, z.argmax(1)) == 0.0  # always right: no softening
+    odd = [(float("nan") if i == 0 else s, f) for i, (s, f) in enumerate(answers)]  # a NaN score is fitted as served
+    assert fit_power(meta, z, odd, labels) == pytest.approx(2.0, abs=0.2)
 
 
 def test_the_shipped_digit_models_soften_their_flagged_answers():
