@@ -65,7 +65,7 @@ from contract.text_data import text_validation
 from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_score, unknown_share, word_rarity
 from export import second_reading
 from export.evaluate import auroc
-from export.flagged import calibrate_flagged, ood_answers, served_run, table_photos
+from export.flagged import calibrate_flagged, ood_answers, served_run, served_session, table_photos
 from export.frechet import feature_session
 from export.odd_images import OTHER_LANGUAGES, odd_inputs
 from export.ood import (
@@ -305,9 +305,9 @@ def measure_images(
     the sets it read as photos; a field with nothing written is flagged too). Returns the clean half-B scores
     (for the caller's checks)."""
     assert meta.calibration is not None and meta.ood is not None
-    logits, scores = {}, {}
+    sess, logits, scores = served_session(model_dir), {}, {}
     for name, px in sets.items():
-        logits[name], scores[name] = served_run(model_dir, meta, px)
+        logits[name], scores[name] = served_run(sess, meta, px)
     answers = {k: ood_answers(meta, scores[k], px, door.get(k)) for k, px in sets.items()}
     labelled = [k for k in sets if k in truth]
     served = {k: meta.probabilities(logits[k], answers[k]) for k in labelled}  # flagged answers' power too

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from contract.images import normalize
-from contract.metadata import FLAGGED_POWER_MAX, ModelMetadata, flagged_ratio
+from contract.metadata import FLAGGED_POWER_MAX, ONNX_FILE, ModelMetadata, flagged_ratio
 from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, TABLE_STYLE, TRAIN_STYLE, read_photographs
 
 POWERS = np.linspace(0.0, FLAGGED_POWER_MAX, 321)  # the grid the power is chosen on (steps of 0.05)
@@ -56,10 +56,16 @@ def ood_answers(meta: ModelMetadata, scores: np.ndarray, pixels: np.ndarray, odd
     return [meta.ood_answer(float(s), o, px) for s, o, px in zip(scores, odd, pixels, strict=True)]
 
 
-def served_run(model_dir: Path, meta: ModelMetadata, pixels: np.ndarray, batch: int = 500) -> tuple[np.ndarray, ...]:
+def served_session(model_dir: Path) -> ort.InferenceSession:
+    """A session of a calibrated artifact's graph, for ``served_run`` (open once per artifact, run per set)."""
+    return ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+
+
+def served_run(
+    sess: ort.InferenceSession, meta: ModelMetadata, pixels: np.ndarray, batch: int = 500
+) -> tuple[np.ndarray, ...]:
     """A calibrated artifact's logits and out-of-distribution scores for uint8 images, as the service runs it."""
     assert meta.ood is not None and meta.ood.output is not None
-    sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     pre = meta.image_preprocessing()
     parts = [
         sess.run(["logits", meta.ood.output], {meta.inputs[0].name: normalize(pixels[i : i + batch], pre)})
@@ -71,12 +77,11 @@ def served_run(model_dir: Path, meta: ModelMetadata, pixels: np.ndarray, batch: 
 def fit_power(meta: ModelMetadata, logits: np.ndarray, answers: Answers, labels: np.ndarray) -> float:
     """The power (on ``POWERS``) whose temperatures give the flagged rows' labels the highest likelihood; 0 with
     fewer than MIN_FLAGGED flagged rows."""
-    assert meta.calibration is not None
+    assert meta.calibration is not None and meta.ood is not None
     flagged = np.array([f for _, f in answers], dtype=bool)
     if flagged.sum() < MIN_FLAGGED:
         return 0.0
     z, y = logits[flagged].astype(np.float64), labels[flagged]
-    assert meta.ood is not None
     ratios = np.array([flagged_ratio(s, meta.ood.threshold) for (s, f) in answers if f])  # as served
     t = meta.calibration.temperature * ratios[None, :] ** POWERS[:, None]  # (powers, rows)
     scaled = z[None] / t[..., None]
@@ -95,10 +100,10 @@ def calibrate_flagged(
 ) -> float:
     """``fit_power`` on the flagged rows of half A: its clean images, its photos and (a digit model's) its photos on
     a table, read through ``model_dir``'s served graph; the power to store in ``meta.calibration``."""
-    logits, answers, labels = [], [], []
+    sess, logits, answers, labels = served_session(model_dir), [], [], []
     for name in ("A clean", "A photos", "A table"):
         if name in sets:
-            lg, scores = served_run(model_dir, meta, sets[name])
+            lg, scores = served_run(sess, meta, sets[name])
             logits.append(lg)
             answers += ood_answers(meta, scores, sets[name], door.get(name))
             labels.append(truth[name])
