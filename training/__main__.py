@@ -60,17 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     out = out_dir(args)
     state = None if own_loop else out / "state.pt"  # the resumable state, rewritten after every epoch
     run = distributed.start(state_path=state, resume=args.resume, stop_after=args.stop_after)
+    clean = False
     try:
         ckpt = recipe.run(args)
         if run.distributed and not distributed.was_wrapped():
             raise SystemExit(f"the {family} recipe trained without DistributedDataParallel: N copies, none kept")
+        clean = True
     except distributed.Stopped as stopped:
         log.info("%s", stopped)
+        clean = True
         return 0
     except distributed.StateMismatch as e:
         raise SystemExit(str(e)) from e
     finally:
-        distributed.finish()
+        distributed.finish(clean)
     if not run.is_main:
         return 0
     out.mkdir(parents=True, exist_ok=True)
