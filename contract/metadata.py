@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -186,6 +186,12 @@ def flagged_ratio(score: float | None, threshold: float) -> float:
     return min(max(score / threshold, 1.0), FLAGGED_RATIO_MAX)
 
 
+def nothing_written(field: np.ndarray) -> bool:
+    """Did the front door find nothing in an image (its prepared field, raw or normalised, is one value: a blank
+    page, uniform paper)? Such an answer is flagged out of distribution and served at 1/K for every label."""
+    return bool(field.max() == field.min())
+
+
 class Calibration(BaseModel):
     """Classifiers: served probabilities are softmax(logits / temperature) (temperature scaling, Guo et al.
     2017), an answer flagged out of distribution at a higher one (``flagged_power``, export/flagged.py), fitted on
@@ -339,12 +345,20 @@ class ModelMetadata(BaseModel):
         return self.preprocessing
 
     def probabilities(
-        self, logits: np.ndarray, answers: Sequence[tuple[float | None, bool]] | None = None
+        self,
+        logits: np.ndarray,
+        answers: Sequence[tuple[float | None, bool]] | None = None,
+        fields: Iterable[np.ndarray] | None = None,
     ) -> np.ndarray:
         """A classifier's (N, K) logits -> its served probabilities: softmax(logits / T), T the calibrated
         temperature (1 without calibration); with ``answers`` (each row's ``ood_answer``), a flagged row's T
-        grows with its score beyond the threshold (``Calibration.flagged_power``)."""
-        return softmax(logits, self.temperatures(len(logits), answers))
+        grows with its score beyond the threshold (``Calibration.flagged_power``); with ``fields`` (each row's
+        prepared field), a row whose field holds nothing (``nothing_written``) is 1/K for every label: the input
+        carries no evidence for any of them, whatever the graph makes of an empty field."""
+        probs = softmax(logits, self.temperatures(len(logits), answers))
+        if fields is not None:
+            probs[[nothing_written(f) for f in fields]] = 1.0 / probs.shape[1]
+        return probs
 
     def temperatures(self, n: int, answers: Sequence[tuple[float | None, bool]] | None = None) -> np.ndarray:
         """The (n, 1) temperatures ``probabilities`` reads n rows at: T, and for a flagged row
@@ -370,7 +384,7 @@ class ModelMetadata(BaseModel):
         flagged = (
             (ood is not None and score is not None and score > ood.threshold)
             or (oddness is not None and oddness > 1)
-            or bool(pixels.max() == pixels.min())
+            or nothing_written(pixels)
         )
         return score, flagged
 

@@ -310,7 +310,7 @@ def measure_images(
         logits[name], scores[name] = served_run(sess, meta, px)
     answers = {k: ood_answers(meta, scores[k], px, door.get(k)) for k, px in sets.items()}
     labelled = [k for k in sets if k in truth]
-    served = {k: meta.probabilities(logits[k], answers[k]) for k in labelled}  # flagged answers' power too
+    served = {k: meta.probabilities(logits[k], answers[k], sets[k]) for k in labelled}  # as the service serves
     meta.calibration.accuracy = {k: float((logits[k].argmax(1) == truth[k]).mean()) for k in labelled}
     meta.calibration.ece_before = {k: ece(softmax(logits[k]), truth[k]) for k in labelled}
     meta.calibration.ece_after = {k: ece(served[k], truth[k]) for k in labelled}

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from contract.images import normalize
-from contract.metadata import FLAGGED_POWER_MAX, ONNX_FILE, ModelMetadata, flagged_ratio
+from contract.metadata import FLAGGED_POWER_MAX, ONNX_FILE, ModelMetadata, flagged_ratio, nothing_written
 from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, TABLE_STYLE, TRAIN_STYLE, read_photographs
 
 POWERS = np.linspace(0.0, FLAGGED_POWER_MAX, 321)  # the grid the power is chosen on (steps of 0.05)
@@ -99,12 +99,15 @@ def calibrate_flagged(
     door: dict[str, np.ndarray],
 ) -> float:
     """``fit_power`` on the flagged rows of half A: its clean images, its photos and (a digit model's) its photos on
-    a table, read through ``model_dir``'s served graph; the power to store in ``meta.calibration``."""
+    a table, read through ``model_dir``'s served graph, leaving out fields with nothing written (served at 1/K);
+    the power to store in ``meta.calibration``."""
     sess, logits, answers, labels = served_session(model_dir), [], [], []
     for name in ("A clean", "A photos", "A table"):
         if name in sets:
-            lg, scores = served_run(sess, meta, sets[name])
+            px = sets[name]
+            keep = np.array([not nothing_written(p) for p in px], dtype=bool)  # the rest is 1/K whatever p is
+            lg, scores = served_run(sess, meta, px[keep])
             logits.append(lg)
-            answers += ood_answers(meta, scores, sets[name], door.get(name))
-            labels.append(truth[name])
+            answers += ood_answers(meta, scores, px[keep], None if name not in door else door[name][keep])
+            labels.append(truth[name][keep])
     return fit_power(meta, np.concatenate(logits), answers, np.concatenate(labels))

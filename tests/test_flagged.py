@@ -85,15 +85,26 @@ def test_the_shipped_digit_models_soften_their_flagged_answers():
         assert cal.ece_after["B clean"] <= 0.015 and cal.ece_after["B photos"] <= 0.05, name
 
 
+def test_a_field_with_nothing_written_is_one_over_k_for_every_label(meta):
+    z = np.random.default_rng(2).normal(0, 4, (3, 10))
+    fields = [np.full((1, 28, 28), -0.42, np.float32), np.eye(28, dtype=np.float32)[None], np.zeros((1, 28, 28))]
+    answers = [(0.5, True), (4.5, True), (None, False)]
+    served = meta.probabilities(z, answers, fields)
+    np.testing.assert_array_equal(served[[0, 2]], np.full((2, 10), 0.1))  # one value, normalised or raw: 1/K
+    np.testing.assert_allclose(served[1], meta.probabilities(z, answers)[1])  # something written: the rule above
+    assert not np.allclose(meta.probabilities(z, answers)[[0, 2]], 0.1)  # the graph's own answer was not 1/K
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A server of the shipped mnist-cnn."""
+    """A server of the shipped mnist-cnn and fashion-resnet."""
     import shutil
 
     from tests.server import Server
 
     root = tmp_path_factory.mktemp("flagged")
-    shutil.copytree(REPO / "artifacts" / "mnist-cnn", root / "mnist-cnn")
+    for name in ("mnist-cnn", "fashion-resnet"):
+        shutil.copytree(REPO / "artifacts" / name, root / name)
     srv = Server(root, root / "serve.log").start()
     yield srv
     srv.stop()
@@ -130,3 +141,34 @@ def test_the_served_confidence_of_a_flagged_photo_follows_its_score(served):
         assert p["score"] == pytest.approx(float(at(logits[0].astype(np.float64), t).max()), abs=1e-4)
         if f:
             assert p["score"] < at(logits[0].astype(np.float64), meta.calibration.temperature).max() - 0.05
+
+
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mnist-cnn", "fashion-resnet"])
+@pytest.mark.parametrize("tone", [255, 230, 128])
+def test_a_blank_page_is_answered_at_one_over_k(served, model, tone):
+    """A blank page (white, or uniform grey paper) carries no evidence for any label: flagged, a 200, and every
+    label at 1/K, ranked as the graph ranks them on the empty field it was given (its own answer was confident:
+    fashion-resnet's "Bag" at 95 % before 2026-12-04's change)."""
+    import httpx
+
+    from tests.conftest import png_bytes
+
+    folder = REPO / "artifacts" / model
+    meta = load_metadata(folder)
+    page = png_bytes(np.full((480, 640), tone, np.uint8))
+    body = {"model": model, "images": [base64.b64encode(page).decode()], "top_k": 10, "include_input": True}
+    r = httpx.post(f"{served.url}/v1/classify", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    assert p["out_of_distribution"] is True
+    assert [s["score"] for s in p["top_k"]] == [pytest.approx(1 / len(meta.labels), abs=1e-9)] * len(meta.labels)
+    seen = np.asarray(decode_image(base64.b64decode(p["input"]), max_pixels=1 << 24).convert("L"))
+    assert seen.max() == seen.min()  # the front door found nothing: one value
+    reading = read(decode_image(page, max_pixels=1 << 24), meta.image_preprocessing())
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = sess.run(["logits"], {meta.inputs[0].name: normalize(reading.pixels[None], meta.image_preprocessing())})
+    ranked = np.argsort(-logits[0], kind="stable")
+    assert [s["label"] for s in p["top_k"]] == [meta.labels[i] for i in ranked]
+    assert p["label"] == meta.labels[ranked[0]] and p["index"] == int(ranked[0])

@@ -132,11 +132,12 @@ async def classify_blobs(
 ) -> ClassifyImagesResponse:
     meta, items = await engine.image_rows(model, TASK, blobs)
     items, results, answers = await read_twice(engine, meta, blobs, items, await engine.call(TASK, items, meta.name))
-    probs = meta.probabilities(np.stack([r.logits for r in results]), answers)
+    logits = np.stack([r.logits for r in results])
+    probs = meta.probabilities(logits, answers, [item.x for item in items])
     k = min(top_k, len(meta.labels))
     predictions = []
-    for p, item, (ood_score, flagged) in zip(probs, items, answers, strict=True):
-        order = np.argsort(-p, kind="stable")[:k]
+    for z, p, item, (ood_score, flagged) in zip(logits, probs, items, answers, strict=True):
+        order = np.argsort(-z, kind="stable")[:k]  # the graph's ranking (probabilities may tie: nothing written)
         best = int(order[0])
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
         if flagged:
