@@ -77,7 +77,7 @@ def _served(preds: list[dict], labels: np.ndarray | None, k: int) -> dict[str, f
             rest = (1 - p["score"]) / (k - 1)  # only the top score matters to ECE's confidence and correctness
             row[row == 0] = rest
         out["accuracy"] = float(np.mean([p["index"] == y for p, y in zip(preds, labels, strict=True)]))
-        out["ece"] = ece(probs, labels)
+        out["ece"] = ece(probs, labels, answered=np.array([p["index"] for p in preds]))
         out["ece_floor"] = ece_floor(probs)  # what a perfectly calibrated model scores on as many inputs
     out["_scores"] = scores  # type: ignore[assignment]
     return out

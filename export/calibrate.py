@@ -89,11 +89,13 @@ from export.ood import (
 BINS = 15
 
 
-def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS, answered: np.ndarray | None = None) -> float:
     """Expected calibration error: the gap between confidence and accuracy, averaged over equal-width
-    confidence bins weighted by their share of the inputs (Naeini et al. 2015)."""
+    confidence bins weighted by their share of the inputs (Naeini et al. 2015). ``answered``: the labels given,
+    where a row's top probability may tie (a field with nothing written is 1/K for every label and answered with
+    the graph's label); the most probable label without it."""
     conf = probs.max(1)
-    right = probs.argmax(1) == labels
+    right = (probs.argmax(1) if answered is None else answered) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
     total = 0.0
@@ -313,7 +315,7 @@ def measure_images(
     served = {k: meta.probabilities(logits[k], answers[k], sets[k]) for k in labelled}  # as the service serves
     meta.calibration.accuracy = {k: float((logits[k].argmax(1) == truth[k]).mean()) for k in labelled}
     meta.calibration.ece_before = {k: ece(softmax(logits[k]), truth[k]) for k in labelled}
-    meta.calibration.ece_after = {k: ece(served[k], truth[k]) for k in labelled}
+    meta.calibration.ece_after = {k: ece(served[k], truth[k], answered=logits[k].argmax(1)) for k in labelled}
     meta.calibration.ece_floor = {k: ece_floor(served[k]) for k in labelled}
     flagged = {k: np.array([f for _, f in v], dtype=bool) for k, v in answers.items()}
     meta.ood.figures = {

@@ -38,6 +38,17 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfide
     assert ece(over, labels) > 0.2
 
 
+def test_ece_reads_the_answered_label_where_the_probabilities_tie():
+    """Rows served at 1/K (nothing written) are answered with the graph's label, not the first of the tie: 100
+    rows at 0.5 over two labels, answered 1 and right half the time, are calibrated; read as label 0 they are
+    never right."""
+    probs, answered = np.full((100, 2), 0.5), np.ones(100, dtype=np.int64)
+    labels = np.repeat([1, 0], 50)
+    assert ece(probs, labels, answered=answered) == pytest.approx(0.0)
+    assert ece(probs, np.ones(100, dtype=np.int64)) == pytest.approx(0.5)  # argmax 0: wrong every time
+    assert ece(probs, np.ones(100, dtype=np.int64), answered=answered) == pytest.approx(0.5)  # right, at 0.5
+
+
 def test_the_ece_floor_is_what_noise_alone_scores_on_that_many_inputs():
     """A perfectly calibrated model measured on 344 inputs (SST-2's half B) scores an ECE of several points by
     chance; on 20,000 a fraction of one. The floor says which an ECE figure is."""
