@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from starlette.responses import Response
 
-from contract.metadata import ModelMetadata, TensorSpec
+from contract.metadata import ModelMetadata, TensorSpec, nothing_written
 from service.errors import ApiError
 from service.oip_schemas import (
     InferenceRequest,
@@ -63,11 +63,19 @@ def classifier_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
     return out
 
 
-def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]) -> Tensors:
+def with_ood(
+    meta: ModelMetadata, logits: np.ndarray, scores: list[float | None], fields: np.ndarray | None = None
+) -> Tensors:
+    """A classifier's outputs: its logits, and where it is calibrated for it, the out-of-distribution score and
+    flag of each row; with ``fields`` (an image classifier's input rows), a row of one value is flagged whatever
+    its score, as on /v1 (``contract.metadata.nothing_written``)."""
     out = {meta.outputs[0].name: logits}
     if meta.ood is not None:
         values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
-        out |= {"ood_score": values, "out_of_distribution": values > meta.ood.threshold}
+        flagged = values > meta.ood.threshold
+        if fields is not None:
+            flagged |= np.array([nothing_written(f) for f in fields], dtype=bool)
+        out |= {"ood_score": values, "out_of_distribution": flagged}
     return out
 
 

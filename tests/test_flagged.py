@@ -95,6 +95,19 @@ def test_a_field_with_nothing_written_is_one_over_k_for_every_label(meta):
     assert not np.allclose(meta.probabilities(z, answers)[[0, 2]], 0.1)  # the graph's own answer was not 1/K
 
 
+def test_v2_flags_a_tensor_of_one_value_whatever_its_score(meta):
+    """/v2 takes tensors, not photos, so no front door judges them; a row of one value is flagged there too, as a
+    blank page is on /v1, even where the graph's score for it lies under the threshold (1.5 here)."""
+    from service.oip_tensors import with_ood
+
+    z = np.zeros((3, 10), np.float32)
+    rows = np.stack([np.full((1, 28, 28), -0.42, np.float32), np.eye(28, dtype=np.float32)[None]] * 2)[:3]
+    out = with_ood(meta, z, [0.5, 0.5, 2.0], rows)
+    assert out["out_of_distribution"].tolist() == [True, False, True]
+    assert out["ood_score"].tolist() == [0.5, 0.5, 2.0]  # the score is the graph's
+    assert with_ood(meta, z, [0.5, 0.5, 2.0])["out_of_distribution"].tolist() == [False, False, True]  # text
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A server of the shipped mnist-cnn and fashion-resnet."""

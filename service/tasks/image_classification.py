@@ -190,7 +190,7 @@ async def _v2_classify(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tenso
     x = t[meta.inputs[0].name]
     key = served_key(meta)
     results = await engine.call(TASK, [ImageItem(model=key, x=row) for row in x], meta.name)
-    return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results])
+    return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results], x)
 
 
 register(
