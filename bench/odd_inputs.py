@@ -3,8 +3,9 @@ photographs), in process: per kind, how many each artifact lets through (not fla
 service answers them, a digit model's second reading at the other polarity included; the natural photographs
 also counted apart before and from the ``--split``-th (the 69 of before 2026-12-04 and the 98 added then).
 ``--front-door REV``: with contract/ink.py's find_ink (and contract/page.py) as they were at that commit.
+``--held-out DIR``: also bench/held_out.py's scenes and things, which no limit was chosen on (``make held-out``).
 
-    .venv/bin/python -m bench.odd_inputs artifacts/mnist-cnn artifacts/mnist-lenet5 [--front-door REV]
+    .venv/bin/python -m bench.odd_inputs artifacts/mnist-cnn artifacts/mnist-lenet5 [--front-door REV] [--held-out DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image
 
 import contract.images
 from bench.frontdoor import ink_at
+from bench.held_out import held_out_images
 from contract.images import both_readings
 from contract.metadata import ModelMetadata, load_metadata
 from export.odd_images import odd_images
@@ -36,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("artifacts", type=Path, nargs="+", help="image classifiers' folders")
     p.add_argument("--front-door", metavar="REV", help="the commit whose contract/ink.py (and page.py) to read with")
     p.add_argument("--split", type=int, default=69, help="natural photographs counted apart from this one on")
+    p.add_argument("--held-out", type=Path, metavar="DIR", help="make held-out's folder: its images too")
     args = p.parse_args(argv)
     if args.front_door:
         contract.images.find_ink = ink_at(args.front_door).find_ink
     sets = odd_images()
+    if args.held_out:
+        sets |= held_out_images(args.held_out)
     for folder in args.artifacts:
         meta = load_metadata(folder)
         counts = []

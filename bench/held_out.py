@@ -1,0 +1,83 @@
+"""Odd images that no front-door or out-of-distribution choice was tuned on, for ``bench.odd_inputs --held-out``:
+photographs from two Debian packages, fetched once by ``make held-out`` (``apt-get download`` and ``dpkg-deb -x``
+into a git-ignored folder; nothing is installed and nothing is fetched while serving or testing):
+
+- ``mate-backgrounds``: the 12 photographs of MATE's "nature" wallpapers (water, grass, flowers, a ladybird,
+  a storm, wood) and 6 random square crops of each, 20-80 % of its shorter side: 84 scenes;
+- ``tuxpaint-stamps-default``: Tux Paint's stamps of things (animals, fruit and vegetables, plants, tools, sport,
+  planets; photographs cut out, and some drawings), on white as a product photo shows them, and on a plain
+  grey-brown table.
+
+Export/odd_images.py's sets were what the front door's limits were chosen on; these were first looked at on
+2026-12-04, after every limit was set.
+
+    make held-out && .venv/bin/python -m bench.odd_inputs artifacts/mnist-cnn --held-out bench/.held-out
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PACKAGES = ("mate-backgrounds", "tuxpaint-stamps-default")
+NATURE = "usr/share/backgrounds/mate/nature"
+STAMPS = "usr/share/tuxpaint/stamps"
+STAMP_KINDS = (
+    "animals/birds", "animals/mammals", "animals/mammals/bovines", "animals/mammals/rodents", "animals/fish",
+    "animals/insects", "food/fruit", "food/vegetables", "plants/flowers", "plants/trees", "household",
+    "household/tools", "sports", "space/planets",
+)  # fmt: skip
+TABLE = (150, 140, 130)
+
+
+def fetch(dest: Path) -> None:
+    """The two packages' files under ``dest`` (each package's tree unpacked there, as dpkg would install it)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", *PACKAGES], cwd=tmp, check=True)
+        for deb in sorted(Path(tmp).glob("*.deb")):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+
+
+def _opened(path: Path, side: int) -> Image.Image:
+    img = Image.open(path)
+    img.load()
+    img.thumbnail((side, side))
+    return img
+
+
+def _on(stamp: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
+    """A cut-out stamp in the middle of a plain background 1.3 times its size."""
+    rgba = stamp.convert("RGBA")
+    page = Image.new("RGBA", (round(rgba.width * 1.3), round(rgba.height * 1.3)), (*colour, 255))
+    page.alpha_composite(rgba, ((page.width - rgba.width) // 2, (page.height - rgba.height) // 2))
+    return page.convert("RGB")
+
+
+def held_out_images(root: Path) -> dict[str, list[Image.Image]]:
+    """The held-out odd images under ``root`` (``make held-out``'s folder), by kind."""
+    photos = [_opened(p, 1600) for p in sorted((root / NATURE).glob("*.jpg"))]
+    if not photos:
+        raise FileNotFoundError(f"no photographs under {root / NATURE}: run `make held-out` first")
+    rng = np.random.default_rng(99)
+    crops = []
+    for im in photos:
+        for _ in range(6):
+            side = int(min(im.size) * rng.uniform(0.2, 0.8))
+            x, y = int(rng.integers(0, im.width - side)), int(rng.integers(0, im.height - side))
+            crops.append(im.crop((x, y, x + side, y + side)))
+    stamps = [_opened(p, 400) for kind in STAMP_KINDS for p in sorted((root / STAMPS / kind).glob("*.png"))]
+    return {
+        "held-out scene": photos + crops,
+        "held-out thing on white": [_on(s, (255, 255, 255)) for s in stamps],
+        "held-out thing on a table": [_on(s, TABLE) for s in stamps],
+    }
+
+
+if __name__ == "__main__":
+    fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / ".held-out")
