@@ -11,7 +11,8 @@ shapes on black (MNIST digits, Fashion-MNIST garments). Torch-free: numpy and Pi
           ──► contrast: a soft Otsu threshold kept above the paper's noise, the ink's robust maximum mapped to 1
           ──► the ink's bounding box, specks ignored
           ──► the page judged: how unlike any page of its kind it is (Ink.oddness: a scene is no page, nor is
-              printed text, nor a page more vivid than paper, where the photo has colour)
+              printed text, nor, where the photo has colour, a page more vivid than paper or ink of a colour no
+              pen of black, blue or grey ink has)
 
 The way MNIST was made (LeCun et al. 1998: size-normalised, anti-aliased, centred by mass) starts from clean
 scans; these steps make a phone photo look like such a scan first. Every step is a whole-array numpy or
@@ -28,7 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
-from contract.page import page_box, shrink, vividness
+from contract.page import ink_hue, page_box, shrink, vividness
 
 WORK = 256  # longest side the ink is looked for at
 COARSE = 48  # longest side the background is estimated at
@@ -161,16 +162,23 @@ def find_ink(
     and the object's shading is kept (no threshold) instead of turning strokes into solid ink. ``dark``: pen
     strokes of that polarity (dark on light: True) are read, instead of the polarity the page's fit decides.
     ``colour``: the same image in colour, where it has colour: a page of pen strokes more vivid than paper
-    (contract/page.py: vividness) is odd."""
+    (contract/page.py: vividness), or dark ink of a colour no pen of black, blue or grey ink has (``ink_hue``), is
+    odd."""
     grey = shrink(img, WORK)
     if objects:
         return _object_ink(np.asarray(grey, dtype=np.uint8))
     box = page_box(grey)  # the table around the sheet is no part of it
-    ink = _pen_ink(grey if box is None else grey.crop(box), dark)
+    sheet = grey if box is None else grey.crop(box)
+    ink = _pen_ink(sheet, dark)
     if colour is None:
         return ink
-    vivid = vividness(colour, box, grey.size)
-    return ink if vivid <= ink.oddness else replace(ink, oddness=vivid)
+    odd = vividness(colour, box, grey.size)
+    # the colour of what is darker than the paper, whichever polarity this reading takes: a pen's is black, blue
+    # or grey, and a photo whose dark marks are of another colour stays odd when read at the other polarity
+    dark_marks = ink if ink.dark_on_light else _pen_ink(sheet, True)
+    if dark_marks.box is not None:
+        odd = max(odd, ink_hue(colour, box, grey.size, dark_marks.strength))
+    return ink if odd <= ink.oddness else replace(ink, oddness=odd)
 
 
 def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:

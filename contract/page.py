@@ -28,6 +28,16 @@ PAPER_SATURATION = 0.5
 # still raises a photo's served score (ModelMetadata.ood_answer), which ordinary paper must not
 PAPER_TINT = 0.3
 SATURATION_FLOOR = 32.0  # grey levels: the value a dark pixel's chroma is divided by at least
+# the photos are written in black, blue or pencil grey ink (the issue's, and contract/photos.py's INKS): each absorbs
+# blue light no less than red or green, or all three alike. Ink absorbing red or green light least (red, orange,
+# brown, yellow, green: a fruit, a leaf, a bird) by more than PEN_HUE (in ink_hue: the share of the paper's light
+# it absorbs, per channel) is unlike a pen's, rising to oddness 1 at INK_HUE. Chosen on 900 EVAL_STYLE photos, a
+# third each on a page, a dark table and a white desk (seed 4242: at most 0.15 on a page, 0.34 on a table, one desk
+# photo at 0.55, the rest under 0.29) before its effect on bench/held_out.py's things was counted
+PEN_HUE = 0.3
+INK_HUE = 0.4
+STRONG_INK = 0.8  # ink_hue: the ink's colour is read where its strength is at least this ...
+BARE_PAPER = 0.05  # ... and the paper's where it is under this
 SAMPLE = 256  # longest side a colour page is sampled at before it is averaged down to PAGE_GRID
 
 
@@ -128,6 +138,30 @@ def page_saturation(colour: Image.Image, box: tuple[int, int, int, int] | None, 
     r, g, b = (np.asarray(band, dtype=np.float32) for band in small.convert("RGB").split())
     value = np.maximum(np.maximum(r, g), b)
     return float(np.median((value - np.minimum(np.minimum(r, g), b)) / np.maximum(value, SATURATION_FLOOR)))
+
+
+def ink_hue(
+    colour: Image.Image, box: tuple[int, int, int, int] | None, size: tuple[int, int], strength: np.ndarray
+) -> float:
+    """How unlike a pen's the colour of dark ink on a colour photo is, as oddness (0 up to PEN_HUE, 1 at INK_HUE):
+    per channel, the share of the paper's light the ink absorbs (1 - ink / paper: the light's tint divides out),
+    the median colour of the strong ink (STRONG_INK) against the bare paper's (BARE_PAPER); where red or green is the
+    channel absorbed least, by how much less than the most. ``strength``: the ink of the sheet as contract/ink.py
+    found it, in an image of ``size`` (``box``: the sheet's crop box there, where one was cut out of a table)."""
+    strong, bare = strength >= STRONG_INK, strength < BARE_PAPER
+    if strong.sum() < 5 or bare.sum() < 5:
+        return 0.0
+    h, w = strength.shape
+    sx, sy = colour.width / size[0], colour.height / size[1]
+    left, top, right, bottom = (0, 0, size[0], size[1]) if box is None else box
+    source = (left * sx, top * sy, right * sx, bottom * sy)
+    sampled = colour.resize((2 * w, 2 * h), Image.Resampling.NEAREST, box=source).resize((w, h), Image.Resampling.BOX)
+    rgb = np.asarray(sampled.convert("RGB"), dtype=np.float32)
+    ink, paper = np.median(rgb[strong], axis=0), np.median(rgb[bare], axis=0)
+    absorbed = 1.0 - ink / np.maximum(paper, 8.0)
+    if int(np.argmin(absorbed)) == 2:  # blue absorbed least: blue ink (black and grey absorb all three alike)
+        return 0.0
+    return max(0.0, (float(absorbed.max() - absorbed.min()) - PEN_HUE) / (INK_HUE - PEN_HUE))
 
 
 def _table_cut(g: np.ndarray) -> tuple[int, int, int, int] | None:

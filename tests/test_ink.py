@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from contract.images import decode_image, prepare_image, read
 from contract.ink import find_ink, row_runs
 from contract.metadata import ImagePreprocessing
-from contract.page import page_box
+from contract.page import page_box, vividness
 from contract.photos import (
     EVAL_STYLE,
     LIGHT_TABLE_STYLE,
@@ -420,16 +420,53 @@ def test_a_vivid_page_is_no_paper(seven, paper, ink):
     assert read(skimage_photo("retina.jpg").crop((0, 0, 500, 500)), DIGIT).oddness > 1  # its rim and vessels
 
 
-def test_a_thick_digit_in_coloured_ink_cropped_tight_is_a_page():
-    """An 8 in thick red marker covering 44 % of a tight crop: the page's median colour is still its paper's
-    (judging the paper apart from the ink was tried: it only differs past half the page, where the front door
-    reads the paper as the ink anyway)."""
+def _thick_eight(ink: tuple[int, int, int]) -> Image.Image:
+    """An 8 in thick marker covering 44 % of a tight crop of white paper."""
     photo = Image.new("RGB", (150, 150), (245, 245, 240))
     draw = ImageDraw.Draw(photo)
-    draw.ellipse((25, 3, 125, 78), outline=(205, 30, 35), width=24)
-    draw.ellipse((18, 70, 132, 147), outline=(205, 30, 35), width=24)
+    draw.ellipse((25, 3, 125, 78), outline=ink, width=24)
+    draw.ellipse((18, 70, 132, 147), outline=ink, width=24)
+    return photo
+
+
+def test_a_thick_digit_in_coloured_ink_cropped_tight_leaves_the_page_its_papers_colour():
+    """The page's colour is its median over the sheet, ink included: a red 8 covering 44 % of a tight crop leaves it
+    at the paper's (judging the paper apart from the ink was tried: it only differs past half the page, where the
+    front door reads the paper as the ink anyway)."""
+    photo = _thick_eight((205, 30, 35))
     assert (np.asarray(photo)[..., 1] < 100).mean() > 0.4
-    assert read(photo, DIGIT).oddness < 1
+    assert vividness(photo, None, photo.size) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("ink", "odd"),
+    [
+        ((22, 22, 28), False),  # black
+        ((25, 45, 150), False),  # blue
+        ((85, 85, 92), False),  # pencil
+        ((40, 30, 90), False),  # violet-blue
+        ((205, 30, 35), True),  # red
+        ((30, 150, 40), True),  # green: a leaf
+        ((160, 90, 30), True),  # orange-brown: a pine cone, a fruit
+    ],
+)
+def test_ink_of_a_colour_no_pen_has_is_odd(ink, odd):
+    """The photos are written in black, blue or pencil grey: ink absorbing red or green light least, by over 0.4 of
+    the paper's light more than the channel it absorbs most (a fruit, a leaf, a bird on a white page), is unlike a
+    page of writing. Read at the other polarity too (the paper around the marks as ink: the service's second
+    reading), the photo stays odd."""
+    photo = _thick_eight(ink)
+    assert (read(photo, DIGIT).oddness > 1) == odd
+    assert read(photo.convert("L"), DIGIT).oddness < 1  # colour is the cue
+    if odd:  # (any photo's paper read as ink is odd by other cues, so the other way round shows nothing)
+        assert read(photo, DIGIT, dark=False).oddness > 1
+
+
+def test_the_lights_tint_is_no_ink_colour(seven):
+    """Black ink under warm or cool light, on tinted paper: the tint divides out of what the ink absorbs."""
+    warm, cool = ((235, 212, 180), (60, 45, 30)), ((200, 215, 235), (30, 38, 50))
+    for paper, ink in (warm, cool, ((250, 240, 170), (40, 36, 20))):  # the last: a legal pad
+        assert read(_colour_page(seven, paper, ink), DIGIT).oddness < 1, (paper, ink)
 
 
 def test_a_sheet_on_a_vivid_table_is_judged_by_the_sheet(seven):
