@@ -155,8 +155,11 @@ def ink_hue(
     sx, sy = colour.width / size[0], colour.height / size[1]
     left, top, right, bottom = (0, 0, size[0], size[1]) if box is None else box
     source = (left * sx, top * sy, right * sx, bottom * sy)
-    sampled = colour.resize((2 * w, 2 * h), Image.Resampling.NEAREST, box=source).resize((w, h), Image.Resampling.BOX)
-    rgb = np.asarray(sampled.convert("RGB"), dtype=np.float32)
+    # sampled at every other pixel of every other row of the ink's grid (a median over many pixels needs no
+    # averaging first; strokes are several pixels wide there): the same estimate at a quarter of the cost
+    rgb = np.asarray(colour.resize((w, h), Image.Resampling.NEAREST, box=source).convert("RGB"))
+    step = 2 if strong[::2, ::2].sum() >= 5 and bare[::2, ::2].sum() >= 5 else 1
+    rgb, strong, bare = rgb[::step, ::step], strong[::step, ::step], bare[::step, ::step]
     ink, paper = np.median(rgb[strong], axis=0), np.median(rgb[bare], axis=0)
     absorbed = 1.0 - ink / np.maximum(paper, 8.0)
     if int(np.argmin(absorbed)) == 2:  # blue absorbed least: blue ink (black and grey absorb all three alike)
