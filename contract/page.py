@@ -1,6 +1,6 @@
 """The sheet in a photo of pen strokes: where it lies when the photo shows the table around it (``page_box``, cut
-out before the ink is looked for: contract/ink.py), and how vivid its colour is (``page_saturation``: paper is
-white to grey). Torch-free: numpy and Pillow."""
+out before the ink is looked for: contract/ink.py), how vivid its colour is (``page_saturation``: paper is
+white to grey), and whether the marks on it have a pen's colour (``ink_hue``). Torch-free: numpy and Pillow."""
 
 from __future__ import annotations
 
