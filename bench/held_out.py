@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from export.odd_images import square_crops
+
 PACKAGES = ("mate-backgrounds", "tuxpaint-stamps-default")
 NATURE = "usr/share/backgrounds/mate/nature"
 STAMPS = "usr/share/tuxpaint/stamps"
@@ -64,13 +66,7 @@ def held_out_images(root: Path) -> dict[str, list[Image.Image]]:
     photos = [_opened(p, 1600) for p in sorted((root / NATURE).glob("*.jpg"))]
     if not photos:
         raise FileNotFoundError(f"no photographs under {root / NATURE}: run `make held-out` first")
-    rng = np.random.default_rng(99)
-    crops = []
-    for im in photos:
-        for _ in range(6):
-            side = int(min(im.size) * rng.uniform(0.2, 0.8))
-            x, y = int(rng.integers(0, im.width - side)), int(rng.integers(0, im.height - side))
-            crops.append(im.crop((x, y, x + side, y + side)))
+    crops = square_crops(photos, 6, (0.2, 0.8), np.random.default_rng(99))
     stamps = [_opened(p, 400) for kind in STAMP_KINDS for p in sorted((root / STAMPS / kind).glob("*.png"))]
     return {
         "held-out scene": photos + crops,

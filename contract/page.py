@@ -123,15 +123,22 @@ def vividness(colour: Image.Image, box: tuple[int, int, int, int] | None, size: 
     return max(0.0, (page_saturation(colour, box, size) - PAPER_TINT) / (PAPER_SATURATION - PAPER_TINT))
 
 
+def _in_colour(
+    colour: Image.Image, box: tuple[int, int, int, int] | None, size: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """The sheet's crop box (``box`` of an image of ``size``, or all of it) in ``colour``'s pixels."""
+    sx, sy = colour.width / size[0], colour.height / size[1]
+    left, top, right, bottom = (0, 0, size[0], size[1]) if box is None else box
+    return left * sx, top * sy, right * sx, bottom * sy
+
+
 def page_saturation(colour: Image.Image, box: tuple[int, int, int, int] | None, size: tuple[int, int]) -> float:
     """How vivid the page of a colour photo is: the median saturation (chroma over value, the value floored at
     SATURATION_FLOOR so that a dark page's noise is no colour) at PAGE_GRID pixels a side, of the sheet where
     ``box`` (a crop box of an image of ``size``) cut one out of a table. Paper is white to grey, a little tinted by
     the light; a scene's sky, skin, fur or leaves are not. Sampled at SAMPLE pixels a side and averaged down from
     there: a fraction of a millisecond at any size."""
-    sx, sy = colour.width / size[0], colour.height / size[1]
-    left, top, right, bottom = (0, 0, size[0], size[1]) if box is None else box
-    source = (left * sx, top * sy, right * sx, bottom * sy)
+    source = _in_colour(colour, box, size)
     w, h = source[2] - source[0], source[3] - source[1]
     grid = [max(1, round(side * min(1.0, PAGE_GRID / max(w, h)))) for side in (w, h)]
     sampled = [max(1, round(side * min(1.0, SAMPLE / max(w, h)))) for side in (w, h)]
@@ -153,9 +160,7 @@ def ink_hue(
     if strong.sum() < 5 or bare.sum() < 5:
         return 0.0
     h, w = strength.shape
-    sx, sy = colour.width / size[0], colour.height / size[1]
-    left, top, right, bottom = (0, 0, size[0], size[1]) if box is None else box
-    source = (left * sx, top * sy, right * sx, bottom * sy)
+    source = _in_colour(colour, box, size)
     # sampled at every other pixel of every other row of the ink's grid (a median over many pixels needs no
     # averaging first; strokes are several pixels wide there): the same estimate at a quarter of the cost
     rgb = np.asarray(colour.resize((w, h), Image.Resampling.NEAREST, box=source).convert("RGB"))

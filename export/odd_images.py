@@ -47,13 +47,13 @@ def natural_photographs() -> list[Image.Image]:
     more.append(skimage_photo("motorcycle_right.png"))
     return (
         photos
-        + _crops(colour, 4, (0.3, 0.7), np.random.default_rng(0))
+        + square_crops(colour, 4, (0.3, 0.7), np.random.default_rng(0))
         + more
-        + _crops(colour + more, 8, (0.2, 0.8), np.random.default_rng(12345))
+        + square_crops(colour + more, 8, (0.2, 0.8), np.random.default_rng(12345))
     )
 
 
-def _crops(
+def square_crops(
     photos: list[Image.Image], each: int, share: tuple[float, float], rng: np.random.Generator
 ) -> list[Image.Image]:
     """``each`` random square crops of every photo, their side ``share`` of its shorter side."""
