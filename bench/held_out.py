@@ -1,15 +1,17 @@
 """Odd images that no front-door or out-of-distribution choice was tuned on, for ``bench.odd_inputs --held-out``:
-photographs from two Debian packages, fetched once by ``make held-out`` (``apt-get download`` and ``dpkg-deb -x``
+pictures from three Debian packages, fetched once by ``make held-out`` (``apt-get download`` and ``dpkg-deb -x``
 into a git-ignored folder; nothing is installed and nothing is fetched while serving or testing):
 
 - ``mate-backgrounds``: the 12 photographs of MATE's "nature" wallpapers (water, grass, flowers, a ladybird,
   a storm, wood) and 6 random square crops of each, 20-80 % of its shorter side: 84 scenes;
 - ``tuxpaint-stamps-default``: Tux Paint's stamps of things (animals, fruit and vegetables, plants, tools, sport,
   planets; photographs cut out, and some drawings), on white as a product photo shows them, and on a plain
-  grey-brown table.
+  grey-brown table;
+- ``openclipart-png``: 200 clip-art drawings of food, animals, plants and tools (drawn at random), the same two ways.
 
-Export/odd_images.py's sets were what the front door's limits were chosen on; these were first looked at on
-2026-12-04, after every limit was set.
+Export/odd_images.py's sets were what the front door's limits were chosen on; the first two were first looked at
+on 2026-12-04, after every limit was set, and the ink-colour cue (contract/page.py: ink_hue) came of looking at
+what the digit models let through of the stamps. The clip art was first counted on 2026-12-05, after that cue.
 
     make held-out && .venv/bin/python -m bench.odd_inputs artifacts/mnist-cnn --held-out bench/.held-out
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ from PIL import Image
 
 from export.odd_images import square_crops
 
-PACKAGES = ("mate-backgrounds", "tuxpaint-stamps-default")
+PACKAGES = ("mate-backgrounds", "tuxpaint-stamps-default", "openclipart-png")
 NATURE = "usr/share/backgrounds/mate/nature"
 STAMPS = "usr/share/tuxpaint/stamps"
 STAMP_KINDS = (
@@ -34,6 +37,10 @@ STAMP_KINDS = (
     "animals/insects", "food/fruit", "food/vegetables", "plants/flowers", "plants/trees", "household",
     "household/tools", "sports", "space/planets",
 )  # fmt: skip
+CLIPART = "usr/share/openclipart/png"
+CLIPART_KINDS = ("food", "animals", "plants", "tools")
+DRAWINGS = 200
+LARGEST = 1 << 24  # pixels: a few clip-art files are posters of 170 megapixels, drawn at random or not
 TABLE = (150, 140, 130)
 
 
@@ -68,11 +75,24 @@ def held_out_images(root: Path) -> dict[str, list[Image.Image]]:
         raise FileNotFoundError(f"no photographs under {root / NATURE}: run `make held-out` first")
     crops = square_crops(photos, 6, (0.2, 0.8), np.random.default_rng(99))
     stamps = [_opened(p, 400) for kind in STAMP_KINDS for p in sorted((root / STAMPS / kind).glob("*.png"))]
+    drawings = [_opened(p, 400) for p in _drawn(root / CLIPART)]
     return {
         "held-out scene": photos + crops,
         "held-out thing on white": [_on(s, (255, 255, 255)) for s in stamps],
         "held-out thing on a table": [_on(s, TABLE) for s in stamps],
+        "held-out drawing on white": [_on(d, (255, 255, 255)) for d in drawings],
+        "held-out drawing on a table": [_on(d, TABLE) for d in drawings],
     }
+
+
+def _drawn(root: Path) -> list[Path]:
+    """DRAWINGS of the clip-art files of CLIPART_KINDS (sub-folders included), drawn at random (seed 5)."""
+    files = [p for kind in CLIPART_KINDS for p in sorted((root / kind).rglob("*.png"))]
+    with warnings.catch_warnings():  # the posters' headers alone are read here, and they are let be
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        files = [p for p in files if np.prod(Image.open(p).size) <= LARGEST]
+    pick = np.random.default_rng(5).choice(len(files), DRAWINGS, replace=False)
+    return [files[i] for i in sorted(pick)]
 
 
 if __name__ == "__main__":
