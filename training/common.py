@@ -42,6 +42,10 @@ class TrainConfig:
     augment: str = "digits"
     photos: float = 0.0  # share of each batch drawn from training images rendered as photos (photo_data.py)
     photo_pool: int = 20_000  # how many training images are rendered as photos
+    # outlier exposure (training/outliers.py): synthetic things of no class, the model taught to be unsure on them
+    outliers: float = 0.0  # outlier rows added to each batch, as a share of the batch size
+    outlier_weight: float = 0.5  # the outliers' term in the loss (Hendrycks et al. 2019: 0.5)
+    outlier_pool: int = 10_000  # how many outliers are made
     # distillation (training/distillation.py): exported classifiers whose averaged answers become soft targets
     teachers: tuple[str, ...] = ()
     teacher_weight: float = 0.5  # the soft term's share of the loss (distillation_loss)

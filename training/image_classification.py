@@ -26,12 +26,14 @@ from training.common import (
     TrainConfig,
     accuracy_summary,
     checkpoint_dict,
+    classification_loss,
     final_metrics,
     fit,
     image_model_config,
     image_split,
     seed_everything,
 )
+from training.outliers import OUTLIER, outlier_exposure_loss, outlier_pool
 from training.photo_data import photo_pool
 from training.plots import plot_curves, plot_images
 from training.registry import Recipe, register_recipe
@@ -97,7 +99,16 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         )
         x_ph, y_ph = torch.from_numpy(ph), torch.from_numpy(ph_y)
 
+    n_out = round(cfg.outliers * cfg.batch_size)
+    if n_out:  # outlier exposure (training/outliers.py)
+        pool = outlier_pool(
+            ImagePreprocessing(**pre), 64 if cfg.dry_run else cfg.outlier_pool, cfg.seed, max(1, cfg.threads or 1)
+        )
+        x_out = torch.from_numpy(pool)
+
     teachers = distillation.teachers(cfg, ds, "stratified", distillation.ImageTeacher)
+    if teachers and n_out:
+        raise ValueError("outlier exposure and distillation together are not supported: choose one")
     agree = [0, 0]  # training rows (as augmented) whose label is the teachers' top class, rows asked about
 
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
@@ -112,6 +123,9 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
                 k = min(n_photo, len(idx))
                 pick = torch.randint(len(x_ph), (k,), generator=gen)
                 x, y = torch.cat([x_ph[pick], x[k:]]), torch.cat([y_ph[pick], y[k:]])
+            if n_out:  # outliers added after the batch's rows, labelled OUTLIER
+                pick = torch.randint(len(x_out), (n_out,), generator=gen)
+                x, y = torch.cat([x, x_out[pick]]), torch.cat([y, torch.full((n_out,), OUTLIER, dtype=y.dtype)])
             x = random_affine(x.float(), aug, gen)
             if teachers:  # the teachers' answers on the batch as the student sees it: (B, 2K) targets
                 soft = torch.from_numpy(distillation.ensemble_probs(teachers, x.numpy()))
@@ -125,6 +139,8 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
 
     t0 = time.perf_counter()
     loss_fn = distillation.distillation_loss(cfg.teacher_weight, cfg.distill_temperature) if teachers else None
+    if n_out:
+        loss_fn = outlier_exposure_loss(cfg.outlier_weight, classification_loss(cfg.label_smoothing))
     history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, loss_fn=loss_fn)
     val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
     metrics = final_metrics(
@@ -156,6 +172,14 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         "service's front door (default 0)",
     )
     g.add_argument("--photo-pool", type=int, default=None, help="training images rendered as photos (20000)")
+    g.add_argument(
+        "--outliers",
+        type=float,
+        default=None,
+        help="outlier exposure: synthetic things of no class added to each batch, as a share of it, on which the "
+        "model learns to be unsure (training/outliers.py; default 0)",
+    )
+    g.add_argument("--outlier-weight", type=float, default=None, help="the outliers' term in the loss (0.5)")
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -166,6 +190,8 @@ def _run(args: argparse.Namespace) -> dict:
         augment=args.augment or preset.augment,
         photos=d.photos if args.photos is None else args.photos,
         photo_pool=d.photo_pool if args.photo_pool is None else args.photo_pool,
+        outliers=d.outliers if args.outliers is None else args.outliers,
+        outlier_weight=d.outlier_weight if args.outlier_weight is None else args.outlier_weight,
     )
     log.info(
         "training %s on %s (%d images, %d classes) with %s",

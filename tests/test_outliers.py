@@ -1,0 +1,63 @@
+"""Outlier exposure (training/outliers.py): the synthetic outliers, their pool, the loss and a dry run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from contract.metadata import ImagePreprocessing
+from training.__main__ import main as train_main
+from training.common import classification_loss
+from training.outliers import OUTLIER, outlier_exposure_loss, outlier_pool, synthetic_thing
+
+PRE = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.1], std=[0.3], white_on_black=True, fit="digit")
+
+
+def test_synthetic_things_are_bright_shapes_on_black_and_the_same_for_a_seed():
+    a = np.stack([synthetic_thing(np.random.default_rng(7)) for _ in range(2)])
+    assert np.array_equal(a[0], a[1])
+    things = np.stack([synthetic_thing(np.random.default_rng(s)) for s in range(200)])
+    assert things.shape == (200, 28, 28) and things.dtype == np.uint8
+    assert (things.reshape(200, -1).max(1) > 60).mean() > 0.95  # something shows in almost every one
+    corners = things[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert np.median(corners) < 10  # a thing in the middle of a black field, mostly
+    assert len({t.tobytes() for t in things}) == 200
+
+
+def test_outlier_pool_is_half_as_made_and_half_read_from_photos_and_is_cached(tmp_path, monkeypatch):
+    from training import photo_data
+
+    monkeypatch.setattr(photo_data, "CACHE", tmp_path / "cache")
+    pool = outlier_pool(PRE, 12, seed=3, workers=1)
+    assert pool.shape == (12, 1, 28, 28) and pool.dtype == np.uint8
+    rng = np.random.default_rng(3)
+    made = np.stack([synthetic_thing(rng) for _ in range(12)])
+    assert np.array_equal(pool[:6, 0], made[:6])  # the first half as made
+    assert not any(np.array_equal(pool[i, 0], made[i]) for i in range(6, 12))  # the rest, read from photos
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert np.array_equal(outlier_pool(PRE, 12, seed=3, workers=1), pool)
+
+
+def test_the_loss_adds_the_outliers_distance_from_uniform_to_the_classes_loss():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0], [2.0, -1.0, 0.5], [0.0, 0.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 2, OUTLIER, OUTLIER])
+    loss, metric = outlier_exposure_loss(0.5, classification_loss())(logits, y)
+    ce = torch.nn.functional.cross_entropy(logits[:2], y[:2])
+    uniform = -torch.log_softmax(logits[2:], 1).mean(1).mean()
+    assert loss.item() == pytest.approx((ce + 0.5 * uniform).item())
+    assert metric == pytest.approx(1 * 4 / 2)  # one of the two classed rows right, counted over all four
+    loss.backward()
+    assert logits.grad is not None and torch.allclose(logits.grad[3], torch.zeros(3))  # already unsure: no push
+    assert logits.grad[2, 0] > 0 > logits.grad[2, 1]  # a confident outlier is pushed towards uniform
+
+
+def test_dry_run_with_outliers_in_the_batches(tmp_path, monkeypatch):
+    from training import photo_data
+
+    monkeypatch.setattr(photo_data, "CACHE", tmp_path / "cache")
+    out = tmp_path / "run"
+    assert train_main(["cnn", "--dry-run", "--outliers", "0.5", "--threads", "1", "--out", str(out)]) == 0
+    cfg = json.loads((out / "metrics.json").read_text())["train_config"]
+    assert cfg["outliers"] == 0.5 and cfg["outlier_weight"] == 0.5
+    assert any(p.name.startswith("outliers-") for p in (tmp_path / "cache").iterdir())
