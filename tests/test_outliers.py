@@ -61,3 +61,15 @@ def test_dry_run_with_outliers_in_the_batches(tmp_path, monkeypatch):
     cfg = json.loads((out / "metrics.json").read_text())["train_config"]
     assert cfg["outliers"] == 0.5 and cfg["outlier_weight"] == 0.5
     assert any(p.name.startswith("outliers-") for p in (tmp_path / "cache").iterdir())
+
+
+def test_a_share_of_outliers_alone_costs_their_term_only():
+    logits = torch.tensor([[2.0, -1.0, 0.5]], requires_grad=True)
+    loss, metric = outlier_exposure_loss(0.5, classification_loss())(logits, torch.tensor([OUTLIER]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(0.5 * -torch.log_softmax(logits, 1).mean().item())
+    assert metric == 0.0
+
+
+def test_outliers_and_teachers_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="outlier exposure and distillation"):
+        train_main(["cnn", "--dry-run", "--outliers", "0.5", "--teacher", str(tmp_path), "--out", str(tmp_path / "r")])

@@ -100,6 +100,8 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         x_ph, y_ph = torch.from_numpy(ph), torch.from_numpy(ph_y)
 
     n_out = round(cfg.outliers * cfg.batch_size)
+    if n_out and cfg.teachers:
+        raise ValueError("outlier exposure and distillation together are not supported: choose one")
     if n_out:  # outlier exposure (training/outliers.py)
         pool = outlier_pool(
             ImagePreprocessing(**pre), 64 if cfg.dry_run else cfg.outlier_pool, cfg.seed, max(1, cfg.threads or 1)
@@ -107,8 +109,6 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         x_out = torch.from_numpy(pool)
 
     teachers = distillation.teachers(cfg, ds, "stratified", distillation.ImageTeacher)
-    if teachers and n_out:
-        raise ValueError("outlier exposure and distillation together are not supported: choose one")
     agree = [0, 0]  # training rows (as augmented) whose label is the teachers' top class, rows asked about
 
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)

@@ -104,7 +104,8 @@ def outlier_exposure_loss(weight: float, base: LossFn) -> LossFn:
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
         out = y == OUTLIER
-        loss, metric = base(logits[~out], y[~out])
+        # under torchrun a rank's share of the batch may hold outliers alone (they come last in it)
+        loss, metric = base(logits[~out], y[~out]) if (~out).any() else (logits.sum() * 0.0, 0.0)
         if out.any():
             loss = loss + weight * -F.log_softmax(logits[out], 1).mean(1).mean()
         return loss, metric * len(y) / max(1, int((~out).sum()))
