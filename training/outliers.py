@@ -13,7 +13,6 @@ the photo pool.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -79,22 +78,18 @@ def synthetic_thing(rng: np.random.Generator) -> np.ndarray:
 def outlier_pool(pre: ImagePreprocessing, size: int, seed: int, workers: int = 2) -> np.ndarray:
     """``size`` synthetic outliers (size, 1, SIDE, SIDE) uint8: the first half as they are, the rest photographed
     and read through the front door."""
-    h = hashlib.sha256(pre.model_dump_json(exclude={"mean", "std"}).encode())
-    for f in (*photo_data.CODE, Path(__file__)):
-        h.update(f.read_bytes())
-    path = photo_data.CACHE / f"outliers-{h.hexdigest()[:16]}-{size}-{seed}.npy"
-    if path.exists():
-        return np.load(path)
-    rng = np.random.default_rng(seed)
-    things = np.stack([synthetic_thing(rng) for _ in range(size)])[:, None]
-    half = size // 2
-    log.info("rendering %d synthetic outliers as photos (%d processes; cached in %s)", size - half, workers, path)
-    seeds = [seed * 100_019 + i for i in range(0, size - half, photo_data.CHUNK)]
-    photos = photographs_in_chunks(things[half:], pre, TRAIN_STYLE, photo_data.CHUNK, seeds, workers)
-    pool = np.concatenate([things[:half], photos])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, pool)
-    return pool
+    parts = [pre.model_dump_json(exclude={"mean", "std"}).encode(), *(f.read_bytes() for f in photo_data.CODE)]
+
+    def make() -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        things = np.stack([synthetic_thing(rng) for _ in range(size)])[:, None]
+        half = size // 2
+        seeds = [seed * 100_019 + i for i in range(0, size - half, photo_data.CHUNK)]
+        photos = photographs_in_chunks(things[half:], pre, TRAIN_STYLE, photo_data.CHUNK, seeds, workers)
+        return np.concatenate([things[:half], photos])
+
+    what = f"{size} synthetic outliers, half as photos ({workers} processes)"
+    return photo_data.cached("outliers-", [*parts, Path(__file__).read_bytes()], f"-{size}-{seed}", make, what)
 
 
 def outlier_exposure_loss(weight: float, base: LossFn) -> LossFn:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +32,31 @@ def photo_pool(
     prepares uploads -> (photos (size, 1, H, W) uint8, their labels)."""
     size = min(size, len(images))
     pick = np.random.default_rng(seed).choice(len(images), size, replace=False)
+    parts = [
+        *(f.read_bytes() for f in CODE),
+        images[pick].tobytes(),
+        pre.model_dump_json(exclude={"mean", "std"}).encode(),
+    ]
+
+    def make() -> np.ndarray:
+        seeds = [seed * 100_003 + i for i in range(0, size, CHUNK)]
+        return photographs_in_chunks(images[pick], pre, TRAIN_STYLE, CHUNK, seeds, workers)
+
+    what = f"{size} training images as photos ({workers} processes)"
+    return cached("", parts, f"-{size}-{seed}", make, what), labels[pick]
+
+
+def cached(prefix: str, parts: Iterable[bytes], suffix: str, make: Callable[[], np.ndarray], what: str) -> np.ndarray:
+    """``make()``'s array, kept in CACHE as ``prefix`` + the sha256 of ``parts`` (16 hex digits) + ``suffix`` .npy
+    and loaded from there when it is made again (``what``: how the log names it)."""
     h = hashlib.sha256()
-    for f in CODE:
-        h.update(f.read_bytes())
-    h.update(images[pick].tobytes())
-    h.update(pre.model_dump_json(exclude={"mean", "std"}).encode())
-    path = CACHE / f"{h.hexdigest()[:16]}-{size}-{seed}.npy"
+    for part in parts:
+        h.update(part)
+    path = CACHE / f"{prefix}{h.hexdigest()[:16]}{suffix}.npy"
     if path.exists():
-        return np.load(path), labels[pick]
-    log.info("rendering %d training images as photos (%d processes; cached in %s)", size, workers, path)
-    seeds = [seed * 100_003 + i for i in range(0, size, CHUNK)]
-    photos = photographs_in_chunks(images[pick], pre, TRAIN_STYLE, CHUNK, seeds, workers)
+        return np.load(path)
+    log.info("rendering %s; cached in %s", what, path)
+    array = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, photos)
-    return photos, labels[pick]
+    np.save(path, array)
+    return array
