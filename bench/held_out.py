@@ -85,12 +85,18 @@ def held_out_images(root: Path) -> dict[str, list[Image.Image]]:
     }
 
 
+def _pixels(path: Path) -> int:
+    """An image file's pixel count, from its header (the file closed again)."""
+    with Image.open(path) as img:
+        return img.width * img.height
+
+
 def _drawn(root: Path) -> list[Path]:
     """DRAWINGS of the clip-art files of CLIPART_KINDS (sub-folders included), drawn at random (seed 5)."""
     files = [p for kind in CLIPART_KINDS for p in sorted((root / kind).rglob("*.png"))]
     with warnings.catch_warnings():  # the posters' headers alone are read here, and they are let be
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        files = [p for p in files if np.prod(Image.open(p).size) <= LARGEST]
+        files = [p for p in files if _pixels(p) <= LARGEST]
     pick = np.random.default_rng(5).choice(len(files), DRAWINGS, replace=False)
     return [files[i] for i in sorted(pick)]
 
