@@ -131,3 +131,20 @@ def test_onecycle_schedule_runs_any_number_of_steps(total):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] < 0.1
+
+
+def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    assert train_main(["lenet5", "--dry-run", "--seed", "1", "--out", str(base), "--no-progress"]) == 0
+    start = torch.load(base / "checkpoint.pt", weights_only=True)["state_dict"]
+    # a learning rate of almost nothing: the tuned weights are the checkpoint's, not a fresh draw of seed 2
+    args = ["lenet5", "--dry-run", "--seed", "2", "--lr", "1e-12", "--init", str(base / "checkpoint.pt")]
+    assert train_main([*args, "--out", str(tuned), "--no-progress"]) == 0
+    ckpt = torch.load(tuned / "checkpoint.pt", weights_only=True)
+    weights = [k for k in start if k.endswith("weight")]
+    assert weights and all(torch.allclose(ckpt["state_dict"][k], start[k], atol=1e-6) for k in weights)
+    assert ckpt["train_config"]["init"] == str(base / "checkpoint.pt")
+    with pytest.raises(ValueError, match="another split seed"):
+        train_main([*args, "--split-seed", "3", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="another model"):
+        train_main(["cnn", "--dry-run", "--init", str(base / "checkpoint.pt"), "--out", str(tmp_path / "y")])

@@ -52,6 +52,7 @@ class TrainConfig:
     teacher_shares: tuple[float, ...] = ()  # each teacher's share of the teachers' average (empty: equal)
     distill_temperature: float = 2.0  # teachers' and student's logits are divided by it (fixed, not fitted)
     init_samples: int = 20_000  # training images a model that starts from the data sees (models/mlp.py's RBF)
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning: the same model, data and split)
     val_fraction: float = 0.1
     split_seed: int = 0  # the split does not move when --seed changes
     seed: int = 0
@@ -79,6 +80,29 @@ def image_model_config(name: str, ds: Dataset, overrides: dict[str, Any], **fixe
     ``fixed``), under the command line's overrides."""
     c, h, _ = ds.images.shape[1:]
     return models.make_config(name, **{"in_channels": c, "input_size": h, **fixed, **overrides})
+
+
+def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset | TextDataset) -> dict[str, torch.Tensor]:
+    """The weights of ``cfg.init``, a checkpoint to fine-tune: refused unless it is the same model, trained on
+    the same files split the same way (a checkpoint of another split has seen this run's validation rows)."""
+    assert cfg.init is not None
+    ckpt = torch.load(cfg.init, map_location="cpu", weights_only=True)
+    ds = ckpt.get("dataset", {})
+    mine = (cfg.model, dataclasses.asdict(model_cfg), dataset.sha256, cfg.split_seed, cfg.val_fraction)
+    theirs = (
+        ckpt.get("model_name"),
+        ckpt.get("model_config"),
+        ds.get("sha256"),
+        ds.get("split_seed"),
+        ds.get("val_fraction"),
+    )
+    for what, a, b in zip(
+        ("model", "architecture", "data files", "split seed", "validation share"), mine, theirs, strict=True
+    ):
+        if a != b:
+            raise ValueError(f"--init {cfg.init}: another {what} ({b!r}, this run {a!r}); fine-tune only its own run")
+    log.info("starting from %s (validation accuracy %.4f)", cfg.init, ckpt["metrics"]["accuracy"])
+    return dict(ckpt["state_dict"])
 
 
 def seed_everything(cfg: TrainConfig) -> torch.Generator:

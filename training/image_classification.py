@@ -31,6 +31,7 @@ from training.common import (
     fit,
     image_model_config,
     image_split,
+    initial_weights,
     seed_everything,
 )
 from training.outliers import OUTLIER, outlier_exposure_loss, outlier_pool
@@ -81,7 +82,9 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     mean = torch.tensor(mean_l).view(1, -1, 1, 1)
     std = torch.tensor(std_l).view(1, -1, 1, 1)
     init = getattr(model, "init_from_data", None)
-    if init is not None:  # a model that starts from the data (the RBF network: k-means centres, least squares)
+    if cfg.init is not None:  # fine-tuning: the weights of a checkpoint of this model, data and split
+        model.load_state_dict(initial_weights(cfg, model_cfg, ds))
+    elif init is not None:  # a model that starts from the data (the RBF network: k-means centres, least squares)
         pick = torch.randperm(len(x_tr), generator=gen)[: cfg.init_samples]
         t_init = time.perf_counter()
         init(_normalize(x_tr[pick].float(), mean, std), y_tr[pick], gen)
@@ -180,6 +183,12 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         "model learns to be unsure (training/outliers.py; default 0)",
     )
     g.add_argument("--outlier-weight", type=float, default=None, help="the outliers' term in the loss (0.5)")
+    g.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights (fine-tuning; the same model, data files and split)",
+    )
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -192,6 +201,7 @@ def _run(args: argparse.Namespace) -> dict:
         photo_pool=d.photo_pool if args.photo_pool is None else args.photo_pool,
         outliers=d.outliers if args.outliers is None else args.outliers,
         outlier_weight=d.outlier_weight if args.outlier_weight is None else args.outlier_weight,
+        init=args.init,
     )
     log.info(
         "training %s on %s (%d images, %d classes) with %s",
