@@ -82,7 +82,7 @@ def image_model_config(name: str, ds: Dataset, overrides: dict[str, Any], **fixe
     return models.make_config(name, **{"in_channels": c, "input_size": h, **fixed, **overrides})
 
 
-def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset | TextDataset) -> dict[str, torch.Tensor]:
+def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset) -> dict[str, torch.Tensor]:
     """The weights of ``cfg.init``, a checkpoint to fine-tune: refused unless it is the same model, trained on
     the same files split the same way (a checkpoint of another split has seen this run's validation rows)."""
     assert cfg.init is not None
