@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import models
+from contract.metadata import DatasetInfo
 from training import distributed
 
 if TYPE_CHECKING:
@@ -84,23 +85,28 @@ def image_model_config(name: str, ds: Dataset, overrides: dict[str, Any], **fixe
 
 def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset) -> dict[str, torch.Tensor]:
     """The weights of ``cfg.init``, a checkpoint to fine-tune: refused unless it is the same model, trained on
-    the same files split the same way (a checkpoint of another split has seen this run's validation rows)."""
+    the same files split the same way (``DatasetInfo.same_split``, as for a teacher: a checkpoint of another
+    split has seen this run's validation rows)."""
     assert cfg.init is not None
     ckpt = torch.load(cfg.init, map_location="cpu", weights_only=True)
-    ds = ckpt.get("dataset", {})
-    mine = (cfg.model, dataclasses.asdict(model_cfg), dataset.sha256, cfg.split_seed, cfg.val_fraction)
-    theirs = (
-        ckpt.get("model_name"),
-        ckpt.get("model_config"),
-        ds.get("sha256"),
-        ds.get("split_seed"),
-        ds.get("val_fraction"),
+    theirs = (ckpt.get("model_name"), ckpt.get("model_config"))
+    if theirs != (cfg.model, dataclasses.asdict(model_cfg)):
+        raise ValueError(f"--init {cfg.init}: another model or architecture {theirs}; fine-tune only this run's own")
+    recorded = DatasetInfo(**ckpt["dataset"])
+    ours = recorded.model_copy(
+        update={
+            "sha256": dataset.sha256,
+            "split": "stratified",
+            "val_fraction": cfg.val_fraction,
+            "split_seed": cfg.split_seed,
+        }
     )
-    for what, a, b in zip(
-        ("model", "architecture", "data files", "split seed", "validation share"), mine, theirs, strict=True
-    ):
-        if a != b:
-            raise ValueError(f"--init {cfg.init}: another {what} ({b!r}, this run {a!r}); fine-tune only its own run")
+    if not recorded.same_split(ours):
+        raise ValueError(
+            f"--init {cfg.init}: another split seed, validation share or data files (seed {recorded.split_seed}, "
+            f"{recorded.val_fraction}, files {sorted(recorded.sha256)}): it may have trained on this run's "
+            "validation rows"
+        )
     log.info("starting from %s (validation accuracy %.4f)", cfg.init, ckpt["metrics"]["accuracy"])
     return dict(ckpt["state_dict"])
 

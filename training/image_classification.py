@@ -81,13 +81,13 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     x_va, y_va = torch.from_numpy(ds.images[val_idx]), torch.from_numpy(ds.labels[val_idx])
     mean = torch.tensor(mean_l).view(1, -1, 1, 1)
     std = torch.tensor(std_l).view(1, -1, 1, 1)
-    init = getattr(model, "init_from_data", None)
+    from_data = getattr(model, "init_from_data", None)
     if cfg.init is not None:  # fine-tuning: the weights of a checkpoint of this model, data and split
         model.load_state_dict(initial_weights(cfg, model_cfg, ds))
-    elif init is not None:  # a model that starts from the data (the RBF network: k-means centres, least squares)
+    elif from_data is not None:  # a model that starts from the data (the RBF network: k-means centres, least squares)
         pick = torch.randperm(len(x_tr), generator=gen)[: cfg.init_samples]
         t_init = time.perf_counter()
-        init(_normalize(x_tr[pick].float(), mean, std), y_tr[pick], gen)
+        from_data(_normalize(x_tr[pick].float(), mean, std), y_tr[pick], gen)
         log.info("initialised from %d training images in %.1f s", len(pick), time.perf_counter() - t_init)
     aug = AUGMENT_PRESETS[cfg.augment]
     n_photo = round(cfg.photos * cfg.batch_size)
