@@ -1,6 +1,8 @@
-"""Outlier exposure (training/outliers.py): the synthetic outliers, their pool, the loss and a dry run."""
+"""Outlier exposure (training/outliers.py): the synthetic outliers, their pool, the loss, beside a teacher's, and dry
+runs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +11,12 @@ import torch
 from contract.metadata import ImagePreprocessing
 from training.__main__ import main as train_main
 from training.common import classification_loss
+from training.distillation import distillation_loss
+from training.image_classification import distilled_targets
 from training.outliers import OUTLIER, outlier_exposure_loss, outlier_pool, synthetic_thing
 
+ROOT = Path(__file__).resolve().parents[1]
+ART, MNIST = ROOT / "artifacts", ROOT.parent / "shared" / "data" / "mnist"
 PRE = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.1], std=[0.3], white_on_black=True, fit="digit")
 
 
@@ -70,6 +76,46 @@ def test_a_share_of_outliers_alone_costs_their_term_only():
     assert metric == 0.0
 
 
-def test_outliers_and_teachers_together_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="outlier exposure and distillation"):
-        train_main(["cnn", "--dry-run", "--outliers", "0.5", "--teacher", str(tmp_path), "--out", str(tmp_path / "r")])
+def test_with_teachers_an_outlier_row_of_the_targets_gets_the_uniform_term_and_the_rest_hintons_loss():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0], [2.0, -1.0, 0.5]], requires_grad=True)
+    hinton = distillation_loss(0.5, 2.0)
+    soft = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    y = torch.cat([torch.cat([torch.eye(3)[[0, 1]], soft], 1), torch.full((1, 6), float(OUTLIER))])
+    loss, metric = outlier_exposure_loss(0.5, hinton)(logits, y)
+    digits, _ = hinton(logits[:2], y[:2])
+    uniform = -torch.log_softmax(logits[2:], 1).mean()
+    assert loss.item() == pytest.approx((digits + 0.5 * uniform).item())
+    assert metric == pytest.approx(2 * 3 / 2)
+
+
+def test_distilled_targets_ask_the_teachers_about_the_digits_only():
+    class Teacher:  # a stand-in for ImageTeacher: what it was asked, and a fixed answer
+        share = 1.0
+
+        def __init__(self) -> None:
+            self.asked: list[np.ndarray] = []
+
+        def probs(self, pixels: np.ndarray) -> np.ndarray:
+            self.asked.append(pixels)
+            return np.tile(np.float32([0.1, 0.9]), (len(pixels), 1))
+
+    x = torch.arange(4, dtype=torch.float32)[:, None, None, None].expand(4, 1, 2, 2)
+    agree, teacher = [0, 0], Teacher()
+    y = distilled_targets([teacher], x, torch.tensor([1, 0, OUTLIER, OUTLIER]), 2, agree)
+    assert [a[:, 0, 0, 0].tolist() for a in teacher.asked] == [[0.0, 1.0]]  # the two digits, not the outliers
+    assert torch.allclose(y, torch.tensor([[0, 1, 0.1, 0.9], [1, 0, 0.1, 0.9], [OUTLIER] * 4, [OUTLIER] * 4]))
+    assert agree == [1, 2]  # the teacher's top class is the first row's label, not the second's
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason=f"the shared MNIST data is not at {MNIST}")
+def test_a_dry_run_with_outliers_and_a_teacher_records_both(tmp_path, monkeypatch):
+    from training import photo_data
+
+    monkeypatch.setattr(photo_data, "CACHE", tmp_path / "cache")
+    out = tmp_path / "run"
+    argv = ["cnn", "--dry-run", "--outliers", "0.5", "--teacher", str(ART / "mnist-cnn"), "--threads", "1"]
+    assert train_main([*argv, "--data", str(MNIST), "--out", str(out)]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["distillation"]["teachers"][0]["model"] == "mnist-cnn"
+    assert ckpt["distillation"]["teachers_agree_with_labels"] > 0.8  # asked about digits; outliers would lower it
+    assert json.loads((out / "metrics.json").read_text())["train_config"]["outliers"] == 0.5

@@ -67,6 +67,19 @@ def evaluate(
     return sum(losses) / len(images), np.concatenate(probs)
 
 
+def distilled_targets(teachers: list[Any], x: torch.Tensor, y: torch.Tensor, k: int, agree: list[int]) -> torch.Tensor:
+    """(B, 2K) targets for ``distillation.distillation_loss``: each row's one-hot label, then the teachers'
+    probabilities on the row as augmented; an outlier row (label OUTLIER) is OUTLIER throughout, for
+    ``outlier_exposure_loss`` to find, and costs no teacher's time. ``agree`` counts the labelled rows whose label
+    is the teachers' top class, and those rows."""
+    out = torch.full((len(y), 2 * k), float(OUTLIER))
+    digit = y != OUTLIER
+    soft = torch.from_numpy(distillation.ensemble_probs(teachers, x[digit].numpy()))
+    agree[0], agree[1] = agree[0] + int((soft.argmax(1) == y[digit]).sum()), agree[1] + int(digit.sum())
+    out[digit] = torch.cat([F.one_hot(y[digit], k).float(), soft], 1)
+    return out
+
+
 def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], preprocessing: dict[str, Any]) -> dict:
     """Train ``cfg.model`` on ``ds`` and return the checkpoint dict (plain data + state_dict)."""
     gen = seed_everything(cfg)
@@ -103,8 +116,6 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
         x_ph, y_ph = torch.from_numpy(ph), torch.from_numpy(ph_y)
 
     n_out = round(cfg.outliers * cfg.batch_size)
-    if n_out and cfg.teachers:
-        raise ValueError("outlier exposure and distillation together are not supported: choose one")
     if n_out:  # outlier exposure (training/outliers.py)
         pool = outlier_pool(
             ImagePreprocessing(**pre), 64 if cfg.dry_run else cfg.outlier_pool, cfg.seed, max(1, cfg.threads or 1)
@@ -130,10 +141,8 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
                 pick = torch.randint(len(x_out), (n_out,), generator=gen)
                 x, y = torch.cat([x, x_out[pick]]), torch.cat([y, torch.full((n_out,), OUTLIER, dtype=y.dtype)])
             x = random_affine(x.float(), aug, gen)
-            if teachers:  # the teachers' answers on the batch as the student sees it: (B, 2K) targets
-                soft = torch.from_numpy(distillation.ensemble_probs(teachers, x.numpy()))
-                agree[0], agree[1] = agree[0] + int((soft.argmax(1) == y).sum()), agree[1] + len(y)
-                y = torch.cat([F.one_hot(y, len(ds.label_names)).float(), soft], 1)
+            if teachers:  # the teachers' answers on the batch's digits as the student sees them: (B, 2K) targets
+                y = distilled_targets(teachers, x, y, len(ds.label_names), agree)
             yield (_normalize(x, mean, std).contiguous(memory_format=torch.channels_last),), y
 
     def validate() -> tuple[float, float]:
@@ -142,8 +151,8 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
 
     t0 = time.perf_counter()
     loss_fn = distillation.distillation_loss(cfg.teacher_weight, cfg.distill_temperature) if teachers else None
-    if n_out:
-        loss_fn = outlier_exposure_loss(cfg.outlier_weight, classification_loss(cfg.label_smoothing))
+    if n_out:  # the outliers' term beside the labels' (or beside the teachers', which keep the digits as they were)
+        loss_fn = outlier_exposure_loss(cfg.outlier_weight, loss_fn or classification_loss(cfg.label_smoothing))
     history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, loss_fn=loss_fn)
     val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
     metrics = final_metrics(

@@ -93,12 +93,13 @@ def outlier_pool(pre: ImagePreprocessing, size: int, seed: int, workers: int = 2
 
 
 def outlier_exposure_loss(weight: float, base: LossFn) -> LossFn:
-    """``base`` on the rows with a class, plus ``weight`` times the cross-entropy from the uniform distribution
-    to the model's on the OUTLIER rows; the metric is ``base``'s, counted over every row as if the outliers'
-    share were answered as the rest (so that the epoch's figure stays an accuracy)."""
+    """``base`` on the rows with a class (labels, or distillation's (B, 2K) targets), plus ``weight`` times the
+    cross-entropy from the uniform distribution to the model's on the OUTLIER rows; the metric is ``base``'s,
+    counted over every row as if the outliers' share were answered as the rest (so that the epoch's figure stays
+    an accuracy)."""
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-        out = y == OUTLIER
+        out = y == OUTLIER if y.ndim == 1 else (y == OUTLIER).all(1)  # (B, 2K) distillation targets: a row of them
         # under torchrun a rank's share of the batch may hold outliers alone (they come last in it)
         loss, metric = base(logits[~out], y[~out]) if (~out).any() else (logits.sum() * 0.0, 0.0)
         if out.any():
