@@ -6,8 +6,9 @@ so); with two or more artifacts, the photos they misread in common.
 
     .venv/bin/python -m bench.tuning artifacts/mnist-cnn artifacts/mnist-lenet5
 
-The README's front-door and retraining figures on "tuning photos" come from here. Rendering takes ~1.5 minutes
-on two processes; the answers are the front door's and the graph's, so a change to either shows here first.
+The front-door and retraining figures on "tuning photos" in docs/REAL-INPUTS.md come from here. Rendering takes
+~1.5 minutes on two processes; the answers are the front door's and the graph's, so a change to either shows here
+first.
 """
 
 from __future__ import annotations

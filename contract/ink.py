@@ -42,8 +42,8 @@ HAIRLINE = 0.5  # the opening keeping less than this share of the ink: the strok
 SPECK = (3, 7)  # opening size range (at WORK px): marks narrower than about half a pen stroke are specks
 # the page unlike any a digit or a garment is photographed on (Ink.oddness; chosen on 1,000 EVAL_STYLE photos of
 # each validation split, of which they flag 0.2 % of the digits and none of the garments, and on the natural
-# photographs inside scikit-image and scikit-learn: export/odd_images.py's natural_photographs; README.md's
-# out-of-distribution section has the figures):
+# photographs inside scikit-image and scikit-learn: export/odd_images.py's natural_photographs; docs/REAL-INPUTS.md
+# has the figures):
 SPARSE_INK = 0.02  # pen strokes: strong ink covering less of its box than this is specks or a scene's scattered
 # edges, not strokes, and is never widened either (contract/images.py; a page of noise: < 1 %; a '7' drawn with a
 # 1-px pen at 240 px: 2.2 %; photographed digits: 4 of the 2,987 tuning photos)

@@ -34,7 +34,7 @@ SATURATION_FLOOR = 32.0  # grey levels: the value a dark pixel's chroma is divid
 # it absorbs, per channel) is unlike a pen's, rising to oddness 1 at INK_HUE. Chosen on 900 EVAL_STYLE photos, a
 # third each on a page, a dark table and a white desk (seed 4242: at most 0.15 on a page, 0.34 on a table, one desk
 # photo at 0.55, the rest under 0.29); the cue itself came of looking at what bench/held_out.py's things the digit
-# models let through, so its figures there flatter it a little (README.md, "Odd images no limit was chosen on")
+# models let through, so its figures there flatter it a little (docs/REAL-INPUTS.md, Odd images no limit was chosen on)
 PEN_HUE = 0.3
 INK_HUE = 0.4
 STRONG_INK = 0.8  # ink_hue: the ink's colour is read where its strength is at least this ...

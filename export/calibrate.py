@@ -18,7 +18,7 @@ Out of distribution:
   (Lee et al. 2018), both fitted on training images (clean and photographed), and the energy score, minus the
   log-sum-exp of the logits (Liu et al. 2020). Neither alone serves every model: Mahalanobis separates the
   other dataset best for mnist-cnn but lets natural photographs through LeNet-5 and the MLP, whose logits'
-  energy flags them (README, "Out of distribution"). An RBF network has a third: the squared distance of the
+  energy flags them (docs/REAL-INPUTS.md). An RBF network has a third: the squared distance of the
   input to its nearest centre (its own novelty measure, Bishop 1994). With ``--autoencoder``, another: the
   squared error with which that autoencoder reconstructs the input (Japkowicz et al. 1995), its graph folded in;
   with ``--sibling``, a calibrated classifier of the same images, its own score (its graph folded in: a weak
