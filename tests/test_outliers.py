@@ -13,7 +13,7 @@ from training.__main__ import main as train_main
 from training.common import classification_loss
 from training.distillation import distillation_loss
 from training.image_classification import distilled_targets
-from training.outliers import OUTLIER, outlier_exposure_loss, outlier_pool, synthetic_thing
+from training.outliers import ENERGY_MARGINS, OUTLIER, outlier_exposure_loss, outlier_pool, synthetic_thing
 
 ROOT = Path(__file__).resolve().parents[1]
 ART, MNIST = ROOT / "artifacts", ROOT.parent / "shared" / "data" / "mnist"
@@ -119,3 +119,20 @@ def test_a_dry_run_with_outliers_and_a_teacher_records_both(tmp_path, monkeypatc
     assert ckpt["distillation"]["teachers"][0]["model"] == "mnist-cnn"
     assert ckpt["distillation"]["teachers_agree_with_labels"] > 0.8  # asked about digits; outliers would lower it
     assert json.loads((out / "metrics.json").read_text())["train_config"]["outliers"] == 0.5
+
+
+def test_the_energy_term_moves_only_the_rows_on_the_wrong_side_of_their_margin():
+    m_in, m_out = ENERGY_MARGINS
+    # digits: sure (energy about -20, under m_in) and unsure (-log 3); outliers: the same two
+    logits = torch.tensor([[20.0, 0.0, 0.0], [0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 1, OUTLIER, OUTLIER])
+    loss, _ = outlier_exposure_loss(0.1, classification_loss(), "energy")(logits, y)
+    energy = -torch.logsumexp(logits.detach(), 1)
+    ce = torch.nn.functional.cross_entropy(logits[:2].detach(), y[:2])
+    hinges = (energy[1] - m_in) ** 2 / 2 + (m_out - energy[2]) ** 2 / 2  # each a mean over two rows, one of them 0
+    assert loss.item() == pytest.approx((ce + 0.1 * hinges).item(), rel=1e-5)
+    loss.backward()
+    assert logits.grad is not None and torch.allclose(logits.grad[3], torch.zeros(3))  # an unsure outlier: left alone
+    assert logits.grad[2, 0] > 0  # a sure outlier: its top logit pushed down (its energy up)
+    with pytest.raises(ValueError, match="outlier loss"):
+        outlier_exposure_loss(0.1, classification_loss(), "bogus")

@@ -46,6 +46,7 @@ class TrainConfig:
     # outlier exposure (training/outliers.py): synthetic things of no class, the model taught to be unsure on them
     outliers: float = 0.0  # outlier rows added to each batch, as a share of the batch size
     outlier_weight: float = 0.5  # the outliers' term in the loss (Hendrycks et al. 2019: 0.5)
+    outlier_loss: str = "uniform"  # the term: "uniform" (Hendrycks et al.) or "energy" (Liu et al. 2020)
     outlier_pool: int = 10_000  # how many outliers are made
     # distillation (training/distillation.py): exported classifiers whose averaged answers become soft targets
     teachers: tuple[str, ...] = ()

@@ -34,7 +34,7 @@ from training.common import (
     initial_weights,
     seed_everything,
 )
-from training.outliers import OUTLIER, outlier_exposure_loss, outlier_pool
+from training.outliers import KINDS, OUTLIER, outlier_exposure_loss, outlier_pool
 from training.photo_data import photo_pool
 from training.plots import plot_curves, plot_images
 from training.registry import Recipe, register_recipe
@@ -152,7 +152,8 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     t0 = time.perf_counter()
     loss_fn = distillation.distillation_loss(cfg.teacher_weight, cfg.distill_temperature) if teachers else None
     if n_out:  # the outliers' term beside the labels' (or beside the teachers', which keep the digits as they were)
-        loss_fn = outlier_exposure_loss(cfg.outlier_weight, loss_fn or classification_loss(cfg.label_smoothing))
+        base = loss_fn or classification_loss(cfg.label_smoothing)
+        loss_fn = outlier_exposure_loss(cfg.outlier_weight, base, cfg.outlier_loss)
     history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, loss_fn=loss_fn)
     val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
     metrics = final_metrics(
@@ -193,6 +194,12 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--outlier-weight", type=float, default=None, help="the outliers' term in the loss (0.5)")
     g.add_argument(
+        "--outlier-loss",
+        choices=KINDS,
+        default=None,
+        help="the outliers' term: uniform (Hendrycks et al. 2019; default) or energy (Liu et al. 2020's hinges)",
+    )
+    g.add_argument(
         "--init",
         default=None,
         metavar="CHECKPOINT",
@@ -210,6 +217,7 @@ def _run(args: argparse.Namespace) -> dict:
         photo_pool=d.photo_pool if args.photo_pool is None else args.photo_pool,
         outliers=d.outliers if args.outliers is None else args.outliers,
         outlier_weight=d.outlier_weight if args.outlier_weight is None else args.outlier_weight,
+        outlier_loss=args.outlier_loss or d.outlier_loss,
         init=args.init,
     )
     log.info(

@@ -92,17 +92,33 @@ def outlier_pool(pre: ImagePreprocessing, size: int, seed: int, workers: int = 2
     return photo_data.cached("outliers-", [*parts, Path(__file__).read_bytes()], f"-{size}-{seed}", make, what)
 
 
-def outlier_exposure_loss(weight: float, base: LossFn) -> LossFn:
+KINDS = ("uniform", "energy")
+ENERGY_MARGINS = (-11.0, -5.0)  # (in, out): mnist-cnn's upper quartile of training digits, its outliers' median
+
+
+def _hinge(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).pow(2).mean() if x.numel() else x.sum()
+
+
+def outlier_exposure_loss(weight: float, base: LossFn, kind: str = "uniform") -> LossFn:
     """``base`` on the rows with a class (labels, or distillation's (B, 2K) targets), plus ``weight`` times the
-    cross-entropy from the uniform distribution to the model's on the OUTLIER rows; the metric is ``base``'s,
+    outliers' term: ``uniform``, the cross-entropy from the uniform distribution to the model's on the OUTLIER rows
+    (Hendrycks et al. 2019); ``energy``, squared hinges that push the energy -logsumexp(logits) of rows with a
+    class under ENERGY_MARGINS[0] and of outliers over ENERGY_MARGINS[1] (Liu et al. 2020, "Energy-based
+    out-of-distribution detection"), leaving alone the rows already on their side. The metric is ``base``'s,
     counted over every row as if the outliers' share were answered as the rest (so that the epoch's figure stays
     an accuracy)."""
+    if kind not in KINDS:
+        raise ValueError(f"outlier loss {kind!r}: one of {KINDS}")
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
         out = y == OUTLIER if y.ndim == 1 else (y == OUTLIER).all(1)  # (B, 2K) distillation targets: a row of them
         # under torchrun a rank's share of the batch may hold outliers alone (they come last in it)
         loss, metric = base(logits[~out], y[~out]) if (~out).any() else (logits.sum() * 0.0, 0.0)
-        if out.any():
+        if kind == "energy":
+            energy = -torch.logsumexp(logits, 1)
+            loss = loss + weight * (_hinge(energy[~out] - ENERGY_MARGINS[0]) + _hinge(ENERGY_MARGINS[1] - energy[out]))
+        elif out.any():
             loss = loss + weight * -F.log_softmax(logits[out], 1).mean(1).mean()
         return loss, metric * len(y) / max(1, int((~out).sum()))
 
