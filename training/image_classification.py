@@ -197,7 +197,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         "--outlier-loss",
         choices=KINDS,
         default=None,
-        help="the outliers' term: uniform (Hendrycks et al. 2019; default) or energy (Liu et al. 2020's hinges)",
+        help="the outliers' term: uniform (Hendrycks et al. 2019; default) or energy (Liu et al. 2020's hinges, at "
+        "margins set from mnist-cnn's energies: training/outliers.py)",
     )
     g.add_argument(
         "--init",
