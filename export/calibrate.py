@@ -184,8 +184,8 @@ def image_sets(
     """The prepared image sets (name -> (N, 1, H, W) uint8), the labels of those that have them, and the front
     door's oddness of those measured as the service reads them: half B of the validation split clean and
     photographed (EVAL_STYLE; a digit model's also on a table, export/flagged.py), the other dataset's half B and
-    odd inputs; with ``fitting`` also half A (clean, photographed in TRAIN_STYLE, a digit model's also on a table,
-    the other dataset's) and 20,000 training images (some as photos)."""
+    odd inputs; with ``fitting`` also half A (clean, photographed in TRAIN_STYLE, a digit model's also on a table
+    and a desk, the other dataset's) and 20,000 training images (some as photos)."""
     pre = meta.image_preprocessing()
     a, b = halves(len(val))
     va, vb = val[a], val[b]
@@ -273,7 +273,8 @@ def calibrate_images(
     meta.calibration = Calibration(
         temperature=t,
         fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE); flagged_power: "
-        "half A's flagged answers, clean, photos of a page and (digits) on a table (export/flagged.py)",
+        "half A's flagged answers, clean, photos of a page and (digits) on a table and a white desk "
+        "(export/flagged.py)",
         ece_before={},
         ece_after={},
     )

@@ -6,13 +6,15 @@ about 3 in 10 of those it flagged while stating about 80 % (in process, 2026-12-
 answers stayed calibrated (ECE under 1.5 %). So a flagged answer is read at a temperature that grows with how
 far its score lies beyond the threshold, T * (score / threshold) ** p, one power p per model, fitted here by
 the likelihood of half A's flagged answers: of its clean images, of its photos of a page (``TRAIN_STYLE``) and,
-for a digit model, of the same kind of photos laid on a dark table (``TABLE_STYLE``). The flagged clean images,
-mostly read right, pull the power down (mnist-cnn: 2.55 fitted on photos alone, 2.15 with them), but the pool is
-mostly table photos, so flagged clean digits come out under-confident (clean ECE 0.26 -> 0.56 % over HTTP): one
-power for every population is a compromise. The fit and the measurements read each image once, as the service's
-first reading (a flagged digit photo the service reads a second time is measured over HTTP, ``make photos``).
-The measured sets are half B's: clean, photos in ``EVAL_STYLE``, on a table and on a white desk
-(``LIGHT_TABLE_STYLE``, a table style the fit never sees)."""
+for a digit model, of the same kind of photos laid on a dark table (``TABLE_STYLE``) and on a white desk
+(``LIGHT_TABLE_STYLE``). The flagged clean images, mostly read right, pull the power down (mnist-cnn: 2.55 fitted
+on photos alone, 2.15 with them), but the pool is mostly photos on a table, so flagged clean digits come out
+under-confident (clean ECE 0.26 -> 0.56 % over HTTP): one power for every population is a compromise. Until
+2026-12-05 the desk was left out of the fit, as a style it never saw; half B's desk photos then read ECE 5.1-6.5 %
+for the four digit models, and with them in the pool 3.4-5.6 % (docs/REAL-INPUTS.md). The fit and the measurements
+read each image once, as the service's first reading (a flagged digit photo the service reads a second time is
+measured over HTTP, ``make photos``). The measured sets are half B's: clean, photos in ``EVAL_STYLE``, on a table
+and on a white desk."""
 
 from __future__ import annotations
 
@@ -34,14 +36,17 @@ def table_photos(
     meta: ModelMetadata, images: np.ndarray, half_a: np.ndarray | None, half_b: np.ndarray, n: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A digit model's photos of a sheet on a table, read by the front door: name -> (image indices, prepared
-    pixels, oddness): ``n`` of half B on a table and on a white desk, and with ``half_a`` n of half A on a table
-    (the fitting set). Other models: none (their photos are of an object, not of a sheet)."""
+    pixels, oddness): ``n`` of half B on a table and on a white desk, and with ``half_a`` the same of half A (the
+    fitting sets). Other models: none (their photos are of an object, not of a sheet)."""
     pre = meta.image_preprocessing()
     if pre.fit != "digit":
         return {}
     kinds = [("B table", half_b, EVAL_STYLE, TABLE_STYLE, 7), ("B desk", half_b, EVAL_STYLE, LIGHT_TABLE_STYLE, 8)]
     if half_a is not None:
-        kinds.append(("A table", half_a, TRAIN_STYLE, TABLE_STYLE, 9))
+        kinds += [
+            ("A table", half_a, TRAIN_STYLE, TABLE_STYLE, 9),
+            ("A desk", half_a, TRAIN_STYLE, LIGHT_TABLE_STYLE, 10),
+        ]
     out = {}
     for name, half, style, table, seed in kinds:
         idx = half[:n]
@@ -99,10 +104,10 @@ def calibrate_flagged(
     door: dict[str, np.ndarray],
 ) -> float:
     """``fit_power`` on the flagged rows of half A: its clean images, its photos and (a digit model's) its photos on
-    a table, read through ``model_dir``'s served graph, leaving out fields with nothing written (served at 1/K);
-    the power to store in ``meta.calibration``."""
+    a table and on a white desk, read through ``model_dir``'s served graph, leaving out fields with nothing written
+    (served at 1/K); the power to store in ``meta.calibration``."""
     sess, logits, answers, labels = served_session(model_dir), [], [], []
-    for name in ("A clean", "A photos", "A table"):
+    for name in ("A clean", "A photos", "A table", "A desk"):
         if name in sets:
             px = sets[name]
             keep = np.array([not nothing_written(p) for p in px], dtype=bool)  # the rest is 1/K whatever p is
