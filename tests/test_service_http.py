@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from contract.images import normalize, prepare_image
-from contract.metadata import load_metadata
+from contract.metadata import FLAGGED_RATIO_MAX, load_metadata
 from tests.conftest import MAX_BODY, assert_envelope, png_bytes
 from tests.server import client_per_thread
 from tests.test_contract import huge_png_header
@@ -111,7 +111,10 @@ def test_classify_png_and_jpeg_matches_in_process_onnxruntime(client, artifact_r
     )
     logits, scores = sess.run(["logits", "ood_score"], {"input": x})
     assert meta.calibration is not None and meta.ood is not None  # tests/conftest.py calibrates digits-cnn
-    z = logits / meta.calibration.temperature  # the served probabilities are calibrated
+    # the served probabilities are calibrated: at T, and a flagged answer at T * (score / threshold) ** power
+    flagged = scores > meta.ood.threshold
+    ratio = np.where(flagged, np.clip(scores / meta.ood.threshold, 1.0, FLAGGED_RATIO_MAX), 1.0)
+    z = logits / (meta.calibration.temperature * ratio**meta.calibration.flagged_power)[:, None]
     probs = np.exp(z - z.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     for p, pred, ood in zip(probs, body["predictions"], scores, strict=True):
