@@ -168,14 +168,8 @@ def _fit_contain(img: Image.Image, size: tuple[int, int], fill: int | tuple[int,
 
 def prepare_image(img: Image.Image, pre: ImagePreprocessing) -> np.ndarray:
     """A decoded image of any size and mode -> uint8 array (C, H, W) in the model's pixel convention
-    (``read_image``'s pixels)."""
+    (``read``'s pixels)."""
     return read(img, pre).pixels
-
-
-def read_image(img: Image.Image, pre: ImagePreprocessing) -> tuple[np.ndarray, float | None]:
-    """``read``'s pixels and oddness."""
-    reading = read(img, pre)
-    return reading.pixels, reading.oddness
 
 
 @dataclass(frozen=True)
@@ -184,11 +178,13 @@ class Reading:
     unlike a photo of the model's kind of input it is (``Ink.oddness``: above 1, unlike any; None when the image
     was taken as it is); and for a photo read as pen strokes, their polarity (dark on light: True), which a
     second reading may turn over (``second_reading_kept``; None: no second reading, as for print, ``Ink.printed``:
-    that is what the page is at either polarity, not a polarity misread)."""
+    that is what the page is at either polarity, not a polarity misread); and whether the sheet was cut out of a
+    table around it (``Ink.on_table``: such an answer is read at its own temperature, ``Calibration``)."""
 
     pixels: np.ndarray
     oddness: float | None = None
     dark_ink: bool | None = None
+    on_table: bool = False
 
 
 # A photo of pen strokes whose reading the model flags as out of distribution is read again at the other
@@ -236,7 +232,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None) ->
             colour = None if objects or upright.mode in ("L", "1") else upright
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()
-            return Reading(pixels, ink.oddness, None if objects or ink.printed else ink.dark_on_light)
+            return Reading(pixels, ink.oddness, None if objects or ink.printed else ink.dark_on_light, ink.on_table)
         if pre.white_on_black and _border_mean(a) > 127.5:  # dark ink on light paper: flip to MNIST's polarity
             a = 255 - a
         if a.shape != size:

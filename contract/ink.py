@@ -69,6 +69,7 @@ class Ink:
     dark_on_light: bool
     oddness: float = 0.0  # how unlike a page of its kind the photo is: above 1, unlike any (the constants above)
     printed: bool = False  # pen strokes crowded as print is (TEXT_RUNS): what the page is, at either polarity
+    on_table: bool = False  # the sheet was cut out of a table around it (contract/page.py: page_box)
 
 
 def _otsu(values: np.ndarray, bins: int = 64) -> float:
@@ -170,6 +171,8 @@ def find_ink(
     box = page_box(grey)  # the table around the sheet is no part of it
     sheet = grey if box is None else grey.crop(box)
     ink = _pen_ink(sheet, dark)
+    if box is not None:
+        ink = replace(ink, on_table=True)
     if colour is None:
         return ink
     odd = vividness(colour, box, grey.size)

@@ -194,24 +194,33 @@ def nothing_written(field: np.ndarray) -> bool:
 
 class Calibration(BaseModel):
     """Classifiers: served probabilities are softmax(logits / temperature) (temperature scaling, Guo et al.
-    2017), an answer flagged out of distribution at a higher one (``flagged_power``, export/flagged.py), fitted on
-    validation half A (export/calibrate.py); ECE (15 bins) and accuracy on half B."""
+    2017), a photo of a sheet the front door cut out of a table at its own (``table_temperature``), an answer
+    flagged out of distribution at a higher one (``flagged_power``, export/flagged.py), fitted on validation half
+    A (export/calibrate.py); ECE (15 bins) and accuracy on half B."""
 
     model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(gt=0)
+    table_temperature: float | None = Field(
+        None,
+        gt=0,
+        description="an image classifier's photo of a sheet that the front door cut out of a table around it is "
+        "read at this temperature instead (fitted on half A's unflagged photos of sheets on tables; None: at "
+        "temperature like any other)",
+    )
     flagged_power: float = Field(
         0.0,
         ge=0,
         le=FLAGGED_POWER_MAX,
         description="an image classifier's answer flagged out of distribution is read at temperature "
-        "T * (score / threshold) ** flagged_power (fitted on half A's flagged answers; 0: at T like any other)",
+        "T * (score / threshold) ** flagged_power, T its temperature or table_temperature (fitted on half A's "
+        "flagged answers; 0: at T like any other)",
     )
     fitted_on: str
     ece_before: dict[str, float] = Field(description="measured set -> expected calibration error at T = 1")
     ece_after: dict[str, float] = Field(
         description="measured set -> expected calibration error of the served probabilities of each image's first "
-        "reading (at T; a flagged answer at its own temperature, flagged_power)"
+        "reading (at T, or table_temperature for a sheet cut out of a table; a flagged answer higher, flagged_power)"
     )
     accuracy: dict[str, float] = Field(default_factory=dict, description="measured set -> accuracy")
     ece_floor: dict[str, float] = Field(
@@ -349,22 +358,33 @@ class ModelMetadata(BaseModel):
         logits: np.ndarray,
         answers: Sequence[tuple[float | None, bool]] | None = None,
         fields: Iterable[np.ndarray] | None = None,
+        on_table: Sequence[bool] | np.ndarray | None = None,
     ) -> np.ndarray:
         """A classifier's (N, K) logits -> its served probabilities: softmax(logits / T), T the calibrated
-        temperature (1 without calibration); with ``answers`` (each row's ``ood_answer``), a flagged row's T
-        grows with its score beyond the threshold (``Calibration.flagged_power``); with ``fields`` (each row's
-        prepared field), a row whose field holds nothing (``nothing_written``) is 1/K for every label: the input
-        carries no evidence for any of them, whatever the graph makes of an empty field."""
-        probs = softmax(logits, self.temperatures(len(logits), answers))
+        temperature (1 without calibration), or for a row whose sheet the front door cut out of a table
+        (``on_table``, ``Reading.on_table``) the table temperature where the model has one; with ``answers`` (each
+        row's ``ood_answer``), a flagged row's T grows with its score beyond the threshold
+        (``Calibration.flagged_power``); with ``fields`` (each row's prepared field), a row whose field holds
+        nothing (``nothing_written``) is 1/K for every label: the input carries no evidence for any of them,
+        whatever the graph makes of an empty field."""
+        probs = softmax(logits, self.temperatures(len(logits), answers, on_table))
         if fields is not None:
             probs[[nothing_written(f) for f in fields]] = 1.0 / probs.shape[1]
         return probs
 
-    def temperatures(self, n: int, answers: Sequence[tuple[float | None, bool]] | None = None) -> np.ndarray:
-        """The (n, 1) temperatures ``probabilities`` reads n rows at: T, and for a flagged row
-        T * flagged_ratio(score, threshold) ** flagged_power."""
+    def temperatures(
+        self,
+        n: int,
+        answers: Sequence[tuple[float | None, bool]] | None = None,
+        on_table: Sequence[bool] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The (n, 1) temperatures ``probabilities`` reads n rows at: T (the table temperature for a row
+        ``on_table``, where the model has one), and for a flagged row that times
+        flagged_ratio(score, threshold) ** flagged_power."""
         cal, ood = self.calibration, self.ood
         t = np.full((n, 1), cal.temperature if cal else 1.0)
+        if cal is not None and cal.table_temperature is not None and on_table is not None:
+            t[np.asarray(on_table, dtype=bool)] = cal.table_temperature
         if cal is None or not cal.flagged_power or ood is None or ood.threshold <= 0 or answers is None:
             return t
         for i, (score, flagged) in enumerate(answers):

@@ -29,7 +29,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageFilter
 
-from contract.images import Reading, both_readings, decode_image, read_image
+from contract.images import Reading, both_readings, decode_image, read
 from contract.metadata import ImagePreprocessing
 
 T = TypeVar("T")
@@ -311,21 +311,42 @@ def readings_in_chunks(
     return [r for part in _in_chunks(_readings_of, images, pre, style, chunk, seeds, workers) for r in part]
 
 
+@dataclass(frozen=True)
+class Door:
+    """What the front door found of each image of a set, as ``Reading`` holds it for one: how unlike a photo of
+    its kind it is (``oddness``, NaN where it took the image as it is) and whether it cut the sheet out of a table
+    around it (``on_table``). ``door[rows]`` is the same of those rows."""
+
+    oddness: np.ndarray
+    on_table: np.ndarray
+
+    @classmethod
+    def of(cls, readings: list[Reading]) -> Door:
+        return cls(
+            np.array([np.nan if r.oddness is None else r.oddness for r in readings], dtype=np.float64),
+            np.array([r.on_table for r in readings], dtype=bool),
+        )
+
+    def __getitem__(self, rows: np.ndarray) -> Door:
+        return Door(self.oddness[rows], self.on_table[rows])
+
+
 def read_photographs(
     images: np.ndarray,
     pre: ImagePreprocessing,
     style: PhotoStyle,
     rng: np.random.Generator,
     table: TableStyle | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``photographs`` (with ``table``, each sheet laid on a table: ``on_table``), and how unlike a photo of their
-    kind the front door found each (``read_image``'s oddness, NaN where it took an image as it is)."""
-    out = np.empty((len(images), 1, *pre.input_size), dtype=np.uint8)
-    oddness = np.full(len(images), np.nan)
-    for i, img in enumerate(images):
+) -> tuple[np.ndarray, Door]:
+    """``photographs`` (with ``table``, each sheet laid on a table: ``on_table``), and what the front door found
+    of each (``Door``)."""
+    readings = []
+    for img in images:
         blob = photograph(img[0], pre.fit, rng, style)
         if table is not None:
             blob = on_table(blob, rng, table)
-        out[i], odd = read_image(decode_image(blob, max_pixels=1 << 24), pre)
-        oddness[i] = np.nan if odd is None else odd
-    return out, oddness
+        readings.append(read(decode_image(blob, max_pixels=1 << 24), pre))
+    out = np.empty((len(images), 1, *pre.input_size), dtype=np.uint8)
+    for i, r in enumerate(readings):
+        out[i] = r.pixels
+    return out, Door.of(readings)

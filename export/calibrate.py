@@ -7,7 +7,9 @@ one half of its validation split, measured on the other half, and written into t
 Calibration (Guo et al. 2017, "On Calibration of Modern Neural Networks"): served probabilities are
 softmax(logits / T); T minimises the negative log-likelihood on half A of the validation split (for image
 models: its clean images and the same images rendered as phone photos, read through the service's front
-door). The expected calibration error (15 equal-width confidence bins) is reported before and after on half
+door). A digit model's photo of a sheet the front door cut out of a table is read at a temperature of its own,
+fitted on half A's such photos, and an answer flagged out of distribution at a higher one (export/flagged.py).
+The expected calibration error (15 equal-width confidence bins) is reported before and after on half
 B, clean and photographed (contract/photos.py's EVAL_STYLE, a generator wider than training's).
 
 Out of distribution:
@@ -59,13 +61,13 @@ from contract.metadata import (
     sha256_file,
     softmax,
 )
-from contract.photos import EVAL_STYLE, TRAIN_STYLE, photographs, read_photographs
+from contract.photos import EVAL_STYLE, TRAIN_STYLE, Door, photographs, read_photographs
 from contract.text import Vocab, encode_windows, text_logits
 from contract.text_data import text_validation
 from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_score, unknown_share, word_rarity
 from export import second_reading
 from export.evaluate import auroc
-from export.flagged import calibrate_flagged, ood_answers, served_run, served_session, table_photos
+from export.flagged import calibrate_flagged, fit_temperature, ood_answers, served_run, served_session, table_photos
 from export.frechet import feature_session
 from export.odd_images import OTHER_LANGUAGES, odd_inputs
 from export.ood import (
@@ -118,28 +120,6 @@ def ece_floor(probs: np.ndarray, draws: int = 200, seed: int = 0) -> float:
     return float(np.median(scores))
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
-    return float(-np.log(softmax(logits, t)[np.arange(len(labels)), labels] + 1e-12).mean())
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """argmin_T NLL(softmax(logits / T)) by golden-section search on log T in [1/20, 20] (NLL is unimodal in T)."""
-    lo, hi = np.log(0.05), np.log(20.0)
-    g = (np.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(logits, labels, np.exp(a)), nll(logits, labels, np.exp(b))
-    for _ in range(60):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = nll(logits, labels, np.exp(a))
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = nll(logits, labels, np.exp(b))
-    return float(np.exp((lo + hi) / 2))
-
-
 def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Positions 0..n-1 cut at random into half A (fitting) and half B (measuring), each sorted."""
     perm = np.random.default_rng(seed).permutation(n)
@@ -180,9 +160,9 @@ def image_sets(
     ood_images: np.ndarray,
     n_photos: int,
     fitting: bool,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The prepared image sets (name -> (N, 1, H, W) uint8), the labels of those that have them, and the front
-    door's oddness of those measured as the service reads them: half B of the validation split clean and
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Door]]:
+    """The prepared image sets (name -> (N, 1, H, W) uint8), the labels of those that have them, and what the
+    front door found of those measured as the service reads them (``Door``): half B of the validation split clean and
     photographed (EVAL_STYLE; a digit model's also on a table, export/flagged.py), the other dataset's half B and
     odd inputs; with ``fitting`` also half A (clean, photographed in TRAIN_STYLE, a digit model's also on a table
     and a desk, the other dataset's) and 20,000 training images (some as photos)."""
@@ -194,10 +174,10 @@ def image_sets(
     read = {"B photos": read_photographs(images_all[pb], pre, EVAL_STYLE, np.random.default_rng(5))}
     read |= {f"odd: {k}": v for k, v in odd_inputs(meta).items()}
     sets = {"B clean": images_all[vb], "B other dataset": ood_images[ob], **{k: px for k, (px, _) in read.items()}}
-    door = {k: odd for k, (_, odd) in read.items()}
+    door = {k: seen for k, (_, seen) in read.items()}
     truth = {"B clean": labels_all[vb], "B photos": labels_all[pb]}
-    for k, (idx, px, odd) in table_photos(meta, images_all, va if fitting else None, vb, n_photos // 2).items():
-        sets[k], door[k], truth[k] = px, odd, labels_all[idx]
+    for k, (idx, px, seen) in table_photos(meta, images_all, va if fitting else None, vb, n_photos // 2).items():
+        sets[k], door[k], truth[k] = px, seen, labels_all[idx]
     if fitting:
         pa = va[: n_photos // 2]
         fit = np.random.default_rng(1).choice(train, min(len(train), 20_000), replace=False)
@@ -219,7 +199,7 @@ def calibrate_images(
     meta: ModelMetadata,
     sets: dict[str, np.ndarray],
     truth: dict[str, np.ndarray],
-    door: dict[str, np.ndarray],
+    door: dict[str, Door],
     autoencoder: Path | None = None,
     sibling: Path | None = None,
 ) -> ModelMetadata:
@@ -272,8 +252,9 @@ def calibrate_images(
     meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
     meta.calibration = Calibration(
         temperature=t,
-        fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE); flagged_power: "
-        "half A's flagged answers, clean, photos of a page and (digits) on a table and a white desk "
+        fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE); "
+        "table_temperature (digits): half A's unflagged photos of a sheet cut out of a dark table or a white desk; "
+        "flagged_power: half A's flagged answers, clean, photos of a page and (digits) on a table and a white desk "
         "(export/flagged.py)",
         ece_before={},
         ece_after={},
@@ -285,7 +266,7 @@ def calibrate_images(
         scaling=scaling,
         fitted_on=account(scaling, detected, len(truth["fit"]), len(truth["fit photos"]), recon, sib),
     )
-    meta.calibration.flagged_power = calibrate_flagged(model_dir, meta, sets, truth, door)
+    calibrate_flagged(model_dir, meta, sets, truth, door)
     measured = {k: v for k, v in sets.items() if not k.startswith(("A", "fit"))}
     served_b = measure_images(model_dir, meta, measured, truth, door)
     np.testing.assert_allclose(served_b, combined_score(comps["B clean"], scaling), rtol=1e-3, atol=1e-3)
@@ -300,11 +281,11 @@ def measure_images(
     meta: ModelMetadata,
     sets: dict[str, np.ndarray],
     truth: dict[str, np.ndarray],
-    door: dict[str, np.ndarray],
+    door: dict[str, Door],
 ) -> np.ndarray:
     """Run a calibrated artifact's graph (logits and ood_score, as the service does) on image sets and write
     the figures into ``meta``: accuracy and ECE before/after on the labelled sets, AUROC against the other
-    dataset, and the share of each set flagged as the service flags it (``door``: the front door's oddness of
+    dataset, and the share of each set flagged as the service flags it (``door``: what the front door found of
     the sets it read as photos; a field with nothing written is flagged too). Returns the clean half-B scores
     (for the caller's checks)."""
     assert meta.calibration is not None and meta.ood is not None
@@ -313,7 +294,8 @@ def measure_images(
         logits[name], scores[name] = served_run(sess, meta, px)
     answers = {k: ood_answers(meta, scores[k], px, door.get(k)) for k, px in sets.items()}
     labelled = [k for k in sets if k in truth]
-    served = {k: meta.probabilities(logits[k], answers[k], sets[k]) for k in labelled}  # as the service serves
+    tables = {k: None if k not in door else door[k].on_table for k in labelled}
+    served = {k: meta.probabilities(logits[k], answers[k], sets[k], tables[k]) for k in labelled}  # as served
     meta.calibration.accuracy = {k: float((logits[k].argmax(1) == truth[k]).mean()) for k in labelled}
     meta.calibration.ece_before = {k: ece(softmax(logits[k]), truth[k]) for k in labelled}
     meta.calibration.ece_after = {k: ece(served[k], truth[k], answered=logits[k].argmax(1)) for k in labelled}

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contract.images import read_image
+from contract.images import read
 from contract.metadata import ModelMetadata
+from contract.photos import Door
 
 # photographs bundled inside scikit-image's wheel (skimage/data): scenes, animals, objects, textures, people,
 # microscopy, astronomy; its 200 small faces (LFW) are sampled every 20th
@@ -91,14 +92,14 @@ def odd_images() -> dict[str, list[Image.Image]]:
     return sets
 
 
-def odd_inputs(meta: ModelMetadata) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``odd_images`` through the model's front door -> per kind, (N, 1, H, W) uint8 and the front door's
-    oddness (NaN where it took an image as it is)."""
+def odd_inputs(meta: ModelMetadata) -> dict[str, tuple[np.ndarray, Door]]:
+    """``odd_images`` through the model's front door -> per kind, (N, 1, H, W) uint8 and what the front door
+    found of each (``Door``)."""
     pre = meta.image_preprocessing()
     out = {}
     for name, imgs in odd_images().items():
-        read = [read_image(im, pre) for im in imgs]
-        out[name] = np.stack([x for x, _ in read]), np.array([np.nan if o is None else o for _, o in read])
+        readings = [read(im, pre) for im in imgs]
+        out[name] = np.stack([r.pixels for r in readings]), Door.of(readings)
     return out
 
 

@@ -210,7 +210,9 @@ class Engine:
         rows = [to_input(b, meta, index=i, dark=polarity[i], **limits) for i, b in enumerate(data)]
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
-            return meta, [ImageItem(model=key, x=x, oddness=r.oddness, dark_ink=r.dark_ink) for x, r in rows]
+            return meta, [
+                ImageItem(model=key, x=x, oddness=r.oddness, dark_ink=r.dark_ink, on_table=r.on_table) for x, r in rows
+            ]
         return meta, [LabeledImageItem(model=key, x=x, oddness=r.oddness, label=label) for x, r in rows]
 
     async def model_cards(self) -> list[ModelCard]:

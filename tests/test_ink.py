@@ -18,6 +18,7 @@ from contract.page import page_box, vividness
 from contract.photos import (
     EVAL_STYLE,
     LIGHT_TABLE_STYLE,
+    TABLE_STYLE,
     TRAIN_STYLE,
     on_table,
     render_digit_photo,
@@ -222,6 +223,26 @@ def test_rendered_photos_on_a_table_read_as_their_digit(seven):
         photo = on_table(render_digit_photo(seven, rng, EVAL_STYLE), rng)
         scores.append(similarity(prepare_image(decode_image(photo, max_pixels=1 << 24), DIGIT)[0], seven))
     assert sum(score > 0.85 for score in scores) >= 8  # without the table step: 5
+
+
+def test_the_reading_says_whether_the_sheet_was_cut_out_of_a_table(seven):
+    """``Reading.on_table`` (the answer's temperature depends on it, ``Calibration.table_temperature``): true for
+    most sheets on a dark table or a white desk, false for a page filling the frame, an image taken as it is and a
+    product photo."""
+    rng = np.random.default_rng(3)
+    page = [render_digit_photo(seven, rng, EVAL_STYLE) for _ in range(10)]
+    tables = [
+        on_table(render_digit_photo(seven, rng, EVAL_STYLE), rng, style)
+        for style in [TABLE_STYLE] * 5 + [LIGHT_TABLE_STYLE] * 5
+    ]
+
+    def cut(blob: bytes, pre: ImagePreprocessing = DIGIT) -> bool:
+        return read(decode_image(blob, max_pixels=1 << 24), pre).on_table
+
+    assert sum(cut(b) for b in tables) >= 6 and not any(cut(b) for b in page)  # 7 of these 10 tables are found
+    assert not read(Image.fromarray(seven), DIGIT).on_table  # 28 x 28: taken as it is
+    garment = render_product_photo(seven, rng, (40, 90, 160), EVAL_STYLE)
+    assert not cut(garment, DIGIT.model_copy(update={"fit": "contain"}))
 
 
 def test_rendered_photos_on_a_white_desk_read_as_their_digit(seven):

@@ -341,7 +341,7 @@ function cardBody(m) {
     table("Architecture", m.architecture_config),
     table("Figures on validation data", m.metrics),
     table("Accuracy per class", m.class_metrics),
-    c ? table("Calibration", { temperature: c.temperature, "ECE before": c.ece_before, "ECE after": c.ece_after, fitted: c.fitted_on }) : null,
+    c ? table("Calibration", { temperature: c.temperature, "table temperature": c.table_temperature, "flagged power": c.flagged_power, "ECE before": c.ece_before, "ECE after": c.ece_after, fitted: c.fitted_on }) : null,
     m.ood ? table("Out of distribution", { method: m.ood.method, threshold: m.ood.threshold, ...m.ood.figures }) : null,
     m.anomaly ? table("Anomaly threshold", m.anomaly) : null,
     g ? table("Generator", { kind: g.kind, latent: g.latent_dim, conditional: g.conditional, noise: g.noise, gibbs: g.gibbs }) : null,

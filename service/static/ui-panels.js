@@ -37,7 +37,7 @@ NN.panels.push({
       const prob = new Map(p.top_k.map((s) => [s.label, s.score]));
       NN.bars(bars, card.labels.map((l) => [l, prob.get(l) || 0]), p.label);
       confidence.textContent = card.calibration
-        ? `Calibrated confidence ${NN.pct(p.score)}: softmax at temperature ${card.calibration.temperature.toFixed(2)}, fitted on validation data.`
+        ? `Calibrated confidence ${NN.pct(p.score)}: softmax at a temperature fitted on validation data (${card.calibration.temperature.toFixed(2)}; higher for an answer flagged out of distribution${card.calibration.table_temperature ? ", " + card.calibration.table_temperature.toFixed(2) + " for a sheet cut out of a table" : ""}).`
         : `Confidence ${NN.pct(p.score)} (this model is not calibrated: its plain softmax).`;
       NN.ood(ood, p, card);
       const img = NN.$("classify-input");

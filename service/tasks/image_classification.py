@@ -133,7 +133,7 @@ async def classify_blobs(
     meta, items = await engine.image_rows(model, TASK, blobs)
     items, results, answers = await read_twice(engine, meta, blobs, items, await engine.call(TASK, items, meta.name))
     logits = np.stack([r.logits for r in results])
-    probs = meta.probabilities(logits, answers, [item.x for item in items])
+    probs = meta.probabilities(logits, answers, [item.x for item in items], [item.on_table for item in items])
     k = min(top_k, len(meta.labels))
     predictions = []
     for z, p, item, (ood_score, flagged) in zip(logits, probs, items, answers, strict=True):
