@@ -106,7 +106,7 @@ probe: $(VENV)/.dev
 	$(PY) -m bench.probe --json docs/probe.json
 
 photos: $(VENV)/.dev
-	$(PY) -m bench.photos --json docs/photos.json
+	$(PY) -m bench.photos --json docs/photos.json --figure docs/photos.png
 
 # odd images no limit was chosen on (bench/held_out.py): three Debian packages unpacked into bench/.held-out/, for
 # `python -m bench.odd_inputs artifacts/<model> --held-out bench/.held-out`
