@@ -322,6 +322,7 @@ class Door:
 
     @classmethod
     def of(cls, readings: list[Reading]) -> Door:
+        """The front door's findings of ``readings``, in order."""
         return cls(
             np.array([np.nan if r.oddness is None else r.oddness for r in readings], dtype=np.float64),
             np.array([r.on_table for r in readings], dtype=bool),
