@@ -20,7 +20,7 @@ from contract.metadata import sha256_file
 from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from contract.text_data import PRESETS as TEXT_PRESETS
 from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
-from training import distillation
+from training import counterfactual, distillation
 from training.cli import common_config, model_args
 from training.common import (
     Batch,
@@ -61,6 +61,9 @@ class TextTrainConfig(TrainConfig):
     # row keeps its label): a word's mere presence should not decide a text's sentiment (random replacement, as
     # in Wei & Zou 2019's EDA), which is how models trained on film criticism read a drill or a hotel room
     substitute: float = 0.0
+    # each training row holding an opinion word turned, with this chance per epoch, into its counterfactual:
+    # opinion words swapped for their opposite, the label turned over (training/counterfactual.py)
+    counterfactual: float = 0.0
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,12 +213,18 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     y_fit = torch.from_numpy(y_tr) if targets is None else torch.from_numpy(targets)
 
     noise = torch.Generator().manual_seed(cfg.seed + 2)  # its own stream: the run's other draws stay as without it
+    parts, turns = _counterparts(cfg, ds, vocab, words if vectors is not None else None, vectors)
 
     def batches() -> Iterator[Batch]:
         order = rng.permutation(len(seqs_tr))
         for idx in length_bucketed(order, lengths_tr, cfg.batch_size, rng):
             ids, lengths = pad_batch([seqs_tr[j] for j in idx])
-            yield (substituted(ids, cfg.substitute, len(vocab), noise), lengths), y_fit[idx]
+            ids, y = (
+                (ids, y_fit[idx])
+                if parts is None
+                else counterfactual.turned(ids, y_fit[idx], cfg.counterfactual, parts, turns)
+            )
+            yield (substituted(ids, cfg.substitute, len(vocab), noise), lengths), y
 
     def validate() -> tuple[float, float]:
         loss, probs = evaluate(model, seqs_va, y_va)
@@ -247,7 +256,21 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     )
     if distilled:
         checkpoint["distillation"] = distilled
+    if parts is not None:
+        checkpoint["counterfactual"] = {"chance": cfg.counterfactual, "lexicon": "vaderSentiment", **parts.record()}
     return checkpoint
+
+
+def _counterparts(cfg: TextTrainConfig, ds: TextDataset, vocab: Vocab, words, vectors):
+    """-> (the vocabulary's counterparts, the turns' own random stream), or (None, None) without
+    ``counterfactual``; it needs the word vectors and two classes."""
+    if cfg.counterfactual <= 0:
+        return None, None
+    if vectors is None or len(ds.label_names) != 2:
+        raise ValueError("--counterfactual needs --vectors and two classes")
+    parts = counterfactual.counterparts(vocab, words, vectors, counterfactual.vader_lexicon())
+    log.info("counterfactual rows: %s; e.g. %s", parts.record(), dict(list(parts.pairs(vocab).items())[:20]))
+    return parts, torch.Generator().manual_seed(cfg.seed + 3)
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
@@ -269,6 +292,12 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--unlabelled-rows", type=int, default=t.unlabelled_rows, help="unlabelled sentences to add")
     text.add_argument(
         "--substitute", type=float, default=t.substitute, help="chance a training word is replaced by a random one"
+    )
+    text.add_argument(
+        "--counterfactual",
+        type=float,
+        default=t.counterfactual,
+        help="chance a training row is turned into its counterfactual (opinion words swapped, label turned over)",
     )
 
 
@@ -292,6 +321,7 @@ def _run(args: argparse.Namespace) -> dict:
         unlabelled=args.unlabelled,
         unlabelled_rows=args.unlabelled_rows,
         substitute=args.substitute,
+        counterfactual=args.counterfactual,
     )
     log.info(
         "training %s on %s (%d texts, %d classes) with %s",
