@@ -181,7 +181,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
     tokens = {i: tokenize(ds.texts[i], tok)[: cfg.max_len] for i in np.concatenate([train_idx, val_idx])}
     vocab = Vocab.build((tokens[i] for i in train_idx), min_freq=cfg.min_freq, max_size=cfg.max_vocab)
-    vectors = None
+    vectors, words = None, []
     if cfg.vectors is not None:
         words, vectors, vectors_info = load_vectors(Path(cfg.vectors))
         vocab = merged_vocab(vocab, words, cfg.max_vocab)
@@ -213,17 +213,15 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     y_fit = torch.from_numpy(y_tr) if targets is None else torch.from_numpy(targets)
 
     noise = torch.Generator().manual_seed(cfg.seed + 2)  # its own stream: the run's other draws stay as without it
-    parts, turns = _counterparts(cfg, ds, vocab, words if vectors is not None else None, vectors)
+    parts, turns = _counterparts(cfg, ds, vocab, words, vectors)
 
     def batches() -> Iterator[Batch]:
         order = rng.permutation(len(seqs_tr))
         for idx in length_bucketed(order, lengths_tr, cfg.batch_size, rng):
             ids, lengths = pad_batch([seqs_tr[j] for j in idx])
-            ids, y = (
-                (ids, y_fit[idx])
-                if parts is None
-                else counterfactual.turned(ids, y_fit[idx], cfg.counterfactual, parts, turns)
-            )
+            y = y_fit[idx]
+            if parts is not None:
+                ids, y = counterfactual.turned(ids, y, cfg.counterfactual, parts, turns)
             yield (substituted(ids, cfg.substitute, len(vocab), noise), lengths), y
 
     def validate() -> tuple[float, float]:
@@ -261,7 +259,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     return checkpoint
 
 
-def _counterparts(cfg: TextTrainConfig, ds: TextDataset, vocab: Vocab, words, vectors):
+def _counterparts(cfg: TextTrainConfig, ds: TextDataset, vocab: Vocab, words: list[str], vectors: np.ndarray | None):
     """-> (the vocabulary's counterparts, the turns' own random stream), or (None, None) without
     ``counterfactual``; it needs the word vectors and two classes."""
     if cfg.counterfactual <= 0:
