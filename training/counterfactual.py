@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from contract.text import UNK_ID, Vocab
+from contract.text import Vocab
 
 # a word is an opinion word at this mean VADER rating or further from 0 (the scale runs -4 to 4); it has a
 # counterpart only this close in the word vectors (cosine), among the COMMON most frequent words of the vectors;
@@ -100,9 +100,9 @@ def counterparts(
     sims = unit @ unit.T
     sign = np.sign([lexicon[vocab.itos[i]] for i in ids])
     sims[sign[:, None] == sign[None, :]] = -np.inf
-    hub = np.sort(sims, axis=1)[:, -HUB_K:]
-    hub = np.where(np.isfinite(hub), hub, np.nan)
-    hubness = np.nan_to_num(np.nanmean(hub, axis=1) if hub.size else np.zeros(len(ids)))
+    hub = np.sort(sims, axis=1)[:, -HUB_K:]  # -inf where a word has fewer than HUB_K words of the other sign
+    found = np.isfinite(hub)
+    hubness = np.where(found, hub, 0.0).sum(1) / np.maximum(found.sum(1), 1)
     csls = 2 * sims - hubness[:, None] - hubness[None, :]
     csls[:, [row[vocab.itos[i]] >= common for i in ids]] = -np.inf
     best = csls.argmax(1)
@@ -121,7 +121,7 @@ def turned(
     labels 0/1, or (B, 2K) distillation targets whose halves are each two classes)."""
     if chance <= 0:
         return ids, y
-    can = parts.opinion[ids].any(1) & ~parts.lone[ids].any(1) & (ids > UNK_ID).any(1)
+    can = parts.opinion[ids].any(1) & ~parts.lone[ids].any(1)
     rows = can & (torch.rand(ids.shape[0], generator=gen) < chance)
     if not rows.any():
         return ids, y
