@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from contract.text import Vocab
+from training.word_vectors import unit_rows
 
 # a word is an opinion word at this mean VADER rating or further from 0 (the scale runs -4 to 4); it has a
 # counterpart only this close in the word vectors (cosine), among the COMMON most frequent words of the vectors;
@@ -95,8 +96,7 @@ def counterparts(
     lone = torch.zeros(n, dtype=torch.bool)
     if len(ids) == 0:
         return Counterparts(to, opinion, lone)
-    unit = vectors[[row[vocab.itos[i]] for i in ids]].astype(np.float64)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True).clip(min=1e-12)
+    unit = unit_rows(vectors[[row[vocab.itos[i]] for i in ids]].astype(np.float64))
     sims = unit @ unit.T
     sign = np.sign([lexicon[vocab.itos[i]] for i in ids])
     sims[sign[:, None] == sign[None, :]] = -np.inf

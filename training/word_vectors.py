@@ -87,9 +87,14 @@ def train_vectors(sentences: list[list[str]], cfg: Word2VecConfig) -> tuple[list
     return words, np.asarray(model.wv[words], dtype=np.float32)
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero), so that a product of rows is their cosine."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)
+
+
 def neighbours(words: list[str], vectors: np.ndarray, probes: tuple[str, ...], k: int = 6) -> dict[str, list[str]]:
     index = {w: i for i, w in enumerate(words)}
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)
+    unit = unit_rows(vectors)
     out = {}
     for w in probes:
         if w in index:
