@@ -193,10 +193,11 @@ models: $(VENV)/.dev vectors autoencoders fashion-resnet
 	# the default: the BiGRU distilled (Hinton et al. 2015) from the three and from imdb-lstm, which reads text
 	# unlike film criticism more evenly (three quarters of the teachers' average: shares 1,1,1,9), on their
 	# labelled rows and 100,000 sentences of the unlabelled reviews that only they label, a tenth of its words
-	# replaced at random (training/distillation.py; --substitute)
+	# replaced at random (training/distillation.py; --substitute), and a tenth of its rows each epoch turned into
+	# their counterfactuals: opinion words swapped for their opposites, label turned (training/counterfactual.py)
 	$(TRAIN) rnn-classifier --data $(SST2) --epochs 8 $(TEXT) $(ATTENTION) --model-arg 'cell="gru"' \
 		--teacher $(ART)/sst2-gru --teacher $(ART)/sst2-lstm --teacher $(ART)/sst2-lstm-max \
-		--teacher $(ART)/imdb-lstm --teacher-shares 1,1,1,9 --substitute 0.1 \
+		--teacher $(ART)/imdb-lstm --teacher-shares 1,1,1,9 --substitute 0.1 --counterfactual 0.1 \
 		--unlabelled $(DATA)/sentiment/imdb/unsup.csv.gz --unlabelled-rows 100000 --out $(RUNS)/sst2-gru-distilled
 	$(EXPORT) $(RUNS)/sst2-gru-distilled/checkpoint.pt --out $(ART)/sst2-gru-distilled
 	$(CALIBRATE) $(ART)/sst2-gru-distilled --data $(SST2)
