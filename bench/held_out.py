@@ -18,8 +18,8 @@ what the digit models let through of the stamps. The clip art was first counted 
 
 from __future__ import annotations
 
+import argparse
 import subprocess
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -101,5 +101,13 @@ def _drawn(root: Path) -> list[Path]:
     return [files[i] for i in sorted(pick)]
 
 
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.held_out", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("folder", nargs="?", type=Path, default=Path(__file__).parent / ".held-out",
+                    help="where the packages are unpacked (default: bench/.held-out)")  # fmt: skip
+    fetch(ap.parse_args(argv).folder)
+
+
 if __name__ == "__main__":
-    fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / ".held-out")
+    main()
