@@ -15,8 +15,9 @@ from PIL import Image, ImageOps
 from contract.ink import SPARSE_INK, Ink, find_ink, stroke_width, widen
 from contract.metadata import Fit, ImagePreprocessing
 
-# MPO: the multi-picture JPEG some phone cameras save; Pillow decodes its first picture, the photo itself
-ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
+# MPO: the multi-picture JPEG some phone cameras save; Pillow decodes its first picture, the photo itself.
+# WEBP: what Android apps and a browser canvas's toDataURL("image/webp") send; of an animation, the first frame
+ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP"})
 
 
 class ImageError(ValueError):
@@ -34,7 +35,7 @@ WIDENED_TO = 2.4  # ... to this (chosen on the 3,000 tuning photos of bench/tuni
 def decode_image(
     data: bytes, *, max_pixels: int, max_side: int | None = None, max_scans: int | None = None
 ) -> Image.Image:
-    """Decode PNG/JPEG bytes, refusing non-images, other formats and decompression bombs.
+    """Decode PNG/JPEG/WebP bytes, refusing non-images, other formats and decompression bombs.
 
     The pixel count (and with ``max_side`` each side) is checked from the header before any pixel is decoded;
     with ``max_scans`` so is a JPEG's number of scans (each scan of a progressive JPEG is a pass over the
@@ -47,7 +48,8 @@ def decode_image(
             img = Image.open(io.BytesIO(data), formats=None)
             fmt = img.format
             if fmt not in ACCEPTED_FORMATS:
-                raise ImageError("unsupported_media_type", f"image format {fmt} is not supported; send PNG or JPEG")
+                message = f"image format {fmt} is not supported; send PNG, JPEG or WebP"
+                raise ImageError("unsupported_media_type", message)
             w, h = img.size
             if w < 1 or h < 1:
                 raise ImageError("invalid_image", "image has no pixels")
@@ -63,9 +65,9 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("image_too_large", f"image refused as a decompression bomb: {e}") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("invalid_image", "not a PNG or JPEG image") from None
+        raise ImageError("invalid_image", "not a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError, EOFError):  # PIL's ways of saying "not a valid image"
-        raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG or JPEG") from None
+        raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG, JPEG or WebP") from None
     return img
 
 

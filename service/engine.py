@@ -13,6 +13,7 @@ import base64
 import contextvars
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -207,7 +208,10 @@ class Engine:
             "max_scans": S.max_jpeg_scans,
         }
         polarity: list[bool | None] = list(dark) if dark else [None] * len(data)
-        rows = [to_input(b, meta, index=i, dark=polarity[i], **limits) for i, b in enumerate(data)]
+        rows = []
+        for i, b in enumerate(data):
+            check_abandoned()
+            rows.append(to_input(b, meta, index=i, dark=polarity[i], **limits))
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
             return meta, [
@@ -281,11 +285,35 @@ def flag(meta: ModelMetadata, score: float | None) -> bool:
     return flagged
 
 
+class Abandoned(Exception):
+    """Raised in the decode pool by ``check_abandoned``: the request this work was for has gone."""
+
+
+_STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("nnserve_stop", default=None)
+
+
+def check_abandoned() -> None:
+    """Between the items of a job in the decode pool (each image, each text): stop if its request has gone (its
+    timeout fired, or its client left), so that an abandoned request costs at most one more item's work and
+    the requests queued behind it in the pool are not starved. A no-op outside ``off_loop``."""
+    stop = _STOP.get()
+    if stop is not None and stop.is_set():
+        raise Abandoned
+
+
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in the decode pool (Pillow and numpy release the GIL while they work), keeping the request's
-    context (its id in log lines): a costly image delays no other request's event-loop work."""
+    context (its id in log lines): a costly image delays no other request's event-loop work. When the awaiting
+    request is cancelled, a job not yet started never runs and one running stops at its next
+    ``check_abandoned``."""
     ctx = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(_DECODE_POOL, functools.partial(ctx.run, fn, *args))
+    stop = threading.Event()
+    ctx.run(_STOP.set, stop)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_DECODE_POOL, functools.partial(ctx.run, fn, *args))
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 INLINE_MAX_PIXELS = 65_536  # 256 x 256: a PNG this size decodes and resizes in well under a millisecond
@@ -295,12 +323,13 @@ _PNG_B64 = base64.b64encode(_PNG).decode()[:10]  # how a base64 PNG starts (with
 
 def small_pngs(blobs: list[bytes] | list[str], max_bytes: int) -> bool:
     """Whether the images are PNGs of at most ``max_bytes`` in all, each at most INLINE_MAX_PIXELS by its header
-    (IHDR's width and height, bytes 16-24), so that decoding them on the event loop is cheap and bounded."""
+    (IHDR's width and height, bytes 16-24), so that decoding them on the event loop is cheap and bounded. A PNG
+    whose first chunk is not IHDR (Pillow reads past chunks before it) is not taken at its word: the pool."""
     total = 0
     for blob in blobs:
         total += len(blob) * 3 // 4 if isinstance(blob, str) else len(blob)
         head = _head(blob)
-        if total > max_bytes or head[:8] != _PNG or len(head) < 24:
+        if total > max_bytes or head[:8] != _PNG or len(head) < 24 or head[12:16] != b"IHDR":
             return False
         if int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big") > INLINE_MAX_PIXELS:
             return False

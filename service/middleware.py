@@ -118,8 +118,8 @@ class AdmissionMiddleware:
     1. the head: declared size (413), media type (415), and room in this worker's budget of body bytes in
        flight (503 + Retry-After before a byte is read);
     2. the body, read here in full within ``body_timeout_s`` (408, connection closed) and under ``max_body``
-       (413); a JSON body with more than ``max_json_items`` commas (an upper bound on its array items and
-       object members) is refused (400) before anything parses it;
+       (413); a body (but a form's) with more than ``max_json_items`` commas (an upper bound on its JSON array
+       items and object members) is refused (400) before anything parses it;
     3. only then a concurrency slot (429 + Retry-After), so a client trickling its body holds a connection
        and its bytes, never a slot; the app gets the body as one message (not copied again) and must answer
        within ``timeout_s`` (504).
@@ -152,10 +152,18 @@ class AdmissionMiddleware:
         path: str = scope["path"] if scope["type"] == "http" else ""
         oip = is_oip(path)
         if not (oip or path.startswith("/v1")):
+            length = Headers(scope=scope).get("content-length") if scope["type"] == "http" else None
+            if length is not None and length.isdigit() and int(length) > self.max_body:  # any path: never read
+                await self._send_error(send, self._too_large(), endpoint_label(path))
+                return
             await self.app(scope, receive, send)
             return
         if path == "/v2":  # the protocol's server-metadata URL; a mounted app's root is "/v2/"
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
+        elif len(path) > 4 and path.endswith("/") and not oip:  # /v1/classify/ is /v1/classify: never Starlette's
+            path = path[:-1]  # 307 to a Location built from the Host header, and the media-type gate still applies
+            raw: bytes = scope.get("raw_path") or path.encode() + b"/"
+            scope = {**scope, "path": path, "raw_path": raw[:-1] if raw.endswith(b"/") else raw}
         endpoint = endpoint_label(path)
         headers = Headers(scope=scope)
         early = self._gate(scope["method"], path, headers)
@@ -181,8 +189,8 @@ class AdmissionMiddleware:
             body, err, held = await self._read_body(receive, held)
             if err is _GONE:
                 return
-            if err is None and headers.get("content-type", "").startswith("application/json"):
-                err = self._json_items(body)
+            if err is None and not headers.get("content-type", "").lower().startswith("multipart/"):
+                err = self._json_items(body, headers.get("inference-header-content-length"))
             if err is not None:
                 await self._send_error(send, err, endpoint, oip)
             else:
@@ -227,8 +235,11 @@ class AdmissionMiddleware:
             budget += self.max_body_in_flight // 4
         return self.body_bytes + more <= budget
 
-    def _json_items(self, body: bytes) -> ApiError | None:
-        if body.count(b",") >= self.max_json_items:
+    def _json_items(self, body: bytes, json_length: str | None) -> ApiError | None:
+        """Any body but a form's may be parsed as JSON (/v2 reads JSON whatever its media type says); of a /v2
+        binary request only the JSON header before the tensors' raw bytes is counted."""
+        end = int(json_length) if json_length is not None and json_length.isdigit() else len(body)
+        if body.count(b",", 0, end) >= self.max_json_items:
             return ApiError(
                 "invalid_request", f"the JSON body holds more than {self.max_json_items} array items or members"
             )

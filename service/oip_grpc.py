@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from grpc import aio
 from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
@@ -315,6 +316,43 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._call("ModelInfer", context, answer)
 
 
+class _Malformed:
+    """What a request's bytes parse to when they are not a message of its method (see RefuseMalformed)."""
+
+
+MALFORMED = _Malformed()
+
+
+class RefuseMalformed(aio.ServerInterceptor):
+    """A call whose bytes are not a protobuf message of its method gets INVALID_ARGUMENT. grpcio would answer
+    UNKNOWN, naming the parser's exception class, and log a traceback per call (a client could fill the log)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse, behavior = handler.request_deserializer, handler.unary_unary
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError:
+                return MALFORMED
+
+        async def guarded(request: Any, context: aio.ServicerContext) -> Any:
+            if request is MALFORMED:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid message of this method"
+                )
+            return await behavior(request, context)
+
+        return handler._replace(request_deserializer=tolerant, unary_unary=guarded)
+
+
 def _unimplemented(name: str) -> Callable[..., Awaitable[Any]]:
     async def rpc(self: Servicer, request: Any, context: aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by nnserve")
@@ -368,6 +406,7 @@ class GrpcServer:
         self.tasks: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references to its tasks
         slots = max(1, settings.max_concurrency // settings.api_workers)
         self.server = aio.server(
+            interceptors=[RefuseMalformed()],
             # calls past the worker's slots (and a few for the probes) are refused before their message is held:
             # memory stays within (slots + 8) messages of NNSERVE_MAX_BODY_BYTES
             maximum_concurrent_rpcs=slots + 8,

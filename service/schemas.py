@@ -54,7 +54,7 @@ class ImagesInput(BaseModel):
     images: list[str] = Field(
         min_length=1,
         max_length=S.max_images,
-        description=f"1-{S.max_images} base64-encoded PNG or JPEG images (data: URLs accepted), each at most "
+        description=f"1-{S.max_images} base64-encoded PNG, JPEG or WebP images (data: URLs accepted), each at most "
         f"{S.max_image_bytes:,} bytes, {S.max_image_pixels:,} pixels and {S.max_image_side:,} pixels a side",
     )
 

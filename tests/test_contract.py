@@ -83,6 +83,14 @@ def test_decode_rejects_garbage_truncation_and_bombs():
         decode_image(buf.getvalue(), max_pixels=10**6)
     assert e.value.code == "unsupported_media_type"
     assert decode_image(good, max_pixels=10**6).size == (64, 64)
+    frames = [Image.fromarray(_digit_canvas(32)), Image.new("L", (32, 32), 255)]
+    buf = io.BytesIO()  # WebP, lossless, animated: its first frame, pixel for pixel
+    frames[0].save(buf, format="WEBP", lossless=True, save_all=True, append_images=frames[1:])
+    img = decode_image(buf.getvalue(), max_pixels=10**6)
+    assert img.format == "WEBP" and np.array_equal(np.asarray(img.convert("L")), np.asarray(frames[0]))
+    with pytest.raises(ImageError) as e:
+        decode_image(buf.getvalue(), max_pixels=1000)  # its size from the header, like any other image
+    assert e.value.code == "image_too_large"
 
 
 def huge_png_header(w: int, h: int) -> bytes:

@@ -182,8 +182,8 @@ def test_hostile_figure_names_never_reach_a_file(server, artifact_root, figure):
         if len(figure) > 16_000:
             assert status == 431, status
             continue
-        if status == 307:  # Starlette's redirect_slashes: the same path without its trailing slash, no body
-            assert target.endswith("/") and headers["location"].endswith(target[-12:-1]) and body == b"", headers
+        if status == 200:  # a trailing slash is the same route: only a real model's real figure is served
+            assert target.endswith("/") and model == CNN and figure[:-1] == "curves.png", (model, figure)
             continue
         assert status in (400, 404), (model, figure, status, body[:200])
         assert headers["content-type"] == "application/json" and set(json.loads(body)) == {"error"}

@@ -107,7 +107,7 @@ def test_undecodable_images_are_described_in_the_projects_words(client, digits):
     err = assert_envelope(
         client.post("/v1/classify", json={"model": "digits-cnn", "images": [truncated]}), 400, "invalid_image"
     )
-    assert err["message"] == "images[0]: cannot decode image: not a complete, valid PNG or JPEG"
+    assert err["message"] == "images[0]: cannot decode image: not a complete, valid PNG, JPEG or WebP"
 
 
 @pytest.mark.slow
@@ -194,3 +194,18 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding(client):
     assert "scans; the limit is 100" in err["message"] and time.perf_counter() - t0 < 1.0
     ok = client.post("/v1/classify", json={"model": "digits-cnn", "images": [base64.b64encode(jpeg).decode()]})
     assert ok.status_code == 200  # an ordinary progressive JPEG (10 scans) is read
+
+
+def test_a_trailing_slash_on_v1_is_the_same_route_never_a_redirect(client, digits):
+    """Starlette would answer 307 with a Location built from the client's Host header (an open redirect) and the
+    media-type gate would not see the route; instead the path is read without its slash."""
+    from tests.conftest import png_bytes
+
+    body = {"model": "digits-cnn", "images": [base64.b64encode(png_bytes(digits.images[0, 0])).decode()]}
+    plain = client.post("/v1/classify", json=body)
+    slash = client.post("/v1/classify/", json=body, headers={"host": "evil.example.com"}, follow_redirects=False)
+    assert slash.status_code == 200 and slash.json()["predictions"] == plain.json()["predictions"]
+    r = client.post("/v1/generate/", content=b"n=1", headers={"host": "evil.example.com", "content-type": "text/plain"})
+    assert_envelope(r, 415, "unsupported_media_type")
+    r = client.get("/v1/models/", headers={"host": "evil.example.com"}, follow_redirects=False)
+    assert r.status_code == 200 and "location" not in r.headers and r.json() == client.get("/v1/models").json()

@@ -164,6 +164,17 @@ def test_bad_requests_get_clear_status_codes(stub, gc, server):
     assert _code(infer(shape=(1, len(big) // 4), raw=(big,))) == grpc.StatusCode.RESOURCE_EXHAUSTED
     with pytest.raises(InferenceServerException, match="PERMISSION_DENIED"):
         gc.load_model(CNN)  # no key on this server, and the repository API not opened
+    with grpc.insecure_channel(server.grpc_url) as channel:  # bytes that are no message of the method: not UNKNOWN
+        for method, junk in [
+            ("ModelInfer", b"\x0a\x03\xff\xfe\xfd"),  # a model_name that is not UTF-8
+            ("ModelInfer", b"\xff\xff\xff"),
+            ("ServerLive", b"\xff\xff\xff"),  # a probe too
+        ]:
+            raw = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")  # no serializers: bytes as they are
+            with pytest.raises(grpc.RpcError) as e:
+                raw(junk, timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, junk, e.value.details())
+            assert "DecodeError" not in (e.value.details() or "")
     assert gc.is_server_ready()  # nothing above hurt the server
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'endpoint="/inference.GRPCInferenceService/ModelInfer"' in metrics

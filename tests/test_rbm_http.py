@@ -181,6 +181,10 @@ def test_v2_runs_the_chain_and_gives_the_features(served, digits):
         np.testing.assert_allclose(got[name], want[name], atol=1e-6)
     assert np.array_equal(got["v_next"][0], x[0])  # steps 0: the state is kept, 'hidden' is p(h | v)
     assert got["hidden"].shape == (3, 64) and got["hidden"].min() >= 0 and got["hidden"].max() <= 1
+    for steps in (-5, k + 1, 10**6):  # the graph would clamp them silently: the client is told instead
+        odd = {**feed, "steps": np.array([0, steps, k], dtype=np.int64)}
+        r = client.post(f"/v2/models/{RBM}/infer", json={"inputs": [_tensor(n, v) for n, v in odd.items()]})
+        assert r.status_code == 400 and f"steps {steps} is not 0-{k}" in r.json()["error"], r.text
 
 
 def test_the_dbn_reconstructs_and_encodes_like_the_artifact(served, digits):

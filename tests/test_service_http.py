@@ -252,6 +252,18 @@ def test_bad_requests_get_the_envelope(client, body, status, code):
     assert_envelope(client.post("/v1/classify", json=body), status, code)
 
 
+def test_a_webp_is_read_as_the_same_png_is(client, digits):
+    pngs = [png_bytes(digits.images[i, 0]) for i in range(3)]
+    webps = []
+    for p in pngs:
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(p)).save(buf, format="WEBP", lossless=True)
+        webps.append(buf.getvalue())
+    a, b = (classify(client, [b64(x) for x in blobs]) for blobs in (pngs, webps))
+    assert a.status_code == b.status_code == 200, b.text
+    assert a.json()["predictions"] == b.json()["predictions"]
+
+
 def test_gif_is_unsupported_media(client):
     buf = io.BytesIO()
     Image.new("L", (28, 28)).save(buf, format="GIF")

@@ -87,6 +87,16 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closed(
     assert closed(s, 2)
 
 
+@pytest.mark.parametrize("path", ["/nope", "/livez", "/metrics"])
+def test_a_body_declared_over_the_limit_is_a_413_on_any_path_before_it_is_read(srv, path):
+    s = connect(srv)
+    s.sendall(head(path, 300_000_000, "text/plain") + b"x" * 1000)  # 300 MB declared, never sent
+    status, headers, body = answer(s)
+    assert status == 413 and headers.get("connection") == "close", (status, headers)
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+    assert closed(s, 2)
+
+
 def test_uploads_past_the_body_budget_get_503_before_being_read_and_small_ones_use_the_reserve(srv):
     holders = [connect(srv), connect(srv)]
     holders[0].sendall(head("/v1/classify", 200_000) + b"{")  # 200 kB + 100 kB declared, one byte each sent:
@@ -115,6 +125,31 @@ def test_a_json_body_with_too_many_items_is_refused_before_parsing(srv):
         assert r.status_code == 400 and "more than 1000 array items" in r.json()["error"]["message"]
         r = c.post("/v2/models/digits-cnn/infer", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 400 and "more than 1000 array items" in r.json()["error"]
+        # the media type's spelling does not let a body past the count (FastAPI and /v2 parse it all the same)
+        r = c.post("/v1/classify", content=raw, headers={"content-type": "Application/JSON"})
+        assert r.status_code == 400 and "more than 1000 array items" in r.json()["error"]["message"]
+        for ctype in ("application/octet-stream", "text/plain"):
+            r = c.post("/v2/models/digits-cnn/infer", content=raw, headers={"content-type": ctype})
+            assert r.status_code == 400 and "more than 1000 array items" in r.json()["error"], ctype
+
+
+def test_a_binary_tensor_full_of_commas_is_not_counted_as_json(srv):
+    """Of a /v2 binary request only the JSON header is counted: tensor bytes that happen to be ',' (44) are data."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [2, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": 6272}}
+            ]
+        }
+    ).encode()
+    tensor = b"," * 6272  # 1,568 floats of bytes 0x2c2c2c2c: 2.4e-12, a dark image, over the limit of 1000 commas
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        r = c.post(
+            "/v2/models/digits-cnn/infer",
+            content=header + tensor,
+            headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+        )
+    assert r.status_code == 200, r.text
 
 
 def test_a_silent_connection_is_answered_408_and_closed_within_the_head_timeout(srv):

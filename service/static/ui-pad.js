@@ -44,7 +44,7 @@ NN.Pad = class {
         id: id + "-help",
         class: "hint",
         text:
-          "Draw with a mouse, a finger or a pen, or drop a PNG or JPEG photo on the paper. Keyboard: the arrow " +
+          "Draw with a mouse, a finger or a pen, or drop a PNG, JPEG or WebP photo on the paper. Keyboard: the arrow " +
           "keys move the pen (with Shift, in small steps), Space puts it down or lifts it, Delete clears.",
       }),
     );
@@ -178,8 +178,8 @@ NN.Pad = class {
 
   /** A picked or dropped photo: shown on the paper (fitted whole), sent as it is. */
   async load(file) {
-    if (!/^image\/(png|jpeg)$/.test(file.type)) {
-      this.onchange(true, new Error(`${file.name}: a PNG or JPEG image, please.`));
+    if (!/^image\/(png|jpeg|webp)$/.test(file.type)) {
+      this.onchange(true, new Error(`${file.name}: a PNG, JPEG or WebP image, please.`));
       return;
     }
     const url = await new Promise((resolve, reject) => {

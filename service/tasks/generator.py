@@ -398,6 +398,11 @@ async def interpolate(request: InterpolateRequest) -> Response:
 async def _v2_chain_run(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tensors:
     """One run of a Gibbs sampler's graph on the client's own state, noise and steps (steps 0: just the features)."""
     v, u_h, u_v, steps = (t[spec.name] for spec in meta.inputs)
+    assert meta.generator is not None and meta.generator.gibbs is not None
+    most = meta.generator.gibbs.steps_per_run  # the graph takes at most one run's noise, so at most its steps
+    bad = [int(k) for k in steps if not 0 <= k <= most]
+    if bad:
+        raise ApiError("invalid_request", f"steps {bad[0]} is not 0-{most}: one run of the graph takes at most {most}")
     key = served_key(meta)
     rows = [ChainItem(model=key, v=v[i], u_h=u_h[i], u_v=u_v[i], steps=int(steps[i])) for i in range(len(v))]
     results = await engine.call(TASK, rows, meta.name, "gibbs")

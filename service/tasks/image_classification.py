@@ -161,7 +161,7 @@ router = APIRouter()
 
 @router.post("/classify/upload", response_model=ClassifyImagesResponse, responses=ERROR_RESPONSES)
 async def classify_upload(
-    image: Annotated[UploadFile, File(description="a PNG or JPEG file part")],
+    image: Annotated[UploadFile, File(description="a PNG, JPEG or WebP file part")],
     model: Annotated[str, Form(pattern=MODEL_NAME, description="a served image-classification model")] = "mnist-cnn",
     top_k: Annotated[int, Form(ge=1, le=100, description="alternatives, capped at the number of labels")] = 3,
     version: Annotated[str | None, Form(pattern=VERSION_PATTERN, description=VERSION_CHOICE)] = None,

@@ -89,8 +89,8 @@ class RecallPatternsRequest(BaseModel):
         None,
         min_length=1,
         max_length=S.max_recall_inputs,
-        description=f"1-{S.max_recall_inputs} base64 PNG or JPEG images, prepared as the model's card says (an MNIST "
-        "digit as it is) and binarised (a pixel above the model's binarize threshold is +1); or give states",
+        description=f"1-{S.max_recall_inputs} base64 PNG, JPEG or WebP images, prepared as the model's card says "
+        "(an MNIST digit as it is) and binarised (a pixel above the model's binarize threshold is +1); or give states",
     )
     states: list[State] | None = Field(
         None,

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from contract.metadata import ModelMetadata
 from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
 from contract.text_ood import text_ids, text_ood_score
-from service.engine import Engine, current, flag, off_loop
+from service.engine import Engine, check_abandoned, current, flag, off_loop
 from service.errors import ApiError
 from service.family import (
     SERVICE_CONFIG,
@@ -170,6 +170,7 @@ def text_rows(
     key = served_key(meta)
     vocab = engine.vocabs[key]
     for i, text in enumerate(texts):
+        check_abandoned()  # in the decode pool: a request gone stops here
         if len(text) > S.max_text_chars:
             raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
         if not text.strip() and not empty_ok:
@@ -211,6 +212,7 @@ def explanations(
     1. Run in the decode pool: finding the places of 10,000 characters of tokens took 17 ms here."""
     out = []
     for text, rows in zip(texts, encoded, strict=True):
+        check_abandoned()
         weights = np.concatenate(
             [results[rows.start + w].attention * (size / rows.read) for w, size in enumerate(rows.sizes)]  # type: ignore[operator]
         )

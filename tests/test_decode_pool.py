@@ -1,0 +1,56 @@
+"""The decode pool's guards (service/engine.py): which images are decoded on the event loop, and work for a request
+that has gone stopping at its next item."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+from service.engine import check_abandoned, off_loop, small_pngs
+from tests.test_abandoned_work import _chunk
+
+
+def _png(side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_only_small_pngs_whose_first_chunk_is_ihdr_are_decoded_on_the_loop():
+    small = _png(28)
+    assert small_pngs([small], 1 << 20) and small_pngs([base64.b64encode(small).decode()], 1 << 20)
+    assert not small_pngs([_png(300)], 1 << 20)  # over 256 x 256 by its header
+    # Pillow reads past a private chunk before IHDR, so its bytes 16-24 are not the size: a crafted 1 x 1 there
+    # must not send a large image to the event loop
+    crafted = small[:8] + _chunk(b"faKe", (1).to_bytes(4, "big") * 2) + small[8:]
+    assert not small_pngs([crafted], 1 << 20) and not small_pngs([base64.b64encode(crafted).decode()], 1 << 20)
+
+
+def test_a_cancelled_request_stops_its_job_at_the_next_item():
+    done, stopped = [], threading.Event()
+
+    def job() -> None:
+        try:
+            for i in range(200):
+                check_abandoned()
+                time.sleep(0.005)
+                done.append(i)
+        except Exception:
+            stopped.set()
+            raise
+
+    async def main() -> None:
+        task = asyncio.ensure_future(off_loop(job))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert stopped.wait(2) and len(done) < 100, len(done)
+    check_abandoned()  # outside the pool: nothing to stop
