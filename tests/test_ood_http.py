@@ -180,3 +180,7 @@ def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
     assert [p["ood_score"] for p in preds] == pytest.approx(want.tolist(), abs=1e-9)
     assert preds[1]["ood_score"] >= 1 / meta.ood.scaling[UNKNOWN][1]  # every token unknown
     assert flagged_count(client, LSTM) == before + 2
+    # no word the model knows: no evidence for either label, so 1/K each (as a blank page), not the graph's
+    # answer to a row of <unk>; a text with a known word keeps its answer
+    assert set(preds[1]["probs"].values()) == {0.5} and preds[1]["score"] == 0.5
+    assert max(preds[0]["probs"].values()) > 0.5

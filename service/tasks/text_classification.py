@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
-from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
+from contract.text import UNK_ID, combine_windows, encode_windows, pad_right, tokenize_spans
 from contract.text_ood import text_ids, text_ood_score
 from service.engine import Engine, check_abandoned, current, flag, off_loop
 from service.errors import ApiError
@@ -72,6 +72,7 @@ class TextRows(BaseModel):
     sizes: list[int]  # tokens per window
     tokens: int
     ood_score: float | None  # how unlike the training texts the tokens read are (contract/text_ood.py)
+    known: bool = True  # a token read is in the vocabulary: without one the text carries no evidence
 
     @property
     def read(self) -> int:
@@ -182,8 +183,10 @@ def text_rows(
             raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
         TOKENS.labels(meta.name).observe(n_tokens)
         sizes = [len(w) for w in windows]
-        score = None if meta.ood is None else text_ood_score(text_ids(windows), len(vocab), meta.ood)
-        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score))
+        ids = text_ids(windows)
+        score = None if meta.ood is None else text_ood_score(ids, len(vocab), meta.ood)
+        known = bool((ids > UNK_ID).any())
+        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score, known=known))
         items += [TextItem(model=key, ids=np.asarray(w, dtype=np.int64)) for w in windows]
     return items, encoded
 
@@ -245,6 +248,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     items, encoded = await tokenized(engine, meta, request.texts)  # this version, whatever a swap does meanwhile
     results = await engine.call(TASK, items, meta.name)
     probs = meta.probabilities(combined_logits(results, encoded))
+    probs[[not e.known for e in encoded]] = 1.0 / probs.shape[1]  # no word it knows: as a blank page, 1/K each
     explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
     predictions = []
     for i, (p, rows) in enumerate(zip(probs, encoded, strict=True)):
