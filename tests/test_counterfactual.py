@@ -98,3 +98,43 @@ def test_the_text_recipe_turns_rows_and_records_it(tmp_path):
     record = ckpt["counterfactual"]
     assert record["chance"] == 0.5 and record["lexicon"] == "vaderSentiment"
     assert record["with_counterpart"] >= 6 and record["opinion_words"] >= record["with_counterpart"]
+    with pytest.raises(ValueError, match="'not'"):  # the synthetic reviews never say "not": nothing to write it with
+        train_text(ds, TextTrainConfig(**{**cfg.__dict__, "negate": 0.5}), {"hidden_size": 8})
+    ds.texts[0] = "not never n't no too a so very that really " + ds.texts[0]
+    ckpt = train_text(ds, TextTrainConfig(**{**cfg.__dict__, "negate": 0.5}), {"hidden_size": 8})
+    assert ckpt["negated"]["chance"] == 0.5 and ckpt["negated"]["negated_words"] >= 8
+
+
+def test_negated_rows_put_a_negation_before_their_one_opinion_word_and_turn_the_label():
+    from training.counterfactual import FILLERS, NEGATORS, negated, negation
+
+    vocab = Vocab([PAD, UNK, *WORDS, *[w for w in NEGATORS + FILLERS if w not in WORDS]])
+    neg = negation(vocab, vader_lexicon())
+    ids = {w: i for i, w in enumerate(vocab.itos)}
+    rows = [
+        [ids["bad"]],  # negative, one opinion word: "not bad", "never so bad", ... positive
+        [ids["drill"], ids["great"], ids["drill"]],  # positive: "drill not great drill", ... negative
+        [ids["not"], ids["good"]],  # a negation already: its scope is the reader's guess, left alone
+        [ids["good"], ids["awful"]],  # two opinion words: left alone
+        [ids["bad"]],  # labelled positive against its one word: left alone
+        [ids["drill"]],  # no opinion word
+    ]
+    y = torch.tensor([0, 1, 0, 1, 1, 1])
+    written = set()
+    for seed in range(40):
+        out, y2 = negated(rows, y, 1.0, neg, torch.Generator().manual_seed(seed))
+        assert out[2:] == rows[2:] and y2.tolist() == [1, 0, 0, 1, 1, 1]
+        for row, before, after in ((out[0], [], [ids["bad"]]), (out[1], [ids["drill"]], [ids["great"], ids["drill"]])):
+            inserted = row[len(before) : len(row) - len(after)]
+            assert row[: len(before)] == before and row[len(row) - len(after) :] == after
+            assert vocab.itos[inserted[0]] in NEGATORS and len(inserted) in (1, 2)
+            assert len(inserted) == 1 or vocab.itos[inserted[1]] in FILLERS
+            written.add(tuple(vocab.itos[t] for t in inserted))
+    assert len({w[0] for w in written}) == len(NEGATORS) and any(len(w) == 2 for w in written)
+    assert negated(rows, y, 0.0, neg, torch.Generator())[0] is rows  # off: the batch untouched
+    # distillation targets (label one-hot, teachers' probabilities): both halves swap on a negated row; an
+    # unlabelled row (no one-hot) is judged by its teachers
+    soft = torch.tensor([[1, 0, 0.9, 0.1], [0, 0, 0.2, 0.8], [0, 0, 0.7, 0.3]])
+    out, s2 = negated([rows[0], rows[1], rows[1]], soft, 1.0, neg, torch.Generator().manual_seed(0))
+    assert torch.allclose(s2, torch.tensor([[0, 1, 0.1, 0.9], [0, 0, 0.8, 0.2], [0, 0, 0.7, 0.3]]))
+    assert out[2] == rows[1]  # the teachers say negative, its one word positive: left alone

@@ -130,3 +130,85 @@ def turned(
         return ids, torch.where(rows, 1 - y, y)
     swap = torch.arange(y.shape[1]).reshape(-1, 2).flip(1).reshape(-1)
     return ids, torch.where(rows[:, None], y[:, swap], y)
+
+
+# ---- negated rows ---------------------------------------------------------------------------------------------
+
+# a negation put before an opinion word this strongly rated (the scale runs -4 to 4); rows holding any of VADER's
+# negations, these tokens of the tokenizer's, or "no" are left alone (their scope is the reader's guess)
+NEGATED_RATING = 1.0
+MORE_NEGATIONS = frozenset({"n't", "no", "not"})
+# the negation written: one of NEGATORS, then, half of the time, one of FILLERS ("not too bad", "never so dull",
+# "n't a bad", "no real complaints" are how reviews say it; the negation rarely sits right before the word)
+NEGATORS = ("not", "never", "n't", "no")
+FILLERS = ("too", "a", "so", "very", "that", "really")
+
+
+@dataclass(frozen=True)
+class Negation:
+    """Over a vocabulary's ids: ``sign`` of each opinion word (+1, -1; 0 for any other word), ``negation`` marks
+    the negations; ``negators`` and ``fillers`` are the ids of NEGATORS and FILLERS."""
+
+    sign: torch.Tensor
+    negation: torch.Tensor
+    negators: tuple[int, ...]
+    fillers: tuple[int, ...]
+
+    def record(self) -> dict[str, int]:
+        return {"negated_words": int((self.sign != 0).sum())}
+
+
+def negation(vocab: Vocab, lexicon: dict[str, float], min_rating: float = NEGATED_RATING) -> Negation:
+    from vaderSentiment.vaderSentiment import NEGATE
+
+    stoi = {w: i for i, w in enumerate(vocab.itos)}
+    missing = [w for w in NEGATORS + FILLERS if w not in stoi]
+    if missing:
+        raise ValueError(f"negated rows need the words {missing} in the vocabulary")
+    sign = torch.zeros(len(vocab), dtype=torch.int8)
+    negations = torch.zeros(len(vocab), dtype=torch.bool)
+    for w, i in stoi.items():
+        rating = lexicon.get(w, 0.0)
+        if abs(rating) >= min_rating:
+            sign[i] = 1 if rating > 0 else -1
+        if w in NEGATE or w in MORE_NEGATIONS:
+            negations[i] = True
+    return Negation(sign, negations, tuple(stoi[w] for w in NEGATORS), tuple(stoi[w] for w in FILLERS))
+
+
+def negated(
+    seqs: list[list[int]], y: torch.Tensor, chance: float, neg: Negation, gen: torch.Generator
+) -> tuple[list[list[int]], torch.Tensor]:
+    """A batch's rows (token ids, before padding) and targets with, by ``chance``, a negation put before the opinion
+    word of each row that holds exactly one, no negation, and a label of that word's sign ("bad" negative -> "not
+    too bad" positive; "a great cast" -> "a never great cast"), its two classes' targets swapped as ``turned``
+    swaps them. SST-2's phrases hold few negated opinion words ("not bad" 7 times), so a student learns that a
+    negation's presence means negative; these rows say that it turns the word after it."""
+    if chance <= 0:
+        return seqs, y
+    draws = torch.rand(len(seqs), generator=gen)
+    which = torch.randint(len(neg.negators), (len(seqs),), generator=gen)
+    filler = torch.randint(2 * len(neg.fillers), (len(seqs),), generator=gen)  # past len(fillers): none
+    label = y if y.ndim == 1 else (y[:, 0::2] - y[:, 1::2]).sum(1).lt(0).long()  # the classes' evidence, both halves
+    out, flip = list(seqs), torch.zeros(len(seqs), dtype=torch.bool)
+    for k, s in enumerate(seqs):
+        if draws[k] >= chance:
+            continue
+        row = torch.as_tensor(s, dtype=torch.long)
+        where = torch.nonzero(neg.sign[row]).flatten()
+        if len(where) != 1 or bool(neg.negation[row].any()):
+            continue
+        p = int(where[0])
+        if (int(neg.sign[s[p]]) > 0) != (int(label[k]) == 1):
+            continue
+        written = [neg.negators[int(which[k])]]
+        if int(filler[k]) < len(neg.fillers):
+            written.append(neg.fillers[int(filler[k])])
+        out[k] = [*s[:p], *written, *s[p:]]
+        flip[k] = True
+    if not flip.any():
+        return seqs, y
+    if y.ndim == 1:
+        return out, torch.where(flip, 1 - y, y)
+    swap = torch.arange(y.shape[1]).reshape(-1, 2).flip(1).reshape(-1)
+    return out, torch.where(flip[:, None], y[:, swap], y)

@@ -64,6 +64,9 @@ class TextTrainConfig(TrainConfig):
     # each training row holding an opinion word turned, with this chance per epoch, into its counterfactual:
     # opinion words swapped for their opposite, the label turned over (training/counterfactual.py)
     counterfactual: float = 0.0
+    # each training row with one opinion word, no negation and a label of the word's sign given, with this chance
+    # per epoch, "not" before that word and the label turned over (training/counterfactual.py: negated)
+    negate: float = 0.0
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,12 +217,20 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
 
     noise = torch.Generator().manual_seed(cfg.seed + 2)  # its own stream: the run's other draws stay as without it
     parts, turns = _counterparts(cfg, ds, vocab, words, vectors)
+    neg = None
+    if cfg.negate > 0:
+        if len(ds.label_names) != 2:
+            raise ValueError("--negate needs two classes")
+        neg = counterfactual.negation(vocab, counterfactual.vader_lexicon())
+    negations = torch.Generator().manual_seed(cfg.seed + 4)
 
     def batches() -> Iterator[Batch]:
         order = rng.permutation(len(seqs_tr))
         for idx in length_bucketed(order, lengths_tr, cfg.batch_size, rng):
-            ids, lengths = pad_batch([seqs_tr[j] for j in idx])
-            y = y_fit[idx]
+            rows, y = [seqs_tr[j] for j in idx], y_fit[idx]
+            if neg is not None:
+                rows, y = counterfactual.negated(rows, y, cfg.negate, neg, negations)
+            ids, lengths = pad_batch(rows)
             if parts is not None:
                 ids, y = counterfactual.turned(ids, y, cfg.counterfactual, parts, turns)
             yield (substituted(ids, cfg.substitute, len(vocab), noise), lengths), y
@@ -256,6 +267,8 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         checkpoint["distillation"] = distilled
     if parts is not None:
         checkpoint["counterfactual"] = {"chance": cfg.counterfactual, "lexicon": "vaderSentiment", **parts.record()}
+    if neg is not None:
+        checkpoint["negated"] = {"chance": cfg.negate, "lexicon": "vaderSentiment", **neg.record()}
     return checkpoint
 
 
@@ -297,6 +310,12 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         default=t.counterfactual,
         help="chance a training row is turned into its counterfactual (opinion words swapped, label turned over)",
     )
+    text.add_argument(
+        "--negate",
+        type=float,
+        default=t.negate,
+        help="chance a row with one opinion word and no negation gets 'not' before the word, its label turned over",
+    )
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -320,6 +339,7 @@ def _run(args: argparse.Namespace) -> dict:
         unlabelled_rows=args.unlabelled_rows,
         substitute=args.substitute,
         counterfactual=args.counterfactual,
+        negate=args.negate,
     )
     log.info(
         "training %s on %s (%d texts, %d classes) with %s",
