@@ -148,10 +148,13 @@ def test_sentiment_equals_v1(tc, client, artifact_root):
     logits = tc.infer(LSTM, [inp]).as_numpy("logits")
     v1 = client.post("/v1/sentiment", json={"model": LSTM, "texts": TEXTS}).json()
     meta = metadata(artifact_root, LSTM)
-    for p, pred in zip(softmax(logits.astype(np.float64), meta), v1["predictions"], strict=True):
+    probs = softmax(logits.astype(np.float64), meta)
+    for p, pred in zip(probs[:2], v1["predictions"], strict=False):
         assert pred["probs"]["positive"] == pytest.approx(p[1], abs=1e-6)
         assert pred["label"] == ("positive" if p[1] > p[0] else "negative")
     assert v1["predictions"][0]["label"] == "positive" and v1["predictions"][1]["label"] == "negative"
+    # a text without one known word: /v2 gives the graph's logits as they are, /v1 serves 1/K (no evidence)
+    assert v1["predictions"][2]["probs"] == {"negative": 0.5, "positive": 0.5} and abs(probs[2, 1] - 0.5) > 1e-3
 
     # the same in plain JSON, with the protocol's own request shape
     body = {"inputs": [{"name": "text", "shape": [len(TEXTS)], "datatype": "BYTES", "data": TEXTS}]}
