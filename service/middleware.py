@@ -238,8 +238,9 @@ class AdmissionMiddleware:
     def _json_items(self, body: bytes, json_length: str | None) -> ApiError | None:
         """Any body but a form's may be parsed as JSON (/v2 reads JSON whatever its media type says); of a /v2
         binary request only the JSON header before the tensors' raw bytes is counted."""
-        ok = json_length is not None and json_length.isascii() and json_length.isdigit() and len(json_length) < 19
-        end = int(json_length) if ok else len(body)  # a malformed length is /v2's to refuse, the whole body counted
+        end = len(body)  # a malformed length is /v2's to refuse, and the whole body is counted
+        if json_length is not None and json_length.isascii() and json_length.isdigit() and len(json_length) < 19:
+            end = int(json_length)
         if body.count(b",", 0, end) >= self.max_json_items:
             return ApiError(
                 "invalid_request", f"the JSON body holds more than {self.max_json_items} array items or members"

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import json
 import logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from service.errors import ApiError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +35,7 @@ _COUNTER = itertools.count(1)
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("nnserve_request_id", default=None)
 # perf_counter() when the request arrived (service/stats.py's statistics start there); gRPC calls set it too
 ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("nnserve_arrived", default=None)
+log = logging.getLogger("bentoml.nnserve")
 
 
 def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
@@ -46,7 +50,12 @@ def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
 
 class RequestIdMiddleware:
     """Outermost of nnserve's middleware: every response that passes through it, error or not, carries the
-    id (BentoML's own outer middleware, e.g. its backstop timeout, answers without it)."""
+    id (BentoML's own outer middleware, e.g. its backstop timeout, answers without it).
+
+    It is also the backstop for an exception that no inner layer answered: a 500 in the route's error shape
+    (the /v1 envelope, /v2's ``{"error": ...}``), the connection closed. Without it the client would hear nothing
+    until BentoML's own timeout: BentoML's TimeoutMiddleware waits for the first message sent or its timer, not
+    for the app's failure (an Inference-Header-Content-Length of "²" once hung a request that way)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -58,18 +67,36 @@ class RequestIdMiddleware:
         arrived = ARRIVED.set(time.perf_counter())
         rid = request_id_for(scope.get("headers", []))
         token = REQUEST_ID.set(rid)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
                 message["headers"] = [*headers, (HEADER, rid.encode("ascii"))]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started:  # half an answer is out: only closing the connection is left (the server does that)
+                raise
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            await _internal_error(str(scope.get("path", "")), send_with_id)
         finally:
             REQUEST_ID.reset(token)
             ARRIVED.reset(arrived)
+
+
+async def _internal_error(path: str, send: Send) -> None:
+    err = ApiError("internal_error", "internal error", close=True)
+    body = json.dumps({"error": err.message}).encode() if path.startswith("/v2") else err.body()
+    headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
+    await send(
+        {"type": "http.response.start", "status": 500, "headers": [*headers, (b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class RequestIdFilter(logging.Filter):

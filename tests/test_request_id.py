@@ -56,3 +56,51 @@ def test_every_response_carries_an_id(client, method, path, body, status):
     mine = client.request(method, path, json=body, headers={"X-Request-ID": "trace-7f3a"})
     assert mine.headers["x-request-id"] == "trace-7f3a"
     assert len(mine.headers.get_list("x-request-id")) == 1
+
+
+def _call(app, path: str) -> list[dict]:
+    """One ASGI request through RequestIdMiddleware around ``app`` -> the messages it sent."""
+    import asyncio
+
+    from service.request_id import RequestIdMiddleware
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"x-request-id", b"abc-1")]}
+    asyncio.run(RequestIdMiddleware(app)(scope, receive, send))
+    return sent
+
+
+@pytest.mark.parametrize("path", ["/v1/classify", "/v2/models/m/infer"])
+def test_an_exception_no_layer_answered_is_a_500_in_the_routes_shape(path):
+    """BentoML's TimeoutMiddleware waits for the first message sent, not for the app's failure: without this
+    backstop a client heard nothing until BentoML's timeout."""
+    import json
+
+    async def broken(scope, receive, send) -> None:
+        raise ValueError("a bug")
+
+    start, body = _call(broken, path)
+    headers = dict(start["headers"])
+    assert start["status"] == 500 and headers[b"x-request-id"] == b"abc-1" and headers[b"connection"] == b"close"
+    expected = (
+        {"error": "internal error"}
+        if path.startswith("/v2")
+        else {"error": {"code": "internal_error", "message": "internal error", "details": []}}
+    )
+    assert json.loads(body["body"]) == expected and "a bug" not in body["body"].decode()
+
+
+def test_an_exception_after_the_answer_started_is_left_to_the_server():
+    async def half(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        _call(half, "/v1/classify")
