@@ -187,7 +187,13 @@ class Engine:
         strokes read at these polarities), in the decode pool, or on the event loop when they are small PNGs (a
         hop to the pool costs more than decoding them)."""
         if small_pngs(blobs, S.inline_decode_bytes):
-            return self._image_rows_now(model, task, blobs, label, dark)
+            try:  # each image held to INLINE_MAX_PIXELS by the size Pillow reads, not only by bytes 16-24
+                return self._image_rows_now(model, task, blobs, label, dark, INLINE_MAX_PIXELS)
+            except ApiError as e:
+                if e.code != "image_too_large":
+                    raise
+                # a PNG whose header said small and whose chunks say otherwise (a second IHDR): the pool, and
+                # the request's own limits there
         return await off_loop(self._image_rows_now, model, task, blobs, label, dark)
 
     def _image_rows_now(
@@ -197,13 +203,14 @@ class Engine:
         blobs: list[bytes] | list[str],
         label: int | None,
         dark: list[bool] | None,
+        max_pixels: int | None = None,
     ) -> tuple[ModelMetadata, list[ImageItem]]:
         b64 = bool(blobs) and isinstance(blobs[0], str)
         data = _decode_images(cast(list[str], blobs)) if b64 else cast(list[bytes], blobs)
         meta = model if isinstance(model, ModelMetadata) else self.metadata(model, task)
         limits = {
             "max_bytes": S.max_image_bytes,
-            "max_pixels": S.max_image_pixels,
+            "max_pixels": S.max_image_pixels if max_pixels is None else min(max_pixels, S.max_image_pixels),
             "max_side": S.max_image_side,
             "max_scans": S.max_jpeg_scans,
         }
@@ -293,9 +300,9 @@ _STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("
 
 
 def check_abandoned() -> None:
-    """Between the items of a job in the decode pool (each image, each text): stop if its request has gone (its
-    timeout fired, or its client left), so that an abandoned request costs at most one more item's work and
-    the requests queued behind it in the pool are not starved. A no-op outside ``off_loop``."""
+    """Between the items of a job in the decode pool (each image, each text): stop if its request's task was
+    cancelled (its timeout fired; a gRPC call cancelled), so that an abandoned request costs at most one more
+    item's work and the requests queued behind it in the pool are not starved. A no-op outside ``off_loop``."""
     stop = _STOP.get()
     if stop is not None and stop.is_set():
         raise Abandoned
@@ -304,8 +311,7 @@ def check_abandoned() -> None:
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in the decode pool (Pillow and numpy release the GIL while they work), keeping the request's
     context (its id in log lines): a costly image delays no other request's event-loop work. When the awaiting
-    request is cancelled, a job not yet started never runs and one running stops at its next
-    ``check_abandoned``."""
+    task is cancelled, a job not yet started never runs and one running stops at its next ``check_abandoned``."""
     ctx = contextvars.copy_context()
     stop = threading.Event()
     ctx.run(_STOP.set, stop)

@@ -189,8 +189,9 @@ class AdmissionMiddleware:
             body, err, held = await self._read_body(receive, held)
             if err is _GONE:
                 return
-            if err is None and not headers.get("content-type", "").lower().startswith("multipart/"):
-                err = self._json_items(body, headers.get("inference-header-content-length"))
+            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            if err is None and not (path in form_routes() and ctype == "multipart/form-data"):  # a /v1 form's: bytes
+                err = self._json_items(body, headers.get("inference-header-content-length") if oip else None)
             if err is not None:
                 await self._send_error(send, err, endpoint, oip)
             else:
@@ -236,8 +237,8 @@ class AdmissionMiddleware:
         return self.body_bytes + more <= budget
 
     def _json_items(self, body: bytes, json_length: str | None) -> ApiError | None:
-        """Any body but a form's may be parsed as JSON (/v2 reads JSON whatever its media type says); of a /v2
-        binary request only the JSON header before the tensors' raw bytes is counted."""
+        """Any body but a /v1 form's may be parsed as JSON (/v2 reads JSON whatever its media type says); of a
+        /v2 binary request only the JSON header before the tensors' raw bytes is counted (``json_length``)."""
         end = len(body)  # a malformed length is /v2's to refuse, and the whole body is counted
         if json_length is not None and json_length.isascii() and json_length.isdigit() and len(json_length) < 19:
             end = int(json_length)

@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from service.engine import check_abandoned, off_loop, small_pngs
@@ -30,6 +31,31 @@ def test_only_small_pngs_whose_first_chunk_is_ihdr_are_decoded_on_the_loop():
     # must not send a large image to the event loop
     crafted = small[:8] + _chunk(b"faKe", (1).to_bytes(4, "big") * 2) + small[8:]
     assert not small_pngs([crafted], 1 << 20) and not small_pngs([base64.b64encode(crafted).decode()], 1 << 20)
+
+
+def test_a_second_ihdr_is_caught_by_the_size_pillow_reads_before_decoding():
+    """Pillow takes the last IHDR before the pixels: bytes 16-24 can say 1 x 1 with a 3,400 x 3,400 IHDR after
+    them, so the event loop decodes a small PNG only under INLINE_MAX_PIXELS as Pillow reads it, and a refusal
+    there sends the image to the pool (Engine.image_rows)."""
+    import struct
+    import zlib
+
+    from contract.images import ImageError, decode_image
+    from service.engine import INLINE_MAX_PIXELS
+
+    side = 3400
+    idat = zlib.compress(b"\x00" * (side * 2 + 1) * side, 9)
+    crafted = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0))
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
+    assert small_pngs([crafted], 1 << 20)  # the bytes alone cannot tell
+    with pytest.raises(ImageError) as e:
+        decode_image(crafted, max_pixels=INLINE_MAX_PIXELS)
+    assert e.value.code == "image_too_large" and f"{side}x{side}" in str(e.value)
 
 
 def test_a_cancelled_request_stops_its_job_at_the_next_item():

@@ -65,7 +65,8 @@ class TextTrainConfig(TrainConfig):
     # opinion words swapped for their opposite, the label turned over (training/counterfactual.py)
     counterfactual: float = 0.0
     # each training row with one opinion word, no negation and a label of the word's sign given, with this chance
-    # per epoch, "not" before that word and the label turned over (training/counterfactual.py: negated)
+    # per epoch, a negation before that word ("not", "never", "n't", "no", half of the time with a filler: "not
+    # too bad") and the label turned over (training/counterfactual.py: negated)
     negate: float = 0.0
 
 
@@ -219,8 +220,8 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     parts, turns = _counterparts(cfg, ds, vocab, words, vectors)
     neg = None
     if cfg.negate > 0:
-        if len(ds.label_names) != 2:
-            raise ValueError("--negate needs two classes")
+        if [n.lower() for n in ds.label_names] != ["negative", "positive"]:  # a word's sign is read as the class
+            raise ValueError(f"--negate needs the classes negative, positive (in that order), not {ds.label_names}")
         neg = counterfactual.negation(vocab, counterfactual.vader_lexicon())
     negations = torch.Generator().manual_seed(cfg.seed + 4)
 
@@ -314,7 +315,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         "--negate",
         type=float,
         default=t.negate,
-        help="chance a row with one opinion word and no negation gets 'not' before the word, its label turned over",
+        help="chance a row with one opinion word and no negation gets a negation before the word ('not', 'never', "
+        "\"n't\", 'no', sometimes with a filler: 'not too bad'), its label turned over",
     )
 
 
