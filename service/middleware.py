@@ -152,8 +152,7 @@ class AdmissionMiddleware:
         path: str = scope["path"] if scope["type"] == "http" else ""
         oip = is_oip(path)
         if not (oip or path.startswith("/v1")):
-            length = Headers(scope=scope).get("content-length") if scope["type"] == "http" else None
-            if length is not None and length.isdigit() and int(length) > self.max_body:  # any path: never read
+            if scope["type"] == "http" and self._declared_too_large(Headers(scope=scope)):  # any path: never read
                 await self._send_error(send, self._too_large(), endpoint_label(path))
                 return
             await self.app(scope, receive, send)
@@ -302,9 +301,12 @@ class AdmissionMiddleware:
     def _too_large(self) -> ApiError:
         return ApiError("payload_too_large", f"request body is over {self.max_body} bytes", close=True)
 
-    def _gate(self, method: str, path: str, headers: Headers) -> ApiError | None:
+    def _declared_too_large(self, headers: Headers) -> bool:
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        return length is not None and length.isdigit() and int(length) > self.max_body
+
+    def _gate(self, method: str, path: str, headers: Headers) -> ApiError | None:
+        if self._declared_too_large(headers):
             return self._too_large()
         if method != "POST":
             return None

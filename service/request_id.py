@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import itertools
-import json
 import logging
 import os
 import re
@@ -20,6 +19,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service.errors import ApiError
+from service.middleware import render
+from service.routes import is_oip
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -91,7 +92,7 @@ class RequestIdMiddleware:
 
 async def _internal_error(path: str, send: Send) -> None:
     err = ApiError("internal_error", "internal error", close=True)
-    body = json.dumps({"error": err.message}).encode() if path.startswith("/v2") else err.body()
+    body = render(err, is_oip(path))
     headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
     await send(
         {"type": "http.response.start", "status": 500, "headers": [*headers, (b"content-length", b"%d" % len(body))]}

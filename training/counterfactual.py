@@ -125,11 +125,16 @@ def turned(
     rows = can & (torch.rand(ids.shape[0], generator=gen) < chance)
     if not rows.any():
         return ids, y
-    ids = torch.where(rows[:, None], parts.to[ids], ids)
+    return torch.where(rows[:, None], parts.to[ids], ids), swapped(y, rows)
+
+
+def swapped(y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Targets with the two classes swapped on ``rows`` (bool (B,)): integer labels 0/1, or (B, 2K) distillation
+    targets whose halves are each two classes."""
     if y.ndim == 1:
-        return ids, torch.where(rows, 1 - y, y)
+        return torch.where(rows, 1 - y, y)
     swap = torch.arange(y.shape[1]).reshape(-1, 2).flip(1).reshape(-1)
-    return ids, torch.where(rows[:, None], y[:, swap], y)
+    return torch.where(rows[:, None], y[:, swap], y)
 
 
 # ---- negated rows ---------------------------------------------------------------------------------------------
@@ -208,7 +213,4 @@ def negated(
         flip[k] = True
     if not flip.any():
         return seqs, y
-    if y.ndim == 1:
-        return out, torch.where(flip, 1 - y, y)
-    swap = torch.arange(y.shape[1]).reshape(-1, 2).flip(1).reshape(-1)
-    return out, torch.where(flip[:, None], y[:, swap], y)
+    return out, swapped(y, flip)
