@@ -8,6 +8,7 @@ text ("don't", "it's", “quotes”) produces the same tokens as the training ph
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -31,6 +32,12 @@ _CLITIC = re.compile(r"(?<=[^\W_])'(s|re|ve|ll|d|m)\b")  # it's -> it 's
 _PTB_QUOTES = re.compile("``|''")
 _ASCII_CONTROLS = {c: " " for c in [*range(32), 127]}
 _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[^\W_]+(?:[-'][^\W_]+)*|[^\w\s]|_", re.UNICODE)
+# Unicode's stream-safe text format (UAX #15) allows 30 non-starters (combining marks) in a row, which no
+# writing needs more of; normalising a longer run costs time that grows with its square (canonical reordering),
+# and finding the places of its tokens with its cube, so marks past the 30th of a run are dropped first: 10,000
+# stacked accents cost what 30 do. A cluster normalised as one (``_clusters``) holds at most MAX_CLUSTER characters.
+MAX_MARKS = 30
+MAX_CLUSTER = 64
 
 
 class TokenizerConfig(BaseModel):
@@ -42,9 +49,43 @@ class TokenizerConfig(BaseModel):
     max_len: int = Field(64, ge=1, description="tokens per row: a longer text is read in windows of max_len tokens")
 
 
+@functools.lru_cache(maxsize=8192)
+def _marks(c: str) -> tuple[int, int, bool]:
+    """A character's compatibility decomposition's leading and trailing non-starters (combining class not 0),
+    and whether it is nothing else (a combining mark, a half-width voicing mark)."""
+    d = unicodedata.normalize("NFKD", c)
+    lead = next((k for k, x in enumerate(d) if not unicodedata.combining(x)), len(d))
+    if lead == len(d):
+        return lead, lead, True
+    trail = next(k for k, x in enumerate(reversed(d)) if not unicodedata.combining(x))
+    return lead, trail, False
+
+
+def _kept(text: str) -> list[bool]:
+    """Per character of a non-ASCII text: is it kept (not a non-starter past the MAX_MARKS-th of a run)?"""
+    kept, run = [], 0
+    for c in text:
+        lead, trail, only = _marks(c)
+        if only:
+            run += lead
+            kept.append(run <= MAX_MARKS)
+        else:
+            run = trail
+            kept.append(True)
+    return kept
+
+
+def stream_safe(text: str) -> str:
+    """``text`` without the combining marks past the MAX_MARKS-th of a run."""
+    if text.isascii():
+        return text
+    return "".join(c for c, k in zip(text, _kept(text), strict=True) if k)
+
+
 def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
-    """Raw text of any Unicode -> PTB-style tokens (never raises; control characters are dropped)."""
-    text = unicodedata.normalize(cfg.normalization, text)
+    """Raw text of any Unicode -> PTB-style tokens (never raises; control characters, and combining marks past
+    the MAX_MARKS-th of a run, are dropped)."""
+    text = unicodedata.normalize(cfg.normalization, stream_safe(text))
     text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)  # NUL, controls, NEL
     if cfg.strip_html:
         text = _HTML.sub(" ", text)
@@ -79,19 +120,24 @@ def _sub(pattern: re.Pattern[str], repl: str, text: str, where: Places) -> tuple
     return "".join(out), places
 
 
-def _clusters(text: str, form: str) -> list[tuple[int, str]]:
-    """(start, characters): each character with what normalisation would join to it (combining marks, a
-    half-width voicing mark, a jamo), so that normalising cluster by cluster gives what normalising the whole
-    text gives."""
-    out: list[tuple[int, str]] = []
-    for i, c in enumerate(text):
-        if out and not unicodedata.category(out[-1][1][-1]).startswith("C"):
-            prev = out[-1][1]
+def _clusters(text: str, form: str) -> list[tuple[int, int, str]]:
+    """(start, end, characters): each character with what normalisation would join to it (combining marks, a
+    half-width voicing mark, a jamo), up to MAX_CLUSTER, so that normalising cluster by cluster gives what
+    normalising the whole text gives; a mark ``stream_safe`` drops is left out, its place joined to the cluster
+    before it."""
+    out: list[tuple[int, int, str]] = []
+    for i, (c, kept) in enumerate(zip(text, _kept(text), strict=True)):
+        if not kept:
+            if out:
+                out[-1] = (out[-1][0], i + 1, out[-1][2])
+            continue
+        if out and len(out[-1][2]) < MAX_CLUSTER and not unicodedata.category(out[-1][2][-1]).startswith("C"):
+            prev = out[-1][2]
             joined = unicodedata.normalize(form, prev + c)  # type: ignore[arg-type]
             if unicodedata.combining(c) or joined != unicodedata.normalize(form, prev) + unicodedata.normalize(form, c):  # type: ignore[arg-type]
-                out[-1] = (out[-1][0], prev + c)
+                out[-1] = (out[-1][0], i + 1, prev + c)
                 continue
-        out.append((i, c))
+        out.append((i, i + 1, c))
     return out
 
 
@@ -119,10 +165,10 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     else:
         chars: list[str] = []
         where = []
-        for i, c in _clusters(text, cfg.normalization):
+        for start, end, c in _clusters(text, cfg.normalization):
             n = unicodedata.normalize(cfg.normalization, c)
             chars.append("".join(" " if unicodedata.category(x)[0] == "C" else x for x in n))
-            where += [(i, i + len(c))] * len(n)
+            where += [(start, end)] * len(n)
         view = "".join(chars)
     if cfg.strip_html:
         view, where = _sub(_HTML, " ", view, where)

@@ -25,7 +25,7 @@ from bentoml.exceptions import BentoMLException
 from contract.metadata import ModelMetadata, TextPreprocessing
 from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
-from service.errors import ApiError
+from service.errors import ApiError, quoted
 from service.family import ImageItem, LabeledImageItem, family_state
 from service.figures import Figure, read_figures
 from service.images import b64_to_bytes, to_input
@@ -128,20 +128,24 @@ class Engine:
             name, version = name.split("@", 1)
         if name in self.failed:
             raise ApiError("not_ready", f"model {name!r} is not ready: its artifact failed to load", retry_after=30)
+        shown = quoted(name, 64)  # gRPC's names are not held to the HTTP routes' pattern: never echo a megabyte
         meta = self.catalog.get(name)
         if meta is not None and version is not None:
             served = self.versions.get(name, {})
             if version not in served:
                 raise ApiError(
                     "model_not_found",
-                    f"model {name!r} has no version {version!r} served",
+                    f"model {shown!r} has no version {quoted(version, 64)!r} served",
                     [{"versions": sorted(served, key=version_order)}],
                 )
             meta = served[version]
         if meta is None or (task is not None and meta.task != task):
             available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
             kind = f"{task} model" if task else "model"
-            raise ApiError("model_not_found", f"no {kind} named {name!r} is served", [{"available": available}])
+            message = f"no {kind} named {shown!r} is served"
+            if meta is not None:  # served, for another route
+                message = f"model {shown!r} is served for the task {meta.task!r}; this route takes {task!r} models"
+            raise ApiError("model_not_found", message, [{"available": available}])
         return meta
 
     async def call(
@@ -226,7 +230,8 @@ class Engine:
             ]
         return meta, [LabeledImageItem(model=key, x=x, oddness=r.oddness, label=label) for x, r in rows]
 
-    async def model_cards(self) -> list[ModelCard]:
+    async def model_cards(self, only: ModelMetadata | None = None) -> list[ModelCard]:
+        """Every served model's card (its default version's), or ``only`` that version's."""
         runtime: dict[str, list[str]] = {}
         for task in TASKS.values():
             if S.batching == "api":
@@ -272,8 +277,8 @@ class Engine:
                 calibration=m.calibration,
                 ood=m.ood,
             )
-            for m in sorted(self.catalog.values(), key=lambda m: m.name)  # by name, however models came and went
-        ]
+            for m in ([only] if only is not None else sorted(self.catalog.values(), key=lambda m: m.name))
+        ]  # by name, however models came and went
 
 
 _get_current_service = bentoml.get_current_service  # resolved once: bentoml's module __getattr__ is slow

@@ -40,7 +40,7 @@ from starlette.responses import Response
 from contract.metadata import ModelMetadata
 from service import __version__
 from service.engine import Engine, current
-from service.errors import ApiError, validation_details
+from service.errors import ApiError, quoted, validation_details
 from service.lane import Lane
 from service.middleware import ERROR_CODE_HEADER
 from service.oip_extensions import PLATFORM, model_config, statistics
@@ -131,7 +131,7 @@ def _model(name: str, version: str | None) -> ModelMetadata:
 def model_of(svc: Engine, name: str, version: str | None) -> ModelMetadata:
     """The served model named in the URL (404 for an unknown name or version, 503 when not ready)."""
     if "@" in name:  # the URL's name is a name, never name@version
-        raise ApiError("model_not_found", f"no model named {name!r} is served")
+        raise ApiError("model_not_found", f"no model named {quoted(name, 64)!r} is served")
     return svc.metadata(name, version=version)  # 404 for an unknown name or version, 503 when it failed to load
 
 

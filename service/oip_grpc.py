@@ -13,7 +13,8 @@ batchers and statistics, and the errors metric (``nnserve_errors_total`` with th
 ModelInfer takes ``raw_input_contents`` or typed ``contents`` and answers with ``raw_output_contents`` (as
 Triton does). Every API worker binds the port with SO_REUSEPORT (grpcio's default on Linux), so the kernel
 spreads connections over the workers as it does for HTTP; the serving process first checks that no other
-process listens there (``check_port``), so that two servers never share one port by accident.
+process listens there and holds a lock of the port's for its lifetime (``check_port``), so that two servers,
+even started at the same moment, never share one port by accident.
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ def to_request(msg: service_pb2.ModelInferRequest) -> tuple[InferenceRequest, by
     raw = list(msg.raw_input_contents)
     if raw and len(raw) != len(msg.inputs):
         raise ApiError("invalid_request", f"{len(raw)} raw_input_contents for {len(msg.inputs)} inputs")
+    for t in msg.inputs if raw else ():
+        if t.contents.ListFields():  # Triton refuses it too: which would the model get?
+            raise ApiError("invalid_request", f"input {t.name!r} has both contents and raw_input_contents")
     blobs = raw or [_typed_bytes(t) for t in msg.inputs]
     inputs = []
     for tensor, blob in zip(msg.inputs, blobs, strict=True):
@@ -379,11 +383,35 @@ def _http_host() -> str:
     return "127.0.0.1"
 
 
+_PORT_LOCKS: list[Any] = []  # held for the serving process's lifetime
+
+
+def reserve_port(port: int) -> None:
+    """Take this host's lock of gRPC port ``port`` for the process's lifetime (a file in the temporary folder,
+    flock'd), or exit naming the port: two servers that both probed the port before either bound it (started at
+    the same moment) would otherwise both bind it with SO_REUSEPORT and share its connections."""
+    import fcntl
+    import tempfile
+
+    f = open(os.path.join(tempfile.gettempdir(), f"nnserve-grpc-{port}.lock"), "a")  # noqa: SIM115 (held)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SystemExit(
+            f"nnserve: the gRPC port {port} is taken by another nnserve starting on this host; set NNSERVE_GRPC_PORT "
+            "to a free port, or 0 to serve no gRPC"
+        ) from None
+    _PORT_LOCKS.append(f)
+
+
 def check_port(settings: Settings) -> None:
     """In the serving process (``bentoml serve``, before its workers start): refuse to start when another
-    process listens on the gRPC port, since every worker binds it with SO_REUSEPORT and would share it."""
+    nnserve holds the gRPC port's lock (``reserve_port``) or another process listens on it, since every worker
+    binds it with SO_REUSEPORT and would share it."""
     if settings.grpc_port == 0 or sys.argv[1:2] != ["serve"]:
         return
+    reserve_port(settings.grpc_port)
     probe = socket.socket(socket.AF_INET6 if ":" in (settings.grpc_host or "") else socket.AF_INET)
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT left by a restart is no conflict
     with probe:

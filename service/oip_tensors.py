@@ -212,6 +212,8 @@ def decode_inputs(req: InferenceRequest, specs: list[TensorMetadata], binary: by
     for inp in req.inputs:
         size = (inp.parameters or {}).get("binary_data_size")
         raw = None
+        if size is not None and inp.data is not None:  # Triton refuses it too: which would the model get?
+            raise ApiError("invalid_request", f"input {inp.name!r} has both data and binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise ApiError(

@@ -261,8 +261,11 @@ class Repository:
             return await asyncio.get_running_loop().run_in_executor(
                 self.loader, prepare, self.engine, name, self.settings
             )
-        except ArtifactError as e:
-            raise ApiError("invalid_request", f"failed to load {name!r}: {e}") from None
+        except ArtifactError as e:  # the model folder's own path is the server's business, not the caller's
+            reason = (
+                str(e).replace(f"{self.settings.model_dir.resolve()}/", "").replace(f"{self.settings.model_dir}/", "")
+            )
+            raise ApiError("invalid_request", f"failed to load {name!r}: {reason}") from None
 
     async def _cross_worker_lock(self) -> Any:
         assert self.folder is not None

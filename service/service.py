@@ -38,7 +38,7 @@ from service.engine import Engine, current
 from service.errors import ApiError, validation_details
 from service.figures import FIGURE_NAME, matches, pick
 from service.lane import LaneMiddleware, body_model_lanes
-from service.metrics import bound_bentoml_endpoint_labels, own_metrics_dir
+from service.metrics import MetricsCacheMiddleware, bound_bentoml_endpoint_labels, own_metrics_dir
 from service.middleware import AdmissionMiddleware
 from service.oip import v2_app
 from service.oip_grpc import check_port, serve_grpc
@@ -104,12 +104,14 @@ async def list_models() -> Response:
 
 
 @v1_app.get("/models/{name}", response_model=ModelCard, responses=ERROR_RESPONSES)
-async def get_model(name: Annotated[str, PathParam(pattern=MODEL_NAME)]) -> Response:
-    """One model's card."""
+async def get_model(
+    name: Annotated[str, PathParam(pattern=MODEL_NAME)],
+    version: Annotated[str | None, Query(pattern=VERSION_PATTERN, description=VERSION_CHOICE)] = None,
+) -> Response:
+    """One model's card: its default version's, or the served ``version`` asked for."""
     engine = current()
-    if name not in engine.catalog:
-        engine.metadata(name)  # 404 envelope for an unknown name (503 for an artifact that failed to load)
-    return json_response(next(c for c in await engine.model_cards() if c.name == name))
+    meta = engine.metadata(name, version=version)  # 404 for an unknown name or version, 503 for a failed artifact
+    return json_response((await engine.model_cards(only=meta))[0])
 
 
 FIGURE_HEADERS = {
@@ -207,6 +209,7 @@ if S.api_key is not None:  # off by default
     NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
         ApiKeyMiddleware, api_key=S.api_key.get_secret_value(), protect_metrics=S.metrics_require_key
     )
+NNServe.add_asgi_middleware(MetricsCacheMiddleware, max_age_s=S.metrics_max_age_s)  # type: ignore[attr-defined]
 NNServe.add_asgi_middleware(  # type: ignore[attr-defined]
     AdmissionMiddleware,
     max_body_bytes=S.max_body_bytes,

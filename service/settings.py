@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         return None if isinstance(v, str) and not v.strip() else v
 
     metrics_require_key: bool = Field(False, description="with an API key set, /metrics needs it too")
+    metrics_max_age_s: float = Field(
+        1.0,
+        ge=0,
+        description="/metrics is rendered at most once this often per worker, and served from that (0: never)",
+    )
 
     # request limits
     max_images: int = Field(64, ge=1, le=4096, description="images per request (any image endpoint)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,10 +233,41 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
+class Throttled(logging.Filter):
+    """A message a client can make the server log at will (uvicorn's "Invalid HTTP request received." for each
+    malformed request: 2,000 a second from one client, 630 KB of log a second) is let through once every
+    ``every_s`` seconds, with the count of those left out in between."""
+
+    def __init__(self, message: str, every_s: float = 10.0) -> None:
+        super().__init__()
+        self.message, self.every_s = message, every_s
+        self.last = -float("inf")
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.message:
+            return True
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            self.left_out += 1
+            return False
+        if self.left_out:
+            record.msg = f"{self.message} ({self.left_out} more left out of the log in the {self.every_s:g} s before)"
+        self.last, self.left_out = now, 0
+        return True
+
+
+INVALID_REQUEST = "Invalid HTTP request received."
+
+
 def install_transport(limits: Limits) -> None:
-    """Make uvicorn's "auto" HTTP protocol this one, with ``limits``; raise the open-file limit."""
+    """Make uvicorn's "auto" HTTP protocol this one, with ``limits``; raise the open-file limit; throttle the
+    log line a malformed request writes."""
     global LIMITS
     LIMITS = limits
+    errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, Throttled) for f in errors.filters):
+        errors.addFilter(Throttled(INVALID_REQUEST))
     attach_worker("nnserve", limits.workers)
     uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpTools"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

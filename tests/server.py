@@ -82,6 +82,7 @@ class Server:
             "BENTOML_HOME": str(log_path.parent / "bentoml-home"),
             "NNSERVE_DRAIN_S": "0",  # stop at once; tests/test_shutdown.py sets a drain period
             "NNSERVE_GRPC_PORT": str(self.grpc_port),
+            "NNSERVE_METRICS_MAX_AGE_S": "0",  # tests read counters right after the requests that move them
             **env,
         }
         self.proc: subprocess.Popen | None = None

@@ -4,6 +4,7 @@ kept closed. Fast versions against the shared test server."""
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
@@ -209,3 +210,39 @@ def test_a_trailing_slash_on_v1_is_the_same_route_never_a_redirect(client, digit
     assert_envelope(r, 415, "unsupported_media_type")
     r = client.get("/v1/models/", headers={"host": "evil.example.com"}, follow_redirects=False)
     assert r.status_code == 200 and "location" not in r.headers and r.json() == client.get("/v1/models").json()
+
+
+def test_a_stream_of_malformed_requests_writes_a_line_now_and_then_not_one_each(server):
+    import socket
+    from urllib.parse import urlparse
+
+    from service.transport import INVALID_REQUEST
+
+    url = urlparse(server.url)
+    before = server.log_path.read_text(errors="replace").count(INVALID_REQUEST)
+    for _ in range(60):
+        with socket.create_connection((url.hostname, url.port), timeout=5) as s:
+            s.sendall(b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(1024)  # the 400, then the close
+    time.sleep(0.5)
+    after = server.log_path.read_text(errors="replace").count(INVALID_REQUEST)
+    # one record per worker per 10 s (service/transport.py: Throttled), each written twice by BentoML's handlers:
+    # at most 4 lines, not 120
+    assert after - before <= 4
+
+
+def test_throttled_lets_one_line_through_per_period_and_counts_the_rest():
+    import logging
+
+    from service.transport import INVALID_REQUEST, Throttled
+
+    f = Throttled(INVALID_REQUEST, every_s=0.2)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, msg, (), None)
+
+    assert f.filter(record(INVALID_REQUEST)) and not f.filter(record(INVALID_REQUEST))
+    assert f.filter(record("something else"))  # any other line: through
+    time.sleep(0.25)
+    r = record(INVALID_REQUEST)
+    assert f.filter(r) and "1 more left out" in r.getMessage()

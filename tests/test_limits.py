@@ -29,6 +29,7 @@ LIMITS = {
     "NNSERVE_MAX_BODY_BYTES": "60000",
     "NNSERVE_MAX_IMAGE_PIXELS": "2000",
     "NNSERVE_MAX_IMAGE_BYTES": "5000",
+    "NNSERVE_METRICS_MAX_AGE_S": "30",
 }
 
 
@@ -186,3 +187,12 @@ def test_no_input_makes_the_server_fetch_a_url(tight):
     finally:
         httpd.shutdown()
     assert _Recorder.hits == []
+
+
+def test_the_metrics_page_is_rendered_at_most_once_per_max_age(tight):
+    first = tight.get("/metrics")  # one keep-alive connection: one worker, whose render is kept 30 s
+    for _ in range(3):
+        assert_envelope(tight.post("/v1/classify", json={"model": "digits-cnn", "images": []}), 400, "invalid_request")
+    again = tight.get("/metrics", params={"name[]": "nnserve_errors_total"})  # a filter is no render of its own
+    assert first.status_code == again.status_code == 200 and "nnserve_errors_total" in first.text
+    assert again.text == first.text  # the counters moved; the page served is the kept one

@@ -5,6 +5,8 @@ request id, the limits, and Triton's configuration and statistics against what w
 from __future__ import annotations
 
 import base64
+import os
+import time
 
 import grpc
 import httpx
@@ -16,7 +18,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import MAX_BODY, png_bytes
-from tests.server import Server
+from tests.server import REPO, Server
 from tests.test_oip_http import CNN, GAN, LSTM, metadata, preprocessed
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -157,6 +159,13 @@ def test_bad_requests_get_clear_status_codes(stub, gc, server):
     assert _code(infer(raw=(x.tobytes()[:-4],))) == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(infer(raw=(x.tobytes(), x.tobytes()))) == grpc.StatusCode.INVALID_ARGUMENT  # 2 contents, 1 input
     assert _code(infer(name="pixels")) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as long_name:  # gRPC's names are not held to a pattern: no megabyte echoed
+        stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="m" * 1_000_000), timeout=30)
+    assert long_name.value.code() == grpc.StatusCode.NOT_FOUND and len(long_name.value.details()) < 200
+    both = service_pb2.ModelInferRequest(model_name=CNN)  # typed contents and raw contents: which one counts?
+    both.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28]).contents.fp32_contents.extend([1.0] * 784)
+    both.raw_input_contents.append(x.tobytes())
+    assert _code(lambda: stub.ModelInfer(both, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(infer(shape=(65, 1, 28, 28), raw=(np.zeros((65, 1, 28, 28), np.float32).tobytes(),))) == (
         grpc.StatusCode.INVALID_ARGUMENT  # over NNSERVE_MAX_IMAGES rows
     )
@@ -232,6 +241,39 @@ def test_a_second_server_on_the_same_grpc_port_refuses_to_start(server, artifact
     other = Server(artifact_root, tmp_path / "serve.log", NNSERVE_GRPC_PORT=str(server.grpc_port))
     with pytest.raises(RuntimeError, match="gRPC port"):
         other.start(timeout=60)
+
+
+def test_the_ports_lock_is_held_by_one_process_at_a_time(tmp_path):
+    """Two servers started at the same moment both find the port free before either binds it: the lock decides."""
+    import subprocess
+    import sys
+
+    from service.oip_grpc import reserve_port
+
+    port = 1 + (os.getpid() % 60000)  # a port number nobody here serves: only its lock is taken
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from service.oip_grpc import reserve_port; reserve_port({port}); input()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=str(REPO),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the holder has it
+            probe = subprocess.run(
+                [sys.executable, "-c", f"from service.oip_grpc import reserve_port; reserve_port({port})"],
+                capture_output=True,
+                text=True,
+                cwd=str(REPO),
+            )
+            if probe.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert probe.returncode != 0 and f"gRPC port {port} is taken" in probe.stderr
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    reserve_port(port)  # released with its holder: free again
 
 
 def test_metadata_over_the_head_limit_is_refused(stub):

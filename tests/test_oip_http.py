@@ -297,6 +297,21 @@ def test_binary_framing_errors(client):
     ).encode()
     r = client.post(url, content=short + b"\x09\x00\x00", headers={"Inference-Header-Content-Length": str(len(short))})
     assert "truncated" in oip_error(r, 400)
+    both = json.dumps(  # data and binary data for one input: Triton refuses it; which would the model get?
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "data": ["awful"],
+                    "parameters": {"binary_data_size": 9},
+                }
+            ]
+        }
+    ).encode()
+    r = client.post(url, content=both + element, headers={"Inference-Header-Content-Length": str(len(both))})
+    assert "both data and binary_data_size" in oip_error(r, 400)
 
 
 def test_client_raises_the_servers_message(tc):

@@ -80,6 +80,9 @@ def test_versions_side_by_side_with_the_newest_as_default(explicit, http, digits
     card = http.get(f"/v1/models/{CNN}").json()
     assert card["versions"] == ["1", "2"] and card["version"] == "2"
     assert http.get(f"/v1/models/{LSTM}").json()["versions"] == ["1"]  # today's layout: version 1
+    assert http.get(f"/v1/models/{CNN}?version=1").json()["version"] == "1"  # another served version's card
+    r = http.get(f"/v1/models/{CNN}?version=3")  # never the default's card in its place
+    assert r.status_code == 404 and r.json()["error"]["details"] == [{"versions": ["1", "2"]}]
     answers = {v: classify(http, digits, v) for v in (None, "1", "2")}
     assert {v: r.json()["version"] for v, r in answers.items()} == {None: "2", "1": "1", "2": "2"}
     assert answers["1"].json()["predictions"] == answers["2"].json()["predictions"]  # copies of one export
@@ -143,6 +146,7 @@ def test_a_bad_new_version_is_refused_and_the_old_ones_keep_serving(explicit, ht
         r = http.post(f"/v2/repository/models/{CNN}/load")
         assert r.status_code == 400, r.text
         assert ("sha256" if damage == "bytes" else "in the folder of version 4") in r.json()["error"]
+        assert str(explicit.root_dir) not in r.json()["error"]  # the server's own paths stay its own
         assert http.get(f"/v1/models/{CNN}").json()["versions"] == ["1", "2"]
         assert classify(http, digits).status_code == 200
         shutil.rmtree(folder / str(version))

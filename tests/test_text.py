@@ -13,6 +13,7 @@ import torch
 import models
 from contract.metadata import ModelMetadata, sha256_file
 from contract.text import (
+    MAX_MARKS,
     PAD,
     UNK,
     TokenizerConfig,
@@ -20,6 +21,7 @@ from contract.text import (
     combine_windows,
     encode_text,
     encode_windows,
+    stream_safe,
     tokenize,
     tokenize_spans,
 )
@@ -235,6 +237,8 @@ def test_windows_cover_the_text_in_order_up_to_the_cap():
         "ＦＵＬＬ width <a href='x'>link</a> y'all can't",
         "ｶﾞｲﾄﾞ good film",  # half-width katakana: the voicing mark joins the character before it
         "‹" + "İ" * 120 + "> good film",  # lowercasing lengthens İ: done after the tag is stripped, as tokenize does
+        "goo" + "\u0301\u0316" * 3000 + "d good",  # marks past the 30th of a run dropped (once hours of CPU)
+        "a" + "\u0f73" * 500 + " fine ｶ" + "\uff9e" * 100,  # marks hidden in a decomposition count too
     ],
 )
 def test_token_spans_point_at_the_characters_of_each_token(text):
@@ -243,6 +247,16 @@ def test_token_spans_point_at_the_characters_of_each_token(text):
     for token, a, b in spans:
         assert a is not None and b is not None and 0 <= a < b <= len(text)
         assert token in tokenize(text[a:b], TokenizerConfig())  # the span holds what its token was made of
+
+
+def test_combining_marks_past_the_stream_safe_limit_are_dropped():
+    cfg = TokenizerConfig()
+    long = "e" + "\u0301" * 10_000 + " good"
+    assert tokenize(long, cfg) == tokenize("e" + "\u0301" * MAX_MARKS + " good", cfg)
+    assert stream_safe(long) == "e" + "\u0301" * MAX_MARKS + " good" and stream_safe("ok") == "ok"
+    spans = tokenize_spans(long, cfg)
+    assert spans[-1] == ("good", 10_002, 10_006) and spans[-2][2] == 10_001  # the dropped marks join the last kept
+    assert tokenize("naïve café " * 3, cfg) == ["naïve", "café"] * 3  # ordinary accents untouched
 
 
 @needs_data
