@@ -249,19 +249,20 @@ evaluate: $(VENV)/.dev
 	$(PY) -m export.evaluate $(ART)/imdb-lstm --data $(IMDB)
 	for m in sst2-lstm sst2-gru sst2-lstm-max sst2-gru-distilled imdb-lstm; do \
 		$(PY) -m export.evaluate $(ART)/$$m --texts bench/data/reviews-out-of-domain.tsv || exit 1; \
-		$(PY) -m export.evaluate $(ART)/$$m --texts bench/data/reviews-negations.tsv || exit 1; done
+		$(PY) -m export.evaluate $(ART)/$$m --texts bench/data/reviews-negations.tsv || exit 1; \
+		$(PY) -m export.evaluate $(ART)/$$m --texts bench/data/reviews-held-out.tsv || exit 1; done
 	for m in mnist-cnn mnist-lenet5 mnist-mlp mnist-rbf; do $(CALIBRATE) --measure $(ART)/$$m --data $(DATA)/mnist --ood-data $(DATA)/fashion-mnist || exit 1; done
 	for m in fashion-cnn fashion-resnet; do $(CALIBRATE) --measure $(ART)/$$m --data $(DATA)/fashion-mnist --ood-data $(DATA)/mnist || exit 1; done
 	for m in sst2-lstm sst2-gru sst2-lstm-max sst2-gru-distilled; do $(CALIBRATE) --measure $(ART)/$$m --data $(SST2) || exit 1; done
 	$(CALIBRATE) --measure $(ART)/imdb-lstm --data $(IMDB)
 	$(PY) -m bench.text_ood $(ART)/sst2-gru-distilled $(ART)/sst2-gru $(ART)/sst2-lstm $(ART)/sst2-lstm-max $(ART)/imdb-lstm
-	$(PY) -m export.evaluate $(ART)/mnist-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
-	$(PY) -m export.evaluate $(ART)/mnist-dae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
-	$(PY) -m export.evaluate $(ART)/fashion-ae --data $(DATA)/fashion-mnist --anomalies $(DATA)/mnist
+	$(PY) -m export.evaluate $(ART)/mnist-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist --sizes 56,280
+	$(PY) -m export.evaluate $(ART)/mnist-dae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist --sizes 56,280
+	$(PY) -m export.evaluate $(ART)/fashion-ae --data $(DATA)/fashion-mnist --anomalies $(DATA)/mnist --sizes 56,280
 	$(PY) -m export.evaluate $(ART)/mnist-gan --data $(DATA)/mnist --classifier $(ART)/mnist-cnn
 	$(PY) -m export.evaluate $(ART)/mnist-vae --data $(DATA)/mnist --classifier $(ART)/mnist-cnn
 	$(PY) -m export.evaluate $(ART)/mnist-rbm --data $(DATA)/mnist --classifier $(ART)/mnist-cnn  # 12 min: 5,999 chains x 1,000 steps
-	$(PY) -m export.evaluate $(ART)/mnist-dbn-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist
+	$(PY) -m export.evaluate $(ART)/mnist-dbn-ae --data $(DATA)/mnist --anomalies $(DATA)/fashion-mnist --sizes 56,280
 	$(PY) -m export.evaluate $(ART)/fashion-vae --data $(DATA)/fashion-mnist --classifier $(ART)/fashion-cnn
 
 clean:

@@ -408,6 +408,13 @@ class ModelMetadata(BaseModel):
         )
         return score, flagged
 
+    def anomaly_answer(self, error: float, oddness: float | None, pixels: np.ndarray) -> bool:
+        """An autoencoder's anomaly flag for one image (``pixels``: its prepared field): the reconstruction
+        ``error`` is above the threshold, or the front door found nothing written (a blank page is reconstructed
+        almost perfectly) or a page unlike any of the model's kind (oddness above 1), as ``ood_answer`` says."""
+        assert self.anomaly is not None
+        return error > self.anomaly.threshold or (oddness is not None and oddness > 1) or nothing_written(pixels)
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()

@@ -8,6 +8,8 @@
     python -m export.evaluate artifacts/sst2-gru --data ../shared/data/sentiment/sst2/train.tsv \\
         --ensemble-with artifacts/sst2-lstm --ensemble-with artifacts/sst2-lstm-max             # averaged answers
     python -m export.evaluate artifacts/mnist-gan --data ../shared/data/mnist --classifier artifacts/mnist-cnn
+    python -m export.evaluate artifacts/mnist-ae --data ../shared/data/mnist --anomalies ../shared/data/fashion-mnist \
+        --sizes 56,112,280                            # also flagged as served with the images enlarged
 
 With ``--data``, the validation split is rebuilt from the seed, fraction and kind recorded in model.json and
 the data file must hash to the sha256 recorded there, so the figure is the one training reported,
@@ -34,7 +36,7 @@ from PIL import Image
 
 from contract import gibbs
 from contract.data import read_idx, stratified_split
-from contract.images import normalize, prepare_image, to_uint8
+from contract.images import normalize, prepare_image, read, to_uint8
 from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata, sha256_file
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
 
@@ -108,6 +110,27 @@ def reconstruction_errors(
     return np.concatenate(errors)
 
 
+def served_anomalies(
+    model_dir: Path, images: np.ndarray, meta: ModelMetadata, size: int, batch: int = 250
+) -> np.ndarray:
+    """uint8 images (N, H, W) enlarged to ``size`` x ``size`` (bicubic: a larger scan of the same picture) -> the
+    ``anomaly`` /v1/reconstruct answers for each: at any size but the model's own, the image goes through the front
+    door (contract.images.read), which fits the ink it finds into a digit's box, and its verdict counts too
+    (``ModelMetadata.anomaly_answer``)."""
+    sess = _session(model_dir)
+    pre = meta.image_preprocessing()
+    flags: list[bool] = []
+    for i in range(0, len(images), batch):
+        readings = [
+            read(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC), pre) for a in images[i : i + batch]
+        ]
+        x = normalize(np.stack([r.pixels for r in readings]), pre)
+        (recon,) = sess.run(["reconstruction"], {meta.inputs[0].name: x})
+        errors = ((recon - x) ** 2).reshape(len(x), -1).sum(1)
+        flags += [meta.anomaly_answer(float(e), r.oddness, f) for e, r, f in zip(errors, readings, x, strict=True)]
+    return np.asarray(flags)
+
+
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
     """Area under the ROC curve of a score that should be higher for positives (Mann-Whitney U / n1 n0)."""
     from scipy.stats import rankdata  # ties share their mean rank
@@ -160,6 +183,13 @@ def _autoencoder_report(p: argparse.ArgumentParser, args: argparse.Namespace, me
             anomalies_flagged=float((other_errors > meta.anomaly.threshold).mean()),
             auroc=auroc(errors, other_errors),
         )
+    for size in args.sizes:  # the first --sizes-n images of each set, enlarged, as /v1/reconstruct answers them
+        n = args.sizes_n
+        own = served_anomalies(args.model_dir, images[:n], meta, size)
+        entry = {"n": len(own), "flagged": float(own.mean())}
+        if args.anomalies is not None:
+            entry["anomalies_flagged"] = float(served_anomalies(args.model_dir, others[:n], meta, size).mean())
+        result.setdefault("served_at_size", {})[str(size)] = entry
     return result
 
 
@@ -341,6 +371,14 @@ def main(argv: list[str] | None = None) -> int:
         help="texts: another classifier whose calibrated probabilities are averaged in (repeatable)",
     )
     p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
+    p.add_argument(
+        "--sizes",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[],
+        help="autoencoders: also the anomaly flag /v1/reconstruct answers with the images enlarged to these sizes "
+        "(e.g. 56,112,280: through the front door)",
+    )
+    p.add_argument("--sizes-n", type=int, default=1000, help="autoencoders: images of each set for --sizes")
     p.add_argument("--classifier", type=Path, help="generators: a classifier artifact of the same dataset")
     p.add_argument("--samples", type=int, help="generators: images per set (default: the validation split's size)")
     p.add_argument("--gibbs-steps", type=int, default=1000, help="Gibbs samplers: steps of each chain (the service's)")

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from service.deadlines import deadline
 from service.errors import ApiError
 from service.metrics import ERRORS
-from service.routes import endpoint_label, form_routes, is_oip, json_routes
+from service.routes import endpoint_label, form_routes, image_routes, is_oip, json_routes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -314,11 +314,11 @@ class AdmissionMiddleware:
         if path in json_routes() and ctype != "application/json":
             message = f"{path} takes application/json, not {ctype or 'nothing'}"
             raw_upload = ctype.startswith(("image/", "multipart/")) or ctype.endswith("octet-stream")
-            if path == "/v1/classify" and raw_upload:
-                message += (
-                    ": base64 images in a JSON body; to send an image file, POST it as multipart/form-data "
-                    "(field 'image') to /v1/classify/upload"
-                )
+            if path in image_routes() and raw_upload:
+                message += ": images go base64 in the JSON body's 'images'"
+                if path == "/v1/classify":
+                    message += "; to send an image file, POST it as multipart/form-data (field 'image') to "
+                    message += "/v1/classify/upload"
             return ApiError("unsupported_media_type", message)
         if path in form_routes() and ctype != "multipart/form-data":
             return ApiError("unsupported_media_type", f"{path} takes multipart/form-data, not {ctype or 'nothing'}")

@@ -16,16 +16,20 @@ V2_ROUTES = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready"})
 
 
 @functools.cache
-def _body_routes(n_tasks: int) -> tuple[frozenset[str], frozenset[str]]:
+def _body_routes(n_tasks: int) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     json_routes: set[str] = set()
     form_routes: set[str] = set()
+    image_routes: set[str] = set()
     for task in TASKS.values():
         for route in task.router.routes:
             if not isinstance(route, APIRoute) or not route.dependant.body_params:
                 continue
             form = any(isinstance(p.field_info, params.Form) for p in route.dependant.body_params)
             (form_routes if form else json_routes).add("/v1" + route.path)
-    return frozenset(json_routes), frozenset(form_routes)
+            body = route.dependant.body_params[0].field_info.annotation
+            if not form and "images" in getattr(body, "model_fields", {}):
+                image_routes.add("/v1" + route.path)
+    return frozenset(json_routes), frozenset(form_routes), frozenset(image_routes)
 
 
 def json_routes() -> frozenset[str]:
@@ -36,6 +40,11 @@ def json_routes() -> frozenset[str]:
 def form_routes() -> frozenset[str]:
     """/v1 routes whose body is multipart/form-data (File and Form parameters)."""
     return _body_routes(len(TASKS))[1]
+
+
+def image_routes() -> frozenset[str]:
+    """/v1 JSON routes that take base64 images (their request model's ``images``)."""
+    return _body_routes(len(TASKS))[2]
 
 
 def endpoint_label(path: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +74,33 @@ def test_errors(client, route, body, status, code):
 def test_anomaly_counter(client):
     text = client.get("/metrics").text
     assert re.search(r'^nnserve_anomalies_total\{model="digits-ae"\} [1-9]', text, re.M)
+
+
+def test_a_blank_page_is_an_anomaly(client, digit_pngs):
+    pages = []
+    for level in (255, 215, 0):  # white paper, grey paper, a black field
+        buf = io.BytesIO()
+        Image.new("L", (280, 280), level).save(buf, format="PNG")
+        pages.append(b64(buf.getvalue()))
+    body = client.post("/v1/reconstruct", json={"model": MODEL, "images": [*pages, digit_pngs[0]]}).json()
+    assert [r["anomaly"] for r in body["results"][:3]] == [True] * 3  # nothing written: the front door's verdict
+    assert body["results"][3]["anomaly"] == (body["results"][3]["error"] > body["threshold"])  # a digit: its error
+
+
+@pytest.mark.parametrize("level", [255, 215, 0])
+def test_the_shipped_autoencoder_reconstructs_a_blank_page_well_and_flags_it_by_the_front_doors_verdict(level):
+    """Why the flag takes the front door's verdict: ``mnist-ae`` reconstructs an empty field almost perfectly."""
+    import onnxruntime as ort
+
+    from contract.images import normalize, read
+
+    art = Path(__file__).resolve().parents[1] / "artifacts" / "mnist-ae"
+    meta = load_metadata(art)
+    reading = read(Image.new("L", (280, 280), level), meta.image_preprocessing())
+    x = normalize(reading.pixels[None], meta.image_preprocessing())
+    (recon,) = ort.InferenceSession(str(art / "model.onnx")).run(["reconstruction"], {meta.inputs[0].name: x})
+    error = float(((recon - x) ** 2).sum())
+    assert error < meta.anomaly.threshold / 10  # the error alone says "typical"
+    assert meta.anomaly_answer(error, reading.oddness, x[0])
+    assert not meta.anomaly_answer(error, None, x[0] + np.eye(28, dtype=np.float32))  # ink, a low error: typical
+    assert meta.anomaly_answer(error, 1.5, x[0] + np.eye(28, dtype=np.float32))  # a page unlike a digit's: flagged

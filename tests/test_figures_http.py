@@ -137,6 +137,8 @@ def test_unknown_models_versions_and_figures_are_404_envelopes(client):
     assert CNN in err["details"][0]["available"]
     err = assert_envelope(client.get(f"/v1/models/{CNN}/figures/curves.png?version=9"), 404, "model_not_found")
     assert err["details"] == [{"versions": ["1"]}]
+    err = assert_envelope(client.get(f"/v1/models/{CNN}?version=9"), 404, "model_not_found")  # the card too
+    assert err["details"] == [{"versions": ["1"]}]
     err = assert_envelope(client.get(f"/v1/models/{HOPFIELD}/figures/samples.png"), 404, "not_found")
     assert err["details"] == [{"figures": client.get(f"/v1/models/{HOPFIELD}").json()["figures"]}]
     assert "samples.png" in err["message"] and HOPFIELD in err["message"]

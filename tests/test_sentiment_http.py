@@ -165,6 +165,11 @@ def test_unknown_and_wrong_family_models(client):
     assert_envelope(analyze(client, ["hi"], model="nope"), 404, "model_not_found")
     err = assert_envelope(analyze(client, ["hi"], model="digits-cnn"), 404, "model_not_found")
     assert err["details"] == [{"available": sorted([MODEL, ATTN])}]
+    # served, for another route: said so, not "no such model is served"
+    assert err["message"] == (
+        "model 'digits-cnn' is served for the task 'image-classification'; "
+        "this route takes 'text-classification' models"
+    )
 
 
 def test_non_utf8_body(client):

@@ -286,6 +286,15 @@ def test_a_raw_image_body_is_pointed_to_the_upload_route(client, ctype):
     assert "/v1/classify/upload" in assert_envelope(r, 415, "unsupported_media_type")["message"]
 
 
+def test_a_raw_image_body_on_another_image_route_is_told_where_images_go(client):
+    for path in ("/v1/reconstruct", "/v1/encode", "/v1/interpolate", "/v1/recall"):
+        r = client.post(path, content=base64.b64decode(GOOD), headers={"content-type": "image/png"})
+        message = assert_envelope(r, 415, "unsupported_media_type")["message"]
+        assert "'images'" in message and "upload" not in message, (path, message)
+    r = client.post("/v1/sentiment", content=base64.b64decode(GOOD), headers={"content-type": "image/png"})
+    assert "images" not in assert_envelope(r, 415, "unsupported_media_type")["message"]  # it takes no images
+
+
 def test_body_over_the_limit_is_413(client):
     big = "A" * (MAX_BODY + 10)
     assert_envelope(classify(client, [big]), 413, "payload_too_large")

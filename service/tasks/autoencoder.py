@@ -46,7 +46,10 @@ class ReconstructImagesRequest(ImagesInput):
 class Reconstruction(BaseModel):
     reconstruction: str = Field(description="base64 PNG in the model's pixel convention (MNIST: white on black)")
     error: float = Field(ge=0, description="squared error summed over pixels in [0, 1]")
-    anomaly: bool = Field(description="error is above the model's calibrated threshold")
+    anomaly: bool = Field(
+        description="error is above the model's calibrated threshold, or the front door found nothing written (a "
+        "blank page, uniform paper) or a page unlike any photo of the model's kind (a scene, printed text)"
+    )
 
 
 class ReconstructImagesResponse(BaseModel):
@@ -104,7 +107,7 @@ async def reconstruct(request: ReconstructImagesRequest) -> Response:
     out = []
     for item, r in zip(items, results, strict=True):
         error = float(((r.reconstruction - item.x) ** 2).sum())
-        anomaly = error > meta.anomaly.threshold
+        anomaly = meta.anomaly_answer(error, item.oddness, item.x)
         if anomaly:
             ANOMALIES.labels(meta.name).inc()
         out.append(Reconstruction(reconstruction=png_b64(r.reconstruction), error=error, anomaly=anomaly))
