@@ -25,7 +25,7 @@ from bentoml.exceptions import BentoMLException
 from contract.metadata import ModelMetadata, TextPreprocessing
 from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
-from service.errors import ApiError, quoted
+from service.errors import ApiError, inside, quoted
 from service.family import ImageItem, LabeledImageItem, family_state
 from service.figures import Figure, read_figures
 from service.images import b64_to_bytes, to_input
@@ -130,6 +130,10 @@ class Engine:
             raise ApiError("not_ready", f"model {name!r} is not ready: its artifact failed to load", retry_after=30)
         shown = quoted(name, 64)  # gRPC's names are not held to the HTTP routes' pattern: never echo a megabyte
         meta = self.catalog.get(name)
+        if meta is not None and task is not None and meta.task != task:  # served, for another route (any version)
+            available = sorted(n for n, m in self.catalog.items() if m.task == task)
+            message = f"model {shown!r} is served for the task {meta.task!r}; this route takes {task!r} models"
+            raise ApiError("model_not_found", message, [{"available": available}])
         if meta is not None and version is not None:
             served = self.versions.get(name, {})
             if version not in served:
@@ -139,13 +143,10 @@ class Engine:
                     [{"versions": sorted(served, key=version_order)}],
                 )
             meta = served[version]
-        if meta is None or (task is not None and meta.task != task):
+        if meta is None:
             available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
             kind = f"{task} model" if task else "model"
-            message = f"no {kind} named {shown!r} is served"
-            if meta is not None:  # served, for another route
-                message = f"model {shown!r} is served for the task {meta.task!r}; this route takes {task!r} models"
-            raise ApiError("model_not_found", message, [{"available": available}])
+            raise ApiError("model_not_found", f"no {kind} named {shown!r} is served", [{"available": available}])
         return meta
 
     async def call(
@@ -264,7 +265,7 @@ class Engine:
                 onnx_sha256=m.onnx_sha256,
                 source_commit=m.source_commit,
                 ready=m.name in runtime and m.name not in self.failed,
-                error=self.failed.get(m.name),
+                error=None if m.name not in self.failed else inside(self.failed[m.name], S.model_dir),
                 figures=sorted(self.figures.get(served_key(m), {})),
                 providers=runtime.get(m.name, providers()),
                 batching=BatchingInfo(

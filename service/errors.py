@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -32,6 +34,11 @@ def quoted(text: object, limit: int = 120) -> str:
     unencodable characters escaped, at most ``limit`` characters."""
     s = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def inside(text: str, folder: Path) -> str:
+    """A message for a client: the model folder's own path (the server's business) left out of ``text``."""
+    return text.replace(f"{folder.resolve()}/", "").replace(f"{folder}/", "")
 
 
 def validation_details(errors: list) -> tuple[str, list[dict]]:

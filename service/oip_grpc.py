@@ -393,14 +393,19 @@ def reserve_port(port: int) -> None:
     import fcntl
     import tempfile
 
-    f = open(os.path.join(tempfile.gettempdir(), f"nnserve-grpc-{port}.lock"), "a")  # noqa: SIM115 (held)
+    path = os.path.join(tempfile.gettempdir(), f"nnserve-grpc-{port}.lock")
+    try:  # another user's file is read-only to this one, and flock works on a read-only descriptor
+        f = open(path, "a") if not os.path.exists(path) or os.access(path, os.W_OK) else open(path)  # noqa: SIM115
+    except OSError as e:  # no lock to be had (an unwritable temporary folder): the bind probe alone decides
+        log.warning("no lock of the gRPC port %d (%s): two servers started at once could share it", port, e)
+        return
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         raise SystemExit(
-            f"nnserve: the gRPC port {port} is taken by another nnserve starting on this host; set NNSERVE_GRPC_PORT "
-            "to a free port, or 0 to serve no gRPC"
+            f"nnserve: the gRPC port {port} is held by another nnserve on this host (its lock {path}); set "
+            "NNSERVE_GRPC_PORT to a free port, or 0 to serve no gRPC"
         ) from None
     _PORT_LOCKS.append(f)
 

@@ -43,7 +43,7 @@ from typing import Any
 from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, TextPreprocessing
 from contract.text import Vocab
 from service.balance import worker_slot
-from service.errors import ApiError, quoted
+from service.errors import ApiError, inside, quoted
 from service.figures import Figure, read_figures
 from service.registry import TASKS
 from service.runtime import (
@@ -262,9 +262,7 @@ class Repository:
                 self.loader, prepare, self.engine, name, self.settings
             )
         except ArtifactError as e:  # the model folder's own path is the server's business, not the caller's
-            reason = (
-                str(e).replace(f"{self.settings.model_dir.resolve()}/", "").replace(f"{self.settings.model_dir}/", "")
-            )
+            reason = inside(str(e), self.settings.model_dir)
             raise ApiError("invalid_request", f"failed to load {name!r}: {reason}") from None
 
     async def _cross_worker_lock(self) -> Any:

@@ -35,7 +35,7 @@ from starlette.responses import Response
 from service import oip
 from service.auth import ApiKeyMiddleware
 from service.engine import Engine, current
-from service.errors import ApiError, validation_details
+from service.errors import ApiError, inside, validation_details
 from service.figures import FIGURE_NAME, matches, pick
 from service.lane import LaneMiddleware, body_model_lanes
 from service.metrics import MetricsCacheMiddleware, bound_bentoml_endpoint_labels, own_metrics_dir
@@ -100,7 +100,8 @@ v1_app = FastAPI(
 async def list_models() -> Response:
     """Model cards of every served model: metadata plus runtime state."""
     engine = current()
-    return json_response(ListModelsResponse(models=await engine.model_cards(), unavailable=engine.failed))
+    unavailable = {folder: inside(why, S.model_dir) for folder, why in engine.failed.items()}
+    return json_response(ListModelsResponse(models=await engine.model_cards(), unavailable=unavailable))
 
 
 @v1_app.get("/models/{name}", response_model=ModelCard, responses=ERROR_RESPONSES)
@@ -110,6 +111,8 @@ async def get_model(
 ) -> Response:
     """One model's card: its default version's, or the served ``version`` asked for."""
     engine = current()
+    if name in engine.catalog and version is None:  # a failed artifact too: its card says why it is not ready
+        return json_response((await engine.model_cards(only=engine.catalog[name]))[0])
     meta = engine.metadata(name, version=version)  # 404 for an unknown name or version, 503 for a failed artifact
     return json_response((await engine.model_cards(only=meta))[0])
 

@@ -252,7 +252,7 @@ class Throttled(logging.Filter):
             self.left_out += 1
             return False
         if self.left_out:
-            record.msg = f"{self.message} ({self.left_out} more left out of the log in the {self.every_s:g} s before)"
+            record.msg = f"{self.message} ({self.left_out} more since the last such line, left out of the log)"
         self.last, self.left_out = now, 0
         return True
 

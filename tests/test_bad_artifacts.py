@@ -113,6 +113,9 @@ def test_skipped_artifacts_are_not_ready_and_the_others_serve(mixed_dir, tmp_pat
             assert not cards["broken-cnn"]["ready"] and "broken-cnn/model.onnx" in cards["broken-cnn"]["error"]
             assert "unreadable metadata" in listing["unavailable"]["badmeta"]
             assert "task 'image-regression' is not one this server serves" in listing["unavailable"]["alien"]
+            assert str(mixed_dir) not in json.dumps(listing)  # the server's own paths stay its own
+            card = c.get("/v1/models/broken-cnn")  # the card that says why, not the 503 a request gets
+            assert card.status_code == 200 and card.json()["error"] == cards["broken-cnn"]["error"]
             image = base64.b64encode(png_bytes(digits.images[0, 0])).decode()
             r = c.post("/v1/classify", json={"model": "broken-cnn", "images": [image]})
             assert_envelope(r, 503, "not_ready")

@@ -245,4 +245,4 @@ def test_throttled_lets_one_line_through_per_period_and_counts_the_rest():
     assert f.filter(record("something else"))  # any other line: through
     time.sleep(0.25)
     r = record(INVALID_REQUEST)
-    assert f.filter(r) and "1 more left out" in r.getMessage()
+    assert f.filter(r) and "1 more since the last such line" in r.getMessage()

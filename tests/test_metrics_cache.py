@@ -42,8 +42,10 @@ def test_one_render_per_max_age_one_at_a_time_without_the_query():
         assert renders == [b""] and {a for a in answers} == {(200, b"render 1")}  # one render, for all eight
         await asyncio.sleep(0.35)
         assert await _get(mw) == (200, b"render 2") and len(renders) == 2  # past the max age: rendered again
+        assert await _get(mw, method="HEAD") == (200, b"")  # its head, from the same render
+        assert len(renders) == 2
         assert await _get(mw, path="/livez") == (200, b"render 3")  # any other path: through
-        assert await _get(mw, method="HEAD") == (200, b"render 4")
+        assert await _get(mw, method="POST") == (200, b"render 4")
 
     asyncio.run(run())
 

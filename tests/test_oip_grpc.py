@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 
 import grpc
 import httpx
@@ -251,29 +250,32 @@ def test_the_ports_lock_is_held_by_one_process_at_a_time(tmp_path):
     from service.oip_grpc import reserve_port
 
     port = 1 + (os.getpid() % 60000)  # a port number nobody here serves: only its lock is taken
+    take = f"from service.oip_grpc import reserve_port; reserve_port({port})"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from service.oip_grpc import reserve_port; reserve_port({port}); input()"],
+        [sys.executable, "-c", f"{take}; print('held', flush=True); input()"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=str(REPO),
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:  # until the holder has it
-            probe = subprocess.run(
-                [sys.executable, "-c", f"from service.oip_grpc import reserve_port; reserve_port({port})"],
-                capture_output=True,
-                text=True,
-                cwd=str(REPO),
-            )
-            if probe.returncode != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert probe.returncode != 0 and f"gRPC port {port} is taken" in probe.stderr
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        probe = subprocess.run([sys.executable, "-c", take], capture_output=True, text=True, cwd=str(REPO))
+        assert probe.returncode != 0 and f"gRPC port {port} is held by another nnserve" in probe.stderr
     finally:
         holder.communicate(b"\n", timeout=30)
     reserve_port(port)  # released with its holder: free again
+
+
+def test_no_lock_to_be_had_leaves_the_start_to_the_bind_probe(monkeypatch, caplog):
+    import tempfile
+
+    from service.oip_grpc import reserve_port
+
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent-folder")  # an unwritable temporary folder
+    with caplog.at_level("WARNING", logger="bentoml.nnserve"):
+        reserve_port(1 + (os.getpid() + 1) % 60000)  # no SystemExit: a warning
+    assert "no lock of the gRPC port" in caplog.text
 
 
 def test_metadata_over_the_head_limit_is_refused(stub):
