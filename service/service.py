@@ -37,11 +37,12 @@ from service.auth import ApiKeyMiddleware
 from service.engine import Engine, current
 from service.errors import ApiError, inside, validation_details
 from service.figures import FIGURE_NAME, matches, pick
+from service.grpc_port import check_port
 from service.lane import LaneMiddleware, body_model_lanes
 from service.metrics import MetricsCacheMiddleware, bound_bentoml_endpoint_labels, own_metrics_dir
 from service.middleware import AdmissionMiddleware
 from service.oip import v2_app
-from service.oip_grpc import check_port, serve_grpc
+from service.oip_grpc import serve_grpc
 from service.openapi import DocsMiddleware
 from service.registry import load_tasks
 from service.request_id import RequestIdFilter, RequestIdMiddleware
@@ -64,7 +65,7 @@ log.addFilter(RequestIdFilter())
 S = get_settings()
 TASKS = load_tasks()  # every module of service/tasks/ registers its task
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
-check_port(S)  # in the serving process: no other process on the gRPC port (service/oip_grpc.py)
+check_port(S)  # in the serving process: no other process on the gRPC port (service/grpc_port.py)
 bound_bentoml_endpoint_labels()  # BentoML's request series labelled by route, not by raw path
 install_transport(  # head timeout and size, keep-alive, connection cap and balance (service/transport.py)
     Limits(S.head_timeout_s, S.max_head_bytes, S.keep_alive_s, S.max_connections, S.api_workers)
@@ -192,7 +193,7 @@ class NNServe(Engine):
         # Graceful shutdown: on SIGTERM readiness turns false at once (/readyz, /v2/health/ready) and the worker
         # serves for drain_s more seconds before uvicorn closes the listener and finishes what is in flight.
         self.repository.start()  # model control: versions loaded and unloaded while serving (service/repository.py)
-        self.grpc = serve_grpc(self)  # the protocol over gRPC on NNSERVE_GRPC_PORT (service/oip_grpc.py)
+        self.grpc = serve_grpc(self)  # the protocol over gRPC on NNSERVE_GRPC_PORT (service/grpc_port.py)
         delay_sigterm(S.drain_s, "not ready;", self._on_sigterm)
         settle_heap(S)
 

@@ -247,10 +247,10 @@ def test_the_ports_lock_is_held_by_one_process_at_a_time(tmp_path):
     import subprocess
     import sys
 
-    from service.oip_grpc import reserve_port
+    from service.grpc_port import reserve_port
 
     port = 1 + (os.getpid() % 60000)  # a port number nobody here serves: only its lock is taken
-    take = f"from service.oip_grpc import reserve_port; reserve_port({port})"
+    take = f"from service.grpc_port import reserve_port; reserve_port({port})"
     holder = subprocess.Popen(
         [sys.executable, "-c", f"{take}; print('held', flush=True); input()"],
         stdin=subprocess.PIPE,
@@ -270,7 +270,7 @@ def test_the_ports_lock_is_held_by_one_process_at_a_time(tmp_path):
 def test_no_lock_to_be_had_leaves_the_start_to_the_bind_probe(monkeypatch, caplog):
     import tempfile
 
-    from service.oip_grpc import reserve_port
+    from service.grpc_port import reserve_port
 
     monkeypatch.setattr(tempfile, "tempdir", "/nonexistent-folder")  # an unwritable temporary folder
     with caplog.at_level("WARNING", logger="bentoml.nnserve"):

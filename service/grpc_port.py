@@ -1,0 +1,61 @@
+"""The gRPC port's guard, in the serving process (``bentoml serve``) before its workers start: every API worker
+binds the port with SO_REUSEPORT (service/oip_grpc.py), so a second server on the same port would silently share
+its connections. ``check_port`` refuses to start when another nnserve holds the port's lock or another process
+listens there."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from service.settings import Settings
+
+log = logging.getLogger("bentoml.nnserve")
+
+_PORT_LOCKS: list[Any] = []  # held for the serving process's lifetime
+
+
+def reserve_port(port: int) -> None:
+    """Take this host's lock of gRPC port ``port`` for the process's lifetime (a file in the temporary folder,
+    flock'd), or exit naming the port: two servers that both probed the port before either bound it (started at
+    the same moment) would otherwise both bind it with SO_REUSEPORT and share its connections."""
+    import fcntl
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"nnserve-grpc-{port}.lock")
+    try:  # another user's file is read-only to this one, and flock works on a read-only descriptor
+        f = open(path, "a") if not os.path.exists(path) or os.access(path, os.W_OK) else open(path)  # noqa: SIM115
+    except OSError as e:  # no lock to be had (an unwritable temporary folder): the bind probe alone decides
+        log.warning("no lock of the gRPC port %d (%s): two servers started at once could share it", port, e)
+        return
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SystemExit(
+            f"nnserve: the gRPC port {port} is held by another nnserve on this host (its lock {path}); set "
+            "NNSERVE_GRPC_PORT to a free port, or 0 to serve no gRPC"
+        ) from None
+    _PORT_LOCKS.append(f)
+
+
+def check_port(settings: Settings) -> None:
+    """In the serving process (``bentoml serve``, before its workers start): refuse to start when another
+    nnserve holds the gRPC port's lock (``reserve_port``) or another process listens on it, since every worker
+    binds it with SO_REUSEPORT and would share it."""
+    if settings.grpc_port == 0 or sys.argv[1:2] != ["serve"]:
+        return
+    reserve_port(settings.grpc_port)
+    probe = socket.socket(socket.AF_INET6 if ":" in (settings.grpc_host or "") else socket.AF_INET)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT left by a restart is no conflict
+    with probe:
+        try:
+            probe.bind(("" if settings.grpc_host is None else settings.grpc_host.strip("[]"), settings.grpc_port))
+        except OSError as e:
+            raise SystemExit(
+                f"nnserve: the gRPC port {settings.grpc_port} is taken ({e.strerror}); set NNSERVE_GRPC_PORT to a "
+                "free port, or 0 to serve no gRPC"
+            ) from None
