@@ -20,7 +20,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 
 from service.deadlines import deadline
-from service.errors import ApiError
+from service.errors import ApiError, quoted
 from service.metrics import ERRORS
 from service.routes import endpoint_label, form_routes, image_routes, is_oip, json_routes
 
@@ -310,6 +310,13 @@ class AdmissionMiddleware:
             return self._too_large()
         if method != "POST":
             return None
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):  # read as sent, never inflated (a 194 KB gzip body is 200 MB of JSON)
+            return ApiError(
+                "unsupported_media_type",
+                f"bodies are read as sent: Content-Encoding {quoted(encoding, 32)!r} is not accepted; send it "
+                "uncompressed",
+            )
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if path in json_routes() and ctype != "application/json":
             message = f"{path} takes application/json, not {ctype or 'nothing'}"

@@ -246,3 +246,19 @@ def test_throttled_lets_one_line_through_per_period_and_counts_the_rest():
     time.sleep(0.25)
     r = record(INVALID_REQUEST)
     assert f.filter(r) and "1 more since the last such line" in r.getMessage()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "GZIP, identity"])
+def test_a_compressed_body_is_a_415_never_inflated(client, encoding):
+    import gzip
+    import json
+
+    body = gzip.compress(json.dumps({"model": "synthetic-lstm", "texts": ["a fine film"]}).encode())
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    err = assert_envelope(client.post("/v1/sentiment", content=body, headers=headers), 415, "unsupported_media_type")
+    assert "Content-Encoding" in err["message"]
+    r = client.post("/v2/models/synthetic-lstm/infer", content=body, headers=headers)  # /v2: the protocol's shape
+    assert r.status_code == 415 and "Content-Encoding" in r.json()["error"]
+    plain = {"content-type": "application/json", "content-encoding": "identity"}
+    r = client.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["a fine film"]}, headers=plain)
+    assert r.status_code == 200, r.text
