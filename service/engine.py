@@ -130,11 +130,14 @@ class Engine:
             raise ApiError("not_ready", f"model {name!r} is not ready: its artifact failed to load", retry_after=30)
         shown = quoted(name, 64)  # gRPC's names are not held to the HTTP routes' pattern: never echo a megabyte
         meta = self.catalog.get(name)
-        if meta is not None and task is not None and meta.task != task:  # served, for another route (any version)
-            available = sorted(n for n, m in self.catalog.items() if m.task == task)
-            message = f"model {shown!r} is served for the task {meta.task!r}; this route takes {task!r} models"
+        if meta is None or (task is not None and meta.task != task):  # unknown, or served for another route
+            available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
+            kind = f"{task} model" if task else "model"
+            message = f"no {kind} named {shown!r} is served"
+            if meta is not None:  # whatever the version asked: the route is what is wrong
+                message = f"model {shown!r} is served for the task {meta.task!r}; this route takes {task!r} models"
             raise ApiError("model_not_found", message, [{"available": available}])
-        if meta is not None and version is not None:
+        if version is not None:
             served = self.versions.get(name, {})
             if version not in served:
                 raise ApiError(
@@ -143,10 +146,6 @@ class Engine:
                     [{"versions": sorted(served, key=version_order)}],
                 )
             meta = served[version]
-        if meta is None:
-            available = sorted(n for n, m in self.catalog.items() if task is None or m.task == task)
-            kind = f"{task} model" if task else "model"
-            raise ApiError("model_not_found", f"no {kind} named {shown!r} is served", [{"available": available}])
         return meta
 
     async def call(
@@ -278,8 +277,9 @@ class Engine:
                 calibration=m.calibration,
                 ood=m.ood,
             )
+            # by name, however models came and went
             for m in ([only] if only is not None else sorted(self.catalog.values(), key=lambda m: m.name))
-        ]  # by name, however models came and went
+        ]
 
 
 _get_current_service = bentoml.get_current_service  # resolved once: bentoml's module __getattr__ is slow

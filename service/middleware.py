@@ -112,6 +112,11 @@ def replay(first: Message, receive: Receive) -> Receive:
     return again
 
 
+def media_type(headers: Headers) -> str:
+    """The request's media type, without its parameters ("application/json; charset=utf-8" -> "application/json")."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 class AdmissionMiddleware:
     """Admission in the order that keeps slow and large uploads from hurting anyone else:
 
@@ -188,8 +193,9 @@ class AdmissionMiddleware:
             body, err, held = await self._read_body(receive, held)
             if err is _GONE:
                 return
-            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-            if err is None and not (path in form_routes() and ctype == "multipart/form-data"):  # a /v1 form's: bytes
+            if err is None and not (
+                path in form_routes() and media_type(headers) == "multipart/form-data"
+            ):  # a /v1 form's: bytes
                 err = self._json_items(body, headers.get("inference-header-content-length") if oip else None)
             if err is not None:
                 await self._send_error(send, err, endpoint, oip)
@@ -317,7 +323,7 @@ class AdmissionMiddleware:
                 f"bodies are read as sent: Content-Encoding {quoted(encoding, 32)!r} is not accepted; send it "
                 "uncompressed",
             )
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        ctype = media_type(headers)
         if path in json_routes() and ctype != "application/json":
             message = f"{path} takes application/json, not {ctype or 'nothing'}"
             raw_upload = ctype.startswith(("image/", "multipart/")) or ctype.endswith("octet-stream")

@@ -113,8 +113,9 @@ async def get_model(
     """One model's card: its default version's, or the served ``version`` asked for."""
     engine = current()
     if name in engine.catalog and version is None:  # a failed artifact too: its card says why it is not ready
-        return json_response((await engine.model_cards(only=engine.catalog[name]))[0])
-    meta = engine.metadata(name, version=version)  # 404 for an unknown name or version, 503 for a failed artifact
+        meta = engine.catalog[name]
+    else:  # 404 for an unknown name or version, 503 for a failed artifact
+        meta = engine.metadata(name, version=version)
     return json_response((await engine.model_cards(only=meta))[0])
 
 
@@ -193,7 +194,7 @@ class NNServe(Engine):
         # Graceful shutdown: on SIGTERM readiness turns false at once (/readyz, /v2/health/ready) and the worker
         # serves for drain_s more seconds before uvicorn closes the listener and finishes what is in flight.
         self.repository.start()  # model control: versions loaded and unloaded while serving (service/repository.py)
-        self.grpc = serve_grpc(self)  # the protocol over gRPC on NNSERVE_GRPC_PORT (service/grpc_port.py)
+        self.grpc = serve_grpc(self)  # the protocol over gRPC on NNSERVE_GRPC_PORT (service/oip_grpc.py)
         delay_sigterm(S.drain_s, "not ready;", self._on_sigterm)
         settle_heap(S)
 
