@@ -112,6 +112,17 @@ def replay(first: Message, receive: Receive) -> Receive:
     return again
 
 
+_NO_HOST = ApiError("invalid_request", "an HTTP/1.1 request carries exactly one Host header (RFC 9112, 3.2)")
+
+
+def one_host(scope: Scope) -> bool:
+    """Whether the request may be answered: HTTP/1.1 requires exactly one Host header line (a server must answer
+    400 to none or several, RFC 9112 section 3.2); HTTP/1.0 need not send one."""
+    if scope.get("http_version") != "1.1":
+        return True
+    return sum(1 for name, _ in scope["headers"] if name == b"host") == 1
+
+
 def media_type(headers: Headers) -> str:
     """The request's media type, without its parameters ("application/json; charset=utf-8" -> "application/json")."""
     return headers.get("content-type", "").split(";")[0].strip().lower()
@@ -156,6 +167,9 @@ class AdmissionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"] if scope["type"] == "http" else ""
         oip = is_oip(path)
+        if path and not one_host(scope):
+            await self._send_error(send, _NO_HOST, endpoint_label(path), oip)
+            return
         if not (oip or path.startswith("/v1")):
             if scope["type"] == "http" and self._declared_too_large(Headers(scope=scope)):  # any path: never read
                 await self._send_error(send, self._too_large(), endpoint_label(path))

@@ -262,3 +262,25 @@ def test_a_compressed_body_is_a_415_never_inflated(client, encoding):
     plain = {"content-type": "application/json", "content-encoding": "identity"}
     r = client.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["a fine film"]}, headers=plain)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("version", "hosts", "status"),
+    [("1.1", [], 400), ("1.1", ["a", "b"], 400), ("1.1", ["a"], 200), ("1.0", [], 200)],
+)
+def test_an_http_1_1_request_needs_exactly_one_host_header(server, version, hosts, status):
+    """RFC 9112 section 3.2: a server answers 400 to an HTTP/1.1 request with no Host header or with several."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(server.url)
+    lines = [f"GET /v1/models HTTP/{version}", *(f"Host: {h}" for h in hosts), "Connection: close", "", ""]
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        s.sendall("\r\n".join(lines).encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == str(status).encode(), head
+    if status == 400:
+        assert b'"invalid_request"' in body and b"Host" in body
