@@ -142,6 +142,18 @@ class Distillation(BaseModel):
     unlabelled: UnlabelledTexts | None = Field(None, description="extra sentences only the teachers labelled")
 
 
+class Evaluation(BaseModel):
+    """Figures ``python -m export.evaluate --record`` measured on the exported graph after export, on the recorded
+    validation split: a generator's Fréchet distance and class fidelity, an autoencoder's AUROC against another
+    dataset (what training alone cannot measure)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    figures: dict[str, float] = Field(description="the report's numbers, a nested one's keys joined with '.'")
+    against: dict[str, str] = Field(default_factory=dict, description="what else it read, by name (and graph hash)")
+    measured: str = Field(description="when, ISO 8601")
+
+
 class Parity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -342,6 +354,7 @@ class ModelMetadata(BaseModel):
     calibration: Calibration | None = None
     ood: OutOfDistribution | None = None
     distillation: Distillation | None = None
+    evaluation: Evaluation | None = None
 
     def image_preprocessing(self) -> ImagePreprocessing:
         if not isinstance(self.preprocessing, ImagePreprocessing):

@@ -10,6 +10,7 @@
     python -m export.evaluate artifacts/mnist-gan --data ../shared/data/mnist --classifier artifacts/mnist-cnn
     python -m export.evaluate artifacts/mnist-ae --data ../shared/data/mnist --anomalies ../shared/data/fashion-mnist \
         --sizes 56,112,280                            # also flagged as served with the images enlarged
+    python -m export.evaluate artifacts/mnist-gan --data ... --classifier ... --record  # the figures into model.json
 
 With ``--data``, the validation split is rebuilt from the seed, fraction and kind recorded in model.json and
 the data file must hash to the sha256 recorded there, so the figure is the one training reported,
@@ -28,6 +29,7 @@ import argparse
 import csv
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,7 @@ from PIL import Image
 from contract import gibbs
 from contract.data import read_idx, stratified_split
 from contract.images import normalize, prepare_image, read, to_uint8
-from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata, sha256_file
+from contract.metadata import METADATA_FILE, ONNX_FILE, Evaluation, ModelMetadata, load_metadata, sha256_file
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
 
 
@@ -297,6 +299,31 @@ def _generator_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta
     return result
 
 
+def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Namespace) -> None:
+    """``--record``: the report's numbers into model.json's ``evaluation``, so that the model's card carries them;
+    what else was read is named (data folders by name, a classifier by name and graph hash, never a path)."""
+    figures: dict[str, float] = {}
+
+    def walk(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                figures[prefix + key] = float(value)
+
+    walk("", result)
+    against = {"data": args.data.name}
+    if args.anomalies is not None:
+        against["anomalies"] = args.anomalies.name
+    if args.classifier is not None:
+        cls = load_metadata(args.classifier)
+        against["classifier"] = f"{cls.name} (model.onnx sha256 {cls.onnx_sha256})"
+    measured = datetime.now(UTC).isoformat(timespec="seconds")
+    evaluation = Evaluation(figures=figures, against=against, measured=measured)
+    meta = meta.model_copy(update={"evaluation": evaluation})
+    (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+
+
 def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | int | dict[str, float]]:
     per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in range(len(names)) if (labels == c).any()}
     return {
@@ -383,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, help="generators: images per set (default: the validation split's size)")
     p.add_argument("--gibbs-steps", type=int, default=1000, help="Gibbs samplers: steps of each chain (the service's)")
     p.add_argument("--json", type=Path, help="also write the report here")
+    p.add_argument("--record", action="store_true", help="with --data: also keep the figures in model.json (the card)")
     args = p.parse_args(argv)
+    if args.record and args.data is None:
+        p.error("--record keeps figures of the recorded validation split: give --data")
     meta = load_metadata(args.model_dir)
     if args.ensemble_with and meta.task != "text-classification":
         p.error("--ensemble-with averages text classifiers only")
@@ -397,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pred, labels, split_name = (_text_data if meta.task == "text-classification" else _image_data)(p, args, meta)
         result = {"model": meta.name, "split": split_name, **report(pred, labels, meta.labels)}
+    if args.record:
+        record(args.model_dir, meta, result, args)
     out = json.dumps(result, indent=2)
     if args.json:
         args.json.write_text(out + "\n")

@@ -276,6 +276,7 @@ class Engine:
                 generator=m.generator,
                 calibration=m.calibration,
                 ood=m.ood,
+                evaluation=m.evaluation,
             )
             # by name, however models came and went
             for m in ([only] if only is not None else sorted(self.catalog.values(), key=lambda m: m.name))

@@ -16,6 +16,7 @@ from contract.metadata import (
     AnomalyThreshold,
     Calibration,
     ConfigValue,
+    Evaluation,
     GeneratorInfo,
     ImagePreprocessing,
     OutOfDistribution,
@@ -116,6 +117,9 @@ class ModelCard(BaseModel):
     generator: GeneratorInfo | None = Field(None, description="generators: latent size, conditioning, encoder")
     calibration: Calibration | None = Field(None, description="classifiers: the temperature and its ECE figures")
     ood: OutOfDistribution | None = Field(None, description="classifiers: the out-of-distribution method and figures")
+    evaluation: Evaluation | None = Field(
+        None, description="generators, autoencoders: figures measured on the exported graph (export.evaluate --record)"
+    )
     error: str | None = Field(None, description="why the model is not ready (skip_bad_artifacts), naming the file")
     figures: list[str] = Field(
         default_factory=list,

@@ -121,3 +121,45 @@ def test_an_ensemble_member_of_another_split_is_refused(tmp_path, artifact_root)
     a = str(artifact_root / "synthetic-lstm")
     with pytest.raises(SystemExit, match="2"):
         evaluate_main([a, "--data", "x.tsv", "--ensemble-with", str(other)])
+
+
+def test_record_keeps_the_figures_in_model_json_for_the_card(tmp_path, artifact_root, digits):
+    """--record writes the report's numbers (nested ones by dotted key) and what else was read, by name only."""
+    import shutil
+
+    normal, noise = tmp_path / "normal", tmp_path / "noise"
+    for root, imgs in (
+        (normal, digits.images[:, 0]),
+        (noise, np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)),
+    ):
+        root.mkdir()
+        _idx(root / "train-images-idx3-ubyte.gz", imgs)
+        _idx(root / "train-labels-idx1-ubyte.gz", (np.arange(len(imgs)) % 10).astype(np.uint8))
+    art = shutil.copytree(artifact_root / "digits-ae", tmp_path / "digits-ae")
+    assert load_metadata(art).evaluation is None
+    out = tmp_path / "r.json"
+    argv = [str(art), "--data", str(normal), "--anomalies", str(noise), "--sizes", "56", "--sizes-n", "50"]
+    assert evaluate_main([*argv, "--json", str(out), "--record"]) == 0
+    report, ev = json.loads(out.read_text()), load_metadata(art).evaluation
+    assert ev is not None and ev.figures["auroc"] == report["auroc"] > 0.95
+    assert ev.figures["served_at_size.56.anomalies_flagged"] == report["served_at_size"]["56"]["anomalies_flagged"]
+    assert "model" not in ev.figures and ev.against == {"data": "normal", "anomalies": "noise"}
+    assert str(tmp_path) not in (art / "model.json").read_text()
+    with pytest.raises(SystemExit):  # a figure of another set is not the card's
+        evaluate_main([str(art), "--images", str(normal / "train-images-idx3-ubyte.gz"), "--record"])
+
+
+def test_every_shipped_generator_and_autoencoder_card_carries_its_evaluation():
+    """make models records them (export.evaluate --record); the goals the README states hold on the records."""
+    from pathlib import Path
+
+    shipped = [load_metadata(d) for d in sorted(Path(__file__).parents[1].joinpath("artifacts").iterdir())]
+    measured = {m.name: m.evaluation for m in shipped if m.task in ("generator", "autoencoder")}
+    assert len(measured) == 8 and all(ev is not None for ev in measured.values()), measured.keys()
+    for name, ev in measured.items():
+        assert ev is not None and ev.against["data"] in ("mnist", "fashion-mnist")
+        if "auroc" in ev.figures:  # the other dataset as anomalies (goal >= 0.95); its own flagged near the 1 %
+            assert ev.figures["auroc"] >= 0.95 and ev.figures["flagged"] <= 0.02, name
+        else:
+            assert ev.figures["frechet_distance"] > ev.figures["frechet_floor_real_vs_real"] > 0, name
+    assert measured["mnist-gan"] is not None and measured["mnist-gan"].figures["class_fidelity"] >= 0.95
