@@ -75,17 +75,22 @@ def _kept(text: str) -> list[bool]:
     return kept
 
 
-def stream_safe(text: str) -> str:
-    """``text`` without the combining marks past the MAX_MARKS-th of a run."""
+def stream_safe(text: str, kept: list[bool] | None = None) -> str:
+    """``text`` without the combining marks past the MAX_MARKS-th of a run (``kept``: its ``_kept``, if known)."""
     if text.isascii():
         return text
-    return "".join(c for c, k in zip(text, _kept(text), strict=True) if k)
+    return "".join(c for c, k in zip(text, kept or _kept(text), strict=True) if k)
 
 
 def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
     """Raw text of any Unicode -> PTB-style tokens (never raises; control characters, and combining marks past
     the MAX_MARKS-th of a run, are dropped)."""
-    text = unicodedata.normalize(cfg.normalization, stream_safe(text))
+    return _tokens(stream_safe(text), cfg)
+
+
+def _tokens(text: str, cfg: TokenizerConfig) -> list[str]:
+    """``tokenize`` of a text already stream-safe."""
+    text = unicodedata.normalize(cfg.normalization, text)
     text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)  # NUL, controls, NEL
     if cfg.strip_html:
         text = _HTML.sub(" ", text)
@@ -120,14 +125,14 @@ def _sub(pattern: re.Pattern[str], repl: str, text: str, where: Places) -> tuple
     return "".join(out), places
 
 
-def _clusters(text: str, form: str) -> list[tuple[int, int, str]]:
+def _clusters(text: str, form: str, kept: list[bool]) -> list[tuple[int, int, str]]:
     """(start, end, characters): each character with what normalisation would join to it (combining marks, a
     half-width voicing mark, a jamo), up to MAX_CLUSTER, so that normalising cluster by cluster gives what
     normalising the whole text gives; a mark ``stream_safe`` drops is left out, its place joined to the cluster
     before it."""
     out: list[tuple[int, int, str]] = []
-    for i, (c, kept) in enumerate(zip(text, _kept(text), strict=True)):
-        if not kept:
+    for i, (c, keep) in enumerate(zip(text, kept, strict=True)):
+        if not keep:
             if out:
                 out[-1] = (out[-1][0], i + 1, out[-1][2])
             continue
@@ -164,10 +169,13 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     if text.isascii():  # normalisation changes no ASCII character, lowercasing none's length: one to one
         view = text.translate(_ASCII_CONTROLS)
         where: Places = [(i, i + 1) for i in range(len(text))]
+        tokens = _tokens(text, cfg)
     else:
+        kept = _kept(text)
+        tokens = _tokens(stream_safe(text, kept), cfg)
         chars: list[str] = []
         where = []
-        for start, end, c in _clusters(text, cfg.normalization):
+        for start, end, c in _clusters(text, cfg.normalization, kept):
             n = unicodedata.normalize(cfg.normalization, c)
             chars.append("".join(" " if unicodedata.category(x)[0] == "C" else x for x in n))
             where += [(start, end)] * len(n)
@@ -181,7 +189,6 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     view, where = _sub(_NEGATION, " n't", view, where)
     view, where = _sub(_CLITIC, r" '\1", view, where)
     spans = [(where[m.start()][0], where[m.end() - 1][1]) for m in _TOKEN.finditer(view)]
-    tokens = tokenize(text, cfg)
     if len(spans) != len(tokens):
         return [(t, None, None) for t in tokens]
     return [(t, a, b) for t, (a, b) in zip(tokens, spans, strict=True)]
