@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from contract.images import prepare_image
-from contract.metadata import ImagePreprocessing, sha256_file
+from contract.metadata import ImagePreprocessing, ModelMetadata, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +159,27 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     x = images.astype(np.float64) / 255.0
     axes = (0, 2, 3)
     return [float(v) for v in x.mean(axis=axes)], [float(v) for v in x.std(axis=axes)]
+
+
+def check_recorded(path: Path, meta: ModelMetadata) -> None:
+    """Raises ValueError when ``path`` (a file, or an IDX folder's files) is not what ``meta`` recorded under its
+    name (a sha256 per file)."""
+    for file in sorted(path.glob("train-*-idx?-ubyte*")) if path.is_dir() else [path]:
+        want = meta.dataset.sha256.get(file.name)
+        if want is not None and sha256_file(file) != want:
+            raise ValueError(f"{file} is not the file {meta.name} was trained on (sha256 differs)")
+
+
+def recorded_split(
+    meta: ModelMetadata, root: Path, check: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An IDX training folder -> (images (N, H, W), labels, train indices, validation indices) as model.json
+    records the split; with ``check`` (not for another dataset, whose files have the same names) each file must
+    be the one it was trained on (ValueError otherwise), or the validation rows would be other images."""
+    img_path = next(root.glob("train-images-idx3-ubyte*"))
+    lbl_path = next(root.glob("train-labels-idx1-ubyte*"))
+    if check:
+        check_recorded(root, meta)
+    labels = read_idx(lbl_path).astype(np.int64)
+    train, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+    return read_idx(img_path), labels, train, val

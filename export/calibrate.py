@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.data import read_idx, stratified_split
+from contract.data import check_recorded, recorded_split
 from contract.images import normalize
 from contract.metadata import (
     METADATA_FILE,
@@ -143,12 +143,13 @@ def _run(
     return np.concatenate(logits), np.concatenate(feats) if feats else None
 
 
-def idx_split(meta: ModelMetadata, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """An IDX training folder -> (images (N, 1, H, W), labels, train indices, validation indices) as recorded."""
-    labels = read_idx(next(root.glob("train-labels-idx1-ubyte*"))).astype(np.int64)
-    images = read_idx(next(root.glob("train-images-idx3-ubyte*")))[:, None]
-    train, val = stratified_split(labels, meta.dataset.val_fraction, meta.dataset.split_seed)
-    return images, labels, train, val
+def idx_split(
+    meta: ModelMetadata, root: Path, check: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An IDX training folder -> (images (N, 1, H, W), labels, train indices, validation indices) as recorded;
+    ``check``: the files must be the ones it was trained on (``contract.data.recorded_split``; ValueError)."""
+    images, labels, train, val = recorded_split(meta, root, check)
+    return images[:, None], labels, train, val
 
 
 def image_sets(
@@ -398,6 +399,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     meta = load_metadata(args.artifact)
+    try:  # the data must be the files it was trained on, or "validation" would be other rows
+        check_recorded(args.data, meta)
+    except ValueError as e:
+        p.error(str(e))
+    meta = _calibrate(p, args, meta)
+    if not args.measure:
+        (args.artifact / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+    summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
+    print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
+    return 0
+
+
+def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> ModelMetadata:
+    """The command's work for one artifact -> its metadata as calibrated (as it was, with --measure)."""
     if args.second_reading:
         images, labels, _, val = idx_split(meta, args.data)
         second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
@@ -405,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ood_data is None:
             p.error("image classifiers need --ood-data")
         images, labels, train, val = idx_split(meta, args.data)
-        ood_images, _, _, ood_val = idx_split(meta, args.ood_data)
+        ood_images, _, _, ood_val = idx_split(meta, args.ood_data, check=False)
         sets, truth, door = image_sets(
             meta, images, labels, train, val, ood_images[ood_val], args.photos, fitting=not args.measure
         )
@@ -419,11 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = calibrate_texts(args.artifact, *text_validation(meta, args.data))
     else:
         p.error(f"{meta.name} is a {meta.task} model: only classifiers are calibrated")
-    if not args.measure:
-        (args.artifact / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
-    summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
-    print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
-    return 0
+    return meta
 
 
 if __name__ == "__main__":

@@ -414,3 +414,36 @@ def test_a_shipped_digit_model_serves_the_score_its_card_describes(name):
         parts["sibling"] = sibling_score(REPO / "artifacts" / "mnist-cnn", pixels)
     np.testing.assert_allclose(served, combined_score(parts, meta.ood.scaling), rtol=1e-3, atol=1e-3)
     assert served[1] > meta.ood.threshold  # a page of noise is unlike any digit
+
+
+def test_calibration_refuses_data_other_than_what_the_model_was_trained_on(artifact_root, digits, tmp_path, capsys):
+    """The validation split is recomputed from the data given: other files would make "validation" other rows, so
+    the files must hash to what model.json records (export.evaluate has always checked; calibration now too)."""
+    import gzip
+    import struct
+
+    from contract.metadata import METADATA_FILE
+    from export.calibrate import main as calibrate_main
+
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name, values in (
+        ("train-images-idx3-ubyte.gz", digits.images[:, 0]),
+        ("train-labels-idx1-ubyte.gz", digits.labels),
+    ):
+        arr = np.asarray(values, dtype=np.uint8)
+        with gzip.open(folder / name, "wb") as f:
+            f.write(struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes())
+    for name, data in (("digits-cnn", folder), ("synthetic-lstm", tmp_path / "train.tsv")):
+        copy = shutil.copytree(artifact_root / name, tmp_path / name)
+        meta = load_metadata(copy)
+        files = [p.name for p in folder.iterdir()] if data.is_dir() else [data.name]
+        meta.dataset.sha256 = {f: "0" * 64 for f in files}  # recorded: some other file
+        (copy / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+        if not data.is_dir():
+            data.write_text("sentence\tlabel\na fine film\t1\n")
+        graph = sha256_file(copy / "model.onnx")
+        with pytest.raises(SystemExit):
+            calibrate_main([str(copy), "--data", str(data), "--ood-data", str(folder)])
+        assert "is not the file" in capsys.readouterr().err
+        assert sha256_file(copy / "model.onnx") == graph and load_metadata(copy) == meta  # nothing written

@@ -163,3 +163,11 @@ def test_every_shipped_generator_and_autoencoder_card_carries_its_evaluation():
         else:
             assert ev.figures["frechet_distance"] > ev.figures["frechet_floor_real_vs_real"] > 0, name
     assert measured["mnist-gan"] is not None and measured["mnist-gan"].figures["class_fidelity"] >= 0.95
+
+
+def test_a_task_without_a_measurement_is_refused_not_run_as_a_classifier(artifact_root, tmp_path, capsys):
+    """A recall model (an associative memory) once fell through to the image classifiers' branch and failed inside
+    onnxruntime; a task this command cannot measure is now said so."""
+    with pytest.raises(SystemExit):
+        evaluate_main([str(artifact_root / "digits-hopfield"), "--data", str(tmp_path)])
+    assert "recall model" in capsys.readouterr().err
