@@ -222,6 +222,29 @@ def read_metadata(model_dir: Path) -> ModelMetadata:
     return meta
 
 
+def preflight(settings: Settings) -> None:
+    """What the ``bentoml serve`` process checks when it imports the service, before any worker starts: a model
+    folder that is not there or holds no model (unless model control may load some later), or (without
+    ``skip_bad_artifacts``) an artifact whose metadata cannot be read or whose graph is missing, stops the server
+    with one line (SystemExit) rather than workers that fail and are restarted for ever. The workers still run
+    every check (hashes, tensor schema, warm-up) as they load."""
+    root = settings.model_dir
+    if not root.is_dir():
+        raise SystemExit(f"nnserve: the model folder {root} (NNSERVE_MODEL_DIR) is not a folder")
+    paths = discover(settings)
+    if not paths and settings.model_control == "none":
+        raise SystemExit(f"nnserve: {root} holds no model (a folder per model: model.json and model.onnx)")
+    if settings.skip_bad_artifacts:
+        return
+    for path in paths:
+        try:
+            read_metadata(path)
+            if not (path / ONNX_FILE).is_file():
+                raise ArtifactError(f"{path / ONNX_FILE}: missing")
+        except ArtifactError as e:
+            raise SystemExit(f"nnserve: {e} (NNSERVE_SKIP_BAD_ARTIFACTS=true serves the others)") from None
+
+
 def load_family(task: str, settings: Settings, failed: dict[str, str] | None = None) -> dict[str, OnnxModel]:
     """Load and warm up every artifact of one task family. A bad artifact raises ArtifactError (naming the
     file), or with ``skip_bad_artifacts`` is left out and recorded in ``failed`` (folder name -> why)."""

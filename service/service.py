@@ -46,7 +46,7 @@ from service.oip_grpc import serve_grpc
 from service.openapi import DocsMiddleware
 from service.registry import load_tasks
 from service.request_id import RequestIdFilter, RequestIdMiddleware
-from service.runtime import served_key, settle_heap
+from service.runtime import preflight, served_key, settle_heap
 from service.schemas import (
     ERROR_RESPONSES,
     MODEL_NAME,
@@ -63,6 +63,7 @@ from service.transport import Limits, install_transport
 log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log setup shows it
 log.addFilter(RequestIdFilter())
 S = get_settings()
+preflight(S)  # a missing or empty model folder, or an unreadable artifact: one line and exit, not a restart loop
 TASKS = load_tasks()  # every module of service/tasks/ registers its task
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
 check_port(S)  # in the serving process: no other process on the gRPC port (service/grpc_port.py)

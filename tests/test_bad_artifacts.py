@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import httpx
 import pytest
@@ -89,14 +90,37 @@ def mixed_dir(artifact_root, tmp_path_factory):
 @pytest.mark.server
 @pytest.mark.slow
 def test_start_up_stops_on_a_bad_artifact(mixed_dir, tmp_path):
-    """The worker refuses to start: the server never turns ready (BentoML keeps its supervisor running and
-    /readyz answers 503), and the log says which file is wrong."""
+    """bentoml serve exits before any worker starts (it imports the service first: service.runtime.preflight),
+    and the log says which file is wrong."""
     srv = Server(mixed_dir, tmp_path / "serve.log")
-    with pytest.raises(RuntimeError):
-        srv.start(timeout=30)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        srv.start(timeout=60)
     log = srv.log_path.read_text()
     srv.stop()
     assert "badmeta/model.json: unreadable metadata" in log
+
+
+@pytest.mark.parametrize("case", ["no folder", "empty", "metadata without its graph"])
+def test_a_model_folder_with_nothing_to_serve_stops_start_up_with_one_line(tmp_path, artifact_root, case):
+    """A reviewer's missing folder had workers fail and restart 134 times in 11 minutes (14,607 log lines) while
+    /readyz hung; now bentoml serve exits 1 with one line naming the folder or the file."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "models"
+    if case != "no folder":
+        root.mkdir()
+    if case == "metadata without its graph":
+        (root / "m").mkdir()
+        shutil.copy(artifact_root / "digits-cnn" / "model.json", root / "m" / "model.json")
+    env = {**os.environ, "NNSERVE_MODEL_DIR": str(root)}
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service.service:NNServe", "--host", "127.0.0.1", "--port", "0"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, lines[-5:]
+    expected = {"no folder": "is not a folder", "empty": "holds no model", "metadata without its graph": "m/model.onnx"}
+    assert lines[0].startswith("nnserve: ") and expected[case] in lines[0]
 
 
 @pytest.mark.server
