@@ -20,6 +20,12 @@ from contract.metadata import ImagePreprocessing, ModelMetadata, sha256_file
 
 log = logging.getLogger(__name__)
 
+
+class DataError(ValueError):
+    """Data that cannot be trained or measured on as given, the file and line named: the command-line tools
+    print it as one line, not a traceback."""
+
+
 FASHION_LABELS = [
     "T-shirt/top",
     "Trouser",
@@ -71,11 +77,11 @@ def read_idx(path: str | Path) -> np.ndarray:
         raw = f.read()
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+        raise DataError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims} but holds {data.size} bytes")
+        raise DataError(f"{path}: header says {dims} but holds {data.size} bytes")
     return data.reshape(dims)
 
 
@@ -91,7 +97,7 @@ def load_idx_dataset(root: str | Path, name: str) -> Dataset:
     img_path, lbl_path = _find(root, "train-images-idx3-ubyte"), _find(root, "train-labels-idx1-ubyte")
     images, labels = read_idx(img_path), read_idx(lbl_path).astype(np.int64)
     if len(images) != len(labels):
-        raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels")
+        raise DataError(f"{root}: {len(images)} images but {len(labels)} labels")
     preset = PRESETS[name]
     assert preset.labels is not None
     return Dataset(
@@ -105,20 +111,39 @@ def load_idx_dataset(root: str | Path, name: str) -> Dataset:
 
 
 def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
-    """``root/<class name>/*.png|jpg``: one sub-folder per class, classes in sorted order."""
+    """``root/<class name>/*.png|jpg``: one sub-folder per class, classes in sorted order. A file that is not an
+    image it can read is left out with a warning naming it, as is a class sub-folder without images; fewer than
+    two classes with images is an error (ValueError)."""
     root = Path(root)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"{root}: expected one sub-folder per class")
-    images, labels = [], []
-    for idx, cls in enumerate(classes):
-        for p in sorted((root / cls).iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(p) as im:
-                    images.append(prepare_image(im, pre))
-                labels.append(idx)
-    if not images:
-        raise ValueError(f"{root}: no PNG or JPEG images found")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (expected one sub-folder of images per class)")
+    classes: list[str] = []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    unread: list[str] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        found = 0
+        for p in sorted(folder.iterdir()):
+            if p.is_dir():
+                log.warning("%s: a folder inside a class folder, not read", p)
+            elif p.suffix.lower() in IMAGE_SUFFIXES:
+                try:
+                    with Image.open(p) as im:
+                        images.append(prepare_image(im, pre))
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                    unread.append(f"{p.relative_to(root)} ({type(e).__name__})")
+                    continue
+                labels.append(len(classes))
+                found += 1
+        if found:
+            classes.append(folder.name)
+        else:
+            log.warning("%s: no image it can read, left out (not a class)", folder)
+    if unread:
+        more = " ..." if len(unread) > 10 else ""
+        log.warning("%d files left out, unreadable: %s%s", len(unread), ", ".join(unread[:10]), more)
+    if len(classes) < 2:
+        raise DataError(f"{root}: a classifier needs two or more class sub-folders holding images; found {classes}")
     return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes, "image-folder", str(root))
 
 
@@ -167,7 +192,7 @@ def check_recorded(path: Path, meta: ModelMetadata) -> None:
     for file in sorted(path.glob("train-*-idx?-ubyte*")) if path.is_dir() else [path]:
         want = meta.dataset.sha256.get(file.name)
         if want is not None and sha256_file(file) != want:
-            raise ValueError(f"{file} is not the file {meta.name} was trained on (sha256 differs)")
+            raise DataError(f"{file} is not the file {meta.name} was trained on (sha256 differs)")
 
 
 def recorded_split(

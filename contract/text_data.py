@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract.data import stratified_split
+from contract.data import DataError, stratified_split
 from contract.metadata import ModelMetadata, sha256_file
 from contract.text import TokenizerConfig, tokenize
 
@@ -45,8 +45,10 @@ class TextDataset:
 
 
 def preset_for(path: Path) -> str:
-    lowered = str(path).lower()
-    return "sst2" if "sst" in lowered else "imdb" if "imdb" in lowered else "csv"
+    """The preset of a file by a folder or stem named for it (``.../sst2/train.tsv``, ``imdb.csv``), never by a
+    word inside a name ("crosstab_reviews.csv", "not_imdb/reviews.csv" are the user's own: ``csv``)."""
+    names = {part.lower() for part in path.parent.parts} | {path.stem.lower()}
+    return "sst2" if names & {"sst2", "sst-2"} else "imdb" if "imdb" in names else "csv"
 
 
 def load_table(
@@ -63,9 +65,11 @@ def load_table(
             csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else csv.DictReader(f)
         )
         if reader.fieldnames is None or text_col not in reader.fieldnames or label_col not in reader.fieldnames:
-            raise ValueError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
-        rows = [(r[text_col], r[label_col].strip()) for r in reader]
+            raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
+        rows = [_row(r, text_col, label_col, path, reader.line_num, len(reader.fieldnames)) for r in reader]
     raw_labels = sorted({lbl for _, lbl in rows})
+    if len(raw_labels) < 2:
+        raise DataError(f"{path}: a classifier needs two or more labels; {label_col!r} holds {raw_labels}")
     names = preset.labels if preset.labels is not None else raw_labels
     if preset.labels is not None:  # numeric labels index the preset's names
         index = {str(i): i for i in range(len(names))}
@@ -73,7 +77,7 @@ def load_table(
         index = {lbl: i for i, lbl in enumerate(raw_labels)}
     unknown = set(raw_labels) - set(index)
     if unknown:
-        raise ValueError(f"{path}: label values {sorted(unknown)} are not in {sorted(index)}")
+        raise DataError(f"{path}: label values {sorted(unknown)} are not in {sorted(index)}")
     return TextDataset(
         [t for t, _ in rows],
         np.asarray([index[lbl] for _, lbl in rows], dtype=np.int64),
@@ -82,6 +86,19 @@ def load_table(
         str(path),
         {path.name: sha256_file(path)},
     )
+
+
+def _row(r: dict, text_col: str, label_col: str, path: Path, line: int, fields: int) -> tuple[str, str]:
+    """One row of a table as (text, label), or a ValueError naming its line: a row with more or fewer fields
+    than the header (a TSV is read without quotes, so a tab inside a text splits it), or without a label."""
+    extra, missing = r.pop(None, None) or [], sum(v is None for v in r.values())  # csv.DictReader's way
+    if extra or missing:
+        hint = " (a TSV is read without quotes: a tab inside a text splits it)" if path.suffix == ".tsv" else ""
+        raise DataError(f"{path}, line {line}: {fields + len(extra) - missing} fields, the header has {fields}{hint}")
+    label = r[label_col].strip()
+    if not label:
+        raise DataError(f"{path}, line {line}: no label in {label_col!r}")
+    return r[text_col], label
 
 
 def _proper_spans(tokens: list[tuple[str, ...]]) -> set[int]:
@@ -153,7 +170,7 @@ def split(
 
 def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:
     """A CSV/TSV training file -> the validation texts and labels of the split model.json records."""
-    ds = load_table(data, name=preset_for(data))
+    ds = load_table(data, name=meta.dataset.name if meta.dataset.name in PRESETS else preset_for(data))
     how = "sentences" if meta.dataset.split == "sentences" else "random"
     _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, meta.text_preprocessing().tokenizer)
     return [ds.texts[i] for i in val], ds.labels[val]

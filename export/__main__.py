@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from contract.data import DataError
 from export.onnx_export import ParityError, export_checkpoint
 
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--dry-run", action="store_true", help="export and check parity into --out, quietly")
     args = p.parse_args(argv)
+    if not args.checkpoint.is_file():
+        p.error(f"{args.checkpoint}: no such file (python -m training writes <its --out>/checkpoint.pt)")
     logging.basicConfig(level=logging.WARNING if args.dry_run else logging.INFO, format="%(name)s %(message)s")
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except ParityError as e:
         logging.getLogger("export").error("parity check failed: %s", e)
         return 1
+    except DataError as e:  # not a checkpoint python -m training wrote
+        p.error(str(e))
     return 0
 
 

@@ -19,6 +19,7 @@ import onnxruntime as ort
 import torch
 
 import models
+from contract.data import DataError
 from contract.metadata import (
     METADATA_FILE,
     ONNX_FILE,
@@ -43,10 +44,13 @@ class ParityError(AssertionError):
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
     # plain data only, never pickled modules (TorchVersion is a str subclass older checkpoints carry)
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("format") != "nnserve-checkpoint/1":
-        raise ValueError(f"{path}: not an nnserve checkpoint")
+    try:
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any other file: unpickling it fails in many ways (UnpicklingError, EOF, IndexError)
+        raise DataError(f"{path}: not a checkpoint written by python -m training ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "nnserve-checkpoint/1":
+        raise DataError(f"{path}: not an nnserve checkpoint")
     cfg = models.make_config(ckpt["model_name"], **ckpt["model_config"])
     model = models.create_model(ckpt["model_name"], cfg)
     model.load_state_dict(ckpt["state_dict"])

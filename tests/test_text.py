@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,28 @@ def test_imdb_split_keeps_each_repeated_review_on_one_side():
     tr, va = split(ds, "random", 0.1, 0, TokenizerConfig())
     assert len(tr) + len(va) == len({t.strip() for t in ds.texts}) == len(ds.texts) - 96
     assert not {ds.texts[i].strip() for i in tr} & {ds.texts[i].strip() for i in va}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("r.csv", "text,label\ngood,pos\nno label here\n", "line 3: 1 fields, the header has 2"),
+        ("r.csv", "text,label\ngood,pos\nokay,\n", "line 3: no label"),
+        ("r.tsv", 'text\tlabel\ngood\tpos\n"a\ttab"\tneg\n', "line 3: 3 fields, the header has 2 (a TSV is read"),
+        ("r.csv", "text,label\ngood,pos\nfine,pos\n", "two or more labels"),
+    ],
+)
+def test_a_careless_table_is_refused_naming_its_line(tmp_path, name, content, message):
+    """A new user's table once trained on: a missing label crashed deep inside, an empty label became a class,
+    a quoted tab in a TSV made a class of half a text, one label trained a model that always says it."""
+    p = tmp_path / name
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_table(p, name="csv")
+
+
+def test_a_preset_is_chosen_by_a_folder_or_stem_named_for_it_not_a_word_inside_a_name():
+    from contract.text_data import preset_for
+
+    assert preset_for(Path("data/sentiment/sst2/train.tsv")) == "sst2" and preset_for(Path("a/imdb/x.csv")) == "imdb"
+    assert preset_for(Path("crosstab_reviews.csv")) == preset_for(Path("not_imdb/reviews.csv")) == "csv"

@@ -67,6 +67,31 @@ def test_image_folder_reader_prepares_like_the_service(tmp_path):
     assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
 
 
+def test_an_image_folder_leaves_out_what_it_cannot_read_and_needs_two_classes(tmp_path, caplog):
+    """A new user's folder: a corrupt PNG and a truncated JPEG aborted training with a traceback, an empty class
+    folder became a class never predicted, one class trained a model that always says it."""
+    from contract.metadata import ImagePreprocessing
+
+    pre = ImagePreprocessing(input_size=(16, 16), channels=1, mean=[0], std=[1], white_on_black=False, fit="resize")
+    for cls in ("circle", "square", "empty"):
+        (tmp_path / cls).mkdir()
+    for i in range(2):
+        (tmp_path / "circle" / f"{i}.png").write_bytes(png_bytes(np.full((20, 20), 40 * i, dtype=np.uint8)))
+    (tmp_path / "circle" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "square" / "cut.jpg").write_bytes(png_bytes(np.full((20, 20), 90, dtype=np.uint8), fmt="JPEG")[:200])
+    (tmp_path / "square" / "nested").mkdir()
+    with pytest.raises(ValueError, match="two or more class sub-folders"):
+        load_image_folder(tmp_path, pre)  # square's only image is unreadable, empty holds none: one class
+    (tmp_path / "square" / "ok.png").write_bytes(png_bytes(np.full((20, 20), 200, dtype=np.uint8)))
+    with caplog.at_level("WARNING"):
+        ds = load_image_folder(tmp_path, pre)
+    assert ds.label_names == ["circle", "square"] and ds.labels.tolist() == [0, 0, 1]
+    assert "2 files left out, unreadable: circle/broken.png" in caplog.text and "square/cut.jpg" in caplog.text
+    assert "empty: no image it can read" in caplog.text and "nested: a folder inside a class folder" in caplog.text
+    with pytest.raises(ValueError, match="not a folder"):
+        load_image_folder(tmp_path / "missing", pre)
+
+
 def test_augmentation_keeps_shape_and_changes_pixels():
     x = torch.zeros(4, 1, 28, 28)
     x[:, :, 10:18, 12:16] = 255
@@ -148,3 +173,32 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         train_main([*args, "--split-seed", "3", "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError, match="another model"):
         train_main(["cnn", "--dry-run", "--init", str(base / "checkpoint.pt"), "--out", str(tmp_path / "y")])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cnn", "--data", "{tmp}/missing", "--no-progress"], "python -m training: {tmp}/missing: not a folder"),
+        (["rnn-classifier", "--data", "{tmp}/missing.csv", "--no-progress"], "No such file or directory"),
+        (["rnn-classifier", "--data", "{tmp}/one.csv", "--no-progress"], "two or more labels"),
+        (["cnn", "--data", "{tmp}", "--epochs", "0"], "argument --epochs: 0 is not at least 1"),
+    ],
+)
+def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys, argv, message):
+    (tmp_path / "one.csv").write_text("text,label\ngood,pos\nfine,pos\n")
+    with pytest.raises(SystemExit) as e:
+        train_main([a.format(tmp=tmp_path) for a in argv])
+    said = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in said and "Traceback" not in said
+
+
+def test_export_refuses_what_is_not_a_checkpoint_in_one_line(tmp_path, capsys):
+    from export.__main__ import main as export_main
+
+    (tmp_path / "metrics.json").write_text('{"accuracy": 1}')
+    for path, message in ((tmp_path / "metrics.json", "not a checkpoint written by python -m training"),
+                          (tmp_path, "no such file"), (tmp_path / "gone.pt", "no such file")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            export_main([str(path), "--out", str(tmp_path / "out")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ import sys
 import torch
 
 import models
+from contract.data import DataError
 from training import distributed
 from training.cli import add_common_args, out_dir
 from training.registry import load_recipes
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except distributed.StateMismatch as e:
         raise SystemExit(str(e)) from e
+    except (DataError, FileNotFoundError, NotADirectoryError) as e:  # the data as given: one line, no traceback
+        raise SystemExit(f"python -m training: {e}") from None
     finally:
         distributed.finish(clean)
     if not run.is_main:

@@ -15,6 +15,17 @@ from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
 
 
+def positive(value: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return n
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -24,8 +35,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=sorted(PRESETS), help="dataset preset (default: inferred from --data)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<model>)")
     # shared flags default to None: the family's config (TrainConfig and its subclasses) supplies the default
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=positive, default=None)
+    p.add_argument("--batch-size", type=positive, default=None)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 SGD / 3e-3 Adam)")
     p.add_argument("--weight-decay", type=float, default=None)
