@@ -27,6 +27,7 @@ photos in ``EVAL_STYLE``, on a table and on a white desk."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ from contract.images import normalize
 from contract.metadata import FLAGGED_POWER_MAX, ONNX_FILE, ModelMetadata, flagged_ratio, nothing_written, softmax
 from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, TABLE_STYLE, TRAIN_STYLE, Door, read_photographs
 
+log = logging.getLogger(__name__)
 POWERS = np.linspace(0.0, FLAGGED_POWER_MAX, 321)  # the grid the power is chosen on (steps of 0.05)
+MIN_WRONG = 5  # rows answered wrong that a temperature is fitted on at least
 MIN_FLAGGED = 20  # fewer flagged half-A answers than this: no power is fitted (0, flagged answers read at T)
 MIN_TABLE = 100  # fewer unflagged half-A photos cut out of a table than this: no table temperature (read at T)
 Answers = list[tuple[float | None, bool]]
@@ -94,7 +97,15 @@ def nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """argmin_T NLL(softmax(logits / T)) by golden-section search on log T in [1/20, 20] (NLL is unimodal in T)."""
+    """argmin_T NLL(softmax(logits / T)) by golden-section search on log T in [1/20, 20] (NLL is unimodal in T);
+    1 (logged) where fewer than MIN_WRONG rows are answered wrong: with none, the likelihood only grows as T
+    falls, and a new user's 21 rows, all right, had set T = 0.13 and served probabilities of 1.0."""
+    wrong = int((logits.argmax(1) != labels).sum())
+    if wrong < MIN_WRONG:
+        log.warning(
+            "%d rows, %d answered wrong: too few to fit a temperature on (%d); kept at 1", len(labels), wrong, MIN_WRONG
+        )
+        return 1.0
     lo, hi = np.log(0.05), np.log(20.0)
     g = (np.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
