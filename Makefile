@@ -138,7 +138,6 @@ format: $(VENV)/.dev
 
 # ---- shipped models: train (checkpoint, metrics, curves) -> export (ONNX + metadata, parity) ----
 # Thread counts are part of the recipe: the same seed, data and thread count give the same weights.
-SHIPPED := mnist-cnn mnist-lenet5 mnist-mlp mnist-rbf mnist-hopfield mnist-rbm mnist-dbn-ae fashion-cnn fashion-resnet sst2-lstm sst2-gru sst2-lstm-max sst2-gru-distilled imdb-lstm mnist-ae mnist-dae fashion-ae mnist-gan mnist-vae fashion-vae
 GENERATORS := mnist-gan mnist-vae fashion-vae mnist-rbm
 TRAIN := $(PY) -m training
 EXPORT := $(PY) -m export
@@ -229,7 +228,6 @@ models: $(VENV)/.dev vectors autoencoders fashion-resnet
 	$(EXPORT) $(RUNS)/mnist-dbn-ae/checkpoint.pt --out $(ART)/mnist-dbn-ae
 	$(RECORD) $(ART)/mnist-dbn-ae $(DIGIT_ANOMALIES)
 	cp $(RUNS)/mnist-dbn-ae/pretraining.png $(ART)/mnist-dbn-ae/pretraining.png
-	for m in $(SHIPPED); do cp $(RUNS)/$$m/curves.png $(ART)/$$m/curves.png; done
 	for m in $(GENERATORS); do cp "$$(ls $(RUNS)/$$m/samples/epoch_*.png | tail -1)" $(ART)/$$m/samples.png; done
 
 # the autoencoders before the classifiers: each one's reconstruction error is a candidate out-of-distribution

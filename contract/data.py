@@ -68,6 +68,7 @@ class Dataset:
     name: str
     source: str
     sha256: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)  # a table's columns (TextDataset's); none for images
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -201,8 +202,10 @@ def recorded_split(
     """An IDX training folder -> (images (N, H, W), labels, train indices, validation indices) as model.json
     records the split; with ``check`` (not for another dataset, whose files have the same names) each file must
     be the one it was trained on (ValueError otherwise), or the validation rows would be other images."""
-    img_path = next(root.glob("train-images-idx3-ubyte*"))
-    lbl_path = next(root.glob("train-labels-idx1-ubyte*"))
+    img_path = next(root.glob("train-images-idx3-ubyte*"), None)
+    lbl_path = next(root.glob("train-labels-idx1-ubyte*"), None)
+    if img_path is None or lbl_path is None:
+        raise DataError(f"{root}: not an IDX folder (train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz])")
     if check:
         check_recorded(root, meta)
     labels = read_idx(lbl_path).astype(np.int64)

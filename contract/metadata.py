@@ -81,6 +81,7 @@ class DatasetInfo(BaseModel):
     split: Literal["stratified", "sentences"] = Field(
         "stratified", description="how validation was carved: per-class random, or whole sentences (SST-2)"
     )
+    columns: dict[str, str] = Field(default_factory=dict, description="a table's text and label columns, as read")
 
     @staticmethod
     def recorded_split(how: str | None) -> Literal["stratified", "sentences"]:

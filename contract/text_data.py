@@ -42,6 +42,7 @@ class TextDataset:
     name: str
     source: str
     sha256: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)  # a table's {"text": ..., "label": ...} columns read
 
 
 def preset_for(path: Path) -> str:
@@ -85,6 +86,7 @@ def load_table(
         name,
         str(path),
         {path.name: sha256_file(path)},
+        {"text": text_col, "label": label_col},
     )
 
 
@@ -170,7 +172,9 @@ def split(
 
 def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:
     """A CSV/TSV training file -> the validation texts and labels of the split model.json records."""
-    ds = load_table(data, name=meta.dataset.name if meta.dataset.name in PRESETS else preset_for(data))
+    name = meta.dataset.name if meta.dataset.name in PRESETS else preset_for(data)
+    cols = meta.dataset.columns
+    ds = load_table(data, name=name, text_column=cols.get("text"), label_column=cols.get("label"))
     how = "sentences" if meta.dataset.split == "sentences" else "random"
     _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, meta.text_preprocessing().tokenizer)
     return [ds.texts[i] for i in val], ds.labels[val]

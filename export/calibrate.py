@@ -399,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     meta = load_metadata(args.artifact)
+    if meta.task == "image-classification" and not any(args.data.glob("train-images-idx3-ubyte*")):
+        p.error(
+            f"{args.data} is not an IDX folder: image classifiers are calibrated on MNIST-format data (the photo "
+            "renderer and the out-of-distribution score are built for it); a model of an image folder is served "
+            "uncalibrated (README: Your own data)"
+        )
     try:  # the data must be the files it was trained on, or "validation" would be other rows
         check_recorded(args.data, meta)
     except ValueError as e:

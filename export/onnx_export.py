@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 SPECS = load_specs()  # every module of export/specs/ registers its families
 
 RTOL, ATOL = 1e-4, 1e-5
+CURVES_FILE = "curves.png"  # the training curves python -m training writes beside checkpoint.pt
 ENCODER_FILE = "encoder.onnx"
 
 
@@ -210,5 +212,8 @@ def export_checkpoint(
         **extras,
     )
     (out / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+    curves = Path(ckpt_path).parent / CURVES_FILE  # training's plot beside its checkpoint: a figure of the card
+    if curves.is_file():
+        shutil.copyfile(curves, out / CURVES_FILE)
     log.info("exported %s (%d bytes, opset %d), parity max |diff| %.2e", out, len(onnx_bytes), meta.opset, worst)
     return meta

@@ -34,6 +34,8 @@ def test_export_writes_checked_onnx_and_metadata(tmp_path, checkpoint):
     assert meta.parity.max_abs_diff <= 1e-5 and meta.parity.batch_sizes == [1, 8]
     assert "accuracy" in meta.metrics and meta.dataset.name == "sklearn-digits"
     onnx.checker.check_model(onnx.load(str(tmp_path / "m" / "model.onnx")))
+    # training's curves beside the checkpoint travel with the artifact: the card's figure (only make models copied)
+    assert (tmp_path / "m" / "curves.png").read_bytes() == (checkpoint.parent / "curves.png").read_bytes()
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])

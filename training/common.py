@@ -395,6 +395,7 @@ def checkpoint_dict(
             "n_val": n_val,
             "split_seed": cfg.split_seed,
             "val_fraction": cfg.val_fraction,
+            "columns": dataset.columns,
         },
         "train_config": dataclasses.asdict(cfg),
         "metrics": metrics,
