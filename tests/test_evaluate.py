@@ -171,3 +171,29 @@ def test_a_task_without_a_measurement_is_refused_not_run_as_a_classifier(artifac
     with pytest.raises(SystemExit):
         evaluate_main([str(artifact_root / "digits-hopfield"), "--data", str(tmp_path)])
     assert "recall model" in capsys.readouterr().err
+
+
+def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_path):
+    """The columns a text model was trained on are recorded, so calibration and evaluation read the same table
+    (they asked for 'text' and 'label' and failed)."""
+    import csv
+
+    from export.__main__ import main as export_main
+    from export.calibrate import main as calibrate_main
+    from training.__main__ import main as train_main
+
+    ds = synthetic_sentiment(n=300, seed=3)
+    table = tmp_path / "reviews.csv"
+    with open(table, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["stars", "review"])
+        w.writerows([("good" if y else "bad", t) for t, y in zip(ds.texts, ds.labels, strict=True)])
+    argv = ["rnn-classifier", "--data", str(table), "--text-column", "review", "--label-column", "stars"]
+    assert train_main([*argv, "--epochs", "1", "--no-progress", "--threads", "1", "--out", str(tmp_path / "run")]) == 0
+    art = tmp_path / "art"
+    assert export_main([str(tmp_path / "run" / "checkpoint.pt"), "--out", str(art), "--dry-run"]) == 0
+    assert load_metadata(art).dataset.columns == {"text": "review", "label": "stars"}
+    assert calibrate_main([str(art), "--data", str(table)]) == 0
+    out = tmp_path / "r.json"
+    assert evaluate_main([str(art), "--data", str(table), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == load_metadata(art).dataset.n_val
