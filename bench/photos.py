@@ -32,9 +32,10 @@ from PIL import Image
 from contract.images import decode_image, prepare_image
 from contract.metadata import ModelMetadata, load_metadata
 from contract.photos import EVAL_STYLE, LIGHT_TABLE_STYLE, TABLE_STYLE, on_table, photograph, render_digit_photo
-from export.calibrate import ece, ece_floor, halves, idx_split
+from export.calibrate import idx_split
 from export.evaluate import auroc
 from export.odd_images import odd_images, skimage_photo
+from export.reliability import ece, ece_floor, halves
 
 REPO = Path(__file__).resolve().parent.parent
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}

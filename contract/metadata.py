@@ -326,7 +326,7 @@ class ModelMetadata(BaseModel):
     task: str = Field(
         pattern=r"^[a-z][a-z0-9-]{0,63}$",
         description="what the model does, as the service serves it: image-classification, text-classification, "
-        "autoencoder, generator, or another task a module of service/tasks/ registers",
+        "autoencoder, generator, recall, or another task a module of service/tasks/ registers",
     )
     architecture: str = Field(description="registry name of the nn.Module")
     architecture_config: dict[str, ConfigValue]

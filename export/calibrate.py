@@ -87,44 +87,7 @@ from export.ood import (
     sibling_score,
     strip_ood_output,
 )
-
-BINS = 15
-
-
-def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS, answered: np.ndarray | None = None) -> float:
-    """Expected calibration error: the gap between confidence and accuracy, averaged over equal-width
-    confidence bins weighted by their share of the inputs (Naeini et al. 2015). ``answered``: the labels given,
-    where a row's top probability may tie (a field with nothing written is 1/K for every label and answered with
-    the graph's label); the most probable label without it."""
-    conf = probs.max(1)
-    right = (probs.argmax(1) if answered is None else answered) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            total += sel.mean() * abs(float(right[sel].mean()) - float(conf[sel].mean()))
-    return float(total)
-
-
-def ece_floor(probs: np.ndarray, draws: int = 200, seed: int = 0) -> float:
-    """What ``ece`` scores on a perfectly calibrated model with these confidences and this many inputs: each
-    input right with the probability its confidence states, the median over ``draws``. An ECE near it is all
-    sampling noise (on 344 sentences it is about 4 %, so a 1.5 % goal cannot be told from noise there)."""
-    rng = np.random.default_rng(seed)
-    conf = probs.max(1)
-    top = probs.argmax(1)
-    other = (top + 1) % probs.shape[1]
-    scores = [ece(probs, np.where(rng.random(len(conf)) < conf, top, other)) for _ in range(draws)]
-    return float(np.median(scores))
-
-
-def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Positions 0..n-1 cut at random into half A (fitting) and half B (measuring), each sorted."""
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
-
+from export.reliability import ece, ece_floor, halves
 
 # ---- image classifiers ---------------------------------------------------------------------------------
 
@@ -251,6 +214,10 @@ def calibrate_images(
         TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),
     ]
     meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
+    # the graph is rewritten: its logits must still be the exported graph's, within export's parity tolerance
+    folded = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+    now = _run(folded, None, meta, sets["B clean"][:512])[0]
+    np.testing.assert_allclose(now, out["B clean"][0][:512], rtol=meta.parity.rtol, atol=meta.parity.atol)
     meta.calibration = Calibration(
         temperature=t,
         fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE); "

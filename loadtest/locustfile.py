@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import random
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from locust import HttpUser, LoadTestShape, between, events, task
 from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its siblings, wherever Locust runs it from
-from payloads import CatalogError, GeneratorModel, ImageModel, TextModel, env_float, load_catalog
+from payloads import CatalogError, GeneratorModel, ImageModel, TextModel, env_float, load_catalog, parse_duration
 from recall_payloads import RecallModel
 from recording import StepRecorder, final_stats, thresholds
 
@@ -48,19 +47,6 @@ log = logging.getLogger("loadtest")
 
 
 # ---- settings --------------------------------------------------------------------------------------------------
-
-
-def parse_duration(text: str | int | float | None, default: float) -> float:
-    """'20s', '2m', '1h30m', '90' (seconds) -> seconds."""
-    if text is None or str(text).strip() == "":
-        return default
-    s = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|s)", s)
-    if not parts or "".join(f"{n}{u}" for n, u in parts) != s.replace(" ", ""):
-        raise ValueError(f"cannot read duration {text!r}: use e.g. 20s, 2m, 1h30m or seconds")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 def step_plan(parsed_options: Any = None) -> tuple[int, int, float]:

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import random
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +26,20 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 def env_float(name: str, default: float) -> float:
     raw = os.environ.get(name, "").strip()
     return float(raw) if raw else default
+
+
+def parse_duration(text: str | int | float | None, default: float) -> float:
+    """'20s', '2m', '1h30m', '90' (seconds) -> seconds; ``default`` for nothing; ValueError for anything else
+    (the Locust file and loadtest/run.py read DURATION alike)."""
+    s = "" if text is None else str(text).strip().lower().replace(" ", "")
+    if not s:
+        return default
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise ValueError(f"cannot read duration {text!r}: use e.g. 20s, 2m, 1h30m or seconds")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 PAPER_FRACTION = env_float("LOADTEST_PAPER_FRACTION", 0.25)

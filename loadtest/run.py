@@ -36,6 +36,9 @@ from statistics import median
 from typing import Any
 from urllib.parse import urlsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its siblings, run as a script or as a module
+from payloads import parse_duration
+
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
 PREFIX = "locust"  # --csv prefix inside the run folder
@@ -74,19 +77,6 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def parse_duration(text: str, default: float) -> float:
-    """'20s', '2m', '1h30m', '90' (seconds) -> seconds (the same rules as locustfile.parse_duration)."""
-    s = str(text).strip().lower().replace(" ", "")
-    if not s:
-        return default
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", s)
-    if not parts or "".join(n + u for n, u in parts) != s:
-        raise SystemExit(f"loadtest: cannot read duration {text!r}: use e.g. 20s, 2m, 1h30m or seconds")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -290,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     if not is_loopback(host) and not a.allow_remote:
         print(f"loadtest: {host} is not a loopback address; pass --allow-remote to load-test it", file=sys.stderr)
         return 2
-    seconds = parse_duration(a.duration, 60.0)
+    try:
+        seconds = parse_duration(a.duration, 60.0)
+    except ValueError as e:
+        raise SystemExit(f"loadtest: {e}") from None
     started = dt.datetime.now().astimezone()
     out = a.results / started.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

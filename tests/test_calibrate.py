@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from contract.images import normalize
 from contract.metadata import load_metadata, sha256_file
-from export.calibrate import ece, ece_floor, fit_temperature, softmax
+from export.calibrate import fit_temperature, softmax
 from export.frechet import feature_session
 from export.ood import (
     OOD_OUTPUT,
@@ -24,6 +24,7 @@ from export.ood import (
     nearest_centre,
     scaling_of,
 )
+from export.reliability import ece, ece_floor
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfident():

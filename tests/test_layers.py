@@ -58,6 +58,18 @@ def _exists(name: str) -> bool:
 GRAPH = {module_name(p): project_imports(p) - {module_name(p)} for p in sources()}
 
 
+def test_no_source_file_imports_relatively():
+    """The graph above reads absolute imports only; a relative one (``from . import x``) would cross layers
+    unseen, so there is none."""
+    relative = [
+        f"{p.relative_to(REPO)}:{node.lineno}"
+        for p in sources()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert not relative, relative
+
+
 @pytest.mark.parametrize("path", sources(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_imports_flow_down_the_layers(path):
     layer = path.relative_to(REPO).parts[0]

@@ -73,10 +73,3 @@ class Digits:
         """The /v2 route's work: an FP32 tensor as JSON numbers -> (probabilities (N, 10), top-k indices (N, k))."""
         probs = self.probabilities(np.asarray(data, dtype=np.float32).reshape(shape))
         return probs.astype(np.float32), np.argsort(-probs, axis=1)[:, :k].astype(np.int64)
-
-    def v2_outputs(self, probs: np.ndarray, top: np.ndarray) -> list[dict[str, Any]]:
-        """Open Inference Protocol output tensors (JSON) for infer()'s result."""
-        return [
-            {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape), "data": probs.ravel().tolist()},
-            {"name": "top_k", "datatype": "INT64", "shape": list(top.shape), "data": top.ravel().tolist()},
-        ]
