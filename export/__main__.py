@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from contract.data import DataError
@@ -31,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.dry_run else logging.INFO, format="%(name)s %(message)s")
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # torch's exporter talks about itself (torchvision's absence, its deprecated internals, names it keeps for
+    # dynamic axes, an LSTM's weights it copies): none of it is about the artifact, which the parity check judges
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    for said, kind in (
+        (r"_check_is_size will be removed", FutureWarning),
+        (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+        (r"# The axis name", UserWarning),
+        (r"The tensor attributes .* were assigned during export", UserWarning),
+    ):
+        warnings.filterwarnings("ignore", message=said, category=kind)
     try:
         export_checkpoint(
             args.checkpoint, args.out, name=args.name or args.out.name, version=args.version, opset=args.opset

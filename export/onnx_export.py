@@ -162,6 +162,13 @@ def export_checkpoint(
     encoder = _export_graph(model, spec.encoder, opset) if spec.encoder else None
 
     out = Path(out_dir)
+    if (out / METADATA_FILE).is_file():  # say what a re-export throws away with the old graph
+        try:
+            calibrated = ModelMetadata.model_validate_json((out / METADATA_FILE).read_bytes()).calibration is not None
+        except ValueError:  # metadata of another version of nnserve, or broken: replaced all the same
+            calibrated = False
+        gone = "; its calibration and out-of-distribution score go with the old graph" if calibrated else ""
+        log.warning("replacing the artifact in %s%s", out, gone)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / ONNX_FILE
     onnx_path.write_bytes(onnx_bytes)

@@ -38,6 +38,16 @@ def test_export_writes_checked_onnx_and_metadata(tmp_path, checkpoint):
     assert (tmp_path / "m" / "curves.png").read_bytes() == (checkpoint.parent / "curves.png").read_bytes()
 
 
+def test_exporting_over_a_calibrated_artifact_says_what_goes(tmp_path, artifact_root, checkpoint, caplog):
+    import shutil
+
+    shutil.copytree(artifact_root / "digits-cnn", tmp_path / "m")  # calibrated (tests/conftest.py)
+    with caplog.at_level("WARNING"):
+        assert export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"]) == 0
+    assert "its calibration and out-of-distribution score go with the old graph" in caplog.text
+    assert ModelMetadata.model_validate_json((tmp_path / "m" / "model.json").read_text()).calibration is None
+
+
 @pytest.mark.parametrize("batch", [1, 3, 64])
 def test_onnx_matches_torch_at_any_batch(tmp_path, checkpoint, digits, batch):
     export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"])
