@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.data import check_recorded, recorded_split
+from contract.data import DataError, check_recorded, recorded_split
 from contract.images import normalize
 from contract.metadata import (
     METADATA_FILE,
@@ -68,6 +68,7 @@ from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_scor
 from export import second_reading
 from export.evaluate import auroc
 from export.flagged import calibrate_flagged, fit_temperature, ood_answers, served_run, served_session, table_photos
+from export.folder_calibration import calibrate_folder
 from export.frechet import feature_session
 from export.odd_images import OTHER_LANGUAGES, odd_inputs
 from export.ood import (
@@ -366,12 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     meta = load_metadata(args.artifact)
-    if meta.task == "image-classification" and not any(args.data.glob("train-images-idx3-ubyte*")):
-        p.error(
-            f"{args.data} is not an IDX folder: image classifiers are calibrated on MNIST-format data (the photo "
-            "renderer and the out-of-distribution score are built for it); a model of an image folder is served "
-            "uncalibrated (README: Your own data)"
-        )
+    folder = meta.task == "image-classification" and meta.dataset.name == "image-folder"
+    if meta.task == "image-classification" and not folder and not any(args.data.glob("train-images-idx3-ubyte*")):
+        p.error(f"{args.data} is not an IDX folder, and {meta.name} was trained on {meta.dataset.name}")
+    if folder and (args.measure or args.second_reading):
+        p.error("a model of an image folder is calibrated (export/folder_calibration.py), not measured apart")
     try:  # the data must be the files it was trained on, or "validation" would be other rows
         check_recorded(args.data, meta)
     except ValueError as e:
@@ -386,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> ModelMetadata:
     """The command's work for one artifact -> its metadata as calibrated (as it was, with --measure)."""
+    if meta.task == "image-classification" and meta.dataset.name == "image-folder":
+        try:
+            return calibrate_folder(args.artifact, meta, args.data)
+        except DataError as e:  # another folder than the one it was trained on
+            p.error(str(e))
     if args.second_reading:
         images, labels, _, val = idx_split(meta, args.data)
         second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])

@@ -460,3 +460,46 @@ def test_calibration_refuses_data_other_than_what_the_model_was_trained_on(artif
             calibrate_main([str(copy), "--data", str(data), "--ood-data", str(folder)])
         assert "is not the file" in capsys.readouterr().err
         assert sha256_file(copy / "model.onnx") == graph and load_metadata(copy) == meta  # nothing written
+
+
+def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys):
+    """A user's own image folder: no photo renderer and no other dataset, yet a temperature and an
+    out-of-distribution score (export/folder_calibration.py) folded into the graph as the service reads it."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    from export.__main__ import main as export_main
+    from export.calibrate import main as calibrate_main
+    from training.__main__ import main as train_main
+
+    rng = random.Random(0)
+    folder = tmp_path / "shapes"
+    for cls in ("circle", "square", "triangle"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(60):
+            im = Image.new("RGB", (48, 48), tuple(rng.randint(170, 255) for _ in range(3)))
+            x, y, r = rng.randint(16, 32), rng.randint(16, 32), rng.randint(7, 14)
+            shape = {"circle": "ellipse", "square": "rectangle"}.get(cls)
+            draw, ink = ImageDraw.Draw(im), tuple(rng.randint(0, 100) for _ in range(3))
+            if shape:
+                getattr(draw, shape)([x - r, y - r, x + r, y + r], fill=ink)
+            else:
+                draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=ink)
+            im.save(folder / cls / f"{i}.png")
+    argv = ["cnn", "--data", str(folder), "--fit", "contain", "--channels", "3", "--epochs", "4", "--threads", "1"]
+    assert train_main([*argv, "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    art = tmp_path / "art"
+    assert export_main([str(tmp_path / "run" / "checkpoint.pt"), "--out", str(art), "--dry-run"]) == 0
+    assert calibrate_main([str(art), "--data", str(folder)]) == 0
+    meta = load_metadata(art)
+    assert meta.calibration is not None and meta.ood is not None and meta.ood.output == "ood_score"
+    assert meta.ood.method == "mahalanobis" and meta.onnx_sha256 == sha256_file(art / "model.onnx")
+    assert 0.02 <= meta.ood.figures["flagged_clean"] <= 0.1  # the validation split's 95th percentile
+    assert meta.ood.figures["flagged page of noise"] == meta.ood.figures["flagged blank white page"] == 1.0
+    sess = ort.InferenceSession(str(art / "model.onnx"))
+    assert [o.name for o in sess.get_outputs()] == ["logits", "ood_score"]
+    (folder / "circle" / "0.png").unlink()  # another folder than it was trained on: refused, nothing written
+    with pytest.raises(SystemExit):
+        calibrate_main([str(art), "--data", str(folder)])
+    assert "was trained on" in capsys.readouterr().err and sha256_file(art / "model.onnx") == meta.onnx_sha256
