@@ -113,7 +113,7 @@ def test_a_teacher_of_another_corpus_is_taken_when_its_file_holds_no_validation_
         folder = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
         data = folder / "imdb" / "train.csv"  # read as IMDB's file is (contract.text_data.preset_for)
         data.parent.mkdir(parents=True)
-        data.write_text("label,text\n" + "".join(f'1,"{r}"\n' for r in rows))
+        data.write_text("label,text\n" + "".join(f'{i % 2},"{r}"\n' for i, r in enumerate(rows)))
         recorded = {"source": str(data), "sha256": {"train.csv": sha256_file(data)}}
         return _altered_teacher(folder, lambda m: m["dataset"].update(recorded), model="imdb-lstm")
 
