@@ -7,6 +7,7 @@ Every reader returns a ``Dataset`` whose images are already in the model's pixel
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import struct
 from dataclasses import dataclass, field
@@ -145,7 +146,8 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
         log.warning("%d files left out, unreadable: %s%s", len(unread), ", ".join(unread[:10]), more)
     if len(classes) < 2:
         raise DataError(f"{root}: a classifier needs two or more class sub-folders holding images; found {classes}")
-    return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes, "image-folder", str(root))
+    labels_ = np.asarray(labels, dtype=np.int64)
+    return Dataset(np.stack(images), labels_, classes, "image-folder", str(root), {FOLDER_DIGEST: folder_digest(root)})
 
 
 def load_sklearn_digits(size: int = 28) -> Dataset:
@@ -187,13 +189,35 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return [float(v) for v in x.mean(axis=axes)], [float(v) for v in x.std(axis=axes)]
 
 
+FOLDER_DIGEST = "image-folder"  # dataset.sha256's key for an image folder: folder_digest of what was read
+
+
+def folder_digest(root: Path) -> str:
+    """sha256 over an image folder's class folders' image files: each one's path (relative, '/') and bytes, in
+    sorted order, so that a file added, removed, renamed or changed is another digest."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + sha256_file(p).encode())
+    return h.hexdigest()
+
+
 def check_recorded(path: Path, meta: ModelMetadata) -> None:
-    """Raises ValueError when ``path`` (a file, or an IDX folder's files) is not what ``meta`` recorded under its
-    name (a sha256 per file)."""
-    for file in sorted(path.glob("train-*-idx?-ubyte*")) if path.is_dir() else [path]:
-        want = meta.dataset.sha256.get(file.name)
-        if want is not None and sha256_file(file) != want:
-            raise DataError(f"{file} is not the file {meta.name} was trained on (sha256 differs)")
+    """Raises DataError when ``path`` (a file, an IDX folder, or an image folder) is not what ``meta`` recorded:
+    every file read must hash to a recorded sha256 (a file renamed or unpacked is another file), an image folder
+    to its recorded digest. Nothing recorded: nothing to check."""
+    recorded = meta.dataset.sha256
+    if not recorded:
+        return
+    if FOLDER_DIGEST in recorded:
+        if not path.is_dir() or folder_digest(path) != recorded[FOLDER_DIGEST]:
+            raise DataError(f"{path} is not the image folder {meta.name} was trained on (its digest differs)")
+        return
+    files = sorted(path.glob("train-*-idx?-ubyte*")) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"{path}: none of the files {meta.name} was trained on ({', '.join(sorted(recorded))})")
+    for file in files:
+        if sha256_file(file) not in recorded.values():
+            raise DataError(f"{file} is not a file {meta.name} was trained on (its sha256 is none of those recorded)")
 
 
 def recorded_split(

@@ -46,9 +46,10 @@ class TextDataset:
 
 
 def preset_for(path: Path) -> str:
-    """The preset of a file by a folder or stem named for it (``.../sst2/train.tsv``, ``imdb.csv``), never by a
-    word inside a name ("crosstab_reviews.csv", "not_imdb/reviews.csv" are the user's own: ``csv``)."""
-    names = {part.lower() for part in path.parent.parts} | {path.stem.lower()}
+    """The preset of a file by its folder or stem named for it (``.../sst2/train.tsv``, ``imdb.csv``), never by a
+    word inside a name or a folder further up ("crosstab_reviews.csv", "not_imdb/reviews.csv",
+    "~/imdb/work/reviews.csv" are the user's own: ``csv``)."""
+    names = {path.parent.name.lower(), path.name.split(".")[0].lower()}
     return "sst2" if names & {"sst2", "sst-2"} else "imdb" if "imdb" in names else "csv"
 
 

@@ -304,8 +304,8 @@ def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Na
         for key, value in node.items():
             if isinstance(value, dict):
                 walk(f"{prefix}{key}.", value)
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                figures[prefix + key] = float(value)
+            elif isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
+                figures[prefix + key] = float(value)  # a NaN (a class no sample asked for) is left out
 
     walk("", result)
     against = {"data": args.data.name}
@@ -316,8 +316,11 @@ def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Na
         against["classifier"] = f"{cls.name} (model.onnx sha256 {cls.onnx_sha256})"
     measured = datetime.now(UTC).isoformat(timespec="seconds")
     evaluation = Evaluation(figures=figures, against=against, measured=measured)
-    meta = meta.model_copy(update={"evaluation": evaluation})
-    (model_dir / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+    text = meta.model_copy(update={"evaluation": evaluation}).model_dump_json(indent=2) + "\n"
+    ModelMetadata.model_validate_json(text)  # what is written reads back (the server refuses what does not)
+    tmp = model_dir / f".{METADATA_FILE}.tmp"
+    tmp.write_text(text)
+    tmp.replace(model_dir / METADATA_FILE)
 
 
 def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | int | dict[str, float]]:

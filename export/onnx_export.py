@@ -50,7 +50,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any other file: unpickling it fails in many ways (UnpicklingError, EOF, IndexError)
-        raise DataError(f"{path}: not a checkpoint written by python -m training ({type(e).__name__})") from None
+        raise DataError(
+            f"{path}: not a checkpoint written by python -m training ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "nnserve-checkpoint/1":
         raise DataError(f"{path}: not an nnserve checkpoint")
     cfg = models.make_config(ckpt["model_name"], **ckpt["model_config"])

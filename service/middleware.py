@@ -112,15 +112,14 @@ def replay(first: Message, receive: Receive) -> Receive:
     return again
 
 
-_NO_HOST = ApiError("invalid_request", "an HTTP/1.1 request carries exactly one Host header (RFC 9112, 3.2)")
+_NO_HOST = ApiError("invalid_request", "a request carries one Host header, and HTTP/1.1 at least one (RFC 9112, 3.2)")
 
 
 def one_host(scope: Scope) -> bool:
-    """Whether the request may be answered: HTTP/1.1 requires exactly one Host header line (a server must answer
-    400 to none or several, RFC 9112 section 3.2); HTTP/1.0 need not send one."""
-    if scope.get("http_version") != "1.1":
-        return True
-    return sum(1 for name, _ in scope["headers"] if name == b"host") == 1
+    """Whether the request may be answered: a server must answer 400 to an HTTP/1.1 request without a Host header
+    line and to any request with several (RFC 9112 section 3.2); HTTP/1.0 need not send one."""
+    hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
+    return hosts == 1 or (hosts == 0 and scope.get("http_version") != "1.1")
 
 
 def media_type(headers: Headers) -> str:

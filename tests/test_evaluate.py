@@ -197,3 +197,49 @@ def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_pat
     out = tmp_path / "r.json"
     assert evaluate_main([str(art), "--data", str(table), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["n"] == load_metadata(art).dataset.n_val
+
+
+def test_record_leaves_out_what_is_not_a_number_and_writes_what_reads_back(tmp_path, artifact_root):
+    """A class no sample asked for has a NaN fidelity: written as null it made model.json unreadable (and the
+    server would refuse to start); it is left out."""
+    import argparse
+    import math
+    import shutil
+    from pathlib import Path
+
+    from export.evaluate import record
+
+    art = shutil.copytree(artifact_root / "digits-ae", tmp_path / "a")
+    args = argparse.Namespace(data=Path("somewhere/mnist"), anomalies=None, classifier=None)
+    record(art, load_metadata(art), {"fidelity": {"0": 1.0, "5": math.nan}, "n": 5, "model": "x"}, args)
+    ev = load_metadata(art).evaluation
+    assert ev is not None and ev.figures == {"fidelity.0": 1.0, "n": 5.0} and ev.against == {"data": "mnist"}
+
+
+def test_data_is_checked_by_its_content_not_its_name(tmp_path, artifact_root):
+    """A renamed or unpacked copy of other data was never checked (only a file of a recorded name was)."""
+    import gzip
+    import shutil
+
+    from contract.data import DataError, check_recorded
+    from contract.metadata import sha256_file
+
+    meta = load_metadata(artifact_root / "digits-cnn")
+    trained = tmp_path / "train.tsv"
+    trained.write_text("sentence\tlabel\nfine\t1\nbad\t0\n")
+    meta.dataset.sha256 = {"train.tsv": sha256_file(trained)}
+    check_recorded(trained, meta)
+    renamed = shutil.copy(trained, tmp_path / "copy.tsv")
+    check_recorded(renamed, meta)  # the same bytes under another name: the same data
+    (tmp_path / "other.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    with pytest.raises(DataError, match="none of those recorded"):
+        check_recorded(tmp_path / "other.tsv", meta)
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"pixels"))
+    meta.dataset.sha256 = {"train-images-idx3-ubyte.gz": sha256_file(idx / "train-images-idx3-ubyte.gz")}
+    check_recorded(idx, meta)
+    (idx / "train-images-idx3-ubyte.gz").unlink()
+    (idx / "train-images-idx3-ubyte").write_bytes(b"pixels")  # unpacked: other bytes than were recorded
+    with pytest.raises(DataError):
+        check_recorded(idx, meta)

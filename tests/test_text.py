@@ -317,3 +317,4 @@ def test_a_preset_is_chosen_by_a_folder_or_stem_named_for_it_not_a_word_inside_a
 
     assert preset_for(Path("data/sentiment/sst2/train.tsv")) == "sst2" and preset_for(Path("a/imdb/x.csv")) == "imdb"
     assert preset_for(Path("crosstab_reviews.csv")) == preset_for(Path("not_imdb/reviews.csv")) == "csv"
+    assert preset_for(Path("home/imdb/work/reviews.csv")) == "csv" and preset_for(Path("imdb/unsup.csv.gz")) == "imdb"

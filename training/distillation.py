@@ -41,6 +41,7 @@ from contract.data import Dataset
 from contract.images import normalize
 from contract.metadata import ONNX_FILE, DatasetInfo, TextPreprocessing, load_metadata, sha256_file, softmax
 from contract.text import TokenizerConfig, Vocab, text_logits, tokenize
+from contract.text_data import PRESETS as TEXT_PRESETS
 from contract.text_data import TextDataset, load_table, preset_for
 from training.common import LossFn
 
@@ -170,7 +171,9 @@ def other_corpus(teacher: TextTeacher, val_texts: list[str]) -> dict[str, Any]:
             "recorded: whether it holds the student's validation rows cannot be checked"
         )
     tok = teacher.tok.model_copy(update={"max_len": 10**9})
-    corpus = "\n".join(" " + " ".join(tokenize(t, tok)) + " " for t in load_table(path, name=preset_for(path)).texts)
+    name = d.name if d.name in TEXT_PRESETS else preset_for(path)  # read as the teacher's training read it
+    table = load_table(path, name=name, text_column=d.columns.get("text"), label_column=d.columns.get("label"))
+    corpus = "\n".join(" " + " ".join(tokenize(t, tok)) + " " for t in table.texts)
     seen = [k for k in (tokenize(t, tok) for t in val_texts) if f" {' '.join(k)} " in corpus]
     long = [" ".join(k) for k in seen if len(k) >= OTHER_CORPUS_TOKENS]
     if long:
