@@ -376,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         check_recorded(args.data, meta)
     except ValueError as e:
         p.error(str(e))
-    meta = _calibrate(p, args, meta)
+    graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
+    try:
+        meta = _calibrate(p, args, meta)
+    except BaseException:
+        (args.artifact / ONNX_FILE).write_bytes(graph)
+        raise
     if not args.measure:
         (args.artifact / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
     summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}

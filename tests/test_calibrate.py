@@ -462,7 +462,7 @@ def test_calibration_refuses_data_other_than_what_the_model_was_trained_on(artif
         assert sha256_file(copy / "model.onnx") == graph and load_metadata(copy) == meta  # nothing written
 
 
-def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys):
+def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys, monkeypatch):
     """A user's own image folder: no photo renderer and no other dataset, yet a temperature and an
     out-of-distribution score (export/folder_calibration.py) folded into the graph as the service reads it."""
     import random
@@ -499,6 +499,16 @@ def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys
     assert meta.ood.figures["flagged page of noise"] == meta.ood.figures["flagged blank white page"] == 1.0
     sess = ort.InferenceSession(str(art / "model.onnx"))
     assert [o.name for o in sess.get_outputs()] == ["logits", "ood_score"]
+    import export.folder_calibration
+
+    def broken(*_: object) -> float:
+        raise RuntimeError("a failure half way")
+
+    monkeypatch.setattr(export.folder_calibration, "fit_temperature", broken)  # after the graph was stripped
+    with pytest.raises(RuntimeError, match="half way"):
+        calibrate_main([str(art), "--data", str(folder)])
+    assert sha256_file(art / "model.onnx") == meta.onnx_sha256  # the graph put back as it was
+    monkeypatch.undo()
     (folder / "circle" / "0.png").unlink()  # another folder than it was trained on: refused, nothing written
     with pytest.raises(SystemExit):
         calibrate_main([str(art), "--data", str(folder)])
