@@ -82,6 +82,7 @@ from export.ood import (
     fit_mahalanobis,
     graph_centres,
     input_feed,
+    logits_and_features,
     mahalanobis,
     nearest_centre,
     reconstruction_error,
@@ -91,20 +92,6 @@ from export.ood import (
 from export.reliability import ece, ece_floor, halves
 
 # ---- image classifiers ---------------------------------------------------------------------------------
-
-
-def _run(
-    sess: ort.InferenceSession, feat: str | None, meta: ModelMetadata, pixels: np.ndarray, batch: int = 500
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits and (with ``feat``) penultimate features of uint8 images."""
-    pre = meta.image_preprocessing()
-    logits, feats = [], []
-    for i in range(0, len(pixels), batch):
-        feed = {meta.inputs[0].name: normalize(pixels[i : i + batch], pre)}
-        lg, *f = sess.run(["logits", *([feat] if feat else [])], feed)
-        logits.append(lg)
-        feats += [x.reshape(len(x), -1).astype(np.float64) for x in f]
-    return np.concatenate(logits), np.concatenate(feats) if feats else None
 
 
 def idx_split(
@@ -178,7 +165,7 @@ def calibrate_images(
     except ValueError:  # logits not from a linear layer: no penultimate features, the energy alone
         sess, feat = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"]), None
     names = ("fit", "fit photos", "A clean", "A photos", "A other dataset", "B clean", "B other dataset")
-    out = {name: _run(sess, feat, meta, sets[name]) for name in names}
+    out = {name: logits_and_features(sess, feat, meta, sets[name]) for name in names}
 
     fit_logits = np.concatenate([out["A clean"][0], out["A photos"][0]])
     fit_labels = np.concatenate([truth["A clean"], truth["A photos"]])
@@ -217,7 +204,7 @@ def calibrate_images(
     meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
     # the graph is rewritten: its logits must still be the exported graph's, within export's parity tolerance
     folded = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-    now = _run(folded, None, meta, sets["B clean"][:512])[0]
+    now = logits_and_features(folded, None, meta, sets["B clean"][:512])[0]
     np.testing.assert_allclose(now, out["B clean"][0][:512], rtol=meta.parity.rtol, atol=meta.parity.atol)
     meta.calibration = Calibration(
         temperature=t,

@@ -37,25 +37,18 @@ from contract.metadata import (
 from export.flagged import fit_temperature
 from export.frechet import feature_session
 from export.odd_images import odd_inputs
-from export.ood import OOD_OUTPUT, add_ood_output, energy_score, fit_mahalanobis, mahalanobis, strip_ood_output
+from export.ood import (
+    OOD_OUTPUT,
+    add_ood_output,
+    energy_score,
+    fit_mahalanobis,
+    logits_and_features,
+    mahalanobis,
+    strip_ood_output,
+)
 from export.reliability import ece, ece_floor, halves
 
 FLAG_QUANTILE = 0.95  # of the validation scores: the threshold, about 5 % of in-distribution images flagged
-
-
-def _outputs(
-    sess: ort.InferenceSession, feat: str | None, meta: ModelMetadata, pixels: np.ndarray, batch: int = 256
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits and (with ``feat``) penultimate features of prepared uint8 images."""
-    pre = meta.image_preprocessing()
-    logits, feats = [], []
-    for i in range(0, len(pixels), batch):
-        lg, *f = sess.run(
-            ["logits", *([feat] if feat else [])], {meta.inputs[0].name: normalize(pixels[i : i + batch], pre)}
-        )
-        logits.append(lg)
-        feats += [x.reshape(len(x), -1).astype(np.float64) for x in f]
-    return np.concatenate(logits), np.concatenate(feats) if feats else None
 
 
 def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> ModelMetadata:
@@ -78,7 +71,7 @@ def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> Mode
         sess, feat = feature_session(model_dir)
     except ValueError:  # logits not from a linear layer: no penultimate features, the energy alone
         sess, feat = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"]), None
-    out = {k: _outputs(sess, feat, meta, v) for k, v in sets.items()}
+    out = {k: logits_and_features(sess, feat, meta, v) for k, v in sets.items()}
     t = fit_temperature(out["A"][0], truth["A"])
     means = chol = None
     if feat is not None:

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from contract.images import normalize
-from contract.metadata import ONNX_FILE, load_metadata
+from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata
 
 OOD_OUTPUT = "ood_score"
 CLEAN_FLAG = 0.03  # at most this share of clean in-distribution half-A inputs flagged
@@ -42,6 +42,20 @@ def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.n
     cov = centred.T @ centred / len(feats)
     cov += np.eye(len(cov)) * 1e-3 * np.trace(cov) / len(cov)
     return means, np.linalg.cholesky(np.linalg.inv(cov))
+
+
+def logits_and_features(
+    sess: ort.InferenceSession, feat: str | None, meta: ModelMetadata, pixels: np.ndarray, batch: int = 500
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and (with ``feat``, a graph output) penultimate features of prepared uint8 images, in batches."""
+    pre = meta.image_preprocessing()
+    logits, feats = [], []
+    for i in range(0, len(pixels), batch):
+        feed = {meta.inputs[0].name: normalize(pixels[i : i + batch], pre)}
+        lg, *f = sess.run(["logits", *([feat] if feat else [])], feed)
+        logits.append(lg)
+        feats += [x.reshape(len(x), -1).astype(np.float64) for x in f]
+    return np.concatenate(logits), np.concatenate(feats) if feats else None
 
 
 def energy_score(logits: np.ndarray, t: float) -> np.ndarray:

@@ -70,8 +70,8 @@ def test_auroc_matches_scikit_learn_with_ties():
     assert auroc(np.zeros(5), np.ones(5)) == 1.0 and auroc(np.ones(5), np.zeros(5)) == 0.0
 
 
-def test_autoencoder_artifact_flags_noise(tmp_path, artifact_root, digits):
-    """Digits as the normal class, noise images as anomalies: the AUROC of reconstruction error is high."""
+def _digits_and_noise(tmp_path, digits):
+    """The digits the fixtures trained on and 300 noise images, each an IDX folder as MNIST's are."""
     normal, noise = tmp_path / "normal", tmp_path / "noise"
     for root, imgs in (
         (normal, digits.images[:, 0]),
@@ -80,6 +80,12 @@ def test_autoencoder_artifact_flags_noise(tmp_path, artifact_root, digits):
         root.mkdir()
         _idx(root / "train-images-idx3-ubyte.gz", imgs)
         _idx(root / "train-labels-idx1-ubyte.gz", (np.arange(len(imgs)) % 10).astype(np.uint8))
+    return normal, noise
+
+
+def test_autoencoder_artifact_flags_noise(tmp_path, artifact_root, digits):
+    """Digits as the normal class, noise images as anomalies: the AUROC of reconstruction error is high."""
+    normal, noise = _digits_and_noise(tmp_path, digits)
     out = tmp_path / "r.json"
     # --data is the recorded training data: here the digits the fixture trained on, rewritten as IDX
     assert (
@@ -127,14 +133,7 @@ def test_record_keeps_the_figures_in_model_json_for_the_card(tmp_path, artifact_
     """--record writes the report's numbers (nested ones by dotted key) and what else was read, by name only."""
     import shutil
 
-    normal, noise = tmp_path / "normal", tmp_path / "noise"
-    for root, imgs in (
-        (normal, digits.images[:, 0]),
-        (noise, np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)),
-    ):
-        root.mkdir()
-        _idx(root / "train-images-idx3-ubyte.gz", imgs)
-        _idx(root / "train-labels-idx1-ubyte.gz", (np.arange(len(imgs)) % 10).astype(np.uint8))
+    normal, noise = _digits_and_noise(tmp_path, digits)
     art = shutil.copytree(artifact_root / "digits-ae", tmp_path / "digits-ae")
     assert load_metadata(art).evaluation is None
     out = tmp_path / "r.json"
