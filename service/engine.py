@@ -44,7 +44,7 @@ from service.runtime import (
     version_order,
     warm_up,
 )
-from service.schemas import BatchingInfo, ModelCard
+from service.schemas import BatchingInfo, ModelCard, at_version
 from service.settings import get_settings
 from service.stats import BatchTiming, request_done
 
@@ -120,6 +120,21 @@ class Engine:
     def max_rows(self, task: str) -> int:
         """The rows one request may carry for a task (images, texts, or samples)."""
         return TASKS[task].max_rows(S)
+
+    def requested_by(self, request: Any, task: str) -> str:
+        """``requested`` for a /v1 request model: its ``model`` counts as sent only when the client sent it."""
+        sent = request.model if "model" in request.model_fields_set else None
+        return self.requested(sent, request.model, request.version, task)
+
+    def requested(self, sent: str | None, default: str, version: str | None, task: str) -> str:
+        """The model a /v1 request names, as ``metadata`` reads it (``name@version``): the one the client sent;
+        else the route's ``default``, or, where that is not served and one model of the task is (a server of a
+        user's own models), that one; else the default all the same, whose 404 names the models served."""
+        name = sent or default
+        if sent is None and name not in self.catalog:
+            served = [n for n, m in self.catalog.items() if m.task == task]
+            name = served[0] if len(served) == 1 else name
+        return at_version(name, version)
 
     def metadata(self, name: str, task: str | None = None, version: str | None = None) -> ModelMetadata:
         """A served model's metadata: the version asked for (``version``, or ``name@version`` as /v1's routes pass

@@ -386,3 +386,22 @@ def test_openapi_document_carries_the_package_version(client):
 
     info = client.get("/docs.json").json()["info"]
     assert info == {"title": "nnserve", "version": __version__, "description": DESCRIPTION}
+
+
+def test_a_request_without_a_model_is_the_routes_default_or_the_one_model_of_its_task(client, digits):
+    """A server of a user's own models: its only autoencoder answers a request that names none (the route's
+    default, mnist-ae, is not served), as does an upload; where several models of a task are served and the
+    default is not, the 404 names them; a model sent by name is never replaced."""
+    png = png_bytes(digits.images[0, 0])
+    image = base64.b64encode(png).decode()
+    r = client.post("/v1/reconstruct", json={"images": [image]})
+    assert r.status_code == 200 and r.json()["model"] == "digits-ae"
+    assert_envelope(
+        client.post("/v1/reconstruct", json={"model": "mnist-ae", "images": [image]}), 404, "model_not_found"
+    )
+    served = {m["name"] for m in client.get("/v1/models").json()["models"] if m["task"] == "image-classification"}
+    assert len(served) > 1
+    err = assert_envelope(client.post("/v1/classify", json={"images": [image]}), 404, "model_not_found")
+    assert set(err["details"][0]["available"]) == served
+    r = client.post("/v1/classify/upload", files={"image": ("d.png", png, "image/png")})
+    assert_envelope(r, 404, "model_not_found")

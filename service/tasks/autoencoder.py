@@ -27,7 +27,7 @@ from service.metrics import ANOMALIES
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
-from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, ImagesInput, at_version, json_response
+from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, ImagesInput, json_response
 from service.settings import get_settings
 
 S = get_settings()
@@ -102,7 +102,7 @@ router = APIRouter()
 @router.post("/reconstruct", response_model=ReconstructImagesResponse, responses=ERROR_RESPONSES)
 async def reconstruct(request: ReconstructImagesRequest) -> Response:
     """Reconstruct images through an autoencoder (with a denoising one, this denoises) and flag anomalies."""
-    meta, items, results = await _autoencode(current(), at_version(request.model, request.version), request.images)
+    meta, items, results = await _autoencode(current(), current().requested_by(request, TASK), request.images)
     assert meta.anomaly is not None
     out = []
     for item, r in zip(items, results, strict=True):
@@ -119,7 +119,7 @@ async def reconstruct(request: ReconstructImagesRequest) -> Response:
 @router.post("/encode", response_model=EncodeImagesResponse, responses=ERROR_RESPONSES)
 async def encode(request: EncodeImagesRequest) -> Response:
     """An autoencoder's code for each image (its compressed representation)."""
-    meta, _, results = await _autoencode(current(), at_version(request.model, request.version), request.images)
+    meta, _, results = await _autoencode(current(), current().requested_by(request, TASK), request.images)
     codes = [[float(v) for v in r.code] for r in results]
     return json_response(EncodeImagesResponse(model=meta.name, version=meta.version, codes=codes))
 

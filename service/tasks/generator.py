@@ -42,7 +42,6 @@ from service.schemas import (
     MODEL_NAME,
     VERSION,
     VersionChoice,
-    at_version,
     json_response,
 )
 from service.settings import get_settings
@@ -327,7 +326,7 @@ router = APIRouter()
 async def generate_png(request: GenerateRequest) -> Response:
     """Samples as one PNG grid (image/png), for a browser or ``curl -o``; the seed is in ``X-Seed``."""
     r = request
-    meta, seed, _, images = await sample(current(), at_version(r.model, r.version), r.n, r.seed, r.label, r.steps)
+    meta, seed, _, images = await sample(current(), current().requested_by(r, TASK), r.n, r.seed, r.label, r.steps)
     headers = {"X-Seed": str(seed), "X-Model-Version": meta.version}
     return Response(png(image_grid(images, cols=grid_cols(len(images)))), media_type="image/png", headers=headers)
 
@@ -337,7 +336,7 @@ async def generate(request: GenerateRequest) -> Response:
     """Draw n samples from a generator (GAN, VAE decoder, or an RBM's Gibbs chains); the same seed gives the same
     images."""
     r = request
-    model = at_version(r.model, r.version)
+    model = current().requested_by(r, TASK)
     meta, seed, labels, images = await sample(current(), model, r.n, r.seed, r.label, r.steps)
     grid = r.format == "grid"
     return json_response(
@@ -357,7 +356,7 @@ async def generate(request: GenerateRequest) -> Response:
 async def interpolate(request: InterpolateRequest) -> Response:
     """Frames walking the latent space from end a to end b: two seeds, or (VAE) two encoded images."""
     r, engine = request, current()
-    meta = engine.metadata(at_version(r.model, r.version), TASK)
+    meta = engine.metadata(engine.requested_by(r, TASK), TASK)
     assert meta.generator is not None
     if meta.generator.gibbs is not None:
         raise ApiError("invalid_request", f"{meta.name} samples by Gibbs chains: it has no latent space to walk")

@@ -38,17 +38,17 @@ from service.schemas import (
     VERSION_CHOICE,
     VERSION_PATTERN,
     ImagesInput,
-    at_version,
     json_response,
 )
 from service.settings import get_settings
 
 S = get_settings()
 TASK = "image-classification"
+DEFAULT_MODEL = "mnist-cnn"  # a request without "model": this, or where it is not served the one model of the task
 
 
 class ClassifyImagesRequest(ImagesInput):
-    model: str = Field("mnist-cnn", pattern=MODEL_NAME, description="a served image-classification model")
+    model: str = Field(DEFAULT_MODEL, pattern=MODEL_NAME, description="a served image-classification model")
     top_k: StrictInt = Field(3, ge=1, le=100, description="alternatives per image, capped at the number of labels")
     include_input: bool = Field(
         False, description="also return what the model saw: the prepared input image (base64 PNG) per prediction"
@@ -162,7 +162,13 @@ router = APIRouter()
 @router.post("/classify/upload", response_model=ClassifyImagesResponse, responses=ERROR_RESPONSES)
 async def classify_upload(
     image: Annotated[UploadFile, File(description="a PNG, JPEG or WebP file part")],
-    model: Annotated[str, Form(pattern=MODEL_NAME, description="a served image-classification model")] = "mnist-cnn",
+    model: Annotated[
+        str | None,
+        Form(
+            pattern=MODEL_NAME,
+            description="a served image-classification model (default: mnist-cnn, or the one served)",
+        ),
+    ] = None,
     top_k: Annotated[int, Form(ge=1, le=100, description="alternatives, capped at the number of labels")] = 3,
     version: Annotated[str | None, Form(pattern=VERSION_PATTERN, description=VERSION_CHOICE)] = None,
 ) -> Response:
@@ -173,7 +179,9 @@ async def classify_upload(
     """
     data = await image.read(S.max_image_bytes + 1)
     return json_response(
-        await classify_blobs(current(), at_version(model, version), [data], top_k, include_input=False)
+        await classify_blobs(
+            current(), current().requested(model, DEFAULT_MODEL, version, TASK), [data], top_k, include_input=False
+        )
     )
 
 
@@ -182,7 +190,7 @@ async def classify(request: ClassifyImagesRequest) -> Response:
     """Classify base64 PNG/JPEG images; predictions come back in input order."""
     r = request
     return json_response(
-        await classify_blobs(current(), at_version(r.model, r.version), r.images, r.top_k, r.include_input)
+        await classify_blobs(current(), current().requested_by(r, TASK), r.images, r.top_k, r.include_input)
     )
 
 

@@ -30,7 +30,7 @@ from service.metrics import child
 from service.oip_schemas import TensorMetadata
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
-from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, VersionChoice, at_version, json_response
+from service.schemas import ANSWERED_BY, ERROR_RESPONSES, MODEL_NAME, VERSION, VersionChoice, json_response
 from service.settings import get_settings
 
 S = get_settings()
@@ -197,7 +197,7 @@ async def recall(request: RecallPatternsRequest) -> Response:
     r, engine = request, current()
     if (r.images is None) == (r.states is None):
         raise ApiError("invalid_request", "give either images or states")
-    meta = engine.metadata(at_version(r.model, r.version), TASK)
+    meta = engine.metadata(engine.requested_by(r, TASK), TASK)
     reading = config(meta)
     n = units(meta)
     if r.images is not None:

@@ -45,7 +45,6 @@ from service.schemas import (
     OOD_SCORE,
     VERSION,
     VersionChoice,
-    at_version,
     json_response,
 )
 from service.settings import get_settings
@@ -235,7 +234,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     in windows and their answers combined; one over NNSERVE_TEXT_WINDOWS windows is cut and says so. With
     ``explain``, an attention model's weight for every token read."""
     engine = current()
-    meta = engine.metadata(at_version(request.model, request.version), TASK)
+    meta = engine.metadata(engine.requested_by(request, TASK), TASK)
     if request.explain and not any(o.name == ATTENTION for o in meta.outputs):
         pooling = meta.architecture_config.get("pooling", "its own")
         raise ApiError(
