@@ -32,7 +32,7 @@ from service.family import (
     in_input_order,
 )
 from service.images import b64, grid_cols, png, png_b64
-from service.metrics import GENERATED
+from service.metrics import GENERATED, child
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import OnnxModel, served_key
@@ -241,7 +241,7 @@ async def decode(engine: Engine, meta: ModelMetadata, z: np.ndarray, labels: lis
     key = served_key(meta)
     items = [LatentItem(model=key, z=row, label=y) for row, y in zip(z, labels, strict=True)]
     results = await engine.call(TASK, items, meta.name, "generate")
-    GENERATED.labels(meta.name).inc(len(results))
+    child(GENERATED, meta.name).inc(len(results))
     return np.stack([r.image for r in results])
 
 
@@ -254,14 +254,14 @@ async def chain_images(engine: Engine, meta: ModelMetadata, n: int, seed: int, s
     v = await off_loop(gibbs.start_state, rngs, g.visible)
     results: list[ChainResult] = []
     runs = gibbs.runs(steps, g.steps_per_run)
-    for r, todo in enumerate(runs):
+    for k, todo in enumerate(runs):
         # the noise of a run is n x K x (H + D) uniforms (about a million at the limits): drawn in the decode pool,
         # so a large request's draws do not stall the event loop; the runs stay in order, so the streams do too
         u_h, u_v = await off_loop(gibbs.run_noise, rngs, g.steps_per_run, g.hidden, g.visible)
         rows = [ChainItem(model=key, v=v[i], u_h=u_h[i], u_v=u_v[i], steps=todo) for i in range(n)]
-        results = await engine.call(TASK, rows, meta.name, "gibbs", count=r == len(runs) - 1)  # one request
+        results = await engine.call(TASK, rows, meta.name, "gibbs", count=k == len(runs) - 1)  # one request
         v = np.stack([r.v for r in results])
-    GENERATED.labels(meta.name).inc(n)
+    child(GENERATED, meta.name).inc(n)
     return np.stack([r.image for r in results])
 
 
