@@ -56,9 +56,7 @@ from contract.metadata import (
     Calibration,
     ModelMetadata,
     OutOfDistribution,
-    TensorSpec,
     load_metadata,
-    sha256_file,
     softmax,
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, Door, photographs, read_photographs
@@ -69,7 +67,6 @@ from export import second_reading
 from export.evaluate import auroc
 from export.flagged import calibrate_flagged, fit_temperature, ood_answers, served_run, served_session, table_photos
 from export.folder_calibration import calibrate_folder
-from export.frechet import feature_session
 from export.odd_images import OTHER_LANGUAGES, odd_inputs
 from export.ood import (
     OOD_OUTPUT,
@@ -86,8 +83,9 @@ from export.ood import (
     mahalanobis,
     nearest_centre,
     reconstruction_error,
+    scoring_session,
     sibling_score,
-    strip_ood_output,
+    took_ood_output,
 )
 from export.reliability import ece, ece_floor, halves
 
@@ -159,11 +157,7 @@ def calibrate_images(
     the sets ``image_sets(..., fitting=True)`` made, written into ``model_dir``'s graph (an earlier calibration's
     score is replaced); with ``autoencoder`` (a served autoencoder's folder) its reconstruction error, and with
     ``sibling`` (a calibrated classifier's) its score, are candidate components. Returns the metadata to save."""
-    strip_ood_output(model_dir)
-    try:
-        sess, feat = feature_session(model_dir)
-    except ValueError:  # logits not from a linear layer: no penultimate features, the energy alone
-        sess, feat = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"]), None
+    sess, feat = scoring_session(model_dir)
     names = ("fit", "fit photos", "A clean", "A photos", "A other dataset", "B clean", "B other dataset")
     out = {name: logits_and_features(sess, feat, meta, sets[name]) for name in names}
 
@@ -197,15 +191,7 @@ def calibrate_images(
     recon = autoencoder if "reconstruction" in scaling else None
     sib = sibling if "sibling" in scaling else None
     add_ood_output(model_dir, feat if "mahalanobis" in scaling else None, means, chol, scaling, distances, recon, sib)
-    meta.outputs = [
-        *[o for o in meta.outputs if o.name != OOD_OUTPUT],
-        TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),
-    ]
-    meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
-    # the graph is rewritten: its logits must still be the exported graph's, within export's parity tolerance
-    folded = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-    now = logits_and_features(folded, None, meta, sets["B clean"][:512])[0]
-    np.testing.assert_allclose(now, out["B clean"][0][:512], rtol=meta.parity.rtol, atol=meta.parity.atol)
+    took_ood_output(model_dir, meta, sets["B clean"][:512], out["B clean"][0][:512])
     meta.calibration = Calibration(
         temperature=t,
         fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE); "
@@ -354,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     meta = load_metadata(args.artifact)
-    folder = meta.task == "image-classification" and meta.dataset.name == "image-folder"
+    folder = of_image_folder(meta)
     if meta.task == "image-classification" and not folder and not any(args.data.glob("train-images-idx3-ubyte*")):
         p.error(f"{args.data} is not an IDX folder, and {meta.name} was trained on {meta.dataset.name}")
     if folder and (args.measure or args.second_reading):
@@ -376,9 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def of_image_folder(meta: ModelMetadata) -> bool:
+    """An image classifier of a user's own folder: calibrated by export/folder_calibration.py."""
+    return meta.task == "image-classification" and meta.dataset.name == "image-folder"
+
+
 def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> ModelMetadata:
     """The command's work for one artifact -> its metadata as calibrated (as it was, with --measure)."""
-    if meta.task == "image-classification" and meta.dataset.name == "image-folder":
+    if of_image_folder(meta):
         try:
             return calibrate_folder(args.artifact, meta, args.data)
         except DataError as e:  # another folder than the one it was trained on

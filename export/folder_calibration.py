@@ -21,21 +21,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from contract.data import DataError, load_image_folder, stratified_split
 from contract.images import normalize
 from contract.metadata import (
-    ONNX_FILE,
     Calibration,
     ModelMetadata,
     OutOfDistribution,
-    TensorSpec,
-    sha256_file,
     softmax,
 )
 from export.flagged import fit_temperature
-from export.frechet import feature_session
 from export.odd_images import odd_inputs
 from export.ood import (
     OOD_OUTPUT,
@@ -44,7 +39,8 @@ from export.ood import (
     fit_mahalanobis,
     logits_and_features,
     mahalanobis,
-    strip_ood_output,
+    scoring_session,
+    took_ood_output,
 )
 from export.reliability import ece, ece_floor, halves
 
@@ -66,11 +62,7 @@ def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> Mode
     truth = {"train": ds.labels[train], "A": ds.labels[val[a]], "B": ds.labels[val[b]]}
     odd = odd_inputs(meta)
     sets |= {f"odd: {k}": pixels for k, (pixels, _) in odd.items()}
-    strip_ood_output(model_dir)
-    try:
-        sess, feat = feature_session(model_dir)
-    except ValueError:  # logits not from a linear layer: no penultimate features, the energy alone
-        sess, feat = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"]), None
+    sess, feat = scoring_session(model_dir)
     out = {k: logits_and_features(sess, feat, meta, v) for k, v in sets.items()}
     t = fit_temperature(out["A"][0], truth["A"])
     means = chol = None
@@ -87,16 +79,8 @@ def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> Mode
     centre = float(np.median(held_out))
     unit = max(float(np.quantile(held_out, FLAG_QUANTILE)) - centre, 1e-12)
     add_ood_output(model_dir, feat if component == "mahalanobis" else None, means, chol, {component: (centre, unit)})
-    meta.outputs = [
-        *[o for o in meta.outputs if o.name != OOD_OUTPUT],
-        TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),
-    ]
-    meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
-    folded = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-    logits_b, served = folded.run(
-        ["logits", OOD_OUTPUT], {meta.inputs[0].name: normalize(sets["B"], meta.image_preprocessing())}
-    )
-    np.testing.assert_allclose(logits_b, out["B"][0], rtol=meta.parity.rtol, atol=meta.parity.atol)  # export's parity
+    folded = took_ood_output(model_dir, meta, sets["B"], out["B"][0])  # logits: export's parity still holds
+    (served,) = folded.run([OOD_OUTPUT], {meta.inputs[0].name: normalize(sets["B"], meta.image_preprocessing())})
     np.testing.assert_allclose(served, (scores["B"] - centre) / unit, rtol=1e-3, atol=1e-3)  # the folded score
     meta.calibration = Calibration(
         temperature=t,

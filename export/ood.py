@@ -17,7 +17,8 @@ import onnxruntime as ort
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from contract.images import normalize
-from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata
+from contract.metadata import ONNX_FILE, ModelMetadata, TensorSpec, load_metadata, sha256_file
+from export.frechet import feature_session
 
 OOD_OUTPUT = "ood_score"
 CLEAN_FLAG = 0.03  # at most this share of clean in-distribution half-A inputs flagged
@@ -56,6 +57,34 @@ def logits_and_features(
         logits.append(lg)
         feats += [x.reshape(len(x), -1).astype(np.float64) for x in f]
     return np.concatenate(logits), np.concatenate(feats) if feats else None
+
+
+def scoring_session(model_dir: Path) -> tuple[ort.InferenceSession, str | None]:
+    """The graph without an earlier calibration's score, with its penultimate features as an output: (session,
+    the features' name), or (the plain graph's session, None) where the logits come from no linear layer (then
+    there are no features, and the energy is the score)."""
+    strip_ood_output(model_dir)
+    try:
+        return feature_session(model_dir)
+    except ValueError:
+        return ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"]), None
+
+
+def took_ood_output(
+    model_dir: Path, meta: ModelMetadata, pixels: np.ndarray, logits: np.ndarray
+) -> ort.InferenceSession:
+    """After ``add_ood_output``: ``meta`` names the new output and the rewritten graph's sha256, and the rewritten
+    graph must still give ``logits`` (the graph's before) on ``pixels``, within export's parity tolerance.
+    Returns the rewritten graph's session."""
+    meta.outputs = [
+        *[o for o in meta.outputs if o.name != OOD_OUTPUT],
+        TensorSpec(name=OOD_OUTPUT, dtype="float32", shape=[-1]),
+    ]
+    meta.onnx_sha256 = sha256_file(model_dir / ONNX_FILE)
+    sess = ort.InferenceSession(str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
+    now = logits_and_features(sess, None, meta, pixels)[0]
+    np.testing.assert_allclose(now, logits, rtol=meta.parity.rtol, atol=meta.parity.atol)
+    return sess
 
 
 def energy_score(logits: np.ndarray, t: float) -> np.ndarray:
