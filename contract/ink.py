@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
+from contract.enclosure import inside_enclosure
 from contract.page import ink_hue, page_box, shrink, vividness
 
 WORK = 256  # longest side the ink is looked for at
@@ -278,6 +279,9 @@ def _stroke_ink(grey: Image.Image, x: np.ndarray, dark: bool, min_sigmas: float 
     strength = np.clip((raw - floor) / max(top - floor, 1e-3), 0.0, 1.0).astype(np.float32)
     edge = max(1, min(strength.shape) // 50)  # a photo's outermost pixels are its frame, not ink
     strength[:edge], strength[-edge:], strength[:, :edge], strength[:, -edge:] = 0, 0, 0, 0
+    enclosed = inside_enclosure(strength)  # a circle or a printed box around the digit is no part of it
+    if enclosed is not None:
+        strength = strength * enclosed
     box = _box(strength >= 0.5)
     if box is None:
         return Ink(strength, box, dark)

@@ -1,0 +1,86 @@
+"""Digits marked as people mark them, in process: MNIST validation digits photographed (EVAL_STYLE, the whole mark
+in the frame) alone, circled in the same pen as a teacher marks an answer, and inside a box as on a form; per
+digit model, how many it reads right, flags out of distribution, and reads wrongly without a flag, as the service
+answers them (second readings included). ``--front-door REV``: with contract/ink.py's find_ink (and
+contract/page.py) as at that commit.
+
+    .venv/bin/python -m bench.circled artifacts/mnist-cnn artifacts/mnist-lenet5 [--n 300] [--front-door REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import contract.images
+from bench.frontdoor import ink_at
+from contract.images import both_readings
+from contract.metadata import load_metadata
+from contract.photos import EVAL_STYLE, render_digit_photo
+from export.calibrate import idx_split
+from export.second_reading import served_answers
+
+REPO = Path(__file__).resolve().parent.parent
+SIDE = 56  # the canvas a 28x28 digit is marked on, before it is photographed: room for the mark's corners to turn
+MARK = 44  # the mark's box: a few pixels clear of the digit's 28
+SEED = 31
+# the marked canvas is photographed as a digit would be, but never larger than the frame (render_digit_photo
+# scales a 28-px canvas's 20 px to digit_fraction of the frame): a user photographs the whole circle
+STYLE = replace(EVAL_STYLE, digit_fraction=(EVAL_STYLE.digit_fraction[0], 0.95 * 20 / 28))
+
+
+def marked(digit: np.ndarray, mark: str, rng: np.random.Generator) -> np.ndarray:
+    """``digit`` (28x28, white on black) in the middle of a SIDE-px canvas, with a circle or box drawn round it in
+    strokes as wide as MNIST's (2-3 px), a few pixels clear of the digit's frame."""
+    canvas = Image.new("L", (SIDE, SIDE), 0)
+    canvas.paste(Image.fromarray(digit), ((SIDE - 28) // 2, (SIDE - 28) // 2))
+    if mark != "alone":
+        edge = (SIDE - MARK) // 2
+        lo, hi = edge + int(rng.integers(1, 4)), SIDE - 1 - edge - int(rng.integers(1, 4))
+        draw = ImageDraw.Draw(canvas)
+        shape = draw.ellipse if mark == "circled" else draw.rectangle
+        shape((lo, lo, hi, hi), outline=255, width=int(rng.integers(2, 4)))
+    return np.asarray(canvas)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("artifacts", type=Path, nargs="+", help="digit classifiers' folders")
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
+    p.add_argument("--n", type=int, default=300, help="validation digits (each photographed three ways)")
+    p.add_argument("--front-door", metavar="REV", help="the commit whose contract/ink.py (and page.py) to read with")
+    args = p.parse_args(argv)
+    if args.front_door:
+        contract.images.find_ink = ink_at(args.front_door).find_ink
+    images, labels, _, val = idx_split(load_metadata(args.artifacts[0]), args.data)
+    picked = val[: args.n]
+    photos: dict[str, list[Image.Image]] = {}
+    for mark in ("alone", "circled", "boxed"):
+        rng = np.random.default_rng(SEED)  # the same photo of each digit, but for the mark
+        photos[mark] = [
+            Image.open(io.BytesIO(render_digit_photo(marked(images[i, 0], mark, rng), rng, STYLE))) for i in picked
+        ]
+    for folder in args.artifacts:
+        meta = load_metadata(folder)
+        second = meta.ood is not None and meta.ood.second_reading
+        counts = []
+        for mark, imgs in photos.items():
+            readings = [both_readings(img, meta.image_preprocessing()) for img in imgs]
+            served, flagged = served_answers(folder, meta, readings, second)[:2]
+            right = served == labels[picked]
+            counts.append(
+                f"{mark}: right {right.mean():.1%}, flagged {flagged.mean():.1%}, "
+                f"wrong and not flagged {(~right & ~flagged).mean():.1%}"
+            )
+        print(f"{folder} ({len(picked)} digits): " + "; ".join(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
