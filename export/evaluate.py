@@ -39,6 +39,7 @@ from PIL import Image
 from contract import gibbs
 from contract.data import check_recorded, read_idx, recorded_split
 from contract.images import normalize, prepare_image, read, to_uint8
+from contract.latents import cycled_labels, latents
 from contract.metadata import METADATA_FILE, ONNX_FILE, Evaluation, ModelMetadata, load_metadata
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
 
@@ -210,8 +211,8 @@ def generate_images(
             for i in range(0, n, batch)
         ]
         return to_uint8(np.concatenate(chunks)), None
-    z = np.random.default_rng(seed).standard_normal((n, meta.generator.latent_dim), dtype=np.float32)
-    labels = np.arange(n, dtype=np.int64) % len(meta.labels) if meta.generator.conditional else None
+    z = latents(seed, n, meta.generator.latent_dim)
+    labels = cycled_labels(n, len(meta.labels)) if meta.generator.conditional else None
     out = []
     for i in range(0, n, batch):
         feed = {"z": z[i : i + batch], **({"labels": labels[i : i + batch]} if labels is not None else {})}

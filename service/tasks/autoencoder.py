@@ -23,7 +23,7 @@ from service.family import (
     in_input_order,
 )
 from service.images import png_b64
-from service.metrics import ANOMALIES
+from service.metrics import ANOMALIES, child
 from service.oip_tensors import graph_inputs, graph_outputs
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
@@ -109,7 +109,7 @@ async def reconstruct(request: ReconstructImagesRequest) -> Response:
         error = float(((r.reconstruction - item.x) ** 2).sum())
         anomaly = meta.anomaly_answer(error, item.oddness, item.x)
         if anomaly:
-            ANOMALIES.labels(meta.name).inc()
+            child(ANOMALIES, meta.name).inc()
         out.append(Reconstruction(reconstruction=png_b64(r.reconstruction), error=error, anomaly=anomaly))
     return json_response(
         ReconstructImagesResponse(model=meta.name, version=meta.version, threshold=meta.anomaly.threshold, results=out)

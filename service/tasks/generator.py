@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from contract import gibbs
 from contract.images import image_grid
+from contract.latents import cycled_labels, latents
 from contract.metadata import ModelMetadata
 from service.engine import Engine, current, off_loop
 from service.errors import ApiError, quoted
@@ -289,15 +290,11 @@ async def sample(
     seed = secrets.randbelow(2**31) if seed is None else seed
     if steps is not None:
         return meta, seed, None, await chain_images(engine, meta, n, seed, steps)
-    z = _latents(seed, n, meta.generator.latent_dim)
+    z = latents(seed, n, meta.generator.latent_dim)
     labels = None
     if meta.generator.conditional:
-        labels = [index] * n if index is not None else [i % len(meta.labels) for i in range(n)]
+        labels = [index] * n if index is not None else cycled_labels(n, len(meta.labels)).tolist()
     return meta, seed, labels, await decode(engine, meta, z, labels or [0] * n)
-
-
-def _latents(seed: int, n: int, k: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, k), dtype=np.float32)
 
 
 def interpolate_latents(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
@@ -377,7 +374,7 @@ async def interpolate(request: InterpolateRequest) -> Response:
     else:
         seed_a = secrets.randbelow(2**31) if seed_a is None else seed_a
         seed_b = secrets.randbelow(2**31) if seed_b is None else seed_b
-        a, b = _latents(seed_a, 1, k)[0], _latents(seed_b, 1, k)[0]
+        a, b = latents(seed_a, 1, k)[0], latents(seed_b, 1, k)[0]
     z = interpolate_latents(a, b, r.steps, r.method)
     frames = await decode(engine, meta, z, [y] * r.steps)
     grid = r.format == "grid"
