@@ -62,6 +62,7 @@ class PhotoStyle:
     blur: Range = (0.3, 1.5)  # Gaussian blur radius, pixels
     noise: Range = (2.0, 9.0)  # sensor noise std, grey levels
     jpeg_quality: tuple[int, int] = (30, 95)
+    garment: tuple[int, int] = (0, 256)  # a garment's colour, each channel in [low, high): white ones included
 
 
 TRAIN_STYLE = PhotoStyle()
@@ -81,6 +82,7 @@ EVAL_STYLE = PhotoStyle(
     blur=(0.3, 2.0),
     noise=(2.0, 12.0),
     jpeg_quality=(25, 95),
+    garment=(0, 230),  # as `make photos` has always drawn them (white garments are measured apart: bench/garments.py)
 )
 
 
@@ -249,7 +251,7 @@ def photograph(item: np.ndarray, fit: str, rng: np.random.Generator, style: Phot
     with the 'digit' fit, otherwise a garment of a random colour on a light background."""
     if fit == "digit":
         return render_digit_photo(item, rng, style)
-    colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
+    colour = tuple(int(c) for c in rng.integers(style.garment[0], style.garment[1], size=3))
     return render_product_photo(item, rng, colour, style)  # type: ignore[arg-type]
 
 

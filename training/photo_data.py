@@ -22,7 +22,11 @@ from contract.photos import TRAIN_STYLE, photographs_in_chunks
 log = logging.getLogger(__name__)
 CACHE = Path("runs/.photo-cache")
 CHUNK = 500
-CODE = [Path(__file__).resolve().parent.parent / "contract" / f for f in ("photos.py", "ink.py", "images.py")]
+# the renderer and the whole front door: a change to any of them makes the pool again
+CODE = [
+    Path(__file__).resolve().parent.parent / "contract" / f
+    for f in ("photos.py", "ink.py", "page.py", "enclosure.py", "images.py")
+]
 
 
 def photo_pool(

@@ -1,0 +1,60 @@
+"""Garments of every colour, in process: Fashion-MNIST validation items photographed (EVAL_STYLE) as coloured,
+light and white garments on a light backdrop (a white T-shirt on a white sheet is what a user sends; `make photos`
+draws colours in [0, 230) only); per garment model, how many it reads right, flags out of distribution, and
+reads wrongly without a flag, as the service answers them.
+
+    .venv/bin/python -m bench.garments artifacts/fashion-cnn artifacts/fashion-resnet [--n 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from contract.images import both_readings
+from contract.metadata import load_metadata
+from contract.photos import EVAL_STYLE, photograph
+from export.calibrate import idx_split
+from export.second_reading import served_answers
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = 5
+# each channel of the garment's colour in [low, high); the backdrop is grey 234-250 (contract/photos.py)
+COLOURS = {"coloured": (0, 230), "light": (200, 235), "white": (235, 256)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("artifacts", type=Path, nargs="+", help="garment classifiers' folders")
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fashion-mnist")
+    p.add_argument("--n", type=int, default=300, help="validation items (each photographed in every colour)")
+    args = p.parse_args(argv)
+    images, labels, _, val = idx_split(load_metadata(args.artifacts[0]), args.data)
+    picked = val[: args.n]
+    photos: dict[str, list[Image.Image]] = {}
+    for name, colours in COLOURS.items():
+        rng, style = np.random.default_rng(SEED), replace(EVAL_STYLE, garment=colours)
+        photos[name] = [Image.open(io.BytesIO(photograph(images[i, 0], "contain", rng, style))) for i in picked]
+    for folder in args.artifacts:
+        meta = load_metadata(folder)
+        counts = []
+        for name, imgs in photos.items():
+            readings = [both_readings(img, meta.image_preprocessing()) for img in imgs]
+            served, flagged = served_answers(folder, meta, readings, second_reading=False)[:2]
+            right = served == labels[picked]
+            counts.append(
+                f"{name}: right {right.mean():.1%}, flagged {flagged.mean():.1%}, "
+                f"wrong and not flagged {(~right & ~flagged).mean():.1%}"
+            )
+        print(f"{folder} ({len(picked)} garments): " + "; ".join(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
