@@ -182,7 +182,7 @@ models: $(VENV)/.dev vectors autoencoders fashion-resnet
 	$(TRAIN) hopfield-pseudo-inverse --data $(DATA)/mnist --threads 1 --out $(RUNS)/mnist-hopfield
 	$(EXPORT) $(RUNS)/mnist-hopfield/checkpoint.pt --out $(ART)/mnist-hopfield
 	cp $(RUNS)/mnist-hopfield/energy.png $(ART)/mnist-hopfield/energy.png
-	$(TRAIN) cnn --data $(DATA)/fashion-mnist --epochs 20 --label-smoothing 0.1 --threads $(THREADS) --out $(RUNS)/fashion-cnn
+	$(TRAIN) cnn --data $(DATA)/fashion-mnist --epochs 30 --label-smoothing 0.1 --photos 0.15 --threads $(THREADS) --out $(RUNS)/fashion-cnn
 	$(EXPORT) $(RUNS)/fashion-cnn/checkpoint.pt --out $(ART)/fashion-cnn
 	$(CALIBRATE) $(ART)/fashion-cnn --data $(DATA)/fashion-mnist --ood-data $(DATA)/mnist $(FASHION_AE)
 	$(TRAIN) rnn-classifier --data $(SST2) --epochs 8 $(TEXT) $(ATTENTION) --out $(RUNS)/sst2-lstm
