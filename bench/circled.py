@@ -20,11 +20,10 @@ from PIL import Image, ImageDraw
 
 import contract.images
 from bench.frontdoor import ink_at
-from contract.images import both_readings
+from bench.odd_inputs import answered
 from contract.metadata import load_metadata
 from contract.photos import EVAL_STYLE, render_digit_photo
 from export.calibrate import idx_split
-from export.second_reading import served_answers
 
 REPO = Path(__file__).resolve().parent.parent
 SIDE = 56  # the canvas a 28x28 digit is marked on, before it is photographed: room for the mark's corners to turn
@@ -68,16 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     for folder in args.artifacts:
         meta = load_metadata(folder)
-        second = meta.ood is not None and meta.ood.second_reading
-        counts = []
-        for mark, imgs in photos.items():
-            readings = [both_readings(img, meta.image_preprocessing()) for img in imgs]
-            served, flagged = served_answers(folder, meta, readings, second)[:2]
-            right = served == labels[picked]
-            counts.append(
-                f"{mark}: right {right.mean():.1%}, flagged {flagged.mean():.1%}, "
-                f"wrong and not flagged {(~right & ~flagged).mean():.1%}"
-            )
+        counts = [f"{mark}: {answered(folder, meta, imgs, labels[picked])}" for mark, imgs in photos.items()]
         print(f"{folder} ({len(picked)} digits): " + "; ".join(counts))
     return 0
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contract.images import both_readings
+from bench.odd_inputs import answered
 from contract.metadata import load_metadata
 from contract.photos import EVAL_STYLE, photograph
 from export.calibrate import idx_split
-from export.second_reading import served_answers
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 5
@@ -43,15 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         photos[name] = [Image.open(io.BytesIO(photograph(images[i, 0], "contain", rng, style))) for i in picked]
     for folder in args.artifacts:
         meta = load_metadata(folder)
-        counts = []
-        for name, imgs in photos.items():
-            readings = [both_readings(img, meta.image_preprocessing()) for img in imgs]
-            served, flagged = served_answers(folder, meta, readings, second_reading=False)[:2]
-            right = served == labels[picked]
-            counts.append(
-                f"{name}: right {right.mean():.1%}, flagged {flagged.mean():.1%}, "
-                f"wrong and not flagged {(~right & ~flagged).mean():.1%}"
-            )
+        counts = [f"{name}: {answered(folder, meta, imgs, labels[picked])}" for name, imgs in photos.items()]
         print(f"{folder} ({len(picked)} garments): " + "; ".join(counts))
     return 0
 

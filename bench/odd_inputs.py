@@ -33,6 +33,16 @@ def let_through(folder: Path, meta: ModelMetadata, images: list[Image.Image]) ->
     return ~served_answers(folder, meta, readings, second_reading=second)[1]
 
 
+def answered(folder: Path, meta: ModelMetadata, images: list[Image.Image], truth: np.ndarray) -> str:
+    """How the service answers ``images`` of labels ``truth``: the shares read right, flagged out of distribution,
+    and read wrongly without a flag (second readings included where the card says so)."""
+    readings = [both_readings(img, meta.image_preprocessing()) for img in images]
+    second = meta.ood is not None and meta.ood.second_reading
+    served, flagged = served_answers(folder, meta, readings, second)[:2]
+    right, wrong_unflagged = served == truth, (served != truth) & ~flagged
+    return f"right {right.mean():.1%}, flagged {flagged.mean():.1%}, wrong and not flagged {wrong_unflagged.mean():.1%}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="image classifiers' folders")
