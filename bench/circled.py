@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 import contract.images
 from bench.frontdoor import ink_at
-from bench.odd_inputs import answered
+from bench.odd_inputs import report
 from contract.metadata import load_metadata
 from contract.photos import EVAL_STYLE, render_digit_photo
 from export.calibrate import idx_split
@@ -65,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         photos[mark] = [
             Image.open(io.BytesIO(render_digit_photo(marked(images[i, 0], mark, rng), rng, STYLE))) for i in picked
         ]
-    for folder in args.artifacts:
-        meta = load_metadata(folder)
-        counts = [f"{mark}: {answered(folder, meta, imgs, labels[picked])}" for mark, imgs in photos.items()]
-        print(f"{folder} ({len(picked)} digits): " + "; ".join(counts))
+    report(args.artifacts, photos, labels[picked], "digits")
     return 0
 
 

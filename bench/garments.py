@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.odd_inputs import answered
+from bench.odd_inputs import report
 from contract.metadata import load_metadata
 from contract.photos import EVAL_STYLE, photograph
 from export.calibrate import idx_split
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, colours in COLOURS.items():
         rng, style = np.random.default_rng(SEED), replace(EVAL_STYLE, garment=colours)
         photos[name] = [Image.open(io.BytesIO(photograph(images[i, 0], "contain", rng, style))) for i in picked]
-    for folder in args.artifacts:
-        meta = load_metadata(folder)
-        counts = [f"{name}: {answered(folder, meta, imgs, labels[picked])}" for name, imgs in photos.items()]
-        print(f"{folder} ({len(picked)} garments): " + "; ".join(counts))
+    report(args.artifacts, photos, labels[picked], "garments")
     return 0
 
 

@@ -43,6 +43,14 @@ def answered(folder: Path, meta: ModelMetadata, images: list[Image.Image], truth
     return f"right {right.mean():.1%}, flagged {flagged.mean():.1%}, wrong and not flagged {wrong_unflagged.mean():.1%}"
 
 
+def report(artifacts: list[Path], sets: dict[str, list[Image.Image]], truth: np.ndarray, noun: str) -> None:
+    """For each artifact, one line: how the service answers each set of labelled photos (``answered``)."""
+    for folder in artifacts:
+        meta = load_metadata(folder)
+        counts = [f"{name}: {answered(folder, meta, images, truth)}" for name, images in sets.items()]
+        print(f"{folder} ({len(truth)} {noun}): " + "; ".join(counts))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="image classifiers' folders")
