@@ -39,12 +39,13 @@ def marked(digit: np.ndarray, mark: str, rng: np.random.Generator) -> np.ndarray
     strokes as wide as MNIST's (2-3 px), a few pixels clear of the digit's frame."""
     canvas = Image.new("L", (SIDE, SIDE), 0)
     canvas.paste(Image.fromarray(digit), ((SIDE - 28) // 2, (SIDE - 28) // 2))
+    edge = (SIDE - MARK) // 2  # the mark's place and pen drawn for every digit, so that each photo takes the same
+    lo, hi = edge + int(rng.integers(1, 4)), SIDE - 1 - edge - int(rng.integers(1, 4))  # draws: the same photo
+    width = int(rng.integers(2, 4))  # of a digit alone, circled and boxed
     if mark != "alone":
-        edge = (SIDE - MARK) // 2
-        lo, hi = edge + int(rng.integers(1, 4)), SIDE - 1 - edge - int(rng.integers(1, 4))
         draw = ImageDraw.Draw(canvas)
         shape = draw.ellipse if mark == "circled" else draw.rectangle
-        shape((lo, lo, hi, hi), outline=255, width=int(rng.integers(2, 4)))
+        shape((lo, lo, hi, hi), outline=255, width=width)
     return np.asarray(canvas)
 
 

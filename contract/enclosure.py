@@ -6,8 +6,10 @@ On a grid of cells about ``1/CELLS`` of the ink's extent a side (each cell inked
 ink): the paper outside is what a 4-connected flood from the border reaches without coming within GAP cells of
 ink (so a line broken by a pencil's dashes still closes); the outer ink is every 8-connected stroke that faces
 that paper; the inner ink is the rest, strokes inside a loop of another. A loop's contents are kept only when they
-are a digit's size beside the loop (not a speck inside a 6's or an 8's loop); ink touching the line, or a line
-left open wider than the gap, changes nothing. Measured with ``python -m bench.circled`` (docs/REAL-INPUTS.md).
+are a digit's size beside the loop (not a speck inside a 6's or an 8's loop) and the loop is round or square, as
+a circle or a box is, not a 0's tall loop; ink touching the line, or a line left open wider than the gap, changes
+nothing. Each flood stops after PASSES steps, so a hostile zig-zag costs a few milliseconds at most. Measured
+with ``python -m bench.circled`` (README.md: How images are prepared).
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ import numpy as np
 
 CELLS = 64  # the grid's longest side, across the ink's extent: at most 4 px of contract/ink.py's 256-px image
 INK = 0.5  # strength at which a pixel is ink (contract/ink.py's box uses the same)
-# what a loop must enclose to be a digit and not a speck, against the loop's own box: this share of its height
-# or width, and of its ink cells
+# what a loop must enclose to be a digit and not a speck or a 0's dot, against the loop's own box: this share of
+# its height, and of its ink cells
 INNER_EXTENT = 0.3
 INNER_INK = 0.1
 MIN_INNER_CELLS = 6
+# a circle or a box drawn round a digit is about as wide as tall, or wider; a 0 is a taller loop, and a slash or a
+# dot inside it that does not touch it is still a 0 (a slashed zero read as its slash, a "1", was a reviewer's find)
+ROUND = 0.75
 GAP = 2  # cells: a line broken by up to twice this many still closes
+PASSES = 2 * CELLS  # a flood that has not settled after this many steps winds like no circle: left as it is
+
+
+class _Winding(Exception):
+    """A flood did not settle within PASSES steps (a zig-zag of ink built to make it slow)."""
 
 
 def _grow(a: np.ndarray, diagonal: bool) -> np.ndarray:
@@ -42,11 +52,12 @@ def _grow(a: np.ndarray, diagonal: bool) -> np.ndarray:
 def _fill(seed: np.ndarray, within: np.ndarray, diagonal: bool) -> np.ndarray:
     """The part of ``within`` connected to ``seed`` (geodesic reconstruction: grow and clip until it stops)."""
     region = seed & within
-    while True:
+    for _ in range(PASSES):
         grown = _grow(region, diagonal) & within
         if np.array_equal(grown, region):
             return region
         region = grown
+    raise _Winding
 
 
 def _cells(strength: np.ndarray) -> tuple[np.ndarray, int]:
@@ -75,7 +86,10 @@ def inside_enclosure(strength: np.ndarray) -> np.ndarray | None:
     pad = (-(-(max(np.ptp(rows), np.ptp(cols)) + 1) // CELLS) + 1) * (GAP + 2)
     top, left = max(0, int(rows.min()) - pad), max(0, int(cols.min()) - pad)
     bottom, right = int(rows.max()) + 1 + pad, int(cols.max()) + 1 + pad
-    kept = _enclosed(strength[top:bottom, left:right])
+    try:
+        kept = _enclosed(strength[top:bottom, left:right])
+    except _Winding:
+        return None
     if kept is None:
         return None
     out = np.zeros(strength.shape, dtype=bool)
@@ -109,8 +123,8 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     n_inner = int(inner.sum())
     if n_inner < MIN_INNER_CELLS or n_inner < INNER_INK * int(outer.sum()):
         return None
-    (ih, iw), (oh, ow) = _extent(inner), _extent(outer)
-    if max(ih / oh, iw / ow) < INNER_EXTENT:
+    (ih, _), (oh, ow) = _extent(inner), _extent(outer)
+    if ih < INNER_EXTENT * oh or ow < ROUND * oh:
         return None
     line = outer
     for _ in range(GAP + 1):  # the line's faint edge and the gaps in it left out too

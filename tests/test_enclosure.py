@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from contract import enclosure
 from contract.enclosure import inside_enclosure
 from contract.images import prepare_image
 from tests.test_ink import DIGIT, page, similarity
@@ -81,3 +82,53 @@ def test_ink_all_round_the_border_is_no_enclosure():
     framed = drawn([("rectangle", (0, 0, 255, 255), 12), ("line", (128, 70, 128, 180), 10)])
     assert inside_enclosure(framed) is None
     assert inside_enclosure(np.ones((256, 256), dtype=np.float32)) is None
+
+
+RING = ("ellipse", (30, 30, 226, 226), 8)  # its line covers rows 30-37 at the top
+
+
+def test_each_guard_alone_keeps_a_loop_that_holds_no_digit():
+    blob = [RING, ("ellipse", (115, 115, 141, 141), 26)]  # dense, many cells, but a fifth of the ring's height
+    assert inside_enclosure(drawn(blob)) is None
+    thick = [("ellipse", (30, 30, 226, 226), 24), ("line", (128, 78, 128, 178), 2)]  # half its height, few cells
+    assert inside_enclosure(drawn(thick)) is None
+    tiny = np.zeros((24, 24), dtype=np.float32)  # a 14-px ring round a 5-px stroke: 5 cells, under MIN_INNER_CELLS
+    tiny[5:19, 5:19] = drawn([("ellipse", (0, 0, 13, 13), 1)], 14)
+    tiny[10:15, 12] = 1.0
+    assert inside_enclosure(tiny) is None
+
+
+def test_a_0s_dot_or_a_slash_that_does_not_touch_it_is_still_a_0():
+    narrow = [("ellipse", (100, 30, 160, 230), 3), ("ellipse", (123, 123, 137, 137), 7)]
+    assert inside_enclosure(drawn(narrow)) is None
+    slashed = [("ellipse", (70, 30, 190, 230), 6), ("line", (150, 60, 110, 200), 6)]
+    assert inside_enclosure(drawn(slashed)) is None
+
+
+def test_the_digit_is_kept_whole_and_the_lines_faint_edge_is_not():
+    close = drawn([RING, ("line", (128, 48, 128, 200), 8)])  # the stroke ends 10 px below the line
+    enclosed = inside_enclosure(close)
+    assert enclosed is not None
+    digit = close.copy()
+    digit[:44] = digit[210:] = 0  # the ring's rows above and below the stroke
+    digit[:, :110] = digit[:, 146:] = 0
+    assert enclosed[digit >= 0.5].all()  # every pixel of the stroke, even those a cell from the line
+    assert not enclosed[43, 108]  # 3 px inside the line (rows 32-40 here): its faint edge, not the digit's
+
+
+def test_a_winding_line_costs_a_bounded_number_of_steps(monkeypatch):
+    """A zig-zag of ink inside a box, joined to it at one end, makes the flood along the ink crawl row after row
+    (247 steps here without a bound): it stops at PASSES steps and the ink is read as it is. The paper outside
+    settles in a step or two, so PASSES and the few grows around it are all it may take."""
+    a = np.zeros((64, 64), dtype=np.float32)
+    s = a[8:56, 8:56]  # under 48 px of ink: one pixel a cell
+    s[0, :] = s[-1, :] = s[:, 0] = s[:, -1] = 1.0
+    for i, row in enumerate(range(6, 42, 6)):
+        s[row, 6:42] = 1.0
+        s[row : row + 7, 41 if i % 2 == 0 else 6] = 1.0
+    s[1:6, 6] = 1.0  # the zig-zag's end joined to the box
+    calls = []
+    real = enclosure._grow
+    monkeypatch.setattr(enclosure, "_grow", lambda m, diagonal: calls.append(1) or real(m, diagonal))
+    assert inside_enclosure(a) is None
+    assert enclosure.PASSES <= 128 and len(calls) <= enclosure.PASSES + 3 * enclosure.GAP + 8
