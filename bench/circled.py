@@ -39,9 +39,11 @@ def marked(digit: np.ndarray, mark: str, rng: np.random.Generator) -> np.ndarray
     strokes as wide as MNIST's (2-3 px), a few pixels clear of the digit's frame."""
     canvas = Image.new("L", (SIDE, SIDE), 0)
     canvas.paste(Image.fromarray(digit), ((SIDE - 28) // 2, (SIDE - 28) // 2))
-    edge = (SIDE - MARK) // 2  # the mark's place and pen drawn for every digit, so that each photo takes the same
-    lo, hi = edge + int(rng.integers(1, 4)), SIDE - 1 - edge - int(rng.integers(1, 4))  # draws: the same photo
-    width = int(rng.integers(2, 4))  # of a digit alone, circled and boxed
+    # the mark's place and pen are drawn for every digit, alone too, so that the photo's own draws that follow are
+    # the same for a digit alone, circled and boxed
+    edge = (SIDE - MARK) // 2
+    lo, hi = edge + int(rng.integers(1, 4)), SIDE - 1 - edge - int(rng.integers(1, 4))
+    width = int(rng.integers(2, 4))
     if mark != "alone":
         draw = ImageDraw.Draw(canvas)
         shape = draw.ellipse if mark == "circled" else draw.rectangle

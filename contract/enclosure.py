@@ -49,6 +49,13 @@ def _grow(a: np.ndarray, diagonal: bool) -> np.ndarray:
     return out
 
 
+def _widened(a: np.ndarray, cells: int) -> np.ndarray:
+    """``a`` grown by ``cells`` cells every way (8-neighbours, ``cells`` times)."""
+    for _ in range(cells):
+        a = _grow(a, diagonal=True)
+    return a
+
+
 def _fill(seed: np.ndarray, within: np.ndarray, diagonal: bool) -> np.ndarray:
     """The part of ``within`` connected to ``seed`` (geodesic reconstruction: grow and clip until it stops)."""
     region = seed & within
@@ -103,9 +110,7 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     if ink.sum() < MIN_INNER_CELLS or min(ink.shape) < 3:
         return None
     # the line may be broken (a pencil's dashes, a pen lifted): ink grown by GAP cells bars the paper outside
-    barrier = ink
-    for _ in range(GAP):
-        barrier = _grow(barrier, diagonal=True)
+    barrier = _widened(ink, GAP)
     paper = ~barrier
     # paper seen in a straight line from the border is outside; the flood then fills the pockets around it
     seen = ~np.logical_or.accumulate(barrier, axis=0) | ~np.logical_or.accumulate(barrier[::-1], axis=0)[::-1]
@@ -113,10 +118,7 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     outside = _fill(seen & paper, paper, diagonal=False)
     if np.array_equal(outside, paper):  # no loop closes on any paper (a 1, 2, 3, 5 or 7): nothing is enclosed
         return None
-    near = outside  # the ink that faces the paper outside: GAP + 1 cells from it
-    for _ in range(GAP + 1):
-        near = _grow(near, diagonal=True)
-    outer = _fill(ink & near, ink, diagonal=True)
+    outer = _fill(ink & _widened(outside, GAP + 1), ink, diagonal=True)  # ink facing the paper outside
     if not outer.any():  # ink all round the border (a dark frame, a table read as ink): no line to drop
         return None
     inner = ink & ~outer
@@ -126,9 +128,6 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     (ih, _), (oh, ow) = _extent(inner), _extent(outer)
     if ih < INNER_EXTENT * oh or ow < ROUND * oh:
         return None
-    line = outer
-    for _ in range(GAP + 1):  # the line's faint edge and the gaps in it left out too
-        line = _grow(line, diagonal=True)
-    kept = (~outside & ~line) | inner
+    kept = (~outside & ~_widened(outer, GAP + 1)) | inner  # the line's faint edge and its gaps left out too
     h, w = strength.shape
     return np.repeat(np.repeat(kept, f, axis=0), f, axis=1)[:h, :w]
