@@ -41,13 +41,15 @@ def _load(name: str, source: bytes):
 
 
 def ink_at(rev: str):
-    """contract/ink.py as it was at ``rev``, with contract/page.py as it was there where it had one; its find_ink
-    takes today's ``colour`` argument either way (a version without the colour cue ignores it) and returns today's
-    Ink (the fields a version lacked at their defaults: no ink was ``printed`` before the cue)."""
+    """contract/ink.py as it was at ``rev``, with contract/page.py and contract/enclosure.py as they were there where
+    it had them; its find_ink takes today's ``colour`` argument either way (a version without the colour cue ignores
+    it) and returns today's Ink (the fields a version lacked at their defaults: no ink was ``printed`` before the
+    cue)."""
     source = file_at(rev, "contract/ink.py")
-    if b"from contract.page import" in source:
-        _load("page_base", file_at(rev, "contract/page.py"))
-        source = source.replace(b"from contract.page import", b"from page_base import")
+    for helper in ("page", "enclosure"):
+        if f"from contract.{helper} import".encode() in source:
+            _load(f"{helper}_base", file_at(rev, f"contract/{helper}.py"))
+            source = source.replace(f"from contract.{helper} import".encode(), f"from {helper}_base import".encode())
     module = _load("ink_base", source)
     if "colour" not in inspect.signature(module.find_ink).parameters:
         grey_only = module.find_ink

@@ -2,7 +2,8 @@
 photographs), in process: per kind, how many each artifact lets through (not flagged out of distribution) as the
 service answers them, a digit model's second reading at the other polarity included; the natural photographs
 also counted apart before and from the ``--split``-th (the 69 of before 2026-12-04 and the 98 added then).
-``--front-door REV``: with contract/ink.py's find_ink (and contract/page.py) as they were at that commit.
+``--front-door REV``: with contract/ink.py's find_ink (and contract/page.py, contract/enclosure.py) as they were
+at that commit.
 ``--held-out DIR``: also bench/held_out.py's scenes and things, which no limit was chosen on (``make held-out``).
 
     .venv/bin/python -m bench.odd_inputs artifacts/mnist-cnn artifacts/mnist-lenet5 [--front-door REV] [--held-out DIR]
@@ -54,7 +55,9 @@ def report(artifacts: list[Path], sets: dict[str, list[Image.Image]], truth: np.
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="image classifiers' folders")
-    p.add_argument("--front-door", metavar="REV", help="the commit whose contract/ink.py (and page.py) to read with")
+    p.add_argument(
+        "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"
+    )
     p.add_argument("--split", type=int, default=69, help="natural photographs counted apart from this one on")
     p.add_argument("--held-out", type=Path, metavar="DIR", help="make held-out's folder: its images too")
     args = p.parse_args(argv)

@@ -1,15 +1,19 @@
-"""A digit inside a closed line that does not touch it: a teacher's circle around an answer, the printed box of
-a form's field. The line is no part of the digit, and a model that reads both sees a "0" around something; the
-front door (contract/ink.py) keeps what the line encloses and drops the line. Torch-free, numpy only.
+"""A digit inside a closed line: a teacher's circle around an answer, the printed box of a form's field. The line
+is no part of the digit, and a model that reads both sees a "0" around something; the front door (contract/ink.py)
+keeps what the line encloses and drops the line. Torch-free, numpy only.
 
 On a grid of cells about ``1/CELLS`` of the ink's extent a side (each cell inked where any of its pixels is strong
 ink): the paper outside is what a 4-connected flood from the border reaches without coming within GAP cells of
 ink (so a line broken by a pencil's dashes still closes); the outer ink is every 8-connected stroke that faces
-that paper; the inner ink is the rest, strokes inside a loop of another. A loop's contents are kept only when they
+that paper; the inner ink is the rest, strokes inside a loop of another. Where the drawing touches the line (a
+digit written on a box's bottom line, a tight circle), the two are one stroke: the line is then peeled off as a band
+of its own width from the paper outside (``_peeled``); the pieces further in that hug the band go with it (the line
+drawn thicker there, a thick stroke's core), and what is left is read unless a stroke crosses the line out (a
+slashed 0) or it is small or off the line's middle. A loop's contents are kept only when they
 are a digit's size beside the loop (not a speck inside a 6's or an 8's loop) and the loop is round or square, as
-a circle or a box is, not a 0's tall loop; ink touching the line, or a line left open wider than the gap, changes
-nothing. Each flood stops after PASSES steps, so a hostile zig-zag costs a few milliseconds at most. Measured
-with ``python -m bench.circled`` (README.md: How images are prepared).
+a circle or a box is, not a 0's tall loop; a line left open wider than the gap changes nothing. Each flood stops
+after PASSES steps, so a hostile zig-zag costs a few milliseconds at most. Measured with ``python -m
+bench.circled`` (README.md: How images are prepared).
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ MIN_INNER_CELLS = 6
 # a circle or a box drawn round a digit is about as wide as tall, or wider; a 0 is a taller loop, and a slash or a
 # dot inside it that does not touch it is still a 0 (a slashed zero read as its slash, a "1", was a reviewer's find)
 ROUND = 0.75
+# a line that touches what it encloses (``_peeled``):
+RING_SHARE = 0.75  # its width: enough to reach across it from this share of its outer edge
+# a piece of what it encloses with more than this share of the cells round it the line's is the line's own (a thick
+# stroke's core peeled like a line, in a 6's or an 8's loop: a third or more of them, on 3,000 tuning photos)
+TOUCH = 0.25
+MAX_PIECES = 4  # what it encloses, in more pieces than this, is not read as a drawing (each piece costs a flood)
+PEELED_EXTENT = 0.45  # what is read fills this share of the line's height: a line drawn tight enough to touch hugs it
+CENTRED = 0.25  # and its middle is at most this share of the line's extent from the line's middle, both ways
 GAP = 2  # cells: a line broken by up to twice this many still closes
 PASSES = 2 * CELLS  # a flood that has not settled after this many steps winds like no circle: left as it is
 
@@ -77,14 +89,72 @@ def _cells(strength: np.ndarray) -> tuple[np.ndarray, int]:
     return cells, f
 
 
+def _line_width(ink: np.ndarray, outside: np.ndarray) -> int | None:
+    """How many cells thick a closed line is: across it, from its edge facing the paper outside to the first cell
+    that is not ink, at RING_SHARE of that edge's cells; None when half the grid is not enough."""
+    edge = ink & _widened(outside, GAP + 1)  # GAP + 1 cells from the paper outside
+    need, reached = RING_SHARE * int(edge.sum()), ~ink & ~_widened(outside, GAP)  # what the ink closes on
+    for steps in range(1, CELLS // 2):
+        reached = _grow(reached, diagonal=True)
+        if int((edge & reached).sum()) >= need:
+            return steps
+    return None
+
+
+def _peeled(ink: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A closed line that touches what it encloses, as (the line, the rest): the band of ink within the line's width
+    (``_line_width``) of the paper outside, and what lies further in, less the pieces of it that hug the band (more
+    than TOUCH of the cells round a piece are the band's: the core of a thick stroke, the line drawn thicker there,
+    a sheet's own edge read as a thicker line), which go with the line. Nothing (all of the ink the line) when a
+    stroke of the band leads away from what the band encloses by more than that width (a stroke crossing the line
+    out: a slashed 0, a 1 drawn through a circle), when what is left is under PEELED_EXTENT of the band's height or
+    off its middle (``_centred``), or when what lies further in is more than MAX_PIECES pieces."""
+    nothing = np.zeros_like(ink)
+    width = _line_width(ink, outside)
+    if width is None:
+        return ink, nothing
+    band = ink & _widened(outside, GAP + width)
+    within = ~_widened(outside, GAP) & ~band  # what the band encloses (a stroke crossing out has none beside it)
+    line = band & _widened(within, width + 1)
+    if int((_fill(line, band, diagonal=True) & ~line).sum()) > width:
+        return ink, nothing
+    inner, rest = np.zeros_like(ink), ink & ~band
+    for _ in range(MAX_PIECES):
+        if not rest.any():
+            break
+        seed = np.zeros_like(rest)
+        seed[tuple(np.argwhere(rest)[0])] = True
+        piece = _fill(seed, rest, diagonal=True)
+        rest &= ~piece
+        outline = _grow(piece, diagonal=False) & ~piece
+        if int((outline & band).sum()) <= TOUCH * int(outline.sum()):
+            inner |= piece
+    if rest.any() or not inner.any():
+        return ink, nothing
+    if _extent(inner)[0] < PEELED_EXTENT * _extent(band)[0] or not _centred(inner, band):
+        return ink, nothing
+    return ink & ~inner, inner
+
+
+def _centred(inner: np.ndarray, line: np.ndarray) -> bool:
+    """Whether the middle of ``inner``'s box lies in the middle half of ``line``'s, both ways (a drawing inside a
+    line, not a strip along one side of it: a piece of a sheet's own edge on a white desk, read as a box)."""
+    (ir, ic), (lr, lc) = np.nonzero(inner), np.nonzero(line)
+    for i, o in ((ir, lr), (ic, lc)):
+        middle = (int(i.min()) + int(i.max())) / 2
+        if abs(middle - (int(o.min()) + int(o.max())) / 2) > CENTRED * (int(o.max()) - int(o.min()) + 1):
+            return False
+    return True
+
+
 def _extent(mask: np.ndarray) -> tuple[int, int]:
     rows, cols = np.nonzero(mask)
     return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
 
 
 def inside_enclosure(strength: np.ndarray) -> np.ndarray | None:
-    """Where an enclosing line's contents are (bool, ``strength``'s shape), or None when no closed line that does
-    not touch them encloses a digit-sized drawing (the usual case: the ink is read as it is)."""
+    """Where an enclosing line's contents are (bool, ``strength``'s shape), or None when no closed line encloses a
+    digit-sized drawing (the usual case: the ink is read as it is)."""
     rows, cols = np.nonzero(strength >= INK)
     if rows.size == 0:
         return None
@@ -122,6 +192,8 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     if not outer.any():  # ink all round the border (a dark frame, a table read as ink): no line to drop
         return None
     inner = ink & ~outer
+    if not inner.any():  # the line may touch what it encloses: peel it off as a band of its own width
+        outer, inner = _peeled(ink, outside)
     n_inner = int(inner.sum())
     if n_inner < MIN_INNER_CELLS or n_inner < INNER_INK * int(outer.sum()):
         return None

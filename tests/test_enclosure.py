@@ -20,14 +20,15 @@ def two(digits) -> np.ndarray:
 
 
 def drawn(shapes, size: int = 256) -> np.ndarray:
-    """Strength in [0, 1] of white shapes drawn on black: ``shapes`` is a list of (method, box, width)."""
+    """Strength in [0, 1] of white shapes drawn on black: ``shapes`` is a list of (method, box, width), an arc's
+    with its start and end angles after them."""
     img = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(img)
-    for method, box, width in shapes:
+    for method, box, width, *args in shapes:
         if method == "line":
             draw.line(box, fill=255, width=width)
-        elif method == "arc":  # a circle left open on its right, from 40 to 320 degrees
-            draw.arc(box, 40, 320, fill=255, width=width)
+        elif method == "arc":  # a circle left open on its right, from 40 to 320 degrees (or as given)
+            draw.arc(box, *(args or (40, 320)), fill=255, width=width)
         else:
             getattr(draw, method)(box, outline=255, width=width)
     return np.asarray(img, dtype=np.float32) / 255
@@ -57,11 +58,64 @@ def test_a_digits_own_loops_and_a_speck_inside_one_are_left_alone():
     assert inside_enclosure(drawn(eight)) is None
 
 
-def test_a_line_touching_the_digit_or_left_open_changes_nothing():
-    ring = ("ellipse", (30, 30, 226, 226), 10)
-    assert inside_enclosure(drawn([ring, ("line", (128, 20, 128, 180), 10)])) is None  # crosses the circle
+def test_a_line_left_open_or_crossed_out_changes_nothing():
+    # a stroke from outside the circle into it: a slashed 0, a 1 drawn through a circle
+    crossed = [("ellipse", (60, 60, 256, 256), 10), ("line", (158, 30, 158, 210), 10)]
+    assert inside_enclosure(drawn(crossed, 320)) is None
     opened = [("arc", (30, 30, 226, 226), 10), ("line", (128, 70, 128, 180), 10)]
     assert inside_enclosure(drawn(opened)) is None  # a C, not a closed circle
+
+
+def test_a_line_touching_what_it_encloses_is_peeled_off():
+    """A stroke inside a circle, touching it (the line covers rows 30-39 at the top): the line goes, as a band of
+    its own width from the paper outside, and what lies further in is kept."""
+    enclosed = inside_enclosure(drawn([("ellipse", (30, 30, 226, 226), 10), ("line", (128, 36, 128, 190), 10)]))
+    assert enclosed is not None and enclosed[128, 128] and enclosed[60, 128]
+    assert not enclosed[128, 35] and not enclosed[34, 128]  # the line, beside the stroke and where it touches
+
+
+def test_a_digit_sitting_on_its_boxs_line_is_read_without_the_box(two):
+    photo = page(two, 320, (100, 100), 120, paper=215, ink=40)
+    rows, cols = np.nonzero(np.asarray(photo) < 128)
+    box = (int(cols.min()) - 40, int(rows.min()) - 40, int(cols.max()) + 40, int(rows.max()) + 4)
+    marked = with_line(photo, "rectangle", box, width=9, ink=40)  # the box's bottom line through the digit's foot
+    assert inside_enclosure(np.asarray(marked) < 128) is not None
+    assert similarity(prepare_image(marked, DIGIT)[0], two) > 0.85
+
+
+def test_a_line_thicker_on_one_side_is_not_a_drawing_inside_it():
+    """A circle gone over again on its left, 30 px wide where the rest is 8: peeled at the rest's width, what is
+    left of that side has the line along half of its outline (over TOUCH), so it is the line's own, not a stroke
+    touching it."""
+    ring = [("ellipse", (30, 30, 226, 226), 8), ("arc", (30, 30, 226, 226), 30, 140, 220)]
+    assert inside_enclosure(drawn(ring)) is None
+
+
+def test_a_small_drawing_touching_a_big_line_is_left_as_it_is():
+    """Under PEELED_EXTENT of the line's height, what a touching line encloses is taken for the core of a thick
+    stroke: clear of the line, the same stroke is kept (INNER_EXTENT)."""
+    ring = ("ellipse", (30, 30, 226, 226), 10)
+    assert inside_enclosure(drawn([ring, ("line", (128, 140, 128, 220), 14)])) is None
+    assert inside_enclosure(drawn([ring, ("line", (128, 120, 128, 200), 14)])) is not None
+
+
+def test_a_touching_drawing_off_the_lines_middle_or_in_many_pieces_is_left_as_it_is():
+    """What a touching line encloses is read only when its middle is in the middle half of the line's box
+    (CENTRED: a strip along one side is a piece of a sheet's own edge) and it is at most MAX_PIECES pieces."""
+    box = ("rectangle", (30, 30, 226, 226), 10)
+    assert inside_enclosure(drawn([box, ("line", (128, 40, 128, 190), 10)])) is not None
+    assert inside_enclosure(drawn([box, ("line", (60, 40, 60, 190), 10)])) is None
+    strokes = [("line", (x, 40, x, 150), 10) for x in range(60, 200, 34)]  # 5 strokes hanging from the top
+    assert inside_enclosure(drawn([box, *strokes[:4]])) is not None
+    assert inside_enclosure(drawn([box, *strokes])) is None
+
+
+def test_a_thick_line_is_peeled_off_at_its_own_width():
+    """A line 6 cells wide round a stroke touching it: peeled one cell wide, the rest of the line would hug what
+    lies further in (over TOUCH) and nothing would be kept."""
+    line = [("ellipse", (30, 30, 226, 226), 24), ("line", (128, 50, 128, 170), 24)]
+    enclosed = inside_enclosure(drawn(line))
+    assert enclosed is not None and enclosed[100, 128] and not enclosed[128, 45]
 
 
 def test_a_circle_of_dashes_still_closes():
