@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="digit classifiers' folders")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
-    p.add_argument("--n", type=int, default=300, help="validation digits (each photographed three ways)")
+    p.add_argument("--n", type=int, default=300, help="validation digits (each photographed alone and under each mark)")
     p.add_argument(
         "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"
     )

@@ -9,11 +9,11 @@ that paper; the inner ink is the rest, strokes inside a loop of another. Where t
 digit written on a box's bottom line, a tight circle), the two are one stroke: the line is then peeled off as a band
 of its own width from the paper outside (``_peeled``); the pieces further in that hug the band go with it (the line
 drawn thicker there, a thick stroke's core), and what is left is read unless a stroke crosses the line out (a
-slashed 0) or it is small or off the line's middle. A loop's contents are kept only when they
+slashed 0) or it is small, in many pieces, or off the line's middle. A loop's contents are kept only when they
 are a digit's size beside the loop (not a speck inside a 6's or an 8's loop) and the loop is round or square, as
 a circle or a box is, not a 0's tall loop; a line left open wider than the gap changes nothing. Each flood stops
-after PASSES steps, so a hostile zig-zag costs a few milliseconds at most. Measured with ``python -m
-bench.circled`` (README.md: How images are prepared).
+after PASSES steps, so a hostile zig-zag costs a few milliseconds (about 5 ms for four hanging in a box). Measured
+with ``python -m bench.circled`` (README.md: How images are prepared).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ RING_SHARE = 0.75  # its width: enough to reach across it from this share of its
 # a piece of what it encloses with more than this share of the cells round it the line's is the line's own (a thick
 # stroke's core peeled like a line, in a 6's or an 8's loop: a third or more of them, on 3,000 tuning photos)
 TOUCH = 0.25
-MAX_PIECES = 4  # what it encloses, in more pieces than this, is not read as a drawing (each piece costs a flood)
+MAX_PIECES = 4  # what it encloses, in more pieces than this (specks of the line's own included), is not read
 PEELED_EXTENT = 0.45  # what is read fills this share of the line's height: a line drawn tight enough to touch hugs it
 CENTRED = 0.25  # and its middle is at most this share of the line's extent from the line's middle, both ways
 GAP = 2  # cells: a line broken by up to twice this many still closes
@@ -89,16 +89,17 @@ def _cells(strength: np.ndarray) -> tuple[np.ndarray, int]:
     return cells, f
 
 
-def _line_width(ink: np.ndarray, outside: np.ndarray) -> int | None:
-    """How many cells thick a closed line is: across it, from its edge facing the paper outside to the first cell
-    that is not ink, at RING_SHARE of that edge's cells; None when half the grid is not enough."""
-    edge = ink & _widened(outside, GAP + 1)  # GAP + 1 cells from the paper outside
-    need, reached = RING_SHARE * int(edge.sum()), ~ink & ~_widened(outside, GAP)  # what the ink closes on
+def _line_width(ink: np.ndarray, halo: np.ndarray) -> int:
+    """How many cells thick a closed line is: across it, from its edge facing the paper outside (``halo``: that
+    paper grown GAP cells, up to the ink) to the first cell that is not ink, at RING_SHARE of that edge's cells (at
+    most half the grid: then nothing is left inside it)."""
+    edge = ink & _grow(halo, diagonal=True)
+    need, reached = RING_SHARE * int(edge.sum()), ~ink & ~halo  # what the ink closes on
     for steps in range(1, CELLS // 2):
         reached = _grow(reached, diagonal=True)
         if int((edge & reached).sum()) >= need:
             return steps
-    return None
+    return CELLS // 2
 
 
 def _peeled(ink: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,34 +107,52 @@ def _peeled(ink: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarra
     (``_line_width``) of the paper outside, and what lies further in, less the pieces of it that hug the band (more
     than TOUCH of the cells round a piece are the band's: the core of a thick stroke, the line drawn thicker there,
     a sheet's own edge read as a thicker line), which go with the line. Nothing (all of the ink the line) when a
-    stroke of the band leads away from what the band encloses by more than that width (a stroke crossing the line
-    out: a slashed 0, a 1 drawn through a circle), when what is left is under PEELED_EXTENT of the band's height or
-    off its middle (``_centred``), or when what lies further in is more than MAX_PIECES pieces."""
+    stroke of the band leads away from what the band encloses (more than ``width`` of its cells lie over ``width``
+    + 1 cells from it: a stroke crossing the line out, a slashed 0, a 1 drawn through a circle), when what is left
+    is under PEELED_EXTENT of the band's height or off its middle (``_centred``), when what lies further in is more
+    than MAX_PIECES pieces (those that go with the line counted too), or when ink lies within GAP + 1 cells of the
+    grid's border (no paper outside there to measure the band from: the line would be read with the digit)."""
     nothing = np.zeros_like(ink)
-    width = _line_width(ink, outside)
-    if width is None:
+    edge = GAP + 1  # ink this near the grid's border (a line at the photo's edge) has no paper outside that side
+    if ink[:edge].any() or ink[-edge:].any() or ink[:, :edge].any() or ink[:, -edge:].any():
         return ink, nothing
-    band = ink & _widened(outside, GAP + width)
-    within = ~_widened(outside, GAP) & ~band  # what the band encloses (a stroke crossing out has none beside it)
+    halo = _widened(outside, GAP)  # the paper outside, up to the ink
+    width = _line_width(ink, halo)
+    band = ink & _widened(halo, width)
+    within = ~halo & ~band  # what the band encloses (a stroke crossing the line out has none beside it)
     line = band & _widened(within, width + 1)
     if int((_fill(line, band, diagonal=True) & ~line).sum()) > width:
         return ink, nothing
-    inner, rest = np.zeros_like(ink), ink & ~band
-    for _ in range(MAX_PIECES):
-        if not rest.any():
-            break
-        seed = np.zeros_like(rest)
-        seed[tuple(np.argwhere(rest)[0])] = True
-        piece = _fill(seed, rest, diagonal=True)
-        rest &= ~piece
+    pieces = _pieces(ink & ~band)
+    if len(pieces) > MAX_PIECES:
+        return ink, nothing
+    inner = np.zeros_like(ink)
+    for piece in pieces:
         outline = _grow(piece, diagonal=False) & ~piece
         if int((outline & band).sum()) <= TOUCH * int(outline.sum()):
             inner |= piece
-    if rest.any() or not inner.any():
-        return ink, nothing
-    if _extent(inner)[0] < PEELED_EXTENT * _extent(band)[0] or not _centred(inner, band):
+    if not inner.any() or _extent(inner)[0] < PEELED_EXTENT * _extent(band)[0] or not _centred(inner, band):
         return ink, nothing
     return ink & ~inner, inner
+
+
+def _pieces(mask: np.ndarray) -> list[np.ndarray]:
+    """``mask``'s 8-connected pieces, found together in one flood: each cell takes the least label among its
+    neighbours until none changes (PASSES steps at most, as ``_fill``)."""
+    none = mask.size
+    labels = np.where(mask, np.arange(none, dtype=np.int32).reshape(mask.shape), none).astype(np.int32)
+    for _ in range(PASSES):
+        least = labels.copy()  # the least label of each cell's 3x3 neighbourhood: down the columns, then the rows
+        np.minimum(least[1:], labels[:-1], out=least[1:])
+        np.minimum(least[:-1], labels[1:], out=least[:-1])
+        rows = least.copy()
+        np.minimum(least[:, 1:], rows[:, :-1], out=least[:, 1:])
+        np.minimum(least[:, :-1], rows[:, 1:], out=least[:, :-1])
+        least[~mask] = none
+        if np.array_equal(least, labels):
+            return [labels == v for v in np.unique(labels[mask])]
+        labels = least
+    raise _Winding
 
 
 def _centred(inner: np.ndarray, line: np.ndarray) -> bool:

@@ -1,6 +1,7 @@
-"""A digit inside a closed line that does not touch it (contract/enclosure.py, through the photo front door): a
-teacher's circle or a form's printed box is dropped and the digit read alone; a digit's own loops, a speck inside
-one, a line touching the digit or left open are left as they are."""
+"""A digit inside a closed line (contract/enclosure.py, through the photo front door): a teacher's circle or a
+form's printed box, clear of the digit or touching it, is dropped and the digit read alone; a digit's own loops, a
+speck inside one, a line left open or crossed out, and what a touching line's peel cannot tell from the line are
+left as they are."""
 
 from __future__ import annotations
 
@@ -110,6 +111,23 @@ def test_a_touching_drawing_off_the_lines_middle_or_in_many_pieces_is_left_as_it
     assert inside_enclosure(drawn([box, *strokes])) is None
 
 
+def test_pieces_hugging_the_line_go_with_it():
+    """A circle gone over again at its top and bottom, 30 px wide there where the rest is 8: what the peel leaves of
+    those parts is in the line's middle and tall enough together, but has the line along much of its outline (over
+    TOUCH), so it goes with the line."""
+    r = (30, 30, 226, 226)
+    assert inside_enclosure(drawn([("ellipse", r, 8), ("arc", r, 30, 75, 105), ("arc", r, 30, 255, 285)])) is None
+
+
+def test_a_line_at_the_photos_edge_is_not_peeled():
+    """A box whose left side lies at the frame's edge has no paper outside that side to measure its band from: left
+    as it is, not read with a piece of the line."""
+    box = drawn([("rectangle", (6, 40, 200, 226), 8), ("line", (100, 46, 100, 200), 8)])
+    box[:, :5] = 0  # contract/ink.py clears the photo's outermost pixels
+    assert inside_enclosure(box) is None
+    assert inside_enclosure(np.roll(box, 40, axis=1)) is not None  # the same, clear of the edge
+
+
 def test_a_thick_line_is_peeled_off_at_its_own_width():
     """A line 6 cells wide round a stroke touching it: peeled one cell wide, the rest of the line would hug what
     lies further in (over TOUCH) and nothing would be kept."""
@@ -121,12 +139,7 @@ def test_a_thick_line_is_peeled_off_at_its_own_width():
 def test_a_circle_of_dashes_still_closes():
     """A pencil's circle breaks into dashes: gaps of a few pixels, against the ring's 200, still close it."""
     dashes = [("arc", (30, 30, 226, 226), 10, a, a + 27) for a in range(0, 360, 30)]  # 3-degree gaps: ~5 px
-    img = Image.new("L", (256, 256), 0)
-    draw = ImageDraw.Draw(img)
-    for _, box, width, start, end in dashes:
-        draw.arc(box, start, end, fill=255, width=width)
-    draw.line((128, 70, 128, 180), fill=255, width=10)
-    enclosed = inside_enclosure(np.asarray(img, dtype=np.float32) / 255)
+    enclosed = inside_enclosure(drawn([*dashes, ("line", (128, 70, 128, 180), 10)]))
     assert enclosed is not None and enclosed[128, 128] and not enclosed[128, 35]
 
 
@@ -186,3 +199,22 @@ def test_a_winding_line_costs_a_bounded_number_of_steps(monkeypatch):
     monkeypatch.setattr(enclosure, "_grow", lambda m, diagonal: calls.append(1) or real(m, diagonal))
     assert inside_enclosure(a) is None
     assert enclosure.PASSES <= 128 and len(calls) <= enclosure.PASSES + 3 * enclosure.GAP + 8
+
+
+def test_strokes_winding_from_a_line_that_touches_them_cost_a_bounded_number_of_steps(monkeypatch):
+    """Four zig-zags hanging inside a box, joined to it: the peel's floods (the band's, the pieces') are bounded
+    like the others, PASSES steps each."""
+    a = np.zeros((64, 64), dtype=np.float32)
+    s = a[8:56, 8:56]
+    s[0, :] = s[-1, :] = s[:, 0] = s[:, -1] = 1.0
+    for k in range(4):
+        for j in range(3):
+            row = 2 + 6 * k + 2 * j
+            s[row, 1 if j == 0 else 2 : 42] = 1.0
+            if j < 2:
+                s[row : row + 3, 41 if j == 0 else 2] = 1.0
+    calls = []
+    real = enclosure._grow
+    monkeypatch.setattr(enclosure, "_grow", lambda m, diagonal: calls.append(1) or real(m, diagonal))
+    inside_enclosure(np.kron(a, np.ones((4, 4), dtype=np.float32)))
+    assert 0 < len(calls) <= 3 * enclosure.PASSES
