@@ -124,7 +124,7 @@ def _peeled(ink: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if int((_fill(line, band, diagonal=True) & ~line).sum()) > width:
         return ink, nothing
     pieces = _pieces(ink & ~band)
-    if len(pieces) > MAX_PIECES:
+    if pieces is None:
         return ink, nothing
     inner = np.zeros_like(ink)
     for piece in pieces:
@@ -136,9 +136,9 @@ def _peeled(ink: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ink & ~inner, inner
 
 
-def _pieces(mask: np.ndarray) -> list[np.ndarray]:
+def _pieces(mask: np.ndarray) -> list[np.ndarray] | None:
     """``mask``'s 8-connected pieces, found together in one flood: each cell takes the least label among its
-    neighbours until none changes (PASSES steps at most, as ``_fill``)."""
+    neighbours until none changes (PASSES steps at most, as ``_fill``); None for more than MAX_PIECES."""
     none = mask.size
     labels = np.where(mask, np.arange(none, dtype=np.int32).reshape(mask.shape), none).astype(np.int32)
     for _ in range(PASSES):
@@ -150,7 +150,8 @@ def _pieces(mask: np.ndarray) -> list[np.ndarray]:
         np.minimum(least[:, :-1], rows[:, 1:], out=least[:, :-1])
         least[~mask] = none
         if np.array_equal(least, labels):
-            return [labels == v for v in np.unique(labels[mask])]
+            found = np.unique(labels[mask])
+            return None if len(found) > MAX_PIECES else [labels == v for v in found]
         labels = least
     raise _Winding
 
