@@ -102,21 +102,21 @@ def _line_width(ink: np.ndarray, halo: np.ndarray) -> int:
     return CELLS // 2
 
 
-def _peeled(ink: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _peeled(ink: np.ndarray, halo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A closed line that touches what it encloses, as (the line, the rest): the band of ink within the line's width
-    (``_line_width``) of the paper outside, and what lies further in, less the pieces of it that hug the band (more
-    than TOUCH of the cells round a piece are the band's: the core of a thick stroke, the line drawn thicker there,
-    a sheet's own edge read as a thicker line), which go with the line. Nothing (all of the ink the line) when a
-    stroke of the band leads away from what the band encloses (more than ``width`` of its cells lie over ``width``
-    + 1 cells from it: a stroke crossing the line out, a slashed 0, a 1 drawn through a circle), when what is left
-    is under PEELED_EXTENT of the band's height or off its middle (``_centred``), when what lies further in is more
-    than MAX_PIECES pieces (those that go with the line counted too), or when ink lies within GAP + 1 cells of the
-    grid's border (no paper outside there to measure the band from: the line would be read with the digit)."""
+    (``_line_width``) of the paper outside (``halo``: that paper grown GAP cells, up to the ink), and what lies
+    further in, less the pieces of it that hug the band (more than TOUCH of the cells round a piece are the band's:
+    the core of a thick stroke, the line drawn thicker there, a sheet's own edge read as a thicker line), which go
+    with the line. Nothing (all of the ink the line) when a stroke of the band leads away from what the band
+    encloses (more than ``width`` of its cells lie over ``width`` + 1 cells from it: a stroke crossing the line out,
+    a slashed 0, a 1 drawn through a circle), when what is left is under PEELED_EXTENT of the band's height or off
+    its middle (``_centred``), when what lies further in is more than MAX_PIECES pieces (those that go with the line
+    counted too), or when ink lies within GAP + 1 cells of the grid's border (no paper outside there to measure the
+    band from: the line would be read with the digit)."""
     nothing = np.zeros_like(ink)
     edge = GAP + 1  # ink this near the grid's border (a line at the photo's edge) has no paper outside that side
     if ink[:edge].any() or ink[-edge:].any() or ink[:, :edge].any() or ink[:, -edge:].any():
         return ink, nothing
-    halo = _widened(outside, GAP)  # the paper outside, up to the ink
     width = _line_width(ink, halo)
     band = ink & _widened(halo, width)
     within = ~halo & ~band  # what the band encloses (a stroke crossing the line out has none beside it)
@@ -208,12 +208,13 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     outside = _fill(seen & paper, paper, diagonal=False)
     if np.array_equal(outside, paper):  # no loop closes on any paper (a 1, 2, 3, 5 or 7): nothing is enclosed
         return None
-    outer = _fill(ink & _widened(outside, GAP + 1), ink, diagonal=True)  # ink facing the paper outside
+    halo = _widened(outside, GAP)  # the paper outside, up to the ink
+    outer = _fill(ink & _grow(halo, diagonal=True), ink, diagonal=True)  # ink facing the paper outside
     if not outer.any():  # ink all round the border (a dark frame, a table read as ink): no line to drop
         return None
     inner = ink & ~outer
     if not inner.any():  # the line may touch what it encloses: peel it off as a band of its own width
-        outer, inner = _peeled(ink, outside)
+        outer, inner = _peeled(ink, halo)
     n_inner = int(inner.sum())
     if n_inner < MIN_INNER_CELLS or n_inner < INNER_INK * int(outer.sum()):
         return None
