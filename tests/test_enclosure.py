@@ -119,6 +119,24 @@ def test_pieces_hugging_the_line_go_with_it():
     assert inside_enclosure(drawn([("ellipse", r, 8), ("arc", r, 30, 75, 105), ("arc", r, 30, 255, 285)])) is None
 
 
+@pytest.mark.parametrize("label", [1, 7])
+def test_a_stroke_across_a_tight_circle_is_read_though_it_hugs_the_line(digits, label):
+    """A 1 or a 7 circled tightly, as ``bench.circled`` draws it (on a 56-px canvas, a circle 3 px outside the
+    digit's longer side, in a pen as wide as MNIST's), then photographed: the stroke touches the line at both ends
+    and runs beside it, so the line is along over TOUCH of its outline, but it reaches further than REACH of the
+    line's height into the circle, as no thick line's core does."""
+    digit = digits.images[int(np.flatnonzero(digits.labels == label)[{1: 0, 7: 2}[label]]), 0]
+    canvas = Image.new("L", (56, 56), 0)
+    canvas.paste(Image.fromarray(digit), (14, 14))
+    rows, cols = np.nonzero(np.asarray(canvas) > 127)
+    cy, cx = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+    r = max(np.ptp(rows), np.ptp(cols)) / 2 + 3
+    ImageDraw.Draw(canvas).ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=3)
+    photo = page(np.asarray(canvas), 320, (20, 20), 280, paper=215, ink=40)
+    assert inside_enclosure(np.asarray(photo) < 128) is not None
+    assert similarity(prepare_image(photo, DIGIT)[0], digit) > 0.8
+
+
 def test_a_line_at_the_photos_edge_is_not_peeled():
     """A box whose left side lies at the frame's edge has no paper outside that side to measure its band from: left
     as it is, not read with a piece of the line."""
