@@ -3,18 +3,18 @@ is no part of the digit, and a model that reads both sees a "0" around something
 keeps what the line encloses and drops the line. Torch-free, numpy only.
 
 On a grid of cells about ``1/CELLS`` of the ink's extent a side (each cell inked where any of its pixels is strong
-ink): the paper outside is what a 4-connected flood from the border reaches without coming within GAP cells of
-ink (so a line broken by a pencil's dashes still closes); the outer ink is every 8-connected stroke that faces
-that paper; the inner ink is the rest, strokes inside a loop of another. Where the drawing touches the line (a
-digit written on a box's bottom line, a tight circle), the two are one stroke: the line is then peeled off as a band
-of its own width from the paper outside (``_peeled``); the pieces further in that hug the band go with it (the line
-drawn thicker there, a thick stroke's core) unless they reach deep into what it encloses (a stroke drawn across a
-tight circle), and what is left is read unless a stroke crosses the line out (a slashed 0) or it is small, in many
-pieces, or off the line's middle. A loop's contents are kept only when they
-are a digit's size beside the loop (not a speck inside a 6's or an 8's loop) and the loop is round or square, as
-a circle or a box is, not a 0's tall loop; a line left open wider than the gap changes nothing. Each flood stops
-after PASSES steps, so a hostile zig-zag costs a few milliseconds (about 5 ms for four hanging in a box). Measured
-with ``python -m bench.circled`` (README.md: How images are prepared).
+ink): the paper outside is what a 4-connected flood from the border reaches without coming within GAP cells of ink
+(so a line broken by a pencil's dashes still closes); the outer ink is every 8-connected stroke that faces that
+paper; the inner ink is the rest, strokes inside a loop of another. Where the drawing touches the line (a digit
+written on a box's bottom line, a tight circle), the two are one stroke, and what lies clear of the line is at most
+a speck too small to read: the line is then peeled off as a band of its own width from the paper outside
+(``_peeled``); the pieces further in that hug the band go with it (the line drawn thicker there, a thick stroke's
+core) unless they reach deep into what it encloses (a stroke drawn across a tight circle), and what is left is read
+unless a stroke crosses the line out (a slashed 0) or it is small, in many pieces, or off the line's middle. A
+loop's contents are kept only when they are a digit's size beside the loop (not a speck inside a 6's or an 8's loop)
+and the loop is round or square, as a circle or a box is, not a 0's tall loop; a line left open wider than the gap
+changes nothing. Each flood stops after PASSES steps, so a hostile zig-zag costs a few milliseconds (about 5 ms for
+four hanging in a box). Measured with ``python -m bench.circled`` (README.md: How images are prepared).
 """
 
 from __future__ import annotations
@@ -222,14 +222,19 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     if not outer.any():  # ink all round the border (a dark frame, a table read as ink): no line to drop
         return None
     inner = ink & ~outer
-    if not inner.any():  # the line may touch what it encloses: peel it off as a band of its own width
+    if not _readable(outer, inner):  # the line may touch what it encloses: peel it off as a band of its own width
         outer, inner = _peeled(ink, halo)
-    n_inner = int(inner.sum())
-    if n_inner < MIN_INNER_CELLS or n_inner < INNER_INK * int(outer.sum()):
-        return None
-    (ih, _), (oh, ow) = _extent(inner), _extent(outer)
-    if ih < INNER_EXTENT * oh or ow < ROUND * oh:
-        return None
+        if not _readable(outer, inner):
+            return None
     kept = (~outside & ~_widened(outer, GAP + 1)) | inner  # the line's faint edge and its gaps left out too
     h, w = strength.shape
     return np.repeat(np.repeat(kept, f, axis=0), f, axis=1)[:h, :w]
+
+
+def _readable(outer: np.ndarray, inner: np.ndarray) -> bool:
+    """Whether ``inner`` is a drawing enclosed by the line ``outer``: a digit's size beside it, and the line round."""
+    n_inner = int(inner.sum())
+    if n_inner < MIN_INNER_CELLS or n_inner < INNER_INK * int(outer.sum()):
+        return False
+    (ih, _), (oh, ow) = _extent(inner), _extent(outer)
+    return ih >= INNER_EXTENT * oh and ow >= ROUND * oh

@@ -84,6 +84,14 @@ def test_a_digit_sitting_on_its_boxs_line_is_read_without_the_box(two):
     assert similarity(prepare_image(marked, DIGIT)[0], two) > 0.85
 
 
+def test_a_speck_inside_a_touching_line_does_not_keep_it_from_being_peeled():
+    """A speck clear of both the line and the stroke touching it is too small to read on its own (MIN_INNER_CELLS):
+    the line is still peeled, and the stroke read with the speck."""
+    ring, stroke = ("ellipse", (30, 30, 226, 226), 10), ("line", (128, 36, 128, 190), 10)
+    enclosed = inside_enclosure(drawn([ring, stroke, ("ellipse", (70, 120, 76, 126), 6)]))
+    assert enclosed is not None and enclosed[128, 128] and not enclosed[128, 35]
+
+
 def test_a_line_thicker_on_one_side_is_not_a_drawing_inside_it():
     """A circle gone over again on its left, 30 px wide where the rest is 8: peeled at the rest's width, what is
     left of that side has the line along half of its outline (over TOUCH), so it is the line's own, not a stroke
