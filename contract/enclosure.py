@@ -6,8 +6,8 @@ On a grid of cells about ``1/CELLS`` of the ink's extent a side (each cell inked
 ink): the paper outside is what a 4-connected flood from the border reaches without coming within GAP cells of ink
 (so a line broken by a pencil's dashes still closes); the outer ink is every 8-connected stroke that faces that
 paper; the inner ink is the rest, strokes inside a loop of another. Where the drawing touches the line (a digit
-written on a box's bottom line, a tight circle), the two are one stroke, and what lies clear of the line is at most
-a speck too small to read: the line is then peeled off as a band of its own width from the paper outside
+written on a box's bottom line, a tight circle), the two are one stroke, and what lies clear of the line is not read
+(nothing, or a speck too small to read): the line is then peeled off as a band of its own width from the paper outside
 (``_peeled``); the pieces further in that hug the band go with it (the line drawn thicker there, a thick stroke's
 core) unless they reach deep into what it encloses (a stroke drawn across a tight circle), and what is left is read
 unless a stroke crosses the line out (a slashed 0) or it is small, in many pieces, or off the line's middle. A
@@ -107,17 +107,19 @@ def _line_width(ink: np.ndarray, halo: np.ndarray) -> int:
     return CELLS // 2
 
 
-def _peeled(ink: np.ndarray, halo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _peeled(ink: np.ndarray, halo: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A closed line that touches what it encloses, as (the line, the rest): the band of ink within the line's width
     (``_line_width``) of the paper outside (``halo``: that paper grown GAP cells, up to the ink), and what lies
     further in, less the pieces of it that hug the band (more than TOUCH of the cells round a piece are the band's:
     the core of a thick stroke, the line drawn thicker there, a sheet's own edge read as a thicker line) and lie
-    within REACH of the band's height of it, which go with the line. Nothing (all of the ink the line) when a stroke
-    of the band leads away from what the band encloses (more than ``width`` of its cells lie over ``width`` + 1
-    cells from it: a stroke crossing the line out, a slashed 0, a 1 drawn through a circle), when what is left is
-    under PEELED_EXTENT of the band's height or off its middle (``_centred``), when what lies further in is more
-    than MAX_PIECES pieces (those that go with the line counted too), or when ink lies within GAP + 1 cells of the
-    grid's border (no paper outside there to measure the band from: the line would be read with the digit)."""
+    within REACH of the band's height of it, which go with the line; what lay clear of the line (``clear``: not read
+    on its own, a speck) is kept with the rest but counts for neither the height nor the middle rule below. Nothing
+    (all of the ink the line) when a stroke of the band leads away from what the band encloses (more than ``width``
+    of its cells lie over ``width`` + 1 cells from it: a stroke crossing the line out, a slashed 0, a 1 drawn
+    through a circle), when what is left is under PEELED_EXTENT of the band's height or off its middle
+    (``_centred``), when what lies further in is more than MAX_PIECES pieces (those that go with the line counted
+    too), or when ink lies within GAP + 1 cells of the grid's border (no paper outside there to measure the band
+    from: the line would be read with the digit)."""
     nothing = np.zeros_like(ink)
     edge = GAP + 1  # ink this near the grid's border (a line at the photo's edge) has no paper outside that side
     if ink[:edge].any() or ink[-edge:].any() or ink[:, :edge].any() or ink[:, -edge:].any():
@@ -131,16 +133,17 @@ def _peeled(ink: np.ndarray, halo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pieces = _pieces(ink & ~band)
     if pieces is None:
         return ink, nothing
-    inner, near = np.zeros_like(ink), None
+    inner, near, height = np.zeros_like(ink), None, _extent(band)[0]
     for piece in pieces:
         outline = _grow(piece, diagonal=False) & ~piece
         if int((outline & band).sum()) > TOUCH * int(outline.sum()):  # it hugs the line: the line's, unless deep
             if near is None:
-                near = _widened(band, int(REACH * _extent(band)[0]))
+                near = _widened(band, int(REACH * height))
             if not (piece & ~near).any():
                 continue
         inner |= piece
-    if not inner.any() or _extent(inner)[0] < PEELED_EXTENT * _extent(band)[0] or not _centred(inner, band):
+    body = inner & ~clear  # what lay clear of the line was too small to read, and counts for none of these rules
+    if not body.any() or _extent(body)[0] < PEELED_EXTENT * height or not _centred(body, band):
         return ink, nothing
     return ink & ~inner, inner
 
@@ -223,7 +226,7 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
         return None
     inner = ink & ~outer
     if not _readable(outer, inner):  # the line may touch what it encloses: peel it off as a band of its own width
-        outer, inner = _peeled(ink, halo)
+        outer, inner = _peeled(ink, halo, inner)
         if not _readable(outer, inner):
             return None
     kept = (~outside & ~_widened(outer, GAP + 1)) | inner  # the line's faint edge and its gaps left out too
