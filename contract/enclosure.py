@@ -224,6 +224,9 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     outer = _fill(ink & _grow(halo, diagonal=True), ink, diagonal=True)  # ink facing the paper outside
     if not outer.any():  # ink all round the border (a dark frame, a table read as ink): no line to drop
         return None
+    oh, ow = _extent(outer)  # the ink's own box (its outermost cells face the paper outside), peeled or not
+    if ow < ROUND * oh:  # a 0's tall loop, a 6's or an 8's, not a circle or a box
+        return None
     inner = ink & ~outer
     if not _readable(outer, inner):  # the line may touch what it encloses: peel it off as a band of its own width
         outer, inner = _peeled(ink, halo, inner)
@@ -235,9 +238,10 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
 
 
 def _readable(outer: np.ndarray, inner: np.ndarray) -> bool:
-    """Whether ``inner`` is a drawing enclosed by the line ``outer``: a digit's size beside it, and the line round."""
+    """Whether ``inner`` is a drawing enclosed by the line ``outer``: a digit's size beside it."""
     n_inner = int(inner.sum())
-    if n_inner < MIN_INNER_CELLS or n_inner < INNER_INK * int(outer.sum()):
-        return False
-    (ih, _), (oh, ow) = _extent(inner), _extent(outer)
-    return ih >= INNER_EXTENT * oh and ow >= ROUND * oh
+    return (
+        n_inner >= MIN_INNER_CELLS
+        and n_inner >= INNER_INK * int(outer.sum())
+        and (_extent(inner)[0] >= INNER_EXTENT * _extent(outer)[0])
+    )
