@@ -56,7 +56,7 @@ def bodies() -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old", required=True, help="the revision to compare the working tree with")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--workers", type=int, default=1)

@@ -63,7 +63,7 @@ def marked(digit: np.ndarray, mark: str, rng: np.random.Generator) -> np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="digit classifiers' folders")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
     p.add_argument("--n", type=int, default=300, help="validation digits (each photographed alone and under each mark)")

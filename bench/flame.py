@@ -72,7 +72,7 @@ def svg(root: dict[str, Any], title: str, min_percent: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("profile", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--title", default="")

@@ -66,7 +66,7 @@ def _today(ink) -> contract.ink.Ink:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="the commit whose contract/ink.py to compare with")
     p.add_argument("--model", default="mnist-cnn", help="whose fit (digits or garments) and dataset to photograph")
     p.add_argument("--data", type=Path, help="its IDX folder (default: ../shared/data/<its dataset>)")

@@ -29,7 +29,7 @@ COLOURS = {"coloured": (0, 230), "light": (200, 235), "white": (235, 256)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="garment classifiers' folders")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fashion-mnist")
     p.add_argument("--n", type=int, default=300, help="validation items (each photographed in every colour)")

@@ -25,7 +25,7 @@ def _session(model: bytes) -> ort.InferenceSession:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", type=Path)
     p.add_argument("--base", required=True, help="the commit whose model.onnx is the reference")
     p.add_argument("--rounds", type=int, default=7)

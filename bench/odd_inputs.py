@@ -53,7 +53,7 @@ def report(artifacts: list[Path], sets: dict[str, list[Image.Image]], truth: np.
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="image classifiers' folders")
     p.add_argument(
         "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"

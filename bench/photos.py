@@ -166,7 +166,7 @@ def figure(client: httpx.Client, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="a running server (default: start one over artifacts/)")
     p.add_argument("--artifacts", type=Path, default=REPO / "artifacts")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")

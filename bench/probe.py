@@ -294,7 +294,7 @@ def _row(name: str, sent: str, statuses: list[str], watch: Watch, seconds: float
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=Path, default=REPO / "artifacts")
     ap.add_argument("--json", type=Path, default=None, help="write the rows here")
     ap.add_argument("--only", nargs="*", default=None, help="probe names to run (default: all)")

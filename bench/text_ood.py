@@ -43,7 +43,7 @@ def judge(folder: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.text_ood", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.text_ood", description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+")
     args = p.parse_args(argv)
     foreign, english = rows("reviews-other-languages.tsv"), [r["sentence"] for r in rows("reviews-out-of-domain.tsv")]

@@ -30,7 +30,7 @@ SEED, N, CHUNK = 777, 3000, 500
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="digit classifiers' folders")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
     args = p.parse_args(argv)

@@ -82,7 +82,7 @@ def _stand_in() -> tuple[list[str], np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", type=Path, nargs="+", help="exported text classifiers")
     args = p.parse_args(argv)
     print("| model | texts | tokens unknown | read by the fallback | accuracy without → with |")

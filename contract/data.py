@@ -40,7 +40,9 @@ FASHION_LABELS = [
     "Ankle boot",
 ]
 DIGIT_LABELS = [str(i) for i in range(10)]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}  # what the service decodes (contract.images.decode_image)
+# pictures in other formats a class folder may hold: left out with a warning that says to convert them
+OTHER_PICTURES = {".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".svg", ".ico", ".jp2"}
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,10 @@ def load_idx_dataset(root: str | Path, name: str) -> Dataset:
 
 
 def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
-    """``root/<class name>/*.png|jpg``: one sub-folder per class, classes in sorted order. A file that is not an
-    image it can read is left out with a warning naming it, as is a class sub-folder without images; fewer than
-    two classes with images is an error (ValueError)."""
+    """``root/<class name>/*.png|jpg|webp``: one sub-folder per class, classes in sorted order. A file that is not
+    an image it can read is left out with a warning naming it, as are pictures in formats the service does not
+    read (counted by suffix) and a class sub-folder without images; fewer than two classes with images is an
+    error (DataError)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (expected one sub-folder of images per class)")
@@ -123,6 +126,7 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
     images: list[np.ndarray] = []
     labels: list[int] = []
     unread: list[str] = []
+    other: dict[str, int] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         found = 0
         for p in sorted(folder.iterdir()):
@@ -137,6 +141,8 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
                     continue
                 labels.append(len(classes))
                 found += 1
+            elif p.suffix.lower() in OTHER_PICTURES:
+                other[p.suffix.lower()] = other.get(p.suffix.lower(), 0) + 1
         if found:
             classes.append(folder.name)
         else:
@@ -144,6 +150,9 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
     if unread:
         more = " ..." if len(unread) > 10 else ""
         log.warning("%d files left out, unreadable: %s%s", len(unread), ", ".join(unread[:10]), more)
+    if other:
+        counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(other.items()))
+        log.warning("%d pictures left out (%s): convert them to PNG, JPEG or WebP", sum(other.values()), counts)
     if len(classes) < 2:
         raise DataError(f"{root}: a classifier needs two or more class sub-folders holding images; found {classes}")
     labels_ = np.asarray(labels, dtype=np.int64)
@@ -171,15 +180,25 @@ def load_sklearn_digits(size: int = 28) -> Dataset:
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified train/validation indices: the same labels and seed give the same split."""
+    """Deterministic stratified train/validation indices: the same labels and seed give the same split. A class
+    of two or more rows whose share rounds to none holds one out, so that every class is measured; a split with
+    no row on either side is a DataError (too few rows to train and measure on)."""
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         n_val = round(len(idx) * val_fraction)
+        if n_val == 0 and len(idx) >= 2 and val_fraction > 0:
+            n_val = 1
         val.append(idx[:n_val])
         train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    tr, va = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    if not len(va) or not len(tr):
+        raise DataError(
+            f"{len(labels)} rows: too few to hold out a validation split (val_fraction {val_fraction}) and train on "
+            "the rest; each class needs two or more"
+        )
+    return tr, va
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:

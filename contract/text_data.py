@@ -56,19 +56,29 @@ def preset_for(path: Path) -> str:
 def load_table(
     path: str | Path, *, name: str, text_column: str | None = None, label_column: str | None = None
 ) -> TextDataset:
-    """A CSV (RFC 4180) or TSV file with a header row; the delimiter follows the file suffix."""
+    """A CSV (RFC 4180) or TSV file with a header row, in UTF-8 (a spreadsheet's byte-order mark allowed); the
+    delimiter follows the file suffix. A row whose text is empty is left out (with a warning): the service
+    answers no empty text, so there is nothing to learn from it."""
     path = Path(path)
     preset = PRESETS[name]
     text_col, label_col = text_column or preset.text_column, label_column or preset.label_column
     csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         # SST-2's TSV is unquoted (no '"' anywhere); QUOTE_NONE keeps its apostrophes and backticks intact
         reader = (
             csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else csv.DictReader(f)
         )
-        if reader.fieldnames is None or text_col not in reader.fieldnames or label_col not in reader.fieldnames:
-            raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
-        rows = [_row(r, text_col, label_col, path, reader.line_num, len(reader.fieldnames)) for r in reader]
+        try:
+            if reader.fieldnames is None or text_col not in reader.fieldnames or label_col not in reader.fieldnames:
+                raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
+            read = [_row(r, text_col, label_col, path, reader.line_num, len(reader.fieldnames)) for r in reader]
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: {_not_utf8(path.read_bytes())}; save it as UTF-8") from None
+    rows = [(t, lbl) for t, lbl, _ in read if t.strip()]
+    if len(rows) < len(read):
+        empty = [line for t, _, line in read if not t.strip()]
+        more = " ..." if len(empty) > 1 else ""
+        log.warning("%s: %d rows with no text left out (line %s%s)", path, len(empty), empty[0], more)
     raw_labels = sorted({lbl for _, lbl in rows})
     if len(raw_labels) < 2:
         raise DataError(f"{path}: a classifier needs two or more labels; {label_col!r} holds {raw_labels}")
@@ -91,9 +101,19 @@ def load_table(
     )
 
 
-def _row(r: dict, text_col: str, label_col: str, path: Path, line: int, fields: int) -> tuple[str, str]:
-    """One row of a table as (text, label), or a ValueError naming its line: a row with more or fewer fields
-    than the header (a TSV is read without quotes, so a tab inside a text splits it), or without a label."""
+def _not_utf8(raw: bytes) -> str:
+    """Where bytes that are not UTF-8 are first not: the byte and its line."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return f"line {line} holds byte {raw[e.start : e.start + 1]!r}, not UTF-8 text"
+    return "not UTF-8 text"
+
+
+def _row(r: dict, text_col: str, label_col: str, path: Path, line: int, fields: int) -> tuple[str, str, int]:
+    """One row of a table as (text, label, its line), or a DataError naming its line: a row with more or fewer
+    fields than the header (a TSV is read without quotes, so a tab inside a text splits it), or without a label."""
     extra, missing = r.pop(None, None) or [], sum(v is None for v in r.values())  # csv.DictReader's way
     if extra or missing:
         hint = " (a TSV is read without quotes: a tab inside a text splits it)" if path.suffix == ".tsv" else ""
@@ -101,7 +121,7 @@ def _row(r: dict, text_col: str, label_col: str, path: Path, line: int, fields: 
     label = r[label_col].strip()
     if not label:
         raise DataError(f"{path}, line {line}: no label in {label_col!r}")
-    return r[text_col], label
+    return r[text_col], label, line
 
 
 def _proper_spans(tokens: list[tuple[str, ...]]) -> set[int]:

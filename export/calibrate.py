@@ -319,7 +319,7 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.calibrate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m export.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", type=Path)
     p.add_argument("--data", type=Path, required=True, help="the training folder or file the model was trained on")
     p.add_argument("--ood-data", type=Path, help="image models: another dataset (IDX folder), out of distribution")
@@ -339,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         help="digit classifiers: only decide whether flagged photos are read twice (export/second_reading.py)",
     )
     args = p.parse_args(argv)
+    if not (args.artifact / METADATA_FILE).is_file():
+        p.error(f"{args.artifact}: no {METADATA_FILE} (python -m export writes the artifact's folder, its --out)")
+    for given in (args.data, args.ood_data, args.autoencoder, args.sibling):
+        if given is not None and not given.exists():
+            p.error(f"{given}: no such file or folder")
     meta = load_metadata(args.artifact)
     folder = of_image_folder(meta)
     if meta.task == "image-classification" and not folder and not any(args.data.glob("train-images-idx3-ubyte*")):

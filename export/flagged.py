@@ -103,7 +103,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     wrong = int((logits.argmax(1) != labels).sum())
     if wrong < MIN_WRONG:
         log.warning(
-            "%d rows, %d answered wrong: too few to fit a temperature on (%d); kept at 1", len(labels), wrong, MIN_WRONG
+            "%d validation inputs, %d answered wrong: too few to fit a temperature on (%d); kept at 1",
+            len(labels),
+            wrong,
+            MIN_WRONG,
         )
         return 1.0
     lo, hi = np.log(0.05), np.log(20.0)

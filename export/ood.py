@@ -37,11 +37,12 @@ SIBLING_PREFIX = "ood_sib_"  # a sibling classifier's, the same
 
 def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Class means (K, d) and L (d, d) with L L^T = the shared covariance's inverse (shrunk towards the
-    identity by 1e-3 of its mean variance, for a stable inverse)."""
+    identity by 1e-3 of its mean variance, for a stable inverse; by at least 1e-6, for features that do not vary
+    within a class, as a user's folder of identical images gives)."""
     means = np.stack([feats[labels == c].mean(0) for c in range(k)])
     centred = feats - means[labels]
     cov = centred.T @ centred / len(feats)
-    cov += np.eye(len(cov)) * 1e-3 * np.trace(cov) / len(cov)
+    cov += np.eye(len(cov)) * max(1e-3 * np.trace(cov) / len(cov), 1e-6)
     return means, np.linalg.cholesky(np.linalg.inv(cov))
 
 

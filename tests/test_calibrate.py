@@ -20,6 +20,7 @@ from export.ood import (
     choose_components,
     combined_score,
     energy_score,
+    fit_mahalanobis,
     mahalanobis,
     nearest_centre,
     scaling_of,
@@ -302,6 +303,29 @@ def test_mahalanobis_is_the_distance_to_the_nearest_class_mean():
     chol = np.linalg.cholesky(np.linalg.inv(np.diag([4.0, 1.0])))  # variance 4 along x, 1 along y
     feats = np.array([[2.0, 0.0], [9.0, 1.0]])
     assert mahalanobis(feats, means, chol) == pytest.approx([1.0, 0.25 + 1.0])
+
+
+def test_features_that_do_not_vary_within_a_class_still_have_a_distance():
+    """A user's folder whose images of each class were copies of one another: every class's features were alike,
+    the covariance all zeros, and calibration stopped with numpy's LinAlgError (singular matrix)."""
+    feats = np.repeat(np.array([[1.0, 2.0], [3.0, 5.0]]), 10, axis=0)
+    means, chol = fit_mahalanobis(feats, np.repeat([0, 1], 10), 2)
+    assert np.array_equal(means, [[1.0, 2.0], [3.0, 5.0]]) and np.isfinite(chol).all()
+    assert mahalanobis(np.array([[1.0, 2.0], [1.0, 2.001]]), means, chol)[0] == 0.0
+
+
+def test_calibrate_names_a_missing_artifact_or_data_in_one_line(artifact_root, tmp_path, capsys):
+    """Each was a FileNotFoundError traceback; export names the same mistakes in one line, and so does this."""
+    from export.calibrate import main as calibrate_main
+
+    cases = (
+        ([str(tmp_path / "gone"), "--data", str(tmp_path)], "gone: no model.json (python -m export writes"),
+        ([str(artifact_root / "digits-cnn"), "--data", str(tmp_path / "nope")], "nope: no such file or folder"),
+    )
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            calibrate_main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_an_rbf_networks_score_is_its_inputs_distance_to_the_nearest_centre(tmp_path):

@@ -301,15 +301,28 @@ def test_imdb_split_keeps_each_repeated_review_on_one_side():
         ("r.csv", "text,label\ngood,pos\nokay,\n", "line 3: no label"),
         ("r.tsv", 'text\tlabel\ngood\tpos\n"a\ttab"\tneg\n', "line 3: 3 fields, the header has 2 (a TSV is read"),
         ("r.csv", "text,label\ngood,pos\nfine,pos\n", "two or more labels"),
+        ("r.csv", b"text,label\ngood,pos\ncaf\xe9,neg\n", "line 3 holds byte b'\\xe9', not UTF-8 text; save it"),
     ],
 )
 def test_a_careless_table_is_refused_naming_its_line(tmp_path, name, content, message):
     """A new user's table once trained on: a missing label crashed deep inside, an empty label became a class,
-    a quoted tab in a TSV made a class of half a text, one label trained a model that always says it."""
+    a quoted tab in a TSV made a class of half a text, one label trained a model that always says it; a byte
+    that is not UTF-8 (a Latin-1 file) was a traceback."""
     p = tmp_path / name
-    p.write_text(content, encoding="utf-8")
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ValueError, match=re.escape(message)):
         load_table(p, name="csv")
+
+
+def test_a_spreadsheets_byte_order_mark_and_rows_without_text(tmp_path, caplog):
+    """Excel's "CSV UTF-8" starts with a byte-order mark, which made the first column '\\ufefftext' and the
+    table refused; a row with no text was trained on with its label, though the service answers no empty text."""
+    p = tmp_path / "r.csv"
+    p.write_bytes("\ufefftext,label\ngood,pos\n,neg\n  ,pos\nbad,neg\n".encode())
+    with caplog.at_level("WARNING"):
+        ds = load_table(p, name="csv")
+    assert ds.texts == ["good", "bad"] and ds.labels.tolist() == [1, 0]
+    assert "2 rows with no text left out (line 3 ...)" in caplog.text
 
 
 def test_a_preset_is_chosen_by_a_folder_or_stem_named_for_it_not_a_word_inside_a_name():

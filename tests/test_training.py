@@ -50,6 +50,19 @@ def test_stratified_split_is_deterministic_and_disjoint():
     assert not np.array_equal(stratified_split(labels, 0.2, seed=2)[1], a_va)
 
 
+def test_a_small_class_holds_one_out_and_is_measured_or_not_stated():
+    """A user's folder of 50 images of one class and 4 of another: the small class held none out, and its
+    accuracy was stated as 0 % though never measured. It holds one out now; a class of one row trains only,
+    and its accuracy is left out of the metrics rather than written as 0."""
+    from training.common import classification_metrics
+
+    labels = np.array([0] * 50 + [1] * 4 + [2])
+    tr, va = stratified_split(labels, 0.1, seed=0)
+    assert np.bincount(labels[va], minlength=3).tolist() == [5, 1, 0] and 54 in tr
+    probs = np.eye(3)[labels[va]]
+    assert classification_metrics(probs, labels[va], ["a", "b", "c"])["per_class_accuracy"] == {"a": 1.0, "b": 1.0}
+
+
 def test_image_folder_reader_prepares_like_the_service(tmp_path):
     from contract.metadata import ImagePreprocessing
 
@@ -83,9 +96,14 @@ def test_an_image_folder_leaves_out_what_it_cannot_read_and_needs_two_classes(tm
     with pytest.raises(ValueError, match="two or more class sub-folders"):
         load_image_folder(tmp_path, pre)  # square's only image is unreadable, empty holds none: one class
     (tmp_path / "square" / "ok.png").write_bytes(png_bytes(np.full((20, 20), 200, dtype=np.uint8)))
+    # WebP, which the service reads, is read; a BMP and a GIF, which it does not, are said to be left out
+    (tmp_path / "square" / "ok.webp").write_bytes(png_bytes(np.full((20, 20), 210, dtype=np.uint8), fmt="WEBP"))
+    for fmt in ("BMP", "GIF"):
+        (tmp_path / "square" / f"x.{fmt.lower()}").write_bytes(png_bytes(np.full((9, 9), 9, dtype=np.uint8), fmt=fmt))
     with caplog.at_level("WARNING"):
         ds = load_image_folder(tmp_path, pre)
-    assert ds.label_names == ["circle", "square"] and ds.labels.tolist() == [0, 0, 1]
+    assert ds.label_names == ["circle", "square"] and ds.labels.tolist() == [0, 0, 1, 1]
+    assert "2 pictures left out (1 .bmp, 1 .gif): convert them to PNG, JPEG or WebP" in caplog.text
     assert "2 files left out, unreadable: circle/broken.png" in caplog.text and "square/cut.jpg" in caplog.text
     assert "empty: no image it can read" in caplog.text and "nested: a folder inside a class folder" in caplog.text
     with pytest.raises(ValueError, match="not a folder"):
@@ -182,10 +200,20 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["rnn-classifier", "--data", "{tmp}/missing.csv", "--no-progress"], "No such file or directory"),
         (["rnn-classifier", "--data", "{tmp}/one.csv", "--no-progress"], "two or more labels"),
         (["cnn", "--data", "{tmp}", "--epochs", "0"], "argument --epochs: 0 is not at least 1"),
+        (["rnn-classifier", "--no-progress"], "--data is required (or --dry-run)"),
+        (["rnn-classifier", "--data", "{tmp}", "--no-progress"], "Is a directory"),
+        (["rnn-classifier", "--data", "{tmp}/three.csv", "--no-progress"], "3 rows: too few to hold out a validation"),
+        (["cnn", "--data", "{tmp}/few", "--no-progress"], "2 rows: too few to hold out a validation split"),
     ],
 )
 def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys, argv, message):
+    """A new user's mistakes, each once a traceback: no --data for a text model, a folder where a table belongs,
+    and too few rows to measure on (an empty validation split divided by zero)."""
     (tmp_path / "one.csv").write_text("text,label\ngood,pos\nfine,pos\n")
+    (tmp_path / "three.csv").write_text("text,label\ngood,pos\nbad,neg\nso so,mid\n")
+    for cls, value in (("dark", 30), ("light", 220)):
+        (tmp_path / "few" / cls).mkdir(parents=True)
+        (tmp_path / "few" / cls / "0.png").write_bytes(png_bytes(np.full((20, 20), value, dtype=np.uint8)))
     with pytest.raises(SystemExit) as e:
         train_main([a.format(tmp=tmp_path) for a in argv])
     said = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except distributed.StateMismatch as e:
         raise SystemExit(str(e)) from e
-    except (DataError, FileNotFoundError, NotADirectoryError) as e:  # the data as given: one line, no traceback
+    except (DataError, OSError) as e:  # the data as given (missing, a folder for a file, unreadable): one line
         raise SystemExit(f"python -m training: {e}") from None
     finally:
         distributed.finish(clean)

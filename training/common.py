@@ -187,7 +187,8 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, names: list[st
     k = len(names)
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (labels, pred), 1)
-    per_class = {names[i]: float(cm[i, i] / max(cm[i].sum(), 1)) for i in range(k)}
+    # a class with no validation row has no accuracy to state (not 0)
+    per_class = {names[i]: float(cm[i, i] / cm[i].sum()) for i in range(k) if cm[i].sum()}
     return {
         "accuracy": float((pred == labels).mean()),
         "error_rate": float((pred != labels).mean()),

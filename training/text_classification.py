@@ -324,6 +324,8 @@ def _run(args: argparse.Namespace) -> dict:
     if (args.data in (None, "synthetic") and args.dry_run) or args.data == "synthetic":
         ds = synthetic_sentiment()
         preset = TEXT_PRESETS["csv"]
+    elif args.data is None:
+        raise SystemExit("--data is required (or --dry-run)")
     else:
         name = preset_for(Path(args.data))
         preset = TEXT_PRESETS[name]
