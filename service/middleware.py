@@ -130,8 +130,9 @@ def media_type(headers: Headers) -> str:
 class AdmissionMiddleware:
     """Admission in the order that keeps slow and large uploads from hurting anyone else:
 
-    1. the head: declared size (413), media type (415), and room in this worker's budget of body bytes in
-       flight (503 + Retry-After before a byte is read);
+    1. the head: declared size (413), media type (415), and room for the declared body beside the bytes of
+       bodies this worker holds (503 + Retry-After before a byte is read); only bytes received are held, so a
+       client declaring large bodies and sending nothing takes no room from anyone;
     2. the body, read here in full within ``body_timeout_s`` (408, connection closed) and under ``max_body``
        (413); a body (but a form's) with more than ``max_json_items`` commas (an upper bound on its JSON array
        items and object members) is refused (400) before anything parses it;
@@ -161,10 +162,14 @@ class AdmissionMiddleware:
         self.in_flight = 0  # one event loop per worker: plain counters are enough
         global ADMISSION
         ADMISSION = self  # the transport sheds what this would refuse before the request reaches the app
-        self.body_bytes = 0  # bytes of request bodies held (declared or read) by requests in this worker
+        self.body_bytes = 0  # bytes of request bodies received and held by requests in this worker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"] if scope["type"] == "http" else ""
+        if len(path) > 1 and path.endswith("/"):  # /metrics/ and /v1/classify// are /metrics and /v1/classify:
+            path = path.rstrip("/") or "/"  # never Starlette's 307 to a Location built from the Host header (an
+            raw: bytes = (scope.get("raw_path") or b"").rstrip(b"/")  # open redirect), and the gates still apply
+            scope = {**scope, "path": path, "raw_path": raw or path.encode()}
         oip = is_oip(path)
         if path and not one_host(scope):
             await self._send_error(send, _NO_HOST, endpoint_label(path), oip)
@@ -177,10 +182,6 @@ class AdmissionMiddleware:
             return
         if path == "/v2":  # the protocol's server-metadata URL; a mounted app's root is "/v2/"
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
-        elif len(path) > 4 and path.endswith("/") and not oip:  # /v1/classify/ is /v1/classify: never Starlette's
-            path = path[:-1]  # 307 to a Location built from the Host header, and the media-type gate still applies
-            raw: bytes = scope.get("raw_path") or path.encode() + b"/"
-            scope = {**scope, "path": path, "raw_path": raw[:-1] if raw.endswith(b"/") else raw}
         endpoint = endpoint_label(path)
         headers = Headers(scope=scope)
         early = self._gate(scope["method"], path, headers)
@@ -197,13 +198,13 @@ class AdmissionMiddleware:
             await self._slot(scope, receive, send, endpoint, oip)
             return
         length = headers.get("content-length")
-        held = int(length) if length is not None and length.isdigit() else 0
-        if not self._room(held, held):
+        declared = int(length) if length is not None and length.isdigit() else 0
+        if not self._room(declared, declared):  # it would not fit beside the bytes held now: refused unread
             await self._send_error(send, self._uploads_full(), endpoint, oip)
             return
-        self.body_bytes += held
+        held = 0  # bytes count as they arrive: a size declared and never sent holds nothing
         try:
-            body, err, held = await self._read_body(receive, held)
+            body, err, held = await self._read_body(receive, declared)
             if err is _GONE:
                 return
             if err is None and not (
@@ -217,11 +218,23 @@ class AdmissionMiddleware:
         finally:
             self.body_bytes -= held
 
-    async def _read_body(self, receive: Receive, reserved: int) -> tuple[bytes, ApiError | None, int]:
-        """The whole body within body_timeout_s and the size limits -> (body, None, bytes now reserved in the
-        budget), or (b"", the error to answer, reserved); a client that went away gives the error _GONE."""
-        chunks: list[bytes] = []
-        size = 0
+    async def _read_body(self, receive: Receive, declared: int) -> tuple[bytes, ApiError | None, int]:
+        """The whole body within body_timeout_s and the size limits -> (body, None, bytes now held in the budget),
+        or (b"", the error to answer, bytes held); each chunk is counted against the budget as it arrives, as part
+        of a body of the ``declared`` size (or of what has come, when more has); a client that went away gives
+        the error _GONE."""
+        chunks: list[bytes] = []  # what is counted in the budget: every chunk is counted as it is kept
+        try:
+            return await self._read_chunks(receive, declared, chunks)
+        except BaseException:  # cancelled: what was counted is given back here, the caller never learns of it
+            self.body_bytes -= sum(len(c) for c in chunks)
+            raise
+
+    async def _read_chunks(
+        self, receive: Receive, declared: int, chunks: list[bytes]
+    ) -> tuple[bytes, ApiError | None, int]:
+        """``_read_body``'s loop, keeping the chunks in ``chunks``."""
+        size = reserved = 0
         try:
             async with deadline(self.body_timeout_s):
                 while True:
@@ -232,8 +245,8 @@ class AdmissionMiddleware:
                     size += len(chunk)
                     if size > self.max_body:
                         return b"", self._too_large(), reserved
-                    if size > reserved:  # more than declared (or chunked): the extra counts against the budget
-                        if not self._room(size - reserved, size):
+                    if size > reserved:
+                        if not self._room(size - reserved, max(size, declared)):
                             return b"", self._uploads_full(), reserved
                         self.body_bytes += size - reserved
                         reserved = size
@@ -365,8 +378,9 @@ class AdmissionMiddleware:
         else:
             is_ours = isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]
             code = str(data["error"]["code"]) if is_ours else ""
-        if not is_ours:
-            await self._send_error(send, _envelope_from(status, raw), endpoint, oip)
+        if not is_ours:  # a 405 keeps the Allow header its route gave (RFC 9110, 15.5.6)
+            allow = tuple((k, v) for k, v in start["headers"] if k.lower() == b"allow")
+            await self._send_error(send, _envelope_from(status, raw), endpoint, oip, allow)
             return
         if not oip or "error" in data:  # a /v2 readiness answer of false is not a failure
             ERRORS.labels(endpoint, code).inc()
@@ -375,13 +389,15 @@ class AdmissionMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": hdrs.raw})
         await send({"type": "http.response.body", "body": raw, "more_body": False})
 
-    async def _send_error(self, send: Send, err: ApiError, endpoint: str, oip: bool = False) -> None:
+    async def _send_error(
+        self, send: Send, err: ApiError, endpoint: str, oip: bool = False, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         status = err.status
         if status in (429, 503) and err.retry_after is None:
             err.retry_after = int(_RETRY_AFTER_S)
         ERRORS.labels(endpoint, err.code).inc()
         body = render(err, oip)
-        headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
+        headers = [(k.encode(), v.encode()) for k, v in err.headers().items()] + list(extra)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})

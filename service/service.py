@@ -68,8 +68,8 @@ TASKS = load_tasks()  # every module of service/tasks/ registers its task
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
 check_port(S)  # in the serving process: no other process on the gRPC port (service/grpc_port.py)
 bound_bentoml_endpoint_labels()  # BentoML's request series labelled by route, not by raw path
-install_transport(  # head timeout and size, keep-alive, connection cap and balance (service/transport.py)
-    Limits(S.head_timeout_s, S.max_head_bytes, S.keep_alive_s, S.max_connections, S.api_workers)
+install_transport(  # head timeout and size, keep-alive, connection cap, write stalls, balance (service/transport.py)
+    Limits(S.head_timeout_s, S.max_head_bytes, S.keep_alive_s, S.max_connections, S.api_workers, S.write_timeout_s)
 )
 
 

@@ -145,13 +145,20 @@ class Settings(BaseSettings):
     max_body_in_flight: int = Field(
         64 << 20,
         ge=1,
-        description="bytes of request bodies one API worker holds at once (declared or read); a new upload past "
-        "it gets 503 + Retry-After before it is read; bodies of at most 1/64 of it may use a further quarter of it",
+        description="bytes of request bodies one API worker holds at once (as received); a new upload that does "
+        "not fit gets 503 + Retry-After before it is read; bodies of at most 1/64 of it may use a further quarter",
     )
     head_timeout_s: float = Field(
         10.0, gt=0, le=600, description="seconds a client has to send a request's line and headers (408, closed)"
     )
     max_head_bytes: int = Field(16 * 1024, ge=1024, description="bytes of a request's line and headers (431, closed)")
+    write_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="seconds an answer may wait for a client that reads none of it (the socket's buffers full) "
+        "before the connection is dropped, freeing what the request held",
+    )
     keep_alive_s: float = Field(5.0, gt=0, le=600, description="seconds an idle kept-alive connection stays open")
     max_connections: int = Field(
         2048,

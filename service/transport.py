@@ -9,6 +9,10 @@ connections until the process runs out of file descriptors. ``GuardedHttpTools``
 - a head size limit: more than ``max_head_bytes`` before the blank line ends it is a 431, connection closed,
   decided on the raw bytes before the parser sees them;
 - an idle keep-alive timeout of ``keep_alive_s`` (uvicorn's own timer, given nnserve's setting);
+- a write timeout: an answer that has waited ``write_timeout_s`` for a client reading none of it (the socket's
+  buffers full, uvicorn's writes paused) drops the connection, so the request ends and frees its admission
+  slot (a client pipelining requests and reading nothing held one for the whole request timeout, 30 s, and then
+  got uvicorn's plain-text 500);
 - a cap of ``max_connections`` per worker: a new connection past it closes the connection that has been idle
   longest (no request in progress: silent, sending its head, or kept alive), so a new client is served
   while idle ones are shed; when every connection is busy the newcomer gets a 503 and is closed;
@@ -56,6 +60,7 @@ class Limits:
     keep_alive_s: float = 5.0
     max_connections: int = 2048
     workers: int = 1  # API workers sharing the listening socket (service/balance.py)
+    write_timeout_s: float = 10.0
 
 
 LIMITS = Limits()
@@ -152,6 +157,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._watchdog.disarm((self, "write"))
         super().connection_lost(exc)
         BALANCE.publish(len(self.connections))
 
@@ -197,6 +203,21 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.write(DOOR.answer(admission, path, request_id_for(self.headers)))
         self.cycle = _ANSWERED  # type: ignore[assignment]
         self.on_response_complete()  # keep-alive as after any answer
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watchdog.arm((self, "write"), LIMITS.write_timeout_s, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._watchdog.disarm((self, "write"))
+        super().resume_writing()
+
+    def _write_stalled(self) -> None:
+        """The client read none of its answers for write_timeout_s: nothing more can be said to it."""
+        if not self.transport.is_closing():
+            path = httptools.parse_url(self.url).path.decode("latin-1") if self.url else ""
+            ERRORS.labels(endpoint_label(path), "client_stalled").inc()  # counted; no answer can reach it
+            self.transport.abort()
 
     def _start_head_timer(self) -> None:
         self._watchdog.arm(self, LIMITS.head_timeout_s, self._head_late)

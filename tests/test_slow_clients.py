@@ -29,6 +29,7 @@ LIMITS = {
     "NNSERVE_MAX_BODY_IN_FLIGHT": "300000",
     "NNSERVE_MAX_JSON_ITEMS": "1000",
     "NNSERVE_MAX_CONNECTIONS": "40",
+    "NNSERVE_WRITE_TIMEOUT_S": "1.5",
 }
 
 
@@ -97,11 +98,27 @@ def test_a_body_declared_over_the_limit_is_a_413_on_any_path_before_it_is_read(s
     assert closed(s, 2)
 
 
+def test_declared_sizes_alone_turn_no_one_away(srv):
+    """A helper's audit: sizes were reserved as declared, so a few connections declaring large bodies and sending
+    nothing (and sixteen declaring small ones, for the small bodies' reserve) turned every request away with 503
+    for as long as the body timeout, and again each time they were sent. Only bytes received count now."""
+    sizes = [200_000, 100_000] + [300_000 // 64] * 16  # the budget, then the small bodies' reserve, declared full
+    idle = [connect(srv) for _ in sizes]
+    for size, s in zip(sizes, idle, strict=True):  # one byte of each sent
+        s.sendall(head("/v1/classify", size) + b"{")
+    time.sleep(0.3)
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        r = c.post("/v1/classify", content=digit_body(), headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text  # before: 503 overloaded
+    for s in idle:
+        s.close()
+
+
 def test_uploads_past_the_body_budget_get_503_before_being_read_and_small_ones_use_the_reserve(srv):
     holders = [connect(srv), connect(srv)]
-    holders[0].sendall(head("/v1/classify", 200_000) + b"{")  # 200 kB + 100 kB declared, one byte each sent:
-    holders[1].sendall(head("/v1/classify", 100_000) + b"{")  # the 300 kB budget is full
-    time.sleep(0.3)
+    holders[0].sendall(head("/v1/classify", 200_000) + b"{" * 199_999)  # 200 kB + 100 kB declared, all but a
+    holders[1].sendall(head("/v1/classify", 100_000) + b"{" * 99_999)  # byte sent: the 300 kB budget is full
+    time.sleep(0.5)
     for size in (150_000, 5_000):  # the 5 kB body is over 1/64 of the budget: no reserve for it
         refused = connect(srv)
         refused.sendall(head("/v1/classify", size))  # nothing of the body sent: refused from the head alone
@@ -116,6 +133,27 @@ def test_uploads_past_the_body_budget_get_503_before_being_read_and_small_ones_u
         assert r.status_code == 200, r.text
     for h in holders:
         h.close()
+
+
+def test_a_client_that_reads_none_of_its_answers_loses_the_connection_not_a_slot(srv):
+    """A helper's audit: a client that pipelined requests and read nothing held an admission slot for the whole
+    request timeout (30 s) once the socket's buffers were full, then got uvicorn's plain-text 500; as many such
+    clients as slots turned everyone away. Now the connection is dropped after the write timeout."""
+    stalled = []
+    for _ in range(2):  # as many as the concurrency limit
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n" * 400)  # megabytes of answers, none read
+        stalled.append(s)
+    time.sleep(4)  # the write timeout (1.5 s) and the watchdog's tick
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        assert c.get("/v1/models").status_code == 200  # before: 429, both slots held
+        metrics = c.get("/metrics").text
+    assert 'nnserve_errors_total{code="client_stalled",endpoint="/v1/models"}' in metrics
+    for s in stalled:  # what the kernel had buffered, then the end of the connection
+        assert closed(s, 5)
+        s.close()
 
 
 def test_a_json_body_with_too_many_items_is_refused_before_parsing(srv):
