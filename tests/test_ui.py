@@ -199,6 +199,17 @@ def test_draw_a_seven(page, api, shots):
     p = api.post("/v1/classify", json={"model": "mnist-cnn", "images": [drawing]}).json()["predictions"][0]
     assert verdict == f"mnist-cnn reads 7 ({pct(p['score'])})"
     shoot(page, shots, "classify")
+    # the same drawing to a garment model: flagged, and the headline says so before its guess (a helper's audit:
+    # "fashion-cnn reads Sandal (92.6 %)" in bold, the warning below it)
+    choose(page, "classify-model", "fashion-cnn")
+    flagged = page.wait_text("classify-verdict", "fashion-cnn")
+    q = api.post("/v1/classify", json={"model": "fashion-cnn", "images": [drawing]}).json()["predictions"][0]
+    assert q["out_of_distribution"] and flagged == (
+        f"fashion-cnn cannot vouch for this: it is unlike what it was trained on (its best guess: {q['label']} "
+        f"({pct(q['score'])}))"
+    )
+    choose(page, "classify-model", "mnist-cnn")
+    settled(page, "classify", "mnist-cnn reads 7")
 
 
 def test_a_finger_a_pen_and_the_keyboard_draw_too(page):
@@ -252,7 +263,7 @@ def test_a_review_highlighted_by_attention(page, api, shots):
     weights = {m.text: float(m.get_attribute("data-weight")) for m in marks}
     body = {"model": "sst2-lstm", "texts": [review], "explain": True}
     p = api.post("/v1/sentiment", json=body).json()["predictions"][0]
-    assert page.text("sentiment-verdict") == f"sst2-lstm: {p['label']} ({pct(p['score'])})"
+    assert page.text("sentiment-verdict") == f"sst2-lstm reads {p['label']} ({pct(p['score'])})"
     top = max(p["explanation"], key=lambda w: w["weight"])
     assert max(weights, key=lambda w: weights[w]) == review[top["start"] : top["end"]]
     assert len(marks) == len(p["explanation"])
@@ -261,6 +272,39 @@ def test_a_review_highlighted_by_attention(page, api, shots):
     page.wait_text("sentiment-verdict", "sst2-lstm-max")
     assert not page.driver.find_element("id", "sentiment-explain").is_enabled()
     assert not page.driver.find_element("id", "sentiment-explained").is_displayed()
+
+
+def set_text(b: Browser, element_id: str, text: str) -> None:
+    """A field's text set as a paste does (chromedriver types no character outside the BMP, an emoji)."""
+    b.driver.execute_script(
+        "const f = document.getElementById(arguments[0]); f.value = arguments[1];f.dispatchEvent(new Event('input'));",
+        element_id,
+        text,
+    )
+
+
+def test_emoji_are_highlighted_where_they_are_and_a_refused_text_clears_the_answer(page, api):
+    """A helper's audit: after an emoji the highlight drifted ("s gre" marked for "great": the spans count
+    characters, a JavaScript string UTF-16 units), and a text the server refused left the previous text's verdict,
+    bars and highlight on screen under the error."""
+    review = "I loved this movie 😀😀 it was great 🎬 and the cast was wonderful 👍🏽, truly."
+    page.tab("sentiment")
+    choose(page, "sentiment-model", "sst2-lstm")
+    set_text(page, "sentiment-text", review)
+    page.wait(lambda d: d.find_element("id", "sentiment-highlight").text == review, "the highlighted review")
+    body = {"model": "sst2-lstm", "texts": [review], "explain": True}
+    words = api.post("/v1/sentiment", json=body).json()["predictions"][0]["explanation"]
+    marks = [m.text for m in page.driver.find_elements("css selector", "#sentiment-highlight mark")]
+    assert marks == [review[w["start"] : w["end"]] for w in words if w["start"] is not None]
+    assert "great" in marks and "wonderful" in marks
+    set_text(page, "sentiment-text", "so so " * 2000)  # 12,000 characters: over the limit
+    page.wait_text("sentiment-error", "10000")
+    assert page.text("sentiment-verdict") == "" and not page.driver.find_elements("css selector", "#sentiment-bars li")
+    assert not page.driver.find_element("id", "sentiment-explained").is_displayed()
+    refused = page.problems()  # the 400 itself, as the browser logs it, and nothing else
+    assert refused and all("400" in p for p in refused), refused
+    set_text(page, "sentiment-text", review)
+    page.wait(lambda d: d.find_element("id", "sentiment-highlight").text == review, "the review again")
 
 
 def generate(b: Browser, seed: int) -> list[list[int]]:

@@ -56,10 +56,13 @@ NN.latest = function (region) {
 };
 
 /** A pad's onchange for a panel: live while drawing (debounced), at once when a stroke ends. */
-NN.live = function (run, error, ms = 200) {
+NN.live = function (run, error, clear = () => {}, ms = 200) {
   const later = NN.debounce(run, ms);
   return (final, err) => {
-    if (err) return NN.fail(error, err);
+    if (err) {
+      clear(); // the answer shown was to another input
+      return NN.fail(error, err);
+    }
     if (!final) return later();
     later.cancel();
     run();
@@ -182,6 +185,14 @@ NN.ood = function (el, pred, card) {
   el.textContent = pred.out_of_distribution
     ? `Out of distribution: score ${s} is above the threshold ${t}. The model was not trained on inputs like this one.`
     : `In distribution: score ${s}, threshold ${t}.`;
+};
+
+/** The headline of a classifier's answer: a flagged one says first that the model cannot vouch for it. */
+NN.verdict = function (name, pred) {
+  const guess = `${pred.label} (${NN.pct(pred.score)})`;
+  return pred.out_of_distribution
+    ? `${name} cannot vouch for this: it is unlike what it was trained on (its best guess: ${guess})`
+    : `${name} reads ${guess}`;
 };
 
 /** A seeded generator of floats in [0, 1) (mulberry32): the same seed, the same noise. */

@@ -42,7 +42,10 @@ NN.panels.push({
       if (card.generator.conditional && cls.value !== "") body.label = Number(cls.value);
       if (card.generator.gibbs) body.steps = Number(steps.value);
       NN.$("generate-caption").textContent = "Generating…";
-      const r = await latest(() => NN.api("v1/generate", body));
+      const r = await latest(() => NN.api("v1/generate", body)).catch((err) => {
+        NN.$("generate-caption").textContent = "";
+        throw err;
+      });
       if (r === NN.STALE) return;
       NN.$("generate-samples").replaceChildren(
         ...r.samples.map((s, i) => {
@@ -219,7 +222,18 @@ function hopfield(memories) {
   });
   flip.addEventListener("input", () => (NN.$("hopfield-flip-out").value = Math.round(100 * flip.value) + " %"));
   select.addEventListener("change", () => (NN.$("hopfield-corrupt").hidden = true));
-  NN.onsubmit(NN.$("hopfield-corrupt"), error, async () => {
+  const corrupt = NN.$("hopfield-corrupt");
+  NN.onsubmit(corrupt, error, async () => {
+    const go = corrupt.querySelector("button");
+    if (go.disabled) return; // one run at a time: two would append their sweeps to one list
+    go.disabled = true;
+    try {
+      await corruptAndRecall();
+    } finally {
+      go.disabled = false;
+    }
+  });
+  const corruptAndRecall = async () => {
     const card = NN.card(found.model);
     const side = card.preprocessing.input_size[0];
     const cue = found.state.slice();
@@ -243,7 +257,7 @@ function hopfield(memories) {
     verdict.textContent =
       `The cue with ${flips} of ${cue.length} units flipped settled in ${said(last)} after ` +
       `${last.sweeps} sweeps (${last.outcome}).`;
-  });
+  };
 }
 
 function rbm(samplers) {

@@ -26,7 +26,7 @@ NN.Pad = class {
     const file = NN.el("input", {
       type: "file",
       id: id + "-file",
-      accept: "image/png,image/jpeg",
+      accept: "image/png,image/jpeg,image/webp",
       class: "visually-hidden",
     });
     const clear = NN.el("button", { type: "button", text: "Clear" });
@@ -190,7 +190,12 @@ NN.Pad = class {
     });
     const img = new Image();
     img.src = url;
-    await img.decode();
+    try {
+      await img.decode();
+    } catch {
+      this.onchange(true, new Error(`${file.name}: this browser cannot read it as an image.`));
+      return;
+    }
     const s = Math.min(this.size / img.naturalWidth, this.size / img.naturalHeight);
     const w = img.naturalWidth * s;
     const h = img.naturalHeight * s;

@@ -14,11 +14,15 @@ NN.panels.push({
     );
     NN.fill(select, mine, "mnist-cnn");
     const latest = NN.latest(verdict.parentElement);
-    const reset = () => {
-      verdict.textContent = "Draw a digit: the answer follows your pen.";
+    const clear = () => {
+      verdict.textContent = "";
       bars.replaceChildren();
       confidence.textContent = "";
       ood.hidden = NN.$("classify-saw").hidden = true;
+    };
+    const reset = () => {
+      clear();
+      verdict.textContent = "Draw a digit: the answer follows your pen.";
     };
     const run = async () => {
       NN.fail(error, null);
@@ -29,11 +33,12 @@ NN.panels.push({
         const r = await latest(() => NN.api("v1/classify", body));
         if (r !== NN.STALE) show(r.predictions[0], card);
       } catch (err) {
+        clear();
         NN.fail(error, err);
       }
     };
     const show = (p, card) => {
-      verdict.textContent = `${card.name} reads ${p.label} (${NN.pct(p.score)})`;
+      verdict.textContent = NN.verdict(card.name, p);
       const prob = new Map(p.top_k.map((s) => [s.label, s.score]));
       NN.bars(bars, card.labels.map((l) => [l, prob.get(l) || 0]), p.label);
       confidence.textContent = card.calibration
@@ -45,7 +50,7 @@ NN.panels.push({
       img.alt = `The 28×28 image ${card.name} saw, read as ${p.label}`;
       NN.$("classify-saw").hidden = false;
     };
-    const pad = new NN.Pad(NN.$("classify-pad"), { label: "Digit", onchange: NN.live(run, error) });
+    const pad = new NN.Pad(NN.$("classify-pad"), { label: "Digit", onchange: NN.live(run, error, clear) });
     select.addEventListener("change", run);
     return true;
   },
@@ -72,14 +77,18 @@ NN.panels.push({
         ? `(${card.name} pools without attention: nothing to highlight)`
         : "";
     };
+    const clear = () => {
+      verdict.textContent = tokens.textContent = "";
+      bars.replaceChildren();
+      ood.hidden = NN.$("sentiment-explained").hidden = true;
+    };
     const run = async () => {
       NN.fail(error, null);
       const card = NN.card(select.value);
       const review = text.value;
       if (!review.trim()) {
+        clear();
         verdict.textContent = "Type a review.";
-        bars.replaceChildren();
-        ood.hidden = NN.$("sentiment-explained").hidden = true;
         return;
       }
       const body = { model: card.name, texts: [review], explain: explain.checked && !explain.disabled };
@@ -87,11 +96,12 @@ NN.panels.push({
         const r = await latest(() => NN.api("v1/sentiment", body));
         if (r !== NN.STALE) show(r.predictions[0], card, review);
       } catch (err) {
+        clear(); // the answer shown was to another text
         NN.fail(error, err);
       }
     };
     const show = (p, card, review) => {
-      verdict.textContent = `${card.name}: ${p.label} (${NN.pct(p.score)})`;
+      verdict.textContent = NN.verdict(card.name, p);
       NN.bars(bars, card.labels.map((l) => [l, p.probs[l] || 0]), p.label);
       NN.ood(ood, p, card);
       tokens.textContent =
@@ -100,24 +110,28 @@ NN.panels.push({
       NN.$("sentiment-explained").hidden = !p.explanation;
       if (p.explanation) highlight(review, p.explanation);
     };
-    // the review as typed, each token the model read marked with a shade of its attention weight
+    // the review as typed, each token the model read marked with a shade of its attention weight; the spans
+    // count characters (code points), a JavaScript string UTF-16 units: an emoji is one of the first, two of the
+    // second, so the text is cut as an array of code points
     const highlight = (review, words) => {
+      const chars = Array.from(review);
+      const cut = (a, b) => chars.slice(a, b).join("");
       const max = Math.max(...words.map((w) => w.weight)) || 1;
       const out = [];
       let at = 0;
       for (const w of words) {
         if (w.start === null || w.start < at) continue;
-        out.push(review.slice(at, w.start));
+        out.push(cut(at, w.start));
         const mark = NN.el("mark", {
           title: `${w.token}: ${NN.pct(w.weight)} of the attention`,
           "data-weight": w.weight.toFixed(4),
-          text: review.slice(w.start, w.end),
+          text: cut(w.start, w.end),
         });
         mark.style.backgroundColor = `rgba(255, 176, 0, ${(0.08 + (0.92 * w.weight) / max).toFixed(3)})`;
         out.push(mark);
         at = w.end;
       }
-      out.push(review.slice(at));
+      out.push(cut(at));
       NN.$("sentiment-highlight").replaceChildren(...out);
       const top = [...words].sort((a, b) => b.weight - a.weight).slice(0, 5);
       NN.$("sentiment-top").textContent =
