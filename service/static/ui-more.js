@@ -105,6 +105,7 @@ function walk(select, cls) {
     }, 120);
   };
   play.addEventListener("click", () => (timer ? pause() : start()));
+  select.addEventListener("change", pause); // the player is hidden with another generator: its timer stops too
   pos.addEventListener("input", () => {
     pause();
     show(Number(pos.value));
