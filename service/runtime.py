@@ -99,10 +99,40 @@ def _check_schema(
 def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
     meta = read_metadata(model_dir)
     model = _open_graph(meta, model_dir / ONNX_FILE, meta.onnx_sha256, meta.inputs, meta.outputs, settings)
+    logits = next((o.shape[-1] for o in meta.outputs if o.name == "logits"), None)
+    if meta.task.endswith("-classification") and logits not in (None, -1, len(meta.labels)):
+        raise ArtifactError(  # an answer's label is labels[argmax]: fewer labels were a 500, more were listed
+            f"{model_dir / METADATA_FILE}: {len(meta.labels)} labels for a graph of {logits} logits"
+        )
     enc = meta.generator.encoder if meta.generator else None
     if enc is not None:
-        model.encoder = _open_graph(meta, model_dir / enc.file, enc.sha256, enc.inputs, enc.outputs, settings)
+        path = in_folder(model_dir, enc.file)
+        model.encoder = _open_graph(meta, path, enc.sha256, enc.inputs, enc.outputs, settings)
     return model
+
+
+def in_folder(model_dir: Path, name: str) -> Path:
+    """A file model.json names, which must lie in the artifact's own folder: a name leading elsewhere ("../x",
+    "/etc/passwd", a link out of the folder) is refused, never read."""
+    path = model_dir / name
+    if not path.resolve().is_relative_to(model_dir.resolve()):
+        raise ArtifactError(f"{model_dir / METADATA_FILE}: {name!r} lies outside the artifact's folder")
+    return path
+
+
+def check_files(model_dir: Path, meta: ModelMetadata) -> None:
+    """The files model.json records (the graph, a VAE's encoder, a text model's vocabulary) are on disk with the
+    bytes it records (ArtifactError otherwise): run before a session already held for them is reused, and by
+    preflight, so a file replaced or lost on disk is refused at a load and at start-up alike."""
+    files = [(model_dir / ONNX_FILE, meta.onnx_sha256)]
+    enc = meta.generator.encoder if meta.generator else None
+    if enc is not None:
+        files.append((in_folder(model_dir, enc.file), enc.sha256))
+    if isinstance(meta.preprocessing, TextPreprocessing):
+        files.append((in_folder(model_dir, meta.preprocessing.vocab_file), meta.preprocessing.vocab_sha256))
+    for path, sha256 in files:
+        if not path.is_file() or sha256_file(path) != sha256:
+            raise ArtifactError(f"{path}: missing, or its sha256 does not match the one in {METADATA_FILE}")
 
 
 def _open_graph(
@@ -206,7 +236,11 @@ def warm_up(model: OnnxModel) -> None:
         for spec in graph.inputs:
             shape = [1 if d == -1 else d for d in spec.shape]
             feed[spec.name] = np.zeros(shape, np.float32) if spec.dtype == "float32" else np.ones(shape, np.int64)
-        if not all(np.isfinite(out).all() for out in graph.session.run(None, feed)):
+        try:
+            outputs = graph.session.run(None, feed)
+        except Exception as e:  # onnxruntime's own errors: a graph that cannot run what model.json says it takes
+            raise ArtifactError(f"{graph.path}: the warm-up inference failed: {str(e)[:300]}") from None
+        if not all(np.isfinite(out).all() for out in outputs):
             raise ArtifactError(f"{graph.path}: warm-up inference produced non-finite outputs")
 
 
@@ -218,6 +252,11 @@ def read_metadata(model_dir: Path) -> ModelMetadata:
     if model_dir.name.isdigit() and meta.version != model_dir.name:
         raise ArtifactError(
             f"{model_dir / METADATA_FILE}: version {meta.version!r} in the folder of version {model_dir.name}"
+        )
+    folder = model_dir.parent if model_dir.name.isdigit() else model_dir
+    if meta.name != folder.name and (folder.parent / meta.name).is_dir():  # a copy beside the model's own folder
+        raise ArtifactError(  # ("mnist-cnn.old") served as the model, in its place when its name sorted later
+            f"{model_dir / METADATA_FILE}: names the model {meta.name!r}, whose own folder is beside it"
         )
     return meta
 
@@ -238,9 +277,7 @@ def preflight(settings: Settings) -> None:
         return
     for path in paths:
         try:
-            read_metadata(path)
-            if not (path / ONNX_FILE).is_file():
-                raise ArtifactError(f"{path / ONNX_FILE}: missing")
+            check_files(path, read_metadata(path))
         except ArtifactError as e:
             raise SystemExit(f"nnserve: {e} (NNSERVE_SKIP_BAD_ARTIFACTS=true serves the others)") from None
 
@@ -271,7 +308,7 @@ def load_family(task: str, settings: Settings, failed: dict[str, str] | None = N
 def load_vocab(model_dir: Path, meta: ModelMetadata) -> Vocab:
     """A text model's vocabulary, checked against the sha256 its metadata records."""
     pre = meta.text_preprocessing()
-    path = model_dir / pre.vocab_file
+    path = in_folder(model_dir, pre.vocab_file)
     if not path.is_file() or sha256_file(path) != pre.vocab_sha256:
         raise ArtifactError(f"{path}: missing, or its sha256 does not match vocab_sha256 in {METADATA_FILE}")
     return Vocab.load(path)

@@ -46,6 +46,9 @@ def _break(kind, d, meta):
         (d / "model.json").write_text(json.dumps(meta))
     elif kind == "metadata":
         (d / "model.json").write_text("{not json")
+    elif kind == "labels":  # a label fewer than the graph's logits: every answer past it was a 500
+        meta["labels"] = meta["labels"][:-1]
+        (d / "model.json").write_text(json.dumps(meta))
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,7 @@ def _break(kind, d, meta):
         ("corrupt", "model.onnx: onnxruntime cannot load it"),
         ("schema", "model.onnx: graph inputs/outputs"),
         ("metadata", "model.json: unreadable metadata"),
+        ("labels", "model.json: 9 labels for a graph of 10 logits"),
     ],
 )
 def test_bad_artifacts_are_refused_naming_the_file(tmp_path, artifact_root, kind, message):
@@ -100,10 +104,23 @@ def test_start_up_stops_on_a_bad_artifact(mixed_dir, tmp_path):
     assert "badmeta/model.json: unreadable metadata" in log
 
 
-@pytest.mark.parametrize("case", ["no folder", "empty", "metadata without its graph"])
+CASES = {
+    "no folder": "is not a folder",
+    "empty": "holds no model",
+    "metadata without its graph": "m/model.onnx",
+    "a graph replaced": "digits-cnn/model.onnx: missing, or its sha256 does not match",
+    "a copy beside the model": "digits-cnn.old/model.json: names the model 'digits-cnn', whose own folder is beside",
+    "a vocabulary outside the folder": "synthetic-lstm/model.json: '../vocab.json' lies outside the artifact's folder",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_a_model_folder_with_nothing_to_serve_stops_start_up_with_one_line(tmp_path, artifact_root, case):
     """A reviewer's missing folder had workers fail and restart 134 times in 11 minutes (14,607 log lines) while
-    /readyz hung; now bentoml serve exits 1 with one line naming the folder or the file."""
+    /readyz hung; now bentoml serve exits 1 with one line naming the folder or the file. A helper's audit found
+    more that passed this check and then looped (a graph whose bytes changed: 96 tracebacks in 2.5 minutes), or
+    served wrongly (a copy of a model beside it, named as it, answered in its place when its folder sorted later),
+    or read a file outside the model folder (a vocabulary named "../vocab.json" or "/etc/passwd")."""
     import os
     import subprocess
     import sys
@@ -114,13 +131,25 @@ def test_a_model_folder_with_nothing_to_serve_stops_start_up_with_one_line(tmp_p
     if case == "metadata without its graph":
         (root / "m").mkdir()
         shutil.copy(artifact_root / "digits-cnn" / "model.json", root / "m" / "model.json")
+    if case in ("a graph replaced", "a copy beside the model"):
+        shutil.copytree(artifact_root / "digits-cnn", root / "digits-cnn")
+    if case == "a graph replaced":
+        with (root / "digits-cnn" / "model.onnx").open("ab") as f:
+            f.write(b"\0")
+    if case == "a copy beside the model":
+        shutil.copytree(artifact_root / "digits-cnn", root / "digits-cnn.old")
+    if case == "a vocabulary outside the folder":
+        shutil.copytree(artifact_root / "synthetic-lstm", root / "synthetic-lstm")
+        meta = json.loads((root / "synthetic-lstm" / "model.json").read_text())
+        (root / "vocab.json").write_bytes((root / "synthetic-lstm" / meta["preprocessing"]["vocab_file"]).read_bytes())
+        meta["preprocessing"]["vocab_file"] = "../vocab.json"
+        (root / "synthetic-lstm" / "model.json").write_text(json.dumps(meta))
     env = {**os.environ, "NNSERVE_MODEL_DIR": str(root)}
     cmd = [sys.executable, "-m", "bentoml", "serve", "service.service:NNServe", "--host", "127.0.0.1", "--port", "0"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
     lines = (out.stdout + out.stderr).strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1, lines[-5:]
-    expected = {"no folder": "is not a folder", "empty": "holds no model", "metadata without its graph": "m/model.onnx"}
-    assert lines[0].startswith("nnserve: ") and expected[case] in lines[0]
+    assert lines[0].startswith("nnserve: ") and CASES[case] in lines[0], lines[0]
 
 
 @pytest.mark.server

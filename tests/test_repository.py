@@ -155,6 +155,31 @@ def test_a_bad_new_version_is_refused_and_the_old_ones_keep_serving(explicit, ht
 
 @pytest.mark.server
 @pytest.mark.slow
+def test_a_load_checks_the_files_of_a_version_already_served(explicit, http, digits):
+    """A helper's audit: a load reused the session a worker held for a version (by the hashes model.json claims)
+    without looking at the disk, so a graph truncated or a model.json rewritten (another input shape, the same
+    hashes) answered 200 and READY; the metadata then disagreed with the graph (500s), and a restart failed."""
+    v2 = explicit.root_dir / CNN / "2"
+    graph, card = (v2 / "model.onnx").read_bytes(), (v2 / "model.json").read_text()
+    try:
+        (v2 / "model.onnx").write_bytes(graph[:1000])
+        r = http.post(f"/v2/repository/models/{CNN}/load")
+        assert r.status_code == 400 and "sha256" in r.json()["error"], r.text
+        (v2 / "model.onnx").write_bytes(graph)
+        meta = json.loads(card)
+        meta["inputs"][0]["shape"] = [-1, 1, 32, 32]
+        (v2 / "model.json").write_text(json.dumps(meta))
+        r = http.post(f"/v2/repository/models/{CNN}/load")
+        assert r.status_code == 400 and "graph inputs/outputs" in r.json()["error"], r.text
+        assert classify(http, digits).status_code == 200  # the version served before serves on
+    finally:
+        (v2 / "model.onnx").write_bytes(graph)
+        (v2 / "model.json").write_text(card)
+    assert http.post(f"/v2/repository/models/{CNN}/load").status_code == 200
+
+
+@pytest.mark.server
+@pytest.mark.slow
 def test_hot_swap_under_load_fails_no_request(explicit, artifact_root, digits):
     """Typed HTTP, /v2 over HTTP and over gRPC, two threads each, while a new version is loaded every 0.5 s."""
     with httpx.Client(base_url=explicit.url, timeout=60, headers=AUTH) as admin:
