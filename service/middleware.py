@@ -165,11 +165,7 @@ class AdmissionMiddleware:
         self.body_bytes = 0  # bytes of request bodies received and held by requests in this worker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"] if scope["type"] == "http" else ""
-        if len(path) > 1 and path.endswith("/"):  # /metrics/ and /v1/classify// are /metrics and /v1/classify:
-            path = path.rstrip("/") or "/"  # never Starlette's 307 to a Location built from the Host header (an
-            raw: bytes = (scope.get("raw_path") or b"").rstrip(b"/")  # open redirect), and the gates still apply
-            scope = {**scope, "path": path, "raw_path": raw or path.encode()}
+        path: str = scope["path"] if scope["type"] == "http" else ""  # without trailing slashes: request_id.py
         oip = is_oip(path)
         if path and not one_host(scope):
             await self._send_error(send, _NO_HOST, endpoint_label(path), oip)

@@ -97,11 +97,10 @@ def prepare(engine: Any, name: str, settings: Settings) -> Staged:
             raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
         key = served_key(meta)
         model = loaded(engine, key)  # held here: a drop pending for it (a rollback) cannot take it away
-        if model is None or model.meta != meta:  # the same files under other metadata: checked anew
+        check_files(path, meta)  # the bytes on disk, whatever this worker already holds for them
+        if model is None or model.meta != meta:  # the same files under other metadata: loaded anew
             model = load_model(path, settings)
             warm_up(model)
-        else:
-            check_files(path, meta)  # the bytes on disk are still those its session was made from
         staged.models[key] = model
         if isinstance(meta.preprocessing, TextPreprocessing):
             staged.vocabs[key] = engine.vocabs.get(key) or load_vocab(path, meta)

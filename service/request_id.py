@@ -20,7 +20,7 @@ from typing import Any
 
 from service.errors import ApiError
 from service.middleware import render
-from service.routes import is_oip
+from service.routes import is_oip, without_trailing_slashes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,6 +65,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope = without_trailing_slashes(scope)  # first of all: every layer below reads the route's own path
         arrived = ARRIVED.set(time.perf_counter())
         rid = request_id_for(scope.get("headers", []))
         token = REQUEST_ID.set(rid)

@@ -5,6 +5,8 @@ the raw path a client sent)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import MutableMapping
+from typing import Any
 
 from fastapi import params
 from fastapi.routing import APIRoute
@@ -45,6 +47,25 @@ def form_routes() -> frozenset[str]:
 def image_routes() -> frozenset[str]:
     """/v1 JSON routes that take base64 images (their request model's ``images``)."""
     return _body_routes(len(TASKS))[2]
+
+
+# BentoML's own top-level routes, read without trailing slashes as /v1 and /v2 paths are (a mount root such as
+# /static_content/ or /ui/ is left as it is: its page's relative links need the slash)
+PLAIN_ROUTES = frozenset({"/metrics", "/livez", "/readyz", "/healthz", "/docs.json", "/schema.json"})
+
+
+def without_trailing_slashes(scope: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """An HTTP scope whose /v1 or /v2 path, or one of PLAIN_ROUTES, ends in slashes, as the same path without them:
+    Starlette would answer 307 to a Location built from the Host header (an open redirect), and the gates that
+    read the path (the API key, the /metrics cache, admission's media types) must see the route it reaches."""
+    path: str = scope["path"]
+    if len(path) < 2 or not path.endswith("/"):
+        return scope
+    stripped = path.rstrip("/") or "/"
+    if not (stripped.startswith(("/v1/", "/v2/")) or stripped in ("/v1", "/v2") or stripped in PLAIN_ROUTES):
+        return scope
+    raw: bytes = (scope.get("raw_path") or b"").rstrip(b"/")
+    return {**scope, "path": stripped, "raw_path": raw or stripped.encode()}
 
 
 def endpoint_label(path: str) -> str:

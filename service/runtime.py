@@ -265,8 +265,9 @@ def preflight(settings: Settings) -> None:
     """What the ``bentoml serve`` process checks when it imports the service, before any worker starts: a model
     folder that is not there or holds no model (unless model control may load some later), or (without
     ``skip_bad_artifacts``) an artifact whose metadata cannot be read or whose graph is missing, stops the server
-    with one line (SystemExit) rather than workers that fail and are restarted for ever. The workers still run
-    every check (hashes, tensor schema, warm-up) as they load."""
+    with one line (SystemExit) rather than workers that fail and are restarted for ever; the files' sha256 are
+    checked here too (``check_files``). The workers still run every check (hashes, tensor schema, warm-up) as
+    they load."""
     root = settings.model_dir
     if not root.is_dir():
         raise SystemExit(f"nnserve: the model folder {root} (NNSERVE_MODEL_DIR) is not a folder")

@@ -10,9 +10,9 @@ connections until the process runs out of file descriptors. ``GuardedHttpTools``
   decided on the raw bytes before the parser sees them;
 - an idle keep-alive timeout of ``keep_alive_s`` (uvicorn's own timer, given nnserve's setting);
 - a write timeout: an answer that has waited ``write_timeout_s`` for a client reading none of it (the socket's
-  buffers full, uvicorn's writes paused) drops the connection, so the request ends and frees its admission
-  slot (a client pipelining requests and reading nothing held one for the whole request timeout, 30 s, and then
-  got uvicorn's plain-text 500);
+  buffers full, uvicorn's writes paused, nothing read since) drops the connection, so the request ends and frees
+  its admission slot (a client pipelining requests and reading nothing held one for the whole request timeout,
+  30 s, and then got uvicorn's plain-text 500);
 - a cap of ``max_connections`` per worker: a new connection past it closes the connection that has been idle
   longest (no request in progress: silent, sending its head, or kept alive), so a new client is served
   while idle ones are shed; when every connection is busy the newcomer gets a 503 and is closed;
@@ -146,6 +146,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._watchdog = watchdog(self.loop)  # the head's deadline: an entry there, not a timer of the loop
         self._last_active = 0.0
         self._discarding = False  # answered and closing: what the client still sends is read and dropped
+        self._buffered = 0  # bytes waiting for the client when its writes paused (or when it last read)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -206,6 +207,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        self._buffered = self.transport.get_write_buffer_size()
         self._watchdog.arm((self, "write"), LIMITS.write_timeout_s, self._write_stalled)
 
     def resume_writing(self) -> None:
@@ -213,11 +215,18 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().resume_writing()
 
     def _write_stalled(self) -> None:
-        """The client read none of its answers for write_timeout_s: nothing more can be said to it."""
+        """write_timeout_s since the writes paused (or since the client last read): a client still reading, however
+        slowly, is timed again; one that read nothing is dropped, closing or not (a close waits for the buffer to
+        drain, which it never would)."""
+        size = self.transport.get_write_buffer_size()
+        if size < self._buffered:
+            self._buffered = size
+            self._watchdog.arm((self, "write"), LIMITS.write_timeout_s, self._write_stalled)
+            return
         if not self.transport.is_closing():
             path = httptools.parse_url(self.url).path.decode("latin-1") if self.url else ""
             ERRORS.labels(endpoint_label(path), "client_stalled").inc()  # counted; no answer can reach it
-            self.transport.abort()
+        self.transport.abort()
 
     def _start_head_timer(self) -> None:
         self._watchdog.arm(self, LIMITS.head_timeout_s, self._head_late)

@@ -67,6 +67,11 @@ def test_probes_stay_open_and_metrics_follow_the_setting(keyed):
     assert_envelope(keyed.get("/metrics"), 401, "unauthorized")
     metrics = keyed.get("/metrics", headers={"X-API-Key": KEY})
     assert metrics.status_code == 200 and 'code="unauthorized"' in metrics.text
+    # the same route with trailing slashes (a review found /metrics/ served without the key once admission, inside
+    # the key's middleware, stripped them), and a probe with them stays open
+    for path in ("/metrics/", "/metrics//"):
+        assert_envelope(keyed.get(path, follow_redirects=False), 401, "unauthorized")
+    assert keyed.get("/livez/", follow_redirects=False).status_code == 200
 
 
 @pytest.mark.server

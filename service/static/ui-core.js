@@ -49,6 +49,9 @@ NN.latest = function (region) {
     try {
       const value = await fn();
       return mine === n ? value : NN.STALE;
+    } catch (err) {
+      if (mine !== n) return NN.STALE; // an older run's failure: the newer answer stays on screen
+      throw err;
     } finally {
       if (region && mine === n) region.setAttribute("aria-busy", "false");
     }

@@ -207,7 +207,14 @@ NN.panels.push({
       NN.$("ae-pair").hidden = NN.$("ae-score").hidden = false;
     };
     const later = NN.debounce(run, 200);
-    const pad = new NN.Pad(NN.$("ae-pad"), { label: "Digit for the autoencoder", onchange: NN.live(run, error) });
+    const clear = () => {
+      verdict.textContent = "";
+      NN.$("ae-pair").hidden = NN.$("ae-score").hidden = true;
+    };
+    const pad = new NN.Pad(NN.$("ae-pad"), {
+      label: "Digit for the autoencoder",
+      onchange: NN.live(run, error, clear),
+    });
     select.addEventListener("change", () => {
       defaults();
       run();
