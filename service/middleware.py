@@ -243,7 +243,7 @@ class AdmissionMiddleware:
                         return b"", self._too_large(), reserved
                     if size > reserved:
                         if not self._room(size - reserved, max(size, declared)):
-                            return b"", self._uploads_full(), reserved
+                            return b"", self._uploads_full(close=True), reserved
                         self.body_bytes += size - reserved
                         reserved = size
                     if chunk:
@@ -275,8 +275,10 @@ class AdmissionMiddleware:
             )
         return None
 
-    def _uploads_full(self) -> ApiError:
-        return ApiError("overloaded", "this worker holds as many request bodies as it may; retry later", retry_after=1)
+    def _uploads_full(self, close: bool = False) -> ApiError:
+        """503 for a body that does not fit the budget; ``close``: refused part-way through (its rest unread)."""
+        message = "this worker holds as many request bodies as it may; retry later"
+        return ApiError("overloaded", message, retry_after=1, close=close)
 
     def full(self) -> bool:
         return self.in_flight >= self.max_concurrency

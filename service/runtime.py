@@ -113,11 +113,12 @@ def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
 
 def in_folder(model_dir: Path, name: str) -> Path:
     """A file model.json names, which must lie in the artifact's own folder: a name leading elsewhere ("../x",
-    "/etc/passwd", a link out of the folder) is refused, never read."""
-    path = model_dir / name
-    if not path.resolve().is_relative_to(model_dir.resolve()):
+    "/etc/passwd") is refused, never read. Judged on the name, not on where links lead: a mounted volume's files
+    are links (Kubernetes' ..data), which are the deployer's to make."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
         raise ArtifactError(f"{model_dir / METADATA_FILE}: {name!r} lies outside the artifact's folder")
-    return path
+    return model_dir / rel
 
 
 def check_files(model_dir: Path, meta: ModelMetadata) -> None:
