@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import contract.images
 import contract.ink
 from bench.common import file_at
 from contract.images import decode_image
@@ -58,6 +59,19 @@ def ink_at(rev: str):
         old = module.find_ink
         module.find_ink = lambda *a, **kw: _today(old(*a, **kw))
     return module
+
+
+def add_front_door(p: argparse.ArgumentParser) -> None:
+    """The --front-door option of the benches that read photos in process (``read_with_front_door``)."""
+    p.add_argument(
+        "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"
+    )
+
+
+def read_with_front_door(rev: str | None) -> None:
+    """With ``rev``, the service's front door (contract.images) reads ink as contract/ink.py did at that commit."""
+    if rev:
+        contract.images.find_ink = ink_at(rev).find_ink
 
 
 def _today(ink) -> contract.ink.Ink:

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-import contract.images
-from bench.frontdoor import ink_at
+from bench.frontdoor import add_front_door, read_with_front_door
 from bench.odd_inputs import answered
 from contract.images import both_readings
 from contract.metadata import load_metadata
@@ -68,12 +67,9 @@ def photographed(char: str, font: Font, rng: np.random.Generator) -> Image.Image
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="digit classifiers' folders")
-    p.add_argument(
-        "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"
-    )
+    add_front_door(p)
     args = p.parse_args(argv)
-    if args.front_door:
-        contract.images.find_ink = ink_at(args.front_door).find_ink
+    read_with_front_door(args.front_door)
     rng, faces = np.random.default_rng(SEED), fonts()
     print(f"{len(faces)} fonts (those of FONTS installed here, and Pillow's own)")
     digits = [photographed(c, f, rng) for f in faces for c in string.digits]

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import contract.images
-from bench.frontdoor import ink_at
+from bench.frontdoor import add_front_door, read_with_front_door
 from bench.held_out import held_out_images
 from contract.images import both_readings
 from contract.metadata import ModelMetadata, load_metadata
@@ -55,14 +54,11 @@ def report(artifacts: list[Path], sets: dict[str, list[Image.Image]], truth: np.
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="image classifiers' folders")
-    p.add_argument(
-        "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"
-    )
+    add_front_door(p)
     p.add_argument("--split", type=int, default=69, help="natural photographs counted apart from this one on")
     p.add_argument("--held-out", type=Path, metavar="DIR", help="make held-out's folder: its images too")
     args = p.parse_args(argv)
-    if args.front_door:
-        contract.images.find_ink = ink_at(args.front_door).find_ink
+    read_with_front_door(args.front_door)
     sets = odd_images()
     if args.held_out:
         sets |= held_out_images(args.held_out)

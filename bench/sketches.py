@@ -19,8 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from skimage.morphology import skeletonize
 
-import contract.images
-from bench.frontdoor import ink_at
+from bench.frontdoor import add_front_door, read_with_front_door
 from bench.odd_inputs import report
 from contract.metadata import load_metadata
 from export.calibrate import idx_split
@@ -73,12 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("artifacts", type=Path, nargs="+", help="digit classifiers' folders")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
     p.add_argument("--n", type=int, default=600, help="validation digits (each drawn every way)")
-    p.add_argument(
-        "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"
-    )
+    add_front_door(p)
     args = p.parse_args(argv)
-    if args.front_door:
-        contract.images.find_ink = ink_at(args.front_door).find_ink
+    read_with_front_door(args.front_door)
     images, labels, _, val = idx_split(load_metadata(args.artifacts[0]), args.data)
     picked = val[np.random.default_rng(SEED).permutation(len(val))[: args.n]]
     report(args.artifacts, sketches(images[picked, 0], np.random.default_rng(SEED)), labels[picked], "digits")
