@@ -198,9 +198,9 @@ class AdmissionMiddleware:
         if not self._room(declared, declared):  # it would not fit beside the bytes held now: refused unread
             await self._send_error(send, self._uploads_full(), endpoint, oip)
             return
-        held = 0  # bytes count as they arrive: a size declared and never sent holds nothing
+        chunks: list[bytes] = []  # the body's bytes held in the budget: counted as they arrive, given back here
         try:
-            body, err, held = await self._read_body(receive, declared)
+            body, err = await self._read_body(receive, declared, chunks)
             if err is _GONE:
                 return
             if err is None and not (
@@ -212,47 +212,34 @@ class AdmissionMiddleware:
             else:
                 await self._slot(scope, replay({"type": "http.request", "body": body}, receive), send, endpoint, oip)
         finally:
-            self.body_bytes -= held
-
-    async def _read_body(self, receive: Receive, declared: int) -> tuple[bytes, ApiError | None, int]:
-        """The whole body within body_timeout_s and the size limits -> (body, None, bytes now held in the budget),
-        or (b"", the error to answer, bytes held); each chunk is counted against the budget as it arrives, as part
-        of a body of the ``declared`` size (or of what has come, when more has); a client that went away gives
-        the error _GONE."""
-        chunks: list[bytes] = []  # what is counted in the budget: every chunk is counted as it is kept
-        try:
-            return await self._read_chunks(receive, declared, chunks)
-        except BaseException:  # cancelled: what was counted is given back here, the caller never learns of it
             self.body_bytes -= sum(len(c) for c in chunks)
-            raise
 
-    async def _read_chunks(
-        self, receive: Receive, declared: int, chunks: list[bytes]
-    ) -> tuple[bytes, ApiError | None, int]:
-        """``_read_body``'s loop, keeping the chunks in ``chunks``."""
-        size = reserved = 0
+    async def _read_body(self, receive: Receive, declared: int, chunks: list[bytes]) -> tuple[bytes, ApiError | None]:
+        """The whole body within body_timeout_s and the size limits -> (body, None), or (b"", the error to answer);
+        a client that went away gives the error _GONE. Each chunk is counted in the budget as it arrives (as part
+        of a body of the ``declared`` size, or of what has come when more has) and kept in ``chunks``, so a size
+        declared and never sent holds nothing, and the caller gives back what the chunks hold."""
+        size = 0
         try:
             async with deadline(self.body_timeout_s):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        return b"", _GONE, reserved
+                        return b"", _GONE
                     chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body:
-                        return b"", self._too_large(), reserved
-                    if size > reserved:
-                        if not self._room(size - reserved, max(size, declared)):
-                            return b"", self._uploads_full(close=True), reserved
-                        self.body_bytes += size - reserved
-                        reserved = size
                     if chunk:
+                        size += len(chunk)
+                        if size > self.max_body:
+                            return b"", self._too_large()
+                        if not self._room(len(chunk), max(size, declared)):
+                            return b"", self._uploads_full(close=True)
+                        self.body_bytes += len(chunk)
                         chunks.append(chunk)
                     if not message.get("more_body", False):
-                        return b"".join(chunks), None, reserved
+                        return b"".join(chunks), None
         except TimeoutError:
             late = f"the request body did not arrive within {self.body_timeout_s:g} s"
-            return b"", ApiError("request_timeout", late, close=True), reserved
+            return b"", ApiError("request_timeout", late, close=True)
 
     def _room(self, more: int, body_size: int) -> bool:
         """Whether `more` bytes of a body now `body_size` long fit this worker's budget. Small bodies (at most
