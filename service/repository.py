@@ -97,13 +97,16 @@ def prepare(engine: Any, name: str, settings: Settings) -> Staged:
             raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
         key = served_key(meta)
         model = loaded(engine, key)  # held here: a drop pending for it (a rollback) cannot take it away
-        check_files(path, meta)  # the bytes on disk, whatever this worker already holds for them
-        if model is None or model.meta != meta:  # the same files under other metadata: loaded anew
-            model = load_model(path, settings)
+        vocab = None
+        if model is not None and model.meta == meta:  # the same files under other metadata are loaded anew
+            check_files(path, meta)  # the bytes on disk are still those the session and vocabulary came from
+            vocab = engine.vocabs.get(key)
+        else:
+            model = load_model(path, settings)  # which checks the graph's bytes as it opens it
             warm_up(model)
         staged.models[key] = model
         if isinstance(meta.preprocessing, TextPreprocessing):
-            staged.vocabs[key] = engine.vocabs.get(key) or load_vocab(path, meta)
+            staged.vocabs[key] = vocab or load_vocab(path, meta)
         staged.figures[key] = read_figures(path, settings.max_figure_bytes)  # read again: a figure may be new
         staged.metas[meta.version] = meta
     if not staged.metas:

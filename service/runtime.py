@@ -132,8 +132,17 @@ def check_files(model_dir: Path, meta: ModelMetadata) -> None:
     if isinstance(meta.preprocessing, TextPreprocessing):
         files.append((in_folder(model_dir, meta.preprocessing.vocab_file), meta.preprocessing.vocab_sha256))
     for path, sha256 in files:
-        if not path.is_file() or sha256_file(path) != sha256:
-            raise ArtifactError(f"{path}: missing, or its sha256 does not match the one in {METADATA_FILE}")
+        verified(path, sha256)
+
+
+def verified(path: Path, sha256: str) -> Path:
+    """``path``, a file whose bytes hash to the ``sha256`` model.json records (ArtifactError: missing, or
+    corrupt or replaced since)."""
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing")
+    if sha256_file(path) != sha256:
+        raise ArtifactError(f"{path}: sha256 does not match the one in {METADATA_FILE} (corrupt or replaced)")
+    return path
 
 
 def _open_graph(
@@ -145,10 +154,7 @@ def _open_graph(
     settings: Settings,
 ) -> OnnxModel:
     """An onnxruntime session for one graph whose bytes and tensor schema match what model.json records."""
-    if not onnx_path.is_file():
-        raise ArtifactError(f"{onnx_path}: missing")
-    if sha256_file(onnx_path) != sha256:
-        raise ArtifactError(f"{onnx_path}: sha256 does not match the one in {METADATA_FILE} (corrupt or replaced)")
+    verified(onnx_path, sha256)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.ort_intra_op_threads
     opts.inter_op_num_threads = 1
@@ -310,10 +316,7 @@ def load_family(task: str, settings: Settings, failed: dict[str, str] | None = N
 def load_vocab(model_dir: Path, meta: ModelMetadata) -> Vocab:
     """A text model's vocabulary, checked against the sha256 its metadata records."""
     pre = meta.text_preprocessing()
-    path = in_folder(model_dir, pre.vocab_file)
-    if not path.is_file() or sha256_file(path) != pre.vocab_sha256:
-        raise ArtifactError(f"{path}: missing, or its sha256 does not match vocab_sha256 in {METADATA_FILE}")
-    return Vocab.load(path)
+    return Vocab.load(verified(in_folder(model_dir, pre.vocab_file), pre.vocab_sha256))
 
 
 def settle_heap(settings: Settings) -> None:

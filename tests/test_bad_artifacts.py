@@ -108,7 +108,7 @@ CASES = {
     "no folder": "is not a folder",
     "empty": "holds no model",
     "metadata without its graph": "m/model.onnx",
-    "a graph replaced": "digits-cnn/model.onnx: missing, or its sha256 does not match",
+    "a graph replaced": "digits-cnn/model.onnx: sha256 does not match",
     "a copy beside the model": "digits-cnn.old/model.json: names the model 'digits-cnn', whose own folder is beside",
     "a vocabulary outside the folder": "synthetic-lstm/model.json: '../vocab.json' lies outside the artifact's folder",
 }
