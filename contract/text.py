@@ -234,6 +234,7 @@ def encode_text(text: str, cfg: TokenizerConfig, vocab: Vocab) -> tuple[list[int
     return vocab.encode(tokens[: cfg.max_len]), len(tokens), len(tokens) > cfg.max_len
 
 
+TEXT_IDS, TEXT_LENGTHS = "ids", "lengths"  # a text classifier graph's inputs: padded token ids, lengths
 DEFAULT_WINDOWS = 8  # windows of max_len tokens read per text (the service's NNSERVE_TEXT_WINDOWS)
 
 
@@ -278,7 +279,7 @@ def text_logits(
     for i in range(0, len(rows), batch):
         idx = order[i : i + batch]
         ids, lengths = pad_right([rows[j] for j in idx])
-        (logits,) = sess.run(["logits"], {"ids": ids, "lengths": lengths})
+        (logits,) = sess.run(["logits"], {TEXT_IDS: ids, TEXT_LENGTHS: lengths})
         if out.shape[1] == 0:
             out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
         out[idx] = logits

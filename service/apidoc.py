@@ -96,14 +96,15 @@ def render() -> str:
         "`tests/test_apidoc.py` fails when this file and the code disagree. Limits are the defaults of the "
         "`NNSERVE_*` settings (README, Settings); a server states the limits it enforces in `/docs.json`. "
         'Every failure is the envelope `{"error": {"code", "message", "details"}}` (README, API). '
-        "`/v2` follows the Open Inference Protocol (README).",
+        "`/v2` follows the Open Inference Protocol (README). Every `GET` also answers `HEAD` (its status and "
+        "headers, no body).",
         "",
     ]
     defs: dict[str, dict[str, Any]] = {}
     for route in v1_app.routes:
         if not isinstance(route, APIRoute):
             continue
-        for method in sorted(route.methods or ()):
+        for method in sorted(set(route.methods or ()) - {"HEAD"}):  # a GET's head: said once, above
             out += [f"## `{method} /v1{route.path}`", "", inspect.cleandoc(route.endpoint.__doc__ or ""), ""]
             dependant = route.dependant
             for kind, params in (

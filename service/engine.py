@@ -109,7 +109,11 @@ class Engine:
         for name, why in self.failed.items():
             log.error("not serving %s: %s", name, why)
         self.repository = Repository(self, S)  # model control (NNServe starts it on the worker's loop)
-        log.info("serving %s", ", ".join(sorted(set(self.catalog) - set(self.failed))) or "no models")
+        log.info("serving %s", ", ".join(sorted(self.working())) or "no models")
+
+    def working(self) -> set[str]:
+        """The names of the models served and not failed."""
+        return set(self.catalog) - set(self.failed)
 
     def serve(self, meta: ModelMetadata) -> None:
         """Add one loaded version to the served ones (its family holds its session)."""

@@ -269,7 +269,7 @@ def _error_of(exc: ApiError) -> Response:
 async def all_statistics() -> Response:
     """Every served model's statistics (Triton's statistics extension; service/stats.py says what is counted)."""
     svc = current()
-    names = sorted(set(svc.catalog) - set(svc.failed))
+    names = sorted(svc.working())
     return _json(ModelStatisticsResponse(model_stats=statistics(svc.catalog, names)))
 
 

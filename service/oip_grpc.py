@@ -274,7 +274,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             if request.name:
                 names = [model_of(self.engine, request.name, request.version or None).name]
             else:
-                names = sorted(set(catalog) - set(self.engine.failed))
+                names = sorted(self.engine.working())
             stats = [s.model_dump() for s in statistics(catalog, names)]
             return json_format.ParseDict({"model_stats": stats}, service_pb2.ModelStatisticsResponse())
 

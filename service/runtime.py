@@ -22,7 +22,7 @@ from contract.metadata import (
     load_metadata,
     sha256_file,
 )
-from contract.text import Vocab
+from contract.text import TEXT_IDS, Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS, child
 from service.settings import Settings, VersionPolicy
 from service.stats import executed
@@ -235,7 +235,11 @@ def artifact_label(path: Path, settings: Settings) -> str:
 
 
 def warm_up(model: OnnxModel) -> None:
-    """One inference on a minimal input of the right dtypes; non-finite outputs mean a broken artifact."""
+    """One inference on a minimal input of the right dtypes; non-finite outputs mean a broken artifact. A text
+    model reads its vocabulary's last id, so a graph whose embedding holds fewer rows fails here, not on the
+    first request that uses a rare word."""
+    pre = model.meta.preprocessing
+    last_id = pre.vocab_size - 1 if isinstance(pre, TextPreprocessing) else 1
     for graph in (model, model.encoder):
         if graph is None:
             continue
@@ -243,6 +247,8 @@ def warm_up(model: OnnxModel) -> None:
         for spec in graph.inputs:
             shape = [1 if d == -1 else d for d in spec.shape]
             feed[spec.name] = np.zeros(shape, np.float32) if spec.dtype == "float32" else np.ones(shape, np.int64)
+        if TEXT_IDS in feed:
+            feed[TEXT_IDS][:] = last_id
         try:
             outputs = graph.session.run(None, feed)
         except Exception as e:  # onnxruntime's own errors: a graph that cannot run what model.json says it takes
@@ -273,8 +279,8 @@ def preflight(settings: Settings) -> None:
     folder that is not there or holds no model (unless model control may load some later), or (without
     ``skip_bad_artifacts``) an artifact whose metadata cannot be read or whose graph is missing, stops the server
     with one line (SystemExit) rather than workers that fail and are restarted for ever; the files' sha256 are
-    checked here too (``check_files``). The workers still run every check (hashes, tensor schema, warm-up) as
-    they load."""
+    checked here too (``check_files``), and a text model's vocabulary is read. The workers still run every check
+    (hashes, tensor schema, warm-up) as they load."""
     root = settings.model_dir
     if not root.is_dir():
         raise SystemExit(f"nnserve: the model folder {root} (NNSERVE_MODEL_DIR) is not a folder")
@@ -285,7 +291,10 @@ def preflight(settings: Settings) -> None:
         return
     for path in paths:
         try:
-            check_files(path, read_metadata(path))
+            meta = read_metadata(path)
+            check_files(path, meta)
+            if isinstance(meta.preprocessing, TextPreprocessing):
+                load_vocab(path, meta)  # a vocabulary that is not one would fail every worker, restarted for ever
         except ArtifactError as e:
             raise SystemExit(f"nnserve: {e} (NNSERVE_SKIP_BAD_ARTIFACTS=true serves the others)") from None
 
@@ -314,9 +323,17 @@ def load_family(task: str, settings: Settings, failed: dict[str, str] | None = N
 
 
 def load_vocab(model_dir: Path, meta: ModelMetadata) -> Vocab:
-    """A text model's vocabulary, checked against the sha256 its metadata records."""
+    """A text model's vocabulary, checked against the sha256 and the size its metadata records (the graph's
+    embedding is checked to hold that many rows by ``warm_up``)."""
     pre = meta.text_preprocessing()
-    return Vocab.load(verified(in_folder(model_dir, pre.vocab_file), pre.vocab_sha256))
+    path = verified(in_folder(model_dir, pre.vocab_file), pre.vocab_sha256)
+    try:
+        vocab = Vocab.load(path)
+    except (ValueError, TypeError, AttributeError) as e:  # not JSON, or not a list of distinct tokens
+        raise ArtifactError(f"{path}: not a vocabulary: {str(e)[:200]}") from None
+    if len(vocab) != pre.vocab_size:
+        raise ArtifactError(f"{path}: {len(vocab)} tokens, where {METADATA_FILE} says {pre.vocab_size}")
+    return vocab
 
 
 def settle_heap(settings: Settings) -> None:

@@ -98,7 +98,7 @@ v1_app = FastAPI(
 )
 
 
-@v1_app.get("/models", response_model=ListModelsResponse, responses=ERROR_RESPONSES)
+@v1_app.api_route("/models", methods=oip.READ, response_model=ListModelsResponse, responses=ERROR_RESPONSES)
 async def list_models() -> Response:
     """Model cards of every served model: metadata plus runtime state."""
     engine = current()
@@ -106,7 +106,7 @@ async def list_models() -> Response:
     return json_response(ListModelsResponse(models=await engine.model_cards(), unavailable=unavailable))
 
 
-@v1_app.get("/models/{name}", response_model=ModelCard, responses=ERROR_RESPONSES)
+@v1_app.api_route("/models/{name}", methods=oip.READ, response_model=ModelCard, responses=ERROR_RESPONSES)
 async def get_model(
     name: Annotated[str, PathParam(pattern=MODEL_NAME)],
     version: Annotated[str | None, Query(pattern=VERSION_PATTERN, description=VERSION_CHOICE)] = None,
@@ -139,7 +139,9 @@ FIGURE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@v1_app.get("/models/{name}/figures/{figure}", response_class=Response, responses=FIGURE_RESPONSES)
+@v1_app.api_route(
+    "/models/{name}/figures/{figure}", methods=oip.READ, response_class=Response, responses=FIGURE_RESPONSES
+)
 async def get_figure(
     name: Annotated[str, PathParam(pattern=MODEL_NAME)],
     figure: Annotated[str, PathParam(pattern=FIGURE_NAME, description="one of the card's 'figures', e.g. curves.png")],
@@ -206,8 +208,10 @@ class NNServe(Engine):
             self.grpc.stop_later()
 
     async def __is_ready__(self) -> bool:
-        """BentoML's /readyz: false from SIGTERM on (the families loaded in __init__ or start-up failed)."""
-        return not self.draining
+        """BentoML's /readyz: false from SIGTERM on (the families loaded in __init__ or start-up failed), and
+        while no model is served unless model control may load one (every artifact left out by
+        NNSERVE_SKIP_BAD_ARTIFACTS: a load balancer should not send this replica traffic it can only 404)."""
+        return not self.draining and (S.model_control != "none" or bool(self.working()))
 
 
 NNServe.add_asgi_middleware(RequestIdMiddleware)  # type: ignore[attr-defined]  # first: outermost of ours

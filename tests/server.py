@@ -87,14 +87,15 @@ class Server:
         }
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90.0) -> Server:
+    def start(self, timeout: float = 90.0, probe: str = "/readyz") -> Server:
+        """Start, and wait until ``probe`` answers 200 (``/livez`` for a server that is meant not to be ready)."""
         for _attempt in range(3):
             try:
-                return self._start(timeout)
+                return self._start(timeout, probe)
             except _PortTaken:
                 self._choose_ports()
                 self.env["NNSERVE_GRPC_PORT"] = str(self.grpc_port)
-        return self._start(timeout)
+        return self._start(timeout, probe)
 
     def _choose_ports(self) -> None:
         self.port = free_port()
@@ -102,7 +103,7 @@ class Server:
         self.grpc_port = free_port()  # every server its own: the default 8001 would be shared (SO_REUSEPORT)
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
 
-    def _start(self, timeout: float) -> Server:
+    def _start(self, timeout: float, probe: str) -> Server:
         log = open(self.log_path, "wb")  # noqa: SIM115  (closed with the process)
         self.proc = subprocess.Popen(
             [str(BENTOML), "serve", "service.service:NNServe", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -119,7 +120,7 @@ class Server:
                     raise _PortTaken(self.log())
                 raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.url + probe, timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.runtime import ArtifactError, load_family, load_model
+from service.runtime import ArtifactError, load_family, load_model, load_vocab, read_metadata, warm_up
 from service.settings import Settings
 from tests.conftest import assert_envelope, png_bytes
 from tests.server import Server
@@ -74,6 +74,46 @@ def test_bad_artifacts_are_refused_naming_the_file(tmp_path, artifact_root, kind
     assert load_family("image-classification", settings, failed) == {} and message in failed["bad-cnn"]
 
 
+def _break_vocab(kind, d):
+    """A text model's vocabulary made bad, with model.json's sha256 of it kept true (a hash only says the bytes
+    are the ones exported, not that they are a vocabulary the graph can read)."""
+    meta = json.loads((d / "model.json").read_text())
+    pre = meta["preprocessing"]
+    path = d / pre["vocab_file"]
+    tokens = json.loads(path.read_text())
+    if kind == "not json":
+        path.write_text("{not json")
+    elif kind == "not a list of tokens":
+        path.write_text(json.dumps({"<pad>": 0, "<unk>": 1}))
+    elif kind == "longer than model.json says":
+        path.write_text(json.dumps([*tokens, "zzzextra"]))
+    elif kind == "longer than the graph's embedding":  # its id past the embedding's last row: a 500 per such word
+        path.write_text(json.dumps([*tokens, *(f"zzzextra{i}" for i in range(5))]))
+        pre["vocab_size"] = len(tokens) + 5
+    pre["vocab_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (d / "model.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("not json", "vocab.json: not a vocabulary"),
+        ("not a list of tokens", "vocab.json: not a vocabulary"),
+        ("longer than model.json says", r"vocab.json: \d+ tokens, where model.json says \d+"),
+        ("longer than the graph's embedding", "model.onnx: the warm-up inference failed"),
+    ],
+)
+def test_a_vocabulary_the_graph_cannot_read_is_refused(tmp_path, artifact_root, kind, message):
+    """Each was served: the first two as a 500 on a repository load (a worker's start-up: restarted for ever),
+    the last as a 500 for any text holding one of the words past the embedding."""
+    d = tmp_path / "synthetic-lstm"
+    shutil.copytree(artifact_root / "synthetic-lstm", d)
+    _break_vocab(kind, d)
+    with pytest.raises(ArtifactError, match=message):
+        load_vocab(d, read_metadata(d))
+        warm_up(load_model(d, Settings(model_dir=tmp_path)))
+
+
 @pytest.fixture(scope="module")
 def mixed_dir(artifact_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed")
@@ -111,6 +151,7 @@ CASES = {
     "a graph replaced": "digits-cnn/model.onnx: sha256 does not match",
     "a copy beside the model": "digits-cnn.old/model.json: names the model 'digits-cnn', whose own folder is beside",
     "a vocabulary outside the folder": "synthetic-lstm/model.json: '../vocab.json' lies outside the artifact's folder",
+    "a vocabulary that is not one": "synthetic-lstm/vocab.json: not a vocabulary",
 }
 
 
@@ -138,8 +179,11 @@ def test_a_model_folder_with_nothing_to_serve_stops_start_up_with_one_line(tmp_p
             f.write(b"\0")
     if case == "a copy beside the model":
         shutil.copytree(artifact_root / "digits-cnn", root / "digits-cnn.old")
-    if case == "a vocabulary outside the folder":
+    if case.startswith("a vocabulary"):
         shutil.copytree(artifact_root / "synthetic-lstm", root / "synthetic-lstm")
+    if case == "a vocabulary that is not one":
+        _break_vocab("not json", root / "synthetic-lstm")
+    if case == "a vocabulary outside the folder":
         meta = json.loads((root / "synthetic-lstm" / "model.json").read_text())
         (root / "vocab.json").write_bytes((root / "synthetic-lstm" / meta["preprocessing"]["vocab_file"]).read_bytes())
         meta["preprocessing"]["vocab_file"] = "../vocab.json"
@@ -179,5 +223,24 @@ def test_skipped_artifacts_are_not_ready_and_the_others_serve(mixed_dir, tmp_pat
             assert c.post("/v1/classify", json={"model": "digits-cnn", "images": [image]}).status_code == 200
             r = c.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["a great film"]})
             assert r.status_code == 200
+    finally:
+        srv.stop()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_replica_that_serves_no_model_is_not_ready(mixed_dir, tmp_path):
+    """Every artifact left out by NNSERVE_SKIP_BAD_ARTIFACTS: /readyz was 200, so a load balancer sent the replica
+    traffic it could only answer 404; now 503 (with model control a model may be loaded later: ready, as Triton)."""
+    root = tmp_path / "models"
+    shutil.copytree(mixed_dir / "broken-cnn", root / "broken-cnn")
+    srv = Server(root, tmp_path / "serve.log", NNSERVE_SKIP_BAD_ARTIFACTS="true")
+    srv.start(probe="/livez")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/readyz").status_code == 503
+            assert c.get("/v2/health/ready").status_code == 503
+            cards = c.get("/v1/models").json()["models"]
+            assert [m["name"] for m in cards] == ["broken-cnn"] and not cards[0]["ready"]
     finally:
         srv.stop()

@@ -380,6 +380,17 @@ def test_root_and_docs_pages_are_nnserves_own_and_load_nothing_from_elsewhere(cl
     assert client.head("/").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/models/digits-cnn", "/v1/models/digits-cnn/figures/curves.png"])
+def test_head_on_a_v1_read_route_answers_as_its_get(client, path):
+    """HEAD was a 405 on /v1 (it is served on /v2): a client's or a proxy's cheap probe of a card or a figure."""
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200 and get.content and head.content == b""
+    for header in ("content-type", "content-length", "etag"):
+        assert head.headers.get(header) == get.headers.get(header), header
+    r = client.delete(path)
+    assert r.status_code == 405 and {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "HEAD"}
+
+
 def test_openapi_document_carries_the_package_version(client):
     from service import __version__
     from service.openapi import DESCRIPTION

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from contract.metadata import TensorSpec, TextPreprocessing
-from contract.text import VOCAB_FILE, TokenizerConfig, Vocab
+from contract.text import TEXT_IDS, TEXT_LENGTHS, VOCAB_FILE, TokenizerConfig, Vocab
 from export.spec import MAX_BATCH, MAX_SEQ, PARITY_BATCHES, ExportSpec, register_spec, token_inputs
 
 PARITY_SEQ_LENS = (7, 64)
@@ -52,10 +52,10 @@ def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
     return ExportSpec(
         example=(torch.from_numpy(ids), torch.from_numpy(lengths)),
         inputs=[
-            TensorSpec(name="ids", dtype="int64", shape=[-1, -1]),
-            TensorSpec(name="lengths", dtype="int64", shape=[-1]),
+            TensorSpec(name=TEXT_IDS, dtype="int64", shape=[-1, -1]),
+            TensorSpec(name=TEXT_LENGTHS, dtype="int64", shape=[-1]),
         ],
-        dynamic_shapes={"ids": {0: batch, 1: seq}, "lengths": {0: batch}},
+        dynamic_shapes={TEXT_IDS: {0: batch, 1: seq}, TEXT_LENGTHS: {0: batch}},
         parity_cases=cases,
         preprocessing=pre,
         outputs=outputs,
