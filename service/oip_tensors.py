@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -63,20 +64,26 @@ def classifier_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
     return out
 
 
-def with_ood(
-    meta: ModelMetadata, logits: np.ndarray, scores: list[float | None], fields: np.ndarray | None = None
-) -> Tensors:
+def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None], empty: Sequence[bool]) -> Tensors:
     """A classifier's outputs: its logits, and where it is calibrated for it, the out-of-distribution score and
-    flag of each row; with ``fields`` (an image classifier's input rows), a row of one value is flagged whatever
-    its score, as on /v1 (``contract.metadata.nothing_written``)."""
+    flag of each row. A row that carries no evidence (``empty``: an image row of one value,
+    ``contract.metadata.nothing_written``; a text of which the model knows no word) is answered as on /v1: its
+    logits are 0, so that softmax at any temperature is 1/K for every label (what the graph makes of an empty
+    field or a row of <unk> is not an answer about the input), and it is flagged whatever its score."""
+    blank = np.asarray(empty, dtype=bool)
+    if blank.any():
+        logits = logits.copy()
+        logits[blank] = 0.0
     out = {meta.outputs[0].name: logits}
     if meta.ood is not None:
         values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
-        flagged = values > meta.ood.threshold
-        if fields is not None:
-            flagged |= np.array([nothing_written(f) for f in fields], dtype=bool)
-        out |= {"ood_score": values, "out_of_distribution": flagged}
+        out |= {"ood_score": values, "out_of_distribution": (values > meta.ood.threshold) | blank}
     return out
+
+
+def nothing_in(fields: np.ndarray) -> list[bool]:
+    """Which of an image classifier's input rows hold nothing written (one value throughout)."""
+    return [nothing_written(f) for f in fields]
 
 
 def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:

@@ -137,17 +137,22 @@ def test_a_field_with_nothing_written_is_one_over_k_for_every_label(meta):
     assert not np.allclose(meta.probabilities(z, answers)[[0, 2]], 0.1)  # the graph's own answer was not 1/K
 
 
-def test_v2_flags_a_tensor_of_one_value_whatever_its_score(meta):
+def test_v2_answers_a_tensor_of_one_value_as_v1_a_blank_page(meta):
     """/v2 takes tensors, not photos, so no front door judges them; a row of one value is flagged there too, as a
-    blank page is on /v1, even where the graph's score for it lies under the threshold (1.5 here)."""
-    from service.oip_tensors import with_ood
+    blank page is on /v1, even where the graph's score for it lies under the threshold (1.5 here), and its logits
+    are 0 (softmax: 1/K, /v1's answer; they were the graph's, 0.86 "negative" for a text of unknown words)."""
+    from service.oip_tensors import nothing_in, with_ood
 
-    z = np.zeros((3, 10), np.float32)
+    z = np.random.default_rng(3).normal(0, 4, (3, 10)).astype(np.float32)
     rows = np.stack([np.full((1, 28, 28), -0.42, np.float32), np.eye(28, dtype=np.float32)[None]] * 2)[:3]
-    out = with_ood(meta, z, [0.5, 0.5, 2.0], rows)
+    out = with_ood(meta, z, [0.5, 0.5, 2.0], nothing_in(rows))
     assert out["out_of_distribution"].tolist() == [True, False, True]
     assert out["ood_score"].tolist() == [0.5, 0.5, 2.0]  # the score is the graph's
-    assert with_ood(meta, z, [0.5, 0.5, 2.0])["out_of_distribution"].tolist() == [False, False, True]  # text
+    np.testing.assert_array_equal(out["logits"][[0, 2]], np.zeros((2, 10)))  # rows 0 and 2 hold one value
+    np.testing.assert_array_equal(out["logits"][1], z[1])  # something written: the graph's own logits
+    assert not np.allclose(z[[0, 2]], 0.0)  # (which were not 0 for the blank rows)
+    text = with_ood(meta, z, [0.5, 0.5, 2.0], [False, False, False])
+    assert text["out_of_distribution"].tolist() == [False, False, True] and text["logits"] is z
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,8 @@ def test_v2_returns_the_score_and_flag_when_asked(client, server, digits, pages,
     scores, flags = asked.as_numpy("ood_score"), asked.as_numpy("out_of_distribution")
     assert flags.dtype == np.bool_ and list(flags) == [p["out_of_distribution"] for p in v1.json()["predictions"]]
     assert scores == pytest.approx([p["ood_score"] for p in v1.json()["predictions"]], rel=1e-5)
-    assert flags[-1]  # the blank page
+    assert flags[-1]  # the blank page, answered as on /v1: logits of 0, softmax 1/K
+    assert asked.as_numpy("logits")[-1].tolist() == [0.0] * 10 and v1.json()["predictions"][-1]["score"] == 0.1
     tc.close()
 
 

@@ -25,7 +25,7 @@ from service.family import (
 )
 from service.images import pixels, png_b64
 from service.metrics import OUT_OF_DISTRIBUTION, PREDICTIONS, child
-from service.oip_tensors import classifier_outputs, graph_inputs, with_ood
+from service.oip_tensors import classifier_outputs, graph_inputs, nothing_in, with_ood
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
 from service.schemas import (
@@ -198,7 +198,7 @@ async def _v2_classify(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tenso
     x = t[meta.inputs[0].name]
     key = served_key(meta)
     results = await engine.call(TASK, [ImageItem(model=key, x=row) for row in x], meta.name)
-    return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results], x)
+    return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results], nothing_in(x))
 
 
 register(

@@ -201,6 +201,11 @@ async def tokenized(
     return await off_loop(text_rows, engine, model, texts, empty_ok)
 
 
+def unknown_only(encoded: list[TextRows]) -> list[bool]:
+    """Which texts hold no word the model knows: they carry no evidence, and are answered 1/K for every label."""
+    return [not e.known for e in encoded]
+
+
 def combined_logits(results: list[InferResult], encoded: list[TextRows]) -> np.ndarray:
     """One row of logits per text: its windows' combined."""
     return combine_windows(np.stack([r.logits for r in results]), [e.sizes for e in encoded])
@@ -247,7 +252,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     items, encoded = await tokenized(engine, meta, request.texts)  # this version, whatever a swap does meanwhile
     results = await engine.call(TASK, items, meta.name)
     probs = meta.probabilities(combined_logits(results, encoded))
-    probs[[not e.known for e in encoded]] = 1.0 / probs.shape[1]  # no word it knows: as a blank page, 1/K each
+    probs[unknown_only(encoded)] = 1.0 / probs.shape[1]  # no word it knows: as a blank page, 1/K each
     explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
     predictions = []
     for i, (p, rows) in enumerate(zip(probs, encoded, strict=True)):
@@ -285,7 +290,7 @@ async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tens
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
     items, encoded = await tokenized(engine, meta, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
-    return with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded])
+    return with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded], unknown_only(encoded))
 
 
 register(
