@@ -87,7 +87,7 @@ def main() -> int:
     (out / "reviews.txt").write_text("\n".join(REVIEWS) + "\n")
     for f in sorted(out.iterdir()):
         if f.suffix in {".png", ".jpg", ".txt"}:
-            print(f"{f.relative_to(ROOT)}: {f.stat().st_size:,} bytes")
+            print(f"{f.relative_to(ROOT) if f.is_relative_to(ROOT) else f}: {f.stat().st_size:,} bytes")
     return 0
 
 

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.routes import endpoint_label
+from service.routes import endpoint_label, one_host
 
 # up to the request timeout: a 25-megapixel photo takes seconds to prepare, a gRPC call may wait for a batch
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0)
@@ -159,6 +159,7 @@ class MetricsCacheMiddleware:
             or scope["path"] != "/metrics"
             or method not in ("GET", "HEAD")
             or self.max_age_s <= 0
+            or not one_host(scope)  # the admission middleware's 400, as on every path, never the kept page
         ):
             await self.app(scope, receive, send)
             return

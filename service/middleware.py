@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from service.deadlines import deadline
 from service.errors import ApiError, quoted
 from service.metrics import ERRORS
-from service.routes import endpoint_label, form_routes, image_routes, is_oip, json_routes
+from service.routes import endpoint_label, form_routes, image_routes, is_oip, json_routes, one_host
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -113,13 +113,6 @@ def replay(first: Message, receive: Receive) -> Receive:
 
 
 _NO_HOST = ApiError("invalid_request", "a request carries one Host header, and HTTP/1.1 at least one (RFC 9112, 3.2)")
-
-
-def one_host(scope: Scope) -> bool:
-    """Whether the request may be answered: a server must answer 400 to an HTTP/1.1 request without a Host header
-    line and to any request with several (RFC 9112 section 3.2); HTTP/1.0 need not send one."""
-    hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
-    return hosts == 1 or (hosts == 0 and scope.get("http_version") != "1.1")
 
 
 def media_type(headers: Headers) -> str:

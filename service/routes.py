@@ -99,3 +99,10 @@ def _repository_label(path: str) -> str:
 
 def is_oip(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
+
+
+def one_host(scope: MutableMapping[str, Any]) -> bool:
+    """Whether the request may be answered: a server must answer 400 to an HTTP/1.1 request without a Host header
+    line and to any request with several (RFC 9112 section 3.2); HTTP/1.0 need not send one."""
+    hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
+    return hosts == 1 or (hosts == 0 and scope.get("http_version") != "1.1")

@@ -20,7 +20,9 @@ def _app(renders: list[bytes], status: int = 200, pause: float = 0.0):
     return app
 
 
-async def _get(mw, path: str = "/metrics", method: str = "GET", query: bytes = b"") -> tuple[int, bytes]:
+async def _get(
+    mw, path: str = "/metrics", method: str = "GET", query: bytes = b"", hosts: tuple[bytes, ...] = (b"a",)
+) -> tuple[int, bytes]:
     sent: list[dict] = []
 
     async def send(message) -> None:
@@ -29,7 +31,9 @@ async def _get(mw, path: str = "/metrics", method: str = "GET", query: bytes = b
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    scope = {"type": "http", "path": path, "method": method, "query_string": query, "headers": []}
+    headers = [(b"host", h) for h in hosts]
+    scope = {"type": "http", "http_version": "1.1", "path": path, "method": method, "query_string": query}
+    scope["headers"] = headers
     await mw(scope, receive, send)
     return sent[0]["status"], sent[1]["body"]
 
@@ -57,5 +61,20 @@ def test_an_error_is_not_kept_and_a_zero_age_keeps_nothing():
         assert [await _get(failing) for _ in range(2)] == [(500, b"render 1"), (500, b"render 2")]
         off = MetricsCacheMiddleware(_app(renders), max_age_s=0)
         assert [await _get(off) for _ in range(2)] == [(200, b"render 3"), (200, b"render 4")]
+
+    asyncio.run(run())
+
+
+def test_a_request_without_one_host_header_is_never_answered_from_the_kept_page():
+    """The admission middleware answers it 400 on every path (RFC 9112, 3.2); a page kept for the last second was
+    served to it whatever its headers (a README audit, 2026-12-06)."""
+
+    async def run() -> None:
+        renders: list[bytes] = []
+        mw = MetricsCacheMiddleware(_app(renders), max_age_s=30)
+        assert await _get(mw) == (200, b"render 1")
+        assert await _get(mw, hosts=()) == (200, b"render 2")  # passed on to the app, which refuses it when served
+        assert await _get(mw, hosts=(b"a", b"b")) == (200, b"render 3")
+        assert await _get(mw) == (200, b"render 1") and len(renders) == 3  # the kept page, as before
 
     asyncio.run(run())
