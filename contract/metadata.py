@@ -315,14 +315,18 @@ class GeneratorInfo(BaseModel):
     gibbs: GibbsInfo | None = Field(None, description="Gibbs samplers: the chain model.onnx runs (no z)")
 
 
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # what a request may name (/v1 bodies and paths)
+VERSION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+
 class ModelMetadata(BaseModel):
     """``model.json``: everything needed to serve, describe and audit one exported model."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     schema_version: int = SCHEMA_VERSION
-    name: str
-    version: str
+    name: str = Field(pattern=MODEL_NAME, description="the name requests use: letters, digits, '.', '_', '-'")
+    version: str = Field(pattern=VERSION_PATTERN)
     task: str = Field(
         pattern=r"^[a-z][a-z0-9-]{0,63}$",
         description="what the model does, as the service serves it: image-classification, text-classification, "

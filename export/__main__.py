@@ -1,7 +1,8 @@
 """python -m export <checkpoint> --out <dir> [--name NAME] [--version V]
 
 Writes <dir>/model.onnx and <dir>/model.json and exits non-zero if onnxruntime and torch disagree beyond
-rtol 1e-4 / atol 1e-5 at batch 1 or 8 (nothing is written then).
+rtol 1e-4 / atol 1e-5 at batch 1 or 8 (nothing is written then). A <dir> named by a number is a version
+folder (artifacts/<name>/<version>): the name is then its parent folder's, and the version its own.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, required=True, help="artifact folder, e.g. artifacts/mnist-cnn")
-    p.add_argument("--name", help="served model name (default: the --out folder's name)")
-    p.add_argument("--version", default="1")
+    p.add_argument("--name", help="served model name (default: the --out folder's name, or its parent's)")
+    p.add_argument("--version", help="the version (default: 1, or the --out folder's number)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--dry-run", action="store_true", help="export and check parity into --out, quietly")
     args = p.parse_args(argv)
@@ -42,15 +43,20 @@ def main(argv: list[str] | None = None) -> int:
         (r"The tensor attributes .* were assigned during export", UserWarning),
     ):
         warnings.filterwarnings("ignore", message=said, category=kind)
+    name, version = args.name or args.out.name, args.version or "1"
+    if args.out.name.isdigit():  # a version folder: nnserve serves it as a version of its parent's name
+        name, version = args.name or args.out.resolve().parent.name, args.version or args.out.name
+        if version != args.out.name:
+            p.error(f"--version {version} for the folder of version {args.out.name}")
     try:
-        export_checkpoint(
-            args.checkpoint, args.out, name=args.name or args.out.name, version=args.version, opset=args.opset
-        )
+        export_checkpoint(args.checkpoint, args.out, name=name, version=version, opset=args.opset)
     except ParityError as e:
         logging.getLogger("export").error("parity check failed: %s", e)
         return 1
-    except DataError as e:  # not a checkpoint python -m training wrote
+    except DataError as e:  # not a checkpoint python -m training wrote, a name that cannot be served, an opset
         p.error(str(e))
+    except OSError as e:  # --out is a file, or cannot be written
+        p.error(f"cannot write {args.out}: {e.strerror or e}")
     return 0
 
 

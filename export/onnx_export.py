@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,13 +24,17 @@ import models
 from contract.data import DataError
 from contract.metadata import (
     METADATA_FILE,
+    MODEL_NAME,
     ONNX_FILE,
+    VERSION_PATTERN,
     DatasetInfo,
     GraphInfo,
     ModelMetadata,
     Parity,
+    TextPreprocessing,
     sha256_file,
 )
+from contract.text import VOCAB_FILE
 from export.spec import PARITY_BATCHES, TASKS, ExportSpec, load_specs
 
 log = logging.getLogger(__name__)
@@ -145,6 +150,9 @@ def _export_graph(model: torch.nn.Module, spec: ExportSpec, opset: int) -> tuple
     module = spec.wrap(model).eval() if spec.wrap else model
     onnx_bytes = to_onnx(module, spec, opset)
     graph = onnx.load_from_string(onnx_bytes)
+    wrote = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    if wrote != opset:  # torch's exporter logs a failed conversion and keeps its own opset
+        raise DataError(f"torch's exporter could not write opset {opset} (it wrote {wrote}); 17, 18 and 21 work")
     onnx.checker.check_model(graph, full_check=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -152,9 +160,36 @@ def _export_graph(model: torch.nn.Module, spec: ExportSpec, opset: int) -> tuple
     return onnx_bytes, graph, check_parity(module, session, spec)
 
 
+def replace_artifact(out: Path, writes: set[str]) -> None:
+    """Before an export into a folder that holds an artifact: say what goes with the old graph, and remove the old
+    artifact's files this export does not write (a vocabulary or encoder it named, and its figures, which are
+    served as the card's and described the old graph), so nothing of another model is served as this one's."""
+    try:
+        old = ModelMetadata.model_validate_json((out / METADATA_FILE).read_bytes())
+    except ValueError:  # metadata of another version of nnserve, or broken: replaced all the same
+        old = None
+    named = {VOCAB_FILE, ENCODER_FILE}
+    if old is not None and isinstance(old.preprocessing, TextPreprocessing):
+        named.add(old.preprocessing.vocab_file)
+    if old is not None and old.generator is not None and old.generator.encoder is not None:
+        named.add(old.generator.encoder.file)
+    stale = sorted(
+        f for f in out.iterdir() if f.is_file() and f.name not in writes and (f.name in named or f.suffix == ".png")
+    )
+    for f in stale:
+        f.unlink()
+    gone = "; its calibration and out-of-distribution score go with the old graph" if old and old.calibration else ""
+    dropped = f"; removed {', '.join(f.name for f in stale)}" if stale else ""
+    log.warning("replacing the artifact in %s%s%s", out, gone, dropped)
+
+
 def export_checkpoint(
     ckpt_path: str | Path, out_dir: str | Path, *, name: str, version: str = "1", opset: int = 18
 ) -> ModelMetadata:
+    if not re.fullmatch(MODEL_NAME, name):
+        raise DataError(f"{name!r} cannot be a served model's name (letters, digits, '.', '_', '-'; 64 at most)")
+    if not re.fullmatch(VERSION_PATTERN, version):
+        raise DataError(f"{version!r} cannot be a version (letters, digits, '.', '_', '-'; a number to be served)")
     ckpt, model = load_checkpoint(ckpt_path)
     family = ckpt.get("family", "image-classification")
     if family not in SPECS:
@@ -164,13 +199,12 @@ def export_checkpoint(
     encoder = _export_graph(model, spec.encoder, opset) if spec.encoder else None
 
     out = Path(out_dir)
-    if (out / METADATA_FILE).is_file():  # say what a re-export throws away with the old graph
-        try:
-            calibrated = ModelMetadata.model_validate_json((out / METADATA_FILE).read_bytes()).calibration is not None
-        except ValueError:  # metadata of another version of nnserve, or broken: replaced all the same
-            calibrated = False
-        gone = "; its calibration and out-of-distribution score go with the old graph" if calibrated else ""
-        log.warning("replacing the artifact in %s%s", out, gone)
+    curves = Path(ckpt_path).parent / CURVES_FILE  # training's plot beside its checkpoint: a figure of the card
+    writes = {ONNX_FILE, METADATA_FILE, *spec.files, *([ENCODER_FILE] if spec.encoder else [])}
+    if curves.is_file():
+        writes.add(CURVES_FILE)
+    if (out / METADATA_FILE).is_file():
+        replace_artifact(out, writes)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / ONNX_FILE
     onnx_path.write_bytes(onnx_bytes)
@@ -221,7 +255,6 @@ def export_checkpoint(
         **extras,
     )
     (out / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
-    curves = Path(ckpt_path).parent / CURVES_FILE  # training's plot beside its checkpoint: a figure of the card
     if curves.is_file():
         shutil.copyfile(curves, out / CURVES_FILE)
     log.info("exported %s (%d bytes, opset %d), parity max |diff| %.2e", out, len(onnx_bytes), meta.opset, worst)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import ValidationError
 
 from contract.metadata import (
     METADATA_FILE,
@@ -260,6 +261,9 @@ def warm_up(model: OnnxModel) -> None:
 def read_metadata(model_dir: Path) -> ModelMetadata:
     try:
         meta = load_metadata(model_dir)
+    except ValidationError as e:  # one line: the first few fields and what is wrong with each
+        why = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors()[:3])
+        raise ArtifactError(f"{model_dir / METADATA_FILE}: unreadable metadata: {why}") from None
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{model_dir / METADATA_FILE}: unreadable metadata: {e}") from None
     if model_dir.name.isdigit() and meta.version != model_dir.name:

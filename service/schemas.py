@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from contract.metadata import (
+    MODEL_NAME,  # noqa: F401  (the routes' pattern, which model.json's names follow)
+    VERSION_PATTERN,
     AnomalyThreshold,
     Calibration,
     ConfigValue,
@@ -29,12 +31,10 @@ from service.settings import get_settings
 
 S = get_settings()
 
-MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ANSWERED_BY = "the model that answered"
 VERSION = "that model's version (its artifact's)"
 
 
-VERSION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 VERSION_CHOICE = "one of the model's served versions (its card's 'versions'); absent: the newest served"
 # the optional version every /v1 request body takes
 VersionChoice = Annotated[str | None, Field(pattern=VERSION_PATTERN, description=VERSION_CHOICE)]

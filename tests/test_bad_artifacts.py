@@ -152,6 +152,7 @@ CASES = {
     "a copy beside the model": "digits-cnn.old/model.json: names the model 'digits-cnn', whose own folder is beside",
     "a vocabulary outside the folder": "synthetic-lstm/model.json: '../vocab.json' lies outside the artifact's folder",
     "a vocabulary that is not one": "synthetic-lstm/vocab.json: not a vocabulary",
+    "a name no request can use": "my cnn/model.json: unreadable metadata: name: String should match pattern",
 }
 
 
@@ -177,6 +178,8 @@ def test_a_model_folder_with_nothing_to_serve_stops_start_up_with_one_line(tmp_p
     if case == "a graph replaced":
         with (root / "digits-cnn" / "model.onnx").open("ab") as f:
             f.write(b"\0")
+    if case == "a name no request can use":  # served, listed, and refused by every /v1 route's pattern
+        _copy(artifact_root / "digits-cnn", root / "my cnn", "my cnn")
     if case == "a copy beside the model":
         shutil.copytree(artifact_root / "digits-cnn", root / "digits-cnn.old")
     if case.startswith("a vocabulary"):

@@ -48,6 +48,48 @@ def test_exporting_over_a_calibrated_artifact_says_what_goes(tmp_path, artifact_
     assert ModelMetadata.model_validate_json((tmp_path / "m" / "model.json").read_text()).calibration is None
 
 
+def test_exporting_over_another_kind_of_model_leaves_none_of_its_files(tmp_path, artifact_root, checkpoint, caplog):
+    """A text model's vocabulary and the old figures stayed beside the new graph (a user audit): the figures were
+    served as the new model's, and the folder read as a text model's to anyone looking."""
+    import shutil
+
+    shutil.copytree(artifact_root / "synthetic-lstm", tmp_path / "m")
+    (tmp_path / "m" / "reliability.png").write_bytes(b"\x89PNG old figure")
+    (tmp_path / "m" / "notes.txt").write_text("the user's own")  # not an artifact's file: kept
+    with caplog.at_level("WARNING"):
+        assert export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"]) == 0
+    assert "removed reliability.png, vocab.json" in caplog.text
+    assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["curves.png", "model.json", "model.onnx", "notes.txt"]
+
+
+def test_a_version_folder_names_the_model_after_its_parent(tmp_path, checkpoint):
+    """README's versioned layout: --out artifacts/<name>/<version> wrote a model named "2"."""
+    assert export_main([str(checkpoint), "--out", str(tmp_path / "my-cnn" / "2"), "--dry-run"]) == 0
+    meta = ModelMetadata.model_validate_json((tmp_path / "my-cnn" / "2" / "model.json").read_text())
+    assert (meta.name, meta.version) == ("my-cnn", "2")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--out", "{tmp}/my cnn"], "'my cnn' cannot be a served model's name"),
+        (["--out", "{tmp}/m", "--name", "bad/é"], "'bad/é' cannot be a served model's name"),
+        (["--out", "{tmp}/m", "--version", "v 2"], "'v 2' cannot be a version"),
+        (["--out", "{tmp}/m/3", "--version", "2"], "--version 2 for the folder of version 3"),
+        (["--out", "{tmp}/file"], "cannot write {tmp}/file: File exists"),
+        (["--out", "{tmp}/m", "--opset", "7"], "could not write opset 7 (it wrote 18)"),
+    ],
+)
+def test_what_cannot_be_served_is_refused_in_one_line_writing_nothing(tmp_path, checkpoint, capsys, args, said):
+    """A name with a space was exported and served, and then no /v1 route could name it; --opset 7 printed a
+    traceback, exited 0 and wrote opset 18; a file as --out was a traceback."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        export_main([str(checkpoint), *(a.format(tmp=tmp_path) for a in args), "--dry-run"])
+    assert e.value.code == 2 and said.format(tmp=tmp_path) in capsys.readouterr().err
+    assert not list(tmp_path.rglob("model.*"))
+
+
 @pytest.mark.parametrize("batch", [1, 3, 64])
 def test_onnx_matches_torch_at_any_batch(tmp_path, checkpoint, digits, batch):
     export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"])
