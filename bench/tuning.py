@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_metadata(args.artifacts[0])
     images, labels, _, val = idx_split(meta, args.data)
     pick = val[np.random.default_rng(SEED).permutation(len(val))[:N]]
-    seeds = [SEED * 1000 + i for i in range(0, N, CHUNK)]
+    seeds = [SEED * 1000 + i for i in range(0, len(pick), CHUNK)]
     readings = readings_in_chunks(images[pick], meta.image_preprocessing(), EVAL_STYLE, CHUNK, seeds)
     # photos already read by the front door: (N, 1, 28, 28), which predict_images takes as they are
     photos = np.stack([first.pixels for first, _ in readings])

@@ -65,7 +65,8 @@ def decide(model_dir: Path, meta: ModelMetadata, images: np.ndarray, labels: np.
     if meta.ood is None or pre.fit != "digit" or not pre.white_on_black:
         return
     pick = half_a[:N]
-    readings = readings_in_chunks(images[pick], pre, EVAL_STYLE, CHUNK, [SEED * 1000 + i for i in range(0, N, CHUNK)])
+    seeds = [SEED * 1000 + i for i in range(0, len(pick), CHUNK)]  # a small data set has fewer than N photos
+    readings = readings_in_chunks(images[pick], pre, EVAL_STYLE, CHUNK, seeds)
     truth = labels[pick]
     right = served_labels(model_dir, meta, readings, second_reading=False)[0] == truth
     served, twice, kept = served_labels(model_dir, meta, readings, second_reading=True)

@@ -188,3 +188,17 @@ def test_a_model_without_a_second_reading_answers_from_the_first(shipped):
     assert r.status_code == 200, r.text
     (p,) = r.json()["predictions"]
     assert p["label"] != "8" and p["out_of_distribution"] is True
+
+
+def test_a_small_data_set_is_photographed_in_as_many_chunks_as_it_fills(artifact_root, digits, tmp_path):
+    """Calibrating a digit model trained on a small IDX set (74 validation photos on half A) raised "74 images in
+    chunks of 500 need 1 seeds": the seeds were drawn for 3,000 photos whatever the set held (a user audit)."""
+    import shutil
+
+    from export.second_reading import decide
+
+    shutil.copytree(artifact_root / "digits-cnn", tmp_path / "m")
+    meta = load_metadata(tmp_path / "m")
+    assert meta.ood is not None and meta.image_preprocessing().fit == "digit"
+    decide(tmp_path / "m", meta, digits.images, digits.labels, np.arange(74))
+    assert meta.ood.second_reading in (True, False) and meta.ood.figures["second_reading_photos_read_twice"] >= 0
