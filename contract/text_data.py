@@ -191,6 +191,30 @@ def split(
     return dedup_split(ds.texts, ds.labels, val_fraction, seed)
 
 
+def labelled_texts(path: Path, labels: list[str], text_col: str, label_col: str) -> tuple[list[str], np.ndarray]:
+    """A CSV/TSV of texts labelled as a model names its labels (or by their index) -> texts and label indices;
+    DataError naming the file (and line) for what cannot be read so."""
+    index = {**{str(i): i for i in range(len(labels))}, **{n: i for i, n in enumerate(labels)}}
+    texts, found = [], []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            tsv = path.suffix == ".tsv"
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.DictReader(f)
+            if reader.fieldnames is None or not {text_col, label_col} <= set(reader.fieldnames):
+                raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
+            for row in reader:
+                label = (row[label_col] or "").strip()
+                if label not in index:
+                    raise DataError(f"{path}, line {reader.line_num}: label {label!r} is not one of {labels}")
+                texts.append(row[text_col] or "")
+                found.append(index[label])
+    except OSError as e:
+        raise DataError(f"{path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {_not_utf8(path.read_bytes())}; save it as UTF-8") from None
+    return texts, np.asarray(found, dtype=np.int64)
+
+
 def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:
     """A CSV/TSV training file -> the validation texts and labels of the split model.json records."""
     name = meta.dataset.name if meta.dataset.name in PRESETS else preset_for(data)

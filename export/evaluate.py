@@ -26,7 +26,6 @@ reconstruction error through the exported encoder and decoder.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from contract import gibbs
-from contract.data import check_recorded, read_idx, recorded_split
+from contract.data import DataError, check_recorded, read_idx, recorded_split
 from contract.images import normalize, prepare_image, read, to_uint8
 from contract.latents import cycled_labels, latents
 from contract.metadata import METADATA_FILE, ONNX_FILE, Evaluation, ModelMetadata, load_metadata
@@ -152,6 +151,14 @@ def _recorded_split(p: argparse.ArgumentParser, meta: ModelMetadata, root: Path,
 
 
 def _validation_images(p: argparse.ArgumentParser, meta: ModelMetadata, root: Path, check: bool = True):
+    if meta.dataset.name == "image-folder":  # a user's folder of class sub-folders, read as training read it
+        from export.folder_calibration import folder_split
+
+        try:
+            ds, _, val = folder_split(root, meta)
+        except DataError as e:
+            p.error(str(e))
+        return ds.images[val], ds.labels[val]
     images, labels, _, val = _recorded_split(p, meta, root, check)
     return images[val], labels[val]
 
@@ -346,29 +353,30 @@ def _image_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Mode
         images, labels = _validation_images(p, meta, args.data)
         return predict_images(args.model_dir, images, meta), labels, "validation"
     if args.images is not None and args.labels is not None:
-        images, labels = read_idx(args.images), read_idx(args.labels).astype(np.int64)
+        try:
+            images, labels = read_idx(args.images), read_idx(args.labels).astype(np.int64)
+        except (OSError, ValueError) as e:
+            p.error(f"--images/--labels: {e}")
+        if images.ndim not in (3, 4) or labels.ndim != 1 or len(images) != len(labels):
+            p.error(f"--images holds {images.shape}, --labels {labels.shape}: one label for each image expected")
         return predict_images(args.model_dir, images, meta), labels, str(args.images)
     p.error("give --data, or --images and --labels")
 
 
 def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata):
-    from contract.text_data import text_validation
+    from contract.text_data import labelled_texts, text_validation
 
     if args.data is not None:
         _check_hash(p, meta, args.data)
         texts, labels = text_validation(meta, args.data)
         name = f"validation ({meta.dataset.split})"
     elif args.texts is not None:
-        delimiter = "\t" if args.texts.suffix == ".tsv" else ","
-        with open(args.texts, encoding="utf-8", newline="") as f:
-            rows = list(
-                csv.DictReader(
-                    f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-                )
-            )
-        index = {**{str(i): i for i in range(len(meta.labels))}, **{n: i for i, n in enumerate(meta.labels)}}
-        texts = [r[args.text_column] for r in rows]
-        labels = np.asarray([index[r[args.label_column].strip()] for r in rows], dtype=np.int64)
+        cols = meta.dataset.columns  # the columns given, else those it was trained on, else SST-2's
+        text_col, label_col = args.text_column or cols.get("text", "sentence"), args.label_column or cols.get("label")
+        try:
+            texts, labels = labelled_texts(args.texts, meta.labels, text_col, label_col or "label")
+        except DataError as e:
+            p.error(str(e))
         name = str(args.texts)
     else:
         p.error("give --data (the training file) or --texts")
@@ -386,18 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, help="an IDX images file (e.g. the official t10k set)")
     p.add_argument("--labels", type=Path, help="the matching IDX labels file")
     p.add_argument("--texts", type=Path, help="a CSV/TSV of labelled texts")
-    p.add_argument("--text-column", default="sentence")
-    p.add_argument(
-        "--windows", type=int, default=DEFAULT_WINDOWS, help="texts: windows of max_len tokens read (1: truncate)"
-    )
-    p.add_argument("--label-column", default="label")
-    p.add_argument(
-        "--ensemble-with",
-        type=Path,
-        action="append",
-        default=[],
-        help="texts: another classifier whose calibrated probabilities are averaged in (repeatable)",
-    )
+    p.add_argument("--text-column", help="--texts: the text column (default: the model's training table's)")
+    p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="texts: max_len-token windows read (1: cut)")
+    p.add_argument("--label-column", help="--texts: the label column (default: the model's training table's)")
+    averaged = "texts: another classifier whose calibrated probabilities are averaged in (repeatable)"
+    p.add_argument("--ensemble-with", type=Path, action="append", default=[], help=averaged)
     p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
     p.add_argument(
         "--sizes",
@@ -415,7 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.record and args.data is None:
         p.error("--record keeps figures of the recorded validation split: give --data")
-    meta = load_metadata(args.model_dir)
+    try:
+        meta = load_metadata(args.model_dir)
+    except (OSError, ValueError) as e:
+        p.error(f"{args.model_dir}: not a model folder ({str(e).splitlines()[0]})")
+    if args.json is not None and args.json.is_dir():
+        p.error(f"--json {args.json}: a folder; name the file to write")
     if args.ensemble_with and meta.task != "text-classification":
         p.error("--ensemble-with averages text classifiers only")
     for other in args.ensemble_with:  # on --data, every member must have held the same rows out
@@ -432,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{meta.name} is a {meta.task} model: this measures classifiers, autoencoders and generators")
     if args.record:
         record(args.model_dir, meta, result, args)
-    out = json.dumps(result, indent=2)
+    out = json.dumps(result, indent=2, ensure_ascii=False)
     if args.json:
         args.json.write_text(out + "\n")
     sys.stdout.write(out + "\n")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract.data import DataError, load_image_folder, stratified_split
+from contract.data import DataError, Dataset, load_image_folder, stratified_split
 from contract.images import normalize
 from contract.metadata import (
     Calibration,
@@ -47,9 +47,9 @@ from export.reliability import ece, ece_floor, halves
 FLAG_QUANTILE = 0.95  # of the validation scores: the threshold, about 5 % of in-distribution images flagged
 
 
-def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> ModelMetadata:
-    """Temperature and out-of-distribution score of an image-folder classifier, written into ``model_dir``'s
-    graph (an earlier calibration's score replaced); returns the metadata to save."""
+def folder_split(folder: Path, meta: ModelMetadata) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The image folder an image-folder classifier was trained on, read through its preprocessing, and the
+    training and validation rows training split it into; DataError for another folder."""
     ds = load_image_folder(folder, meta.image_preprocessing())
     if ds.label_names != meta.labels or len(ds.labels) != meta.dataset.n_train + meta.dataset.n_val:
         raise DataError(
@@ -57,6 +57,13 @@ def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> Mode
             f"{meta.dataset.n_train + meta.dataset.n_val} of {meta.labels}"
         )
     train, val = stratified_split(ds.labels, meta.dataset.val_fraction, meta.dataset.split_seed)
+    return ds, train, val
+
+
+def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> ModelMetadata:
+    """Temperature and out-of-distribution score of an image-folder classifier, written into ``model_dir``'s
+    graph (an earlier calibration's score replaced); returns the metadata to save."""
+    ds, train, val = folder_split(folder, meta)
     a, b = halves(len(val))
     sets = {"train": ds.images[train], "A": ds.images[val[a]], "B": ds.images[val[b]]}
     truth = {"train": ds.labels[train], "A": ds.labels[val[a]], "B": ds.labels[val[b]]}

@@ -196,6 +196,35 @@ def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_pat
     out = tmp_path / "r.json"
     assert evaluate_main([str(art), "--data", str(table), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["n"] == load_metadata(art).dataset.n_val
+    # another table of the same columns, as --texts: read by the recorded columns (it asked for 'sentence')
+    assert evaluate_main([str(art), "--texts", str(table), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == 300
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["{tmp}/nothing", "--data", "{tmp}"], "{tmp}/nothing: not a model folder"),
+        (["{cnn}", "--images", "{tmp}/lbls.gz", "--labels", "{tmp}/imgs.gz"], "one label for each image expected"),
+        (["{cnn}", "--images", "{tmp}/imgs.gz", "--labels", "{tmp}/few.gz"], "one label for each image expected"),
+        (["{cnn}", "--images", "{tmp}/imgs.gz", "--labels", "{tmp}/lbls.gz", "--json", "{tmp}"], "a folder"),
+        (["{lstm}", "--texts", "{tmp}/none.tsv"], "{tmp}/none.tsv: No such file or directory"),
+        (["{lstm}", "--texts", "{tmp}/dev.tsv"], "{tmp}/dev.tsv, line 3: label 'great' is not one of"),
+        (["{lstm}", "--texts", "{tmp}/dev.tsv", "--text-column", "review"], "needs columns 'review' and 'label'"),
+    ],
+)
+def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, digits, capsys, args, said):
+    """Each was a traceback (a user audit, 2026-12-06): a folder without model.json, the IDX files swapped or of
+    different counts, --json naming a folder, a missing table, a label the model does not have, a column it lacks."""
+    _idx(tmp_path / "imgs.gz", digits.images[:20, 0])
+    _idx(tmp_path / "lbls.gz", digits.labels[:20].astype(np.uint8))
+    _idx(tmp_path / "few.gz", digits.labels[:7].astype(np.uint8))
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\na fine film\tpositive\nawful\tgreat\n", encoding="utf-8")
+    where = {"tmp": tmp_path, "cnn": artifact_root / "digits-cnn", "lstm": artifact_root / "synthetic-lstm"}
+    with pytest.raises(SystemExit) as e:
+        evaluate_main([a.format(**where) for a in args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and said.format(**where) in err and "Traceback" not in err
 
 
 def test_record_leaves_out_what_is_not_a_number_and_writes_what_reads_back(tmp_path, artifact_root):
