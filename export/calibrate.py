@@ -65,7 +65,15 @@ from contract.text_data import text_validation
 from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_score, unknown_share, word_rarity
 from export import second_reading
 from export.evaluate import auroc
-from export.flagged import calibrate_flagged, fit_temperature, ood_answers, served_run, served_session, table_photos
+from export.flagged import (
+    calibrate_flagged,
+    fit_temperature,
+    fitted_on,
+    ood_answers,
+    served_run,
+    served_session,
+    table_photos,
+)
 from export.folder_calibration import calibrate_folder
 from export.odd_images import OTHER_LANGUAGES, odd_inputs
 from export.ood import (
@@ -295,7 +303,7 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
     }
     meta.calibration = Calibration(
         temperature=t,
-        fitted_on="validation half A",
+        fitted_on=fitted_on("validation half A", logits["A"], labels["A"], len(labels["B"])),
         ece_before={"B": ece(softmax(logits["B"]), labels["B"])},
         ece_after={"B": ece(softmax(logits["B"], t), labels["B"])},
         ece_floor={"B": ece_floor(softmax(logits["B"], t))},

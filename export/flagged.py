@@ -96,6 +96,17 @@ def nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
     return float(-np.log(softmax(logits, t)[np.arange(len(labels)), labels] + 1e-12).mean())
 
 
+def fitted_on(where: str, logits: np.ndarray, labels: np.ndarray, measured: int) -> str:
+    """The card's ``fitted_on`` for a temperature fitted by ``fit_temperature`` on ``where``'s logits and labels:
+    on how many inputs, or that it was not fitted and why, and how many inputs the ECE was measured on."""
+    wrong = int((logits.argmax(1) != labels).sum())
+    if wrong < MIN_WRONG:
+        fit = f"not fitted ({where}: {len(labels)} inputs, {wrong} answered wrong; {MIN_WRONG} needed), T = 1"
+    else:
+        fit = f"{where} ({len(labels)} inputs)"
+    return f"{fit}; ECE measured on half B's {measured}"
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """argmin_T NLL(softmax(logits / T)) by golden-section search on log T in [1/20, 20] (NLL is unimodal in T);
     1 (logged) where fewer than MIN_WRONG rows are answered wrong: with none, the likelihood only grows as T

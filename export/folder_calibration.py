@@ -30,7 +30,7 @@ from contract.metadata import (
     OutOfDistribution,
     softmax,
 )
-from export.flagged import fit_temperature
+from export.flagged import fit_temperature, fitted_on
 from export.odd_images import odd_inputs
 from export.ood import (
     OOD_OUTPUT,
@@ -91,7 +91,7 @@ def calibrate_folder(model_dir: Path, meta: ModelMetadata, folder: Path) -> Mode
     np.testing.assert_allclose(served, (scores["B"] - centre) / unit, rtol=1e-3, atol=1e-3)  # the folded score
     meta.calibration = Calibration(
         temperature=t,
-        fitted_on="validation half A of the image folder",
+        fitted_on=fitted_on("validation half A of the image folder", out["A"][0], truth["A"], len(truth["B"])),
         ece_before={"B": ece(softmax(out["B"][0]), truth["B"])},
         ece_after={"B": ece(softmax(out["B"][0], t), truth["B"])},
         ece_floor={"B": ece_floor(softmax(out["B"][0], t))},

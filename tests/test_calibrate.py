@@ -79,13 +79,17 @@ def test_temperature_fit_recovers_the_temperature_that_made_the_labels():
 def test_no_temperature_is_fitted_on_answers_that_are_all_right():
     """With every row right the likelihood grows as T falls to the search's bound (a new user's 21 texts gave
     T = 0.13 and served 1.0): fewer than MIN_WRONG wrong answers keep T = 1."""
-    from export.flagged import MIN_WRONG
+    from export.flagged import MIN_WRONG, fitted_on
 
     logits = np.array([[2.0, -1.0], [-0.5, 0.5]] * 20)
     labels = np.array([0, 1] * 20)
     assert fit_temperature(logits, labels) == 1.0
+    # and the card says so (it said "validation half A", as for a fitted one: a user audit)
+    said = "not fitted (half A: 40 inputs, 0 answered wrong; 5 needed), T = 1; ECE measured on half B's 3"
+    assert fitted_on("half A", logits, labels, 3) == said
     labels[:MIN_WRONG] = 1 - labels[:MIN_WRONG]  # five wrong: fitted, and far above the search's lower bound
     assert 0.1 < fit_temperature(logits, labels) != 1.0
+    assert fitted_on("half A", logits, labels, 40) == "half A (40 inputs); ECE measured on half B's 40"
 
 
 TABLES = ("B table", "B desk")  # a digit model's photos of a sheet on a table, measured (export/flagged.py)
