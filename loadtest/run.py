@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import importlib.util
 import ipaddress
 import json
 import os
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = parse_duration(a.duration, 60.0)
     except ValueError as e:
         raise SystemExit(f"loadtest: {e}") from None
+    if importlib.util.find_spec("locust") is None:  # else a results folder for a run that never started
+        raise SystemExit(f"loadtest: Locust is not installed for {sys.executable}: `make loadtest` installs it")
     started = dt.datetime.now().astimezone()
     out = a.results / started.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

@@ -133,11 +133,15 @@ class Engine:
     def requested(self, sent: str | None, default: str, version: str | None, task: str) -> str:
         """The model a /v1 request names, as ``metadata`` reads it (``name@version``): the one the client sent;
         else the route's ``default``, or, where that is not served and one model of the task is (a server of a
-        user's own models), that one; else the default all the same, whose 404 names the models served."""
+        user's own models), that one; else a 404 that says the request named none and lists the models served."""
         name = sent or default
         if sent is None and name not in self.catalog:
-            served = [n for n, m in self.catalog.items() if m.task == task]
-            name = served[0] if len(served) == 1 else name
+            served = sorted(n for n, m in self.catalog.items() if m.task == task)
+            if len(served) != 1:
+                choose = f": name one of {served}" if served else f", nor is any {task} model"
+                message = f"the request names no model, and this route's default {default!r} is not served{choose}"
+                raise ApiError("model_not_found", message, [{"available": served}])
+            name = served[0]
         return at_version(name, version)
 
     def metadata(self, name: str, task: str | None = None, version: str | None = None) -> ModelMetadata:

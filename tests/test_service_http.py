@@ -414,5 +414,6 @@ def test_a_request_without_a_model_is_the_routes_default_or_the_one_model_of_its
     assert len(served) > 1
     err = assert_envelope(client.post("/v1/classify", json={"images": [image]}), 404, "model_not_found")
     assert set(err["details"][0]["available"]) == served
+    assert "the request names no model, and this route's default 'mnist-cnn' is not served" in err["message"]
     r = client.post("/v1/classify/upload", files={"image": ("d.png", png, "image/png")})
-    assert_envelope(r, 404, "model_not_found")
+    assert "names no model" in assert_envelope(r, 404, "model_not_found")["message"]
