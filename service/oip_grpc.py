@@ -46,7 +46,7 @@ from service.errors import ApiError, quoted, validation_details
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
 from service.oip import EXTENSIONS, model_of, run_request, svc_versions
 from service.oip_extensions import PLATFORM, model_config, statistics
-from service.oip_schemas import InferenceRequest
+from service.oip_schemas import MAX_RANK, InferenceRequest
 from service.oip_tensors import bytes_payload, check_shape, raw_bytes, response_id, select_outputs
 from service.registry import TASKS
 from service.request_id import ARRIVED, REQUEST_ID, request_id_for
@@ -125,7 +125,9 @@ def _check_sizes(msg: service_pb2.ModelInferRequest, specs: dict[str, list[int]]
         shape = list(t.shape)
         if want is None:
             raise ApiError("invalid_request", f"the model takes inputs {sorted(specs)}, not {quoted(t.name)!r}")
-        check_shape(t.name, shape[:9], want, max_rows)  # at most one axis past the longest rank: the message short
+        if len(shape) > MAX_RANK:  # as HTTP's schema (a shape quoted whole stays short)
+            raise ApiError("invalid_request", f"input {t.name!r} has {len(shape)} dimensions; at most {MAX_RANK}")
+        check_shape(t.name, shape, want, max_rows)
         if t.datatype in CONTENTS or t.datatype == "BYTES":
             field = CONTENTS[t.datatype][0] if t.datatype in CONTENTS else "bytes_contents"
             given = len(getattr(t.contents, field))

@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 
 from service.settings import get_settings
 
+MAX_RANK = 8  # dimensions of a request tensor (every model's inputs have at most 4)
+
 
 class OipError(BaseModel):
     error: str
@@ -52,7 +54,7 @@ Scalar = float | int | str | bool
 
 class RequestInput(BaseModel):
     name: str = Field(max_length=256)
-    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=8)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_RANK)
     datatype: str = Field(max_length=16)
     parameters: dict[str, Scalar] | None = None
     data: list[Any] | None = Field(None, description="row-major, flat or nested; absent with binary data")

@@ -178,6 +178,8 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, 
         except OverflowError:
             raise ApiError("invalid_request", f"input {inp.name!r}: a value is out of {sent}'s range") from None
     if want == "FP32" and not np.isfinite(arr).all():
+        if binary is None and np.isfinite(np.asarray(flat, dtype=np.float64)).all():  # 1e300: a number, too large
+            raise ApiError("invalid_request", f"input {inp.name!r}: a value is out of {sent}'s range")
         raise ApiError("invalid_request", f"input {inp.name!r}: values must be finite")
     return arr.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
 

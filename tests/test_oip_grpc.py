@@ -305,3 +305,14 @@ def test_counts_are_checked_before_anything_is_converted(stub):
     assert _code(lambda: stub.ModelInfer(params, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
     del params.parameters["p0"]
     assert stub.ModelInfer(params, timeout=30).outputs[0].name == "logits"  # 64 entries: within the limit
+
+
+def test_a_rank_past_the_limit_is_said_as_sent(stub):
+    """A shape of 20 ones was quoted as its first 9 ("has shape [1, 1, 1, 1, 1, 1, 1, 1, 1]"): a protocol audit."""
+    req = service_pb2.ModelInferRequest(model_name=CNN)
+    req.inputs.add(name="input", datatype="FP32", shape=[1] * 20)
+    req.raw_input_contents.append(np.zeros(1, np.float32).tobytes())
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ModelInfer(req, timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details() == "input 'input' has 20 dimensions; at most 8"

@@ -330,3 +330,15 @@ def test_errors_are_counted_under_their_own_code_and_the_code_header_stays_insid
     assert r.status_code == 404 and "x-nnserve-error-code" not in r.headers
     metrics = client.get("/metrics").text
     assert 'nnserve_errors_total{code="model_not_found",endpoint="/v2/models/{name}/infer"}' in metrics
+
+
+def test_v2_errors_name_v2s_input_and_say_what_is_wrong(client):
+    """A protocol audit: a number too large for FP32 was called "not finite", and /v2's text errors named /v1's
+    field (texts[0])."""
+    x = [1e300] + [0.0] * 783
+    err = oip_error(
+        infer_json(client, CNN, [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": x}]), 400
+    )
+    assert err == "input 'input': a value is out of FP32's range"
+    long = {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a" * 10_001]}
+    assert oip_error(infer_json(client, LSTM, [long]), 400) == "text[0] is over 10000 characters"

@@ -159,8 +159,7 @@ def text_rows(
     """Texts -> the model's token-id rows (tokenised exactly as in training; a long text in windows of max_len
     tokens), with what each text's answer reports; the limits on texts and characters are checked here. A text
     without tokens is a 400, or with ``empty_ok`` (/v2, whose batch has no per-row errors) one unknown token:
-    its answer is the model's prior, flagged out of distribution when the model has a score (every token read
-    is unknown)."""
+    like any text of unknown words it is answered 1/K for every label and flagged (``unknown_only``)."""
     meta = model if isinstance(model, ModelMetadata) else engine.metadata(model, TASK)  # a version resolved already
     pre = meta.text_preprocessing()
     if len(texts) > S.max_texts:
@@ -172,7 +171,8 @@ def text_rows(
     for i, text in enumerate(texts):
         check_abandoned()  # in the decode pool: a request gone stops here
         if len(text) > S.max_text_chars:
-            raise ApiError("invalid_request", f"texts[{i}] is over {S.max_text_chars} characters", [{"index": i}])
+            field = "text" if empty_ok else "texts"  # /v2's input, /v1's field
+            raise ApiError("invalid_request", f"{field}[{i}] is over {S.max_text_chars} characters", [{"index": i}])
         if not text.strip() and not empty_ok:
             raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
         windows, n_tokens = encode_windows(text, pre.tokenizer, vocab, S.text_windows)
