@@ -46,6 +46,13 @@ def _break(kind, d, meta):
         (d / "model.json").write_text(json.dumps(meta))
     elif kind == "metadata":
         (d / "model.json").write_text("{not json")
+    elif kind == "external":  # weights in a file beside the graph, which no sha256 in model.json covers
+        import onnx as onnx_lib
+
+        graph = onnx_lib.load(str(onnx))
+        onnx_lib.save_model(graph, str(onnx), save_as_external_data=True, location="w.bin", size_threshold=0)
+        assert (d / "w.bin").stat().st_size > 0
+        _rehash(d, meta)
     elif kind == "labels":  # a label fewer than the graph's logits: every answer past it was a 500
         meta["labels"] = meta["labels"][:-1]
         (d / "model.json").write_text(json.dumps(meta))
@@ -60,6 +67,7 @@ def _break(kind, d, meta):
         ("schema", "model.onnx: graph inputs/outputs"),
         ("metadata", "model.json: unreadable metadata"),
         ("labels", "model.json: 9 labels for a graph of 10 logits"),
+        ("external", "model.onnx: onnxruntime cannot load it"),
     ],
 )
 def test_bad_artifacts_are_refused_naming_the_file(tmp_path, artifact_root, kind, message):
