@@ -79,6 +79,7 @@ class Engine:
         self.vocabs: dict[str, Vocab] = {}  # served_key -> the vocabulary a text model's version encodes with
         self.figures: dict[str, dict[str, Figure]] = {}  # served_key -> the figures its folder held at load
         self.failed: dict[str, str] = {}  # skip_bad_artifacts: folder (model or model/version) -> why not served
+        self.load_failed: dict[str, str] = {}  # the repository's last failed load of a model: its folder -> why
         for family in self.local.values():
             self.failed.update(family.failed)
         paths = discover(S)

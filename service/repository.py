@@ -90,28 +90,37 @@ def prepare(engine: Any, name: str, settings: Settings) -> Staged:
     a session this worker already holds for the same bytes is reused. Raises ArtifactError, changing nothing."""
     staged = Staged(name)
     for path in discover(settings, name):
-        meta = read_metadata(path)
-        if meta.name != name:
-            raise ArtifactError(f"{path / METADATA_FILE}: names the model {meta.name!r}, not {name!r}")
-        if meta.task not in TASKS:
-            raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
-        key = served_key(meta)
-        model = loaded(engine, key)  # held here: a drop pending for it (a rollback) cannot take it away
-        vocab = None
-        if model is not None and model.meta == meta:  # the same files under other metadata are loaded anew
-            check_files(path, meta)  # the bytes on disk are still those the session and vocabulary came from
-            vocab = engine.vocabs.get(key)
-        else:
-            model = load_model(path, settings)  # which checks the graph's bytes as it opens it
-            warm_up(model)
-        staged.models[key] = model
-        if isinstance(meta.preprocessing, TextPreprocessing):
-            staged.vocabs[key] = vocab or load_vocab(path, meta)
-        staged.figures[key] = read_figures(path, settings.max_figure_bytes)  # read again: a figure may be new
-        staged.metas[meta.version] = meta
+        try:
+            _stage(engine, staged, path, name, settings)
+        except ArtifactError as e:
+            e.folder = artifact_label(path, settings)  # which version failed: the index says why (``index``)
+            raise
     if not staged.metas:
         raise ArtifactError(f"no version of {name!r} on disk is in its version policy")
     return staged
+
+
+def _stage(engine: Any, staged: Staged, path: Path, name: str, settings: Settings) -> None:
+    """One version of ``name`` read, checked, loaded and warmed up into ``staged`` (ArtifactError otherwise)."""
+    meta = read_metadata(path)
+    if meta.name != name:
+        raise ArtifactError(f"{path / METADATA_FILE}: names the model {meta.name!r}, not {name!r}")
+    if meta.task not in TASKS:
+        raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
+    key = served_key(meta)
+    model = loaded(engine, key)  # held here: a drop pending for it (a rollback) cannot take it away
+    vocab = None
+    if model is not None and model.meta == meta:  # the same files under other metadata are loaded anew
+        check_files(path, meta)  # the bytes on disk are still those the session and vocabulary came from
+        vocab = engine.vocabs.get(key)
+    else:
+        model = load_model(path, settings)  # which checks the graph's bytes as it opens it
+        warm_up(model)
+    staged.models[key] = model
+    if isinstance(meta.preprocessing, TextPreprocessing):
+        staged.vocabs[key] = vocab or load_vocab(path, meta)
+    staged.figures[key] = read_figures(path, settings.max_figure_bytes)  # read again: a figure may be new
+    staged.metas[meta.version] = meta
 
 
 def commit(engine: Any, staged: Staged | None, name: str, settings: Settings) -> None:
@@ -127,12 +136,18 @@ def commit(engine: Any, staged: Staged | None, name: str, settings: Settings) ->
     else:
         engine.versions.pop(name, None)
         engine.catalog.pop(name, None)
-    for label in [k for k in engine.failed if k == name or k.startswith(f"{name}/")]:
-        del engine.failed[label]  # what failed before is read again: it serves now, or the load failed
+    for failures in (engine.failed, engine.load_failed):  # what failed before is read again: it serves now
+        forget(failures, name)
     new = {served_key(m) for m in engine.versions.get(name, {}).values()}
     loop = asyncio.get_running_loop()
     for key in old - new:
         loop.call_later(settings.request_timeout_s + 1, _drop, engine, key)
+
+
+def forget(failures: dict[str, str], name: str) -> None:
+    """Drop the entries of ``name`` (its folder's, and its versions' folders') from a folder -> why mapping."""
+    for label in [k for k in failures if k == name or k.startswith(f"{name}/")]:
+        del failures[label]
 
 
 def _drop(engine: Any, key: str) -> None:
@@ -151,7 +166,8 @@ def index(engine: Any, settings: Settings) -> list[dict[str, str]]:
     out: dict[tuple[str, str], dict[str, str]] = {}
     for name in model_names(settings):
         for version, path in versions_on_disk(settings, name):
-            why = engine.failed.get(artifact_label(path, settings)) or engine.failed.get(name)
+            label = artifact_label(path, settings)
+            why = engine.failed.get(label) or engine.failed.get(name) or engine.load_failed.get(label)
             reason = why or ("unloaded" if name not in engine.versions else "not in the version policy")
             out[name, version] = {"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason}
     for name, versions in engine.versions.items():
@@ -268,6 +284,8 @@ class Repository:
             )
         except ArtifactError as e:  # the model folder's own path is the server's business, not the caller's
             reason = inside(str(e), self.settings.model_dir)
+            forget(self.engine.load_failed, name)  # the last load's failure only
+            self.engine.load_failed[e.folder or name] = f"the last load failed: {reason}"
             raise ApiError("invalid_request", f"failed to load {name!r}: {reason}") from None
 
     async def _cross_worker_lock(self) -> Any:

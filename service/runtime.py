@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class ArtifactError(RuntimeError):
-    """An artifact that must not be served; the message names the file."""
+    """An artifact that must not be served; the message names the file, ``folder`` (where known) its artifact
+    folder as ``artifact_label`` names it."""
+
+    folder: str | None = None
 
 
 def providers() -> list[str]:

@@ -149,8 +149,14 @@ def test_a_bad_new_version_is_refused_and_the_old_ones_keep_serving(explicit, ht
         assert str(explicit.root_dir) not in r.json()["error"]  # the server's own paths stay its own
         assert http.get(f"/v1/models/{CNN}").json()["versions"] == ["1", "2"]
         assert classify(http, digits).status_code == 200
+        # the index says why the version is not served (it said "not in the version policy": a helper's audit);
+        # the worker asked may be either, and both followed the load
+        entry = {e["version"]: e for e in http.post("/v2/repository/index", json={}).json() if e["name"] == CNN}
+        assert entry[str(version)]["state"] == "UNAVAILABLE"
+        assert entry[str(version)]["reason"] == "the last load failed: " + r.json()["error"].split(": ", 1)[1]
         shutil.rmtree(folder / str(version))
     assert http.post(f"/v2/repository/models/{CNN}/load").status_code == 200  # the disk is good again
+    assert all(e["reason"] == "" for e in http.post("/v2/repository/index", json={}).json() if e["name"] == CNN)
 
 
 @pytest.mark.server
