@@ -191,16 +191,20 @@ def split(
     return dedup_split(ds.texts, ds.labels, val_fraction, seed)
 
 
-def labelled_texts(path: Path, labels: list[str], text_col: str, label_col: str) -> tuple[list[str], np.ndarray]:
-    """A CSV/TSV of texts labelled as a model names its labels (or by their index) -> texts and label indices;
-    DataError naming the file (and line) for what cannot be read so."""
+def labelled_texts(path: Path, labels: list[str], columns: list[tuple[str, str]]) -> tuple[list[str], np.ndarray]:
+    """A CSV/TSV of texts labelled as a model names its labels (or by their index) -> texts and label indices,
+    read from the first (text, label) pair of ``columns`` the file has; DataError naming the file (and line) for
+    what cannot be read so."""
     index = {**{str(i): i for i in range(len(labels))}, **{n: i for i, n in enumerate(labels)}}
     texts, found = [], []
+    csv.field_size_limit(sys.maxsize)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             tsv = path.suffix == ".tsv"
             reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.DictReader(f)
-            if reader.fieldnames is None or not {text_col, label_col} <= set(reader.fieldnames):
+            fields = set(reader.fieldnames or [])
+            text_col, label_col = next((c for c in columns if set(c) <= fields), columns[0])
+            if not {text_col, label_col} <= fields:
                 raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
             for row in reader:
                 label = (row[label_col] or "").strip()

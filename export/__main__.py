@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -45,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message=said, category=kind)
     name, version = args.name or args.out.name, args.version or "1"
     if args.out.name.isdigit():  # a version folder: nnserve serves it as a version of its parent's name
-        name, version = args.name or args.out.resolve().parent.name, args.version or args.out.name
+        name, version = args.name or Path(os.path.abspath(args.out)).parent.name, args.version or args.out.name
         if version != args.out.name:
             p.error(f"--version {version} for the folder of version {args.out.name}")
+        logging.getLogger("export").info("%s is a version folder: model %r, version %s", args.out, name, version)
     try:
         export_checkpoint(args.checkpoint, args.out, name=name, version=version, opset=args.opset)
     except ParityError as e:

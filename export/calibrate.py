@@ -73,6 +73,7 @@ from export.flagged import (
     served_run,
     served_session,
     table_photos,
+    unfitted,
 )
 from export.folder_calibration import calibrate_folder
 from export.odd_images import OTHER_LANGUAGES, odd_inputs
@@ -202,7 +203,8 @@ def calibrate_images(
     took_ood_output(model_dir, meta, sets["B clean"][:512], out["B clean"][0][:512])
     meta.calibration = Calibration(
         temperature=t,
-        fitted_on="validation half A: clean images and the same rendered as photos (TRAIN_STYLE); "
+        fitted_on=(f"temperature {why}; " if (why := unfitted("validation half A", fit_logits, fit_labels)) else "")
+        + "validation half A: clean images and the same rendered as photos (TRAIN_STYLE); "
         "table_temperature (digits): half A's unflagged photos of a sheet cut out of a dark table or a white desk; "
         "flagged_power: half A's flagged answers, clean, photos of a page and (digits) on a table and a white desk "
         "(export/flagged.py)",

@@ -371,10 +371,11 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
         texts, labels = text_validation(meta, args.data)
         name = f"validation ({meta.dataset.split})"
     elif args.texts is not None:
-        cols = meta.dataset.columns  # the columns given, else those it was trained on, else SST-2's
-        text_col, label_col = args.text_column or cols.get("text", "sentence"), args.label_column or cols.get("label")
+        cols = meta.dataset.columns  # those given, else those trained on (where the file has them), else SST-2's
+        given = (args.text_column or cols.get("text", "sentence"), args.label_column or cols.get("label", "label"))
+        columns = [given] if args.text_column or args.label_column else [given, ("sentence", "label")]
         try:
-            texts, labels = labelled_texts(args.texts, meta.labels, text_col, label_col or "label")
+            texts, labels = labelled_texts(args.texts, meta.labels, columns)
         except DataError as e:
             p.error(str(e))
         name = str(args.texts)

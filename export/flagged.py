@@ -96,14 +96,18 @@ def nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
     return float(-np.log(softmax(logits, t)[np.arange(len(labels)), labels] + 1e-12).mean())
 
 
+def unfitted(where: str, logits: np.ndarray, labels: np.ndarray) -> str | None:
+    """Why ``fit_temperature`` kept T = 1 on ``where``'s logits and labels, for the card; None if it fitted one."""
+    wrong = int((logits.argmax(1) != labels).sum())
+    if wrong >= MIN_WRONG:
+        return None
+    return f"not fitted ({where}: {len(labels)} inputs, {wrong} answered wrong; {MIN_WRONG} needed), T = 1"
+
+
 def fitted_on(where: str, logits: np.ndarray, labels: np.ndarray, measured: int) -> str:
     """The card's ``fitted_on`` for a temperature fitted by ``fit_temperature`` on ``where``'s logits and labels:
     on how many inputs, or that it was not fitted and why, and how many inputs the ECE was measured on."""
-    wrong = int((logits.argmax(1) != labels).sum())
-    if wrong < MIN_WRONG:
-        fit = f"not fitted ({where}: {len(labels)} inputs, {wrong} answered wrong; {MIN_WRONG} needed), T = 1"
-    else:
-        fit = f"{where} ({len(labels)} inputs)"
+    fit = unfitted(where, logits, labels) or f"{where} ({len(labels)} inputs)"
     return f"{fit}; ECE measured on half B's {measured}"
 
 

@@ -152,7 +152,7 @@ def _export_graph(model: torch.nn.Module, spec: ExportSpec, opset: int) -> tuple
     graph = onnx.load_from_string(onnx_bytes)
     wrote = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     if wrote != opset:  # torch's exporter logs a failed conversion and keeps its own opset
-        raise DataError(f"torch's exporter could not write opset {opset} (it wrote {wrote}); 17, 18 and 21 work")
+        raise DataError(f"torch's exporter could not write opset {opset} (it wrote {wrote}); use 18 or later")
     onnx.checker.check_model(graph, full_check=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -166,16 +166,16 @@ def replace_artifact(out: Path, writes: set[str]) -> None:
     served as the card's and described the old graph), so nothing of another model is served as this one's."""
     try:
         old = ModelMetadata.model_validate_json((out / METADATA_FILE).read_bytes())
-    except ValueError:  # metadata of another version of nnserve, or broken: replaced all the same
+    except ValueError:  # metadata of another version of nnserve, or broken, or not nnserve's: replaced, no more
         old = None
-    named = {VOCAB_FILE, ENCODER_FILE}
-    if old is not None and isinstance(old.preprocessing, TextPreprocessing):
-        named.add(old.preprocessing.vocab_file)
-    if old is not None and old.generator is not None and old.generator.encoder is not None:
-        named.add(old.generator.encoder.file)
-    stale = sorted(
-        f for f in out.iterdir() if f.is_file() and f.name not in writes and (f.name in named or f.suffix == ".png")
-    )
+    named = set()
+    if old is not None:  # an nnserve artifact: its files and figures
+        named = {VOCAB_FILE, ENCODER_FILE, *(f.name for f in out.glob("*.png"))}
+        if isinstance(old.preprocessing, TextPreprocessing):
+            named.add(old.preprocessing.vocab_file)
+        if old.generator is not None and old.generator.encoder is not None:
+            named.add(old.generator.encoder.file)
+    stale = sorted(f for f in out.iterdir() if f.is_file() and f.name in named - writes)
     for f in stale:
         f.unlink()
     gone = "; its calibration and out-of-distribution score go with the old graph" if old and old.calibration else ""
@@ -190,6 +190,8 @@ def export_checkpoint(
         raise DataError(f"{name!r} cannot be a served model's name (letters, digits, '.', '_', '-'; 64 at most)")
     if not re.fullmatch(VERSION_PATTERN, version):
         raise DataError(f"{version!r} cannot be a version (letters, digits, '.', '_', '-'; a number to be served)")
+    if Path(out_dir).resolve() == Path(ckpt_path).resolve().parent:  # training's own folder: its files stay
+        raise DataError(f"{out_dir} is the checkpoint's folder: export into another one (e.g. artifacts/<name>)")
     ckpt, model = load_checkpoint(ckpt_path)
     family = ckpt.get("family", "image-classification")
     if family not in SPECS:

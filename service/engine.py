@@ -136,7 +136,7 @@ class Engine:
         else the route's ``default``, or, where that is not served and one model of the task is (a server of a
         user's own models), that one; else a 404 that says the request named none and lists the models served."""
         name = sent or default
-        if sent is None and name not in self.catalog:
+        if sent is None and name not in self.catalog and name not in self.failed:  # a failed default: its 503
             served = sorted(n for n, m in self.catalog.items() if m.task == task)
             if len(served) != 1:
                 choose = f": name one of {served}" if served else f", nor is any {task} model"

@@ -22,13 +22,17 @@ function, for what the generated document gets wrong:
   body, but AdmissionMiddleware (and /v2's handler) turns each of those into a 400; no client sees a 422.
 * ``_document_internal_error``: a failed inference is a 500 (``internal_error``), documented nowhere.
 * ``_document_infra_bodies``: BentoML documents /livez, /readyz, /healthz and /metrics as bodiless 200s; they
-  answer text/plain bodies, and /readyz answers 503 (text/plain) while model services are not ready.
+  answer text/plain bodies, and /readyz answers 503 (text/plain) while model services are not ready, or while
+  no model is served that model control could not load later.
+* ``_unique_operation_ids``: a route that answers GET and HEAD is one FastAPI route, and FastAPI gives both
+  operations its one id (OpenAPI requires ids to be unique; FastAPI warns each time it builds the document).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,9 @@ from starlette.datastructures import MutableHeaders
 from service import __version__
 from service.auth import requires_key
 from service.middleware import ASGIApp, Message, Receive, Scope, Send
+
+# FastAPI warns of the ids its GET-and-HEAD routes share each time BentoML builds the document: mended below
+warnings.filterwarnings("ignore", message="Duplicate Operation ID", category=UserWarning)
 
 API_PREFIXES = ("/v1/", "/v2/")  # paths whose errors AdmissionMiddleware shapes: /v1's envelope, /v2's OIP error
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -90,7 +97,10 @@ def _document_infra_bodies(doc: dict[str, Any]) -> None:
             op.setdefault("responses", {}).setdefault("200", {"description": "OK"})["content"] = text
     readyz = doc.get("paths", {}).get("/readyz", {}).get("get")
     if readyz is not None:
-        readyz["responses"]["503"] = {"description": "Not ready (a model service is not)", "content": text}
+        readyz["responses"]["503"] = {
+            "description": "Not ready: draining, a model service is not, or no model is served",
+            "content": text,
+        }
 
 
 DESCRIPTION = (
@@ -98,6 +108,17 @@ DESCRIPTION = (
     "routes under /v1 and the Open Inference Protocol under /v2. Every /v1 failure is the envelope "
     '{"error": {"code", "message", "details"}}; every /v2 failure is {"error": "<message>"}.'
 )
+
+
+def _unique_operation_ids(doc: dict[str, Any]) -> None:
+    seen: dict[str, int] = {}
+    for _, op in _operations(doc):
+        if "operationId" in op:
+            seen[op["operationId"]] = seen.get(op["operationId"], 0) + 1
+    for path in doc.get("paths", {}).values():
+        for method, op in path.items():
+            if method in METHODS and isinstance(op, dict) and seen.get(op.get("operationId", ""), 0) > 1:
+                op["operationId"] = f"{op['operationId']}_{method}"
 
 
 def _describe(doc: dict[str, Any]) -> None:
@@ -112,6 +133,7 @@ def patch_openapi(doc: dict[str, Any], *, api_key: bool, metrics_require_key: bo
     _drop_unsent_422(doc)
     _document_internal_error(doc)
     _document_infra_bodies(doc)
+    _unique_operation_ids(doc)
     return doc
 
 

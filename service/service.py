@@ -211,7 +211,8 @@ class NNServe(Engine):
         """BentoML's /readyz: false from SIGTERM on (the families loaded in __init__ or start-up failed), and
         while no model is served unless model control may load one (every artifact left out by
         NNSERVE_SKIP_BAD_ARTIFACTS: a load balancer should not send this replica traffic it can only 404)."""
-        return not self.draining and (S.model_control != "none" or bool(self.working()))
+        may_load = S.model_control != "none" and S.batching == "api"  # model control runs in 'api' batching only
+        return not self.draining and (may_load or bool(self.working()))
 
 
 NNServe.add_asgi_middleware(RequestIdMiddleware)  # type: ignore[attr-defined]  # first: outermost of ours

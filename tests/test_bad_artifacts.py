@@ -240,17 +240,18 @@ def test_skipped_artifacts_are_not_ready_and_the_others_serve(mixed_dir, tmp_pat
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_a_replica_that_serves_no_model_is_not_ready(mixed_dir, tmp_path):
+@pytest.mark.parametrize(("control", "ready"), [("none", 503), ("explicit", 200)])
+def test_a_replica_that_serves_no_model_is_not_ready(mixed_dir, tmp_path, control, ready):
     """Every artifact left out by NNSERVE_SKIP_BAD_ARTIFACTS: /readyz was 200, so a load balancer sent the replica
-    traffic it could only answer 404; now 503 (with model control a model may be loaded later: ready, as Triton)."""
+    traffic it could only answer 404; now 503, unless model control may load a model later (ready, as Triton)."""
     root = tmp_path / "models"
     shutil.copytree(mixed_dir / "broken-cnn", root / "broken-cnn")
-    srv = Server(root, tmp_path / "serve.log", NNSERVE_SKIP_BAD_ARTIFACTS="true")
+    srv = Server(root, tmp_path / "serve.log", NNSERVE_SKIP_BAD_ARTIFACTS="true", NNSERVE_MODEL_CONTROL=control)
     srv.start(probe="/livez")
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            assert c.get("/readyz").status_code == 503
-            assert c.get("/v2/health/ready").status_code == 503
+            assert c.get("/readyz").status_code == ready
+            assert c.get("/v2/health/ready").status_code == 503  # the protocol's: a served model is not ready
             cards = c.get("/v1/models").json()["models"]
             assert [m["name"] for m in cards] == ["broken-cnn"] and not cards[0]["ready"]
     finally:

@@ -60,10 +60,18 @@ def test_exporting_over_another_kind_of_model_leaves_none_of_its_files(tmp_path,
         assert export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"]) == 0
     assert "removed reliability.png, vocab.json" in caplog.text
     assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["curves.png", "model.json", "model.onnx", "notes.txt"]
+    (tmp_path / "other").mkdir()  # a folder whose model.json is not nnserve's: nothing of it is removed
+    (tmp_path / "other" / "model.json").write_text('{"format": "another tool"}')
+    (tmp_path / "other" / "figure.png").write_bytes(b"\x89PNG theirs")
+    assert export_main([str(checkpoint), "--out", str(tmp_path / "other"), "--dry-run"]) == 0
+    assert (tmp_path / "other" / "figure.png").read_bytes() == b"\x89PNG theirs"
 
 
 def test_a_version_folder_names_the_model_after_its_parent(tmp_path, checkpoint):
-    """README's versioned layout: --out artifacts/<name>/<version> wrote a model named "2"."""
+    """README's versioned layout: --out artifacts/<name>/<version> wrote a model named "2"; the parent is named
+    as the path names it, not as a link leads (a folder linked to store/abc123 named the model abc123)."""
+    (tmp_path / "store" / "abc123").mkdir(parents=True)
+    (tmp_path / "my-cnn").symlink_to(tmp_path / "store" / "abc123")
     assert export_main([str(checkpoint), "--out", str(tmp_path / "my-cnn" / "2"), "--dry-run"]) == 0
     meta = ModelMetadata.model_validate_json((tmp_path / "my-cnn" / "2" / "model.json").read_text())
     assert (meta.name, meta.version) == ("my-cnn", "2")
@@ -78,16 +86,18 @@ def test_a_version_folder_names_the_model_after_its_parent(tmp_path, checkpoint)
         (["--out", "{tmp}/m/3", "--version", "2"], "--version 2 for the folder of version 3"),
         (["--out", "{tmp}/file"], "cannot write {tmp}/file: File exists"),
         (["--out", "{tmp}/m", "--opset", "7"], "could not write opset 7 (it wrote 18)"),
+        (["--out", "{ckpt}"], "{ckpt} is the checkpoint's folder"),  # its curves were copied onto themselves
     ],
 )
 def test_what_cannot_be_served_is_refused_in_one_line_writing_nothing(tmp_path, checkpoint, capsys, args, said):
     """A name with a space was exported and served, and then no /v1 route could name it; --opset 7 printed a
     traceback, exited 0 and wrote opset 18; a file as --out was a traceback."""
     (tmp_path / "file").write_text("")
+    where = {"tmp": tmp_path, "ckpt": checkpoint.parent}
     with pytest.raises(SystemExit) as e:
-        export_main([str(checkpoint), *(a.format(tmp=tmp_path) for a in args), "--dry-run"])
-    assert e.value.code == 2 and said.format(tmp=tmp_path) in capsys.readouterr().err
-    assert not list(tmp_path.rglob("model.*"))
+        export_main([str(checkpoint), *(a.format(**where) for a in args), "--dry-run"])
+    assert e.value.code == 2 and said.format(**where) in capsys.readouterr().err
+    assert not list(tmp_path.rglob("model.*")) and not list(checkpoint.parent.glob("model.*"))
 
 
 @pytest.mark.parametrize("batch", [1, 3, 64])

@@ -391,6 +391,13 @@ def test_head_on_a_v1_read_route_answers_as_its_get(client, path):
     assert r.status_code == 405 and {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "HEAD"}
 
 
+def test_every_operation_id_is_unique(client):
+    """A GET route also answers HEAD, and FastAPI gave both operations one id (OpenAPI: ids are unique)."""
+    doc = client.get("/docs.json").json()
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values() if "operationId" in op]
+    assert len(ids) == len(set(ids)) and any(i.endswith("_head") for i in ids)
+
+
 def test_openapi_document_carries_the_package_version(client):
     from service import __version__
     from service.openapi import DESCRIPTION
