@@ -260,6 +260,8 @@ class Repository:
             raise ApiError("model_not_found", f"no model named {quoted(name)!r} in the model folder")
         if self.settings.models and name not in self.settings.models:
             raise ApiError("model_not_found", f"{name!r} is not among NNSERVE_MODELS, the models this server may serve")
+        if action == "load" and not (self.settings.model_dir / name).is_dir():
+            raise ApiError("model_not_found", f"no model named {name!r} in the model folder")
         task = asyncio.get_running_loop().create_task(self._run(action, name))
         await asyncio.shield(task)
 

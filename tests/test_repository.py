@@ -126,6 +126,8 @@ def test_repository_calls_over_http_and_grpc(explicit, http):
             gc.load_model(LSTM)
     with pytest.raises(InferenceServerException, match=r"\[404\].*no-such-model"):
         tc.unload_model("no-such-model", headers=auth())
+    r = http.post("/v2/repository/models/no-such-model/load")  # (NNSERVE_MODELS is set here)
+    assert r.status_code == 404 and "no-such-model" in r.json()["error"]
     r = http.post(f"/v2/repository/models/{LSTM}/load", json={"parameters": {"config": "{}"}})
     assert r.status_code == 400 and "on disk" in r.json()["error"]
 
@@ -317,3 +319,13 @@ def test_a_version_written_while_a_worker_starts_leaves_the_model_serving(artifa
     assert out.returncode == 0, out.stderr
     assert (root / CNN / "2" / "model.json").exists()  # it did land between the two scans
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"failed": [], "versions": ["1"]}
+
+
+def test_loading_a_model_the_folder_does_not_hold_is_a_404(tmp_path):
+    """It was a 400 quoting Python's errno text ("[Errno 2] No such file or directory: 'nosuch/model.json'")."""
+    import asyncio
+
+    repository = Repository(None, Settings(model_dir=tmp_path, model_control="explicit", repository_open=True))
+    with pytest.raises(ApiError) as e:
+        asyncio.run(repository.run("load", "nosuch"))
+    assert (e.value.status, e.value.message) == (404, "no model named 'nosuch' in the model folder")
