@@ -272,7 +272,9 @@ def test_a_worker_that_starts_following_late_still_answers(tmp_path):
 
     def engine():
         meta = SimpleNamespace(name="m", version="1", onnx_sha256="0" * 64, generator=None, preprocessing=None)
-        return SimpleNamespace(versions={"m": {"1": meta}}, catalog={"m": meta}, failed={}, local={}, vocabs={})
+        return SimpleNamespace(
+            versions={"m": {"1": meta}}, catalog={"m": meta}, failed={}, load_failed={}, local={}, vocabs={}
+        )
 
     settings = Settings(api_workers=2, model_control="explicit", repository_open=True)
     engines = [engine(), engine()]
