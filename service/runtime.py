@@ -20,12 +20,11 @@ from contract.metadata import (
     ModelMetadata,
     TensorSpec,
     TextPreprocessing,
-    load_metadata,
     sha256_file,
 )
 from contract.text import TEXT_IDS, Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS, child
-from service.settings import Settings, VersionPolicy
+from service.settings import Settings, VersionPolicy, get_settings
 from service.stats import executed
 
 log = logging.getLogger(__name__)
@@ -270,8 +269,15 @@ def warm_up(model: OnnxModel) -> None:
 
 
 def read_metadata(model_dir: Path) -> ModelMetadata:
+    """An artifact's model.json, read to at most NNSERVE_MAX_METADATA_BYTES (ArtifactError: unreadable, too
+    large, not the schema, or not the folder's)."""
+    limit = get_settings().max_metadata_bytes
     try:
-        meta = load_metadata(model_dir)
+        with open(model_dir / METADATA_FILE, "rb") as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:
+            raise ValueError(f"over NNSERVE_MAX_METADATA_BYTES ({limit:,} bytes)")
+        meta = ModelMetadata.model_validate_json(raw)
     except ValidationError as e:  # one line: the first few fields and what is wrong with each
         why = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors()[:3])
         raise ArtifactError(f"{model_dir / METADATA_FILE}: unreadable metadata: {why}") from None

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     max_figure_bytes: int = Field(
         2 << 20, ge=1, description="bytes per figure (a PNG beside model.onnx) read at load; a larger one is not served"
     )
+    max_metadata_bytes: int = Field(
+        1 << 20, ge=1024, description="bytes of an artifact's model.json read at most; a larger one is not served"
+    )
 
     # access
     api_key: SecretStr | None = Field(

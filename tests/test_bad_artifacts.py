@@ -161,6 +161,7 @@ CASES = {
     "a vocabulary outside the folder": "synthetic-lstm/model.json: '../vocab.json' lies outside the artifact's folder",
     "a vocabulary that is not one": "synthetic-lstm/vocab.json: not a vocabulary",
     "a name no request can use": "my cnn/model.json: unreadable metadata: name: String should match pattern",
+    "a model.json over the limit": "digits-cnn/model.json: unreadable metadata: over NNSERVE_MAX_METADATA_BYTES (2,048",
 }
 
 
@@ -181,7 +182,7 @@ def test_a_model_folder_with_nothing_to_serve_stops_start_up_with_one_line(tmp_p
     if case == "metadata without its graph":
         (root / "m").mkdir()
         shutil.copy(artifact_root / "digits-cnn" / "model.json", root / "m" / "model.json")
-    if case in ("a graph replaced", "a copy beside the model"):
+    if case in ("a graph replaced", "a copy beside the model", "a model.json over the limit"):
         shutil.copytree(artifact_root / "digits-cnn", root / "digits-cnn")
     if case == "a graph replaced":
         with (root / "digits-cnn" / "model.onnx").open("ab") as f:
@@ -200,6 +201,9 @@ def test_a_model_folder_with_nothing_to_serve_stops_start_up_with_one_line(tmp_p
         meta["preprocessing"]["vocab_file"] = "../vocab.json"
         (root / "synthetic-lstm" / "model.json").write_text(json.dumps(meta))
     env = {**os.environ, "NNSERVE_MODEL_DIR": str(root)}
+    if case == "a model.json over the limit":  # (100 MB of model.json was read whole, at start-up and each load)
+        env["NNSERVE_MAX_METADATA_BYTES"] = "2048"
+        assert (root / "digits-cnn" / "model.json").stat().st_size > 2048
     cmd = [sys.executable, "-m", "bentoml", "serve", "service.service:NNServe", "--host", "127.0.0.1", "--port", "0"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
     lines = (out.stdout + out.stderr).strip().splitlines()
