@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,11 @@ SECURITY_SCHEMES = {
 
 
 def _operations(doc: dict[str, Any]):
+    """(path, method, operation) for every operation of the document."""
     for path, item in doc.get("paths", {}).items():
         for method, op in item.items():
             if method in METHODS and isinstance(op, dict):
-                yield path, op
+                yield path, method, op
 
 
 def _envelope(description: str, path: str) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def _envelope(description: str, path: str) -> dict[str, Any]:
 
 def _document_api_key(doc: dict[str, Any], protect_metrics: bool) -> None:
     doc.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
-    for path, op in _operations(doc):
+    for path, _, op in _operations(doc):
         if requires_key(path, protect_metrics):
             op["security"] = [{name: []} for name in SECURITY_SCHEMES]
             op.setdefault("responses", {})["401"] = {
@@ -78,13 +80,13 @@ def _document_api_key(doc: dict[str, Any], protect_metrics: bool) -> None:
 
 
 def _drop_unsent_422(doc: dict[str, Any]) -> None:
-    for path, op in _operations(doc):
+    for path, _, op in _operations(doc):
         if path.startswith(API_PREFIXES):
             op.get("responses", {}).pop("422", None)
 
 
 def _document_internal_error(doc: dict[str, Any]) -> None:
-    for path, op in _operations(doc):
+    for path, _, op in _operations(doc):
         if path.startswith(API_PREFIXES):
             op.setdefault("responses", {}).setdefault("500", _envelope("Internal Server Error (internal_error)", path))
 
@@ -111,14 +113,11 @@ DESCRIPTION = (
 
 
 def _unique_operation_ids(doc: dict[str, Any]) -> None:
-    seen: dict[str, int] = {}
-    for _, op in _operations(doc):
-        if "operationId" in op:
-            seen[op["operationId"]] = seen.get(op["operationId"], 0) + 1
-    for path in doc.get("paths", {}).values():
-        for method, op in path.items():
-            if method in METHODS and isinstance(op, dict) and seen.get(op.get("operationId", ""), 0) > 1:
-                op["operationId"] = f"{op['operationId']}_{method}"
+    ops = [(method, op) for _, method, op in _operations(doc) if "operationId" in op]
+    seen = Counter(op["operationId"] for _, op in ops)
+    for method, op in ops:
+        if seen[op["operationId"]] > 1:
+            op["operationId"] = f"{op['operationId']}_{method}"
 
 
 def _describe(doc: dict[str, Any]) -> None:
