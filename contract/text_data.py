@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,18 +64,10 @@ def load_table(
     path = Path(path)
     preset = PRESETS[name]
     text_col, label_col = text_column or preset.text_column, label_column or preset.label_column
-    csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        # SST-2's TSV is unquoted (no '"' anywhere); QUOTE_NONE keeps its apostrophes and backticks intact
-        reader = (
-            csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else csv.DictReader(f)
-        )
-        try:
-            if reader.fieldnames is None or text_col not in reader.fieldnames or label_col not in reader.fieldnames:
-                raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
-            read = [_row(r, text_col, label_col, path, reader.line_num, len(reader.fieldnames)) for r in reader]
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: {_not_utf8(path.read_bytes())}; save it as UTF-8") from None
+    with _table(path) as reader:
+        if reader.fieldnames is None or text_col not in reader.fieldnames or label_col not in reader.fieldnames:
+            raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
+        read = [_row(r, text_col, label_col, path, reader.line_num, len(reader.fieldnames)) for r in reader]
     rows = [(t, lbl) for t, lbl, _ in read if t.strip()]
     if len(rows) < len(read):
         empty = [line for t, _, line in read if not t.strip()]
@@ -99,6 +93,24 @@ def load_table(
         {path.name: sha256_file(path)},
         {"text": text_col, "label": label_col},
     )
+
+
+@contextmanager
+def _table(path: Path) -> Iterator[csv.DictReader]:
+    """A CSV (RFC 4180) or TSV file, by its suffix, as a DictReader of its rows under its header, read as UTF-8 (a
+    spreadsheet's byte-order mark allowed; bytes that are not UTF-8 are a DataError naming their line), with no
+    limit on a field's length (a review may be longer than csv's 128 KiB)."""
+    csv.field_size_limit(sys.maxsize)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        try:
+            # SST-2's TSV is unquoted (no '"' anywhere); QUOTE_NONE keeps its apostrophes and backticks intact
+            yield (
+                csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+                if path.suffix == ".tsv"
+                else csv.DictReader(f)
+            )
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: {_not_utf8(path.read_bytes())}; save it as UTF-8") from None
 
 
 def _not_utf8(raw: bytes) -> str:
@@ -197,11 +209,8 @@ def labelled_texts(path: Path, labels: list[str], columns: list[tuple[str, str]]
     what cannot be read so."""
     index = {**{str(i): i for i in range(len(labels))}, **{n: i for i, n in enumerate(labels)}}
     texts, found = [], []
-    csv.field_size_limit(sys.maxsize)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            tsv = path.suffix == ".tsv"
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.DictReader(f)
+        with _table(path) as reader:
             fields = set(reader.fieldnames or [])
             text_col, label_col = next((c for c in columns if set(c) <= fields), columns[0])
             if not {text_col, label_col} <= fields:
@@ -214,8 +223,6 @@ def labelled_texts(path: Path, labels: list[str], columns: list[tuple[str, str]]
                 found.append(index[label])
     except OSError as e:
         raise DataError(f"{path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: {_not_utf8(path.read_bytes())}; save it as UTF-8") from None
     return texts, np.asarray(found, dtype=np.int64)
 
 
