@@ -115,14 +115,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """argmin_T NLL(softmax(logits / T)) by golden-section search on log T in [1/20, 20] (NLL is unimodal in T);
     1 (logged) where fewer than MIN_WRONG rows are answered wrong: with none, the likelihood only grows as T
     falls, and a new user's 21 rows, all right, had set T = 0.13 and served probabilities of 1.0."""
-    wrong = int((logits.argmax(1) != labels).sum())
-    if wrong < MIN_WRONG:
-        log.warning(
-            "%d validation inputs, %d answered wrong: too few to fit a temperature on (%d); kept at 1",
-            len(labels),
-            wrong,
-            MIN_WRONG,
-        )
+    why = unfitted("validation", logits, labels)
+    if why is not None:
+        log.warning("temperature %s", why)
         return 1.0
     lo, hi = np.log(0.05), np.log(20.0)
     g = (np.sqrt(5) - 1) / 2
