@@ -313,9 +313,9 @@ def preflight(settings: Settings) -> None:
     for path in paths:
         try:
             meta = read_metadata(path)
-            check_files(path, meta)
-            if isinstance(meta.preprocessing, TextPreprocessing):
-                load_vocab(path, meta)  # a vocabulary that is not one would fail every worker, restarted for ever
+            check_files(path, meta)  # the vocabulary's sha256 among them: it is read, not hashed again
+            if isinstance(meta.preprocessing, TextPreprocessing):  # one that is not a vocabulary would fail every
+                read_vocab(in_folder(path, meta.preprocessing.vocab_file), meta.preprocessing)  # worker, for ever
         except ArtifactError as e:
             raise SystemExit(f"nnserve: {e} (NNSERVE_SKIP_BAD_ARTIFACTS=true serves the others)") from None
 
@@ -347,7 +347,12 @@ def load_vocab(model_dir: Path, meta: ModelMetadata) -> Vocab:
     """A text model's vocabulary, checked against the sha256 and the size its metadata records (the graph's
     embedding is checked to hold that many rows by ``warm_up``)."""
     pre = meta.text_preprocessing()
-    path = verified(in_folder(model_dir, pre.vocab_file), pre.vocab_sha256)
+    return read_vocab(verified(in_folder(model_dir, pre.vocab_file), pre.vocab_sha256), pre)
+
+
+def read_vocab(path: Path, pre: TextPreprocessing) -> Vocab:
+    """``load_vocab`` of a file whose sha256 has been checked: a JSON list of distinct tokens, as many as
+    model.json records (ArtifactError otherwise)."""
     try:
         vocab = Vocab.load(path)
     except (ValueError, TypeError, AttributeError) as e:  # not JSON, or not a list of distinct tokens
