@@ -54,7 +54,8 @@ Scalar = float | int | str | bool
 
 class RequestInput(BaseModel):
     name: str = Field(max_length=256)
-    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_RANK)
+    # strict: the protocol's $integer, so neither 1.0, "1" nor true
+    shape: list[Annotated[int, Field(ge=0, strict=True)]] = Field(max_length=MAX_RANK)
     datatype: str = Field(max_length=16)
     parameters: dict[str, Scalar] | None = None
     data: list[Any] | None = Field(None, description="row-major, flat or nested; absent with binary data")

@@ -54,6 +54,13 @@ def test_wider_or_other_types_are_still_refused(client):
         assert r.status_code == 400 and set(r.json()) == {"error"}, (y, r.text)
 
 
+@pytest.mark.parametrize("dim", [1.0, "1", True])
+def test_a_shape_is_integers_not_what_pydantic_would_coerce(client, dim):
+    text = {"name": "text", "shape": [dim], "datatype": "BYTES", "data": ["the film is wonderful"]}
+    r = client.post(f"/v2/models/{LSTM}/infer", json={"inputs": [text]})
+    assert r.status_code == 400 and "shape" in r.json()["error"], r.text
+
+
 def test_every_response_has_an_id(client):
     text = {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["the film is wonderful"]}
     r = client.post(f"/v2/models/{LSTM}/infer", json={"inputs": [text]})
