@@ -315,9 +315,10 @@ def current() -> Engine:
     return cast(Engine, _get_current_service())
 
 
-def flag(meta: ModelMetadata, score: float | None) -> bool:
-    """Out of distribution: the score is above the artifact's threshold (counted in the metric)."""
-    flagged = meta.ood is not None and score is not None and score > meta.ood.threshold
+def flag(meta: ModelMetadata, score: float | None, empty: bool = False) -> bool:
+    """Out of distribution: the score is above the artifact's threshold, or the input carries no evidence
+    (``empty``: a text without a word the model knows), calibrated or not (counted in the metric)."""
+    flagged = empty or (meta.ood is not None and score is not None and score > meta.ood.threshold)
     if flagged:
         OUT_OF_DISTRIBUTION.labels(meta.name).inc()
     return flagged

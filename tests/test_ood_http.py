@@ -15,11 +15,13 @@ from PIL import Image
 
 from bench.text_ood import judge
 from contract.metadata import load_metadata
+from contract.text import VOCAB_FILE, Vocab
 from contract.text_ood import RARITY, UNKNOWN
 from tests.conftest import png_bytes
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 CNN, LENET, LSTM = "digits-cnn", "digits-lenet5", "synthetic-lstm"
+ATTN = "synthetic-attn"  # attention pooling: explained (tests/conftest.py)
 
 
 def b64(data: bytes) -> str:
@@ -185,3 +187,23 @@ def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
     # answer to a row of <unk>; a text with a known word keeps its answer
     assert set(preds[1]["probs"].values()) == {0.5} and preds[1]["score"] == 0.5
     assert max(preds[0]["probs"].values()) > 0.5
+
+
+def test_a_text_of_punctuation_and_function_words_carries_no_evidence(client, tc, artifact_root):
+    """ "...", "the", "the is ." are known tokens but no words (contract.text.is_word): answered 1/K and flagged
+    on /v1 (the counter moves) and on /v2, and explained by no weights; "the cast is superb ." keeps the graph's answer."""
+    vocab = Vocab.load(artifact_root / ATTN / VOCAB_FILE)
+    assert {".", "the", "is"} <= set(vocab.stoi)  # known tokens: the unknown share does not flag these
+    texts = ["...", "the", "the is .", "the cast is superb ."]
+    before = flagged_count(client, ATTN)
+    r = client.post("/v1/sentiment", json={"model": ATTN, "texts": texts, "explain": True})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["out_of_distribution"] for p in preds[:3]] == [True] * 3
+    assert all(set(p["probs"].values()) == {0.5} and p["explanation"] == [] for p in preds[:3])
+    assert max(preds[3]["probs"].values()) > 0.5 and sum(t["weight"] for t in preds[3]["explanation"]) > 0.99
+    assert flagged_count(client, ATTN) == before + 3 + preds[3]["out_of_distribution"]
+    inp = triton.InferInput("text", [len(texts)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object), binary_data=False)
+    out = tc.infer(ATTN, [inp], outputs=[triton.InferRequestedOutput(n) for n in ("logits", "out_of_distribution")])
+    assert out.as_numpy("out_of_distribution")[:3].all() and not out.as_numpy("logits")[:3].any()

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
-from contract.text import UNK_ID, combine_windows, encode_windows, pad_right, tokenize_spans
+from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
 from contract.text_ood import text_ids, text_ood_score
 from service.engine import Engine, check_abandoned, current, flag, off_loop
 from service.errors import ApiError
@@ -71,7 +71,7 @@ class TextRows(BaseModel):
     sizes: list[int]  # tokens per window
     tokens: int
     ood_score: float | None  # how unlike the training texts the tokens read are (contract/text_ood.py)
-    known: bool = True  # a token read is in the vocabulary: without one the text carries no evidence
+    words: bool = True  # a word the model knows is read (contract.text.Vocab.words): without one, no evidence
 
     @property
     def read(self) -> int:
@@ -98,7 +98,10 @@ class AnalyzeSentimentRequest(BaseModel):
 class TokenWeight(BaseModel):
     token: str = Field(description="the token as the model read it (lowercased, PTB-split)")
     weight: float = Field(ge=0, le=1, description="its attention weight; a text's weights sum to 1")
-    start: int | None = Field(description="where the token starts in the text (a character offset), or null")
+    start: int | None = Field(
+        description="where the token starts in the text, in code points (Python's str index; a JavaScript client "
+        "cuts Array.from(text), not text, whose UTF-16 units count an emoji twice), or null"
+    )
     end: int | None = Field(description="where it ends (exclusive): text[start:end] is what it was made of")
 
 
@@ -159,7 +162,7 @@ def text_rows(
     """Texts -> the model's token-id rows (tokenised exactly as in training; a long text in windows of max_len
     tokens), with what each text's answer reports; the limits on texts and characters are checked here. A text
     without tokens is a 400, or with ``empty_ok`` (/v2, whose batch has no per-row errors) one unknown token:
-    like any text of unknown words it is answered 1/K for every label and flagged (``unknown_only``)."""
+    like any text without a word the model knows it is answered 1/K for every label and flagged (``no_words``)."""
     meta = model if isinstance(model, ModelMetadata) else engine.metadata(model, TASK)  # a version resolved already
     pre = meta.text_preprocessing()
     if len(texts) > S.max_texts:
@@ -184,8 +187,8 @@ def text_rows(
         sizes = [len(w) for w in windows]
         ids = text_ids(windows)
         score = None if meta.ood is None else text_ood_score(ids, len(vocab), meta.ood)
-        known = bool((ids > UNK_ID).any())
-        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score, known=known))
+        words = bool(vocab.words[ids].any())
+        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score, words=words))
         items += [TextItem(model=key, ids=np.asarray(w, dtype=np.int64)) for w in windows]
     return items, encoded
 
@@ -201,9 +204,10 @@ async def tokenized(
     return await off_loop(text_rows, engine, model, texts, empty_ok)
 
 
-def unknown_only(encoded: list[TextRows]) -> list[bool]:
-    """Which texts hold no word the model knows: they carry no evidence, and are answered 1/K for every label."""
-    return [not e.known for e in encoded]
+def no_words(encoded: list[TextRows]) -> list[bool]:
+    """Which texts hold no word the model knows (unknown words, punctuation and function words only: "xqzv",
+    "...", "it is"): they carry no evidence, and are answered 1/K for every label and flagged."""
+    return [not e.words for e in encoded]
 
 
 def combined_logits(results: list[InferResult], encoded: list[TextRows]) -> np.ndarray:
@@ -216,10 +220,14 @@ def explanations(
 ) -> list[list[TokenWeight]]:
     """Per text, the tokens read with their weights: each window's attention (summing to 1) scaled by the
     window's share of the tokens read, the share its logits have in the combination, so a text's weights sum to
-    1. Run in the decode pool: finding the places of 10,000 characters of tokens took 17 ms here."""
-    out = []
+    1. A text answered without the graph (``no_words``) has no weights: its explanation is empty. Run in the
+    decode pool: finding the places of 10,000 characters of tokens took 17 ms here."""
+    out: list[list[TokenWeight]] = []
     for text, rows in zip(texts, encoded, strict=True):
         check_abandoned()
+        if not rows.words:
+            out.append([])
+            continue
         weights = np.concatenate(
             [results[rows.start + w].attention * (size / rows.read) for w, size in enumerate(rows.sizes)]  # type: ignore[operator]
         )
@@ -252,7 +260,8 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     items, encoded = await tokenized(engine, meta, request.texts)  # this version, whatever a swap does meanwhile
     results = await engine.call(TASK, items, meta.name)
     probs = meta.probabilities(combined_logits(results, encoded))
-    probs[unknown_only(encoded)] = 1.0 / probs.shape[1]  # no word it knows: as a blank page, 1/K each
+    empty = no_words(encoded)
+    probs[empty] = 1.0 / probs.shape[1]  # no word it knows: as a blank page, 1/K each
     explained = await off_loop(explanations, request.texts, meta, encoded, results) if request.explain else None
     predictions = []
     for i, (p, rows) in enumerate(zip(probs, encoded, strict=True)):
@@ -269,7 +278,7 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
                 truncated=rows.read < rows.tokens,
                 explanation=None if explained is None else explained[i],
                 ood_score=rows.ood_score,
-                out_of_distribution=flag(meta, rows.ood_score),
+                out_of_distribution=flag(meta, rows.ood_score, empty[i]),
             )
         )
     return json_response(AnalyzeSentimentResponse(model=meta.name, version=meta.version, predictions=predictions))
@@ -290,7 +299,7 @@ async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tens
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
     items, encoded = await tokenized(engine, meta, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
-    return with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded], unknown_only(encoded))
+    return with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded], no_words(encoded))
 
 
 register(
