@@ -30,6 +30,7 @@ LIMITS = {
     "NNSERVE_MAX_IMAGE_PIXELS": "2000",
     "NNSERVE_MAX_IMAGE_BYTES": "5000",
     "NNSERVE_METRICS_MAX_AGE_S": "30",
+    "NNSERVE_RECALL_SWEEPS": "1",
 }
 
 
@@ -196,3 +197,15 @@ def test_the_metrics_page_is_rendered_at_most_once_per_max_age(tight):
     again = tight.get("/metrics", params={"name[]": "nnserve_errors_total"})  # a filter is no render of its own
     assert first.status_code == again.status_code == 200 and "nnserve_errors_total" in first.text
     assert again.text == first.text  # the counters moved; the page served is the kept one
+
+
+def test_recall_stops_at_the_sweep_limit_unless_the_request_names_one(tight, artifact_root):
+    """NNSERVE_RECALL_SWEEPS: a /v1/recall naming no max_sweeps (and /v2) runs at most that many sweeps."""
+    from tests.test_recall_http import MODEL, flipped
+
+    cue = flipped(np.where(np.arange(784) % 3 == 0, 1, -1), 0.3, seed=1)
+    r = tight.post("/v1/recall", json={"model": MODEL, "states": [cue]})
+    assert r.status_code == 200, r.text
+    assert (r.json()["results"][0]["sweeps"], r.json()["results"][0]["outcome"]) == (1, "max-sweeps")
+    r = tight.post("/v1/recall", json={"model": MODEL, "states": [cue], "max_sweeps": 20})
+    assert r.json()["results"][0]["sweeps"] > 1

@@ -191,7 +191,7 @@ def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
 
 def test_a_text_of_punctuation_and_function_words_carries_no_evidence(client, tc, artifact_root):
     """ "...", "the", "the is ." are known tokens but no words (contract.text.is_word): answered 1/K and flagged
-    on /v1 (the counter moves) and on /v2, and explained by no weights; "the cast is superb ." keeps the graph's answer."""
+    on /v1 (the counter moves) and on /v2, and explained by no weights; "the cast is superb ." keeps its answer."""
     vocab = Vocab.load(artifact_root / ATTN / VOCAB_FILE)
     assert {".", "the", "is"} <= set(vocab.stoi)  # known tokens: the unknown share does not flag these
     texts = ["...", "the", "the is .", "the cast is superb ."]

@@ -70,6 +70,35 @@ def test_burst_is_shed_with_envelopes_and_the_server_recovers(tight_server, digi
         assert 'code="internal_error"' not in c.get("/metrics").text
 
 
+def test_a_full_model_queue_is_a_503_with_retry_after(artifact_root, tmp_path_factory, digits):
+    """NNSERVE_MAX_QUEUE_ROWS: while a batch runs on the batcher's thread, rows wait; past the limit a request is
+    answered 503 "overloaded" with Retry-After (an empty queue takes a request of any size)."""
+    srv = Server(
+        artifact_root,
+        tmp_path_factory.mktemp("queue") / "serve.log",
+        NNSERVE_MAX_QUEUE_ROWS="1",
+        NNSERVE_INLINE_BATCH_MS="0",  # every batch on the thread, so that rows wait while one runs
+        NNSERVE_API_WORKERS="1",
+    ).start()
+    images = [base64.b64encode(png_bytes(np.asarray(a[0]))).decode() for a in digits.images[:64]]
+    try:
+
+        def post(_):
+            with httpx.Client(base_url=srv.url, timeout=60) as c:
+                r = c.post("/v1/classify", json={"model": "digits-cnn", "images": images})
+                return r.status_code, r.headers.get("retry-after"), r.json()
+
+        with cf.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(post, range(48)))
+    finally:
+        srv.stop()
+    assert {s for s, _, _ in results} == {200, 503}, [s for s, _, _ in results]
+    for status, retry_after, body in results:
+        if status == 503:
+            assert retry_after == "1" and body["error"]["code"] == "overloaded", body
+            assert "queue is full" in body["error"]["message"]
+
+
 def test_grpc_calls_take_the_same_slots(tight_server, artifact_root, digits):
     """A gRPC burst on one channel (one worker, 2 slots of max_concurrency=4) is shed with RESOURCE_EXHAUSTED
     while the probes still answer; nothing fails otherwise."""
