@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     inline_decode_bytes: int = Field(
         32 << 10,
         ge=0,
-        description="a request's PNG images of at most this many bytes in all, each of at most 65,536 pixels by its "
-        "header, are decoded on the event loop instead of the decode threads; 0: always in the threads",
+        description="a request's PNG images of at most this many bytes in all, each of the model's input size by "
+        "its header, are decoded on the event loop instead of the decode threads; 0: always in the threads",
     )
     ort_intra_op_threads: int = Field(1, ge=0, description="per onnxruntime session; 0 lets onnxruntime choose")
 

@@ -23,25 +23,27 @@ def _png(side: int) -> bytes:
     return buf.getvalue()
 
 
-def test_only_small_pngs_whose_first_chunk_is_ihdr_are_decoded_on_the_loop():
-    small = _png(28)
-    assert small_pngs([small], 1 << 20) and small_pngs([base64.b64encode(small).decode()], 1 << 20)
-    assert not small_pngs([_png(300)], 1 << 20)  # over 256 x 256 by its header
+def test_only_small_pngs_of_the_models_size_whose_first_chunk_is_ihdr_are_decoded_on_the_loop():
+    small, size = _png(28), (28, 28)
+    assert small_pngs([small], 1 << 20, size) and small_pngs([base64.b64encode(small).decode()], 1 << 20, size)
+    assert not small_pngs([small] * 3, 2 * len(small), size)  # over the bytes
+    # any other size goes through the front door's ink finding (7-30 ms): never on the loop, however small
+    assert not small_pngs([_png(40)], 1 << 20, size) and not small_pngs([small, _png(300)], 1 << 20, size)
     # Pillow reads past a private chunk before IHDR, so its bytes 16-24 are not the size: a crafted 1 x 1 there
     # must not send a large image to the event loop
     crafted = small[:8] + _chunk(b"faKe", (1).to_bytes(4, "big") * 2) + small[8:]
-    assert not small_pngs([crafted], 1 << 20) and not small_pngs([base64.b64encode(crafted).decode()], 1 << 20)
+    assert not small_pngs([crafted], 1 << 20, size)
+    assert not small_pngs([base64.b64encode(crafted).decode()], 1 << 20, size)
 
 
 def test_a_second_ihdr_is_caught_by_the_size_pillow_reads_before_decoding():
     """Pillow takes the last IHDR before the pixels: bytes 16-24 can say 1 x 1 with a 3,400 x 3,400 IHDR after
-    them, so the event loop decodes a small PNG only under INLINE_MAX_PIXELS as Pillow reads it, and a refusal
+    them, so the event loop decodes a small PNG only within the model's pixels as Pillow reads it, and a refusal
     there sends the image to the pool (Engine.image_rows)."""
     import struct
     import zlib
 
     from contract.images import ImageError, decode_image
-    from service.engine import INLINE_MAX_PIXELS
 
     side = 3400
     idat = zlib.compress(b"\x00" * (side * 2 + 1) * side, 9)
@@ -52,9 +54,9 @@ def test_a_second_ihdr_is_caught_by_the_size_pillow_reads_before_decoding():
         + _chunk(b"IDAT", idat)
         + _chunk(b"IEND", b"")
     )
-    assert small_pngs([crafted], 1 << 20)  # the bytes alone cannot tell
+    assert small_pngs([crafted], 1 << 20, (1, 1))  # the bytes alone cannot tell
     with pytest.raises(ImageError) as e:
-        decode_image(crafted, max_pixels=INLINE_MAX_PIXELS)
+        decode_image(crafted, max_pixels=1)
     assert e.value.code == "image_too_large" and f"{side}x{side}" in str(e.value)
 
 
