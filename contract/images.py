@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from contract.ink import SPARSE_INK, Ink, find_ink, stroke_width, widen
 from contract.metadata import Fit, ImagePreprocessing
@@ -28,6 +28,11 @@ class ImageError(ValueError):
         self.code = code
 
 
+# an image over twice this many pixels a side is reduced by a whole factor (a box filter) to at least this side
+# before any full-size copy: the front door reads ink at 256 px a side (contract/ink.py: WORK), so nothing it reads
+# is lost, and a 5,000 x 5,000 RGBA PNG (the pixel limit's) took ~490 MB of one process to prepare at full size
+# (an audit: 4 such 97-KB uploads held 2.9 GB over two workers); a JPEG is decoded at the reduced size (draft)
+REDUCE_ABOVE = 1024
 THIN_STROKE = 2.2  # px of a 28-px field: photographed strokes thinner than this are widened ...
 WIDENED_TO = 2.4  # ... to this (chosen on the 3,000 tuning photos of bench/tuning.py, seed 777)
 
@@ -59,6 +64,8 @@ def decode_image(
                 raise ImageError("image_too_large", f"image is {w}x{h}; the limit is {max_side} pixels a side")
             if max_scans is not None and fmt in ("JPEG", "MPO") and (scans := data.count(b"\xff\xda")) > max_scans:
                 raise ImageError("image_too_large", f"JPEG has {scans} scans; the limit is {max_scans}")
+            if fmt in ("JPEG", "MPO") and (factor := max(w, h) // REDUCE_ABOVE) >= 2:
+                img.draft(img.mode, (w // factor, h // factor))  # decoded at 1/2, 1/4 or 1/8 scale: no larger
             img.load()
     except ImageError:
         raise
@@ -71,11 +78,33 @@ def decode_image(
     return img
 
 
+def _reduced(img: Image.Image) -> Image.Image:
+    """``img`` reduced by a whole factor to at least REDUCE_ABOVE px a side where it is twice that or more (a box
+    filter; with transparency, averaged premultiplied, so that a transparent pixel's hidden colour does not bleed
+    into the strokes beside it); smaller images are returned as they are."""
+    factor = max(img.size) // REDUCE_ABOVE
+    if factor < 2:
+        return img
+    if img.mode in ("1", "P", "PA"):  # modes Pillow cannot reduce
+        img = img.convert("L" if img.mode == "1" else "RGBA")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    alpha = {"RGBA": "RGBa", "LA": "La"}.get(img.mode)
+    if alpha is None:
+        return img.reduce(factor)
+    return img.convert(alpha).reduce(factor).convert(img.mode)
+
+
 def _upright(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> the image turned as its EXIF says, 16-bit and float greys stretched to 'L', transparency
-    composited over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
+    """Any PIL mode -> the image turned as its EXIF says, reduced where it is large (``_reduced``), 16-bit and float
+    greys stretched to 'L', transparency (an alpha channel, or a grey or colour PNG's transparent value) composited
+    over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
     with contextlib.suppress(Exception):  # broken EXIF metadata (any of Pillow's parser errors): pixels are fine
-        img = ImageOps.exif_transpose(img) or img
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else no copy of a large image
+            img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("L", "RGB") and "transparency" in img.info:  # a PNG's tRNS chunk: one value is transparent
+        img = img.convert("RGBA")
+    img = _reduced(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())

@@ -1,15 +1,19 @@
 """The torch-free preprocessing contract: modes, sizes, polarity, and refusal of bad images."""
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from contract.images import ImageError, decode_image, normalize, prepare_image
+from contract.images import REDUCE_ABOVE, ImageError, decode_image, normalize, prepare_image, read
 from contract.metadata import ImagePreprocessing
 from tests.conftest import png_bytes
 
+REPO = Path(__file__).resolve().parent.parent
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
 
 
@@ -48,6 +52,63 @@ def test_transparent_canvas_drawing_is_composited_over_white():
     rgba[20:80, 45:55] = (0, 0, 0, 255)  # opaque black stroke
     out = prepare_image(Image.fromarray(rgba, "RGBA"), DIGIT)
     assert out[0, 0, 0] == 0 and out.max() > 200
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_pngs_transparent_value_is_composited_over_white_as_an_alpha_channel_is(mode):
+    """A grey or colour PNG may mark one value transparent (a tRNS chunk): a white '1' on transparent black reads
+    as its RGBA twin does (white on white: nothing written), not as white on black."""
+    a = 255 - _digit_canvas(100)
+    img = Image.open(io.BytesIO(_png(Image.fromarray(a).convert(mode))))
+    assert img.info.get("transparency") in (0, (0, 0, 0))
+    twin = np.dstack([a, a, a, np.where(a == 0, 0, 255).astype(np.uint8)])
+    assert np.array_equal(prepare_image(img, DIGIT), prepare_image(Image.fromarray(twin, "RGBA"), DIGIT))
+    assert not prepare_image(img, DIGIT).any()
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", transparency=0 if img.mode == "L" else (0, 0, 0))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "P", "L"])
+def test_a_large_image_is_reduced_first_and_read_as_its_smaller_self(mode):
+    """Over 2 x REDUCE_ABOVE px a side, an image is reduced by a whole factor before any full-size copy; it reads
+    as the same drawing at the reduced size (transparency averaged premultiplied: the hidden red of transparent
+    paper does not bleed into the strokes, which would make the ink's colour odd)."""
+    big = _digit_canvas(4 * REDUCE_ABOVE)
+    small = _digit_canvas(REDUCE_ABOVE)
+    if mode == "RGBA":
+        img = np.zeros((*big.shape, 4), dtype=np.uint8)
+        img[..., 0] = 255  # transparent red paper
+        img[big == 0] = (0, 0, 0, 255)  # opaque black strokes
+        big_img = Image.fromarray(img, "RGBA")
+    else:
+        big_img = Image.fromarray(big).convert(mode)
+    got, want = read(big_img, DIGIT), read(Image.fromarray(small).convert("RGB"), DIGIT)
+    assert np.abs(got.pixels.astype(int) - want.pixels.astype(int)).max() <= 8
+    assert got.oddness is not None and got.oddness < 0.5
+
+
+def test_preparing_the_largest_rgba_image_the_limits_admit_stays_small():
+    """A 5,000 x 5,000 RGBA PNG (97 KB: the pixel limit's) cost ~490 MB of one process at full size; reduced first,
+    ~200 MB beyond its 95 MB of decoded pixels. Measured as the peak resident size of a fresh process."""
+    code = (
+        "import resource, struct, zlib\n"
+        "from contract.images import decode_image, both_readings\n"
+        "from tests.test_contract import DIGIT\n"
+        "def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))\n"
+        "co = zlib.compressobj(9)\n"
+        "idat = b''.join(co.compress(b'\\0' * (5000 * 4 + 1)) for _ in range(5000)) + co.flush()\n"
+        "png = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 5000, 5000, 8, 6, 0, 0, 0))\n"
+        "png += chunk(b'IDAT', idat) + chunk(b'IEND', b'')\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "both_readings(decode_image(png, max_pixels=25_000_000), DIGIT)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert int(out.stdout) < 320, f"{out.stdout.strip()} MB to read one 25-megapixel RGBA image"
 
 
 def test_rgb_model_contain_keeps_aspect():
