@@ -18,6 +18,8 @@ from contract.metadata import Fit, ImagePreprocessing
 # MPO: the multi-picture JPEG some phone cameras save; Pillow decodes its first picture, the photo itself.
 # WEBP: what Android apps and a browser canvas's toDataURL("image/webp") send; of an animation, the first frame
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP"})
+# ISO-BMFF brands of HEIF images (an iPhone's HEIC photos), which Pillow does not identify (ISO/IEC 23008-12)
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
 
 
 class ImageError(ValueError):
@@ -72,6 +74,10 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("image_too_large", f"image refused as a decompression bomb: {e}") from None
     except Image.UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:  # an iPhone's photo: a format, not a broken file
+            raise ImageError(
+                "unsupported_media_type", "image format HEIF is not supported; send PNG, JPEG or WebP"
+            ) from None
         raise ImageError("invalid_image", "not a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError, EOFError):  # PIL's ways of saying "not a valid image"
         raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG, JPEG or WebP") from None

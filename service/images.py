@@ -19,7 +19,7 @@ from service.metrics import PREPROCESS_SECONDS, child
 
 
 def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
-    if "," in data[:100] and data.startswith("data:"):  # tolerate data URLs: data:image/png;base64,...
+    if data[:5].lower() == "data:" and "," in data[:1024]:  # a data URL: data:image/png;base64,... (RFC 2397)
         data = data.split(",", 1)[1]
     if len(data) > (max_bytes * 4) // 3 + 4:
         raise ApiError("image_too_large", f"images[{index}] is over {max_bytes} bytes", [{"index": index}])
@@ -45,9 +45,7 @@ def to_input(
     ``dark``: a photo of pen strokes read at that polarity)."""
     t0 = time.perf_counter()
     if len(data) > max_bytes:
-        raise ApiError(
-            "image_too_large", f"images[{index}] is {len(data)} bytes; the limit is {max_bytes}", [{"index": index}]
-        )
+        raise ApiError("image_too_large", f"images[{index}] is over the limit of {max_bytes} bytes", [{"index": index}])
     try:
         img = decode_image(data, max_pixels=max_pixels, max_side=max_side, max_scans=max_scans)
         pre = meta.image_preprocessing()

@@ -320,8 +320,9 @@ class AdmissionMiddleware:
             return self._too_large()
         if method != "POST":
             return None
-        encoding = headers.get("content-encoding", "").strip().lower()
-        if encoding not in ("", "identity"):  # read as sent, never inflated (a 194 KB gzip body is 200 MB of JSON)
+        # read as sent, never inflated (a 194 KB gzip body is 200 MB of JSON); every Content-Encoding header counts
+        encoding = ", ".join(v.strip() for v in headers.getlist("content-encoding") if v.strip()).lower()
+        if {c.strip() for c in encoding.split(",")} - {"", "identity"}:
             return ApiError(
                 "unsupported_media_type",
                 f"bodies are read as sent: Content-Encoding {quoted(encoding, 32)!r} is not accepted; send it "

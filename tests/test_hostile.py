@@ -275,6 +275,8 @@ def test_a_compressed_body_is_a_415_never_inflated(client, encoding):
     assert "Content-Encoding" in err["message"]
     r = client.post("/v2/models/synthetic-lstm/infer", content=body, headers=headers)  # /v2: the protocol's shape
     assert r.status_code == 415 and "Content-Encoding" in r.json()["error"]
+    two = [("content-type", "application/json"), ("content-encoding", "identity"), ("content-encoding", encoding)]
+    assert_envelope(client.post("/v1/sentiment", content=body, headers=two), 415, "unsupported_media_type")
     plain = {"content-type": "application/json", "content-encoding": "identity"}
     r = client.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": ["a fine film"]}, headers=plain)
     assert r.status_code == 200, r.text

@@ -271,6 +271,26 @@ def test_gif_is_unsupported_media(client):
     assert err["details"] == [{"index": 0}]
 
 
+def test_heic_is_unsupported_media_not_a_broken_file(client):
+    """Pillow does not identify HEIF (an iPhone's photos): its ISO-BMFF brand says what it is."""
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 200
+    err = assert_envelope(classify(client, [b64(heic)]), 415, "unsupported_media_type")
+    assert "HEIF" in err["message"]
+    assert_envelope(classify(client, [b64(b"\x00\x00\x00\x18ftypzzzz" + b"\0" * 200)]), 400, "invalid_image")
+
+
+def test_data_urls_in_any_case_and_with_parameters(client, digits):
+    png = b64(png_bytes(digits.images[0, 0]))
+    want = classify(client, [png]).json()["predictions"]
+    for url in (
+        f"data:image/png;base64,{png}",
+        f"DATA:image/png;base64,{png}",
+        f"data:image/png;name={'x' * 150};base64,{png}",
+    ):
+        r = classify(client, [url])
+        assert r.status_code == 200 and r.json()["predictions"] == want, (url[:40], r.text)
+
+
 def test_malformed_json_and_wrong_media_types(client):
     r = client.post("/v1/classify", content=b'{"images": [', headers={"content-type": "application/json"})
     assert_envelope(r, 400, "invalid_request")
@@ -329,6 +349,9 @@ def test_upload_errors(client):
     small = ("x.png", png_bytes(np.zeros((8, 8), np.uint8)), "image/png")
     r = client.post("/v1/classify/upload", files={"image": small}, data={"model": "digits-cnn", "top_k": "many"})
     assert_envelope(r, 400, "invalid_request")
+    # two image parts: not the last one answered and the others dropped
+    r = client.post("/v1/classify/upload", files=[("image", small), ("image", small)], data={"model": "digits-cnn"})
+    assert "one image" in assert_envelope(r, 400, "invalid_request")["message"]
 
 
 def test_unknown_route_and_method_get_the_envelope(client):

@@ -8,13 +8,14 @@ from typing import Annotated, Any, cast
 
 import bentoml
 import numpy as np
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
 from contract.images import second_reading_kept
 from contract.metadata import ModelMetadata
 from service.engine import Engine, current
+from service.errors import ApiError
 from service.family import (
     SERVICE_CONFIG,
     Family,
@@ -161,6 +162,7 @@ router = APIRouter()
 
 @router.post("/classify/upload", response_model=ClassifyImagesResponse, responses=ERROR_RESPONSES)
 async def classify_upload(
+    request: Request,
     image: Annotated[UploadFile, File(description="a PNG, JPEG or WebP file part")],
     model: Annotated[
         str | None,
@@ -177,6 +179,8 @@ async def classify_upload(
     Only real file parts are accepted: this route is parsed by FastAPI, not by BentoML's multipart input,
     which would download a URL given as the value of a file field.
     """
+    if len((await request.form()).getlist("image")) != 1:  # FastAPI would take the last and drop the others
+        raise ApiError("invalid_request", "send one image: the form has several 'image' file parts")
     data = await image.read(S.max_image_bytes + 1)
     return json_response(
         await classify_blobs(
