@@ -446,3 +446,238 @@ def test_accessible_names_alt_text_contrast_and_the_tab_order(page):
         reached.append(active.get_attribute("id") or active.tag_name)
         ActionChains(page.driver).send_keys(Keys.TAB).perform()  # to whatever has the focus, as a user types
     assert {"panel-classify", "classify-model", "canvas", "button", "classify-pad-file"} <= set(reached), reached
+
+
+# fetch wrapped in the page, as a slow or failing server would answer: SLOW_JS holds back the requests whose URL
+# contains arguments[0] for arguments[1] ms and counts them (nnAnswered moves 300 ms after an answer came, time
+# for the page to show it); FAKE_JS answers the first arguments[4] of them itself, with status arguments[1],
+# body arguments[2] and headers arguments[3]; RESTORE_JS puts the browser's fetch back
+SLOW_JS = """
+const [part, ms] = arguments;
+window.nnFetch = window.nnFetch || window.fetch;
+window.nnAsked = window.nnAnswered = 0;
+window.fetch = (url, init) => {
+  if (!String(url).includes(part)) return window.nnFetch(url, init);
+  window.nnAsked++;
+  return new Promise((ok) => setTimeout(ok, ms)).then(() => window.nnFetch(url, init)).then((r) => {
+    setTimeout(() => window.nnAnswered++, 300);
+    return r;
+  });
+};
+"""
+FAKE_JS = """
+const [part, status, body, headers, times] = arguments;
+window.nnFetch = window.nnFetch || window.fetch;
+let left = times;
+window.fetch = (url, init) => String(url).includes(part) && left-- > 0
+  ? Promise.resolve(new Response(body, { status, headers }))
+  : window.nnFetch(url, init);
+"""
+RESTORE_JS = "if (window.nnFetch) window.fetch = window.nnFetch;"
+BUSY = '{"error": {"message": "overloaded"}}'
+JSON_503 = {"content-type": "application/json", "retry-after": "1"}
+
+
+def all_answered(b: Browser) -> None:
+    """Every request SLOW_JS held back has been answered, and the page had time to show the answer."""
+    done = "return window.nnAsked > 0 && window.nnAnswered === window.nnAsked"
+    b.wait(lambda d: d.execute_script(done), "the answers held back")
+
+
+def test_an_answer_in_flight_never_lands_next_to_a_cleared_input(page):
+    """A browser audit: a drawing cleared (a review emptied, a file the page refuses dropped) while its answer was
+    in flight, and the answer appeared next to the blank input when it came."""
+    page.tab("classify")
+    page.stroke(clear_pad(page, "classify"), SEVEN)
+    settled(page, "classify", "reads 7")
+    try:
+        page.driver.execute_script(SLOW_JS, "v1/classify", 1500)
+        page.stroke(clear_pad(page, "classify"), [(140, 40), (138, 240)])  # a 1, asked for, held back
+        clear_pad(page, "classify")
+        all_answered(page)
+        assert page.text("classify-verdict") == "Draw a digit: the answer follows your pen."
+        assert not page.driver.find_elements("css selector", "#classify-bars li")
+        assert not page.driver.find_element("id", "classify-saw").is_displayed()
+        assert page.find("#panel-classify .answer").get_attribute("aria-busy") == "false"
+        # the same while a file the page refuses is dropped on the pad
+        page.driver.execute_script(SLOW_JS, "v1/classify", 1500)
+        page.stroke(clear_pad(page, "classify"), [(140, 40), (138, 240)])
+        page.driver.execute_script(
+            """const drop = new DataTransfer(); drop.items.add(new File(['7'], 'seven.txt', {type: 'text/plain'}));
+               document.querySelector('#classify-pad canvas').dispatchEvent(
+                 new DragEvent('drop', {dataTransfer: drop, bubbles: true, cancelable: true}));"""
+        )
+        page.wait_text("classify-error", "seven.txt: a PNG, JPEG or WebP image, please.")
+        all_answered(page)
+        assert page.text("classify-verdict") == ""
+        assert not page.driver.find_elements("css selector", "#classify-bars li")
+        assert page.text("classify-error") == "seven.txt: a PNG, JPEG or WebP image, please."
+        # a review emptied while its answer is in flight
+        page.tab("sentiment")
+        choose(page, "sentiment-model", "sst2-lstm")
+        set_text(page, "sentiment-text", "A wonderful film.")
+        page.wait(lambda d: d.find_element("id", "sentiment-highlight").text == "A wonderful film.", "the review")
+        page.driver.execute_script(SLOW_JS, "v1/sentiment", 1500)
+        set_text(page, "sentiment-text", "A dull, tedious film.")
+        page.wait(lambda d: d.execute_script("return window.nnAsked === 1"), "the review asked for")
+        set_text(page, "sentiment-text", "")
+        all_answered(page)
+        assert page.text("sentiment-verdict") == "Type a review."
+        assert not page.driver.find_elements("css selector", "#sentiment-bars li")
+        # an autoencoder's drawing cleared while its reconstruction is in flight
+        page.tab("autoencoder")
+        page.driver.execute_script(SLOW_JS, "v1/reconstruct", 1500)
+        page.stroke(clear_pad(page, "ae"), SEVEN)
+        page.wait(lambda d: d.execute_script("return window.nnAsked > 0"), "the reconstruction asked for")
+        clear_pad(page, "ae")
+        all_answered(page)
+        assert page.text("ae-verdict") == "Draw a digit to reconstruct it."
+        assert not page.driver.find_element("id", "ae-pair").is_displayed()
+        assert not page.driver.find_element("id", "ae-score").is_displayed()
+    finally:
+        page.driver.execute_script(RESTORE_JS)
+    page.tab("sentiment")
+    set_text(page, "sentiment-text", "A wonderful film.")  # a review again, for the tests after this one
+    page.wait(lambda d: d.find_element("id", "sentiment-highlight").text == "A wonderful film.", "the review again")
+
+
+def test_a_failed_request_clears_the_previous_answer(page):
+    """A browser audit: a failed reconstruction left the previous verdict, images and meter under the error; a
+    failed generation left the previous samples without their caption; a 200 that is not JSON threw "Cannot read
+    properties of null"."""
+    page.tab("autoencoder")
+    page.stroke(clear_pad(page, "ae"), SEVEN)
+    settled(page, "ae", "reconstructs")
+    try:
+        page.driver.execute_script(FAKE_JS, "v1/reconstruct", 503, BUSY, JSON_503, 1)
+        page.find("#ae-resample").click()
+        page.wait_text("ae-error", "503: overloaded")
+        assert page.text("ae-verdict") == ""
+        assert not page.driver.find_element("id", "ae-pair").is_displayed()
+        assert not page.driver.find_element("id", "ae-score").is_displayed()
+        page.find("#ae-resample").click()  # answered again: the answer is back, the error gone
+        settled(page, "ae", "reconstructs")
+        assert not page.driver.find_element("id", "ae-error").is_displayed()
+        page.tab("generate")
+        choose(page, "generate-model", "mnist-gan")
+        assert generate(page, 42)
+        page.driver.execute_script(FAKE_JS, "v1/generate", 503, BUSY, JSON_503, 1)
+        page.find("#generate-form button[type=submit]").click()
+        page.wait_text("generate-error", "503: overloaded")
+        assert page.text("generate-caption") == ""
+        assert not page.driver.find_elements("css selector", "#generate-samples img")
+        page.driver.execute_script(FAKE_JS, "v1/generate", 200, "<html>busy</html>", {"content-type": "text/html"}, 1)
+        page.find("#generate-form button[type=submit]").click()
+        page.wait_text("generate-error", "200: the server's answer was not JSON")
+        assert not page.driver.find_elements("css selector", "#generate-samples img")
+    finally:
+        page.driver.execute_script(RESTORE_JS)
+    generate(page, 42)
+    assert not page.driver.find_element("id", "generate-error").is_displayed()
+
+
+def test_hopfield_shows_the_newest_run_only_and_the_walk_names_its_seeds(page):
+    """A browser audit: "Recall from the drawing" pressed while "Corrupt and recall" ran mixed both runs' states in
+    one list; the walk's frames were described with the seed fields as edited since, not as the frames were made."""
+    page.tab("memory")
+    page.stroke(clear_pad(page, "hopfield"), SEVEN)
+    page.find("#hopfield-find").click()
+    page.wait_text("hopfield-verdict", "From the drawing")
+    page.driver.execute_script(  # half the units flipped: recall takes several sweeps, each asked for in turn
+        "const f = document.getElementById('hopfield-flip'); f.value = 0.5; f.dispatchEvent(new Event('input'));"
+    )
+    try:
+        page.driver.execute_script(SLOW_JS, "v1/recall", 400)
+        page.find("#hopfield-corrupt button[type=submit]").click()
+        assert page.driver.execute_script("return window.nnAsked") == 1
+        page.find("#hopfield-find").click()  # while the corrupted cue's recall is in flight
+        page.wait_text("hopfield-verdict", "From the drawing")
+        all_answered(page)
+        captions = [e.text for e in page.driver.find_elements("css selector", "#hopfield-sweeps figcaption")]
+        assert captions == ["recalled"], captions
+        assert page.text("hopfield-verdict").startswith("From the drawing")
+        assert page.find("#hopfield-corrupt button").is_enabled()
+    finally:
+        page.driver.execute_script(RESTORE_JS)
+    page.tab("generate")
+    choose(page, "generate-model", "mnist-vae")
+    type_into(page, "walk-a", "3")
+    type_into(page, "walk-b", "4")
+    type_into(page, "walk-steps", "6")
+    page.find("#walk-form button[type=submit]").click()
+    frame = page.driver.find_element("id", "walk-frame")
+    page.wait(lambda d: frame.is_displayed() and "from seed 3 to seed 4" in frame.get_attribute("alt"), "the walk")
+    if page.find("#walk-play").get_attribute("aria-pressed") == "true":
+        page.find("#walk-play").click()  # pause
+    type_into(page, "walk-a", "9")  # edited, not walked
+    page.driver.execute_script(
+        "const p = document.getElementById('walk-pos'); p.value = 5; p.dispatchEvent(new Event('input'));"
+    )
+    assert frame.get_attribute("alt") == "Frame 6 of 6, from seed 3 to seed 4"
+    type_into(page, "walk-a", "1")
+    type_into(page, "walk-b", "2")
+
+
+def test_a_figure_that_failed_is_asked_for_again_when_its_card_is_reopened(page, ui_server):
+    page.driver.get(ui_server.url + "/ui")  # a new page (/ui#cards from /ui#generate would only scroll): no card built
+    ready(page)
+    page.tab("cards")
+    details = page.find("#card-mnist-cnn")
+    try:
+        page.driver.execute_script(FAKE_JS, "mnist-cnn/figures/curves.png", 503, BUSY, JSON_503, 1)
+        details.find_element("tag name", "summary").click()
+        error = page.wait(lambda d: details.find_elements("css selector", ".figures .error"), "the figures")[0]
+        page.wait(lambda d: "503: overloaded" in error.text, "the figure's failure")
+        details.find_element("tag name", "summary").click()  # closed, and opened again
+        details.find_element("tag name", "summary").click()
+        img = details.find_element("css selector", ".figures img[data-figure='curves.png']")
+        loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+        page.wait(lambda d: d.execute_script(loaded, img), "the training curves, asked for again")
+        assert not error.is_displayed()
+    finally:
+        page.driver.execute_script(RESTORE_JS)
+
+
+def test_start_up_tries_again_and_the_key_can_be_entered_again(page, ui_server, api):
+    """A browser audit: a failed GET v1/models (a busy server's 503) left a dead page, and so did Esc in the key
+    dialog. Now a Retry button, an automatic try after a 429's or 503's Retry-After, and a button for the key."""
+    for path in ("/", "/docs"):  # and the other pages name an icon of their own: no request for /favicon.ico
+        assert '<link rel="icon" href="data:,">' in api.get(path).text, path
+    # the first answer a 503 without Retry-After (the page waits for the button), the next one with Retry-After: 1
+    busy = """let tries = 0;
+      const real = window.fetch;
+      window.fetch = (url, init) => String(url).endsWith('v1/models') && tries++ < 2
+        ? Promise.resolve(new Response('{"error": {"message": "overloaded"}}',
+            {status: 503, headers: tries === 1 ? {} : {'retry-after': '1'}}))
+        : real(url, init);"""
+    script = page.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": busy})["identifier"]
+    try:
+        page.driver.get(ui_server.url + "/ui")
+        page.wait_text("status", "Could not read the model cards: 503: overloaded")
+        assert "Trying again" not in page.text("status")
+        assert page.find("#status button").text == "Retry"
+        page.find("#status button").click()
+        page.wait_text("status", "Trying again in 1 s.")
+        ready(page)
+        assert page.find("#tab-classify").is_displayed()
+    finally:
+        page.driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
+    from selenium.webdriver.common.keys import Keys
+
+    main = page.driver.current_window_handle
+    page.driver.switch_to.new_window("tab")  # no key yet in this tab: the dialog, dismissed with Esc
+    try:
+        page.viewport()
+        page.driver.get(ui_server.url + "/ui")
+        page.wait(lambda d: d.find_element("id", "key-dialog").get_attribute("open") is not None, "the key dialog")
+        page.driver.find_element("id", "key-input").send_keys(Keys.ESCAPE)
+        page.wait_text("status", "This server wants an API key.")
+        assert page.find("#status button").text == "Enter the API key"
+        page.find("#status button").click()
+        enter_key(page, KEY)
+        ready(page)
+        assert sum(p.startswith("HTTP 401") for p in page.problems()) == 2  # before Esc, and before the key
+    finally:
+        page.driver.close()
+        page.driver.switch_to.window(main)
+        page.viewport()

@@ -38,16 +38,18 @@ NN.debounce = function (fn, ms) {
 };
 
 /** Runs of an async function where only the latest one's answer is shown: a slow answer to an older drawing
-    must not replace a newer one. ``run(fn)`` resolves to fn's value, or to NN.STALE if a newer run started.
-    ``region`` (the answer's element) is aria-busy while the latest run is in flight. */
+    must not replace a newer one. ``run(fn)`` resolves to fn's value, or to NN.STALE if a newer run started or
+    ``run.stale()`` was called since (the input was cleared: no answer in flight may be shown). fn is given
+    ``current()``, true while its run is the latest, for a run that writes as it goes. ``region`` (the answer's
+    element) is aria-busy while the latest run is in flight. */
 NN.STALE = Symbol("stale");
 NN.latest = function (region) {
   let n = 0;
-  return async (fn) => {
+  const run = async (fn) => {
     const mine = ++n;
     if (region) region.setAttribute("aria-busy", "true");
     try {
-      const value = await fn();
+      const value = await fn(() => mine === n);
       return mine === n ? value : NN.STALE;
     } catch (err) {
       if (mine !== n) return NN.STALE; // an older run's failure: the newer answer stays on screen
@@ -56,6 +58,11 @@ NN.latest = function (region) {
       if (region && mine === n) region.setAttribute("aria-busy", "false");
     }
   };
+  run.stale = () => {
+    n += 1; // every run in flight is older now
+    if (region) region.setAttribute("aria-busy", "false");
+  };
+  return run;
 };
 
 /** A pad's onchange for a panel: live while drawing (debounced), at once when a stroke ends. */
@@ -63,7 +70,8 @@ NN.live = function (run, error, clear = () => {}, ms = 200) {
   const later = NN.debounce(run, ms);
   return (final, err) => {
     if (err) {
-      clear(); // the answer shown was to another input
+      later.cancel();
+      clear(); // the answer shown, and any in flight, was to another input
       return NN.fail(error, err);
     }
     if (!final) return later();
@@ -111,6 +119,14 @@ function askKey(wrong) {
   return asking;
 }
 
+/** A 429's or 503's Retry-After (seconds, or an HTTP date) in seconds, or null. */
+function retryAfter(r) {
+  const h = r.headers.get("retry-after");
+  if (![429, 503].includes(r.status) || !h) return null;
+  const s = /^\d+$/.test(h.trim()) ? Number(h) : (Date.parse(h) - Date.now()) / 1000;
+  return Number.isFinite(s) ? Math.max(0, s) : null;
+}
+
 /** A request to a path relative to the page (``v1/...``) with the key, as any client sends it. A 401 asks for
     the API key once and retries; other failures throw the error envelope's message. */
 async function request(path, init, accept) {
@@ -122,26 +138,32 @@ async function request(path, init, accept) {
     if (r.status === 401) {
       if (sessionStorage.getItem(KEY) !== key) continue; // another request was given a key meanwhile
       const given = await askKey(key !== null);
-      if (given === null) throw new Error("This server wants an API key.");
+      if (given === null) throw Object.assign(new Error("This server wants an API key."), { status: 401 });
       sessionStorage.setItem(KEY, given);
       continue;
     }
     if (!r.ok) {
       const data = await r.json().catch(() => null);
       const err = data && data.error;
-      throw new Error(`${r.status}: ${(err && (err.message || err)) || r.statusText}`);
+      const failure = new Error(`${r.status}: ${(err && (err.message || err)) || r.statusText}`);
+      failure.status = r.status;
+      failure.retryAfter = retryAfter(r); // seconds, or null
+      throw failure;
     }
     return r;
   }
 }
 
-/** GET (no body) or POST a JSON body; resolves to the answer's JSON. */
+/** GET (no body) or POST a JSON body; resolves to the answer's JSON (an answer that is not JSON throws). */
 NN.api = async function (path, body) {
   const init = {};
   if (body !== undefined) {
     Object.assign(init, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
   }
-  return (await request(path, init, "application/json")).json().catch(() => null);
+  const r = await request(path, init, "application/json");
+  const data = await r.json().catch(() => undefined);
+  if (data === undefined || data === null) throw new Error(`${r.status}: the server's answer was not JSON`);
+  return data;
 };
 
 /** GET an image (a model's figure): an <img> cannot send the key, so it is fetched (revalidated with its ETag
@@ -236,10 +258,39 @@ function tabs() {
   if (all.length) select(wanted || all[0], false);
 }
 
+const RETRIES = 3; // automatic tries after a 429 or 503 that names its Retry-After
+let retries = 0;
+let retrying = 0; // the timer of the next automatic try
+
+/** Start-up failed: the message, a button to try again (to enter the API key again after the dialog was
+    dismissed), and for a busy server (429 or 503 with Retry-After) another try after that many seconds. */
+function unread(status, err) {
+  status.classList.add("error");
+  const again = NN.el("button", { type: "button", text: err.status === 401 ? "Enter the API key" : "Retry" });
+  again.addEventListener("click", start);
+  let wait = "";
+  if (err.retryAfter !== null && err.retryAfter !== undefined && retries < RETRIES) {
+    const s = Math.min(120, Math.max(1, Math.ceil(err.retryAfter)));
+    retries += 1;
+    retrying = setTimeout(start, 1000 * s);
+    wait = ` Trying again in ${s} s.`;
+  }
+  status.replaceChildren(`Could not read the model cards: ${err.message.replace(/\.$/, "")}.${wait} `, again);
+}
+
 async function start() {
+  clearTimeout(retrying);
   const status = NN.$("status");
+  status.classList.remove("error");
+  status.textContent = "Reading the model cards…";
+  let cards;
   try {
-    const { models, unavailable } = await NN.api("v1/models");
+    cards = await NN.api("v1/models");
+  } catch (err) {
+    return unread(status, err);
+  }
+  try {
+    const { models, unavailable } = cards;
     NN.models = models;
     const ready = models.filter((m) => m.ready);
     for (const panel of NN.panels) NN.$("tab-" + panel.id).hidden = !panel.init(ready, models);
@@ -247,7 +298,7 @@ async function start() {
     const left = Object.keys(unavailable || {}).length;
     status.textContent = `${ready.length} models ready` + (left ? `, ${left} unavailable.` : ".");
   } catch (err) {
-    status.textContent = "Could not read the model cards: " + err.message;
+    status.textContent = "Could not read the model cards: " + err.message; // a card the page cannot read
     status.classList.add("error");
   }
 }

@@ -44,6 +44,7 @@ NN.panels.push({
       NN.$("generate-caption").textContent = "Generating…";
       const r = await latest(() => NN.api("v1/generate", body)).catch((err) => {
         NN.$("generate-caption").textContent = "";
+        NN.$("generate-samples").replaceChildren(); // uncaptioned, they would pass for this request's
         throw err;
       });
       if (r === NN.STALE) return;
@@ -79,13 +80,14 @@ NN.panels.push({
 function walk(select, cls) {
   const [img, play, pos, out] = ["frame", "play", "pos", "pos-out"].map((k) => NN.$("walk-" + k));
   let frames = [];
+  let ends = []; // the seeds the frames were made from, as the answer names them
   let timer = 0;
   let at = 0;
   let step = 1;
   const show = (i) => {
     at = i;
     img.src = frames[i];
-    img.alt = `Frame ${i + 1} of ${frames.length}, from seed ${NN.$("walk-a").value} to seed ${NN.$("walk-b").value}`;
+    img.alt = `Frame ${i + 1} of ${frames.length}, from seed ${ends[0]} to seed ${ends[1]}`;
     pos.value = i;
     out.value = `${i + 1} / ${frames.length}`;
   };
@@ -123,6 +125,7 @@ function walk(select, cls) {
     pause();
     const r = await NN.api("v1/interpolate", body);
     frames = r.frames.map(NN.png);
+    ends = [r.seed_a, r.seed_b];
     pos.max = frames.length - 1;
     step = 1;
     show(0);
@@ -202,6 +205,7 @@ function hopfield(memories) {
     onchange: (final, err) => err && NN.fail(error, err),
   });
   let found = null; // the state recall settled in from the drawing: the pattern to corrupt
+  const latest = NN.latest(verdict.parentElement); // one run writes at a time: the newest
   const recall = async (body) => (await NN.api("v1/recall", { model: select.value, ...body })).results[0];
   const said = (r) =>
     r.spurious
@@ -211,7 +215,8 @@ function hopfield(memories) {
     NN.fail(error, null);
     if (pad.isEmpty()) return NN.fail(error, "Draw a digit first.");
     try {
-      const r = await recall({ images: [pad.image()] });
+      const r = await latest(() => recall({ images: [pad.image()] }));
+      if (r === NN.STALE) return;
       found = { model: select.value, state: r.state };
       verdict.textContent = `From the drawing, recall settled in ${said(r)} after ${r.sweeps} sweeps (${r.outcome}).`;
       sweeps.replaceChildren(figure(NN.png(r.image), `The state recalled from the drawing: ${said(r)}`, "recalled"));
@@ -229,12 +234,13 @@ function hopfield(memories) {
     if (go.disabled) return; // one run at a time: two would append their sweeps to one list
     go.disabled = true;
     try {
-      await corruptAndRecall();
+      await latest(corruptAndRecall);
     } finally {
       go.disabled = false;
     }
   });
-  const corruptAndRecall = async () => {
+  // current(): false once a newer run (a recall from the drawing) started, then this one writes no more
+  const corruptAndRecall = async (current) => {
     const card = NN.card(found.model);
     const side = card.preprocessing.input_size[0];
     const cue = found.state.slice();
@@ -248,9 +254,11 @@ function hopfield(memories) {
     }
     sweeps.replaceChildren(figure(stateImage(cue, side), `The cue: ${flips} units flipped`, `cue, ${flips} flipped`));
     const last = await recall({ states: [cue], max_sweeps: 50 });
+    if (!current()) return;
     const shown = Math.min(last.sweeps, 20); // sweep k's state is recall stopped after k sweeps
     for (let k = 1; k <= shown; k++) {
       const r = k === last.sweeps ? last : await recall({ states: [cue], max_sweeps: k });
+      if (!current()) return;
       const e = r.energies[k - 1].toFixed(1);
       sweeps.append(figure(NN.png(r.image), `The state after sweep ${k}, energy ${e}`, `sweep ${k}: E ${e}`));
     }
@@ -311,6 +319,21 @@ const FIGURES = {
   pretraining: "Pretraining of each RBM",
 };
 
+/** Load a figure of model m into its <img>; one that fails shows why and is marked data-failed, to be asked
+    for again when its card is opened again. */
+function loadFigure(m, figure) {
+  const img = figure.querySelector("img");
+  const error = figure.querySelector(".error");
+  figure.removeAttribute("data-failed");
+  NN.fail(error, null);
+  NN.image(`v1/models/${encodeURIComponent(m.name)}/figures/${encodeURIComponent(img.dataset.figure)}`)
+    .then((url) => (img.src = url))
+    .catch((err) => {
+      figure.setAttribute("data-failed", "");
+      NN.fail(error, err);
+    });
+}
+
 /** The model's figures (its card's ``figures``, GET v1/models/{name}/figures/{figure}), training curves first. */
 function figures(m) {
   const names = [...(m.figures || [])].sort((a, b) => (b === "curves.png") - (a === "curves.png"));
@@ -322,10 +345,9 @@ function figures(m) {
       const what = FIGURES[name.replace(/\.png$/, "")] || name;
       const img = NN.el("img", { alt: `${what} of ${m.name} (${name})`, "data-figure": name });
       const error = NN.el("p", { class: "error", role: "alert", hidden: true });
-      NN.image(`v1/models/${encodeURIComponent(m.name)}/figures/${encodeURIComponent(name)}`)
-        .then((url) => (img.src = url))
-        .catch((err) => NN.fail(error, err));
-      return NN.el("figure", {}, img, NN.el("figcaption", { text: `${what} (${name})` }), error);
+      const figure = NN.el("figure", {}, img, NN.el("figcaption", { text: `${what} (${name})` }), error);
+      loadFigure(m, figure);
+      return figure;
     }),
   );
 }
@@ -373,8 +395,13 @@ NN.panels.push({
         const params = m.parameters === null ? "" : ` · ${m.parameters.toLocaleString("en")} parameters`;
         const summary = NN.el("summary", {}, NN.el("strong", { text: m.name }), ` · ${m.task} · ${m.architecture}${params}`);
         const details = NN.el("details", { class: "card", id: "card-" + m.name }, summary);
-        // built when first opened: 20 cards of tables would slow the first paint for nothing
-        details.addEventListener("toggle", () => details.open && details.childElementCount === 1 && details.append(cardBody(m)));
+        // built when first opened: 20 cards of tables would slow the first paint for nothing; opened again,
+        // the figures that failed (a busy server's 503) are asked for again
+        details.addEventListener("toggle", () => {
+          if (!details.open) return;
+          if (details.childElementCount === 1) details.append(cardBody(m));
+          else for (const figure of details.querySelectorAll("figure[data-failed]")) loadFigure(m, figure);
+        });
         return details;
       }),
     );

@@ -15,6 +15,7 @@ NN.panels.push({
     NN.fill(select, mine, "mnist-cnn");
     const latest = NN.latest(verdict.parentElement);
     const clear = () => {
+      latest.stale(); // an answer still in flight is to an input no longer there
       verdict.textContent = "";
       bars.replaceChildren();
       confidence.textContent = "";
@@ -78,6 +79,7 @@ NN.panels.push({
         : "";
     };
     const clear = () => {
+      latest.stale(); // an answer still in flight is to a text no longer there
       verdict.textContent = tokens.textContent = "";
       bars.replaceChildren();
       ood.hidden = NN.$("sentiment-explained").hidden = true;
@@ -138,7 +140,11 @@ NN.panels.push({
         "Most attended: " + top.map((w) => `${w.token} (${NN.pct(w.weight)})`).join(", ") + ".";
     };
     const later = NN.debounce(run, 300);
-    text.addEventListener("input", later);
+    text.addEventListener("input", () => {
+      if (text.value.trim()) return later();
+      later.cancel(); // emptied: the answer shown goes at once, not after the pause
+      run();
+    });
     select.addEventListener("change", () => {
       options();
       run();
@@ -171,8 +177,8 @@ NN.panels.push({
     const run = async () => {
       NN.fail(error, null);
       if (pad.isEmpty()) {
+        clear();
         verdict.textContent = "Draw a digit to reconstruct it.";
-        NN.$("ae-pair").hidden = NN.$("ae-score").hidden = true;
         return;
       }
       const card = NN.card(select.value);
@@ -185,6 +191,7 @@ NN.panels.push({
         const r = await latest(() => NN.api("v1/reconstruct", { model: card.name, images: [input] }));
         if (r !== NN.STALE) show(r, card, input);
       } catch (err) {
+        clear(); // the answer shown was to another input
         NN.fail(error, err);
       }
     };
@@ -208,7 +215,9 @@ NN.panels.push({
     };
     const later = NN.debounce(run, 200);
     const clear = () => {
-      verdict.textContent = "";
+      latest.stale(); // an answer still in flight is to an input no longer there
+      verdict.textContent = NN.$("ae-score-text").textContent = "";
+      NN.$("ae-meter").style.width = "0%";
       NN.$("ae-pair").hidden = NN.$("ae-score").hidden = true;
     };
     const pad = new NN.Pad(NN.$("ae-pad"), {
