@@ -172,7 +172,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             if size > LIMITS.max_head_bytes:
                 self._stop_head_timer()
                 message = f"the request head (request line and headers) is over {LIMITS.max_head_bytes} bytes"
-                _answer(self.transport, ApiError("header_too_large", message, status=431))
+                _answer(self.transport, self._counted(ApiError("header_too_large", message, status=431)))
                 self._linger()
                 return
             self._head_bytes = size
@@ -224,8 +224,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._watchdog.arm((self, "write"), LIMITS.write_timeout_s, self._write_stalled)
             return
         if not self.transport.is_closing():
-            path = httptools.parse_url(self.url).path.decode("latin-1") if self.url else ""
-            ERRORS.labels(endpoint_label(path), "client_stalled").inc()  # counted; no answer can reach it
+            ERRORS.labels(self._endpoint(), "client_stalled").inc()  # counted; no answer can reach it
         self.transport.abort()
 
     def _start_head_timer(self) -> None:
@@ -237,8 +236,24 @@ class GuardedHttpTools(HttpToolsProtocol):
     def _head_late(self) -> None:
         if self._in_head and not self.transport.is_closing():
             message = f"the request head did not arrive within {LIMITS.head_timeout_s:g} s"
-            _answer(self.transport, ApiError("request_timeout", message))
+            err = ApiError("request_timeout", message)
+            # counted once a byte of it came: a connection opened and never used (a browser's preconnect) is no request
+            _answer(self.transport, self._counted(err) if self._head_bytes or self._tail else err)
             self.transport.close()
+
+    def _counted(self, err: ApiError) -> ApiError:
+        """An answer the transport writes itself, counted in nnserve_errors_total as the app's are."""
+        ERRORS.labels(self._endpoint(), err.code).inc()
+        return err
+
+    def _endpoint(self) -> str:
+        """The bounded endpoint label of the request on this connection, as far as its request line came."""
+        url = getattr(self, "url", b"")  # uvicorn sets it when a request begins: none yet on a first chunk
+        try:
+            path = httptools.parse_url(url).path.decode("latin-1") if url else ""
+        except httptools.HttpParserInvalidURLError:
+            path = ""
+        return endpoint_label(path)
 
     def _linger(self) -> None:
         """Close a second after answering, dropping what arrives meanwhile: closing at once, with the client's
@@ -259,7 +274,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         self._stop_head_timer()
         message = f"this worker has {LIMITS.max_connections} connections busy; retry later"
-        _answer(self.transport, ApiError("overloaded", message, retry_after=1))
+        _answer(self.transport, self._counted(ApiError("overloaded", message, retry_after=1)))
         self.transport.close()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import time
 
@@ -197,7 +198,15 @@ def test_a_binary_tensor_full_of_commas_is_not_counted_as_json(srv):
     assert r.status_code == 200, r.text
 
 
+def errors(srv: Server, code: str) -> float:
+    """nnserve_errors_total for ``code``, summed over endpoints (the page is rendered at most once a second)."""
+    time.sleep(1.1)
+    text = httpx.get(srv.url + "/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(rf'^nnserve_errors_total{{[^}}]*code="{code}"[^}}]*}} (\S+)$', text, re.M))
+
+
 def test_a_silent_connection_is_answered_408_and_closed_within_the_head_timeout(srv):
+    before = errors(srv, "request_timeout")
     s = connect(srv)
     t0 = time.monotonic()
     status, headers, _ = answer(s)
@@ -210,15 +219,19 @@ def test_a_silent_connection_is_answered_408_and_closed_within_the_head_timeout(
         slow.sendall(part)
         time.sleep(0.4)
     assert answer(slow)[0] == 408 and time.monotonic() - t0 < 4
+    # counted: the slow head (the silent connection, no request at all, is not)
+    assert errors(srv, "request_timeout") == before + 1
 
 
 def test_a_request_head_over_the_limit_is_a_431_at_once(srv):
+    before = errors(srv, "header_too_large")
     s = connect(srv)
     t0 = time.monotonic()
     s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
     status, headers, body = answer(s)
     assert status == 431 and headers.get("connection") == "close" and time.monotonic() - t0 < 1
     assert "16384 bytes" in json.loads(body)["error"]["message"]
+    assert errors(srv, "header_too_large") == before + 1
     ok = connect(srv)  # just under the limit is served
     ok.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 15_000 + b"\r\n\r\n")
     assert answer(ok)[0] == 200
@@ -246,6 +259,27 @@ def closed_now(s: socket.socket) -> bool:
         return False
     except ConnectionResetError:
         return True
+
+
+def test_a_connection_past_the_cap_while_every_other_is_busy_is_a_counted_503(srv):
+    time.sleep(2)  # earlier tests' idle connections closed (keep-alive 1 s, head timeout 1.5 s): none to make room of
+    before = errors(srv, "overloaded")
+    body = digit_body()
+    busy = []
+    for _ in range(40):  # the cap: each with a request in flight (its body not all sent), read before the next comes
+        s = connect(srv)
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        s.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        busy.append(s)
+        time.sleep(0.01)
+    time.sleep(0.2)
+    late = connect(srv)
+    status, headers, reply = answer(late)
+    assert status == 503 and headers.get("retry-after") == "1", reply
+    assert "connections busy" in json.loads(reply)["error"]["message"]
+    for s in busy:
+        s.close()
+    assert errors(srv, "overloaded") == before + 1
 
 
 def test_a_kept_alive_connection_is_closed_after_the_idle_timeout(srv):
