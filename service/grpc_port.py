@@ -18,6 +18,18 @@ log = logging.getLogger("bentoml.nnserve")
 _PORT_LOCKS: list[Any] = []  # held for the serving process's lifetime
 
 
+def http_port(argv: list[str], default: int = 3000) -> int | None:
+    """The port ``bentoml serve`` listens on for HTTP: its --port (or -p) option, else BENTOML_PORT, else 3000."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--port=") else None
+        if arg in ("--port", "-p") and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None:
+            return int(value) if value.isdigit() else None
+    env = os.environ.get("BENTOML_PORT", "")
+    return int(env) if env.isdigit() else default
+
+
 def reserve_port(port: int) -> None:
     """Take this host's lock of gRPC port ``port`` for the process's lifetime (a file in the temporary folder,
     flock'd), or exit naming the port: two servers that both probed the port before either bound it (started at
@@ -48,12 +60,21 @@ def check_port(settings: Settings) -> None:
     binds it with SO_REUSEPORT and would share it."""
     if settings.grpc_port == 0 or sys.argv[1:2] != ["serve"]:
         return
+    if settings.grpc_port == http_port(sys.argv):  # not listening yet: the probe below would not see it
+        raise SystemExit(
+            f"nnserve: NNSERVE_GRPC_PORT {settings.grpc_port} is the HTTP port (bentoml serve --port); choose "
+            "another, or 0 to serve no gRPC"
+        )
     reserve_port(settings.grpc_port)
     probe = socket.socket(socket.AF_INET6 if ":" in (settings.grpc_host or "") else socket.AF_INET)
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT left by a restart is no conflict
     with probe:
         try:
             probe.bind(("" if settings.grpc_host is None else settings.grpc_host.strip("[]"), settings.grpc_port))
+        except socket.gaierror as e:
+            raise SystemExit(
+                f"nnserve: NNSERVE_GRPC_HOST {settings.grpc_host!r} is not an address of this machine ({e.strerror})"
+            ) from None
         except OSError as e:
             raise SystemExit(
                 f"nnserve: the gRPC port {settings.grpc_port} is taken ({e.strerror}); set NNSERVE_GRPC_PORT to a "

@@ -305,6 +305,13 @@ def preflight(settings: Settings) -> None:
     root = settings.model_dir
     if not root.is_dir():
         raise SystemExit(f"nnserve: the model folder {root} (NNSERVE_MODEL_DIR) is not a folder")
+    for model, policy in settings.version_policy.items():  # a policy that picks nothing drops its model silently
+        on_disk = [v for v, _ in versions_on_disk(settings, model)]
+        if not policy.pick(on_disk):
+            why = f"NNSERVE_VERSION_POLICY picks no version of {model} (on disk: {', '.join(on_disk) or 'none'})"
+            if settings.model_control == "none":
+                raise SystemExit(f"nnserve: {why}")
+            log.warning("nnserve: %s; it is served once the folder holds one the policy picks", why)
     paths = discover(settings)
     if not paths and settings.model_control == "none":
         raise SystemExit(f"nnserve: {root} holds no model (a folder per model: model.json and model.onnx)")

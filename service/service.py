@@ -23,6 +23,8 @@ configuration (workers, batching, timeouts) at class definition.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Annotated, Any
 
 import bentoml
@@ -56,7 +58,7 @@ from service.schemas import (
     ModelCard,
     json_response,
 )
-from service.settings import get_settings
+from service.settings import get_settings, unknown_variables
 from service.shutdown import delay_sigterm
 from service.transport import Limits, install_transport
 
@@ -64,6 +66,11 @@ log = logging.getLogger("bentoml.nnserve")  # under "bentoml" so BentoML's log s
 log.addFilter(RequestIdFilter())
 S = get_settings()
 preflight(S)  # a missing or empty model folder, or an unreadable artifact: one line and exit, not a restart loop
+if sys.argv[1:2] == ["serve"]:  # the serving process, once: what an operator may have meant but did not get
+    for line in unknown_variables(os.environ):
+        log.warning("nnserve: %s", line)
+    if os.environ.get("NNSERVE_API_KEY") is not None and S.api_key is None:
+        log.warning("nnserve: NNSERVE_API_KEY is set but blank: /v1 and /v2 are served without a key")
 TASKS = load_tasks()  # every module of service/tasks/ registers its task
 own_metrics_dir()  # one Prometheus folder per instance (service/metrics.py)
 check_port(S)  # in the serving process: no other process on the gRPC port (service/grpc_port.py)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from contract.text import DEFAULT_WINDOWS
 
@@ -101,12 +104,15 @@ class Settings(BaseSettings):
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_no_key(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v
+        """A blank key is no key; a key read from a file keeps no trailing newline (HTTP strips a header's
+        whitespace, so no client could send it)."""
+        return (v.strip() or None) if isinstance(v, str) else v
 
     metrics_require_key: bool = Field(False, description="with an API key set, /metrics needs it too")
     metrics_max_age_s: float = Field(
         1.0,
         ge=0,
+        le=60,
         description="/metrics is rendered at most once this often per worker, and served from that (0: never)",
     )
 
@@ -207,6 +213,40 @@ class Settings(BaseSettings):
     )
 
 
+# NNSERVE_ variables read elsewhere (tests/test_ui.py, deploy/test-deploy.sh): not settings, not typos
+OTHER_VARIABLES = frozenset({"NNSERVE_UI_SHOTS", "NNSERVE_DOCKER_STATE"})
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of this process; a bad one stops it with one line naming the variable (SystemExit), not a
+    traceback through BentoML's command line naming pydantic's field."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as e:
+        raise SystemExit(f"nnserve: {settings_error(e)}") from None
+
+
+def settings_error(e: ValidationError | SettingsError) -> str:
+    """A settings failure as one line: each variable, the value given and the rule it breaks."""
+    if isinstance(e, SettingsError):  # a JSON-valued setting that is not JSON
+        m = re.search(r'field "(\w+)"', str(e))
+        name = f"NNSERVE_{m.group(1).upper()}" if m else "a NNSERVE_ setting"
+        return f"{name} is not valid JSON (for example NNSERVE_MODELS='[\"mnist-cnn\"]')"
+    parts = []
+    for err in e.errors():
+        loc = [str(x) for x in err["loc"]]
+        name = f"NNSERVE_{loc[0].upper()}" + (f" ({'.'.join(loc[1:])})" if len(loc) > 1 else "") if loc else "settings"
+        given = f"={str(err['input'])[:60]!r}" if len(loc) == 1 and isinstance(err.get("input"), str) else ""
+        parts.append(f"{name}{given}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per NNSERVE_ variable that names no setting (a typo is otherwise silently ignored)."""
+    known = {f"NNSERVE_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    out = []
+    for name in sorted(k for k in environ if k.startswith("NNSERVE_") and k not in known):
+        close = difflib.get_close_matches(name, known, n=1)
+        out.append(f"{name} is no setting and is ignored" + (f"; did you mean {close[0]}?" if close else ""))
+    return out

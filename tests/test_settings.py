@@ -1,0 +1,87 @@
+"""An operator's mistakes in the NNSERVE_ settings: a bad value stops `bentoml serve` with one line naming the
+variable (it printed an 85-line traceback naming pydantic's field), a gRPC port equal to the HTTP port is refused
+before the workers loop on it, a version policy that picks nothing stops start-up, and a misspelt variable or a
+blank API key is said so in the log (an operator audit, 2026-12-06)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.grpc_port import http_port
+from service.runtime import preflight
+from service.settings import Settings, unknown_variables
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def serve(root: Path, port: int = 0, **env: str) -> list[str]:
+    """``bentoml serve`` of ``root`` with these settings, expected to exit at once: its output's lines."""
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service.service:NNServe", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)]
+    environ = {**os.environ, "NNSERVE_MODEL_DIR": str(root), **env}
+    out = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 1, (out.stdout + out.stderr)[-2000:]
+    return (out.stdout + out.stderr).strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"NNSERVE_MAX_BATCH_SIZE": "-1"}, "nnserve: NNSERVE_MAX_BATCH_SIZE='-1': Input should be greater than"),
+        ({"NNSERVE_GC_FREEZE": "maybe"}, "nnserve: NNSERVE_GC_FREEZE='maybe': Input should be a valid boolean"),
+        ({"NNSERVE_MODELS": "mnist-cnn"}, "nnserve: NNSERVE_MODELS is not valid JSON"),
+        ({"NNSERVE_VERSION_POLICY": '{"m": {"lastest": 2}}'}, "nnserve: NNSERVE_VERSION_POLICY (m.lastest): Extra"),
+        ({"NNSERVE_METRICS_MAX_AGE_S": "inf"}, "nnserve: NNSERVE_METRICS_MAX_AGE_S='inf': Input should be less"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line_naming_the_variable(artifact_root, env, line):
+    lines = serve(artifact_root, **env)
+    assert len(lines) == 1 and lines[0].startswith(line), lines[-5:]
+
+
+def test_a_grpc_port_equal_to_the_http_port_is_refused(artifact_root):
+    """Its probe ran before BentoML bound the HTTP port, so it passed, and every worker then failed to bind and was
+    restarted for ever (37 times in 6 minutes in the audit)."""
+    lines = serve(artifact_root, 18999, NNSERVE_GRPC_PORT="18999")
+    assert len(lines) == 1 and "NNSERVE_GRPC_PORT 18999 is the HTTP port" in lines[0], lines[-5:]
+
+
+def test_the_http_port_is_read_as_bentoml_serve_reads_it(monkeypatch):
+    monkeypatch.delenv("BENTOML_PORT", raising=False)
+    assert http_port(["serve", "x:Y", "--port", "8100"]) == 8100 and http_port(["serve", "--port=8101"]) == 8101
+    assert http_port(["serve", "-p", "8102"]) == 8102 and http_port(["serve", "x:Y"]) == 3000
+    monkeypatch.setenv("BENTOML_PORT", "8103")
+    assert http_port(["serve", "x:Y"]) == 8103
+
+
+def test_a_version_policy_that_picks_nothing_stops_start_up_or_is_logged(artifact_root, caplog):
+    policy = {"digits-cnn": {"specific": ["7"]}}
+    with pytest.raises(SystemExit, match=r"picks no version of digits-cnn \(on disk: 1\)"):
+        preflight(Settings(model_dir=artifact_root, version_policy=policy))
+    with caplog.at_level("WARNING"):  # with model control, a version 7 may come: said, not refused
+        preflight(Settings(model_dir=artifact_root, version_policy=policy, model_control="poll"))
+    assert "picks no version of digits-cnn" in caplog.text
+    with pytest.raises(SystemExit, match="picks no version of nope"):  # a model the folder does not hold
+        preflight(Settings(model_dir=artifact_root, version_policy={"nope": {"latest": 1}}))
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_meant():
+    environ = {"NNSERVE_MAX_IMAGE": "2", "NNSERVE_MAX_IMAGES": "2", "NNSERVE_UI_SHOTS": "x", "HOME": "/"}
+    lines = unknown_variables(environ)
+    assert lines == ["NNSERVE_MAX_IMAGE is no setting and is ignored; did you mean NNSERVE_MAX_IMAGES?"]
+
+
+def test_an_api_key_keeps_no_surrounding_whitespace_and_a_blank_one_is_none():
+    """A key read from a file ends in a newline, which no client can send (HTTP strips a header's whitespace):
+    every request was a 401."""
+    key = Settings(api_key="secret\n").api_key
+    assert key is not None and key.get_secret_value() == "secret"
+    assert Settings(api_key=" \n").api_key is None
+    with pytest.raises(ValidationError):
+        Settings(metrics_max_age_s=61)
