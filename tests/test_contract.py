@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from contract.images import REDUCE_ABOVE, ImageError, decode_image, normalize, prepare_image, read
-from contract.metadata import ImagePreprocessing
+from contract.metadata import ImagePreprocessing, nothing_written
 from tests.conftest import png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,3 +166,16 @@ def huge_png_header(w: int, h: int) -> bytes:
     row = b"\x00" + b"\x00" * ((w + 7) // 8)
     idat = zlib.compress(row * 64, 9)  # truncated data: the header alone must be enough to refuse it
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_a_blank_colour_page_is_nothing_written_after_per_channel_normalisation():
+    """A colour model normalises each channel with its own mean and std: a white page is three values, one per
+    channel, and still nothing written (it was answered by the graph, unflagged); one mark is something."""
+    pre = ImagePreprocessing(
+        input_size=(32, 32), channels=3, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3], white_on_black=False, fit="resize"
+    )
+    field = normalize(prepare_image(Image.new("RGB", (64, 64), (255, 255, 255)), pre), pre)
+    assert len({float(v) for v in field.ravel()}) == 3 and nothing_written(field)
+    marked = field.copy()
+    marked[0, 5, 5] = 0.0
+    assert not nothing_written(marked) and nothing_written(field[:1])
