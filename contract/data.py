@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contract.images import prepare_image
+from contract.images import ACCEPTED_FORMATS, prepare_image
 from contract.metadata import ImagePreprocessing, ModelMetadata, sha256_file
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,9 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
     unread: list[str] = []
     other: dict[str, int] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name.startswith(".") or folder.name == "__MACOSX":  # a tool's own (.ipynb_checkpoints, a zip's)
+            log.warning("%s: a hidden or tool folder, not a class: left out", folder)
+            continue
         found = 0
         for p in sorted(folder.iterdir()):
             if p.is_dir():
@@ -135,6 +138,11 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
             elif p.suffix.lower() in IMAGE_SUFFIXES:
                 try:
                     with Image.open(p) as im:
+                        if im.format not in ACCEPTED_FORMATS:  # a GIF named .png: what the service answers 415
+                            other[f"{im.format} as {p.suffix.lower()}"] = (
+                                other.get(f"{im.format} as {p.suffix.lower()}", 0) + 1
+                            )
+                            continue
                         images.append(prepare_image(im, pre))
                 except (OSError, ValueError, Image.DecompressionBombError) as e:
                     unread.append(f"{p.relative_to(root)} ({type(e).__name__})")

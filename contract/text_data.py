@@ -106,7 +106,7 @@ def _table(path: Path) -> Iterator[csv.DictReader]:
             # SST-2's TSV is unquoted (no '"' anywhere); QUOTE_NONE keeps its apostrophes and backticks intact
             yield (
                 csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-                if path.suffix == ".tsv"
+                if path.suffix.lower() == ".tsv"
                 else csv.DictReader(f)
             )
         except UnicodeDecodeError:
@@ -128,7 +128,7 @@ def _row(r: dict, text_col: str, label_col: str, path: Path, line: int, fields: 
     fields than the header (a TSV is read without quotes, so a tab inside a text splits it), or without a label."""
     extra, missing = r.pop(None, None) or [], sum(v is None for v in r.values())  # csv.DictReader's way
     if extra or missing:
-        hint = " (a TSV is read without quotes: a tab inside a text splits it)" if path.suffix == ".tsv" else ""
+        hint = " (a TSV is read without quotes: a tab inside a text splits it)" if path.suffix.lower() == ".tsv" else ""
         raise DataError(f"{path}, line {line}: {fields + len(extra) - missing} fields, the header has {fields}{hint}")
     label = r[label_col].strip()
     if not label:

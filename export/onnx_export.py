@@ -152,7 +152,8 @@ def _export_graph(model: torch.nn.Module, spec: ExportSpec, opset: int) -> tuple
     graph = onnx.load_from_string(onnx_bytes)
     wrote = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     if wrote != opset:  # torch's exporter logs a failed conversion and keeps its own opset
-        raise DataError(f"torch's exporter could not write opset {opset} (it wrote {wrote}); use 18 or later")
+        hint = "use 18 or later" if opset < 18 else f"use one it converts to, such as {wrote}"
+        raise DataError(f"torch's exporter could not write opset {opset} (it wrote {wrote}); {hint}")
     onnx.checker.check_model(graph, full_check=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

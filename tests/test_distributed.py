@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import REPO
 from training import distributed
@@ -120,6 +121,30 @@ def test_resume_refuses_another_configuration(tmp_path):
     assert train_main([*RUN, "--out", str(tmp_path), "--stop-after", "1"]) == 0
     with pytest.raises(SystemExit, match=r"another configuration \(lr: 0.02 -> 0.1\)"):
         train_main([*RUN, "--out", str(tmp_path), "--lr", "0.1", "--resume", str(tmp_path / "state.pt")])
+
+
+def test_resume_refuses_another_model_or_other_data(tmp_path):
+    """The state keeps the model's tensor shapes and the recipe's record of its data (digests, labels,
+    preprocessing): a training audit resumed at another --size, and on another folder of as many classes, without
+    a word, and on one of more classes with a traceback."""
+    assert train_main([*RUN, "--out", str(tmp_path), "--stop-after", "1"]) == 0
+    state = str(tmp_path / "state.pt")
+    wider = [a if a != "hidden=[64,64]" else "hidden=[32,32]" for a in RUN]
+    with pytest.raises(SystemExit, match=r"holds another model \(its tensors' shapes differ\)"):
+        train_main([*wider, "--out", str(tmp_path), "--resume", state])
+    with pytest.raises(SystemExit, match="holds another model"):  # another input size: other first-layer shapes
+        train_main([*RUN, "--size", "20", "--out", str(tmp_path), "--resume", state])
+    folder = tmp_path / "pictures"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(folder / c / f"{i}.png")
+    cnn = ["cnn", "--data", str(folder), "--epochs", "2", "--batch-size", "8", "--threads", "1", "--no-progress"]
+    assert train_main([*cnn, "--out", str(tmp_path / "cnn"), "--stop-after", "1"]) == 0
+    Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(folder / "a" / "new.png")
+    with pytest.raises(SystemExit, match=r"reading other data \(sha256 differ\)"):
+        train_main([*cnn, "--out", str(tmp_path / "cnn"), "--resume", str(tmp_path / "cnn" / "state.pt")])
 
 
 OWN_LOOPS = sorted(family for family, recipe in RECIPES.items() if recipe.own_loop)

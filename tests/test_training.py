@@ -108,6 +108,16 @@ def test_an_image_folder_leaves_out_what_it_cannot_read_and_needs_two_classes(tm
     assert "empty: no image it can read" in caplog.text and "nested: a folder inside a class folder" in caplog.text
     with pytest.raises(ValueError, match="not a folder"):
         load_image_folder(tmp_path / "missing", pre)
+    # a training audit's: a tool's hidden folder became a class, and a GIF named .png was trained on (the service
+    # answers it 415)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a.png").write_bytes(png_bytes(np.full((20, 20), 9, dtype=np.uint8)))
+    (tmp_path / "square" / "gif.png").write_bytes(png_bytes(np.full((9, 9), 9, dtype=np.uint8), fmt="GIF"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        again = load_image_folder(tmp_path, pre)
+    assert again.label_names == ["circle", "square"] and again.labels.tolist() == [0, 0, 1, 1]
+    assert ".ipynb_checkpoints: a hidden or tool folder" in caplog.text and "1 GIF as .png" in caplog.text
 
 
 def test_augmentation_keeps_shape_and_changes_pixels():
@@ -187,9 +197,9 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
     weights = [k for k in start if k.endswith("weight")]
     assert weights and all(torch.allclose(ckpt["state_dict"][k], start[k], atol=1e-6) for k in weights)
     assert ckpt["train_config"]["init"] == str(base / "checkpoint.pt")
-    with pytest.raises(ValueError, match="another split seed"):
+    with pytest.raises(SystemExit, match="another split seed"):
         train_main([*args, "--split-seed", "3", "--out", str(tmp_path / "x")])
-    with pytest.raises(ValueError, match="another model"):
+    with pytest.raises(SystemExit, match="another model"):
         train_main(["cnn", "--dry-run", "--init", str(base / "checkpoint.pt"), "--out", str(tmp_path / "y")])
 
 
@@ -204,6 +214,15 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["rnn-classifier", "--data", "{tmp}", "--no-progress"], "Is a directory"),
         (["rnn-classifier", "--data", "{tmp}/three.csv", "--no-progress"], "3 rows: too few to hold out a validation"),
         (["cnn", "--data", "{tmp}/few", "--no-progress"], "2 rows: too few to hold out a validation split"),
+        # a training audit's (2026-12-06): each was a traceback, or a silently wrong run
+        (["cnn", "--data", "{tmp}/few", "--val-fraction", "-0.1"], "argument --val-fraction: -0.1 is not above 0"),
+        (["cnn", "--dry-run", "--size", "-5"], "argument --size: -5 is not at least 1"),
+        (["cnn", "--dry-run", "--threads", "0"], "argument --threads: 0 is not at least 1"),
+        (["cnn", "--dry-run", "--lr", "nan"], "argument --lr: nan is not above 0"),
+        (["cnn", "--dry-run", "--label-smoothing", "2"], "argument --label-smoothing: 2 is not at least 0 and below 1"),
+        (["cnn", "--dry-run", "--model-arg", "foo"], "python -m training: JSONDecodeError: Expecting value"),
+        (["cnn", "--dry-run", "--model-arg", "foo=1", "--no-progress"], "unknown config field(s) ['foo']"),
+        (["rnn-classifier", "--data", "{tmp}/SHOUT.TSV", "--no-progress"], "3 rows: too few"),  # read as a TSV
     ],
 )
 def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys, argv, message):
@@ -211,6 +230,7 @@ def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys,
     and too few rows to measure on (an empty validation split divided by zero)."""
     (tmp_path / "one.csv").write_text("text,label\ngood,pos\nfine,pos\n")
     (tmp_path / "three.csv").write_text("text,label\ngood,pos\nbad,neg\nso so,mid\n")
+    (tmp_path / "SHOUT.TSV").write_text("text\tlabel\ngood\tpos\nbad\tneg\nso so\tmid\n")
     for cls, value in (("dark", 30), ("light", 220)):
         (tmp_path / "few" / cls).mkdir(parents=True)
         (tmp_path / "few" / cls / "0.png").write_bytes(png_bytes(np.full((20, 20), value, dtype=np.uint8)))
@@ -230,3 +250,25 @@ def test_export_refuses_what_is_not_a_checkpoint_in_one_line(tmp_path, capsys):
             export_main([str(path), "--out", str(tmp_path / "out")])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_preset_names_its_own_datas_classes_never_an_image_folders(tmp_path):
+    """--dataset mnist on a folder of ten classes named zero ... nine renamed them '0' ... '9' in sorted-folder
+    order ('eight' became '0'), silently: a training audit's."""
+    from training.__main__ import build_parser
+    from training.cli import load_images
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    for i, name in enumerate(names):
+        (tmp_path / name).mkdir()
+        for j in range(2):
+            (tmp_path / name / f"{j}.png").write_bytes(png_bytes(np.full((20, 20), 20 * i + j, dtype=np.uint8)))
+    args = build_parser().parse_args(["cnn", "--data", str(tmp_path), "--dataset", "mnist"])
+    ds, _, _ = load_images(args)
+    assert ds.label_names == sorted(names)
+
+
+def test_a_run_that_diverged_says_so_in_one_line(tmp_path):
+    """Every validation loss NaN: there is no best epoch to keep (it failed restoring an empty state_dict)."""
+    with pytest.raises(SystemExit, match=r"not finite in any epoch .* lower --lr"):
+        train_main(["mlp", "--dry-run", "--lr", "1e30", "--no-progress", "--out", str(tmp_path)])

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(e)) from e
     except (DataError, OSError) as e:  # the data as given (missing, a folder for a file, unreadable): one line
         raise SystemExit(f"python -m training: {e}") from None
+    except (ValueError, TypeError) as e:  # flags that do not fit the model or the data (a --model-arg, --negate)
+        raise SystemExit(f"python -m training: {type(e).__name__}: {e}") from None
     finally:
         distributed.finish(clean)
     if not run.is_main:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,22 @@ def positive(value: str) -> int:
     return n
 
 
+def between(low: float, high: float | None, low_ok: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above ``low`` (or equal to it, ``low_ok``) and below ``high``."""
+
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not math.isfinite(x) or x < low or (x == low and not low_ok) or (high is not None and x >= high):
+            where = f"{'at least' if low_ok else 'above'} {low:g}" + ("" if high is None else f" and below {high:g}")
+            raise argparse.ArgumentTypeError(f"{value} is not {where}")
+        return x
+
+    return parse
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -38,10 +56,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive, default=None)
     p.add_argument("--batch-size", type=positive, default=None)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 SGD / 3e-3 Adam)")
+    p.add_argument(
+        "--lr", type=between(0, None), default=None, help="peak learning rate (default 0.05 SGD / 3e-3 Adam)"
+    )
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--schedule", choices=["onecycle", "cosine", "none"], default=None)
-    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--label-smoothing", type=between(0, 1, low_ok=True), default=None)
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
     p.add_argument(
         "--keep",
@@ -56,12 +76,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="how images of another size are fitted (default: the dataset's)",
     )
-    p.add_argument("--size", type=int, default=None, help="input size for image folders (default 28)")
+    p.add_argument("--size", type=positive, default=None, help="input size for image folders (default 28)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image-folder channels (default 1)")
-    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--val-fraction", type=between(0, 1), default=None)
     p.add_argument("--split-seed", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive, default=None)
     p.add_argument(
         "--model-arg",
         action="append",
@@ -167,7 +187,13 @@ def load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset]
     else:
         ds = load_idx_dataset(data, name)
         ds.name = args.dataset or name
-    if preset.labels is not None and args.dataset and len(preset.labels) == len(set(ds.labels.tolist())):
+    # a preset's class names for its own data; an image folder's classes are its folders' names, whatever the preset
+    if (
+        preset.labels is not None
+        and args.dataset
+        and name != "image-folder"
+        and len(preset.labels) == len(set(ds.labels.tolist()))
+    ):
         ds.label_names = list(preset.labels)
     pre["input_size"] = list(ds.images.shape[2:])
     pre["channels"] = int(ds.images.shape[1])

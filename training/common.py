@@ -171,6 +171,8 @@ class EarlyStopping:
         return False
 
     def restore(self, model: torch.nn.Module) -> None:
+        if not self.best_state:  # no epoch's validation loss was a number
+            raise ValueError("the validation loss was not finite in any epoch (the run diverged): lower --lr")
         model.load_state_dict(self.best_state)
 
     def state_dict(self) -> dict[str, Any]:
@@ -222,6 +224,7 @@ def fit(
     clip_grad: float | None = None,
     loss_fn: LossFn | None = None,
     metric: str = "accuracy",
+    data: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], EarlyStopping]:
     """The epoch loop every task shares; ``batches()`` yields one epoch, ``evaluate()`` -> (val loss, val
     metric). ``loss_fn`` defaults to classification; ``metric`` names the per-row average it reports.
@@ -229,7 +232,9 @@ def fit(
     On one process or on N under torchrun (training/distributed.py: each rank trains on its share of every
     global batch, DDP all-reduces the gradients, rank 0 validates); it resumes from and writes the run's state.
     Ends with the best epoch's weights loaded into ``model`` (``cfg.keep == "last"``: the final epoch's, so the
-    validation figure is not also the one that chose them), on the CPU.
+    validation figure is not also the one that chose them), on the CPU. A resumed run must read what the stopped
+    one read: ``data`` (the recipe's record of its data: digests, labels, preprocessing) and the model's tensor
+    shapes are kept in the state and compared, besides the training configuration.
     """
     run = distributed.current()
     loss_fn = loss_fn or classification_loss(cfg.label_smoothing)
@@ -239,8 +244,9 @@ def fit(
     history: list[dict[str, Any]] = []
     stopper = EarlyStopping(cfg.patience)
     done, first = False, 1
+    identity = {"data": data or {}, "shapes": {k: list(v.shape) for k, v in model.state_dict().items()}}
     if run.resume is not None:
-        state = distributed.load_state(run.resume, dataclasses.asdict(cfg))
+        state = distributed.load_state(run.resume, dataclasses.asdict(cfg), identity)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
@@ -325,6 +331,7 @@ def fit(
                 "history": history,
                 "rng": distributed.gather(distributed.rng_state()),
                 "train_config": dataclasses.asdict(cfg),
+                "identity": identity,
             }
         )
         if done:

@@ -299,8 +299,9 @@ def save_state(state: dict[str, Any]) -> None:
     os.replace(tmp, run.state_path)
 
 
-def load_state(path: Path, train_config: dict[str, Any]) -> dict[str, Any]:
-    """A state written by ``save_state`` for this configuration (StateMismatch for another run's state)."""
+def load_state(path: Path, train_config: dict[str, Any], identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A state written by ``save_state`` for this configuration and, where given, this ``identity`` (the data
+    read and the model's tensor shapes: common.fit); StateMismatch for another run's state."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != STATE_FORMAT:
         raise StateMismatch(f"{path} is not a training state ({STATE_FORMAT})")
@@ -310,6 +311,17 @@ def load_state(path: Path, train_config: dict[str, Any]) -> dict[str, Any]:
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {train_config.get(k)!r}" for k in changed)
         raise StateMismatch(f"{path} was written by another configuration ({diffs}); resume with the same flags")
+    was = state.get("identity")  # None in a state written before it was kept: not checked
+    if identity is not None and was is not None:
+        if was["shapes"] != identity["shapes"]:
+            raise StateMismatch(f"{path} holds another model (its tensors' shapes differ); resume with the same flags")
+        old, new = was["data"], identity["data"]
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            raise StateMismatch(
+                f"{path} was written reading other data ({', '.join(changed)} differ); resume with the same --data "
+                "and flags, the data unchanged"
+            )
     return state
 
 

@@ -154,7 +154,8 @@ def train(ds: Dataset, cfg: TrainConfig, model_overrides: dict[str, Any], prepro
     if n_out:  # the outliers' term beside the labels' (or beside the teachers', which keep the digits as they were)
         base = loss_fn or classification_loss(cfg.label_smoothing)
         loss_fn = outlier_exposure_loss(cfg.outlier_weight, base, cfg.outlier_loss)
-    history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, loss_fn=loss_fn)
+    data = {"sha256": ds.sha256, "labels": ds.label_names, "preprocessing": preprocessing}
+    history, stopper = fit(model, cfg, epochs, batches, steps_per_epoch, validate, loss_fn=loss_fn, data=data)
     val_loss, val_probs = evaluate(model, x_va, y_va, mean, std)
     metrics = final_metrics(
         val_probs, y_va.numpy(), ds.label_names, val_loss, stopper, history, t0, len(train_idx), len(val_idx)

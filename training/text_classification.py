@@ -21,7 +21,7 @@ from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tok
 from contract.text_data import PRESETS as TEXT_PRESETS
 from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
 from training import counterfactual, distillation
-from training.cli import common_config, model_args
+from training.cli import common_config, model_args, positive
 from training.common import (
     Batch,
     TrainConfig,
@@ -242,8 +242,9 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
 
     t0 = time.perf_counter()
     loss_fn = None if targets is None else distillation.distillation_loss(cfg.teacher_weight, cfg.distill_temperature)
+    data = {"sha256": ds.sha256, "labels": ds.label_names, "columns": ds.columns, "tokenizer": tok.model_dump()}
     history, stopper = fit(
-        model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad, loss_fn=loss_fn
+        model, cfg, epochs, batches, steps_per_epoch, validate, clip_grad=cfg.clip_grad, loss_fn=loss_fn, data=data
     )
     val_loss, val_probs = evaluate(model, seqs_va, y_va)
     metrics = final_metrics(
@@ -290,7 +291,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     text = p.add_argument_group("text models")
     text.add_argument("--text-column", help="CSV/TSV column holding the text (default: the preset's)")
     text.add_argument("--label-column", help="CSV/TSV column holding the label (default: the preset's)")
-    text.add_argument("--max-len", type=int, help="tokens kept per text (default: the preset's)")
+    text.add_argument("--max-len", type=positive, help="tokens kept per text (default: the preset's)")
     text.add_argument("--min-freq", type=int, default=t.min_freq, help="vocabulary: minimum token count")
     text.add_argument("--max-vocab", type=int, default=t.max_vocab, help="vocabulary: maximum size")
     text.add_argument("--split", choices=["random", "sentences"], help="validation split (default: preset's)")
