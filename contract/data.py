@@ -128,7 +128,7 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
     unread: list[str] = []
     other: dict[str, int] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if folder.name.startswith(".") or folder.name == "__MACOSX":  # a tool's own (.ipynb_checkpoints, a zip's)
+        if not is_class_folder(folder):
             log.warning("%s: a hidden or tool folder, not a class: left out", folder)
             continue
         found = 0
@@ -219,11 +219,18 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 FOLDER_DIGEST = "image-folder"  # dataset.sha256's key for an image folder: folder_digest of what was read
 
 
+def is_class_folder(folder: Path) -> bool:
+    """A folder of an image folder that may be a class: not hidden, not a tool's own (.ipynb_checkpoints, the
+    __MACOSX of a zip made on a Mac)."""
+    return not folder.name.startswith(".") and folder.name != "__MACOSX"
+
+
 def folder_digest(root: Path) -> str:
     """sha256 over an image folder's class folders' image files: each one's path (relative, '/') and bytes, in
     sorted order, so that a file added, removed, renamed or changed is another digest."""
     h = hashlib.sha256()
-    for p in sorted(q for q in root.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES):
+    files = (q for q in root.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+    for p in sorted(q for q in files if is_class_folder(q.parent)):
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + sha256_file(p).encode())
     return h.hexdigest()
 

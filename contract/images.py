@@ -30,7 +30,7 @@ class ImageError(ValueError):
         self.code = code
 
 
-# an image over twice this many pixels a side is reduced by a whole factor (a box filter) to at least this side
+# an image of twice this many pixels a side or more is reduced by a whole factor (a box filter) to at least this side
 # before any full-size copy: the front door reads ink at 256 px a side (contract/ink.py: WORK), so nothing it reads
 # is lost, and a 5,000 x 5,000 RGBA PNG (the pixel limit's) took ~490 MB of one process to prepare at full size
 # (an audit: 4 such 97-KB uploads held 2.9 GB over two workers); a JPEG is decoded at the reduced size (draft)
@@ -67,7 +67,7 @@ def decode_image(
             if max_scans is not None and fmt in ("JPEG", "MPO") and (scans := data.count(b"\xff\xda")) > max_scans:
                 raise ImageError("image_too_large", f"JPEG has {scans} scans; the limit is {max_scans}")
             if fmt in ("JPEG", "MPO") and (factor := max(w, h) // REDUCE_ABOVE) >= 2:
-                img.draft(img.mode, (w // factor, h // factor))  # decoded at 1/2, 1/4 or 1/8 scale: no larger
+                img.draft(img.mode, (max(1, w // factor), max(1, h // factor)))  # at 1/2, 1/4 or 1/8 scale
             img.load()
     except ImageError:
         raise
@@ -95,16 +95,13 @@ def _reduced(img: Image.Image) -> Image.Image:
         img = img.convert("L" if img.mode == "1" else "RGBA")
     elif img.mode.startswith("I;16"):
         img = img.convert("I")
-    alpha = {"RGBA": "RGBa", "LA": "La"}.get(img.mode)
-    if alpha is None:
-        return img.reduce(factor)
-    return img.convert(alpha).reduce(factor).convert(img.mode)
+    return img.reduce(factor)  # RGBA and LA are averaged premultiplied (Pillow's reduce converts them to RGBa, La)
 
 
 def _upright(img: Image.Image) -> Image.Image:
     """Any PIL mode -> the image turned as its EXIF says, reduced where it is large (``_reduced``), 16-bit and float
-    greys stretched to 'L', transparency (an alpha channel, or a grey or colour PNG's transparent value) composited
-    over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
+    greys stretched to 'L', transparency (an alpha channel, or an 8-bit grey or colour PNG's transparent value)
+    composited over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
     with contextlib.suppress(Exception):  # broken EXIF metadata (any of Pillow's parser errors): pixels are fine
         if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else no copy of a large image
             img = ImageOps.exif_transpose(img) or img

@@ -208,7 +208,7 @@ FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
 
 def is_word(token: str) -> bool:
     """Does this token carry meaning of its own: a letter or digit in it, and not a function word?"""
-    return any(c.isalnum() for c in token) and token not in FUNCTION_WORDS
+    return any(c.isalnum() for c in token) and token.lower() not in FUNCTION_WORDS  # a model may keep case
 
 
 class Vocab:

@@ -14,6 +14,7 @@ to ``TICK_S`` late, which the limits it serves (a second or more, see service/se
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -43,7 +44,10 @@ class Watchdog:
         late = [key for key, (when, _) in self.due.items() if when <= now]
         for key in late:
             _, fire = self.due.pop(key)
-            fire()
+            try:
+                fire()
+            except Exception:  # one failing callback must not stop the tick: every other deadline would go unkept
+                logging.getLogger(__name__).exception("a deadline's callback failed")
         self._ticking = bool(self.due)
         if self._ticking:
             self.loop.call_later(TICK_S, self._tick)

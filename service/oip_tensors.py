@@ -82,7 +82,7 @@ def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]
 
 
 def nothing_in(fields: np.ndarray) -> list[bool]:
-    """Which of an image classifier's input rows hold nothing written (one value throughout)."""
+    """Which of an image classifier's input rows hold nothing written (one value in each channel)."""
     return [nothing_written(f) for f in fields]
 
 

@@ -190,7 +190,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._stop_head_timer()
         admission = middleware.ADMISSION
         if admission is not None and self._idle() and self.parser.should_keep_alive():
-            path = httptools.parse_url(self.url).path.decode("latin-1")
+            path = self._path()
             if middleware.sheddable(path) and DOOR.full(admission, self.loop):
                 self._shed(admission, path)
                 return
@@ -248,12 +248,16 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _endpoint(self) -> str:
         """The bounded endpoint label of the request on this connection, as far as its request line came."""
+        return endpoint_label(self._path())
+
+    def _path(self) -> str:
+        """The path of the request on this connection ('' before uvicorn has its URL, for an absolute URL without
+        a path, "http://x", and for one httptools cannot parse)."""
         url = getattr(self, "url", b"")  # uvicorn sets it when a request begins: none yet on a first chunk
         try:
-            path = httptools.parse_url(url).path.decode("latin-1") if url else ""
+            return (httptools.parse_url(url).path or b"").decode("latin-1") if url else ""
         except httptools.HttpParserInvalidURLError:
-            path = ""
-        return endpoint_label(path)
+            return ""
 
     def _linger(self) -> None:
         """Close a second after answering, dropping what arrives meanwhile: closing at once, with the client's

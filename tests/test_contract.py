@@ -179,3 +179,12 @@ def test_a_blank_colour_page_is_nothing_written_after_per_channel_normalisation(
     marked = field.copy()
     marked[0, 5, 5] = 0.0
     assert not nothing_written(marked) and nothing_written(field[:1])
+
+
+@pytest.mark.parametrize("size", [(2048, 1), (1, 4096), (4096, 3)])
+def test_a_thin_jpeg_over_the_reduction_threshold_is_read(size):
+    """Decoding at a reduced scale asked Pillow for a side of 0 pixels, which divided by zero (a 500)."""
+    buf = io.BytesIO()
+    Image.new("L", size, 200).save(buf, format="JPEG")
+    img = decode_image(buf.getvalue(), max_pixels=25_000_000)
+    assert prepare_image(img, DIGIT).shape == (1, 28, 28)

@@ -149,3 +149,21 @@ def test_admission_lets_a_prompt_answer_through():
         await send({"type": "http.response.body", "body": b"ok"})
 
     assert _call(_admission(app), [b"{}"])[:2] == (200, b"ok")
+
+
+def test_a_callback_that_fails_stops_no_other_deadline():
+    """A failing callback ended the tick, which was then never scheduled again: no later head, body, request or
+    write deadline of that worker fired (a review found one: a 408 for an absolute URL without a path)."""
+
+    def boom() -> None:
+        raise AttributeError("'NoneType' object has no attribute 'decode'")
+
+    async def main():
+        dog, fired = watchdog(), []
+        dog.arm("bad", 0.01, boom)
+        dog.arm("good", 0.01, lambda: fired.append("good"))
+        dog.arm("later", 0.2, lambda: fired.append("later"))
+        await asyncio.sleep(0.2 + 3 * TICK_S)
+        return fired
+
+    assert asyncio.run(main()) == ["good", "later"]

@@ -201,7 +201,7 @@ def test_the_metrics_page_is_rendered_at_most_once_per_max_age(tight):
 
 
 def test_recall_stops_at_the_sweep_limit_unless_the_request_names_one(tight, artifact_root):
-    """NNSERVE_RECALL_SWEEPS: a /v1/recall naming no max_sweeps (and /v2) runs at most that many sweeps."""
+    """NNSERVE_RECALL_SWEEPS: a /v1/recall naming no max_sweeps runs at most that many sweeps."""
     from tests.test_recall_http import MODEL, flipped
 
     cue = flipped(np.where(np.arange(784) % 3 == 0, 1, -1), 0.3, seed=1)

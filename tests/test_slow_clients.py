@@ -199,8 +199,7 @@ def test_a_binary_tensor_full_of_commas_is_not_counted_as_json(srv):
 
 
 def errors(srv: Server, code: str) -> float:
-    """nnserve_errors_total for ``code``, summed over endpoints (the page is rendered at most once a second)."""
-    time.sleep(1.1)
+    """nnserve_errors_total for ``code``, summed over endpoints (tests/server.py renders /metrics on every scrape)."""
     text = httpx.get(srv.url + "/metrics", timeout=10).text
     return sum(float(v) for v in re.findall(rf'^nnserve_errors_total{{[^}}]*code="{code}"[^}}]*}} (\S+)$', text, re.M))
 
@@ -221,6 +220,16 @@ def test_a_silent_connection_is_answered_408_and_closed_within_the_head_timeout(
     assert answer(slow)[0] == 408 and time.monotonic() - t0 < 4
     # counted: the slow head (the silent connection, no request at all, is not)
     assert errors(srv, "request_timeout") == before + 1
+
+
+def test_a_stalled_head_with_an_absolute_url_without_a_path_is_a_408_and_the_timers_go_on(srv):
+    """Its path is None to httptools: counting the 408 raised, which stopped the worker's watchdog for good (no
+    later timeout fired); now it is answered, and so is the next stalled head."""
+    for part in (b"GET http://x HTTP/1.1\r\nHost: x\r\n", b"GET /livez HTTP/1.1\r\nHost: x\r\n"):
+        s = connect(srv)
+        s.sendall(part)
+        t0 = time.monotonic()
+        assert answer(s)[0] == 408 and time.monotonic() - t0 < 4
 
 
 def test_a_request_head_over_the_limit_is_a_431_at_once(srv):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 import torch
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, OSError) as e:  # the data as given (missing, a folder for a file, unreadable): one line
         raise SystemExit(f"python -m training: {e}") from None
     except (ValueError, TypeError) as e:  # flags that do not fit the model or the data (a --model-arg, --negate)
-        raise SystemExit(f"python -m training: {type(e).__name__}: {e}") from None
+        if os.environ.get("TRAINING_TRACEBACK"):  # a bug, not a flag: the whole story
+            raise
+        raise SystemExit(f"python -m training: {type(e).__name__}: {e} (TRAINING_TRACEBACK=1 shows where)") from None
     finally:
         distributed.finish(clean)
     if not run.is_main:

@@ -28,6 +28,17 @@ def positive(value: str) -> int:
     return n
 
 
+def threads(value: str) -> int:
+    """An argparse type: a whole number of threads, 0 or more (0: torch's default)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not 0 or more")
+    return n
+
+
 def between(low: float, high: float | None, low_ok: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number above ``low`` (or equal to it, ``low_ok``) and below ``high``."""
 
@@ -38,7 +49,7 @@ def between(low: float, high: float | None, low_ok: bool = False) -> Callable[[s
             raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
         if not math.isfinite(x) or x < low or (x == low and not low_ok) or (high is not None and x >= high):
             where = f"{'at least' if low_ok else 'above'} {low:g}" + ("" if high is None else f" and below {high:g}")
-            raise argparse.ArgumentTypeError(f"{value} is not {where}")
+            raise argparse.ArgumentTypeError(f"{value} is not a finite number {where}")
         return x
 
     return parse
@@ -81,7 +92,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=between(0, 1), default=None)
     p.add_argument("--split-seed", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=positive, default=None)
+    p.add_argument("--threads", type=threads, default=None, help="torch's CPU threads (0: torch's default)")
     p.add_argument(
         "--model-arg",
         action="append",
@@ -123,7 +134,10 @@ def model_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in args.model_arg:
         key, _, raw = pair.partition("=")
-        out[key] = json.loads(raw)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"--model-arg {pair!r}: KEY=JSON, as in channels=[16,32] or cell='\"gru\"'") from None
     return out
 
 

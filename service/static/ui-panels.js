@@ -109,8 +109,9 @@ NN.panels.push({
       tokens.textContent =
         `${p.tokens} tokens, read in ${p.windows} window${p.windows > 1 ? "s" : ""} of at most ` +
         `${card.preprocessing.tokenizer.max_len}` + (p.truncated ? `; only the first ${p.tokens_read} were read.` : ".");
-      NN.$("sentiment-explained").hidden = !p.explanation;
-      if (p.explanation) highlight(review, p.explanation);
+      const explained = Boolean(p.explanation && p.explanation.length); // none for a text with no word it knows
+      NN.$("sentiment-explained").hidden = !explained;
+      if (explained) highlight(review, p.explanation);
     };
     // the review as typed, each token the model read marked with a shade of its attention weight; the spans
     // count characters (code points), a JavaScript string UTF-16 units: an emoji is one of the first, two of the
