@@ -217,7 +217,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         # a training audit's (2026-12-06): each was a traceback, or a silently wrong run
         (["cnn", "--dry-run", "--val-fraction", "-0.1"], "--val-fraction: -0.1 is not a finite number above 0"),
         (["cnn", "--dry-run", "--size", "-5"], "argument --size: -5 is not at least 1"),
-        (["cnn", "--dry-run", "--threads", "-1"], "argument --threads: -1 is not 0 or more"),
+        (["cnn", "--dry-run", "--threads", "-1"], "argument --threads: -1 is not at least 0"),
         (["cnn", "--dry-run", "--lr", "nan"], "argument --lr: nan is not a finite number above 0"),
         (["cnn", "--dry-run", "--label-smoothing", "2"], "2 is not a finite number at least 0 and below 1"),
         (["cnn", "--dry-run", "--model-arg", "foo"], "--model-arg 'foo': KEY=JSON"),

@@ -12,6 +12,7 @@ docs/ui-*.png.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -166,21 +167,28 @@ def test_first_paint_and_everything_loaded_is_local(page, ui_server):
     assert sum(size for _, size in loaded) <= 150_000, loaded
 
 
-def test_key_is_kept_for_this_tab_only(page, ui_server):
+@contextlib.contextmanager
+def new_tab(page):
+    """A new tab of the browser (its own session storage: no API key yet), closed afterwards."""
     main = page.driver.current_window_handle
-    page.driver.switch_to.new_window("tab")  # a new tab has its own session storage: the page asks again
+    page.driver.switch_to.new_window("tab")
     try:
         page.viewport()
+        yield
+    finally:
+        page.driver.close()
+        page.driver.switch_to.window(main)
+        page.viewport()
+
+
+def test_key_is_kept_for_this_tab_only(page, ui_server):
+    with new_tab(page):  # the page asks again
         page.driver.get(ui_server.url + "/ui")
         enter_key(page, "not-the-key")
         page.wait(lambda d: d.find_element("id", "key-wrong").is_displayed(), "the refusal")
         enter_key(page, KEY)
         ready(page)
         assert sum(p.startswith("HTTP 401") for p in page.problems()) == 2  # no key, then a wrong one
-    finally:
-        page.driver.close()
-        page.driver.switch_to.window(main)
-        page.viewport()
 
 
 def test_draw_a_seven(page, api, shots):
@@ -664,10 +672,7 @@ def test_start_up_tries_again_and_the_key_can_be_entered_again(page, ui_server, 
         page.driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script})
     from selenium.webdriver.common.keys import Keys
 
-    main = page.driver.current_window_handle
-    page.driver.switch_to.new_window("tab")  # no key yet in this tab: the dialog, dismissed with Esc
-    try:
-        page.viewport()
+    with new_tab(page):  # no key yet in this tab: the dialog, dismissed with Esc
         page.driver.get(ui_server.url + "/ui")
         page.wait(lambda d: d.find_element("id", "key-dialog").get_attribute("open") is not None, "the key dialog")
         page.driver.find_element("id", "key-input").send_keys(Keys.ESCAPE)
@@ -677,7 +682,3 @@ def test_start_up_tries_again_and_the_key_can_be_entered_again(page, ui_server, 
         enter_key(page, KEY)
         ready(page)
         assert sum(p.startswith("HTTP 401") for p in page.problems()) == 2  # before Esc, and before the key
-    finally:
-        page.driver.close()
-        page.driver.switch_to.window(main)
-        page.viewport()

@@ -17,26 +17,23 @@ from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
 
 
-def positive(value: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return n
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{value} is not at least {least}")
+        return n
+
+    return parse
 
 
-def threads(value: str) -> int:
-    """An argparse type: a whole number of threads, 0 or more (0: torch's default)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not 0 or more")
-    return n
+positive = at_least(1)
+threads = at_least(0)  # 0: torch's default
 
 
 def between(low: float, high: float | None, low_ok: bool = False) -> Callable[[str], float]:
