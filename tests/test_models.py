@@ -93,3 +93,21 @@ def test_paper_topology():
     assert widths == [1000, 500, 250, 30]
     widths = [layer.out_features for layer in m.decoder if isinstance(layer, torch.nn.Linear)]
     assert widths == [250, 500, 1000, 784]
+
+
+def test_an_rbf_network_on_fewer_images_than_centres_reads_new_images():
+    """1,000 centres on a folder of 108 images (a training audit): the copies of one image, 0.01 apart, set every
+    width to ~0, so no unit answered a new image and the network guessed (a third, on three classes). Widths are
+    measured to other images' centres now."""
+    from models.mlp import RBFConfig
+
+    g = torch.Generator().manual_seed(0)
+    k, n = 3, 36
+    base = torch.randn(k, 1, 16, 16, generator=g)
+    y, y_new = torch.arange(n) % k, torch.arange(60) % k
+    x = base[y] + 0.5 * torch.randn(n, 1, 16, 16, generator=g)
+    x_new = base[y_new] + 0.5 * torch.randn(60, 1, 16, 16, generator=g)
+    net = models.create_model("rbf", RBFConfig(num_classes=k, input_size=16, centres=1000))
+    net.init_from_data(x, y, g)
+    with torch.no_grad():
+        assert (net(x_new).argmax(1) == y_new).float().mean() > 0.9
