@@ -223,6 +223,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["cnn", "--dry-run", "--model-arg", "foo"], "--model-arg 'foo': KEY=JSON"),
         (["cnn", "--dry-run", "--model-arg", "foo=1", "--no-progress"], "unknown config field(s) ['foo']"),
         (["rnn-classifier", "--data", "{tmp}/SHOUT.TSV", "--no-progress"], "3 rows: too few"),  # read as a TSV
+        (["cnn", "--data", "{tmp}/few", "--channels", "3", "--fit", "digit"], "--fit digit reads pen strokes on one"),
     ],
 )
 def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys, argv, message):

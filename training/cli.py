@@ -181,6 +181,8 @@ def load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset]
     else:
         name = "image-folder"
     preset = PRESETS[args.dataset or name]
+    if (args.channels or 1) == 3 and (args.fit or preset.fit) == "digit":  # the front door would resize instead
+        raise SystemExit("--fit digit reads pen strokes on one channel: use --channels 1, or --fit contain or resize")
     size = args.size or 28
     pre = {
         "input_size": [size, size],
