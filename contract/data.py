@@ -139,9 +139,8 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
                 try:
                     with Image.open(p) as im:
                         if im.format not in ACCEPTED_FORMATS:  # a GIF named .png: what the service answers 415
-                            other[f"{im.format} as {p.suffix.lower()}"] = (
-                                other.get(f"{im.format} as {p.suffix.lower()}", 0) + 1
-                            )
+                            kind = f"{im.format} as {p.suffix.lower()}"
+                            other[kind] = other.get(kind, 0) + 1
                             continue
                         images.append(prepare_image(im, pre))
                 except (OSError, ValueError, Image.DecompressionBombError) as e:

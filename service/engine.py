@@ -220,18 +220,17 @@ class Engine:
         size = pre.input_size if isinstance(pre, ImagePreprocessing) else None
         if size is not None and small_pngs(blobs, S.inline_decode_bytes, size):
             try:  # each image held to the model's pixels by the size Pillow reads, not only by bytes 16-24
-                return self._image_rows_now(meta, task, blobs, label, dark, size[0] * size[1])
+                return self._image_rows_now(meta, blobs, label, dark, size[0] * size[1])
             except ApiError as e:
                 if e.code != "image_too_large":
                     raise
                 # a PNG whose header said small and whose chunks say otherwise (a second IHDR): the pool, and
                 # the request's own limits there
-        return await off_loop(self._image_rows_now, meta, task, blobs, label, dark)
+        return await off_loop(self._image_rows_now, meta, blobs, label, dark)
 
     def _image_rows_now(
         self,
-        model: str | ModelMetadata,
-        task: str,
+        meta: ModelMetadata,
         blobs: list[bytes] | list[str],
         label: int | None,
         dark: list[bool] | None,
@@ -239,7 +238,6 @@ class Engine:
     ) -> tuple[ModelMetadata, list[ImageItem]]:
         b64 = bool(blobs) and isinstance(blobs[0], str)
         data = _decode_images(cast(list[str], blobs)) if b64 else cast(list[bytes], blobs)
-        meta = model if isinstance(model, ModelMetadata) else self.metadata(model, task)
         limits = {
             "max_bytes": S.max_image_bytes,
             "max_pixels": S.max_image_pixels if max_pixels is None else min(max_pixels, S.max_image_pixels),

@@ -321,8 +321,9 @@ class AdmissionMiddleware:
         if method != "POST":
             return None
         # read as sent, never inflated (a 194 KB gzip body is 200 MB of JSON); every Content-Encoding header counts
-        encoding = ", ".join(v.strip() for v in headers.getlist("content-encoding") if v.strip()).lower()
-        if {c.strip() for c in encoding.split(",")} - {"", "identity"}:
+        values = headers.getlist("content-encoding")
+        if {c.strip().lower() for v in values for c in v.split(",")} - {"", "identity"}:
+            encoding = ", ".join(v.strip() for v in values if v.strip()).lower()
             return ApiError(
                 "unsupported_media_type",
                 f"bodies are read as sent: Content-Encoding {quoted(encoding, 32)!r} is not accepted; send it "
