@@ -423,7 +423,7 @@ class ModelMetadata(BaseModel):
         if ood is not None and score is not None and oddness is not None and ood.threshold > 0:
             score = max(score, oddness * ood.threshold)
         flagged = (
-            (ood is not None and score is not None and score > ood.threshold)
+            (ood is not None and score is not None and not score <= ood.threshold)  # NaN: no evidence of fit
             or (oddness is not None and oddness > 1)
             or nothing_written(pixels)
         )

@@ -77,7 +77,9 @@ def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]
     out = {meta.outputs[0].name: logits}
     if meta.ood is not None:
         values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
-        out |= {"ood_score": values, "out_of_distribution": (values > meta.ood.threshold) | blank}
+        scored = np.asarray([s is not None for s in scores], dtype=bool)
+        beyond = scored & ~(values <= meta.ood.threshold)  # a NaN score (an input of 1e38s) is no evidence of fit
+        out |= {"ood_score": values, "out_of_distribution": beyond | blank}
     return out
 
 
@@ -258,8 +260,12 @@ def select_outputs(
         if k is not None:
             if not adapter.classifies or out.name != meta.outputs[0].name:
                 raise ApiError("invalid_request", f"output {out.name!r} does not support classification")
+            if isinstance(k, float) and k.is_integer():  # the protocol's $number (gRPC: a double_param)
+                k = int(k)
             if not isinstance(k, int) or isinstance(k, bool) or k < 1:
                 raise ApiError("invalid_request", "classification takes a positive integer")
+            if not np.isfinite(value).all():  # the top k of NaN is no ranking
+                raise ApiError("invalid_request", f"output {out.name!r} is not finite for this input: no top k of it")
             value = classification(value, meta.labels, k)
         selected.append((out, value, "BYTES" if value.dtype == object else DATATYPE[str(value.dtype)]))
     return selected

@@ -248,6 +248,20 @@ def test_errors_are_the_protocols_shape(client, artifact_root):
 def test_value_errors(client):
     nan = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 783 + [1e39]}
     assert oip_error(infer_json(client, CNN, [nan]), 400)  # 1e39 is inf in float32
+    # a protocol audit's (2026-12-06): finite inputs of 1e38 make the graph's logits and score NaN, and NaN above
+    # the threshold is false: a confident "3" unflagged, and the top k of NaN logits was served
+    huge = {**nan, "data": [0.0] + [1e38] * 783}
+    flags = [{"name": "out_of_distribution"}, {"name": "ood_score", "parameters": {"binary_data": True}}]
+    r = infer_json(client, CNN, [huge], outputs=flags)
+    assert r.status_code == 200, r.text
+    header = json.loads(r.content[: int(r.headers["inference-header-content-length"])])
+    assert header["outputs"][0]["data"] == [True]
+    assert np.isnan(np.frombuffer(r.content[-4:], dtype="<f4")).all()
+    top = [{"name": "logits", "parameters": {"classification": 2}}]
+    assert "not finite" in oip_error(infer_json(client, CNN, [huge], outputs=top), 400)
+    as_number = [{"name": "logits", "parameters": {"classification": 2.0}}]  # the protocol's $number
+    r = infer_json(client, CNN, [{**nan, "data": [0.0] * 784}], outputs=as_number)
+    assert len(r.json()["outputs"][0]["data"]) == 2
     z = {"name": "z", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16}
     y = {"name": "labels", "shape": [1], "datatype": "INT64", "data": [10]}
     assert "not a class index" in oip_error(infer_json(client, GAN, [z, y]), 400)
