@@ -186,10 +186,13 @@ def load_sklearn_digits(size: int = 28) -> Dataset:
     return Dataset(out, d.target.astype(np.int64), list(DIGIT_LABELS), "sklearn-digits", "sklearn.datasets.load_digits")
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int, counted: str = "rows"
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified train/validation indices: the same labels and seed give the same split. A class
     of two or more rows whose share rounds to none holds one out, so that every class is measured; a split with
-    no row on either side is a DataError (too few rows to train and measure on)."""
+    no row on either side is a DataError (too few rows to train and measure on; ``counted``: what the message
+    calls the rows)."""
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):
@@ -202,8 +205,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     tr, va = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
     if not len(va) or not len(tr):
         raise DataError(
-            f"{len(labels)} rows: too few to hold out a validation split (val_fraction {val_fraction}) and train on "
-            "the rest; each class needs two or more"
+            f"{len(labels)} {counted}: too few to hold out a validation split (val_fraction {val_fraction}) and "
+            "train on the rest; each class needs two or more"
         )
     return tr, va
 

@@ -189,7 +189,8 @@ def dedup_split(texts: list[str], labels: np.ndarray, val_fraction: float, seed:
     for i, t in enumerate(texts):
         first.setdefault(t.strip(), i)
     keep = np.asarray(sorted(first.values()), dtype=np.int64)
-    train, val = stratified_split(labels[keep], val_fraction, seed)
+    counted = "rows" if len(keep) == len(texts) else f"distinct texts (of {len(texts)} rows)"
+    train, val = stratified_split(labels[keep], val_fraction, seed, counted)
     if len(keep) < len(texts):
         log.info("split: %d repeated texts kept once", len(texts) - len(keep))
     return keep[train], keep[val]

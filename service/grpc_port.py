@@ -19,9 +19,10 @@ _PORT_LOCKS: list[Any] = []  # held for the serving process's lifetime
 
 
 def http_port(argv: list[str], default: int = 3000) -> int | None:
-    """The port ``bentoml serve`` listens on for HTTP: its --port (or -p) option, else BENTOML_PORT, else 3000."""
+    """The port ``bentoml serve`` listens on for HTTP: its --port (or -p, or -p joined to the value as click
+    takes it: -p8100) option, else BENTOML_PORT, else 3000."""
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--port=") else None
+        value = arg.split("=", 1)[1] if arg.startswith("--port=") else arg[2:] if arg.startswith("-p") else None
         if arg in ("--port", "-p") and i + 1 < len(argv):
             value = argv[i + 1]
         if value is not None:

@@ -56,6 +56,7 @@ def test_the_http_port_is_read_as_bentoml_serve_reads_it(monkeypatch):
     monkeypatch.delenv("BENTOML_PORT", raising=False)
     assert http_port(["serve", "x:Y", "--port", "8100"]) == 8100 and http_port(["serve", "--port=8101"]) == 8101
     assert http_port(["serve", "-p", "8102"]) == 8102 and http_port(["serve", "x:Y"]) == 3000
+    assert http_port(["serve", "-p8104"]) == 8104
     monkeypatch.setenv("BENTOML_PORT", "8103")
     assert http_port(["serve", "x:Y"]) == 8103
 

@@ -223,6 +223,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["cnn", "--dry-run", "--model-arg", "foo"], "--model-arg 'foo': KEY=JSON"),
         (["cnn", "--dry-run", "--model-arg", "foo=1", "--no-progress"], "unknown config field(s) ['foo']"),
         (["rnn-classifier", "--data", "{tmp}/SHOUT.TSV", "--no-progress"], "3 rows: too few"),  # read as a TSV
+        (["rnn-classifier", "--data", "{tmp}/twice.csv", "--no-progress"], "3 distinct texts (of 6 rows): too few"),
         (["cnn", "--data", "{tmp}/few", "--channels", "3", "--fit", "digit"], "--fit digit reads pen strokes on one"),
     ],
 )
@@ -232,6 +233,7 @@ def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys,
     (tmp_path / "one.csv").write_text("text,label\ngood,pos\nfine,pos\n")
     (tmp_path / "three.csv").write_text("text,label\ngood,pos\nbad,neg\nso so,mid\n")
     (tmp_path / "SHOUT.TSV").write_text("text\tlabel\ngood\tpos\nbad\tneg\nso so\tmid\n")
+    (tmp_path / "twice.csv").write_text("text,label\n" + "good,pos\nbad,neg\nso so,mid\n" * 2)
     for cls, value in (("dark", 30), ("light", 220)):
         (tmp_path / "few" / cls).mkdir(parents=True)
         (tmp_path / "few" / cls / "0.png").write_bytes(png_bytes(np.full((20, 20), value, dtype=np.uint8)))
