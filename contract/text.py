@@ -24,7 +24,8 @@ PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 VOCAB_FILE = "vocab.json"
 
-_HTML = re.compile(r"<[^>]{0,200}>")
+# a tag: "<" then a letter, "/" or "!" ("<br />", "</b>", "<!-- -->"); "<3", "<- see below ->" and ">.<" are text
+_HTML = re.compile(r"</?[A-Za-z!][^<>]{0,200}>")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "‚": "'", "`": "'"})
 _NEGATION = re.compile(r"(?<=[^\W_])n't\b")  # don't -> do n't, can't -> ca n't (PTB)
 _CLITIC = re.compile(r"(?<=[^\W_])'(s|re|ve|ll|d|m)\b")  # it's -> it 's
@@ -82,9 +83,24 @@ def stream_safe(text: str, kept: list[bool] | None = None) -> str:
     return "".join(c for c, k in zip(text, kept or _kept(text), strict=True) if k)
 
 
+@functools.cache
+def _stray_marks() -> re.Pattern[str]:
+    """Every combining mark (categories Mn, Me) as one character class: the marks normalisation leaves unjoined
+    (an underline or a strike-through drawn over each letter, the dot lowercasing leaves of "İ", an emoji's
+    variation selector, a keycap) are dropped, not read as tokens that split the word they mark."""
+    points = [c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Mn", "Me")]
+    runs: list[list[int]] = []
+    for c in points:
+        if runs and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return re.compile("[" + "".join(re.escape(chr(a)) + "-" + re.escape(chr(b)) for a, b in runs) + "]")
+
+
 def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
-    """Raw text of any Unicode -> PTB-style tokens (never raises; control characters, and combining marks past
-    the MAX_MARKS-th of a run, are dropped)."""
+    """Raw text of any Unicode -> PTB-style tokens (never raises; control characters, and combining marks that
+    normalisation leaves unjoined to a letter, are dropped)."""
     return _tokens(stream_safe(text), cfg)
 
 
@@ -97,6 +113,8 @@ def _tokens(text: str, cfg: TokenizerConfig) -> list[str]:
     text = text.replace("``", '"').replace("''", '"').translate(_QUOTES)
     if cfg.lowercase:
         text = text.lower()
+    if not text.isascii():
+        text = _stray_marks().sub("", text)
     text = _NEGATION.sub(" n't", text)
     text = _CLITIC.sub(r" '\1", text)
     return _TOKEN.findall(text)
@@ -186,6 +204,8 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     view = view.translate(_QUOTES)
     if cfg.lowercase:
         view, where = _lower(view, where)
+    if not view.isascii():
+        view, where = _sub(_stray_marks(), "", view, where)
     view, where = _sub(_NEGATION, " n't", view, where)
     view, where = _sub(_CLITIC, r" '\1", view, where)
     spans = [(where[m.start()][0], where[m.end() - 1][1]) for m in _TOKEN.finditer(view)]

@@ -48,6 +48,12 @@ TEXT_MODELS = models.list_models("text-classification")
         ("nul\x00byte\x85next", ["nul", "byte", "next"]),
         ("", []),
         (" \t\n ", []),
+        # a sentiment audit's (2026-12-06): "<3 ... >" was taken for a tag and its words dropped (a review read as
+        # its first sentence, negative, flipped); marks left unjoined split a word into letters and marks
+        ("kidding <3 it was brilliant >.<", ["kidding", "<", "3", "it", "was", "brilliant", ">", ".", "<"]),
+        ("worth it -> <br />buy", ["worth", "it", "-", ">", "buy"]),
+        ("g\u0332r\u0332e\u0332a\u0332t\u0332 s\u0336o\u0336", ["great", "so"]),  # underlined, struck through
+        ("LOVED İT ❤\ufe0f 5\u20e3", ["loved", "it", "❤", "5"]),  # İ lowercased, a variation selector, a keycap
     ],
 )
 def test_tokenize(text, tokens):
@@ -240,6 +246,7 @@ def test_windows_cover_the_text_in_order_up_to_the_cap():
         "‹" + "İ" * 120 + "> good film",  # lowercasing lengthens İ: done after the tag is stripped, as tokenize does
         "goo" + "\u0301\u0316" * 3000 + "d good",  # marks past the 30th of a run dropped (once hours of CPU)
         "a" + "\u0f73" * 500 + " fine ｶ" + "\uff9e" * 100,  # marks hidden in a decomposition count too
+        "The food was g\u0332r\u0332e\u0332a\u0332t\u0332, İNCREDİBLE ❤\ufe0f <3 it >.<",  # marks dropped
     ],
 )
 def test_token_spans_point_at_the_characters_of_each_token(text):
