@@ -66,9 +66,11 @@ OOD_SCORE = Field(
     "null for a model without an out-of-distribution calibration"
 )
 OOD_FLAG = Field(
-    description="ood_score is above the model's threshold (ood.threshold in its card); for an image, also when "
-    "nothing is found written on it (a blank or uniform page) or the photo is unlike any of the model's kind "
-    "(a scene behind the object, strokes scattered over a whole scene), whether the model is calibrated or not"
+    description="ood_score is above the model's threshold (ood.threshold in its card) or not a number (an input "
+    "of extreme values); for an image, also when nothing is found written on it (a blank or uniform page) or the "
+    "photo is unlike any of the model's kind (a scene behind the object, strokes scattered over a whole scene), "
+    "whether the model is calibrated or not; for a text, also when it holds no word of meaning (punctuation, "
+    "function words)"
 )
 
 

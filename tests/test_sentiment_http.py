@@ -99,6 +99,8 @@ def test_explain_over_windows_still_sums_to_one(client):
 def test_explain_on_a_model_without_attention_is_a_400(client):
     err = assert_envelope(analyze(client, ["a great film"], MODEL, explain=True), 400, "invalid_request")
     assert "attention" in err["message"]
+    for loose in ("yes", 1, "true"):  # a sentiment audit's: taken as true
+        assert_envelope(analyze(client, ["a great film"], ATTN, explain=loose), 400, "invalid_request")
 
 
 def test_score_does_not_depend_on_the_batch(client):

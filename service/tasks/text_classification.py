@@ -15,7 +15,7 @@ from typing import Annotated
 import bentoml
 import numpy as np
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
@@ -88,7 +88,7 @@ class AnalyzeSentimentRequest(BaseModel):
         max_length=S.max_texts,
         description=f"1-{S.max_texts} texts of at most {S.max_text_chars:,} characters each",
     )
-    explain: bool = Field(
+    explain: StrictBool = Field(
         False,
         description="return each text's tokens with the model's attention weights and their places in the text "
         "(models with attention pooling; others answer 400)",
@@ -106,7 +106,10 @@ class TokenWeight(BaseModel):
 
 
 class SentimentPrediction(BaseModel):
-    label: str = Field(description="the most probable class")
+    label: str = Field(
+        description="the most probable class (the first label where all are equally probable: a text flagged as "
+        "carrying no evidence)"
+    )
     score: float = Field(ge=0, le=1, description="calibrated probability of the predicted label")
     probs: dict[str, float] = Field(description="calibrated probability of every label")
     tokens: int = Field(ge=1, description="tokens in the text (the model's tokenizer)")
@@ -114,7 +117,9 @@ class SentimentPrediction(BaseModel):
     windows: int = Field(ge=1, description="windows of the model's max_len tokens read (their logits are combined)")
     truncated: bool = Field(description="the text was longer than the windows read: tokens_read < tokens")
     explanation: list[TokenWeight] | None = Field(
-        None, description="with explain: the tokens read, in order, with their attention weights"
+        None,
+        description="with explain: the tokens read, in order, with their attention weights; empty for a text "
+        "without a word of meaning (punctuation, function words: answered 1/K and flagged)",
     )
     ood_score: float | None = OOD_SCORE
     out_of_distribution: bool = OOD_FLAG
