@@ -543,3 +543,35 @@ def test_a_few_strokes_side_by_side_are_still_a_page(digits):
         assert (find_ink(photo).oddness > 1) is odd, n
     assert find_ink(_printed(120, ["7"])).oddness < 1
     assert row_runs(np.array([[0, 1, 1, 0, 1, 0, 1], [1, 1, 0, 0, 0, 0, 1], [0] * 7], dtype=bool)) == pytest.approx(2.9)
+
+
+def _pad_drawing(draw_on) -> Image.Image:
+    """What the playground's pad sends (service/static/ui-pad.js: 280 px white, ink #111): ``draw_on(draw)``."""
+    pad = Image.new("L", (280, 280), 255)
+    draw_on(ImageDraw.Draw(pad))
+    return pad.convert("RGB")
+
+
+@pytest.mark.parametrize("width", [8, 22, 36, 90])
+@pytest.mark.parametrize("at", [(140, 140), (50, 220)])
+def test_a_dot_of_the_pen_is_unlike_any_page_of_a_digit(width, at):
+    """A tap on the pad (a reviewer's, 2026-12-06): fitted to 20 px, a dot of any size became a filled disk that
+    every digit model read as a confident, unflagged "0". It is odd, and odd at either polarity (no second
+    reading: the other polarity read the pad around it, which the models took for a digit)."""
+    r = width / 2
+    dot = _pad_drawing(lambda d: d.ellipse((at[0] - r, at[1] - r, at[0] + r, at[1] + r), fill=17))
+    reading = read(dot, DIGIT)
+    assert reading.oddness is not None and reading.oddness > 1 and reading.dark_ink is None
+
+
+@pytest.mark.parametrize("pen", [22, 36, 60])
+def test_a_bold_zero_is_no_dot(digits, pen):
+    """A ring as thick as a fat marker makes (its extent under three stroke widths, as a dot's is) encloses
+    paper: a 0, read as one; as do the dataset's own zeros photographed, and a short thick stroke (a 1) is long."""
+    ring = _pad_drawing(lambda d: d.ellipse((95, 80, 185, 200), outline=17, width=pen))
+    one = _pad_drawing(lambda d: d.line((140, 90, 140, 190), fill=17, width=36))
+    for photo in (ring, one):
+        reading = read(photo, DIGIT)
+        assert reading.oddness is not None and reading.oddness < 1 and reading.dark_ink is True
+    zero = digits.images[int(np.flatnonzero(digits.labels == 0)[0]), 0]
+    assert read(Image.fromarray(np.pad(255 - zero, 8, constant_values=255)).resize((200, 200)), DIGIT).oddness < 1
