@@ -18,7 +18,7 @@ import numpy as np
 
 from contract.metadata import load_metadata
 from contract.text import Vocab, encode_windows
-from contract.text_ood import UNKNOWN, text_ids, text_ood_score, unknown_share
+from contract.text_ood import UNKNOWN, text_ood_score, unknown_share
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -36,7 +36,7 @@ def judge(folder: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.nd
     vocab = Vocab.load(folder / pre.vocab_file)
     if meta.ood is None:
         raise SystemExit(f"{folder}: not calibrated (python -m export.calibrate)")
-    ids = [text_ids(encode_windows(t, pre.tokenizer, vocab)[0]) for t in texts]
+    ids = [encode_windows(t, pre.tokenizer, vocab).evidence for t in texts]
     scores = np.array([text_ood_score(x, len(vocab), meta.ood) for x in ids])
     limit = meta.ood.scaling[UNKNOWN][1] if meta.ood.scaling else meta.ood.threshold
     return scores, scores > meta.ood.threshold, np.array([unknown_share(x, len(vocab)) > limit for x in ids])

@@ -15,7 +15,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -283,16 +283,30 @@ TEXT_IDS, TEXT_LENGTHS = "ids", "lengths"  # a text classifier graph's inputs: p
 DEFAULT_WINDOWS = 8  # windows of max_len tokens read per text (the service's NNSERVE_TEXT_WINDOWS)
 
 
-def encode_windows(
-    text: str, cfg: TokenizerConfig, vocab: Vocab, max_windows: int = DEFAULT_WINDOWS
-) -> tuple[list[list[int]], int]:
-    """-> (the ids in consecutive windows of at most max_len tokens, at most ``max_windows`` of them; the text's
-    token count). A text longer than max_len is read window by window and the windows' logits combined
-    (``combine_windows``); only a text over max_windows windows is cut, and ``sum(map(len, windows))`` says
-    how much was read."""
-    ids = vocab.encode(tokenize(text, cfg))
+class Windows(NamedTuple):
+    """A text as a model reads it (``encode_windows``)."""
+
+    windows: list[list[int]]  # ids in consecutive windows of at most max_len tokens
+    tokens: int  # the text's token count (``sum(map(len, windows))`` were read)
+    evidence: np.ndarray  # the ids read but those of unknown symbols: what the text's out-of-distribution score reads
+
+
+def encode_windows(text: str, cfg: TokenizerConfig, vocab: Vocab, max_windows: int = DEFAULT_WINDOWS) -> Windows:
+    """A text -> its ``Windows``: at most ``max_windows`` windows. A text longer than max_len is read window by
+    window and the windows' logits combined (``combine_windows``); only a text over max_windows windows is cut.
+    The evidence leaves out unknown tokens without a letter or digit (an emoji, a star, a keycap): reviews are
+    full of them and the training texts hold few, so they say the text is unlike the training texts' words no more
+    than punctuation does (an English review of five words and five emoji read as half unknown was flagged)."""
+    tokens = tokenize(text, cfg)
+    ids = vocab.encode(tokens)
     step = cfg.max_len
-    return [ids[i : i + step] for i in range(0, min(len(ids), step * max_windows), step)], len(ids)
+    read = min(len(ids), step * max_windows)
+    evidence = np.asarray(ids[:read], dtype=np.int64)
+    if UNK_ID in ids[:read]:
+        evidence = evidence[
+            [i != UNK_ID or any(c.isalnum() for c in t) for t, i in zip(tokens, ids[:read], strict=False)]
+        ]
+    return Windows([ids[i : i + step] for i in range(0, read, step)], len(ids), evidence)
 
 
 def combine_windows(logits: np.ndarray, sizes: Sequence[Sequence[int]]) -> np.ndarray:
@@ -317,8 +331,8 @@ def text_logits(
     """Raw texts -> (N, K) logits of a text classifier's graph as the service computes them: tokenised, read
     in windows of max_len tokens (``windows`` at most), the windows' logits combined. ``sess``: an onnxruntime
     session (anything with its ``run``), so that this module needs no runtime."""
-    encoded = [encode_windows(t, cfg, vocab, windows) for t in texts]
-    rows = [w for text_windows, _ in encoded for w in text_windows or [[UNK_ID]]]
+    encoded = [encode_windows(t, cfg, vocab, windows).windows for t in texts]
+    rows = [w for text_windows in encoded for w in text_windows or [[UNK_ID]]]
     order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths together: little padding
     out = np.zeros((len(rows), 0), dtype=np.float32)
     for i in range(0, len(rows), batch):
@@ -328,7 +342,7 @@ def text_logits(
         if out.shape[1] == 0:
             out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
         out[idx] = logits
-    return combine_windows(out, [[len(w) for w in text_windows] or [1] for text_windows, _ in encoded])
+    return combine_windows(out, [[len(w) for w in text_windows] or [1] for text_windows in encoded])
 
 
 def pad_right(seqs: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -62,7 +62,7 @@ from contract.metadata import (
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, Door, photographs, read_photographs
 from contract.text import Vocab, encode_windows, text_logits
 from contract.text_data import text_validation
-from contract.text_ood import RARITY, UNKNOWN, rarities, text_ids, text_ood_score, unknown_share, word_rarity
+from contract.text_ood import RARITY, UNKNOWN, rarities, text_ood_score, unknown_share, word_rarity
 from export import second_reading
 from export.evaluate import auroc
 from export.flagged import (
@@ -292,7 +292,7 @@ def calibrate_texts(model_dir: Path, val_texts: list[str], val_labels: np.ndarra
         "other languages": OTHER_LANGUAGES,
         "made-up words": [" ".join("".join(rng.choice(alphabet[:26], 7)) for _ in range(10)) for _ in range(50)],
     }
-    ids = {k: [text_ids(encode_windows(x, pre.tokenizer, vocab)[0]) for x in v] for k, v in {**texts, **odd}.items()}
+    ids = {k: [encode_windows(x, pre.tokenizer, vocab).evidence for x in v] for k, v in {**texts, **odd}.items()}
     n = len(vocab)
     # reviews hold rare words and names: flag only well beyond the clean texts' extreme (their 99.9th
     # percentile plus a margin), and never below a quarter of the text unknown

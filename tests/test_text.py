@@ -225,11 +225,23 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the shared sentiment
 def test_windows_cover_the_text_in_order_up_to_the_cap():
     v = Vocab([PAD, UNK, "w", "x"])
     tok = TokenizerConfig(max_len=4)
-    windows, n = encode_windows("w x " * 5, tok, v, max_windows=8)  # 10 tokens
+    windows, n, _ = encode_windows("w x " * 5, tok, v, max_windows=8)  # 10 tokens
     assert n == 10 and windows == [[2, 3, 2, 3], [2, 3, 2, 3], [2, 3]]
-    windows, n = encode_windows("w x " * 5, tok, v, max_windows=2)
+    windows, n, evidence = encode_windows("w x " * 5, tok, v, max_windows=2)
     assert n == 10 and sum(map(len, windows)) == 8  # the rest is cut, and the caller can tell
-    assert encode_windows("  ", tok, v) == ([], 0)
+    assert evidence.tolist() == [2, 3] * 4  # what was read
+    assert encode_windows("  ", tok, v)[:2] == ([], 0)
+
+
+def test_unknown_symbols_are_no_evidence_of_another_language():
+    """A sentiment audit's (2026-12-06): "Loved it 😍😍😍🔥🔥" read as 5 unknown tokens of 7 was flagged out of
+    distribution by both default models, as were 11 of 11 English reviews with emoji, stars or a keycap, by
+    imdb-lstm. The out-of-distribution score reads the ids but those of unknown symbols; the graph reads all."""
+    v = Vocab([PAD, UNK, "loved", "it", "!", "★"])
+    windows, n, evidence = encode_windows("Loved it 😍😍🔥 ! ★ zzyzx 42", TokenizerConfig(), v)
+    assert windows == [[2, 3, 1, 1, 1, 4, 5, 1, 1]] and n == 9
+    assert evidence.tolist() == [2, 3, 4, 5, 1, 1]  # known symbols and an unknown word or number stay
+    assert encode_windows("😍🔥", TokenizerConfig(), v).evidence.size == 0
     logits = np.array([[0.0, 4.0], [2.0, 0.0], [1.0, 1.0]], dtype=np.float32)  # a text of 2 windows, one of 1
     np.testing.assert_allclose(combine_windows(logits, [[3, 1], [5]]), [[0.5, 3.0], [1.0, 1.0]])
 

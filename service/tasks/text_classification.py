@@ -183,15 +183,15 @@ def text_rows(
             raise ApiError("invalid_request", f"{field}[{i}] is over {S.max_text_chars} characters", [{"index": i}])
         if not text.strip() and not empty_ok:
             raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
-        windows, n_tokens = encode_windows(text, pre.tokenizer, vocab, S.text_windows)
+        windows, n_tokens, evidence = encode_windows(text, pre.tokenizer, vocab, S.text_windows)
         if not windows and empty_ok:
-            windows = [[pre.unk_id]]
+            windows, evidence = [[pre.unk_id]], np.asarray([pre.unk_id])
         elif not windows:
             raise ApiError("invalid_request", f"texts[{i}] has no words or symbols", [{"index": i}])
         TOKENS.labels(meta.name).observe(n_tokens)
         sizes = [len(w) for w in windows]
         ids = text_ids(windows)
-        score = None if meta.ood is None else text_ood_score(ids, len(vocab), meta.ood)
+        score = None if meta.ood is None else text_ood_score(evidence, len(vocab), meta.ood)
         words = bool(vocab.words[ids].any())
         encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score, words=words))
         items += [TextItem(model=key, ids=np.asarray(w, dtype=np.int64)) for w in windows]
