@@ -212,7 +212,8 @@ class Reading:
     unlike a photo of the model's kind of input it is (``Ink.oddness``: above 1, unlike any; None when the image
     was taken as it is); and for a photo read as pen strokes, their polarity (dark on light: True), which a
     second reading may turn over (``second_reading_kept``; None: no second reading, as for print, ``Ink.printed``,
-    and a dot of the pen, ``Ink.dot``: that is what the page is at either polarity, not a polarity misread); and
+    and a dot of the pen, ``Ink.dot``: that is what the page is at either polarity, not a polarity misread; and
+    a drawing on a flat canvas, ``Ink.drawn``, whose polarity is plain); and
     whether the sheet was cut out of a table around it (``Ink.on_table``: such an answer is read at its own
     temperature, ``Calibration``)."""
 
@@ -267,7 +268,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None) ->
             colour = None if objects or upright.mode in ("L", "1") else upright
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()
-            once = objects or ink.printed or ink.dot  # what it is at either polarity: no second reading
+            once = objects or ink.printed or ink.dot or ink.drawn  # no polarity misread: no second reading
             return Reading(pixels, ink.oddness, None if once else ink.dark_on_light, ink.on_table)
         if pre.white_on_black and _border_mean(a) > 127.5:  # dark ink on light paper: flip to MNIST's polarity
             a = 255 - a

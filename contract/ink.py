@@ -70,6 +70,10 @@ BLOB_WIDTH = 3.0
 BLOB_ODDNESS = 2.0
 DOT_LEVELS = (0.5, 0.8, 0.9, 0.95)  # ink strengths a dot is judged solid at (is_dot)
 DOT_FILL = 0.6  # the least share of its box a dot's ink covers (a disk's: 0.71-0.83 here)
+# a canvas (the playground's pad, a drawing app's export) is mostly one exact grey level, as no photo or scan with
+# sensor noise is: its polarity is plain, and a second reading at the other one only reads the canvas round the
+# strokes (a small fat 8 or house, flagged, was read again as its outline, a confident "0")
+FLAT_CANVAS = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Ink:
     oddness: float = 0.0  # how unlike a page of its kind the photo is: above 1, unlike any (the constants above)
     printed: bool = False  # pen strokes crowded as print is (TEXT_RUNS): what the page is, at either polarity
     dot: bool = False  # a dot of the pen (is_dot): as odd at either polarity
+    drawn: bool = False  # on a flat canvas (FLAT_CANVAS): drawn, not photographed, so no shadow to misread
     on_table: bool = False  # the sheet was cut out of a table around it (contract/page.py: page_box)
 
 
@@ -186,6 +191,9 @@ def find_ink(
     ink = _pen_ink(sheet, dark)
     if box is not None:
         ink = replace(ink, on_table=True)
+    counts = sheet.histogram()
+    if max(counts) >= FLAT_CANVAS * sum(counts):
+        ink = replace(ink, drawn=True)
     if colour is None:
         return ink
     odd = vividness(colour, box, grey.size)
