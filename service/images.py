@@ -23,10 +23,18 @@ def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
         data = data.split(",", 1)[1]
     if len(data) > (max_bytes * 4) // 3 + 4:
         raise ApiError("image_too_large", f"images[{index}] is over {max_bytes} bytes", [{"index": index}])
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError("invalid_image", f"images[{index}] is not valid base64", [{"index": index}]) from None
+    for text in (data, data.translate(_LINE_BREAKS) if "\n" in data else None):
+        if text is None:
+            break
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    raise ApiError("invalid_image", f"images[{index}] is not valid base64", [{"index": index}])
+
+
+# MIME's base64 (RFC 2045; GNU base64 without -w0, Python's encodebytes) breaks its lines every 76 characters
+_LINE_BREAKS = str.maketrans("", "", "\r\n")
 
 
 def to_input(

@@ -286,6 +286,8 @@ def test_data_urls_in_any_case_and_with_parameters(client, digits):
         f"data:image/png;base64,{png}",
         f"DATA:image/png;base64,{png}",
         f"data:image/png;name={'x' * 150};base64,{png}",
+        base64.encodebytes(base64.b64decode(png)).decode(),  # MIME's lines of 76 (GNU base64 without -w0)
+        base64.encodebytes(base64.b64decode(png)).decode().replace("\n", "\r\n"),
     ):
         r = classify(client, [url])
         assert r.status_code == 200 and r.json()["predictions"] == want, (url[:40], r.text)

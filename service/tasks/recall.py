@@ -123,7 +123,10 @@ class Recalled(BaseModel):
     )
     label: str | None = Field(description="the matched pattern's class; null if spurious")
     overlap: float = Field(
-        ge=-1, le=1, description="s·ξ/N with the closest stored pattern ξ: 1 is identical, -1 reversed"
+        ge=-1,
+        le=1,
+        description="the largest s·ξ/N over the stored patterns ξ: 1 is identical (a reversed pattern shows as "
+        "-1 in /v2's overlaps, not here: this is the closest pattern's, read as it is stored)",
     )
     spurious: bool = Field(description="no stored pattern reaches match_overlap: a mixture, a reversed pattern, ...")
 
