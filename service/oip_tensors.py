@@ -119,6 +119,9 @@ def _flatten(data: list[Any], name: str, count: int) -> tuple[list[Any], set[typ
         def walk(items: list[Any], depth: int) -> None:
             if depth > 8:
                 raise ApiError("invalid_request", f"input {name!r}: data nested too deeply")
+            lists = [len(v) for v in items if isinstance(v, list)]
+            if lists and (len(lists) != len(items) or min(lists) != max(lists)):  # [[1, 2], [[3], 4]]
+                raise ApiError("invalid_request", f"input {name!r}: nested data must be regular (as a tensor is)")
             for v in items:
                 if isinstance(v, list):
                     walk(v, depth + 1)

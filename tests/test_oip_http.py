@@ -269,6 +269,8 @@ def test_value_errors(client):
     assert oip_error(infer_json(client, GAN, [z, y_huge]), 400)
     nested = {"name": "text", "shape": [1], "datatype": "BYTES", "data": [[[[[[[[[[["deep"]]]]]]]]]]]}
     assert "nested" in oip_error(infer_json(client, LSTM, [nested]), 400)
+    ragged = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [[0.5] * 700, [[0.1] * 84]]}
+    assert "regular" in oip_error(infer_json(client, CNN, [ragged]), 400)  # a protocol audit's: it was served
     # flat data is checked by its values' types, nested data after flattening: JSON's true, null, strings and
     # objects are no numbers, and an INT64 tensor takes no fractions
     pixels = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32"}
