@@ -199,7 +199,7 @@ class AdmissionMiddleware:
             if err is None and not (
                 path in form_routes() and media_type(headers) == "multipart/form-data"
             ):  # a /v1 form's: bytes
-                err = self._json_items(body, headers.get("inference-header-content-length") if oip else None)
+                err = self._json_items(body, header_length(headers) if oip else None)
             if err is not None:
                 await self._send_error(send, err, endpoint, oip)
             else:
@@ -381,3 +381,13 @@ class AdmissionMiddleware:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+HEADER_LENGTH = "inference-header-content-length"  # Triton's binary tensor data extension: the JSON's length
+
+
+def header_length(headers: Headers) -> str | None:
+    """A /v2 request's Inference-Header-Content-Length: its value, or where it is sent more than once with
+    different values, all of them (which service/oip_tensors.py's split_body refuses, not the first one)."""
+    values = headers.getlist(HEADER_LENGTH)
+    return (values[0] if len(set(values)) == 1 else ", ".join(values)) if values else None

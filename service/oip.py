@@ -42,7 +42,7 @@ from service import __version__
 from service.engine import Engine, current
 from service.errors import ApiError, quoted, validation_details
 from service.lane import Lane
-from service.middleware import ERROR_CODE_HEADER
+from service.middleware import ERROR_CODE_HEADER, header_length
 from service.oip_extensions import PLATFORM, model_config, statistics
 from service.oip_schemas import (
     InferenceRequest,
@@ -60,7 +60,7 @@ from service.oip_schemas import (
     RepositoryIndexRequest,
     ServerMetadata,
 )
-from service.oip_tensors import HEADER_LENGTH, decode_inputs, encode_response, split_body
+from service.oip_tensors import decode_inputs, encode_response, split_body
 from service.registry import TASKS, Tensors
 from service.runtime import version_order
 from service.settings import get_settings
@@ -222,14 +222,14 @@ async def _ready(name: str, version: str | None) -> Response:
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    return await infer_body(await request.body(), request.headers.get(HEADER_LENGTH), name, version)
+    return await infer_body(await request.body(), header_length(request.headers), name, version)
 
 
-async def infer_body(body: bytes, header_length: str | None, name: str, version: str | None) -> Response:
+async def infer_body(body: bytes, length: str | None, name: str, version: str | None) -> Response:
     """An inference request's body (its JSON header and any binary tensor data) -> the answer."""
     svc = current()
     meta = model_of(svc, name, version)
-    header, binary = split_body(body, header_length)
+    header, binary = split_body(body, length)
     try:
         req = InferenceRequest.model_validate_json(header)
     except ValidationError as e:
@@ -249,7 +249,7 @@ async def run_request(svc: Engine, meta: ModelMetadata, req: InferenceRequest, b
 
 async def _infer_lane(body: bytes, scope: MutableMapping[str, Any], groups: tuple[str, ...]) -> Response:
     name, version = groups if len(groups) == 2 else (groups[0], None)
-    return await infer_body(body, Headers(scope=scope).get(HEADER_LENGTH), name, version)
+    return await infer_body(body, header_length(Headers(scope=scope)), name, version)
 
 
 def lanes() -> list[Lane]:

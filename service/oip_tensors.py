@@ -28,7 +28,6 @@ from service.oip_schemas import (
 from service.registry import Adapter, Tensors
 from service.request_id import REQUEST_ID
 
-HEADER_LENGTH = "inference-header-content-length"
 DATATYPE = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}  # model.json and numpy dtypes -> the protocol's
 # outputs a client gets only by asking for them (a request without "outputs" gets the graph's own)
 OOD_OUTPUTS = ("ood_score", "out_of_distribution")

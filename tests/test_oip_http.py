@@ -303,6 +303,11 @@ def test_binary_framing_errors(client):
         oip_error(client.post(url, content=body, headers={"Inference-Header-Content-Length": length}), 400)
     for odd in ("²".encode("latin-1"), b"9" * 5000):  # isdigit() is true for "²"; int() refuses 4,301+ digits
         oip_error(client.post(url, content=header + element, headers={"Inference-Header-Content-Length": odd}), 400)
+    # a protocol audit's: sent twice with different values, the first was taken; the same value twice is one
+    for second in (str(len(header) + 1), str(len(header))):
+        twice = [("Inference-Header-Content-Length", str(len(header))), ("Inference-Header-Content-Length", second)]
+        r = client.post(url, content=header + element, headers=twice)
+        assert r.status_code == (200 if second == str(len(header)) else 400), r.text
     many = json.dumps(
         {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 4000}}]}
     ).encode()
