@@ -91,7 +91,11 @@ def _typed_bytes(tensor: Any) -> bytes | None:
         values = list(tensor.contents.bytes_contents)
         return bytes_payload(values) if values else None
     if tensor.datatype not in CONTENTS:
-        raise ApiError("invalid_request", f"input {tensor.name!r}: unknown datatype {tensor.datatype!r}")
+        raise ApiError(  # FP16, BF16: no typed contents field holds them; raw_input_contents does
+            "invalid_request",
+            f"input {tensor.name!r}: datatype {tensor.datatype!r} has no typed contents here (served: "
+            f"{', '.join(sorted(CONTENTS))}, BYTES; or send raw_input_contents)",
+        )
     field, dtype = CONTENTS[tensor.datatype]
     values = getattr(tensor.contents, field)
     if not values:

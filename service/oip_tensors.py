@@ -176,7 +176,8 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, binary: bytes | None, 
     else:
         flat, types = _flatten(inp.data or [], inp.name, count)
         if not types <= ({int, float} if want == "FP32" else {int}):  # JSON's own types: a bool is no number here
-            raise ApiError("invalid_request", f"input {inp.name!r}: {sent} data must be numbers")
+            kind = "numbers" if want == "FP32" else "integers"
+            raise ApiError("invalid_request", f"input {inp.name!r}: {sent} data must be {kind}")
         try:
             arr = np.asarray(flat, dtype=given)
         except OverflowError:

@@ -165,6 +165,11 @@ def test_bad_requests_get_clear_status_codes(stub, gc, server):
     both.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28]).contents.fp32_contents.extend([1.0] * 784)
     both.raw_input_contents.append(x.tobytes())
     assert _code(lambda: stub.ModelInfer(both, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+    half = service_pb2.ModelInferRequest(model_name=CNN)  # FP16 is the protocol's, but no typed field holds it
+    half.inputs.add(name="input", datatype="FP16", shape=[1, 1, 28, 28]).contents.fp32_contents.extend([1.0] * 784)
+    with pytest.raises(grpc.RpcError) as fp16:
+        stub.ModelInfer(half, timeout=30)
+    assert fp16.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no typed contents" in fp16.value.details()
     assert _code(infer(shape=(65, 1, 28, 28), raw=(np.zeros((65, 1, 28, 28), np.float32).tobytes(),))) == (
         grpc.StatusCode.INVALID_ARGUMENT  # over NNSERVE_MAX_IMAGES rows
     )

@@ -277,7 +277,7 @@ def test_value_errors(client):
     for odd in (True, None, "0.5", {"v": 1}):
         for data in ([0.0] * 783 + [odd], [[0.0] * 783 + [odd]]):
             assert "must be numbers" in oip_error(infer_json(client, CNN, [{**pixels, "data": data}]), 400), odd
-    assert "must be numbers" in oip_error(infer_json(client, GAN, [z, {**y, "data": [1.5]}]), 400)
+    assert "INT64 data must be integers" in oip_error(infer_json(client, GAN, [z, {**y, "data": [1.5]}]), 400)
     rows = [[[[float(v) / 784 for v in range(r * 28, r * 28 + 28)] for r in range(28)]]]
     flat = [v for row in rows[0][0] for v in row]
     by_rows, by_flat = (infer_json(client, CNN, [{**pixels, "data": d}]) for d in (rows, flat))
