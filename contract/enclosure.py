@@ -47,7 +47,7 @@ GAP = 2  # cells: a line broken by up to twice this many still closes
 PASSES = 2 * CELLS  # a flood that has not settled after this many steps winds like no circle: left as it is
 
 
-class _Winding(Exception):
+class Winding(Exception):
     """A flood did not settle within PASSES steps (a zig-zag of ink built to make it slow)."""
 
 
@@ -73,7 +73,7 @@ def _widened(a: np.ndarray, cells: int) -> np.ndarray:
     return a
 
 
-def _fill(seed: np.ndarray, within: np.ndarray, diagonal: bool) -> np.ndarray:
+def fill(seed: np.ndarray, within: np.ndarray, diagonal: bool) -> np.ndarray:
     """The part of ``within`` connected to ``seed`` (geodesic reconstruction: grow and clip until it stops)."""
     region = seed & within
     for _ in range(PASSES):
@@ -81,7 +81,7 @@ def _fill(seed: np.ndarray, within: np.ndarray, diagonal: bool) -> np.ndarray:
         if np.array_equal(grown, region):
             return region
         region = grown
-    raise _Winding
+    raise Winding
 
 
 def _cells(strength: np.ndarray) -> tuple[np.ndarray, int]:
@@ -128,7 +128,7 @@ def _peeled(ink: np.ndarray, halo: np.ndarray, clear: np.ndarray) -> tuple[np.nd
     band = ink & _widened(halo, width)
     within = ~halo & ~band  # what the band encloses (a stroke crossing the line out has none beside it)
     line = band & _widened(within, width + 1)
-    if int((_fill(line, band, diagonal=True) & ~line).sum()) > width:
+    if int((fill(line, band, diagonal=True) & ~line).sum()) > width:
         return ink, nothing
     pieces = _pieces(ink & ~band)
     if pieces is None:
@@ -150,7 +150,7 @@ def _peeled(ink: np.ndarray, halo: np.ndarray, clear: np.ndarray) -> tuple[np.nd
 
 def _pieces(mask: np.ndarray) -> list[np.ndarray] | None:
     """``mask``'s 8-connected pieces, found together in one flood: each cell takes the least label among its
-    neighbours until none changes (PASSES steps at most, as ``_fill``); None for more than MAX_PIECES."""
+    neighbours until none changes (PASSES steps at most, as ``fill``); None for more than MAX_PIECES."""
     none = mask.size
     labels = np.where(mask, np.arange(none, dtype=np.int32).reshape(mask.shape), none).astype(np.int32)
     for _ in range(PASSES):
@@ -165,7 +165,7 @@ def _pieces(mask: np.ndarray) -> list[np.ndarray] | None:
             found = np.unique(labels[mask])
             return None if len(found) > MAX_PIECES else [labels == v for v in found]
         labels = least
-    raise _Winding
+    raise Winding
 
 
 def _centred(inner: np.ndarray, line: np.ndarray) -> bool:
@@ -197,7 +197,7 @@ def inside_enclosure(strength: np.ndarray) -> np.ndarray | None:
     bottom, right = int(rows.max()) + 1 + pad, int(cols.max()) + 1 + pad
     try:
         kept = _enclosed(strength[top:bottom, left:right])
-    except _Winding:
+    except Winding:
         return None
     if kept is None:
         return None
@@ -217,11 +217,11 @@ def _enclosed(strength: np.ndarray) -> np.ndarray | None:
     # paper seen in a straight line from the border is outside; the flood then fills the pockets around it
     seen = ~np.logical_or.accumulate(barrier, axis=0) | ~np.logical_or.accumulate(barrier[::-1], axis=0)[::-1]
     seen |= ~np.logical_or.accumulate(barrier, axis=1) | ~np.logical_or.accumulate(barrier[:, ::-1], axis=1)[:, ::-1]
-    outside = _fill(seen & paper, paper, diagonal=False)
+    outside = fill(seen & paper, paper, diagonal=False)
     if np.array_equal(outside, paper):  # no loop closes on any paper (a 1, 2, 3, 5 or 7): nothing is enclosed
         return None
     halo = _widened(outside, GAP)  # the paper outside, up to the ink
-    outer = _fill(ink & _grow(halo, diagonal=True), ink, diagonal=True)  # ink facing the paper outside
+    outer = fill(ink & _grow(halo, diagonal=True), ink, diagonal=True)  # ink facing the paper outside
     if not outer.any():  # ink all round the border (a dark frame, a table read as ink): no line to drop
         return None
     oh, ow = _extent(outer)  # the ink's own box (its outermost cells face the paper outside), peeled or not

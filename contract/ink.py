@@ -29,7 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
-from contract.enclosure import inside_enclosure
+from contract.enclosure import Winding, fill, inside_enclosure
 from contract.page import ink_hue, page_box, shrink, vividness
 
 WORK = 256  # longest side the ink is looked for at
@@ -64,15 +64,20 @@ TEXT_RUNS = 10.0
 # no paper; fitted to 20 px it became a filled disk that every digit model read as a confident "0". Measured on
 # pad dots 10-90 px wide: 2.2-2.7; on 4,500 EVAL_STYLE photos (page, table, desk) and 1,200 pad sketches, 17
 # under 3.6: bold zeros (2.8-2.9, each a ring round paper, is_dot), and strokes read as a few pixels (stroke
-# width under BLOB_WIDTH px at WORK, already flagged or misread). Such a mark is odd (BLOB_ODDNESS).
+# width under BLOB_WIDTH px at WORK, already flagged or misread). Such a mark is odd (BLOB_ODDNESS). What it
+# flags and costs: python -m bench.canvas. A photographed dot is often not one: its ink's grain at the higher
+# DOT_LEVELS reads as holes.
 BLOB_RATIO = 3.2
 BLOB_WIDTH = 3.0
 BLOB_ODDNESS = 2.0
 DOT_LEVELS = (0.5, 0.8, 0.9, 0.95)  # ink strengths a dot is judged solid at (is_dot)
 DOT_FILL = 0.6  # the least share of its box a dot's ink covers (a disk's: 0.71-0.83 here)
-# a canvas (the playground's pad, a drawing app's export) is mostly one exact grey level, as no photo or scan with
-# sensor noise is: its polarity is plain, and a second reading at the other one only reads the canvas round the
-# strokes (a small fat 8 or house, flagged, was read again as its outline, a confident "0")
+# a canvas (the playground's pad, a drawing app's export) is mostly one exact grey level, as no photo whose paper
+# holds sensor noise is: its polarity is plain, and a second reading at the other one only reads the canvas round
+# the strokes (a small fat 8 or house, flagged, was read again as its outline, a confident "0"). A photo whose
+# paper clipped to white can pass for one (of 300 EVAL_STYLE photos brightened 1.3x and 1.5x, 11 and 45), and
+# so can a black-and-white scan, neither with a shadow to misread: their answers and flags were the same with
+# and without (python -m bench.canvas)
 FLAT_CANVAS = 0.5
 
 
@@ -341,18 +346,12 @@ def _encloses_paper(mask: np.ndarray, side: int = 48) -> bool:
         size = (max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale)))
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.BOX)) >= 128
     paper = ~np.pad(mask, 1)
-    outside = np.zeros_like(paper)
-    outside[0], outside[-1], outside[:, 0], outside[:, -1] = True, True, True, True
-    while True:
-        grown = outside.copy()
-        grown[1:] |= outside[:-1]
-        grown[:-1] |= outside[1:]
-        grown[:, 1:] |= outside[:, :-1]
-        grown[:, :-1] |= outside[:, 1:]
-        grown &= paper
-        if (grown == outside).all():
-            break
-        outside = grown
+    border = np.zeros_like(paper)
+    border[0], border[-1], border[:, 0], border[:, -1] = True, True, True, True
+    try:
+        outside = fill(border, paper, diagonal=False)
+    except Winding:  # paper winding like no dot's edge
+        return True
     return int((paper & ~outside).sum()) >= max(2, 0.02 * int(mask.sum()))
 
 
