@@ -83,19 +83,14 @@ def stream_safe(text: str, kept: list[bool] | None = None) -> str:
     return "".join(c for c, k in zip(text, kept or _kept(text), strict=True) if k)
 
 
-@functools.cache
-def _stray_marks() -> re.Pattern[str]:
-    """Every combining mark (categories Mn, Me) as one character class: the marks normalisation leaves unjoined
-    (an underline or a strike-through drawn over each letter, the dot lowercasing leaves of "İ", an emoji's
-    variation selector, a keycap) are dropped, not read as tokens that split the word they mark."""
-    points = [c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Mn", "Me")]
-    runs: list[list[int]] = []
-    for c in points:
-        if runs and runs[-1][1] == c - 1:
-            runs[-1][1] = c
-        else:
-            runs.append([c, c])
-    return re.compile("[" + "".join(re.escape(chr(a)) + "-" + re.escape(chr(b)) for a, b in runs) + "]")
+# The combining marks of no script (Combining Diacritical Marks and their Extended and Supplement blocks, those
+# for symbols, the half marks, the variation selectors): where normalisation leaves one unjoined (an underline or
+# a strike-through over each letter, the dot lowercasing leaves of "İ", an emoji's variation selector, a keycap)
+# it is dropped, not read as a token that splits the word it marks. A script's own marks (Devanagari's vowel
+# signs, Thai's tones) are part of its words and stay.
+_STRAY_MARKS = re.compile(
+    "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f\U000e0100-\U000e01ef]"
+)
 
 
 def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
@@ -114,7 +109,7 @@ def _tokens(text: str, cfg: TokenizerConfig) -> list[str]:
     if cfg.lowercase:
         text = text.lower()
     if not text.isascii():
-        text = _stray_marks().sub("", text)
+        text = _STRAY_MARKS.sub("", text)
     text = _NEGATION.sub(" n't", text)
     text = _CLITIC.sub(r" '\1", text)
     return _TOKEN.findall(text)
@@ -183,7 +178,7 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     (``_clusters``). Should the places still come out as a different number of tokens (never on the training
     corpora; about 0.5 % of random strings of combining marks and other rare characters, such as
     "a\u0f75\u0308\u2019", where normalising the whole text composes across what the clusters split), start and
-    end are None rather than a guess."""
+    end are None rather than a guess (as where the places come out as other tokens)."""
     if text.isascii():  # normalisation changes no ASCII character, lowercasing none's length: one to one
         view = text.translate(_ASCII_CONTROLS)
         where: Places = [(i, i + 1) for i in range(len(text))]
@@ -205,13 +200,13 @@ def tokenize_spans(text: str, cfg: TokenizerConfig) -> list[tuple[str, int | Non
     if cfg.lowercase:
         view, where = _lower(view, where)
     if not view.isascii():
-        view, where = _sub(_stray_marks(), "", view, where)
+        view, where = _sub(_STRAY_MARKS, "", view, where)
     view, where = _sub(_NEGATION, " n't", view, where)
     view, where = _sub(_CLITIC, r" '\1", view, where)
-    spans = [(where[m.start()][0], where[m.end() - 1][1]) for m in _TOKEN.finditer(view)]
-    if len(spans) != len(tokens):
+    found = list(_TOKEN.finditer(view))
+    if [m.group() for m in found] != tokens:  # the same tokens, not only as many (a review's: "Kﾞ́" once matched)
         return [(t, None, None) for t in tokens]
-    return [(t, a, b) for t, (a, b) in zip(tokens, spans, strict=True)]
+    return [(t, where[m.start()][0], where[m.end() - 1][1]) for t, m in zip(tokens, found, strict=True)]
 
 
 # English function words (articles, pronouns, prepositions, conjunctions, auxiliaries, the PTB clitics): a text
