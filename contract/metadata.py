@@ -278,6 +278,10 @@ class OutOfDistribution(BaseModel):
         "by export/second_reading.py where that mends more of its half-A photos than it breaks",
     )
 
+    def beyond(self, score: float | None) -> bool:
+        """Is ``score`` past the threshold? A NaN score (an input of extreme values) is: no evidence of fit."""
+        return score is not None and not score <= self.threshold
+
 
 class GraphInfo(BaseModel):
     """A second graph shipped beside model.onnx (a VAE's encoder)."""
@@ -423,9 +427,7 @@ class ModelMetadata(BaseModel):
         if ood is not None and score is not None and oddness is not None and ood.threshold > 0:
             score = max(score, oddness * ood.threshold)
         flagged = (
-            (ood is not None and score is not None and not score <= ood.threshold)  # NaN: no evidence of fit
-            or (oddness is not None and oddness > 1)
-            or nothing_written(pixels)
+            (ood is not None and ood.beyond(score)) or (oddness is not None and oddness > 1) or nothing_written(pixels)
         )
         return score, flagged
 

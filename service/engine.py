@@ -320,7 +320,7 @@ def current() -> Engine:
 def flag(meta: ModelMetadata, score: float | None, empty: bool = False) -> bool:
     """Out of distribution: the score is above the artifact's threshold, or the input carries no evidence
     (``empty``: a text without a word the model knows), calibrated or not (counted in the metric)."""
-    flagged = empty or (meta.ood is not None and score is not None and score > meta.ood.threshold)
+    flagged = empty or (meta.ood is not None and meta.ood.beyond(score))
     if flagged:
         OUT_OF_DISTRIBUTION.labels(meta.name).inc()
     return flagged

@@ -23,6 +23,7 @@ def http_port(argv: list[str], default: int = 3000) -> int | None:
     takes it: -p8100) option, else BENTOML_PORT, else 3000."""
     for i, arg in enumerate(argv):
         value = arg.split("=", 1)[1] if arg.startswith("--port=") else arg[2:] if arg.startswith("-p") else None
+        value = value or None  # a -p with nothing after it: as a --port without a value, not given
         if arg in ("--port", "-p") and i + 1 < len(argv):
             value = argv[i + 1]
         if value is not None:

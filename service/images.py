@@ -21,6 +21,8 @@ from service.metrics import PREPROCESS_SECONDS, child
 def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
     if data[:5].lower() == "data:" and "," in data[:1024]:  # a data URL: data:image/png;base64,... (RFC 2397)
         data = data.split(",", 1)[1]
+    if len(data) > (max_bytes * 4) // 3 + 4 and "\n" in data[:200]:  # MIME's line breaks are no image bytes
+        data = data.translate(_LINE_BREAKS)
     if len(data) > (max_bytes * 4) // 3 + 4:
         raise ApiError("image_too_large", f"images[{index}] is over {max_bytes} bytes", [{"index": index}])
     for text in (data, data.translate(_LINE_BREAKS) if "\n" in data else None):

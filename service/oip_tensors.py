@@ -77,7 +77,7 @@ def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]
     if meta.ood is not None:
         values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
         scored = np.asarray([s is not None for s in scores], dtype=bool)
-        beyond = scored & ~(values <= meta.ood.threshold)  # a NaN score (an input of 1e38s) is no evidence of fit
+        beyond = scored & ~(values <= meta.ood.threshold)  # OutOfDistribution.beyond, row by row: NaN is past it
         out |= {"ood_score": values, "out_of_distribution": beyond | blank}
     return out
 
@@ -114,12 +114,13 @@ def _flatten(data: list[Any], name: str, count: int) -> tuple[list[Any], set[typ
         flat = data
     else:
         flat = []
+        lengths: dict[int, int] = {}  # each depth's list length, from the first list met there
 
         def walk(items: list[Any], depth: int) -> None:
             if depth > 8:
                 raise ApiError("invalid_request", f"input {name!r}: data nested too deeply")
-            lists = [len(v) for v in items if isinstance(v, list)]
-            if lists and (len(lists) != len(items) or min(lists) != max(lists)):  # [[1, 2], [[3], 4]]
+            lists = sum(isinstance(v, list) for v in items)
+            if lengths.setdefault(depth, len(items)) != len(items) or 0 < lists < len(items):  # [[1, 2], [[3], 4]]
                 raise ApiError("invalid_request", f"input {name!r}: nested data must be regular (as a tensor is)")
             for v in items:
                 if isinstance(v, list):

@@ -271,6 +271,8 @@ def test_value_errors(client):
     assert "nested" in oip_error(infer_json(client, LSTM, [nested]), 400)
     ragged = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [[0.5] * 700, [[0.1] * 84]]}
     assert "regular" in oip_error(infer_json(client, CNN, [ragged]), 400)  # a protocol audit's: it was served
+    deep = {**ragged, "data": [[[0.5] * 392, [0.5] * 392], [[0.5] * 784]]}  # siblings alike, cousins not
+    assert "regular" in oip_error(infer_json(client, CNN, [{**deep, "shape": [2, 1, 28, 28]}]), 400)
     # flat data is checked by its values' types, nested data after flattening: JSON's true, null, strings and
     # objects are no numbers, and an INT64 tensor takes no fractions
     pixels = {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32"}

@@ -193,6 +193,12 @@ def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
     # answer to a row of <unk>; a text with a known word keeps its answer
     assert set(preds[1]["probs"].values()) == {0.5} and preds[1]["score"] == 0.5
     assert max(preds[0]["probs"].values()) > 0.5
+    # emoji and stars the vocabulary lacks are no evidence of another language: the score reads the words alone
+    # (a sentiment audit's: an English review with five emoji was flagged), while the graph reads every token
+    r = client.post("/v1/sentiment", json={"model": LSTM, "texts": [texts[0] + " 😍😍😍🔥🔥 ★★★★★"]})
+    (decorated,) = r.json()["predictions"]
+    assert decorated["ood_score"] == pytest.approx(preds[0]["ood_score"], abs=1e-9)
+    assert decorated["out_of_distribution"] is False and decorated["tokens"] == 14
 
 
 def test_a_text_of_punctuation_and_function_words_carries_no_evidence(client, tc, artifact_root):
