@@ -426,10 +426,8 @@ class ModelMetadata(BaseModel):
         ood = self.ood
         if ood is not None and score is not None and oddness is not None and ood.threshold > 0:
             score = max(score, oddness * ood.threshold)
-        flagged = (
-            (ood is not None and ood.beyond(score)) or (oddness is not None and oddness > 1) or nothing_written(pixels)
-        )
-        return score, flagged
+        odd = oddness is not None and oddness > 1
+        return score, (ood is not None and ood.beyond(score)) or odd or nothing_written(pixels)
 
     def anomaly_answer(self, error: float, oddness: float | None, pixels: np.ndarray) -> bool:
         """An autoencoder's anomaly flag for one image (``pixels``: its prepared field): the reconstruction
