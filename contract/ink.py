@@ -75,7 +75,7 @@ DOT_FILL = 0.6  # the least share of its box a dot's ink covers (a disk's: 0.71-
 # a canvas (the playground's pad, a drawing app's export) is mostly one exact grey level, as no photo whose paper
 # holds sensor noise is: its polarity is plain, and a second reading at the other one only reads the canvas round
 # the strokes (a small fat 8 or house, flagged, was read again as its outline, a confident "0"). A photo whose
-# paper clipped to white can pass for one (of 300 EVAL_STYLE photos brightened 1.3x and 1.5x, 11 and 45), and
+# paper clipped to white can pass for one (of 300 EVAL_STYLE photos brightened 1.3x and 1.5x, 12 and 41), and
 # so can a black-and-white scan, neither with a shadow to misread: their answers and flags were the same with
 # and without (python -m bench.canvas)
 FLAT_CANVAS = 0.5
