@@ -94,8 +94,8 @@ _STRAY_MARKS = re.compile(
 
 
 def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
-    """Raw text of any Unicode -> PTB-style tokens (never raises; control characters, and combining marks that
-    normalisation leaves unjoined to a letter, are dropped)."""
+    """Raw text of any Unicode -> PTB-style tokens (never raises; control characters, combining marks past the
+    MAX_MARKS-th of a run, and the marks of no script that normalisation leaves unjoined, are dropped)."""
     return _tokens(stream_safe(text), cfg)
 
 
