@@ -311,8 +311,9 @@ def _stroke_ink(grey: Image.Image, x: np.ndarray, dark: bool, min_sigmas: float 
     if box is None:
         return Ink(strength, box, dark)
     top, left, bottom, right = box
-    crowded = max(0.0, (row_runs(strength[top:bottom, left:right] >= 0.5) - ROW_RUNS) / (TEXT_RUNS - ROW_RUNS))
-    dot = is_dot(strength[top:bottom, left:right])
+    inside = strength[top:bottom, left:right]
+    crowded = max(0.0, (row_runs(inside >= 0.5) - ROW_RUNS) / (TEXT_RUNS - ROW_RUNS))
+    dot = is_dot(inside)
     oddness = max(_stroke_oddness(strength, box), crowded, BLOB_ODDNESS if dot else 0.0)
     return Ink(strength, box, dark, oddness, printed=crowded > 1, dot=dot)
 

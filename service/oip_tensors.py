@@ -76,8 +76,7 @@ def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]
     out = {meta.outputs[0].name: logits}
     if meta.ood is not None:
         values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
-        scored = np.asarray([s is not None for s in scores], dtype=bool)
-        beyond = scored & ~(values <= meta.ood.threshold)  # OutOfDistribution.beyond, row by row: NaN is past it
+        beyond = np.asarray([meta.ood.beyond(s) for s in scores], dtype=bool)  # /v1's rule: NaN is past it
         out |= {"ood_score": values, "out_of_distribution": beyond | blank}
     return out
 
