@@ -29,8 +29,9 @@ from service.registry import Adapter, Tensors
 from service.request_id import REQUEST_ID
 
 DATATYPE = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}  # model.json and numpy dtypes -> the protocol's
-# outputs a client gets only by asking for them (a request without "outputs" gets the graph's own)
-OOD_OUTPUTS = ("ood_score", "out_of_distribution")
+# outputs a client gets only by asking for them (a request without "outputs" gets the graph's own): a
+# classifier's out-of-distribution score and flag, and how much of each text a text classifier read
+ON_REQUEST = ("ood_score", "out_of_distribution", "tokens", "tokens_read")
 NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
 # narrower integers a client may send for an INT64 input (tritonclient's numpy arrays are often int32): every
 # value fits, so they are widened rather than refused
@@ -250,7 +251,7 @@ def select_outputs(
 ) -> list[tuple[RequestOutput, np.ndarray, str]]:
     """The outputs a request asked for (the graph's own when it names none), each with its value (the top k as
     strings under the classification extension) and its datatype."""
-    requested = req.outputs or [RequestOutput(name=n) for n in outputs if n not in OOD_OUTPUTS]
+    requested = req.outputs or [RequestOutput(name=n) for n in outputs if n not in ON_REQUEST]
     names = [o.name for o in requested]
     if len(set(names)) != len(names):
         raise ApiError("invalid_request", f"an output is requested more than once: {names}")

@@ -165,6 +165,26 @@ def test_sentiment_equals_v1(tc, client, artifact_root):
     assert np.allclose(np.asarray(out["data"]).reshape(3, 2), logits, atol=1e-6)
 
 
+def test_sentiment_counts_tokens_as_v1(tc, client):
+    """How much of each text was read, on request: /v1's tokens and tokens_read, so a client of /v2 too can tell
+    a long review read in part (max_len 24, 8 windows: 192 tokens at most) from one read whole."""
+    texts = [*TEXTS, "the film is wonderful . " * 60, ""]
+    v1 = client.post("/v1/sentiment", json={"model": LSTM, "texts": texts[:-1]}).json()["predictions"]
+    assert v1[3]["truncated"] and v1[3]["tokens_read"] < v1[3]["tokens"]
+    inp = triton.InferInput("text", [len(texts)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+    asked = [triton.InferRequestedOutput(n) for n in ("tokens", "tokens_read", "logits")]
+    r = tc.infer(LSTM, [inp], outputs=asked)
+    assert r.as_numpy("tokens").tolist()[:-1] == [p["tokens"] for p in v1]
+    assert r.as_numpy("tokens_read").tolist()[:-1] == [p["tokens_read"] for p in v1]
+    assert r.as_numpy("tokens").dtype == np.int64 and r.as_numpy("logits").shape == (len(texts), 2)
+    # an empty text (served on /v2, a 400 on /v1) has no token, and none is read
+    assert (r.as_numpy("tokens")[-1], r.as_numpy("tokens_read")[-1]) == (0, 0)
+    assert {o["name"] for o in client.get(f"/v2/models/{LSTM}").json()["outputs"]} >= {"tokens", "tokens_read"}
+    # not asked for, not sent
+    assert [o.get("name") for o in tc.infer(LSTM, [inp]).get_response()["outputs"]] == ["logits"]
+
+
 def test_generator_equals_v1(tc, client, artifact_root):
     """The same latents as /v1/generate's seed (numpy's default_rng) give the same images."""
     meta = metadata(artifact_root, GAN)

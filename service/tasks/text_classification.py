@@ -293,6 +293,12 @@ def _v2_inputs(meta: ModelMetadata) -> list[TensorMetadata]:
     return [TensorMetadata(name="text", datatype="BYTES", shape=[-1])]
 
 
+def _v2_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
+    """The classifier's outputs, and /v1's count of each text's tokens and of those read (on request)."""
+    counts = [TensorMetadata(name=n, datatype="INT64", shape=[-1]) for n in ("tokens", "tokens_read")]
+    return classifier_outputs(meta) + counts
+
+
 def _utf8(b: bytes, i: int) -> str:
     try:
         return b.decode("utf-8")
@@ -304,7 +310,11 @@ async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tens
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
     items, encoded = await tokenized(engine, meta, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
-    return with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded], no_words(encoded))
+    out = with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded], no_words(encoded))
+    out["tokens"] = np.asarray([e.tokens for e in encoded], dtype=np.int64)
+    # an empty text is read as one unknown token: none of its 0 tokens
+    out["tokens_read"] = np.asarray([min(e.read, e.tokens) for e in encoded], dtype=np.int64)
+    return out
 
 
 register(
@@ -315,6 +325,6 @@ register(
         max_batch=lambda s: s.text_max_batch_size,
         max_rows=lambda s: s.max_texts,
         router=router,
-        v2=Adapter(_v2_inputs, classifier_outputs, _v2_sentiment, classifies=True),
+        v2=Adapter(_v2_inputs, _v2_outputs, _v2_sentiment, classifies=True),
     )
 )
