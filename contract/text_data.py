@@ -154,7 +154,7 @@ def sentence_rows(tokens: list[tuple[str, ...]]) -> np.ndarray:
 
 
 def phrase_split(
-    texts: list[str], labels: np.ndarray, val_fraction: float, seed: int, tok: TokenizerConfig
+    texts: list[str], val_fraction: float, seed: int, tok: TokenizerConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """A leak-free validation set of whole sentences for phrase-level corpora such as SST-2.
 
@@ -200,7 +200,7 @@ def split(
     ds: TextDataset, how: str, val_fraction: float, seed: int, tok: TokenizerConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     if how == "sentences":
-        return phrase_split(ds.texts, ds.labels, val_fraction, seed, tok)
+        return phrase_split(ds.texts, val_fraction, seed, tok)
     return dedup_split(ds.texts, ds.labels, val_fraction, seed)
 
 

@@ -20,24 +20,20 @@ class ModelEntry:
     family: str  # task family: "image-classification", ...
     config_cls: type
     build: Callable[[Any], nn.Module]
-    description: str
     defaults: dict[str, Any]  # this entry's config values over the dataclass defaults
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(
-    name: str, *, family: str, config: type, description: str = "", defaults: dict[str, Any] | None = None
-) -> Callable:
+def register_model(name: str, *, family: str, config: type, defaults: dict[str, Any] | None = None) -> Callable:
     """Register ``fn(config) -> nn.Module`` under ``name`` with its config dataclass; ``defaults`` are this
     entry's values over the dataclass defaults (a variant of an architecture is a set of defaults)."""
 
     def wrap(fn: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        desc = description or (fn.__doc__ or "").strip()
-        _REGISTRY[name] = ModelEntry(name, family, config, fn, desc, dict(defaults or {}))
+        _REGISTRY[name] = ModelEntry(name, family, config, fn, dict(defaults or {}))
         return fn
 
     return wrap

@@ -35,8 +35,6 @@ from prometheus_client.metrics_core import Metric
 from service.metrics import EXECUTION_SECONDS, EXECUTIONS, LAST_INFERENCE, REQUEST_SECONDS, REQUESTS, child
 from service.request_id import ARRIVED
 
-PHASES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
-
 
 @dataclass
 class BatchTiming:

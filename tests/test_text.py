@@ -125,8 +125,7 @@ def test_phrase_split_keeps_pieces_of_validation_sentences_out_of_training():
         "it works well enough !",
         "works well",
     ] * 3
-    labels = np.zeros(len(texts), dtype=np.int64)
-    tr, va = phrase_split(texts, labels, 0.34, 0, TokenizerConfig(max_len=64))
+    tr, va = phrase_split(texts, 0.34, 0, TokenizerConfig(max_len=64))
     val_tokens = [tokenize(texts[i], TokenizerConfig()) for i in va]
     spans = {tuple(t[a:b]) for t in val_tokens for a in range(len(t)) for b in range(a + 1, len(t) + 1)}
     assert len(va) >= 1
@@ -305,7 +304,7 @@ def test_token_spans_agree_with_the_tokenizer_on_the_corpora():
 def test_sst2_validation_holds_whole_sentences_no_training_row_lies_in():
     ds = load_table(DATA / "sst2" / "train.tsv", name="sst2")
     cfg = TokenizerConfig(max_len=64)
-    tr, va = phrase_split(ds.texts, ds.labels, 0.1, 0, cfg)
+    tr, va = phrase_split(ds.texts, 0.1, 0, cfg)
     assert 600 <= len(va) <= 800 and len(set(tr) & set(va)) == 0
     val = [" " + " ".join(tokenize(ds.texts[i], cfg)) + " " for i in va]
     train = [" " + " ".join(tokenize(ds.texts[i], cfg)) + " " for i in tr]

@@ -9,8 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-LABELS = {"train": "train (augmented/corrupted)", "val": "validation"}
-
 
 def plot_series(
     history: list[dict[str, float]], title: str, out: Path, panels: dict[str, list[str]], log_panels: tuple = ()
