@@ -46,7 +46,7 @@ from service.errors import ApiError, quoted, validation_details
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
 from service.oip import EXTENSIONS, model_of, run_request, svc_versions
 from service.oip_extensions import PLATFORM, model_config, statistics
-from service.oip_schemas import MAX_RANK, InferenceRequest
+from service.oip_schemas import MAX_PARAMETERS, MAX_RANK, MAX_TENSORS, InferenceRequest
 from service.oip_tensors import bytes_payload, check_shape, raw_bytes, response_id, select_outputs
 from service.registry import TASKS
 from service.request_id import ARRIVED, REQUEST_ID, request_id_for
@@ -106,10 +106,6 @@ def _typed_bytes(tensor: Any) -> bytes | None:
         raise ApiError(
             "invalid_request", f"input {tensor.name!r}: a value is out of {tensor.datatype}'s range"
         ) from None
-
-
-MAX_TENSORS = 16  # inputs or outputs per request, as InferenceRequest bounds them
-MAX_PARAMETERS = 64  # entries of any parameters map
 
 
 def _check_sizes(msg: service_pb2.ModelInferRequest, specs: dict[str, list[int]], max_rows: int) -> None:
@@ -406,7 +402,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
                 ("grpc.max_send_message_length", -1),
+                # the soft limit (grpcio refuses at random between it and the hard one) and the hard one alike
                 ("grpc.max_metadata_size", settings.max_head_bytes),
+                ("grpc.absolute_max_metadata_size", settings.max_head_bytes),
                 ("grpc.so_reuseport", 1),
             ],
         )

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 from service.settings import get_settings
 
 MAX_RANK = 8  # dimensions of a request tensor (every model's inputs have at most 4)
+MAX_TENSORS = 16  # inputs or outputs per request
+MAX_PARAMETERS = 64  # entries of any parameters map
 
 
 class OipError(BaseModel):
@@ -52,25 +54,29 @@ class ModelMetadataResponse(BaseModel):
 Scalar = float | int | str | bool
 
 
+# a request's parameter maps (over gRPC too, service/oip_grpc.py): 64 entries, names of 256 characters
+Parameters = Annotated[dict[Annotated[str, Field(max_length=256)], Scalar], Field(max_length=MAX_PARAMETERS)]
+
+
 class RequestInput(BaseModel):
     name: str = Field(max_length=256)
     # strict: the protocol's $integer, so neither 1.0, "1" nor true
     shape: list[Annotated[int, Field(ge=0, strict=True)]] = Field(max_length=MAX_RANK)
     datatype: str = Field(max_length=16)
-    parameters: dict[str, Scalar] | None = None
+    parameters: Parameters | None = None
     data: list[Any] | None = Field(None, description="row-major, flat or nested; absent with binary data")
 
 
 class RequestOutput(BaseModel):
     name: str = Field(max_length=256)
-    parameters: dict[str, Scalar] | None = None
+    parameters: Parameters | None = None
 
 
 class InferenceRequest(BaseModel):
     id: str | None = Field(None, max_length=get_settings().max_inference_id_chars)
-    parameters: dict[str, Scalar] | None = None
-    inputs: list[RequestInput] = Field(min_length=1, max_length=16)
-    outputs: list[RequestOutput] | None = Field(None, max_length=16)
+    parameters: Parameters | None = None
+    inputs: list[RequestInput] = Field(min_length=1, max_length=MAX_TENSORS)
+    outputs: list[RequestOutput] | None = Field(None, max_length=MAX_TENSORS)
 
 
 class ResponseOutput(BaseModel):

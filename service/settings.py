@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from contract.text import DEFAULT_WINDOWS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# PIL.Image.MAX_IMAGE_PIXELS: contract.images.decode_image refuses an image over it as a decompression bomb
+PILLOW_MAX_PIXELS = 89_478_485
 
 
 class VersionPolicy(BaseModel):
@@ -101,6 +103,17 @@ class Settings(BaseSettings):
         None, description="when set, /v1 and /v2 need it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
     )
 
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Settings:
+        """A default a request gets must be one it may ask for (it was cut to the limit, unlike what /docs said)."""
+        for default, limit in (("gibbs_steps", "max_gibbs_steps"), ("recall_sweeps", "max_recall_sweeps")):
+            if getattr(self, default) > getattr(self, limit):
+                raise ValueError(
+                    f"NNSERVE_{default.upper()} ({getattr(self, default)}) is over NNSERVE_{limit.upper()} "
+                    f"({getattr(self, limit)})"
+                )
+        return self
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_no_key(cls, v: object) -> object:
@@ -119,7 +132,9 @@ class Settings(BaseSettings):
     # request limits
     max_images: int = Field(64, ge=1, le=4096, description="images per request (any image endpoint)")
     max_image_bytes: int = Field(8 << 20, ge=1, description="encoded bytes per image")
-    max_image_pixels: int = Field(25_000_000, ge=1, description="width x height per image, read from the header")
+    max_image_pixels: int = Field(  # Pillow refuses more as a decompression bomb, whatever this says
+        25_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="width x height per image, read from the header"
+    )
     max_image_side: int = Field(
         10_000, ge=1, description="width or height per image, read from the header (a 1 x 25,000,000 strip is none)"
     )
@@ -134,7 +149,7 @@ class Settings(BaseSettings):
     text_windows: int = Field(
         DEFAULT_WINDOWS, ge=1, le=64, description="windows of a model's max_len tokens read per text; the rest is cut"
     )
-    max_samples: int = Field(64, ge=1, le=1024, description="generated samples or interpolation frames per request")
+    max_samples: int = Field(64, ge=2, le=1024, description="generated samples or interpolation frames per request")
     gibbs_steps: int = Field(
         1000, ge=1, description="Gibbs samplers (an RBM): steps of each chain when /v1/generate names no 'steps'"
     )
@@ -180,8 +195,8 @@ class Settings(BaseSettings):
     max_json_items: int = Field(
         1_000_000,
         ge=1,
-        description="commas in a JSON body (an upper bound on its array items and object members), checked "
-        "before parsing",
+        description="array items and object members of a JSON body, counted before parsing as its commas plus "
+        "one (an upper bound)",
     )
     drain_s: float = Field(
         5.0,

@@ -210,3 +210,14 @@ def test_recall_stops_at_the_sweep_limit_unless_the_request_names_one(tight, art
     assert (r.json()["results"][0]["sweeps"], r.json()["results"][0]["outcome"]) == (1, "max-sweeps")
     r = tight.post("/v1/recall", json={"model": MODEL, "states": [cue], "max_sweeps": 20})
     assert r.json()["results"][0]["sweeps"] > 1
+
+
+def test_an_upload_form_of_too_many_parts_is_a_400(client):
+    """Starlette's multipart bounds (1,000 fields, 1,000 files), the README's limits table: a clear 400 in the
+    envelope, not a 500, for parts beside the one image."""
+    files = [("image", ("d.png", digit(), "image/png"))]
+    r = client.post("/v1/classify/upload", files=files, data={f"f{i}": "1" for i in range(1001)})
+    assert "Maximum number of fields is 1000" in assert_envelope(r, 400, "invalid_request")["message"]
+    many = files + [(f"x{i}", ("a.png", b"x", "image/png")) for i in range(1001)]
+    r = client.post("/v1/classify/upload", files=many)
+    assert "Maximum number of files is 1000" in assert_envelope(r, 400, "invalid_request")["message"]

@@ -185,6 +185,23 @@ def test_sentiment_counts_tokens_as_v1(tc, client):
     assert [o.get("name") for o in tc.infer(LSTM, [inp]).get_response()["outputs"]] == ["logits"]
 
 
+def test_parameter_maps_are_bounded_as_over_grpc(client, pngs, artifact_root):
+    """64 entries a parameters map, names of 256 characters, as gRPC's: 999,000 entries took a second to
+    validate (a limits audit)."""
+    x = preprocessed(metadata(artifact_root, CNN), pngs[:1])
+    inp = {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+    for where in ("request", "input", "output"):
+        for n, status in ((64, 200), (65, 400)):
+            params = {f"k{i}": i for i in range(n)}
+            body = {"inputs": [{**inp, "parameters": params} if where == "input" else inp]}
+            body |= {"parameters": params} if where == "request" else {}
+            body |= {"outputs": [{"name": "logits", "parameters": params}]} if where == "output" else {}
+            r = client.post(f"/v2/models/{CNN}/infer", json=body)
+            assert r.status_code == status and ("64" in r.json()["error"] if status == 400 else True), (where, r.text)
+    r = client.post(f"/v2/models/{CNN}/infer", json={"inputs": [inp], "parameters": {"k" * 257: 1}})
+    assert r.status_code == 400 and "256" in r.json()["error"], r.text
+
+
 def test_generator_equals_v1(tc, client, artifact_root):
     """The same latents as /v1/generate's seed (numpy's default_rng) give the same images."""
     meta = metadata(artifact_root, GAN)

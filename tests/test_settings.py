@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from pydantic import ValidationError
 
 from service.grpc_port import http_port
 from service.runtime import preflight
-from service.settings import Settings, unknown_variables
+from service.settings import PILLOW_MAX_PIXELS, Settings, settings_error, unknown_variables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,6 +71,26 @@ def test_a_version_policy_that_picks_nothing_stops_start_up_or_is_logged(artifac
     assert "picks no version of digits-cnn" in caplog.text
     with pytest.raises(SystemExit, match="picks no version of nope"):  # a model the folder does not hold
         preflight(Settings(model_dir=artifact_root, version_policy={"nope": {"latest": 1}}))
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [  # a default over the limit a request may ask for was cut to the limit while /docs showed the default
+        ({"NNSERVE_GIBBS_STEPS": "60", "NNSERVE_MAX_GIBBS_STEPS": "50"}, "NNSERVE_GIBBS_STEPS (60) is over"),
+        ({"NNSERVE_RECALL_SWEEPS": "9", "NNSERVE_MAX_RECALL_SWEEPS": "8"}, "NNSERVE_RECALL_SWEEPS (9) is over"),
+        ({"NNSERVE_MAX_SAMPLES": "1"}, "NNSERVE_MAX_SAMPLES='1': Input should be greater than or equal to 2"),
+        ({"NNSERVE_MAX_IMAGE_PIXELS": "100000000"}, "NNSERVE_MAX_IMAGE_PIXELS='100000000': Input should be less"),
+    ],
+)
+def test_a_limit_serving_cannot_keep_is_refused(monkeypatch, env, line):
+    """Limits that could not hold as set: a default over its own limit, interpolation with fewer than its two
+    ends (every /v1/interpolate a 400), and more pixels than Pillow decodes before calling an image a bomb."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert line in settings_error(e.value)
+    assert PILLOW_MAX_PIXELS == Image.MAX_IMAGE_PIXELS
 
 
 def test_a_misspelt_variable_is_named_with_the_setting_meant():

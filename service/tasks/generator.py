@@ -273,7 +273,7 @@ def chain_steps(meta: ModelMetadata, steps: int | None) -> int | None:
         if steps is not None:
             raise ApiError("invalid_request", f"{meta.name} draws each sample in one pass: it takes no steps")
         return None
-    return min(S.gibbs_steps, S.max_gibbs_steps) if steps is None else steps
+    return S.gibbs_steps if steps is None else steps
 
 
 async def sample(

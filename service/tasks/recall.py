@@ -36,7 +36,7 @@ from service.settings import get_settings
 S = get_settings()
 TASK = "recall"
 MAX_UNITS = 16_384  # units of a state vector the schema admits (a 128 x 128 image); a model takes exactly its own N
-DEFAULT_SWEEPS = min(S.recall_sweeps, S.max_recall_sweeps)
+DEFAULT_SWEEPS = S.recall_sweeps
 
 RECALLS = Counter(
     "nnserve_recalls_total", "associative-memory recalls by result (matched or spurious)", ["model", "result"]
