@@ -124,6 +124,19 @@ def test_photos_are_deterministic_jpegs(seven):
 
 def test_dataset_images_pass_unchanged(seven):
     assert np.array_equal(prepare_image(Image.fromarray(seven), DIGIT)[0], seven)
+    assert np.array_equal(prepare_image(Image.fromarray(255 - seven), DIGIT)[0], seven)  # dark on white
+
+
+@pytest.mark.parametrize(("paper", "ink"), [(150, 20), (120, 250), (200, 60)])
+def test_a_photo_shrunk_to_the_input_size_is_read_as_a_photo(seven, paper, ink):
+    """A photo a user shrank to 28 x 28 keeps its paper at the border (the dataset's images have a black one):
+    it was taken pixel for pixel, a grey field the model had never seen (a garment audit: a sneaker photo
+    thumbnail read "Bag" at 89 %, unflagged); it is read as a photo, as the same photo at full size is."""
+    photo = page(seven, 280, (40, 40), 200, paper, ink)
+    full = prepare_image(photo, DIGIT)[0]
+    thumb = prepare_image(photo.resize((28, 28), Image.Resampling.LANCZOS), DIGIT)[0]
+    assert max(thumb[0].max(), thumb[-1].max(), thumb[:, 0].max(), thumb[:, -1].max()) == 0  # MNIST's black border
+    assert similarity(thumb, full) > 0.8 and similarity(thumb, seven) > 0.6
 
 
 def test_big_thick_digits_filling_the_frame_keep_their_polarity(digits):
