@@ -228,10 +228,12 @@ def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:
 
 
 def _object_ink(a: np.ndarray) -> Ink:
-    """A product photo's object: its shading against the border's plane, scaled to [0, 1]."""
+    """A product photo's object: its shading against the border's plane, darker or lighter, scaled to [0, 1]."""
     bg = _border_plane(a)
     dark = bool(np.median(bg) > 127.5)
-    raw = np.clip(_relative(a.astype(np.float32), bg, dark), 0.0, 1.0)
+    # both sides of the backdrop (a light one leaves no room to be lighter): on grey, one side alone kept a white
+    # sneaker's black sole ("Sandal", unflagged) or nothing of a black T-shirt on grey 120 (a garment audit)
+    raw = np.clip(np.abs(_relative(a.astype(np.float32), bg, dark)), 0.0, 1.0)
     peak = float(np.percentile(raw, 99.9))
     if peak < MIN_CONTRAST:
         return Ink(np.zeros_like(raw), None, dark)

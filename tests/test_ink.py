@@ -357,6 +357,20 @@ def _shirt() -> np.ndarray:
     return np.asarray(img.filter(ImageFilter.GaussianBlur(0.7)))
 
 
+@pytest.mark.parametrize(("backdrop", "upper", "sole"), [(140, 250, 30), (120, 20, 20), (60, 250, 20)])
+def test_an_object_lighter_or_darker_than_a_grey_backdrop_is_found_whole(backdrop, upper, sole):
+    """A shoe of two tones on grey, lighter than it above and darker below: the object is both (one side alone
+    kept the sole, read "Sandal" unflagged, or nothing of a black T-shirt on grey 120; a garment audit)."""
+    img = Image.new("L", (240, 240), backdrop)
+    d = ImageDraw.Draw(img)
+    d.rectangle((30, 80, 210, 150), fill=upper)
+    d.rectangle((30, 150, 210, 170), fill=sole)
+    ink = find_ink(img, objects=True)
+    assert ink.box is not None and ink.oddness < 1
+    top, left, bottom, right = ink.box
+    assert abs(top - 80) <= 8 and abs(bottom - 171) <= 8 and abs(left - 30) <= 8 and abs(right - 211) <= 8
+
+
 def test_photographed_digits_and_garments_look_like_their_pages(seven):
     """The front door's oddness stays under 1 on photos rendered wider than training's (EVAL_STYLE), digits and
     garments of any colour alike, and 7s drawn with pens from 1 to 4 pixels wide at 240 pixels."""
