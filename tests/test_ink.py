@@ -647,3 +647,23 @@ def test_a_white_garment_cut_out_on_transparency_is_read():
         read_white.max() > 200
         and similarity(read_white, prepare_image(Image.fromarray(dark, "RGBA"), garment)[0]) > 0.9
     )
+
+
+@pytest.mark.parametrize("light", ["vignette", "corner", "sweep"])
+def test_a_studio_light_on_a_product_photo_is_no_scene(light):
+    """A studio's vignette (corners 12 % darker), a fall-off into one corner (10 %) or a sweep from wall to floor:
+    the backdrop is a quadratic surface, not a scene (a plane took every such garment photo for one: flagged)."""
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        colour = tuple(int(c) for c in rng.integers(0, 230, size=3))
+        photo = decode_image(render_product_photo(_shirt(), rng, colour, EVAL_STYLE), max_pixels=1 << 24).convert("L")
+        a = np.asarray(photo, dtype=np.float32)
+        yy, xx = np.mgrid[0 : a.shape[0], 0 : a.shape[1]] / (a.shape[0] - 1)
+        field = {
+            "vignette": 1 - 0.12 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2) / 0.5,
+            "corner": 1 - 0.10 * xx * yy,
+            "sweep": 0.94 + 0.06 / (1 + np.exp(-(yy - 0.6) * 12)),
+        }[light]
+        lit = Image.fromarray(np.clip(a * field, 0, 255).astype(np.uint8))
+        ink = find_ink(lit, objects=True)
+        assert ink.oddness < 1 and ink.box is not None, (light, ink.oddness)
