@@ -110,7 +110,7 @@ def _backdrop(rgba: Image.Image) -> tuple[int, int, int, int]:
     opaque = a[..., 3] >= 128
     if not opaque.any() or opaque.all():
         return (255, 255, 255, 255)
-    luma = a[..., :3][opaque].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    luma = a[..., :3][opaque].astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
     return (0, 0, 0, 255) if float(np.median(luma)) > 127.5 else (255, 255, 255, 255)
 
 

@@ -51,8 +51,8 @@ def validation_details(errors: list) -> tuple[str, list[dict]]:
         }
         for e in errors[:10]
     ]
-    if any(d["type"] == "json_invalid" for d in details):
-        return "invalid JSON body", details
+    if bad := next((d for d in details if d["type"] == "json_invalid"), None):  # where and why, as the parser says
+        return quoted(f"invalid JSON body: {bad['msg'].removeprefix('Invalid JSON: ')}", 200), details
     first = details[0] if details else {"loc": "", "msg": "invalid request"}
     return quoted(f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"], 200), details
 

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from service.errors import ApiError
+from service.errors import ApiError, validation_details
 from service.middleware import replay
 
 Scope = MutableMapping[str, Any]
@@ -35,6 +35,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # (body, scope, the path's captured groups) -> the answer, or None to leave the request to the full stack
 Handler = Callable[[bytes, Scope, tuple[str, ...]], Awaitable[Response | None]]
+
+# JSON the parser refuses where Python's json module raises no JSONDecodeError (its 4,300-digit integer limit, its
+# recursion limit), which FastAPI answers "There was an error parsing the body": the lane says where and why
+UNPARSED = ("recursion limit exceeded", "number out of range")
 
 log = logging.getLogger("bentoml.nnserve")
 
@@ -70,8 +74,10 @@ def _validated(model: type[BaseModel], endpoint: Callable[[Any], Awaitable[Respo
     async def handle(body: bytes, scope: Scope, groups: tuple[str, ...]) -> Response | None:
         try:
             request = model.model_validate_json(body)
-        except ValidationError:
-            return None
+        except ValidationError as e:
+            if any(p in str(e) for p in UNPARSED):  # FastAPI's parser would say only "error parsing the body"
+                raise ApiError("invalid_request", validation_details(e.errors())[0]) from None
+            return None  # FastAPI's route answers it as it would without the lane
         return await endpoint(request)
 
     return handle

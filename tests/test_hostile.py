@@ -59,6 +59,23 @@ def test_lone_surrogates_are_a_400(client, path, raw):
     assert "\\ud800" not in err["message"] and len(err["message"]) < 200
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ('{"model": "digits-cgan", "n": ' + "9" * 5000 + "}", "number out of range at line 1 column"),
+        ('{"a": ' * 3000 + "1" + "}" * 3000, "recursion limit exceeded at line 1 column"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/generate", "/v2/models/digits-cnn/infer"])
+def test_json_past_the_parsers_limits_is_a_400_saying_why(client, path, raw, why):
+    """An integer of 5,000 digits, objects nested 3,000 deep: /v1 said "There was an error parsing the body"
+    (FastAPI's words where Python's json module fails otherwise than on bad syntax), /v2 "invalid JSON body"."""
+    r = post(client, path, raw)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"] if path.startswith("/v1") else r.json()["error"]
+    assert f"invalid JSON body: {why}" in message, message
+
+
 def test_v2_odd_bodies_are_the_protocols_400(client):
     for raw in (
         '{"id": "\\ud800", "inputs": []}',
