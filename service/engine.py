@@ -28,7 +28,7 @@ from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, inside, quoted
 from service.family import ImageItem, LabeledImageItem, family_state
 from service.figures import Figure, read_figures
-from service.images import b64_to_bytes, to_input
+from service.images import NotInline, b64_to_bytes, to_input
 from service.metrics import OUT_OF_DISTRIBUTION
 from service.registry import TASKS
 from service.repository import Repository
@@ -213,14 +213,17 @@ class Engine:
         the metadata of the version a request already resolved, which a swap meanwhile must not change), preprocessed
         exactly as in training (with a class label for a conditional VAE's encoder; ``dark``: photos of pen
         strokes read at these polarities), in the decode pool, or on the event loop when they are small PNGs of
-        the model's input size, taken pixel for pixel (a hop to the pool costs more than that; any other size runs
-        the front door's ink finding, 7-30 ms an image here, which would stall every request of the worker)."""
+        the model's input size, taken pixel for pixel (a hop to the pool costs more than that; any other size, or
+        a photo shrunk to the input size, runs the front door's ink finding, 7-30 ms an image here, which would
+        stall every request of the worker)."""
         meta = model if isinstance(model, ModelMetadata) else self.metadata(model, task)
         pre = meta.preprocessing
         size = pre.input_size if isinstance(pre, ImagePreprocessing) else None
         if size is not None and small_pngs(blobs, S.inline_decode_bytes, size):
             try:  # each image held to the model's pixels by the size Pillow reads, not only by bytes 16-24
-                return self._image_rows_now(meta, blobs, label, dark, size[0] * size[1])
+                return self._image_rows_now(meta, blobs, label, dark, size[0] * size[1], inline=True)
+            except NotInline:  # a photo shrunk to the input size (contract.images.taken_as_is): the pool
+                pass
             except ApiError as e:
                 if e.code != "image_too_large":
                     raise
@@ -235,6 +238,7 @@ class Engine:
         label: int | None,
         dark: list[bool] | None,
         max_pixels: int | None = None,
+        inline: bool = False,
     ) -> tuple[ModelMetadata, list[ImageItem]]:
         b64 = bool(blobs) and isinstance(blobs[0], str)
         data = _decode_images(cast(list[str], blobs)) if b64 else cast(list[bytes], blobs)
@@ -248,7 +252,7 @@ class Engine:
         rows = []
         for i, b in enumerate(data):
             check_abandoned()
-            rows.append(to_input(b, meta, index=i, dark=polarity[i], **limits))
+            rows.append(to_input(b, meta, index=i, dark=polarity[i], inline=inline, **limits))
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
             return meta, [

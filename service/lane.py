@@ -75,7 +75,8 @@ def _validated(model: type[BaseModel], endpoint: Callable[[Any], Awaitable[Respo
         try:
             request = model.model_validate_json(body)
         except ValidationError as e:
-            if any(p in str(e) for p in UNPARSED):  # FastAPI's parser would say only "error parsing the body"
+            if any(err["type"] == "json_invalid" and any(p in err["msg"] for p in UNPARSED) for err in e.errors()):
+                # FastAPI's parser would say only "There was an error parsing the body"
                 raise ApiError("invalid_request", validation_details(e.errors())[0]) from None
             return None  # FastAPI's route answers it as it would without the lane
         return await endpoint(request)

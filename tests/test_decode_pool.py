@@ -82,3 +82,33 @@ def test_a_cancelled_request_stops_its_job_at_the_next_item():
     asyncio.run(main())
     assert stopped.wait(2) and len(done) < 100, len(done)
     check_abandoned()  # outside the pool: nothing to stop
+
+
+def test_a_photo_shrunk_to_the_input_size_is_not_read_on_the_loop():
+    """A 28 x 28 PNG passes small_pngs by its header; one in the dataset's look is taken pixel for pixel on the
+    loop, but a photo shrunk to 28 x 28 (grey paper at its border) is read as a photo, 3-4 ms an image here, so
+    to_input(inline=True) refuses it and the engine sends it to the pool (a review: 64 of them stalled a worker's
+    loop for 0.24 s)."""
+    from contract.metadata import ImagePreprocessing, ModelMetadata
+    from service.images import NotInline, to_input
+
+    pre = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.1], std=[0.3], white_on_black=True, fit="digit")
+    meta = ModelMetadata.model_construct(preprocessing=pre, name="m")
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 12:16] = 255
+    limits = {"max_bytes": 1 << 20, "max_pixels": 784, "max_side": 28, "max_scans": 100}
+
+    def png(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        return buf.getvalue()
+
+    for own in (digit, 255 - digit):  # MNIST's look, and dark ink on white: taken as they are
+        x, _ = to_input(png(own), meta, index=0, inline=True, **limits)
+        assert x.shape == (1, 28, 28)
+    with pytest.raises(NotInline):
+        to_input(png(np.clip(200 - digit.astype(int), 0, 255).astype(np.uint8)), meta, index=0, inline=True, **limits)
+    x, reading = to_input(png(np.clip(200 - digit.astype(int), 0, 255).astype(np.uint8)), meta, index=0, **limits)
+    assert (
+        x.shape == (1, 28, 28) and reading.oddness > 0
+    )  # off the loop: read as a photo (judged: pixel for pixel is 0)

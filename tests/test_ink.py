@@ -632,23 +632,6 @@ def test_a_drawing_on_a_flat_canvas_is_read_once(seven):
     assert read(photo, DIGIT).dark_ink is True
 
 
-def test_a_white_garment_cut_out_on_transparency_is_read():
-    """A shop's cut-out: a white T-shirt on a transparent background was composited over white, nothing written
-    (a garment audit); it stands out from black instead and is read as the garment, like a dark one on white."""
-    garment = ImagePreprocessing(
-        input_size=(28, 28), channels=1, mean=[0.29], std=[0.35], white_on_black=True, fit="contain"
-    )
-    shirt = np.asarray(Image.fromarray(_shirt()).resize((280, 280), Image.Resampling.BICUBIC))
-    alpha = np.where(shirt > 40, 255, 0).astype(np.uint8)
-    white = np.dstack([np.full_like(shirt, 245)] * 3 + [alpha])
-    dark = np.dstack([np.full_like(shirt, 40)] * 3 + [alpha])
-    read_white = prepare_image(Image.fromarray(white, "RGBA"), garment)[0]
-    assert (
-        read_white.max() > 200
-        and similarity(read_white, prepare_image(Image.fromarray(dark, "RGBA"), garment)[0]) > 0.9
-    )
-
-
 @pytest.mark.parametrize("light", ["vignette", "corner", "sweep"])
 def test_a_studio_light_on_a_product_photo_is_no_scene(light):
     """A studio's vignette (corners 12 % darker), a fall-off into one corner (10 %) or a sweep from wall to floor:
