@@ -158,12 +158,28 @@ def _dark_ink(grey: Image.Image) -> bool:
 
 def _border_plane(a: np.ndarray) -> np.ndarray:
     """The background of an object photo: a quadratic surface (``_surface``: a lighting gradient, a studio's
-    vignette, sweep or fall-off into a corner) fitted to the frame's border pixels by least squares, at ``a``'s
-    size. Objects fill most of their frame, so the coarse rank filter used for pen strokes would take the object
-    for paper."""
+    vignette, sweep or fall-off into a corner) fitted to the frame's border pixels by least squares, refitted
+    twice without those more than 3 robust sigmas (and 3 grey levels) from it, at ``a``'s size. Objects fill
+    most of their frame, so the coarse rank filter used for pen strokes would take the object for paper."""
     h, w = a.shape
-    where, _, fit = _border_fit(h, w)
-    c = fit @ a[where].astype(np.float64)  # _surface's terms, summed by rows and columns (no h x w x 6 copy)
+    where, design, fit = _border_fit(h, w)
+    values = a[where].astype(np.float64)
+    c = fit @ values
+    res = values - np.median(values)  # from the border's median: an object touching the frame bends a first fit
+    for _ in range(2):  # an object touching the frame is no backdrop: border pixels far from the fit are left out
+        keep = np.abs(res) <= max(3.0 * 1.4826 * float(np.median(np.abs(res - np.median(res)))), 3.0)
+        if keep.all():  # a plain backdrop, however lit: the fit to every border pixel
+            c = fit @ values
+            break
+        if keep.sum() < 4 * design.shape[1]:
+            break
+        d = design[keep]
+        try:  # the normal equations: 6 x 6 (a least-squares solver's SVD of the border costs ten times more)
+            c = np.linalg.solve(d.T @ d, d.T @ values[keep])
+        except np.linalg.LinAlgError:
+            c = np.linalg.lstsq(d, values[keep], rcond=None)[0]
+        res = values - design @ c
+    # _surface's terms, summed by rows and columns (no h x w x 6 copy)
     x, y = np.arange(w) / w - 0.5, (np.arange(h) / h - 0.5)[:, None]
     return ((c[0] + c[2] * y + c[4] * y * y) + (c[1] * x + c[3] * x * x) + c[5] * y * x).astype(np.float32)
 
