@@ -132,7 +132,10 @@ def _as_is(a: np.ndarray, size: tuple[int, int], white_on_black: bool) -> tuple[
     dark ink on light paper, flipped to MNIST's polarity when it is taken as it is (its border light)."""
     border = np.concatenate([a[0].ravel(), a[-1].ravel(), a[:, 0].ravel(), a[:, -1].ravel()])
     flip = white_on_black and float(border.mean()) > 127.5
-    return a.shape == size and float(np.percentile(255 - border if flip else border, 25)) <= DATASET_BORDER, flip
+    if a.shape != size:
+        return False, flip
+    quarter = np.partition(255 - border if flip else border, len(border) // 4)[len(border) // 4]  # lower quartile
+    return int(quarter) <= DATASET_BORDER, flip
 
 
 def _photos(pre: ImagePreprocessing) -> bool:
@@ -140,13 +143,8 @@ def _photos(pre: ImagePreprocessing) -> bool:
     return pre.channels == 1 and pre.white_on_black and pre.fit in ("digit", "contain")
 
 
-def taken_as_is(img: Image.Image, pre: ImagePreprocessing) -> bool:
-    """Whether ``read`` takes a decoded image without finding its ink (resized at most: a fraction of a
-    millisecond), so that a server may read it on its event loop."""
-    if not _photos(pre):
-        return True
-    size = (pre.input_size[0], pre.input_size[1])
-    return _as_is(np.asarray(_upright(img).convert("L"), dtype=np.uint8), size, True)[0]
+class NotAsIs(Exception):
+    """``read(..., as_is_only=True)`` of an image it would read as a photo (its ink found: milliseconds)."""
 
 
 def _fit_ink(ink: Ink, size: tuple[int, int], fit: Fit) -> np.ndarray:
@@ -271,9 +269,10 @@ def both_readings(img: Image.Image, pre: ImagePreprocessing) -> tuple[Reading, R
     return first, None if first.dark_ink is None else read(img, pre, not first.dark_ink)
 
 
-def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None) -> Reading:
+def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None, as_is_only: bool = False) -> Reading:
     """A decoded image of any size and mode -> its ``Reading``; ``dark``: a photo of pen strokes is read at that
-    polarity instead of the one its page's fit decides.
+    polarity instead of the one its page's fit decides; ``as_is_only``: raise NotAsIs rather than read a photo
+    (a server reading small images on its event loop).
 
     An image already at the model's input size in the dataset's look (a black border, after mode conversion and
     polarity) is taken pixel for pixel, so the training set's own images pass through unchanged. Any other
@@ -289,6 +288,8 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None) ->
         a = np.asarray(img, dtype=np.uint8)
         own, flip = _as_is(a, size, pre.white_on_black)
         if not own and _photos(pre):
+            if as_is_only:
+                raise NotAsIs
             objects = pre.fit == "contain"
             colour = None if objects or upright.mode in ("L", "1") else upright
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)

@@ -22,13 +22,14 @@ from typing import Any, TypeVar, cast
 import bentoml
 from bentoml.exceptions import BentoMLException
 
+from contract.images import NotAsIs
 from contract.metadata import ImagePreprocessing, ModelMetadata, TextPreprocessing
 from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, inside, quoted
 from service.family import ImageItem, LabeledImageItem, family_state
 from service.figures import Figure, read_figures
-from service.images import NotInline, b64_to_bytes, to_input
+from service.images import b64_to_bytes, to_input
 from service.metrics import OUT_OF_DISTRIBUTION
 from service.registry import TASKS
 from service.repository import Repository
@@ -222,7 +223,7 @@ class Engine:
         if size is not None and small_pngs(blobs, S.inline_decode_bytes, size):
             try:  # each image held to the model's pixels by the size Pillow reads, not only by bytes 16-24
                 return self._image_rows_now(meta, blobs, label, dark, size[0] * size[1], inline=True)
-            except NotInline:  # a photo shrunk to the input size (contract.images.taken_as_is): the pool
+            except NotAsIs:  # a photo shrunk to the input size (contract.images.read): the pool
                 pass
             except ApiError as e:
                 if e.code != "image_too_large":

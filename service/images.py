@@ -12,7 +12,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from contract.images import ImageError, Reading, decode_image, normalize, read, taken_as_is, to_pil
+from contract.images import ImageError, Reading, decode_image, normalize, read, to_pil
 from contract.metadata import ModelMetadata
 from service.errors import ApiError
 from service.metrics import PREPROCESS_SECONDS, child
@@ -35,10 +35,6 @@ def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
 _LINE_BREAKS = str.maketrans("", "", "\r\n")
 
 
-class NotInline(Exception):
-    """An image that ``to_input(..., inline=True)`` would have to read as a photo: not for the event loop."""
-
-
 def to_input(
     data: bytes,
     meta: ModelMetadata,
@@ -53,17 +49,15 @@ def to_input(
 ) -> tuple[np.ndarray, Reading]:
     """Encoded PNG/JPEG -> float32 (C, H, W) exactly as the model was trained, and the front door's reading
     (``contract.images.read``: for a photo, how unlike one of the model's kind it is and its ink's polarity;
-    ``dark``: a photo of pen strokes read at that polarity). ``inline``: raise NotInline rather than find the ink
-    of a photo (``contract.images.taken_as_is``)."""
+    ``dark``: a photo of pen strokes read at that polarity). ``inline``: raise contract.images.NotAsIs rather than
+    find the ink of a photo."""
     t0 = time.perf_counter()
     if len(data) > max_bytes:
         raise ApiError("image_too_large", f"images[{index}] is over the limit of {max_bytes} bytes", [{"index": index}])
     try:
         img = decode_image(data, max_pixels=max_pixels, max_side=max_side, max_scans=max_scans)
         pre = meta.image_preprocessing()
-        if inline and not taken_as_is(img, pre):
-            raise NotInline
-        reading = read(img, pre, dark)
+        reading = read(img, pre, dark, as_is_only=inline)
         x = normalize(reading.pixels, pre)
     except ImageError as e:
         raise ApiError(e.code, f"images[{index}]: {e}", [{"index": index}]) from None

@@ -87,10 +87,11 @@ def test_a_cancelled_request_stops_its_job_at_the_next_item():
 def test_a_photo_shrunk_to_the_input_size_is_not_read_on_the_loop():
     """A 28 x 28 PNG passes small_pngs by its header; one in the dataset's look is taken pixel for pixel on the
     loop, but a photo shrunk to 28 x 28 (grey paper at its border) is read as a photo, 3-4 ms an image here, so
-    to_input(inline=True) refuses it and the engine sends it to the pool (a review: 64 of them stalled a worker's
-    loop for 0.24 s)."""
+    to_input(inline=True) refuses it (contract.images.NotAsIs) and the engine sends it to the pool (a review: 64
+    of them stalled a worker's loop for 0.24 s)."""
+    from contract.images import NotAsIs
     from contract.metadata import ImagePreprocessing, ModelMetadata
-    from service.images import NotInline, to_input
+    from service.images import to_input
 
     pre = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.1], std=[0.3], white_on_black=True, fit="digit")
     meta = ModelMetadata.model_construct(preprocessing=pre, name="m")
@@ -106,7 +107,7 @@ def test_a_photo_shrunk_to_the_input_size_is_not_read_on_the_loop():
     for own in (digit, 255 - digit):  # MNIST's look, and dark ink on white: taken as they are
         x, _ = to_input(png(own), meta, index=0, inline=True, **limits)
         assert x.shape == (1, 28, 28)
-    with pytest.raises(NotInline):
+    with pytest.raises(NotAsIs):
         to_input(png(np.clip(200 - digit.astype(int), 0, 255).astype(np.uint8)), meta, index=0, inline=True, **limits)
     x, reading = to_input(png(np.clip(200 - digit.astype(int), 0, 255).astype(np.uint8)), meta, index=0, **limits)
     assert (
