@@ -50,7 +50,7 @@ SPARSE_INK = 0.02  # pen strokes: strong ink covering less of its box than this 
 # 1-px pen at 240 px: 2.2 %; photographed digits: 4 of the 2,987 tuning photos)
 STRAY_INK = 0.05  # pen strokes: ink covers more than this share of the page outside its box (a scene's texture)
 TEXTURED_BORDER = 1.5  # objects: the frame's border strays this many grey levels (median, noise blurred out) from
-# the quadratic surface of _border_plane: the background is a scene, not a plain table or sheet
+# a quadratic surface (_surface) fitted to it: the background is a scene, not a plain table or sheet
 SPARSE_OBJECT = 0.2  # objects: the object covers less of its box than this (a page of printed text: 16 %)
 # pen strokes: a digit's ink crosses a row of its box a few times (the 90th percentile over the inked rows: 99 % of
 # 2,389 EVAL_STYLE photos, a third each on a page, a dark table and a white desk, at most 5.4; the 8 above 7 were
@@ -156,7 +156,7 @@ def _dark_ink(grey: Image.Image) -> bool:
     return bool(mid - lo > hi - mid)
 
 
-def _border_plane(a: np.ndarray) -> np.ndarray:
+def _backdrop(a: np.ndarray) -> np.ndarray:
     """The background of an object photo: a quadratic surface (``_surface``: a lighting gradient, a studio's
     vignette, sweep or fall-off into a corner) fitted to the frame's border pixels by least squares, refitted
     twice without those more than 3 robust sigmas (and 3 grey levels) from it, at ``a``'s size. Objects fill
@@ -253,8 +253,9 @@ def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:
 
 
 def _object_ink(a: np.ndarray) -> Ink:
-    """A product photo's object: its shading against the border's plane, darker or lighter, scaled to [0, 1]."""
-    bg = _border_plane(a)
+    """A product photo's object: its shading against the backdrop (``_backdrop``), darker or lighter, scaled to
+    [0, 1]."""
+    bg = _backdrop(a)
     dark = bool(np.median(bg) > 127.5)
     # both sides of the backdrop (a light one leaves no room to be lighter): on grey, one side alone kept a white
     # sneaker's black sole ("Sandal", unflagged) or nothing of a black T-shirt on grey 120 (a garment audit)
@@ -270,9 +271,9 @@ def _object_ink(a: np.ndarray) -> Ink:
 
 
 def _border_texture(a: np.ndarray) -> float:
-    """How far the frame's border strays from _border_plane's surface, in grey levels (the median; sensor noise
-    blurred out first): about 1 on a plain background however lit, 2-50 where the border is a scene (a room, a
-    street)."""
+    """How far the frame's border strays from a quadratic surface (``_surface``, least squares) fitted to it, in
+    grey levels (the median; sensor noise blurred out first): about 1 on a plain background however lit, 2-50
+    where the border is a scene (a room, a street)."""
     h, w = a.shape
     m = max(1, min(h, w) // 32)
     reach = m + 12  # the strip and as far as the blur reaches into it (3 box passes of about 3 px)
@@ -292,8 +293,8 @@ def _border_texture(a: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=64)
 def _border_fit(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
-    """An h x w frame's border pixels (rows, columns), _border_plane's design there (``_surface``) and its least
-    squares solution operator: the surface through values on the border is design @ (fit @ values)."""
+    """An h x w frame's border pixels (rows, columns), _surface's terms there and its least squares solution
+    operator: the surface through values on the border is design @ (fit @ values)."""
     yy, xx = np.nonzero(_border((h, w)))
     design = _surface(yy, xx, h, w)
     return (yy, xx), design, np.linalg.pinv(design)
