@@ -30,7 +30,7 @@ from service.errors import ApiError, inside, quoted
 from service.family import ImageItem, LabeledImageItem, family_state
 from service.figures import Figure, read_figures
 from service.images import b64_to_bytes, to_input
-from service.metrics import OUT_OF_DISTRIBUTION
+from service.metrics import OUT_OF_DISTRIBUTION, PREPROCESS_SECONDS, child
 from service.registry import TASKS
 from service.repository import Repository
 from service.runtime import (
@@ -250,10 +250,15 @@ class Engine:
             "max_scans": S.max_jpeg_scans,
         }
         polarity: list[bool | None] = list(dark) if dark else [None] * len(data)
-        rows = []
+        rows, took = [], []
         for i, b in enumerate(data):
             check_abandoned()
+            t0 = time.perf_counter()
             rows.append(to_input(b, meta, index=i, dark=polarity[i], inline=inline, **limits))
+            took.append(time.perf_counter() - t0)
+        if inline:  # counted once every row is read here: a photo among them sends them all to the pool
+            for seconds in took:
+                child(PREPROCESS_SECONDS, meta.name).observe(seconds)
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
             return meta, [

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import io
 import re
 import threading
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -449,3 +450,22 @@ def test_a_request_without_a_model_is_the_routes_default_or_the_one_model_of_its
     assert "the request names no model, and this route's default 'mnist-cnn' is not served" in err["message"]
     r = client.post("/v1/classify/upload", files={"image": ("d.png", png, "image/png")})
     assert "names no model" in assert_envelope(r, 404, "model_not_found")["message"]
+
+
+def test_a_photo_shrunk_to_the_input_size_is_counted_once(client):
+    """A 28 x 28 PNG of grey paper beside one in MNIST's look: the loop finds the photo and the pool reads both;
+    nnserve_preprocess_seconds counts each image once (it counted the first twice: a review)."""
+
+    def count() -> float:
+        time.sleep(1.2)  # the metrics page is rendered at most once a second per worker
+        text = client.get("/metrics").text
+        m = re.search(r'^nnserve_preprocess_seconds_count\{model="digits-cnn"\} (\S+)', text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 12:16] = 255
+    pngs = [png_bytes(digit), png_bytes(np.clip(200 - digit.astype(int), 0, 255).astype(np.uint8))]
+    before = count()
+    body = {"model": "digits-cnn", "images": [base64.b64encode(p).decode() for p in pngs]}
+    assert client.post("/v1/classify", json=body).status_code == 200
+    assert count() - before == 2
