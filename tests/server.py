@@ -101,6 +101,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()  # every server its own: the default 8001 would be shared (SO_REUSEPORT)
+        while self.grpc_port == self.port:  # two draws from one range: a fresh clone's run drew the same port twice
+            self.grpc_port = free_port()
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
 
     def _start(self, timeout: float, probe: str) -> Server:

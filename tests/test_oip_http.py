@@ -93,6 +93,8 @@ def test_model_metadata_is_the_graphs_tensors(tc, artifact_root):
         {"name": "logits", "datatype": "FP32", "shape": [-1, 2]},
         {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
         OOD_FLAG,
+        {"name": "tokens", "datatype": "INT64", "shape": [-1]},  # how much of each text was read, on request
+        {"name": "tokens_read", "datatype": "INT64", "shape": [-1]},
     ]
 
 
