@@ -185,9 +185,8 @@ def _backdrop(a: np.ndarray) -> np.ndarray:
 
 
 def _surface(yy: np.ndarray, xx: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The background's terms at pixels (yy, xx) of an h x w frame: 1, x, y, x², y², xy (x, y from the centre).
-    A plane alone took every garment photographed with a studio's vignette (12 % darker corners) or a fall-off
-    into a corner (10 %) for a scene, flagged, and 4 % of those on a sweep (a throwaway script, 120 garments)."""
+    """The background's terms at pixels (yy, xx) of an h x w frame: 1, x, y, x², y², xy (x, y from the centre); a
+    plane alone took every garment under a studio's vignette or a fall-off into a corner for a scene, flagged."""
     x, y = xx / w - 0.5, yy / h - 0.5
     return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
 
