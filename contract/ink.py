@@ -164,12 +164,12 @@ def _backdrop(a: np.ndarray) -> np.ndarray:
     h, w = a.shape
     where, design, fit = _border_fit(h, w)
     values = a[where].astype(np.float64)
-    c = fit @ values
+    c = every = fit @ values  # the fit to every border pixel
     res = values - np.median(values)  # from the border's median: an object touching the frame bends a first fit
     for _ in range(2):  # an object touching the frame is no backdrop: border pixels far from the fit are left out
         keep = np.abs(res) <= max(3.0 * 1.4826 * float(np.median(np.abs(res - np.median(res)))), 3.0)
-        if keep.all():  # a plain backdrop, however lit: the fit to every border pixel
-            c = fit @ values
+        if keep.all():  # a plain backdrop, however lit
+            c = every
             break
         if keep.sum() < 4 * design.shape[1]:
             break
@@ -179,16 +179,16 @@ def _backdrop(a: np.ndarray) -> np.ndarray:
         except np.linalg.LinAlgError:
             c = np.linalg.lstsq(d, values[keep], rcond=None)[0]
         res = values - design @ c
-    # _surface's terms, summed by rows and columns (no h x w x 6 copy)
-    x, y = np.arange(w) / w - 0.5, (np.arange(h) / h - 0.5)[:, None]
-    return ((c[0] + c[2] * y + c[4] * y * y) + (c[1] * x + c[3] * x * x) + c[5] * y * x).astype(np.float32)
+    # every pixel's terms, a row's and a column's broadcast together (no h x w x 6 copy)
+    terms = _surface(np.arange(h)[:, None], np.arange(w), h, w)
+    return sum((ci * t for ci, t in zip(c, terms, strict=True)), np.zeros((h, w))).astype(np.float32)
 
 
-def _surface(yy: np.ndarray, xx: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The background's terms at pixels (yy, xx) of an h x w frame: 1, x, y, x², y², xy (x, y from the centre); a
-    plane alone took every garment under a studio's vignette or a fall-off into a corner for a scene, flagged."""
+def _surface(yy: np.ndarray, xx: np.ndarray, h: int, w: int) -> tuple[np.ndarray, ...]:
+    """The background's terms at pixels (yy, xx) of an h x w frame, broadcast: 1, x, y, x², y², xy (x, y from the
+    centre); a plane alone took every garment under a studio's vignette or in a corner's fall-off for a scene."""
     x, y = xx / w - 0.5, yy / h - 0.5
-    return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
+    return np.ones_like(x * y), x, y, x * x, y * y, x * y
 
 
 def _border(shape: tuple[int, ...]) -> np.ndarray:
@@ -295,7 +295,7 @@ def _border_fit(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarr
     """An h x w frame's border pixels (rows, columns), _surface's terms there and its least squares solution
     operator: the surface through values on the border is design @ (fit @ values)."""
     yy, xx = np.nonzero(_border((h, w)))
-    design = _surface(yy, xx, h, w)
+    design = np.stack(_surface(yy, xx, h, w), axis=-1)
     return (yy, xx), design, np.linalg.pinv(design)
 
 
