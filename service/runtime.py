@@ -24,7 +24,7 @@ from contract.metadata import (
 )
 from contract.text import TEXT_IDS, Vocab
 from service.metrics import BATCH_SIZE, INFERENCE_SECONDS, child
-from service.registry import TASKS
+from service.registry import load_tasks
 from service.settings import Settings, VersionPolicy, get_settings
 from service.stats import executed
 
@@ -113,7 +113,7 @@ def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
     meta = read_metadata(model_dir)
     model = _open_graph(meta, model_dir / ONNX_FILE, meta.onnx_sha256, meta.inputs, meta.outputs, settings)
     logits = next((o.shape[-1] for o in meta.outputs if o.name == "logits"), None)
-    task = TASKS.get(meta.task)  # every caller has checked that the task is served
+    task = load_tasks().get(meta.task)  # imported here too: load_model is also called before the service is
     if task is not None and task.v2.classifies and logits not in (None, -1, len(meta.labels)):
         raise ArtifactError(  # an answer's label is labels[argmax]: fewer labels were a 500, more were listed
             f"{model_dir / METADATA_FILE}: {len(meta.labels)} labels for a graph of {logits} logits"
