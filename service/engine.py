@@ -253,12 +253,12 @@ class Engine:
         rows, took = [], []
         for i, b in enumerate(data):
             check_abandoned()
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() if inline else 0.0  # in the pool, to_input counts its own time
             rows.append(to_input(b, meta, index=i, dark=polarity[i], inline=inline, **limits))
-            took.append(time.perf_counter() - t0)
-        if inline:  # counted once every row is read here: a photo among them sends them all to the pool
-            for seconds in took:
-                child(PREPROCESS_SECONDS, meta.name).observe(seconds)
+            if inline:
+                took.append(time.perf_counter() - t0)
+        for seconds in took:  # counted once every row is read here: a photo among them sends them all to the pool
+            child(PREPROCESS_SECONDS, meta.name).observe(seconds)
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
             return meta, [
