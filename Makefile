@@ -199,11 +199,12 @@ models: $(VENV)/.dev vectors autoencoders fashion-resnet
 	# replaced at random (training/distillation.py; --substitute), a tenth of its rows each epoch turned into
 	# their counterfactuals: opinion words swapped for their opposites, label turned (training/counterfactual.py),
 	# and a tenth of its rows with one opinion word negated ("bad" -> "not too bad", label turned; --negate).
-	# Seed 2: the best on validation of this line's seeds 0, 1 and 2 (docs/SENTIMENT.md, "Negated rows")
+	# Seed 0: the best on validation of this line's seeds 0, 1 and 2, tied with seed 1 and ahead of it on the
+	# out-of-domain stand-in (docs/SENTIMENT.md, "Rebuilt from today's word vectors")
 	$(TRAIN) rnn-classifier --data $(SST2) --epochs 8 $(TEXT) $(ATTENTION) --model-arg 'cell="gru"' \
 		--teacher $(ART)/sst2-gru --teacher $(ART)/sst2-lstm --teacher $(ART)/sst2-lstm-max \
 		--teacher $(ART)/imdb-lstm --teacher-shares 1,1,1,9 --substitute 0.1 --counterfactual 0.1 \
-		--negate 0.1 --seed 2 \
+		--negate 0.1 --seed 0 \
 		--unlabelled $(DATA)/sentiment/imdb/unsup.csv.gz --unlabelled-rows 100000 --out $(RUNS)/sst2-gru-distilled
 	$(EXPORT) $(RUNS)/sst2-gru-distilled/checkpoint.pt --out $(ART)/sst2-gru-distilled
 	$(CALIBRATE) $(ART)/sst2-gru-distilled --data $(SST2)
