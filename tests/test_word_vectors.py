@@ -13,7 +13,7 @@ import pytest
 from contract.text import PAD, UNK, TokenizerConfig, tokenize
 from contract.text_data import synthetic_sentiment
 from training.text_classification import TextTrainConfig, train_text
-from training.word_vectors import load_vectors
+from training.word_vectors import SHIPPED_CORPUS_SHA256, corpus, corpus_sha256, load_vectors
 from training.word_vectors import main as vectors_main
 
 UNSUP = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment" / "imdb" / "unsup.csv.gz"
@@ -86,3 +86,20 @@ def test_fixed_vectors_refuse_weight_decay(tmp_path):
     cfg = TextTrainConfig(**{**cfg.__dict__, "vectors": str(tmp_path / "v")})
     with pytest.raises(ValueError, match="weight-decay"):
         train_text(synthetic_sentiment(100), cfg, {"hidden_size": 8})
+
+
+SST2 = UNSUP.parents[1] / "sst2" / "train.tsv"
+IMDB = UNSUP.parent / "train.csv"
+
+
+@pytest.mark.skipif(not (UNSUP.is_file() and SST2.is_file()), reason="the sentiment data is not in ../shared/data")
+def test_the_vectors_corpus_tokenises_as_when_the_shipped_text_models_were_built():
+    """make vectors' corpus, tokenised today, is the one the shipped vectors came from: a tokenizer change that
+    alters it changes every vector and so every text model, and on 2026-12-06 went unnoticed until a rebuild of
+    sst2-gru read a point more of validation than its artifact (about 30 s)."""
+    sentences, sources = corpus(UNSUP, [IMDB, SST2], val_fraction=0.1, split_seed=0)
+    assert [s["texts"] for s in sources.values()] == [49_730, 22_414, 6_194]
+    assert corpus_sha256(sentences) == SHIPPED_CORPUS_SHA256, (
+        "the tokenizer reads the word vectors' corpus otherwise: run make vectors, rebuild the text models "
+        "(make models' sentiment lines), then set training.word_vectors.SHIPPED_CORPUS_SHA256"
+    )

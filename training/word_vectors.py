@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -35,6 +36,11 @@ from contract.text_data import PRESETS, load_table, preset_for, sentence_rows, s
 log = logging.getLogger("training.word_vectors")
 PROBES = ("good", "terrible", "boring", "masterpiece", "funny", "actor", "delicious", "n't")
 VECTORS, WORDS, INFO = "vectors.npy", "words.json", "vectors.json"
+# the Makefile's corpus (the unlabelled reviews, IMDB's and SST-2's training sides) as tokenised when the shipped
+# text models' vectors were built (corpus_sha256). A change of its tokens changes every vector (gensim draws from
+# one random stream) and so every text model: a tokenizer change that alters it needs make vectors and the text
+# models rebuilt, and this digest updated (tests/test_word_vectors.py checks it; 2026-12-06's went unnoticed)
+SHIPPED_CORPUS_SHA256 = "859ea8d9a1daeb13"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,26 @@ def training_texts(path: Path, val_fraction: float, split_seed: int) -> list[str
     if PRESETS[name].split == "sentences":  # phrase-level rows (SST-2): keep the sentences, rows in no other row
         train = train[sentence_rows([tuple(tokenize(ds.texts[i], tok)) for i in train])]
     return [ds.texts[i] for i in train]
+
+
+def corpus(unsup: Path, labelled: list[Path], val_fraction: float, split_seed: int, limit: int | None = None):
+    """-> the tokenised sentences the vectors learn from, and where they came from (name -> texts, sha256)."""
+    texts = unsup_texts(unsup)[:limit]
+    sources: dict[str, dict] = {unsup.name: {"texts": len(texts), "sha256": sha256_file(unsup)}}
+    for path in labelled:
+        more = training_texts(path, val_fraction, split_seed)
+        sources[path.name] = {"texts": len(more), "sha256": sha256_file(path), "side": "training split only"}
+        texts += more
+    tok = TokenizerConfig()
+    return [tokenize(t, tok) for t in texts], sources
+
+
+def corpus_sha256(sentences: list[list[str]]) -> str:
+    """The first 16 hex digits of the sha256 of the sentences, one per line, their tokens joined by spaces."""
+    h = hashlib.sha256()
+    for tokens in sentences:
+        h.update(" ".join(tokens).encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]
 
 
 def train_vectors(sentences: list[list[str]], cfg: Word2VecConfig) -> tuple[list[str], np.ndarray]:
@@ -159,16 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = Word2VecConfig(**{f: getattr(args, f) for f in asdict(d)})
     t0 = time.perf_counter()
-    texts = unsup_texts(args.unsup)[: args.limit]
-    sources = {args.unsup.name: {"texts": len(texts), "sha256": sha256_file(args.unsup)}}
-    for path in args.labelled:
-        more = training_texts(path, args.val_fraction, args.split_seed)
-        sources[path.name] = {"texts": len(more), "sha256": sha256_file(path), "side": "training split only"}
-        texts += more
-    tok = TokenizerConfig()
-    sentences = [tokenize(t, tok) for t in texts]
+    sentences, sources = corpus(args.unsup, args.labelled, args.val_fraction, args.split_seed, args.limit)
     n_tokens = sum(map(len, sentences))
-    log.info("corpus: %d texts, %d tokens (%.0f s)", len(texts), n_tokens, time.perf_counter() - t0)
+    digest = corpus_sha256(sentences)
+    seconds = time.perf_counter() - t0
+    log.info("corpus: %d texts, %d tokens, sha256 %s (%.0f s)", len(sentences), n_tokens, digest, seconds)
+    if digest != SHIPPED_CORPUS_SHA256:
+        log.info("not the corpus the shipped text models' vectors came from (%s)", SHIPPED_CORPUS_SHA256)
     words, vectors = train_vectors(sentences, cfg)
     probes = neighbours(words, vectors, PROBES)
     for w, ns in probes.items():
@@ -181,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": asdict(cfg),
         "sources": sources,
         "tokens": n_tokens,
+        "corpus_sha256": digest,
         "words": len(words),
         "neighbours": probes,
         "seconds": round(time.perf_counter() - t0, 1),
