@@ -113,7 +113,7 @@ def load_model(model_dir: Path, settings: Settings) -> OnnxModel:
     meta = read_metadata(model_dir)
     model = _open_graph(meta, model_dir / ONNX_FILE, meta.onnx_sha256, meta.inputs, meta.outputs, settings)
     logits = next((o.shape[-1] for o in meta.outputs if o.name == "logits"), None)
-    task = load_tasks().get(meta.task)  # imported here too: load_model is also called before the service is
+    task = load_tasks().get(meta.task)  # imported here: load_model is also called outside a served process
     if task is not None and task.v2.classifies and logits not in (None, -1, len(meta.labels)):
         raise ArtifactError(  # an answer's label is labels[argmax]: fewer labels were a 500, more were listed
             f"{model_dir / METADATA_FILE}: {len(meta.labels)} labels for a graph of {logits} logits"

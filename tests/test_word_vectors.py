@@ -92,12 +92,13 @@ SST2 = UNSUP.parents[1] / "sst2" / "train.tsv"
 IMDB = UNSUP.parent / "train.csv"
 
 
-@pytest.mark.skipif(not (UNSUP.is_file() and SST2.is_file()), reason="the sentiment data is not in ../shared/data")
+@pytest.mark.slow
+@pytest.mark.skipif(not all(p.is_file() for p in (UNSUP, IMDB, SST2)), reason="no sentiment data in ../shared/data")
 def test_the_vectors_corpus_tokenises_as_when_the_shipped_text_models_were_built():
     """make vectors' corpus, tokenised today, is the one the shipped vectors came from: a tokenizer change that
     alters it changes every vector and so every text model, and on 2026-12-06 went unnoticed until a rebuild of
     sst2-gru read a point more of validation than its artifact (about 30 s)."""
-    sentences, sources = corpus(UNSUP, [IMDB, SST2], val_fraction=0.1, split_seed=0)
+    sentences, sources = corpus(UNSUP, [IMDB, SST2], val_fraction=0.1, split_seed=0)  # the Makefile's vectors line
     assert [s["texts"] for s in sources.values()] == [49_730, 22_414, 6_194]
     assert corpus_sha256(sentences) == SHIPPED_CORPUS_SHA256, (
         "the tokenizer reads the word vectors' corpus otherwise: run make vectors, rebuild the text models "
