@@ -74,7 +74,9 @@ def training_texts(path: Path, val_fraction: float, split_seed: int) -> list[str
     return [ds.texts[i] for i in train]
 
 
-def corpus(unsup: Path, labelled: list[Path], val_fraction: float, split_seed: int, limit: int | None = None):
+def corpus(
+    unsup: Path, labelled: list[Path], val_fraction: float, split_seed: int, limit: int | None = None
+) -> tuple[list[list[str]], dict[str, dict]]:
     """-> the tokenised sentences the vectors learn from, and where they came from (name -> texts, sha256)."""
     texts = unsup_texts(unsup)[:limit]
     sources: dict[str, dict] = {unsup.name: {"texts": len(texts), "sha256": sha256_file(unsup)}}
