@@ -29,9 +29,8 @@ from service.registry import Adapter, Tensors
 from service.request_id import REQUEST_ID
 
 DATATYPE = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}  # model.json and numpy dtypes -> the protocol's
-# outputs a client gets only by asking for them (a request without "outputs" gets the graph's own): a
-# classifier's out-of-distribution score and flag, and how much of each text a text classifier read
-ON_REQUEST = ("ood_score", "out_of_distribution", "tokens", "tokens_read")
+# a classifier's out-of-distribution score and flag: outputs on request (``Adapter.on_request``)
+OOD_OUTPUTS = ("ood_score", "out_of_distribution")
 NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
 # narrower integers a client may send for an INT64 input (tritonclient's numpy arrays are often int32): every
 # value fits, so they are widened rather than refused
@@ -57,9 +56,10 @@ def classifier_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
     """logits, and for a model with an out-of-distribution calibration its score and flag (on request)."""
     out = [TensorMetadata(name=meta.outputs[0].name, datatype="FP32", shape=list(meta.outputs[0].shape))]
     if meta.ood is not None:
+        score, flag = OOD_OUTPUTS
         out += [
-            TensorMetadata(name="ood_score", datatype="FP32", shape=[-1]),
-            TensorMetadata(name="out_of_distribution", datatype="BOOL", shape=[-1]),
+            TensorMetadata(name=score, datatype="FP32", shape=[-1]),
+            TensorMetadata(name=flag, datatype="BOOL", shape=[-1]),
         ]
     return out
 
@@ -78,7 +78,7 @@ def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None]
     if meta.ood is not None:
         values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
         beyond = np.asarray([meta.ood.beyond(s) for s in scores], dtype=bool)  # /v1's rule: NaN is past it
-        out |= {"ood_score": values, "out_of_distribution": beyond | blank}
+        out |= dict(zip(OOD_OUTPUTS, (values, beyond | blank), strict=True))
     return out
 
 
@@ -251,7 +251,7 @@ def select_outputs(
 ) -> list[tuple[RequestOutput, np.ndarray, str]]:
     """The outputs a request asked for (the graph's own when it names none), each with its value (the top k as
     strings under the classification extension) and its datatype."""
-    requested = req.outputs or [RequestOutput(name=n) for n in outputs if n not in ON_REQUEST]
+    requested = req.outputs or [RequestOutput(name=n) for n in outputs if n not in adapter.on_request]
     names = [o.name for o in requested]
     if len(set(names)) != len(names):
         raise ApiError("invalid_request", f"an output is requested more than once: {names}")

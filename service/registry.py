@@ -33,6 +33,8 @@ class Adapter:
     outputs: Callable[[ModelMetadata], list[TensorMetadata]]
     run: Callable[[Any, ModelMetadata, Tensors], Awaitable[Tensors]]
     classifies: bool = False  # its first output is logits over meta.labels (the classification extension)
+    # outputs a client gets only by asking for them: a request without "outputs" gets the others
+    on_request: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from service.family import (
 )
 from service.images import pixels, png_b64
 from service.metrics import OUT_OF_DISTRIBUTION, PREDICTIONS, child
-from service.oip_tensors import classifier_outputs, graph_inputs, nothing_in, with_ood
+from service.oip_tensors import OOD_OUTPUTS, classifier_outputs, graph_inputs, nothing_in, with_ood
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
 from service.schemas import (
@@ -213,6 +213,6 @@ register(
         max_batch=lambda s: s.max_batch_size,
         max_rows=lambda s: s.max_images,
         router=router,
-        v2=Adapter(graph_inputs, classifier_outputs, _v2_classify, classifies=True),
+        v2=Adapter(graph_inputs, classifier_outputs, _v2_classify, classifies=True, on_request=OOD_OUTPUTS),
     )
 )

@@ -34,7 +34,7 @@ from service.family import (
 )
 from service.metrics import PREDICTIONS, TOKENS, child
 from service.oip_schemas import TensorMetadata
-from service.oip_tensors import classifier_outputs, with_ood
+from service.oip_tensors import OOD_OUTPUTS, classifier_outputs, with_ood
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
 from service.schemas import (
@@ -289,13 +289,16 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
     return json_response(AnalyzeSentimentResponse(model=meta.name, version=meta.version, predictions=predictions))
 
 
+COUNTS = ("tokens", "tokens_read")  # /v2 outputs on request: /v1's count of each text's tokens and of those read
+
+
 def _v2_inputs(meta: ModelMetadata) -> list[TensorMetadata]:
     return [TensorMetadata(name="text", datatype="BYTES", shape=[-1])]
 
 
 def _v2_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
     """The classifier's outputs, and /v1's count of each text's tokens and of those read (on request)."""
-    counts = [TensorMetadata(name=n, datatype="INT64", shape=[-1]) for n in ("tokens", "tokens_read")]
+    counts = [TensorMetadata(name=n, datatype="INT64", shape=[-1]) for n in COUNTS]
     return classifier_outputs(meta) + counts
 
 
@@ -325,6 +328,6 @@ register(
         max_batch=lambda s: s.text_max_batch_size,
         max_rows=lambda s: s.max_texts,
         router=router,
-        v2=Adapter(_v2_inputs, _v2_outputs, _v2_sentiment, classifies=True),
+        v2=Adapter(_v2_inputs, _v2_outputs, _v2_sentiment, classifies=True, on_request=OOD_OUTPUTS + COUNTS),
     )
 )
