@@ -236,7 +236,7 @@ def export_checkpoint(
         preprocessing=spec.preprocessing,
         inputs=spec.inputs,
         outputs=spec.outputs,
-        training=dict(ckpt["train_config"]),
+        training=dict(ckpt["train_config"]) | extras.pop("training", {}),
         opset=max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
         metrics={k: float(v) for k, v in m.items() if isinstance(v, int | float)},
         class_metrics={str(lbl): float(v) for lbl, v in m.get("per_class_accuracy", {}).items()},

@@ -31,8 +31,8 @@ class ExportSpec:
     files: dict[str, bytes] = field(default_factory=dict)  # written beside model.onnx
     wrap: Callable[[Any], torch.nn.Module] | None = None  # the part of the model to export
     encoder: ExportSpec | None = None  # a second graph, written to ENCODER_FILE (VAE)
-    # ModelMetadata fields the family adds (an autoencoder's anomaly threshold, a generator's info), given the
-    # encoder graph's record when there is one
+    # ModelMetadata fields the family adds (an autoencoder's anomaly threshold, a generator's info; "training":
+    # entries added to the recipe's), given the encoder graph's record when there is one
     extras: Callable[[GraphInfo | None], dict[str, Any]] | None = None
 
 

@@ -190,6 +190,7 @@ def test_text_export_parity_and_metadata(tmp_path, text_checkpoint):
     assert [i.name for i in meta.inputs] == ["ids", "lengths"] and meta.inputs[0].shape == [-1, -1]
     assert pre.vocab_sha256 == sha256_file(tmp_path / "t" / "vocab.json")
     assert meta.parity.seq_lens == [7, 64] and meta.parity.max_abs_diff <= 1e-5
+    assert "vectors_sha256" not in meta.training  # a random start names no vectors (tests/test_word_vectors.py)
     vocab = Vocab.load(tmp_path / "t" / "vocab.json")
     assert len(vocab) == pre.vocab_size
 

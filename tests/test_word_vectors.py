@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from contract.metadata import load_metadata, sha256_file
 from contract.text import PAD, UNK, TokenizerConfig, tokenize
 from contract.text_data import synthetic_sentiment
+from export.onnx_export import export_checkpoint
 from training.text_classification import TextTrainConfig, train_text
 from training.word_vectors import SHIPPED_CORPUS_SHA256, corpus, corpus_sha256, load_vectors
 from training.word_vectors import main as vectors_main
@@ -61,8 +64,12 @@ def test_embedding_starts_from_the_vectors(tmp_path, frozen):
     expected = vectors[[index[vocab[i]] for i in have]]
     assert ckpt["embedding"]["rows_from_vectors"] == len(have) and ckpt["embedding"]["frozen"] is frozen
     assert "boring" in vocab and "boring" not in index  # a training word without a vector gets a row of its own
-    if frozen:  # the vectors' rows are exactly as given
+    if frozen:  # the vectors' rows are exactly as given, and the card names the vectors by their file's sha256
         np.testing.assert_array_equal(weight[have], expected)
+        torch.save(ckpt, tmp_path / "checkpoint.pt")
+        meta = export_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "art", name="with-vectors")
+        assert meta.training["vectors_sha256"] == sha256_file(tmp_path / "v" / "vectors.npy")
+        assert load_metadata(tmp_path / "art").training["vectors_sha256"] == meta.training["vectors_sha256"]
     else:
         assert not np.allclose(weight[have], expected) and np.allclose(weight[have], expected, atol=0.5)
     np.testing.assert_array_equal(weight[vocab.index(PAD)], 0)

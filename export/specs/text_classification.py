@@ -62,4 +62,12 @@ def text_spec(ckpt: dict[str, Any]) -> ExportSpec:
         seq_lens=list(PARITY_SEQ_LENS),
         files={VOCAB_FILE: vocab_bytes},
         wrap=Explainer if attends else None,
+        extras=lambda _: {"training": vectors_record(ckpt)},
     )
+
+
+def vectors_record(ckpt: dict[str, Any]) -> dict[str, str]:
+    """Which word vectors the embedding started from, by the sha256 of their file (training.word_vectors), so that
+    the card names them without the checkpoint; nothing for a random start."""
+    source = ckpt.get("embedding", {}).get("source")
+    return {} if source is None else {"vectors_sha256": source["sha256"]}
