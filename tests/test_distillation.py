@@ -28,6 +28,18 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the shared sentiment
 needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"the shared MNIST data is not at {MNIST}")
 
 
+def test_the_shipped_default_and_its_teachers_are_the_artifacts_here_built_on_one_set_of_word_vectors():
+    """The default's card names its teachers by their graphs: those graphs are the shipped ones, and every one of
+    them started from the same word vectors as the student (a rebuild of the vectors rebuilds them all)."""
+    student = load_metadata(ART / "sst2-gru-distilled")
+    assert student.distillation is not None and len(student.distillation.teachers) == 4
+    vectors = {student.training["vectors_sha256"]}
+    for t in student.distillation.teachers:
+        assert sha256_file(ART / t.model / "model.onnx") == t.onnx_sha256, t.model
+        vectors.add(load_metadata(ART / t.model).training["vectors_sha256"])
+    assert len(vectors) == 1
+
+
 def test_review_sentences_are_distinct_bounded_and_free_of_markup():
     tok = TokenizerConfig(max_len=12)
     reviews = [
