@@ -42,12 +42,12 @@ def _load(name: str, source: bytes):
 
 
 def ink_at(rev: str):
-    """contract/ink.py as it was at ``rev``, with contract/page.py and contract/enclosure.py as they were there where
-    it had them; its find_ink takes today's ``colour`` argument either way (a version without the colour cue ignores
-    it) and returns today's Ink (the fields a version lacked at their defaults: no ink was ``printed`` before the
-    cue)."""
+    """contract/ink.py as it was at ``rev``, with contract/page.py, contract/enclosure.py and contract/backdrop.py as
+    they were there where it had them; its find_ink takes today's ``colour`` argument either way (a version without
+    the colour cue ignores it) and returns today's Ink (the fields a version lacked at their defaults: no ink was
+    ``printed`` before the cue)."""
     source = file_at(rev, "contract/ink.py")
-    for helper in ("page", "enclosure"):
+    for helper in ("page", "enclosure", "backdrop"):
         if f"from contract.{helper} import".encode() in source:
             _load(f"{helper}_base", file_at(rev, f"contract/{helper}.py"))
             source = source.replace(f"from contract.{helper} import".encode(), f"from {helper}_base import".encode())

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
+from contract.backdrop import backdrop, border_texture
 from contract.enclosure import Winding, fill, inside_enclosure
 from contract.page import ink_hue, page_box, shrink, vividness
 
@@ -50,7 +51,7 @@ SPARSE_INK = 0.02  # pen strokes: strong ink covering less of its box than this 
 # 1-px pen at 240 px: 2.2 %; photographed digits: 4 of the 2,987 tuning photos)
 STRAY_INK = 0.05  # pen strokes: ink covers more than this share of the page outside its box (a scene's texture)
 TEXTURED_BORDER = 1.5  # objects: the frame's border strays this many grey levels (median, noise blurred out) from
-# a quadratic surface (_surface) fitted to it: the background is a scene, not a plain table or sheet
+# a quadratic surface fitted to it (contract/backdrop.py): the background is a scene, not a plain table or sheet
 SPARSE_OBJECT = 0.2  # objects: the object covers less of its box than this (a page of printed text: 16 %)
 # pen strokes: a digit's ink crosses a row of its box a few times (the 90th percentile over the inked rows: 99 % of
 # 2,389 EVAL_STYLE photos, a third each on a page, a dark table and a white desk, at most 5.4; the 8 above 7 were
@@ -156,50 +157,6 @@ def _dark_ink(grey: Image.Image) -> bool:
     return bool(mid - lo > hi - mid)
 
 
-def _backdrop(a: np.ndarray) -> np.ndarray:
-    """The background of an object photo: a quadratic surface (``_surface``: a lighting gradient, a studio's
-    vignette, sweep or fall-off into a corner) fitted to the frame's border pixels by least squares, refitted
-    twice without those more than 3 robust sigmas (and 3 grey levels) from it, at ``a``'s size. Objects fill
-    most of their frame, so the coarse rank filter used for pen strokes would take the object for paper."""
-    h, w = a.shape
-    where, design, fit = _border_fit(h, w)
-    values = a[where].astype(np.float64)
-    c = every = fit @ values  # the fit to every border pixel
-    res = values - np.median(values)  # from the border's median: an object touching the frame bends a first fit
-    for _ in range(2):  # an object touching the frame is no backdrop: border pixels far from the fit are left out
-        keep = np.abs(res) <= max(3.0 * 1.4826 * float(np.median(np.abs(res - np.median(res)))), 3.0)
-        if keep.all():  # a plain backdrop, however lit
-            c = every
-            break
-        if keep.sum() < 4 * design.shape[1]:
-            break
-        d = design[keep]
-        try:  # the normal equations: 6 x 6 (a least-squares solver's SVD of the border costs ten times more)
-            c = np.linalg.solve(d.T @ d, d.T @ values[keep])
-        except np.linalg.LinAlgError:
-            c = np.linalg.lstsq(d, values[keep], rcond=None)[0]
-        res = values - design @ c
-    # every pixel's terms, a row's and a column's broadcast together (no h x w x 6 copy)
-    terms = _surface(np.arange(h)[:, None], np.arange(w), h, w)
-    return sum((ci * t for ci, t in zip(c, terms, strict=True)), np.zeros((h, w))).astype(np.float32)
-
-
-def _surface(yy: np.ndarray, xx: np.ndarray, h: int, w: int) -> tuple[np.ndarray, ...]:
-    """The background's terms at pixels (yy, xx) of an h x w frame, broadcast: 1, x, y, x², y², xy (x, y from the
-    centre); a plane alone took every garment under a studio's vignette or in a corner's fall-off for a scene."""
-    x, y = xx / w - 0.5, yy / h - 0.5
-    return np.ones_like(x * y), x, y, x * x, y * y, x * y
-
-
-def _border(shape: tuple[int, ...]) -> np.ndarray:
-    """The frame's border strip, 1/32 of the shorter side wide (at least a pixel)."""
-    h, w = shape
-    edge = np.zeros((h, w), dtype=bool)
-    m = max(1, min(h, w) // 32)
-    edge[:m], edge[-m:], edge[:, :m], edge[:, -m:] = True, True, True, True
-    return edge
-
-
 def find_ink(
     img: Image.Image, objects: bool = False, dark: bool | None = None, colour: Image.Image | None = None
 ) -> Ink:
@@ -252,9 +209,9 @@ def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:
 
 
 def _object_ink(a: np.ndarray) -> Ink:
-    """A product photo's object: its shading against the backdrop (``_backdrop``), darker or lighter, scaled to
+    """A product photo's object: its shading against the backdrop (contract/backdrop.py), darker or lighter, scaled to
     [0, 1]."""
-    bg = _backdrop(a)
+    bg = backdrop(a)
     dark = bool(np.median(bg) > 127.5)
     # both sides of the backdrop (a light one leaves no room to be lighter): on grey, one side alone kept a white
     # sneaker's black sole ("Sandal", unflagged) or nothing of a black T-shirt on grey 120 (a garment audit)
@@ -265,38 +222,8 @@ def _object_ink(a: np.ndarray) -> Ink:
     floor = MIN_CONTRAST / 2
     strength = np.clip((raw - floor) / max(peak - floor, 1e-3), 0.0, 1.0).astype(np.float32)
     box = _box(strength >= 0.1)
-    texture = _border_texture(a) / TEXTURED_BORDER
+    texture = border_texture(a) / TEXTURED_BORDER
     return Ink(strength, box, dark, max(texture, SPARSE_OBJECT / max(_density(strength >= 0.1, box), 1e-6)))
-
-
-def _border_texture(a: np.ndarray) -> float:
-    """How far the frame's border strays from a quadratic surface (``_surface``, least squares) fitted to it, in
-    grey levels (the median; sensor noise blurred out first): about 1 on a plain background however lit, 2-50
-    where the border is a scene (a room, a street)."""
-    h, w = a.shape
-    m = max(1, min(h, w) // 32)
-    reach = m + 12  # the strip and as far as the blur reaches into it (3 box passes of about 3 px)
-    smooth = np.zeros((h, w))
-    for strip, keep in (  # each side blurred alone (a quarter of the frame's pixels in all), its strip kept
-        ((slice(0, reach), slice(None)), (slice(0, m), slice(None))),
-        ((slice(h - reach, h), slice(None)), (slice(-m, None), slice(None))),
-        ((slice(None), slice(0, reach)), (slice(None), slice(0, m))),
-        ((slice(None), slice(w - reach, w)), (slice(None), slice(-m, None))),
-    ):
-        blurred = np.asarray(Image.fromarray(a[strip]).filter(ImageFilter.GaussianBlur(2)), dtype=np.float64)
-        smooth[strip][keep] = blurred[keep]
-    where, design, fit = _border_fit(h, w)
-    values = smooth[where]
-    return float(np.median(np.abs(values - design @ (fit @ values))))
-
-
-@functools.lru_cache(maxsize=64)
-def _border_fit(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
-    """An h x w frame's border pixels (rows, columns), _surface's terms there and its least squares solution
-    operator: the surface through values on the border is design @ (fit @ values)."""
-    yy, xx = np.nonzero(_border((h, w)))
-    design = np.stack(_surface(yy, xx, h, w), axis=-1)
-    return (yy, xx), design, np.linalg.pinv(design)
 
 
 def _density(mask: np.ndarray, box: tuple[int, int, int, int] | None) -> float:
