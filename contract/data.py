@@ -126,6 +126,7 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
     images: list[np.ndarray] = []
     labels: list[int] = []
     unread: list[str] = []
+    hidden: list[str] = []
     other: dict[str, int] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if not is_class_folder(folder):
@@ -135,6 +136,8 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
         for p in sorted(folder.iterdir()):
             if p.is_dir():
                 log.warning("%s: a folder inside a class folder, not read", p)
+            elif p.name.startswith("."):  # hidden: a Mac's ._0.png beside 0.png is its metadata, not a picture
+                hidden.append(str(p.relative_to(root)))
             elif p.suffix.lower() in IMAGE_SUFFIXES:
                 try:
                     with Image.open(p) as im:
@@ -154,6 +157,9 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
             classes.append(folder.name)
         else:
             log.warning("%s: no image it can read, left out (not a class)", folder)
+    if hidden:
+        more = " ..." if len(hidden) > 10 else ""
+        log.warning("%d hidden files left out: %s%s", len(hidden), ", ".join(hidden[:10]), more)
     if unread:
         more = " ..." if len(unread) > 10 else ""
         log.warning("%d files left out, unreadable: %s%s", len(unread), ", ".join(unread[:10]), more)
@@ -161,7 +167,10 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
         counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(other.items()))
         log.warning("%d pictures left out (%s): convert them to PNG, JPEG or WebP", sum(other.values()), counts)
     if len(classes) < 2:
-        raise DataError(f"{root}: a classifier needs two or more class sub-folders holding images; found {classes}")
+        raise DataError(
+            f"{root}: a classifier needs two or more class sub-folders holding images (as in {root}/<class>/1.png); "
+            f"found {classes}"
+        )
     labels_ = np.asarray(labels, dtype=np.int64)
     return Dataset(np.stack(images), labels_, classes, "image-folder", str(root), {FOLDER_DIGEST: folder_digest(root)})
 
@@ -212,10 +221,18 @@ def stratified_split(
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
+    """Per-channel mean and std of uint8 images scaled to [0, 1]; DataError where a channel is one value in every
+    image (blank pictures, or pictures the front door found nothing in): normalising by a std of 0 made every
+    input NaN, and training then reported a diverged run."""
     x = images.astype(np.float64) / 255.0
     axes = (0, 2, 3)
-    return [float(v) for v in x.mean(axis=axes)], [float(v) for v in x.std(axis=axes)]
+    std = x.std(axis=axes)
+    if (std == 0).any():
+        raise DataError(
+            f"channel {int(np.argmin(std))} of every training image is one value: the pictures are blank, or hold "
+            "nothing the front door finds (contract/images.py: prepare_image); nothing to learn from"
+        )
+    return [float(v) for v in x.mean(axis=axes)], [float(v) for v in std]
 
 
 FOLDER_DIGEST = "image-folder"  # dataset.sha256's key for an image folder: folder_digest of what was read
@@ -228,11 +245,12 @@ def is_class_folder(folder: Path) -> bool:
 
 
 def folder_digest(root: Path) -> str:
-    """sha256 over an image folder's class folders' image files: each one's path (relative, '/') and bytes, in
-    sorted order, so that a file added, removed, renamed or changed is another digest."""
+    """sha256 over an image folder's class folders' image files (not hidden ones, which are not read): each one's
+    path (relative, '/') and bytes, in sorted order, so that a file added, removed, renamed or changed is another
+    digest."""
     h = hashlib.sha256()
     files = (q for q in root.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-    for p in sorted(q for q in files if is_class_folder(q.parent)):
+    for p in sorted(q for q in files if is_class_folder(q.parent) and not q.name.startswith(".")):
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + sha256_file(p).encode())
     return h.hexdigest()
 

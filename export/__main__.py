@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--dry-run", action="store_true", help="export and check parity into --out, quietly")
     args = p.parse_args(argv)
+    if args.checkpoint.is_dir() and (args.checkpoint / "checkpoint.pt").is_file():
+        p.error(f"{args.checkpoint} is training's folder: export its checkpoint, {args.checkpoint / 'checkpoint.pt'}")
     if not args.checkpoint.is_file():
         p.error(f"{args.checkpoint}: no such file (python -m training writes <its --out>/checkpoint.pt)")
     logging.basicConfig(level=logging.WARNING if args.dry_run else logging.INFO, format="%(name)s %(message)s")

@@ -364,9 +364,17 @@ def main(argv: list[str] | None = None) -> int:
         check_recorded(args.data, meta)
     except ValueError as e:
         p.error(str(e))
+    unused = [flag for flag, given in (("--ood-data", args.ood_data), ("--autoencoder", args.autoencoder),
+                                       ("--sibling", args.sibling)) if given is not None]  # fmt: skip
+    if unused and (folder or meta.task != "image-classification"):
+        kind = "a model of an image folder (export/folder_calibration.py)" if folder else f"a {meta.task} model"
+        p.error(f"{meta.name} is {kind}: {', '.join(unused)} would not be used")
     graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
     try:
         meta = _calibrate(p, args, meta)
+    except DataError as e:  # the data cannot be calibrated on (a validation split of one row)
+        (args.artifact / ONNX_FILE).write_bytes(graph)
+        p.error(str(e))
     except BaseException:
         (args.artifact / ONNX_FILE).write_bytes(graph)
         raise

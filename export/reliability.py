@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract.data import DataError
+
 BINS = 15
 
 
@@ -39,6 +41,9 @@ def ece_floor(probs: np.ndarray, draws: int = 200, seed: int = 0) -> float:
 
 
 def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Positions 0..n-1 cut at random into half A (fitting) and half B (measuring), each sorted."""
+    """Positions 0..n-1 cut at random into half A (fitting) and half B (measuring), each sorted; DataError for
+    fewer than 2 (a half would be empty: nothing to fit on, or nothing to measure on)."""
+    if n < 2:
+        raise DataError(f"the validation split holds {n} row{'s' * (n != 1)}: calibration needs 2 at least")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])

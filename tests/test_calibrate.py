@@ -537,7 +537,36 @@ def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys
         calibrate_main([str(art), "--data", str(folder)])
     assert sha256_file(art / "model.onnx") == meta.onnx_sha256  # the graph put back as it was
     monkeypatch.undo()
+    with pytest.raises(SystemExit) as e:  # a training audit's: --ood-data was accepted and silently not used
+        calibrate_main([str(art), "--data", str(folder), "--ood-data", str(tmp_path)])
+    assert e.value.code == 2 and "--ood-data would not be used" in capsys.readouterr().err
     (folder / "circle" / "0.png").unlink()  # another folder than it was trained on: refused, nothing written
     with pytest.raises(SystemExit):
         calibrate_main([str(art), "--data", str(folder)])
     assert "was trained on" in capsys.readouterr().err and sha256_file(art / "model.onnx") == meta.onnx_sha256
+
+
+def test_a_validation_split_of_one_row_or_an_option_for_another_kind_is_refused_in_one_line(tmp_path, capsys):
+    """A training audit's (2026-12-07): a text model whose validation split held one row (a class of one row and
+    ten of another) reached calibration, which ended in a traceback (half A was empty); and --ood-data, for image
+    models, was taken by a text model and not used."""
+    from export.__main__ import main as export_main
+    from export.calibrate import main as calibrate_main
+    from training.__main__ import main as train_main
+
+    table = tmp_path / "few.csv"
+    table.write_text("text,label\na fine film,pos\n" + "".join(f"a dull film take {i},neg\n" for i in range(10)))
+    argv = ["rnn-classifier", "--data", str(table), "--epochs", "1", "--threads", "1", "--no-progress"]
+    assert train_main([*argv, "--model-arg", "hidden_size=8", "--out", str(tmp_path / "run")]) == 0
+    art = tmp_path / "art"
+    assert export_main([str(tmp_path / "run" / "checkpoint.pt"), "--out", str(art), "--dry-run"]) == 0
+    graph = sha256_file(art / "model.onnx")
+    cases = (
+        ([], "the validation split holds 1 row: calibration needs 2 at least"),
+        (["--ood-data", str(tmp_path)], "a text-classification model: --ood-data would not be used"),
+    )
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as e:
+            calibrate_main([str(art), "--data", str(table), *extra])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+        assert sha256_file(art / "model.onnx") == graph and load_metadata(art).calibration is None

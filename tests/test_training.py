@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from contract.data import load_idx_dataset, load_image_folder, read_idx, stratified_split
+from contract.data import folder_digest, load_idx_dataset, load_image_folder, read_idx, stratified_split
 from tests.conftest import png_bytes
 from training.__main__ import main as train_main
 from training.augment import PRESETS, random_affine
@@ -113,11 +113,19 @@ def test_an_image_folder_leaves_out_what_it_cannot_read_and_needs_two_classes(tm
     (tmp_path / ".ipynb_checkpoints").mkdir()
     (tmp_path / ".ipynb_checkpoints" / "a.png").write_bytes(png_bytes(np.full((20, 20), 9, dtype=np.uint8)))
     (tmp_path / "square" / "gif.png").write_bytes(png_bytes(np.full((9, 9), 9, dtype=np.uint8), fmt="GIF"))
+    digest = folder_digest(tmp_path)
+    # and a second one's (2026-12-07): a hidden file in a class folder was trained on (a Mac's ._0.png beside 0.png,
+    # its metadata, was said to be unreadable)
+    (tmp_path / "circle" / ".0.png").write_bytes(png_bytes(np.full((20, 20), 9, dtype=np.uint8)))
+    (tmp_path / "circle" / "._0.png").write_bytes(b"\x00\x05\x16\x07 a Mac's metadata")
     caplog.clear()
     with caplog.at_level("WARNING"):
         again = load_image_folder(tmp_path, pre)
     assert again.label_names == ["circle", "square"] and again.labels.tolist() == [0, 0, 1, 1]
     assert ".ipynb_checkpoints: a hidden or tool folder" in caplog.text and "1 GIF as .png" in caplog.text
+    assert "2 hidden files left out: circle/.0.png, circle/._0.png" in caplog.text
+    assert "unreadable: circle/._0" not in caplog.text
+    assert folder_digest(tmp_path) == digest == again.sha256["image-folder"]
 
 
 def test_augmentation_keeps_shape_and_changes_pixels():
@@ -216,7 +224,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["cnn", "--data", "{tmp}/few", "--no-progress"], "2 rows: too few to hold out a validation split"),
         # a training audit's (2026-12-06): each was a traceback, or a silently wrong run
         (["cnn", "--dry-run", "--val-fraction", "-0.1"], "--val-fraction: -0.1 is not a finite number above 0"),
-        (["cnn", "--dry-run", "--size", "-5"], "argument --size: -5 is not at least 1"),
+        (["cnn", "--dry-run", "--size", "-5"], "argument --size: -5 is not from 1 to 256"),
         (["cnn", "--dry-run", "--threads", "-1"], "argument --threads: -1 is not at least 0"),
         (["cnn", "--dry-run", "--lr", "nan"], "argument --lr: nan is not a finite number above 0"),
         (["cnn", "--dry-run", "--label-smoothing", "2"], "2 is not a finite number at least 0 and below 1"),
@@ -225,6 +233,16 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["rnn-classifier", "--data", "{tmp}/SHOUT.TSV", "--no-progress"], "3 rows: too few"),  # read as a TSV
         (["rnn-classifier", "--data", "{tmp}/twice.csv", "--no-progress"], "3 distinct texts (of 6 rows): too few"),
         (["cnn", "--data", "{tmp}/few", "--channels", "3", "--fit", "digit"], "--fit digit reads pen strokes on one"),
+        # a second training audit's (2026-12-07): a model of 5 classes trained on 10, exported, and refused by the
+        # server at every start; a traceback; 32 GB asked for; a blank folder reported as a diverged run; --out a
+        # file, found after training
+        (["cnn", "--dry-run", "--model-arg", "num_classes=5"], "--model-arg num_classes=5: the data fixes it at 10"),
+        (["cnn", "--dry-run", "--model-arg", "in_channels=3"], "--model-arg in_channels=3: the data fixes it at 1"),
+        (["autoencoder", "--dry-run", "--model-arg", "input_size=64"], "input_size=64: the data fixes it at 28"),
+        (["rnn-classifier", "--dry-run", "--model-arg", "num_classes=3"], "num_classes=3: the data fixes it at 2"),
+        (["cnn", "--dry-run", "--size", "5000"], "argument --size: 5000 is not from 1 to 256"),
+        (["cnn", "--data", "{tmp}/blank", "--no-progress"], "channel 0 of every training image is one value"),
+        (["cnn", "--dry-run", "--out", "{tmp}/one.csv"], "--out {tmp}/one.csv is a file, not a folder"),
     ],
 )
 def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys, argv, message):
@@ -237,6 +255,9 @@ def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys,
     for cls, value in (("dark", 30), ("light", 220)):
         (tmp_path / "few" / cls).mkdir(parents=True)
         (tmp_path / "few" / cls / "0.png").write_bytes(png_bytes(np.full((20, 20), value, dtype=np.uint8)))
+        (tmp_path / "blank" / cls).mkdir(parents=True)
+        for i in range(6):  # white pages: the front door finds nothing on any of them
+            (tmp_path / "blank" / cls / f"{i}.png").write_bytes(png_bytes(np.full((20, 20), 255, dtype=np.uint8)))
     with pytest.raises(SystemExit) as e:
         train_main([a.format(tmp=tmp_path) for a in argv])
     said = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err
@@ -247,8 +268,11 @@ def test_export_refuses_what_is_not_a_checkpoint_in_one_line(tmp_path, capsys):
     from export.__main__ import main as export_main
 
     (tmp_path / "metrics.json").write_text('{"accuracy": 1}')
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
     for path, message in ((tmp_path / "metrics.json", "not a checkpoint written by python -m training"),
-                          (tmp_path, "no such file"), (tmp_path / "gone.pt", "no such file")):  # fmt: skip
+                          (tmp_path, "no such file"), (tmp_path / "gone.pt", "no such file"),
+                          (tmp_path / "run", "is training's folder: export its checkpoint")):  # fmt: skip
         with pytest.raises(SystemExit) as e:
             export_main([str(path), "--out", str(tmp_path / "out")])
         assert e.value.code == 2 and message in capsys.readouterr().err

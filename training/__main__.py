@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             "Run it with python -m training, not torchrun."
         )
     out = out_dir(args)
+    if out.exists() and not out.is_dir():  # found before training, not after it
+        raise SystemExit(f"python -m training: --out {out} is a file, not a folder")
     state = None if own_loop else out / "state.pt"  # the resumable state, rewritten after every epoch
     run = distributed.start(state_path=state, resume=args.resume, stop_after=args.stop_after)
     clean = False

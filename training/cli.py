@@ -17,16 +17,17 @@ from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
 
 
-def at_least(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``least``."""
+def at_least(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least`` (and at most ``most``)."""
 
     def parse(value: str) -> int:
         try:
             n = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if n < least:
-            raise argparse.ArgumentTypeError(f"{value} is not at least {least}")
+        if n < least or (most is not None and n > most):
+            bounds = f"at least {least}" if most is None else f"from {least} to {most}"
+            raise argparse.ArgumentTypeError(f"{value} is not {bounds}")
         return n
 
     return parse
@@ -84,7 +85,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="how images of another size are fitted (default: the dataset's)",
     )
-    p.add_argument("--size", type=positive, default=None, help="input size for image folders (default 28)")
+    # the front door reads a photo's ink at 256 px a side at most (contract/ink.py: WORK), and every image of a folder
+    # is held in memory at this size: --size 5000 asked for 32 GB before the first epoch
+    p.add_argument("--size", type=at_least(1, 256), default=None, help="input size for image folders (default 28)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=None, help="image-folder channels (default 1)")
     p.add_argument("--val-fraction", type=between(0, 1), default=None)
     p.add_argument("--split-seed", type=int, default=None)

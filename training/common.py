@@ -79,9 +79,19 @@ def image_split(ds: Dataset, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def image_model_config(name: str, ds: Dataset, overrides: dict[str, Any], **fixed: Any) -> Any:
     """A registered model's config for these images: their channels and size (and the values the recipe fixes,
-    ``fixed``), under the command line's overrides."""
+    ``fixed``), under the command line's other overrides."""
     c, h, _ = ds.images.shape[1:]
-    return models.make_config(name, **{"in_channels": c, "input_size": h, **fixed, **overrides})
+    return models.make_config(name, **fixed_by_data(overrides, {"in_channels": c, "input_size": h, **fixed}))
+
+
+def fixed_by_data(overrides: dict[str, Any], data: dict[str, Any], source: str = "the data") -> dict[str, Any]:
+    """``data`` (the config values the data fixes: its channels, size, classes, vocabulary) under the command line's
+    overrides, or ValueError for an override that contradicts one of them: --model-arg num_classes=5 on two classes
+    trained and exported a graph of 5 logits for 2 labels, which the server then refused at every start."""
+    for key, value in overrides.items():
+        if key in data and value != data[key]:
+            raise ValueError(f"--model-arg {key}={value!r}: {source} fixes it at {data[key]!r}; leave it out")
+    return {**data, **overrides}
 
 
 def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset) -> dict[str, torch.Tensor]:

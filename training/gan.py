@@ -33,7 +33,7 @@ import models
 from contract.data import Dataset, stratified_split
 from contract.images import image_grid
 from training.cli import common_config, load_images, model_args, out_dir
-from training.common import TrainConfig, checkpoint_dict, seed_everything
+from training.common import TrainConfig, checkpoint_dict, fixed_by_data, seed_everything
 from training.plots import plot_series
 from training.registry import Recipe, register_recipe
 
@@ -98,10 +98,9 @@ def train_gan(
     if cfg.dry_run:
         train_idx, val_idx = train_idx[: 2 * cfg.batch_size], val_idx[: cfg.batch_size]
     c, h, _ = ds.images.shape[1:]
-    overrides: dict[str, Any] = {"in_channels": c, "input_size": h}
+    overrides = fixed_by_data(model_overrides, {"in_channels": c, "input_size": h})
     if cfg.gan_loss == "wgan-gp":
-        overrides["critic_norm"] = "layer"
-    overrides.update(model_overrides)
+        overrides = {"critic_norm": "layer", **overrides}
     model_cfg = models.make_config(cfg.model, **overrides)
     if model_cfg.num_classes and model_cfg.num_classes != len(ds.label_names):
         raise ValueError(f"{cfg.model} has {model_cfg.num_classes} classes, the data {len(ds.label_names)}")

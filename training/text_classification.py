@@ -29,6 +29,7 @@ from training.common import (
     checkpoint_dict,
     final_metrics,
     fit,
+    fixed_by_data,
     seed_everything,
 )
 from training.plots import plot_curves
@@ -189,7 +190,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     if cfg.vectors is not None:
         words, vectors, vectors_info = load_vectors(Path(cfg.vectors))
         vocab = merged_vocab(vocab, words, cfg.max_vocab)
-        model_overrides = {"embed_dim": vectors.shape[1], **model_overrides}
+        model_overrides = fixed_by_data(model_overrides, {"embed_dim": vectors.shape[1]}, "the word vectors")
     seqs_tr = [vocab.encode(tokens[i]) for i in train_idx]
     seqs_va = [vocab.encode(tokens[i]) for i in val_idx]
     y_tr, y_va = ds.labels[train_idx], ds.labels[val_idx]
@@ -202,7 +203,9 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
         len(seqs_va),
     )
 
-    overrides = {"vocab_size": len(vocab), "num_classes": len(ds.label_names), "pad_id": PAD_ID, **model_overrides}
+    overrides = fixed_by_data(
+        model_overrides, {"vocab_size": len(vocab), "num_classes": len(ds.label_names), "pad_id": PAD_ID}
+    )
     model_cfg = models.make_config(cfg.model, **overrides)
     model = models.create_model(cfg.model, model_cfg)
     embedding: dict[str, Any] = {"init": "random"}
