@@ -634,6 +634,16 @@ def test_a_dot_on_grainy_paper_is_odd_and_read_once():
     assert reading.oddness is not None and reading.oddness > 1 and reading.dark_ink is None
 
 
+def test_a_photographed_dot_is_taken_for_one_though_its_core_is_grainy():
+    """A dot photographed (bench/canvas.py's: a disk 4-12 px across in a 28-px frame, EVAL_STYLE): the grain in its
+    core reads as specks of paper at the highest ink level, which held 49 of these 60 for rings round paper (a
+    bold 0's hole); paper there counts only where the level below encloses some too (27 taken for dots now)."""
+    from bench.canvas import photographed_dots
+
+    dots = photographed_dots(np.random.default_rng(777))
+    assert sum(find_ink(d.convert("L")).dot for d in dots) >= 20
+
+
 def test_a_drawing_on_a_flat_canvas_is_read_once(seven):
     """A pad-drawing audit's (2026-12-06): a small fat 8 on the pad, rightly flagged, was read again at the other
     polarity, as the canvas round its strokes (its outline), and that reading, a confident "0", was kept. A canvas
