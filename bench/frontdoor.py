@@ -64,7 +64,9 @@ def ink_at(rev: str):
 def add_front_door(p: argparse.ArgumentParser) -> None:
     """The --front-door option of the benches that read photos in process (``read_with_front_door``)."""
     p.add_argument(
-        "--front-door", metavar="REV", help="the commit whose contract/ink.py (page.py, enclosure.py) to read with"
+        "--front-door",
+        metavar="REV",
+        help="the commit whose contract/ink.py (page.py, enclosure.py, backdrop.py) to read with",
     )
 
 

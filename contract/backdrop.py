@@ -10,9 +10,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 # frames under this many px a side are enlarged to it before their border's texture is measured: at 64 px and under,
-# the blur's reach into the frame took a thumbnail's garment for texture and flagged 8-34 % of photographed
-# garments that the same photos at full size had 2 % flagged (200 EVAL_STYLE photos shrunk to 32-64 px; after:
-# 3-11 %; docs/REAL-INPUTS.md)
+# the blur's reach into the frame took a thumbnail's garment for texture, and 6-33 % of 200 EVAL_STYLE garment
+# photos shrunk to 32-64 px were flagged, 1.5 % at full size; 3.5-11.5 % after (README: How images are prepared)
 TEXTURE_SIDE = 128
 
 

@@ -137,7 +137,8 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
             if p.is_dir():
                 log.warning("%s: a folder inside a class folder, not read", p)
             elif p.name.startswith("."):  # hidden: a Mac's ._0.png beside 0.png is its metadata, not a picture
-                hidden.append(str(p.relative_to(root)))
+                if p.suffix.lower() in IMAGE_SUFFIXES:  # a .DS_Store is no news
+                    hidden.append(str(p.relative_to(root)))
             elif p.suffix.lower() in IMAGE_SUFFIXES:
                 try:
                     with Image.open(p) as im:
@@ -159,7 +160,7 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
             log.warning("%s: no image it can read, left out (not a class)", folder)
     if hidden:
         more = " ..." if len(hidden) > 10 else ""
-        log.warning("%d hidden files left out: %s%s", len(hidden), ", ".join(hidden[:10]), more)
+        log.warning("%d hidden picture files left out: %s%s", len(hidden), ", ".join(hidden[:10]), more)
     if unread:
         more = " ..." if len(unread) > 10 else ""
         log.warning("%d files left out, unreadable: %s%s", len(unread), ", ".join(unread[:10]), more)
@@ -244,13 +245,13 @@ def is_class_folder(folder: Path) -> bool:
     return not folder.name.startswith(".") and folder.name != "__MACOSX"
 
 
-def folder_digest(root: Path) -> str:
-    """sha256 over an image folder's class folders' image files (not hidden ones, which are not read): each one's
-    path (relative, '/') and bytes, in sorted order, so that a file added, removed, renamed or changed is another
-    digest."""
+def folder_digest(root: Path, hidden: bool = False) -> str:
+    """sha256 over an image folder's class folders' image files (not hidden ones, which are not read; ``hidden``:
+    them too, as digests recorded before 2026-12-07 were): each one's path (relative, '/') and bytes, in sorted
+    order, so that a file added, removed, renamed or changed is another digest."""
     h = hashlib.sha256()
     files = (q for q in root.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-    for p in sorted(q for q in files if is_class_folder(q.parent) and not q.name.startswith(".")):
+    for p in sorted(q for q in files if is_class_folder(q.parent) and (hidden or not q.name.startswith("."))):
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + sha256_file(p).encode())
     return h.hexdigest()
 
@@ -263,7 +264,7 @@ def check_recorded(path: Path, meta: ModelMetadata) -> None:
     if not recorded:
         return
     if FOLDER_DIGEST in recorded:
-        if not path.is_dir() or folder_digest(path) != recorded[FOLDER_DIGEST]:
+        if not path.is_dir() or recorded[FOLDER_DIGEST] not in (folder_digest(path), folder_digest(path, hidden=True)):
             raise DataError(f"{path} is not the image folder {meta.name} was trained on (its digest differs)")
         return
     files = sorted(path.glob("train-*-idx?-ubyte*")) if path.is_dir() else [path]

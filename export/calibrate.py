@@ -100,6 +100,8 @@ from export.reliability import ece, ece_floor, halves
 
 # ---- image classifiers ---------------------------------------------------------------------------------
 
+PHOTOS = 2000  # photographed images per set, by default (--photos)
+
 
 def idx_split(
     meta: ModelMetadata, root: Path, check: bool = True
@@ -129,7 +131,7 @@ def image_sets(
     a, b = halves(len(val))
     va, vb = val[a], val[b]
     pb = vb[: n_photos // 2]
-    oa, ob = halves(len(ood_images), seed=1)
+    oa, ob = halves(len(ood_images), seed=1, what="the other dataset's validation split")
     read = {"B photos": read_photographs(images_all[pb], pre, EVAL_STYLE, np.random.default_rng(5))}
     read |= {f"odd: {k}": v for k, v in odd_inputs(meta).items()}
     sets = {"B clean": images_all[vb], "B other dataset": ood_images[ob], **{k: px for k, (px, _) in read.items()}}
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "--autoencoder", type=Path, help="image models: an autoencoder of the same images (a candidate OOD component)"
     )
     p.add_argument("--sibling", type=Path, help="image models: a calibrated classifier of these images (its score too)")
-    p.add_argument("--photos", type=int, default=2000, help="image models: photographed images per set")
+    p.add_argument("--photos", type=int, help=f"image models: photographed images per set (default {PHOTOS})")
     p.add_argument(
         "--measure",
         action="store_true",
@@ -364,11 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         check_recorded(args.data, meta)
     except ValueError as e:
         p.error(str(e))
-    unused = [flag for flag, given in (("--ood-data", args.ood_data), ("--autoencoder", args.autoencoder),
-                                       ("--sibling", args.sibling)) if given is not None]  # fmt: skip
-    if unused and (folder or meta.task != "image-classification"):
-        kind = "a model of an image folder (export/folder_calibration.py)" if folder else f"a {meta.task} model"
-        p.error(f"{meta.name} is {kind}: {', '.join(unused)} would not be used")
+    if meta.task in ("image-classification", "text-classification") and (unused := _unused(args, meta, folder)):
+        p.error(f"{', '.join(unused)} would not be used: {meta.name} is {_kind(args, meta, folder)}")
     graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
     try:
         meta = _calibrate(p, args, meta)
@@ -385,6 +384,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> list[str]:
+    """The options given that this calibration of a classifier would not use (a training audit's: --ood-data was
+    taken by a text model and by an image folder's, and silently left out)."""
+    given = {"--ood-data": args.ood_data, "--autoencoder": args.autoencoder, "--sibling": args.sibling}
+    given["--photos"] = args.photos
+    if meta.task == "text-classification" or folder:
+        used: set[str] = set()
+    elif args.second_reading:  # export/second_reading.py's own photos
+        used = set()
+    elif args.measure:
+        used = {"--ood-data", "--photos"}
+    else:
+        used = set(given)
+    return [flag for flag, value in given.items() if value is not None and flag not in used]
+
+
+def _kind(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> str:
+    if folder:
+        return "a model of an image folder (export/folder_calibration.py)"
+    if meta.task == "text-classification":
+        return "a text classifier"
+    return "re-measured" if args.measure else "only deciding its second reading"
+
+
 def of_image_folder(meta: ModelMetadata) -> bool:
     """An image classifier of a user's own folder: calibrated by export/folder_calibration.py."""
     return meta.task == "image-classification" and meta.dataset.name == "image-folder"
@@ -395,7 +418,7 @@ def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
     if of_image_folder(meta):
         try:
             return calibrate_folder(args.artifact, meta, args.data)
-        except DataError as e:  # another folder than the one it was trained on
+        except DataError as e:  # another folder than the one it was trained on, a validation split of one image
             p.error(str(e))
     if args.second_reading:
         images, labels, _, val = idx_split(meta, args.data)
@@ -406,7 +429,7 @@ def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
         images, labels, train, val = idx_split(meta, args.data)
         ood_images, _, _, ood_val = idx_split(meta, args.ood_data, check=False)
         sets, truth, door = image_sets(
-            meta, images, labels, train, val, ood_images[ood_val], args.photos, fitting=not args.measure
+            meta, images, labels, train, val, ood_images[ood_val], args.photos or PHOTOS, fitting=not args.measure
         )
         if args.measure:
             measure_images(args.artifact, meta, sets, truth, door)

@@ -40,10 +40,10 @@ def ece_floor(probs: np.ndarray, draws: int = 200, seed: int = 0) -> float:
     return float(np.median(scores))
 
 
-def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def halves(n: int, seed: int = 0, what: str = "the validation split") -> tuple[np.ndarray, np.ndarray]:
     """Positions 0..n-1 cut at random into half A (fitting) and half B (measuring), each sorted; DataError for
-    fewer than 2 (a half would be empty: nothing to fit on, or nothing to measure on)."""
+    fewer than 2 (a half would be empty: nothing to fit on, or nothing to measure on), naming ``what`` is cut."""
     if n < 2:
-        raise DataError(f"the validation split holds {n} row{'s' * (n != 1)}: calibration needs 2 at least")
+        raise DataError(f"{what} holds {n} row{'s' * (n != 1)}: calibration needs 2 at least")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])

@@ -563,7 +563,8 @@ def test_a_validation_split_of_one_row_or_an_option_for_another_kind_is_refused_
     graph = sha256_file(art / "model.onnx")
     cases = (
         ([], "the validation split holds 1 row: calibration needs 2 at least"),
-        (["--ood-data", str(tmp_path)], "a text-classification model: --ood-data would not be used"),
+        (["--ood-data", str(tmp_path)], "--ood-data would not be used: art is a text classifier"),
+        (["--photos", "10", "--sibling", str(tmp_path)], "--sibling, --photos would not be used: art is a text"),
     )
     for extra, message in cases:
         with pytest.raises(SystemExit) as e:

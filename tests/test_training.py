@@ -123,9 +123,9 @@ def test_an_image_folder_leaves_out_what_it_cannot_read_and_needs_two_classes(tm
         again = load_image_folder(tmp_path, pre)
     assert again.label_names == ["circle", "square"] and again.labels.tolist() == [0, 0, 1, 1]
     assert ".ipynb_checkpoints: a hidden or tool folder" in caplog.text and "1 GIF as .png" in caplog.text
-    assert "2 hidden files left out: circle/.0.png, circle/._0.png" in caplog.text
+    assert "2 hidden picture files left out: circle/.0.png, circle/._0.png" in caplog.text
     assert "unreadable: circle/._0" not in caplog.text
-    assert folder_digest(tmp_path) == digest == again.sha256["image-folder"]
+    assert folder_digest(tmp_path) == digest == again.sha256["image-folder"] != folder_digest(tmp_path, hidden=True)
 
 
 def test_augmentation_keeps_shape_and_changes_pixels():
@@ -299,3 +299,14 @@ def test_a_run_that_diverged_says_so_in_one_line(tmp_path):
     """Every validation loss NaN: there is no best epoch to keep (it failed restoring an empty state_dict)."""
     with pytest.raises(SystemExit, match=r"not finite in any epoch .* lower --lr"):
         train_main(["mlp", "--dry-run", "--lr", "1e30", "--no-progress", "--out", str(tmp_path)])
+
+
+def test_a_model_arg_equal_to_what_the_data_fixes_is_taken_as_the_datas():
+    """--model-arg num_classes=10.0 on ten classes is no contradiction; the config gets the data's 10, not a float a
+    layer refuses (a review's)."""
+    from training.common import fixed_by_data
+
+    merged = fixed_by_data({"num_classes": 10.0, "dropout": 0.2}, {"num_classes": 10, "in_channels": 1})
+    assert merged == {"num_classes": 10, "in_channels": 1, "dropout": 0.2} and type(merged["num_classes"]) is int
+    with pytest.raises(ValueError, match="num_classes=5: the data fixes it at 10"):
+        fixed_by_data({"num_classes": 5}, {"num_classes": 10})

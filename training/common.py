@@ -84,14 +84,15 @@ def image_model_config(name: str, ds: Dataset, overrides: dict[str, Any], **fixe
     return models.make_config(name, **fixed_by_data(overrides, {"in_channels": c, "input_size": h, **fixed}))
 
 
-def fixed_by_data(overrides: dict[str, Any], data: dict[str, Any], source: str = "the data") -> dict[str, Any]:
-    """``data`` (the config values the data fixes: its channels, size, classes, vocabulary) under the command line's
-    overrides, or ValueError for an override that contradicts one of them: --model-arg num_classes=5 on two classes
-    trained and exported a graph of 5 logits for 2 labels, which the server then refused at every start."""
+def fixed_by_data(overrides: dict[str, Any], data: dict[str, Any], source: str = "the data fixes") -> dict[str, Any]:
+    """The command line's overrides with ``data`` (the config values the data fixes: its channels, size, classes,
+    vocabulary) over them, or ValueError for an override that contradicts one of them: --model-arg num_classes=5
+    on two classes trained and exported a graph of 5 logits for 2 labels, which the server then refused at every
+    start. An override equal to the data's value (10.0 for 10) is taken as the data's."""
     for key, value in overrides.items():
         if key in data and value != data[key]:
-            raise ValueError(f"--model-arg {key}={value!r}: {source} fixes it at {data[key]!r}; leave it out")
-    return {**data, **overrides}
+            raise ValueError(f"--model-arg {key}={value!r}: {source} it at {data[key]!r}; leave it out")
+    return {**overrides, **data}
 
 
 def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset) -> dict[str, torch.Tensor]:

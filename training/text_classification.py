@@ -190,7 +190,7 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     if cfg.vectors is not None:
         words, vectors, vectors_info = load_vectors(Path(cfg.vectors))
         vocab = merged_vocab(vocab, words, cfg.max_vocab)
-        model_overrides = fixed_by_data(model_overrides, {"embed_dim": vectors.shape[1]}, "the word vectors")
+        model_overrides = fixed_by_data(model_overrides, {"embed_dim": vectors.shape[1]}, "the word vectors fix")
     seqs_tr = [vocab.encode(tokens[i]) for i in train_idx]
     seqs_va = [vocab.encode(tokens[i]) for i in val_idx]
     y_tr, y_va = ds.labels[train_idx], ds.labels[val_idx]
