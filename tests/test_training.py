@@ -240,6 +240,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["cnn", "--dry-run", "--model-arg", "in_channels=3"], "--model-arg in_channels=3: the data fixes it at 1"),
         (["autoencoder", "--dry-run", "--model-arg", "input_size=64"], "input_size=64: the data fixes it at 28"),
         (["rnn-classifier", "--dry-run", "--model-arg", "num_classes=3"], "num_classes=3: the data fixes it at 2"),
+        (["hopfield-hebbian", "--dry-run", "--model-arg", "units=5"], "units=5: the patterns fix it at 784"),
         (["cnn", "--dry-run", "--size", "5000"], "argument --size: 5000 is not from 1 to 256"),
         (["cnn", "--data", "{tmp}/blank", "--no-progress"], "channel 0 of every training image is one value"),
         (["cnn", "--dry-run", "--out", "{tmp}/one.csv"], "--out {tmp}/one.csv is a file, not a folder"),

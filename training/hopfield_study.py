@@ -19,6 +19,7 @@ import torch
 import models
 from contract.hopfield import Sweep, best_match, recall
 from models.hopfield import FAMILY, RULES, HopfieldNetwork
+from training.common import fixed_by_data
 
 HEBBIAN_CAPACITY = 0.138  # Amit, Gutfreund & Sompolinsky 1985: random patterns, N -> infinity
 
@@ -41,7 +42,7 @@ def arch_of(rule: str) -> str:
 def network(arch: str, patterns: np.ndarray, **overrides: Any) -> HopfieldNetwork:
     """A network of a registered Hopfield architecture storing (P, N) ±1 patterns."""
     p, n = patterns.shape
-    model = models.create_model(arch, units=n, patterns=p, **overrides)
+    model = models.create_model(arch, **fixed_by_data(overrides, {"units": n, "patterns": p}, "the patterns fix"))
     assert isinstance(model, HopfieldNetwork)
     return model.store(torch.from_numpy(patterns.astype(np.float32))).eval()
 
