@@ -65,7 +65,9 @@ def load_table(
     preset = PRESETS[name]
     text_col, label_col = text_column or preset.text_column, label_column or preset.label_column
     with _table(path) as reader:
-        if reader.fieldnames is None or text_col not in reader.fieldnames or label_col not in reader.fieldnames:
+        if reader.fieldnames is None:
+            raise DataError(f"{path} is empty: it needs a header row naming columns {text_col!r} and {label_col!r}")
+        if text_col not in reader.fieldnames or label_col not in reader.fieldnames:
             raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
         read = [_row(r, text_col, label_col, path, reader.line_num, len(reader.fieldnames)) for r in reader]
     rows = [(t, lbl) for t, lbl, _ in read if t.strip()]
@@ -101,6 +103,8 @@ def _table(path: Path) -> Iterator[csv.DictReader]:
     spreadsheet's byte-order mark allowed; bytes that are not UTF-8 are a DataError naming their line), with no
     limit on a field's length (a review may be longer than csv's 128 KiB)."""
     csv.field_size_limit(sys.maxsize)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: a text model reads a CSV or TSV file (a folder of images: image models)")
     with open(path, encoding="utf-8-sig", newline="") as f:
         try:
             # SST-2's TSV is unquoted (no '"' anywhere); QUOTE_NONE keeps its apostrophes and backticks intact

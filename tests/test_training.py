@@ -219,7 +219,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["rnn-classifier", "--data", "{tmp}/one.csv", "--no-progress"], "two or more labels"),
         (["cnn", "--data", "{tmp}", "--epochs", "0"], "argument --epochs: 0 is not at least 1"),
         (["rnn-classifier", "--no-progress"], "--data is required (or --dry-run)"),
-        (["rnn-classifier", "--data", "{tmp}", "--no-progress"], "Is a directory"),
+        (["rnn-classifier", "--data", "{tmp}", "--no-progress"], "is a folder: a text model reads a CSV or TSV file"),
         (["rnn-classifier", "--data", "{tmp}/three.csv", "--no-progress"], "3 rows: too few to hold out a validation"),
         (["cnn", "--data", "{tmp}/few", "--no-progress"], "2 rows: too few to hold out a validation split"),
         # a training audit's (2026-12-06): each was a traceback, or a silently wrong run
@@ -241,6 +241,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["autoencoder", "--dry-run", "--model-arg", "input_size=64"], "input_size=64: the data fixes it at 28"),
         (["rnn-classifier", "--dry-run", "--model-arg", "num_classes=3"], "num_classes=3: the data fixes it at 2"),
         (["hopfield-hebbian", "--dry-run", "--model-arg", "units=5"], "units=5: the patterns fix it at 784"),
+        (["rnn-classifier", "--data", "{tmp}/empty.csv"], "empty.csv is empty: it needs a header row naming"),
         (["cnn", "--dry-run", "--size", "5000"], "argument --size: 5000 is not from 1 to 256"),
         (["cnn", "--data", "{tmp}/blank", "--no-progress"], "channel 0 of every training image is one value"),
         (["cnn", "--dry-run", "--out", "{tmp}/one.csv"], "--out {tmp}/one.csv is a file, not a folder"),
@@ -250,6 +251,7 @@ def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys,
     """A new user's mistakes, each once a traceback: no --data for a text model, a folder where a table belongs,
     and too few rows to measure on (an empty validation split divided by zero)."""
     (tmp_path / "one.csv").write_text("text,label\ngood,pos\nfine,pos\n")
+    (tmp_path / "empty.csv").write_text("")
     (tmp_path / "three.csv").write_text("text,label\ngood,pos\nbad,neg\nso so,mid\n")
     (tmp_path / "SHOUT.TSV").write_text("text\tlabel\ngood\tpos\nbad\tneg\nso so\tmid\n")
     (tmp_path / "twice.csv").write_text("text,label\n" + "good,pos\nbad,neg\nso so,mid\n" * 2)
