@@ -11,8 +11,11 @@ from PIL import Image, ImageFilter
 
 # frames under this many px a side are enlarged to it before their border's texture is measured: at 64 px and under,
 # the blur's reach into the frame took a thumbnail's garment for texture, and 6-33 % of 200 EVAL_STYLE garment
-# photos shrunk to 32-64 px were flagged, 1.5 % at full size; 3.5-11.5 % after (README: How images are prepared)
+# photos shrunk to 32-64 px were flagged, 1.5 % at full size; 3.5-11.5 % after (README: How images are prepared);
+# never past TEXTURE_LONGEST on the longer side (contract/ink.py's WORK, what the frame was shrunk to): a 1 x 256
+# strip enlarged by its short side alone would be 128 x 32,768, and its border fit a 260,000-row matrix, cached
 TEXTURE_SIDE = 128
+TEXTURE_LONGEST = 256
 
 
 def backdrop(a: np.ndarray) -> np.ndarray:
@@ -63,10 +66,11 @@ def border_texture(a: np.ndarray) -> float:
     """How far the frame's border strays from a quadratic surface (``_surface``, least squares) fitted to it, in
     grey levels (the median; sensor noise blurred out first): about 1 on a plain background however lit, 2-50
     where the border is a scene (a room, a street). A frame under TEXTURE_SIDE px a side (a thumbnail) is enlarged
-    to it first: the blur reaches about 12 px into the frame, which on a 48-px thumbnail is the object itself."""
+    towards it first (its longer side to TEXTURE_LONGEST at most): the blur reaches about 12 px into the frame,
+    which on a 48-px thumbnail is the object itself."""
     h, w = a.shape
-    if min(h, w) < TEXTURE_SIDE:
-        scale = TEXTURE_SIDE / min(h, w)
+    scale = min(TEXTURE_SIDE / min(h, w), TEXTURE_LONGEST / max(h, w))
+    if scale > 1:
         a = np.asarray(Image.fromarray(a).resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR))
         h, w = a.shape
     m = max(1, min(h, w) // 32)

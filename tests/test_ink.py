@@ -421,6 +421,19 @@ def test_an_object_in_a_scene_is_unlike_a_product_photo(name, side):
     assert find_ink(photo, objects=True).oddness > 1
 
 
+def test_a_thin_strips_border_is_measured_no_larger_than_the_front_doors_frame(monkeypatch):
+    """A thumbnail is enlarged towards TEXTURE_SIDE by its short side, but never past TEXTURE_LONGEST on its long
+    one: a 2 x 256 strip (a client's) would have been 128 x 16,384, its border fit cached per size."""
+    import contract.backdrop as backdrop
+
+    sizes = []
+    fit = backdrop._border_fit
+    monkeypatch.setattr(backdrop, "_border_fit", lambda h, w: sizes.append((h, w)) or fit(h, w))
+    for shape in ((2, 256), (256, 3), (48, 96), (48, 48)):
+        backdrop.border_texture(np.full(shape, 200, dtype=np.uint8))
+    assert sizes == [(2, 256), (256, 3), (128, 256), (128, 128)]
+
+
 @pytest.mark.parametrize(("side", "margin", "top"), [(48, 3, 18), (40, 3, 14), (64, 4, 22)])
 def test_a_product_thumbnail_is_a_product_photo(side, margin, top):
     """A garment filling the lower part of a thumbnail, a few pixels from three of its edges, on a plain backdrop:
