@@ -264,7 +264,8 @@ def check_recorded(path: Path, meta: ModelMetadata) -> None:
     if not recorded:
         return
     if FOLDER_DIGEST in recorded:
-        if not path.is_dir() or recorded[FOLDER_DIGEST] not in (folder_digest(path), folder_digest(path, hidden=True)):
+        digest = recorded[FOLDER_DIGEST]  # with hidden files only where the first differs: each reads the folder
+        if not path.is_dir() or (digest != folder_digest(path) and digest != folder_digest(path, hidden=True)):
             raise DataError(f"{path} is not the image folder {meta.name} was trained on (its digest differs)")
         return
     files = sorted(path.glob("train-*-idx?-ubyte*")) if path.is_dir() else [path]

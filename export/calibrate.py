@@ -366,16 +366,17 @@ def main(argv: list[str] | None = None) -> int:
         check_recorded(args.data, meta)
     except ValueError as e:
         p.error(str(e))
-    if meta.task in ("image-classification", "text-classification") and (unused := _unused(args, meta, folder)):
-        p.error(f"{', '.join(unused)} would not be used: {meta.name} is {_kind(args, meta, folder)}")
+    if meta.task in ("image-classification", "text-classification"):
+        unused, kind = _unused(args, meta, folder)
+        if unused:
+            p.error(f"{', '.join(unused)} would not be used: {meta.name} is {kind}")
     graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
     try:
         meta = _calibrate(p, args, meta)
-    except DataError as e:  # the data cannot be calibrated on (a validation split of one row)
+    except BaseException as e:
         (args.artifact / ONNX_FILE).write_bytes(graph)
-        p.error(str(e))
-    except BaseException:
-        (args.artifact / ONNX_FILE).write_bytes(graph)
+        if isinstance(e, DataError):  # the data cannot be calibrated on (a validation split of one row)
+            p.error(str(e))
         raise
     if not args.measure:
         (args.artifact / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
@@ -384,28 +385,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> list[str]:
+def _unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> tuple[list[str], str]:
     """The options given that this calibration of a classifier would not use (a training audit's: --ood-data was
-    taken by a text model and by an image folder's, and silently left out)."""
-    given = {"--ood-data": args.ood_data, "--autoencoder": args.autoencoder, "--sibling": args.sibling}
-    given["--photos"] = args.photos
-    if meta.task == "text-classification" or folder:
-        used: set[str] = set()
-    elif args.second_reading:  # export/second_reading.py's own photos
-        used = set()
-    elif args.measure:
-        used = {"--ood-data", "--photos"}
-    else:
-        used = set(given)
-    return [flag for flag, value in given.items() if value is not None and flag not in used]
-
-
-def _kind(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> str:
+    taken by a text model and by an image folder's, and silently left out), and what the calibration is."""
+    given = {"--ood-data": args.ood_data, "--autoencoder": args.autoencoder, "--sibling": args.sibling,
+             "--photos": args.photos}  # fmt: skip
+    used: set[str] = set()
     if folder:
-        return "a model of an image folder (export/folder_calibration.py)"
-    if meta.task == "text-classification":
-        return "a text classifier"
-    return "re-measured" if args.measure else "only deciding its second reading"
+        kind = "a model of an image folder (export/folder_calibration.py)"
+    elif meta.task == "text-classification":
+        kind = "a text classifier"
+    elif args.second_reading:  # export/second_reading.py's own photos
+        kind = "only deciding its second reading"
+    elif args.measure:
+        used, kind = {"--ood-data", "--photos"}, "re-measured"
+    else:
+        used, kind = set(given), "calibrated"
+    return [flag for flag, value in given.items() if value is not None and flag not in used], kind
 
 
 def of_image_folder(meta: ModelMetadata) -> bool:
