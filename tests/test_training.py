@@ -2,14 +2,17 @@
 
 import gzip
 import json
+import re
+import shlex
 import struct
+import subprocess
 
 import numpy as np
 import pytest
 import torch
 
 from contract.data import folder_digest, load_idx_dataset, load_image_folder, read_idx, stratified_split
-from tests.conftest import png_bytes
+from tests.conftest import REPO, png_bytes
 from training.__main__ import main as train_main
 from training.augment import PRESETS, random_affine
 
@@ -313,3 +316,50 @@ def test_a_model_arg_equal_to_what_the_data_fixes_is_taken_as_the_datas():
     assert merged == {"num_classes": 10, "in_channels": 1, "dropout": 0.2} and type(merged["num_classes"]) is int
     with pytest.raises(ValueError, match="num_classes=5: the data fixes it at 10"):
         fixed_by_data({"num_classes": 5}, {"num_classes": 10})
+
+
+def _refusal(argv):
+    import models
+    from training.__main__ import RECIPES, _parser_and_owners
+    from training.cli import refuse_unread
+
+    parser, owners = _parser_and_owners()
+    args = parser.parse_args(argv)
+    refuse_unread(parser, args, RECIPES[models.get_entry(args.model).family], owners)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["mlp", "--vectors", "runs/word2vec"], "--vectors (text-classification's)"),
+        (["rnn-classifier", "--size", "32", "--photos", "0.3"], "--size, --photos (image-classification's)"),
+        (["cnn", "--cd-k", "3"], "--cd-k (rbm's)"),
+        (["dcgan", "--optimizer", "sgd", "--augment", "digits"], "--optimizer, --augment"),
+        (["vae", "--teacher", "artifacts/mnist-cnn"], "--teacher"),
+        (["hopfield-pseudo-inverse", "--epochs", "3"], "--epochs"),
+        (["rbm", "--keep", "best"], "--keep"),
+    ],
+)
+def test_a_flag_the_model_would_not_read_is_refused_not_ignored(tmp_path, capsys, argv, named):
+    """--vectors to a CNN, --photos to a text model trained as if they were not there (a training audit's)."""
+    with pytest.raises(SystemExit, match="does not read " + re.escape(named) + "$"):
+        _refusal(argv)
+    with pytest.raises(SystemExit, match=re.escape(named)):  # before any data is read or anything written
+        train_main([*argv, "--dry-run", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_flag_left_at_its_default_or_borrowed_is_read():
+    _refusal(["dbn-autoencoder", "--cd-k", "2", "--loss", "mse"])  # its RBMs' and its fine-tuning's
+    _refusal(["rnn-classifier", "--max-len", "32", "--threads", "1"])  # its own and a shared one it reads
+    _refusal(["cnn", "--loss", "bce"])  # the autoencoder's default, given: nothing changes
+
+
+def test_every_training_line_of_the_makefile_reads_every_flag_it_gives():
+    """make models' lines, as make would run them: none gives a flag its model would ignore (or is refused)."""
+    out = subprocess.run(["make", "-n", "-B", "models"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    lines = out.replace("\\\n", " ").splitlines()  # a recipe line continued with a backslash is one command
+    commands = [shlex.split(line.split(" -m training ", 1)[1]) for line in lines if " -m training " in line]
+    assert len(commands) >= 15, lines
+    for argv in commands:
+        _refusal(argv)

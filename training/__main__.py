@@ -24,7 +24,7 @@ import torch
 import models
 from contract.data import DataError
 from training import distributed
-from training.cli import add_common_args, out_dir
+from training.cli import add_common_args, out_dir, refuse_unread
 from training.registry import load_recipes
 
 log = logging.getLogger("training")
@@ -32,27 +32,35 @@ RECIPES = load_recipes()  # every module of training/ that trains a family regis
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _parser_and_owners()[0]
+
+
+def _parser_and_owners() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The command line, and which family added each of the flags that are a family's own (dest -> family)."""
     p = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("model", choices=models.list_models(), help="registered architecture")
     add_common_args(p)
+    owners: dict[str, str] = {}
     for recipe in RECIPES.values():
         if recipe.add_args is not None:
+            before = len(p._actions)  # argparse keeps its actions in order; there is no public list of them
             recipe.add_args(p)
-    return p
+            owners.update({action.dest: recipe.family for action in p._actions[before:]})
+    return p, owners
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser, owners = _parser_and_owners()
+    args = parser.parse_args(argv)
     level = logging.INFO if distributed.env_rank() == 0 else logging.WARNING  # rank 0 logs for the run
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     family = models.get_entry(args.model).family
     if family not in RECIPES:
         raise SystemExit(f"no training recipe for the {family!r} family of {args.model} (training/registry.py)")
     recipe = RECIPES[family]
-    if args.teacher and not recipe.distils:
-        raise SystemExit(f"{args.model} ({family}) does not learn from teachers: --teacher is for classifiers")
+    refuse_unread(parser, args, recipe, owners)
     own_loop = recipe.own_loop is not None
     if own_loop and (distributed.env_world_size() > 1 or args.resume or args.stop_after):
         raise SystemExit(

@@ -31,7 +31,7 @@ import torch
 import models
 from contract.data import stratified_split
 from contract.hopfield import to_state
-from training.cli import common_config, load_images, model_args
+from training.cli import DESCENT_FLAGS, common_config, load_images, model_args
 from training.common import TrainConfig, checkpoint_dict, seed_everything
 from training.hopfield_study import (
     HEBBIAN_CAPACITY,
@@ -233,5 +233,6 @@ register_recipe(
         summary=_summary,
         add_args=_add_args,
         own_loop="storing the patterns is one closed-form matrix formula: there is no gradient descent to share",
+        ignores=(*DESCENT_FLAGS, "augment", "label_smoothing"),
     )
 )

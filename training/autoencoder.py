@@ -182,5 +182,6 @@ register_recipe(
         plot=lambda ckpt, title, path: plot_curves(ckpt["history"], title, path, "sse"),
         summary=_summary,
         add_args=_add_args,
+        ignores=("label_smoothing",),
     )
 )

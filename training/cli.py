@@ -15,6 +15,7 @@ from contract.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, loa
 from contract.metadata import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
+from training.registry import Recipe
 
 
 def at_least(least: int, most: int | None = None) -> Callable[[str], int]:
@@ -127,6 +128,28 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         help="leave after this epoch with the state written (continue later with --resume)",
     )
     p.add_argument("--no-progress", action="store_true")
+
+
+# shared flags only some families read (a recipe's ``ignores``): the image data's, load_images and the image recipes'
+IMAGE_FLAGS = ("dataset", "augment", "fit", "size", "channels")
+DESCENT_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "patience", "keep")
+TEACHER_FLAGS = ("teacher", "teacher_weight", "teacher_shares", "distill_temperature")  # a family that distils
+
+
+def refuse_unread(p: argparse.ArgumentParser, args: argparse.Namespace, recipe: Recipe, owners: dict[str, str]) -> None:
+    """Every flag given a value the recipe would not read is refused, naming them: another family's own flag
+    (--vectors to a CNN, --photos to a text model) or a shared one it has no use for (--size to a text model).
+    A flag left at its default is never refused, so a value only counts as given where it differs from it."""
+    ignores = set(recipe.ignores) | (set() if recipe.distils else set(TEACHER_FLAGS))
+    unread = []
+    for action in p._actions:  # argparse's own list: no public one
+        if action.dest == "help" or getattr(args, action.dest, None) == action.default:
+            continue
+        owner = owners.get(action.dest, recipe.family)
+        if action.dest in ignores or (owner != recipe.family and action.dest not in recipe.borrows):
+            unread.append(max(action.option_strings, key=len) + (f" ({owner}'s)" if owner != recipe.family else ""))
+    if unread:
+        raise SystemExit(f"python -m training: {args.model} ({recipe.family}) does not read {', '.join(unread)}")
 
 
 def model_args(args: argparse.Namespace) -> dict[str, Any]:

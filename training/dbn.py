@@ -215,5 +215,7 @@ register_recipe(
         summary=_summary,
         add_args=_add_args,
         own_loop="its greedy pretraining is training/rbm.py's contrastive-divergence loop",
+        borrows=("cd_k", "loss"),  # its RBMs' Gibbs steps (rbm's flag) and its fine-tuning loss (the autoencoder's)
+        ignores=("label_smoothing",),
     )
 )

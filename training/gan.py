@@ -250,5 +250,7 @@ register_recipe(
         ),
         add_args=_add_args,
         own_loop="its adversarial loop alternates two optimisers and keeps a moving average of the generator",
+        # Adam with each objective's own betas, every epoch kept (the moving average is the generator served)
+        ignores=("optimizer", "weight_decay", "schedule", "patience", "keep", "augment", "label_smoothing"),
     )
 )

@@ -268,5 +268,6 @@ register_recipe(
         summary=_summary,
         add_args=_add_args,
         own_loop="contrastive divergence is an update that is no loss's gradient, in its own loop",
+        ignores=("augment", "label_smoothing", "patience", "keep"),  # no loss measured to stop at or keep by
     )
 )

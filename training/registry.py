@@ -26,6 +26,11 @@ class Recipe:
     # (no torchrun) and cannot --resume or --stop-after. None: it trains through fit (training/distributed.py)
     own_loop: str | None = None
     distils: bool = False  # the family learns from --teacher artifacts (training/distillation.py)
+    # other families' flags this family reads too (the DBN's RBMs take rbm's --cd-k); any other family's own flag
+    # given to it is refused, not ignored (training/cli.py: refuse_unread)
+    borrows: tuple[str, ...] = ()
+    # the shared flags (training/cli.py) this family has no use for, by their dest: refused too when given
+    ignores: tuple[str, ...] = ()
 
 
 RECIPES: dict[str, Recipe] = {}

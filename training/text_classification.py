@@ -21,7 +21,7 @@ from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tok
 from contract.text_data import PRESETS as TEXT_PRESETS
 from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
 from training import counterfactual, distillation
-from training.cli import common_config, model_args, positive
+from training.cli import IMAGE_FLAGS, common_config, model_args, positive
 from training.common import (
     Batch,
     TrainConfig,
@@ -368,5 +368,6 @@ register_recipe(
         summary=accuracy_summary,
         add_args=_add_args,
         distils=True,
+        ignores=IMAGE_FLAGS,
     )
 )

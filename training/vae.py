@@ -179,5 +179,6 @@ register_recipe(
         run=_run,
         plot=lambda ckpt, title, path: plot_series(ckpt["history"], title, path, PANELS),
         summary=_summary,
+        ignores=("augment", "label_smoothing"),
     )
 )
