@@ -237,7 +237,9 @@ def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndar
     cols = meta.dataset.columns
     ds = load_table(data, name=name, text_column=cols.get("text"), label_column=cols.get("label"))
     how = "sentences" if meta.dataset.split == "sentences" else "random"
-    _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, meta.text_preprocessing().tokenizer)
+    tok = meta.text_preprocessing().tokenizer
+    _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, tok)
+    val = val[[bool(tokenize(ds.texts[i], tok)) for i in val]]  # as training: a row of no word is left out
     return [ds.texts[i] for i in val], ds.labels[val]
 
 

@@ -26,7 +26,7 @@ from contract.text import (
     tokenize,
     tokenize_spans,
 )
-from contract.text_data import load_table, phrase_split, split, synthetic_sentiment
+from contract.text_data import load_table, phrase_split, split, synthetic_sentiment, text_validation
 from export.__main__ import main as export_main
 from training.__main__ import main as train_main
 
@@ -359,3 +359,25 @@ def test_a_preset_is_chosen_by_a_folder_or_stem_named_for_it_not_a_word_inside_a
     assert preset_for(Path("data/sentiment/sst2/train.tsv")) == "sst2" and preset_for(Path("a/imdb/x.csv")) == "imdb"
     assert preset_for(Path("crosstab_reviews.csv")) == preset_for(Path("not_imdb/reviews.csv")) == "csv"
     assert preset_for(Path("home/imdb/work/reviews.csv")) == "csv" and preset_for(Path("imdb/unsup.csv.gz")) == "imdb"
+
+
+def test_a_row_that_holds_no_word_is_left_out_not_trained_as_an_unknown_word(tmp_path, caplog):
+    """A review of markup alone ("<br /><br />") was trained as one <unk> with its label: every unknown word then
+    leaned to that label (a training audit's). Punctuation and emoji are words to the tokenizer, and stay."""
+    rows = [(f"a fine good film number {i}", "pos") for i in range(20)] + [
+        (f"a bad dull film {i}", "neg") for i in range(20)
+    ]
+    rows += [("<br />" * (i + 2), "neg") for i in range(12)] + [(":)", "pos"), ("!!!", "neg")]  # distinct: no duplicate
+    p = tmp_path / "r.csv"
+    p.write_text("text,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows), encoding="utf-8")
+    argv = ["rnn-classifier", "--data", str(p), "--epochs", "1", "--no-progress", "--model-arg", "hidden_size=8"]
+    assert train_main([*argv, "--model-arg", "embed_dim=8", "--out", str(tmp_path / "run")]) == 0
+    assert "12 rows hold no word and are left out, e.g. '<br /><br />'" in caplog.text
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["metrics"]["n_train"] + ckpt["metrics"]["n_val"] == 42, ckpt["metrics"]
+    assert export_main([str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "art")]) == 0
+    texts, _ = text_validation(ModelMetadata.model_validate_json((tmp_path / "art" / "model.json").read_text()), p)
+    assert len(texts) == ckpt["metrics"]["n_val"] and "<br />" not in "".join(texts)  # calibration's rows: the same
+    p.write_text("text,label\n" + "".join(f"{'<br />' * (i + 1)},{'pos' if i % 2 else 'neg'}\n" for i in range(10)))
+    with pytest.raises(SystemExit, match="no training row holds a word"):
+        train_main([*argv, "--out", str(tmp_path / "none")])
