@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,9 @@ from contract import gibbs
 from contract.data import DataError, check_recorded, read_idx, recorded_split
 from contract.images import normalize, prepare_image, read, to_uint8
 from contract.latents import cycled_labels, latents
-from contract.metadata import METADATA_FILE, ONNX_FILE, Evaluation, ModelMetadata, load_metadata
+from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
+from export.record import record
 
 
 def _session(model_dir: Path) -> ort.InferenceSession:
@@ -303,34 +303,6 @@ def _generator_report(p: argparse.ArgumentParser, args: argparse.Namespace, meta
     return result
 
 
-def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Namespace) -> None:
-    """``--record``: the report's numbers into model.json's ``evaluation``, so that the model's card carries them;
-    what else was read is named (data folders by name, a classifier by name and graph hash, never a path)."""
-    figures: dict[str, float] = {}
-
-    def walk(prefix: str, node: dict) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(f"{prefix}{key}.", value)
-            elif isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
-                figures[prefix + key] = float(value)  # a NaN (a class no sample asked for) is left out
-
-    walk("", result)
-    against = {"data": args.data.name}
-    if args.anomalies is not None:
-        against["anomalies"] = args.anomalies.name
-    if args.classifier is not None:
-        cls = load_metadata(args.classifier)
-        against["classifier"] = f"{cls.name} (model.onnx sha256 {cls.onnx_sha256})"
-    measured = datetime.now(UTC).isoformat(timespec="seconds")
-    evaluation = Evaluation(figures=figures, against=against, measured=measured)
-    text = meta.model_copy(update={"evaluation": evaluation}).model_dump_json(indent=2) + "\n"
-    ModelMetadata.model_validate_json(text)  # what is written reads back (the server refuses what does not)
-    tmp = model_dir / f".{METADATA_FILE}.tmp"
-    tmp.write_text(text)
-    tmp.replace(model_dir / METADATA_FILE)
-
-
 def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | int | dict[str, float]]:
     per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in range(len(names)) if (labels == c).any()}
     return {
@@ -386,6 +358,27 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
     return predict_texts(args.model_dir, texts, meta, args.windows, tuple(args.ensemble_with)), labels, name
 
 
+# what each kind of artifact reads besides model_dir, --json and --record: any other option given is refused
+READS = {
+    "image-classification": ("data", "images", "labels"),
+    "text-classification": ("data", "texts", "text_column", "label_column", "windows", "ensemble_with"),
+    "autoencoder": ("data", "anomalies", "sizes", "sizes_n"),
+    "generator": ("data", "classifier", "samples", "gibbs_steps"),
+}
+
+
+def _refuse_unread(p: argparse.ArgumentParser, args: argparse.Namespace, task: str) -> None:
+    """--texts to an image model, --windows to a generator: refused rather than measured as if not there."""
+    if task not in READS:
+        return  # a task measured elsewhere: main says so
+    reads = {"help", "model_dir", "json", "record", *READS[task]}
+    unread = [a for a in p._actions if a.dest not in reads and getattr(args, a.dest) != a.default]  # no public list
+    if unread:
+        p.error(f"a {task} model does not read {', '.join(max(a.option_strings, key=len) for a in unread)}")
+    if args.data is not None and (args.texts is not None or args.images is not None):
+        p.error("--data measures the validation split model.json records: give it or --texts / --images, not both")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m export.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -423,8 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.model_dir}: not a model folder ({str(e).splitlines()[0]})")
     if args.json is not None and args.json.is_dir():
         p.error(f"--json {args.json}: a folder; name the file to write")
-    if args.ensemble_with and meta.task != "text-classification":
-        p.error("--ensemble-with averages text classifiers only")
+    _refuse_unread(p, args, meta.task)
     for other in args.ensemble_with:  # on --data, every member must have held the same rows out
         if args.data is not None and not load_metadata(other).dataset.same_split(meta.dataset):
             p.error(f"{other} was trained on another split than {args.model_dir}: its validation rows differ")

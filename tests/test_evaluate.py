@@ -164,6 +164,30 @@ def test_every_shipped_generator_and_autoencoder_card_carries_its_evaluation():
     assert measured["mnist-gan"] is not None and measured["mnist-gan"].figures["class_fidelity"] >= 0.95
 
 
+@pytest.mark.parametrize(
+    ("model", "extra", "message"),
+    [
+        (
+            "digits-cnn",
+            ["--texts", "dev.tsv", "--windows", "3"],
+            "image-classification model does not read --texts, --windows",
+        ),
+        (
+            "synthetic-lstm",
+            ["--sizes", "56", "--samples", "9"],
+            "text-classification model does not read --sizes, --samples",
+        ),
+        ("digits-ae", ["--labels", "l.gz"], "autoencoder model does not read --labels"),
+        ("digits-cnn", ["--images", "i.gz", "--labels", "l.gz"], "give it or --texts / --images, not both"),
+    ],
+)
+def test_an_option_the_artifact_would_not_read_is_refused_not_ignored(artifact_root, capsys, model, extra, message):
+    """--texts (a file that does not even exist) to an image model was measured as if not given (an audit's)."""
+    with pytest.raises(SystemExit):
+        evaluate_main([str(artifact_root / model), "--data", "x", *extra])
+    assert message in capsys.readouterr().err
+
+
 def test_a_task_without_a_measurement_is_refused_not_run_as_a_classifier(artifact_root, tmp_path, capsys):
     """A recall model (an associative memory) once fell through to the image classifiers' branch and failed inside
     onnxruntime; a task this command cannot measure is now said so."""
@@ -235,7 +259,7 @@ def test_record_leaves_out_what_is_not_a_number_and_writes_what_reads_back(tmp_p
     import shutil
     from pathlib import Path
 
-    from export.evaluate import record
+    from export.record import record
 
     art = shutil.copytree(artifact_root / "digits-ae", tmp_path / "a")
     args = argparse.Namespace(data=Path("somewhere/mnist"), anomalies=None, classifier=None)

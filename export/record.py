@@ -1,0 +1,40 @@
+"""``python -m export.evaluate ... --record``: a report's figures kept in the artifact's model.json, so that the
+model's card carries them."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from contract.metadata import METADATA_FILE, Evaluation, ModelMetadata, load_metadata
+
+
+def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Namespace) -> None:
+    """``--record``: the report's numbers into model.json's ``evaluation``, so that the model's card carries them;
+    what else was read is named (data folders by name, a classifier by name and graph hash, never a path)."""
+    figures: dict[str, float] = {}
+
+    def walk(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            elif isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
+                figures[prefix + key] = float(value)  # a NaN (a class no sample asked for) is left out
+
+    walk("", result)
+    against = {"data": args.data.name}
+    if args.anomalies is not None:
+        against["anomalies"] = args.anomalies.name
+    if args.classifier is not None:
+        cls = load_metadata(args.classifier)
+        against["classifier"] = f"{cls.name} (model.onnx sha256 {cls.onnx_sha256})"
+    measured = datetime.now(UTC).isoformat(timespec="seconds")
+    evaluation = Evaluation(figures=figures, against=against, measured=measured)
+    text = meta.model_copy(update={"evaluation": evaluation}).model_dump_json(indent=2) + "\n"
+    ModelMetadata.model_validate_json(text)  # what is written reads back (the server refuses what does not)
+    tmp = model_dir / f".{METADATA_FILE}.tmp"
+    tmp.write_text(text)
+    tmp.replace(model_dir / METADATA_FILE)
