@@ -69,7 +69,10 @@ def load_table(
             raise DataError(f"{path} is empty: it needs a header row naming columns {text_col!r} and {label_col!r}")
         if text_col not in reader.fieldnames or label_col not in reader.fieldnames:
             raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
-        read = [_row(r, text_col, label_col, path, reader.line_num, len(reader.fieldnames)) for r in reader]
+        read, start = [], reader.line_num + 1  # a row's first line: a quoted text may run over several
+        for r in reader:
+            read.append(_row(r, text_col, label_col, path, (start, reader.line_num), len(reader.fieldnames)))
+            start = reader.line_num + 1
     rows = [(t, lbl) for t, lbl, _ in read if t.strip()]
     if len(rows) < len(read):
         empty = [line for t, _, line in read if not t.strip()]
@@ -127,12 +130,18 @@ def _not_utf8(raw: bytes) -> str:
     return "not UTF-8 text"
 
 
-def _row(r: dict, text_col: str, label_col: str, path: Path, line: int, fields: int) -> tuple[str, str, int]:
-    """One row of a table as (text, label, its line), or a DataError naming its line: a row with more or fewer
-    fields than the header (a TSV is read without quotes, so a tab inside a text splits it), or without a label."""
+def _row(
+    r: dict, text_col: str, label_col: str, path: Path, lines: tuple[int, int], fields: int
+) -> tuple[str, str, int]:
+    """One row of a table (its first and last lines) as (text, label, its first line), or a DataError naming its
+    line: a row with more or fewer fields than the header (a TSV is read without quotes, so a tab inside a text
+    splits it; in a CSV, a quote that never closes swallows the lines after it), or without a label."""
+    line, last = lines
     extra, missing = r.pop(None, None) or [], sum(v is None for v in r.values())  # csv.DictReader's way
     if extra or missing:
         hint = " (a TSV is read without quotes: a tab inside a text splits it)" if path.suffix.lower() == ".tsv" else ""
+        if last > line:  # one quoted field ran over lines: where it opened is the mistake, not where it stopped
+            hint = f" (the row runs to line {last}: does a quote on line {line} close?)"
         raise DataError(f"{path}, line {line}: {fields + len(extra) - missing} fields, the header has {fields}{hint}")
     label = r[label_col].strip()
     if not label:

@@ -327,6 +327,12 @@ def test_imdb_split_keeps_each_repeated_review_on_one_side():
     [
         ("r.csv", "text,label\ngood,pos\nno label here\n", "line 3: 1 fields, the header has 2"),
         ("r.csv", "text,label\ngood,pos\nokay,\n", "line 3: no label"),
+        (
+            "r.csv",
+            'text,label\ngood,pos\n"so good,pos\nbad,neg\nmeh,neg\n',
+            "line 3: 1 fields, the header has 2 (the row runs to line 5: does a quote on line 3 close?)",
+        ),
+        ("r.csv", 'text,label\n"good\nreally",pos\nokay,\n', "line 4: no label"),  # a text over lines counts its lines
         ("r.tsv", 'text\tlabel\ngood\tpos\n"a\ttab"\tneg\n', "line 3: 3 fields, the header has 2 (a TSV is read"),
         ("r.csv", "text,label\ngood,pos\nfine,pos\n", "two or more labels"),
         ("r.csv", b"text,label\ngood,pos\ncaf\xe9,neg\n", "line 3 holds byte b'\\xe9', not UTF-8 text; save it"),
