@@ -40,6 +40,7 @@ from contract.images import normalize, prepare_image, read, to_uint8
 from contract.latents import cycled_labels, latents
 from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
+from export.evaluate_cli import parser, refuse_unread
 from export.record import record
 
 
@@ -316,7 +317,7 @@ def report(pred: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, 
 def _check_hash(p: argparse.ArgumentParser, meta: ModelMetadata, path: Path) -> None:
     try:
         check_recorded(path, meta)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # not the recorded file, or none there
         p.error(str(e))
 
 
@@ -340,7 +341,10 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
 
     if args.data is not None:
         _check_hash(p, meta, args.data)
-        texts, labels = text_validation(meta, args.data)
+        try:
+            texts, labels = text_validation(meta, args.data)
+        except OSError as e:  # no file there (a model of no recorded file: nothing to check it by)
+            p.error(f"--data {args.data}: {e.strerror or e}")
         name = f"validation ({meta.dataset.split})"
     elif args.texts is not None:
         cols = meta.dataset.columns  # those given, else those trained on (where the file has them), else SST-2's
@@ -358,55 +362,8 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
     return predict_texts(args.model_dir, texts, meta, args.windows, tuple(args.ensemble_with)), labels, name
 
 
-# what each kind of artifact reads besides model_dir, --json and --record: any other option given is refused
-READS = {
-    "image-classification": ("data", "images", "labels"),
-    "text-classification": ("data", "texts", "text_column", "label_column", "windows", "ensemble_with"),
-    "autoencoder": ("data", "anomalies", "sizes", "sizes_n"),
-    "generator": ("data", "classifier", "samples", "gibbs_steps"),
-}
-
-
-def _refuse_unread(p: argparse.ArgumentParser, args: argparse.Namespace, task: str) -> None:
-    """--texts to an image model, --windows to a generator: refused rather than measured as if not there."""
-    if task not in READS:
-        return  # a task measured elsewhere: main says so
-    reads = {"help", "model_dir", "json", "record", *READS[task]}
-    unread = [a for a in p._actions if a.dest not in reads and getattr(args, a.dest) != a.default]  # no public list
-    if unread:
-        p.error(f"a {task} model does not read {', '.join(max(a.option_strings, key=len) for a in unread)}")
-    if args.data is not None and (args.texts is not None or args.images is not None):
-        p.error("--data measures the validation split model.json records: give it or --texts / --images, not both")
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m export.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("model_dir", type=Path)
-    p.add_argument("--data", type=Path, help="the training folder or file: evaluate on the recorded validation split")
-    p.add_argument("--images", type=Path, help="an IDX images file (e.g. the official t10k set)")
-    p.add_argument("--labels", type=Path, help="the matching IDX labels file")
-    p.add_argument("--texts", type=Path, help="a CSV/TSV of labelled texts")
-    p.add_argument("--text-column", help="--texts: the text column (default: the model's training table's)")
-    p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="texts: max_len-token windows read (1: cut)")
-    p.add_argument("--label-column", help="--texts: the label column (default: the model's training table's)")
-    averaged = "texts: another classifier whose calibrated probabilities are averaged in (repeatable)"
-    p.add_argument("--ensemble-with", type=Path, action="append", default=[], help=averaged)
-    p.add_argument("--anomalies", type=Path, help="autoencoders: an IDX folder of out-of-distribution images")
-    p.add_argument(
-        "--sizes",
-        type=lambda v: [int(x) for x in v.split(",")],
-        default=[],
-        help="autoencoders: also the anomaly flag /v1/reconstruct answers with the images enlarged to these sizes "
-        "(e.g. 56,112,280: through the front door)",
-    )
-    p.add_argument("--sizes-n", type=int, default=1000, help="autoencoders: images of each set for --sizes")
-    p.add_argument("--classifier", type=Path, help="generators: a classifier artifact of the same dataset")
-    p.add_argument("--samples", type=int, help="generators: images per set (default: the validation split's size)")
-    p.add_argument("--gibbs-steps", type=int, default=1000, help="Gibbs samplers: steps of each chain (the service's)")
-    p.add_argument("--json", type=Path, help="also write the report here")
-    p.add_argument("--record", action="store_true", help="with --data: also keep the figures in model.json (the card)")
+    p = parser(__doc__)
     args = p.parse_args(argv)
     if args.record and args.data is None:
         p.error("--record keeps figures of the recorded validation split: give --data")
@@ -416,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.model_dir}: not a model folder ({str(e).splitlines()[0]})")
     if args.json is not None and args.json.is_dir():
         p.error(f"--json {args.json}: a folder; name the file to write")
-    _refuse_unread(p, args, meta.task)
+    refuse_unread(p, args, meta)
     for other in args.ensemble_with:  # on --data, every member must have held the same rows out
         if args.data is not None and not load_metadata(other).dataset.same_split(meta.dataset):
             p.error(f"{other} was trained on another split than {args.model_dir}: its validation rows differ")

@@ -170,15 +170,20 @@ def test_every_shipped_generator_and_autoencoder_card_carries_its_evaluation():
         (
             "digits-cnn",
             ["--texts", "dev.tsv", "--windows", "3"],
-            "image-classification model does not read --texts, --windows",
+            "digits-cnn (image-classification) does not read --texts, --windows here",
         ),
         (
             "synthetic-lstm",
             ["--sizes", "56", "--samples", "9"],
-            "text-classification model does not read --sizes, --samples",
+            "(text-classification) does not read --sizes, --samples here",
         ),
-        ("digits-ae", ["--labels", "l.gz"], "autoencoder model does not read --labels"),
+        ("digits-ae", ["--labels", "l.gz"], "(autoencoder) does not read --labels here"),
         ("digits-cnn", ["--images", "i.gz", "--labels", "l.gz"], "give it or --texts / --images, not both"),
+        ("digits-cnn", ["--labels", "l.gz"], "give it or --texts / --images, not both"),
+        ("synthetic-lstm", ["--text-column", "review"], "does not read --text-column here"),  # --texts' column
+        ("digits-ae", ["--sizes-n", "9"], "does not read --sizes-n here"),
+        ("digits-cgan", ["--gibbs-steps", "9"], "does not read --gibbs-steps here"),  # a Gibbs sampler's
+        ("synthetic-lstm", [], "--data x: No such file"),  # not there
     ],
 )
 def test_an_option_the_artifact_would_not_read_is_refused_not_ignored(artifact_root, capsys, model, extra, message):

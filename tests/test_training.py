@@ -248,6 +248,12 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
         (["cnn", "--dry-run", "--size", "5000"], "argument --size: 5000 is not from 1 to 256"),
         (["cnn", "--data", "{tmp}/blank", "--no-progress"], "channel 0 of every training image is one value"),
         (["cnn", "--dry-run", "--out", "{tmp}/one.csv"], "--out {tmp}/one.csv is a file, not a folder"),
+        # IDX files come at their size and channels: the flags trained a 28 x 28 grey model as if not given
+        (
+            ["cnn", "--data", str(REPO.parent / "shared" / "data" / "mnist"), "--size", "14"],
+            "--size: an image folder's; mnist's images",
+        ),
+        (["cnn", "--dry-run", "--channels", "3"], "--channels: an image folder's; sklearn-digits's images are as"),
     ],
 )
 def test_a_careless_command_line_gets_one_line_not_a_traceback(tmp_path, capsys, argv, message):
@@ -324,8 +330,7 @@ def _refusal(argv):
     from training.cli import refuse_unread
 
     parser, owners = _parser_and_owners()
-    args = parser.parse_args(argv)
-    refuse_unread(parser, args, RECIPES[models.get_entry(args.model).family], owners)
+    refuse_unread(parser, argv, RECIPES[models.get_entry(argv[0]).family], owners)
 
 
 @pytest.mark.parametrize(
@@ -337,22 +342,37 @@ def _refusal(argv):
         (["dcgan", "--optimizer", "sgd", "--augment", "digits"], "--optimizer, --augment"),
         (["vae", "--teacher", "artifacts/mnist-cnn"], "--teacher"),
         (["hopfield-pseudo-inverse", "--epochs", "3"], "--epochs"),
-        (["rbm", "--keep", "best"], "--keep"),
+        (["rbm", "--keep", "best", "--optimizer", "adam"], "--optimizer, --keep"),  # plain SGD, every epoch kept
+        (["dbn-autoencoder", "--no-persistent"], "--[no-]persistent (rbm's)"),
+        (["cgan", "--label-smoothing", "0"], "--label-smoothing"),  # typed, even at a value that changes nothing
+        (["cnn", "--loss", "bce"], "--loss (autoencoder's)"),
+        (
+            ["cnn", "--photo-pool", "500", "--teacher-weight", "0.3"],
+            "--teacher-weight (without --teacher), --photo-pool (without --photos)",
+        ),
+        (["lenet5", "--teacher", "a", "--label-smoothing", "0.1"], "--label-smoothing (with --teacher)"),
+        (
+            ["rnn-classifier", "--unlabelled-rows", "9", "--tune-vectors"],
+            "--tune-vectors (without --vectors), --unlabelled-rows (without --unlabelled)",
+        ),
     ],
 )
 def test_a_flag_the_model_would_not_read_is_refused_not_ignored(tmp_path, capsys, argv, named):
     """--vectors to a CNN, --photos to a text model trained as if they were not there (a training audit's)."""
-    with pytest.raises(SystemExit, match="does not read " + re.escape(named) + "$"):
+    with pytest.raises(SystemExit, match="do not read " + re.escape(named) + "$"):
         _refusal(argv)
     with pytest.raises(SystemExit, match=re.escape(named)):  # before any data is read or anything written
         train_main([*argv, "--dry-run", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
 
-def test_a_flag_left_at_its_default_or_borrowed_is_read():
+def test_a_flag_the_model_reads_is_taken():
     _refusal(["dbn-autoencoder", "--cd-k", "2", "--loss", "mse"])  # its RBMs' and its fine-tuning's
     _refusal(["rnn-classifier", "--max-len", "32", "--threads", "1"])  # its own and a shared one it reads
-    _refusal(["cnn", "--loss", "bce"])  # the autoencoder's default, given: nothing changes
+    _refusal(
+        ["rnn-classifier", "--teacher", "a", "--unlabelled", "u", "--unlabelled-rows", "9", "--teacher-weight", "1"]
+    )
+    _refusal(["cnn", "--photos", "0.3", "--photo-pool", "500", "--label-smoothing", "0.1"])
 
 
 def test_every_training_line_of_the_makefile_reads_every_flag_it_gives():

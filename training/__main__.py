@@ -53,6 +53,7 @@ def _parser_and_owners() -> tuple[argparse.ArgumentParser, dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser, owners = _parser_and_owners()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     level = logging.INFO if distributed.env_rank() == 0 else logging.WARNING  # rank 0 logs for the run
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if family not in RECIPES:
         raise SystemExit(f"no training recipe for the {family!r} family of {args.model} (training/registry.py)")
     recipe = RECIPES[family]
-    refuse_unread(parser, args, recipe, owners)
+    refuse_unread(parser, argv, recipe, owners)
     own_loop = recipe.own_loop is not None
     if own_loop and (distributed.env_world_size() > 1 or args.resume or args.stop_after):
         raise SystemExit(

@@ -134,22 +134,45 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 IMAGE_FLAGS = ("dataset", "augment", "fit", "size", "channels")
 DESCENT_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "patience", "keep")
 TEACHER_FLAGS = ("teacher", "teacher_weight", "teacher_shares", "distill_temperature")  # a family that distils
+TEACHER_NEEDS = tuple((flag, "teacher") for flag in TEACHER_FLAGS[1:])  # read only with a --teacher
 
 
-def refuse_unread(p: argparse.ArgumentParser, args: argparse.Namespace, recipe: Recipe, owners: dict[str, str]) -> None:
-    """Every flag given a value the recipe would not read is refused, naming them: another family's own flag
-    (--vectors to a CNN, --photos to a text model) or a shared one it has no use for (--size to a text model).
-    A flag left at its default is never refused, so a value only counts as given where it differs from it."""
+def typed(p: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the flags on the command line, whatever their values: ``argv`` parsed again with every default
+    suppressed (argparse keeps its actions in ``_actions``: there is no public list), then the defaults put back."""
+    kept = [(action, action.default) for action in p._actions]
+    for action, _ in kept:
+        action.default = argparse.SUPPRESS
+    try:
+        return set(vars(p.parse_args(argv)))
+    finally:
+        for action, default in kept:
+            action.default = default
+
+
+def refuse_unread(p: argparse.ArgumentParser, argv: list[str], recipe: Recipe, owners: dict[str, str]) -> None:
+    """Every flag on the command line that the recipe would not read is refused, naming them: another family's
+    own (--vectors to a CNN, --photos to a text model), a shared one it has no use for (--size to a text model),
+    or one read only beside another that is not there (--teacher-weight without --teacher)."""
+    given = typed(p, argv)
     ignores = set(recipe.ignores) | (set() if recipe.distils else set(TEACHER_FLAGS))
+    needs = dict(recipe.needs + (TEACHER_NEEDS if recipe.distils else ()))
     unread = []
-    for action in p._actions:  # argparse's own list: no public one
-        if action.dest == "help" or getattr(args, action.dest, None) == action.default:
+    if recipe.distils and {"teacher", "label_smoothing"} <= given:  # the distillation loss has no smoothing term
+        unread.append("--label-smoothing (with --teacher)")
+    for action in p._actions:
+        if action.dest not in given or not action.option_strings:
             continue
         owner = owners.get(action.dest, recipe.family)
+        name = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            name = f"--[no-]{name[2:]}"
         if action.dest in ignores or (owner != recipe.family and action.dest not in recipe.borrows):
-            unread.append(max(action.option_strings, key=len) + (f" ({owner}'s)" if owner != recipe.family else ""))
+            unread.append(name + (f" ({owner}'s)" if owner != recipe.family else ""))
+        elif action.dest in needs and needs[action.dest] not in given:
+            unread.append(f"{name} (without --{needs[action.dest].replace('_', '-')})")
     if unread:
-        raise SystemExit(f"python -m training: {args.model} ({recipe.family}) does not read {', '.join(unread)}")
+        raise SystemExit(f"python -m training: {recipe.family} models do not read {', '.join(unread)}")
 
 
 def model_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,6 +230,13 @@ def load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset]
     else:
         name = "image-folder"
     preset = PRESETS[args.dataset or name]
+    given = {
+        "--channels": args.channels,
+        "--size": None if name == "sklearn-digits" else args.size,
+    }  # sklearn's: resized
+    fixed = [flag for flag, value in given.items() if value is not None]
+    if name != "image-folder" and fixed:  # IDX files are what they are: the flags were ignored
+        raise SystemExit(f"{' and '.join(fixed)}: an image folder's; {name}'s images are as they come")
     if (args.channels or 1) == 3 and (args.fit or preset.fit) == "digit":  # the front door would resize instead
         raise SystemExit("--fit digit reads pen strokes on one channel: use --channels 1, or --fit contain or resize")
     size = args.size or 28

@@ -252,5 +252,6 @@ register_recipe(
         summary=accuracy_summary,
         add_args=_add_args,
         distils=True,
+        needs=(("photo_pool", "photos"), ("outlier_weight", "outliers"), ("outlier_loss", "outliers")),
     )
 )

@@ -236,7 +236,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         "--persistent",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="persistent chains (PCD; default for rbm) or CD-k from the data (default for the dbn's layers)",
+        help="persistent chains (PCD; the default) or CD-k from the data (the dbn's layers always start from the data)",
     )
     g.add_argument("--sample-steps", type=int, default=d.sample_steps, help="Gibbs steps of the sample grids")
 
@@ -268,6 +268,7 @@ register_recipe(
         summary=_summary,
         add_args=_add_args,
         own_loop="contrastive divergence is an update that is no loss's gradient, in its own loop",
-        ignores=("augment", "label_smoothing", "patience", "keep"),  # no loss measured to stop at or keep by
+        # plain SGD with its momentum schedule; no loss measured to stop at or keep by
+        ignores=("optimizer", "augment", "label_smoothing", "patience", "keep"),
     )
 )

@@ -31,6 +31,8 @@ class Recipe:
     borrows: tuple[str, ...] = ()
     # the shared flags (training/cli.py) this family has no use for, by their dest: refused too when given
     ignores: tuple[str, ...] = ()
+    # (flag, flag): the first is read only beside the second (--photo-pool with --photos); alone, it is refused
+    needs: tuple[tuple[str, str], ...] = ()
 
 
 RECIPES: dict[str, Recipe] = {}

@@ -386,5 +386,6 @@ register_recipe(
         add_args=_add_args,
         distils=True,
         ignores=IMAGE_FLAGS,
+        needs=(("tune_vectors", "vectors"), ("unlabelled_rows", "unlabelled")),  # --unlabelled alone: soft_targets
     )
 )
