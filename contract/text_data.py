@@ -248,7 +248,10 @@ def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndar
     how = "sentences" if meta.dataset.split == "sentences" else "random"
     tok = meta.text_preprocessing().tokenizer
     _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, tok)
-    val = val[[bool(tokenize(ds.texts[i], tok)) for i in val]]  # as training: a row of no word is left out
+    worded = [bool(tokenize(ds.texts[i], tok)) for i in val]  # as training: a row of no word is left out
+    if not all(worded):
+        log.warning("%s: %d validation rows hold no word and are left out", data, len(val) - sum(worded))
+    val = val[worded]
     return [ds.texts[i] for i in val], ds.labels[val]
 
 
