@@ -2,7 +2,9 @@
 light and white garments on a light backdrop (a white T-shirt on a white sheet is what a user sends; `make photos`
 draws colours in [0, 230) only); per garment model, how many it reads right, flags out of distribution, and
 reads wrongly without a flag, as the service answers them. ``--thumbnail PX``: the coloured ones also shrunk to PX
-pixels a side (a shop's thumbnail); ``--front-door REV``: read with contract/ink.py as it was at REV.
+pixels a side (a shop's thumbnail); ``--cut-outs``: the same items cut out on transparency (a shop's PNG), white,
+light, coloured and dark, and the coloured photos turned by 8 degrees with their corners left transparent;
+``--front-door REV``: read with contract/ink.py as it was at REV.
 
     .venv/bin/python -m bench.garments artifacts/fashion-cnn artifacts/fashion-resnet [--n 300] [--thumbnail 48]
 """
@@ -28,6 +30,30 @@ REPO = Path(__file__).resolve().parent.parent
 SEED = 5
 # each channel of the garment's colour in [low, high); the backdrop is grey 234-250 (contract/photos.py)
 COLOURS = {"coloured": (0, 230), "light": (200, 235), "white": (235, 256)}
+CUT_OUTS = {"white": (235, 256), "light": (190, 235), "coloured": (60, 190), "dark": (0, 60)}  # channel ranges
+
+
+def cut_out(item: np.ndarray, rng: np.random.Generator, colour: tuple[int, int]) -> Image.Image:
+    """A Fashion-MNIST item (light on black, 28 x 28) as a shop's cut-out: an RGBA PNG of 160-240 px whose garment,
+    of one colour drawn from ``colour`` for each channel and shaded by the item's own light, is opaque and the rest
+    transparent (the silhouette's edge soft), placed with a margin of 4-20 %, decoded again."""
+    side = int(rng.integers(160, 241))
+    inner = int(side * rng.uniform(0.6, 0.92))
+    g = np.asarray(Image.fromarray(item).resize((inner, inner), Image.Resampling.BICUBIC), dtype=np.float32)
+    base = rng.integers(colour[0], colour[1], size=3).astype(np.float32)
+    shade = 0.75 + 0.25 * g[..., None] / 255.0  # the item's own folds and seams, as light and shadow
+    rgba = np.zeros((side, side, 4), dtype=np.uint8)
+    top, left = (int(rng.integers(0, side - inner + 1)) for _ in range(2))
+    rgba[top : top + inner, left : left + inner, :3] = np.clip(base * shade, 0, 255).astype(np.uint8)
+    rgba[top : top + inner, left : left + inner, 3] = np.clip((g - 10.0) * 6.0, 0, 255).astype(np.uint8)
+    return _png(Image.fromarray(rgba, "RGBA"))
+
+
+def _png(img: Image.Image) -> Image.Image:
+    """``img`` as a client's PNG decodes."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return Image.open(io.BytesIO(buf.getvalue()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fashion-mnist")
     p.add_argument("--n", type=int, default=300, help="validation items (each photographed in every colour)")
     p.add_argument("--thumbnail", type=int, action="append", default=[], metavar="PX", help="the coloured at PX too")
+    p.add_argument("--cut-outs", action="store_true", help="the items cut out on transparency too (a shop's PNG)")
     add_front_door(p)
     args = p.parse_args(argv)
     read_with_front_door(args.front_door)
@@ -47,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         photos[name] = [Image.open(io.BytesIO(photograph(images[i, 0], "contain", rng, style))) for i in picked]
     for side in args.thumbnail:
         photos[f"coloured, {side} px"] = [im.resize((side, side), Image.Resampling.BOX) for im in photos["coloured"]]
+    if args.cut_outs:
+        for name, colour in CUT_OUTS.items():
+            rng = np.random.default_rng(SEED)
+            photos[f"{name} cut-out"] = [cut_out(images[i, 0], rng, colour) for i in picked]
+        # the other picture with transparency: a photo turned in an editor that leaves its corners transparent
+        photos["coloured, turned 8 degrees"] = [
+            _png(im.convert("RGBA").rotate(8, expand=True)) for im in photos["coloured"]
+        ]
     report(args.artifacts, photos, labels[picked], "garments")
     return 0
 

@@ -103,10 +103,11 @@ def _reduced(img: Image.Image) -> Image.Image:
     return img.reduce(factor)  # RGBA and LA are averaged premultiplied (Pillow's reduce converts them to RGBa, La)
 
 
-def _upright(img: Image.Image) -> Image.Image:
+def _upright(img: Image.Image, objects: bool = False) -> Image.Image:
     """Any PIL mode -> the image turned as its EXIF says, reduced where it is large (``_reduced``), 16-bit and float
     greys stretched to 'L', transparency (an alpha channel, or an 8-bit grey or colour PNG's transparent value)
-    composited over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
+    composited over white (a canvas drawing's paper), or for ``objects`` as a cut-out (``_cut_out``); colour stays
+    colour (convert to 'L' or 'RGB' next)."""
     with contextlib.suppress(Exception):  # broken EXIF metadata (any of Pillow's parser errors): pixels are fine
         if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else no copy of a large image
             img = ImageOps.exif_transpose(img) or img
@@ -122,9 +123,26 @@ def _upright(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
+        if objects and np.asarray(rgba.getchannel("A")).min() < 255:  # some of it transparent
+            return _cut_out(rgba)
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
     return img
+
+
+def _cut_out(rgba: Image.Image) -> Image.Image:
+    """A product cut out on transparency (a shop's PNG) -> the object on the backdrop that shows it, black behind a
+    mostly light object and white behind a dark one (over white, a white garment was nothing), in a frame widened
+    by an eighth of its longer side each way: a cut-out cropped tight to its object leaves no border of backdrop,
+    and the front door takes an object at the frame's edge for a scene (contract/backdrop.py)."""
+    # averaged premultiplied (Pillow), so a transparent pixel's hidden colour counts for nothing
+    small = np.asarray(rgba.reduce(max(1, max(rgba.size) // 128)), dtype=np.float32)
+    alpha = small[..., 3]
+    light = float((small[..., :3].mean(axis=-1) * alpha).sum()) > 127.5 * float(alpha.sum())
+    pad = max(rgba.size) // 8
+    canvas = Image.new("RGBA", (rgba.width + 2 * pad, rgba.height + 2 * pad), (0, 0, 0, 255) if light else "white")
+    canvas.alpha_composite(rgba, (pad, pad))
+    return canvas
 
 
 def _as_is(a: np.ndarray, size: tuple[int, int], white_on_black: bool) -> tuple[bool, bool]:
@@ -282,7 +300,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None, as
     then fitted as the dataset was made.
     """
     size = (pre.input_size[0], pre.input_size[1])
-    upright = _upright(img)
+    upright = _upright(img, objects=_photos(pre) and pre.fit == "contain")
     img = upright.convert("L" if pre.channels == 1 else "RGB")
     if pre.channels == 1:
         a = np.asarray(img, dtype=np.uint8)
@@ -290,7 +308,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None, as
         if not own and _photos(pre):
             if as_is_only:
                 raise NotAsIs
-            objects = pre.fit == "contain"
+            objects = pre.fit == "contain"  # a product photo, not pen strokes
             colour = None if objects or upright.mode in ("L", "1") else upright
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()

@@ -706,3 +706,27 @@ def test_an_object_touching_the_frame_leaves_the_backdrop_a_backdrop(touch):
     a = np.where(mask, 70.0, 230.0) + np.random.default_rng(0).normal(0, 2, mask.shape)
     ink = find_ink(Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)), objects=True)
     assert float((ink.strength[~mask] > 0.1).mean()) < 0.01 and float((ink.strength[mask] > 0.1).mean()) > 0.9
+
+
+@pytest.mark.parametrize(("colour", "light"), [((250, 250, 246), True), ((215, 200, 170), True), ((30, 35, 60), False)])
+def test_a_garment_cut_out_on_transparency_is_read_as_the_garment(colour, light):
+    """A shop's PNG: the garment opaque, the rest transparent, cropped to within a few pixels of it. Over white, a
+    white garment was nothing written, and a cut-out's edge at the frame read as a scene: flagged in 19-32 % of
+    `bench.garments --cut-outs` (2026-12-07). Now the backdrop is the one that shows the object (black behind a
+    light one) in a frame widened to leave a border of backdrop: read as the garment itself is."""
+    shirt = np.asarray(Image.fromarray(_shirt()).resize((168, 168), Image.Resampling.BICUBIC), dtype=np.float32)
+    rgba = np.zeros((172, 172, 4), dtype=np.uint8)  # two pixels of transparency round the garment's box
+    rgba[2:170, 2:170, :3] = np.clip(np.asarray(colour) * (0.8 + 0.2 * shirt[..., None] / 255), 0, 255)
+    rgba[2:170, 2:170, 3] = np.clip((shirt - 10) * 6, 0, 255)
+    fashion = DIGIT.model_copy(update={"fit": "contain"})
+    reading = read(Image.fromarray(rgba, "RGBA"), fashion)
+    assert reading.oddness is not None and reading.oddness < 1  # no scene
+    assert similarity(reading.pixels[0], prepare_image(Image.fromarray(_shirt()), fashion)[0]) > 0.8
+    opaque = rgba.copy()
+    opaque[..., 3] = 255  # no transparency: the picture as it is, on the black it was drawn on
+    assert (
+        read(Image.fromarray(opaque, "RGBA"), fashion).oddness
+        == read(Image.fromarray(opaque[..., :3]), fashion).oddness
+    )
+    # pen strokes are written on paper: a digit model's transparency stays white paper, whatever the strokes' colour
+    assert (read(Image.fromarray(rgba, "RGBA"), DIGIT).pixels.max() > 0) is not light
