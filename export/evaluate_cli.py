@@ -67,5 +67,5 @@ def refuse_unread(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Mo
     ]
     if unread:
         p.error(f"{meta.name} ({meta.task}) does not read {', '.join(a.option_strings[0] for a in unread)} here")
-    if args.data is not None and (args.texts or args.images or args.labels) is not None:
+    if args.data is not None and any(x is not None for x in (args.texts, args.images, args.labels)):
         p.error("--data measures the validation split model.json records: give it or --texts / --images, not both")

@@ -230,12 +230,11 @@ def load_images(args: argparse.Namespace) -> tuple[Dataset, dict, DatasetPreset]
     else:
         name = "image-folder"
     preset = PRESETS[args.dataset or name]
-    given = {
-        "--channels": args.channels,
-        "--size": None if name == "sklearn-digits" else args.size,
-    }  # sklearn's: resized
-    fixed = [flag for flag, value in given.items() if value is not None]
-    if name != "image-folder" and fixed:  # IDX files are what they are: the flags were ignored
+    # IDX files come at their size and channels (the flags were ignored); sklearn's digits are resized to --size
+    fixed = [flag for flag, value in (("--channels", args.channels), ("--size", args.size)) if value is not None]
+    if name == "sklearn-digits":
+        fixed = [flag for flag in fixed if flag != "--size"]
+    if name != "image-folder" and fixed:
         raise SystemExit(f"{' and '.join(fixed)}: an image folder's; {name}'s images are as they come")
     if (args.channels or 1) == 3 and (args.fit or preset.fit) == "digit":  # the front door would resize instead
         raise SystemExit("--fit digit reads pen strokes on one channel: use --channels 1, or --fit contain or resize")
