@@ -3,7 +3,8 @@ light and white garments on a light backdrop (a white T-shirt on a white sheet i
 draws colours in [0, 230) only); per garment model, how many it reads right, flags out of distribution, and
 reads wrongly without a flag, as the service answers them. ``--thumbnail PX``: the coloured ones also shrunk to PX
 pixels a side (a shop's thumbnail); ``--cut-outs``: the same items cut out on transparency (a shop's PNG), white,
-light, coloured and dark, and the coloured photos turned by 8 degrees with their corners left transparent;
+light, coloured and dark, and the coloured photos placed on transparency (turned by 8 degrees with their corners
+left transparent, and pasted with a margin);
 ``--front-door REV``: read with contract/ink.py as it was at REV.
 
     .venv/bin/python -m bench.garments artifacts/fashion-cnn artifacts/fashion-resnet [--n 300] [--thumbnail 48]
@@ -49,6 +50,14 @@ def cut_out(item: np.ndarray, rng: np.random.Generator, colour: tuple[int, int])
     return _png(Image.fromarray(rgba, "RGBA"))
 
 
+def _pasted(img: Image.Image) -> Image.Image:
+    """``img`` on a transparent canvas a tenth of its width wider each way."""
+    m = img.width // 10
+    canvas = Image.new("RGBA", (img.width + 2 * m, img.height + 2 * m), (0, 0, 0, 0))
+    canvas.alpha_composite(img, (m, m))
+    return canvas
+
+
 def _png(img: Image.Image) -> Image.Image:
     """``img`` as a client's PNG decodes."""
     buf = io.BytesIO()
@@ -78,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, colour in CUT_OUTS.items():
             rng = np.random.default_rng(SEED)
             photos[f"{name} cut-out"] = [cut_out(images[i, 0], rng, colour) for i in picked]
-        # the other picture with transparency: a photo turned in an editor that leaves its corners transparent
-        photos["coloured, turned 8 degrees"] = [
-            _png(im.convert("RGBA").rotate(8, expand=True)) for im in photos["coloured"]
-        ]
+        # the other pictures with transparency: photos placed on a transparent canvas, turned (an editor leaves the
+        # corners transparent) or pasted with a margin
+        coloured = [im.convert("RGBA") for im in photos["coloured"]]
+        photos["coloured, turned 8 degrees"] = [_png(im.rotate(8, expand=True)) for im in coloured]
+        photos["coloured, pasted"] = [_png(_pasted(im)) for im in coloured]
     report(args.artifacts, photos, labels[picked], "garments")
     return 0
 
