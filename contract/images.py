@@ -34,8 +34,6 @@ class ImageError(ValueError):
 # before any full-size copy: the front door reads ink at 256 px a side (contract/ink.py: WORK), so nothing it reads
 # is lost, and a 5,000 x 5,000 RGBA PNG (the pixel limit's) took ~490 MB of one process to prepare at full size
 # (an audit: 4 such 97-KB uploads held 2.9 GB over two workers); a JPEG is decoded at the reduced size (draft)
-PLACED = 0.97  # an opaque part filling this much of its convex hull is a placed picture (``_placed``)
-PLACED_SIDE = 160  # px: the longer side of the grid the hull is measured on
 REDUCE_ABOVE = 1024
 THIN_STROKE = 2.2  # px of a 28-px field: photographed strokes thinner than this are widened ...
 WIDENED_TO = 2.4  # ... to this (chosen on the 3,000 tuning photos of bench/tuning.py, seed 777)
@@ -105,11 +103,10 @@ def _reduced(img: Image.Image) -> Image.Image:
     return img.reduce(factor)  # RGBA and LA are averaged premultiplied (Pillow's reduce converts them to RGBa, La)
 
 
-def _upright(img: Image.Image, objects: bool = False) -> Image.Image:
+def _upright(img: Image.Image) -> Image.Image:
     """Any PIL mode -> the image turned as its EXIF says, reduced where it is large (``_reduced``), 16-bit and float
     greys stretched to 'L', transparency (an alpha channel, or an 8-bit grey or colour PNG's transparent value)
-    composited over white (a canvas drawing's paper), or for ``objects`` as a cut-out (``_cut_out``); colour stays
-    colour (convert to 'L' or 'RGB' next)."""
+    composited over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
     with contextlib.suppress(Exception):  # broken EXIF metadata (any of Pillow's parser errors): pixels are fine
         if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else no copy of a large image
             img = ImageOps.exif_transpose(img) or img
@@ -125,69 +122,9 @@ def _upright(img: Image.Image, objects: bool = False) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
-        alpha = np.asarray(rgba.getchannel("A"))
-        if objects and alpha.min() < 255 and not _placed(alpha):  # some of it transparent, round an object
-            return _cut_out(rgba)
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
     return img
-
-
-def _placed(alpha: np.ndarray) -> bool:
-    """Whether the opaque part of a picture is a picture placed on a transparent canvas (a photo pasted with a
-    margin, or turned with its corners left transparent): it fills PLACED or more of its convex hull, as a
-    rectangle does (1.0; turned, 0.97-0.99 from 96 px a side, 0.94-0.97 at 32-64 px, where its edge is a staircase)
-    and an object's silhouette does not (Fashion-MNIST items cut out: a median of 0.84-0.93 per class, 3 in 1,000
-    above it). Read as a cut-out, a photo's light backdrop is the object: 69 % of pasted garment photos read right
-    became 13 %."""
-    h, w = alpha.shape
-    scale = PLACED_SIDE / max(h, w)  # one grid for a thumbnail and a large picture: a hull is measured in its cells
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    opaque = np.asarray(Image.fromarray(alpha).resize(size, Image.Resampling.BILINEAR)) > 127
-    rows = np.nonzero(opaque.any(axis=1))[0]
-    if not len(rows):
-        return False
-    left = opaque[rows].argmax(axis=1)
-    right = opaque.shape[1] - opaque[rows, ::-1].argmax(axis=1)  # past the last opaque pixel
-    ends = zip(rows, left, right, strict=True)  # each row's run, as the corners of its pixels' squares
-    corners = {(int(x), int(y + dy)) for y, a, b in ends for x in (a, b) for dy in (0, 1)}
-    return float(opaque.sum()) >= PLACED * _hull_area(sorted(corners))
-
-
-def _hull_area(points: list[tuple[int, int]]) -> float:
-    """The area of the convex hull of sorted points (Andrew's monotone chain, then the shoelace formula)."""
-
-    def half(ordered: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        chain: list[tuple[int, int]] = []
-        for x, y in ordered:
-            while len(chain) >= 2:
-                (x0, y0), (x1, y1) = chain[-2], chain[-1]
-                if (x1 - x0) * (y - y0) - (y1 - y0) * (x - x0) > 0:
-                    break
-                chain.pop()
-            chain.append((x, y))
-        return chain[:-1]
-
-    hull = np.asarray(half(points) + half(points[::-1]), dtype=np.float64)
-    if len(hull) < 3:
-        return 0.0
-    x, y = hull[:, 0], hull[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
-
-
-def _cut_out(rgba: Image.Image) -> Image.Image:
-    """A product cut out on transparency (a shop's PNG) -> the object on the backdrop that shows it, black behind a
-    mostly light object and white behind a dark one (over white, a white garment was nothing), in a frame widened
-    by an eighth of its longer side each way: a cut-out cropped tight to its object leaves no border of backdrop,
-    and the front door takes an object at the frame's edge for a scene (contract/backdrop.py)."""
-    # averaged premultiplied (Pillow), so a transparent pixel's hidden colour counts for nothing
-    small = np.asarray(rgba.reduce(max(1, max(rgba.size) // 128)), dtype=np.float32)
-    alpha = small[..., 3]
-    light = float((small[..., :3].mean(axis=-1) * alpha).sum()) > 127.5 * float(alpha.sum())
-    pad = max(rgba.size) // 8
-    canvas = Image.new("RGBA", (rgba.width + 2 * pad, rgba.height + 2 * pad), (0, 0, 0, 255) if light else "white")
-    canvas.alpha_composite(rgba, (pad, pad))
-    return canvas
 
 
 def _as_is(a: np.ndarray, size: tuple[int, int], white_on_black: bool) -> tuple[bool, bool]:
@@ -345,7 +282,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None, as
     then fitted as the dataset was made.
     """
     size = (pre.input_size[0], pre.input_size[1])
-    upright = _upright(img, objects=_photos(pre) and pre.fit == "contain")
+    upright = _upright(img)
     img = upright.convert("L" if pre.channels == 1 else "RGB")
     if pre.channels == 1:
         a = np.asarray(img, dtype=np.uint8)
@@ -353,7 +290,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None, as
         if not own and _photos(pre):
             if as_is_only:
                 raise NotAsIs
-            objects = pre.fit == "contain"  # a product photo, not pen strokes
+            objects = pre.fit == "contain"
             colour = None if objects or upright.mode in ("L", "1") else upright
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()
