@@ -37,7 +37,8 @@ CUT_OUTS = {"white": (235, 256), "light": (190, 235), "coloured": (60, 190), "da
 def cut_out(item: np.ndarray, rng: np.random.Generator, colour: tuple[int, int]) -> Image.Image:
     """A Fashion-MNIST item (light on black, 28 x 28) as a shop's cut-out: an RGBA PNG of 160-240 px whose garment,
     of one colour drawn from ``colour`` for each channel and shaded by the item's own light, is opaque and the rest
-    transparent (the silhouette's edge soft), placed with a margin of 4-20 %, decoded again."""
+    transparent (the silhouette's edge soft), the garment's box 60-92 % of the frame's side and placed anywhere in
+    it (it may touch an edge, as a tight crop does), decoded again."""
     side = int(rng.integers(160, 241))
     inner = int(side * rng.uniform(0.6, 0.92))
     g = np.asarray(Image.fromarray(item).resize((inner, inner), Image.Resampling.BICUBIC), dtype=np.float32)
