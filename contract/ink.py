@@ -80,6 +80,16 @@ DOT_FILL = 0.6  # the least share of its box a dot's ink covers (a disk's: 0.71-
 # so can a black-and-white scan, neither with a shadow to misread: their answers and flags were the same with
 # and without (python -m bench.canvas)
 FLAT_CANVAS = 0.5
+# several characters side by side (a number, where one digit is asked for): the columns of the ink's box that
+# hold ink of CHARACTER_INK or more fall into groups with paper between them, and two or more are
+# CHARACTER_HEIGHT of the ink's height and CHARACTER_MASS of its ink each (a digit's detached stroke, a speck, a
+# ruled line's end are not). Faint ink counts, so that a faint stroke broken by the 0.5 cut stays one character.
+# No digit model reads two digits as one honestly, so such a page is odd (SEVERAL_ODDNESS). What it flags and
+# costs: python -m bench.pairs
+CHARACTER_INK = 0.15
+CHARACTER_HEIGHT = 0.5
+CHARACTER_MASS = 0.15
+SEVERAL_ODDNESS = 2.0
 
 
 @dataclass(frozen=True)
@@ -269,7 +279,10 @@ def _stroke_ink(grey: Image.Image, x: np.ndarray, dark: bool, min_sigmas: float 
     inside = strength[top:bottom, left:right]
     crowded = max(0.0, (row_runs(inside >= 0.5) - ROW_RUNS) / (TEXT_RUNS - ROW_RUNS))
     dot = is_dot(inside)
-    oddness = max(_stroke_oddness(strength, box), crowded, BLOB_ODDNESS if dot else 0.0)
+    several = characters(inside >= CHARACTER_INK) >= 2
+    oddness = max(
+        _stroke_oddness(strength, box), crowded, BLOB_ODDNESS if dot else 0.0, SEVERAL_ODDNESS if several else 0.0
+    )
     return Ink(strength, box, dark, oddness, printed=crowded > 1, dot=dot)
 
 
@@ -324,6 +337,23 @@ def _stroke_oddness(strength: np.ndarray, box: tuple[int, int, int, int]) -> flo
     outside[top:bottom, left:right] = False
     stray = float((strength[outside] > 0.1).mean()) if outside.any() else 0.0
     return max(SPARSE_INK / max(_density(strength >= 0.5, box), 1e-6), stray / STRAY_INK)
+
+
+def characters(mask: np.ndarray) -> int:
+    """How many characters stand side by side in ``mask`` (the ink's box): groups of inked columns, with paper
+    between them, that each reach CHARACTER_HEIGHT of the ink's height and hold CHARACTER_MASS of its ink."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return 0
+    height, total = rows[-1] - rows[0] + 1, int(mask.sum())
+    inked = np.concatenate(([False], mask.any(axis=0), [False]))
+    starts, ends = np.flatnonzero(inked[1:] & ~inked[:-1]), np.flatnonzero(~inked[1:] & inked[:-1])
+    count = 0
+    for start, end in zip(starts, ends, strict=True):
+        group = mask[:, start:end]
+        own = np.flatnonzero(group.any(axis=1))
+        count += own[-1] - own[0] + 1 >= CHARACTER_HEIGHT * height and group.sum() >= CHARACTER_MASS * total
+    return count
 
 
 def row_runs(mask: np.ndarray) -> float:

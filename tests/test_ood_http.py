@@ -92,16 +92,18 @@ def test_nothing_written_is_flagged_even_by_an_uncalibrated_model(client, pages)
     assert flagged_count(client, LENET) == before + len(uniform) + 2
 
 
-@pytest.mark.parametrize("kind", ["grass", "print", "dot"])
-def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root, kind):
+@pytest.mark.parametrize("kind", ["grass", "print", "dot", "number"])
+def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root, digits, kind):
     """A photograph of grass read as pen strokes is texture over the whole page, a photographed page of print
     (contract/ink.py: ROW_RUNS) crowded as no digit is, a tap of the pen on the pad a dot (contract/ink.py:
-    is_dot): flagged by both digit models, the calibrated one with its ood_score raised to at least the
-    threshold, and counted."""
+    is_dot), two digits side by side several characters (contract/ink.py: characters): flagged by both digit
+    models, the calibrated one with its ood_score raised to at least the threshold, and counted."""
     from export.odd_images import skimage_photo
-    from tests.test_ink import PARAGRAPH, _pad_drawing, _printed
+    from tests.test_ink import PARAGRAPH, _number, _pad_drawing, _printed
 
-    if kind == "dot":
+    if kind == "number":
+        scene = jpeg(_number(digits, 2, 6))
+    elif kind == "dot":
         buf = io.BytesIO()
         _pad_drawing(lambda d: d.ellipse((129, 129, 151, 151), fill=17)).save(buf, "PNG")
         scene = buf.getvalue()
