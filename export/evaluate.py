@@ -364,6 +364,7 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.record and args.data is None:
         p.error("--record keeps figures of the recorded validation split: give --data")
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.model_dir}: not a model folder ({str(e).splitlines()[0]})")
     if args.json is not None and args.json.is_dir():
         p.error(f"--json {args.json}: a folder; name the file to write")
-    refuse_unread(p, args, meta)
+    refuse_unread(p, argv, args, meta)
     for other in args.ensemble_with:  # on --data, every member must have held the same rows out
         if args.data is not None and not load_metadata(other).dataset.same_split(meta.dataset):
             p.error(f"{other} was trained on another split than {args.model_dir}: its validation rows differ")

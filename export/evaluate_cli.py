@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from contract.cli import typed
 from contract.metadata import ModelMetadata
 from contract.text import DEFAULT_WINDOWS
 
@@ -50,10 +51,12 @@ READS = {
 }
 
 
-def refuse_unread(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> None:
-    """--texts to an image model, --windows to a generator: refused rather than measured as if not there."""
+def refuse_unread(p: argparse.ArgumentParser, argv: list[str], args: argparse.Namespace, meta: ModelMetadata) -> None:
+    """--texts to an image model, --windows to a generator: refused rather than measured as if not there (typed
+    on the command line counts, at the default value too, as training's refusal counts it)."""
     if meta.task not in READS:
         return  # a task measured elsewhere: main says so
+    given = typed(p, argv)
     reads = {"help", "model_dir", "json", "record", *READS[meta.task]}
     if meta.generator is None or meta.generator.gibbs is None:
         reads.discard("gibbs_steps")  # a Gibbs sampler's (an RBM's) only
@@ -62,8 +65,7 @@ def refuse_unread(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Mo
     unread = [
         a
         for a in p._actions  # argparse's own list: no public one
-        if getattr(args, a.dest, a.default) != a.default
-        and (a.dest not in reads or (a.dest in needs and needs[a.dest] is None))
+        if a.dest in given and (a.dest not in reads or (a.dest in needs and needs[a.dest] is None))
     ]
     if unread:
         p.error(f"{meta.name} ({meta.task}) does not read {', '.join(a.option_strings[0] for a in unread)} here")

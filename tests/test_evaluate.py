@@ -183,6 +183,9 @@ def test_every_shipped_generator_and_autoencoder_card_carries_its_evaluation():
         ("synthetic-lstm", ["--text-column", "review"], "does not read --text-column here"),  # --texts' column
         ("digits-ae", ["--sizes-n", "9"], "does not read --sizes-n here"),
         ("digits-cgan", ["--gibbs-steps", "9"], "does not read --gibbs-steps here"),  # a Gibbs sampler's
+        # typed at its default value, given all the same (as training counts a typed flag)
+        ("digits-cnn", ["--windows", "8"], "(image-classification) does not read --windows here"),
+        ("digits-ae", ["--sizes-n", "1000"], "does not read --sizes-n here"),
         ("synthetic-lstm", [], "--data x: No such file"),  # not there
     ],
 )

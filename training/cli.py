@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from contract.cli import typed
 from contract.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, load_image_folder, load_sklearn_digits
 from contract.metadata import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
@@ -135,19 +136,6 @@ IMAGE_FLAGS = ("dataset", "augment", "fit", "size", "channels")
 DESCENT_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "patience", "keep")
 TEACHER_FLAGS = ("teacher", "teacher_weight", "teacher_shares", "distill_temperature")  # a family that distils
 TEACHER_NEEDS = tuple((flag, "teacher") for flag in TEACHER_FLAGS[1:])  # read only with a --teacher
-
-
-def typed(p: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The dests of the flags on the command line, whatever their values: ``argv`` parsed again with every default
-    suppressed (argparse keeps its actions in ``_actions``: there is no public list), then the defaults put back."""
-    kept = [(action, action.default) for action in p._actions]
-    for action, _ in kept:
-        action.default = argparse.SUPPRESS
-    try:
-        return set(vars(p.parse_args(argv)))
-    finally:
-        for action, default in kept:
-            action.default = default
 
 
 def refuse_unread(p: argparse.ArgumentParser, argv: list[str], recipe: Recipe, owners: dict[str, str]) -> None:
