@@ -13,6 +13,8 @@ Every image comes from the *validation* split the shipped models were measured o
                      (EVAL_STYLE): the page's polarity fit reads its paper as the ink, so the model flags that
                      reading and the service reads the photo a second time at the other polarity
 - digit-noisy.png    an MNIST digit with 30 % of its pixels zeroed (the masking noise mnist-dae undoes)
+- number-47-drawn.png a 4 and a 7 written side by side, dark ink on white (a number where one digit is asked
+                     for: flagged out of distribution)
 - sneaker-photo.jpg  a Fashion-MNIST sneaker as a colour product photo on a light background
 - reviews.txt        reviews written for these examples, one per line (not from any dataset)
 
@@ -58,6 +60,12 @@ def first(labels: np.ndarray, label: int, skip: int = 0) -> int:
     return int(np.flatnonzero(labels == label)[skip])
 
 
+def _inked_columns(digit: np.ndarray) -> np.ndarray:
+    """A 28x28 digit cut to the columns its ink spans."""
+    cols = np.flatnonzero(digit.max(axis=0) > 40)
+    return digit[:, cols[0] : cols[-1] + 1]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -79,6 +87,12 @@ def main() -> int:
     noisy = digits[first(digit_labels, 3)].copy()
     noisy[np.random.default_rng(3).random(noisy.shape) < 0.3] = 0
     Image.fromarray(noisy).save(out / "digit-noisy.png")
+    # a pair the front door let through before it judged characters side by side: mnist-cnn answered "4", unflagged
+    four, seven = (_inked_columns(digits[first(digit_labels, d, skip=k)]) for d, k in ((4, 4), (7, 5)))
+    number = np.pad(np.concatenate([four, np.zeros((28, 4), np.uint8), seven], axis=1), ((0, 0), (4, 4)))
+    side = number.shape[1]
+    square = np.pad(number, (((side - 28) // 2, side - 28 - (side - 28) // 2), (0, 0)))
+    Image.fromarray(255 - square).resize((200, 200), Image.Resampling.BILINEAR).save(out / "number-47-drawn.png")
 
     items, item_labels = validation(args.data / "fashion-mnist")
     sneaker = items[first(item_labels, 7)]  # class 7: Sneaker
