@@ -31,24 +31,25 @@ SEED = 47
 GAPS = {"spaced": (1, 8), "touching": (0, 0)}  # px of MNIST's 28 between the two digits' ink
 
 
-def _columns(digit: np.ndarray) -> np.ndarray:
-    """A 28x28 digit cut to the columns its ink spans."""
-    cols = np.flatnonzero(digit.max(axis=0) > 40)
-    return digit[:, cols[0] : cols[-1] + 1] if cols.size else digit
+def side_by_side(digits: list[np.ndarray], gap: int) -> np.ndarray:
+    """28x28 digits (white on black), each cut to the columns its ink spans, written in a row ``gap`` px apart: a
+    strip 28 rows high."""
+    cut = []
+    for digit in digits:
+        cols = np.flatnonzero(digit.max(axis=0) > 40)
+        cut.append(digit[:, cols[0] : cols[-1] + 1] if cols.size else digit)
+    spaced = [np.pad(c, ((0, 0), (0, gap))) for c in cut[:-1]] + cut[-1:]
+    return np.concatenate(spaced, axis=1)
 
 
 def pair(left: np.ndarray, right: np.ndarray, gap: int) -> np.ndarray:
     """Two 28x28 digits (white on black) side by side, ``gap`` px apart, in the middle of a square as wide as
     MNIST's frame around both (the pair 20 rows high, as a digit is)."""
-    a, b = _columns(left), _columns(right)
-    width = a.shape[1] + gap + b.shape[1]
-    side = max(width + 8, 28)
+    strip = side_by_side([left, right], gap)
+    side = max(strip.shape[1] + 8, 28)
     out = np.zeros((side, side), np.uint8)
-    top, x = (side - 28) // 2, (side - width) // 2
-    out[top : top + 28, x : x + a.shape[1]] = a
-    out[top : top + 28, x + width - b.shape[1] : x + width] = np.maximum(
-        out[top : top + 28, x + width - b.shape[1] : x + width], b
-    )
+    top, x = (side - 28) // 2, (side - strip.shape[1]) // 2
+    out[top : top + 28, x : x + strip.shape[1]] = strip
     return out
 
 

@@ -33,6 +33,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.pairs import pair  # noqa: E402
 from contract.data import read_idx, stratified_split  # noqa: E402
 from contract.photos import EVAL_STYLE, render_digit_photo, render_product_photo  # noqa: E402
 
@@ -60,12 +61,6 @@ def first(labels: np.ndarray, label: int, skip: int = 0) -> int:
     return int(np.flatnonzero(labels == label)[skip])
 
 
-def _inked_columns(digit: np.ndarray) -> np.ndarray:
-    """A 28x28 digit cut to the columns its ink spans."""
-    cols = np.flatnonzero(digit.max(axis=0) > 40)
-    return digit[:, cols[0] : cols[-1] + 1]
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -88,11 +83,8 @@ def main() -> int:
     noisy[np.random.default_rng(3).random(noisy.shape) < 0.3] = 0
     Image.fromarray(noisy).save(out / "digit-noisy.png")
     # a pair the front door let through before it judged characters side by side: mnist-cnn answered "4", unflagged
-    four, seven = (_inked_columns(digits[first(digit_labels, d, skip=k)]) for d, k in ((4, 4), (7, 5)))
-    number = np.pad(np.concatenate([four, np.zeros((28, 4), np.uint8), seven], axis=1), ((0, 0), (4, 4)))
-    side = number.shape[1]
-    square = np.pad(number, (((side - 28) // 2, side - 28 - (side - 28) // 2), (0, 0)))
-    Image.fromarray(255 - square).resize((200, 200), Image.Resampling.BILINEAR).save(out / "number-47-drawn.png")
+    number = pair(digits[first(digit_labels, 4, skip=4)], digits[first(digit_labels, 7, skip=5)], 4)
+    Image.fromarray(255 - number).resize((200, 200), Image.Resampling.BILINEAR).save(out / "number-47-drawn.png")
 
     items, item_labels = validation(args.data / "fashion-mnist")
     sneaker = items[first(item_labels, 7)]  # class 7: Sneaker

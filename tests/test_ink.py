@@ -593,15 +593,10 @@ def test_printed_text_is_unlike_any_page_of_one_digit(size, lines):
 def _number(digits, n: int, gap: int) -> Image.Image:
     """The first ``n`` of scikit-learn's digits written side by side, ``gap`` px of MNIST's 28 apart, dark on
     white paper, six times MNIST's size."""
-    cut = [_ink_columns(digits.images[i, 0]) for i in range(n)]
-    spaced = [np.pad(c, ((0, 0), (0, gap))) for c in cut[:-1]] + cut[-1:]
-    strip = np.pad(255 - np.concatenate(spaced, axis=1), 20, constant_values=255)
+    from bench.pairs import side_by_side
+
+    strip = np.pad(255 - side_by_side([digits.images[i, 0] for i in range(n)], gap), 20, constant_values=255)
     return Image.fromarray(strip).resize((strip.shape[1] * 6, strip.shape[0] * 6), Image.Resampling.BICUBIC)
-
-
-def _ink_columns(digit: np.ndarray) -> np.ndarray:
-    cols = np.flatnonzero(digit.max(axis=0) > 40)
-    return digit[:, cols[0] : cols[-1] + 1]
 
 
 def test_a_few_strokes_side_by_side_are_not_print(digits):
