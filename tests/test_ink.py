@@ -632,7 +632,7 @@ def test_characters_side_by_side():
     assert characters(np.zeros((5, 5), dtype=bool)) == 0
 
 
-def test_a_digit_alone_is_one_character(digits, seven):
+def test_a_digit_alone_is_one_character(digits):
     """Each of scikit-learn's digits alone, written large on a page: not odd as several characters."""
     for label in range(10):
         digit = digits.images[int(np.flatnonzero(digits.labels == label)[0]), 0]
