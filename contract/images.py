@@ -236,12 +236,13 @@ class Reading:
     and a dot of the pen, ``Ink.dot``: that is what the page is at either polarity, not a polarity misread; and
     a drawing on a flat canvas, ``Ink.drawn``, whose polarity is plain); and
     whether the sheet was cut out of a table around it (``Ink.on_table``: such an answer is read at its own
-    temperature, ``Calibration``)."""
+    temperature, ``Calibration``); and the reason of its oddness (``Ink.odd_reason``, contract/reasons.py)."""
 
     pixels: np.ndarray
     oddness: float | None = None
     dark_ink: bool | None = None
     on_table: bool = False
+    odd_reason: str = ""
 
 
 # A photo of pen strokes whose reading the model flags as out of distribution is read again at the other
@@ -295,7 +296,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None, as
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()
             once = objects or ink.printed or ink.dot or ink.drawn  # no polarity misread: no second reading
-            return Reading(pixels, ink.oddness, None if once else ink.dark_on_light, ink.on_table)
+            return Reading(pixels, ink.oddness, None if once else ink.dark_on_light, ink.on_table, ink.odd_reason)
         if flip:
             a = 255 - a
         if a.shape != size:

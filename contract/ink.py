@@ -100,6 +100,7 @@ class Ink:
     box: tuple[int, int, int, int] | None  # top, left, bottom, right (exclusive); None: no ink found
     dark_on_light: bool
     oddness: float = 0.0  # how unlike a page of its kind the photo is: above 1, unlike any (the constants above)
+    odd_reason: str = ""  # the oddest part's, of contract/reasons.py's vocabulary (what oddness above 1 means)
     printed: bool = False  # pen strokes crowded as print is (TEXT_RUNS): what the page is, at either polarity
     dot: bool = False  # a dot of the pen (is_dot): as odd at either polarity
     drawn: bool = False  # on a flat canvas (FLAT_CANVAS): drawn, not photographed, so no shadow to misread
@@ -192,13 +193,22 @@ def find_ink(
         ink = replace(ink, drawn=True)
     if colour is None:
         return ink
-    odd = vividness(colour, box, grey.size)
     # the colour of what is darker than the paper, whichever polarity this reading takes: a pen's is black, blue
     # or grey, and a photo whose dark marks are of another colour stays odd when read at the other polarity
     dark_marks = ink if ink.dark_on_light else _pen_ink(sheet, True)
-    if dark_marks.box is not None:
-        odd = max(odd, ink_hue(colour, box, grey.size, dark_marks.strength))
-    return ink if odd <= ink.oddness else replace(ink, oddness=odd)
+    hue = 0.0 if dark_marks.box is None else ink_hue(colour, box, grey.size, dark_marks.strength)
+    odd = oddest(
+        (vividness(colour, box, grey.size), "vivid_colours"), (hue, "ink_colour"), (ink.oddness, ink.odd_reason)
+    )
+    return replace(ink, oddness=odd[0], odd_reason=odd[1])
+
+
+def oddest(*parts: tuple[float, str]) -> tuple[float, str]:
+    """The page is as odd as its oddest part (oddness, reason); its reason is the first of ``parts`` that is odd
+    (above 1), else the oddest's. The parts come in order of precedence, what the whole picture is first: a
+    scene's colours or texture say more about it than the several blobs or the dot it also holds."""
+    value, reason = max(parts, key=lambda part: part[0])
+    return value, next((why for v, why in parts if v > 1), reason)
 
 
 def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:
@@ -232,8 +242,9 @@ def _object_ink(a: np.ndarray) -> Ink:
     floor = MIN_CONTRAST / 2
     strength = np.clip((raw - floor) / max(peak - floor, 1e-3), 0.0, 1.0).astype(np.float32)
     box = _box(strength >= 0.1)
-    texture = border_texture(a) / TEXTURED_BORDER
-    return Ink(strength, box, dark, max(texture, SPARSE_OBJECT / max(_density(strength >= 0.1, box), 1e-6)))
+    texture = (border_texture(a) / TEXTURED_BORDER, "textured_backdrop")
+    odd = oddest(texture, (SPARSE_OBJECT / max(_density(strength >= 0.1, box), 1e-6), "sparse_object"))
+    return Ink(strength, box, dark, *odd)
 
 
 def _density(mask: np.ndarray, box: tuple[int, int, int, int] | None) -> float:
@@ -280,10 +291,13 @@ def _stroke_ink(grey: Image.Image, x: np.ndarray, dark: bool, min_sigmas: float 
     crowded = max(0.0, (row_runs(inside >= 0.5) - ROW_RUNS) / (TEXT_RUNS - ROW_RUNS))
     dot = is_dot(inside)
     several = characters(inside >= CHARACTER_INK) >= 2
-    oddness = max(
-        _stroke_oddness(strength, box), crowded, BLOB_ODDNESS if dot else 0.0, SEVERAL_ODDNESS if several else 0.0
+    odd = oddest(
+        *_stroke_oddness(strength, box),
+        (crowded, "printed_text"),
+        (BLOB_ODDNESS if dot else 0.0, "dot"),
+        (SEVERAL_ODDNESS if several else 0.0, "several_characters"),
     )
-    return Ink(strength, box, dark, oddness, printed=crowded > 1, dot=dot)
+    return Ink(strength, box, dark, *odd, printed=crowded > 1, dot=dot)
 
 
 def is_dot(strength: np.ndarray) -> bool:
@@ -328,15 +342,17 @@ def _enclosed_paper(mask: np.ndarray, side: int = 48) -> tuple[int, int]:
     return int((paper & ~outside).sum()), int(mask.sum())
 
 
-def _stroke_oddness(strength: np.ndarray, box: tuple[int, int, int, int]) -> float:
+def _stroke_oddness(strength: np.ndarray, box: tuple[int, int, int, int]) -> tuple[tuple[float, str], ...]:
     """A page of pen strokes is plain paper around dense strokes; a scene read as strokes is its edges scattered
     over a large box (strong ink covering under SPARSE_INK of it), or texture all over the page (over STRAY_INK
-    of what lies outside the box is ink). (Printed text, many strokes side by side: ROW_RUNS.)"""
+    of what lies outside the box is ink): the two parts' (oddness, reason). (Printed text, many strokes side by
+    side: ROW_RUNS.)"""
     top, left, bottom, right = box
     outside = np.ones(strength.shape, dtype=bool)
     outside[top:bottom, left:right] = False
     stray = float((strength[outside] > 0.1).mean()) if outside.any() else 0.0
-    return max(SPARSE_INK / max(_density(strength >= 0.5, box), 1e-6), stray / STRAY_INK)
+    sparse = SPARSE_INK / max(_density(strength >= 0.5, box), 1e-6)
+    return (sparse, "scattered_marks"), (stray / STRAY_INK, "textured_page")
 
 
 def characters(mask: np.ndarray) -> int:

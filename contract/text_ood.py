@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from contract.metadata import OutOfDistribution
+from contract.reasons import OodReason
 from contract.text import UNK_ID
 
 UNKNOWN, RARITY = "unknown-token-share", "word-rarity"
@@ -57,6 +58,7 @@ def word_rarity(ids: np.ndarray, vocab_size: int, centre: float = 0.0) -> float:
 
 
 COMPONENTS: dict[str, Callable[[np.ndarray, int, float], float]] = {UNKNOWN: unknown_share, RARITY: word_rarity}
+COMPONENT_REASONS: dict[str, OodReason] = {UNKNOWN: "unknown_words", RARITY: "rare_words"}
 
 
 def text_ids(windows: Sequence[Sequence[int]]) -> np.ndarray:
@@ -66,6 +68,19 @@ def text_ids(windows: Sequence[Sequence[int]]) -> np.ndarray:
 
 def text_ood_score(ids: np.ndarray, vocab_size: int, ood: OutOfDistribution) -> float:
     """The served ``ood_score`` of a text read as ``ids``: flagged above ``ood.threshold``."""
+    return text_ood_answer(ids, vocab_size, ood)[0]
+
+
+def text_ood_answer(ids: np.ndarray, vocab_size: int, ood: OutOfDistribution) -> tuple[float, OodReason | None]:
+    """A text's ``ood_score`` and, where it is flagged, why (contract/reasons.py): unknown words where their share
+    alone is past the threshold (an unknown token is also the rarest, so word rarity grows with them), else the
+    part that is."""
     if not ood.scaling:  # calibrated before word rarity: the unknown share against its own threshold
-        return unknown_share(ids, vocab_size)
-    return max((COMPONENTS[name](ids, vocab_size, c) - c) / u for name, (c, u) in ood.scaling.items())
+        parts = [(unknown_share(ids, vocab_size), UNKNOWN)]
+    else:
+        parts = [((COMPONENTS[name](ids, vocab_size, c) - c) / u, name) for name, (c, u) in ood.scaling.items()]
+        parts.sort(key=lambda part: part[1] != UNKNOWN)
+    score, name = max(parts, key=lambda part: part[0])
+    if not ood.beyond(score):
+        return score, None
+    return score, COMPONENT_REASONS[next((n for value, n in parts if ood.beyond(value)), name)]

@@ -24,6 +24,7 @@ from bentoml.exceptions import BentoMLException
 
 from contract.images import NotAsIs
 from contract.metadata import ImagePreprocessing, ModelMetadata, TextPreprocessing
+from contract.reasons import OodReason
 from contract.text import Vocab
 from service.batching import GreedyBatcher, QueueFull
 from service.errors import ApiError, inside, quoted
@@ -262,7 +263,10 @@ class Engine:
         key = served_key(meta)  # a hash: once per request, not per row
         if label is None:
             return meta, [
-                ImageItem(model=key, x=x, oddness=r.oddness, dark_ink=r.dark_ink, on_table=r.on_table) for x, r in rows
+                ImageItem(
+                    model=key, x=x, oddness=r.oddness, dark_ink=r.dark_ink, on_table=r.on_table, odd_reason=r.odd_reason
+                )
+                for x, r in rows
             ]
         return meta, [LabeledImageItem(model=key, x=x, oddness=r.oddness, label=label) for x, r in rows]
 
@@ -327,13 +331,11 @@ def current() -> Engine:
     return cast(Engine, _get_current_service())
 
 
-def flag(meta: ModelMetadata, score: float | None, empty: bool = False) -> bool:
-    """Out of distribution: the score is above the artifact's threshold, or the input carries no evidence
-    (``empty``: a text without a word the model knows), calibrated or not (counted in the metric)."""
-    flagged = empty or (meta.ood is not None and meta.ood.beyond(score))
-    if flagged:
-        OUT_OF_DISTRIBUTION.labels(meta.name).inc()
-    return flagged
+def flagged(meta: ModelMetadata, reason: OodReason | None) -> bool:
+    """Out of distribution: there is a reason to flag the input (contract/reasons.py), counted in the metric."""
+    if reason is not None:
+        child(OUT_OF_DISTRIBUTION, meta.name, reason).inc()
+    return reason is not None
 
 
 class Abandoned(Exception):

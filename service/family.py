@@ -44,13 +44,15 @@ class ImageItem(BaseModel):
     """One image row: which model, its preprocessed tensor (C, H, W), and for a photo how unlike one of the
     model's kind of input it is (contract.ink.Ink.oddness: above 1, unlike any), read as pen strokes, their
     polarity (``contract.images.Reading.dark_ink``), and whether its sheet was cut out of a table
-    (``Reading.on_table``: read at the model's table temperature)."""
+    (``Reading.on_table``: read at the model's table temperature), and the reason of its oddness
+    (``Reading.odd_reason``)."""
 
     model: str
     x: Float32
     oddness: float | None = None
     dark_ink: bool | None = None
     on_table: bool = False
+    odd_reason: str = ""
 
 
 class LabeledImageItem(ImageItem):

@@ -38,8 +38,8 @@ TOKENS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
 ANOMALIES = Counter("nnserve_anomalies_total", "autoencoder inputs over their anomaly threshold", ["model"])
-OUT_OF_DISTRIBUTION = Counter(
-    "nnserve_out_of_distribution_total", "classifier inputs flagged out of distribution", ["model"]
+OUT_OF_DISTRIBUTION = Counter(  # reason: contract/reasons.py's vocabulary, a closed set
+    "nnserve_out_of_distribution_total", "classifier inputs flagged out of distribution, by why", ["model", "reason"]
 )
 GRPC_REQUESTS = Counter(
     "nnserve_grpc_requests_total", "gRPC calls (service/oip_grpc.py) by method and status code", ["method", "code"]

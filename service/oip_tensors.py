@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from starlette.responses import Response
 
-from contract.metadata import ModelMetadata, TensorSpec, nothing_written
+from contract.metadata import ModelMetadata, TensorSpec
+from contract.reasons import NO_EVIDENCE, OodReason, image_reason
 from service.errors import ApiError
 from service.oip_schemas import (
     InferenceRequest,
@@ -29,8 +30,8 @@ from service.registry import Adapter, Tensors
 from service.request_id import REQUEST_ID
 
 DATATYPE = {"float32": "FP32", "int64": "INT64", "bool": "BOOL"}  # model.json and numpy dtypes -> the protocol's
-# a classifier's out-of-distribution score and flag: outputs on request (``Adapter.on_request``)
-OOD_OUTPUTS = ("ood_score", "out_of_distribution")
+# a classifier's out-of-distribution score, flag and reason: outputs on request (``Adapter.on_request``)
+OOD_OUTPUTS = ("ood_score", "out_of_distribution", "ood_reason")
 NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
 # narrower integers a client may send for an INT64 input (tritonclient's numpy arrays are often int32): every
 # value fits, so they are widened rather than refused
@@ -53,38 +54,44 @@ def graph_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
 
 
 def classifier_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
-    """logits, and for a model with an out-of-distribution calibration its score and flag (on request)."""
+    """logits, and for a model with an out-of-distribution calibration its score, flag and reason (on request)."""
     out = [TensorMetadata(name=meta.outputs[0].name, datatype="FP32", shape=list(meta.outputs[0].shape))]
     if meta.ood is not None:
-        score, flag = OOD_OUTPUTS
+        score, flag, reason = OOD_OUTPUTS
         out += [
             TensorMetadata(name=score, datatype="FP32", shape=[-1]),
             TensorMetadata(name=flag, datatype="BOOL", shape=[-1]),
+            TensorMetadata(name=reason, datatype="BYTES", shape=[-1]),
         ]
     return out
 
 
-def with_ood(meta: ModelMetadata, logits: np.ndarray, scores: list[float | None], empty: Sequence[bool]) -> Tensors:
-    """A classifier's outputs: its logits, and where it is calibrated for it, the out-of-distribution score and
-    flag of each row. A row that carries no evidence (``empty``: an image row of one value,
-    ``contract.metadata.nothing_written``; a text of which the model knows no word) is answered as on /v1: its
-    logits are 0, so that softmax at any temperature is 1/K for every label (what the graph makes of an empty
-    field or a row of <unk> is not an answer about the input), and it is flagged whatever its score."""
-    blank = np.asarray(empty, dtype=bool)
+def with_ood(
+    meta: ModelMetadata, logits: np.ndarray, scores: list[float | None], reasons: Sequence[OodReason | None]
+) -> Tensors:
+    """A classifier's outputs: its logits, and where it is calibrated for it, the out-of-distribution score, flag
+    (a reason to flag the row: ``reasons``, contract/reasons.py, as /v1 answers them) and reason (empty where the
+    row is not flagged) of each row. A row that carries no evidence (nothing written in an image row: one value;
+    no word the model knows in a text) is answered as on /v1: its logits are 0, so that softmax at any temperature
+    is 1/K for every label (what the graph makes of an empty field or a row of <unk> is not an answer about the
+    input)."""
+    blank = np.asarray([r in NO_EVIDENCE for r in reasons], dtype=bool)
     if blank.any():
         logits = logits.copy()
         logits[blank] = 0.0
     out = {meta.outputs[0].name: logits}
     if meta.ood is not None:
         values = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float32)
-        beyond = np.asarray([meta.ood.beyond(s) for s in scores], dtype=bool)  # /v1's rule: NaN is past it
-        out |= dict(zip(OOD_OUTPUTS, (values, beyond | blank), strict=True))
+        flags = np.asarray([r is not None for r in reasons], dtype=bool)
+        why = np.asarray([(r or "").encode() for r in reasons], dtype=object)
+        out |= dict(zip(OOD_OUTPUTS, (values, flags, why), strict=True))
     return out
 
 
-def nothing_in(fields: np.ndarray) -> list[bool]:
-    """Which of an image classifier's input rows hold nothing written (one value in each channel)."""
-    return [nothing_written(f) for f in fields]
+def image_reasons(meta: ModelMetadata, fields: np.ndarray, scores: list[float | None]) -> list[OodReason | None]:
+    """Why each of an image classifier's input rows is flagged (contract.reasons.image_reason): no front door reads
+    a tensor, so nothing written (one value in each channel) or the model's own score."""
+    return [image_reason(meta.ood, s, None, "", f) for f, s in zip(fields, scores, strict=True)]
 
 
 def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:

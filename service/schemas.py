@@ -26,6 +26,7 @@ from contract.metadata import (
     TextPreprocessing,
     TrainingValue,
 )
+from contract.reasons import REASONS
 from service.errors import ErrorResponse
 from service.settings import get_settings
 
@@ -64,6 +65,11 @@ OOD_SCORE = Field(
     description="how unlike the training data the input is, higher is less alike (the model card's ood.method; "
     "for a photo, at least the front door's judgement of the page, scaled so that its limit is the threshold); "
     "null for a model without an out-of-distribution calibration"
+)
+OOD_REASON = Field(
+    None,
+    description="why the input is flagged, null when it is not: "
+    + "; ".join(f"{reason}: {meaning}" for reason, meaning in REASONS.items()),
 )
 OOD_FLAG = Field(
     description="ood_score is above the model's threshold (ood.threshold in its card) or not a number (an input "

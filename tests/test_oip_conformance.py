@@ -87,11 +87,12 @@ def test_a_trailing_slash_is_the_same_route_never_a_redirect(client):
 def test_an_empty_text_in_a_batch_is_answered_and_flagged_not_a_failed_request(client):
     data = ["the film is wonderful", "   ", "", "the film is wonderful"]
     text = {"name": "text", "shape": [4], "datatype": "BYTES", "data": data}
-    outputs = [{"name": "logits"}, {"name": "ood_score"}, {"name": "out_of_distribution"}]
+    outputs = [{"name": "logits"}, {"name": "ood_score"}, {"name": "out_of_distribution"}, {"name": "ood_reason"}]
     r = client.post(f"/v2/models/{LSTM}/infer", json={"inputs": [text], "outputs": outputs})
     assert r.status_code == 200, r.text
     out = {o["name"]: o["data"] for o in r.json()["outputs"]}
     assert out["ood_score"][1] == out["ood_score"][2] > 1 and out["out_of_distribution"] == [False, True, True, False]
+    assert out["ood_reason"] == ["", "no_known_word", "no_known_word", ""]  # /v1's reason; empty: not flagged
     assert out["logits"][:2] == out["logits"][6:8]  # the texts around them are answered as if alone
     # /v1 names the empty text instead: its answers are per text, so it can say which one
     r = client.post("/v1/sentiment", json={"model": LSTM, "texts": data[:2]})

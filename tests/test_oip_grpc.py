@@ -88,7 +88,7 @@ def test_config_describes_the_tensors_a_client_sends(tc, artifact_root):
 
 def test_classifier_answers_equal_http(tc, gc, artifact_root, digits):
     x = images(artifact_root, digits, 5)
-    outs = ["logits", "ood_score", "out_of_distribution"]
+    outs = ["logits", "ood_score", "out_of_distribution", "ood_reason"]
     h, g = both(tc, gc, CNN, [("input", x, "FP32")], outs)
     for name in outs:
         np.testing.assert_array_equal(g.as_numpy(name), h.as_numpy(name))

@@ -53,6 +53,7 @@ def softmax(z: np.ndarray, meta: ModelMetadata | None = None) -> np.ndarray:
 
 
 OOD_FLAG = {"name": "out_of_distribution", "datatype": "BOOL", "shape": [-1]}
+OOD_REASON = {"name": "ood_reason", "datatype": "BYTES", "shape": [-1]}
 
 
 def b64(data: bytes) -> str:
@@ -81,7 +82,7 @@ def test_model_metadata_is_the_graphs_tensors(tc, artifact_root):
         assert got["inputs"] == [
             {"name": t.name, "datatype": want_dtype[t.dtype], "shape": t.shape} for t in meta.inputs
         ]
-        flag = [OOD_FLAG] if meta.ood is not None else []  # calibrated classifiers: the flag beside the score
+        flag = [OOD_FLAG, OOD_REASON] if meta.ood is not None else []  # calibrated: the flag and why, beside the score
         assert (
             got["outputs"]
             == [{"name": t.name, "datatype": want_dtype[t.dtype], "shape": t.shape} for t in meta.outputs] + flag
@@ -93,6 +94,7 @@ def test_model_metadata_is_the_graphs_tensors(tc, artifact_root):
         {"name": "logits", "datatype": "FP32", "shape": [-1, 2]},
         {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
         OOD_FLAG,
+        OOD_REASON,
         {"name": "tokens", "datatype": "INT64", "shape": [-1]},  # how much of each text was read, on request
         {"name": "tokens_read", "datatype": "INT64", "shape": [-1]},
     ]

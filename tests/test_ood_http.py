@@ -1,6 +1,6 @@
 """Honest answers over HTTP: calibrated probabilities, ood_score and out_of_distribution on every classifier
-route (/v1/classify, the upload, /v2 on request, /v1/sentiment), a blank page flagged with a 200, the counter,
-and what the model saw (include_input)."""
+route (/v1/classify, the upload, /v2 on request, /v1/sentiment), why an answer is flagged (ood_reason, on /v1), a
+blank page flagged with a 200, the counter by reason, and what the model saw (include_input)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ def jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def flagged_count(client, model: str) -> float:
+def flagged_count(client, model: str, reason: str | None = None) -> float:
+    """``model``'s flagged answers counted on /metrics: for ``reason``, or for every reason."""
     text = client.get("/metrics").text
-    m = re.search(rf'^nnserve_out_of_distribution_total{{model="{model}"}} ([0-9.e+]+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    why = re.escape(reason) if reason else r"[a-z_]+"
+    pattern = rf'^nnserve_out_of_distribution_total{{model="{model}",reason="{why}"}} ([0-9.e+]+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,7 @@ def test_every_prediction_carries_both_fields(client, digits):
         assert r.status_code == 200, r.text
         for p in r.json()["predictions"]:
             assert isinstance(p["out_of_distribution"], bool) and "ood_score" in p
+            assert (p["ood_reason"] is not None) is p["out_of_distribution"], p
     cnn = client.post("/v1/classify", json={"model": CNN, "images": imgs}).json()["predictions"]
     assert all(isinstance(p["ood_score"], float) for p in cnn)
     assert sum(p["out_of_distribution"] for p in cnn) <= 1  # its own kind of digit is in distribution
@@ -66,14 +69,16 @@ def test_every_prediction_carries_both_fields(client, digits):
 
 
 def test_a_blank_or_uniform_page_is_a_200_flagged_out_of_distribution(client, pages):
-    before = flagged_count(client, CNN)
+    before, blank = flagged_count(client, CNN), flagged_count(client, CNN, "nothing_written")
     r = client.post("/v1/classify", json={"model": CNN, "images": [b64(b) for b in pages.values()]})
     assert r.status_code == 200, r.text
     for name, p in zip(pages, r.json()["predictions"], strict=True):
         assert p["out_of_distribution"] is True, (name, p)
+        assert p["ood_reason"] == ("scattered_marks" if name == "noise" else "nothing_written"), (name, p)
     up = client.post("/v1/classify/upload", data={"model": CNN}, files={"image": ("page.jpg", pages["blank"])})
-    assert up.status_code == 200 and up.json()["predictions"][0]["out_of_distribution"] is True
-    assert flagged_count(client, CNN) >= before + len(pages) + 1
+    assert up.status_code == 200 and up.json()["predictions"][0]["ood_reason"] == "nothing_written"
+    assert flagged_count(client, CNN) == before + len(pages) + 1
+    assert flagged_count(client, CNN, "nothing_written") == blank + len(pages) - 1 + 1
 
 
 def test_nothing_written_is_flagged_even_by_an_uncalibrated_model(client, pages):
@@ -86,18 +91,23 @@ def test_nothing_written_is_flagged_even_by_an_uncalibrated_model(client, pages)
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert [p["out_of_distribution"] for p in preds] == [True, True, True, True], preds
+    assert [p["ood_reason"] for p in preds] == ["nothing_written"] * 3 + ["scattered_marks"]
     assert all(p["ood_score"] is None for p in preds)
     up = client.post("/v1/classify/upload", data={"model": LENET}, files={"image": ("page.jpg", pages["blank"])})
     assert up.status_code == 200 and up.json()["predictions"][0]["out_of_distribution"] is True
     assert flagged_count(client, LENET) == before + len(uniform) + 2
 
 
-@pytest.mark.parametrize("kind", ["grass", "print", "dot", "number"])
-def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root, digits, kind):
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("grass", "scattered_marks"), ("print", "printed_text"), ("dot", "dot"), ("number", "several_characters")],
+)
+def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact_root, digits, kind, reason):
     """A photograph of grass read as pen strokes is texture over the whole page, a photographed page of print
     (contract/ink.py: ROW_RUNS) crowded as no digit is, a tap of the pen on the pad a dot (contract/ink.py:
     is_dot), two digits side by side several characters (contract/ink.py: characters): flagged by both digit
-    models, the calibrated one with its ood_score raised to at least the threshold, and counted."""
+    models, the calibrated one with its ood_score raised to at least the threshold, and counted, with that
+    reason."""
     from export.odd_images import skimage_photo
     from tests.test_ink import PARAGRAPH, _number, _pad_drawing, _printed
 
@@ -111,13 +121,13 @@ def test_a_scene_is_flagged_by_the_front_door_calibrated_or_not(client, artifact
         scene = jpeg(skimage_photo("grass.png") if kind == "grass" else _printed(18, PARAGRAPH))
     threshold = load_metadata(artifact_root / CNN).ood.threshold
     for model in (CNN, LENET):
-        before = flagged_count(client, model)
+        before = flagged_count(client, model, reason)
         r = client.post("/v1/classify", json={"model": model, "images": [b64(scene)]})
         assert r.status_code == 200, r.text
         (p,) = r.json()["predictions"]
-        assert p["out_of_distribution"] is True, p
+        assert p["out_of_distribution"] is True and p["ood_reason"] == reason, p
         assert (p["ood_score"] > threshold) if model == CNN else p["ood_score"] is None
-        assert flagged_count(client, model) == before + 1
+        assert flagged_count(client, model, reason) == before + 1
 
 
 def test_a_page_more_vivid_than_paper_is_flagged(client, digits):
@@ -137,6 +147,7 @@ def test_a_page_more_vivid_than_paper_is_flagged(client, digits):
         assert r.status_code == 200, r.text
         vivid, grey = r.json()["predictions"]
         assert vivid["out_of_distribution"] is True and grey["out_of_distribution"] is False, (vivid, grey)
+        assert vivid["ood_reason"] == "vivid_colours" and grey["ood_reason"] is None
         assert flagged_count(client, model) == before + 1
 
 
@@ -167,11 +178,12 @@ def test_v2_returns_the_score_and_flag_when_asked(client, server, digits, pages,
     inp.set_data_from_numpy(x)
     plain = tc.infer(CNN, [inp])
     assert [o["name"] for o in plain.get_response()["outputs"]] == ["logits"]  # the extras only on request
-    asked = tc.infer(
-        CNN, [inp], outputs=[triton.InferRequestedOutput(n) for n in ("logits", "ood_score", "out_of_distribution")]
-    )
+    extras = ("logits", "ood_score", "out_of_distribution", "ood_reason")
+    asked = tc.infer(CNN, [inp], outputs=[triton.InferRequestedOutput(n) for n in extras])
     scores, flags = asked.as_numpy("ood_score"), asked.as_numpy("out_of_distribution")
     assert flags.dtype == np.bool_ and list(flags) == [p["out_of_distribution"] for p in v1.json()["predictions"]]
+    why = [p["ood_reason"] or "" for p in v1.json()["predictions"]]
+    assert [w.decode() for w in asked.as_numpy("ood_reason")] == why and why[-1] == "nothing_written"
     assert scores == pytest.approx([p["ood_score"] for p in v1.json()["predictions"]], rel=1e-5)
     assert flags[-1]  # the blank page, answered as on /v1: logits of 0, softmax 1/K
     assert asked.as_numpy("logits")[-1].tolist() == [0.0] * 10 and v1.json()["predictions"][-1]["score"] == 0.1
@@ -185,6 +197,7 @@ def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert [p["out_of_distribution"] for p in preds] == [False, True, True]
+    assert [p["ood_reason"] for p in preds] == [None, "no_known_word", "unknown_words"]
     meta = load_metadata(artifact_root / LSTM)
     assert meta.ood is not None and set(meta.ood.scaling) == {UNKNOWN, RARITY} and meta.ood.threshold == 1
     want, _, _ = judge(artifact_root / LSTM, texts)  # the contract's score, computed in process
@@ -214,6 +227,7 @@ def test_a_text_of_punctuation_and_function_words_carries_no_evidence(client, tc
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert [p["out_of_distribution"] for p in preds[:3]] == [True] * 3
+    assert [p["ood_reason"] for p in preds[:3]] == ["no_known_word"] * 3
     assert all(set(p["probs"].values()) == {0.5} and p["explanation"] == [] for p in preds[:3])
     assert max(preds[3]["probs"].values()) > 0.5 and sum(t["weight"] for t in preds[3]["explanation"]) > 0.99
     assert flagged_count(client, ATTN) == before + 3 + preds[3]["out_of_distribution"]

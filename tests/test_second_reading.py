@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 
 import numpy as np
 import onnxruntime as ort
@@ -18,6 +17,7 @@ from contract.images import SECOND_READING, Reading, decode_image, normalize, re
 from contract.metadata import ImagePreprocessing, ModelMetadata, load_metadata
 from export.odd_images import skimage_photo
 from tests.conftest import REPO, png_bytes
+from tests.test_ood_http import flagged_count
 
 DIGIT = ImagePreprocessing(input_size=(28, 28), channels=1, mean=[0.13], std=[0.31], white_on_black=True, fit="digit")
 GARMENT = DIGIT.model_copy(update={"fit": "contain"})
@@ -136,13 +136,6 @@ def shipped(tmp_path_factory):
     srv.stop()
 
 
-def flagged_total(client, model: str) -> float:
-    m = re.search(
-        rf'^nnserve_out_of_distribution_total{{model="{model}"}} ([0-9.e+]+)$', client.get("/metrics").text, re.M
-    )
-    return float(m.group(1)) if m else 0.0
-
-
 @pytest.mark.server
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
@@ -157,7 +150,7 @@ def test_the_served_answer_is_the_kept_reading(shipped, model):
     img = decode_image(SHADOWED.read_bytes(), max_pixels=1 << 24)
     first = read(img, meta.image_preprocessing())
     with httpx.Client(base_url=shipped.url, timeout=30) as client:
-        before = flagged_total(client, model)
+        before = flagged_count(client, model)
         body = {"model": model, "images": [base64.b64encode(SHADOWED.read_bytes()).decode()], "include_input": True}
         r = client.post("/v1/classify", json=body)
         assert r.status_code == 200, r.text
@@ -170,13 +163,13 @@ def test_the_served_answer_is_the_kept_reading(shipped, model):
         files = {"image": ("shadow.jpg", SHADOWED.read_bytes(), "image/jpeg")}
         up = client.post("/v1/classify/upload", files=files, data={"model": model, "top_k": "1"})
         assert up.status_code == 200 and up.json()["predictions"][0]["label"] == "8"
-        assert flagged_total(client, model) == before
+        assert flagged_count(client, model) == before
 
         scene = png_bytes(np.asarray(skimage_photo("chelsea.png").convert("L")))
         body = {"model": model, "images": [base64.b64encode(scene).decode()]}
         (p,) = client.post("/v1/classify", json=body).json()["predictions"]
         assert p["out_of_distribution"] is True
-        assert flagged_total(client, model) == before + 1
+        assert flagged_count(client, model) == before + 1
 
 
 @pytest.mark.server

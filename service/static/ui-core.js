@@ -207,8 +207,9 @@ NN.ood = function (el, pred, card) {
   }
   const t = card.ood ? NN.num(card.ood.threshold) : "?";
   const s = NN.num(pred.ood_score);
+  const why = (pred.ood_reason || "unlike_training_data").replaceAll("_", " ");
   el.textContent = pred.out_of_distribution
-    ? `Out of distribution: score ${s} is above the threshold ${t}. The model was not trained on inputs like this one.`
+    ? `Out of distribution (${why}): score ${s}, threshold ${t}. The model was not trained on inputs like this one.`
     : `In distribution: score ${s}, threshold ${t}.`;
 };
 

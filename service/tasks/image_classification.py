@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from contract.images import second_reading_kept
 from contract.metadata import ModelMetadata
-from service.engine import Engine, current
+from contract.reasons import OodReason, image_reason
+from service.engine import Engine, current, flagged
 from service.errors import ApiError
 from service.family import (
     SERVICE_CONFIG,
@@ -25,8 +26,8 @@ from service.family import (
     in_input_order,
 )
 from service.images import pixels, png_b64
-from service.metrics import OUT_OF_DISTRIBUTION, PREDICTIONS, child
-from service.oip_tensors import OOD_OUTPUTS, classifier_outputs, graph_inputs, nothing_in, with_ood
+from service.metrics import PREDICTIONS, child
+from service.oip_tensors import OOD_OUTPUTS, classifier_outputs, graph_inputs, image_reasons, with_ood
 from service.registry import Adapter, Task, Tensors, register
 from service.runtime import served_key
 from service.schemas import (
@@ -34,6 +35,7 @@ from service.schemas import (
     ERROR_RESPONSES,
     MODEL_NAME,
     OOD_FLAG,
+    OOD_REASON,
     OOD_SCORE,
     VERSION,
     VERSION_CHOICE,
@@ -68,6 +70,7 @@ class Prediction(BaseModel):
     top_k: list[LabelScore] = Field(description="the top_k most probable classes, most probable first")
     ood_score: float | None = OOD_SCORE
     out_of_distribution: bool = OOD_FLAG
+    ood_reason: OodReason | None = OOD_REASON
     input: str | None = Field(None, description="with include_input: the prepared input the model saw (base64 PNG)")
 
 
@@ -137,12 +140,11 @@ async def classify_blobs(
     probs = meta.probabilities(logits, answers, [item.x for item in items], [item.on_table for item in items])
     k = min(top_k, len(meta.labels))
     predictions = []
-    for z, p, item, (ood_score, flagged) in zip(logits, probs, items, answers, strict=True):
+    for z, p, item, result, (ood_score, odd) in zip(logits, probs, items, results, answers, strict=True):
         order = np.argsort(-z, kind="stable")[:k]  # the graph's ranking (probabilities may tie: nothing written)
         best = int(order[0])
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
-        if flagged:
-            child(OUT_OF_DISTRIBUTION, meta.name).inc()
+        reason = image_reason(meta.ood, result.ood_score, item.oddness, item.odd_reason, item.x) if odd else None
         predictions.append(
             Prediction(
                 label=meta.labels[best],
@@ -150,7 +152,8 @@ async def classify_blobs(
                 score=float(p[best]),
                 top_k=[LabelScore(label=meta.labels[j], score=float(p[j])) for j in order],
                 ood_score=ood_score,
-                out_of_distribution=flagged,
+                out_of_distribution=flagged(meta, reason),
+                ood_reason=reason,
                 input=png_b64(pixels(item.x, meta)) if include_input else None,
             )
         )
@@ -202,7 +205,8 @@ async def _v2_classify(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tenso
     x = t[meta.inputs[0].name]
     key = served_key(meta)
     results = await engine.call(TASK, [ImageItem(model=key, x=row) for row in x], meta.name)
-    return with_ood(meta, np.stack([r.logits for r in results]), [r.ood_score for r in results], nothing_in(x))
+    scores = [r.ood_score for r in results]
+    return with_ood(meta, np.stack([r.logits for r in results]), scores, image_reasons(meta, x, scores))
 
 
 register(

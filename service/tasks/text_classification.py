@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
+from contract.reasons import NO_KNOWN_WORD, OodReason
 from contract.text import combine_windows, encode_windows, pad_right, tokenize_spans
-from contract.text_ood import text_ids, text_ood_score
-from service.engine import Engine, check_abandoned, current, flag, off_loop
+from contract.text_ood import text_ids, text_ood_answer
+from service.engine import Engine, check_abandoned, current, flagged, off_loop
 from service.errors import ApiError
 from service.family import (
     SERVICE_CONFIG,
@@ -42,6 +43,7 @@ from service.schemas import (
     ERROR_RESPONSES,
     MODEL_NAME,
     OOD_FLAG,
+    OOD_REASON,
     OOD_SCORE,
     VERSION,
     VersionChoice,
@@ -72,6 +74,7 @@ class TextRows(BaseModel):
     tokens: int
     ood_score: float | None  # how unlike the training texts the tokens read are (contract/text_ood.py)
     words: bool = True  # a word the model knows is read (contract.text.Vocab.words): without one, no evidence
+    ood_reason: OodReason | None = None  # why it is flagged (contract/reasons.py), None where it is not
 
     @property
     def read(self) -> int:
@@ -123,6 +126,7 @@ class SentimentPrediction(BaseModel):
     )
     ood_score: float | None = OOD_SCORE
     out_of_distribution: bool = OOD_FLAG
+    ood_reason: OodReason | None = OOD_REASON
 
 
 class AnalyzeSentimentResponse(BaseModel):
@@ -191,9 +195,12 @@ def text_rows(
         TOKENS.labels(meta.name).observe(n_tokens)
         sizes = [len(w) for w in windows]
         ids = text_ids(windows)
-        score = None if meta.ood is None else text_ood_score(evidence, len(vocab), meta.ood)
+        score, reason = (None, None) if meta.ood is None else text_ood_answer(evidence, len(vocab), meta.ood)
         words = bool(vocab.words[ids].any())
-        encoded.append(TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score, words=words))
+        reason = reason if words else NO_KNOWN_WORD
+        encoded.append(
+            TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score, words=words, ood_reason=reason)
+        )
         items += [TextItem(model=key, ids=np.asarray(w, dtype=np.int64)) for w in windows]
     return items, encoded
 
@@ -283,7 +290,8 @@ async def sentiment(request: AnalyzeSentimentRequest) -> Response:
                 truncated=rows.read < rows.tokens,
                 explanation=None if explained is None else explained[i],
                 ood_score=rows.ood_score,
-                out_of_distribution=flag(meta, rows.ood_score, empty[i]),
+                out_of_distribution=flagged(meta, rows.ood_reason),
+                ood_reason=rows.ood_reason,
             )
         )
     return json_response(AnalyzeSentimentResponse(model=meta.name, version=meta.version, predictions=predictions))
@@ -313,7 +321,8 @@ async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tens
     texts = [_utf8(b, i) for i, b in enumerate(t["text"])]
     items, encoded = await tokenized(engine, meta, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
-    out = with_ood(meta, combined_logits(results, encoded), [e.ood_score for e in encoded], no_words(encoded))
+    scores, reasons = [e.ood_score for e in encoded], [e.ood_reason for e in encoded]
+    out = with_ood(meta, combined_logits(results, encoded), scores, reasons)
     out["tokens"] = np.asarray([e.tokens for e in encoded], dtype=np.int64)
     # an empty text is read as one unknown token: none of its 0 tokens
     out["tokens_read"] = np.asarray([min(e.read, e.tokens) for e in encoded], dtype=np.int64)
