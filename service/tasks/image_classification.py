@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from contract.images import second_reading_kept
 from contract.metadata import ModelMetadata
-from contract.reasons import OodReason, image_reason
+from contract.reasons import UNLIKE, OodReason, image_reason
 from service.engine import Engine, current, flagged
 from service.errors import ApiError
 from service.family import (
@@ -144,7 +144,9 @@ async def classify_blobs(
         order = np.argsort(-z, kind="stable")[:k]  # the graph's ranking (probabilities may tie: nothing written)
         best = int(order[0])
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
-        reason = image_reason(meta.ood, result.ood_score, item.oddness, item.odd_reason, item.x) if odd else None
+        reason = None
+        if odd:  # flagged as ood_answer says (the probabilities' temperature read it): for its reason, never not
+            reason = image_reason(meta.ood, result.ood_score, item.oddness, item.odd_reason, item.x) or UNLIKE
         predictions.append(
             Prediction(
                 label=meta.labels[best],
