@@ -45,16 +45,18 @@ NO_EVIDENCE = frozenset({NOTHING_WRITTEN, NO_KNOWN_WORD})  # answered 1/K for ev
 UNLIKE: OodReason = "unlike_training_data"
 
 
-def image_reason(
-    ood: OutOfDistribution | None, score: float | None, oddness: float | None, odd_reason: str, pixels: np.ndarray
-) -> OodReason | None:
-    """Why an image classifier's answer is flagged (None: it is not), as ``ModelMetadata.ood_answer`` flags it:
-    ``score`` is the graph's own, ``oddness`` and ``odd_reason`` the front door's (``contract.images.Reading``),
-    ``pixels`` the prepared field."""
+def image_reason(beyond: bool, oddness: float | None, odd_reason: str, pixels: np.ndarray) -> OodReason | None:
+    """Why an image model's answer is flagged (None: it is not), as ``ModelMetadata.ood_answer`` and
+    ``anomaly_answer`` flag it: ``beyond``, the model's own score (a classifier's ``ood_score``, an autoencoder's
+    reconstruction error) is past its threshold; ``oddness`` and ``odd_reason``, the front door's
+    (``contract.images.Reading``); ``pixels``, the prepared field."""
     if nothing_written(pixels):
         return NOTHING_WRITTEN
     if oddness is not None and oddness > 1:
         return cast(OodReason, odd_reason) if odd_reason in REASONS else UNLIKE
-    if ood is not None and ood.beyond(score):
-        return UNLIKE
-    return None
+    return UNLIKE if beyond else None
+
+
+def beyond(ood: OutOfDistribution | None, score: float | None) -> bool:
+    """Is a classifier's own ``score`` past its threshold (no calibration: never)?"""
+    return ood is not None and ood.beyond(score)

@@ -37,7 +37,9 @@ TOKENS = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
-ANOMALIES = Counter("nnserve_anomalies_total", "autoencoder inputs over their anomaly threshold", ["model"])
+ANOMALIES = Counter(  # reason: contract/reasons.py's vocabulary, a closed set
+    "nnserve_anomalies_total", "autoencoder inputs flagged as anomalies, by why", ["model", "reason"]
+)
 OUT_OF_DISTRIBUTION = Counter(  # reason: contract/reasons.py's vocabulary, a closed set
     "nnserve_out_of_distribution_total", "classifier inputs flagged out of distribution, by why", ["model", "reason"]
 )

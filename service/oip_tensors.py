@@ -15,7 +15,7 @@ import numpy as np
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata, TensorSpec
-from contract.reasons import NO_EVIDENCE, OodReason, image_reason
+from contract.reasons import NO_EVIDENCE, OodReason, beyond, image_reason
 from service.errors import ApiError
 from service.oip_schemas import (
     InferenceRequest,
@@ -91,7 +91,7 @@ def with_ood(
 def image_reasons(meta: ModelMetadata, fields: np.ndarray, scores: list[float | None]) -> list[OodReason | None]:
     """Why each of an image classifier's input rows is flagged (contract.reasons.image_reason): no front door reads
     a tensor, so nothing written (one value in each channel) or the model's own score."""
-    return [image_reason(meta.ood, s, None, "", f) for f, s in zip(fields, scores, strict=True)]
+    return [image_reason(beyond(meta.ood, s), None, "", f) for f, s in zip(fields, scores, strict=True)]
 
 
 def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:

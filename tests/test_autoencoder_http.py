@@ -37,6 +37,7 @@ def test_reconstruct(client, artifact_root, digit_pngs):
         img = Image.open(io.BytesIO(base64.b64decode(res["reconstruction"])))
         assert img.format == "PNG" and img.size == (28, 28) and img.mode == "L"
         assert res["error"] >= 0 and res["anomaly"] == (res["error"] > body["threshold"])
+        assert res["anomaly_reason"] == ("unlike_training_data" if res["anomaly"] else None)
 
 
 def test_noise_is_an_anomaly_and_digits_mostly_are_not(client, digit_pngs):
@@ -73,7 +74,7 @@ def test_errors(client, route, body, status, code):
 
 def test_anomaly_counter(client):
     text = client.get("/metrics").text
-    assert re.search(r'^nnserve_anomalies_total\{model="digits-ae"\} [1-9]', text, re.M)
+    assert re.search(r'^nnserve_anomalies_total\{model="digits-ae",reason="[a-z_]+"\} [1-9]', text, re.M)
 
 
 def test_a_blank_page_is_an_anomaly(client, digit_pngs):
@@ -84,6 +85,7 @@ def test_a_blank_page_is_an_anomaly(client, digit_pngs):
         pages.append(b64(buf.getvalue()))
     body = client.post("/v1/reconstruct", json={"model": MODEL, "images": [*pages, digit_pngs[0]]}).json()
     assert [r["anomaly"] for r in body["results"][:3]] == [True] * 3  # nothing written: the front door's verdict
+    assert [r["anomaly_reason"] for r in body["results"][:3]] == ["nothing_written"] * 3
     assert body["results"][3]["anomaly"] == (body["results"][3]["error"] > body["threshold"])  # a digit: its error
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from contract.images import read
 from contract.ink import oddest
 from contract.metadata import ModelMetadata, OutOfDistribution
-from contract.reasons import REASONS, OodReason, image_reason
+from contract.reasons import REASONS, OodReason, beyond, image_reason
 from contract.text import UNK_ID
 from contract.text_ood import RARITY, UNKNOWN, text_ood_answer
 from export.odd_images import skimage_photo
@@ -38,7 +38,7 @@ def test_a_reason_exactly_when_the_answer_is_flagged():
             for oddness, why in ((None, ""), (0.3, "dot"), (1.0, "dot"), (1.5, "several_characters"), (3.0, "")):
                 for field in (written, blank):
                     flagged = meta.ood_answer(score, oddness, field)[1]
-                    reason = image_reason(ood, score, oddness, why, field)
+                    reason = image_reason(beyond(ood, score), oddness, why, field)
                     assert (reason is not None) is flagged, (ood, score, oddness, field.max())
                     if field is blank:
                         assert reason == "nothing_written"
@@ -76,7 +76,7 @@ def test_the_front_door_says_why_a_picture_is_unlike_any_page_of_digits(digits, 
     """The served reason (the model's score aside) of a page of print, a number, a pad's dot, a page of noise
     (specks scattered over it or texture all over it: either is true), a digit on orange paper, blank paper."""
     r = read(picture(digits), DIGIT)
-    why = image_reason(None, None, r.oddness, r.odd_reason, r.pixels)
+    why = image_reason(False, r.oddness, r.odd_reason, r.pixels)
     if reason is None:
         assert why in ("scattered_marks", "textured_page"), why
     else:
@@ -86,7 +86,7 @@ def test_the_front_door_says_why_a_picture_is_unlike_any_page_of_digits(digits, 
 def test_a_scene_behind_a_product_is_said_so():
     """A garment model reads a photograph of grass as an object on a backdrop that is a scene."""
     r = read(skimage_photo("grass.png"), GARMENT)
-    assert image_reason(None, None, r.oddness, r.odd_reason, r.pixels) == "textured_backdrop"
+    assert image_reason(False, r.oddness, r.odd_reason, r.pixels) == "textured_backdrop"
 
 
 def test_a_text_says_which_part_of_its_score_flags_it():

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
+from contract.reasons import UNLIKE, OodReason, image_reason
 from service.engine import Engine, current
 from service.family import (
     SERVICE_CONFIG,
@@ -49,6 +50,11 @@ class Reconstruction(BaseModel):
     anomaly: bool = Field(
         description="error is above the model's calibrated threshold, or the front door found nothing written (a "
         "blank page, uniform paper) or a page unlike any photo of the model's kind (a scene, printed text)"
+    )
+    anomaly_reason: OodReason | None = Field(
+        None,
+        description="why it is an anomaly, null when it is not: the ood_reason vocabulary of the classifiers "
+        "(unlike_training_data: the error is above the threshold)",
     )
 
 
@@ -107,10 +113,15 @@ async def reconstruct(request: ReconstructImagesRequest) -> Response:
     out = []
     for item, r in zip(items, results, strict=True):
         error = float(((r.reconstruction - item.x) ** 2).sum())
-        anomaly = meta.anomaly_answer(error, item.oddness, item.x)
-        if anomaly:
-            child(ANOMALIES, meta.name).inc()
-        out.append(Reconstruction(reconstruction=png_b64(r.reconstruction), error=error, anomaly=anomaly))
+        reason = None
+        if meta.anomaly_answer(error, item.oddness, item.x):  # an anomaly as it says: for its reason, never not
+            reason = image_reason(error > meta.anomaly.threshold, item.oddness, item.odd_reason, item.x) or UNLIKE
+            child(ANOMALIES, meta.name, reason).inc()
+        out.append(
+            Reconstruction(
+                reconstruction=png_b64(r.reconstruction), error=error, anomaly=reason is not None, anomaly_reason=reason
+            )
+        )
     return json_response(
         ReconstructImagesResponse(model=meta.name, version=meta.version, threshold=meta.anomaly.threshold, results=out)
     )

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from contract.images import second_reading_kept
 from contract.metadata import ModelMetadata
-from contract.reasons import UNLIKE, OodReason, image_reason
+from contract.reasons import UNLIKE, OodReason, beyond, image_reason
 from service.engine import Engine, current, flagged
 from service.errors import ApiError
 from service.family import (
@@ -146,7 +146,8 @@ async def classify_blobs(
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
         reason = None
         if odd:  # flagged as ood_answer says (the probabilities' temperature read it): for its reason, never not
-            reason = image_reason(meta.ood, result.ood_score, item.oddness, item.odd_reason, item.x) or UNLIKE
+            own = beyond(meta.ood, result.ood_score)
+            reason = image_reason(own, item.oddness, item.odd_reason, item.x) or UNLIKE
         predictions.append(
             Prediction(
                 label=meta.labels[best],
