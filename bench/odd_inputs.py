@@ -1,7 +1,8 @@
 """The image classifiers on the odd inputs (export/odd_images.py: blank pages, noise, printed text, natural
 photographs), in process: per kind, how many each artifact lets through (not flagged out of distribution) as the
-service answers them, a digit model's second reading at the other polarity included; the natural photographs
-also counted apart before and from the ``--split``-th (the 69 of before 2026-12-04 and the 98 added then).
+service answers them, a digit model's second reading at the other polarity included, and why it flags the others
+(``ood_reason``, contract/reasons.py, counted per kind); the natural photographs also counted apart before and from
+the ``--split``-th (the 69 of before 2026-12-04 and the 98 added then).
 ``--front-door REV``: with contract/ink.py's find_ink (and contract/page.py, contract/enclosure.py) as they were
 at that commit.
 ``--held-out DIR``: also bench/held_out.py's scenes and things, which no limit was chosen on (``make held-out``).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +24,21 @@ from bench.frontdoor import add_front_door, read_with_front_door
 from bench.held_out import held_out_images
 from contract.images import both_readings
 from contract.metadata import ModelMetadata, load_metadata
+from contract.reasons import OodReason
 from export.odd_images import odd_images
 from export.second_reading import served_answers
 
 
-def let_through(folder: Path, meta: ModelMetadata, images: list[Image.Image]) -> np.ndarray:
-    """Which of ``images`` the service would answer without the out-of-distribution flag."""
+def flags(folder: Path, meta: ModelMetadata, images: list[Image.Image]) -> list[OodReason | None]:
+    """Why the service would flag each of ``images`` out of distribution (None: it would not)."""
     readings = [both_readings(img, meta.image_preprocessing()) for img in images]
     second = meta.ood is not None and meta.ood.second_reading
-    return ~served_answers(folder, meta, readings, second_reading=second)[1]
+    return served_answers(folder, meta, readings, second_reading=second).reasons
+
+
+def let_through(folder: Path, meta: ModelMetadata, images: list[Image.Image]) -> np.ndarray:
+    """Which of ``images`` the service would answer without the out-of-distribution flag."""
+    return np.array([why is None for why in flags(folder, meta, images)], dtype=bool)
 
 
 def answered(folder: Path, meta: ModelMetadata, images: list[Image.Image], truth: np.ndarray) -> str:
@@ -64,14 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         sets |= held_out_images(args.held_out)
     for folder in args.artifacts:
         meta = load_metadata(folder)
-        counts = []
+        counts, why = [], []
         for kind, images in sets.items():
-            through = let_through(folder, meta, images)
+            reasons = flags(folder, meta, images)
+            through = np.array([r is None for r in reasons], dtype=bool)
             counts.append(f"{kind} {through.sum()} of {len(through)}")
             if kind == "natural photograph":
                 head, tail = through[: args.split], through[args.split :]
                 counts[-1] += f" ({head.sum()} of the first {len(head)}, {tail.sum()} of the other {len(tail)})"
+            tally = Counter(r for r in reasons if r is not None).most_common()
+            why.append(f"{kind}: " + ", ".join(f"{r} {n}" for r, n in tally))
         print(f"{folder}: let through: " + "; ".join(counts))
+        print(f"{folder}: flagged, by ood_reason: " + "; ".join(why))
     return 0
 
 

@@ -11,7 +11,7 @@ alone on a calibrated artifact:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -19,6 +19,7 @@ import onnxruntime as ort
 from contract.images import Reading, normalize, second_reading_kept
 from contract.metadata import ModelMetadata
 from contract.photos import EVAL_STYLE, readings_in_chunks
+from contract.reasons import UNLIKE, OodReason, beyond, image_reason
 
 N, CHUNK, SEED = 3000, 500, 6
 
@@ -28,14 +29,23 @@ def served_labels(
 ) -> tuple[np.ndarray, int, int]:
     """The label the service answers for each photo (with ``second_reading``, a flagged first reading replaced by
     its second reading when that is kept), how many photos were read twice and how many second readings kept."""
-    labels, _, twice, kept = served_answers(folder, meta, readings, second_reading)
-    return labels, twice, kept
+    served = served_answers(folder, meta, readings, second_reading)
+    return served.labels, served.twice, served.kept
+
+
+class Served(NamedTuple):
+    labels: np.ndarray
+    flagged: np.ndarray  # bool: flagged out of distribution
+    twice: int  # photos read a second time
+    kept: int  # second readings kept
+    reasons: list[OodReason | None]  # why each is flagged (contract/reasons.py), as the service says
 
 
 def served_answers(
     folder: Path, meta: ModelMetadata, readings: list[tuple[Reading, Reading | None]], second_reading: bool
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """``served_labels``, and beside the labels whether the service flags each answer out of distribution."""
+) -> Served:
+    """``served_labels``, and beside the labels whether the service flags each answer out of distribution, and
+    why (a flagged answer is its first reading's: a second reading is kept only where it is not flagged)."""
     sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     pre, ood = meta.image_preprocessing(), meta.ood
     names = [meta.outputs[0].name] + ([ood.output] if ood is not None and ood.output else [])
@@ -47,15 +57,21 @@ def served_answers(
 
     labels, first = answers([r for r, _ in readings])
     flagged = np.array([f for _, f in first], dtype=bool)
+    reasons: list[OodReason | None] = [
+        (image_reason(beyond(ood, s), r.oddness, r.odd_reason, r.pixels) or UNLIKE) if f else None
+        for (r, _), (s, f) in zip(readings, first, strict=True)
+    ]
     again = [i for i, (_, f) in enumerate(first) if f and readings[i][1] is not None]
     if not second_reading or not again or ood is None:
-        return labels, flagged, 0, 0
+        return Served(labels, flagged, 0, 0, reasons)
     second_labels, second = answers([cast(Reading, readings[i][1]) for i in again])
     kept = [j for j, answer in enumerate(second) if second_reading_kept(ood.threshold, *answer)]
     labels = labels.copy()
     labels[[again[j] for j in kept]] = second_labels[kept]
     flagged[[again[j] for j in kept]] = False
-    return labels, flagged, len(again), len(kept)
+    for j in kept:
+        reasons[again[j]] = None
+    return Served(labels, flagged, len(again), len(kept), reasons)
 
 
 def decide(model_dir: Path, meta: ModelMetadata, images: np.ndarray, labels: np.ndarray, half_a: np.ndarray) -> None:

@@ -107,3 +107,28 @@ def test_the_readme_says_what_each_reason_means():
     for reason, meaning in REASONS.items():
         row = next((line for line in readme.splitlines() if line.startswith(f"| `{reason}` |")), None)
         assert row is not None and row.endswith(f"| {meaning} |"), reason
+
+
+def test_the_benches_count_the_reasons_the_service_gives(digits):
+    """export/second_reading.py's ``served_answers`` (what the in-process benches read) gives a reason exactly for
+    the answers it flags, the one the service would: the shipped mnist-cnn on a blank page, print, a number, grass
+    and two digits photographed."""
+    from contract.images import both_readings
+    from contract.metadata import load_metadata
+    from export.second_reading import served_answers
+    from tests.test_ink import page
+
+    folder = REPO / "artifacts" / "mnist-cnn"
+    meta = load_metadata(folder)
+    pictures = [
+        Image.new("L", (300, 200), 230),
+        _printed(18, PARAGRAPH),
+        _number(digits, 2, 6),
+        skimage_photo("grass.png"),
+        *(page(digits.images[i, 0], 200, (40, 40), 110, paper=210, ink=40) for i in (0, 1)),
+    ]
+    readings = [both_readings(p, meta.image_preprocessing()) for p in pictures]
+    served = served_answers(folder, meta, readings, second_reading=True)
+    assert [r is not None for r in served.reasons] == served.flagged.tolist()
+    assert served.reasons[:4] == ["nothing_written", "printed_text", "several_characters", "scattered_marks"]
+    assert served.reasons[4:] == [None, None]
