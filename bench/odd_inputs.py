@@ -42,13 +42,23 @@ def let_through(folder: Path, meta: ModelMetadata, images: list[Image.Image]) ->
 
 
 def answered(folder: Path, meta: ModelMetadata, images: list[Image.Image], truth: np.ndarray) -> str:
-    """How the service answers ``images`` of labels ``truth``: the shares read right, flagged out of distribution,
-    and read wrongly without a flag (second readings included where the card says so)."""
+    """How the service answers ``images`` of labels ``truth``: the shares read right, flagged out of distribution
+    (with the counts of its reasons), and read wrongly without a flag (second readings included where the card
+    says so)."""
     readings = [both_readings(img, meta.image_preprocessing()) for img in images]
     second = meta.ood is not None and meta.ood.second_reading
-    served, flagged = served_answers(folder, meta, readings, second)[:2]
-    right, wrong_unflagged = served == truth, (served != truth) & ~flagged
-    return f"right {right.mean():.1%}, flagged {flagged.mean():.1%}, wrong and not flagged {wrong_unflagged.mean():.1%}"
+    served = served_answers(folder, meta, readings, second)
+    right, wrong_unflagged = served.labels == truth, (served.labels != truth) & ~served.flagged
+    why = tally(served.reasons)
+    return (
+        f"right {right.mean():.1%}, flagged {served.flagged.mean():.1%}{f' ({why})' if why else ''}, "
+        f"wrong and not flagged {wrong_unflagged.mean():.1%}"
+    )
+
+
+def tally(reasons: list[OodReason | None]) -> str:
+    """The reasons of the flagged answers among ``reasons``, counted, most frequent first."""
+    return ", ".join(f"{r} {n}" for r, n in Counter(r for r in reasons if r is not None).most_common())
 
 
 def report(artifacts: list[Path], sets: dict[str, list[Image.Image]], truth: np.ndarray, noun: str) -> None:
@@ -80,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "natural photograph":
                 head, tail = through[: args.split], through[args.split :]
                 counts[-1] += f" ({head.sum()} of the first {len(head)}, {tail.sum()} of the other {len(tail)})"
-            tally = Counter(r for r in reasons if r is not None).most_common()
-            why.append(f"{kind}: " + ", ".join(f"{r} {n}" for r, n in tally))
+            why.append(f"{kind}: {tally(reasons)}")
         print(f"{folder}: let through: " + "; ".join(counts))
         print(f"{folder}: flagged, by ood_reason: " + "; ".join(why))
     return 0

@@ -24,7 +24,7 @@ OodReason = Literal[
 # the vocabulary: reason -> what it means (the README's table and the API's description are written from it)
 REASONS: dict[OodReason, str] = {
     "nothing_written": "no pen strokes or object found: a blank or uniform page, or nothing standing out from it",
-    "several_characters": "two or more marks side by side, as a number's digits are, where one is asked for",
+    "several_characters": "two or more marks side by side, as a number's digits are (or a digit written in pieces that stand apart)",
     "printed_text": "strokes as crowded as printed text",
     "dot": "a single dot of the pen",
     "scattered_marks": "marks scattered over a large area, as a scene's edges are, not pen strokes",
