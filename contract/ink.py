@@ -205,10 +205,9 @@ def find_ink(
 
 def oddest(*parts: tuple[float, str]) -> tuple[float, str]:
     """The page is as odd as its oddest part (oddness, reason); its reason is the first of ``parts`` that is odd
-    (above 1), else the oddest's. The parts come in order of precedence, what the whole picture is first: a
-    scene's colours or texture say more about it than the several blobs or the dot it also holds."""
-    value, reason = max(parts, key=lambda part: part[0])
-    return value, next((why for v, why in parts if v > 1), reason)
+    (above 1; none: ""). The parts come in order of precedence, what the whole picture is first: a scene's colours
+    or texture say more about it than the several blobs or the dot it also holds."""
+    return max(part[0] for part in parts), next((why for v, why in parts if v > 1), "")
 
 
 def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:

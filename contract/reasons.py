@@ -4,8 +4,8 @@ user learns what to change (send one digit, not a number; a page, not a scene) a
 
 An image's reason is the first that holds of: nothing written on it (the field is one value); the front door
 finding the picture unlike any page or product photo (``Ink.oddness`` above 1, for its oddest part's reason,
-contract/ink.py); the model's own score above its threshold. A text's: no word of meaning; the larger of its
-score's parts (contract/text_ood.py) above the threshold.
+contract/ink.py); the model's own score above its threshold. A text's: the part of its score past the threshold
+(unknown words, rare words: contract/text_ood.py), else no word of meaning.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ OodReason = Literal[
 # the vocabulary: reason -> what it means (the README's table and the API's description are written from it)
 REASONS: dict[OodReason, str] = {
     "nothing_written": "no pen strokes or object found: a blank or uniform page, or nothing standing out from it",
-    "several_characters": "two or more marks side by side, as a number's digits are (or a digit written in pieces that stand apart)",
+    "several_characters": "two or more marks side by side, as a number's digits are "
+    "(or a digit written in pieces that stand apart)",
     "printed_text": "strokes as crowded as printed text",
     "dot": "a single dot of the pen",
     "scattered_marks": "marks scattered over a large area, as a scene's edges are, not pen strokes",
@@ -41,7 +42,6 @@ REASONS: dict[OodReason, str] = {
 assert tuple(REASONS) == get_args(OodReason)
 NOTHING_WRITTEN: OodReason = "nothing_written"
 NO_KNOWN_WORD: OodReason = "no_known_word"
-NO_EVIDENCE = frozenset({NOTHING_WRITTEN, NO_KNOWN_WORD})  # answered 1/K for every label: nothing to read
 UNLIKE: OodReason = "unlike_training_data"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata, TensorSpec
-from contract.reasons import NO_EVIDENCE, OodReason, beyond, image_reason
+from contract.reasons import OodReason, beyond, image_reason
 from service.errors import ApiError
 from service.oip_schemas import (
     InferenceRequest,
@@ -67,15 +67,19 @@ def classifier_outputs(meta: ModelMetadata) -> list[TensorMetadata]:
 
 
 def with_ood(
-    meta: ModelMetadata, logits: np.ndarray, scores: list[float | None], reasons: Sequence[OodReason | None]
+    meta: ModelMetadata,
+    logits: np.ndarray,
+    scores: list[float | None],
+    reasons: Sequence[OodReason | None],
+    empty: Sequence[bool],
 ) -> Tensors:
     """A classifier's outputs: its logits, and where it is calibrated for it, the out-of-distribution score, flag
     (a reason to flag the row: ``reasons``, contract/reasons.py, as /v1 answers them) and reason (empty where the
-    row is not flagged) of each row. A row that carries no evidence (nothing written in an image row: one value;
-    no word the model knows in a text) is answered as on /v1: its logits are 0, so that softmax at any temperature
-    is 1/K for every label (what the graph makes of an empty field or a row of <unk> is not an answer about the
-    input)."""
-    blank = np.asarray([r in NO_EVIDENCE for r in reasons], dtype=bool)
+    row is not flagged) of each row. A row that carries no evidence (``empty``: nothing written in an image row,
+    one value; no word the model knows in a text) is answered as on /v1: its logits are 0, so that softmax at any
+    temperature is 1/K for every label (what the graph makes of an empty field or a row of <unk> is not an answer
+    about the input); such a row always has a reason."""
+    blank = np.asarray(empty, dtype=bool)
     if blank.any():
         logits = logits.copy()
         logits[blank] = 0.0

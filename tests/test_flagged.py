@@ -145,14 +145,15 @@ def test_v2_answers_a_tensor_of_one_value_as_v1_a_blank_page(meta):
 
     z = np.random.default_rng(3).normal(0, 4, (3, 10)).astype(np.float32)
     rows = np.stack([np.full((1, 28, 28), -0.42, np.float32), np.eye(28, dtype=np.float32)[None]] * 2)[:3]
-    out = with_ood(meta, z, [0.5, 0.5, 2.0], image_reasons(meta, rows, [0.5, 0.5, 2.0]))
+    reasons = image_reasons(meta, rows, [0.5, 0.5, 2.0])
+    out = with_ood(meta, z, [0.5, 0.5, 2.0], reasons, [r == "nothing_written" for r in reasons])
     assert out["out_of_distribution"].tolist() == [True, False, True]
     assert out["ood_reason"].tolist() == [b"nothing_written", b"", b"nothing_written"]
     assert out["ood_score"].tolist() == [0.5, 0.5, 2.0]  # the score is the graph's
     np.testing.assert_array_equal(out["logits"][[0, 2]], np.zeros((2, 10)))  # rows 0 and 2 hold one value
     np.testing.assert_array_equal(out["logits"][1], z[1])  # something written: the graph's own logits
     assert not np.allclose(z[[0, 2]], 0.0)  # (which were not 0 for the blank rows)
-    text = with_ood(meta, z, [0.5, 0.5, 2.0], [None, None, "rare_words"])
+    text = with_ood(meta, z, [0.5, 0.5, 2.0], [None, None, "rare_words"], [False, False, False])
     assert text["out_of_distribution"].tolist() == [False, False, True] and text["logits"] is z
     assert text["ood_reason"].tolist() == [b"", b"", b"rare_words"]
 

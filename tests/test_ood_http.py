@@ -197,7 +197,7 @@ def test_sentiment_flags_text_made_of_unknown_words(client, artifact_root):
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert [p["out_of_distribution"] for p in preds] == [False, True, True]
-    assert [p["ood_reason"] for p in preds] == [None, "no_known_word", "unknown_words"]
+    assert [p["ood_reason"] for p in preds] == [None, "unknown_words", "unknown_words"]  # its words, not "none known"
     meta = load_metadata(artifact_root / LSTM)
     assert meta.ood is not None and set(meta.ood.scaling) == {UNKNOWN, RARITY} and meta.ood.threshold == 1
     want, _, _ = judge(artifact_root / LSTM, texts)  # the contract's score, computed in process
@@ -235,3 +235,6 @@ def test_a_text_of_punctuation_and_function_words_carries_no_evidence(client, tc
     inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object), binary_data=False)
     out = tc.infer(ATTN, [inp], outputs=[triton.InferRequestedOutput(n) for n in ("logits", "out_of_distribution")])
     assert out.as_numpy("out_of_distribution")[:3].all() and not out.as_numpy("logits")[:3].any()
+    # emoji alone are no words, known or not: no word of meaning, not "words the model does not know"
+    r = client.post("/v1/sentiment", json={"model": ATTN, "texts": ["👍👍", "xqzv"]})
+    assert [p["ood_reason"] for p in r.json()["predictions"]] == ["no_known_word", "unknown_words"]

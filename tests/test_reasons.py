@@ -50,7 +50,7 @@ def test_a_reason_exactly_when_the_answer_is_flagged():
 
 def test_the_first_odd_part_in_order_of_precedence_gives_the_reason():
     assert oddest((0.5, "vivid_colours"), (2.0, "printed_text"), (3.0, "dot")) == (3.0, "printed_text")
-    assert oddest((0.5, "vivid_colours"), (0.9, "dot")) == (0.9, "dot")  # none odd: the oddest's
+    assert oddest((0.5, "vivid_colours"), (0.9, "dot")) == (0.9, "")  # none odd: no reason
     assert oddest((1.2, "vivid_colours"), (2.0, "several_characters")) == (2.0, "vivid_colours")
 
 
@@ -132,3 +132,15 @@ def test_the_benches_count_the_reasons_the_service_gives(digits):
     assert [r is not None for r in served.reasons] == served.flagged.tolist()
     assert served.reasons[:4] == ["nothing_written", "printed_text", "several_characters", "scattered_marks"]
     assert served.reasons[4:] == [None, None]
+
+
+def test_the_playground_says_what_each_reason_means():
+    """service/static/ui-core.js writes a flagged answer's reason in words from its own copy of REASONS."""
+    import json
+    import re
+
+    js = (REPO / "service" / "static" / "ui-core.js").read_text()
+    body = re.search(r"^NN\.REASONS = \{\n(.*?)^\};", js, re.S | re.M)
+    assert body is not None
+    copy = {k: json.loads(v) for k, v in re.findall(r"^  (\w+): (\".*\"),$", body.group(1), re.M)}
+    assert copy == REASONS

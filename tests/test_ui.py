@@ -216,8 +216,10 @@ def test_draw_a_seven(page, api, shots):
         f"fashion-cnn cannot vouch for this: it is unlike what it was trained on (its best guess: {q['label']} "
         f"({pct(q['score'])}))"
     )
-    why = q["ood_reason"].replace("_", " ")
-    assert page.text("classify-ood").startswith(f"Out of distribution ({why}): score"), page.text("classify-ood")
+    from contract.reasons import REASONS
+
+    said = page.text("classify-ood")
+    assert said.startswith("Out of distribution (score ") and f"): {REASONS[q['ood_reason']]}." in said, said
     choose(page, "classify-model", "mnist-cnn")
     settled(page, "classify", "mnist-cnn reads 7")
 

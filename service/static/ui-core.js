@@ -196,21 +196,40 @@ NN.bars = function (list, rows, best) {
   );
 };
 
-/** The out-of-distribution flag of a prediction, as the model card defines it. */
+/** What each ood_reason (and anomaly_reason) means: contract/reasons.py's REASONS, which a test keeps equal. */
+NN.REASONS = {
+  nothing_written: "no pen strokes or object found: a blank or uniform page, or nothing standing out from it",
+  several_characters: "two or more marks side by side, as a number's digits are (or a digit written in pieces that stand apart)",
+  printed_text: "strokes as crowded as printed text",
+  dot: "a single dot of the pen",
+  scattered_marks: "marks scattered over a large area, as a scene's edges are, not pen strokes",
+  textured_page: "ink or texture all over the page around the marks, not plain paper",
+  vivid_colours: "colours more vivid than any paper: a scene, not a page",
+  ink_colour: "dark marks of a colour no pen of black, blue or grey ink has",
+  textured_backdrop: "a scene behind the object, not a plain backdrop",
+  sparse_object: "the object covers little of its box, as print or scattered marks do",
+  unlike_training_data: "the model's own score is above its threshold: unlike what it was trained on",
+  no_known_word: "no word of meaning the model knows",
+  unknown_words: "too many words the model does not know",
+  rare_words: "words rare in its training texts, as another language's are",
+};
+
+/** Why an answer is flagged, in words. */
+NN.why = (reason) => NN.REASONS[reason] || NN.REASONS.unlike_training_data;
+
+/** The out-of-distribution flag of a prediction and why it is raised, as the model card defines it. A model
+ * without an out-of-distribution score still flags what its front door finds nothing in or unlike any page. */
 NN.ood = function (el, pred, card) {
   el.hidden = false;
   el.classList.toggle("warn", pred.out_of_distribution);
-  if (pred.ood_score === null) {
-    el.textContent = `${card.name} has no out-of-distribution score.`;
-    el.classList.remove("warn");
-    return;
-  }
   const t = card.ood ? NN.num(card.ood.threshold) : "?";
-  const s = NN.num(pred.ood_score);
-  const why = (pred.ood_reason || "unlike_training_data").replaceAll("_", " ");
-  el.textContent = pred.out_of_distribution
-    ? `Out of distribution (${why}): score ${s}, threshold ${t}. The model was not trained on inputs like this one.`
-    : `In distribution: score ${s}, threshold ${t}.`;
+  const s = pred.ood_score === null ? null : NN.num(pred.ood_score);
+  if (pred.out_of_distribution) {
+    const score = s === null ? "" : ` (score ${s}, threshold ${t})`;
+    el.textContent = `Out of distribution${score}: ${NN.why(pred.ood_reason)}. The model was not trained on inputs like this one.`;
+  } else {
+    el.textContent = s === null ? `${card.name} has no out-of-distribution score.` : `In distribution: score ${s}, threshold ${t}.`;
+  }
 };
 
 /** The headline of a classifier's answer: a flagged one says first that the model cannot vouch for it. */

@@ -209,9 +209,12 @@ NN.panels.push({
       NN.$("ae-score-text").textContent =
         `Anomaly score (squared error over the pixels) ${NN.num(res.error)}; threshold ${NN.num(r.threshold)}, ` +
         `the ${pc}th percentile on validation data (the mark halfway).`;
-      verdict.textContent = res.anomaly
-        ? `Anomaly: ${card.name} reconstructs this input worse than ${pc} % of its validation images.`
-        : `Normal: ${card.name} reconstructs it within its threshold.`;
+      const own = !res.anomaly_reason || res.anomaly_reason === "unlike_training_data"; // the error's verdict
+      verdict.textContent = !res.anomaly
+        ? `Normal: ${card.name} reconstructs it within its threshold.`
+        : own
+          ? `Anomaly: ${card.name} reconstructs this input worse than ${pc} % of its validation images.`
+          : `Anomaly: ${NN.why(res.anomaly_reason)}.`;
       NN.$("ae-pair").hidden = NN.$("ae-score").hidden = false;
     };
     const later = NN.debounce(run, 200);

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from contract.images import second_reading_kept
 from contract.metadata import ModelMetadata
-from contract.reasons import UNLIKE, OodReason, beyond, image_reason
+from contract.reasons import NOTHING_WRITTEN, UNLIKE, OodReason, beyond, image_reason
 from service.engine import Engine, current, flagged
 from service.errors import ApiError
 from service.family import (
@@ -209,7 +209,9 @@ async def _v2_classify(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tenso
     key = served_key(meta)
     results = await engine.call(TASK, [ImageItem(model=key, x=row) for row in x], meta.name)
     scores = [r.ood_score for r in results]
-    return with_ood(meta, np.stack([r.logits for r in results]), scores, image_reasons(meta, x, scores))
+    reasons = image_reasons(meta, x, scores)
+    empty = [r == NOTHING_WRITTEN for r in reasons]  # the first reason that holds
+    return with_ood(meta, np.stack([r.logits for r in results]), scores, reasons, empty)
 
 
 register(

@@ -188,6 +188,7 @@ def text_rows(
         if not text.strip() and not empty_ok:
             raise ApiError("invalid_request", f"texts[{i}] is empty", [{"index": i}])
         windows, n_tokens, evidence = encode_windows(text, pre.tokenizer, vocab, S.text_windows)
+        worded = len(evidence) > 0  # a word, known or not (emoji and stars alone are none; an empty /v2 text)
         if not windows and empty_ok:
             windows, evidence = [[pre.unk_id]], np.asarray([pre.unk_id])
         elif not windows:
@@ -197,7 +198,9 @@ def text_rows(
         ids = text_ids(windows)
         score, reason = (None, None) if meta.ood is None else text_ood_answer(evidence, len(vocab), meta.ood)
         words = bool(vocab.words[ids].any())
-        reason = reason if words else NO_KNOWN_WORD
+        if not words:  # no word of meaning: flagged, for its unknown or rare words where they flag it too (German
+            # function words alone, a helper's review: "words the model does not know" is what to change)
+            reason = reason if worded and reason else NO_KNOWN_WORD
         encoded.append(
             TextRows(start=len(items), sizes=sizes, tokens=n_tokens, ood_score=score, words=words, ood_reason=reason)
         )
@@ -322,7 +325,7 @@ async def _v2_sentiment(engine: Engine, meta: ModelMetadata, t: Tensors) -> Tens
     items, encoded = await tokenized(engine, meta, texts, empty_ok=True)
     results = await engine.call(TASK, items, meta.name)
     scores, reasons = [e.ood_score for e in encoded], [e.ood_reason for e in encoded]
-    out = with_ood(meta, combined_logits(results, encoded), scores, reasons)
+    out = with_ood(meta, combined_logits(results, encoded), scores, reasons, no_words(encoded))
     out["tokens"] = np.asarray([e.tokens for e in encoded], dtype=np.int64)
     # an empty text is read as one unknown token: none of its 0 tokens
     out["tokens_read"] = np.asarray([min(e.read, e.tokens) for e in encoded], dtype=np.int64)
