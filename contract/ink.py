@@ -100,7 +100,7 @@ class Ink:
     box: tuple[int, int, int, int] | None  # top, left, bottom, right (exclusive); None: no ink found
     dark_on_light: bool
     oddness: float = 0.0  # how unlike a page of its kind the photo is: above 1, unlike any (the constants above)
-    odd_reason: str = ""  # the oddest part's, of contract/reasons.py's vocabulary (what oddness above 1 means)
+    odd_reason: str = ""  # why oddness is above 1 (contract/reasons.py's vocabulary; oddest): "" where it is not
     printed: bool = False  # pen strokes crowded as print is (TEXT_RUNS): what the page is, at either polarity
     dot: bool = False  # a dot of the pen (is_dot): as odd at either polarity
     drawn: bool = False  # on a flat canvas (FLAT_CANVAS): drawn, not photographed, so no shadow to misread

@@ -1,11 +1,12 @@
 """Why an answer is flagged out of distribution (torch-free): one word of a bounded vocabulary, served beside the
-flag (``ood_reason`` on /v1) and counted by it (``nnserve_out_of_distribution_total{model, reason}``), so that a
-user learns what to change (send one digit, not a number; a page, not a scene) and an operator what the flags are.
+flag (``ood_reason`` on /v1 and, on request, /v2; an autoencoder's ``anomaly_reason``) and counted by it
+(``nnserve_out_of_distribution_total{model, reason}``), so that a user learns what to change (send one digit, not
+a number; a page, not a scene) and an operator what the flags are.
 
 An image's reason is the first that holds of: nothing written on it (the field is one value); the front door
-finding the picture unlike any page or product photo (``Ink.oddness`` above 1, for its oddest part's reason,
-contract/ink.py); the model's own score above its threshold. A text's: the part of its score past the threshold
-(unknown words, rare words: contract/text_ood.py), else no word of meaning.
+finding the picture unlike any page or product photo (``Ink.oddness`` above 1, for the first of its odd parts in
+order of precedence, contract/ink.py: ``oddest``); the model's own score above its threshold. A text's: the part of
+its score past the threshold (unknown words, rare words: contract/text_ood.py), else no word of meaning.
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ def image_reason(beyond: bool, oddness: float | None, odd_reason: str, pixels: n
     if oddness is not None and oddness > 1:
         return cast(OodReason, odd_reason) if odd_reason in REASONS else UNLIKE
     return UNLIKE if beyond else None
+
+
+def flag_reason(
+    flagged: bool, beyond: bool, oddness: float | None, odd_reason: str, pixels: np.ndarray
+) -> OodReason | None:
+    """The reason served for an answer the model's rule flagged or not (``flagged``: ``ood_answer``'s or
+    ``anomaly_answer``'s, which the temperature reads too): ``image_reason``, the model's own where none other
+    holds, so a flagged answer always has one; None for an answer not flagged."""
+    return (image_reason(beyond, oddness, odd_reason, pixels) or UNLIKE) if flagged else None
 
 
 def beyond(ood: OutOfDistribution | None, score: float | None) -> bool:

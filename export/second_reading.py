@@ -19,7 +19,7 @@ import onnxruntime as ort
 from contract.images import Reading, normalize, second_reading_kept
 from contract.metadata import ModelMetadata
 from contract.photos import EVAL_STYLE, readings_in_chunks
-from contract.reasons import UNLIKE, OodReason, beyond, image_reason
+from contract.reasons import OodReason, beyond, flag_reason
 
 N, CHUNK, SEED = 3000, 500, 6
 
@@ -57,8 +57,8 @@ def served_answers(
 
     labels, first = answers([r for r, _ in readings])
     flagged = np.array([f for _, f in first], dtype=bool)
-    reasons: list[OodReason | None] = [
-        (image_reason(beyond(ood, s), r.oddness, r.odd_reason, r.pixels) or UNLIKE) if f else None
+    reasons = [
+        flag_reason(f, beyond(ood, s), r.oddness, r.odd_reason, r.pixels)
         for (r, _), (s, f) in zip(readings, first, strict=True)
     ]
     again = [i for i, (_, f) in enumerate(first) if f and readings[i][1] is not None]

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from contract.metadata import ModelMetadata
-from contract.reasons import UNLIKE, OodReason, image_reason
+from contract.reasons import OodReason, flag_reason
 from service.engine import Engine, current
 from service.family import (
     SERVICE_CONFIG,
@@ -113,9 +113,9 @@ async def reconstruct(request: ReconstructImagesRequest) -> Response:
     out = []
     for item, r in zip(items, results, strict=True):
         error = float(((r.reconstruction - item.x) ** 2).sum())
-        reason = None
-        if meta.anomaly_answer(error, item.oddness, item.x):  # an anomaly as it says: for its reason, never not
-            reason = image_reason(error > meta.anomaly.threshold, item.oddness, item.odd_reason, item.x) or UNLIKE
+        anomaly = meta.anomaly_answer(error, item.oddness, item.x)
+        reason = flag_reason(anomaly, error > meta.anomaly.threshold, item.oddness, item.odd_reason, item.x)
+        if reason is not None:
             child(ANOMALIES, meta.name, reason).inc()
         out.append(
             Reconstruction(

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from contract.images import second_reading_kept
 from contract.metadata import ModelMetadata
-from contract.reasons import NOTHING_WRITTEN, UNLIKE, OodReason, beyond, image_reason
+from contract.reasons import NOTHING_WRITTEN, OodReason, beyond, flag_reason
 from service.engine import Engine, current, flagged
 from service.errors import ApiError
 from service.family import (
@@ -144,10 +144,8 @@ async def classify_blobs(
         order = np.argsort(-z, kind="stable")[:k]  # the graph's ranking (probabilities may tie: nothing written)
         best = int(order[0])
         child(PREDICTIONS, meta.name, meta.labels[best]).inc()
-        reason = None
-        if odd:  # flagged as ood_answer says (the probabilities' temperature read it): for its reason, never not
-            own = beyond(meta.ood, result.ood_score)
-            reason = image_reason(own, item.oddness, item.odd_reason, item.x) or UNLIKE
+        own = beyond(meta.ood, result.ood_score)
+        reason = flag_reason(odd, own, item.oddness, item.odd_reason, item.x)
         predictions.append(
             Prediction(
                 label=meta.labels[best],
