@@ -5,6 +5,7 @@ reads wrongly without a flag, as the service answers them. ``--thumbnail PX``: t
 pixels a side (a shop's thumbnail); ``--cut-outs``: the same items cut out on transparency (a shop's PNG), white,
 light, coloured and dark, and the coloured photos placed on transparency (turned by 8 degrees with their corners
 left transparent, and pasted with a margin);
+``--same-brightness``: the items also photographed in colour as bright as their grey backdrop (``same_brightness``);
 ``--front-door REV``: read with contract/ink.py as it was at REV.
 
     .venv/bin/python -m bench.garments artifacts/fashion-cnn artifacts/fashion-resnet [--n 300] [--thumbnail 48]
@@ -13,13 +14,14 @@ left transparent, and pasted with a margin);
 from __future__ import annotations
 
 import argparse
+import colorsys
 import io
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from bench.frontdoor import add_front_door, read_with_front_door
 from bench.odd_inputs import report
@@ -51,6 +53,31 @@ def cut_out(item: np.ndarray, rng: np.random.Generator, colour: tuple[int, int])
     return _png(Image.fromarray(rgba, "RGBA"))
 
 
+def same_brightness(item: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A Fashion-MNIST item (light on black, 28 x 28) as a garment as bright as its backdrop, in colour: a grey
+    backdrop of level 40-200, the garment of a vivid colour (saturation 0.5-1) whose luminance (ITU-R BT.601, as
+    Pillow's 'L') is within 6 levels of it, shaded by the item's own light (0.8-1.0), 70 % of a 160-260 px frame,
+    centred, a little noise and blur, saved as a JPEG of quality 60-95 and decoded (a red T-shirt on grey, a navy
+    dress on black)."""
+    side = int(rng.integers(160, 260))
+    inner = int(side * 0.7)
+    shade = np.asarray(Image.fromarray(item).resize((inner, inner), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    grey = float(rng.uniform(40, 200))
+    for _ in range(500):  # a colour of that luminance
+        rgb = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.5, 1.0), rng.uniform(0.3, 1.0))) * 255
+        if abs(float(rgb @ np.array([0.299, 0.587, 0.114])) - grey) < 6:
+            break
+    frame = np.full((side, side, 3), grey, dtype=np.float32)
+    at = (side - inner) // 2
+    region = frame[at : at + inner, at : at + inner]
+    region[:] = np.where((shade > 0.05)[..., None], rgb * (0.8 + 0.2 * shade[..., None]), region)
+    frame += rng.normal(0, 2, frame.shape)
+    img = Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(rng.integers(60, 95)))
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
 def _pasted(img: Image.Image) -> Image.Image:
     """``img`` on a transparent canvas a tenth of its width wider each way."""
     m = img.width // 10
@@ -73,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=300, help="validation items (each photographed in every colour)")
     p.add_argument("--thumbnail", type=int, action="append", default=[], metavar="PX", help="the coloured at PX too")
     p.add_argument("--cut-outs", action="store_true", help="the items cut out on transparency too (a shop's PNG)")
+    p.add_argument("--same-brightness", action="store_true", help="also in colour as bright as their backdrop")
     add_front_door(p)
     args = p.parse_args(argv)
     read_with_front_door(args.front_door)
@@ -93,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         coloured = [im.convert("RGBA") for im in photos["coloured"]]
         photos["coloured, turned 8 degrees"] = [_png(im.rotate(8, expand=True)) for im in coloured]
         photos["coloured, pasted"] = [_png(_pasted(im)) for im in coloured]
+    if args.same_brightness:
+        rng = np.random.default_rng(SEED)
+        photos["as bright as the backdrop"] = [same_brightness(images[i, 0], rng) for i in picked]
     report(args.artifacts, photos, labels[picked], "garments")
     return 0
 

@@ -292,7 +292,7 @@ def read(img: Image.Image, pre: ImagePreprocessing, dark: bool | None = None, as
             if as_is_only:
                 raise NotAsIs
             objects = pre.fit == "contain"
-            colour = None if objects or upright.mode in ("L", "1") else upright
+            colour = None if upright.mode in ("L", "1") else upright
             ink = find_ink(img, objects=objects, dark=None if objects else dark, colour=colour)
             pixels = _fit_ink(ink, size, pre.fit)[None].copy()
             once = objects or ink.printed or ink.dot or ink.drawn  # no polarity misread: no second reading

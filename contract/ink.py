@@ -179,10 +179,10 @@ def find_ink(
     strokes of that polarity (dark on light: True) are read, instead of the polarity the page's fit decides.
     ``colour``: the same image in colour, where it has colour: a page of pen strokes more vivid than paper
     (contract/page.py: vividness), or dark ink of a colour no pen of black, blue or grey ink has (``ink_hue``), is
-    odd."""
+    odd; an object as bright as its backdrop is read by its colour."""
     grey = shrink(img, WORK)
     if objects:
-        return _object_ink(np.asarray(grey, dtype=np.uint8))
+        return _object_ink(np.asarray(grey, dtype=np.uint8), colour)
     box = page_box(grey)  # the table around the sheet is no part of it
     sheet = grey if box is None else grey.crop(box)
     ink = _pen_ink(sheet, dark)
@@ -227,15 +227,23 @@ def _pen_ink(grey: Image.Image, dark: bool | None) -> Ink:
     return ink
 
 
-def _object_ink(a: np.ndarray) -> Ink:
+def _object_ink(a: np.ndarray, colour: Image.Image | None = None) -> Ink:
     """A product photo's object: its shading against the backdrop (contract/backdrop.py), darker or lighter, scaled to
-    [0, 1]."""
+    [0, 1]; where no shading stands out and the photo has colour (``colour``, of which ``a`` is the grey shrunk to
+    WORK), the object's colour against the backdrop's, in the channel furthest from it."""
     bg = backdrop(a)
     dark = bool(np.median(bg) > 127.5)
     # both sides of the backdrop (a light one leaves no room to be lighter): on grey, one side alone kept a white
     # sneaker's black sole ("Sandal", unflagged) or nothing of a black T-shirt on grey 120 (a garment audit)
     raw = np.clip(np.abs(_relative(a.astype(np.float32), bg, dark)), 0.0, 1.0)
     peak = float(np.percentile(raw, 99.9))
+    if peak < MIN_CONTRAST and colour is not None:
+        # as bright as its backdrop in grey (a red T-shirt on grey, a navy dress on black: a review found such
+        # garments read as nothing written, 12 of 12), not in colour
+        rgb = np.asarray(shrink(colour.convert("RGB"), WORK), dtype=np.float32).transpose(2, 0, 1)
+        channels = [np.abs(_relative(c, backdrop(c), dark)) for c in rgb]
+        raw = np.clip(np.max(channels, axis=0), 0.0, 1.0)
+        peak = float(np.percentile(raw, 99.9))
     if peak < MIN_CONTRAST:
         return Ink(np.zeros_like(raw), None, dark)
     floor = MIN_CONTRAST / 2

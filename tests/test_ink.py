@@ -371,6 +371,23 @@ def test_an_object_lighter_or_darker_than_a_grey_backdrop_is_found_whole(backdro
     assert abs(top - 80) <= 8 and abs(bottom - 171) <= 8 and abs(left - 30) <= 8 and abs(right - 211) <= 8
 
 
+@pytest.mark.parametrize(("backdrop", "garment"), [((90, 90, 90), (200, 40, 40)), ((28, 28, 28), (36, 22, 70))])
+def test_a_garment_as_bright_as_its_backdrop_is_found_by_its_colour(backdrop, garment):
+    """A red T-shirt on grey, a navy dress on black: in grey the garment is the backdrop's level (a review found 12
+    of 12 such garments read as nothing written); its colour finds it whole, and in grey it is still nothing."""
+    rgb = Image.new("RGB", (240, 240), backdrop)
+    ImageDraw.Draw(rgb).rectangle((50, 40, 190, 200), fill=garment)
+    grey = rgb.convert("L")
+    assert abs(int(np.asarray(grey)[120, 120]) - int(np.asarray(grey)[5, 5])) <= 6  # as bright as its backdrop
+    assert find_ink(grey, objects=True).box is None
+    ink = find_ink(grey, objects=True, colour=rgb)
+    assert ink.box is not None and ink.oddness < 1
+    top, left, bottom, right = ink.box
+    assert abs(top - 40) <= 6 and abs(bottom - 201) <= 6 and abs(left - 50) <= 6 and abs(right - 191) <= 6
+    garments = DIGIT.model_copy(update={"fit": "contain"})  # the front door hands a garment model the colour
+    assert read(rgb, garments).pixels.max() > 0 and read(grey, garments).pixels.max() == 0
+
+
 def test_photographed_digits_and_garments_look_like_their_pages(seven):
     """The front door's oddness stays under 1 on photos rendered wider than training's (EVAL_STYLE), digits and
     garments of any colour alike, and 7s drawn with pens from 1 to 4 pixels wide at 240 pixels."""
