@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -62,19 +65,58 @@ def test_every_task_has_a_route_a_family_and_a_v2_face():
         assert task.v2.run is not None
 
 
+ARCHITECTURES = models.list_models()
+ONE_THREAD = os.environ | {"OMP_NUM_THREADS": "1"}  # two runs at once on two cores
+
+
+def _dry_run(name: str, out: Path) -> str | None:
+    """`python -m training NAME --dry-run`, then `python -m export` of its checkpoint; None, or what failed."""
+    for args in (
+        ("training", name, "--dry-run", "--no-progress", "--out", str(out / "run")),
+        ("export", str(out / "run" / "checkpoint.pt"), "--out", str(out / "artifact"), "--name", "m"),
+    ):
+        done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=ONE_THREAD, capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"python -m {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    return None
+
+
+class DryRuns:
+    """Each architecture's dry run in a subprocess, two at a time: an export is one busy core for several seconds,
+    so the test that waits for one architecture's run has started the next one's."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.runs: dict[str, Future[str | None]] = {}
+
+    def _start(self, name: str) -> None:
+        if name not in self.runs:
+            self.runs[name] = self.pool.submit(_dry_run, name, self.root / name)
+
+    def result(self, name: str) -> tuple[str | None, Path]:
+        self._start(name)
+        later = ARCHITECTURES[ARCHITECTURES.index(name) + 1 :]
+        if later:
+            self._start(later[0])
+        return self.runs[name].result(), self.root / name / "artifact"
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    runs = DryRuns(tmp_path_factory.mktemp("dry-runs"))
+    yield runs
+    runs.pool.shutdown(cancel_futures=True)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", models.list_models())
-def test_every_architecture_trains_and_exports_with_parity(name, tmp_path):
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_architecture_trains_and_exports_with_parity(name, dry_runs):
     """A dry run of `python -m training` and `python -m export` for each registered architecture: the parity
     check (torch against onnxruntime at batch 1 and 8) passes, and model.json names the served task."""
-
-    def run(*args: str) -> None:
-        done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    run("training", name, "--dry-run", "--no-progress", "--out", str(tmp_path / "run"))
-    run("export", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "artifact"), "--name", "m")
-    meta = json.loads((tmp_path / "artifact" / "model.json").read_text())
+    failed, artifact = dry_runs.result(name)
+    assert failed is None, failed
+    meta = json.loads((artifact / "model.json").read_text())
     assert meta["task"] == SERVED_AS[models.get_entry(name).family]
     assert meta["parity"]["max_abs_diff"] <= 1e-3
 
