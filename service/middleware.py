@@ -94,7 +94,8 @@ def _envelope_from(status: int, raw: bytes) -> ApiError:
     return ApiError(code, message, details, status=400 if status == 422 else status)  # FastAPI says 422
 
 
-_GONE = ApiError("client_closed", "the client went away", status=499)  # a sentinel: never sent, the client is gone
+# the answer to a request whose client went away (nginx's 499): no one reads it, the server drops it
+CLIENT_GONE = ApiError("client_closed", "the client went away", status=499)
 
 
 def replay(first: Message, receive: Receive) -> Receive:
@@ -194,8 +195,8 @@ class AdmissionMiddleware:
         chunks: list[bytes] = []  # the body's bytes held in the budget: counted as they arrive, given back here
         try:
             body, err = await self._read_body(receive, declared, chunks)
-            if err is _GONE:
-                return
+            if err is CLIENT_GONE:
+                return  # answered by RequestIdMiddleware, above BentoML's own layers' wait for an answer
             if err is None and not (
                 path in form_routes() and media_type(headers) == "multipart/form-data"
             ):  # a /v1 form's: bytes
@@ -209,7 +210,7 @@ class AdmissionMiddleware:
 
     async def _read_body(self, receive: Receive, declared: int, chunks: list[bytes]) -> tuple[bytes, ApiError | None]:
         """The whole body within body_timeout_s and the size limits -> (body, None), or (b"", the error to answer);
-        a client that went away gives the error _GONE. Each chunk is counted in the budget as it arrives (as part
+        a client that went away gives the error CLIENT_GONE. Each chunk is counted in the budget as it arrives (as part
         of a body of the ``declared`` size, or of what has come when more has) and kept in ``chunks``, so a size
         declared and never sent holds nothing, and the caller gives back what the chunks hold."""
         size = 0
@@ -218,7 +219,7 @@ class AdmissionMiddleware:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        return b"", _GONE
+                        return b"", CLIENT_GONE
                     chunk = message.get("body", b"")
                     if chunk:
                         size += len(chunk)

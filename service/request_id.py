@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from service.errors import ApiError
-from service.middleware import render
+from service.middleware import CLIENT_GONE, render
 from service.routes import is_oip, without_trailing_slashes
 
 Scope = MutableMapping[str, Any]
@@ -81,22 +81,32 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+            if not started:  # the client went away before its answer: the one way nnserve's stack ends unanswered
+                await _answer(CLIENT_GONE, str(scope.get("path", "")), send_with_id)
         except Exception:
             if started:  # half an answer is out: only closing the connection is left (the server does that)
                 raise
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            await _internal_error(str(scope.get("path", "")), send_with_id)
+            await _answer(
+                ApiError("internal_error", "internal error", close=True), str(scope.get("path", "")), send_with_id
+            )
         finally:
             REQUEST_ID.reset(token)
             ARRIVED.reset(arrived)
 
 
-async def _internal_error(path: str, send: Send) -> None:
-    err = ApiError("internal_error", "internal error", close=True)
+async def _answer(err: ApiError, path: str, send: Send) -> None:
+    """``err`` in the route's envelope. Sent for a client that went away too: the server drops it, and BentoML's
+    timeout layer above, which waits for a request's first message, lets its task go (it held each such request
+    for request_timeout_s + 5 s, so a SIGTERM waited that long to end a worker)."""
     body = render(err, is_oip(path))
     headers = [(k.encode(), v.encode()) for k, v in err.headers().items()]
     await send(
-        {"type": "http.response.start", "status": 500, "headers": [*headers, (b"content-length", b"%d" % len(body))]}
+        {
+            "type": "http.response.start",
+            "status": err.status,
+            "headers": [*headers, (b"content-length", b"%d" % len(body))],
+        }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -147,6 +147,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._last_active = 0.0
         self._discarding = False  # answered and closing: what the client still sends is read and dropped
         self._buffered = 0  # bytes waiting for the client when its writes paused (or when it last read)
+        self._answering: Any = None  # the request cycle whose answer is being written (uvicorn keeps no handle)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -160,7 +161,22 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._stop_head_timer()
         self._watchdog.disarm((self, "write"))
         super().connection_lost(exc)
+        self._client_gone()
         BALANCE.publish(len(self.connections))
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._answering = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def _client_gone(self) -> None:
+        """The request being answered learns that its client is gone, as the newest does: uvicorn tells only
+        the newest request on the connection (``self.cycle``), which, with requests pipelined behind it, is not
+        the one being answered; that one's next write to the closed socket raised RuntimeError ("Exception in
+        ASGI application", a traceback in the log for every connection dropped so)."""
+        for cycle in (self._answering, self.cycle):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
 
     def data_received(self, data: bytes) -> None:
         self._last_active = self.loop.time()
@@ -226,6 +242,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         if not self.transport.is_closing():
             ERRORS.labels(self._endpoint(), "client_stalled").inc()  # counted; no answer can reach it
         self.transport.abort()
+        self._client_gone()  # now: connection_lost comes a turn of the loop later
 
     def _start_head_timer(self) -> None:
         self._watchdog.arm(self, LIMITS.head_timeout_s, self._head_late)

@@ -140,6 +140,7 @@ def test_a_client_that_reads_none_of_its_answers_loses_the_connection_not_a_slot
     """A helper's audit: a client that pipelined requests and read nothing held an admission slot for the whole
     request timeout (30 s) once the socket's buffers were full, then got uvicorn's plain-text 500; as many such
     clients as slots turned everyone away. Now the connection is dropped after the write timeout."""
+    logged = srv.log_path.stat().st_size
     stalled = []
     for _ in range(2):  # as many as the concurrency limit
         s = socket.socket()
@@ -155,6 +156,9 @@ def test_a_client_that_reads_none_of_its_answers_loses_the_connection_not_a_slot
     for s in stalled:  # what the kernel had buffered, then the end of the connection
         assert closed(s, 5)
         s.close()
+    # the answer being written when the connection was dropped learns it at once: it wrote to the closed socket
+    # and raised ("Exception in ASGI application", a RuntimeError's traceback per connection in the log)
+    assert b"Exception in ASGI application" not in srv.log_path.read_bytes()[logged:]
 
 
 def test_a_json_body_with_too_many_items_is_refused_before_parsing(srv):
