@@ -102,7 +102,10 @@ def tokenize(text: str, cfg: TokenizerConfig) -> list[str]:
 def _tokens(text: str, cfg: TokenizerConfig) -> list[str]:
     """``tokenize`` of a text already stream-safe."""
     text = unicodedata.normalize(cfg.normalization, text)
-    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)  # NUL, controls, NEL
+    if text.isascii():  # the ASCII characters of category C are these (two thirds of the time otherwise)
+        text = text.translate(_ASCII_CONTROLS)
+    else:
+        text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)  # NUL, controls, NEL
     if cfg.strip_html:
         text = _HTML.sub(" ", text)
     text = text.replace("``", '"').replace("''", '"').translate(_QUOTES)
