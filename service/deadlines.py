@@ -88,6 +88,10 @@ class deadline:
         self.expired = True
         self._task.cancel()
 
+    def stop(self) -> None:
+        """The rest of the block runs without the deadline (it has been met: an answer has started)."""
+        self._watchdog.disarm(self)
+
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:

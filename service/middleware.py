@@ -279,15 +279,19 @@ class AdmissionMiddleware:
             self.in_flight -= 1
 
     async def _admitted(self, scope: Scope, receive: Receive, send: Send, endpoint: str, oip: bool) -> None:
+        """The app must start its answer within timeout_s; how long a client then takes to read it is the
+        transport's write timeout's to judge (a slow reader's answer was cut and uvicorn's plain 500 sent)."""
         start: Message | None = None
         chunks: list[bytes] = []
         started = False
+        answering = deadline(self.timeout_s)
 
         async def wrapped_send(message: Message) -> None:
             nonlocal start, started
             if message["type"] == "http.response.start":
                 if message["status"] < 400:
                     started = True
+                    answering.stop()
                     await send(message)
                 else:
                     start = message  # hold error responses until the body is complete
@@ -296,13 +300,14 @@ class AdmissionMiddleware:
                 chunks.append(message.get("body", b""))
                 if message.get("more_body", False):
                     return
-                await self._finish_error(send, start, b"".join(chunks), endpoint, oip)
                 started = True
+                answering.stop()
+                await self._finish_error(send, start, b"".join(chunks), endpoint, oip)
                 return
             await send(message)
 
         try:
-            async with deadline(self.timeout_s):
+            async with answering:
                 await self.app(scope, receive, wrapped_send)
         except TimeoutError:
             if not started:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import re
+import socket
 import struct
+import time
 import zlib
 
 import httpx
@@ -50,3 +54,36 @@ def test_a_timed_out_request_stops_its_decoding_and_starves_no_one(srv):
         # the pool's one thread stops the abandoned job at its next image, so this one gets its turn in time
         r = c.post("/v1/classify", json={"model": "digits-cnn", "images": [small]})
         assert r.status_code == 200, r.text
+
+
+def test_an_answer_read_slowly_is_not_cut_by_the_request_timeout(srv):
+    """A helper's audit: the request timeout kept running while an answer waited for a slow client to read the
+    answers before it on the connection (requests pipelined), and cut it: uvicorn's plain-text 500, an ERROR
+    line in the log. The timeout is for starting an answer; a client that reads, however slowly, gets all of
+    them (one that reads nothing is the write timeout's, tests/test_slow_clients.py)."""
+    rows = 64
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [rows, 1, 28, 28], "datatype": "FP32", "data": [0.123456] * (rows * 784)}
+            ]
+        }
+    ).encode()
+    head = "POST /v2/models/digits-ae/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    request = head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    pipelined = 6  # about 1 MB of answer each: more than the socket buffers hold, so the later answers wait
+    logged = srv.log_path.stat().st_size
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(request * pipelined)
+        s.settimeout(30)
+        got = b""
+        while got.count(b"HTTP/1.1 ") < pipelined or not got.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, got.count(b"HTTP/1.1 ")
+            got += chunk
+            time.sleep(len(chunk) / 1e6)  # about 1 MB/s: 6 s for the six answers, the timeout 1 s
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3})", got)
+    assert statuses == [b"200"] * pipelined, statuses
+    assert b"ASGI callable returned" not in srv.log_path.read_bytes()[logged:]
