@@ -164,12 +164,20 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._client_gone()
         BALANCE.publish(len(self.connections))
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.cycle is not None and not self.cycle.response_complete and not self.pipeline:
+            # uvicorn reads on only when the app asks for more, so a large body's last chunk left reading paused
+            # and a client leaving went unseen until its answer was written: read on, to see it leave
+            self.flow.resume_reading()
+
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         self._answering = cycle
         super()._start_asgi_task(cycle, app)
 
     def _client_gone(self) -> None:
-        """The request being answered learns that its client is gone, as the newest does: uvicorn tells only
+        """The request being answered learns that its client is gone, as the newest does, and the work for one
+        not yet answered stops (``middleware.Client``): uvicorn tells only
         the newest request on the connection (``self.cycle``), which, with requests pipelined behind it, is not
         the one being answered; that one's next write to the closed socket raised RuntimeError ("Exception in
         ASGI application", a traceback in the log for every connection dropped so)."""
@@ -177,6 +185,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
+                if not cycle.response_started:  # its work stops (middleware.Client)
+                    cycle.scope[middleware.SCOPE_CLIENT].left()  # type: ignore[literal-required]
 
     def data_received(self, data: bytes) -> None:
         self._last_active = self.loop.time()
@@ -211,7 +221,10 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self._shed(admission, path)
                 return
         super().on_headers_complete()
-        if self.cycle is not None and BALANCE.over_share(len(self.connections)):
+        if self.cycle is None:
+            return
+        self.cycle.scope[middleware.SCOPE_CLIENT] = middleware.Client()  # type: ignore[literal-required]
+        if BALANCE.over_share(len(self.connections)):
             self.cycle.keep_alive = False  # answered with Connection: close, the client reconnects (service/balance.py)
 
     def _shed(self, admission: middleware.AdmissionMiddleware, path: str) -> None:

@@ -43,11 +43,25 @@ def srv(artifact_root, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def patient(artifact_root, tmp_path_factory):
+    """The same server with the default request timeout (30 s): only its client's leaving stops a request."""
+    env = {"NNSERVE_API_WORKERS": "1", "NNSERVE_DECODE_THREADS": "1"}
+    server = Server(artifact_root, tmp_path_factory.mktemp("patient") / "serve.log", **env).start()
+    yield server
+    server.stop()
+
+
+def jpeg_digit() -> str:
+    """A small base64 JPEG: decoded in the pool, behind any costly images there."""
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 0).save(buf, format="JPEG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def test_a_timed_out_request_stops_its_decoding_and_starves_no_one(srv):
     heavy = base64.b64encode(costly_png()).decode()
-    buf = io.BytesIO()
-    Image.new("L", (28, 28), 0).save(buf, format="JPEG")  # a JPEG: decoded in the pool, behind the costly images
-    small = base64.b64encode(buf.getvalue()).decode()
+    small = jpeg_digit()
     with httpx.Client(base_url=srv.url, timeout=60) as c:
         r = c.post("/v1/classify", json={"model": "digits-cnn", "images": [heavy] * 40})
         assert r.status_code == 504, r.text  # 40 costly images take far longer than the 1 s allowed
@@ -87,3 +101,22 @@ def test_an_answer_read_slowly_is_not_cut_by_the_request_timeout(srv):
     statuses = re.findall(rb"HTTP/1\.1 (\d{3})", got)
     assert statuses == [b"200"] * pipelined, statuses
     assert b"ASGI callable returned" not in srv.log_path.read_bytes()[logged:]
+
+
+def test_a_request_whose_client_left_stops_its_work_and_starves_no_one(patient):
+    """A helper's audit: a client that sent 64 costly images and left did not stop their decoding, which ran on
+    (7.6 s) holding the slot and the pool's threads, and the requests behind it waited. Its work now stops when
+    the connection is lost."""
+    heavy = base64.b64encode(costly_png()).decode()
+    body = json.dumps({"model": "digits-cnn", "images": [heavy] * 40}).encode()
+    head = f"POST /v1/classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+    with httpx.Client(base_url=patient.url, timeout=60) as c:
+        with socket.create_connection(("127.0.0.1", patient.port), timeout=30) as gone:
+            gone.sendall(head.encode() + b"\r\n\r\n" + body)
+            time.sleep(0.5)  # its images are being decoded by the pool's one thread
+        started = time.monotonic()
+        r = c.post("/v1/classify", json={"model": "digits-cnn", "images": [jpeg_digit()]})
+        waited = time.monotonic() - started
+        assert r.status_code == 200, r.text
+        # the 40 images take several seconds (the request timeout of 30 s would stop them): now one image at most
+        assert waited < 3.0, f"the request behind the abandoned one waited {waited:.1f} s"
