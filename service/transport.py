@@ -177,16 +177,17 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _client_gone(self) -> None:
         """The request being answered learns that its client is gone, as the newest does, and the work for one
-        not yet answered stops (``middleware.Client``): uvicorn tells only
-        the newest request on the connection (``self.cycle``), which, with requests pipelined behind it, is not
-        the one being answered; that one's next write to the closed socket raised RuntimeError ("Exception in
-        ASGI application", a traceback in the log for every connection dropped so)."""
+        not yet answered stops (``middleware.Client``). uvicorn tells only the newest request on the connection
+        (``self.cycle``), which, with requests pipelined behind it, is not the one being answered; that one's next
+        write to the closed socket raised RuntimeError ("Exception in ASGI application", a traceback in the log
+        for every connection dropped so)."""
         for cycle in (self._answering, self.cycle):
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
-                if not cycle.response_started:  # its work stops (middleware.Client)
-                    cycle.scope[middleware.SCOPE_CLIENT].left()  # type: ignore[literal-required]
+                client: middleware.Client | None = cycle.scope.get(middleware.SCOPE_CLIENT)  # type: ignore[assignment]
+                if client is not None and not cycle.response_started:
+                    client.left()
 
     def data_received(self, data: bytes) -> None:
         self._last_active = self.loop.time()
