@@ -148,6 +148,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._discarding = False  # answered and closing: what the client still sends is read and dropped
         self._buffered = 0  # bytes waiting for the client when its writes paused (or when it last read)
         self._answering: Any = None  # the request cycle whose answer is being written (uvicorn keeps no handle)
+        self._reading_held = False  # the door stopped reading: the client reads none of its 429s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -234,6 +235,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.write(DOOR.answer(admission, path, request_id_for(self.headers)))
         self.cycle = _ANSWERED  # type: ignore[assignment]
         self.on_response_complete()  # keep-alive as after any answer
+        if self.flow.write_paused:  # its 429s wait unread: no more of its requests until it reads (they cost
+            self.flow.pause_reading()  # memory, three times what it sent, until the write timeout dropped it)
+            self._reading_held = True
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -243,6 +247,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     def resume_writing(self) -> None:
         self._watchdog.disarm((self, "write"))
         super().resume_writing()
+        if self._reading_held:
+            self._reading_held = False
+            self.flow.resume_reading()
 
     def _write_stalled(self) -> None:
         """write_timeout_s since the writes paused (or since the client last read): a client still reading, however

@@ -4,6 +4,7 @@ its images while the requests queued behind them time out too (found by a hostil
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
@@ -45,8 +46,9 @@ def srv(artifact_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def patient(artifact_root, tmp_path_factory):
-    """The same server with the default request timeout (30 s): only its client's leaving stops a request."""
-    env = {"NNSERVE_API_WORKERS": "1", "NNSERVE_DECODE_THREADS": "1"}
+    """The same server with the default request timeout (30 s), so that only its client's leaving stops a
+    request, and two slots."""
+    env = {"NNSERVE_API_WORKERS": "1", "NNSERVE_DECODE_THREADS": "1", "NNSERVE_MAX_CONCURRENCY": "2"}
     server = Server(artifact_root, tmp_path_factory.mktemp("patient") / "serve.log", **env).start()
     yield server
     server.stop()
@@ -120,3 +122,43 @@ def test_a_request_whose_client_left_stops_its_work_and_starves_no_one(patient):
         assert r.status_code == 200, r.text
         # the 40 images take several seconds (the request timeout of 30 s would stop them): now one image at most
         assert waited < 3.0, f"the request behind the abandoned one waited {waited:.1f} s"
+
+
+def test_the_door_reads_no_more_from_a_client_that_reads_none_of_its_429s(patient):
+    """A helper's audit: with every slot taken, a client pipelining requests and reading none of the 429s shed
+    at the door (service/transport.py) had each one buffered for it, about three times what it sent (a worker's
+    memory 485 -> 646 MB in 8 s), until the write timeout dropped it. Now the door reads no more of its requests
+    until it reads its answers: the 429s it gets stay within what the socket buffers hold."""
+    heavy = base64.b64encode(costly_png()).decode()
+    body = json.dumps({"model": "digits-cnn", "images": [heavy] * 40}).encode()
+    head = f"POST /v1/classify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+    holders = [socket.create_connection(("127.0.0.1", patient.port), timeout=30) for _ in range(2)]
+    try:
+        for h in holders:  # both slots taken for seconds (the pool's one thread decodes 80 costly images)
+            h.sendall(head.encode() + b"\r\n\r\n" + body)
+        time.sleep(0.5)
+        before = shed(patient)
+        flood = b"POST /v1/classify HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n" * 1000  # 62 kB
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", patient.port))
+            s.settimeout(0.2)
+            sent, until = 0, time.monotonic() + 2.0
+            while time.monotonic() < until:
+                with contextlib.suppress(TimeoutError):  # its socket buffers are full: the server reads no more
+                    sent += s.send(flood)
+            answered = shed(patient) - before
+    finally:
+        for h in holders:
+            h.close()
+    assert sent > 1_000_000, sent  # the client got megabytes of requests off (the kernel's buffers took them)
+    # 429s of about 300 bytes: what the socket's buffers hold (12,290 here; before, 168,000 in the 2 s)
+    assert answered < 50_000, (answered, sent)
+
+
+def shed(server: Server) -> float:
+    """The 429s answered so far (nnserve_errors_total, code too_many_requests)."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(
+        float(v) for v in re.findall(r'^nnserve_errors_total{[^}]*code="too_many_requests"[^}]*} (\S+)$', text, re.M)
+    )
