@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -132,6 +133,13 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def errors(self, code: str) -> float:
+        """nnserve_errors_total for ``code``, summed over endpoints (tests start servers that render /metrics on
+        every scrape: NNSERVE_METRICS_MAX_AGE_S=0)."""
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        pattern = rf'^nnserve_errors_total{{[^}}]*code="{code}"[^}}]*}} (\S+)$'
+        return sum(float(v) for v in re.findall(pattern, text, re.M))
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -137,7 +137,7 @@ def test_the_door_reads_no_more_from_a_client_that_reads_none_of_its_429s(patien
         for h in holders:  # both slots taken for seconds (the pool's one thread decodes 80 costly images)
             h.sendall(head.encode() + b"\r\n\r\n" + body)
         time.sleep(0.5)
-        before = shed(patient)
+        before = patient.errors("too_many_requests")
         flood = b"POST /v1/classify HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n" * 1000  # 62 kB
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -147,18 +147,10 @@ def test_the_door_reads_no_more_from_a_client_that_reads_none_of_its_429s(patien
             while time.monotonic() < until:
                 with contextlib.suppress(TimeoutError):  # its socket buffers are full: the server reads no more
                     sent += s.send(flood)
-            answered = shed(patient) - before
+            answered = patient.errors("too_many_requests") - before
     finally:
         for h in holders:
             h.close()
     assert sent > 1_000_000, sent  # the client got megabytes of requests off (the kernel's buffers took them)
     # 429s of about 300 bytes: what the socket's buffers hold (12,290 here; before, 168,000 in the 2 s)
     assert answered < 50_000, (answered, sent)
-
-
-def shed(server: Server) -> float:
-    """The 429s answered so far (nnserve_errors_total, code too_many_requests)."""
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    return sum(
-        float(v) for v in re.findall(r'^nnserve_errors_total{[^}]*code="too_many_requests"[^}]*} (\S+)$', text, re.M)
-    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import socket
 import time
 
@@ -202,14 +201,8 @@ def test_a_binary_tensor_full_of_commas_is_not_counted_as_json(srv):
     assert r.status_code == 200, r.text
 
 
-def errors(srv: Server, code: str) -> float:
-    """nnserve_errors_total for ``code``, summed over endpoints (tests/server.py renders /metrics on every scrape)."""
-    text = httpx.get(srv.url + "/metrics", timeout=10).text
-    return sum(float(v) for v in re.findall(rf'^nnserve_errors_total{{[^}}]*code="{code}"[^}}]*}} (\S+)$', text, re.M))
-
-
 def test_a_silent_connection_is_answered_408_and_closed_within_the_head_timeout(srv):
-    before = errors(srv, "request_timeout")
+    before = srv.errors("request_timeout")
     s = connect(srv)
     t0 = time.monotonic()
     status, headers, _ = answer(s)
@@ -223,7 +216,7 @@ def test_a_silent_connection_is_answered_408_and_closed_within_the_head_timeout(
         time.sleep(0.4)
     assert answer(slow)[0] == 408 and time.monotonic() - t0 < 4
     # counted: the slow head (the silent connection, no request at all, is not)
-    assert errors(srv, "request_timeout") == before + 1
+    assert srv.errors("request_timeout") == before + 1
 
 
 def test_a_stalled_head_with_an_absolute_url_without_a_path_is_a_408_and_the_timers_go_on(srv):
@@ -237,14 +230,14 @@ def test_a_stalled_head_with_an_absolute_url_without_a_path_is_a_408_and_the_tim
 
 
 def test_a_request_head_over_the_limit_is_a_431_at_once(srv):
-    before = errors(srv, "header_too_large")
+    before = srv.errors("header_too_large")
     s = connect(srv)
     t0 = time.monotonic()
     s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
     status, headers, body = answer(s)
     assert status == 431 and headers.get("connection") == "close" and time.monotonic() - t0 < 1
     assert "16384 bytes" in json.loads(body)["error"]["message"]
-    assert errors(srv, "header_too_large") == before + 1
+    assert srv.errors("header_too_large") == before + 1
     ok = connect(srv)  # just under the limit is served
     ok.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 15_000 + b"\r\n\r\n")
     assert answer(ok)[0] == 200
@@ -276,7 +269,7 @@ def closed_now(s: socket.socket) -> bool:
 
 def test_a_connection_past_the_cap_while_every_other_is_busy_is_a_counted_503(srv):
     time.sleep(2)  # earlier tests' idle connections closed (keep-alive 1 s, head timeout 1.5 s): none to make room of
-    before = errors(srv, "overloaded")
+    before = srv.errors("overloaded")
     body = digit_body()
     busy = []
     for _ in range(40):  # the cap: each with a request in flight (its body not all sent), read before the next comes
@@ -292,7 +285,7 @@ def test_a_connection_past_the_cap_while_every_other_is_busy_is_a_counted_503(sr
     assert "connections busy" in json.loads(reply)["error"]["message"]
     for s in busy:
         s.close()
-    assert errors(srv, "overloaded") == before + 1
+    assert srv.errors("overloaded") == before + 1
 
 
 def test_a_kept_alive_connection_is_closed_after_the_idle_timeout(srv):
