@@ -248,11 +248,21 @@ def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndar
     how = "sentences" if meta.dataset.split == "sentences" else "random"
     tok = meta.text_preprocessing().tokenizer
     _, val = split(ds, how, meta.dataset.val_fraction, meta.dataset.split_seed, tok)
-    worded = [bool(tokenize(ds.texts[i], tok)) for i in val]  # as training: a row of no word is left out
-    if not all(worded):
-        log.warning("%s: %d validation rows hold no word and are left out", data, len(val) - sum(worded))
-    val = val[worded]
+    val = worded(ds, val, [tokenize(ds.texts[i], tok) for i in val], "validation")  # as training
     return [ds.texts[i] for i in val], ds.labels[val]
+
+
+def worded(ds: TextDataset, rows: np.ndarray, tokens: list[list[str]], side: str) -> np.ndarray:
+    """The rows (with their tokens) that hold a word: a text of no token (markup alone, "<br /><br />"; punctuation
+    is a token) would be trained or measured as one unknown word with its row's label. Those left out are counted
+    in the log; a side left with no row is a DataError."""
+    kept = np.asarray([bool(t) for t in tokens], dtype=bool)
+    if not kept.all():
+        first = ds.texts[rows[~kept][0]][:80]
+        log.warning("%s: %d %s rows hold no word and are left out, e.g. %r", ds.source, (~kept).sum(), side, first)
+    if not kept.any():
+        raise DataError(f"{ds.source}: no {side} row holds a word")
+    return rows[kept]
 
 
 def synthetic_sentiment(n: int = 600, seed: int = 0) -> TextDataset:

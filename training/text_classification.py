@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 
 import models
-from contract.data import DataError
 from contract.metadata import sha256_file
 from contract.text import PAD_ID, UNK_ID, TokenizerConfig, Vocab, pad_right, tokenize
 from contract.text_data import PRESETS as TEXT_PRESETS
-from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment
+from contract.text_data import TextDataset, load_table, preset_for, split, synthetic_sentiment, worded
 from training import counterfactual, distillation
 from training.cli import IMAGE_FLAGS, common_config, model_args, positive
 from training.common import (
@@ -178,21 +177,6 @@ def soft_targets(
     return targets.astype(np.float32), record
 
 
-def _worded(
-    ds: TextDataset, tokens: dict[int, list[str]], train_idx: np.ndarray, val_idx: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The rows with a word in them: a text of no token (markup alone, "<br /><br />"; punctuation is a token) would be
-    trained or measured as one unknown word with its row's label; such rows are left out, counted in the log."""
-    empty = sorted(i for i, t in tokens.items() if not t)
-    if not empty:
-        return train_idx, val_idx
-    log.warning("%d rows hold no word and are left out, e.g. %r", len(empty), ds.texts[empty[0]][:80])
-    train_idx, val_idx = train_idx[~np.isin(train_idx, empty)], val_idx[~np.isin(val_idx, empty)]
-    if not len(train_idx) or not len(val_idx):
-        raise DataError(f"{ds.source}: no {'training' if not len(train_idx) else 'validation'} row holds a word")
-    return train_idx, val_idx
-
-
 def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str, Any]) -> dict:
     seed_everything(cfg)
     rng = np.random.default_rng(cfg.seed)
@@ -201,7 +185,8 @@ def train_text(ds: TextDataset, cfg: TextTrainConfig, model_overrides: dict[str,
     if cfg.dry_run:
         train_idx, val_idx = train_idx[: cfg.batch_size], val_idx[: cfg.batch_size]
     tokens = {i: tokenize(ds.texts[i], tok)[: cfg.max_len] for i in np.concatenate([train_idx, val_idx])}
-    train_idx, val_idx = _worded(ds, tokens, train_idx, val_idx)
+    train_idx = worded(ds, train_idx, [tokens[i] for i in train_idx], "training")
+    val_idx = worded(ds, val_idx, [tokens[i] for i in val_idx], "validation")
     vocab = Vocab.build((tokens[i] for i in train_idx), min_freq=cfg.min_freq, max_size=cfg.max_vocab)
     vectors, words = None, []
     if cfg.vectors is not None:
