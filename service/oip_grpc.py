@@ -179,7 +179,11 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             [(b"x-request-id", metadata["x-request-id"].encode())] if "x-request-id" in metadata else []
         )
         REQUEST_ID.set(rid)
-        await context.send_initial_metadata((("x-request-id", rid),))
+        try:
+            await context.send_initial_metadata((("x-request-id", rid),))
+        except Exception:  # the call ended before its first byte (cancelled, or its deadline passed): grpcio logged
+            child(GRPC_REQUESTS, method, grpc.StatusCode.CANCELLED.name).inc()  # the failed send with a traceback,
+            raise asyncio.CancelledError from None  # one per call a client could cancel; a cancel it logs at debug
         admission = middleware.ADMISSION
         slot = False
         code = grpc.StatusCode.OK

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 
 import grpc
 import httpx
@@ -325,3 +326,22 @@ def test_a_rank_past_the_limit_is_said_as_sent(stub):
         stub.ModelInfer(req, timeout=30)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert e.value.details() == "input 'input' has 20 dimensions; at most 8"
+
+
+def test_calls_cancelled_as_they_arrive_leave_no_traceback(server, stub):
+    """A helper's audit: a call the client cancels (or whose deadline passes) just as it starts failed in the
+    server's first send, which grpcio logged as an ERROR with a traceback: 9 in 14,300 calls with a 2 ms deadline
+    (8 s), a log line a client could write at will. Now it ends as a cancel, logged by grpcio at debug."""
+    req = service_pb2.ModelInferRequest(model_name=CNN, raw_input_contents=[np.zeros((64, 1, 28, 28), "<f4").tobytes()])
+    req.inputs.add(name="input", datatype="FP32", shape=[64, 1, 28, 28])
+    logged = server.log_path.stat().st_size
+    until = time.monotonic() + 5  # without the fix about 5 were to be expected here: none, under 1 % of runs
+    while time.monotonic() < until:
+        for call in [stub.ModelInfer.future(req, timeout=0.002) for _ in range(100)]:
+            try:
+                call.result()
+            except grpc.RpcError as e:
+                assert e.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), e
+    assert stub.ServerLive(service_pb2.ServerLiveRequest()).live
+    time.sleep(0.5)
+    assert "Traceback" not in server.log_path.read_bytes()[logged:].decode(errors="replace")
