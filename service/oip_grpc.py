@@ -46,13 +46,16 @@ from service.errors import ApiError, quoted, validation_details
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
 from service.oip import EXTENSIONS, model_of, run_request, svc_versions
 from service.oip_extensions import PLATFORM, model_config, statistics
-from service.oip_schemas import MAX_PARAMETERS, MAX_RANK, MAX_TENSORS, InferenceRequest
+from service.oip_schemas import MAX_RANK, MAX_TENSORS, InferenceRequest
 from service.oip_tensors import bytes_payload, check_shape, raw_bytes, response_id, select_outputs
+from service.oip_wire import MALFORMED, Malformed, Refused, refusal
 from service.registry import TASKS
 from service.request_id import ARRIVED, REQUEST_ID, request_id_for
 from service.settings import Settings, get_settings
+from service.transport import Throttled
 
 log = logging.getLogger("bentoml.nnserve")
+CALL_GONE = "ExecuteBatchError raised in core by servicer method"  # grpcio's (grpc/_cython/_cygrpc/aio)
 S = get_settings()
 SERVICE = "inference.GRPCInferenceService"
 PROBES = frozenset({"ServerLive", "ServerReady"})  # open without the key, never refused for load
@@ -109,17 +112,12 @@ def _typed_bytes(tensor: Any) -> bytes | None:
 
 
 def _check_sizes(msg: service_pb2.ModelInferRequest, specs: dict[str, list[int]], max_rows: int) -> None:
-    """Bounds checked on the message's counts before anything is converted (the protobuf message is parsed, but
-    turning millions of repeated values into Python objects is what would cost): at most 16 inputs and outputs,
-    64 parameters a map, each input's shape the model's (rank, fixed axes, 1 to max_rows rows), and typed contents
-    of exactly the shape's element count."""
-    if not 1 <= len(msg.inputs) <= MAX_TENSORS or len(msg.outputs) > MAX_TENSORS:
+    """Bounds checked on the message's counts before anything is converted (its counts of inputs, outputs,
+    parameters, dimensions and values were read off its bytes before it was parsed: service/oip_wire.py): each
+    input's shape the model's (fixed axes, 1 to max_rows rows), and typed contents of the datatype's kind and
+    exactly the shape's element count."""
+    if not msg.inputs:
         raise ApiError("invalid_request", f"1-{MAX_TENSORS} inputs and at most {MAX_TENSORS} outputs per request")
-    if len(msg.raw_input_contents) > MAX_TENSORS:
-        raise ApiError("invalid_request", f"at most {MAX_TENSORS} raw_input_contents")
-    maps = [msg.parameters, *(t.parameters for t in msg.inputs), *(o.parameters for o in msg.outputs)]
-    if any(len(m) > MAX_PARAMETERS for m in maps):
-        raise ApiError("invalid_request", f"at most {MAX_PARAMETERS} parameters per map")
     for t in msg.inputs:
         want = specs.get(t.name)
         shape = list(t.shape)
@@ -130,6 +128,9 @@ def _check_sizes(msg: service_pb2.ModelInferRequest, specs: dict[str, list[int]]
         check_shape(t.name, shape, want, max_rows)
         if t.datatype in CONTENTS or t.datatype == "BYTES":
             field = CONTENTS[t.datatype][0] if t.datatype in CONTENTS else "bytes_contents"
+            stray = next((f.name for f, _ in t.contents.ListFields() if f.name != field), None)
+            if stray is not None:  # was dropped unread (a gRPC audit's)
+                raise ApiError("invalid_request", f"input {t.name!r} is {t.datatype}: values in {field}, not {stray}")
             given = len(getattr(t.contents, field))
             if given and given != math.prod(shape):
                 raise ApiError("invalid_request", f"input {t.name!r}: {given} values for shape {shape}")
@@ -326,16 +327,14 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._call("ModelInfer", context, answer)
 
 
-class _Malformed:
-    """What a request's bytes parse to when they are not a message of its method (see RefuseMalformed)."""
-
-
-MALFORMED = _Malformed()
-
-
 class RefuseMalformed(aio.ServerInterceptor):
     """A call whose bytes are not a protobuf message of its method gets INVALID_ARGUMENT. grpcio would answer
-    UNKNOWN, naming the parser's exception class, and log a traceback per call (a client could fill the log)."""
+    UNKNOWN, naming the parser's exception class, and log a traceback per call (a client could fill the log).
+    So does one whose counts are past the protocol's bounds, read off its bytes before they are parsed
+    (service/oip_wire.py: parsed, the smallest repeated elements cost up to 47 times their size)."""
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
 
     async def intercept_service(
         self,
@@ -346,18 +345,19 @@ class RefuseMalformed(aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
             return handler
         parse, behavior = handler.request_deserializer, handler.unary_unary
+        method = details.method.rsplit("/", 1)[-1]
 
         def tolerant(data: bytes) -> Any:
             try:
-                return parse(data)
-            except DecodeError:
+                reason = refusal(data, method, self.max_values)
+                return parse(data) if reason is None else Refused(reason)
+            except (DecodeError, Malformed):
                 return MALFORMED
 
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
-            if request is MALFORMED:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid message of this method"
-                )
+            if isinstance(request, Refused):
+                child(ERRORS, details.method, "invalid_request").inc()
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
             return await behavior(request, context)
 
         return handler._replace(request_deserializer=tolerant, unary_unary=guarded)
@@ -399,7 +399,7 @@ class GrpcServer:
         self.tasks: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references to its tasks
         slots = max(1, settings.max_concurrency // settings.api_workers)
         self.server = aio.server(
-            interceptors=[RefuseMalformed()],
+            interceptors=[RefuseMalformed(settings.max_json_items)],
             # calls past the worker's slots (and a few for the probes) are refused before their message is held:
             # memory stays within (slots + 8) messages of NNSERVE_MAX_BODY_BYTES
             maximum_concurrent_rpcs=slots + 8,
@@ -413,6 +413,9 @@ class GrpcServer:
             ],
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(engine, settings), self.server)
+        # grpcio logs an ERROR and a traceback for each answer it cannot send to a call its client has cancelled
+        # (grpcio's own "Concurrent RPC limit exceeded" to calls cancelled as they arrive: one a call, at will)
+        logging.getLogger("grpc._cython.cygrpc").addFilter(Throttled(CALL_GONE, warning=True))
         self.address = f"{settings.grpc_host or _http_host()}:{settings.grpc_port}"
         self.server.add_insecure_port(self.address)  # raises when it cannot bind
 

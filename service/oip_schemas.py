@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from service.settings import get_settings
 
@@ -58,18 +58,29 @@ Scalar = float | int | str | bool
 Parameters = Annotated[dict[Annotated[str, Field(max_length=256)], Scalar], Field(max_length=MAX_PARAMETERS)]
 
 
+def _no_shared_memory(params: dict[str, Scalar]) -> dict[str, Scalar]:
+    """A tensor's data in a shared-memory region is refused, not answered inline (where a client that asked for it
+    would not look: a gRPC audit's): nnserve announces no shared-memory extension."""
+    if any(key.startswith("shared_memory_") for key in params):
+        raise ValueError("shared memory is not supported: send the tensor's data in the request")
+    return params
+
+
+TensorParameters = Annotated[Parameters, AfterValidator(_no_shared_memory)]
+
+
 class RequestInput(BaseModel):
     name: str = Field(max_length=256)
     # strict: the protocol's $integer, so neither 1.0, "1" nor true
     shape: list[Annotated[int, Field(ge=0, strict=True)]] = Field(max_length=MAX_RANK)
     datatype: str = Field(max_length=16)
-    parameters: Parameters | None = None
+    parameters: TensorParameters | None = None
     data: list[Any] | None = Field(None, description="row-major, flat or nested; absent with binary data")
 
 
 class RequestOutput(BaseModel):
     name: str = Field(max_length=256)
-    parameters: Parameters | None = None
+    parameters: TensorParameters | None = None
 
 
 class InferenceRequest(BaseModel):

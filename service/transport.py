@@ -351,23 +351,26 @@ class GuardedHttpTools(HttpToolsProtocol):
 class Throttled(logging.Filter):
     """A message a client can make the server log at will (uvicorn's "Invalid HTTP request received." for each
     malformed request: 2,000 a second from one client, 630 KB of log a second) is let through once every
-    ``every_s`` seconds, with the count of those left out in between."""
+    ``every_s`` seconds, with the count of those left out in between (a message: its start)."""
 
-    def __init__(self, message: str, every_s: float = 10.0) -> None:
+    def __init__(self, message: str, every_s: float = 10.0, warning: bool = False) -> None:
         super().__init__()
-        self.message, self.every_s = message, every_s
+        self.message, self.every_s, self.warning = message, every_s, warning
         self.last = -float("inf")
         self.left_out = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != self.message:
+        if not str(record.msg).startswith(self.message):
             return True
         now = time.monotonic()
         if now - self.last < self.every_s:
             self.left_out += 1
             return False
         if self.left_out:
-            record.msg = f"{self.message} ({self.left_out} more since the last such line, left out of the log)"
+            more = f"({self.left_out} more since the last such line, left out of the log)"
+            record.msg, record.args = f"{record.getMessage()} {more}", None
+        if self.warning:  # no fault of the server's: a warning, without the traceback
+            record.levelno, record.levelname, record.exc_info, record.exc_text = logging.WARNING, "WARNING", None, None
         self.last, self.left_out = now, 0
         return True
 
