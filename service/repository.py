@@ -245,12 +245,13 @@ class Repository:
         return [e for e in entries if e["state"] == "READY"] if ready else entries
 
     async def call(self, action: str, name: str, parameters: Iterable[str]) -> None:
-        """A client's load or unload (HTTP or gRPC; ``parameters``: its parameters' names), behind the gate."""
+        """A client's load or unload (HTTP or gRPC; ``parameters``: its parameters' names), behind the gate (first:
+        a client the gate turns away learns nothing of what it would have refused, a gRPC audit's)."""
+        self.check(action)
         if action == "load" and any(k == "config" or k.startswith("file:") for k in parameters):
             raise ApiError(
                 "invalid_request", "nnserve loads what is on disk: 'config' and 'file:' parameters are not taken"
             )
-        self.check(action)
         await self.run(action, name)
 
     async def run(self, action: str, name: str) -> None:

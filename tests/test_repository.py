@@ -252,6 +252,9 @@ def test_the_shared_server_keeps_its_repository_closed(client, tc):
     assert client.post("/v2/repository/index").status_code == 403  # no key configured, not opened
     r = client.post("/v2/repository/models/digits-cnn/load")
     assert r.status_code == 403 and "NNSERVE_API_KEY" in r.json()["error"]
+    # the gate first: a parameter it would refuse was a 400 to a client the gate turns away (a gRPC audit's)
+    r = client.post("/v2/repository/models/digits-cnn/load", json={"parameters": {"config": "{}"}})
+    assert r.status_code == 403, r.text
 
 
 def test_version_policy():
