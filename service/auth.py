@@ -36,7 +36,8 @@ def presented_key(headers: Headers | Mapping[str, str]) -> str | None:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return headers.get("x-api-key")
+    key = headers.get("x-api-key")  # an HTTP parser strips a value's surrounding spaces; gRPC metadata keeps them
+    return None if key is None else key.strip()
 
 
 def key_matches(headers: Headers | Mapping[str, str], key: bytes) -> bool:

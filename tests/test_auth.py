@@ -116,5 +116,5 @@ def test_grpc_needs_the_key_but_not_for_its_probes(keyed):
                 c.infer("synthetic-lstm", [text], headers=headers)
             with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
                 c.get_model_metadata("synthetic-lstm", headers=headers)
-        for headers in ({"authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}):
+        for headers in ({"authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}, {"x-api-key": f" {KEY} "}):
             assert c.infer("synthetic-lstm", [text], headers=headers).as_numpy("logits").shape == (1, 2)
