@@ -56,6 +56,7 @@ def decode_image(
     """
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's other warnings ("Corrupt EXIF data"): a log line per request
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=None)
             fmt = img.format
@@ -79,14 +80,30 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError("image_too_large", f"image refused as a decompression bomb: {e}") from None
     except Image.UnidentifiedImageError:
-        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:  # an iPhone's photo: a format, not a broken file
+        if (fmt := _unread_format(data)) is not None:  # a format, not a broken file
             raise ImageError(
-                "unsupported_media_type", "image format HEIF is not supported; send PNG, JPEG or WebP"
+                "unsupported_media_type", f"image format {fmt} is not supported; send PNG, JPEG or WebP"
             ) from None
         raise ImageError("invalid_image", "not a PNG, JPEG or WebP image") from None
-    except (OSError, SyntaxError, ValueError, EOFError):  # PIL's ways of saying "not a valid image"
+    except ValueError as e:
+        if str(e).startswith("Decompressed data too large"):  # Pillow's bound on a PNG's text or ICC profile chunk
+            message = "a metadata chunk (text or ICC profile) of the PNG decompresses past Pillow's 1 MiB"
+            raise ImageError("image_too_large", message) from None
+        raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG, JPEG or WebP") from None
+    except (OSError, SyntaxError, EOFError):  # PIL's ways of saying "not a valid image"
         raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG, JPEG or WebP") from None
     return img
+
+
+def _unread_format(data: bytes) -> str | None:
+    """The format of bytes Pillow does not read, where it is one people send as an image: HEIF (an iPhone's
+    photo), SVG, PDF."""
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return "HEIF"
+    if data[:5] == b"%PDF-":
+        return "PDF"
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return "SVG" if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower() else None
 
 
 def _reduced(img: Image.Image) -> Image.Image:
@@ -104,20 +121,20 @@ def _reduced(img: Image.Image) -> Image.Image:
 
 
 def _upright(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> the image turned as its EXIF says, reduced where it is large (``_reduced``), 16-bit and float
-    greys stretched to 'L', transparency (an alpha channel, or an 8-bit grey or colour PNG's transparent value)
+    """Any PIL mode -> the image turned as its EXIF says, reduced where it is large (``_reduced``), 16-bit greys
+    brought to 'L' by their depth, transparency (an alpha channel, or an 8-bit grey or colour PNG's transparent value)
     composited over white (a canvas drawing's paper); colour stays colour (convert to 'L' or 'RGB' next)."""
-    with contextlib.suppress(Exception):  # broken EXIF metadata (any of Pillow's parser errors): pixels are fine
+    with contextlib.suppress(Exception), warnings.catch_warnings():  # broken EXIF metadata (any of Pillow's
+        warnings.simplefilter("ignore")  # parser errors, its warnings a log line a request): the pixels are fine
         if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else no copy of a large image
             img = ImageOps.exif_transpose(img) or img
     if img.mode in ("L", "RGB") and "transparency" in img.info:  # a PNG's tRNS chunk: one value is transparent
         img = img.convert("RGBA")
     img = _reduced(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        img = Image.fromarray(a.round().astype(np.uint8), "L")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # a 16-bit grey PNG (a large one reduced as 'I')
+        a = np.asarray(img, dtype=np.float64) / (1.0 if img.mode == "F" else 257.0)  # its full range, as 8-bit's
+        img = Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8), "L")  # (was its own min to max: a
+        # blank page's noise of one level was stretched into marks, a digit 4 % darker than its paper into ink)
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):

@@ -21,18 +21,26 @@ from service.metrics import PREPROCESS_SECONDS, child
 def b64_to_bytes(data: str, index: int, max_bytes: int) -> bytes:
     if data[:5].lower() == "data:" and "," in data[:1024]:  # a data URL: data:image/png;base64,... (RFC 2397)
         data = data.split(",", 1)[1]
-    if "\n" in data:  # MIME's line breaks are no image bytes
-        data = data.translate(_LINE_BREAKS)
-    if len(data) > (max_bytes * 4) // 3 + 4:
+    if len(data) > (max_bytes * 4) // 3 + 4 and len(data.translate(_NO_SPACES)) > (max_bytes * 4) // 3 + 4:
         raise ApiError("image_too_large", f"images[{index}] is over {max_bytes} bytes", [{"index": index}])
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    # MIME's line breaks and spaces around or inside are no image bytes; the URL-safe alphabet (RFC 4648, 5:
+    # Python's urlsafe_b64encode) and padding left off (RFC 4648, 3.2) are base64 too
+    data = data.translate(_NO_SPACES).translate(_URL_SAFE)
+    data += "=" * (-len(data) % 4 if len(data) % 4 != 1 else 0)
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError("invalid_image", f"images[{index}] is not valid base64", [{"index": index}]) from None
 
 
-# MIME's base64 (RFC 2045; GNU base64 without -w0, Python's encodebytes) breaks its lines every 76 characters
-_LINE_BREAKS = str.maketrans("", "", "\r\n")
+# MIME's base64 (RFC 2045; GNU base64 without -w0, Python's encodebytes) breaks its lines every 76 characters;
+# a text editor or a form adds spaces (until 2026-12-07 anything but CR and LF was a 400, an image audit's)
+_NO_SPACES = str.maketrans("", "", " \t\r\n\f\v")
+_URL_SAFE = str.maketrans("-_", "+/")
 
 
 def to_input(

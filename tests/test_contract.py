@@ -3,11 +3,12 @@
 import io
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from contract.images import REDUCE_ABOVE, ImageError, decode_image, normalize, prepare_image, read
 from contract.metadata import ImagePreprocessing, nothing_written
@@ -40,9 +41,15 @@ def test_white_on_black_is_not_inverted():
     assert prepare_image(Image.fromarray(a), DIGIT)[0, 0, 0] == 0
 
 
+def _in_mode(a: np.ndarray, mode: str) -> Image.Image:
+    """An 8-bit grey drawing in ``mode``; 16-bit at its full range, as a 16-bit PNG holds it (Pillow's convert
+    from 'L' keeps the values 0-255)."""
+    return Image.fromarray(a.astype(np.uint16) * 257) if mode == "I;16" else Image.fromarray(a).convert(mode)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "I;16", "L", "1", "CMYK"])
 def test_any_mode_becomes_the_model_input(mode):
-    img = Image.fromarray(_digit_canvas(64)).convert(mode)
+    img = _in_mode(_digit_canvas(64), mode)
     out = prepare_image(img, DIGIT)
     assert out.shape == (1, 28, 28) and out[0, 0, 0] == 0 and out.max() > 200
 
@@ -85,7 +92,7 @@ def test_a_large_image_is_reduced_first_and_read_as_its_smaller_self(mode):
         img[big == 0] = (0, 0, 0, 255)  # opaque black strokes
         big_img = Image.fromarray(img, "RGBA")
     else:
-        big_img = Image.fromarray(big).convert(mode)
+        big_img = _in_mode(big, mode)
     got, want = read(big_img, DIGIT), read(Image.fromarray(small).convert("RGB"), DIGIT)
     assert np.abs(got.pixels.astype(int) - want.pixels.astype(int)).max() <= 8
     assert got.oddness is not None and got.oddness < 0.5
@@ -188,3 +195,45 @@ def test_a_thin_jpeg_over_the_reduction_threshold_is_read(size):
     Image.new("L", size, 200).save(buf, format="JPEG")
     img = decode_image(buf.getvalue(), max_pixels=25_000_000)
     assert prepare_image(img, DIGIT).shape == (1, 28, 28)
+
+
+def test_a_16_bit_grey_png_reads_as_its_8_bit_twin():
+    """An image audit: 16-bit greys were stretched from their own darkest to their lightest pixel, so a blank page
+    with one level of sensor noise became marks (read as a '1', where its 8-bit twin is nothing written) and a
+    digit 4 % darker than its paper became ink. They are brought to 8 bits by their depth, as the PNG holds them."""
+    page = 235 + np.random.default_rng(5).normal(0, 0.6, (280, 280))
+    faint = page.copy()
+    faint[60:220, 130:150] *= 0.96
+    for a in (page, faint):
+        eight = Image.open(io.BytesIO(png_bytes(a.round().astype(np.uint8))))
+        sixteen = Image.open(io.BytesIO(png_bytes((a * 257).round().astype(np.uint16))))
+        assert sixteen.mode.startswith("I")
+        got, want = read(sixteen, DIGIT), read(eight, DIGIT)
+        assert np.abs(got.pixels.astype(int) - want.pixels.astype(int)).max() <= 1
+        assert got.oddness == pytest.approx(want.oddness, abs=0.05) and got.odd_reason == want.odd_reason
+
+
+def test_odd_but_harmless_files_are_read_or_named():
+    """An image audit: a JPEG with broken EXIF wrote Pillow's warning to the log on every request; a PNG whose
+    metadata decompresses past Pillow's 1 MiB was 'not a complete, valid' image; SVG and PDF were broken files."""
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (235, 235, 235)).save(jpeg, format="JPEG")
+    j = jpeg.getvalue()
+    broken_exif = j[:2] + b"\xff\xe1\x00\x16Exif\x00\x00MM\x00\x2a\x00\x00\x00" + b"\xff" * 6 + j[2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        prepare_image(decode_image(broken_exif, max_pixels=10**6), DIGIT)
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", "<x>" + "a" * 1_100_000 + "</x>", zip=True)
+    png = io.BytesIO()
+    Image.new("L", (64, 64), 235).save(png, format="PNG", pnginfo=xmp)
+    with pytest.raises(ImageError, match="metadata chunk") as e:
+        decode_image(png.getvalue(), max_pixels=10**6)
+    assert e.value.code == "image_too_large"
+    pdf = io.BytesIO()
+    Image.new("RGB", (28, 28)).save(pdf, format="PDF")
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"/>'
+    for data, fmt in [(svg, "SVG"), (svg[22:], "SVG"), (pdf.getvalue(), "PDF")]:
+        with pytest.raises(ImageError, match=f"image format {fmt} is not supported") as e:
+            decode_image(data, max_pixels=10**6)
+        assert e.value.code == "unsupported_media_type"

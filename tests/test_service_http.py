@@ -289,9 +289,19 @@ def test_data_urls_in_any_case_and_with_parameters(client, digits):
         f"data:image/png;name={'x' * 150};base64,{png}",
         base64.encodebytes(base64.b64decode(png)).decode(),  # MIME's lines of 76 (GNU base64 without -w0)
         base64.encodebytes(base64.b64decode(png)).decode().replace("\n", "\r\n"),
+        # an image audit's, each a 400 before 2026-12-07: spaces around, inside, tabs and lone CRs; the URL-safe
+        # alphabet, padded or not; standard base64 without its padding
+        f" {png}\n",
+        f"data:image/png;base64, {png[:40]} {png[40:80]}\t{png[80:]}",
+        base64.encodebytes(base64.b64decode(png)).decode().replace("\n", "\r"),
+        base64.urlsafe_b64encode(base64.b64decode(png)).decode(),
+        base64.urlsafe_b64encode(base64.b64decode(png)).decode().rstrip("="),
+        png.rstrip("="),
     ):
         r = classify(client, [url])
         assert r.status_code == 200 and r.json()["predictions"] == want, (url[:40], r.text)
+    for bad in ("abcde", "@@@@", png[:-2] + "*="):  # no base64 of any bytes: still a 400
+        assert "not valid base64" in assert_envelope(classify(client, [bad]), 400, "invalid_image")["message"]
 
 
 def test_malformed_json_and_wrong_media_types(client):
