@@ -172,7 +172,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._client_gone()
         BALANCE.publish(len(self.connections))
 
-    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's signature
+    def eof_received(self) -> bool | None:
         """A client that half-closes after sending its requests (``shutdown(SHUT_WR)``, ``nc -N``, some health
         checks) gets their answers, then the connection closes: uvicorn closed it at once and the answers were
         lost. One that half-closes mid-request (its head or body can never end) is closed at once, as before."""
