@@ -172,16 +172,6 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._client_gone()
         BALANCE.publish(len(self.connections))
 
-    def eof_received(self) -> bool | None:
-        """A client that half-closes after sending its requests (``shutdown(SHUT_WR)``, ``nc -N``, some health
-        checks) gets their answers, then the connection closes: uvicorn closed it at once and the answers were
-        lost. One that half-closes mid-request (its head or body can never end) is closed at once, as before."""
-        cycle = self.cycle
-        if self._discarding or cycle is None or cycle.response_complete or cycle.more_body:
-            return None
-        cycle.keep_alive = False  # the newest request: after its answer, uvicorn closes the connection
-        return True
-
     def on_message_complete(self) -> None:
         super().on_message_complete()
         if self.cycle is not None and not self.cycle.response_complete and not self.pipeline:
