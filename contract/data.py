@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ FASHION_LABELS = [
     "Ankle boot",
 ]
 DIGIT_LABELS = [str(i) for i in range(10)]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}  # what the service decodes (contract.images.decode_image)
+# what the service decodes (contract.images.decode_image); .jfif and .jpe are JPEGs (Windows' browsers save .jfif)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".webp"}
 # pictures in other formats a class folder may hold: left out with a warning that says to convert them
 OTHER_PICTURES = {".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".svg", ".ico", ".jp2"}
 
@@ -114,6 +116,15 @@ def load_idx_dataset(root: str | Path, name: str) -> Dataset:
     )
 
 
+def _utf8(name: str) -> bool:
+    """Is a file name text (not bytes of another encoding, which Python holds as lone surrogates)?"""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
     """``root/<class name>/*.png|jpg|webp``: one sub-folder per class, classes in sorted order. A file that is not
     an image it can read is left out with a warning naming it, as are pictures in formats the service does not
@@ -132,9 +143,13 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
         if not is_class_folder(folder):
             log.warning("%s: a hidden or tool folder, not a class: left out", folder)
             continue
+        if not _utf8(folder.name):  # an old zip's Latin-1 name: a label is text (a CLI audit's: a cryptic error)
+            raise DataError(f"{os.fsencode(folder)!r}: a class folder's name that is not UTF-8; rename it")
         found = 0
         for p in sorted(folder.iterdir()):
-            if p.is_dir():
+            if not _utf8(p.name):
+                unread.append(f"{os.fsencode(p.relative_to(root))!r} (a name that is not UTF-8)")
+            elif p.is_dir():
                 log.warning("%s: a folder inside a class folder, not read", p)
             elif p.name.startswith("."):  # hidden: a Mac's ._0.png beside 0.png is its metadata, not a picture
                 if p.suffix.lower() in IMAGE_SUFFIXES:  # a .DS_Store is no news
@@ -147,7 +162,7 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
                             other[kind] = other.get(kind, 0) + 1
                             continue
                         images.append(prepare_image(im, pre))
-                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:  # as decoding
                     unread.append(f"{p.relative_to(root)} ({type(e).__name__})")
                     continue
                 labels.append(len(classes))
@@ -252,7 +267,7 @@ def folder_digest(root: Path, hidden: bool = False) -> str:
     h = hashlib.sha256()
     files = (q for q in root.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
     for p in sorted(q for q in files if is_class_folder(q.parent) and (hidden or not q.name.startswith("."))):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + sha256_file(p).encode())
+        h.update(os.fsencode(p.relative_to(root).as_posix()) + b"\0" + sha256_file(p).encode())  # any name's bytes
     return h.hexdigest()
 
 

@@ -69,6 +69,9 @@ def load_table(
             raise DataError(f"{path} is empty: it needs a header row naming columns {text_col!r} and {label_col!r}")
         if text_col not in reader.fieldnames or label_col not in reader.fieldnames:
             raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
+        twice = sorted({c for c in (text_col, label_col) if reader.fieldnames.count(c) > 1})
+        if twice:  # the reader keeps a repeated name's last column: the wrong labels, silently (a CLI audit's)
+            raise DataError(f"{path}: the header names column {twice[0]!r} more than once; which is meant?")
         read, start = [], reader.line_num + 1  # a row's first line: a quoted text may run over several
         for r in reader:
             read.append(_row(r, text_col, label_col, path, (start, reader.line_num), len(reader.fieldnames)))

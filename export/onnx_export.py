@@ -62,7 +62,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], torch.nn.Module]:
         raise DataError(f"{path}: not an nnserve checkpoint")
     cfg = models.make_config(ckpt["model_name"], **ckpt["model_config"])
     model = models.create_model(ckpt["model_name"], cfg)
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:  # missing, extra or misshapen weights: a traceback before (a CLI audit's)
+        raise DataError(f"{path}: its weights do not fit its model {ckpt['model_name']!r}: {str(e)[:300]}") from None
     return ckpt, model.eval()
 
 
@@ -118,9 +121,14 @@ def check_parity(model: torch.nn.Module, session: ort.InferenceSession, spec: Ex
         expected = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
         got = session.run([t.name for t in spec.outputs], dict(zip(names, case, strict=True)))
         for spec_out, g, e in zip(spec.outputs, got, expected, strict=True):
+            if np.issubdtype(e.dtype, np.floating) and not np.isfinite(e).all():  # NaN == NaN passed parity
+                raise ParityError(
+                    f"torch's {spec_out.name} is not finite at batch {case[0].shape[0]}: the checkpoint's weights "
+                    "are not numbers a model can serve (a run that diverged)"
+                )
             worst = max(worst, float(np.abs(g - e).max()))
             try:
-                np.testing.assert_allclose(g, e, rtol=RTOL, atol=ATOL)
+                np.testing.assert_allclose(g, e, rtol=RTOL, atol=ATOL, equal_nan=False)
             except AssertionError as err:
                 shape = "x".join(str(d) for d in case[0].shape)
                 raise ParityError(

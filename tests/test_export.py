@@ -143,6 +143,23 @@ def test_parity_failure_is_detected(tmp_path, checkpoint, monkeypatch):
     assert not (tmp_path / "raised" / "model.onnx").exists()
 
 
+def test_weights_that_are_not_numbers_or_do_not_fit_are_refused_in_one_line(tmp_path, checkpoint, capsys):
+    """A CLI audit: a checkpoint with a NaN weight passed the parity check (NaN equals NaN to assert_allclose) and
+    exported a graph answering NaN; one missing a weight stopped export with a traceback."""
+    ckpt = torch.load(checkpoint, weights_only=False)
+    weights = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and v.ndim > 1)
+    ckpt["state_dict"][weights].view(-1)[0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.pt")
+    assert export_main([str(tmp_path / "nan.pt"), "--out", str(tmp_path / "nan"), "--dry-run"]) == 1
+    assert not (tmp_path / "nan" / "model.onnx").exists()
+    del ckpt["state_dict"][weights]
+    torch.save(ckpt, tmp_path / "missing.pt")
+    with pytest.raises(SystemExit):
+        export_main([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "missing"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert "do not fit its model 'cnn'" in err and "Missing key" in err and "Traceback" not in err
+
+
 def test_metadata_is_plain_json(tmp_path, checkpoint):
     export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--name", "custom", "--version", "7", "--dry-run"])
     raw = json.loads((tmp_path / "m" / "model.json").read_text())

@@ -388,3 +388,11 @@ def test_a_row_that_holds_no_word_is_left_out_not_trained_as_an_unknown_word(tmp
     p.write_text("text,label\n" + "".join(f"{'<br />' * (i + 1)},{'pos' if i % 2 else 'neg'}\n" for i in range(10)))
     with pytest.raises(SystemExit, match="no training row holds a word"):
         train_main([*argv, "--out", str(tmp_path / "none")])
+
+
+def test_a_header_naming_a_column_twice_is_refused_not_read_as_its_last(tmp_path):
+    """A CLI audit's: 'text,label,label' trained on the second label column, silently."""
+    p = tmp_path / "r.csv"
+    p.write_text("text,label,label\n" + "".join(f"review {i},pos,{'new' if i % 2 else 'old'}\n" for i in range(30)))
+    with pytest.raises(ValueError, match="names column 'label' more than once"):
+        load_table(p, name="csv")

@@ -383,3 +383,56 @@ def test_every_training_line_of_the_makefile_reads_every_flag_it_gives():
     assert len(commands) >= 15, lines
     for argv in commands:
         _refusal(argv)
+
+
+def test_a_users_odd_files_are_read_or_named_never_a_traceback(tmp_path, caplog):
+    """A CLI audit's (2026-12-07): a bit-rotted PNG that Pillow opens and fails to decode (SyntaxError) stopped
+    training with a traceback; JPEGs named .jfif (Windows' browsers) or .jpe were left out silently; a class folder
+    or file whose name is not UTF-8 (an old zip's) gave a cryptic UnicodeEncodeError naming nothing."""
+    import os
+    import struct
+    import zlib
+
+    from contract.metadata import ImagePreprocessing
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    pre = ImagePreprocessing(input_size=(16, 16), channels=1, mean=[0], std=[1], white_on_black=False, fit="resize")
+    for cls in ("circle", "square"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "0.png").write_bytes(png_bytes(np.full((20, 20), 60, dtype=np.uint8)))
+    pixels = zlib.compress(b"".join(b"\x00" + bytes([i * 12] * 20) for i in range(20)))
+    head = chunk(b"IHDR", struct.pack(">IIBBBBB", 20, 20, 8, 0, 0, 0, 0)) + chunk(b"IDAT", pixels[:10])
+    rotted = b"\x89PNG\r\n\x1a\n" + head + chunk(b"\x02\xe6\xb3N", pixels[10:]) + chunk(b"IEND", b"")
+    (tmp_path / "circle" / "rotted.png").write_bytes(rotted)
+    jpeg = png_bytes(np.full((20, 20), 90, dtype=np.uint8), fmt="JPEG")
+    (tmp_path / "square" / "a.jfif").write_bytes(jpeg)
+    (tmp_path / "square" / "b.jpe").write_bytes(jpeg)
+    latin1 = os.fsdecode(b"na\xefve.png")  # a name of Latin-1 bytes, held as a lone surrogate
+    (tmp_path / "circle" / latin1).write_bytes(png_bytes(np.full((20, 20), 9, dtype=np.uint8)))
+    with caplog.at_level("WARNING"):
+        ds = load_image_folder(tmp_path, pre)
+    assert ds.labels.tolist() == [0, 1, 1, 1]  # circle's 0.png; square's 0.png, a.jfif, b.jpe
+    assert "circle/rotted.png (SyntaxError)" in caplog.text and "(a name that is not UTF-8)" in caplog.text
+    assert len(folder_digest(tmp_path)) == 64  # the digest reads any name's bytes
+    (tmp_path / os.fsdecode(b"caf\xe9")).mkdir()
+    with pytest.raises(ValueError, match="a class folder's name that is not UTF-8"):
+        load_image_folder(tmp_path, pre)
+
+
+def test_an_epoch_whose_weights_are_not_numbers_is_never_kept():
+    """A CLI audit's: at --lr 1e12 a run's second epoch had a finite loss (3e32) and its BatchNorm's variances inf;
+    it was kept as the best, saved, and exported as a model answering the same for any input."""
+    from training.common import EarlyStopping
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    stop = EarlyStopping(patience=5)
+    model[1].running_var.fill_(float("inf"))
+    stop.step(1, 3.2e32, model)
+    with pytest.raises(ValueError, match="not finite in any epoch"):
+        stop.restore(model)
+    model[1].running_var.fill_(1.0)
+    stop.step(2, 5.0, model)
+    stop.restore(model)
+    assert stop.best_epoch == 2

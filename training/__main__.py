@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.INFO if distributed.env_rank() == 0 else logging.WARNING  # rank 0 logs for the run
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font search: 21 INFO lines of a run's 24
     family = models.get_entry(args.model).family
     if family not in RECIPES:
         raise SystemExit(f"no training recipe for the {family!r} family of {args.model} (training/registry.py)")

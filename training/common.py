@@ -170,10 +170,14 @@ class EarlyStopping:
         self.since_best = 0
 
     def step(self, epoch: int, val_loss: float, model: torch.nn.Module) -> bool:
-        """Record an epoch; True when training should stop."""
-        if val_loss < self.best_loss:
+        """Record an epoch; True when training should stop. An epoch whose weights or statistics are not all finite
+        is never the best, whatever its loss (a run at a learning rate of 1e12 saved a BatchNorm's variances as
+        inf beside a finite loss of 3e32, and exported a model that answered the same for any input)."""
+        state = model.state_dict()
+        finite = all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+        if val_loss < self.best_loss and finite:
             self.best_loss, self.best_epoch, self.since_best = val_loss, epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in state.items()}
             return False
         self.since_best += 1
         if self.since_best >= self.patience:
@@ -182,8 +186,8 @@ class EarlyStopping:
         return False
 
     def restore(self, model: torch.nn.Module) -> None:
-        if not self.best_state:  # no epoch's validation loss was a number
-            raise ValueError("the validation loss was not finite in any epoch (the run diverged): lower --lr")
+        if not self.best_state:  # no epoch's validation loss (or weights) were numbers
+            raise ValueError("the validation loss or the weights were not finite in any epoch (diverged): lower --lr")
         model.load_state_dict(self.best_state)
 
     def state_dict(self) -> dict[str, Any]:
