@@ -151,14 +151,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._last_active = 0.0
         self._discarding = False  # answered and closing: what the client still sends is read and dropped
         self._buffered = 0  # bytes the client had not read when its writes paused (or when it last read)
-        self._fd = -1  # the socket's, for the kernel's send queue
         self._answering: Any = None  # the request cycle whose answer is being written (uvicorn keeps no handle)
         self._reading_held = False  # the door stopped reading: the client reads none of its 429s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
         BALANCE.publish(len(self.connections))
         self._last_active = self.loop.time()
         self._start_head_timer()
@@ -277,9 +274,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         (Linux's SIOCOUTQ, the same number as TIOCOUTQ). The transport's buffer alone stays still while the kernel's
         queue (autotuned up to 4 MB) drains, so a client reading 1 MB/s was dropped with a 1 s timeout."""
         size = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")  # asked each time: a closed socket's number is reused
         try:
-            queued = fcntl.ioctl(self._fd, termios.TIOCOUTQ, b"\0\0\0\0")
-        except (OSError, ValueError):  # no such query for sockets here (not Linux), or the socket has closed
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (AttributeError, OSError, ValueError):  # no socket, no such query here (not Linux), or closed
             return size
         return size + int(struct.unpack("i", queued)[0])
 
