@@ -415,7 +415,9 @@ class GrpcServer:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(engine, settings), self.server)
         # grpcio logs an ERROR and a traceback for each answer it cannot send to a call its client has cancelled
         # (grpcio's own "Concurrent RPC limit exceeded" to calls cancelled as they arrive: one a call, at will)
-        logging.getLogger("grpc._cython.cygrpc").addFilter(Throttled(CALL_GONE, warning=True))
+        grpc_log = logging.getLogger("grpc._cython.cygrpc")
+        if not any(isinstance(f, Throttled) for f in grpc_log.filters):  # once a process
+            grpc_log.addFilter(Throttled(CALL_GONE, warning=True))
         self.address = f"{settings.grpc_host or _http_host()}:{settings.grpc_port}"
         self.server.add_insecure_port(self.address)  # raises when it cannot bind
 
