@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         (r"The tensor attributes .* were assigned during export", UserWarning),
     ):
         warnings.filterwarnings("ignore", message=said, category=kind)
+    if args.out.exists() and not args.out.is_dir():  # said before the export and its parity check, not after them
+        p.error(f"cannot write {args.out}: File exists")
     name, version = args.name or args.out.name, args.version or "1"
     if args.out.name.isdigit():  # a version folder: nnserve serves it as a version of its parent's name
         name, version = args.name or Path(os.path.abspath(args.out)).parent.name, args.version or args.out.name

@@ -100,6 +100,16 @@ def test_what_cannot_be_served_is_refused_in_one_line_writing_nothing(tmp_path, 
     assert not list(tmp_path.rglob("model.*")) and not list(checkpoint.parent.glob("model.*"))
 
 
+def test_a_file_as_out_is_refused_before_the_checkpoint_is_read(tmp_path, capsys):
+    """A CLI audit's: it was said after the export and its parity check (13 s); now before the checkpoint is read
+    (here one that is not a checkpoint at all)."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(SystemExit):
+        export_main([str(tmp_path / "junk.pt"), "--out", str(tmp_path / "file")])
+    assert f"cannot write {tmp_path / 'file'}: File exists" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("batch", [1, 3, 64])
 def test_onnx_matches_torch_at_any_batch(tmp_path, checkpoint, digits, batch):
     export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"])
