@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from contract.images import ACCEPTED_FORMATS, prepare_image
+from contract.images import ACCEPTED_FORMATS, NOT_AN_IMAGE, prepare_image
 from contract.metadata import ImagePreprocessing, ModelMetadata, sha256_file
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
                             other[kind] = other.get(kind, 0) + 1
                             continue
                         images.append(prepare_image(im, pre))
-                except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:  # as decoding
+                except (*NOT_AN_IMAGE, Image.DecompressionBombError) as e:
                     unread.append(f"{p.relative_to(root)} ({type(e).__name__})")
                     continue
                 labels.append(len(classes))

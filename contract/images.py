@@ -44,6 +44,10 @@ WIDENED_TO = 2.4  # ... to this (chosen on the 3,000 tuning photos of bench/tuni
 DATASET_BORDER = 16
 
 
+# Pillow's ways of saying "not a valid image" (SyntaxError: a PNG it opens and fails to decode, a broken chunk)
+NOT_AN_IMAGE = (OSError, SyntaxError, ValueError, EOFError)
+
+
 def decode_image(
     data: bytes, *, max_pixels: int, max_side: int | None = None, max_scans: int | None = None
 ) -> Image.Image:
@@ -90,7 +94,7 @@ def decode_image(
             message = "a metadata chunk (text or ICC profile) of the PNG decompresses past Pillow's 1 MiB"
             raise ImageError("image_too_large", message) from None
         raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG, JPEG or WebP") from None
-    except (OSError, SyntaxError, EOFError):  # PIL's ways of saying "not a valid image"
+    except NOT_AN_IMAGE:
         raise ImageError("invalid_image", "cannot decode image: not a complete, valid PNG, JPEG or WebP") from None
     return img
 

@@ -174,8 +174,7 @@ class EarlyStopping:
         is never the best, whatever its loss (a run at a learning rate of 1e12 saved a BatchNorm's variances as
         inf beside a finite loss of 3e32, and exported a model that answered the same for any input)."""
         state = model.state_dict()
-        finite = all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
-        if val_loss < self.best_loss and finite:
+        if val_loss < self.best_loss and all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point()):
             self.best_loss, self.best_epoch, self.since_best = val_loss, epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in state.items()}
             return False
