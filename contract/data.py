@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import struct
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,6 +183,7 @@ def load_image_folder(root: str | Path, pre: ImagePreprocessing) -> Dataset:
     if other:
         counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(other.items()))
         log.warning("%d pictures left out (%s): convert them to PNG, JPEG or WebP", sum(other.values()), counts)
+    _check_distinct(root, classes)
     if len(classes) < 2:
         raise DataError(
             f"{root}: a classifier needs two or more class sub-folders holding images (as in {root}/<class>/1.png); "
@@ -252,6 +254,32 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 FOLDER_DIGEST = "image-folder"  # dataset.sha256's key for an image folder: folder_digest of what was read
+
+
+def _check_distinct(root: Path, classes: list[str]) -> None:
+    """Two class folders that are one class: the same name in two Unicode forms (a Mac's zip writes "é" as "e" and
+    a combining accent, beside an NFC "é"), or a link to a sibling (the same pictures under two labels), are refused;
+    names that differ only in letter case are warned about (letters' "A" and "a" may well be two classes)."""
+    seen: dict[str, str] = {}
+    where: dict[Path, str] = {}
+    cased: dict[str, str] = {}
+    for name in classes:
+        form = unicodedata.normalize("NFC", name)
+        if form in seen:
+            raise DataError(
+                f"{root}: class folders {seen[form]!r} and {name!r} are one name in two Unicode forms; merge them"
+            )
+        seen[form] = name
+        real = (root / name).resolve()
+        if real in where:
+            raise DataError(
+                f"{root}: class folders {where[real]!r} and {name!r} are the same folder (a link); remove one"
+            )
+        where[real] = name
+        folded = form.casefold()
+        if folded in cased:
+            log.warning("class folders %r and %r differ only in letter case: two classes", cased[folded], name)
+        cased[folded] = name
 
 
 def is_class_folder(folder: Path) -> bool:

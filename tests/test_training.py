@@ -421,6 +421,34 @@ def test_a_users_odd_files_are_read_or_named_never_a_traceback(tmp_path, caplog)
         load_image_folder(tmp_path, pre)
 
 
+def test_class_folders_that_are_one_class_are_refused_or_named(tmp_path, caplog):
+    """The last CLI audit's leftover: "café" in NFC beside "café" in NFD (a Mac's zip), or a link to a sibling
+    folder, became two classes of the same pictures without a word; folders differing only in case are named."""
+    import unicodedata
+
+    from contract.metadata import ImagePreprocessing
+
+    pre = ImagePreprocessing(input_size=(16, 16), channels=1, mean=[0], std=[1], white_on_black=False, fit="resize")
+    for cls, value in (("Cat", 40), ("cat", 120), ("dog", 200)):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "0.png").write_bytes(png_bytes(np.full((20, 20), value, dtype=np.uint8)))
+    with caplog.at_level("WARNING"):
+        ds = load_image_folder(tmp_path, pre)
+    assert ds.label_names == ["Cat", "cat", "dog"]
+    assert "class folders 'Cat' and 'cat' differ only in letter case: two classes" in caplog.text
+    (tmp_path / "pup").symlink_to(tmp_path / "dog", target_is_directory=True)
+    with pytest.raises(ValueError, match="class folders 'dog' and 'pup' are the same folder"):
+        load_image_folder(tmp_path, pre)
+    (tmp_path / "pup").unlink()
+    for form in ("NFC", "NFD"):
+        (tmp_path / unicodedata.normalize(form, "café")).mkdir()
+        (tmp_path / unicodedata.normalize(form, "café") / "0.png").write_bytes(
+            png_bytes(np.full((20, 20), 9, np.uint8))
+        )
+    with pytest.raises(ValueError, match="are one name in two Unicode forms; merge them"):
+        load_image_folder(tmp_path, pre)
+
+
 def test_an_epoch_whose_weights_are_not_numbers_is_never_kept():
     """A CLI audit's: at --lr 1e12 a run's second epoch had a finite loss (3e32) and its BatchNorm's variances inf;
     it was kept as the best, saved, and exported as a model answering the same for any input."""
