@@ -100,7 +100,14 @@ def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset) -> dict[
     the same files split the same way (``DatasetInfo.same_split``, as for a teacher: a checkpoint of another
     split has seen this run's validation rows)."""
     assert cfg.init is not None
-    ckpt = torch.load(cfg.init, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(cfg.init, map_location="cpu", weights_only=True)
+    except Exception as e:  # a text file or another tool's pickle: torch's own advice (weights_only=False) was shown
+        raise ValueError(
+            f"--init {cfg.init}: not a checkpoint written by python -m training ({type(e).__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "nnserve-checkpoint/1":
+        raise ValueError(f"--init {cfg.init}: not an nnserve checkpoint")
     theirs = (ckpt.get("model_name"), ckpt.get("model_config"))
     if theirs != (cfg.model, dataclasses.asdict(model_cfg)):
         raise ValueError(f"--init {cfg.init}: another model or architecture {theirs}; fine-tune only this run's own")
