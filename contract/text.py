@@ -30,6 +30,7 @@ _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"
 _NEGATION = re.compile(r"(?<=[^\W_])n't\b")  # don't -> do n't, can't -> ca n't (PTB)
 _CLITIC = re.compile(r"(?<=[^\W_])'(s|re|ve|ll|d|m)\b")  # it's -> it 's
 # a token: a clitic, a word (letters/digits, inner hyphens or apostrophes kept), or one other visible char
+_QUOTE_CHARS = frozenset(map(chr, _QUOTES))
 _PTB_QUOTES = re.compile("``|''")
 _ASCII_CONTROLS = {c: " " for c in [*range(32), 127]}
 _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|[^\W_]+(?:[-'][^\W_]+)*|[^\w\s]|_", re.UNICODE)
@@ -76,9 +77,23 @@ def _kept(text: str) -> list[bool]:
     return kept
 
 
+def _all_kept(text: str) -> bool:
+    """Can no run of non-starters in ``text`` pass MAX_MARKS? True when its pure marks' non-starters, all of them,
+    after the most that any other character ends with, are at most MAX_MARKS: ``_kept`` would keep every
+    character, and it is not run (a per-character loop: most of a long review's tokenising time)."""
+    marks, tail = 0, 0
+    for c in set(text):
+        lead, trail, only = _marks(c)
+        if only:
+            marks += lead * text.count(c)
+        else:
+            tail = max(tail, trail)
+    return marks + tail <= MAX_MARKS
+
+
 def stream_safe(text: str, kept: list[bool] | None = None) -> str:
     """``text`` without the combining marks past the MAX_MARKS-th of a run (``kept``: its ``_kept``, if known)."""
-    if text.isascii():
+    if text.isascii() or (kept is None and _all_kept(text)):
         return text
     return "".join(c for c, k in zip(text, kept or _kept(text), strict=True) if k)
 
@@ -104,11 +119,15 @@ def _tokens(text: str, cfg: TokenizerConfig) -> list[str]:
     text = unicodedata.normalize(cfg.normalization, text)
     if text.isascii():  # the ASCII characters of category C are these (two thirds of the time otherwise)
         text = text.translate(_ASCII_CONTROLS)
-    else:
-        text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)  # NUL, controls, NEL
+    else:  # NUL, controls, NEL, format characters: each distinct one looked up once
+        controls = {ord(c): " " for c in set(text) if unicodedata.category(c)[0] == "C"}
+        if controls:
+            text = text.translate(controls)
     if cfg.strip_html:
         text = _HTML.sub(" ", text)
-    text = text.replace("``", '"').replace("''", '"').translate(_QUOTES)
+    text = text.replace("``", '"').replace("''", '"')
+    if text.isascii() or not _QUOTE_CHARS.isdisjoint(text):  # a dict per character of a text that needs none
+        text = text.translate(_QUOTES)
     if cfg.lowercase:
         text = text.lower()
     if not text.isascii():
