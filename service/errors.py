@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -29,11 +30,18 @@ STATUS = {
 }
 
 
+# line breaks and other control characters: a client's "%0a" in a path, logged as it is, would forge a log line
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def quoted(text: object, limit: int = 120) -> str:
     """Client-supplied text as it may appear in a message or a log line: lone surrogates and other
-    unencodable characters escaped, at most ``limit`` characters."""
-    s = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    unencodable characters, line breaks and control characters escaped, at most ``limit`` characters (only
+    those are read: 60 MB of text costs what 120 characters do)."""
+    raw = str(text)
+    s = raw[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+    s = _CONTROLS.sub(lambda m: ascii(m.group())[1:-1], s)
+    return s if len(raw) <= limit and len(s) <= limit else s[: limit - 1] + "…"
 
 
 def inside(text: str, folder: Path) -> str:

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
-from service.errors import ApiError, validation_details
+from service.errors import ApiError, quoted, validation_details
 from service.middleware import replay
 
 Scope = MutableMapping[str, Any]
@@ -113,7 +113,7 @@ class LaneMiddleware:
         except ApiError as e:
             response = lane.error(e)
         except Exception:
-            log.exception("unhandled error in %s", scope["path"])
+            log.exception("unhandled error in %s", quoted(scope["path"]))
             response = lane.error(ApiError("internal_error", "internal error"))
         if response is None:
             await self.app(scope, replay(message, receive), send)

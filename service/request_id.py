@@ -18,9 +18,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service.errors import ApiError
+from service.errors import ApiError, quoted
+from service.metrics import ERRORS
 from service.middleware import CLIENT_GONE, render
-from service.routes import is_oip, without_trailing_slashes
+from service.routes import endpoint_label, is_oip, without_trailing_slashes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,10 +87,10 @@ class RequestIdMiddleware:
         except Exception:
             if started:  # half an answer is out: only closing the connection is left (the server does that)
                 raise
-            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            await _answer(
-                ApiError("internal_error", "internal error", close=True), str(scope.get("path", "")), send_with_id
-            )
+            path = str(scope.get("path", ""))
+            log.exception("unhandled error in %s %s", scope.get("method"), quoted(path))
+            ERRORS.labels(endpoint_label(path), "internal_error").inc()  # what NnserveInternalErrors alerts on
+            await _answer(ApiError("internal_error", "internal error", close=True), path, send_with_id)
         finally:
             REQUEST_ID.reset(token)
             ARRIVED.reset(arrived)

@@ -97,6 +97,29 @@ def test_an_exception_no_layer_answered_is_a_500_in_the_routes_shape(path):
     assert json.loads(body["body"]) == expected and "a bug" not in body["body"].decode()
 
 
+def test_the_backstops_500_is_counted_and_its_path_logged_on_one_line(caplog):
+    """An observability audit's (2026-12-07): the backstop's 500 moved no counter, so NnserveInternalErrors stayed
+    silent, and a path holding a decoded "%0a" was logged as it is: a client could write log lines of its own."""
+    from service.metrics import ERRORS
+    from service.routes import endpoint_label
+
+    async def broken(scope, receive, send) -> None:
+        raise ValueError("a bug")
+
+    paths = ["/v1/classify", "/v1/classify\n2026-12-07 INFO forged line"]
+    counted = [ERRORS.labels(endpoint_label(p), "internal_error")._value for p in paths]  # this process's own
+    before = sum(c.get() for c in set(counted))
+    with caplog.at_level("ERROR"):
+        for path in paths:
+            _call(broken, path)
+    assert sum(c.get() for c in set(counted)) == before + 2
+    logged = [r.getMessage() for r in caplog.records if "unhandled error" in r.getMessage()]
+    assert logged == [
+        "unhandled error in POST /v1/classify",
+        "unhandled error in POST /v1/classify\\n2026-12-07 INFO forged line",
+    ]
+
+
 def test_an_exception_after_the_answer_started_is_left_to_the_server():
     async def half(scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
