@@ -125,6 +125,9 @@ def bound_bentoml_endpoint_labels() -> None:
             super().__init__(real_scope, **kwargs)
 
         async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] == "websocket":  # no route takes one (Starlette closes it): no series of its raw path
+                await self.app(scope, receive, send)  # (a -1 websocket gauge per path, before)
+                return
             if scope["type"] == "http":
                 scope = {**scope, "path": metrics_endpoint(scope["path"]), "nnserve_scope": scope}
             await super().__call__(scope, receive, send)

@@ -52,13 +52,18 @@ def image_routes() -> frozenset[str]:
 # BentoML's own top-level routes, read without trailing slashes as /v1 and /v2 paths are (a mount root such as
 # /static_content/ or /ui/ is left as it is: its page's relative links need the slash)
 PLAIN_ROUTES = frozenset({"/metrics", "/livez", "/readyz", "/healthz", "/docs.json", "/schema.json"})
+# BentoML's mounts, read with their slash: without it Starlette redirects to a Location built from the Host header
+MOUNTS = frozenset({"/static_content"})
 
 
 def without_trailing_slashes(scope: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """An HTTP scope whose /v1 or /v2 path, or one of PLAIN_ROUTES, ends in slashes, as the same path without them:
+    """An HTTP scope whose /v1 or /v2 path, or one of PLAIN_ROUTES, ends in slashes, as the same path without them
+    (and a mount's root, MOUNTS, as the path with its slash):
     Starlette would answer 307 to a Location built from the Host header (an open redirect), and the gates that
     read the path (the API key, the /metrics cache, admission's media types) must see the route it reaches."""
     path: str = scope["path"]
+    if path in MOUNTS:  # Starlette's answer, a 307 to http://<the Host header>/static_content/, as the slash's
+        return {**scope, "path": path + "/", "raw_path": path.encode() + b"/"}
     if len(path) < 2 or not path.endswith("/"):
         return scope
     stripped = path.rstrip("/") or "/"

@@ -69,6 +69,7 @@ class Limits:
 
 LIMITS = Limits()
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
@@ -76,10 +77,12 @@ _REASONS = {
 }
 
 
-def _answer(transport: Any, err: ApiError) -> None:
-    """A whole HTTP/1.1 answer, ``err`` in the /v1 envelope with its headers, written straight to the socket
-    (there is no ASGI app yet to answer through); the caller closes."""
-    transport.write(_response(err, err.body(), {"connection": "close"}))
+def _answer(transport: Any, err: ApiError, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole HTTP/1.1 answer, ``err`` in the /v1 envelope with its headers and the request's id (from
+    ``headers``, those of the request parsed so far, or a new one), written straight to the socket (there is no
+    ASGI app yet to answer through); the caller closes."""
+    ids = {"x-request-id": request_id_for(headers or [])}
+    transport.write(_response(err, err.body(), {"connection": "close", **ids}))
 
 
 def _response(err: ApiError, body: bytes, extra: dict[str, str]) -> bytes:
@@ -204,12 +207,23 @@ class GuardedHttpTools(HttpToolsProtocol):
             if size > LIMITS.max_head_bytes:
                 self._stop_head_timer()
                 message = f"the request head (request line and headers) is over {LIMITS.max_head_bytes} bytes"
-                _answer(self.transport, self._counted(ApiError("header_too_large", message, status=431)))
+                _answer(
+                    self.transport,
+                    self._counted(ApiError("header_too_large", message, status=431)),
+                    getattr(self, "headers", []),
+                )
                 self._linger()
                 return
             self._head_bytes = size
             self._tail = (self._tail + data)[-3:]
         super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refuses (a bad method or header, two lengths, a raw UTF-8 path): the envelope,
+        counted, with a request id, where uvicorn wrote plain text that no metric or id saw."""
+        message = "not a valid HTTP/1.1 request: its request line or a header is malformed"
+        _answer(self.transport, self._counted(ApiError("invalid_request", message)), getattr(self, "headers", []))
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -292,7 +306,11 @@ class GuardedHttpTools(HttpToolsProtocol):
             message = f"the request head did not arrive within {LIMITS.head_timeout_s:g} s"
             err = ApiError("request_timeout", message)
             # counted once a byte of it came: a connection opened and never used (a browser's preconnect) is no request
-            _answer(self.transport, self._counted(err) if self._head_bytes or self._tail else err)
+            _answer(
+                self.transport,
+                self._counted(err) if self._head_bytes or self._tail else err,
+                getattr(self, "headers", []),
+            )
             self.transport.close()
 
     def _counted(self, err: ApiError) -> ApiError:
@@ -374,6 +392,10 @@ def install_transport(limits: Limits) -> None:
     errors = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, Throttled) for f in errors.filters):
         errors.addFilter(Throttled(INVALID_REQUEST))
+    errors.propagate = False  # BentoML gives it the root's handler too: each of its lines was written twice
+    parts = logging.getLogger("python_multipart.multipart")  # each of its lines is about a client's malformed body
+    if not any(isinstance(f, Throttled) for f in parts.filters):
+        parts.addFilter(Throttled(""))
     attach_worker("nnserve", limits.workers)
     uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpTools"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

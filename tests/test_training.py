@@ -213,7 +213,7 @@ def test_init_fine_tunes_its_own_run_and_refuses_another_model_or_split(tmp_path
     with pytest.raises(SystemExit, match="another model"):
         train_main(["cnn", "--dry-run", "--init", str(base / "checkpoint.pt"), "--out", str(tmp_path / "y")])
     (tmp_path / "notes.txt").write_text("not a checkpoint")  # was torch's traceback and its weights_only=False advice
-    with pytest.raises(SystemExit, match="notes.txt: not a checkpoint written by python -m training"):
+    with pytest.raises(SystemExit, match=r"notes\.txt: not a checkpoint written by python -m training"):
         train_main(["lenet5", "--dry-run", "--init", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "z")])
 
 

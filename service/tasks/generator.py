@@ -367,7 +367,7 @@ async def interpolate(request: InterpolateRequest) -> Response:
         if seed_a is not None or seed_b is not None:
             raise ApiError("invalid_request", "give either two images or seeds, not both")
         if meta.generator.encoder is None:
-            raise ApiError("invalid_request", f"{r.model} has no encoder: interpolate between seeds instead")
+            raise ApiError("invalid_request", f"{meta.name} has no encoder: interpolate between seeds instead")
         _, items = await engine.image_rows(meta, TASK, r.images, label=y)
         posts = await engine.call(TASK, items, meta.name, "encode")
         a, b = posts[0].mu, posts[1].mu
