@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from contract.metadata import ModelMetadata, TensorSpec
 from contract.reasons import OodReason, beyond, image_reason
-from service.errors import ApiError
+from service.errors import ApiError, quoted
 from service.oip_schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -224,7 +224,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
     if not re.fullmatch(r"[0-9]{1,12}", header_length) or int(header_length) > len(body):
-        raise ApiError("invalid_request", f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+        raise ApiError(
+            "invalid_request", f"Inference-Header-Content-Length {quoted(header_length, 32)!r} does not fit the body"
+        )
     n = int(header_length)
     return body[:n], body[n:]
 

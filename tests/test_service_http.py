@@ -311,6 +311,10 @@ def test_malformed_json_and_wrong_media_types(client):
     assert_envelope(r, 415, "unsupported_media_type")
     r = client.post("/v1/classify/upload", json={"image": GOOD})
     assert_envelope(r, 415, "unsupported_media_type")
+    # an observability audit's (2026-12-07): a 15 KB media type came back whole in the message
+    for route in ("/v1/classify", "/v1/classify/upload"):
+        r = client.post(route, content=b"x", headers={"content-type": "text/" + "x" * 15_000})
+        assert len(assert_envelope(r, 415, "unsupported_media_type")["message"]) < 300
 
 
 @pytest.mark.parametrize("ctype", ["image/png", "image/jpeg", "application/octet-stream", "multipart/form-data"])
