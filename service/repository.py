@@ -212,7 +212,7 @@ class Repository:
 
     def start(self) -> None:
         """On the worker's loop: follow commands (several workers), and scan the folder (poll mode, worker 0)."""
-        if self.settings.model_control == "none" or self.settings.batching != "api":
+        if self.settings.model_control == "none":  # (model control needs api batching: settings.py refuses else)
             return
         loop = asyncio.get_running_loop()
         if self.folder is not None:
@@ -223,7 +223,7 @@ class Repository:
     # ---- a call: load or unload, coordinated ----
 
     def check(self, action: str | None) -> None:
-        """The gate of the repository API: the key (or the explicit opening), the mode, the batching."""
+        """The gate of the repository API: the key (or the explicit opening), the mode."""
         s = self.settings
         if s.api_key is None and not s.repository_open:
             raise ApiError(
@@ -235,8 +235,6 @@ class Repository:
                 "invalid_request",
                 f"model control is {s.model_control!r}: loading and unloading need NNSERVE_MODEL_CONTROL=explicit",
             )
-        if action is not None and s.batching != "api":
-            raise ApiError("invalid_request", "model control needs NNSERVE_BATCHING=api")
 
     def listing(self, ready: bool) -> list[dict[str, str]]:
         """The index a client asks for (HTTP or gRPC), behind the gate; with ``ready``, the READY versions only."""

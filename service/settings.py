@@ -7,11 +7,12 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from contract.metadata import MODEL_NAME
 from contract.text import DEFAULT_WINDOWS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore")
 
     model_dir: Path = Field(REPO_ROOT / "artifacts", description="folder of <name>/model.onnx + model.json")
-    models: list[str] = Field(default_factory=list, description="names to serve; empty: every model in model_dir")
+    models: list[Annotated[str, Field(pattern=MODEL_NAME)]] = Field(
+        default_factory=list, description="names to serve (folders of model_dir); empty: every model in model_dir"
+    )
 
     # adaptive batching in the model service (BentoML's defaults, 100 / 60000 ms, are never relied on)
     max_batch_size: int = Field(64, ge=2, le=4096, description="image rows per batch")
@@ -112,6 +115,11 @@ class Settings(BaseSettings):
                     f"NNSERVE_{default.upper()} ({getattr(self, default)}) is over NNSERVE_{limit.upper()} "
                     f"({getattr(self, limit)})"
                 )
+        if self.model_control != "none" and self.batching != "api":  # it started, then refused every load (an audit's)
+            raise ValueError(
+                f"NNSERVE_MODEL_CONTROL={self.model_control} needs NNSERVE_BATCHING=api (the repository replaces the "
+                "models each API worker runs)"
+            )
         return self
 
     @field_validator("api_key", mode="before")

@@ -80,6 +80,13 @@ def test_a_version_policy_that_picks_nothing_stops_start_up_or_is_logged(artifac
         ({"NNSERVE_RECALL_SWEEPS": "9", "NNSERVE_MAX_RECALL_SWEEPS": "8"}, "NNSERVE_RECALL_SWEEPS (9) is over"),
         ({"NNSERVE_MAX_SAMPLES": "1"}, "NNSERVE_MAX_SAMPLES='1': Input should be greater than or equal to 2"),
         ({"NNSERVE_MAX_IMAGE_PIXELS": "100000000"}, "NNSERVE_MAX_IMAGE_PIXELS='100000000': Input should be less"),
+        # a repository audit's (2026-12-07): a path served a model from outside the folder, which the repository API
+        # then could neither load nor unload; model control with services batching refused every load, not the start
+        ({"NNSERVE_MODELS": '["../elsewhere/mnist-cnn"]'}, "NNSERVE_MODELS (0): String should match pattern"),
+        (
+            {"NNSERVE_MODEL_CONTROL": "poll", "NNSERVE_BATCHING": "services"},
+            "MODEL_CONTROL=poll needs NNSERVE_BATCHING=api",
+        ),
     ],
 )
 def test_a_limit_serving_cannot_keep_is_refused(monkeypatch, env, line):
