@@ -54,6 +54,7 @@ from service.runtime import (
     discover,
     load_model,
     load_vocab,
+    metadata_head,
     model_names,
     read_metadata,
     served_key,
@@ -372,12 +373,13 @@ class Repository:
     # ---- poll mode ----
 
     def _signature(self, name: str) -> tuple[Any, ...]:
-        """What a reload looks at: each served version's model.json, whole (a rewrite within one clock tick keeps
-        its size and time), and its graph's size, time and inode."""
+        """What a reload looks at: each served version's model.json, its bytes (a rewrite within one clock tick
+        keeps its size and time) as far as a load reads them, and its size; its graph's size, time and inode."""
         sig: list[Any] = []
         for path in discover(self.settings, name):
             with contextlib.suppress(OSError):
-                sig.append((str(path), (path / METADATA_FILE).read_bytes()))
+                meta = path / METADATA_FILE
+                sig.append((str(path), metadata_head(meta), meta.stat().st_size))
                 st = (path / ONNX_FILE).stat()
                 sig.append((st.st_size, st.st_mtime_ns, st.st_ino))
         return tuple(sig)

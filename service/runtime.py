@@ -205,10 +205,20 @@ def version_order(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (-1, version)
 
 
+def metadata_head(path: Path) -> bytes:
+    """A model.json's first NNSERVE_MAX_METADATA_BYTES + 1 bytes: never more is read (a file that holds more is
+    refused where it is loaded), so a 100 MB one costs an index or a poll scan what 1 MiB does."""
+    with open(path, "rb") as f:
+        return f.read(get_settings().max_metadata_bytes + 1)
+
+
 def _folder_version(folder: Path) -> str:
     """Today's layout (model.json in the model's folder itself): the version its model.json names, else "1"."""
     try:
-        version = json.loads((folder / METADATA_FILE).read_text()).get("version", "1")
+        raw = metadata_head(folder / METADATA_FILE)
+        if len(raw) > get_settings().max_metadata_bytes:
+            return "1"  # its load says why it is refused
+        version = json.loads(raw).get("version", "1")
     except (OSError, ValueError, AttributeError):
         return "1"
     return str(version)
@@ -284,8 +294,7 @@ def read_metadata(model_dir: Path) -> ModelMetadata:
     large, not the schema, or not the folder's)."""
     limit = get_settings().max_metadata_bytes
     try:
-        with open(model_dir / METADATA_FILE, "rb") as f:
-            raw = f.read(limit + 1)
+        raw = metadata_head(model_dir / METADATA_FILE)
         if len(raw) > limit:
             raise ValueError(f"over NNSERVE_MAX_METADATA_BYTES ({limit:,} bytes)")
         meta = ModelMetadata.model_validate_json(raw)

@@ -237,8 +237,7 @@ def test_the_gate_of_the_repository_api():
     with pytest.raises(ApiError) as e:
         repo(model_control="explicit").check("load")  # no key, not opened
     assert e.value.status == 403
-    for settings, action in (({"model_control": "none"}, "load"), ({"model_control": "poll"}, "unload"),
-                             ({"model_control": "explicit", "batching": "services"}, "load")):  # fmt: skip
+    for settings, action in (({"model_control": "none"}, "load"), ({"model_control": "poll"}, "unload")):
         with pytest.raises(ApiError) as e:
             repo(api_key="k", **settings).check(action)
         assert e.value.status == 400
@@ -255,6 +254,22 @@ def test_the_shared_server_keeps_its_repository_closed(client, tc):
     # the gate first: a parameter it would refuse was a 400 to a client the gate turns away (a gRPC audit's)
     r = client.post("/v2/repository/models/digits-cnn/load", json={"parameters": {"config": "{}"}})
     assert r.status_code == 403, r.text
+
+
+def test_a_huge_model_json_is_read_no_further_than_a_load_would(tmp_path):
+    """A repository audit's (2026-12-07): a 100 MB model.json was read and parsed whole on the event loop by every
+    index call and poll scan (2 s each, the worker's /livez waiting); its load was refused at 1 MiB all along."""
+    from service.runtime import _folder_version, metadata_head
+
+    settings = Settings(model_dir=tmp_path)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    huge = b'{"pad": "' + b"x" * (settings.max_metadata_bytes + 10) + b'", "version": "7"}'
+    (folder / "model.json").write_bytes(huge)
+    assert len(metadata_head(folder / "model.json")) == settings.max_metadata_bytes + 1
+    assert _folder_version(folder) == "1"  # read whole, it said "7"; its load names the limit
+    (folder / "model.json").write_bytes(b'{"version": "7"}')
+    assert _folder_version(folder) == "7"
 
 
 def test_version_policy():
