@@ -208,6 +208,8 @@ def version_order(version: str) -> tuple[int, str]:
 def metadata_head(path: Path) -> bytes:
     """A model.json's first NNSERVE_MAX_METADATA_BYTES + 1 bytes: never more is read (a file that holds more is
     refused where it is loaded), so a 100 MB one costs an index or a poll scan what 1 MiB does."""
+    if not path.is_file():  # a folder, a FIFO (whose open would wait for a writer), a link to nothing or a loop
+        raise OSError(f"{path}: not a file")
     with open(path, "rb") as f:
         return f.read(get_settings().max_metadata_bytes + 1)
 
@@ -229,10 +231,16 @@ def versions_on_disk(settings: Settings, name: str) -> list[tuple[str, Path]]:
     (``<name>/<version>/``), and the model's folder itself when it holds one (today's layout, read as the version
     its model.json names: "1" for every artifact shipped so far)."""
     folder = settings.model_dir / name
-    found = [(_folder_version(folder), folder)] if (folder / METADATA_FILE).is_file() else []
+    found = [(_folder_version(folder), folder)] if _present(folder / METADATA_FILE) else []
     if folder.is_dir():
-        found += [(p.name, p) for p in folder.iterdir() if p.name.isdigit() and (p / METADATA_FILE).is_file()]
+        found += [(p.name, p) for p in folder.iterdir() if p.name.isdigit() and _present(p / METADATA_FILE)]
     return sorted(found, key=lambda vp: version_order(vp[0]))
+
+
+def _present(path: Path) -> bool:
+    """Is there a model.json, readable or not? One that is a folder, a FIFO or a broken link makes a version whose
+    load fails naming it (such a version was left out without a word, and its load answered 200: an audit's)."""
+    return path.exists() or path.is_symlink()
 
 
 def model_names(settings: Settings) -> list[str]:

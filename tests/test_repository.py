@@ -157,6 +157,13 @@ def test_a_bad_new_version_is_refused_and_the_old_ones_keep_serving(explicit, ht
         assert entry[str(version)]["state"] == "UNAVAILABLE"
         assert entry[str(version)]["reason"] == "the last load failed: " + r.json()["error"].split(": ", 1)[1]
         shutil.rmtree(folder / str(version))
+    # a repository audit's (2026-12-07): a version whose model.json is a folder (or a FIFO, a broken link) was left
+    # out without a word, and its load answered 200
+    (folder / "5" / "model.json").mkdir(parents=True)
+    r = http.post(f"/v2/repository/models/{CNN}/load")
+    assert r.status_code == 400 and "5/model.json: not a file" in r.json()["error"], r.text
+    assert http.get(f"/v1/models/{CNN}").json()["versions"] == ["1", "2"]
+    shutil.rmtree(folder / "5")
     assert http.post(f"/v2/repository/models/{CNN}/load").status_code == 200  # the disk is good again
     assert all(e["reason"] == "" for e in http.post("/v2/repository/index", json={}).json() if e["name"] == CNN)
 
