@@ -196,6 +196,11 @@ def test_bad_requests_get_clear_status_codes(stub, gc, server):
         line.startswith("nnserve_grpc_requests_total{") and 'method="ModelInfer"' in line and 'code="NOT_FOUND"' in line
         for line in metrics.splitlines()
     )
+    # an observability audit's (2026-12-07): the refused messages above were in nnserve_errors_total only
+    assert any(
+        line.startswith("nnserve_grpc_requests_total{") and 'method="ServerLive"' in line and "INVALID_ARGUMENT" in line
+        for line in metrics.splitlines()
+    )
 
 
 def test_statistics_count_what_was_served(tc, gc, server, artifact_root, digits):
