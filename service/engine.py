@@ -95,7 +95,7 @@ class Engine:
                     raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
                 if isinstance(meta.preprocessing, TextPreprocessing):  # the vocabulary that text is encoded with
                     self.vocabs[served_key(meta)] = load_vocab(path, meta)
-                self.figures[served_key(meta)] = read_figures(path, S.max_figure_bytes)
+                self.figures[served_key(meta)] = read_figures(path, S.max_figure_bytes, S.max_figures)
                 if S.batching == "services" and S.skip_bad_artifacts:
                     warm_up(load_model(path, S))  # learn here what the model services will leave out
             except ArtifactError as e:

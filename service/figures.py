@@ -4,7 +4,7 @@ once when the version is loaded and served by ``GET /v1/models/{name}/figures/{f
 
 A client's text never becomes a path: the route looks its figure up among the names read at load, which are only
 files directly in the folder, named by ``FIGURE_NAME``, regular files opened without following a symlink,
-starting with PNG's signature and at most ``NNSERVE_MAX_FIGURE_BYTES`` each (``MAX_FIGURES`` per version).
+starting with PNG's signature and at most ``NNSERVE_MAX_FIGURE_BYTES`` each (``NNSERVE_MAX_FIGURES`` per version).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from service.errors import ApiError
 log = logging.getLogger("bentoml.nnserve")
 
 FIGURE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,59}\.png$"
-MAX_FIGURES = 32  # per version, the first by name: a folder of thousands of PNGs is not read whole
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -35,19 +34,19 @@ class Figure:
     etag: str
 
 
-def read_figures(folder: Path, max_bytes: int) -> dict[str, Figure]:
-    """name -> Figure for the PNG files directly in ``folder`` that may be served; anything else is left out (an
-    oversized, unreadable or symlinked file is logged). Never raises: a model is served without its figures
-    rather than not at all."""
+def read_figures(folder: Path, max_bytes: int, max_count: int) -> dict[str, Figure]:
+    """name -> Figure for the first ``max_count`` PNG files by name directly in ``folder`` that may be served;
+    anything else is left out (an oversized, unreadable or symlinked file is logged). Never raises: a model is
+    served without its figures rather than not at all."""
     try:
         names = sorted(e.name for e in os.scandir(folder) if re.fullmatch(FIGURE_NAME, e.name))
     except OSError as e:
         log.warning("no figures for %s: %s", folder, e)
         return {}
-    if len(names) > MAX_FIGURES:
-        log.warning("%s: %d figures, serving the first %d by name", folder, len(names), MAX_FIGURES)
+    if len(names) > max_count:
+        log.warning("%s: %d figures, serving the first %d by name", folder, len(names), max_count)
     out: dict[str, Figure] = {}
-    for name in names[:MAX_FIGURES]:
+    for name in names[:max_count]:
         why, body = _read(folder / name, max_bytes)
         if body is None:
             log.warning("not serving the figure %s: %s", folder / name, why)

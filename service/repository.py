@@ -67,7 +67,6 @@ from service.settings import Settings
 
 log = logging.getLogger("bentoml.nnserve")
 TICK_S = 0.02  # how often a worker looks for a command
-PREPARE_TIMEOUT_S = 120.0
 COMMIT_TIMEOUT_S = 15.0
 
 
@@ -120,7 +119,9 @@ def _stage(engine: Any, staged: Staged, path: Path, name: str, settings: Setting
     staged.models[key] = model
     if isinstance(meta.preprocessing, TextPreprocessing):
         staged.vocabs[key] = vocab or load_vocab(path, meta)
-    staged.figures[key] = read_figures(path, settings.max_figure_bytes)  # read again: a figure may be new
+    staged.figures[key] = read_figures(
+        path, settings.max_figure_bytes, settings.max_figures
+    )  # read again: a figure may be new
     staged.metas[meta.version] = meta
 
 
@@ -305,7 +306,7 @@ class Repository:
         command = self.folder / "nnserve-repository.json"
         gen = int((_read(command) or {}).get("gen", 0)) + 1
         _write(command, {"gen": gen, "phase": "prepare", "action": action, "name": name})
-        acks = await self._acks(gen, "prepare", PREPARE_TIMEOUT_S)
+        acks = await self._acks(gen, "prepare", self.settings.prepare_timeout_s)
         failures = [a for a in acks if not a.get("ok")]
         phase = "abort" if failures else "commit"
         _write(command, {"gen": gen, "phase": phase, "action": action, "name": name})

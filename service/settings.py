@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     max_figure_bytes: int = Field(
         2 << 20, ge=1, description="bytes per figure (a PNG beside model.onnx) read at load; a larger one is not served"
     )
+    max_figures: int = Field(
+        32, ge=0, le=1024, description="figures per version read at load, the first by name (a folder of thousands of "
+        "PNGs is not read whole)"
+    )  # fmt: skip
+    prepare_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="a repository load: the time every API worker has to read and warm up the "
+        "new versions before the load is aborted everywhere"
+    )  # fmt: skip
     max_metadata_bytes: int = Field(
         1 << 20, ge=1024, description="bytes of an artifact's model.json read at most; a larger one is not served"
     )

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from bench.swap import new_version
-from service.figures import FIGURE_NAME, MAX_FIGURES, PNG_SIGNATURE, matches, read_figures
+from service.figures import FIGURE_NAME, PNG_SIGNATURE, matches, read_figures
 from tests.conftest import assert_envelope, png_bytes
 from tests.server import Server
 
@@ -72,18 +72,28 @@ def test_only_regular_png_files_within_the_limit_are_read(tmp_path):
     (folder / "notes.txt").write_bytes(png(2))
     (folder / "UPPER.PNG").write_bytes(png(3))
     (folder / ".hidden.png").write_bytes(png(4))
-    found = read_figures(folder, max_bytes=len(curves) + 100)
+    found = read_figures(folder, max_bytes=len(curves) + 100, max_count=32)
     assert list(found) == ["curves.png"]
     assert found["curves.png"].body == curves and found["curves.png"].etag == etag(curves)
-    assert read_figures(folder, max_bytes=len(curves) - 1) == {}  # the limit is on what is read, not on stat
-    assert read_figures(tmp_path / "missing", 1 << 20) == {}  # never raises: the model serves without figures
+    assert (
+        read_figures(folder, max_bytes=len(curves) - 1, max_count=32) == {}
+    )  # the limit is on what is read, not on stat
+    assert read_figures(tmp_path / "missing", 1 << 20, 32) == {}  # never raises: the model serves without figures
 
 
 def test_at_most_max_figures_per_version(tmp_path):
-    for i in range(MAX_FIGURES + 8):
+    from service.settings import Settings
+
+    default = Settings().max_figures  # NNSERVE_MAX_FIGURES (a constant until a docs audit found no setting for it)
+    for i in range(default + 8):
         (tmp_path / f"f{i:03d}.png").write_bytes(png(i, side=4))
-    found = read_figures(tmp_path, 1 << 20)
-    assert list(found) == [f"f{i:03d}.png" for i in range(MAX_FIGURES)]
+    found = read_figures(tmp_path, 1 << 20, default)
+    assert default == 32 and list(found) == [f"f{i:03d}.png" for i in range(default)]
+    assert list(read_figures(tmp_path, 1 << 20, Settings(max_figures=3).max_figures)) == [
+        "f000.png",
+        "f001.png",
+        "f002.png",
+    ]
 
 
 def test_if_none_match():

@@ -321,6 +321,25 @@ def test_a_worker_that_starts_following_late_still_answers(tmp_path):
     assert "m" not in engines[0].versions and "m" not in engines[1].versions
 
 
+def test_a_load_a_worker_never_prepares_is_aborted_after_the_prepare_timeout(tmp_path, monkeypatch):
+    """NNSERVE_PREPARE_TIMEOUT_S (a constant, 120 s, until a docs audit found no setting for it): a worker that
+    does not answer the prepare phase aborts the load everywhere, with a 500 naming no worker's error."""
+    import asyncio
+    import time
+
+    from service import repository
+
+    monkeypatch.setattr(repository, "COMMIT_TIMEOUT_S", 0.2)  # nobody acknowledges the abort either
+    worker = Repository(None, Settings(api_workers=2, model_control="explicit", prepare_timeout_s=0.3))
+    worker.folder = tmp_path
+    started = time.monotonic()
+    with pytest.raises(ApiError) as e:
+        asyncio.run(worker._coordinate("load", "m"))
+    assert e.value.code == "internal_error" and "a worker did not answer" in e.value.message
+    assert time.monotonic() - started < 5
+    assert json.loads((tmp_path / "nnserve-repository.json").read_text())["phase"] == "abort"
+
+
 def test_a_version_written_while_a_worker_starts_leaves_the_model_serving(artifact_root, tmp_path):
     """The engine reads the folder after its families have loaded theirs; a version that lands in between (a swap
     while a worker starts) is not the family's failure: the model keeps serving the versions loaded, and the
