@@ -43,6 +43,13 @@ ANOMALIES = Counter(  # reason: contract/reasons.py's vocabulary, a closed set
 OUT_OF_DISTRIBUTION = Counter(  # reason: contract/reasons.py's vocabulary, a closed set
     "nnserve_out_of_distribution_total", "classifier inputs flagged out of distribution, by why", ["model", "reason"]
 )
+TRANSPORT_ANSWERS = Counter(  # a closed set: 400, 408, 429, 431, 503
+    "nnserve_transport_responses_total",
+    "answers the HTTP transport writes itself, before any ASGI layer, so BentoML's request series never see them: "
+    "429s shed at the door, 400s for requests the parser refuses, 408 head timeouts, 431s, 503s over the "
+    "connection cap",
+    ["http_response_code"],
+)
 GRPC_REQUESTS = Counter(
     "nnserve_grpc_requests_total", "gRPC calls (service/oip_grpc.py) by method and status code", ["method", "code"]
 )

@@ -49,7 +49,7 @@ from service import middleware
 from service.balance import BALANCE, attach_worker
 from service.deadlines import watchdog
 from service.errors import ApiError
-from service.metrics import ERRORS
+from service.metrics import ERRORS, TRANSPORT_ANSWERS
 from service.request_id import request_id_for
 from service.routes import endpoint_label
 
@@ -132,9 +132,11 @@ class Door:
         if key not in self._answers:
             err = admission.too_many()
             body = middleware.render(err, middleware.is_oip(path))
-            self._answers[key] = (_response(err, body, {"x-request-id": "%s"}), ERRORS.labels(endpoint, err.code))
-        head, counter = self._answers[key]
-        counter.inc()
+            counters = (ERRORS.labels(endpoint, err.code), TRANSPORT_ANSWERS.labels(str(err.status)))
+            self._answers[key] = (_response(err, body, {"x-request-id": "%s"}), counters)
+        head, counters = self._answers[key]
+        for counter in counters:
+            counter.inc()
         return head.replace(b"%s", request_id.encode(), 1)
 
 
@@ -316,6 +318,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def _counted(self, err: ApiError) -> ApiError:
         """An answer the transport writes itself, counted in nnserve_errors_total as the app's are."""
         ERRORS.labels(self._endpoint(), err.code).inc()
+        TRANSPORT_ANSWERS.labels(str(err.status)).inc()
         return err
 
     def _endpoint(self) -> str:

@@ -289,7 +289,9 @@ def test_a_stream_of_malformed_requests_writes_a_line_now_and_then_not_one_each(
     assert status == 400 and headers["content-type"] == "application/json" and headers["x-request-id"]
     assert json.loads(body)["error"]["code"] == "invalid_request"
     assert len({h["x-request-id"] for _, h, _ in answers}) == 60
-    assert 'nnserve_errors_total{code="invalid_request",endpoint="other"}' in httpx.get(server.url + "/metrics").text
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'nnserve_errors_total{code="invalid_request",endpoint="other"}' in metrics
+    assert 'nnserve_transport_responses_total{http_response_code="400"}' in metrics  # what the dashboard adds
 
 
 def test_throttled_lets_one_line_through_per_period_and_counts_the_rest():
