@@ -37,8 +37,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Handler = Callable[[bytes, Scope, tuple[str, ...]], Awaitable[Response | None]]
 
 # JSON the parser refuses where Python's json module raises no JSONDecodeError (its 4,300-digit integer limit, its
-# recursion limit), which FastAPI answers "There was an error parsing the body": the lane says where and why
-UNPARSED = ("recursion limit exceeded", "number out of range")
+# recursion limit, bytes that are not UTF-8), which FastAPI answers "There was an error parsing the body": the lane
+# says where and why
+UNPARSED = ("recursion limit exceeded", "number out of range", "invalid unicode code point")
 
 log = logging.getLogger("bentoml.nnserve")
 
@@ -72,6 +73,8 @@ def body_model_lanes(prefix: str, routes: Iterable[Any]) -> list[Lane]:
 
 def _validated(model: type[BaseModel], endpoint: Callable[[Any], Awaitable[Response]]) -> Handler:
     async def handle(body: bytes, scope: Scope, groups: tuple[str, ...]) -> Response | None:
+        if not body.strip():  # FastAPI said "Field required" of no field (a routes audit's)
+            raise ApiError("invalid_request", "the request body is empty: this route takes a JSON object")
         try:
             request = model.model_validate_json(body)
         except ValidationError as e:
