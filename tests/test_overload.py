@@ -25,6 +25,7 @@ def tight_server(artifact_root, tmp_path_factory):
         NNSERVE_MAX_CONCURRENCY="4",
         NNSERVE_MAX_LATENCY_MS="5",
         NNSERVE_MAX_BATCH_SIZE="64",
+        NNSERVE_TEXT_MAX_BATCH_SIZE="3",
     )
     srv.start()
     yield srv
@@ -68,6 +69,31 @@ def test_burst_is_shed_with_envelopes_and_the_server_recovers(tight_server, digi
         assert r.status_code == 200, r.text
         assert c.get("/readyz").status_code == 200
         assert 'code="internal_error"' not in c.get("/metrics").text
+
+
+def test_texts_run_at_most_text_max_batch_size_a_run(tight_server):
+    """NNSERVE_TEXT_MAX_BATCH_SIZE (a docs audit found no test of it): concurrent one-text requests share runs of at
+    most 3 rows, and the model's Triton configuration says so; a request of more rows runs as one batch of its
+    own (README, Limits), never split."""
+    import re
+
+    def one(i: int) -> int:
+        with httpx.Client(base_url=tight_server.url, timeout=60) as c:
+            return c.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": [f"a fine film {i}"]}).status_code
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(one, range(24))) <= {200, 429}
+    with httpx.Client(base_url=tight_server.url, timeout=60) as c:
+        r = c.post("/v1/sentiment", json={"model": "synthetic-lstm", "texts": [f"a fine film {i}" for i in range(10)]})
+        assert r.status_code == 200, r.text
+        metrics = c.get("/metrics").text
+        config = c.get("/v2/models/synthetic-lstm/config").json()
+    sizes = {
+        int(m.group(1))
+        for m in re.finditer(r'nnserve_model_executions_total\{batch_size="(\d+)",model="synthetic-lstm"\}', metrics)
+    }
+    assert sizes - {10} and max(sizes - {10}) <= 3 and 10 in sizes, sizes
+    assert config["parameters"]["max_rows_per_execution"]["string_value"] == "3", config
 
 
 def test_a_full_model_queue_is_a_503_with_retry_after(artifact_root, tmp_path_factory, digits):
