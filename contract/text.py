@@ -86,6 +86,8 @@ def _all_kept(text: str) -> bool:
         lead, trail, only = _marks(c)
         if only:
             marks += lead * text.count(c)
+            if marks > MAX_MARKS:  # past the bound already: no more counting (917 kinds of mark, 917 passes)
+                return False
         else:
             tail = max(tail, trail)
     return marks + tail <= MAX_MARKS

@@ -43,6 +43,7 @@ from service.runtime import (
     providers,
     read_metadata,
     served_key,
+    twice,
     version_order,
     warm_up,
 )
@@ -91,6 +92,8 @@ class Engine:
             label = artifact_label(path, S)
             try:
                 meta = read_metadata(path)
+                if meta.version in self.versions.get(meta.name, {}):
+                    raise ArtifactError(twice(path, meta))
                 if meta.task not in TASKS:
                     raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
                 if isinstance(meta.preprocessing, TextPreprocessing):  # the vocabulary that text is encoded with

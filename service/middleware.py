@@ -143,6 +143,11 @@ def media_type(headers: Headers) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def named(ctype: str) -> str:
+    """A client's media type as a 415 names it: at most 64 characters (15 KB of one came back whole: an audit's)."""
+    return quoted(ctype, 64) if ctype else "nothing"
+
+
 class AdmissionMiddleware:
     """Admission in the order that keeps slow and large uploads from hurting anyone else:
 
@@ -367,9 +372,9 @@ class AdmissionMiddleware:
                 f"bodies are read as sent: Content-Encoding {quoted(encoding, 32)!r} is not accepted; send it "
                 "uncompressed",
             )
-        ctype = quoted(media_type(headers), 64)  # named in the answer: 15 KB of it came back whole (an audit's)
+        ctype = media_type(headers)
         if path in json_routes() and ctype != "application/json":
-            message = f"{path} takes application/json, not {ctype or 'nothing'}"
+            message = f"{path} takes application/json, not {named(ctype)}"
             raw_upload = ctype.startswith(("image/", "multipart/")) or ctype.endswith("octet-stream")
             if path in image_routes() and raw_upload:
                 message += ": images go base64 in the JSON body's 'images'"
@@ -378,7 +383,7 @@ class AdmissionMiddleware:
                     message += "/v1/classify/upload"
             return ApiError("unsupported_media_type", message)
         if path in form_routes() and ctype != "multipart/form-data":
-            return ApiError("unsupported_media_type", f"{path} takes multipart/form-data, not {ctype or 'nothing'}")
+            return ApiError("unsupported_media_type", f"{path} takes multipart/form-data, not {named(ctype)}")
         return None
 
     async def _finish_error(self, send: Send, start: Message, raw: bytes, endpoint: str, oip: bool) -> None:

@@ -58,6 +58,7 @@ from service.runtime import (
     model_names,
     read_metadata,
     served_key,
+    twice,
     version_order,
     versions_on_disk,
     warm_up,
@@ -105,6 +106,8 @@ def _stage(engine: Any, staged: Staged, path: Path, name: str, settings: Setting
     meta = read_metadata(path)
     if meta.name != name:
         raise ArtifactError(f"{path / METADATA_FILE}: names the model {meta.name!r}, not {name!r}")
+    if meta.version in staged.metas:  # a model.json in the model's folder naming a numbered folder's version
+        raise ArtifactError(twice(path, meta))
     if meta.task not in TASKS:
         raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
     key = served_key(meta)
@@ -119,9 +122,7 @@ def _stage(engine: Any, staged: Staged, path: Path, name: str, settings: Setting
     staged.models[key] = model
     if isinstance(meta.preprocessing, TextPreprocessing):
         staged.vocabs[key] = vocab or load_vocab(path, meta)
-    staged.figures[key] = read_figures(
-        path, settings.max_figure_bytes, settings.max_figures
-    )  # read again: a figure may be new
+    staged.figures[key] = read_figures(path, settings.max_figure_bytes, settings.max_figures)  # a figure may be new
     staged.metas[meta.version] = meta
 
 

@@ -53,7 +53,7 @@ def image_routes() -> frozenset[str]:
 # /static_content/ or /ui/ is left as it is: its page's relative links need the slash)
 PLAIN_ROUTES = frozenset({"/metrics", "/livez", "/readyz", "/healthz", "/docs.json", "/schema.json"})
 # BentoML's mounts, read with their slash: without it Starlette redirects to a Location built from the Host header
-MOUNTS = frozenset({"/static_content"})
+MOUNTS = frozenset({"/static_content", "/assets"})  # /assets: with BentoML's new_index feature
 
 
 def without_trailing_slashes(scope: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

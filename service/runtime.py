@@ -237,6 +237,12 @@ def versions_on_disk(settings: Settings, name: str) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda vp: version_order(vp[0]))
 
 
+def twice(path: Path, meta: ModelMetadata) -> str:
+    """The reason a version is refused when another folder of its model holds the same version (one of them was
+    served without a word: a repository audit's)."""
+    return f"{path / METADATA_FILE}: version {meta.version} of {meta.name} is on disk twice (in another folder too)"
+
+
 def _present(path: Path) -> bool:
     """Is there a model.json, readable or not? One that is a folder, a FIFO or a broken link makes a version whose
     load fails naming it (such a version was left out without a word, and its load answered 200: an audit's)."""

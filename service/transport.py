@@ -223,9 +223,13 @@ class GuardedHttpTools(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request the parser refuses (a bad method or header, two lengths, a raw UTF-8 path): the envelope,
         counted, with a request id, where uvicorn wrote plain text that no metric or id saw."""
+        self._discarding = True  # the parser is in error: nothing more of this connection is read
+        if not self._idle():  # a pipelined request's answer is still being written: this one would land inside it
+            self.cycle.keep_alive = False  # so the connection closes once that answer is out
+            return
         message = "not a valid HTTP/1.1 request: its request line or a header is malformed"
         _answer(self.transport, self._counted(ApiError("invalid_request", message)), getattr(self, "headers", []))
-        self.transport.close()
+        self._linger()  # closing at once, with the client's bytes unread, could reset the connection before it reads
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -395,7 +399,8 @@ def install_transport(limits: Limits) -> None:
     errors = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, Throttled) for f in errors.filters):
         errors.addFilter(Throttled(INVALID_REQUEST))
-    errors.propagate = False  # BentoML gives it the root's handler too: each of its lines was written twice
+    if errors.handlers and set(errors.handlers) <= set(logging.getLogger().handlers):
+        errors.propagate = False  # BentoML gives it the root's handler too: each of its lines was written twice
     parts = logging.getLogger("python_multipart.multipart")  # each of its lines is about a client's malformed body
     if not any(isinstance(f, Throttled) for f in parts.filters):
         parts.addFilter(Throttled(""))

@@ -164,6 +164,11 @@ def test_a_bad_new_version_is_refused_and_the_old_ones_keep_serving(explicit, ht
     assert r.status_code == 400 and "5/model.json: not a file" in r.json()["error"], r.text
     assert http.get(f"/v1/models/{CNN}").json()["versions"] == ["1", "2"]
     shutil.rmtree(folder / "5")
+    # and: a model.json in the model's folder naming version 2, beside the folder 2/: one of them served, silently
+    (folder / "model.json").write_text((folder / "2" / "model.json").read_text())
+    r = http.post(f"/v2/repository/models/{CNN}/load")
+    assert r.status_code == 400 and f"version 2 of {CNN} is on disk twice" in r.json()["error"], r.text
+    (folder / "model.json").unlink()
     assert http.post(f"/v2/repository/models/{CNN}/load").status_code == 200  # the disk is good again
     assert all(e["reason"] == "" for e in http.post("/v2/repository/index", json={}).json() if e["name"] == CNN)
 

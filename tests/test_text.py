@@ -396,3 +396,15 @@ def test_a_header_naming_a_column_twice_is_refused_not_read_as_its_last(tmp_path
     p.write_text("text,label,label\n" + "".join(f"review {i},pos,{'new' if i % 2 else 'old'}\n" for i in range(30)))
     with pytest.raises(ValueError, match="names column 'label' more than once"):
         load_table(p, name="csv")
+
+
+def test_the_fast_path_of_stream_safe_keeps_the_bound():
+    """``_all_kept`` (a review's): a run at the bound is read by ``_kept``, not waved through: "ǖ" ends in two
+    marks, so 29 more make a run of 31, and the last is dropped, as before the fast path; 28 more pass whole."""
+    from contract.text import MAX_MARKS, _all_kept, stream_safe
+
+    over, at = "ǖ" + "\u0308" * 29, "ǖ" + "\u0308" * 28
+    assert MAX_MARKS == 30 and not _all_kept(over) and _all_kept(at)
+    assert stream_safe(over) == over[:-1] and stream_safe(at) == at
+    many = "".join(chr(c) for c in range(0x300, 0x370)) * 100  # every kind counted once at most, then False
+    assert not _all_kept(many) and len(stream_safe(many)) < len(many)

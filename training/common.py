@@ -100,8 +100,9 @@ def initial_weights(cfg: TrainConfig, model_cfg: Any, dataset: Dataset) -> dict[
     the same files split the same way (``DatasetInfo.same_split``, as for a teacher: a checkpoint of another
     split has seen this run's validation rows)."""
     assert cfg.init is not None
-    try:
-        ckpt = torch.load(cfg.init, map_location="cpu", weights_only=True)
+    try:  # plain data only, as export reads a checkpoint (TorchVersion: a str subclass older ones carry)
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            ckpt = torch.load(cfg.init, map_location="cpu", weights_only=True)
     except Exception as e:  # a text file or another tool's pickle: torch's own advice (weights_only=False) was shown
         raise ValueError(
             f"--init {cfg.init}: not a checkpoint written by python -m training ({type(e).__name__})"
