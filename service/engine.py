@@ -93,7 +93,7 @@ class Engine:
             try:
                 meta = read_metadata(path)
                 if meta.version in self.versions.get(meta.name, {}):
-                    raise ArtifactError(twice(path, meta))
+                    raise ArtifactError(twice(path, meta.name, meta.version))
                 if meta.task not in TASKS:
                     raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
                 if isinstance(meta.preprocessing, TextPreprocessing):  # the vocabulary that text is encoded with

@@ -90,6 +90,13 @@ def prepare(engine: Any, name: str, settings: Settings) -> Staged:
     """Read, check, load and warm up the versions of ``name`` its policy serves (blocking: call off the loop);
     a session this worker already holds for the same bytes is reused. Raises ArtifactError, changing nothing."""
     staged = Staged(name)
+    seen: set[str] = set()
+    for version, path in versions_on_disk(settings, name):  # before any is read: either copy may be the broken one
+        if version in seen:
+            error = ArtifactError(twice(path, name, version))
+            error.folder = artifact_label(path, settings)
+            raise error
+        seen.add(version)
     for path in discover(settings, name):
         try:
             _stage(engine, staged, path, name, settings)
@@ -106,8 +113,6 @@ def _stage(engine: Any, staged: Staged, path: Path, name: str, settings: Setting
     meta = read_metadata(path)
     if meta.name != name:
         raise ArtifactError(f"{path / METADATA_FILE}: names the model {meta.name!r}, not {name!r}")
-    if meta.version in staged.metas:  # a model.json in the model's folder naming a numbered folder's version
-        raise ArtifactError(twice(path, meta))
     if meta.task not in TASKS:
         raise ArtifactError(f"{path}: task {meta.task!r} is not one this server serves ({sorted(TASKS)})")
     key = served_key(meta)

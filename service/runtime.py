@@ -237,10 +237,10 @@ def versions_on_disk(settings: Settings, name: str) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda vp: version_order(vp[0]))
 
 
-def twice(path: Path, meta: ModelMetadata) -> str:
-    """The reason a version is refused when another folder of its model holds the same version (one of them was
-    served without a word: a repository audit's)."""
-    return f"{path / METADATA_FILE}: version {meta.version} of {meta.name} is on disk twice (in another folder too)"
+def twice(path: Path, name: str, version: str) -> str:
+    """The reason a version is refused when another folder of its model holds the same version (a model.json in
+    the model's folder naming a numbered folder's version: one of them was served without a word, an audit's)."""
+    return f"{path / METADATA_FILE}: version {version} of {name} is on disk twice (in another folder too)"
 
 
 def _present(path: Path) -> bool:
