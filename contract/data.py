@@ -12,6 +12,7 @@ import logging
 import os
 import struct
 import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +81,13 @@ class Dataset:
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): big-endian magic (0, 0, dtype, ndim), ndim uint32 sizes, data."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a download cut short: one line, not a traceback
+        raise DataError(f"{path}: not a whole gzip file ({e})") from None
+    if len(raw) < 4 or len(raw) < 4 + 4 * raw[3]:
+        raise DataError(f"{path}: {len(raw)} bytes, shorter than an IDX file's header")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
         raise DataError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")

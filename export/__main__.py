@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
+from contract.cli import run
 from contract.data import DataError
 from export.onnx_export import ParityError, export_checkpoint
 
@@ -67,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

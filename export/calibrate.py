@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from contract.cli import at_least, run
 from contract.data import DataError, check_recorded, recorded_split
 from contract.images import normalize
 from contract.metadata import (
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "--autoencoder", type=Path, help="image models: an autoencoder of the same images (a candidate OOD component)"
     )
     p.add_argument("--sibling", type=Path, help="image models: a calibrated classifier of these images (its score too)")
-    p.add_argument("--photos", type=int, help=f"image models: photographed images per set (default {PHOTOS})")
+    p.add_argument("--photos", type=at_least(1), help=f"image models: photographed images per set (default {PHOTOS})")
     p.add_argument(
         "--measure",
         action="store_true",
@@ -441,4 +441,4 @@ def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

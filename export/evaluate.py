@@ -35,10 +35,11 @@ import onnxruntime as ort
 from PIL import Image
 
 from contract import gibbs
+from contract.cli import run
 from contract.data import DataError, check_recorded, read_idx, recorded_split
 from contract.images import normalize, prepare_image, read, to_uint8
 from contract.latents import cycled_labels, latents
-from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata
+from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, load_metadata, sha256_file
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
 from export.evaluate_cli import parser, refuse_unread
 from export.record import record
@@ -330,8 +331,12 @@ def _image_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Mode
             images, labels = read_idx(args.images), read_idx(args.labels).astype(np.int64)
         except (OSError, ValueError) as e:
             p.error(f"--images/--labels: {e}")
-        if images.ndim not in (3, 4) or labels.ndim != 1 or len(images) != len(labels):
+        if images.ndim not in (3, 4) or labels.ndim != 1 or len(images) != len(labels) or not len(labels):
             p.error(f"--images holds {images.shape}, --labels {labels.shape}: one label for each image expected")
+        if labels.max() >= len(meta.labels):  # uint8: never below 0; a class it has not, its rows left unscored
+            p.error(
+                f"--labels holds class {labels.max()}: {meta.name} has {len(meta.labels)} (0 to {len(meta.labels) - 1})"
+            )
         return predict_images(args.model_dir, images, meta), labels, str(args.images)
     p.error("give --data, or --images and --labels")
 
@@ -357,6 +362,8 @@ def _text_data(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
         name = str(args.texts)
     else:
         p.error("give --data (the training file) or --texts")
+    if not texts:
+        p.error(f"{name}: no text to measure")
     if args.ensemble_with:
         name += f", ensemble of {', '.join(str(m) for m in (args.model_dir, *args.ensemble_with))}"
     return predict_texts(args.model_dir, texts, meta, args.windows, tuple(args.ensemble_with)), labels, name
@@ -372,12 +379,21 @@ def main(argv: list[str] | None = None) -> int:
         meta = load_metadata(args.model_dir)
     except (OSError, ValueError) as e:
         p.error(f"{args.model_dir}: not a model folder ({str(e).splitlines()[0]})")
-    if args.json is not None and args.json.is_dir():
-        p.error(f"--json {args.json}: a folder; name the file to write")
+    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
+        p.error(f"--json {args.json}: a folder, or in no folder; name a file to write in one that exists")
     refuse_unread(p, argv, args, meta)
-    for other in args.ensemble_with:  # on --data, every member must have held the same rows out
-        if args.data is not None and not load_metadata(other).dataset.same_split(meta.dataset):
-            p.error(f"{other} was trained on another split than {args.model_dir}: its validation rows differ")
+    for folder in (args.model_dir, *args.ensemble_with):  # measure the graph model.json describes, as served
+        try:
+            member = meta if folder == args.model_dir else load_metadata(folder)
+            intact = sha256_file(Path(folder) / ONNX_FILE) == member.onnx_sha256
+        except (OSError, ValueError) as e:
+            p.error(f"{folder}: not a model folder ({str(e).splitlines()[0]})")
+        if not intact:
+            p.error(f"{folder}/{ONNX_FILE}: sha256 does not match its {METADATA_FILE} (corrupt or replaced)")
+        if member.task != meta.task:
+            p.error(f"--ensemble-with {folder}: its task is {member.task}, not {meta.task}")
+        if args.data is not None and not member.dataset.same_split(meta.dataset):  # every member held them out
+            p.error(f"{folder} was trained on another split than {args.model_dir}: its validation rows differ")
     if meta.task == "autoencoder":
         result = _autoencoder_report(p, args, meta)
     elif meta.task == "generator":
@@ -397,4 +413,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

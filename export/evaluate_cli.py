@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contract.cli import typed
+from contract.cli import at_least, typed
 from contract.metadata import ModelMetadata
 from contract.text import DEFAULT_WINDOWS
 
@@ -21,7 +21,9 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="the matching IDX labels file")
     p.add_argument("--texts", type=Path, help="a CSV/TSV of labelled texts")
     p.add_argument("--text-column", help="--texts: the text column (default: the model's training table's)")
-    p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="texts: max_len-token windows read (1: cut)")
+    p.add_argument(
+        "--windows", type=at_least(1, 64), default=DEFAULT_WINDOWS, help="texts: max_len-token windows read (1: cut)"
+    )
     p.add_argument("--label-column", help="--texts: the label column (default: the model's training table's)")
     averaged = "texts: another classifier whose calibrated probabilities are averaged in (repeatable)"
     p.add_argument("--ensemble-with", type=Path, action="append", default=[], help=averaged)
@@ -33,10 +35,14 @@ def parser(description: str | None) -> argparse.ArgumentParser:
         help="autoencoders: also the anomaly flag /v1/reconstruct answers with the images enlarged to these sizes "
         "(e.g. 56,112,280: through the front door)",
     )
-    p.add_argument("--sizes-n", type=int, default=1000, help="autoencoders: images of each set for --sizes")
+    p.add_argument("--sizes-n", type=at_least(1), default=1000, help="autoencoders: images of each set for --sizes")
     p.add_argument("--classifier", type=Path, help="generators: a classifier artifact of the same dataset")
-    p.add_argument("--samples", type=int, help="generators: images per set (default: the validation split's size)")
-    p.add_argument("--gibbs-steps", type=int, default=1000, help="Gibbs samplers: steps of each chain (the service's)")
+    p.add_argument(
+        "--samples", type=at_least(1), help="generators: images per set (default: the validation split's size)"
+    )
+    p.add_argument(
+        "--gibbs-steps", type=at_least(1), default=1000, help="Gibbs samplers: steps of each chain (the service's)"
+    )
     p.add_argument("--json", type=Path, help="also write the report here")
     p.add_argument("--record", action="store_true", help="with --data: also keep the figures in model.json (the card)")
     return p

@@ -8,9 +8,10 @@ checker, parity, metadata, hashes) is shared, here.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,25 @@ def replace_artifact(out: Path, writes: set[str]) -> None:
     log.warning("replacing the artifact in %s%s%s", out, gone, dropped)
 
 
+def write_artifact(out: Path, files: dict[str, bytes]) -> None:
+    """``files`` into ``out``, each written beside its place first and then renamed into it, model.json last: an
+    export stopped part way (Ctrl-C, a full disk) leaves the artifact that was there, not a new graph beside an
+    empty model.json (an audit's); the old artifact's files this one does not write go only once all are written."""
+    out.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
+    try:
+        for name, data in files.items():
+            staged[name] = out / f".{name}.partial"
+            staged[name].write_bytes(data)
+        if (out / METADATA_FILE).is_file():
+            replace_artifact(out, set(files))
+        for name in sorted(staged, key=lambda n: n == METADATA_FILE):
+            os.replace(staged[name], out / name)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+
+
 def export_checkpoint(
     ckpt_path: str | Path, out_dir: str | Path, *, name: str, version: str = "1", opset: int = 18
 ) -> ModelMetadata:
@@ -211,26 +231,17 @@ def export_checkpoint(
 
     out = Path(out_dir)
     curves = Path(ckpt_path).parent / CURVES_FILE  # training's plot beside its checkpoint: a figure of the card
-    writes = {ONNX_FILE, METADATA_FILE, *spec.files, *([ENCODER_FILE] if spec.encoder else [])}
-    if curves.is_file():
-        writes.add(CURVES_FILE)
-    if (out / METADATA_FILE).is_file():
-        replace_artifact(out, writes)
-    out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / ONNX_FILE
-    onnx_path.write_bytes(onnx_bytes)
+    files: dict[str, bytes] = {ONNX_FILE: onnx_bytes, **spec.files}
     encoder_info = None
     if encoder is not None and spec.encoder is not None:
-        (out / ENCODER_FILE).write_bytes(encoder[0])
+        files[ENCODER_FILE] = encoder[0]
         worst = max(worst, encoder[2])
         encoder_info = GraphInfo(
             file=ENCODER_FILE,
-            sha256=sha256_file(out / ENCODER_FILE),
+            sha256=hashlib.sha256(encoder[0]).hexdigest(),
             inputs=spec.encoder.inputs,
             outputs=spec.encoder.outputs,
         )
-    for fname, data in spec.files.items():
-        (out / fname).write_bytes(data)
     m = ckpt["metrics"]
     extras = spec.extras(encoder_info) if spec.extras else {}
     meta = ModelMetadata(
@@ -255,7 +266,7 @@ def export_checkpoint(
             }
         ),
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        onnx_sha256=sha256_file(onnx_path),
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
         checkpoint_sha256=sha256_file(ckpt_path),
         source_commit=_source_commit(),
         torch_version=str(ckpt["torch_version"]),
@@ -265,8 +276,9 @@ def export_checkpoint(
         ),
         **extras,
     )
-    (out / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+    files[METADATA_FILE] = (meta.model_dump_json(indent=2) + "\n").encode()
     if curves.is_file():
-        shutil.copyfile(curves, out / CURVES_FILE)
+        files[CURVES_FILE] = curves.read_bytes()
+    write_artifact(out, files)
     log.info("exported %s (%d bytes, opset %d), parity max |diff| %.2e", out, len(onnx_bytes), meta.opset, worst)
     return meta

@@ -48,6 +48,33 @@ def test_exporting_over_a_calibrated_artifact_says_what_goes(tmp_path, artifact_
     assert ModelMetadata.model_validate_json((tmp_path / "m" / "model.json").read_text()).calibration is None
 
 
+def test_an_export_stopped_part_way_leaves_the_artifact_that_was_there(
+    tmp_path, artifact_root, checkpoint, monkeypatch
+):
+    """A CLI audit's (2026-12-07): Ctrl-C as model.json was written over a served artifact left the new graph beside
+    an empty model.json (the old artifact gone, the new one not made). Files go beside their places first, then
+    are renamed in, model.json last."""
+    import pathlib
+    import shutil
+
+    shutil.copytree(artifact_root / "digits-cnn", tmp_path / "m")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "m").iterdir()}
+    real, calls = pathlib.Path.write_bytes, []
+
+    def interrupted(self, data):  # the second file being written: Ctrl-C
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_main([str(checkpoint), "--out", str(tmp_path / "m"), "--dry-run"])
+    monkeypatch.undo()
+    assert calls[0].endswith(".partial")
+    assert {f.name: f.read_bytes() for f in (tmp_path / "m").iterdir()} == before  # nothing half-written left
+
+
 def test_exporting_over_another_kind_of_model_leaves_none_of_its_files(tmp_path, artifact_root, checkpoint, caplog):
     """A text model's vocabulary and the old figures stayed beside the new graph (a user audit): the figures were
     served as the new model's, and the folder read as a text model's to anyone looking."""

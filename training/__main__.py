@@ -22,6 +22,7 @@ import sys
 import torch
 
 import models
+from contract.cli import run
 from contract.data import DataError
 from training import distributed
 from training.cli import add_common_args, out_dir, refuse_unread
@@ -106,4 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

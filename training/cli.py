@@ -11,29 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from contract.cli import typed
+from contract.cli import at_least, typed
 from contract.data import PRESETS, Dataset, DatasetPreset, load_idx_dataset, load_image_folder, load_sklearn_digits
 from contract.metadata import ImagePreprocessing
 from training.augment import PRESETS as AUGMENT_PRESETS
 from training.common import TrainConfig
 from training.registry import Recipe
-
-
-def at_least(least: int, most: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``least`` (and at most ``most``)."""
-
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-        if n < least or (most is not None and n > most):
-            bounds = f"at least {least}" if most is None else f"from {least} to {most}"
-            raise argparse.ArgumentTypeError(f"{value} is not {bounds}")
-        return n
-
-    return parse
-
 
 positive = at_least(1)
 threads = at_least(0)  # 0: torch's default
