@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -371,18 +372,28 @@ def main(argv: list[str] | None = None) -> int:
         if unused:
             p.error(f"{', '.join(unused)} would not be used: {meta.name} is {kind}")
     graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
-    try:
+    stopped = signal.signal(signal.SIGTERM, _stop)  # a SIGTERM (timeout, kill) too: it left the new graph beside
+    try:  # the old model.json, which the server refuses (a CLI audit's)
         meta = _calibrate(p, args, meta)
     except BaseException as e:
         (args.artifact / ONNX_FILE).write_bytes(graph)
         if isinstance(e, DataError):  # the data cannot be calibrated on (a validation split of one row)
             p.error(str(e))
         raise
-    if not args.measure:
-        (args.artifact / METADATA_FILE).write_text(meta.model_dump_json(indent=2) + "\n")
+    finally:
+        signal.signal(signal.SIGTERM, stopped)
+    if not args.measure:  # beside its place, then renamed in: never a half-written model.json
+        tmp = args.artifact / f".{METADATA_FILE}.partial"
+        tmp.write_text(meta.model_dump_json(indent=2) + "\n")
+        tmp.replace(args.artifact / METADATA_FILE)
     summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
     print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM as an exception, so that the graph calibration rewrote is put back before the process ends."""
+    raise SystemExit(128 + signum)
 
 
 def _unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> tuple[list[str], str]:
