@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message=said, category=kind)
     if args.out.exists() and not args.out.is_dir():  # said before the export and its parity check, not after them
         p.error(f"cannot write {args.out}: File exists")
-    name, version = args.name or args.out.name, args.version or "1"
-    if args.out.name.isdigit():  # a version folder: nnserve serves it as a version of its parent's name
-        name, version = args.name or Path(os.path.abspath(args.out)).parent.name, args.version or args.out.name
-        if version != args.out.name:
-            p.error(f"--version {version} for the folder of version {args.out.name}")
+    out = Path(os.path.abspath(args.out))  # "." or "x/..": its name is the folder's (it was '', a CLI audit's)
+    name, version = args.name or out.name, args.version or "1"
+    if out.name.isdigit():  # a version folder: nnserve serves it as a version of its parent's name
+        name, version = args.name or out.parent.name, args.version or out.name
+        if version != out.name:
+            p.error(f"--version {version} for the folder of version {out.name}")
         logging.getLogger("export").info("%s is a version folder: model %r, version %s", args.out, name, version)
     try:
         export_checkpoint(args.checkpoint, args.out, name=name, version=version, opset=args.opset)
