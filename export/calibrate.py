@@ -58,6 +58,7 @@ from contract.metadata import (
     ModelMetadata,
     OutOfDistribution,
     load_metadata,
+    sha256_file,
     softmax,
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, Door, photographs, read_photographs
@@ -357,7 +358,23 @@ def main(argv: list[str] | None = None) -> int:
     for given in (args.data, args.ood_data, args.autoencoder, args.sibling):
         if given is not None and not given.exists():
             p.error(f"{given}: no such file or folder")
-    meta = load_metadata(args.artifact)
+    try:  # an artifact's files as the server reads them, before minutes of work (a CLI audit's: tracebacks)
+        meta = load_metadata(args.artifact)
+        intact = sha256_file(args.artifact / ONNX_FILE) == meta.onnx_sha256
+    except (OSError, ValueError) as e:
+        p.error(f"{args.artifact}: not a readable artifact ({str(e).splitlines()[0]})")
+    if not intact:
+        p.error(f"{args.artifact / ONNX_FILE}: sha256 does not match its {METADATA_FILE} (corrupt or replaced)")
+    for flag, other, task in (
+        ("--sibling", args.sibling, meta.task),
+        ("--autoencoder", args.autoencoder, "autoencoder"),
+    ):
+        try:
+            theirs = None if other is None else load_metadata(other).task
+        except (OSError, ValueError) as e:
+            p.error(f"{flag} {other}: not a model folder ({str(e).splitlines()[0]})")
+        if theirs is not None and theirs != task:
+            p.error(f"{flag} {other}: its task is {theirs}, not {task}")
     folder = of_image_folder(meta)
     if meta.task == "image-classification" and not folder and not any(args.data.glob("train-images-idx3-ubyte*")):
         p.error(f"{args.data} is not an IDX folder, and {meta.name} was trained on {meta.dataset.name}")
