@@ -57,8 +57,8 @@ from contract.metadata import (
     Calibration,
     ModelMetadata,
     OutOfDistribution,
+    load_intact,
     load_metadata,
-    sha256_file,
     softmax,
 )
 from contract.photos import EVAL_STYLE, TRAIN_STYLE, Door, photographs, read_photographs
@@ -359,12 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         if given is not None and not given.exists():
             p.error(f"{given}: no such file or folder")
     try:  # an artifact's files as the server reads them, before minutes of work (a CLI audit's: tracebacks)
-        meta = load_metadata(args.artifact)
-        intact = sha256_file(args.artifact / ONNX_FILE) == meta.onnx_sha256
-    except (OSError, ValueError) as e:
-        p.error(f"{args.artifact}: not a readable artifact ({str(e).splitlines()[0]})")
-    if not intact:
-        p.error(f"{args.artifact / ONNX_FILE}: sha256 does not match its {METADATA_FILE} (corrupt or replaced)")
+        meta = load_intact(args.artifact)
+    except ValueError as e:
+        p.error(str(e))
     for flag, other, task in (
         ("--sibling", args.sibling, meta.task),
         ("--autoencoder", args.autoencoder, "autoencoder"),

@@ -39,7 +39,7 @@ from contract.cli import run
 from contract.data import DataError, check_recorded, read_idx, recorded_split
 from contract.images import normalize, prepare_image, read, to_uint8
 from contract.latents import cycled_labels, latents
-from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, load_metadata, sha256_file
+from contract.metadata import ONNX_FILE, ModelMetadata, load_intact, load_metadata
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
 from export.evaluate_cli import parser, refuse_unread
 from export.record import record
@@ -384,12 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     refuse_unread(p, argv, args, meta)
     for folder in (args.model_dir, *args.ensemble_with):  # measure the graph model.json describes, as served
         try:
-            member = meta if folder == args.model_dir else load_metadata(folder)
-            intact = sha256_file(Path(folder) / ONNX_FILE) == member.onnx_sha256
-        except (OSError, ValueError) as e:
-            p.error(f"{folder}: not a model folder ({str(e).splitlines()[0]})")
-        if not intact:
-            p.error(f"{folder}/{ONNX_FILE}: sha256 does not match its {METADATA_FILE} (corrupt or replaced)")
+            member = load_intact(folder)
+        except ValueError as e:
+            p.error(str(e))
         if member.task != meta.task:
             p.error(f"--ensemble-with {folder}: its task is {member.task}, not {meta.task}")
         if args.data is not None and not member.dataset.same_split(meta.dataset):  # every member held them out
