@@ -362,16 +362,6 @@ def main(argv: list[str] | None = None) -> int:
         meta = load_intact(args.artifact)
     except ValueError as e:
         p.error(str(e))
-    for flag, other, task in (
-        ("--sibling", args.sibling, meta.task),
-        ("--autoencoder", args.autoencoder, "autoencoder"),
-    ):
-        try:
-            theirs = None if other is None else load_metadata(other).task
-        except (OSError, ValueError) as e:
-            p.error(f"{flag} {other}: not a model folder ({str(e).splitlines()[0]})")
-        if theirs is not None and theirs != task:
-            p.error(f"{flag} {other}: its task is {theirs}, not {task}")
     folder = of_image_folder(meta)
     if meta.task == "image-classification" and not folder and not any(args.data.glob("train-images-idx3-ubyte*")):
         p.error(f"{args.data} is not an IDX folder, and {meta.name} was trained on {meta.dataset.name}")
@@ -385,6 +375,16 @@ def main(argv: list[str] | None = None) -> int:
         unused, kind = _unused(args, meta, folder)
         if unused:
             p.error(f"{', '.join(unused)} would not be used: {meta.name} is {kind}")
+    for flag, other, task in (
+        ("--sibling", args.sibling, meta.task),
+        ("--autoencoder", args.autoencoder, "autoencoder"),
+    ):
+        try:
+            theirs = None if other is None else load_metadata(other).task
+        except (OSError, ValueError) as e:
+            p.error(f"{flag} {other}: not a model folder ({str(e).splitlines()[0]})")
+        if theirs is not None and theirs != task:
+            p.error(f"{flag} {other}: its task is {theirs}, not {task}")
     graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
     stopped = signal.signal(signal.SIGTERM, _stop)  # a SIGTERM (timeout, kill) too: it left the new graph beside
     try:  # the old model.json, which the server refuses (a CLI audit's)
