@@ -243,6 +243,13 @@ def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_pat
         (["{lstm}", "--texts", "{tmp}/none.tsv"], "{tmp}/none.tsv: No such file or directory"),
         (["{lstm}", "--texts", "{tmp}/dev.tsv"], "{tmp}/dev.tsv, line 3: label 'great' is not one of"),
         (["{lstm}", "--texts", "{tmp}/dev.tsv", "--text-column", "review"], "needs columns 'review' and 'label'"),
+        # a CLI audit's (2026-12-07): accuracy 0.0 with exit 0 over labels the model has not; --windows 0 ran
+        (
+            ["{cnn}", "--images", "{tmp}/imgs.gz", "--labels", "{tmp}/odd.gz"],
+            "--labels holds class 12: digits-cnn has 10",
+        ),
+        (["{lstm}", "--texts", "{tmp}/dev.tsv", "--windows", "0"], "argument --windows: 0 is not from 1 to 64"),
+        (["{cnn}", "--images", "{tmp}/cut.gz", "--labels", "{tmp}/lbls.gz"], "cut.gz: not a whole gzip file"),
     ],
 )
 def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, digits, capsys, args, said):
@@ -251,6 +258,8 @@ def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, di
     _idx(tmp_path / "imgs.gz", digits.images[:20, 0])
     _idx(tmp_path / "lbls.gz", digits.labels[:20].astype(np.uint8))
     _idx(tmp_path / "few.gz", digits.labels[:7].astype(np.uint8))
+    _idx(tmp_path / "odd.gz", np.full(20, 12, np.uint8))
+    (tmp_path / "cut.gz").write_bytes((tmp_path / "imgs.gz").read_bytes()[:-20])
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\na fine film\tpositive\nawful\tgreat\n", encoding="utf-8")
     where = {"tmp": tmp_path, "cnn": artifact_root / "digits-cnn", "lstm": artifact_root / "synthetic-lstm"}
     with pytest.raises(SystemExit) as e:
