@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
+
+from contract.metadata import METADATA_FILE, ONNX_FILE, ModelMetadata, load_metadata, sha256_file
 
 
 def typed(p: argparse.ArgumentParser, argv: list[str]) -> set[str]:
@@ -48,3 +51,19 @@ def run(main: Callable[[], int]) -> NoReturn:
         sys.stderr.write("interrupted\n")
         code = 130
     sys.exit(code)
+
+
+def load_intact(model_dir: str | Path) -> ModelMetadata:
+    """An artifact's metadata with its graph checked against it, as the server checks it before serving; ValueError
+    naming what is wrong: unreadable, the graph missing, or not the one model.json records (the command lines
+    measured or calibrated such a graph: a CLI audit's)."""
+    try:
+        meta = load_metadata(model_dir)
+        same = sha256_file(Path(model_dir) / ONNX_FILE) == meta.onnx_sha256
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{model_dir}: not a readable artifact ({str(e).splitlines()[0]})") from None
+    if not same:
+        raise ValueError(
+            f"{Path(model_dir) / ONNX_FILE}: sha256 does not match its {METADATA_FILE} (corrupt or replaced)"
+        )
+    return meta

@@ -447,19 +447,3 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def load_metadata(model_dir: str | Path) -> ModelMetadata:
     return ModelMetadata.model_validate_json(Path(model_dir, METADATA_FILE).read_bytes())
-
-
-def load_intact(model_dir: str | Path) -> ModelMetadata:
-    """An artifact's metadata with its graph checked against it, as the server checks it before serving; ValueError
-    naming what is wrong: unreadable, the graph missing, or not the one model.json records (the command lines
-    measured or calibrated such a graph: a CLI audit's)."""
-    try:
-        meta = load_metadata(model_dir)
-        same = sha256_file(Path(model_dir) / ONNX_FILE) == meta.onnx_sha256
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{model_dir}: not a readable artifact ({str(e).splitlines()[0]})") from None
-    if not same:
-        raise ValueError(
-            f"{Path(model_dir) / ONNX_FILE}: sha256 does not match its {METADATA_FILE} (corrupt or replaced)"
-        )
-    return meta

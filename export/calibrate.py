@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.cli import at_least, run
+from contract.cli import at_least, load_intact, run
 from contract.data import DataError, check_recorded, recorded_split
 from contract.images import normalize
 from contract.metadata import (
@@ -57,7 +57,6 @@ from contract.metadata import (
     Calibration,
     ModelMetadata,
     OutOfDistribution,
-    load_intact,
     load_metadata,
     softmax,
 )
@@ -66,6 +65,7 @@ from contract.text import Vocab, encode_windows, text_logits
 from contract.text_data import text_validation
 from contract.text_ood import RARITY, UNKNOWN, rarities, text_ood_score, unknown_share, word_rarity
 from export import second_reading
+from export.calibrate_cli import check_companions, of_image_folder, stop, unused
 from export.evaluate import auroc
 from export.flagged import (
     calibrate_flagged,
@@ -372,21 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     if meta.task in ("image-classification", "text-classification"):
-        unused, kind = _unused(args, meta, folder)
-        if unused:
-            p.error(f"{', '.join(unused)} would not be used: {meta.name} is {kind}")
-    for flag, other, task in (
-        ("--sibling", args.sibling, meta.task),
-        ("--autoencoder", args.autoencoder, "autoencoder"),
-    ):
-        try:
-            theirs = None if other is None else load_metadata(other).task
-        except (OSError, ValueError) as e:
-            p.error(f"{flag} {other}: not a model folder ({str(e).splitlines()[0]})")
-        if theirs is not None and theirs != task:
-            p.error(f"{flag} {other}: its task is {theirs}, not {task}")
+        idle, kind = unused(args, meta, folder)
+        if idle:
+            p.error(f"{', '.join(idle)} would not be used: {meta.name} is {kind}")
+    check_companions(p, args, meta)
     graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
-    stopped = signal.signal(signal.SIGTERM, _stop)  # a SIGTERM (timeout, kill) too: it left the new graph beside
+    stopped = signal.signal(signal.SIGTERM, stop)  # a SIGTERM (timeout, kill) too: it left the new graph beside
     try:  # the old model.json, which the server refuses (a CLI audit's)
         meta = _calibrate(p, args, meta)
     except BaseException as e:
@@ -403,35 +394,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
     print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
     return 0
-
-
-def _stop(signum: int, frame: object) -> None:
-    """SIGTERM as an exception, so that the graph calibration rewrote is put back before the process ends."""
-    raise SystemExit(128 + signum)
-
-
-def _unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> tuple[list[str], str]:
-    """The options given that this calibration of a classifier would not use (a training audit's: --ood-data was
-    taken by a text model and by an image folder's, and silently left out), and what the calibration is."""
-    given = {"--ood-data": args.ood_data, "--autoencoder": args.autoencoder, "--sibling": args.sibling,
-             "--photos": args.photos}  # fmt: skip
-    used: set[str] = set()
-    if folder:
-        kind = "a model of an image folder (export/folder_calibration.py)"
-    elif meta.task == "text-classification":
-        kind = "a text classifier"
-    elif args.second_reading:  # export/second_reading.py's own photos
-        kind = "only deciding its second reading"
-    elif args.measure:
-        used, kind = {"--ood-data", "--photos"}, "re-measured"
-    else:
-        used, kind = set(given), "calibrated"
-    return [flag for flag, value in given.items() if value is not None and flag not in used], kind
-
-
-def of_image_folder(meta: ModelMetadata) -> bool:
-    """An image classifier of a user's own folder: calibrated by export/folder_calibration.py."""
-    return meta.task == "image-classification" and meta.dataset.name == "image-folder"
 
 
 def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> ModelMetadata:

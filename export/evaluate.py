@@ -35,11 +35,11 @@ import onnxruntime as ort
 from PIL import Image
 
 from contract import gibbs
-from contract.cli import run
+from contract.cli import load_intact, run
 from contract.data import DataError, check_recorded, read_idx, recorded_split
 from contract.images import normalize, prepare_image, read, to_uint8
 from contract.latents import cycled_labels, latents
-from contract.metadata import ONNX_FILE, ModelMetadata, load_intact, load_metadata
+from contract.metadata import ONNX_FILE, ModelMetadata, load_metadata
 from contract.text import DEFAULT_WINDOWS, Vocab, text_logits
 from export.evaluate_cli import parser, refuse_unread
 from export.record import record

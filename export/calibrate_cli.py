@@ -1,0 +1,53 @@
+"""What export.calibrate checks of its command line before any work: the options a calibration would not use, the
+companion models it names, whether a model is an image folder's; and SIGTERM as an exception, so that a graph
+calibration rewrote is put back."""
+
+from __future__ import annotations
+
+import argparse
+
+from contract.metadata import ModelMetadata, load_metadata
+
+
+def stop(signum: int, frame: object) -> None:
+    """SIGTERM as an exception, so that the graph calibration rewrote is put back before the process ends."""
+    raise SystemExit(128 + signum)
+
+
+def unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> tuple[list[str], str]:
+    """The options given that this calibration of a classifier would not use (a training audit's: --ood-data was
+    taken by a text model and by an image folder's, and silently left out), and what the calibration is."""
+    given = {"--ood-data": args.ood_data, "--autoencoder": args.autoencoder, "--sibling": args.sibling,
+             "--photos": args.photos}  # fmt: skip
+    used: set[str] = set()
+    if folder:
+        kind = "a model of an image folder (export/folder_calibration.py)"
+    elif meta.task == "text-classification":
+        kind = "a text classifier"
+    elif args.second_reading:  # export/second_reading.py's own photos
+        kind = "only deciding its second reading"
+    elif args.measure:
+        used, kind = {"--ood-data", "--photos"}, "re-measured"
+    else:
+        used, kind = set(given), "calibrated"
+    return [flag for flag, value in given.items() if value is not None and flag not in used], kind
+
+
+def of_image_folder(meta: ModelMetadata) -> bool:
+    """An image classifier of a user's own folder: calibrated by export/folder_calibration.py."""
+    return meta.task == "image-classification" and meta.dataset.name == "image-folder"
+
+
+def check_companions(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> None:
+    """--sibling and --autoencoder name model folders of the right task: one line before any work (a CLI audit's:
+    a text model as --sibling, a file as --autoencoder, failed minutes in with a traceback)."""
+    for flag, other, task in (
+        ("--sibling", args.sibling, meta.task),
+        ("--autoencoder", args.autoencoder, "autoencoder"),
+    ):
+        try:
+            theirs = None if other is None else load_metadata(other).task
+        except (OSError, ValueError) as e:
+            p.error(f"{flag} {other}: not a model folder ({str(e).splitlines()[0]})")
+        if theirs is not None and theirs != task:
+            p.error(f"{flag} {other}: its task is {theirs}, not {task}")
