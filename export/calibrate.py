@@ -98,6 +98,7 @@ from export.ood import (
     sibling_score,
     took_ood_output,
 )
+from export.record import write_metadata
 from export.reliability import ece, ece_floor, halves
 
 # ---- image classifiers ---------------------------------------------------------------------------------
@@ -387,10 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, stopped)
-    if not args.measure:  # beside its place, then renamed in: never a half-written model.json
-        tmp = args.artifact / f".{METADATA_FILE}.partial"
-        tmp.write_text(meta.model_dump_json(indent=2) + "\n")
-        tmp.replace(args.artifact / METADATA_FILE)
+    if not args.measure:
+        write_metadata(args.artifact, meta.model_dump_json(indent=2) + "\n")
     summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
     print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
     return 0

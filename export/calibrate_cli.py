@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from contract.metadata import ModelMetadata, load_metadata
+from contract.cli import load_intact
+from contract.metadata import ModelMetadata
 
 
 def stop(signum: int, frame: object) -> None:
@@ -45,9 +46,9 @@ def check_companions(p: argparse.ArgumentParser, args: argparse.Namespace, meta:
         ("--sibling", args.sibling, meta.task),
         ("--autoencoder", args.autoencoder, "autoencoder"),
     ):
-        try:
-            theirs = None if other is None else load_metadata(other).task
-        except (OSError, ValueError) as e:
-            p.error(f"{flag} {other}: not a model folder ({str(e).splitlines()[0]})")
+        try:  # its graph checked against its model.json too: calibration folds that graph into this one
+            theirs = None if other is None else load_intact(other).task
+        except ValueError as e:
+            p.error(f"{flag} {e}")
         if theirs is not None and theirs != task:
             p.error(f"{flag} {other}: its task is {theirs}, not {task}")

@@ -35,6 +35,12 @@ def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Na
     evaluation = Evaluation(figures=figures, against=against, measured=measured)
     text = meta.model_copy(update={"evaluation": evaluation}).model_dump_json(indent=2) + "\n"
     ModelMetadata.model_validate_json(text)  # what is written reads back (the server refuses what does not)
-    tmp = model_dir / f".{METADATA_FILE}.tmp"
+    write_metadata(model_dir, text)
+
+
+def write_metadata(model_dir: Path, text: str) -> None:
+    """model.json written beside its place and renamed in: a stopped command never leaves half of one, and a server
+    polling the folder never reads half of one (``--record`` and export.calibrate write it so)."""
+    tmp = model_dir / f".{METADATA_FILE}.partial"
     tmp.write_text(text)
     tmp.replace(model_dir / METADATA_FILE)
