@@ -67,21 +67,8 @@ def load_table(
     with _table(path) as reader:
         if reader.fieldnames is None:
             raise DataError(f"{path} is empty: it needs a header row naming columns {text_col!r} and {label_col!r}")
-        if text_col not in reader.fieldnames or label_col not in reader.fieldnames:
-            raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
-        twice = sorted({c for c in (text_col, label_col) if reader.fieldnames.count(c) > 1})
-        if twice:  # the reader keeps a repeated name's last column: the wrong labels, silently (a CLI audit's)
-            raise DataError(f"{path}: the header names column {twice[0]!r} more than once; which is meant?")
-        read, start = [], reader.line_num + 1  # a row's first line: a quoted text may run over several
-        for r in reader:
-            read.append(_row(r, text_col, label_col, path, (start, reader.line_num), len(reader.fieldnames)))
-            start = reader.line_num + 1
-    rows = [(t, lbl) for t, lbl, _ in read if t.strip()]
-    if len(rows) < len(read):
-        empty = [line for t, _, line in read if not t.strip()]
-        more = " ..." if len(empty) > 1 else ""
-        log.warning("%s: %d rows with no text left out (line %s%s)", path, len(empty), empty[0], more)
-    raw_labels = sorted({lbl for _, lbl in rows})
+        rows = _with_text(_rows(reader, path, text_col, label_col), path)
+    raw_labels = sorted({lbl for _, lbl, _ in rows})
     if len(raw_labels) < 2:
         raise DataError(f"{path}: a classifier needs two or more labels; {label_col!r} holds {raw_labels}")
     names = preset.labels if preset.labels is not None else raw_labels
@@ -93,8 +80,8 @@ def load_table(
     if unknown:
         raise DataError(f"{path}: label values {sorted(unknown)} are not in {sorted(index)}")
     return TextDataset(
-        [t for t, _ in rows],
-        np.asarray([index[lbl] for _, lbl in rows], dtype=np.int64),
+        [t for t, _, _ in rows],
+        np.asarray([index[lbl] for _, lbl, _ in rows], dtype=np.int64),
         list(names),
         name,
         str(path),
@@ -121,6 +108,34 @@ def _table(path: Path) -> Iterator[csv.DictReader]:
             )
         except UnicodeDecodeError:
             raise DataError(f"{path}: {_not_utf8(path.read_bytes())}; save it as UTF-8") from None
+
+
+def _rows(reader: csv.DictReader, path: Path, text_col: str, label_col: str) -> list[tuple[str, str, int]]:
+    """A table's rows under its header as (text, label, first line), read the one way training and evaluation
+    share: both columns named once each, every row with the header's fields and a label (a DataError naming the
+    line otherwise; ``_row``)."""
+    if not {text_col, label_col} <= set(reader.fieldnames or []):
+        raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
+    fields = list(reader.fieldnames or [])
+    twice = sorted({c for c in (text_col, label_col) if fields.count(c) > 1})
+    if twice:  # the reader keeps a repeated name's last column: the wrong labels, silently (a CLI audit's)
+        raise DataError(f"{path}: the header names column {twice[0]!r} more than once; which is meant?")
+    read, start = [], reader.line_num + 1  # a row's first line: a quoted text may run over several
+    for r in reader:
+        read.append(_row(r, text_col, label_col, path, (start, reader.line_num), len(fields)))
+        start = reader.line_num + 1
+    return read
+
+
+def _with_text(read: list[tuple[str, str, int]], path: Path) -> list[tuple[str, str, int]]:
+    """The rows whose text is not empty, with a warning naming the first left out: the service answers no empty
+    text, so there is nothing to learn from it or to measure on it."""
+    rows = [row for row in read if row[0].strip()]
+    if len(rows) < len(read):
+        empty = [line for t, _, line in read if not t.strip()]
+        more = " ..." if len(empty) > 1 else ""
+        log.warning("%s: %d rows with no text left out (line %s%s)", path, len(empty), empty[0], more)
+    return rows
 
 
 def _not_utf8(raw: bytes) -> str:
@@ -225,22 +240,17 @@ def labelled_texts(path: Path, labels: list[str], columns: list[tuple[str, str]]
     read from the first (text, label) pair of ``columns`` the file has; DataError naming the file (and line) for
     what cannot be read so."""
     index = {**{str(i): i for i in range(len(labels))}, **{n: i for i, n in enumerate(labels)}}
-    texts, found = [], []
     try:
         with _table(path) as reader:
             fields = set(reader.fieldnames or [])
             text_col, label_col = next((c for c in columns if set(c) <= fields), columns[0])
-            if not {text_col, label_col} <= fields:
-                raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
-            for row in reader:
-                label = (row[label_col] or "").strip()
-                if label not in index:
-                    raise DataError(f"{path}, line {reader.line_num}: label {label!r} is not one of {labels}")
-                texts.append(row[text_col] or "")
-                found.append(index[label])
+            rows = _with_text(_rows(reader, path, text_col, label_col), path)
     except OSError as e:
         raise DataError(f"{path}: {e.strerror or e}") from None
-    return texts, np.asarray(found, dtype=np.int64)
+    for _, label, line in rows:
+        if label not in index:
+            raise DataError(f"{path}, line {line}: label {label!r} is not one of {labels}")
+    return [t for t, _, _ in rows], np.asarray([index[lbl] for _, lbl, _ in rows], dtype=np.int64)
 
 
 def text_validation(meta: ModelMetadata, data: Path) -> tuple[list[str], np.ndarray]:

@@ -250,6 +250,10 @@ def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_pat
         ),
         (["{lstm}", "--texts", "{tmp}/dev.tsv", "--windows", "0"], "argument --windows: 0 is not from 1 to 64"),
         (["{cnn}", "--images", "{tmp}/cut.gz", "--labels", "{tmp}/lbls.gz"], "cut.gz: not a whole gzip file"),
+        # read as training reads a table (the CLI audit's leftovers): a column named twice, a tab inside a text
+        (["{lstm}", "--texts", "{tmp}/twice.tsv"], "names column 'label' more than once"),
+        (["{lstm}", "--texts", "{tmp}/tab.tsv"], "tab.tsv, line 3: 3 fields, the header has 2"),
+        (["{lstm}", "--texts", "{tmp}/empty.tsv"], "empty.tsv: no text to measure"),
     ],
 )
 def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, digits, capsys, args, said):
@@ -261,6 +265,9 @@ def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, di
     _idx(tmp_path / "odd.gz", np.full(20, 12, np.uint8))
     (tmp_path / "cut.gz").write_bytes((tmp_path / "imgs.gz").read_bytes()[:-20])
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\na fine film\tpositive\nawful\tgreat\n", encoding="utf-8")
+    (tmp_path / "twice.tsv").write_text("sentence\tlabel\tlabel\nfine\tpositive\t0\n", encoding="utf-8")
+    (tmp_path / "tab.tsv").write_text("sentence\tlabel\nfine\tpositive\nawful\tfilm\tnegative\n", encoding="utf-8")
+    (tmp_path / "empty.tsv").write_text("sentence\tlabel\n \tpositive\n\tnegative\n", encoding="utf-8")
     where = {"tmp": tmp_path, "cnn": artifact_root / "digits-cnn", "lstm": artifact_root / "synthetic-lstm"}
     with pytest.raises(SystemExit) as e:
         evaluate_main([a.format(**where) for a in args])
