@@ -308,9 +308,11 @@ def folder_digest(root: Path, hidden: bool = False) -> str:
 def check_recorded(path: Path, meta: ModelMetadata) -> None:
     """Raises DataError when ``path`` (a file, an IDX folder, or an image folder) is not what ``meta`` recorded:
     every file read must hash to a recorded sha256 (a file renamed or unpacked is another file), an image folder
-    to its recorded digest. Nothing recorded: nothing to check."""
+    to its recorded digest. Nothing recorded (a model of synthetic data, or one exported from another tool): nothing
+    to check, and a warning says so, as the rows called validation may be rows it was trained on (the CLI audit's)."""
     recorded = meta.dataset.sha256
     if not recorded:
+        log.warning("%s records no hash of the data it was trained on: %s cannot be checked to be it", meta.name, path)
         return
     if FOLDER_DIGEST in recorded:
         digest = recorded[FOLDER_DIGEST]  # with hidden files only where the first differs: each reads the folder

@@ -292,7 +292,7 @@ def test_record_leaves_out_what_is_not_a_number_and_writes_what_reads_back(tmp_p
     assert ev is not None and ev.figures == {"fidelity.0": 1.0, "n": 5.0} and ev.against == {"data": "mnist"}
 
 
-def test_data_is_checked_by_its_content_not_its_name(tmp_path, artifact_root):
+def test_data_is_checked_by_its_content_not_its_name(tmp_path, artifact_root, caplog):
     """A renamed or unpacked copy of other data was never checked (only a file of a recorded name was)."""
     import gzip
     import shutil
@@ -319,3 +319,7 @@ def test_data_is_checked_by_its_content_not_its_name(tmp_path, artifact_root):
     (idx / "train-images-idx3-ubyte").write_bytes(b"pixels")  # unpacked: other bytes than were recorded
     with pytest.raises(DataError):
         check_recorded(idx, meta)
+    meta.dataset.sha256 = {}  # nothing recorded: measured, but not without a word (the CLI audit's)
+    with caplog.at_level("WARNING", logger="contract.data"):
+        check_recorded(tmp_path / "other.tsv", meta)
+    assert f"digits-cnn records no hash of the data it was trained on: {tmp_path / 'other.tsv'}" in caplog.text
