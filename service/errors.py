@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 from starlette.responses import Response
@@ -109,3 +112,61 @@ class ApiError(Exception):
         if self.close:
             h["connection"] = "close"
         return h
+
+
+# an HTTP status -> the code of an error answered by BentoML, FastAPI or Starlette rather than by nnserve
+DEFAULT_CODE = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "overloaded",
+    504: "timeout",
+}
+
+
+ELSEWHERE = {  # the answers to a path outside /v1 and /v2 that no route or mount takes (service/middleware.py)
+    404: ApiError("not_found", "no such path: the API's routes are under /v1 and /v2 (listed at /docs.json)"),
+    405: ApiError("method_not_allowed", "this path does not take that method (its Allow header names those it takes)"),
+}
+
+
+def envelope_from(status: int, raw: bytes) -> ApiError:
+    """BentoML's error bodies -> ApiError (validation details kept, internals not leaked)."""
+    try:
+        data: Any = json.loads(raw) if raw else None
+    except ValueError:
+        data = raw.decode("utf-8", "replace")
+    code = DEFAULT_CODE.get(status, "internal_error" if status >= 500 else "invalid_request")
+    details: list[dict] = []
+    if isinstance(data, dict) and isinstance(data.get("detail"), list):  # pydantic ValidationError
+        details = [
+            {
+                "loc": ".".join(str(p) for p in d.get("loc", ())),
+                "msg": str(d.get("msg", "")),
+                "type": str(d.get("type", "")),
+            }
+            for d in data["detail"]
+            if isinstance(d, dict)
+        ]
+        message = (
+            "invalid JSON body" if any(d["type"] == "json_invalid" for d in details) else "request validation failed"
+        )
+    elif isinstance(data, list) and data and isinstance(data[0], dict) and "error" in data[0]:
+        message = str(data[0]["error"])
+    elif isinstance(data, dict) and isinstance(data.get("error"), str):
+        message = data["error"]
+    elif isinstance(data, dict) and isinstance(data.get("detail"), str):
+        message = data["detail"]
+    else:
+        message = str(data) if data else code
+    if status in ELSEWHERE and message == HTTPStatus(status).phrase:  # Starlette's "Not Found": no route takes it
+        message = ELSEWHERE[status].message
+    if status >= 500:  # never leak tracebacks or internals
+        message = {503: "service overloaded, retry later", 504: "request timed out"}.get(status, "internal error")
+    return ApiError(code, message, details, status=400 if status == 422 else status)  # FastAPI says 422

@@ -5,6 +5,7 @@ listens there."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -82,3 +83,15 @@ def check_port(settings: Settings) -> None:
                 f"nnserve: the gRPC port {settings.grpc_port} is taken ({e.strerror}); set NNSERVE_GRPC_PORT to a "
                 "free port, or 0 to serve no gRPC"
             ) from None
+
+
+def http_host() -> str:
+    """The address of the HTTP listener this worker was handed (``--fd``), else loopback: where an API worker's gRPC
+    server listens unless NNSERVE_GRPC_HOST says otherwise (service/oip_grpc.py)."""
+    argv = sys.argv
+    with contextlib.suppress(ValueError, OSError, IndexError):
+        fd = os.dup(int(argv[argv.index("--fd") + 1]))
+        with socket.socket(fileno=fd) as sock:
+            host = sock.getsockname()[0]
+            return f"[{host}]" if ":" in host else host
+    return "127.0.0.1"

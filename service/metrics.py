@@ -30,7 +30,11 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 PREDICTIONS = Counter("nnserve_predictions_total", "top-1 predictions per label", ["model", "label"])
-ERRORS = Counter("nnserve_errors_total", "/v1 and /v2 failures by endpoint and error code", ["endpoint", "code"])
+ERRORS = Counter(
+    "nnserve_errors_total",
+    "failures by endpoint and error code (a path outside /v1 and /v2: endpoint other)",
+    ["endpoint", "code"],
+)
 TOKENS = Histogram(
     "nnserve_text_tokens",
     "tokens per text after tokenisation (before truncation)",

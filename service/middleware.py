@@ -21,7 +21,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 
 from service.deadlines import deadline
-from service.errors import ApiError, quoted
+from service.errors import DEFAULT_CODE, ELSEWHERE, ApiError, envelope_from, quoted
 from service.metrics import ERRORS
 from service.routes import endpoint_label, form_routes, image_routes, is_oip, json_routes, one_host
 
@@ -31,19 +31,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_DEFAULT_CODE = {
-    400: "invalid_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    429: "too_many_requests",
-    500: "internal_error",
-    503: "overloaded",
-    504: "timeout",
-}
 _RETRY_AFTER_S = "1"
 ERROR_CODE_HEADER = "x-nnserve-error-code"  # /v2's error code, for the errors metric; never sent to clients
 
@@ -59,40 +46,6 @@ def sheddable(path: str) -> bool:
 def render(err: ApiError, oip: bool) -> bytes:
     """An error's body: the /v1 envelope, or the Open Inference Protocol's ``{"error": "<message>"}``."""
     return json.dumps({"error": err.message}).encode() if oip else err.body()
-
-
-def _envelope_from(status: int, raw: bytes) -> ApiError:
-    """BentoML's error bodies -> ApiError (validation details kept, internals not leaked)."""
-    try:
-        data: Any = json.loads(raw) if raw else None
-    except ValueError:
-        data = raw.decode("utf-8", "replace")
-    code = _DEFAULT_CODE.get(status, "internal_error" if status >= 500 else "invalid_request")
-    details: list[dict] = []
-    if isinstance(data, dict) and isinstance(data.get("detail"), list):  # pydantic ValidationError
-        details = [
-            {
-                "loc": ".".join(str(p) for p in d.get("loc", ())),
-                "msg": str(d.get("msg", "")),
-                "type": str(d.get("type", "")),
-            }
-            for d in data["detail"]
-            if isinstance(d, dict)
-        ]
-        message = (
-            "invalid JSON body" if any(d["type"] == "json_invalid" for d in details) else "request validation failed"
-        )
-    elif isinstance(data, list) and data and isinstance(data[0], dict) and "error" in data[0]:
-        message = str(data[0]["error"])
-    elif isinstance(data, dict) and isinstance(data.get("error"), str):
-        message = data["error"]
-    elif isinstance(data, dict) and isinstance(data.get("detail"), str):
-        message = data["detail"]
-    else:
-        message = str(data) if data else code
-    if status >= 500:  # never leak tracebacks or internals
-        message = {503: "service overloaded, retry later", 504: "request timed out"}.get(status, "internal error")
-    return ApiError(code, message, details, status=400 if status == 422 else status)  # FastAPI says 422
 
 
 SCOPE_CLIENT = "nnserve.client"  # the ASGI scope's key of a request's Client (service/transport.py sets it)
@@ -192,10 +145,12 @@ class AdmissionMiddleware:
             await self._send_error(send, _NO_HOST, endpoint_label(path), oip)
             return
         if not (oip or path.startswith("/v1")):
-            if scope["type"] == "http" and self._declared_too_large(Headers(scope=scope)):  # any path: never read
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+            elif self._declared_too_large(Headers(scope=scope)):  # any path: never read
                 await self._send_error(send, self._too_large(), endpoint_label(path))
-                return
-            await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, self._outside(send))
             return
         if path == "/v2":  # the protocol's server-metadata URL; a mounted app's root is "/v2/"
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
@@ -351,6 +306,26 @@ class AdmissionMiddleware:
             if client is not None:
                 client.task = None
 
+    def _outside(self, send: Send) -> Send:
+        """``send`` for a path outside /v1 and /v2 (BentoML's own routes, its UI, or none): Starlette's plain-text 404
+        and 405 go out as the envelope, with their Allow header, so a client that mistyped a path reads the shape of
+        every other error and its request id beside the message (they were "Not Found" alone)."""
+        held: Message | None = None
+
+        async def wrapped_send(message: Message) -> None:
+            nonlocal held
+            start = message["type"] == "http.response.start" and message["status"] in ELSEWHERE
+            if start and Headers(raw=message["headers"]).get("content-type", "").startswith("text/plain"):
+                held = message
+                return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+            elif not message.get("more_body", False):
+                allow = tuple((k, v) for k, v in held["headers"] if k.lower() == b"allow")
+                await self._send_error(send, ELSEWHERE[held["status"]], "other", extra=allow)
+
+        return wrapped_send
+
     def _too_large(self) -> ApiError:
         return ApiError("payload_too_large", f"request body is over {self.max_body} bytes", close=True)
 
@@ -395,7 +370,7 @@ class AdmissionMiddleware:
         hdrs = MutableHeaders(raw=list(start["headers"]))
         if oip:  # service/oip.py's own answers ({"error": "<message>"}, {"ready": false}) pass; FastAPI's do not
             is_ours = isinstance(data, dict) and "detail" not in data
-            code = hdrs.get(ERROR_CODE_HEADER) or _DEFAULT_CODE.get(status, "internal_error")
+            code = hdrs.get(ERROR_CODE_HEADER) or DEFAULT_CODE.get(status, "internal_error")
             if ERROR_CODE_HEADER in hdrs:
                 del hdrs[ERROR_CODE_HEADER]
         else:
@@ -403,7 +378,7 @@ class AdmissionMiddleware:
             code = str(data["error"]["code"]) if is_ours else ""
         if not is_ours:  # a 405 keeps the Allow header its route gave (RFC 9110, 15.5.6)
             allow = tuple((k, v) for k, v in start["headers"] if k.lower() == b"allow")
-            await self._send_error(send, _envelope_from(status, raw), endpoint, oip, allow)
+            await self._send_error(send, envelope_from(status, raw), endpoint, oip, allow)
             return
         if not oip or "error" in data:  # a /v2 readiness answer of false is not a failure
             ERRORS.labels(endpoint, code).inc()

@@ -20,12 +20,8 @@ servers, even started at the same moment, never share one port by accident.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import os
-import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,6 +39,7 @@ from service.auth import key_matches
 from service.deadlines import deadline
 from service.engine import Engine
 from service.errors import ApiError, quoted, validation_details
+from service.grpc_port import http_host
 from service.metrics import ERRORS, GRPC_REQUESTS, GRPC_SECONDS, child
 from service.oip import EXTENSIONS, model_of, run_request, svc_versions
 from service.oip_extensions import PLATFORM, model_config, statistics
@@ -342,7 +339,10 @@ class RefuseMalformed(aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        if handler is None:  # a method no service here has: grpcio answers UNIMPLEMENTED, counted under one label
+            child(GRPC_REQUESTS, "other", grpc.StatusCode.UNIMPLEMENTED.name).inc()
+            return handler
+        if handler.unary_unary is None or handler.request_deserializer is None:
             return handler
         parse, behavior = handler.request_deserializer, handler.unary_unary
         method = details.method.rsplit("/", 1)[-1]
@@ -367,6 +367,7 @@ class RefuseMalformed(aio.ServerInterceptor):
 
 def _unimplemented(name: str) -> Callable[..., Awaitable[Any]]:
     async def rpc(self: Servicer, request: Any, context: aio.ServicerContext) -> Any:
+        child(GRPC_REQUESTS, name, grpc.StatusCode.UNIMPLEMENTED.name).inc()
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by nnserve")
 
     return rpc
@@ -378,17 +379,6 @@ for _name in dir(service_pb2_grpc.GRPCInferenceServiceServicer):  # shared memor
 
 
 # ---- the listener --------------------------------------------------------------------------------------
-
-
-def _http_host() -> str:
-    """The address of the HTTP listener this worker was handed (``--fd``), else loopback."""
-    argv = sys.argv
-    with contextlib.suppress(ValueError, OSError, IndexError):
-        fd = os.dup(int(argv[argv.index("--fd") + 1]))
-        with socket.socket(fileno=fd) as sock:
-            host = sock.getsockname()[0]
-            return f"[{host}]" if ":" in host else host
-    return "127.0.0.1"
 
 
 class GrpcServer:
@@ -420,7 +410,7 @@ class GrpcServer:
         grpc_log = logging.getLogger("grpc._cython.cygrpc")
         if not any(isinstance(f, Throttled) for f in grpc_log.filters):  # once a process
             grpc_log.addFilter(Throttled(CALL_GONE, warning=True))
-        self.address = f"{settings.grpc_host or _http_host()}:{settings.grpc_port}"
+        self.address = f"{settings.grpc_host or http_host()}:{settings.grpc_port}"
         self.server.add_insecure_port(self.address)  # raises when it cannot bind
 
     async def start(self) -> None:

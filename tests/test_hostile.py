@@ -193,6 +193,29 @@ def test_unknown_paths_share_one_metric_label(client):
     assert not any('"other"' in s for s in new) and len(new) <= 10  # 300 more paths: no new series for them
 
 
+def test_a_path_nothing_serves_gets_the_envelope_and_is_counted(client):
+    """Outside /v1 and /v2 an unknown path was Starlette's plain-text "Not Found", uncounted (the observability
+    audit's leftover); BentoML's own pages and /metrics are answered as before."""
+
+    def counted(code: str) -> float:
+        line = f'nnserve_errors_total{{code="{code}",endpoint="other"}} '
+        return next((float(x.split()[-1]) for x in client.get("/metrics").text.splitlines() if x.startswith(line)), 0)
+
+    before = counted("not_found"), counted("method_not_allowed")
+    for path in ("/predict", "/static_content/none.js", "/v1classify"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/json", path
+        assert r.json()["error"]["code"] == "not_found" and "/v1 and /v2" in r.json()["error"]["message"]
+        assert len(r.headers["x-request-id"]) == 32
+    r = client.post("/metrics", content=b"")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in r.headers["allow"]
+    assert client.head("/predict").status_code == 404
+    assert counted("not_found") == before[0] + 4 and counted("method_not_allowed") == before[1] + 1
+    assert client.get("/").headers["content-type"].startswith("text/html")
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+
+
 def test_a_long_thin_strip_is_refused_from_its_header(client):
     import io
     import time

@@ -203,6 +203,30 @@ def test_bad_requests_get_clear_status_codes(stub, gc, server):
     )
 
 
+def test_methods_nnserve_does_not_serve_are_counted_under_bounded_labels(server):
+    """A method no service here has, and one of the protocol's that nnserve does not implement, were answered
+    UNIMPLEMENTED and counted nowhere (an observability audit's leftover): now under "other" and the method's name,
+    one series however many names a client makes up."""
+
+    def count(method: str) -> float:
+        want = f'nnserve_grpc_requests_total{{code="UNIMPLEMENTED",method="{method}"}} '
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(want)), 0.0)
+
+    before = count("other"), count("CudaSharedMemoryStatus")
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        for method in ("/inference.GRPCInferenceService/Nope1", "/made.Up/Name2", "/x/y3"):
+            with pytest.raises(grpc.RpcError) as e:
+                channel.unary_unary(method)(b"", timeout=30)
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as e:
+            channel.unary_unary("/inference.GRPCInferenceService/CudaSharedMemoryStatus")(b"", timeout=30)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "not supported by nnserve" in e.value.details()
+    assert count("other") == before[0] + 3 and count("CudaSharedMemoryStatus") == before[1] + 1
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert "Nope1" not in metrics and "made.Up" not in metrics
+
+
 def test_statistics_count_what_was_served(tc, gc, server, artifact_root, digits):
     """Requests over HTTP (/v1 and /v2) and gRPC, on new connections so that both API workers serve some: the
     statistics any worker answers count every one of them."""
