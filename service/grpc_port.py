@@ -6,6 +6,7 @@ listens there."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -74,11 +75,12 @@ def check_port(settings: Settings) -> None:
     with probe:
         try:
             probe.bind(("" if settings.grpc_host is None else settings.grpc_host.strip("[]"), settings.grpc_port))
-        except socket.gaierror as e:
-            raise SystemExit(
-                f"nnserve: NNSERVE_GRPC_HOST {settings.grpc_host!r} is not an address of this machine ({e.strerror})"
-            ) from None
         except OSError as e:
+            if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:  # no such name; another's address
+                raise SystemExit(
+                    f"nnserve: NNSERVE_GRPC_HOST {settings.grpc_host!r} is not an address of this machine "
+                    f"({e.strerror})"
+                ) from None
             raise SystemExit(
                 f"nnserve: the gRPC port {settings.grpc_port} is taken ({e.strerror}); set NNSERVE_GRPC_PORT to a "
                 "free port, or 0 to serve no gRPC"

@@ -53,6 +53,70 @@ def test_a_grpc_port_equal_to_the_http_port_is_refused(artifact_root):
     assert len(lines) == 1 and "NNSERVE_GRPC_PORT 18999 is the HTTP port" in lines[0], lines[-5:]
 
 
+@pytest.mark.parametrize("host", ["203.0.113.9", "no-such-host.invalid"])
+def test_a_grpc_host_not_of_this_machine_is_named_as_such(artifact_root, host):
+    """An address of another machine was "the gRPC port 18997 is taken (Cannot assign requested address)": the
+    port was never the matter (found writing the setting's first test)."""
+    from tests.server import free_port
+
+    lines = serve(artifact_root, free_port(), NNSERVE_GRPC_PORT=str(free_port()), NNSERVE_GRPC_HOST=host)
+    assert len(lines) == 1 and f"NNSERVE_GRPC_HOST {host!r} is not an address of this machine" in lines[0], lines
+
+
+def test_the_grpc_listener_binds_the_host_it_is_given():
+    """NNSERVE_GRPC_HOST: the listener answers on that address and on no other (127.0.0.1 is loopback too)."""
+    import asyncio
+    import socket
+
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    from service.oip_grpc import GrpcServer
+    from tests.server import free_port
+
+    port = free_port()
+
+    async def main() -> bool:
+        server = GrpcServer(None, Settings(grpc_port=port, grpc_host="127.0.0.2"), asyncio.get_running_loop())  # type: ignore[arg-type]
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.2:{port}") as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                live = await stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10)
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return live.live
+        finally:
+            await server.server.stop(0)
+
+    assert asyncio.run(main())
+
+
+def test_settings_reach_bentoml_and_onnxruntime(artifact_root):
+    """NNSERVE_TRACE_V1, NNSERVE_MODEL_WORKERS and NNSERVE_ORT_INTRA_OP_THREADS had no test (a docs audit's): each is
+    read where it acts, BentoML's service configuration and the onnxruntime session a model runs in."""
+    code = (
+        "import pathlib; from service.service import NNServe; from service.runtime import load_model; "
+        "from service.settings import get_settings; "
+        "print(NNServe.config['tracing']['excluded_urls']); "
+        "print(sorted({d.on.config['workers'] for d in NNServe.dependencies.values()})); "
+        f"m = load_model(pathlib.Path({str(artifact_root / 'digits-cnn')!r}), get_settings()); "
+        "print(m.session.get_session_options().intra_op_num_threads)"
+    )
+    for env, want in [
+        ({}, ["['/v1/', '/v2/']", "[1]", "1"]),
+        (
+            {"NNSERVE_TRACE_V1": "true", "NNSERVE_MODEL_WORKERS": "3", "NNSERVE_ORT_INTRA_OP_THREADS": "2"},
+            ["[]", "[3]", "2"],
+        ),
+    ]:
+        environ = {**os.environ, "NNSERVE_MODEL_DIR": str(artifact_root), "NNSERVE_BATCHING": "services", **env}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=120, cwd=REPO
+        )
+        assert out.stdout.split("\n")[-4:-1] == want, (env, out.stdout[-500:], out.stderr[-2000:])
+
+
 def test_the_http_port_is_read_as_bentoml_serve_reads_it(monkeypatch):
     monkeypatch.delenv("BENTOML_PORT", raising=False)
     assert http_port(["serve", "x:Y", "--port", "8100"]) == 8100 and http_port(["serve", "--port=8101"]) == 8101
