@@ -65,8 +65,6 @@ def load_table(
     preset = PRESETS[name]
     text_col, label_col = text_column or preset.text_column, label_column or preset.label_column
     with _table(path) as reader:
-        if reader.fieldnames is None:
-            raise DataError(f"{path} is empty: it needs a header row naming columns {text_col!r} and {label_col!r}")
         rows = _with_text(_rows(reader, path, text_col, label_col), path)
     raw_labels = sorted({lbl for _, lbl, _ in rows})
     if len(raw_labels) < 2:
@@ -114,9 +112,11 @@ def _rows(reader: csv.DictReader, path: Path, text_col: str, label_col: str) -> 
     """A table's rows under its header as (text, label, first line), read the one way training and evaluation
     share: both columns named once each, every row with the header's fields and a label (a DataError naming the
     line otherwise; ``_row``)."""
-    if not {text_col, label_col} <= set(reader.fieldnames or []):
+    if reader.fieldnames is None:
+        raise DataError(f"{path} is empty: it needs a header row naming columns {text_col!r} and {label_col!r}")
+    if not {text_col, label_col} <= set(reader.fieldnames):
         raise DataError(f"{path}: needs columns {text_col!r} and {label_col!r}; has {reader.fieldnames}")
-    fields = list(reader.fieldnames or [])
+    fields = list(reader.fieldnames)
     twice = sorted({c for c in (text_col, label_col) if fields.count(c) > 1})
     if twice:  # the reader keeps a repeated name's last column: the wrong labels, silently (a CLI audit's)
         raise DataError(f"{path}: the header names column {twice[0]!r} more than once; which is meant?")

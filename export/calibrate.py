@@ -403,12 +403,12 @@ def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
         except DataError as e:  # another folder than the one it was trained on, a validation split of one image
             p.error(str(e))
     if args.second_reading:
-        images, labels, _, val = idx_split(meta, args.data)
+        images, labels, _, val = idx_split(meta, args.data, check=False)  # checked by main
         second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
     elif meta.task == "image-classification":
         if args.ood_data is None:
             p.error("image classifiers need --ood-data")
-        images, labels, train, val = idx_split(meta, args.data)
+        images, labels, train, val = idx_split(meta, args.data, check=False)  # checked by main
         ood_images, _, _, ood_val = idx_split(meta, args.ood_data, check=False)
         sets, truth, door = image_sets(
             meta, images, labels, train, val, ood_images[ood_val], args.photos or PHOTOS, fitting=not args.measure

@@ -130,7 +130,9 @@ DEFAULT_CODE = {
 }
 
 
-ELSEWHERE = {  # the answers to a path outside /v1 and /v2 that no route or mount takes (service/middleware.py)
+# the answers to a path no route or mount takes: outside /v1 and /v2 for Starlette's plain-text ones
+# (service/middleware.py), and under them for FastAPI's bare "Not Found" and "Method Not Allowed" (envelope_from)
+ELSEWHERE = {
     404: ApiError("not_found", "no such path: the API's routes are under /v1 and /v2 (listed at /docs.json)"),
     405: ApiError("method_not_allowed", "this path does not take that method (its Allow header names those it takes)"),
 }

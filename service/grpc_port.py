@@ -1,7 +1,8 @@
 """The gRPC port's guard, in the serving process (``bentoml serve``) before its workers start: every API worker
 binds the port with SO_REUSEPORT (service/oip_grpc.py), so a second server on the same port would silently share
 its connections. ``check_port`` refuses to start when another nnserve holds the port's lock or another process
-listens there."""
+listens there. ``http_host``, in each API worker: the HTTP listener's address, where its gRPC server listens by
+default."""
 
 from __future__ import annotations
 

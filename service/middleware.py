@@ -91,6 +91,11 @@ def replay(first: Message, receive: Receive) -> Receive:
 _NO_HOST = ApiError("invalid_request", "a request carries one Host header, and HTTP/1.1 at least one (RFC 9112, 3.2)")
 
 
+def allowed(start: Message) -> tuple[tuple[bytes, bytes], ...]:
+    """The Allow header of a response's start, which an envelope written in its place keeps (RFC 9110, 15.5.6)."""
+    return tuple((k, v) for k, v in start["headers"] if k.lower() == b"allow")
+
+
 def media_type(headers: Headers) -> str:
     """The request's media type, without its parameters ("application/json; charset=utf-8" -> "application/json")."""
     return headers.get("content-type", "").split(";")[0].strip().lower()
@@ -321,8 +326,7 @@ class AdmissionMiddleware:
             if held is None or message["type"] != "http.response.body":
                 await send(message)
             elif not message.get("more_body", False):
-                allow = tuple((k, v) for k, v in held["headers"] if k.lower() == b"allow")
-                await self._send_error(send, ELSEWHERE[held["status"]], "other", extra=allow)
+                await self._send_error(send, ELSEWHERE[held["status"]], "other", extra=allowed(held))
 
         return wrapped_send
 
@@ -377,8 +381,7 @@ class AdmissionMiddleware:
             is_ours = isinstance(data, dict) and isinstance(data.get("error"), dict) and "code" in data["error"]
             code = str(data["error"]["code"]) if is_ours else ""
         if not is_ours:  # a 405 keeps the Allow header its route gave (RFC 9110, 15.5.6)
-            allow = tuple((k, v) for k, v in start["headers"] if k.lower() == b"allow")
-            await self._send_error(send, envelope_from(status, raw), endpoint, oip, allow)
+            await self._send_error(send, envelope_from(status, raw), endpoint, oip, allowed(start))
             return
         if not oip or "error" in data:  # a /v2 readiness answer of false is not a failure
             ERRORS.labels(endpoint, code).inc()

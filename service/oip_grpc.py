@@ -340,7 +340,7 @@ class RefuseMalformed(aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         if handler is None:  # a method no service here has: grpcio answers UNIMPLEMENTED, counted under one label
-            child(GRPC_REQUESTS, "other", grpc.StatusCode.UNIMPLEMENTED.name).inc()
+            unimplemented("other", "other")
             return handler
         if handler.unary_unary is None or handler.request_deserializer is None:
             return handler
@@ -365,9 +365,16 @@ class RefuseMalformed(aio.ServerInterceptor):
         return handler._replace(request_deserializer=tolerant, unary_unary=guarded)
 
 
+def unimplemented(method: str, endpoint: str) -> None:
+    """Counts a call answered UNIMPLEMENTED as HTTP counts a 404 (a method name a client made up: "other")."""
+    child(ERRORS, endpoint, "not_found").inc()
+    child(GRPC_REQUESTS, method, grpc.StatusCode.UNIMPLEMENTED.name).inc()
+    child(GRPC_SECONDS, method).observe(0.0)
+
+
 def _unimplemented(name: str) -> Callable[..., Awaitable[Any]]:
     async def rpc(self: Servicer, request: Any, context: aio.ServicerContext) -> Any:
-        child(GRPC_REQUESTS, name, grpc.StatusCode.UNIMPLEMENTED.name).inc()
+        unimplemented(name, f"/{SERVICE}/{name}")
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not supported by nnserve")
 
     return rpc

@@ -254,6 +254,7 @@ def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_pat
         (["{lstm}", "--texts", "{tmp}/twice.tsv"], "names column 'label' more than once"),
         (["{lstm}", "--texts", "{tmp}/tab.tsv"], "tab.tsv, line 3: 3 fields, the header has 2"),
         (["{lstm}", "--texts", "{tmp}/empty.tsv"], "empty.tsv: no text to measure"),
+        (["{lstm}", "--texts", "{tmp}/blank.tsv"], "blank.tsv is empty: it needs a header row"),
     ],
 )
 def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, digits, capsys, args, said):
@@ -267,6 +268,7 @@ def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, di
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\na fine film\tpositive\nawful\tgreat\n", encoding="utf-8")
     (tmp_path / "twice.tsv").write_text("sentence\tlabel\tlabel\nfine\tpositive\t0\n", encoding="utf-8")
     (tmp_path / "tab.tsv").write_text("sentence\tlabel\nfine\tpositive\nawful\tfilm\tnegative\n", encoding="utf-8")
+    (tmp_path / "blank.tsv").write_text("", encoding="utf-8")
     (tmp_path / "empty.tsv").write_text("sentence\tlabel\n \tpositive\n\tnegative\n", encoding="utf-8")
     where = {"tmp": tmp_path, "cnn": artifact_root / "digits-cnn", "lstm": artifact_root / "synthetic-lstm"}
     with pytest.raises(SystemExit) as e:

@@ -193,16 +193,11 @@ def test_unknown_paths_share_one_metric_label(client):
     assert not any('"other"' in s for s in new) and len(new) <= 10  # 300 more paths: no new series for them
 
 
-def test_a_path_nothing_serves_gets_the_envelope_and_is_counted(client):
+def test_a_path_nothing_serves_gets_the_envelope_and_is_counted(client, server):
     """Outside /v1 and /v2 an unknown path was Starlette's plain-text "Not Found", uncounted (the observability
     audit's leftover); BentoML's own pages and /metrics are answered as before."""
-
-    def counted(code: str) -> float:
-        line = f'nnserve_errors_total{{code="{code}",endpoint="other"}} '
-        return next((float(x.split()[-1]) for x in client.get("/metrics").text.splitlines() if x.startswith(line)), 0)
-
-    before = counted("not_found"), counted("method_not_allowed")
-    for path in ("/predict", "/static_content/none.js", "/v1classify"):
+    before = server.errors("not_found"), server.errors("method_not_allowed")
+    for path in ("/predict", "/static_content/none.js", "/v1classify", "/v1/clasify"):
         r = client.get(path)
         assert r.status_code == 404 and r.headers["content-type"] == "application/json", path
         assert r.json()["error"]["code"] == "not_found" and "/v1 and /v2" in r.json()["error"]["message"]
@@ -211,7 +206,8 @@ def test_a_path_nothing_serves_gets_the_envelope_and_is_counted(client):
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     assert "GET" in r.headers["allow"]
     assert client.head("/predict").status_code == 404
-    assert counted("not_found") == before[0] + 4 and counted("method_not_allowed") == before[1] + 1
+    after = server.errors("not_found"), server.errors("method_not_allowed")
+    assert after == (before[0] + 5, before[1] + 1), (before, after)
     assert client.get("/").headers["content-type"].startswith("text/html")
     assert client.get("/metrics").headers["content-type"].startswith("text/plain")
 

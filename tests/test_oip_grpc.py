@@ -213,7 +213,7 @@ def test_methods_nnserve_does_not_serve_are_counted_under_bounded_labels(server)
         text = httpx.get(f"{server.url}/metrics", timeout=10).text
         return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(want)), 0.0)
 
-    before = count("other"), count("CudaSharedMemoryStatus")
+    before = count("other"), count("CudaSharedMemoryStatus"), server.errors("not_found")
     with grpc.insecure_channel(server.grpc_url) as channel:
         for method in ("/inference.GRPCInferenceService/Nope1", "/made.Up/Name2", "/x/y3"):
             with pytest.raises(grpc.RpcError) as e:
@@ -223,6 +223,7 @@ def test_methods_nnserve_does_not_serve_are_counted_under_bounded_labels(server)
             channel.unary_unary("/inference.GRPCInferenceService/CudaSharedMemoryStatus")(b"", timeout=30)
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "not supported by nnserve" in e.value.details()
     assert count("other") == before[0] + 3 and count("CudaSharedMemoryStatus") == before[1] + 1
+    assert server.errors("not_found") == before[2] + 4  # as HTTP counts a 404
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert "Nope1" not in metrics and "made.Up" not in metrics
 

@@ -107,7 +107,7 @@ def test_texts_run_at_most_text_max_batch_size_a_run(artifact_root, tmp_path_fac
         int(m.group(1))
         for m in re.finditer(r'nnserve_model_executions_total\{batch_size="(\d+)",model="synthetic-lstm"\}', metrics)
     }
-    assert sizes - {10} == {1, 2, 3} and 10 in sizes, sizes
+    assert 3 in sizes and max(sizes - {10}) == 3 and 10 in sizes, sizes  # a run of 3 rows: requests merged
     assert config["parameters"]["max_rows_per_execution"]["string_value"] == "3", config
 
 
