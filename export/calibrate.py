@@ -65,7 +65,7 @@ from contract.text import Vocab, encode_windows, text_logits
 from contract.text_data import text_validation
 from contract.text_ood import RARITY, UNKNOWN, rarities, text_ood_score, unknown_share, word_rarity
 from export import second_reading
-from export.calibrate_cli import check_companions, of_image_folder, stop, unused
+from export.calibrate_cli import check_companions, of_image_folder, stop, unused, working_copy
 from export.evaluate import auroc
 from export.flagged import (
     calibrate_flagged,
@@ -377,34 +377,33 @@ def main(argv: list[str] | None = None) -> int:
         if idle:
             p.error(f"{', '.join(idle)} would not be used: {meta.name} is {kind}")
     check_companions(p, args, meta)
-    graph = (args.artifact / ONNX_FILE).read_bytes()  # calibration rewrites the graph: put back on any failure
-    stopped = signal.signal(signal.SIGTERM, stop)  # a SIGTERM (timeout, kill) too: it left the new graph beside
-    try:  # the old model.json, which the server refuses (a CLI audit's)
-        meta = _calibrate(p, args, meta)
-    except BaseException as e:
-        (args.artifact / ONNX_FILE).write_bytes(graph)
-        if isinstance(e, DataError):  # the data cannot be calibrated on (a validation split of one row)
-            p.error(str(e))
-        raise
+    stopped = signal.signal(signal.SIGTERM, stop)  # a SIGTERM (timeout, kill) ends as Ctrl-C does, the copy removed
+    try:
+        with working_copy(args.artifact) as work:  # calibration rewrites the graph: in a copy of the folder
+            try:
+                meta = _calibrate(p, args, meta, work)
+            except DataError as e:  # the data cannot be calibrated on (a validation split of one row)
+                p.error(str(e))
+            if not args.measure:
+                write_metadata(args.artifact, meta.model_dump_json(indent=2) + "\n", graph=work / ONNX_FILE)
     finally:
         signal.signal(signal.SIGTERM, stopped)
-    if not args.measure:
-        write_metadata(args.artifact, meta.model_dump_json(indent=2) + "\n")
     summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
     print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
     return 0
 
 
-def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata) -> ModelMetadata:
-    """The command's work for one artifact -> its metadata as calibrated (as it was, with --measure)."""
+def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: ModelMetadata, work: Path) -> ModelMetadata:
+    """The command's work for one artifact, in ``work``, a copy of its folder -> its metadata as calibrated (as it
+    was, with --measure)."""
     if of_image_folder(meta):
         try:
-            return calibrate_folder(args.artifact, meta, args.data)
+            return calibrate_folder(work, meta, args.data)
         except DataError as e:  # another folder than the one it was trained on, a validation split of one image
             p.error(str(e))
     if args.second_reading:
         images, labels, _, val = idx_split(meta, args.data, check=False)  # checked by main
-        second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
+        second_reading.decide(work, meta, images, labels, val[halves(len(val))[0]])
     elif meta.task == "image-classification":
         if args.ood_data is None:
             p.error("image classifiers need --ood-data")
@@ -414,13 +413,13 @@ def _calibrate(p: argparse.ArgumentParser, args: argparse.Namespace, meta: Model
             meta, images, labels, train, val, ood_images[ood_val], args.photos or PHOTOS, fitting=not args.measure
         )
         if args.measure:
-            measure_images(args.artifact, meta, sets, truth, door)
+            measure_images(work, meta, sets, truth, door)
         else:
-            meta = calibrate_images(args.artifact, meta, sets, truth, door, args.autoencoder, args.sibling)
-            second_reading.decide(args.artifact, meta, images, labels, val[halves(len(val))[0]])
+            meta = calibrate_images(work, meta, sets, truth, door, args.autoencoder, args.sibling)
+            second_reading.decide(work, meta, images, labels, val[halves(len(val))[0]])
     elif meta.task == "text-classification":
         # deterministic: with --measure it refits the same temperature and threshold, and nothing is written
-        meta = calibrate_texts(args.artifact, *text_validation(meta, args.data))
+        meta = calibrate_texts(work, *text_validation(meta, args.data))
     else:
         p.error(f"{meta.name} is a {meta.task} model: only classifiers are calibrated")
     return meta

@@ -1,18 +1,34 @@
 """What export.calibrate checks of its command line before any work: the options a calibration would not use, the
-companion models it names, whether a model is an image folder's; and SIGTERM as an exception, so that a graph
-calibration rewrote is put back."""
+companion models it names, whether a model is an image folder's; the copy of the artifact's folder calibration works
+in, and SIGTERM as an exception, so that the copy is removed."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from contract.cli import load_intact
 from contract.metadata import ModelMetadata
 
 
 def stop(signum: int, frame: object) -> None:
-    """SIGTERM as an exception, so that the graph calibration rewrote is put back before the process ends."""
+    """SIGTERM as an exception, so that the copy calibration worked in is removed before the process ends."""
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def working_copy(artifact: Path) -> Iterator[Path]:
+    """A copy of the artifact's folder (of the same name) for calibration to rewrite its graph in, removed at the
+    end: the folder, which a server may be polling, keeps a graph and a model.json that match until both are
+    renamed in (export/record.py: write_metadata)."""
+    with tempfile.TemporaryDirectory(prefix="nnserve-calibrate-") as scratch:
+        work = Path(scratch) / artifact.name
+        shutil.copytree(artifact, work, ignore=shutil.ignore_patterns(".*"))
+        yield work
 
 
 def unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> tuple[list[str], str]:

@@ -4,12 +4,14 @@ model's card carries them."""
 from __future__ import annotations
 
 import argparse
+import shutil
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from contract.metadata import METADATA_FILE, Evaluation, ModelMetadata, load_metadata
+from contract.metadata import METADATA_FILE, ONNX_FILE, Evaluation, ModelMetadata, load_metadata
 
 
 def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Namespace) -> None:
@@ -38,9 +40,24 @@ def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Na
     write_metadata(model_dir, text)
 
 
-def write_metadata(model_dir: Path, text: str) -> None:
+def write_metadata(model_dir: Path, text: str, graph: Path | None = None) -> None:
     """model.json written beside its place and renamed in: a stopped command never leaves half of one, and a server
-    polling the folder never reads half of one (``--record`` and export.calibrate write it so)."""
-    tmp = model_dir / f".{METADATA_FILE}.partial"
-    tmp.write_text(text)
-    tmp.replace(model_dir / METADATA_FILE)
+    polling the folder never reads half of one (``--record`` and export.calibrate write it so). With ``graph`` (a
+    calibrated model.onnx, made in a copy of the folder), that graph too: both staged first, then renamed in back
+    to back with Ctrl-C and SIGTERM held off, so a graph and a model.json that differ stand side by side for the
+    time of one rename, where calibration's minutes of work left them so (the CLI audit's leftover)."""
+    tmp, staged = model_dir / f".{METADATA_FILE}.partial", model_dir / f".{ONNX_FILE}.partial"
+    try:
+        tmp.write_text(text)
+        if graph is not None:
+            shutil.copyfile(graph, staged)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            if graph is not None:
+                staged.replace(model_dir / ONNX_FILE)
+            tmp.replace(model_dir / METADATA_FILE)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    finally:
+        tmp.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)

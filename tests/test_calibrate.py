@@ -519,7 +519,25 @@ def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys
     assert train_main([*argv, "--no-progress", "--out", str(tmp_path / "run")]) == 0
     art = tmp_path / "art"
     assert export_main([str(tmp_path / "run" / "checkpoint.pt"), "--out", str(art), "--dry-run"]) == 0
+    import tempfile
+
+    import export.folder_calibration
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    took, seen = export.folder_calibration.took_ood_output, []
+
+    def watched(*a: object, **kw: object) -> object:  # the score just folded into the graph, in the copy
+        seen.append(sha256_file(art / "model.onnx") == load_metadata(art).onnx_sha256)
+        return took(*a, **kw)
+
+    monkeypatch.setattr(export.folder_calibration, "took_ood_output", watched)
     assert calibrate_main([str(art), "--data", str(folder)]) == 0
+    # the folder a server may poll kept a graph and model.json that match while calibration ran (until 2026-12-07
+    # it rewrote the graph in place, minutes before model.json), and the copy it worked in is gone
+    assert seen == [True] and list(scratch.iterdir()) == []
+    monkeypatch.undo()
     meta = load_metadata(art)
     assert meta.calibration is not None and meta.ood is not None and meta.ood.output == "ood_score"
     assert meta.ood.method == "mahalanobis" and meta.onnx_sha256 == sha256_file(art / "model.onnx")
@@ -527,7 +545,6 @@ def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys
     assert meta.ood.figures["flagged page of noise"] == meta.ood.figures["flagged blank white page"] == 1.0
     sess = ort.InferenceSession(str(art / "model.onnx"))
     assert [o.name for o in sess.get_outputs()] == ["logits", "ood_score"]
-    import export.folder_calibration
 
     def broken(*_: object) -> float:
         raise RuntimeError("a failure half way")
@@ -535,7 +552,7 @@ def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys
     monkeypatch.setattr(export.folder_calibration, "fit_temperature", broken)  # after the graph was stripped
     with pytest.raises(RuntimeError, match="half way"):
         calibrate_main([str(art), "--data", str(folder)])
-    assert sha256_file(art / "model.onnx") == meta.onnx_sha256  # the graph put back as it was
+    assert sha256_file(art / "model.onnx") == meta.onnx_sha256  # the graph as it was: never touched
     monkeypatch.undo()
     with pytest.raises(SystemExit) as e:  # a training audit's: --ood-data was accepted and silently not used
         calibrate_main([str(art), "--data", str(folder), "--ood-data", str(tmp_path)])
