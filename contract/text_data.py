@@ -112,6 +112,8 @@ def _rows(reader: csv.DictReader, path: Path, text_col: str, label_col: str) -> 
     """A table's rows under its header as (text, label, first line), read the one way training and evaluation
     share: both columns named once each, every row with the header's fields and a label (a DataError naming the
     line otherwise; ``_row``)."""
+    if text_col == label_col:  # accepted, it measured a model on its own labels (accuracy 1.0; an audit's)
+        raise DataError(f"{path}: {text_col!r} cannot be both the text column and the label column")
     if reader.fieldnames is None:
         raise DataError(f"{path} is empty: it needs a header row naming columns {text_col!r} and {label_col!r}")
     if not {text_col, label_col} <= set(reader.fieldnames):

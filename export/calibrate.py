@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,16 @@ from contract.text import Vocab, encode_windows, text_logits
 from contract.text_data import text_validation
 from contract.text_ood import RARITY, UNKNOWN, rarities, text_ood_score, unknown_share, word_rarity
 from export import second_reading
-from export.calibrate_cli import check_companions, of_image_folder, stop, unused, working_copy
+from export.calibrate_cli import (
+    check_companions,
+    of_image_folder,
+    removed,
+    stop,
+    uninterrupted,
+    unused,
+    working_copy,
+    writable,
+)
 from export.evaluate import auroc
 from export.flagged import (
     calibrate_flagged,
@@ -377,17 +387,25 @@ def main(argv: list[str] | None = None) -> int:
         if idle:
             p.error(f"{', '.join(idle)} would not be used: {meta.name} is {kind}")
     check_companions(p, args, meta)
+    if not args.measure and (why := writable(args.artifact)):
+        p.error(f"{args.artifact}: cannot write into it ({why}); --measure writes nothing")
     stopped = signal.signal(signal.SIGTERM, stop)  # a SIGTERM (timeout, kill) ends as Ctrl-C does, the copy removed
+    work = None
     try:
-        with working_copy(args.artifact) as work:  # calibration rewrites the graph: in a copy of the folder
-            try:
-                meta = _calibrate(p, args, meta, work)
-            except DataError as e:  # the data cannot be calibrated on (a validation split of one row)
-                p.error(str(e))
-            if not args.measure:
+        work = working_copy(args.artifact)  # calibration rewrites the graph: in a copy of the folder
+        try:
+            meta = _calibrate(p, args, meta, work)
+        except DataError as e:  # the data cannot be calibrated on (a validation split of one row)
+            p.error(str(e))
+        if not args.measure:
+            with uninterrupted() as came:  # from the first rename on, the calibration stands
                 write_metadata(args.artifact, meta.model_dump_json(indent=2) + "\n", graph=work / ONNX_FILE)
+            if came:
+                print("stopped as the calibration was written: it stands", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, stopped)
+        if work is not None:
+            removed(work)
     summary = {"model": meta.name, "calibration": meta.calibration, "ood": meta.ood}
     print(json.dumps(json.loads(json.dumps(summary, default=lambda m: m.model_dump())), indent=2))
     return 0

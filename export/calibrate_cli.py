@@ -1,12 +1,14 @@
 """What export.calibrate checks of its command line before any work: the options a calibration would not use, the
 companion models it names, whether a model is an image folder's; the copy of the artifact's folder calibration works
-in, and SIGTERM as an exception, so that the copy is removed."""
+in and the signals held off while it is written back or removed, and SIGTERM as an exception, so that the copy is
+removed."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +22,58 @@ def stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+HELD = {signal.SIGINT, signal.SIGTERM}
+
+
 @contextlib.contextmanager
-def working_copy(artifact: Path) -> Iterator[Path]:
-    """A copy of the artifact's folder (of the same name) for calibration to rewrite its graph in, removed at the
-    end: the folder, which a server may be polling, keeps a graph and a model.json that match until both are
-    renamed in (export/record.py: write_metadata)."""
-    with tempfile.TemporaryDirectory(prefix="nnserve-calibrate-") as scratch:
-        work = Path(scratch) / artifact.name
-        shutil.copytree(artifact, work, ignore=shutil.ignore_patterns(".*"))
-        yield work
+def uninterrupted() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM held off for the block (the renames into the artifact, the copy's removal): each that comes
+    meanwhile is noted in the list yielded, so that the command says what it did rather than "interrupted" after
+    writing the calibration (the CLI audit's: 130 over a calibration written). Python's handlers, not a signal mask:
+    a process-directed signal goes to any thread that does not block it (onnxruntime's, numpy's), and a mask is
+    per thread. From the main thread only, as every handler."""
+    came: list[int] = []
+    before = {s: signal.signal(s, lambda signum, _: came.append(signum)) for s in HELD}
+    try:
+        yield came
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def working_copy(artifact: Path) -> Path:
+    """A copy, in a new temporary folder, of what calibration reads of the artifact's folder: its files (not hidden
+    ones, subfolders, links that lead nowhere or pipes, which a copy of the whole folder failed on, and a link to
+    a data folder it copied whole). The graph is rewritten there, so that the folder, which a server may be
+    polling, keeps a graph and a model.json that match until both are renamed in (export/record.py:
+    write_metadata); ``removed`` takes the copy away."""
+    scratch = Path(tempfile.mkdtemp(prefix="nnserve-calibrate-"))
+    try:
+        work = scratch / (artifact.resolve().name or "artifact")  # "." and ".." have no name of their own
+        work.mkdir()
+        for f in artifact.iterdir():
+            if not f.name.startswith(".") and f.is_file():  # a FIFO is no file, and is never opened
+                shutil.copyfile(f, work / f.name)
+        return work
+    except BaseException:
+        removed(scratch / "artifact")
+        raise
+
+
+def removed(work: Path) -> None:
+    """The temporary folder ``working_copy`` made, removed whatever signal comes meanwhile."""
+    with uninterrupted():
+        shutil.rmtree(work.parent, ignore_errors=True)
+
+
+def writable(folder: Path) -> str | None:
+    """Why calibration could not rename its graph and model.json into ``folder`` (None: it can), found before its
+    minutes of work (they ended in a traceback): a file is made there and removed."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".nnserve-probe-"):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
 
 
 def unused(args: argparse.Namespace, meta: ModelMetadata, folder: bool) -> tuple[list[str], str]:

@@ -4,8 +4,8 @@ model's card carries them."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
-import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,20 +44,21 @@ def write_metadata(model_dir: Path, text: str, graph: Path | None = None) -> Non
     """model.json written beside its place and renamed in: a stopped command never leaves half of one, and a server
     polling the folder never reads half of one (``--record`` and export.calibrate write it so). With ``graph`` (a
     calibrated model.onnx, made in a copy of the folder), that graph too: both staged first, then renamed in back
-    to back with Ctrl-C and SIGTERM held off, so a graph and a model.json that differ stand side by side for the
-    time of one rename, where calibration's minutes of work left them so (the CLI audit's leftover)."""
-    tmp, staged = model_dir / f".{METADATA_FILE}.partial", model_dir / f".{ONNX_FILE}.partial"
+    to back, so a graph and a model.json that differ stand side by side for the time of one rename, where
+    calibration's minutes of work left them so (the CLI audit's leftover; export.calibrate holds Ctrl-C and SIGTERM
+    off meanwhile: export/calibrate_cli.py: uninterrupted)."""
+    pid = os.getpid()  # two commands at once each stage their own files (an audit's: they took each other's)
+    tmp, staged = model_dir / f".{METADATA_FILE}.{pid}.partial", model_dir / f".{ONNX_FILE}.{pid}.partial"
     try:
         tmp.write_text(text)
         if graph is not None:
             shutil.copyfile(graph, staged)
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
-            if graph is not None:
-                staged.replace(model_dir / ONNX_FILE)
-            tmp.replace(model_dir / METADATA_FILE)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for new, old in ((tmp, METADATA_FILE), (staged, ONNX_FILE)):  # the files' modes as they were (440 stays)
+            if new.exists() and (model_dir / old).exists():
+                shutil.copymode(model_dir / old, new)
+        if graph is not None:
+            staged.replace(model_dir / ONNX_FILE)
+        tmp.replace(model_dir / METADATA_FILE)
     finally:
         tmp.unlink(missing_ok=True)
         staged.unlink(missing_ok=True)

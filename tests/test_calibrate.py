@@ -3,6 +3,7 @@ and what calibration writes into an artifact."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -533,10 +534,16 @@ def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys
         return took(*a, **kw)
 
     monkeypatch.setattr(export.folder_calibration, "took_ood_output", watched)
+    os.symlink(tmp_path / "nowhere", art / "dangling")  # an audit's: a copy of the whole folder failed on these
+    os.mkfifo(art / "pipe")
+    (art / "model.json").chmod(0o440)
     assert calibrate_main([str(art), "--data", str(folder)]) == 0
+    assert (art / "model.json").stat().st_mode & 0o777 == 0o440 and (art / "pipe").exists()
     # the folder a server may poll kept a graph and model.json that match while calibration ran (until 2026-12-07
     # it rewrote the graph in place, minutes before model.json), and the copy it worked in is gone
     assert seen == [True] and list(scratch.iterdir()) == []
+    monkeypatch.chdir(art)  # "." has no name of its own: the copy's folder was the temporary folder itself
+    assert calibrate_main([".", "--data", str(folder)]) == 0 and list(scratch.iterdir()) == []
     monkeypatch.undo()
     meta = load_metadata(art)
     assert meta.calibration is not None and meta.ood is not None and meta.ood.output == "ood_score"
@@ -561,6 +568,19 @@ def test_a_model_of_an_image_folder_is_calibrated_on_its_folder(tmp_path, capsys
     with pytest.raises(SystemExit):
         calibrate_main([str(art), "--data", str(folder)])
     assert "was trained on" in capsys.readouterr().err and sha256_file(art / "model.onnx") == meta.onnx_sha256
+
+
+def test_a_stop_while_calibration_is_written_is_taken_not_raised():
+    """Ctrl-C as the graph and model.json were renamed in printed "interrupted" (130) over a calibration written, and
+    one as the copy was removed left part of it in /tmp (an audit's): held off, then said."""
+    import signal
+
+    from export.calibrate_cli import uninterrupted
+
+    with uninterrupted() as came:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert sorted(came) == [signal.SIGINT, signal.SIGTERM]
 
 
 def test_a_validation_split_of_one_row_or_an_option_for_another_kind_is_refused_in_one_line(tmp_path, capsys):

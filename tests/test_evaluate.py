@@ -255,6 +255,10 @@ def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_pat
         (["{lstm}", "--texts", "{tmp}/tab.tsv"], "tab.tsv, line 3: 3 fields, the header has 2"),
         (["{lstm}", "--texts", "{tmp}/empty.tsv"], "empty.tsv: no text to measure"),
         (["{lstm}", "--texts", "{tmp}/blank.tsv"], "blank.tsv is empty: it needs a header row"),
+        (
+            ["{lstm}", "--texts", "{tmp}/dev.tsv", "--text-column", "label", "--label-column", "label"],
+            "'label' cannot be both the text column and the label column",
+        ),
     ],
 )
 def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, digits, capsys, args, said):
