@@ -47,16 +47,16 @@ def working_copy(artifact: Path) -> Path:
     a data folder it copied whole). The graph is rewritten there, so that the folder, which a server may be
     polling, keeps a graph and a model.json that match until both are renamed in (export/record.py:
     write_metadata); ``removed`` takes the copy away."""
-    scratch = Path(tempfile.mkdtemp(prefix="nnserve-calibrate-"))
+    name = artifact.resolve().name or "artifact"  # "." and ".." have no name of their own
+    work = Path(tempfile.mkdtemp(prefix="nnserve-calibrate-")) / name
     try:
-        work = scratch / (artifact.resolve().name or "artifact")  # "." and ".." have no name of their own
         work.mkdir()
         for f in artifact.iterdir():
             if not f.name.startswith(".") and f.is_file():  # a FIFO is no file, and is never opened
                 shutil.copyfile(f, work / f.name)
         return work
     except BaseException:
-        removed(scratch / "artifact")
+        removed(work)
         raise
 
 
