@@ -141,7 +141,9 @@ def _with_text(read: list[tuple[str, str, int]], path: Path) -> list[tuple[str, 
 
 
 def _not_utf8(raw: bytes) -> str:
-    """Where bytes that are not UTF-8 are first not: the byte and its line."""
+    """Where bytes that are not UTF-8 are first not: the byte and its line (a gzip file said to be one)."""
+    if raw[:2] == b"\x1f\x8b":  # gzip's magic number (RFC 1952): "line 1 holds byte b'\x8b'" named no cause
+        return "a gzip file, not a table: unpack it first (gunzip)"
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ from contract.metadata import ModelMetadata
 
 
 def stop(signum: int, frame: object) -> None:
-    """SIGTERM as an exception, so that the copy calibration worked in is removed before the process ends."""
+    """SIGTERM as an exception, so that the copy calibration worked in is removed before the process ends, said in
+    one line as Ctrl-C is (it ended with status 143 and no word: an audit's)."""
+    sys.stderr.write("stopped (SIGTERM)\n")
     raise SystemExit(128 + signum)
 
 

@@ -583,6 +583,17 @@ def test_a_stop_while_calibration_is_written_is_taken_not_raised():
     assert sorted(came) == [signal.SIGINT, signal.SIGTERM]
 
 
+def test_sigterm_ends_calibration_in_one_line(capsys):
+    """It ended with status 143 and no word (an audit's): one line, as Ctrl-C's "interrupted"."""
+    import signal
+
+    from export.calibrate_cli import stop
+
+    with pytest.raises(SystemExit) as e:
+        stop(signal.SIGTERM, None)
+    assert e.value.code == 143 and capsys.readouterr().err == "stopped (SIGTERM)\n"
+
+
 def test_a_validation_split_of_one_row_or_an_option_for_another_kind_is_refused_in_one_line(tmp_path, capsys):
     """A training audit's (2026-12-07): a text model whose validation split held one row (a class of one row and
     ten of another) reached calibration, which ended in a traceback (half A was empty); and --ood-data, for image

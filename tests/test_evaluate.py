@@ -255,6 +255,7 @@ def test_a_table_with_its_own_column_names_is_measured_as_it_was_trained(tmp_pat
         (["{lstm}", "--texts", "{tmp}/tab.tsv"], "tab.tsv, line 3: 3 fields, the header has 2"),
         (["{lstm}", "--texts", "{tmp}/empty.tsv"], "empty.tsv: no text to measure"),
         (["{lstm}", "--texts", "{tmp}/blank.tsv"], "blank.tsv is empty: it needs a header row"),
+        (["{lstm}", "--texts", "{tmp}/packed.tsv"], "packed.tsv: a gzip file, not a table: unpack it first"),
         (
             ["{lstm}", "--texts", "{tmp}/dev.tsv", "--text-column", "label", "--label-column", "label"],
             "'label' cannot be both the text column and the label column",
@@ -273,6 +274,7 @@ def test_what_cannot_be_measured_is_said_in_one_line(tmp_path, artifact_root, di
     (tmp_path / "twice.tsv").write_text("sentence\tlabel\tlabel\nfine\tpositive\t0\n", encoding="utf-8")
     (tmp_path / "tab.tsv").write_text("sentence\tlabel\nfine\tpositive\nawful\tfilm\tnegative\n", encoding="utf-8")
     (tmp_path / "blank.tsv").write_text("", encoding="utf-8")
+    (tmp_path / "packed.tsv").write_bytes(gzip.compress(b"sentence\tlabel\nfine\tpositive\n"))
     (tmp_path / "empty.tsv").write_text("sentence\tlabel\n \tpositive\n\tnegative\n", encoding="utf-8")
     where = {"tmp": tmp_path, "cnn": artifact_root / "digits-cnn", "lstm": artifact_root / "synthetic-lstm"}
     with pytest.raises(SystemExit) as e:
