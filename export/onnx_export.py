@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -36,6 +35,7 @@ from contract.metadata import (
     sha256_file,
 )
 from contract.text import VOCAB_FILE
+from export.record import renamed_in
 from export.spec import PARITY_BATCHES, TASKS, ExportSpec, load_specs
 
 log = logging.getLogger(__name__)
@@ -194,22 +194,11 @@ def replace_artifact(out: Path, writes: set[str]) -> None:
 
 
 def write_artifact(out: Path, files: dict[str, bytes]) -> None:
-    """``files`` into ``out``, each written beside its place first and then renamed into it, model.json last: an
-    export stopped part way (Ctrl-C, a full disk) leaves the artifact that was there, not a new graph beside an
-    empty model.json (an audit's); the old artifact's files this one does not write go only once all are written."""
-    out.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, Path] = {}
-    try:
-        for name, data in files.items():
-            staged[name] = out / f".{name}.partial"
-            staged[name].write_bytes(data)
-        if (out / METADATA_FILE).is_file():
-            replace_artifact(out, set(files))
-        for name in sorted(staged, key=lambda n: n == METADATA_FILE):
-            os.replace(staged[name], out / name)
-    finally:
-        for path in staged.values():
-            path.unlink(missing_ok=True)
+    """``files`` into ``out`` as ``renamed_in`` writes them, model.json last: an export stopped part way (Ctrl-C, a
+    full disk) leaves the artifact that was there, not a new graph beside an empty model.json (an audit's); the old
+    artifact's files this one does not write go only once all are written."""
+    replaces = (out / METADATA_FILE).is_file()
+    renamed_in(out, files, before=(lambda: replace_artifact(out, set(files))) if replaces else None)
 
 
 def export_checkpoint(

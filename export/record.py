@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,25 +41,31 @@ def record(model_dir: Path, meta: ModelMetadata, result: dict, args: argparse.Na
     write_metadata(model_dir, text)
 
 
-def write_metadata(model_dir: Path, text: str, graph: Path | None = None) -> None:
-    """model.json written beside its place and renamed in: a stopped command never leaves half of one, and a server
-    polling the folder never reads half of one (``--record`` and export.calibrate write it so). With ``graph`` (a
-    calibrated model.onnx, made in a copy of the folder), that graph too: both staged first, then renamed in back
-    to back, so a graph and a model.json that differ stand side by side for the time of one rename, where
-    calibration's minutes of work left them so (the CLI audit's leftover; export.calibrate holds Ctrl-C and SIGTERM
-    off meanwhile: export/calibrate_cli.py: uninterrupted)."""
-    pid = os.getpid()  # two commands at once each stage their own files (an audit's: they took each other's)
-    tmp, staged = model_dir / f".{METADATA_FILE}.{pid}.partial", model_dir / f".{ONNX_FILE}.{pid}.partial"
+def renamed_in(model_dir: Path, files: dict[str, bytes], before: Callable[[], None] | None = None) -> None:
+    """``files`` into ``model_dir``, each written beside its place first (named for this process: two commands at
+    once took each other's, an audit's), with the mode of the file it replaces (440 stays), then renamed in,
+    model.json last; ``before`` runs once all are written and before the first rename. A command stopped part way
+    leaves what was there, and a server polling the folder never reads half a file nor, but for the time of one
+    rename, a graph beside a model.json that is not its own (export's write_artifact, --record and calibrate)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
     try:
-        tmp.write_text(text)
-        if graph is not None:
-            shutil.copyfile(graph, staged)
-        for new, old in ((tmp, METADATA_FILE), (staged, ONNX_FILE)):  # the files' modes as they were (440 stays)
-            if new.exists() and (model_dir / old).exists():
-                shutil.copymode(model_dir / old, new)
-        if graph is not None:
-            staged.replace(model_dir / ONNX_FILE)
-        tmp.replace(model_dir / METADATA_FILE)
+        for name, data in files.items():
+            staged[name] = model_dir / f".{name}.{os.getpid()}.partial"
+            staged[name].write_bytes(data)
+            if (model_dir / name).is_file():
+                shutil.copymode(model_dir / name, staged[name])
+        if before is not None:
+            before()
+        for name in sorted(staged, key=lambda n: n == METADATA_FILE):
+            staged[name].replace(model_dir / name)
     finally:
-        tmp.unlink(missing_ok=True)
-        staged.unlink(missing_ok=True)
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+
+
+def write_metadata(model_dir: Path, text: str, graph: Path | None = None) -> None:
+    """model.json renamed into an artifact (``renamed_in``); with ``graph``, a calibrated model.onnx made in a copy
+    of the folder, that graph first (export.calibrate holds Ctrl-C and SIGTERM off meanwhile:
+    export/calibrate_cli.py: uninterrupted)."""
+    renamed_in(model_dir, {**({ONNX_FILE: graph.read_bytes()} if graph else {}), METADATA_FILE: text.encode()})
